@@ -1,0 +1,1 @@
+namespace MoeNotebooks; public static class Placeholder { }
