@@ -1,0 +1,44 @@
+using System.Globalization;
+using MoeNotebooks.Config;
+
+namespace MoeNotebooks.Cli;
+
+/// <summary>The human-readable form of an evaluation.</summary>
+public static class EvaluationTable
+{
+    public static void Write(Evaluation e, TextWriter o)
+    {
+        var r = e.Result;
+        var c = CultureInfo.InvariantCulture;
+        o.WriteLine($"Scenario   {e.Scenario.Name}: {e.Scenario.Description}");
+        o.WriteLine($"Derivation {e.Dag.Description}");
+        o.WriteLine($"Hardware   {e.Scenario.Hardware}");
+        o.WriteLine($"Cost model {e.Cost.Name}");
+        o.WriteLine($"DAG        {e.Dag.Count.ToString("N0", c)} operations, {e.Dag.EdgeCount.ToString("N0", c)} edges");
+        o.WriteLine();
+        o.WriteLine(string.Create(c, $"Total      {r.TotalSeconds,12:F4} s"));
+        o.WriteLine();
+        o.WriteLine("Breakdown (mean per GPU)         seconds     share");
+        foreach (var (k, v) in r.BreakdownSeconds)
+            o.WriteLine(string.Create(c, $"  {k,-28} {v,12:F4} {100 * v / r.TotalSeconds,8:F1} %"));
+        o.WriteLine();
+        o.WriteLine("Formula terms on the critical path                count   seconds each");
+        foreach (var t in e.Formula.MatmulTerms)
+        {
+            var shape = new Dag.MatmulShape(t.M, t.K, t.N, t.Batch);
+            o.WriteLine(string.Create(c, $"  {shape,-46} {t.Count,6} {e.Cost.Compute.MatmulSeconds(shape, e.Dag.Dtype, e.Dag.ElementBytes),14:G5}"));
+        }
+        foreach (var t in e.Formula.OtherTerms)
+            o.WriteLine(string.Create(c, $"  {t.Name,-46} {t.Count,6} {t.Seconds,14:G5}"));
+        o.WriteLine();
+        o.WriteLine(string.Create(c, $"Critical path: {r.CriticalPath.Count} operations (first 12, last 4)"));
+        o.WriteLine("  start s      finish s     gpu  operation");
+        var rows = r.CriticalPath.Count <= 16 ? r.CriticalPath : r.CriticalPath.Take(12).Concat(r.CriticalPath.Skip(r.CriticalPath.Count - 4));
+        var i = 0;
+        foreach (var op in rows)
+        {
+            if (r.CriticalPath.Count > 16 && i++ == 12) o.WriteLine("  ...");
+            o.WriteLine(string.Create(c, $"  {op.StartSeconds,-12:F5} {op.FinishSeconds,-12:F5} {op.Gpu,4}  {op.Name}"));
+        }
+    }
+}

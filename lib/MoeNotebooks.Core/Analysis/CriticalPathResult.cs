@@ -1,0 +1,109 @@
+using MoeNotebooks.Dag;
+
+namespace MoeNotebooks.Analysis;
+
+/// <summary>One operation placed in time.</summary>
+public sealed record ScheduledOp(int Op, string Name, OpKind Kind, OpCategory Category, int Gpu, int Layer, int Microbatch, double StartSeconds, double FinishSeconds)
+{
+    public double DurationSeconds => FinishSeconds - StartSeconds;
+}
+
+/// <summary>
+/// Where one GPU's time went. Matmul + attention + elementwise is compute-stream time; communication counts only
+/// what is not hidden behind compute; idle is the rest. The five add up to the total.
+/// </summary>
+public sealed record GpuUsage(
+    int Gpu,
+    double MatmulSeconds,
+    double AttentionSeconds,
+    double ElementwiseSeconds,
+    double CommunicationSeconds,
+    double OverlappedCommunicationSeconds,
+    double IdleSeconds)
+{
+    public double ComputeBusySeconds => MatmulSeconds + AttentionSeconds + ElementwiseSeconds;
+}
+
+/// <summary>
+/// The outcome of scheduling a priced DAG: the total, the critical path (each operation whose finish
+/// set the next one's start, by data dependency or by a busy stream), per-operation start/finish,
+/// per-GPU usage and breakdowns.
+/// </summary>
+public sealed class CriticalPathResult
+{
+    private readonly double[] _start, _finish;
+
+    internal CriticalPathResult(OperatorDag dag, double[] durations, double[] start, double[] finish, int[] criticalOps, GpuUsage[] perGpu, string costModel)
+    {
+        Dag = dag;
+        Durations = durations;
+        _start = start;
+        _finish = finish;
+        CriticalOps = criticalOps;
+        PerGpu = perGpu;
+        CostModel = costModel;
+        TotalSeconds = finish.Length == 0 ? 0 : finish.Max();
+        CriticalPath = criticalOps.Select(Describe).ToArray();
+        var byCategory = Enum.GetValues<OpCategory>().ToDictionary(c => Key(c), _ => 0.0);
+        foreach (var op in criticalOps) byCategory[Key(dag.Category(op))] += durations[op];
+        CriticalPathSecondsByCategory = byCategory;
+        var n = Math.Max(1, perGpu.Length);
+        BreakdownSeconds = new Dictionary<string, double>
+        {
+            ["matmul"] = perGpu.Sum(g => g.MatmulSeconds) / n,
+            ["attention"] = perGpu.Sum(g => g.AttentionSeconds) / n,
+            ["elementwise"] = perGpu.Sum(g => g.ElementwiseSeconds) / n,
+            ["communication"] = perGpu.Sum(g => g.CommunicationSeconds) / n,
+            ["idle"] = perGpu.Sum(g => g.IdleSeconds) / n,
+        };
+    }
+
+    public OperatorDag Dag { get; }
+    public string CostModel { get; }
+
+    /// <summary>Seconds from the first operation's start to the last one's finish.</summary>
+    public double TotalSeconds { get; }
+
+    /// <summary>Operation durations used, by id.</summary>
+    public IReadOnlyList<double> Durations { get; }
+
+    /// <summary>Critical path operation ids, first to last.</summary>
+    public IReadOnlyList<int> CriticalOps { get; }
+
+    /// <summary>The critical path, first to last; its durations sum to <see cref="TotalSeconds"/>.</summary>
+    public IReadOnlyList<ScheduledOp> CriticalPath { get; }
+
+    public IReadOnlyList<GpuUsage> PerGpu { get; }
+
+    /// <summary>Mean over GPUs of <see cref="GpuUsage"/>: matmul, attention, elementwise, communication (exposed), idle; sums to the total.</summary>
+    public IReadOnlyDictionary<string, double> BreakdownSeconds { get; }
+
+    /// <summary>Critical-path seconds by category; sums to the total.</summary>
+    public IReadOnlyDictionary<string, double> CriticalPathSecondsByCategory { get; }
+
+    public double StartSeconds(int op) => _start[op];
+    public double FinishSeconds(int op) => _finish[op];
+
+    public ScheduledOp Describe(int op) =>
+        new(op, Dag.Name(op), Dag.Kind(op), Dag.Category(op), Dag.Gpu(op), Dag.Layer(op), Dag.Microbatch(op), _start[op], _finish[op]);
+
+    /// <summary>Every operation in time, one row per GPU taking part (collectives appear on each member).</summary>
+    public IEnumerable<ScheduledOp> Timeline()
+    {
+        for (var op = 0; op < Dag.Count; op++)
+        {
+            var d = Describe(op);
+            foreach (var g in Dag.Participants(op).ToArray()) yield return d with { Gpu = g };
+        }
+    }
+
+    public static string Key(OpCategory c) => c switch
+    {
+        OpCategory.Matmul => "matmul",
+        OpCategory.Attention => "attention",
+        OpCategory.Elementwise => "elementwise",
+        _ => "communication",
+    };
+
+    public override string ToString() => $"{Dag.Description}: {TotalSeconds:G6} s over {CriticalOps.Count} critical operations ({CostModel})";
+}

@@ -1,0 +1,174 @@
+using System.Globalization;
+using System.Text;
+using MoeNotebooks.Costs;
+using MoeNotebooks.Dag;
+
+namespace MoeNotebooks.Analysis;
+
+/// <summary>A piece of the symbolic runtime: Get_Time(m, k, n), a named non-matmul term, or a repetition.</summary>
+public abstract record FormulaTerm;
+
+/// <summary>Get_Time(m, k, n) of one matmul-shaped operation.</summary>
+public sealed record GetTimeTerm(MatmulShape Shape) : FormulaTerm;
+
+/// <summary>A non-matmul operation (communication, elementwise) with its priced seconds.</summary>
+public sealed record NamedTerm(string Name, double Seconds) : FormulaTerm;
+
+/// <summary><c>Count x (Body)</c>; <see cref="IsBlock"/> marks a transformer layer, printed in square brackets.</summary>
+public sealed record RepeatTerm(int Count, IReadOnlyList<FormulaTerm> Body, bool IsBlock) : FormulaTerm
+{
+    public bool Equals(RepeatTerm? other) =>
+        other is not null && Count == other.Count && IsBlock == other.IsBlock && Body.SequenceEqual(other.Body);
+
+    public override int GetHashCode() => HashCode.Combine(Count, IsBlock, Body.Count);
+}
+
+/// <summary>A matmul term of the formula flattened: <c>Count x Get_Time(M, K, N)</c>.</summary>
+public sealed record MatmulTermCount(long M, long K, long N, long Batch, long Count);
+
+/// <summary>A named term flattened: <c>Count x Name</c>, each occurrence taking <c>Seconds</c>.</summary>
+public sealed record NamedTermCount(string Name, long Count, double Seconds);
+
+/// <summary>
+/// The critical path written back as the founding document writes runtimes: a sum of count x Get_Time(m, k, n)
+/// terms and named non-matmul terms, with repeated layers and repeated runs folded (4 x [...], 16 x (...)).
+/// Derived from the schedule, never typed in. Operations priced at zero seconds are left out.
+/// </summary>
+public sealed class RuntimeFormula
+{
+    private RuntimeFormula(IReadOnlyList<FormulaTerm> terms) => Terms = terms;
+
+    public IReadOnlyList<FormulaTerm> Terms { get; }
+
+    public static RuntimeFormula FromCriticalPath(CriticalPathResult result)
+    {
+        var dag = result.Dag;
+        var items = new List<FormulaTerm>();
+        var block = new List<FormulaTerm>();
+        (int Mb, int Layer) current = (-1, -1);
+        void Flush()
+        {
+            if (block.Count > 0) items.Add(new RepeatTerm(1, Compress(block), IsBlock: true));
+            block.Clear();
+        }
+        foreach (var op in result.CriticalOps)
+        {
+            var seconds = result.Durations[op];
+            if (seconds == 0) continue;
+            var kind = dag.Kind(op);
+            FormulaTerm leaf = kind.IsMatmulShaped() ? new GetTimeTerm(dag.Shape(op)) : new NamedTerm(TermName(dag, op), seconds);
+            var layer = dag.Layer(op);
+            if (layer < 0) { Flush(); current = (-1, -1); items.Add(leaf); continue; }
+            var key = (dag.Microbatch(op), layer);
+            if (key != current) { Flush(); current = key; }
+            block.Add(leaf);
+        }
+        Flush();
+        return new RuntimeFormula(Compress(items));
+    }
+
+    private static string TermName(OperatorDag dag, int op) => dag.Kind(op) switch
+    {
+        OpKind.Elementwise => OpKindExtensions.ElementwiseRole(dag.Index(op)),
+        var k => k.Label(),
+    };
+
+    /// <summary>Folds consecutive repeats (tandem repeats), preferring the fold that covers the most terms.</summary>
+    internal static IReadOnlyList<FormulaTerm> Compress(IReadOnlyList<FormulaTerm> seq)
+    {
+        var output = new List<FormulaTerm>();
+        var i = 0;
+        while (i < seq.Count)
+        {
+            int bestPeriod = 1, bestCount = 1;
+            for (var p = 1; p <= (seq.Count - i) / 2; p++)
+            {
+                var count = 1;
+                while (i + (count + 1) * p <= seq.Count && SameRun(seq, i, i + count * p, p)) count++;
+                if (count > 1 && count * p > bestCount * bestPeriod) { bestPeriod = p; bestCount = count; }
+            }
+            if (bestCount > 1)
+            {
+                var unit = seq.Skip(i).Take(bestPeriod).ToList();
+                if (unit is [RepeatTerm { Count: 1, IsBlock: true } single])
+                    output.Add(single with { Count = bestCount });
+                else
+                    output.Add(new RepeatTerm(bestCount, Compress(unit), IsBlock: false));
+                i += bestCount * bestPeriod;
+            }
+            else output.Add(seq[i++]);
+        }
+        return output;
+    }
+
+    private static bool SameRun(IReadOnlyList<FormulaTerm> seq, int a, int b, int length)
+    {
+        for (var j = 0; j < length; j++) if (!seq[a + j].Equals(seq[b + j])) return false;
+        return true;
+    }
+
+    /// <summary>Matmul terms with their total counts, in order of first appearance.</summary>
+    public IReadOnlyList<MatmulTermCount> MatmulTerms
+    {
+        get
+        {
+            var counts = new Dictionary<MatmulShape, long>();
+            var order = new List<MatmulShape>();
+            Walk(Terms, 1, (t, c) =>
+            {
+                if (t is not GetTimeTerm g) return;
+                if (!counts.ContainsKey(g.Shape)) order.Add(g.Shape);
+                counts[g.Shape] = counts.GetValueOrDefault(g.Shape) + c;
+            });
+            return order.Select(s => new MatmulTermCount(s.M, s.K, s.N, s.Batch, counts[s])).ToArray();
+        }
+    }
+
+    /// <summary>Named (non-matmul) terms with their total counts, in order of first appearance.</summary>
+    public IReadOnlyList<NamedTermCount> OtherTerms
+    {
+        get
+        {
+            var counts = new Dictionary<(string, double), long>();
+            var order = new List<(string, double)>();
+            Walk(Terms, 1, (t, c) =>
+            {
+                if (t is not NamedTerm n) return;
+                var key = (n.Name, n.Seconds);
+                if (!counts.ContainsKey(key)) order.Add(key);
+                counts[key] = counts.GetValueOrDefault(key) + c;
+            });
+            return order.Select(k => new NamedTermCount(k.Item1, counts[k], k.Item2)).ToArray();
+        }
+    }
+
+    private static void Walk(IReadOnlyList<FormulaTerm> terms, long multiplier, Action<FormulaTerm, long> visit)
+    {
+        foreach (var t in terms)
+        {
+            if (t is RepeatTerm r) Walk(r.Body, multiplier * r.Count, visit);
+            else visit(t, multiplier);
+        }
+    }
+
+    /// <summary>Evaluates the formula with a cost model's Get_Time; named terms keep their priced seconds.</summary>
+    public double Evaluate(CostModel cost, string dtype, int elementBytes) =>
+        MatmulTerms.Sum(t => t.Count * cost.Compute.MatmulSeconds(new MatmulShape(t.M, t.K, t.N, t.Batch), dtype, elementBytes))
+        + OtherTerms.Sum(t => t.Count * t.Seconds);
+
+    /// <summary>The formula in the founding document's notation, e.g. <c>4 × [3×Get_Time(10240000, 8192, 8192) + ...]</c>.</summary>
+    public override string ToString() => Join(Terms, topLevel: true);
+
+    private static string Join(IReadOnlyList<FormulaTerm> terms, bool topLevel) =>
+        string.Join(topLevel ? "\n+ " : " + ", terms.Select(Print));
+
+    private static string Print(FormulaTerm t) => t switch
+    {
+        GetTimeTerm g => g.Shape.ToString(),
+        NamedTerm n => n.Name,
+        RepeatTerm { IsBlock: true } r => (r.Count == 1 ? "" : $"{r.Count.ToString(CultureInfo.InvariantCulture)} × ") + $"[{Join(r.Body, false)}]",
+        RepeatTerm r when r.Body.Count == 1 => $"{r.Count.ToString(CultureInfo.InvariantCulture)}×{Print(r.Body[0])}",
+        RepeatTerm r => $"{r.Count.ToString(CultureInfo.InvariantCulture)}×({Join(r.Body, false)})",
+        _ => throw new InvalidOperationException(),
+    };
+}

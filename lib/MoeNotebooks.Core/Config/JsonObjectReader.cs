@@ -1,0 +1,210 @@
+using System.Globalization;
+using System.Text.Json;
+
+namespace MoeNotebooks.Config;
+
+/// <summary>
+/// Reads one JSON object field by field. Every read is recorded, so that <see cref="Finish"/> can reject
+/// keys nobody asked for (a misspelt key is an error, not a silent default). Errors name the JSON path,
+/// the value and what would be valid.
+/// </summary>
+public sealed class JsonObjectReader
+{
+    private readonly JsonElement _element;
+    private readonly HashSet<string> _known = new(StringComparer.Ordinal);
+
+    public JsonObjectReader(JsonElement element, string path, string? source)
+    {
+        Path = path;
+        Source = source;
+        if (element.ValueKind != JsonValueKind.Object)
+            throw new ConfigException(path, Raw(element), $"must be a JSON object {{...}}, not {Describe(element.ValueKind)}", source);
+        _element = element;
+    }
+
+    public string Path { get; }
+    public string? Source { get; }
+
+    public static JsonDocument Parse(string json, string? source)
+    {
+        if (string.IsNullOrWhiteSpace(json))
+            throw new ConfigException("(file)", "empty", "must contain a JSON object", source);
+        try
+        {
+            return JsonDocument.Parse(json, new JsonDocumentOptions { CommentHandling = JsonCommentHandling.Skip, AllowTrailingCommas = true });
+        }
+        catch (JsonException e)
+        {
+            var line = e.LineNumber is { } l ? $"line {l + 1}" : "(file)";
+            throw new ConfigException(line, null, $"is not valid JSON: {e.Message.Split(" Path:")[0]}", source);
+        }
+    }
+
+    public bool Has(string key)
+    {
+        _known.Add(key);
+        return _element.TryGetProperty(key, out var v) && v.ValueKind != JsonValueKind.Null;
+    }
+
+    public JsonElement? Element(string key)
+    {
+        _known.Add(key);
+        return _element.TryGetProperty(key, out var v) && v.ValueKind != JsonValueKind.Null ? v : null;
+    }
+
+    public JsonObjectReader Object(string key)
+    {
+        var v = Element(key) ?? throw Missing(key, "a JSON object");
+        return new JsonObjectReader(v, Child(key), Source);
+    }
+
+    public string String(string key) => OptionalString(key) ?? throw Missing(key, "a string");
+
+    public string? OptionalString(string key)
+    {
+        if (Element(key) is not { } v) return null;
+        if (v.ValueKind != JsonValueKind.String)
+            throw new ConfigException(Child(key), Raw(v), $"must be a string, not {Describe(v.ValueKind)}", Source);
+        return v.GetString();
+    }
+
+    public long Long(string key) => OptionalLong(key) ?? throw Missing(key, "an integer");
+
+    public long? OptionalLong(string key)
+    {
+        if (Element(key) is not { } v) return null;
+        if (v.ValueKind != JsonValueKind.Number)
+            throw new ConfigException(Child(key), Raw(v), $"must be an integer number, not {Describe(v.ValueKind)}", Source);
+        if (v.TryGetInt64(out var l)) return l;
+        var text = v.GetRawText();
+        if (double.TryParse(text, NumberStyles.Float, CultureInfo.InvariantCulture, out var d) && Math.Abs(d) >= long.MaxValue)
+            throw new ConfigException(Child(key), text, "overflows a 64-bit integer", Source);
+        throw new ConfigException(Child(key), text, "must be a whole number (no fraction)", Source);
+    }
+
+    public int Int(string key) => OptionalInt(key) ?? throw Missing(key, "an integer");
+
+    public int? OptionalInt(string key)
+    {
+        if (OptionalLong(key) is not { } l) return null;
+        if (l is > int.MaxValue or < int.MinValue)
+            throw new ConfigException(Child(key), l.ToString(CultureInfo.InvariantCulture), $"must fit a 32-bit integer (<= {int.MaxValue})", Source);
+        return (int)l;
+    }
+
+    public double Double(string key) => OptionalDouble(key) ?? throw Missing(key, "a number");
+
+    public double? OptionalDouble(string key)
+    {
+        if (Element(key) is not { } v) return null;
+        if (v.ValueKind != JsonValueKind.Number)
+            throw new ConfigException(Child(key), Raw(v), $"must be a number, not {Describe(v.ValueKind)}", Source);
+        var d = v.GetDouble();
+        if (!double.IsFinite(d)) throw new ConfigException(Child(key), v.GetRawText(), "must be a finite number", Source);
+        return d;
+    }
+
+    public bool? OptionalBool(string key)
+    {
+        if (Element(key) is not { } v) return null;
+        return v.ValueKind switch
+        {
+            JsonValueKind.True => true,
+            JsonValueKind.False => false,
+            _ => throw new ConfigException(Child(key), Raw(v), $"must be true or false, not {Describe(v.ValueKind)}", Source),
+        };
+    }
+
+    public T Enum<T>(string key, T fallback) where T : struct, System.Enum
+    {
+        var s = OptionalString(key);
+        if (s is null) return fallback;
+        return ParseEnum<T>(Child(key), s, Source);
+    }
+
+    public static T ParseEnum<T>(string field, string text, string? source) where T : struct, System.Enum
+    {
+        foreach (var name in System.Enum.GetNames<T>())
+        {
+            if (string.Equals(Kebab(name), text, StringComparison.OrdinalIgnoreCase) || string.Equals(name, text, StringComparison.OrdinalIgnoreCase))
+                return System.Enum.Parse<T>(name);
+        }
+        var valid = string.Join(", ", System.Enum.GetNames<T>().Select(n => $"\"{Kebab(n)}\""));
+        throw new ConfigException(field, $"\"{text}\"", $"must be one of {valid}", source);
+    }
+
+    /// <summary>"RooflineIdeal" -> "roofline-ideal".</summary>
+    public static string Kebab(string pascal)
+    {
+        var sb = new System.Text.StringBuilder();
+        for (var i = 0; i < pascal.Length; i++)
+        {
+            var c = pascal[i];
+            if (char.IsUpper(c) && i > 0 && !char.IsDigit(pascal[i - 1])) sb.Append('-');
+            sb.Append(char.ToLowerInvariant(c));
+        }
+        return sb.ToString();
+    }
+
+    /// <summary>Rejects any key that was never read. Call after reading every field.</summary>
+    public void Finish()
+    {
+        foreach (var p in _element.EnumerateObject())
+        {
+            if (_known.Contains(p.Name)) continue;
+            var suggestion = Closest(p.Name, _known);
+            var hint = suggestion is null ? "" : $" (did you mean \"{suggestion}\"?)";
+            throw new ConfigException(Child(p.Name), Raw(p.Value),
+                $"is not a known key{hint}; known keys here: {string.Join(", ", _known.Order(StringComparer.Ordinal))}", Source);
+        }
+    }
+
+    public string Child(string key) => Path.Length == 0 ? key : $"{Path}.{key}";
+
+    private ConfigException Missing(string key, string what) =>
+        new(Child(key), null, $"is required ({what})", Source);
+
+    internal static string Raw(JsonElement v)
+    {
+        var text = v.GetRawText();
+        return text.Length > 60 ? text[..57] + "..." : text;
+    }
+
+    private static string Describe(JsonValueKind kind) => kind switch
+    {
+        JsonValueKind.Object => "an object",
+        JsonValueKind.Array => "an array",
+        JsonValueKind.String => "a string",
+        JsonValueKind.Number => "a number",
+        JsonValueKind.True or JsonValueKind.False => "a boolean",
+        JsonValueKind.Null => "null",
+        _ => kind.ToString(),
+    };
+
+    private static string? Closest(string name, IEnumerable<string> candidates)
+    {
+        string? best = null;
+        var bestDistance = int.MaxValue;
+        foreach (var c in candidates)
+        {
+            var d = Levenshtein(name.ToLowerInvariant(), c.ToLowerInvariant());
+            if (d < bestDistance) { bestDistance = d; best = c; }
+        }
+        return bestDistance <= Math.Max(2, name.Length / 3) ? best : null;
+    }
+
+    private static int Levenshtein(string a, string b)
+    {
+        var prev = new int[b.Length + 1];
+        var cur = new int[b.Length + 1];
+        for (var j = 0; j <= b.Length; j++) prev[j] = j;
+        for (var i = 1; i <= a.Length; i++)
+        {
+            cur[0] = i;
+            for (var j = 1; j <= b.Length; j++)
+                cur[j] = Math.Min(Math.Min(cur[j - 1] + 1, prev[j] + 1), prev[j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1));
+            (prev, cur) = (cur, prev);
+        }
+        return prev[b.Length];
+    }
+}

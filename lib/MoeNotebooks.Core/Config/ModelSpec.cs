@@ -1,0 +1,99 @@
+using System.Globalization;
+
+namespace MoeNotebooks.Config;
+
+/// <summary>
+/// A Mixture-of-Experts transformer: what is computed, independent of hardware and strategy.
+/// Every transformer block is attention followed by a routed expert FFN (top-k of <see cref="Experts"/>).
+/// </summary>
+/// <param name="Name">Label used in reports.</param>
+/// <param name="Layers">Transformer blocks.</param>
+/// <param name="HiddenSize">Model width H.</param>
+/// <param name="AttentionHeads">Heads; head dimension is H / heads.</param>
+/// <param name="FfnHiddenSize">Expert FFN inner width F (4H in the founding document).</param>
+/// <param name="Experts">Routed experts per MoE layer.</param>
+/// <param name="TopK">Experts each token is sent to.</param>
+/// <param name="Batch">Sequences per step (global batch).</param>
+/// <param name="SequenceLength">Tokens per sequence.</param>
+/// <param name="ElementBytes">Bytes per activation/weight element (2 for bf16/fp16).</param>
+/// <param name="Dtype">Datatype whose peak FLOP/s applies ("bf16", "fp16", "fp8", "fp32").</param>
+public sealed record ModelSpec(
+    string Name,
+    int Layers,
+    long HiddenSize,
+    int AttentionHeads,
+    long FfnHiddenSize,
+    int Experts,
+    int TopK,
+    long Batch,
+    long SequenceLength,
+    int ElementBytes = 2,
+    string Dtype = "bf16")
+{
+    /// <summary>Tokens per step: batch x sequence length.</summary>
+    public long Tokens => Batch * SequenceLength;
+
+    /// <summary>Head dimension H / heads.</summary>
+    public long HeadDim => HiddenSize / AttentionHeads;
+
+    /// <summary>The founding document's model: 4 layers, H = 8192, 16 heads, F = 4H, 16 experts, top-1, 1024 x 10000 tokens.</summary>
+    public static ModelSpec Seed { get; } = new("seed-moe", 4, 8192, 16, 32768, 16, 1, 1024, 10000);
+
+    public static readonly IReadOnlyDictionary<string, int> DtypeBytes = new Dictionary<string, int>(StringComparer.OrdinalIgnoreCase)
+    {
+        ["fp32"] = 4, ["tf32"] = 4, ["bf16"] = 2, ["fp16"] = 2, ["fp8"] = 1,
+    };
+
+    /// <summary>Throws <see cref="ConfigException"/> naming the first invalid field.</summary>
+    public ModelSpec Validated(string path = "model", string? source = null)
+    {
+        string F(string f) => $"{path}.{f}";
+        Validate.NotEmpty(F("name"), Name);
+        Validate.Positive(F("layers"), Layers);
+        Validate.Positive(F("hiddenSize"), HiddenSize);
+        Validate.Positive(F("attentionHeads"), AttentionHeads);
+        Validate.Positive(F("ffnHiddenSize"), FfnHiddenSize);
+        Validate.Positive(F("experts"), Experts);
+        Validate.Positive(F("topK"), TopK);
+        Validate.Positive(F("batch"), Batch);
+        Validate.Positive(F("sequenceLength"), SequenceLength);
+        Validate.Positive(F("elementBytes"), ElementBytes);
+        if (HiddenSize % AttentionHeads != 0)
+            throw new ConfigException(F("attentionHeads"), AttentionHeads.ToString(CultureInfo.InvariantCulture),
+                $"must divide hiddenSize = {HiddenSize} (head dimension = hiddenSize / attentionHeads)", source);
+        if (TopK > Experts)
+            throw new ConfigException(F("topK"), TopK.ToString(CultureInfo.InvariantCulture), $"must be <= experts = {Experts}", source);
+        if (!DtypeBytes.TryGetValue(Dtype, out var bytes))
+            throw new ConfigException(F("dtype"), $"\"{Dtype}\"", $"must be one of {string.Join(", ", DtypeBytes.Keys.Select(k => $"\"{k}\""))}", source);
+        if (bytes != ElementBytes)
+            throw new ConfigException(F("elementBytes"), ElementBytes.ToString(CultureInfo.InvariantCulture), $"must be {bytes} for dtype \"{Dtype}\"", source);
+        // The largest products the derivations form: tokens x hidden x ffn (FLOPs of an expert GEMM x k)
+        // and batch x seq x seq (attention scores). Fail here rather than wrap around later.
+        var tokens = Validate.Product($"{F("batch")} x {F("sequenceLength")}", Batch, SequenceLength);
+        Validate.Product($"{F("batch")} x {F("sequenceLength")} x {F("hiddenSize")} x {F("ffnHiddenSize")} x 2 x topK",
+            tokens, HiddenSize, FfnHiddenSize, 2, TopK);
+        Validate.Product($"{F("batch")} x {F("sequenceLength")} x {F("sequenceLength")} x {F("hiddenSize")} x 2",
+            tokens, SequenceLength, HiddenSize, 2);
+        return this;
+    }
+
+    public static ModelSpec Read(JsonObjectReader r)
+    {
+        var dtype = r.OptionalString("dtype") ?? "bf16";
+        var elementBytes = r.OptionalInt("elementBytes") ?? (DtypeBytes.TryGetValue(dtype, out var b) ? b : 2);
+        var m = new ModelSpec(
+            r.OptionalString("name") ?? "model",
+            r.Int("layers"),
+            r.Long("hiddenSize"),
+            r.Int("attentionHeads"),
+            r.Long("ffnHiddenSize"),
+            r.Int("experts"),
+            r.OptionalInt("topK") ?? 1,
+            r.Long("batch"),
+            r.Long("sequenceLength"),
+            elementBytes,
+            dtype);
+        r.Finish();
+        return m.Validated(r.Path, r.Source);
+    }
+}

@@ -1,0 +1,64 @@
+using MoeNotebooks.Analysis;
+using MoeNotebooks.Costs;
+using MoeNotebooks.Dag;
+using MoeNotebooks.Derivations;
+
+namespace MoeNotebooks.Config;
+
+/// <summary>One question: a model on some hardware under a strategy, priced by a cost model.</summary>
+public sealed record Scenario(string Name, ModelSpec Model, HardwareSpec Hardware, StrategySpec Strategy, CostModelSpec CostModel, string Description = "")
+{
+    /// <summary>Checks that the parts fit together (GPU count, divisibility); messages name the field.</summary>
+    public Scenario Validated(string? source = null)
+    {
+        Validate.NotEmpty("name", Name);
+        Model.Validated(source: source);
+        Hardware.Validated(source: source);
+        Strategy.Validated(source: source);
+        Strategy.CheckFits(Model, Hardware.GpuCount, source);
+        if (Strategy.Derivation == Derivation.Seed && Model.Experts % Strategy.EP != 0)
+            throw new ConfigException("model.experts", Model.Experts.ToString(System.Globalization.CultureInfo.InvariantCulture), $"must be divisible by strategy.ep = {Strategy.EP}", source);
+        Hardware.Gpu.PeakFor(Model.Dtype, "hardware.gpu.peakFlopsPerSecond");
+        return this;
+    }
+
+    public static Scenario Load(string path)
+    {
+        if (!File.Exists(path)) throw new ConfigException("scenario", $"\"{path}\"", "file not found");
+        return Parse(File.ReadAllText(path), path);
+    }
+
+    public static Scenario Parse(string json, string? source = null)
+    {
+        using var doc = JsonObjectReader.Parse(json, source);
+        var r = new JsonObjectReader(doc.RootElement, "", source);
+        var name = r.OptionalString("name") ?? (source is null ? "scenario" : Path.GetFileNameWithoutExtension(source));
+        var description = r.OptionalString("description") ?? "";
+        var model = ModelSpec.Read(r.Object("model"));
+        var hardware = HardwareSpec.Read(r.Object("hardware"));
+        var strategy = StrategySpec.Read(r.Object("strategy"));
+        var cost = r.Element("costModel") is { } c ? CostModelSpec.Read(c, "costModel", source) : CostModelSpec.Ideal;
+        r.Finish();
+        return new Scenario(name, model, hardware, strategy, cost, description).Validated(source);
+    }
+
+    public OperatorDag BuildDag() => Strategy.BuildDag(Model);
+
+    public CostModel CreateCostModel() => CostModel.Create(Hardware);
+
+    /// <summary>Builds, prices and schedules the DAG and derives the formula.</summary>
+    public Evaluation Evaluate()
+    {
+        Validated();
+        var dag = BuildDag();
+        var cost = CreateCostModel();
+        var result = dag.CriticalPath(cost);
+        return new Evaluation(this, dag, cost, result, RuntimeFormula.FromCriticalPath(result));
+    }
+}
+
+/// <summary>Everything an evaluation produced.</summary>
+public sealed record Evaluation(Scenario Scenario, OperatorDag Dag, CostModel Cost, CriticalPathResult Result, RuntimeFormula Formula)
+{
+    public double TotalSeconds => Result.TotalSeconds;
+}

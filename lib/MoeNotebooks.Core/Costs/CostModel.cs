@@ -1,0 +1,83 @@
+using MoeNotebooks.Config;
+using MoeNotebooks.Dag;
+
+namespace MoeNotebooks.Costs;
+
+/// <summary>Prices compute: the founding document's <c>Get_Time(m, k, n)</c> and memory-bound elementwise work.</summary>
+public interface IComputeCostModel
+{
+    string Name { get; }
+
+    /// <summary>Seconds for C[m x n] = A[m x k] . B[k x n] (times the shape's batch).</summary>
+    double MatmulSeconds(MatmulShape shape, string dtype, int elementBytes);
+
+    /// <summary>Seconds to stream <paramref name="bytes"/> through HBM.</summary>
+    double ElementwiseSeconds(double bytes);
+}
+
+/// <summary>Prices communication over a group of GPUs.</summary>
+public interface ICommunicationCostModel
+{
+    string Name { get; }
+
+    /// <summary>Seconds for one collective (or send) in which each of <paramref name="gpus"/> holds <paramref name="bytesPerGpu"/>.</summary>
+    double Seconds(CollectivePattern pattern, double bytesPerGpu, ReadOnlySpan<int> gpus);
+}
+
+/// <summary>
+/// A swappable pair of compute and communication models: prices every operation of a DAG.
+/// The DAG carries shapes and bytes; only this type turns them into seconds.
+/// </summary>
+public sealed class CostModel(string name, IComputeCostModel compute, ICommunicationCostModel communication)
+{
+    public string Name { get; } = name;
+    public IComputeCostModel Compute { get; } = compute;
+    public ICommunicationCostModel Communication { get; } = communication;
+
+    /// <summary>Roofline-ideal compute with datasheet links (the founding document's implicit model).</summary>
+    public static CostModel RooflineIdeal(HardwareSpec hardware) =>
+        new("roofline-ideal", new RooflineCompute(hardware.Gpu, EfficiencyTable.Ideal), new LinkCommunication(hardware));
+
+    /// <summary>Roofline with size-dependent efficiencies read from data (an <see cref="EfficiencyTable"/>).</summary>
+    public static CostModel RooflineEfficiency(HardwareSpec hardware, EfficiencyTable table) =>
+        new($"roofline-efficiency({table.Name})", new RooflineCompute(hardware.Gpu, table), new LinkCommunication(hardware));
+
+    /// <summary>The founding document's Get_Time(m, k, n) for a dtype (bf16 by default).</summary>
+    public double GetTime(long m, long k, long n, string dtype = "bf16") =>
+        Compute.MatmulSeconds(new MatmulShape(m, k, n), dtype, ModelSpec.DtypeBytes[dtype]);
+
+    /// <summary>Seconds for one operation of a DAG.</summary>
+    public double Seconds(OperatorDag dag, int op)
+    {
+        var kind = dag.Kind(op);
+        return kind.Category() switch
+        {
+            OpCategory.Matmul or OpCategory.Attention => Compute.MatmulSeconds(dag.Shape(op), dag.Dtype, dag.ElementBytes),
+            OpCategory.Elementwise => Compute.ElementwiseSeconds(dag.Bytes(op)),
+            _ => Communication.Seconds(kind.Pattern(), dag.Bytes(op), dag.Participants(op)),
+        };
+    }
+
+    /// <summary>Durations of every operation, indexed by operation id. Identical shapes are priced once.</summary>
+    public double[] Price(OperatorDag dag)
+    {
+        var durations = new double[dag.Count];
+        var memo = new Dictionary<(MatmulShape, byte), double>();
+        for (var op = 0; op < durations.Length; op++)
+        {
+            var kind = dag.Kind(op);
+            if (kind.IsMatmulShaped())
+            {
+                var key = (dag.Shape(op), (byte)0);
+                if (!memo.TryGetValue(key, out var t)) memo[key] = t = Seconds(dag, op);
+                durations[op] = t;
+            }
+            else durations[op] = Seconds(dag, op);
+            if (!double.IsFinite(durations[op]) || durations[op] < 0)
+                throw new InvalidOperationException($"cost model {Name} priced {dag.Name(op)} at {durations[op]} s; a duration must be finite and >= 0");
+        }
+        return durations;
+    }
+
+    public override string ToString() => Name;
+}

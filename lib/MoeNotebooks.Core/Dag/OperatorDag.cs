@@ -1,0 +1,98 @@
+using System.Globalization;
+
+namespace MoeNotebooks.Dag;
+
+/// <summary>
+/// An operator DAG: operations with shapes and bytes, each placed on a GPU (collectives on a GPU group),
+/// and data dependencies. It never computes time: cost models price it, the scheduler orders it.
+/// Stored as parallel arrays (no object per operation) with predecessors in compressed-row form, so
+/// millions of operations stay cheap. Operation ids are a topological order: every dependency of an
+/// operation has a smaller id, and operations issued to the same GPU stream run in id order.
+/// </summary>
+public sealed class OperatorDag
+{
+    internal OperatorDag(
+        string description, int gpuCount, int elementBytes, string dtype,
+        OpKind[] kinds, int[] gpus, int[] groups, int[] layers, int[] microbatches, int[] indices,
+        long[] m, long[] k, long[] n, long[] batch, long[] bytes,
+        int[] predStart, int[] preds, int[][] groupMembers)
+    {
+        Description = description;
+        GpuCount = gpuCount;
+        ElementBytes = elementBytes;
+        Dtype = dtype;
+        _kinds = kinds; _gpus = gpus; _groups = groups; _layers = layers; _microbatches = microbatches; _indices = indices;
+        _m = m; _k = k; _n = n; _batch = batch; _bytes = bytes;
+        _predStart = predStart; _preds = preds; _groupMembers = groupMembers;
+    }
+
+    private readonly OpKind[] _kinds;
+    private readonly int[] _gpus, _groups, _layers, _microbatches, _indices;
+    private readonly long[] _m, _k, _n, _batch, _bytes;
+    private readonly int[] _predStart, _preds;
+    private readonly int[][] _groupMembers;
+
+    /// <summary>Which derivation and strategy built this DAG.</summary>
+    public string Description { get; }
+    public int GpuCount { get; }
+    public int ElementBytes { get; }
+    public string Dtype { get; }
+
+    public int Count => _kinds.Length;
+    public int EdgeCount => _preds.Length;
+    public int GroupCount => _groupMembers.Length;
+
+    public OpKind Kind(int op) => _kinds[op];
+    public OpCategory Category(int op) => _kinds[op].Category();
+
+    /// <summary>The GPU an operation runs on; for a collective, the first GPU of its group.</summary>
+    public int Gpu(int op) => _gpus[op];
+
+    /// <summary>GPUs taking part: one for compute, the group for a collective or send.</summary>
+    public ReadOnlySpan<int> Participants(int op) =>
+        _groups[op] < 0 ? new ReadOnlySpan<int>(_gpus, op, 1) : _groupMembers[_groups[op]];
+
+    public int Group(int op) => _groups[op];
+    public ReadOnlySpan<int> GroupMembers(int group) => _groupMembers[group];
+
+    /// <summary>Transformer layer the operation belongs to, or -1.</summary>
+    public int Layer(int op) => _layers[op];
+    public int Microbatch(int op) => _microbatches[op];
+
+    /// <summary>Head or expert index within the layer, or -1.</summary>
+    public int Index(int op) => _indices[op];
+
+    public MatmulShape Shape(int op) => new(_m[op], _k[op], _n[op], _batch[op]);
+
+    /// <summary>Bytes moved: payload per GPU for communication, read+write for elementwise, operands for matmuls.</summary>
+    public double Bytes(int op) => _kinds[op].IsMatmulShaped() ? Shape(op).Elements * ElementBytes : _bytes[op];
+
+    public double Flops(int op) => _kinds[op].IsMatmulShaped() ? Shape(op).Flops : 0;
+
+    public ReadOnlySpan<int> Predecessors(int op) => new(_preds, _predStart[op], _predStart[op + 1] - _predStart[op]);
+
+    public string Name(int op)
+    {
+        var kind = _kinds[op];
+        var layer = _layers[op] >= 0 ? $"L{_layers[op]}." : "";
+        var mb = _microbatches[op] > 0 ? $"mb{_microbatches[op]}." : "";
+        var what = kind == OpKind.Elementwise ? OpKindExtensions.ElementwiseRole(_indices[op]) : kind.ToString();
+        var index = _indices[op] < 0 || kind == OpKind.Elementwise ? ""
+            : kind is OpKind.ExpertUp or OpKind.ExpertDown ? $"[e{_indices[op]}]" : $"[h{_indices[op]}]";
+        var where = _groups[op] < 0 ? $"@gpu{_gpus[op]}" : $"@gpus{{{Members(_groupMembers[_groups[op]])}}}";
+        return $"{mb}{layer}{what}{index}{where}";
+    }
+
+    private static string Members(int[] gpus) =>
+        gpus.Length <= 4 ? string.Join(",", gpus) : string.Create(CultureInfo.InvariantCulture, $"{gpus[0]},{gpus[1]},..,{gpus[^1]}");
+
+    /// <summary>Summary counts by kind, for tables.</summary>
+    public IReadOnlyDictionary<OpKind, int> CountByKind()
+    {
+        var counts = new Dictionary<OpKind, int>();
+        foreach (var k in _kinds) counts[k] = counts.GetValueOrDefault(k) + 1;
+        return counts;
+    }
+
+    public override string ToString() => $"{Description}: {Count} operations, {EdgeCount} edges on {GpuCount} GPUs";
+}

@@ -1,1 +1,0 @@
-namespace MoeNotebooks; public static class Placeholder { }
