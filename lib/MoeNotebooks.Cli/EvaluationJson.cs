@@ -9,7 +9,7 @@ public static class EvaluationJson
     public static void Write(Evaluation e, TextWriter output)
     {
         using var stream = new MemoryStream();
-        using (var w = new Utf8JsonWriter(stream, new JsonWriterOptions { Indented = true }))
+        using (var w = new Utf8JsonWriter(stream, new JsonWriterOptions { Indented = true, Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping }))
         {
             var r = e.Result;
             w.WriteStartObject();

@@ -9,13 +9,15 @@ namespace MoeNotebooks.Cli
     /// <summary>The <c>moe</c> command line. Bad input exits 2 with one line naming the field and value.</summary>
     public static class Cli
     {
-        public const string Usage = """
-            usage: moe <verb> [options]
+        /// <summary>Every verb: name, one-line usage, handler. A verb lives in its own file.</summary>
+        public static readonly IReadOnlyList<(string Name, string Usage, Func<Options, TextWriter, TextWriter, int> Run)> Verbs =
+        [
+            ("evaluate", "evaluate SCENARIO.json [--format table|json]   total runtime, critical path, breakdown, formula terms", EvaluateVerb.Run),
+            ("formula", "formula  SCENARIO.json                         the runtime as the founding document writes it", FormulaVerb.Run),
+        ];
 
-              evaluate SCENARIO.json [--format table|json]   total runtime, critical path, breakdown, formula terms
-              formula  SCENARIO.json                         the runtime as the founding document writes it
-              help                                           this text
-            """;
+        public static string Usage =>
+            "usage: moe <verb> [options]\n\n" + string.Join("\n", Verbs.Select(v => "  " + v.Usage)) + "\n  help                                           this text";
 
         public static int Run(string[] args, TextWriter stdout, TextWriter stderr)
         {
@@ -26,31 +28,10 @@ namespace MoeNotebooks.Cli
                     stdout.WriteLine(Usage);
                     return args.Length == 0 ? 2 : 0;
                 }
-                var verb = args[0];
-                var rest = new Options(args[1..]);
-                switch (verb)
-                {
-                    case "evaluate":
-                    {
-                        var evaluation = Scenario.Load(rest.Positional(0, "SCENARIO.json")).Evaluate();
-                        var format = rest.Option("--format", "table");
-                        rest.Finish();
-                        if (format == "json") EvaluationJson.Write(evaluation, stdout);
-                        else if (format == "table") EvaluationTable.Write(evaluation, stdout);
-                        else throw new UsageException($"--format = {format}: must be table or json");
-                        return 0;
-                    }
-                    case "formula":
-                    {
-                        var evaluation = Scenario.Load(rest.Positional(0, "SCENARIO.json")).Evaluate();
-                        rest.Finish();
-                        stdout.WriteLine($"{evaluation.Scenario.Name} ({evaluation.Dag.Description}):");
-                        stdout.WriteLine($"Total_Runtime = {evaluation.Formula}");
-                        return 0;
-                    }
-                    default:
-                        throw new UsageException($"unknown verb '{verb}'; verbs: evaluate, formula, help");
-                }
+                var verb = Verbs.FirstOrDefault(v => v.Name == args[0]);
+                if (verb.Run is null)
+                    throw new UsageException($"unknown verb '{args[0]}'; verbs: {string.Join(", ", Verbs.Select(v => v.Name))}, help");
+                return verb.Run(new Options(args[1..]), stdout, stderr);
             }
             catch (ConfigException e) { stderr.WriteLine($"error: {e.Message}"); return 2; }
             catch (DagException e) { stderr.WriteLine($"error: {e.Message}"); return 2; }

@@ -1,0 +1,33 @@
+using MoeNotebooks.Config;
+
+namespace MoeNotebooks.Cli;
+
+/// <summary><c>moe evaluate SCENARIO.json [--format table|json]</c>.</summary>
+public static class EvaluateVerb
+{
+    public static int Run(Options options, TextWriter stdout, TextWriter stderr)
+    {
+        var path = options.Positional(0, "SCENARIO.json");
+        var format = options.Option("--format", "table");
+        options.Finish();
+        if (format is not ("json" or "table")) throw new UsageException($"--format = {format}: must be table or json");
+        var evaluation = Scenario.Load(path).Evaluate();
+        if (format == "json") EvaluationJson.Write(evaluation, stdout);
+        else EvaluationTable.Write(evaluation, stdout);
+        return 0;
+    }
+}
+
+/// <summary><c>moe formula SCENARIO.json</c>.</summary>
+public static class FormulaVerb
+{
+    public static int Run(Options options, TextWriter stdout, TextWriter stderr)
+    {
+        var path = options.Positional(0, "SCENARIO.json");
+        options.Finish();
+        var evaluation = Scenario.Load(path).Evaluate();
+        stdout.WriteLine($"{evaluation.Scenario.Name} ({evaluation.Dag.Description}):");
+        stdout.WriteLine($"Total_Runtime = {evaluation.Formula}");
+        return 0;
+    }
+}
