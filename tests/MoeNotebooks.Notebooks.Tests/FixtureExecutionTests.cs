@@ -2,7 +2,8 @@ using MoeNotebooks.Reports;
 
 namespace MoeNotebooks.Notebooks.Tests;
 
-public sealed class FixtureExecutionTests(SmokeNotebookFixture smoke, ITestOutputHelper output) : IClassFixture<SmokeNotebookFixture>
+[Collection(SmokeNotebookCollection.Name)]
+public sealed class FixtureExecutionTests(SmokeNotebookFixture smoke, ITestOutputHelper output)
 {
     [Fact]
     public void Smoke_fixture_runs_every_cell()

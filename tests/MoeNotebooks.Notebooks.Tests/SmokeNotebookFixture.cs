@@ -16,6 +16,9 @@ public sealed class SmokeNotebookFixture : IAsyncLifetime
 
     public List<string> Progress { get; } = [];
 
+    /// <summary>The rendered report, written to a fresh temp folder (for the browser test).</summary>
+    public string ReportPath { get; private set; } = null!;
+
     public async Task InitializeAsync()
     {
         _ = Charts.Line("preload", "x", "y", [("s", 1, 1)]);
@@ -24,7 +27,20 @@ public sealed class SmokeNotebookFixture : IAsyncLifetime
             RepoPaths.Fixture("report-smoke.ipynb"),
             p => Progress.Add($"cell {p.CellNumber} code {p.CodeCellNumber}/{p.CodeCellCount} {(p.Finished ? "done" : "start")} at {p.Elapsed}"));
         Html = HtmlReportWriter.Render(Notebook, "tests/MoeNotebooks.Notebooks.Tests/Fixtures/report-smoke.ipynb");
+        ReportPath = Path.Combine(Directory.CreateTempSubdirectory("moe-smoke-report-").FullName, "report-smoke.html");
+        await File.WriteAllTextAsync(ReportPath, Html);
     }
 
-    public Task DisposeAsync() => Task.CompletedTask;
+    public Task DisposeAsync()
+    {
+        Directory.Delete(Path.GetDirectoryName(ReportPath)!, recursive: true);
+        return Task.CompletedTask;
+    }
+}
+
+/// <summary>Shares one execution of the smoke fixture between the test classes that inspect it.</summary>
+[CollectionDefinition(Name)]
+public sealed class SmokeNotebookCollection : ICollectionFixture<SmokeNotebookFixture>
+{
+    public const string Name = "report-smoke notebook";
 }
