@@ -104,7 +104,7 @@ public static partial class HtmlReportWriter
             return;
         }
 
-        var state = !cell.Executed ? "not-run" : cell.Failed ? "failed" : "ok";
+        var state = !cell.Executed ? "state-not-run" : cell.Failed ? "state-failed" : "state-ok";
         html.Append("<section class=\"cell code ").Append(state).Append("\" id=\"cell-").Append(cell.Number).Append("\">\n")
             .Append("<div class=\"cell-label\">cell ").Append(cell.Number)
             .Append(cell.Executed ? " · " + FormatDuration(cell.Duration) : " · not run")
@@ -201,8 +201,8 @@ public static partial class HtmlReportWriter
         .failure-banner { background: #fef2f2; border: 1px solid #fecaca; color: var(--bad); padding: 8px 12px; border-radius: 6px; font-family: ui-monospace, "SFMono-Regular", Menlo, Consolas, monospace; white-space: pre-wrap; }
         .cell { margin: 16px 0; }
         .cell.code { border-left: 3px solid var(--border); padding-left: 12px; }
-        .cell.code.failed { border-left-color: var(--bad); }
-        .cell.code.not-run { opacity: 0.55; }
+        .cell.code.state-failed { border-left-color: var(--bad); }
+        .cell.code.state-not-run { opacity: 0.55; }
         .cell-label { color: var(--muted); font-size: 12px; margin-bottom: 4px; }
         pre { margin: 6px 0; padding: 10px 12px; overflow-x: auto; border-radius: 6px; font: 13px/1.45 ui-monospace, "SFMono-Regular", Menlo, Consolas, monospace; white-space: pre-wrap; word-break: break-word; }
         pre.source { background: var(--code-bg); border: 1px solid var(--border); }

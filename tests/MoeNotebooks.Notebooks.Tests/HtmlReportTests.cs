@@ -66,8 +66,8 @@ public sealed partial class HtmlReportTests(SmokeNotebookFixture smoke)
         var html = HtmlReportWriter.Render(result);
         Assert.Contains("class=\"failure-banner\"", html, StringComparison.Ordinal);
         Assert.Contains("cell 3 (code cell 2) failed", html, StringComparison.Ordinal);
-        Assert.Contains("<section class=\"cell code failed\" id=\"cell-3\">", html, StringComparison.Ordinal);
-        Assert.Contains("<section class=\"cell code not-run\" id=\"cell-4\">", html, StringComparison.Ordinal);
+        Assert.Contains("<section class=\"cell code state-failed\" id=\"cell-3\">", html, StringComparison.Ordinal);
+        Assert.Contains("<section class=\"cell code state-not-run\" id=\"cell-4\">", html, StringComparison.Ordinal);
         Assert.DoesNotContain("inlined from Plotly.NET.dll", html, StringComparison.Ordinal);
     }
 
