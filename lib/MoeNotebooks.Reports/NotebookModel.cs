@@ -42,14 +42,19 @@ public sealed record ExecutedCell(
     public bool Failed => Outputs.Any(o => o.Kind == CellOutputKind.Error);
 }
 
-/// <summary>The failure that stopped a notebook run.</summary>
+/// <summary>
+/// The failure that stopped a notebook run. <see cref="CellNumber"/> 0 means the notebook could not be run at all
+/// (e.g. unreadable .ipynb), not that a cell failed.
+/// </summary>
 public sealed record NotebookFailure(string NotebookPath, int CellNumber, int CodeCellNumber, string Message)
 {
     /// <summary>One line: notebook, cell (counting all cells, and counting code cells) and the first line of the error.</summary>
     public override string ToString()
     {
         var firstLine = Message.Split('\n', 2)[0].TrimEnd('\r');
-        return $"{NotebookPath}: cell {CellNumber} (code cell {CodeCellNumber}) failed: {firstLine}";
+        return CellNumber == 0
+            ? $"{NotebookPath}: could not be run: {firstLine}"
+            : $"{NotebookPath}: cell {CellNumber} (code cell {CodeCellNumber}) failed: {firstLine}";
     }
 }
 

@@ -36,16 +36,25 @@ public static class ReportBuilder
             var path = notebooks[i];
             var display = Path.GetRelativePath(root, path);
             log.WriteLine($"[{i + 1}/{notebooks.Count}] {display}");
-            var executed = await NotebookRunner.RunAsync(
-                path,
-                p =>
-                {
-                    if (p.Finished)
+            ExecutedNotebook executed;
+            try
+            {
+                executed = await NotebookRunner.RunAsync(
+                    path,
+                    p =>
                     {
-                        log.WriteLine($"    cell {p.CellNumber} (code cell {p.CodeCellNumber}/{p.CodeCellCount}) done at {HtmlReportWriter.FormatDuration(p.Elapsed)}");
-                    }
-                },
-                cancellationToken).ConfigureAwait(false);
+                        if (p.Finished)
+                        {
+                            log.WriteLine($"    cell {p.CellNumber} (code cell {p.CodeCellNumber}/{p.CodeCellCount}) done at {HtmlReportWriter.FormatDuration(p.Elapsed)}");
+                        }
+                    },
+                    cancellationToken).ConfigureAwait(false);
+            }
+            catch (Exception ex) when (ex is not OperationCanceledException)
+            {
+                executed = new ExecutedNotebook(path, [], TimeSpan.Zero, new NotebookFailure(display, 0, 0, $"{ex.GetType().Name}: {ex.Message}"));
+            }
+
             var failure = executed.Failure is { } f ? f with { NotebookPath = display } : null;
             executed = executed with { Failure = failure };
             var htmlPath = Path.Combine(outDirectory, executed.Name + ".html");
@@ -87,7 +96,7 @@ public static class ReportBuilder
                 html.Append("<tr><td><a href=\"").Append(Uri.EscapeDataString(name)).Append("\">")
                     .Append(WebUtility.HtmlEncode(Path.GetFileNameWithoutExtension(report.NotebookPath))).Append("</a></td><td>")
                     .Append(report.Failure is { } f
-                        ? "<span class=\"failed\">failed</span>: " + WebUtility.HtmlEncode($"cell {f.CellNumber}: {f.Message.Split('\n', 2)[0].TrimEnd('\r')}")
+                        ? "<span class=\"failed\">failed</span>: " + WebUtility.HtmlEncode(f.ToString()[(f.NotebookPath.Length + 2)..])
                         : "<span class=\"ok\">ok</span>")
                     .Append("</td><td>").Append(HtmlReportWriter.FormatDuration(report.Duration)).Append("</td></tr>\n");
             }

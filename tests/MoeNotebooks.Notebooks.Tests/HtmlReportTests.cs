@@ -97,6 +97,7 @@ public sealed partial class HtmlReportTests(SmokeNotebookFixture smoke)
         {
             var notebooks = Directory.CreateDirectory(Path.Combine(root, "notebooks")).FullName;
             File.Copy(RepoPaths.Fixture("fails-in-cell-3.ipynb"), Path.Combine(notebooks, "02-broken.ipynb"));
+            File.WriteAllText(Path.Combine(notebooks, "03-garbage.ipynb"), "{ not json");
             File.WriteAllText(Path.Combine(notebooks, "01-fine.ipynb"), NotebookJson.Build([("markdown", "# Fine"), ("code", "Console.WriteLine(1 + 1);")]));
             var log = new StringWriter();
 
@@ -105,12 +106,15 @@ public sealed partial class HtmlReportTests(SmokeNotebookFixture smoke)
             var text = log.ToString();
             Assert.Equal(ReportCommand.ExitNotebookFailed, exit);
             Assert.Contains("error: notebooks/02-broken.ipynb: cell 3 (code cell 2) failed: System.InvalidOperationException: deliberate failure in cell 3", text, StringComparison.Ordinal);
-            Assert.True(text.IndexOf("[1/2] notebooks/01-fine.ipynb", StringComparison.Ordinal) < text.IndexOf("[2/2] notebooks/02-broken.ipynb", StringComparison.Ordinal), text);
+            Assert.Contains("error: notebooks/03-garbage.ipynb: could not be run: ", text, StringComparison.Ordinal);
+            Assert.True(text.IndexOf("[1/3] notebooks/01-fine.ipynb", StringComparison.Ordinal) < text.IndexOf("[2/3] notebooks/02-broken.ipynb", StringComparison.Ordinal), text);
             Assert.True(File.Exists(Path.Combine(root, "out", "01-fine.html")));
             Assert.True(File.Exists(Path.Combine(root, "out", "02-broken.html")));
             var index = File.ReadAllText(Path.Combine(root, "out", "index.html"));
             Assert.Contains("<a href=\"01-fine.html\">01-fine</a>", index, StringComparison.Ordinal);
-            Assert.Contains("<span class=\"failed\">failed</span>: cell 3:", index, StringComparison.Ordinal);
+            Assert.Contains("<span class=\"failed\">failed</span>: cell 3 (code cell 2) failed: System.InvalidOperationException: deliberate failure in cell 3", index, StringComparison.Ordinal);
+            Assert.Contains("<span class=\"failed\">failed</span>: could not be run:", index, StringComparison.Ordinal);
+            Assert.Contains("<span class=\"ok\">ok</span>", index, StringComparison.Ordinal);
             Assert.Matches(@"<td>\d+(\.\d)? m?s</td>", index);
         }
         finally
