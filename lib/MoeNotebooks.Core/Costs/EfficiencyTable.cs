@@ -26,6 +26,27 @@ public sealed record EfficiencyTable(string Name, IReadOnlyList<EfficiencyStep> 
         return eff;
     }
 
+    /// <summary>
+    /// FLOPs at peak that take as long as a GEMM of <paramref name="flops"/>: flops / efficiency(flops), but never less
+    /// than flops / efficiency at the top of any lower step, so that time = this / peak never decreases as a GEMM grows.
+    /// A bare step function prices a GEMM just above a step (1e9 FLOPs at 0.5) at half the time of one just below it
+    /// (0.999e9 at 0.25), so adding tokens could shorten a training step; with the floor a GEMM stays at least as slow
+    /// as the largest GEMM of a lower step until its own step's efficiency catches up (the least non-decreasing time
+    /// above the step model). Found by the robustness property "more tokens never lower the total".
+    /// Computed as (flops / efficiency) and (minFlops / previous efficiency) so that both sides round the same way.
+    /// </summary>
+    public double PeakEquivalentFlops(double flops)
+    {
+        var floor = 0.0;
+        var eff = Matmul[0].Efficiency;
+        for (var i = 0; i < Matmul.Count && flops >= Matmul[i].MinFlops; i++)
+        {
+            if (i > 0) floor = Math.Max(floor, Matmul[i].MinFlops / Matmul[i - 1].Efficiency);
+            eff = Matmul[i].Efficiency;
+        }
+        return Math.Max(flops / eff, floor);
+    }
+
     public EfficiencyTable Validated(string path = "costModel.efficiency", string? source = null)
     {
         Validate.NotEmpty($"{path}.name", Name);
