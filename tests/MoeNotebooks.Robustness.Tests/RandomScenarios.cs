@@ -16,6 +16,10 @@ public sealed record RandomCase(
 {
     public int Gpus => EP * TP * PP * DP;
 
+    public override string ToString() => string.Create(CultureInfo.InvariantCulture,
+        $"{Derivation} {Preset} ({GpusPerNode}/node) {(Efficiency ? "typical-hopper" : "ideal")} {Dtype}; EP{EP} TP{TP} PP{PP} DP{DP} mb{Microbatches}; " +
+        $"layers {Layers}, H {HiddenSize}, heads {Heads}, F {Ffn}, experts {Experts}, topK {TopK}, batch {Batch}, seq {Sequence}");
+
     public ModelSpec Model => new("random", Layers, HiddenSize, Heads, Ffn, Experts, TopK, Batch, Sequence, ModelSpec.DtypeBytes[Dtype], Dtype);
 
     public StrategySpec Strategy => new(EP, TP, PP, DP, Derivation, Microbatches);
