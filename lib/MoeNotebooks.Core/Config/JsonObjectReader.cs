@@ -136,6 +136,7 @@ public sealed class JsonObjectReader
     /// <summary>"RooflineIdeal" -> "roofline-ideal".</summary>
     public static string Kebab(string pascal)
     {
+        if (pascal == "OneFOneB") return "1f1b";
         var sb = new System.Text.StringBuilder();
         for (var i = 0; i < pascal.Length; i++)
         {
@@ -152,9 +153,8 @@ public sealed class JsonObjectReader
         var seen = new HashSet<string>(StringComparer.Ordinal);
         foreach (var p in _element.EnumerateObject())
         {
-            // System.Text.Json keeps both copies of a repeated key and lookups see only one: reject, never pick silently.
             if (!seen.Add(p.Name))
-                throw new ConfigException(Child(p.Name), Raw(p.Value), "appears more than once in this object; keep one", Source);
+                throw new ConfigException(Child(p.Name), Raw(p.Value), "appears more than once in the object; keep one", Source);
             if (_known.Contains(p.Name)) continue;
             var suggestion = Closest(p.Name, _known);
             var hint = suggestion is null ? "" : $" (did you mean \"{suggestion}\"?)";
