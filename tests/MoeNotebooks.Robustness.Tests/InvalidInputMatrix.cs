@@ -110,6 +110,8 @@ public class InvalidInputMatrix
         ["zero-microbatches"] = new(With(r => S(r)["microbatches"] = 0), "strategy.microbatches", "0", "positive integer"),
         ["negative-ep"] = new(With(r => S(r)["ep"] = -2), "strategy.ep", "-2", "positive integer"),
         ["empty-name"] = new(With(r => r["name"] = ""), "name", "\"\"", "non-empty string"),
+        ["capacity-factor-zero"] = new(With(r => M(r)["routing"] = JsonNode.Parse("""{"capacityFactor": 0}""")), "model.routing.capacityFactor", "0", "finite number > 0"),
+        ["capacity-factor-negative"] = new(With(r => M(r)["routing"] = JsonNode.Parse("""{"capacityFactor": -1.25}""")), "model.routing.capacityFactor", "-1.25", "finite number > 0"),
     };
 
     public static TheoryData<string> JsonCases() => new(Json.Keys);
@@ -217,6 +219,39 @@ public class InvalidInputMatrix
             if (c.Value is not null) Assert.Contains(c.Value, e.Message, StringComparison.Ordinal);
             Assert.Contains(c.Valid, e.Message, StringComparison.Ordinal);
         }
+    }
+
+    /// <summary>
+    /// A configuration that does not fit in HBM is a verdict, not a crash: the seed model trained on 16 H100s with one
+    /// microbatch and no recomputation needs far more than 80 GB per GPU (activations of 640,000 tokens per GPU
+    /// across 4 layers alone exceed it); evaluation succeeds, the memory report says it does not fit, how much is
+    /// needed, and the CLI prints it with exit code 0.
+    /// </summary>
+    [Fact]
+    public void Memory_infeasible_configuration_is_a_verdict_not_a_crash()
+    {
+        var text = With(r =>
+        {
+            r["model"] = JsonNode.Parse("""{ "layers": 4, "hiddenSize": 8192, "attentionHeads": 16, "ffnHiddenSize": 32768, "experts": 16, "topK": 1, "batch": 1024, "sequenceLength": 10000 }""");
+            r["hardware"] = JsonNode.Parse("""{ "preset": "H100-SXM", "gpus": 16 }""");
+            r["strategy"] = JsonNode.Parse("""{ "ep": 16, "mode": "training", "microbatches": 1 }""");
+        });
+        var evaluation = Scenario.Parse(text, "big.json").Evaluate();
+        Assert.False(evaluation.Memory.Feasible);
+        Assert.True(evaluation.Memory.PeakBytesPerGpu > evaluation.Memory.CapacityBytes);
+        Assert.StartsWith("does not fit: ", evaluation.Memory.ToString(), StringComparison.Ordinal);
+        Assert.True(double.IsFinite(evaluation.TotalSeconds) && evaluation.TotalSeconds > 0);
+
+        var path = Path.Combine(Path.GetTempPath(), $"moe-robustness-{Environment.ProcessId}-memory.json");
+        File.WriteAllText(path, text);
+        try
+        {
+            var (code, stdout, stderr) = Cli(["evaluate", path]);
+            Assert.Equal(0, code);
+            Assert.Equal("", stderr);
+            Assert.Contains("does not fit", stdout, StringComparison.Ordinal);
+        }
+        finally { File.Delete(path); }
     }
 
     [Theory]
