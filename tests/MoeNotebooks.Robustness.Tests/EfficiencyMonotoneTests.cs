@@ -14,14 +14,16 @@ public class EfficiencyMonotoneTests
     [Fact]
     public void Gemm_time_never_drops_when_a_gemm_crosses_an_efficiency_step()
     {
-        // Oracle (hand derivation): typical-hopper steps 0 -> 0.25, 1e9 -> 0.5. The largest GEMM below the step
-        // costs ~1e9 / 0.25 = 4e9 peak-FLOPs; a 1e9-FLOP GEMM must cost at least that (not 1e9 / 0.5 = 2e9), and the
-        // table's 0.5 applies again from 2e9 FLOPs on (2e9 / 0.5 = 4e9).
+        // Oracle (hand derivation): typical-hopper steps 0 -> 0.25, 1e9 -> 0.5, 1e10 -> 0.65. A 1e9-FLOP GEMM costs
+        // 1e9 / 0.5 = 2e9 peak-FLOPs (the table as written); a smaller GEMM must not cost more, so from 0.5e9 FLOPs
+        // (0.5e9 / 0.25 = 2e9) up to the step it costs 2e9; below 0.5e9 the 0.25 step applies unchanged.
         Assert.Equal(0.5, Hopper.MatmulEfficiency(1e9));
-        Assert.Equal(0.999999e9 / 0.25, Hopper.PeakEquivalentFlops(0.999999e9)); // below the step: the step model itself
-        Assert.Equal(4e9, Hopper.PeakEquivalentFlops(1e9));
-        Assert.Equal(4e9, Hopper.PeakEquivalentFlops(1.5e9));
-        Assert.Equal(6e9, Hopper.PeakEquivalentFlops(3e9));
+        Assert.Equal(2e9, Hopper.PeakEquivalentFlops(1e9));
+        Assert.Equal(2e9, Hopper.PeakEquivalentFlops(0.999999e9));
+        Assert.Equal(2e9, Hopper.PeakEquivalentFlops(0.5e9));
+        Assert.Equal(0.4e9 / 0.25, Hopper.PeakEquivalentFlops(0.4e9));
+        Assert.Equal(3e9 / 0.5, Hopper.PeakEquivalentFlops(3e9));
+        Assert.Equal(1e10 / 0.65, Hopper.PeakEquivalentFlops(0.9e10)); // 0.9e10 / 0.5 would exceed the 1e10 step's 1e10 / 0.65
         Assert.Equal(1e13 / 0.8, Hopper.PeakEquivalentFlops(1e13)); // large GEMMs keep the measured MAMF fraction
         Assert.Equal(123.0, EfficiencyTable.Ideal.PeakEquivalentFlops(123.0)); // the ideal roofline is unchanged
 

@@ -17,7 +17,7 @@ public sealed class RooflineCompute(GpuSpec gpu, EfficiencyTable efficiency) : I
     public double MatmulSeconds(MatmulShape shape, string dtype, int elementBytes)
     {
         var flops = shape.Flops;
-        // flops / (peak x efficiency), with the efficiency step's floor so that a bigger GEMM is never faster.
+        // flops / (peak x efficiency), capped below each step so that a bigger GEMM is never faster.
         var computeSeconds = Efficiency.PeakEquivalentFlops(flops) / Gpu.PeakFor(dtype);
         var memorySeconds = shape.Elements * elementBytes / (Gpu.HbmBytesPerSecond * Efficiency.Memory);
         return Math.Max(computeSeconds, memorySeconds);
