@@ -17,14 +17,19 @@ public sealed class LinkCommunication(HardwareSpec hardware) : ICommunicationCos
     {
         if (bytesPerGpu <= 0 || gpus.Length < 2) return 0;
         var link = SpansNodes(gpus) ? Hardware.InterNode : Hardware.IntraNode;
-        double p = gpus.Length;
-        var factor = pattern switch
+        return link.LatencySeconds + AlgorithmFactor(pattern, gpus.Length) * bytesPerGpu / link.BytesPerSecond;
+    }
+
+    /// <summary>Bytes each GPU moves per byte of message: 2(p-1)/p for ring all-reduce, (p-1)/p for all-to-all, 1 for a send.</summary>
+    public static double AlgorithmFactor(CollectivePattern pattern, int gpus)
+    {
+        double p = gpus;
+        return pattern switch
         {
             CollectivePattern.AllReduce => 2 * (p - 1) / p,
             CollectivePattern.AllToAll => (p - 1) / p,
             _ => 1.0,
         };
-        return link.LatencySeconds + factor * bytesPerGpu / link.BytesPerSecond;
     }
 
     public bool SpansNodes(ReadOnlySpan<int> gpus)
