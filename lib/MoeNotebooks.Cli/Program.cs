@@ -14,6 +14,7 @@ namespace MoeNotebooks.Cli
         [
             ("evaluate", "evaluate SCENARIO.json [--format table|json]   total runtime, critical path, breakdown, formula terms", EvaluateVerb.Run),
             ("formula", "formula  SCENARIO.json                         the runtime as the founding document writes it", FormulaVerb.Run),
+            ("validate", "validate [--format table|json] [--data DIR]    cost models vs published GEMM, collective and training measurements", ValidateVerb.Run),
         ];
 
         public static string Usage =>

@@ -29,7 +29,9 @@ public sealed record CollectiveFit(
 
     /// <summary>
     /// Least squares on time versus bytes, weighted by 1/time² (so every size counts by its relative error):
-    /// minimises Σ ((a + b·bytes) / t - 1)². A negative intercept is refitted through the origin (latency 0).
+    /// minimises Σ ((a + b·bytes) / t - 1)². A negative intercept is refitted through the origin (latency 0); a slope
+    /// that is not positive (time flat or falling over the points, as for small latency-bound messages) becomes a
+    /// constant time with infinite <see cref="BytesPerSecond"/>.
     /// </summary>
     public static CollectiveFit Fit(CollectivePattern pattern, int gpus, int nodes, IReadOnlyList<(double Bytes, double Seconds)> points)
     {
@@ -50,9 +52,13 @@ public sealed record CollectiveFit(
             slope = sxy / sxx;
         }
         if (!(slope > 0))
-            throw new ConfigException("costModel.communication", Validate.Show(slope), $"cannot fit {what}: time does not grow with message size (slope {Validate.Show(slope)} s/B)");
+        {
+            // Time does not grow with size over these points (latency-bound, noisy): a constant, weighted mean time.
+            slope = 0;
+            intercept = sy / sw;
+        }
         var rms = Math.Sqrt(points.Average(p => Math.Pow((intercept + slope * p.Bytes) / p.Seconds - 1, 2)));
-        return new CollectiveFit(pattern, gpus, nodes, points.Min(p => p.Bytes), points.Max(p => p.Bytes), intercept, 1 / slope, points.Count, rms);
+        return new CollectiveFit(pattern, gpus, nodes, points.Min(p => p.Bytes), points.Max(p => p.Bytes), intercept, slope > 0 ? 1 / slope : double.PositiveInfinity, points.Count, rms);
     }
 
     /// <summary>

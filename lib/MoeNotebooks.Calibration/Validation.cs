@@ -1,0 +1,32 @@
+namespace MoeNotebooks.Calibration;
+
+/// <summary>Runs every validation suite on the shared measurements.</summary>
+public static class Validation
+{
+    /// <summary>What the end-to-end suite waits for until the core builds dense training steps.</summary>
+    public const string TrainingWaitingFor =
+        "dense models with a vocabulary, a training step (forward + backward + recompute) and 1F1B pipeline schedules in the core (issue 4)";
+
+    /// <param name="trainingIterationSeconds">Prices an SC21 case's iteration; null until the core supports training steps.</param>
+    public static ValidationReport Run(PublicData data, Func<TrainingCase, double?>? trainingIterationSeconds = null)
+    {
+        var gemm = data.Gemm();
+        var comm = data.Collectives();
+        var training = TrainingCase.Read(data.PathOf(PublicData.TrainingFile));
+        return new ValidationReport(data.Directory,
+        [
+            GemmSuites.HeldOut(gemm),
+            GemmSuites.TileWave(gemm),
+            CollectiveSuites.Calibrated(comm),
+            CollectiveSuites.LeaveOneSizeOut(comm),
+            CollectiveSuites.Datasheet(comm),
+            TrainingSuite.Run(training, trainingIterationSeconds ?? TrainingPredictor.Default, TrainingWaitingFor),
+        ]);
+    }
+}
+
+/// <summary>The end-to-end predictor; null until the core can build training steps (see <see cref="Validation.TrainingWaitingFor"/>).</summary>
+public static class TrainingPredictor
+{
+    public static Func<TrainingCase, double?>? Default => null;
+}
