@@ -67,3 +67,16 @@ public class CsvTests
         Assert.Equal(1500e-6, invariant[1].Seconds, 1e-15);
     }
 }
+
+public class MeasureScriptFormatTests
+{
+    [Fact]
+    public void Reads_the_header_and_quoting_that_tools_measure_gemm_py_writes()
+    {
+        // Oracle: a row as Python's csv.writer writes it for tools/measure_gemm.py (fields with commas quoted).
+        var csv = "gpu,dtype,m,n,k,time_us,tflops,context,measurement,source\r\n"
+            + "NVIDIA H200,bf16,4096,8192,8192,712.345,771.72,grid m=4096 n=8192 k=8192; min_us=700.100,\"torch.matmul bf16, torch 2.5.1, CUDA 12.4; median of 50 CUDA-event-timed iterations after 10 warm-up; warm L2\",tools/measure_gemm.py\r\n";
+        var row = Assert.Single(MeasurementCsv.ReadGemm(new StringReader(csv), "h200.csv"));
+        Assert.Equal(new GemmMeasurement("NVIDIA H200", "bf16", 4096, 8192, 8192, 712.345e-6, "grid m=4096 n=8192 k=8192; min_us=700.100", 2), row);
+    }
+}
