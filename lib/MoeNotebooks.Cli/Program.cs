@@ -12,7 +12,7 @@ namespace MoeNotebooks.Cli
         /// <summary>Every verb: name, one-line usage, handler. A verb lives in its own file.</summary>
         public static readonly IReadOnlyList<(string Name, string Usage, Func<Options, TextWriter, TextWriter, int> Run)> Verbs =
         [
-            ("evaluate", "evaluate SCENARIO.json [--format table|json]   total runtime, critical path, breakdown, formula terms", EvaluateVerb.Run),
+            ("evaluate", "evaluate SCENARIO.json [--format table|json] [--sensitivity 0.1]   runtime, critical path, breakdown, formula terms, memory, what-if", EvaluateVerb.Run),
             ("formula", "formula  SCENARIO.json                         the runtime as the founding document writes it", FormulaVerb.Run),
             ("validate", "validate [--format table|json] [--data DIR]    cost models vs published GEMM, collective and training measurements", ValidateVerb.Run),
         ];

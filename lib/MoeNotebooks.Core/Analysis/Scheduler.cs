@@ -7,7 +7,8 @@ namespace MoeNotebooks.Analysis;
 /// Schedules a priced DAG with resources: every GPU has a compute stream and a communication stream, each
 /// running its operations one at a time in issue (id) order, like CUDA streams. An operation starts when
 /// its inputs are done and its stream(s) are free; a collective needs the communication stream of every
-/// member. Communication thus overlaps compute wherever the dependencies allow.
+/// member. Communication thus overlaps compute wherever the dependencies allow; a DAG built with
+/// <see cref="OperatorDag.CommunicationOverlapsCompute"/> false runs communication on the compute stream instead.
 /// One pass in id order: O(operations + edges + group members).
 /// </summary>
 public static class Scheduler
@@ -41,18 +42,35 @@ public static class Scheduler
             {
                 if (crit < 0 || finish[p] > ready) { ready = finish[p]; crit = p; }
             }
-            if (dag.Category(op) == OpCategory.Communication)
+            if (dag.Kind(op) == OpKind.PipelineSend && dag.CommunicationOverlapsCompute)
             {
-                foreach (var g in dag.Participants(op))
-                    if (commFree[g] > ready) { ready = commFree[g]; crit = lastComm[g]; }
+                // Point-to-point activation sends go over their own link as soon as the data is ready; they do not
+                // queue behind the collectives of the stream (NCCL runs p2p on separate channels).
                 start[op] = ready;
                 finish[op] = ready + d;
-                foreach (var g in dag.Participants(op)) { commFree[g] = finish[op]; lastComm[g] = op; }
+            }
+            else if (dag.Category(op) == OpCategory.Communication)
+            {
+                var blocking = !dag.CommunicationOverlapsCompute;
+                foreach (var g in dag.Participants(op))
+                {
+                    if (commFree[g] > ready) { ready = commFree[g]; crit = lastComm[g]; }
+                    if (blocking && computeFree[g] > ready) { ready = computeFree[g]; crit = lastCompute[g]; }
+                }
+                start[op] = ready;
+                finish[op] = ready + d;
+                foreach (var g in dag.Participants(op))
+                {
+                    commFree[g] = finish[op];
+                    lastComm[g] = op;
+                    if (blocking) { computeFree[g] = finish[op]; lastCompute[g] = op; }
+                }
             }
             else
             {
                 var g = dag.Gpu(op);
                 if (computeFree[g] > ready) { ready = computeFree[g]; crit = lastCompute[g]; }
+                if (!dag.CommunicationOverlapsCompute && commFree[g] > ready) { ready = commFree[g]; crit = lastComm[g]; }
                 start[op] = ready;
                 finish[op] = ready + d;
                 computeFree[g] = finish[op];
@@ -105,15 +123,22 @@ public static class Scheduler
             }
         }
         var usage = new GpuUsage[gpus];
+        var intervals = new List<(double Start, double Finish)>();
         for (var g = 0; g < gpus; g++)
         {
-            // Both lists are in issue order, and each stream runs in issue order, so starts ascend: merge them.
+            // Communication intervals may overlap one another (sends run beside collectives): merge them first,
+            // then measure how much of the union lies under compute (compute intervals are disjoint and ascend).
+            intervals.Clear();
+            for (var j = commCount[g]; j < commCount[g + 1]; j++)
+                if (finish[commOps[j]] > start[commOps[j]]) intervals.Add((start[commOps[j]], finish[commOps[j]]));
+            intervals.Sort();
             double commBusy = 0, overlap = 0;
             var a = computeCount[g];
-            for (var j = commCount[g]; j < commCount[g + 1]; j++)
+            var i = 0;
+            while (i < intervals.Count)
             {
-                var op = commOps[j];
-                double s = start[op], f = finish[op];
+                var (s, f) = intervals[i++];
+                while (i < intervals.Count && intervals[i].Start <= f) f = Math.Max(f, intervals[i++].Finish);
                 commBusy += f - s;
                 while (a < computeCount[g + 1] && finish[computeOps[a]] <= s) a++;
                 for (var b = a; b < computeCount[g + 1] && start[computeOps[b]] < f; b++)

@@ -22,7 +22,7 @@ public sealed record GemmMeasurement(string Gpu, string Dtype, long M, long N, l
 /// <param name="Bytes">Message size: the buffer each GPU holds (all-reduce) or sends (send/recv).</param>
 public sealed record CollectiveMeasurement(string Collective, string System, int Gpus, int Nodes, double Bytes, double Seconds, int Line = 0)
 {
-    /// <summary>The DAG's pattern for this collective; <see cref="CollectivePattern.None"/> for collectives the DAG does not use (all-gather...).</summary>
+    /// <summary>The DAG's pattern for this collective; <see cref="CollectivePattern.None"/> for collectives the DAG does not use (broadcast...).</summary>
     public CollectivePattern Pattern => MeasurementCsv.PatternOf(Collective);
 }
 
@@ -90,6 +90,8 @@ public static class MeasurementCsv
         "allreduce" => "all_reduce",
         "alltoall" => "all_to_all",
         "sendrecv" or "p2p" => "send_recv",
+        "reducescatter" => "reduce_scatter",
+        "allgather" => "all_gather",
         var s => s,
     };
 
@@ -98,6 +100,8 @@ public static class MeasurementCsv
         "all_reduce" => CollectivePattern.AllReduce,
         "all_to_all" => CollectivePattern.AllToAll,
         "send_recv" => CollectivePattern.SendRecv,
+        "reduce_scatter" => CollectivePattern.ReduceScatter,
+        "all_gather" => CollectivePattern.AllGather,
         _ => CollectivePattern.None,
     };
 
@@ -107,6 +111,8 @@ public static class MeasurementCsv
         CollectivePattern.AllReduce => "all_reduce",
         CollectivePattern.AllToAll => "all_to_all",
         CollectivePattern.SendRecv => "send_recv",
+        CollectivePattern.ReduceScatter => "reduce_scatter",
+        CollectivePattern.AllGather => "all_gather",
         _ => "none",
     };
 

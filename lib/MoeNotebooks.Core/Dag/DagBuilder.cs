@@ -9,6 +9,7 @@ namespace MoeNotebooks.Dag;
 public sealed class DagBuilder
 {
     private readonly List<OpKind> _kinds = new();
+    private readonly List<OpPhase> _phases = new();
     private readonly List<int> _gpus = new(), _groups = new(), _layers = new(), _microbatches = new(), _indices = new();
     private readonly List<long> _m = new(), _k = new(), _n = new(), _batch = new(), _bytes = new();
     private readonly List<int> _predStart = new() { 0 };
@@ -31,6 +32,12 @@ public sealed class DagBuilder
     public string Dtype { get; }
     public string Description { get; set; }
     public int Count => _kinds.Count;
+
+    /// <summary>Phase given to the operations appended from now on.</summary>
+    public OpPhase Phase { get; set; } = OpPhase.Forward;
+
+    /// <summary>Whether communication runs on its own stream (overlapping compute) or on the compute stream.</summary>
+    public bool CommunicationOverlapsCompute { get; set; } = true;
 
     /// <summary>A GPU group (deduplicated); members must be distinct valid GPUs.</summary>
     public int Group(ReadOnlySpan<int> gpus)
@@ -92,7 +99,7 @@ public sealed class DagBuilder
             _preds.Add(d);
         }
         _predStart.Add(_preds.Count);
-        _kinds.Add(kind); _gpus.Add(gpu); _groups.Add(group); _layers.Add(layer); _microbatches.Add(microbatch); _indices.Add(index);
+        _kinds.Add(kind); _phases.Add(Phase); _gpus.Add(gpu); _groups.Add(group); _layers.Add(layer); _microbatches.Add(microbatch); _indices.Add(index);
         _m.Add(shape.M); _k.Add(shape.K); _n.Add(shape.N); _batch.Add(shape.Batch); _bytes.Add(bytes);
         return id;
     }
@@ -103,8 +110,8 @@ public sealed class DagBuilder
     }
 
     public OperatorDag Build() => new(
-        Description, GpuCount, ElementBytes, Dtype,
-        _kinds.ToArray(), _gpus.ToArray(), _groups.ToArray(), _layers.ToArray(), _microbatches.ToArray(), _indices.ToArray(),
+        Description, GpuCount, ElementBytes, Dtype, CommunicationOverlapsCompute,
+        _kinds.ToArray(), _phases.ToArray(), _gpus.ToArray(), _groups.ToArray(), _layers.ToArray(), _microbatches.ToArray(), _indices.ToArray(),
         _m.ToArray(), _k.ToArray(), _n.ToArray(), _batch.ToArray(), _bytes.ToArray(),
         _predStart.ToArray(), _preds.ToArray(), _groupMembers.ToArray());
 }
