@@ -10,6 +10,11 @@ public static class Validation
     /// <param name="trainingIterationSeconds">Prices an SC21 case's iteration; null until the core supports training steps.</param>
     public static ValidationReport Run(PublicData data, Func<TrainingCase, double?>? trainingIterationSeconds = null)
     {
+        if (trainingIterationSeconds is null)
+        {
+            var predictor = Sc21Predictor.Calibrated(data);
+            trainingIterationSeconds = c => predictor.Predict(c).IterationSeconds;
+        }
         var gemm = data.Gemm();
         var comm = data.Collectives();
         var training = TrainingCase.Read(data.PathOf(PublicData.TrainingFile));
@@ -20,13 +25,7 @@ public static class Validation
             CollectiveSuites.Calibrated(comm),
             CollectiveSuites.LeaveOneSizeOut(comm),
             CollectiveSuites.Datasheet(comm),
-            TrainingSuite.Run(training, trainingIterationSeconds ?? TrainingPredictor.Default, TrainingWaitingFor),
+            TrainingSuite.Run(training, trainingIterationSeconds, TrainingWaitingFor),
         ]);
     }
-}
-
-/// <summary>The end-to-end predictor; null until the core can build training steps (see <see cref="Validation.TrainingWaitingFor"/>).</summary>
-public static class TrainingPredictor
-{
-    public static Func<TrainingCase, double?>? Default => null;
 }

@@ -59,6 +59,17 @@ public class ValidationTests
     }
 
     [CalibrationDataFact]
+    public void SC21_training_throughput_is_predicted_for_every_row()
+    {
+        // Target 5% MAPE on TFLOP/s per GPU. Measured when written: 5.24% (missed by 0.24 points, no per-case constant;
+        // the 76.1B run is the outlier at +13.6%). This bound guards against regressions; the report states the miss.
+        var suite = RealData.Report[TrainingSuite.Name];
+        Assert.Equal("ok", suite.Status);
+        Assert.All(suite.Cases, c => Assert.NotNull(c.Predicted));
+        Assert.True(suite.MapePct <= 6, $"SC21 MAPE {suite.MapePct:F2}%");
+    }
+
+    [CalibrationDataFact]
     public void Validate_verb_prints_the_documented_json()
     {
         var stdout = new StringWriter();
