@@ -3,6 +3,7 @@ using System.Runtime.CompilerServices;
 using Microsoft.Data.Analysis;
 using MoeNotebooks.Analysis;
 using MoeNotebooks.Config;
+using MoeNotebooks.Costs;
 using MoeNotebooks.Dag;
 using Plotly.NET;
 
@@ -55,6 +56,28 @@ public static class Views
     private static readonly string[] BreakdownOrder = ["matmul", "attention", "elementwise", "communication", "idle"];
 
     private const double Ms = 1000.0;
+
+    /// <summary>
+    /// Loads a scenario file and applies a notebook's parameters: <paramref name="gpuPreset"/> (a hardware catalog
+    /// name, same GPU count) and <paramref name="costModel"/> ("roofline-ideal", or an efficiency table name such
+    /// as "typical-hopper" for roofline with efficiencies). Null keeps the file's choice.
+    /// </summary>
+    public static Scenario Load(string scenarioFile, string? gpuPreset = null, string? costModel = null)
+    {
+        var scenario = Scenario.Load(scenarioFile);
+        if (gpuPreset is not null) scenario = scenario with { Hardware = HardwareCatalog.Get(gpuPreset).WithGpus(scenario.Hardware.GpuCount) };
+        if (costModel is not null)
+        {
+            scenario = scenario with
+            {
+                CostModel = costModel == "roofline-ideal"
+                    ? CostModelSpec.Ideal
+                    : new CostModelSpec(CostModelKind.RooflineEfficiency, EfficiencyTable.Get(costModel, "costModel", "notebook parameters")),
+            };
+        }
+
+        return scenario.Validated(scenarioFile);
+    }
 
     // ---------------------------------------------------------------- charts
 
@@ -190,7 +213,8 @@ public static class Views
 
     /// <summary>
     /// The critical path, first to last, consecutive operations of the same kind in the same layer folded into one
-    /// row (e.g. 16 x Q x K^T heads): layer, operation, count, GPUs, start and time spent.
+    /// row (attention heads, which alternate score and value products, into one row): layer, operation, count of
+    /// operations, GPUs, start and time spent.
     /// </summary>
     public static DataFrame CriticalPath(Evaluation evaluation)
     {
@@ -201,7 +225,8 @@ public static class Views
         {
             var seconds = op.DurationSeconds;
             if (seconds <= 0) continue;
-            var name = KindLabel(dag, op.Op);
+            // Heads alternate Q x K^T and Attention x V on the path; one row holds all of a layer's heads.
+            var name = op.Category == OpCategory.Attention ? "Q x K^T + Attention x V (per head)" : KindLabel(dag, op.Op);
             var phase = dag.Phase(op.Op).ToString();
             if (rows.Count > 0 && rows[^1] is var last && last.Layer == op.Layer && last.Microbatch == op.Microbatch && last.Operation == name && last.Phase == phase)
             {

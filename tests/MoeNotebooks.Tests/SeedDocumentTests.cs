@@ -112,6 +112,19 @@ public class SeedDocumentTests
         }
     }
 
+    [Fact]
+    public void HeadingFor_only_names_the_documents_own_cases()
+    {
+        var seedEp = Scenario.Load(TestPaths.Scenario("seed-ep16"));
+        Assert.Equal(SeedDocument.Ep16Heading, SeedDocument.HeadingFor(seedEp));
+        Assert.Equal(SeedDocument.Tp8Pp2Heading, SeedDocument.HeadingFor(Scenario.Load(TestPaths.Scenario("seed-tp8-pp2"))));
+        Assert.Null(SeedDocument.HeadingFor(Scenario.Load(TestPaths.Scenario("ep16"))));
+        Assert.Null(SeedDocument.HeadingFor(seedEp with { Model = seedEp.Model with { SequenceLength = 4096 } }));
+        Assert.Null(SeedDocument.HeadingFor(seedEp with { Strategy = seedEp.Strategy with { Microbatches = 2 } }));
+        // The GPU type does not change the shapes, so the document's formula still applies.
+        Assert.Equal(SeedDocument.Ep16Heading, SeedDocument.HeadingFor(seedEp with { Hardware = HardwareCatalog.Get("H200").WithGpus(16) }));
+    }
+
     [Theory]
     [InlineData("seed-ep16", SeedDocument.Ep16Heading)]
     [InlineData("seed-tp8-pp2", SeedDocument.Tp8Pp2Heading)]

@@ -1,6 +1,7 @@
 using System.Globalization;
 using System.Text;
 using System.Text.RegularExpressions;
+using MoeNotebooks.Config;
 
 namespace MoeNotebooks.Analysis;
 
@@ -100,6 +101,26 @@ public sealed partial class SeedDocument
             block = block.Replace("[Same computation as above]", first.Value[first.Value.IndexOf('[', StringComparison.Ordinal)..], StringComparison.Ordinal);
         }
         return string.Join("\n", block.Split('\n').Select(l => l.TrimEnd()).Where(l => l.Trim().Length > 0));
+    }
+
+    /// <summary>
+    /// The heading of the document's formula for <paramref name="scenario"/> when the scenario is exactly the
+    /// document's case (its model, the seed derivation, EP=16 or TP=8 x PP=2 inference on 16 GPUs), else null:
+    /// with other parameters the library's formula is expected to differ from the document's text.
+    /// </summary>
+    public static string? HeadingFor(Scenario scenario)
+    {
+        ArgumentNullException.ThrowIfNull(scenario);
+        if (scenario.Model with { Name = ModelSpec.Seed.Name } != ModelSpec.Seed) return null;
+        var s = scenario.Strategy;
+        var plain = new StrategySpec(s.EP, s.TP, s.PP, s.DP, Derivation.Seed);
+        if (s != plain) return null;
+        return (s.EP, s.TP, s.PP, s.DP) switch
+        {
+            (16, 1, 1, 1) => Ep16Heading,
+            (1, 8, 2, 1) => Tp8Pp2Heading,
+            _ => null,
+        };
     }
 
     /// <summary>Drops all whitespace and writes a multiplication 'x' between numbers/brackets as '×'; nothing else.</summary>
