@@ -57,6 +57,8 @@ public static class Views
 
     private const double Ms = 1000.0;
 
+    private const int ChartWidthPixels = 960;
+
     /// <summary>
     /// Loads a scenario file and applies a notebook's parameters: <paramref name="gpuPreset"/> (a hardware catalog
     /// name, same GPU count) and <paramref name="costModel"/> ("roofline-ideal", or an efficiency table name such
@@ -137,7 +139,7 @@ public static class Views
         FSharpCoreBinding.Install();
         var list = Materialize(evaluations);
         var parts = BreakdownOrder.SelectMany(c => list.Select(e => (c, e.Scenario.Name, e.Result.BreakdownSeconds.GetValueOrDefault(c)))).ToList();
-        return ColourByName(Charts.StackedBars(title ?? "Where each GPU's time goes (mean over GPUs)", "scenario", "time (s)", parts), parts.Select(p => p.c));
+        return Wide(ColourByName(Charts.StackedBars(title ?? "Where each GPU's time goes (mean over GPUs)", "scenario", "time (s)", parts), parts.Select(p => p.c)));
     }
 
     /// <summary>Stacked bars per scenario of the critical path's seconds by category (each bar sums to the total).</summary>
@@ -146,7 +148,7 @@ public static class Views
         FSharpCoreBinding.Install();
         var list = Materialize(evaluations);
         var parts = BreakdownOrder.Take(4).SelectMany(c => list.Select(e => (c, e.Scenario.Name, e.Result.CriticalPathSecondsByCategory.GetValueOrDefault(c)))).ToList();
-        return ColourByName(Charts.StackedBars(title ?? "Critical path by category", "scenario", "time on the critical path (s)", parts), parts.Select(p => p.c));
+        return Wide(ColourByName(Charts.StackedBars(title ?? "Critical path by category", "scenario", "time on the critical path (s)", parts), parts.Select(p => p.c)));
     }
 
     /// <summary>Stacked bars per GPU: matmul, attention, elementwise, exposed communication and idle seconds (each bar sums to the total).</summary>
@@ -164,9 +166,9 @@ public static class Views
             parts.AddRange(evaluation.Result.PerGpu.Select(g => (category, $"GPU {g.Gpu}", pick(g))));
         }
 
-        return ColourByName(
+        return Wide(ColourByName(
             Charts.StackedBars(title ?? $"{evaluation.Scenario.Name}: time per GPU", "GPU", "time (s)", parts),
-            parts.Select(p => p.category));
+            parts.Select(p => p.category)));
     }
 
     /// <summary>Bars of total seconds per scenario, grouped by derivation (one legend entry per derivation).</summary>
@@ -175,7 +177,9 @@ public static class Views
         FSharpCoreBinding.Install();
         var list = Materialize(evaluations);
         var parts = list.Select(e => (e.Scenario.Strategy.Derivation.ToString() + " derivation", StrategyName(e.Scenario.Strategy), e.TotalSeconds)).ToList();
-        return Charts.StackedBars(title ?? "Total runtime per strategy", "strategy", "total runtime (s)", parts);
+        var chart = Charts.StackedBars(title ?? "Total runtime per strategy", "strategy", "total runtime (s)", parts);
+        GenericChart.getLayout(chart).SetProperty("barmode", "group");
+        return Wide(chart);
     }
 
     // ---------------------------------------------------------------- tables
@@ -192,11 +196,11 @@ public static class Views
 
         var layerSeconds = rows.Sum(r => r.TotalSeconds);
         return Tables.FromRows(
-            ["operation", "count", "[m x k] x [k x n]", "Get_Time", "GFLOP each", "MB each", "ms each", "total ms", "share of layer (%)"],
+            ["operation", "count", "[m x k] x [k x n]", "Get_Time", "TFLOP each", "GB each", "ms each", "total ms", "share of layer (%)"],
             rows.Select(r => (IReadOnlyList<object?>)
             [
                 r.Operation, r.Count, r.Shape, new MatmulShape(r.M, r.K, r.N, r.Batch).ToString(),
-                Round(r.FlopsEach / 1e9, 3), Round(r.BytesEach / 1e6, 3), Round(r.SecondsEach * Ms, 4), Round(r.TotalSeconds * Ms, 3),
+                Round(r.FlopsEach / 1e12, 3), Round(r.BytesEach / 1e9, 3), Round(r.SecondsEach * Ms, 3), Round(r.TotalSeconds * Ms, 3),
                 Round(100 * r.TotalSeconds / layerSeconds, 2),
             ]));
     }
@@ -287,11 +291,11 @@ public static class Views
     {
         ArgumentNullException.ThrowIfNull(scenario);
         return Tables.FromRows(
-            ["operation", "seed shapes", "seed GFLOP", "seed ms", "corrected shapes", "corrected GFLOP", "corrected ms", "corrected / seed FLOPs"],
+            ["operation", "seed shapes", "seed TFLOP", "seed ms", "corrected shapes", "corrected TFLOP", "corrected ms", "corrected / seed FLOPs"],
             OperationTable.CompareDerivations(scenario).Select(d => (IReadOnlyList<object?>)
             [
-                d.Operation, Dash(d.SeedShapes), Round(d.SeedFlops / 1e9, 1), Round(d.SeedSeconds * Ms, 3),
-                Dash(d.CorrectedShapes), Round(d.CorrectedFlops / 1e9, 1), Round(d.CorrectedSeconds * Ms, 3), d.FlopsRatio is { } r ? Round(r, 4) : null,
+                d.Operation, Dash(d.SeedShapes), Round(d.SeedFlops / 1e12, 2), Round(d.SeedSeconds * Ms, 1),
+                Dash(d.CorrectedShapes), Round(d.CorrectedFlops / 1e12, 2), Round(d.CorrectedSeconds * Ms, 1), d.FlopsRatio is { } r ? Round(r, 4) : null,
             ]));
     }
 
@@ -315,7 +319,7 @@ public static class Views
         var profiles = Materialize(evaluations).Select(StrategyProfile.Of).ToList();
         IReadOnlyList<string> columns = insight switch
         {
-            Interactive.Insight.MatrixSizes => ["scenario", "strategy", "Q projection per GPU", "largest matmul per GPU", "largest is", "matmul GFLOP per layer on GPU 0"],
+            Interactive.Insight.MatrixSizes => ["scenario", "strategy", "Q projection per GPU", "largest matmul per GPU", "largest is", "matmul TFLOP per layer on GPU 0"],
             Interactive.Insight.Granularity => ["scenario", "strategy", "operations in DAG", "matmuls per layer on GPU 0", "mean matmul (ms)", "critical path operations"],
             Interactive.Insight.Communication => ["scenario", "strategy", "communication ops", "GB sent per GPU", "communication on critical path (s)", "exposed communication per GPU (s)", "share of total (%)"],
             Interactive.Insight.LoadDistribution => ["scenario", "strategy", "max compute per GPU (s)", "mean compute per GPU (s)", "min compute per GPU (s)", "busiest / mean", "expert tokens busiest / mean", "idle share (%)"],
@@ -323,7 +327,7 @@ public static class Views
         };
         return Tables.FromRows(columns, profiles.Select(p => insight switch
         {
-            Interactive.Insight.MatrixSizes => (IReadOnlyList<object?>)[p.Scenario, p.Strategy, p.QProjectionShape, p.LargestMatmulShape, p.LargestMatmulOperation, Round(p.MatmulFlopsPerLayerOnGpu0 / 1e9, 1)],
+            Interactive.Insight.MatrixSizes => (IReadOnlyList<object?>)[p.Scenario, p.Strategy, p.QProjectionShape, p.LargestMatmulShape, p.LargestMatmulOperation, Round(p.MatmulFlopsPerLayerOnGpu0 / 1e12, 1)],
             Interactive.Insight.Granularity => [p.Scenario, p.Strategy, p.Operations, p.MatmulOperationsPerLayerOnGpu0, Round(p.MeanMatmulSeconds * Ms, 3), p.CriticalPathOperations],
             Interactive.Insight.Communication => [p.Scenario, p.Strategy, p.CommunicationOperations, Round(p.CommunicationBytesPerGpu / 1e9, 2), Round(p.CommunicationSecondsOnCriticalPath, 3), Round(p.ExposedCommunicationSecondsPerGpu, 3), Round(100 * p.CommunicationSecondsOnCriticalPath / p.TotalSeconds, 1)],
             _ => [p.Scenario, p.Strategy, Round(p.MaxComputeSecondsPerGpu, 3), Round(p.MeanComputeSecondsPerGpu, 3), Round(p.MinComputeSecondsPerGpu, 3), Round(p.ComputeImbalance, 3), Round(p.ExpertTokenImbalance, 3), Round(100 * p.IdleShare, 1)],
@@ -358,8 +362,12 @@ public static class Views
     private static GenericChart TimelineCore(string title, IReadOnlyList<TimelineBar> bars, TimelineColour colour)
     {
         if (bars.Count == 0) throw new ArgumentException("The schedule has no operation with a duration to draw.", nameof(bars));
-        var chart = Charts.Gantt(title, bars.Select(b => (b.Lane, b.Operations == 1 ? b.Label : $"{b.Label}", b.Group, b.StartSeconds, b.FinishSeconds)));
-        var groups = bars.Select(b => b.Group).Distinct().ToList();
+        // Traces (legend entries) in a fixed category order; the lane order is set explicitly below.
+        var groups = bars.Select(b => b.Group).Distinct()
+            .OrderBy(g => Array.IndexOf(BreakdownOrder, g) is var i && i >= 0 ? i : BreakdownOrder.Length)
+            .ThenBy(g => g, StringComparer.Ordinal).ToList();
+        var ordered = bars.OrderBy(b => groups.IndexOf(b.Group));
+        var chart = Charts.Gantt(title, ordered.Select(b => (b.Lane, b.Label, b.Group, b.StartSeconds, b.FinishSeconds)));
         var traces = GenericChart.getTraces(chart).ToList();
         for (var i = 0; i < traces.Count && i < groups.Count; i++)
         {
@@ -383,6 +391,13 @@ public static class Views
             ["automargin"] = true,
         };
         layout.SetProperty("yaxis", yaxis);
+        return Wide(chart);
+    }
+
+    /// <summary>Report-width charts (Plotly.NET's default is a narrow fixed size).</summary>
+    private static GenericChart Wide(GenericChart chart)
+    {
+        GenericChart.getLayout(chart).SetProperty("width", ChartWidthPixels);
         return chart;
     }
 
