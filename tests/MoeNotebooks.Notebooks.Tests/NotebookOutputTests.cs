@@ -12,7 +12,7 @@ public sealed class NotebookOutputTests(ITestOutputHelper output)
 
     private async Task<ExecutedNotebook> Run(string name)
     {
-        var result = await NotebookRunner.RunAsync(Path.Combine(RepoPaths.Notebooks, name));
+        var result = await ExecutedNotebooks.Get(name);
         output.WriteLine($"{name}: {result.Duration.TotalSeconds:0.0} s");
         Assert.True(result.Succeeded, $"notebooks/{name}: {result.Failure}");
         return result;
