@@ -37,11 +37,13 @@ public static class Probe
     {
         var x = f();
         var alloc0 = GC.GetTotalAllocatedBytes(true);
+        var cpu0 = Process.GetCurrentProcess().TotalProcessorTime;
         var sw = Stopwatch.StartNew();
         for (var i = 0; i < reps; i++) x += f();
         sw.Stop();
+        var cpuUs = (Process.GetCurrentProcess().TotalProcessorTime - cpu0).TotalMicroseconds / reps;
         var alloc = (GC.GetTotalAllocatedBytes(true) - alloc0) / (double)reps;
         var us = sw.Elapsed.TotalMicroseconds / reps;
-        w.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{label,-40} {us,14:N1} us/op {1e6 / us,12:N0} /s {alloc / 1024,12:N0} KiB/op  ({x:G3})"));
+        w.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{label,-40} {us,14:N1} us/op {1e6 / us,12:N0} /s {alloc / 1024,12:N0} KiB/op {cpuUs,14:N1} us cpu  ({x:G3})"));
     }
 }
