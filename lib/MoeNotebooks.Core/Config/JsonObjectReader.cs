@@ -149,8 +149,11 @@ public sealed class JsonObjectReader
     /// <summary>Rejects any key that was never read. Call after reading every field.</summary>
     public void Finish()
     {
+        var seen = new HashSet<string>(StringComparer.Ordinal);
         foreach (var p in _element.EnumerateObject())
         {
+            if (!seen.Add(p.Name))
+                throw new ConfigException(Child(p.Name), Raw(p.Value), "appears more than once in the object; keep one", Source);
             if (_known.Contains(p.Name)) continue;
             var suggestion = Closest(p.Name, _known);
             var hint = suggestion is null ? "" : $" (did you mean \"{suggestion}\"?)";

@@ -1,0 +1,106 @@
+using System.Text.RegularExpressions;
+using MoeNotebooks.Config;
+
+namespace MoeNotebooks.Tests;
+
+/// <summary>
+/// Oracle: the founding document's "Final Runtime Representation" section, read from ../shared/seed when present
+/// (else the same formulas as transcribed in issue 2). The formula is derived from the critical path of the
+/// seed-derivation DAG, never typed, and must match the document term for term.
+/// </summary>
+public class SeedFormulaTests
+{
+    // Transcribed from issue 2 / the document, used only where ../shared is absent.
+    private const string IssueEp16 =
+        "4 × [3×Get_Time(10240000,8192,8192) + 16×(Get_Time(10240000,512,10000) + Get_Time(10240000,10000,512)) + Get_Time(10240000,8192,8192) + Get_Time(10240000,8192,16) + Get_Time(640000,8192,32768) + Get_Time(640000,32768,8192)]";
+
+    private const string IssueTp8Pp2 =
+        "2 × [3×Get_Time(10240000, 1024, 1024) + 2×(Get_Time(10240000, 64, 10000) + Get_Time(10240000, 10000, 64)) + Get_Time(10240000, 1024, 1024) + 8×(Get_Time(640000, 8192, 32768) + Get_Time(640000, 32768, 8192))] + Pipeline_Communication_Latency + 2 × [3×Get_Time(10240000, 1024, 1024) + 2×(Get_Time(10240000, 64, 10000) + Get_Time(10240000, 10000, 64)) + Get_Time(10240000, 1024, 1024) + 8×(Get_Time(640000, 8192, 32768) + Get_Time(640000, 32768, 8192))]";
+
+    [Fact]
+    public void Ep16FormulaEqualsTheDocument()
+    {
+        var expected = DocumentFormula("### Proposed EP=16 Longest Path:") ?? IssueEp16;
+        var derived = Scenario.Load(TestPaths.Scenario("seed-ep16")).Evaluate().Formula.ToString();
+        Assert.Equal(Normalize(expected), Normalize(derived));
+    }
+
+    [Fact]
+    public void Tp8Pp2FormulaEqualsTheDocument()
+    {
+        var expected = DocumentFormula("### Baseline TP=8, PP=2 Longest Path:") ?? IssueTp8Pp2;
+        var derived = Scenario.Load(TestPaths.Scenario("seed-tp8-pp2")).Evaluate().Formula.ToString();
+        Assert.Equal(Normalize(expected), Normalize(derived));
+    }
+
+    [Fact]
+    public void DocumentIsReadWhenPresent()
+    {
+        if (TestPaths.SeedDocument is null) return; // ../shared absent: the transcription above is the oracle.
+        Assert.NotNull(DocumentFormula("### Proposed EP=16 Longest Path:"));
+        Assert.NotNull(DocumentFormula("### Baseline TP=8, PP=2 Longest Path:"));
+    }
+
+    [Fact]
+    public void Ep16TermsAreCountedAsTheDocumentWrites()
+    {
+        // Hand count from the document: per layer 3 + 1 projections of (T, H, H), 16 score and 16 value products,
+        // one gate, one expert up and down; 4 layers.
+        var f = Scenario.Load(TestPaths.Scenario("seed-ep16")).Evaluate().Formula;
+        var terms = f.MatmulTerms.ToDictionary(t => (t.M, t.K, t.N), t => t.Count);
+        Assert.Equal(16, terms[(10240000, 8192, 8192)]);
+        Assert.Equal(64, terms[(10240000, 512, 10000)]);
+        Assert.Equal(64, terms[(10240000, 10000, 512)]);
+        Assert.Equal(4, terms[(10240000, 8192, 16)]);
+        Assert.Equal(4, terms[(640000, 8192, 32768)]);
+        Assert.Equal(4, terms[(640000, 32768, 8192)]);
+        Assert.Equal(6, terms.Count);
+        Assert.Empty(f.OtherTerms);
+    }
+
+    [Fact]
+    public void Tp8Pp2HasOnePipelineTermPricedAsAnInterNodeSend()
+    {
+        var e = Scenario.Load(TestPaths.Scenario("seed-tp8-pp2")).Evaluate();
+        var pipeline = Assert.Single(e.Formula.OtherTerms);
+        Assert.Equal("Pipeline_Communication_Latency", pipeline.Name);
+        Assert.Equal(1, pipeline.Count);
+        // Hand derivation: GPUs 0-7 and 8-15 are different nodes of 8, so the [T, H] bf16 activation crosses the
+        // 400 Gb/s NIC: 17 us + 10,240,000 x 8192 x 2 B / 50e9 B/s.
+        Assert.Equal(17e-6 + 10240000.0 * 8192 * 2 / 50e9, pipeline.Seconds, 12);
+    }
+
+    [Theory]
+    [InlineData("seed-ep16")]
+    [InlineData("seed-tp8-pp2")]
+    [InlineData("ep16")]
+    [InlineData("tp8-pp2")]
+    public void FormulaEvaluatesToTheScheduledTotal(string scenario)
+    {
+        // Oracle: the schedule. Summing the formula's terms with the same Get_Time must give the critical-path total.
+        var e = Scenario.Load(TestPaths.Scenario(scenario)).Evaluate();
+        var fromFormula = e.Formula.Evaluate(e.Cost, e.Dag.Dtype, e.Dag.ElementBytes);
+        Assert.Equal(e.TotalSeconds, fromFormula, e.TotalSeconds * 1e-12);
+    }
+
+    private static string? DocumentFormula(string heading)
+    {
+        if (TestPaths.SeedDocument is not { } path) return null;
+        var text = File.ReadAllText(path);
+        var at = text.IndexOf(heading, StringComparison.Ordinal);
+        if (at < 0) return null;
+        var open = text.IndexOf("```", at, StringComparison.Ordinal);
+        var close = text.IndexOf("```", open + 3, StringComparison.Ordinal);
+        var block = text[(open + 3)..close];
+        // The document's own definitions: avg_tokens_per_expert = (1024 x 10000) / 16 = 640,000 (stated below the
+        // formulas), and "Same computation as above" repeats the first bracket.
+        block = Regex.Replace(block, "//[^\n]*", "");
+        block = block.Replace("Total_Runtime =", "").Replace("avg_tokens_per_expert", "640000");
+        var first = Regex.Match(block, @"\d+\s*×\s*\[[^\]]*\]").Value;
+        var bracket = first[first.IndexOf('[')..];
+        return block.Replace("[Same computation as above]", bracket);
+    }
+
+    /// <summary>Drops whitespace and unifies the multiplication sign, nothing else.</summary>
+    private static string Normalize(string formula) => Regex.Replace(formula, @"\s+", "").Replace('x', '×');
+}
