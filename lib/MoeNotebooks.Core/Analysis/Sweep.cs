@@ -299,16 +299,39 @@ public sealed class Sweep
                 choices[i] = choice;
             }
             var rows = new SweepRow[choices.Length];
+            var scenarios = new Scenario?[choices.Length];
             var start = from;
-            // Contiguous chunks per worker: neighbouring grid points often share model and strategy, hence the DAG.
-            var chunk = Math.Max(1, choices.Length / (options.Threads * 4));
-            Parallel.ForEach(Partitioner.Create(0, choices.Length, chunk), parallel, () => workers.TryTake(out var w) ? w : new Worker(),
-                (range, _, worker) =>
-                {
-                    for (var i = range.Item1; i < range.Item2; i++) rows[i] = Evaluate(start + i, choices[i], worker, options.Breakdown);
-                    return worker;
-                },
-                workers.Add);
+            // 1. Read every point's scenario (invalid ones become rows here).
+            Parallel.For(0, choices.Length, parallel, i =>
+            {
+                try { scenarios[i] = ScenarioFor(choices[i], start + i); }
+                catch (ConfigException e) { rows[i] = Invalid(start + i, LabelsOf(choices[i]), QuickEvaluation.Reason(e)); }
+                catch (DagException e) { rows[i] = Invalid(start + i, LabelsOf(choices[i]), e.Message); }
+            });
+            // 2. Evaluate points that share model and strategy (hence the DAG) one after another on one worker.
+            //    Only the evaluation order changes: rows keep their index, so the output does not.
+            var groups = new Dictionary<(ModelSpec, StrategySpec), int>();
+            var order = new List<(int Group, int Index)>(choices.Length);
+            for (var i = 0; i < choices.Length; i++)
+            {
+                if (scenarios[i] is not { } sc) continue;
+                if (!groups.TryGetValue((sc.Model, sc.Strategy), out var gid)) groups[(sc.Model, sc.Strategy)] = gid = groups.Count;
+                order.Add((gid, i));
+            }
+            order.Sort();
+            var chunk = Math.Max(1, order.Count / (options.Threads * 4));
+            if (order.Count > 0)
+                Parallel.ForEach(Partitioner.Create(0, order.Count, chunk), parallel, () => workers.TryTake(out var w) ? w : new Worker(),
+                    (range, _, worker) =>
+                    {
+                        for (var k = range.Item1; k < range.Item2; k++)
+                        {
+                            var i = order[k].Index;
+                            rows[i] = Evaluate(start + i, choices[i], scenarios[i]!, worker, options.Breakdown);
+                        }
+                        return worker;
+                    },
+                    workers.Add);
             yield return rows;
         }
     }
@@ -344,13 +367,18 @@ public sealed class Sweep
         public readonly ScheduleWorkspace Workspace = new();
     }
 
-    private SweepRow Evaluate(long index, int[] choice, Worker worker, bool breakdown)
+    private string[] LabelsOf(int[] choice)
     {
         var values = new string[Axes.Count];
         for (var a = 0; a < values.Length; a++) values[a] = Axes[a].Labels[choice[a]];
+        return values;
+    }
+
+    private SweepRow Evaluate(long index, int[] choice, Scenario scenario, Worker worker, bool breakdown)
+    {
+        var values = LabelsOf(choice);
         try
         {
-            var scenario = ScenarioFor(choice, index);
             var e = QuickEvaluation.Run(scenario, worker.Model == scenario.Model && worker.Strategy == scenario.Strategy ? worker.Dag : null, worker.Workspace, breakdown);
             (worker.Model, worker.Strategy, worker.Dag) = (scenario.Model, scenario.Strategy, e.Dag);
             return new SweepRow(index, values, true, null, scenario.Hardware.GpuCount, e.Dag.Count, e.TotalSeconds,
