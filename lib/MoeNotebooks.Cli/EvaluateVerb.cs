@@ -9,11 +9,19 @@ public static class EvaluateVerb
     {
         var path = options.Positional(0, "SCENARIO.json");
         var format = options.Option("--format", "table");
+        var sensitivity = options.Option("--sensitivity", "");
         options.Finish();
         if (format is not ("json" or "table")) throw new UsageException($"--format = {format}: must be table or json");
+        double? speedup = null;
+        if (sensitivity.Length > 0)
+        {
+            if (!double.TryParse(sensitivity, System.Globalization.NumberStyles.Float, System.Globalization.CultureInfo.InvariantCulture, out var s))
+                throw new UsageException($"--sensitivity = {sensitivity}: must be a fraction such as 0.1");
+            speedup = s;
+        }
         var evaluation = Scenario.Load(path).Evaluate();
-        if (format == "json") EvaluationJson.Write(evaluation, stdout);
-        else EvaluationTable.Write(evaluation, stdout);
+        if (format == "json") EvaluationJson.Write(evaluation, stdout, speedup);
+        else EvaluationTable.Write(evaluation, stdout, speedup);
         return 0;
     }
 }

@@ -6,7 +6,7 @@ namespace MoeNotebooks.Cli;
 /// <summary>The machine-readable form of an evaluation (<c>moe evaluate --format json</c>).</summary>
 public static class EvaluationJson
 {
-    public static void Write(Evaluation e, TextWriter output)
+    public static void Write(Evaluation e, TextWriter output, double? sensitivitySpeedup = null)
     {
         using var stream = new MemoryStream();
         using (var w = new Utf8JsonWriter(stream, new JsonWriterOptions { Indented = true, Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping }))
@@ -73,8 +73,61 @@ public static class EvaluationJson
                 w.WriteEndObject();
             }
             w.WriteEndArray();
+            WriteMemory(w, e.Memory);
+            if (sensitivitySpeedup is { } speedup)
+            {
+                w.WriteStartObject("sensitivity");
+                w.WriteNumber("speedup", speedup);
+                w.WriteStartArray("rows");
+                foreach (var row in e.Sensitivity(speedup))
+                {
+                    w.WriteStartObject();
+                    w.WriteString("target", row.Target);
+                    w.WriteString("scope", row.Scope);
+                    w.WriteNumber("operations", row.Operations);
+                    w.WriteNumber("criticalPathSeconds", row.CriticalPathSeconds);
+                    w.WriteNumber("newTotalSeconds", row.NewTotalSeconds);
+                    w.WriteNumber("savedSeconds", row.SavedSeconds);
+                    w.WriteEndObject();
+                }
+                w.WriteEndArray();
+                w.WriteEndObject();
+            }
             w.WriteEndObject();
         }
         output.WriteLine(System.Text.Encoding.UTF8.GetString(stream.ToArray()));
+    }
+
+    private static void WriteMemory(Utf8JsonWriter w, MoeNotebooks.Analysis.MemoryReport m)
+    {
+        w.WriteStartObject("memory");
+        w.WriteBoolean("feasible", m.Feasible);
+        w.WriteNumber("peakBytesPerGpu", m.PeakBytesPerGpu);
+        w.WriteNumber("capacityBytes", m.CapacityBytes);
+        if (m.Overflow is { } o)
+        {
+            w.WriteStartObject("overflow");
+            w.WriteNumber("bytes", o.Bytes);
+            w.WriteString("largestComponent", o.LargestComponent);
+            w.WriteNumber("largestComponentBytes", o.LargestComponentBytes);
+            w.WriteEndObject();
+        }
+        else w.WriteNull("overflow");
+        w.WriteNumber("microbatches", m.Microbatches);
+        if (m.SmallestFittingMicrobatches is { } fit) w.WriteNumber("smallestFittingMicrobatches", fit);
+        else w.WriteNull("smallestFittingMicrobatches");
+        w.WriteString("verdict", m.ToString());
+        w.WriteStartArray("stages");
+        foreach (var s in m.Stages)
+        {
+            w.WriteStartObject();
+            w.WriteNumber("stage", s.Stage);
+            foreach (var (component, bytes) in s.Components) w.WriteNumber(component.Replace(" ", "").Replace("-", "") + "Bytes", bytes);
+            w.WriteNumber("totalBytes", s.TotalBytes);
+            w.WriteNumber("microbatchesInFlight", s.MicrobatchesInFlight);
+            w.WriteEndObject();
+        }
+        w.WriteEndArray();
+        w.WriteEndObject();
     }
 }

@@ -6,7 +6,7 @@ namespace MoeNotebooks.Cli;
 /// <summary>The human-readable form of an evaluation.</summary>
 public static class EvaluationTable
 {
-    public static void Write(Evaluation e, TextWriter o)
+    public static void Write(Evaluation e, TextWriter o, double? sensitivitySpeedup = null)
     {
         var r = e.Result;
         var c = CultureInfo.InvariantCulture;
@@ -17,6 +17,7 @@ public static class EvaluationTable
         o.WriteLine($"DAG        {e.Dag.Count.ToString("N0", c)} operations, {e.Dag.EdgeCount.ToString("N0", c)} edges");
         o.WriteLine();
         o.WriteLine(string.Create(c, $"Total      {r.TotalSeconds,12:F4} s"));
+        o.WriteLine($"Memory     {e.Memory}");
         o.WriteLine();
         o.WriteLine("Breakdown (mean per GPU)         seconds     share");
         foreach (var (k, v) in r.BreakdownSeconds)
@@ -40,5 +41,10 @@ public static class EvaluationTable
             if (r.CriticalPath.Count > 16 && i++ == 12) o.WriteLine("  ...");
             o.WriteLine(string.Create(c, $"  {op.StartSeconds,-12:F5} {op.FinishSeconds,-12:F5} {op.Gpu,4}  {op.Name}"));
         }
+        if (sensitivitySpeedup is not { } speedup) return;
+        o.WriteLine();
+        o.WriteLine(string.Create(c, $"What if each got {speedup:P0} faster      on path s   new total s    saved"));
+        foreach (var row in e.Sensitivity(speedup).Where(r => r.SavedSeconds > 0 || r.CriticalPathSeconds > 0))
+            o.WriteLine(string.Create(c, $"  {row.Target + " (" + row.Scope + ")",-36} {row.CriticalPathSeconds,11:F4} {row.NewTotalSeconds,12:F4} {row.SavedPercent(r.TotalSeconds),7:F2} %"));
     }
 }

@@ -27,14 +27,15 @@ public static class Workloads
     public static Scenario Founding(string name) => Scenario.Load(Path.Combine(RepoRoot, "data", "scenarios", name + ".json"));
 
     /// <summary>
-    /// A Megatron-1T-sized iteration (Narayanan et al. 2021, table 1: 128 layers, hidden 25600, 160 heads, TP 8 x PP 64):
-    /// a dense FFN (one expert, F = 4H), sequence 2048, one sequence per microbatch.
+    /// A Megatron-1T-sized training iteration (Narayanan et al. 2021, table 1: 128 layers, hidden 25600, 160 heads,
+    /// TP 8 x PP 64): a dense transformer (F = 4H, vocabulary 51200), sequence 2048, one sequence per microbatch,
+    /// forward + backward with the 1F1B schedule, gradient all-reduce and optimizer step.
     /// </summary>
     public static Scenario Megatron1T(int microbatches) => new(
         "megatron-1t",
-        new ModelSpec("megatron-1t", 128, 25600, 160, 4 * 25600, 1, 1, microbatches, 2048),
+        new ModelSpec("megatron-1t", 128, 25600, 160, 4 * 25600, 0, 1, microbatches, 2048) { Vocabulary = 51200 },
         HardwareCatalog.Get("H100-SXM").WithGpus(512),
-        new StrategySpec(1, 8, 64, 1, Derivation.Corrected, microbatches),
+        new StrategySpec(1, 8, 64, 1, Derivation.Corrected, microbatches) { Mode = WorkloadMode.Training, Schedule = PipelineSchedule.OneFOneB },
         CostModelSpec.Ideal);
 
     /// <summary>

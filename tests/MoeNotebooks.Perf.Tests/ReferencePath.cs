@@ -4,8 +4,8 @@ using MoeNotebooks.Dag;
 namespace MoeNotebooks.Perf.Tests;
 
 /// <summary>
-/// The pricing and scheduling as they were before the fast path (commit 75f1bfc, Costs/CostModel.Price and
-/// Analysis/Scheduler.Schedule), kept verbatim on the public DAG API as the oracle: every operation priced through
+/// The pricing and scheduling as they were before the fast path (Costs/CostModel.Price of commit 75f1bfc and
+/// Analysis/Scheduler.Schedule of commit c283d47, with sends beside the streams and the no-overlap switch), kept verbatim on the public DAG API as the oracle: every operation priced through
 /// <see cref="CostModel.Seconds"/> (matmuls memoised by shape), one pass in id order over per-GPU compute and
 /// communication streams, total = the largest finish.
 /// </summary>
@@ -48,18 +48,33 @@ internal static class ReferencePath
             var crit = -1;
             foreach (var p in dag.Predecessors(op))
                 if (crit < 0 || finish[p] > ready) { ready = finish[p]; crit = p; }
-            if (dag.Category(op) == OpCategory.Communication)
+            if (dag.Kind(op) == OpKind.PipelineSend && dag.CommunicationOverlapsCompute)
             {
-                foreach (var g in dag.Participants(op))
-                    if (commFree[g] > ready) { ready = commFree[g]; crit = lastComm[g]; }
                 start[op] = ready;
                 finish[op] = ready + d;
-                foreach (var g in dag.Participants(op)) { commFree[g] = finish[op]; lastComm[g] = op; }
+            }
+            else if (dag.Category(op) == OpCategory.Communication)
+            {
+                var blocking = !dag.CommunicationOverlapsCompute;
+                foreach (var g in dag.Participants(op))
+                {
+                    if (commFree[g] > ready) { ready = commFree[g]; crit = lastComm[g]; }
+                    if (blocking && computeFree[g] > ready) { ready = computeFree[g]; crit = lastCompute[g]; }
+                }
+                start[op] = ready;
+                finish[op] = ready + d;
+                foreach (var g in dag.Participants(op))
+                {
+                    commFree[g] = finish[op];
+                    lastComm[g] = op;
+                    if (blocking) { computeFree[g] = finish[op]; lastCompute[g] = op; }
+                }
             }
             else
             {
                 var g = dag.Gpu(op);
                 if (computeFree[g] > ready) { ready = computeFree[g]; crit = lastCompute[g]; }
+                if (!dag.CommunicationOverlapsCompute && commFree[g] > ready) { ready = commFree[g]; crit = lastComm[g]; }
                 start[op] = ready;
                 finish[op] = ready + d;
                 computeFree[g] = finish[op];

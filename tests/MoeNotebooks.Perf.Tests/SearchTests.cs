@@ -29,9 +29,13 @@ public class SearchTests
         }
         Assert.Equal(result.Best.Select(b => b.TotalSeconds).Order(), result.Best.Select(b => b.TotalSeconds));
         // Oracle: brute force, every candidate evaluated with Scenario.Evaluate() one by one; the best total is the minimum.
-        var brute = StrategySearch.Candidates(16)
+        var brute = StrategySearch.Candidates(16, null, scenario.Strategy)
             .Select(st => scenario with { Strategy = st, Hardware = scenario.Hardware.WithGpus(16) })
-            .Select(s => { try { return s.Validated().Evaluate().TotalSeconds; } catch (ConfigException) { return double.PositiveInfinity; } })
+            .Select(s =>
+            {
+                try { return MemoryModel.Estimate(s.Model, s.Strategy, s.Hardware).Feasible ? s.Validated().Evaluate().TotalSeconds : double.PositiveInfinity; }
+                catch (ConfigException) { return double.PositiveInfinity; }
+            })
             .Min();
         Assert.Equal(brute, result.Best[0].TotalSeconds);
         Assert.Equal(result.Best[0].TotalSeconds, result.Best[0].BreakdownSeconds.Values.Sum(), 9);
@@ -41,11 +45,32 @@ public class SearchTests
     public void Infeasible_candidates_are_counted_under_the_hook_reason()
     {
         var scenario = Repo.Scenario("ep16");
-        var plain = StrategySearch.Run(scenario, 8);
-        var result = StrategySearch.Run(scenario, 8, new SearchOptions(InfeasibleReason: s => s.Strategy.TP == 1 ? "needs TP > 1 (test hook)" : null));
+        var plain = StrategySearch.Run(scenario, 8, new SearchOptions(SkipMemoryInfeasible: false));
+        var result = StrategySearch.Run(scenario, 8, new SearchOptions(InfeasibleReason: s => s.Strategy.TP == 1 ? "needs TP > 1 (test hook)" : null, SkipMemoryInfeasible: false));
         Assert.All(result.Best, b => Assert.True(b.Strategy.TP > 1));
         Assert.Equal(plain.Evaluated - result.Evaluated, result.RejectedByReason["needs TP > 1 (test hook)"]);
         Assert.Equal(result.Considered, result.Evaluated + result.Rejected);
+    }
+
+    [Fact]
+    public void Training_search_keeps_the_schedule_and_skips_what_does_not_fit_in_memory()
+    {
+        // Oracle: MemoryModel.Estimate on each candidate; the search must reject exactly the infeasible valid ones.
+        var scenario = Repo.Scenario("tp8-pp2-training");
+        var result = StrategySearch.Run(scenario, 16, new SearchOptions(Top: 3, Microbatches: [16, 64]));
+        Assert.All(result.Best, b => Assert.Equal(scenario.Strategy.Mode, b.Strategy.Mode));
+        Assert.All(result.Best, b => Assert.Equal(scenario.Strategy.Schedule, b.Strategy.Schedule));
+        var infeasible = StrategySearch.Candidates(16, [16, 64], scenario.Strategy)
+            .Select(st => scenario with { Strategy = st, Hardware = scenario.Hardware.WithGpus(16) })
+            .Count(s =>
+            {
+                try { s.Validated(); } catch (ConfigException) { return false; }
+                return !MemoryModel.Estimate(s.Model, s.Strategy, s.Hardware).Feasible;
+            });
+        var memoryRejected = result.RejectedByReason.Where(r => r.Key.StartsWith("memory:", StringComparison.Ordinal)).Sum(r => r.Value);
+        Assert.Equal(infeasible, memoryRejected);
+        var unchecked_ = StrategySearch.Run(scenario, 16, new SearchOptions(Top: 3, Microbatches: [16, 64], SkipMemoryInfeasible: false));
+        Assert.Equal(result.Evaluated + infeasible, unchecked_.Evaluated);
     }
 
     [Fact]

@@ -45,7 +45,7 @@ public sealed class RuntimeFormula
         var dag = result.Dag;
         var items = new List<FormulaTerm>();
         var block = new List<FormulaTerm>();
-        (int Mb, int Layer) current = (-1, -1);
+        (int Mb, int Layer, int Pass) current = (-1, -1, -1);
         void Flush()
         {
             if (block.Count > 0) items.Add(new RepeatTerm(1, Compress(block), IsBlock: true));
@@ -58,8 +58,10 @@ public sealed class RuntimeFormula
             var kind = dag.Kind(op);
             FormulaTerm leaf = kind.IsMatmulShaped() ? new GetTimeTerm(dag.Shape(op)) : new NamedTerm(TermName(dag, op), seconds);
             var layer = dag.Layer(op);
-            if (layer < 0) { Flush(); current = (-1, -1); items.Add(leaf); continue; }
-            var key = (dag.Microbatch(op), layer);
+            if (layer < 0) { Flush(); current = (-1, -1, -1); items.Add(leaf); continue; }
+            // A block is one layer's forward, recomputation or backward for one microbatch.
+            var pass = dag.Phase(op) switch { OpPhase.Forward => 0, OpPhase.Recompute => 1, OpPhase.Update => 3, _ => 2 };
+            var key = (dag.Microbatch(op), layer, pass);
             if (key != current) { Flush(); current = key; }
             block.Add(leaf);
         }
@@ -69,9 +71,11 @@ public sealed class RuntimeFormula
 
     private static string TermName(OperatorDag dag, int op) => dag.Kind(op) switch
     {
-        OpKind.Elementwise => OpKindExtensions.ElementwiseRole(dag.Index(op)),
-        var k => k.Label(),
+        OpKind.Elementwise => Prefix(dag.Phase(op)) + OpKindExtensions.ElementwiseRole(dag.Index(op)),
+        var k => Prefix(dag.Phase(op)) + k.Label(),
     };
+
+    private static string Prefix(OpPhase phase) => phase is OpPhase.BackwardData or OpPhase.BackwardWeight ? "d" : "";
 
     /// <summary>Folds consecutive repeats (tandem repeats), preferring the fold that covers the most terms.</summary>
     internal static IReadOnlyList<FormulaTerm> Compress(IReadOnlyList<FormulaTerm> seq)

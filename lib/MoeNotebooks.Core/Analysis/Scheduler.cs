@@ -7,7 +7,8 @@ namespace MoeNotebooks.Analysis;
 /// Schedules a priced DAG with resources: every GPU has a compute stream and a communication stream, each
 /// running its operations one at a time in issue (id) order, like CUDA streams. An operation starts when
 /// its inputs are done and its stream(s) are free; a collective needs the communication stream of every
-/// member. Communication thus overlaps compute wherever the dependencies allow.
+/// member. Communication thus overlaps compute wherever the dependencies allow; a DAG built with
+/// <see cref="OperatorDag.CommunicationOverlapsCompute"/> false runs communication on the compute stream instead.
 /// One pass in id order: O(operations + edges + group members).
 /// </summary>
 public static class Scheduler
@@ -70,6 +71,8 @@ public static class Scheduler
         Array.Fill(lastCompute, -1);
         Array.Fill(lastComm, -1);
         var gpuOf = dag._gpus;
+        var kinds = dag._kinds;
+        var blocking = !dag.CommunicationOverlapsCompute;
         var groups = dag._groups;
         var members = dag._groupMembers;
         var predStart = dag._predStart;
@@ -88,27 +91,46 @@ public static class Scheduler
                 if (crit < 0 || finish[p] > ready) { ready = finish[p]; crit = p; }
             }
             var group = groups[op];
-            if (group >= 0)
-            {
-                // A collective (only communication operations have a group): every member's communication stream.
-                var m = members[group];
-                foreach (var g in m)
-                    if (commFree[g] > ready) { ready = commFree[g]; crit = lastComm[g]; }
-                var f = ready + d;
-                start[op] = ready;
-                finish[op] = f;
-                foreach (var g in m) { commFree[g] = f; lastComm[g] = op; }
-                if (f > total) total = f;
-            }
-            else
+            if (group < 0)
             {
                 var g = gpuOf[op];
                 if (computeFree[g] > ready) { ready = computeFree[g]; crit = lastCompute[g]; }
+                if (blocking && commFree[g] > ready) { ready = commFree[g]; crit = lastComm[g]; }
                 var f = ready + d;
                 start[op] = ready;
                 finish[op] = f;
                 computeFree[g] = f;
                 lastCompute[g] = op;
+                if (f > total) total = f;
+            }
+            else if (!blocking && kinds[op] == OpKind.PipelineSend)
+            {
+                // Point-to-point activation sends go over their own link as soon as the data is ready; they do not
+                // queue behind the collectives of the stream (NCCL runs p2p on separate channels).
+                var f = ready + d;
+                start[op] = ready;
+                finish[op] = f;
+                if (f > total) total = f;
+            }
+            else
+            {
+                // A collective (only communication operations have a group): every member's communication stream,
+                // and its compute stream too when communication does not overlap compute.
+                var m = members[group];
+                foreach (var g in m)
+                {
+                    if (commFree[g] > ready) { ready = commFree[g]; crit = lastComm[g]; }
+                    if (blocking && computeFree[g] > ready) { ready = computeFree[g]; crit = lastCompute[g]; }
+                }
+                var f = ready + d;
+                start[op] = ready;
+                finish[op] = f;
+                foreach (var g in m)
+                {
+                    commFree[g] = f;
+                    lastComm[g] = op;
+                    if (blocking) { computeFree[g] = f; lastCompute[g] = op; }
+                }
                 if (f > total) total = f;
             }
             critPred[op] = crit;
@@ -148,15 +170,22 @@ public static class Scheduler
             }
         }
         var usage = new GpuUsage[gpus];
+        var intervals = new List<(double Start, double Finish)>();
         for (var g = 0; g < gpus; g++)
         {
-            // Both lists are in issue order, and each stream runs in issue order, so starts ascend: merge them.
+            // Communication intervals may overlap one another (sends run beside collectives): merge them first,
+            // then measure how much of the union lies under compute (compute intervals are disjoint and ascend).
+            intervals.Clear();
+            for (var j = commCount[g]; j < commCount[g + 1]; j++)
+                if (finish[commOps[j]] > start[commOps[j]]) intervals.Add((start[commOps[j]], finish[commOps[j]]));
+            intervals.Sort();
             double commBusy = 0, overlap = 0;
             var a = computeCount[g];
-            for (var j = commCount[g]; j < commCount[g + 1]; j++)
+            var i = 0;
+            while (i < intervals.Count)
             {
-                var op = commOps[j];
-                double s = start[op], f = finish[op];
+                var (s, f) = intervals[i++];
+                while (i < intervals.Count && intervals[i].Start <= f) f = Math.Max(f, intervals[i++].Finish);
                 commBusy += f - s;
                 while (a < computeCount[g + 1] && finish[computeOps[a]] <= s) a++;
                 for (var b = a; b < computeCount[g + 1] && start[computeOps[b]] < f; b++)

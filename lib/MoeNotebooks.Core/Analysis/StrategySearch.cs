@@ -7,14 +7,16 @@ namespace MoeNotebooks.Analysis;
 
 /// <summary>
 /// How a search runs. <paramref name="Microbatches"/>: the microbatch counts tried (default: 1, and with PP &gt; 1 the powers
-/// of two up to 4 x PP). <paramref name="InfeasibleReason"/>: an extra verdict on a valid candidate (e.g. a memory model:
-/// "does not fit in HBM"), null when feasible; such candidates are counted under that reason, not evaluated.
+/// of two up to 4 x PP). <paramref name="SkipMemoryInfeasible"/>: reject candidates whose <see cref="MemoryModel"/> verdict
+/// is "does not fit". <paramref name="InfeasibleReason"/>: an extra verdict on a valid candidate, null when feasible;
+/// rejected candidates are counted under their reason, not evaluated.
 /// </summary>
 public sealed record SearchOptions(
     int Top = 5,
     IReadOnlyList<int>? Microbatches = null,
     Func<Scenario, string?>? InfeasibleReason = null,
-    int MaxDegreeOfParallelism = 0)
+    int MaxDegreeOfParallelism = 0,
+    bool SkipMemoryInfeasible = true)
 {
     public static SearchOptions Default { get; } = new();
 }
@@ -43,8 +45,9 @@ public sealed record SearchResult(
 /// <summary>
 /// Finds the fastest ways to split a scenario's model over a number of GPUs: every EP x TP x PP x DP whose product is
 /// the GPU count, times the microbatch counts, with the corrected derivation on the scenario's hardware (resized to
-/// that many GPUs) and cost model. Candidates that do not fit (divisibility, layers per stage, ...) or that the
-/// optional <see cref="SearchOptions.InfeasibleReason"/> rejects are counted by reason.
+/// that many GPUs) and cost model; the rest of the scenario's strategy (mode, pipeline schedule, recompute, ZeRO, ...)
+/// is kept. Candidates that do not fit (divisibility, layers per stage, ...), that do not fit in memory
+/// (<see cref="MemoryModel"/>) or that the optional <see cref="SearchOptions.InfeasibleReason"/> rejects are counted by reason.
 /// </summary>
 public static class StrategySearch
 {
@@ -59,15 +62,19 @@ public static class StrategySearch
                     yield return (ep, tp, pp, gpus / ep / tp / pp);
     }
 
-    /// <summary>The candidate strategies, in a fixed order (factorization, then microbatches ascending).</summary>
-    public static IReadOnlyList<StrategySpec> Candidates(int gpus, IReadOnlyList<int>? microbatches = null)
+    /// <summary>
+    /// The candidate strategies, in a fixed order (factorization, then microbatches ascending), each a copy of
+    /// <paramref name="template"/> (default: a corrected forward pass) with the sizes replaced.
+    /// </summary>
+    public static IReadOnlyList<StrategySpec> Candidates(int gpus, IReadOnlyList<int>? microbatches = null, StrategySpec? template = null)
     {
+        template ??= new StrategySpec(1, 1, 1, 1);
         var list = new List<StrategySpec>();
         foreach (var (ep, tp, pp, dp) in Factorizations(gpus))
         {
             var mbs = microbatches ?? DefaultMicrobatches(pp);
             foreach (var mb in mbs.Distinct().Order())
-                list.Add(new StrategySpec(ep, tp, pp, dp, Derivation.Corrected, mb));
+                list.Add(template with { EP = ep, TP = tp, PP = pp, DP = dp, Derivation = Derivation.Corrected, Microbatches = mb });
         }
         return list;
     }
@@ -88,7 +95,7 @@ public static class StrategySearch
             foreach (var mb in mbs) Validate.Positive("microbatches", mb);
         var clock = Stopwatch.StartNew();
         var hardware = scenario.Hardware.WithGpus(gpus);
-        var candidates = Candidates(gpus, options.Microbatches);
+        var candidates = Candidates(gpus, options.Microbatches, scenario.Strategy);
         var totals = new double[candidates.Count];
         var reasons = new string?[candidates.Count];
         var operations = new int[candidates.Count];
@@ -105,7 +112,9 @@ public static class StrategySearch
             try
             {
                 candidate.Validated();
-                reasons[i] = options.InfeasibleReason?.Invoke(candidate);
+                if (options.SkipMemoryInfeasible && !MemoryModel.Estimate(candidate.Model, candidate.Strategy, candidate.Hardware).Feasible)
+                    reasons[i] = $"memory: does not fit in {candidate.Hardware.Gpu.HbmCapacityBytes / 1e9:F0} GB per GPU (MemoryModel)";
+                reasons[i] ??= options.InfeasibleReason?.Invoke(candidate);
                 if (reasons[i] is null)
                 {
                     var e = QuickEvaluation.Run(candidate, null, workspace, breakdown: false);

@@ -136,6 +136,7 @@ public sealed class JsonObjectReader
     /// <summary>"RooflineIdeal" -> "roofline-ideal".</summary>
     public static string Kebab(string pascal)
     {
+        if (pascal == "OneFOneB") return "1f1b";
         var sb = new System.Text.StringBuilder();
         for (var i = 0; i < pascal.Length; i++)
         {

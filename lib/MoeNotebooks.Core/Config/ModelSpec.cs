@@ -11,7 +11,7 @@ namespace MoeNotebooks.Config;
 /// <param name="HiddenSize">Model width H.</param>
 /// <param name="AttentionHeads">Heads; head dimension is H / heads.</param>
 /// <param name="FfnHiddenSize">Expert FFN inner width F (4H in the founding document).</param>
-/// <param name="Experts">Routed experts per MoE layer.</param>
+/// <param name="Experts">Routed experts per MoE layer; 0 makes every FFN dense (a dense transformer).</param>
 /// <param name="TopK">Experts each token is sent to.</param>
 /// <param name="Batch">Sequences per step (global batch).</param>
 /// <param name="SequenceLength">Tokens per sequence.</param>
@@ -30,6 +30,15 @@ public sealed record ModelSpec(
     int ElementBytes = 2,
     string Dtype = "bf16")
 {
+    /// <summary>How tokens spread over experts (uniform unless set).</summary>
+    public RoutingSpec Routing { get; init; } = RoutingSpec.Uniform;
+
+    /// <summary>Vocabulary size; 0 leaves out the embedding and the output (logits) layer.</summary>
+    public long Vocabulary { get; init; }
+
+    /// <summary>True when the FFNs are dense (no experts).</summary>
+    public bool IsDense => Experts == 0;
+
     /// <summary>Tokens per step: batch x sequence length.</summary>
     public long Tokens => Batch * SequenceLength;
 
@@ -53,15 +62,16 @@ public sealed record ModelSpec(
         Validate.Positive(F("hiddenSize"), HiddenSize);
         Validate.Positive(F("attentionHeads"), AttentionHeads);
         Validate.Positive(F("ffnHiddenSize"), FfnHiddenSize);
-        Validate.Positive(F("experts"), Experts);
+        if (Experts < 0) throw new ConfigException(F("experts"), Experts.ToString(CultureInfo.InvariantCulture), "must be >= 0 (0 = dense FFN)", source);
         Validate.Positive(F("topK"), TopK);
+        if (Vocabulary < 0) throw new ConfigException(F("vocabulary"), Vocabulary.ToString(CultureInfo.InvariantCulture), "must be >= 0 (0 = no embedding/logits layer)", source);
         Validate.Positive(F("batch"), Batch);
         Validate.Positive(F("sequenceLength"), SequenceLength);
         Validate.Positive(F("elementBytes"), ElementBytes);
         if (HiddenSize % AttentionHeads != 0)
             throw new ConfigException(F("attentionHeads"), AttentionHeads.ToString(CultureInfo.InvariantCulture),
                 $"must divide hiddenSize = {HiddenSize} (head dimension = hiddenSize / attentionHeads)", source);
-        if (TopK > Experts)
+        if (!IsDense && TopK > Experts)
             throw new ConfigException(F("topK"), TopK.ToString(CultureInfo.InvariantCulture), $"must be <= experts = {Experts}", source);
         if (!DtypeBytes.TryGetValue(Dtype, out var bytes))
             throw new ConfigException(F("dtype"), $"\"{Dtype}\"", $"must be one of {string.Join(", ", DtypeBytes.Keys.Select(k => $"\"{k}\""))}", source);
@@ -74,6 +84,9 @@ public sealed record ModelSpec(
             tokens, HiddenSize, FfnHiddenSize, 2, TopK);
         Validate.Product($"{F("batch")} x {F("sequenceLength")} x {F("sequenceLength")} x {F("hiddenSize")} x 2",
             tokens, SequenceLength, HiddenSize, 2);
+        if (!IsDense) Routing.Validated(Experts, F("routing"), source);
+        else if (Routing != RoutingSpec.Uniform)
+            throw new ConfigException(F("routing"), Routing.ToString(), "applies only to models with experts (model.experts > 0)", source);
         return this;
     }
 
@@ -87,12 +100,16 @@ public sealed record ModelSpec(
             r.Long("hiddenSize"),
             r.Int("attentionHeads"),
             r.Long("ffnHiddenSize"),
-            r.Int("experts"),
+            r.OptionalInt("experts") ?? 0,
             r.OptionalInt("topK") ?? 1,
             r.Long("batch"),
             r.Long("sequenceLength"),
             elementBytes,
-            dtype);
+            dtype)
+        {
+            Vocabulary = r.OptionalLong("vocabulary") ?? 0,
+            Routing = r.Has("routing") ? RoutingSpec.Read(r.Object("routing")) : RoutingSpec.Uniform,
+        };
         r.Finish();
         return m.Validated(r.Path, r.Source);
     }

@@ -53,12 +53,18 @@ public sealed record Scenario(string Name, ModelSpec Model, HardwareSpec Hardwar
         var dag = BuildDag();
         var cost = CreateCostModel();
         var result = dag.CriticalPath(cost);
-        return new Evaluation(this, dag, cost, result, RuntimeFormula.FromCriticalPath(result));
+        return new Evaluation(this, dag, cost, result, RuntimeFormula.FromCriticalPath(result), MemoryModel.Estimate(Model, Strategy, Hardware));
     }
+
+    /// <summary>The memory verdict alone (no DAG is built).</summary>
+    public MemoryReport Memory() => MemoryModel.Estimate(Model, Strategy, Hardware);
 }
 
 /// <summary>Everything an evaluation produced.</summary>
-public sealed record Evaluation(Scenario Scenario, OperatorDag Dag, CostModel Cost, CriticalPathResult Result, RuntimeFormula Formula)
+public sealed record Evaluation(Scenario Scenario, OperatorDag Dag, CostModel Cost, CriticalPathResult Result, RuntimeFormula Formula, MemoryReport Memory)
 {
     public double TotalSeconds => Result.TotalSeconds;
+
+    /// <summary>How much the total drops if each operation kind or link class got <paramref name="speedup"/> faster.</summary>
+    public IReadOnlyList<SensitivityRow> Sensitivity(double speedup = 0.10) => Analysis.Sensitivity.Analyze(Result, Scenario.Hardware, speedup);
 }

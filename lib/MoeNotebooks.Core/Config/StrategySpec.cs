@@ -12,9 +12,44 @@ public enum Derivation
     Corrected,
 }
 
+/// <summary>Forward pass only, or a full training step.</summary>
+public enum WorkloadMode
+{
+    /// <summary>One forward pass (what the founding document prices).</summary>
+    Inference,
+
+    /// <summary>Forward, backward (activation and weight gradients), gradient synchronisation and optimizer step.</summary>
+    Training,
+}
+
+/// <summary>Order in which a pipeline stage runs its microbatches.</summary>
+public enum PipelineSchedule
+{
+    /// <summary>All forwards, then all backwards.</summary>
+    Gpipe,
+
+    /// <summary>Warm-up forwards, then one forward one backward, then cool-down backwards (PipeDream-Flush / Megatron).</summary>
+    OneFOneB,
+
+    /// <summary>1F1B over virtual stages: each GPU holds several model chunks (Megatron interleaved schedule).</summary>
+    Interleaved,
+}
+
+/// <summary>Where attention runs when experts are expert-parallel.</summary>
+public enum AttentionPlacement
+{
+    /// <summary>Each EP rank runs attention for its own tokens (tokens / EP), tokens move by all-to-all.</summary>
+    DataParallel,
+
+    /// <summary>The EP group runs attention together with heads split over TP x EP ranks; every rank then holds all
+    /// the group's tokens, picks those of its experts locally, and expert outputs are combined by an all-reduce.</summary>
+    TensorParallel,
+}
+
 /// <summary>
-/// How the model is split over GPUs. GPU rank = tp + TP * (ep + EP * (pp + PP * dp)): tensor-parallel
-/// ranks are adjacent (inside a node), then expert-parallel ranks, then pipeline stages, then replicas.
+/// How the model is split over GPUs and executed. By default GPU rank = tp + TP * (ep + EP * (pp + PP * dp)):
+/// tensor-parallel ranks are adjacent (inside a node), then expert-parallel ranks, then pipeline stages, then
+/// replicas; <see cref="RankOrder"/> changes that nesting (e.g. "tp-pp-ep-dp" spreads an EP group over nodes).
 /// </summary>
 /// <param name="EP">Expert-parallel size: experts are split over EP ranks; attention is data-parallel over them.</param>
 /// <param name="TP">Tensor-parallel size (Megatron column/row sharding).</param>
@@ -24,12 +59,59 @@ public enum Derivation
 /// <param name="Microbatches">Microbatches per step flowing through the pipeline (GPipe order for forward passes).</param>
 public sealed record StrategySpec(int EP, int TP, int PP, int DP, Derivation Derivation = Derivation.Corrected, int Microbatches = 1)
 {
+    public WorkloadMode Mode { get; init; } = WorkloadMode.Inference;
+    public PipelineSchedule Schedule { get; init; } = PipelineSchedule.OneFOneB;
+
+    /// <summary>Model chunks per GPU for the interleaved schedule (1 otherwise).</summary>
+    public int VirtualStages { get; init; } = 1;
+
+    /// <summary>Full activation recomputation: each layer's forward runs again just before its backward.</summary>
+    public bool Recompute { get; init; }
+
+    /// <summary>ZeRO stage 0-3: 1 partitions optimizer states, 2 also gradients, 3 also weights, over data-parallel ranks.</summary>
+    public int ZeroStage { get; init; }
+
+    /// <summary>Communication on its own stream, overlapping compute where dependencies allow; false serialises it with compute.</summary>
+    public bool OverlapCommunication { get; init; } = true;
+
+    /// <summary>Chunks the tokens of the MoE block are split into, so chunk i's all-to-all overlaps chunk i-1's experts.</summary>
+    public int AllToAllChunks { get; init; } = 1;
+
+    public AttentionPlacement Attention { get; init; } = AttentionPlacement.DataParallel;
+
+    /// <summary>Nesting of the parallel dimensions from innermost to outermost, e.g. "tp-ep-pp-dp".</summary>
+    public string RankOrder { get; init; } = "tp-ep-pp-dp";
+
     public int GpuCount => EP * TP * PP * DP;
 
-    public int Rank(int dp, int pp, int ep, int tp) => tp + TP * (ep + EP * (pp + PP * dp));
+    public int Rank(int dp, int pp, int ep, int tp)
+    {
+        if (RankOrder == "tp-ep-pp-dp") return tp + TP * (ep + EP * (pp + PP * dp));
+        int rank = 0, stride = 1;
+        foreach (var dim in RankOrder.Split('-'))
+        {
+            var (index, size) = dim switch { "tp" => (tp, TP), "ep" => (ep, EP), "pp" => (pp, PP), _ => (dp, DP) };
+            rank += index * stride;
+            stride *= size;
+        }
+        return rank;
+    }
 
-    public override string ToString() =>
-        string.Create(CultureInfo.InvariantCulture, $"EP{EP} x TP{TP} x PP{PP} x DP{DP} ({JsonObjectReader.Kebab(Derivation.ToString())}, {Microbatches} microbatch{(Microbatches == 1 ? "" : "es")})");
+    public override string ToString()
+    {
+        var extras = new List<string> { JsonObjectReader.Kebab(Derivation.ToString()) };
+        if (Mode == WorkloadMode.Training) extras.Add("training");
+        extras.Add(string.Create(CultureInfo.InvariantCulture, $"{Microbatches} microbatch{(Microbatches == 1 ? "" : "es")}"));
+        if (PP > 1 && (Mode == WorkloadMode.Training || Schedule != PipelineSchedule.OneFOneB))
+            extras.Add(Schedule == PipelineSchedule.Interleaved ? $"interleaved x{VirtualStages}" : JsonObjectReader.Kebab(Schedule.ToString()));
+        if (Recompute) extras.Add("recompute");
+        if (ZeroStage > 0) extras.Add($"ZeRO-{ZeroStage}");
+        if (!OverlapCommunication) extras.Add("no overlap");
+        if (AllToAllChunks > 1) extras.Add($"{AllToAllChunks} all-to-all chunks");
+        if (Attention == AttentionPlacement.TensorParallel) extras.Add("TP attention");
+        if (RankOrder != "tp-ep-pp-dp") extras.Add($"order {RankOrder}");
+        return string.Create(CultureInfo.InvariantCulture, $"EP{EP} x TP{TP} x PP{PP} x DP{DP} ({string.Join(", ", extras)})");
+    }
 
     public StrategySpec Validated(string path = "strategy", string? source = null)
     {
@@ -39,6 +121,18 @@ public sealed record StrategySpec(int EP, int TP, int PP, int DP, Derivation Der
         Validate.Positive($"{path}.dp", DP);
         Validate.Positive($"{path}.microbatches", Microbatches);
         Validate.Product($"{path}.ep x tp x pp x dp", EP, TP, PP, DP);
+        Validate.Positive($"{path}.virtualStages", VirtualStages);
+        Validate.Positive($"{path}.alltoallChunks", AllToAllChunks);
+        if (ZeroStage is < 0 or > 3)
+            throw new ConfigException($"{path}.zero", ZeroStage.ToString(CultureInfo.InvariantCulture), "must be 0, 1, 2 or 3", source);
+        var dims = RankOrder.Split('-');
+        if (dims.Length != 4 || dims.Distinct().Count() != 4 || dims.Any(d => d is not ("tp" or "ep" or "pp" or "dp")))
+            throw new ConfigException($"{path}.rankOrder", $"\"{RankOrder}\"", "must name tp, ep, pp and dp once each, innermost first, e.g. \"tp-ep-pp-dp\"", source);
+        if (VirtualStages > 1 && Schedule != PipelineSchedule.Interleaved)
+            throw new ConfigException($"{path}.virtualStages", VirtualStages.ToString(CultureInfo.InvariantCulture), "needs \"schedule\": \"interleaved\"", source);
+        if (Schedule == PipelineSchedule.Interleaved && Microbatches % PP != 0)
+            throw new ConfigException($"{path}.microbatches", Microbatches.ToString(CultureInfo.InvariantCulture),
+                $"must be a multiple of strategy.pp = {PP} for the interleaved schedule", source);
         return this;
     }
 
@@ -55,6 +149,9 @@ public sealed record StrategySpec(int EP, int TP, int PP, int DP, Derivation Der
             throw new ConfigException("strategy.pp", I(PP), $"must be <= model.layers = {model.Layers} (each stage needs a layer)", source);
         if (Derivation == Derivation.Seed)
         {
+            if (this with { EP = 1, TP = 1, PP = 1, DP = 1, Microbatches = 1 } != new StrategySpec(1, 1, 1, 1, Derivation.Seed))
+                throw new ConfigException("strategy", ToString(),
+                    "the seed derivation is the founding document's forward pass only: leave mode, schedule, recompute, zero, overlap, alltoallChunks, attention and rankOrder at their defaults, or use \"derivation\": \"corrected\"", source);
             if (DP != 1 || Microbatches != 1 || (EP > 1 && (TP > 1 || PP > 1)))
                 throw new ConfigException("strategy", ToString(),
                     "the seed derivation reproduces the founding document's two layouts only: EP=n with TP=PP=DP=1, or TP x PP with EP=DP=1, one microbatch; use \"derivation\": \"corrected\" for others", source);
@@ -72,23 +169,47 @@ public sealed record StrategySpec(int EP, int TP, int PP, int DP, Derivation Der
             throw new ConfigException("model.ffnHiddenSize", I(model.FfnHiddenSize), $"must be divisible by strategy.tp = {TP}", source);
         if (model.HiddenSize % TP != 0)
             throw new ConfigException("model.hiddenSize", I(model.HiddenSize), $"must be divisible by strategy.tp = {TP}", source);
-        if (model.Experts % EP != 0)
+        if (model.IsDense && EP > 1)
+            throw new ConfigException("strategy.ep", I(EP), "must be 1 for a dense model (model.experts = 0)", source);
+        if (!model.IsDense && model.Experts % EP != 0)
             throw new ConfigException("model.experts", I(model.Experts), $"must be divisible by strategy.ep = {EP} (each EP rank holds experts / ep experts)", source);
-        var sequencesPerGroup = (long)DP * EP * Microbatches;
+        if (Attention == AttentionPlacement.TensorParallel && model.AttentionHeads % (TP * EP) != 0)
+            throw new ConfigException("model.attentionHeads", I(model.AttentionHeads), $"must be divisible by strategy.tp x ep = {TP * EP} for tensor-parallel attention", source);
+        if (model.Vocabulary % TP != 0)
+            throw new ConfigException("model.vocabulary", I(model.Vocabulary), $"must be divisible by strategy.tp = {TP} (the logits layer is column-parallel)", source);
+        var chunks = (long)PP * VirtualStages;
+        if (model.Layers < chunks)
+            throw new ConfigException("strategy.virtualStages", I(VirtualStages), $"needs model.layers >= pp x virtualStages = {chunks}", source);
+        var sequencesPerGroup = (long)DP * (Attention == AttentionPlacement.DataParallel ? EP : 1) * Microbatches;
         if (model.Batch % sequencesPerGroup != 0)
             throw new ConfigException("model.batch", I(model.Batch),
                 $"must be divisible by strategy.dp x ep x microbatches = {I(sequencesPerGroup)} (each data-parallel attention rank takes whole sequences)", source);
+        var tokensPerChunk = model.Tokens / sequencesPerGroup;
+        if (tokensPerChunk < AllToAllChunks)
+            throw new ConfigException("strategy.alltoallChunks", I(AllToAllChunks), $"must be <= tokens per rank = {I(tokensPerChunk)}", source);
     }
 
     public static StrategySpec Read(JsonObjectReader r)
     {
+        var defaults = new StrategySpec(1, 1, 1, 1);
         var s = new StrategySpec(
             r.OptionalInt("ep") ?? 1,
             r.OptionalInt("tp") ?? 1,
             r.OptionalInt("pp") ?? 1,
             r.OptionalInt("dp") ?? 1,
             r.Enum("derivation", Derivation.Corrected),
-            r.OptionalInt("microbatches") ?? 1);
+            r.OptionalInt("microbatches") ?? 1)
+        {
+            Mode = r.Enum("mode", defaults.Mode),
+            Schedule = r.Enum("schedule", defaults.Schedule),
+            VirtualStages = r.OptionalInt("virtualStages") ?? 1,
+            Recompute = r.OptionalBool("recompute") ?? false,
+            ZeroStage = r.OptionalInt("zero") ?? 0,
+            OverlapCommunication = r.OptionalBool("overlap") ?? true,
+            AllToAllChunks = r.OptionalInt("alltoallChunks") ?? 1,
+            Attention = r.Enum("attention", defaults.Attention),
+            RankOrder = r.OptionalString("rankOrder") ?? defaults.RankOrder,
+        };
         r.Finish();
         return s.Validated(r.Path, r.Source);
     }

@@ -7,6 +7,9 @@ namespace MoeNotebooks.Costs;
 /// Communication as latency + volume / bandwidth, with the classic algorithm factors:
 /// ring all-reduce moves 2(p-1)/p of the buffer per GPU, all-to-all (p-1)/p, a send the whole buffer.
 /// The link is NVLink when every GPU of the group sits in one node, otherwise the per-GPU network link.
+/// All-to-all is priced hierarchically: of a rank's (p-1)/p outgoing share, the part bound for GPUs of its own
+/// node travels over NVLink while the rest crosses the network, both at once; the slower part sets the time.
+/// Reduce-scatter and all-gather move (p-1)/p, half a ring all-reduce.
 /// </summary>
 public sealed class LinkCommunication(HardwareSpec hardware) : ICommunicationCostModel
 {
@@ -16,12 +19,27 @@ public sealed class LinkCommunication(HardwareSpec hardware) : ICommunicationCos
     public double Seconds(CollectivePattern pattern, double bytesPerGpu, ReadOnlySpan<int> gpus)
     {
         if (bytesPerGpu <= 0 || gpus.Length < 2) return 0;
-        var link = SpansNodes(gpus) ? Hardware.InterNode : Hardware.IntraNode;
+        var spans = SpansNodes(gpus);
+        var link = spans ? Hardware.InterNode : Hardware.IntraNode;
         double p = gpus.Length;
+        if (pattern == CollectivePattern.AllToAll && spans)
+        {
+            // The busiest rank: the one with the fewest peers inside its node sends the most over the network.
+            var worst = 0.0;
+            foreach (var g in gpus)
+            {
+                var sameNode = 0;
+                foreach (var o in gpus) if (o != g && Hardware.NodeOf(o) == Hardware.NodeOf(g)) sameNode++;
+                var intra = sameNode / p * bytesPerGpu / Hardware.IntraNode.BytesPerSecond;
+                var inter = (p - 1 - sameNode) / p * bytesPerGpu / Hardware.InterNode.BytesPerSecond;
+                worst = Math.Max(worst, Math.Max(intra, inter));
+            }
+            return Hardware.InterNode.LatencySeconds + worst;
+        }
         var factor = pattern switch
         {
             CollectivePattern.AllReduce => 2 * (p - 1) / p,
-            CollectivePattern.AllToAll => (p - 1) / p,
+            CollectivePattern.AllToAll or CollectivePattern.ReduceScatter or CollectivePattern.AllGather => (p - 1) / p,
             _ => 1.0,
         };
         return link.LatencySeconds + factor * bytesPerGpu / link.BytesPerSecond;

@@ -10,6 +10,7 @@ public sealed class DagBuilder
 {
     // Struct-of-arrays grown by doubling (no object per operation); Build() trims them into the OperatorDag.
     private OpKind[] _kinds = new OpKind[64];
+    private OpPhase[] _phases = new OpPhase[64];
     private int[] _gpus = new int[64], _groups = new int[64], _layers = new int[64], _microbatches = new int[64], _indices = new int[64], _classes = new int[64];
     private int[] _predStart = new int[65];
     private int[] _preds = new int[128];
@@ -35,6 +36,12 @@ public sealed class DagBuilder
     public string Dtype { get; }
     public string Description { get; set; }
     public int Count => _count;
+
+    /// <summary>Phase given to the operations appended from now on.</summary>
+    public OpPhase Phase { get; set; } = OpPhase.Forward;
+
+    /// <summary>Whether communication runs on its own stream (overlapping compute) or on the compute stream.</summary>
+    public bool CommunicationOverlapsCompute { get; set; } = true;
 
     /// <summary>Reserves room for this many operations and dependency edges in total (optional; avoids regrowth).</summary>
     public void EnsureCapacity(int operations, int edges = 0)
@@ -114,7 +121,7 @@ public sealed class DagBuilder
             _classTable.Add(priceClass);
             _classIndex.Add(priceClass, cls);
         }
-        _kinds[id] = kind; _gpus[id] = gpu; _groups[id] = group; _layers[id] = layer; _microbatches[id] = microbatch; _indices[id] = index; _classes[id] = cls;
+        _kinds[id] = kind; _phases[id] = Phase; _gpus[id] = gpu; _groups[id] = group; _layers[id] = layer; _microbatches[id] = microbatch; _indices[id] = index; _classes[id] = cls;
         _count++;
         return id;
     }
@@ -122,6 +129,7 @@ public sealed class DagBuilder
     private void Grow(int capacity)
     {
         Array.Resize(ref _kinds, capacity);
+        Array.Resize(ref _phases, capacity);
         Array.Resize(ref _gpus, capacity);
         Array.Resize(ref _groups, capacity);
         Array.Resize(ref _layers, capacity);
@@ -137,8 +145,8 @@ public sealed class DagBuilder
     }
 
     public OperatorDag Build() => new(
-        Description, GpuCount, ElementBytes, Dtype,
-        _kinds[.._count], _gpus[.._count], _groups[.._count], _layers[.._count], _microbatches[.._count], _indices[.._count],
+        Description, GpuCount, ElementBytes, Dtype, CommunicationOverlapsCompute,
+        _kinds[.._count], _phases[.._count], _gpus[.._count], _groups[.._count], _layers[.._count], _microbatches[.._count], _indices[.._count],
         _classes[.._count], _classTable.ToArray(),
         _predStart[..(_count + 1)], _preds[.._edgeCount], _groupMembers.ToArray());
 

@@ -14,6 +14,12 @@ public enum OpKind : byte
     Gate,
     ExpertUp,
     ExpertDown,
+    /// <summary>Dense FFN up projection (models without experts).</summary>
+    DenseUp,
+    /// <summary>Dense FFN down projection.</summary>
+    DenseDown,
+    /// <summary>Output layer: hidden states x embedding^T -> logits (column-parallel over TP).</summary>
+    Logits,
     /// <summary>Layer norm / residual add / activation: memory-bound, priced by bytes moved.</summary>
     Elementwise,
     /// <summary>Tensor-parallel all-reduce after the attention block.</summary>
@@ -26,6 +32,26 @@ public enum OpKind : byte
     AllToAllCombine,
     /// <summary>Point-to-point activation send between pipeline stages.</summary>
     PipelineSend,
+    /// <summary>Data-parallel gradient all-reduce (ZeRO 0-1).</summary>
+    GradientAllReduce,
+    /// <summary>Data-parallel gradient reduce-scatter (ZeRO 2-3).</summary>
+    GradientReduceScatter,
+    /// <summary>All-gather of (updated or partitioned) parameters (ZeRO 2-3).</summary>
+    ParameterAllGather,
+}
+
+/// <summary>Which pass of a training step an operation belongs to.</summary>
+public enum OpPhase : byte
+{
+    Forward,
+    /// <summary>Forward run again just before the backward (activation recomputation).</summary>
+    Recompute,
+    /// <summary>Backward: gradient with respect to the operation's input (dX = dY W^T).</summary>
+    BackwardData,
+    /// <summary>Backward: gradient with respect to its weight (dW = X^T dY), or the second operand for attention.</summary>
+    BackwardWeight,
+    /// <summary>Gradient synchronisation and optimizer step.</summary>
+    Update,
 }
 
 /// <summary>Coarse classes for breakdowns and pricing.</summary>
@@ -44,6 +70,8 @@ public enum CollectivePattern : byte
     AllReduce,
     AllToAll,
     SendRecv,
+    ReduceScatter,
+    AllGather,
 }
 
 public static class OpKindExtensions
@@ -52,7 +80,8 @@ public static class OpKindExtensions
     {
         OpKind.AttentionScore or OpKind.AttentionValue => OpCategory.Attention,
         OpKind.Elementwise => OpCategory.Elementwise,
-        OpKind.AttentionAllReduce or OpKind.ExpertAllReduce or OpKind.AllToAllDispatch or OpKind.AllToAllCombine or OpKind.PipelineSend => OpCategory.Communication,
+        OpKind.AttentionAllReduce or OpKind.ExpertAllReduce or OpKind.AllToAllDispatch or OpKind.AllToAllCombine or OpKind.PipelineSend
+            or OpKind.GradientAllReduce or OpKind.GradientReduceScatter or OpKind.ParameterAllGather => OpCategory.Communication,
         _ => OpCategory.Matmul,
     };
 
@@ -60,8 +89,10 @@ public static class OpKindExtensions
 
     public static CollectivePattern Pattern(this OpKind kind) => kind switch
     {
-        OpKind.AttentionAllReduce or OpKind.ExpertAllReduce => CollectivePattern.AllReduce,
+        OpKind.AttentionAllReduce or OpKind.ExpertAllReduce or OpKind.GradientAllReduce => CollectivePattern.AllReduce,
         OpKind.AllToAllDispatch or OpKind.AllToAllCombine => CollectivePattern.AllToAll,
+        OpKind.GradientReduceScatter => CollectivePattern.ReduceScatter,
+        OpKind.ParameterAllGather => CollectivePattern.AllGather,
         OpKind.PipelineSend => CollectivePattern.SendRecv,
         _ => CollectivePattern.None,
     };
@@ -72,7 +103,12 @@ public static class OpKindExtensions
         0 => "LayerNorm",
         1 => "Residual_LayerNorm",
         2 => "Residual",
-        _ => "Expert_Sum",
+        3 => "Expert_Sum",
+        4 => "Embedding",
+        5 => "Loss",
+        6 => "Optimizer_Step",
+        7 => "Activation",
+        _ => "Elementwise",
     };
 
     /// <summary>Short label used in tables and the formula.</summary>
@@ -87,6 +123,12 @@ public static class OpKindExtensions
         OpKind.Gate => "Gate",
         OpKind.ExpertUp => "Expert up",
         OpKind.ExpertDown => "Expert down",
+        OpKind.DenseUp => "FFN up",
+        OpKind.DenseDown => "FFN down",
+        OpKind.Logits => "Logits",
+        OpKind.GradientAllReduce => "Gradient_AllReduce",
+        OpKind.GradientReduceScatter => "Gradient_ReduceScatter",
+        OpKind.ParameterAllGather => "Parameter_AllGather",
         OpKind.Elementwise => "Elementwise",
         OpKind.AttentionAllReduce => "Attention_AllReduce",
         OpKind.ExpertAllReduce => "Expert_AllReduce",

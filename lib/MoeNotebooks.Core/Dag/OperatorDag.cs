@@ -12,8 +12,8 @@ namespace MoeNotebooks.Dag;
 public sealed class OperatorDag
 {
     internal OperatorDag(
-        string description, int gpuCount, int elementBytes, string dtype,
-        OpKind[] kinds, int[] gpus, int[] groups, int[] layers, int[] microbatches, int[] indices,
+        string description, int gpuCount, int elementBytes, string dtype, bool communicationOverlapsCompute,
+        OpKind[] kinds, OpPhase[] phases, int[] gpus, int[] groups, int[] layers, int[] microbatches, int[] indices,
         int[] classes, PriceClass[] classTable,
         int[] predStart, int[] preds, int[][] groupMembers)
     {
@@ -21,14 +21,16 @@ public sealed class OperatorDag
         GpuCount = gpuCount;
         ElementBytes = elementBytes;
         Dtype = dtype;
-        _kinds = kinds; _gpus = gpus; _groups = groups; _layers = layers; _microbatches = microbatches; _indices = indices;
+        CommunicationOverlapsCompute = communicationOverlapsCompute;
+        _kinds = kinds; _phases = phases; _gpus = gpus; _groups = groups; _layers = layers; _microbatches = microbatches; _indices = indices;
         _classes = classes; _classTable = classTable;
         _predStart = predStart; _preds = preds; _groupMembers = groupMembers;
     }
 
-    // Per operation: 1 + 7 x 4 bytes plus 4 per edge. Shapes and byte counts live in a small table of price
+    // Per operation: 2 + 7 x 4 bytes plus 4 per edge. Shapes and byte counts live in a small table of price
     // classes (identical shape / bytes / group), shared by every operation that has them.
     internal readonly OpKind[] _kinds;
+    internal readonly OpPhase[] _phases;
     internal readonly int[] _gpus, _groups, _layers, _microbatches, _indices, _classes;
     internal readonly PriceClass[] _classTable;
     internal readonly int[] _predStart, _preds;
@@ -49,12 +51,16 @@ public sealed class OperatorDag
     public int ElementBytes { get; }
     public string Dtype { get; }
 
+    /// <summary>True: communication has its own stream per GPU; false: it occupies the compute stream too.</summary>
+    public bool CommunicationOverlapsCompute { get; }
+
     public int Count => _kinds.Length;
     public int EdgeCount => _preds.Length;
     public int GroupCount => _groupMembers.Length;
 
     public OpKind Kind(int op) => _kinds[op];
     public OpCategory Category(int op) => _kinds[op].Category();
+    public OpPhase Phase(int op) => _phases[op];
 
     /// <summary>The GPU an operation runs on; for a collective, the first GPU of its group.</summary>
     public int Gpu(int op) => _gpus[op];
@@ -88,11 +94,19 @@ public sealed class OperatorDag
         var kind = _kinds[op];
         var layer = _layers[op] >= 0 ? $"L{_layers[op]}." : "";
         var mb = _microbatches[op] > 0 ? $"mb{_microbatches[op]}." : "";
+        var phase = _phases[op] switch
+        {
+            OpPhase.Recompute => "re.",
+            OpPhase.BackwardData => "dX.",
+            OpPhase.BackwardWeight => "dW.",
+            OpPhase.Update => "upd.",
+            _ => "",
+        };
         var what = kind == OpKind.Elementwise ? OpKindExtensions.ElementwiseRole(_indices[op]) : kind.ToString();
         var index = _indices[op] < 0 || kind == OpKind.Elementwise ? ""
             : kind is OpKind.ExpertUp or OpKind.ExpertDown ? $"[e{_indices[op]}]" : $"[h{_indices[op]}]";
         var where = _groups[op] < 0 ? $"@gpu{_gpus[op]}" : $"@gpus{{{Members(_groupMembers[_groups[op]])}}}";
-        return $"{mb}{layer}{what}{index}{where}";
+        return $"{mb}{layer}{phase}{what}{index}{where}";
     }
 
     private static string Members(int[] gpus) =>

@@ -4,138 +4,543 @@ using MoeNotebooks.Dag;
 namespace MoeNotebooks.Derivations;
 
 /// <summary>
-/// The corrected derivation, for any EP x TP x PP x DP and microbatch count:
+/// The corrected derivation, for any EP x TP x PP x DP, microbatch count, pipeline schedule and workload:
 /// <list type="bullet">
 /// <item>Megatron-LM tensor parallelism: column-parallel Q, K, V [T, H] x [H, H/TP]; heads / TP heads per rank with the
-/// full head dimension; row-parallel output [T, H/TP] x [H/TP, H] followed by an all-reduce; expert FFNs sharded the
-/// same way (column-parallel up, row-parallel down) and all-reduced.</item>
-/// <item>Pipeline: layers split evenly over stages (layers / PP per stage), activations sent stage to stage,
-/// microbatches issued in GPipe order.</item>
-/// <item>Expert parallelism: attention is data-parallel over the EP ranks (each processes tokens / EP), tokens reach
-/// their experts through an all-to-all dispatch and come back through an all-to-all combine.</item>
-/// <item>Data parallelism: the batch is split over DP replicas.</item>
+/// full head dimension; row-parallel output [T, H/TP] x [H/TP, H] followed by an all-reduce; FFNs (dense or expert)
+/// sharded the same way (column-parallel up, row-parallel down) and all-reduced.</item>
+/// <item>Pipeline: layers split evenly over pp x virtualStages chunks, chunk c on stage c mod pp, activations sent
+/// chunk to chunk; each stage issues its work in the order of its schedule (GPipe, 1F1B, interleaved 1F1B), so the
+/// bubble emerges from the DAG rather than from a formula.</item>
+/// <item>Expert parallelism: attention is data-parallel over the EP ranks (each processes tokens / EP) and tokens reach
+/// their experts through all-to-all dispatch and combine, sized by the routing (not an average); or attention is
+/// tensor-parallel over the EP group and expert outputs are combined by an all-reduce. Optional chunking of the
+/// tokens lets chunk i's all-to-all overlap chunk i-1's expert compute.</item>
+/// <item>Training: every matmul gets an activation-gradient (dX = dY W^T) and a weight-gradient (dW = X^T dY)
+/// product, communication is mirrored, optional full recomputation reruns a layer's forward just before its
+/// backward; gradients are all-reduced (ZeRO 0-1) or reduce-scattered (ZeRO 2-3) over the ranks that share the
+/// weights (data-parallel replicas, and the EP ranks for non-expert weights), then an Adam step runs.</item>
 /// <item>Attention products are batched per sequence ([seq, d] x [d, seq] for each sequence), with softmax fused
-/// (flash-attention style, no score matrix written to HBM); layer norms and residual adds are memory-bound
-/// elementwise operations.</item>
+/// (flash-attention style); layer norms and residual adds are memory-bound elementwise operations.</item>
 /// </list>
-/// Uniform routing: every expert receives tokens x topK / experts tokens (rounded up).
 /// </summary>
-internal static class CorrectedDerivation
+internal sealed class CorrectedDerivation
 {
-    public static OperatorDag Build(ModelSpec model, StrategySpec st)
-    {
-        var b = new DagBuilder(st.GpuCount, model.ElementBytes, model.Dtype, $"corrected derivation, {st}");
-        int tp = st.TP, ep = st.EP, pp = st.PP;
-        long h = model.HiddenSize, s = model.SequenceLength, d = model.HeadDim, e = model.ElementBytes, f = model.FfnHiddenSize;
-        var sequencesPerRank = model.Batch / ((long)st.DP * ep * st.Microbatches);
-        var tokensPerRank = sequencesPerRank * s;                        // attention is data-parallel over EP
-        var headsPerRank = model.AttentionHeads / tp;
-        var expertsPerRank = model.Experts / ep;
-        // Uniform routing: the EP group's tokens x topK spread evenly over the experts.
-        var tokensPerExpert = SeedDerivation.CeilDiv(tokensPerRank * ep * model.TopK, model.Experts);
-        var activationBytes = tokensPerRank * h * e;
-        var stageLayers = SplitLayers(model.Layers, pp);
+    private readonly ModelSpec _m;
+    private readonly StrategySpec _st;
+    private readonly DagBuilder _b;
+    private readonly bool _training, _attentionDp;
+    private readonly int _attnTp, _headsPerRank, _expertsPerRank, _chunkCount;
+    private readonly long _h, _s, _d, _e, _f, _sequencesPerRank, _tokensPerRank, _activationBytes;
+    private readonly (int First, int Count)[] _chunkLayers;
+    private readonly long[][] _expertTokensByChunk;   // [a2a chunk][expert]
+    private readonly long _routedTokensPerRank;
+    private readonly Dictionary<(int Gpu, int Layer), int> _layerBackwardDone = new();
 
-        var last = new int[st.GpuCount];   // per GPU: the op producing its current activation (-1: none)
-        var gate = new int[st.GpuCount];
-        var tmp = new int[Math.Max(tp, ep)];
-        for (var dp = 0; dp < st.DP; dp++)
+    private CorrectedDerivation(ModelSpec model, StrategySpec st)
+    {
+        _m = model;
+        _st = st;
+        _b = new DagBuilder(st.GpuCount, model.ElementBytes, model.Dtype, $"corrected derivation, {st}")
         {
-            for (var mb = 0; mb < st.Microbatches; mb++)
+            CommunicationOverlapsCompute = st.OverlapCommunication,
+        };
+        _training = st.Mode == WorkloadMode.Training;
+        _attentionDp = st.Attention == AttentionPlacement.DataParallel;
+        _h = model.HiddenSize; _s = model.SequenceLength; _d = model.HeadDim; _e = model.ElementBytes; _f = model.FfnHiddenSize;
+        _sequencesPerRank = model.Batch / ((long)st.DP * (_attentionDp ? st.EP : 1) * st.Microbatches);
+        _tokensPerRank = _sequencesPerRank * _s;
+        _activationBytes = _tokensPerRank * _h * _e;
+        // Seed §2 splits the head dimension (d_k / 8 = 64) as well as the heads; Megatron splits heads only.
+        _attnTp = _attentionDp ? st.TP : st.TP * st.EP;
+        _headsPerRank = model.AttentionHeads / _attnTp;
+        _chunkCount = st.PP * st.VirtualStages;
+        _chunkLayers = SplitLayers(model.Layers, _chunkCount);
+        if (!model.IsDense)
+        {
+            _expertsPerRank = model.Experts / st.EP;
+            // Routing: the EP group's tokens x topK spread over the experts by the routing distribution, capped by
+            // the capacity factor (seed §1 assumes avg_tokens_per_expert, i.e. uniform, and no capacity limit).
+            var groupTokens = _attentionDp ? _tokensPerRank * st.EP : _tokensPerRank;
+            var (processed, dropped) = model.Routing.Assign(groupTokens * model.TopK, model.Experts);
+            ProcessedTokensPerExpert = processed;
+            DroppedTokens = dropped;
+            _routedTokensPerRank = _tokensPerRank * model.TopK;
+            _expertTokensByChunk = new long[st.AllToAllChunks][];
+            for (var c = 0; c < st.AllToAllChunks; c++)
+                _expertTokensByChunk[c] = processed.Select(t => t / st.AllToAllChunks + (c < t % st.AllToAllChunks ? 1 : 0)).ToArray();
+        }
+        else _expertTokensByChunk = [];
+    }
+
+    /// <summary>Tokens each expert processes per layer and microbatch in one EP group (after the capacity limit).</summary>
+    public long[] ProcessedTokensPerExpert { get; } = [];
+
+    /// <summary>Tokens dropped by the capacity limit per layer and microbatch in one EP group.</summary>
+    public long DroppedTokens { get; }
+
+    public static OperatorDag Build(ModelSpec model, StrategySpec st) => new CorrectedDerivation(model, st).BuildDag();
+
+    private int StageOf(int chunk) => chunk % _st.PP;
+
+    private int[] StageGpus(int dp, int stage)
+    {
+        var gpus = new int[_st.EP * _st.TP];
+        for (var er = 0; er < _st.EP; er++)
+            for (var tr = 0; tr < _st.TP; tr++) gpus[er * _st.TP + tr] = _st.Rank(dp, stage, er, tr);
+        return gpus;
+    }
+
+    private OperatorDag BuildDag()
+    {
+        var plan = PipelinePlan.Build(_st.PP, _st.VirtualStages, _st.Microbatches, _st.Schedule, _training);
+        // Outputs of each emitted item, per replica and per local rank: the next item's inputs.
+        var outputs = new Dictionary<PipelineItem, int[][]>();
+        var next = new int[_st.PP];
+        var remaining = plan.Sum(p => p.Count);
+        var gradientOps = new List<int>[_st.GpuCount];
+        for (var g = 0; g < gradientOps.Length; g++) gradientOps[g] = new List<int>();
+        while (remaining > 0)
+        {
+            var progress = false;
+            for (var stage = 0; stage < _st.PP; stage++)
             {
-                for (var g = 0; g < last.Length; g++) last[g] = -1;
-                for (var stage = 0; stage < pp; stage++)
+                while (next[stage] < plan[stage].Count)
                 {
-                    var (firstLayer, layerCount) = stageLayers[stage];
-                    for (var layer = firstLayer; layer < firstLayer + layerCount; layer++)
+                    var item = plan[stage][next[stage]];
+                    var input = InputOf(item);
+                    if (input is not null && !outputs.ContainsKey(input.Value)) break;
+                    var perReplica = new int[_st.DP][];
+                    for (var dp = 0; dp < _st.DP; dp++)
+                        perReplica[dp] = EmitItem(dp, item, input is null ? null : outputs[input.Value][dp]);
+                    outputs[item] = perReplica;
+                    if (item.Backward && item.Microbatch == _st.Microbatches - 1 && LastMicrobatchOfChunk(plan[stage], next[stage]))
+                        EmitGradientSync(item.Chunk, gradientOps);
+                    next[stage]++;
+                    remaining--;
+                    progress = true;
+                }
+            }
+            if (!progress) throw new InvalidOperationException($"pipeline schedule {_st.Schedule} deadlocks for {_st}");
+        }
+        if (_training) EmitOptimizer(gradientOps);
+        return _b.Build();
+    }
+
+    private static bool LastMicrobatchOfChunk(IReadOnlyList<PipelineItem> items, int index)
+    {
+        var item = items[index];
+        for (var i = index + 1; i < items.Count; i++)
+            if (items[i].Backward && items[i].Chunk == item.Chunk) return false;
+        return true;
+    }
+
+    /// <summary>The item whose outputs feed this one: the previous chunk's forward, the next chunk's backward, or (for the last chunk) its own forward.</summary>
+    private PipelineItem? InputOf(PipelineItem item)
+    {
+        if (!item.Backward) return item.Chunk == 0 ? null : new PipelineItem(item.Chunk - 1, item.Microbatch, false);
+        return item.Chunk == _chunkCount - 1 ? item with { Backward = false } : item with { Chunk = item.Chunk + 1 };
+    }
+
+    /// <summary>Emits one item on one replica's stage; returns the op each local rank's next consumer waits for.</summary>
+    private int[] EmitItem(int dp, PipelineItem item, int[]? input)
+    {
+        var stage = StageOf(item.Chunk);
+        var gpus = StageGpus(dp, stage);
+        var mb = item.Microbatch;
+        var (first, count) = _chunkLayers[item.Chunk];
+        var last = new int[gpus.Length];
+        if (input is null) Array.Fill(last, -1);
+        else
+        {
+            // The input comes from another stage's GPUs: send the activation (or its gradient) across.
+            var from = InputStage(item);
+            var fromGpus = StageGpus(dp, from);
+            for (var li = 0; li < gpus.Length; li++)
+            {
+                if (from == stage) { last[li] = input[li]; continue; }
+                _b.Phase = item.Backward ? OpPhase.BackwardData : OpPhase.Forward;
+                last[li] = _b.AddCommunication(OpKind.PipelineSend, _b.Group([fromGpus[li], gpus[li]]), _activationBytes, -1, [input[li]], microbatch: mb);
+            }
+        }
+        if (!item.Backward)
+        {
+            _b.Phase = OpPhase.Forward;
+            if (item.Chunk == 0 && _m.Vocabulary > 0)
+                for (var li = 0; li < gpus.Length; li++)
+                    last[li] = _b.AddElementwise(gpus[li], _activationBytes, first, Deps(last[li]), index: 4, microbatch: mb);
+            for (var layer = first; layer < first + count; layer++) ForwardLayer(gpus, layer, mb, last);
+            if (item.Chunk == _chunkCount - 1 && _m.Vocabulary > 0) Logits(gpus, first + count - 1, mb, last);
+            return last;
+        }
+        if (item.Chunk == _chunkCount - 1 && _m.Vocabulary > 0) LogitsBackward(gpus, first + count - 1, mb, last);
+        for (var layer = first + count - 1; layer >= first; layer--)
+        {
+            if (_st.Recompute)
+            {
+                // Full recomputation: rerun this layer's forward from its saved input just before its backward.
+                _b.Phase = OpPhase.Recompute;
+                var recomputed = (int[])last.Clone();
+                ForwardLayer(gpus, layer, mb, recomputed);
+                for (var li = 0; li < gpus.Length; li++) last[li] = recomputed[li];
+            }
+            BackwardLayer(gpus, layer, mb, last);
+        }
+        return last;
+    }
+
+    private int InputStage(PipelineItem item) =>
+        item.Backward ? StageOf(item.Chunk == _chunkCount - 1 ? item.Chunk : item.Chunk + 1) : StageOf(item.Chunk - 1);
+
+    private static ReadOnlySpan<int> Deps(int op) => op < 0 ? [] : new[] { op };
+
+    // ----- forward -----------------------------------------------------------------------------------------------
+
+    private void ForwardLayer(int[] gpus, int layer, int mb, int[] last)
+    {
+        var t = _tokensPerRank;
+        for (var li = 0; li < gpus.Length; li++)
+        {
+            var g = gpus[li];
+            var norm = _b.AddElementwise(g, 2 * _activationBytes, layer, Deps(last[li]), index: 0, microbatch: mb);
+            // Column-parallel Q, K, V: [T, H] x [H, H/TP] (seed §2 writes [T, H/8] x [H/8, H/8]; seed §1 uses all T
+            // tokens on every GPU, here each EP rank takes T / EP).
+            var q = _b.AddMatmul(OpKind.QProjection, g, new(t, _h, _h / _attnTp), layer, [norm], microbatch: mb);
+            var k = _b.AddMatmul(OpKind.KProjection, g, new(t, _h, _h / _attnTp), layer, [norm], microbatch: mb);
+            var v = _b.AddMatmul(OpKind.VProjection, g, new(t, _h, _h / _attnTp), layer, [norm], microbatch: mb);
+            var heads = new int[_headsPerRank];
+            var rankInAttention = _attentionDp ? li % _st.TP : li;
+            for (var hr = 0; hr < _headsPerRank; hr++)
+            {
+                var head = rankInAttention * _headsPerRank + hr;
+                var score = _b.AddMatmul(OpKind.AttentionScore, g, new(_s, _d, _s, _sequencesPerRank), layer, [q, k], head, mb);
+                heads[hr] = _b.AddMatmul(OpKind.AttentionValue, g, new(_s, _s, _d, _sequencesPerRank), layer, [score, v], head, mb);
+            }
+            // Row-parallel output [T, H/TP] x [H/TP, H] (seed §2: [T, H/8] x [H/8, H/8]).
+            last[li] = _b.AddMatmul(OpKind.OutputProjection, g, new(t, _h / _attnTp, _h), layer, heads, microbatch: mb);
+        }
+        AllReduceAttentionGroups(gpus, OpKind.AttentionAllReduce, _activationBytes, layer, mb, last);
+        for (var li = 0; li < gpus.Length; li++)
+            last[li] = _b.AddElementwise(gpus[li], 3 * _activationBytes, layer, [last[li]], index: 1, microbatch: mb);
+        if (_m.IsDense) DenseFfn(gpus, layer, mb, last, backward: false);
+        else MoeBlock(gpus, layer, mb, last, backward: false);
+        for (var li = 0; li < gpus.Length; li++)
+            last[li] = _b.AddElementwise(gpus[li], 3 * _activationBytes, layer, [last[li]], index: 2, microbatch: mb);
+    }
+
+    private void Logits(int[] gpus, int layer, int mb, int[] last)
+    {
+        for (var li = 0; li < gpus.Length; li++)
+        {
+            var logits = _b.AddMatmul(OpKind.Logits, gpus[li], new(_tokensPerRank, _h, _m.Vocabulary / _st.TP), layer, Deps(last[li]), microbatch: mb);
+            // Softmax cross-entropy over the fp32 logits shard.
+            last[li] = _b.AddElementwise(gpus[li], 2 * _tokensPerRank * (_m.Vocabulary / _st.TP) * 4, layer, [logits], index: 5, microbatch: mb);
+        }
+    }
+
+    // ----- backward ----------------------------------------------------------------------------------------------
+
+    /// <summary>Adds dX = dY W^T (shape m x n . n x k) and dW = X^T dY (k x m . m x n); returns dX.</summary>
+    private int Backward(OpKind kind, int g, MatmulShape fwd, int layer, ReadOnlySpan<int> deps, int index, int mb)
+    {
+        _b.Phase = OpPhase.BackwardData;
+        var dx = _b.AddMatmul(kind, g, new(fwd.M, fwd.N, fwd.K, fwd.Batch), layer, deps, index, mb);
+        _b.Phase = OpPhase.BackwardWeight;
+        _b.AddMatmul(kind, g, new(fwd.K, fwd.M, fwd.N, fwd.Batch), layer, deps, index, mb);
+        _b.Phase = OpPhase.BackwardData;
+        return dx;
+    }
+
+    private void BackwardLayer(int[] gpus, int layer, int mb, int[] last)
+    {
+        var t = _tokensPerRank;
+        _b.Phase = OpPhase.BackwardData;
+        for (var li = 0; li < gpus.Length; li++)
+            last[li] = _b.AddElementwise(gpus[li], 3 * _activationBytes, layer, Deps(last[li]), index: 2, microbatch: mb);
+        if (_m.IsDense) DenseFfn(gpus, layer, mb, last, backward: true);
+        else MoeBlock(gpus, layer, mb, last, backward: true);
+        _b.Phase = OpPhase.BackwardData;
+        for (var li = 0; li < gpus.Length; li++)
+            last[li] = _b.AddElementwise(gpus[li], 3 * _activationBytes, layer, [last[li]], index: 1, microbatch: mb);
+        for (var li = 0; li < gpus.Length; li++)
+        {
+            var g = gpus[li];
+            var o = Backward(OpKind.OutputProjection, g, new(t, _h / _attnTp, _h), layer, [last[li]], -1, mb);
+            var heads = new int[_headsPerRank];
+            var rankInAttention = _attentionDp ? li % _st.TP : li;
+            for (var hr = 0; hr < _headsPerRank; hr++)
+            {
+                var head = rankInAttention * _headsPerRank + hr;
+                var dv = Backward(OpKind.AttentionValue, g, new(_s, _s, _d, _sequencesPerRank), layer, [o], head, mb);
+                heads[hr] = Backward(OpKind.AttentionScore, g, new(_s, _d, _s, _sequencesPerRank), layer, [dv], head, mb);
+            }
+            var dq = Backward(OpKind.QProjection, g, new(t, _h, _h / _attnTp), layer, heads, -1, mb);
+            var dk = Backward(OpKind.KProjection, g, new(t, _h, _h / _attnTp), layer, heads, -1, mb);
+            last[li] = Backward(OpKind.VProjection, g, new(t, _h, _h / _attnTp), layer, [dq, dk], -1, mb);
+        }
+        // The conjugate of the forward all-reduce: column-parallel input gradients are summed over the TP group.
+        AllReduceAttentionGroups(gpus, OpKind.AttentionAllReduce, _activationBytes, layer, mb, last);
+        for (var li = 0; li < gpus.Length; li++)
+        {
+            last[li] = _b.AddElementwise(gpus[li], 2 * _activationBytes, layer, [last[li]], index: 0, microbatch: mb);
+            _layerBackwardDone[(gpus[li], layer)] = last[li];
+        }
+    }
+
+    private void LogitsBackward(int[] gpus, int layer, int mb, int[] last)
+    {
+        _b.Phase = OpPhase.BackwardData;
+        for (var li = 0; li < gpus.Length; li++)
+        {
+            var loss = _b.AddElementwise(gpus[li], 2 * _tokensPerRank * (_m.Vocabulary / _st.TP) * 4, layer, Deps(last[li]), index: 5, microbatch: mb);
+            last[li] = Backward(OpKind.Logits, gpus[li], new(_tokensPerRank, _h, _m.Vocabulary / _st.TP), layer, [loss], -1, mb);
+        }
+        if (_st.TP > 1) AllReduceTensorGroups(gpus, OpKind.AttentionAllReduce, _activationBytes, layer, mb, last);
+    }
+
+    // ----- FFN blocks (forward or backward) ----------------------------------------------------------------------
+
+    private void DenseFfn(int[] gpus, int layer, int mb, int[] last, bool backward)
+    {
+        var t = _tokensPerRank;
+        for (var li = 0; li < gpus.Length; li++)
+        {
+            var g = gpus[li];
+            if (!backward)
+            {
+                _b.Phase = _b.Phase == OpPhase.Recompute ? OpPhase.Recompute : OpPhase.Forward;
+                var up = _b.AddMatmul(OpKind.DenseUp, g, new(t, _h, _f / _st.TP), layer, [last[li]], microbatch: mb);
+                var act = _b.AddElementwise(g, 2 * t * (_f / _st.TP) * _e, layer, [up], index: 7, microbatch: mb);
+                last[li] = _b.AddMatmul(OpKind.DenseDown, g, new(t, _f / _st.TP, _h), layer, [act], microbatch: mb);
+            }
+            else
+            {
+                var down = Backward(OpKind.DenseDown, g, new(t, _f / _st.TP, _h), layer, [last[li]], -1, mb);
+                var act = _b.AddElementwise(g, 3 * t * (_f / _st.TP) * _e, layer, [down], index: 7, microbatch: mb);
+                last[li] = Backward(OpKind.DenseUp, g, new(t, _h, _f / _st.TP), layer, [act], -1, mb);
+            }
+        }
+        if (_st.TP > 1) AllReduceTensorGroups(gpus, OpKind.ExpertAllReduce, _activationBytes, layer, mb, last);
+    }
+
+    /// <summary>
+    /// Router, dispatch, experts, combine. Forward: gate, all-to-all dispatch, experts, TP all-reduce, all-to-all
+    /// combine. Backward mirrors it. Tokens are split into <see cref="StrategySpec.AllToAllChunks"/> chunks.
+    /// </summary>
+    private void MoeBlock(int[] gpus, int layer, int mb, int[] last, bool backward)
+    {
+        var forwardPhase = _b.Phase == OpPhase.Recompute ? OpPhase.Recompute : OpPhase.Forward;
+        var t = _tokensPerRank;
+        var gate = new MatmulShape(t, _h, _m.Experts);
+        if (!backward)
+        {
+            _b.Phase = forwardPhase;
+            for (var li = 0; li < gpus.Length; li++)
+                last[li] = _b.AddMatmul(OpKind.Gate, gpus[li], gate, layer, [last[li]], microbatch: mb);
+        }
+        var blockInput = (int[])last.Clone();
+        var chunkOutputs = new List<int>[gpus.Length];
+        for (var li = 0; li < gpus.Length; li++) chunkOutputs[li] = new List<int>();
+        for (var c = 0; c < _st.AllToAllChunks; c++)
+        {
+            var cur = (int[])blockInput.Clone();
+            var tokens = _expertTokensByChunk[c];
+            var routedShare = _routedTokensPerRank / _st.AllToAllChunks + (c < _routedTokensPerRank % _st.AllToAllChunks ? 1 : 0);
+            var a2aBytes = AllToAllBytes(tokens, routedShare);
+            if (_attentionDp && _st.EP > 1)
+            {
+                if (!backward) _b.Phase = forwardPhase;
+                AllToAll(gpus, backward ? OpKind.AllToAllCombine : OpKind.AllToAllDispatch, a2aBytes, layer, mb, cur, c);
+            }
+            for (var li = 0; li < gpus.Length; li++)
+            {
+                var g = gpus[li];
+                var er = li / _st.TP;
+                var outs = new List<int>();
+                for (var j = 0; j < _expertsPerRank; j++)
+                {
+                    var expert = er * _expertsPerRank + j;
+                    var m = tokens[expert];
+                    if (m == 0) continue;
+                    if (!backward)
                     {
-                        // Attention block on every (ep, tp) rank of this stage.
-                        for (var er = 0; er < ep; er++)
-                        {
-                            for (var tr = 0; tr < tp; tr++)
-                            {
-                                var g = st.Rank(dp, stage, er, tr);
-                                var norm = b.AddElementwise(g, 2 * activationBytes, layer, Deps(last[g]), index: 0, microbatch: mb);
-                                // Seed §2 writes [T, H/8] x [H/8, H/8]; Megatron's column-parallel projection keeps the
-                                // full input width: [T, H] x [H, H/TP]. Under EP, seed §1 uses all T tokens; here T / EP.
-                                var q = b.AddMatmul(OpKind.QProjection, g, new(tokensPerRank, h, h / tp), layer, [norm], microbatch: mb);
-                                var k = b.AddMatmul(OpKind.KProjection, g, new(tokensPerRank, h, h / tp), layer, [norm], microbatch: mb);
-                                var v = b.AddMatmul(OpKind.VProjection, g, new(tokensPerRank, h, h / tp), layer, [norm], microbatch: mb);
-                                var heads = new int[headsPerRank];
-                                for (var hr = 0; hr < headsPerRank; hr++)
-                                {
-                                    var head = tr * headsPerRank + hr;
-                                    // Seed §2 splits the head dimension (d_k / 8 = 64) as well as the heads; Megatron
-                                    // splits heads only: heads / TP heads per rank, each of full dimension d = H / heads.
-                                    var score = b.AddMatmul(OpKind.AttentionScore, g, new(s, d, s, sequencesPerRank), layer, [q, k], head, mb);
-                                    heads[hr] = b.AddMatmul(OpKind.AttentionValue, g, new(s, s, d, sequencesPerRank), layer, [score, v], head, mb);
-                                }
-                                // Row-parallel output [T, H/TP] x [H/TP, H] (seed §2: [T, H/8] x [H/8, H/8]).
-                                last[g] = b.AddMatmul(OpKind.OutputProjection, g, new(tokensPerRank, h / tp, h), layer, heads, microbatch: mb);
-                            }
-                            if (tp > 1) AllReduceTensorGroup(b, st, dp, stage, er, OpKind.AttentionAllReduce, activationBytes, layer, mb, last, tmp);
-                        }
-                        // Residual + norm, then the router on every rank (replicated over TP).
-                        for (var er = 0; er < ep; er++)
-                        {
-                            for (var tr = 0; tr < tp; tr++)
-                            {
-                                var g = st.Rank(dp, stage, er, tr);
-                                var norm = b.AddElementwise(g, 3 * activationBytes, layer, [last[g]], index: 1, microbatch: mb);
-                                gate[g] = b.AddMatmul(OpKind.Gate, g, new(tokensPerRank, h, model.Experts), layer, [norm], microbatch: mb);
-                                last[g] = gate[g];
-                            }
-                        }
-                        // Seed §1 prices no token routing; under EP the tokens really move: all-to-all dispatch over
-                        // each EP group (one group per TP rank index).
-                        var routedBytes = tokensPerRank * model.TopK * h * e;
-                        if (ep > 1)
-                            for (var tr = 0; tr < tp; tr++) AllToAll(b, st, dp, stage, tr, OpKind.AllToAllDispatch, routedBytes, layer, mb, last, tmp);
-                        // Experts: experts / EP per rank, each FFN sharded over TP (column-parallel up, row-parallel down).
-                        for (var er = 0; er < ep; er++)
-                        {
-                            for (var tr = 0; tr < tp; tr++)
-                            {
-                                var g = st.Rank(dp, stage, er, tr);
-                                var input = last[g];
-                                var downs = new int[expertsPerRank];
-                                for (var j = 0; j < expertsPerRank; j++)
-                                {
-                                    var expert = er * expertsPerRank + j;
-                                    var up = b.AddMatmul(OpKind.ExpertUp, g, new(tokensPerExpert, h, f / tp), layer, [input], expert, mb);
-                                    downs[j] = b.AddMatmul(OpKind.ExpertDown, g, new(tokensPerExpert, f / tp, h), layer, [up], expert, mb);
-                                }
-                                last[g] = downs.Length == 1 ? downs[0] : b.AddElementwise(g, 0, layer, downs, index: 3, microbatch: mb);
-                            }
-                            if (tp > 1)
-                                AllReduceTensorGroup(b, st, dp, stage, er, OpKind.ExpertAllReduce, expertsPerRank * tokensPerExpert * h * e, layer, mb, last, tmp);
-                        }
-                        if (ep > 1)
-                            for (var tr = 0; tr < tp; tr++) AllToAll(b, st, dp, stage, tr, OpKind.AllToAllCombine, routedBytes, layer, mb, last, tmp);
-                        for (var er = 0; er < ep; er++)
-                            for (var tr = 0; tr < tp; tr++)
-                            {
-                                var g = st.Rank(dp, stage, er, tr);
-                                last[g] = b.AddElementwise(g, 3 * activationBytes, layer, [last[g]], index: 2, microbatch: mb);
-                            }
+                        _b.Phase = forwardPhase;
+                        var up = _b.AddMatmul(OpKind.ExpertUp, g, new(m, _h, _f / _st.TP), layer, Deps(cur[li]), expert, mb);
+                        outs.Add(_b.AddMatmul(OpKind.ExpertDown, g, new(m, _f / _st.TP, _h), layer, [up], expert, mb));
                     }
-                    if (stage + 1 < pp)
+                    else
                     {
-                        for (var er = 0; er < ep; er++)
-                            for (var tr = 0; tr < tp; tr++)
-                            {
-                                var from = st.Rank(dp, stage, er, tr);
-                                var to = st.Rank(dp, stage + 1, er, tr);
-                                last[to] = b.AddCommunication(OpKind.PipelineSend, b.Group([from, to]), activationBytes, -1, [last[from]], microbatch: mb);
-                            }
+                        var down = Backward(OpKind.ExpertDown, g, new(m, _f / _st.TP, _h), layer, Deps(cur[li]), expert, mb);
+                        outs.Add(Backward(OpKind.ExpertUp, g, new(m, _h, _f / _st.TP), layer, [down], expert, mb));
                     }
+                }
+                cur[li] = outs.Count switch
+                {
+                    0 => cur[li],
+                    1 => outs[0],
+                    _ => _b.AddElementwise(g, 0, layer, outs.ToArray(), index: 3, microbatch: mb),
+                };
+            }
+            if (!backward) _b.Phase = forwardPhase;
+            if (_attentionDp)
+            {
+                if (_st.TP > 1) AllReduceTensorGroups(gpus, OpKind.ExpertAllReduce, MaxLocalTokens(tokens) * _h * _e, layer, mb, cur, c);
+                if (_st.EP > 1) AllToAll(gpus, backward ? OpKind.AllToAllDispatch : OpKind.AllToAllCombine, a2aBytes, layer, mb, cur, c);
+            }
+            else
+            {
+                // Tensor-parallel attention: every rank holds all the group's tokens; partial expert outputs (and
+                // TP partial sums) are combined by one all-reduce over the EP x TP group.
+                AllReduceAttentionGroups(gpus, OpKind.ExpertAllReduce, (long)Math.Ceiling((double)_activationBytes / _st.AllToAllChunks), layer, mb, cur, c);
+            }
+            for (var li = 0; li < gpus.Length; li++) chunkOutputs[li].Add(cur[li]);
+        }
+        for (var li = 0; li < gpus.Length; li++)
+            last[li] = chunkOutputs[li].Count == 1 ? chunkOutputs[li][0] : _b.AddElementwise(gpus[li], 0, layer, chunkOutputs[li].Distinct().ToArray(), index: 3, microbatch: mb);
+        if (backward)
+        {
+            for (var li = 0; li < gpus.Length; li++)
+                last[li] = Backward(OpKind.Gate, gpus[li], gate, layer, [last[li]], -1, mb);
+        }
+    }
+
+    private long MaxLocalTokens(long[] tokens)
+    {
+        long max = 0;
+        for (var er = 0; er < _st.EP; er++)
+        {
+            long sum = 0;
+            for (var j = 0; j < _expertsPerRank; j++) sum += tokens[er * _expertsPerRank + j];
+            max = Math.Max(max, sum);
+        }
+        return max;
+    }
+
+    /// <summary>
+    /// Per-rank all-to-all buffer: the busiest rank's traffic, either what it sends (its routed tokens) or what
+    /// it receives (the tokens of its experts), whichever is larger. Under skew the hot experts' rank dominates.
+    /// </summary>
+    private long AllToAllBytes(long[] tokens, long routedPerRank) => Math.Max(routedPerRank, MaxLocalTokens(tokens)) * _h * _e;
+
+    // ----- collectives -------------------------------------------------------------------------------------------
+
+    /// <summary>All-reduce over the ranks sharing attention heads: the TP group (data-parallel attention) or the whole EP x TP stage group.</summary>
+    private void AllReduceAttentionGroups(int[] gpus, OpKind kind, long bytes, int layer, int mb, int[] last, int index = -1)
+    {
+        if (_attentionDp) AllReduceTensorGroups(gpus, kind, bytes, layer, mb, last, index);
+        else if (gpus.Length > 1)
+        {
+            var op = _b.AddCommunication(kind, _b.Group(gpus), bytes, layer, last.Where(x => x >= 0).Distinct().ToArray(), index, mb);
+            Array.Fill(last, op);
+        }
+    }
+
+    private void AllReduceTensorGroups(int[] gpus, OpKind kind, long bytes, int layer, int mb, int[] last, int index = -1)
+    {
+        if (_st.TP == 1) return;
+        for (var er = 0; er < _st.EP; er++)
+        {
+            var members = gpus.AsSpan(er * _st.TP, _st.TP);
+            var deps = last.AsSpan(er * _st.TP, _st.TP).ToArray().Where(x => x >= 0).Distinct().ToArray();
+            var op = _b.AddCommunication(kind, _b.Group(members), bytes, layer, deps, index, mb);
+            for (var tr = 0; tr < _st.TP; tr++) last[er * _st.TP + tr] = op;
+        }
+    }
+
+    private void AllToAll(int[] gpus, OpKind kind, long bytesPerGpu, int layer, int mb, int[] last, int index)
+    {
+        for (var tr = 0; tr < _st.TP; tr++)
+        {
+            var members = new int[_st.EP];
+            var deps = new List<int>();
+            for (var er = 0; er < _st.EP; er++)
+            {
+                members[er] = gpus[er * _st.TP + tr];
+                if (last[er * _st.TP + tr] >= 0) deps.Add(last[er * _st.TP + tr]);
+            }
+            var op = _b.AddCommunication(kind, _b.Group(members), bytesPerGpu, layer, deps.Distinct().ToArray(), index, mb);
+            for (var er = 0; er < _st.EP; er++) last[er * _st.TP + tr] = op;
+        }
+    }
+
+    // ----- gradient synchronisation and optimizer ----------------------------------------------------------------
+
+    /// <summary>Gradient all-reduce / reduce-scatter for every layer of a chunk, once its last backward is issued.</summary>
+    private void EmitGradientSync(int chunk, List<int>[] gradientOps)
+    {
+        var stage = StageOf(chunk);
+        var (first, count) = _chunkLayers[chunk];
+        var kind = _st.ZeroStage >= 2 ? OpKind.GradientReduceScatter : OpKind.GradientAllReduce;
+        _b.Phase = OpPhase.Update;
+        for (var layer = first; layer < first + count; layer++)
+        {
+            var p = ParameterCounts.PerLayer(_m, _st);
+            for (var er = 0; er < _st.EP; er++)
+            {
+                for (var tr = 0; tr < _st.TP; tr++)
+                {
+                    // Non-expert weights are shared by the data-parallel replicas and, with data-parallel attention,
+                    // by the EP ranks too; expert weights only by the replicas.
+                    if (er == 0 || !_attentionDp)
+                        Sync(kind, SharedRanks(stage, er, tr, includeEp: _attentionDp), p.NonExpert * _e, layer, gradientOps);
+                    Sync(kind, SharedRanks(stage, er, tr, includeEp: false), p.ExpertPerRank * _e, layer, gradientOps);
                 }
             }
         }
-        return b.Build();
     }
 
-    /// <summary>Layers per stage: as even as possible, earlier stages take the remainder.</summary>
+    private int[] SharedRanks(int stage, int er, int tr, bool includeEp)
+    {
+        var ranks = new List<int>();
+        for (var dp = 0; dp < _st.DP; dp++)
+        {
+            if (includeEp) for (var e = 0; e < _st.EP; e++) ranks.Add(_st.Rank(dp, stage, e, tr));
+            else ranks.Add(_st.Rank(dp, stage, er, tr));
+        }
+        return ranks.ToArray();
+    }
+
+    private void Sync(OpKind kind, int[] ranks, long bytes, int layer, List<int>[] gradientOps)
+    {
+        if (ranks.Length < 2 || bytes <= 0) return;
+        // Waits for the layer's last backward operation on every member: on a compute stream that is issued after
+        // the layer's weight-gradient products, so they are done. Later layers' backward overlaps it.
+        var deps = ranks.Select(g => _layerBackwardDone[(g, layer)]).Distinct().ToArray();
+        var op = _b.AddCommunication(kind, _b.Group(ranks), bytes, layer, deps);
+        foreach (var g in ranks) gradientOps[g].Add(op);
+    }
+
+    private void EmitOptimizer(List<int>[] gradientOps)
+    {
+        _b.Phase = OpPhase.Update;
+        var steps = new int[_st.GpuCount];
+        for (var dp = 0; dp < _st.DP; dp++)
+        for (var pp = 0; pp < _st.PP; pp++)
+        for (var er = 0; er < _st.EP; er++)
+        for (var tr = 0; tr < _st.TP; tr++)
+        {
+            var g = _st.Rank(dp, pp, er, tr);
+            var p = ParameterCounts.OnStage(_m, _st, pp);
+            var shard = _st.ZeroStage >= 1 ? _st.DP : 1;
+            // Mixed-precision Adam: read fp32 master, m, v and the bf16 gradient, write them back (2 x 14 bytes/param).
+            var deps = gradientOps[g].Count > 0 ? gradientOps[g].Distinct().ToArray() : LastBackwardOn(g);
+            steps[g] = _b.AddElementwise(g, p.Total * 28 / shard, -1, deps, index: 6);
+        }
+        if (_st.ZeroStage < 2 || _st.DP < 2) return;
+        // ZeRO 2-3: each replica updated its shard; gather the updated weights back.
+        for (var pp = 0; pp < _st.PP; pp++)
+        for (var er = 0; er < _st.EP; er++)
+        for (var tr = 0; tr < _st.TP; tr++)
+        {
+            var ranks = Enumerable.Range(0, _st.DP).Select(dp => _st.Rank(dp, pp, er, tr)).ToArray();
+            _b.AddCommunication(OpKind.ParameterAllGather, _b.Group(ranks), ParameterCounts.OnStage(_m, _st, pp).Total * _e, -1, ranks.Select(g => steps[g]).ToArray());
+        }
+    }
+
+    private int[] LastBackwardOn(int gpu) =>
+        _layerBackwardDone.Where(kv => kv.Key.Gpu == gpu).Select(kv => kv.Value).DefaultIfEmpty(-1).Max() is var op and >= 0 ? [op] : [];
+
+    /// <summary>Layers per chunk: as even as possible, earlier chunks take the remainder.</summary>
     internal static (int First, int Count)[] SplitLayers(int layers, int stages)
     {
         var result = new (int, int)[stages];
@@ -147,25 +552,5 @@ internal static class CorrectedDerivation
             first += count;
         }
         return result;
-    }
-
-    private static ReadOnlySpan<int> Deps(int op) => op < 0 ? [] : new[] { op };
-
-    private static void AllReduceTensorGroup(DagBuilder b, StrategySpec st, int dp, int stage, int er, OpKind kind, long bytes, int layer, int mb, int[] last, int[] tmp)
-    {
-        var members = tmp.AsSpan(0, st.TP);
-        var deps = new int[st.TP];
-        for (var tr = 0; tr < st.TP; tr++) { members[tr] = st.Rank(dp, stage, er, tr); deps[tr] = last[members[tr]]; }
-        var op = b.AddCommunication(kind, b.Group(members), bytes, layer, deps, microbatch: mb);
-        foreach (var g in members) last[g] = op;
-    }
-
-    private static void AllToAll(DagBuilder b, StrategySpec st, int dp, int stage, int tr, OpKind kind, long bytesPerGpu, int layer, int mb, int[] last, int[] tmp)
-    {
-        var members = tmp.AsSpan(0, st.EP);
-        var deps = new int[st.EP];
-        for (var er = 0; er < st.EP; er++) { members[er] = st.Rank(dp, stage, er, tr); deps[er] = last[members[er]]; }
-        var op = b.AddCommunication(kind, b.Group(members), bytesPerGpu, layer, deps, microbatch: mb);
-        foreach (var g in members) last[g] = op;
     }
 }

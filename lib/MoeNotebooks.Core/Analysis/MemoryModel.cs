@@ -1,0 +1,163 @@
+using System.Globalization;
+using MoeNotebooks.Config;
+using MoeNotebooks.Derivations;
+
+namespace MoeNotebooks.Analysis;
+
+/// <summary>Bytes one GPU of a pipeline stage holds at its peak, by component.</summary>
+public sealed record StageMemory(
+    int Stage,
+    double WeightsBytes,
+    double GradientsBytes,
+    double OptimizerBytes,
+    double ActivationsBytes,
+    double AllToAllBufferBytes,
+    int MicrobatchesInFlight)
+{
+    public double TotalBytes => WeightsBytes + GradientsBytes + OptimizerBytes + ActivationsBytes + AllToAllBufferBytes;
+
+    public IReadOnlyList<(string Component, double Bytes)> Components => new (string, double)[]
+    {
+        ("weights", WeightsBytes), ("gradients", GradientsBytes), ("optimizer", OptimizerBytes),
+        ("activations", ActivationsBytes), ("all-to-all buffers", AllToAllBufferBytes),
+    };
+}
+
+/// <summary>What does not fit: the amount over capacity and the largest component on the fullest GPU.</summary>
+public sealed record MemoryOverflow(double Bytes, string LargestComponent, double LargestComponentBytes)
+{
+    public override string ToString() => string.Create(CultureInfo.InvariantCulture,
+        $"{Bytes / 1e9:F1} GB over capacity; largest component: {LargestComponent} ({LargestComponentBytes / 1e9:F1} GB)");
+}
+
+/// <summary>The memory verdict of a scenario.</summary>
+public sealed record MemoryReport(
+    IReadOnlyList<StageMemory> Stages,
+    double PeakBytesPerGpu,
+    double CapacityBytes,
+    MemoryOverflow? Overflow,
+    int Microbatches,
+    int? SmallestFittingMicrobatches,
+    string Notes)
+{
+    public bool Feasible => Overflow is null;
+
+    public override string ToString() => Feasible
+        ? string.Create(CultureInfo.InvariantCulture, $"fits: {PeakBytesPerGpu / 1e9:F1} of {CapacityBytes / 1e9:F0} GB per GPU")
+        : string.Create(CultureInfo.InvariantCulture,
+            $"does not fit: {PeakBytesPerGpu / 1e9:F1} GB needed per GPU, {CapacityBytes / 1e9:F0} GB available ({Overflow}); {FitHint}");
+
+    private string FitHint => SmallestFittingMicrobatches is { } m ? $"fits with {m} microbatches" : "no microbatch count fits";
+}
+
+/// <summary>
+/// Per-GPU memory: weights, gradients and Adam states (mixed precision: 2 + 2 + 12 bytes per parameter,
+/// Rajbhandari et al., ZeRO, SC20), partitioned over data-parallel ranks by ZeRO stage; activations saved for
+/// backward (flash attention: no score matrix) for every microbatch the schedule holds in flight, or only
+/// layer inputs with full recomputation; all-to-all send and receive buffers. Inference holds one layer's
+/// working set. The seed derivation processes every token on every GPU, and is sized that way.
+/// </summary>
+public static class MemoryModel
+{
+    private const double AdamStateBytesPerParameter = 12;   // fp32 master weights, momentum and variance
+
+    public static MemoryReport Estimate(ModelSpec model, StrategySpec st, HardwareSpec hardware)
+    {
+        var report = EstimateFixed(model, st, hardware, st.Microbatches);
+        return report with { SmallestFittingMicrobatches = FirstFitting(model, st, hardware) };
+    }
+
+    private static int? FirstFitting(ModelSpec model, StrategySpec st, HardwareSpec hardware)
+    {
+        if (st.Derivation == Derivation.Seed) return null;   // the seed's layout has no microbatches
+        var attentionRanks = st.Attention == AttentionPlacement.DataParallel ? st.EP : 1;
+        var sequences = model.Batch / ((long)st.DP * attentionRanks);
+        for (long m = 1; m <= sequences; m++)
+        {
+            if (sequences % m != 0) continue;
+            if (st.Schedule == PipelineSchedule.Interleaved && m % st.PP != 0) continue;
+            if (m > int.MaxValue) break;
+            if (EstimateFixed(model, st with { Microbatches = (int)m }, hardware, (int)m).Feasible) return (int)m;
+        }
+        return null;
+    }
+
+    private static MemoryReport EstimateFixed(ModelSpec model, StrategySpec st, HardwareSpec hardware, int microbatches)
+    {
+        var training = st.Mode == WorkloadMode.Training;
+        var seed = st.Derivation == Derivation.Seed;
+        double e = model.ElementBytes, h = model.HiddenSize, f = model.FfnHiddenSize;
+        var attentionDp = st.Attention == AttentionPlacement.DataParallel;
+        var attnTp = attentionDp ? st.TP : st.TP * st.EP;
+        // Tokens one GPU's attention processes per microbatch (the seed gives every GPU all tokens).
+        double tokens = seed ? model.Tokens : (double)model.Tokens / (st.DP * (attentionDp ? st.EP : 1) * microbatches);
+        // Tokens one GPU's experts receive, with the routing's busiest rank and capacity.
+        double expertTokens;
+        if (model.IsDense) expertTokens = 0;
+        else if (seed) expertTokens = Math.Ceiling((double)model.Tokens * model.TopK / model.Experts) * Math.Max(1, model.Experts / Math.Max(st.EP, st.PP));
+        else
+        {
+            var groupTokens = (long)(attentionDp ? tokens * st.EP : tokens);
+            var (processed, _) = model.Routing.Assign(groupTokens * model.TopK, model.Experts);
+            var perRank = model.Experts / st.EP;
+            expertTokens = Enumerable.Range(0, st.EP).Max(r => (double)processed.Skip(r * perRank).Take(perRank).Sum());
+        }
+        var ffnShard = seed ? f : f / st.TP;
+        // Saved per layer and microbatch (bytes): layer-norm inputs, Q/K/V and attention outputs, FFN/expert
+        // inputs and intermediates, router logits (fp32), flash-attention softmax statistics (fp32).
+        var attentionActs = e * tokens * (2 * h + 4 * h / attnTp) + 4 * tokens * model.AttentionHeads / attnTp;
+        var ffnActs = model.IsDense
+            ? e * tokens * (2 * h + 2 * ffnShard)
+            : e * tokens * 2 * h + 4 * tokens * model.Experts + e * expertTokens * (h + 2 * ffnShard);
+        var perLayer = attentionActs + ffnActs;
+        var a2aBuffers = model.IsDense || (st.EP == 1 && !seed) ? 0 : 2 * e * Math.Max(tokens * model.TopK, expertTokens) * h;
+
+        var plan = PipelinePlan.Build(st.PP, st.VirtualStages, microbatches, st.Schedule, training);
+        var stages = new List<StageMemory>();
+        for (var stage = 0; stage < st.PP; stage++)
+        {
+            var p = seed ? SeedParameters(model, st) : ParameterCounts.OnStage(model, st, stage);
+            var layers = seed ? model.Layers / st.PP : ParameterCounts.LayersOnStage(model, st, stage);
+            var nonExpertShard = (double)st.DP * (attentionDp ? st.EP : 1);
+            var expertShard = (double)st.DP;
+            double Sharded(double bytesPerParam, bool partitioned) =>
+                bytesPerParam * (partitioned ? p.NonExpert / nonExpertShard + p.ExpertPerRank / expertShard : p.Total);
+            var weights = Sharded(e, st.ZeroStage >= 3);
+            var grads = training ? Sharded(e, st.ZeroStage >= 2) : 0;
+            var optimizer = training ? Sharded(AdamStateBytesPerParameter, st.ZeroStage >= 1) : 0;
+            double activations;
+            var inFlight = 1;
+            if (!training) activations = perLayer;   // one layer's working set at a time
+            else
+            {
+                // Forward items held before their backward; an item is one chunk of layers / (pp x virtualStages).
+                inFlight = PipelinePlan.PeakInFlight(plan[stage]);
+                var layersPerItem = (double)layers / st.VirtualStages;
+                var logits = stage == st.PP - 1 && model.Vocabulary > 0 ? 4.0 * tokens * model.Vocabulary / st.TP : 0;
+                activations = st.Recompute
+                    ? inFlight * layersPerItem * e * tokens * h + perLayer + logits
+                    : inFlight * (layersPerItem * perLayer + logits);
+            }
+            stages.Add(new StageMemory(stage, weights, grads, optimizer, activations, a2aBuffers, inFlight));
+        }
+        var fullest = stages.MaxBy(s => s.TotalBytes)!;
+        var capacity = hardware.Gpu.HbmCapacityBytes;
+        MemoryOverflow? overflow = null;
+        if (fullest.TotalBytes > capacity)
+        {
+            var (component, bytes) = fullest.Components.MaxBy(c => c.Bytes);
+            overflow = new MemoryOverflow(fullest.TotalBytes - capacity, component, bytes);
+        }
+        var notes = seed ? "seed derivation: every GPU holds all tokens' activations" : "corrected derivation";
+        return new MemoryReport(stages, fullest.TotalBytes, capacity, overflow, microbatches, null, notes);
+    }
+
+    /// <summary>The seed's layouts: EP = n holds full attention weights and its experts; TP x PP shards both dimensions (§2).</summary>
+    private static GpuParameters SeedParameters(ModelSpec m, StrategySpec st)
+    {
+        long h = m.HiddenSize, f = m.FfnHiddenSize;
+        if (st.EP > 1 || (st.TP == 1 && st.PP == 1))
+            return m.Layers * new GpuParameters(4 * h * h + h * m.Experts, Math.Max(1, m.Experts / st.EP) * 2 * h * f);
+        return (m.Layers / st.PP) * new GpuParameters(4 * (h / st.TP) * (h / st.TP), Math.Max(1, m.Experts / st.PP) * 2 * h * f);
+    }
+}
