@@ -36,6 +36,19 @@ public class FastPathTests
         Assert.True(s.Evaluate().TotalSeconds > 0);
     }
 
+    [Theory]
+    [InlineData("ep16-training", true)]
+    [InlineData("tp8-pp2-training", true)]
+    [InlineData("tp8-pp2-training", false)]
+    [InlineData("ep16", false)]
+    public void Training_steps_and_the_no_overlap_switch_match_the_reference_bit_for_bit(string name, bool overlap)
+    {
+        // Exercises pipeline sends beside the streams, gradient collectives and communication on the compute stream.
+        var s = Repo.Scenario(name);
+        s = s with { Strategy = s.Strategy with { OverlapCommunication = overlap } };
+        AssertSame(s.BuildDag(), s.CreateCostModel());
+    }
+
     [Fact]
     public void Random_scenarios_match_the_reference_bit_for_bit()
     {
@@ -48,7 +61,11 @@ public class FastPathTests
         {
             int Pick(params int[] xs) => xs[rng.Next(xs.Length)];
             var model = new ModelSpec("random", Pick(2, 4, 6), Pick(1024, 2048, 4096), Pick(8, 16, 32), Pick(4096, 8192), Pick(4, 8, 16), Pick(1, 2), Pick(16, 32, 64), Pick(512, 1024, 2048));
-            var strategy = new StrategySpec(Pick(1, 2, 4), Pick(1, 2, 4), Pick(1, 2), Pick(1, 2), Derivation.Corrected, Pick(1, 2, 4));
+            var strategy = new StrategySpec(Pick(1, 2, 4), Pick(1, 2, 4), Pick(1, 2), Pick(1, 2), Derivation.Corrected, Pick(1, 2, 4))
+            {
+                Mode = rng.Next(2) == 0 ? WorkloadMode.Inference : WorkloadMode.Training,
+                OverlapCommunication = rng.Next(4) != 0,
+            };
             var hw = HardwareCatalog.Get(hardware[rng.Next(hardware.Length)]).WithGpus(strategy.GpuCount);
             var costSpec = rng.Next(2) == 0 ? CostModelSpec.Ideal : new CostModelSpec(CostModelKind.RooflineEfficiency, EfficiencyTable.Get("typical-hopper"));
             var scenario = new Scenario("random", model, hw, strategy, costSpec);
