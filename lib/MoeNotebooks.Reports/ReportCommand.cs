@@ -1,0 +1,33 @@
+namespace MoeNotebooks.Reports;
+
+/// <summary>Entry point for the CLI's <c>moe report</c> verb.</summary>
+public static class ReportCommand
+{
+    /// <summary>Success, or no notebooks to run.</summary>
+    public const int ExitOk = 0;
+
+    /// <summary>At least one notebook failed (the log names notebook and cell).</summary>
+    public const int ExitNotebookFailed = 1;
+
+    /// <summary>Bad arguments: no <c>notebooks/</c> folder under the repository root.</summary>
+    public const int ExitUsage = 2;
+
+    /// <summary>
+    /// Runs every <c>&lt;repoRoot&gt;/notebooks/*.ipynb</c> and writes <c>&lt;outDir&gt;/&lt;name&gt;.html</c> and
+    /// <c>&lt;outDir&gt;/index.html</c>, logging progress to <paramref name="log"/>. Returns 0 when every notebook ran,
+    /// 1 when one failed (after running the others), 2 when <c>notebooks/</c> does not exist.
+    /// </summary>
+    public static int Run(string repoRoot, string outDir, TextWriter log)
+    {
+        ArgumentNullException.ThrowIfNull(log);
+        var notebooks = Path.Combine(Path.GetFullPath(repoRoot), "notebooks");
+        if (!Directory.Exists(notebooks))
+        {
+            log.WriteLine($"error: no notebooks folder at {notebooks}");
+            return ExitUsage;
+        }
+
+        var result = ReportBuilder.BuildAsync(notebooks, Path.GetFullPath(outDir), log, Path.GetFullPath(repoRoot)).GetAwaiter().GetResult();
+        return result.Succeeded ? ExitOk : ExitNotebookFailed;
+    }
+}

@@ -1,0 +1,136 @@
+using System.Diagnostics;
+
+namespace MoeNotebooks.Notebooks.Tests;
+
+/// <summary>
+/// Opens the smoke report in headless Chromium with the network effectively unused (the file is self-contained) and
+/// checks that plotly really drew the charts. Passes with a message where /usr/bin/chromium is absent
+/// (install: apt-get install -y chromium).
+/// </summary>
+[Collection(SmokeNotebookCollection.Name)]
+public sealed class ChromiumRenderTests(SmokeNotebookFixture smoke, ITestOutputHelper output)
+{
+    private const string Chromium = "/usr/bin/chromium";
+
+    // Plotly.NET's default template paints the plot area rgb(229, 236, 246): only a drawn chart has it.
+    private static readonly (byte R, byte G, byte B) PlotBackground = (229, 236, 246);
+
+    [Fact]
+    public async Task Charts_render_to_svg_in_the_dom()
+    {
+        if (!ChromiumPresent())
+        {
+            return;
+        }
+
+        var dom = await RunChromiumAsync("--virtual-time-budget=15000", "--dump-dom", new Uri(smoke.ReportPath).AbsoluteUri);
+        var svgCount = dom.Split("class=\"main-svg\"").Length - 1;
+        output.WriteLine($"DOM: {dom.Length} chars, {svgCount} main-svg elements");
+        Assert.Contains("class=\"plot-container plotly\"", dom, StringComparison.Ordinal);
+        Assert.True(svgCount >= 4, $"expected plotly's main-svg layers for both charts, found {svgCount}");
+        Assert.Contains("Speed-up vs GPUs", dom, StringComparison.Ordinal);
+        Assert.Contains("Per-GPU timeline", dom, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task Screenshot_shows_a_drawn_chart()
+    {
+        if (!ChromiumPresent())
+        {
+            return;
+        }
+
+        var dir = Directory.CreateTempSubdirectory("moe-shot-").FullName;
+        try
+        {
+            var png = Path.Combine(dir, "report.png");
+            await RunChromiumAsync("--virtual-time-budget=15000", "--hide-scrollbars", $"--screenshot={png}", "--window-size=1200,2600", new Uri(smoke.ReportPath).AbsoluteUri);
+            var keep = Environment.GetEnvironmentVariable("MOE_KEEP_SCREENSHOT");
+            if (!string.IsNullOrEmpty(keep))
+            {
+                File.Copy(png, keep, overwrite: true);
+            }
+
+            var image = PngImage.Load(png);
+            var plotArea = 0;
+            var coloured = 0;
+            for (var y = 0; y < image.Height; y++)
+            {
+                for (var x = 0; x < image.Width; x++)
+                {
+                    var (r, g, b) = image[x, y];
+                    if (Math.Abs(r - PlotBackground.R) <= 3 && Math.Abs(g - PlotBackground.G) <= 3 && Math.Abs(b - PlotBackground.B) <= 3)
+                    {
+                        plotArea++;
+                    }
+                    else if (Math.Max(r, Math.Max(g, b)) - Math.Min(r, Math.Min(g, b)) > 80)
+                    {
+                        coloured++;
+                    }
+                }
+            }
+
+            output.WriteLine($"{image.Width}x{image.Height}: {plotArea} plot-area pixels, {coloured} strongly coloured pixels");
+            Assert.True(plotArea > 50_000, $"plot area barely visible ({plotArea} pixels): charts did not render");
+            Assert.True(coloured > 2_000, $"hardly any coloured pixels ({coloured}): no traces drawn");
+        }
+        finally
+        {
+            Directory.Delete(dir, recursive: true);
+        }
+    }
+
+    private bool ChromiumPresent()
+    {
+        if (File.Exists(Chromium))
+        {
+            return true;
+        }
+
+        output.WriteLine($"SKIPPED: {Chromium} not found (apt-get install -y chromium); the browser rendering check did not run.");
+        return false;
+    }
+
+    private static async Task<string> RunChromiumAsync(params string[] arguments)
+    {
+        var profile = Directory.CreateTempSubdirectory("moe-chromium-").FullName;
+        try
+        {
+            var start = new ProcessStartInfo(Chromium)
+            {
+                RedirectStandardOutput = true,
+                RedirectStandardError = true,
+            };
+            foreach (var argument in new[]
+            {
+                "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+                "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage", $"--user-data-dir={profile}",
+            }.Concat(arguments))
+            {
+                start.ArgumentList.Add(argument);
+            }
+
+            using var process = Process.Start(start)!;
+            var stdout = process.StandardOutput.ReadToEndAsync();
+            var stderr = process.StandardError.ReadToEndAsync();
+            using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(90));
+            try
+            {
+                await process.WaitForExitAsync(timeout.Token);
+            }
+            catch (OperationCanceledException)
+            {
+                process.Kill(entireProcessTree: true);
+                throw new TimeoutException($"chromium did not finish in 90 s: {await stderr}");
+            }
+
+            return process.ExitCode == 0
+                ? await stdout
+                : throw new InvalidOperationException($"chromium exited {process.ExitCode}: {await stderr}");
+        }
+        finally
+        {
+            Directory.Delete(profile, recursive: true);
+        }
+    }
+}
