@@ -51,6 +51,15 @@ public sealed partial class HtmlReportTests(SmokeNotebookFixture smoke)
     }
 
     [Fact]
+    public void Table_values_such_as_scenario_names_are_html_escaped()
+    {
+        // The fixture puts "<script>alert(2)</script>" into a DataFrame cell (as a scenario name would be): the
+        // DataFrame's HTML formatter output is embedded as HTML, so it must arrive escaped, never as a live script.
+        Assert.DoesNotContain("<script>alert(2)</script>", smoke.Html, StringComparison.Ordinal);
+        Assert.Contains("&lt;script&gt;alert(2)&lt;/script&gt;", smoke.Html, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public void Markdown_is_rendered_with_pipe_tables()
     {
         Assert.Contains("<h1 id=\"report-smoke-fixture\">Report smoke fixture</h1>", smoke.Html, StringComparison.Ordinal);

@@ -22,7 +22,7 @@ public sealed class SmokeNotebookFixture : IAsyncLifetime
     public async Task InitializeAsync()
     {
         _ = Charts.Line("preload", "x", "y", [("s", 1, 1)]);
-        _ = typeof(MoeNotebooks.Placeholder).Assembly.GetName();
+        _ = typeof(MoeNotebooks.Config.ModelSpec).Assembly.GetName();
         Notebook = await NotebookRunner.RunAsync(
             RepoPaths.Fixture("report-smoke.ipynb"),
             p => Progress.Add($"cell {p.CellNumber} code {p.CodeCellNumber}/{p.CodeCellCount} {(p.Finished ? "done" : "start")} at {p.Elapsed}"));

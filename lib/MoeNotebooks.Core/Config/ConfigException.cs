@@ -27,6 +27,10 @@ public sealed class ConfigException : Exception
     /// <summary>File the value came from, if any.</summary>
     public new string? Source { get; }
 
+    /// <summary>The same error attributed to <paramref name="source"/> when it has no source yet (validators deep in a record do not know the file).</summary>
+    public ConfigException WithSource(string? source) =>
+        Source is not null || source is null ? this : new ConfigException(Field, Value, Requirement, source);
+
     private static string Format(string field, string? value, string requirement, string? source)
     {
         var where = source is null ? "" : $"{source}: ";

@@ -18,7 +18,7 @@ public sealed class JsonObjectReader
         Path = path;
         Source = source;
         if (element.ValueKind != JsonValueKind.Object)
-            throw new ConfigException(path, Raw(element), $"must be a JSON object {{...}}, not {Describe(element.ValueKind)}", source);
+            throw new ConfigException(path.Length == 0 ? "(root)" : path, Raw(element), $"must be a JSON object {{...}}, not {Describe(element.ValueKind)}", source);
         _element = element;
     }
 
@@ -165,8 +165,20 @@ public sealed class JsonObjectReader
 
     public string Child(string key) => Path.Length == 0 ? key : $"{Path}.{key}";
 
-    private ConfigException Missing(string key, string what) =>
-        new(Child(key), null, $"is required ({what})", Source);
+    private ConfigException Missing(string key, string what)
+    {
+        // A misspelt required key would otherwise only say "missing": point at the unread key it probably is.
+        string? near = null;
+        var best = int.MaxValue;
+        foreach (var p in _element.EnumerateObject())
+        {
+            if (_known.Contains(p.Name)) continue;
+            var d = Levenshtein(p.Name.ToLowerInvariant(), key.ToLowerInvariant());
+            if (d < best && d <= Math.Max(2, key.Length / 3)) { best = d; near = p.Name; }
+        }
+        var hint = near is null ? "" : $"; found \"{near}\": did you mean \"{key}\"?";
+        return new(Child(key), null, $"is required ({what}){hint}", Source);
+    }
 
     internal static string Raw(JsonElement v)
     {

@@ -30,6 +30,14 @@ public sealed record Scenario(string Name, ModelSpec Model, HardwareSpec Hardwar
 
     public static Scenario Parse(string json, string? source = null)
     {
+        // Range checks inside the records (Validate.*) throw without the file name; attach it here so that every
+        // error from a file says which file.
+        try { return ParseUnattributed(json, source); }
+        catch (ConfigException e) when (e.Source is null && source is not null) { throw e.WithSource(source); }
+    }
+
+    private static Scenario ParseUnattributed(string json, string? source)
+    {
         using var doc = JsonObjectReader.Parse(json, source);
         var r = new JsonObjectReader(doc.RootElement, "", source);
         var name = r.OptionalString("name") ?? (source is null ? "scenario" : Path.GetFileNameWithoutExtension(source));

@@ -120,7 +120,11 @@ public sealed record StrategySpec(int EP, int TP, int PP, int DP, Derivation Der
         Validate.Positive($"{path}.pp", PP);
         Validate.Positive($"{path}.dp", DP);
         Validate.Positive($"{path}.microbatches", Microbatches);
-        Validate.Product($"{path}.ep x tp x pp x dp", EP, TP, PP, DP);
+        // GpuCount is an int: a product beyond it would wrap (65536 x 65536 -> 0) and the GPU-count check would then
+        // compare against a wrong number.
+        if (Validate.Product($"{path}.ep x tp x pp x dp", EP, TP, PP, DP) is var gpus and > int.MaxValue)
+            throw new ConfigException($"{path}.ep x tp x pp x dp", string.Create(CultureInfo.InvariantCulture, $"{EP} x {TP} x {PP} x {DP} = {gpus}"),
+                $"must fit a 32-bit GPU count (<= {int.MaxValue})", source);
         Validate.Positive($"{path}.virtualStages", VirtualStages);
         Validate.Positive($"{path}.alltoallChunks", AllToAllChunks);
         if (ZeroStage is < 0 or > 3)

@@ -26,6 +26,29 @@ public sealed record EfficiencyTable(string Name, IReadOnlyList<EfficiencyStep> 
         return eff;
     }
 
+    /// <summary>
+    /// FLOPs at peak that take as long as a GEMM of <paramref name="flops"/>: flops / efficiency(flops), but never more
+    /// than minFlops / efficiency of any higher step, so that time = this / peak never decreases as a GEMM grows.
+    /// A bare step function prices a GEMM just below a step (0.999e9 FLOPs at 0.25) at twice the time of one at the
+    /// step (1e9 at 0.5), so adding tokens could shorten a training step. The cap is the greatest non-decreasing time
+    /// below the step model: every GEMM at or above a step keeps the table's efficiency exactly (the table's statement
+    /// "GEMMs of at least minFlops reach efficiency" holds as written); only GEMMs just below a step, where the step model
+    /// would make them slower than a bigger GEMM, are priced like the step (from 0.5e9 to 1e9 FLOPs in typical-hopper).
+    /// Found by the robustness property "more tokens never lower the total". Both sides are computed as
+    /// x / efficiency so that they round alike.
+    /// </summary>
+    public double PeakEquivalentFlops(double flops)
+    {
+        var eff = Matmul[0].Efficiency;
+        var cap = double.PositiveInfinity;
+        foreach (var step in Matmul)
+        {
+            if (flops >= step.MinFlops) eff = step.Efficiency;
+            else cap = Math.Min(cap, step.MinFlops / step.Efficiency);
+        }
+        return Math.Min(flops / eff, cap);
+    }
+
     public EfficiencyTable Validated(string path = "costModel.efficiency", string? source = null)
     {
         Validate.NotEmpty($"{path}.name", Name);

@@ -17,7 +17,8 @@ public sealed class RooflineCompute(GpuSpec gpu, EfficiencyTable efficiency) : I
     public double MatmulSeconds(MatmulShape shape, string dtype, int elementBytes)
     {
         var flops = shape.Flops;
-        var computeSeconds = flops / (Gpu.PeakFor(dtype) * Efficiency.MatmulEfficiency(flops));
+        // flops / (peak x efficiency), capped below each step so that a bigger GEMM is never faster.
+        var computeSeconds = Efficiency.PeakEquivalentFlops(flops) / Gpu.PeakFor(dtype);
         var memorySeconds = shape.Elements * elementBytes / (Gpu.HbmBytesPerSecond * Efficiency.Memory);
         return Math.Max(computeSeconds, memorySeconds);
     }
