@@ -27,6 +27,9 @@ public class StrategyComparisonTests
         var swapped = Assert.Single(StrategyComparison.Crossovers(rows, "B", "A"));
         Assert.Equal(2, swapped.AtValue, 12);
         Assert.Equal("A", swapped.FasterBelow);
+        // Several pairs at once: pair by pair, in the order given.
+        var both = StrategyComparison.Crossovers(rows, [("A", "B"), ("B", "A")]);
+        Assert.Equal(new[] { "A", "B" }, both.Select(x => x.SeriesA));
     }
 
     [Fact]

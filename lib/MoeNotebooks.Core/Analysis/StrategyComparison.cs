@@ -242,6 +242,14 @@ public static class StrategyComparison
         return result;
     }
 
+    /// <summary>The crossovers of each pair, pair by pair (see <see cref="Crossovers(IEnumerable{ComparisonRow}, string, string)"/>).</summary>
+    public static IReadOnlyList<Crossover> Crossovers(IEnumerable<ComparisonRow> rows, IEnumerable<(string A, string B)> pairs)
+    {
+        ArgumentNullException.ThrowIfNull(pairs);
+        var list = rows.ToList();
+        return pairs.SelectMany(p => Crossovers(list, p.A, p.B)).ToArray();
+    }
+
     /// <summary>total(A) / total(B) over a grid of two axes (rows follow <paramref name="yValues"/>), evaluated in parallel.</summary>
     public static ComparisonGrid Grid(
         Scenario numerator, Scenario denominator,
