@@ -29,7 +29,7 @@ public static class MemoryViews
     public static string BarLabel(string label, MemoryReport report, StageMemory stage) =>
         report.Stages.Count == 1 ? label : $"{label}, stage {stage.Stage}";
 
-    /// <summary>One row per (report, stage): components, total and capacity in GB, microbatches in flight, and the verdict.</summary>
+    /// <summary>One row per (report, stage): components, total and capacity in GB (one decimal), microbatches in flight, and the verdict.</summary>
     public static DataFrame Table(IEnumerable<(string label, MemoryReport report)> reports)
     {
         ArgumentNullException.ThrowIfNull(reports);
@@ -37,11 +37,14 @@ public static class MemoryViews
             ["scenario", "stage", "weights (GB)", "gradients (GB)", "optimizer (GB)", "activations (GB)", "all-to-all buffers (GB)", "total (GB)", "capacity (GB)", "microbatches in flight", "fits"],
             reports.SelectMany(x => x.report.Stages.Select(s => (IReadOnlyList<object?>)
             [
-                x.label, s.Stage, s.WeightsBytes / BytesPerGigabyte, s.GradientsBytes / BytesPerGigabyte, s.OptimizerBytes / BytesPerGigabyte,
-                s.ActivationsBytes / BytesPerGigabyte, s.AllToAllBufferBytes / BytesPerGigabyte, s.TotalBytes / BytesPerGigabyte,
-                x.report.CapacityBytes / BytesPerGigabyte, s.MicrobatchesInFlight, s.TotalBytes <= x.report.CapacityBytes,
+                x.label, s.Stage, Gb(s.WeightsBytes), Gb(s.GradientsBytes), Gb(s.OptimizerBytes),
+                Gb(s.ActivationsBytes), Gb(s.AllToAllBufferBytes), Gb(s.TotalBytes),
+                Gb(x.report.CapacityBytes), s.MicrobatchesInFlight, s.TotalBytes <= x.report.CapacityBytes,
             ])));
     }
+
+    /// <summary>GB with one decimal, for tables.</summary>
+    private static double Gb(double bytes) => Math.Round(bytes / BytesPerGigabyte, 1);
 
     [MethodImpl(MethodImplOptions.NoInlining)]
     private static GenericChart StackedBarsCore(string title, IReadOnlyList<(string label, MemoryReport report)> reports)

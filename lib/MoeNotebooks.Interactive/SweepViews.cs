@@ -17,10 +17,17 @@ public static class SweepViews
     /// <summary>Name of the extra marker trace that shows crossovers.</summary>
     public const string CrossoverTraceName = "crossover";
 
+    private const int ChartWidthPixels = 960;
+    private const int ChartHeightPixels = 520;
+    private const string FasterColour = "#2166ac";
+    private const string TieColour = "#f7f7f7";
+    private const string SlowerColour = "#b2182b";
+
     /// <summary>
     /// One line per series over the rows' axis (valid points only, in axis order), plus a marker trace at each
     /// crossover. <paramref name="y"/> picks the plotted value (default: the total in seconds); rows where it is null
-    /// are left out. The x-axis title is the axis' title with its unit.
+    /// are left out. The x-axis title is the axis' title with its unit. <paramref name="dash"/> may give a series a
+    /// Plotly dash style ("dash", "dot", "dashdot") to tell families of series apart.
     /// </summary>
     public static GenericChart Lines(
         string title,
@@ -29,7 +36,8 @@ public static class SweepViews
         string yTitle = "total time (s)",
         Func<ComparisonRow, double?>? y = null,
         bool logX = false,
-        bool logY = false)
+        bool logY = false,
+        Func<string, string?>? dash = null)
     {
         FSharpCoreBinding.Install();
         ArgumentNullException.ThrowIfNull(rows);
@@ -40,7 +48,7 @@ public static class SweepViews
         if (points.Count == 0) throw new ArgumentException("no valid points to draw (every row is invalid or has no value)", nameof(rows));
         var axes = list.Select(r => r.Axis).Distinct().ToArray();
         if (axes.Length != 1) throw new ArgumentException($"rows must share one axis; they have {string.Join(", ", axes)}", nameof(rows));
-        return LinesCore(title, axes[0].Title(), yTitle, points, crossovers?.ToList() ?? [], logX, logY);
+        return LinesCore(title, axes[0].Title(), yTitle, points, crossovers?.ToList() ?? [], logX, logY, dash ?? (_ => null));
     }
 
     /// <summary>Grouped bars: one group per axis value (by label, e.g. GPU type), one bar per series (valid rows only).</summary>
@@ -59,7 +67,7 @@ public static class SweepViews
     }
 
     /// <summary>
-    /// The grid's ratio total(A) / total(B) as a heatmap on a diverging scale centred at 1 (below 1: A is faster);
+    /// The grid's ratio total(A) / total(B) as a heatmap, each cell labelled with its value: white is a tie (1), blue A faster, red B faster;
     /// invalid cells stay empty and their hover text gives the reason.
     /// </summary>
     public static GenericChart RatioHeatmap(string title, ComparisonGrid grid)
@@ -69,7 +77,7 @@ public static class SweepViews
         return RatioHeatmapCore(title, grid);
     }
 
-    /// <summary>A table of rows: series, value, total, memory verdict, peak GB, the breakdown in seconds, and why a point is invalid.</summary>
+    /// <summary>A table of rows: series, value, total, memory verdict, peak GB, the breakdown in seconds (rounded for display), and why a point is invalid.</summary>
     public static DataFrame Table(IEnumerable<ComparisonRow> rows)
     {
         ArgumentNullException.ThrowIfNull(rows);
@@ -80,8 +88,8 @@ public static class SweepViews
         columns.Add("invalid because");
         return Tables.FromRows(columns, list.Select(r =>
         {
-            var values = new List<object?> { r.Series, r.ValueLabel, r.TotalSeconds, r.MemoryFeasible, r.PeakBytesPerGpu / 1e9 };
-            values.AddRange(keys.Select(k => r.BreakdownSeconds is { } b && b.TryGetValue(k, out var s) ? (object?)s : null));
+            var values = new List<object?> { r.Series, r.ValueLabel, Round(r.TotalSeconds, 4), r.MemoryFeasible, Round(r.PeakBytesPerGpu / 1e9, 1) };
+            values.AddRange(keys.Select(k => r.BreakdownSeconds is { } b && b.TryGetValue(k, out var s) ? (object?)Round(s, 4) : null));
             values.Add(r.Invalid);
             return (IReadOnlyList<object?>)values;
         }));
@@ -95,26 +103,32 @@ public static class SweepViews
             ["axis", "series A", "series B", "between", "at (interpolated)", "total there (s)", "faster below", "faster above"],
             crossovers.Select(c => (IReadOnlyList<object?>)
             [
-                c.Axis.Title(), c.SeriesA, c.SeriesB, $"{c.LowerLabel} and {c.UpperLabel}", c.AtValue, c.AtSeconds, c.FasterBelow, c.FasterAbove,
+                c.Axis.Title(), c.SeriesA, c.SeriesB, $"{c.LowerLabel} and {c.UpperLabel}", Round(c.AtValue, 4), Round(c.AtSeconds, 4), c.FasterBelow, c.FasterAbove,
             ]));
     }
 
     [MethodImpl(MethodImplOptions.NoInlining)]
     private static GenericChart LinesCore(
         string title, string xTitle, string yTitle,
-        IReadOnlyList<(string series, double x, double y)> points, IReadOnlyList<Crossover> crossovers, bool logX, bool logY)
+        IReadOnlyList<(string series, double x, double y)> points, IReadOnlyList<Crossover> crossovers, bool logX, bool logY, Func<string, string?> dash)
     {
         var traces = points
             .GroupBy(p => p.series)
             .Select(g =>
             {
                 var ordered = g.OrderBy(p => p.x).ToArray();
-                return CSharpChart.Line<double, double, string>(
+                var line = CSharpChart.Line<double, double, string>(
                     x: ordered.Select(p => p.x).ToArray(),
                     y: ordered.Select(p => p.y).ToArray(),
                     ShowMarkers: true,
                     Name: g.Key,
                     ShowLegend: true);
+                if (dash(g.Key) is { } style)
+                {
+                    foreach (var trace in GenericChart.getTraces(line)) trace.SetProperty("line", new Dictionary<string, object> { ["dash"] = style });
+                }
+
+                return line;
             })
             .ToList();
         if (crossovers.Count > 0)
@@ -188,41 +202,49 @@ public static class SweepViews
             X: grid.XLabels.ToArray(),
             Y: grid.YLabels.ToArray(),
             Name: zTitle);
-        // A diverging scale centred at 1 when the values straddle 1; a sequential one otherwise.
-        var straddles = finite.Count > 0 && finite.Min() < 1 && finite.Max() > 1;
+        // White is a tie (ratio 1), blue shades: A faster, red shades: B faster; the scale spans the data and 1.
+        var zmin = Math.Min(1, finite.Count > 0 ? finite.Min() : 1);
+        var zmax = Math.Max(1, finite.Count > 0 ? finite.Max() : 1);
+        var tie = zmax > zmin ? (1 - zmin) / (zmax - zmin) : 0.5;
+        var scale = new List<object[]>();
+        if (tie > 0) scale.Add([0.0, FasterColour]);
+        scale.Add([tie, TieColour]);
+        if (tie < 1) scale.Add([1.0, SlowerColour]);
         foreach (var trace in GenericChart.getTraces(chart))
         {
             trace.SetProperty("z", z);
             trace.SetProperty("text", text);
+            trace.SetProperty("texttemplate", "%{z:.2f}");
             trace.SetProperty("hovertemplate", "%{x}, %{y}: %{text}<extra></extra>");
-            trace.SetProperty("colorscale", straddles ? "RdBu" : "Viridis");
-            trace.SetProperty("reversescale", straddles);
-            if (straddles) trace.SetProperty("zmid", 1.0);
+            trace.SetProperty("colorscale", scale.Count == 1 ? new List<object[]> { new object[] { 0.0, TieColour }, new object[] { 1.0, TieColour } } : scale);
+            trace.SetProperty("zmin", zmin);
+            trace.SetProperty("zmax", zmax);
             trace.SetProperty("colorbar", new Dictionary<string, object> { ["title"] = new Dictionary<string, object> { ["text"] = "ratio" } });
         }
 
         var decorated = Decorate(chart, title, grid.XAxis.Title(), grid.YAxis.Title(), "category", "category");
-        // Annotate each cell with its value so the map reads without hovering.
-        var annotations = new List<Dictionary<string, object>>();
-        for (var r = 0; r < rows; r++)
-        {
-            for (var c = 0; c < cols; c++)
-            {
-                annotations.Add(new Dictionary<string, object>
-                {
-                    ["x"] = grid.XLabels[c],
-                    ["y"] = grid.YLabels[r],
-                    ["text"] = double.IsFinite(grid.Ratio[r, c]) ? grid.Ratio[r, c].ToString("0.00", CultureInfo.InvariantCulture) : "invalid",
-                    ["showarrow"] = false,
-                    ["font"] = new Dictionary<string, object> { ["size"] = 11 },
-                });
-            }
-        }
-
-        GenericChart.getLayout(decorated).SetProperty("annotations", annotations);
         GenericChart.getLayout(decorated).SetProperty("showlegend", false);
         return decorated;
     }
+
+    /// <summary>
+    /// A sensitivity table: what each operation kind or link class saves when it gets faster, as seconds and as a
+    /// percentage of <paramref name="totalSeconds"/>, largest saving first (rounded for display).
+    /// </summary>
+    public static DataFrame SensitivityTable(IEnumerable<SensitivityRow> rows, double totalSeconds)
+    {
+        ArgumentNullException.ThrowIfNull(rows);
+        return Tables.FromRows(
+            ["target", "scope", "operations", "on critical path (s)", "new total (s)", "saved (s)", "saved (% of total)"],
+            rows.OrderByDescending(r => r.SavedSeconds).Select(r => (IReadOnlyList<object?>)
+            [
+                r.Target, r.Scope, r.Operations, Round(r.CriticalPathSeconds, 4), Round(r.NewTotalSeconds, 4), Round(r.SavedSeconds, 4),
+                Round(r.SavedPercent(totalSeconds), 2),
+            ]));
+    }
+
+    /// <summary>Tables show a few decimals, not seventeen digits.</summary>
+    private static double? Round(double? value, int decimals) => value is { } v && double.IsFinite(v) ? Math.Round(v, decimals) : value;
 
     private static string Describe(Crossover c) => string.Create(CultureInfo.InvariantCulture,
         $"{c.SeriesA} = {c.SeriesB} at {c.AtValue:G4} ({c.AtSeconds:G4} s): {c.FasterBelow} faster below, {c.FasterAbove} above");
@@ -234,6 +256,8 @@ public static class SweepViews
         layout.SetProperty("xaxis", Axis(xTitle, xType));
         layout.SetProperty("yaxis", Axis(yTitle, yType));
         layout.SetProperty("showlegend", true);
+        layout.SetProperty("width", ChartWidthPixels);
+        layout.SetProperty("height", ChartHeightPixels);
         return titled;
     }
 

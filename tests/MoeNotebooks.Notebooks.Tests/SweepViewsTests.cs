@@ -65,7 +65,7 @@ public sealed class SweepViewsTests
     }
 
     [Fact]
-    public void RatioHeatmap_leaves_invalid_cells_empty_and_centres_a_straddling_scale_at_one()
+    public void RatioHeatmap_leaves_invalid_cells_empty_and_puts_the_tie_colour_at_one()
     {
         var grid = new ComparisonGrid("EP", "TP", SweepAxisKind.SequenceLength, [1, 2], ["1", "2"], SweepAxisKind.Experts, [8, 16], ["8", "16"],
             new[,] { { 0.5, double.NaN }, { 1.5, 2 } }, new[,] { { null, "EP: model.experts = 8" }, { (string?)null, null } });
@@ -74,10 +74,14 @@ public sealed class SweepViewsTests
         Assert.Equal(0.5, trace.GetProperty("z")[0][0].GetDouble());
         Assert.Equal(JsonValueKind.Null, trace.GetProperty("z")[0][1].ValueKind);
         Assert.Contains("model.experts", trace.GetProperty("text")[0][1].GetString(), StringComparison.Ordinal);
-        Assert.Equal(1.0, trace.GetProperty("zmid").GetDouble());
+        // Oracle: values 0.5 .. 2, so the tie colour sits at (1 - 0.5) / (2 - 0.5) = 1/3 of the scale.
+        Assert.Equal(0.5, trace.GetProperty("zmin").GetDouble());
+        Assert.Equal(2.0, trace.GetProperty("zmax").GetDouble());
+        Assert.Equal(1.0 / 3, trace.GetProperty("colorscale")[1][0].GetDouble(), 12);
+        Assert.Equal("%{z:.2f}", trace.GetProperty("texttemplate").GetString());
         var layout = json.RootElement.GetProperty("layout");
         Assert.Equal(SweepAxisKind.Experts.Title(), layout.GetProperty("yaxis").GetProperty("title").GetProperty("text").GetString());
-        Assert.Equal(4, layout.GetProperty("annotations").GetArrayLength());
+        Assert.Equal("category", layout.GetProperty("xaxis").GetProperty("type").GetString());
     }
 
     [Fact]
@@ -95,6 +99,12 @@ public sealed class SweepViewsTests
         var crossings = SweepViews.CrossoverTable([c]);
         Assert.Equal("1 and 3", crossings.Columns["between"][0]);
         Assert.Equal(2.0, crossings.Columns["at (interpolated)"][0]);
+
+        // Oracle: 0.5 s saved of a 10 s total is 5 %; rows come largest saving first.
+        var sensitivity = SweepViews.SensitivityTable(
+            [new SensitivityRow("Gate", "operation", 4, 0.1, 9.99, 0.01), new SensitivityRow("Expert up", "operation", 8, 5, 9.5, 0.5)], 10);
+        Assert.Equal("Expert up", sensitivity.Columns["target"][0]);
+        Assert.Equal(5.0, sensitivity.Columns["saved (% of total)"][0]);
     }
 
     [Fact]
