@@ -95,6 +95,15 @@ public static class SweepViews
         }));
     }
 
+    /// <summary>The points that could not be built: series, axis, value and the reason.</summary>
+    public static DataFrame InvalidTable(IEnumerable<ComparisonRow> rows)
+    {
+        ArgumentNullException.ThrowIfNull(rows);
+        return Tables.FromRows(
+            ["series", "axis", "value", "invalid because"],
+            rows.Where(r => !r.IsValid).Select(r => (IReadOnlyList<object?>)[r.Series, r.Axis.Title(), r.ValueLabel, r.Invalid]));
+    }
+
     /// <summary>A table of crossovers: which pair, between which values, where (interpolated), and who is faster on each side.</summary>
     public static DataFrame CrossoverTable(IEnumerable<Crossover> crossovers)
     {
@@ -179,18 +188,22 @@ public static class SweepViews
     {
         int rows = grid.YValues.Count, cols = grid.XValues.Count;
         var z = new object?[rows][];
-        var text = new string[rows][];
+        var labels = new string[rows][];
+        var hover = new string[rows][];
         var finite = new List<double>();
         for (var r = 0; r < rows; r++)
         {
             z[r] = new object?[cols];
-            text[r] = new string[cols];
+            labels[r] = new string[cols];
+            hover[r] = new string[cols];
             for (var c = 0; c < cols; c++)
             {
                 var v = grid.Ratio[r, c];
-                z[r][c] = double.IsFinite(v) ? v : null;
-                if (double.IsFinite(v)) finite.Add(v);
-                text[r][c] = double.IsFinite(v)
+                var valid = double.IsFinite(v);
+                z[r][c] = valid ? v : null;
+                if (valid) finite.Add(v);
+                labels[r][c] = valid ? v.ToString("0.00", CultureInfo.InvariantCulture) : "invalid";
+                hover[r][c] = valid
                     ? string.Create(CultureInfo.InvariantCulture, $"{grid.Numerator} / {grid.Denominator} = {v:0.###}")
                     : $"invalid: {grid.Invalid[r, c] ?? "no value"}";
             }
@@ -213,9 +226,10 @@ public static class SweepViews
         foreach (var trace in GenericChart.getTraces(chart))
         {
             trace.SetProperty("z", z);
-            trace.SetProperty("text", text);
-            trace.SetProperty("texttemplate", "%{z:.2f}");
-            trace.SetProperty("hovertemplate", "%{x}, %{y}: %{text}<extra></extra>");
+            trace.SetProperty("text", labels);
+            trace.SetProperty("customdata", hover);
+            trace.SetProperty("texttemplate", "%{text}");
+            trace.SetProperty("hovertemplate", "%{x}, %{y}: %{customdata}<extra></extra>");
             trace.SetProperty("colorscale", scale.Count == 1 ? new List<object[]> { new object[] { 0.0, TieColour }, new object[] { 1.0, TieColour } } : scale);
             trace.SetProperty("zmin", zmin);
             trace.SetProperty("zmax", zmax);

@@ -73,12 +73,14 @@ public sealed class SweepViewsTests
         var trace = json.RootElement.GetProperty("data")[0];
         Assert.Equal(0.5, trace.GetProperty("z")[0][0].GetDouble());
         Assert.Equal(JsonValueKind.Null, trace.GetProperty("z")[0][1].ValueKind);
-        Assert.Contains("model.experts", trace.GetProperty("text")[0][1].GetString(), StringComparison.Ordinal);
+        Assert.Equal("invalid", trace.GetProperty("text")[0][1].GetString());
+        Assert.Equal("0.50", trace.GetProperty("text")[0][0].GetString());
+        Assert.Contains("model.experts", trace.GetProperty("customdata")[0][1].GetString(), StringComparison.Ordinal);
         // Oracle: values 0.5 .. 2, so the tie colour sits at (1 - 0.5) / (2 - 0.5) = 1/3 of the scale.
         Assert.Equal(0.5, trace.GetProperty("zmin").GetDouble());
         Assert.Equal(2.0, trace.GetProperty("zmax").GetDouble());
         Assert.Equal(1.0 / 3, trace.GetProperty("colorscale")[1][0].GetDouble(), 12);
-        Assert.Equal("%{z:.2f}", trace.GetProperty("texttemplate").GetString());
+        Assert.Equal("%{text}", trace.GetProperty("texttemplate").GetString());
         var layout = json.RootElement.GetProperty("layout");
         Assert.Equal(SweepAxisKind.Experts.Title(), layout.GetProperty("yaxis").GetProperty("title").GetProperty("text").GetString());
         Assert.Equal("category", layout.GetProperty("xaxis").GetProperty("type").GetString());
@@ -94,6 +96,10 @@ public sealed class SweepViewsTests
         Assert.Equal(0.5, frame.Columns["communication (s)"][0]);
         Assert.Null(frame.Columns["total (s)"][1]);
         Assert.Equal("model.batch = 3: must be divisible", frame.Columns["invalid because"][1]);
+
+        var invalid = SweepViews.InvalidTable([Row("A", 1, 2), Row("A", 2, null, "model.batch = 3: must be divisible")]);
+        Assert.Equal(1L, invalid.Rows.Count);
+        Assert.Equal("2", invalid.Columns["value"][0]);
 
         var c = new Crossover("A", "B", SweepAxisKind.SequenceLength, 1, "1", 3, "3", 2, 3, "A", "B");
         var crossings = SweepViews.CrossoverTable([c]);
