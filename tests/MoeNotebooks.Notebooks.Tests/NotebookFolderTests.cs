@@ -1,5 +1,3 @@
-using MoeNotebooks.Reports;
-
 namespace MoeNotebooks.Notebooks.Tests;
 
 /// <summary>Every notebooks/*.ipynb must run top to bottom in a fresh kernel.</summary>
@@ -38,8 +36,8 @@ public sealed class NotebookFolderTests(ITestOutputHelper output)
             return;
         }
 
-        var result = await NotebookRunner.RunAsync(
-            Path.Combine(RepoPaths.Notebooks, notebook),
+        var result = await ExecutedNotebooks.Get(
+            notebook,
             p => output.WriteLine($"cell {p.CellNumber} {(p.Finished ? "done" : "started")} at {p.Elapsed.TotalSeconds:0.0} s"));
         Assert.True(result.Succeeded, $"notebooks/{notebook}: {result.Failure}");
     }

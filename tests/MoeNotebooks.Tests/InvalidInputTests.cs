@@ -71,6 +71,17 @@ public class InvalidInputTests
     }
 
     [Fact]
+    public void AConfigurationTooLargeToBuildIsRejectedUpFrontNotLeftToRun()
+    {
+        // A million data-parallel GPUs would build ~1.7e8 operations (minutes, gigabytes): refused at once.
+        var model = new ModelSpec("m", 4, 1024, 8, 4096, 0, 1, 1 << 20, 16);
+        var ex = Assert.Throws<ConfigException>(() => new StrategySpec(1, 1, 1, 1 << 20).BuildDag(model));
+        Assert.Equal("strategy", ex.Field);
+        Assert.Contains("operations", ex.Message);
+        Assert.Contains("DP1048576", ex.Message);
+    }
+
+    [Fact]
     public void EmptyAndMalformedFilesAreNamed()
     {
         Assert.Contains("must contain a JSON object", Assert.Throws<ConfigException>(() => Scenario.Parse("  ", "x.json")).Message);

@@ -32,30 +32,44 @@ public sealed record GpuUsage(
 public sealed class CriticalPathResult
 {
     private readonly double[] _start, _finish;
+    private readonly Lazy<ScheduledOp[]> _criticalPath;
+    private readonly Lazy<GpuUsage[]> _perGpu;
+    private readonly Lazy<IReadOnlyDictionary<string, double>> _breakdown, _criticalByCategory;
 
-    internal CriticalPathResult(OperatorDag dag, double[] durations, double[] start, double[] finish, int[] criticalOps, GpuUsage[] perGpu, string costModel)
+    /// <summary>
+    /// The total and the critical operation ids are computed by the scheduler; everything else (named critical path,
+    /// per-GPU usage, breakdowns) is derived on first use, so a sweep that reads only the total pays for nothing more.
+    /// </summary>
+    internal CriticalPathResult(OperatorDag dag, double[] durations, double[] start, double[] finish, int[] criticalOps, double totalSeconds, string costModel)
     {
         Dag = dag;
         Durations = durations;
         _start = start;
         _finish = finish;
         CriticalOps = criticalOps;
-        PerGpu = perGpu;
         CostModel = costModel;
-        TotalSeconds = finish.Length == 0 ? 0 : finish.Max();
-        CriticalPath = criticalOps.Select(Describe).ToArray();
-        var byCategory = Enum.GetValues<OpCategory>().ToDictionary(c => Key(c), _ => 0.0);
-        foreach (var op in criticalOps) byCategory[Key(dag.Category(op))] += durations[op];
-        CriticalPathSecondsByCategory = byCategory;
-        var n = Math.Max(1, perGpu.Length);
-        BreakdownSeconds = new Dictionary<string, double>
+        TotalSeconds = totalSeconds;
+        _criticalPath = new(() => criticalOps.Select(Describe).ToArray());
+        _perGpu = new(() => Scheduler.Usage(dag, start, finish, totalSeconds));
+        _criticalByCategory = new(() =>
         {
-            ["matmul"] = perGpu.Sum(g => g.MatmulSeconds) / n,
-            ["attention"] = perGpu.Sum(g => g.AttentionSeconds) / n,
-            ["elementwise"] = perGpu.Sum(g => g.ElementwiseSeconds) / n,
-            ["communication"] = perGpu.Sum(g => g.CommunicationSeconds) / n,
-            ["idle"] = perGpu.Sum(g => g.IdleSeconds) / n,
-        };
+            var byCategory = Enum.GetValues<OpCategory>().ToDictionary(c => Key(c), _ => 0.0);
+            foreach (var op in criticalOps) byCategory[Key(dag.Category(op))] += durations[op];
+            return byCategory;
+        });
+        _breakdown = new(() =>
+        {
+            var perGpu = _perGpu.Value;
+            var n = Math.Max(1, perGpu.Length);
+            return new Dictionary<string, double>
+            {
+                ["matmul"] = perGpu.Sum(g => g.MatmulSeconds) / n,
+                ["attention"] = perGpu.Sum(g => g.AttentionSeconds) / n,
+                ["elementwise"] = perGpu.Sum(g => g.ElementwiseSeconds) / n,
+                ["communication"] = perGpu.Sum(g => g.CommunicationSeconds) / n,
+                ["idle"] = perGpu.Sum(g => g.IdleSeconds) / n,
+            };
+        });
     }
 
     public OperatorDag Dag { get; }
@@ -71,15 +85,15 @@ public sealed class CriticalPathResult
     public IReadOnlyList<int> CriticalOps { get; }
 
     /// <summary>The critical path, first to last; its durations sum to <see cref="TotalSeconds"/>.</summary>
-    public IReadOnlyList<ScheduledOp> CriticalPath { get; }
+    public IReadOnlyList<ScheduledOp> CriticalPath => _criticalPath.Value;
 
-    public IReadOnlyList<GpuUsage> PerGpu { get; }
+    public IReadOnlyList<GpuUsage> PerGpu => _perGpu.Value;
 
     /// <summary>Mean over GPUs of <see cref="GpuUsage"/>: matmul, attention, elementwise, communication (exposed), idle; sums to the total.</summary>
-    public IReadOnlyDictionary<string, double> BreakdownSeconds { get; }
+    public IReadOnlyDictionary<string, double> BreakdownSeconds => _breakdown.Value;
 
     /// <summary>Critical-path seconds by category; sums to the total.</summary>
-    public IReadOnlyDictionary<string, double> CriticalPathSecondsByCategory { get; }
+    public IReadOnlyDictionary<string, double> CriticalPathSecondsByCategory => _criticalByCategory.Value;
 
     public double StartSeconds(int op) => _start[op];
     public double FinishSeconds(int op) => _finish[op];

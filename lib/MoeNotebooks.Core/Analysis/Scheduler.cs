@@ -21,64 +21,11 @@ public static class Scheduler
     {
         if (durations.Length != dag.Count)
             throw new ArgumentException($"durations has {durations.Length} entries but the DAG has {dag.Count} operations", nameof(durations));
-        int n = dag.Count, gpus = dag.GpuCount;
+        int n = dag.Count;
         var start = new double[n];
         var finish = new double[n];
         var critPred = new int[n];
-        var computeFree = new double[gpus];
-        var commFree = new double[gpus];
-        var lastCompute = new int[gpus];
-        var lastComm = new int[gpus];
-        Array.Fill(lastCompute, -1);
-        Array.Fill(lastComm, -1);
-
-        for (var op = 0; op < n; op++)
-        {
-            var d = durations[op];
-            if (!double.IsFinite(d) || d < 0) throw new ArgumentException($"duration of {dag.Name(op)} is {d}; durations must be finite and >= 0", nameof(durations));
-            var ready = 0.0;
-            var crit = -1;
-            foreach (var p in dag.Predecessors(op))
-            {
-                if (crit < 0 || finish[p] > ready) { ready = finish[p]; crit = p; }
-            }
-            if (dag.Kind(op) == OpKind.PipelineSend && dag.CommunicationOverlapsCompute)
-            {
-                // Point-to-point activation sends go over their own link as soon as the data is ready; they do not
-                // queue behind the collectives of the stream (NCCL runs p2p on separate channels).
-                start[op] = ready;
-                finish[op] = ready + d;
-            }
-            else if (dag.Category(op) == OpCategory.Communication)
-            {
-                var blocking = !dag.CommunicationOverlapsCompute;
-                foreach (var g in dag.Participants(op))
-                {
-                    if (commFree[g] > ready) { ready = commFree[g]; crit = lastComm[g]; }
-                    if (blocking && computeFree[g] > ready) { ready = computeFree[g]; crit = lastCompute[g]; }
-                }
-                start[op] = ready;
-                finish[op] = ready + d;
-                foreach (var g in dag.Participants(op))
-                {
-                    commFree[g] = finish[op];
-                    lastComm[g] = op;
-                    if (blocking) { computeFree[g] = finish[op]; lastCompute[g] = op; }
-                }
-            }
-            else
-            {
-                var g = dag.Gpu(op);
-                if (computeFree[g] > ready) { ready = computeFree[g]; crit = lastCompute[g]; }
-                if (!dag.CommunicationOverlapsCompute && commFree[g] > ready) { ready = commFree[g]; crit = lastComm[g]; }
-                start[op] = ready;
-                finish[op] = ready + d;
-                computeFree[g] = finish[op];
-                lastCompute[g] = op;
-            }
-            critPred[op] = crit;
-        }
-
+        var total = Run(dag, durations, start, finish, critPred);
         var path = new List<int>();
         if (n > 0)
         {
@@ -87,12 +34,112 @@ public static class Scheduler
             for (var op = end; op >= 0; op = critPred[op]) path.Add(op);
             path.Reverse();
         }
-        var total = n == 0 ? 0 : finish.Max();
-        return new CriticalPathResult(dag, durations, start, finish, path.ToArray(), Usage(dag, start, finish, total), costModel);
+        return new CriticalPathResult(dag, durations, start, finish, path.ToArray(), total, costModel);
+    }
+
+    /// <summary>
+    /// Only the total (the same number <see cref="Schedule"/> reports as <see cref="CriticalPathResult.TotalSeconds"/>),
+    /// for sweeps and searches: no critical path or per-GPU usage. <paramref name="workspace"/> may be reused across calls.
+    /// </summary>
+    public static double TotalSeconds(OperatorDag dag, ReadOnlySpan<double> durations, ScheduleWorkspace? workspace = null)
+    {
+        if (durations.Length != dag.Count)
+            throw new ArgumentException($"durations has {durations.Length} entries but the DAG has {dag.Count} operations", nameof(durations));
+        workspace ??= new ScheduleWorkspace();
+        workspace.Ensure(dag.Count);
+        return Run(dag, durations, workspace.Start.AsSpan(0, dag.Count), workspace.Finish.AsSpan(0, dag.Count), workspace.CritPred.AsSpan(0, dag.Count));
+    }
+
+    /// <summary>Prices and schedules, returning only the total (see <see cref="TotalSeconds(OperatorDag, ReadOnlySpan{double}, ScheduleWorkspace?)"/>).</summary>
+    public static double TotalSeconds(this OperatorDag dag, CostModel cost, ScheduleWorkspace? workspace = null)
+    {
+        workspace ??= new ScheduleWorkspace();
+        workspace.Ensure(dag.Count);
+        var durations = workspace.Durations.AsSpan(0, dag.Count);
+        cost.Price(dag, durations);
+        return TotalSeconds(dag, durations, workspace);
+    }
+
+    /// <summary>The one pass: start, finish and the critical predecessor of every operation; returns the latest finish.</summary>
+    private static double Run(OperatorDag dag, ReadOnlySpan<double> durations, Span<double> start, Span<double> finish, Span<int> critPred)
+    {
+        int n = dag.Count, gpus = dag.GpuCount;
+        var computeFree = new double[gpus];
+        var commFree = new double[gpus];
+        var lastCompute = new int[gpus];
+        var lastComm = new int[gpus];
+        Array.Fill(lastCompute, -1);
+        Array.Fill(lastComm, -1);
+        var gpuOf = dag._gpus;
+        var kinds = dag._kinds;
+        var blocking = !dag.CommunicationOverlapsCompute;
+        var groups = dag._groups;
+        var members = dag._groupMembers;
+        var predStart = dag._predStart;
+        var preds = dag._preds;
+        var total = 0.0;
+
+        for (var op = 0; op < n; op++)
+        {
+            var d = durations[op];
+            if (!double.IsFinite(d) || d < 0) throw new ArgumentException($"duration of {dag.Name(op)} is {d}; durations must be finite and >= 0", nameof(durations));
+            var ready = 0.0;
+            var crit = -1;
+            for (int e = predStart[op], end = predStart[op + 1]; e < end; e++)
+            {
+                var p = preds[e];
+                if (crit < 0 || finish[p] > ready) { ready = finish[p]; crit = p; }
+            }
+            var group = groups[op];
+            if (group < 0)
+            {
+                var g = gpuOf[op];
+                if (computeFree[g] > ready) { ready = computeFree[g]; crit = lastCompute[g]; }
+                if (blocking && commFree[g] > ready) { ready = commFree[g]; crit = lastComm[g]; }
+                var f = ready + d;
+                start[op] = ready;
+                finish[op] = f;
+                computeFree[g] = f;
+                lastCompute[g] = op;
+                if (f > total) total = f;
+            }
+            else if (!blocking && kinds[op] == OpKind.PipelineSend)
+            {
+                // Point-to-point activation sends go over their own link as soon as the data is ready; they do not
+                // queue behind the collectives of the stream (NCCL runs p2p on separate channels).
+                var f = ready + d;
+                start[op] = ready;
+                finish[op] = f;
+                if (f > total) total = f;
+            }
+            else
+            {
+                // A collective (only communication operations have a group): every member's communication stream,
+                // and its compute stream too when communication does not overlap compute.
+                var m = members[group];
+                foreach (var g in m)
+                {
+                    if (commFree[g] > ready) { ready = commFree[g]; crit = lastComm[g]; }
+                    if (blocking && computeFree[g] > ready) { ready = computeFree[g]; crit = lastCompute[g]; }
+                }
+                var f = ready + d;
+                start[op] = ready;
+                finish[op] = f;
+                foreach (var g in m)
+                {
+                    commFree[g] = f;
+                    lastComm[g] = op;
+                    if (blocking) { computeFree[g] = f; lastCompute[g] = op; }
+                }
+                if (f > total) total = f;
+            }
+            critPred[op] = crit;
+        }
+        return total;
     }
 
     /// <summary>Per-GPU busy time by category, exposed communication (not under compute) and idle time.</summary>
-    private static GpuUsage[] Usage(OperatorDag dag, double[] start, double[] finish, double total)
+    internal static GpuUsage[] Usage(OperatorDag dag, double[] start, double[] finish, double total)
     {
         int gpus = dag.GpuCount, n = dag.Count;
         var byCategory = new double[gpus, 3];
@@ -149,5 +196,21 @@ public static class Scheduler
             usage[g] = new GpuUsage(g, mm, at, el, exposed, overlap, Math.Max(0, total - mm - at - el - exposed));
         }
         return usage;
+    }
+}
+
+/// <summary>Reusable buffers for <see cref="Scheduler.TotalSeconds(OperatorDag, ReadOnlySpan{double}, ScheduleWorkspace?)"/>; one per thread.</summary>
+public sealed class ScheduleWorkspace
+{
+    internal double[] Start = [], Finish = [], Durations = [];
+    internal int[] CritPred = [];
+
+    internal void Ensure(int n)
+    {
+        if (Start.Length >= n) return;
+        Start = new double[n];
+        Finish = new double[n];
+        Durations = new double[n];
+        CritPred = new int[n];
     }
 }

@@ -9,20 +9,76 @@ public enum CostModelKind
 
     /// <summary>Roofline with efficiencies read from an <see cref="EfficiencyTable"/>.</summary>
     RooflineEfficiency,
+
+    /// <summary>Tile and wave quantization over the GPU's SMs (<see cref="TileWaveCompute"/>), datasheet links; nothing fitted.</summary>
+    TileWave,
+
+    /// <summary>GEMMs and collectives fitted to measured timings (<see cref="CalibratedCompute"/>, <see cref="CalibratedCommunication"/>).</summary>
+    Calibrated,
 }
+
+/// <summary>What the calibrated cost model was fitted to: measurement files, already read and filtered.</summary>
+/// <param name="GemmPath">The GEMM CSV as written in the description (null: GEMMs priced by the tile-wave model).</param>
+/// <param name="Gpu">The value of the CSV's gpu column that was kept.</param>
+/// <param name="CommunicationPath">The collectives CSV as written (null: datasheet links).</param>
+/// <param name="System">The value of the CSV's system column that was kept.</param>
+/// <param name="Neighbors">Measured shapes whose residuals correct each GEMM prediction (0: none).</param>
+public sealed record CalibrationSpec(
+    string? GemmPath,
+    string? Gpu,
+    IReadOnlyList<GemmMeasurement> Gemm,
+    string? CommunicationPath,
+    string? System,
+    IReadOnlyList<CollectiveMeasurement> Communication,
+    int Neighbors = 8);
 
 /// <summary>Which cost model prices a scenario's DAG.</summary>
 public sealed record CostModelSpec(CostModelKind Kind, EfficiencyTable? Efficiency = null)
 {
     public static CostModelSpec Ideal { get; } = new(CostModelKind.RooflineIdeal);
 
-    public CostModel Create(HardwareSpec hardware) => Kind switch
-    {
-        CostModelKind.RooflineIdeal => CostModel.RooflineIdeal(hardware),
-        _ => CostModel.RooflineEfficiency(hardware, Efficiency ?? throw new ConfigException("costModel.efficiency", null, "is required for kind \"roofline-efficiency\"")),
-    };
+    /// <summary>Tile table for kinds tile-wave and calibrated (null: the table of the GPU's architecture).</summary>
+    public TileWaveTable? Tiles { get; init; }
 
-    /// <summary><c>"roofline-ideal"</c>, or <c>{"kind": "roofline-efficiency", "efficiency": "typical-hopper" | {...table...}}</c>.</summary>
+    /// <summary>The measurements of kind calibrated.</summary>
+    public CalibrationSpec? Calibration { get; init; }
+
+    public CostModel Create(HardwareSpec hardware)
+    {
+        switch (Kind)
+        {
+            case CostModelKind.RooflineIdeal:
+                return CostModel.RooflineIdeal(hardware);
+            case CostModelKind.RooflineEfficiency:
+                return CostModel.RooflineEfficiency(hardware, Efficiency ?? throw new ConfigException("costModel.efficiency", null, "is required for kind \"roofline-efficiency\""));
+            case CostModelKind.TileWave:
+            {
+                var tiles = Tiles ?? TileWaveTable.For(hardware.Gpu);
+                return new CostModel($"tile-wave({tiles.Name})", new TileWaveCompute(hardware.Gpu, tiles), new LinkCommunication(hardware));
+            }
+            default:
+            {
+                var c = Calibration ?? throw new ConfigException("costModel.gemm", null, "kind \"calibrated\" needs \"gemm\" and/or \"communication\" measurement files");
+                var tiles = Tiles ?? TileWaveTable.For(hardware.Gpu);
+                IComputeCostModel compute = c.Gemm.Count > 0
+                    ? new CalibratedCompute(hardware.Gpu, tiles, c.Gemm, c.Neighbors, c.GemmPath ?? "gemm")
+                    : new TileWaveCompute(hardware.Gpu, tiles);
+                ICommunicationCostModel communication = c.Communication.Count > 0
+                    ? CalibratedCommunication.FromMeasurements(hardware, c.Communication, c.CommunicationPath ?? "communication")
+                    : new LinkCommunication(hardware);
+                return new CostModel($"calibrated({compute.Name}, {communication.Name})", compute, communication);
+            }
+        }
+    }
+
+    /// <summary>
+    /// <c>"roofline-ideal"</c> or <c>"tile-wave"</c>; or an object:
+    /// <c>{"kind": "roofline-efficiency", "efficiency": "typical-hopper" | {...table...}}</c>,
+    /// <c>{"kind": "tile-wave", "tiles": "hopper" | {...table...}}</c>,
+    /// <c>{"kind": "calibrated", "gemm": "$calibration/gemm_measured_public.csv", "gpu": "H100-80GB",
+    /// "communication": "...csv", "system": "DGX H100 (vidur h100_dgx)", "neighbors": 8, "tiles": ...}</c>.
+    /// Relative paths are relative to the scenario file; <c>$calibration/</c> is the shared calibration folder.
+    /// </summary>
     public static CostModelSpec Read(System.Text.Json.JsonElement element, string path, string? source)
     {
         if (element.ValueKind == System.Text.Json.JsonValueKind.String)
@@ -36,18 +92,93 @@ public sealed record CostModelSpec(CostModelKind Kind, EfficiencyTable? Efficien
                 ? EfficiencyTable.Get(eff.GetString()!, r.Child("efficiency"), source)
                 : EfficiencyTable.Read(new JsonObjectReader(eff, r.Child("efficiency"), source));
         }
+        TileWaveTable? tiles = null;
+        if (r.Element("tiles") is { } t)
+        {
+            tiles = t.ValueKind == System.Text.Json.JsonValueKind.String
+                ? TileWaveTable.Get(t.GetString()!, r.Child("tiles"), source)
+                : TileWaveTable.Read(new JsonObjectReader(t, r.Child("tiles"), source));
+        }
+        var gemmPath = r.OptionalString("gemm");
+        var gpu = r.OptionalString("gpu");
+        var commPath = r.OptionalString("communication");
+        var system = r.OptionalString("system");
+        var neighbors = r.OptionalInt("neighbors");
         r.Finish();
-        return Checked(new CostModelSpec(kind, table), path, source);
+
+        void OnlyFor(CostModelKind k, string key, string? shown, params CostModelKind[] also)
+        {
+            if (shown is not null && kind != k && !also.Contains(kind))
+                throw new ConfigException(r.Child(key), shown, $"applies only to kind \"{JsonObjectReader.Kebab(k.ToString())}\"{string.Concat(also.Select(a => $" or \"{JsonObjectReader.Kebab(a.ToString())}\""))}, not \"{JsonObjectReader.Kebab(kind.ToString())}\"", source);
+        }
+        static string? Q(string? s) => s is null ? null : $"\"{s}\"";
+        OnlyFor(CostModelKind.TileWave, "tiles", Q(tiles?.Name), CostModelKind.Calibrated);
+        OnlyFor(CostModelKind.Calibrated, "gemm", Q(gemmPath));
+        OnlyFor(CostModelKind.Calibrated, "gpu", Q(gpu));
+        OnlyFor(CostModelKind.Calibrated, "communication", Q(commPath));
+        OnlyFor(CostModelKind.Calibrated, "system", Q(system));
+        OnlyFor(CostModelKind.Calibrated, "neighbors", neighbors?.ToString(System.Globalization.CultureInfo.InvariantCulture));
+
+        CalibrationSpec? calibration = null;
+        if (kind == CostModelKind.Calibrated)
+        {
+            if (gemmPath is null && commPath is null)
+                throw new ConfigException(r.Child("gemm"), null, "kind \"calibrated\" needs \"gemm\" (a GEMM timing CSV) and/or \"communication\" (a collective timing CSV)", source);
+            if (neighbors is < 0) throw new ConfigException(r.Child("neighbors"), neighbors.Value.ToString(System.Globalization.CultureInfo.InvariantCulture), "must be >= 0 (0 turns the residual correction off)", source);
+            IReadOnlyList<GemmMeasurement> gemm = [];
+            if (gemmPath is not null)
+            {
+                var rows = MeasurementCsv.ReadGemm(Existing(CalibrationData.Resolve(gemmPath, source, r.Child("gemm")), r.Child("gemm"), source));
+                (gemm, gpu) = Select(rows, x => x.Gpu, gpu, r.Child("gpu"), "gpu", source);
+            }
+            else if (gpu is not null) throw new ConfigException(r.Child("gpu"), $"\"{gpu}\"", "filters the \"gemm\" file's rows; give \"gemm\" too", source);
+            IReadOnlyList<CollectiveMeasurement> comm = [];
+            if (commPath is not null)
+            {
+                var rows = MeasurementCsv.ReadCollectives(Existing(CalibrationData.Resolve(commPath, source, r.Child("communication")), r.Child("communication"), source));
+                (comm, system) = Select(rows, x => x.System, system, r.Child("system"), "system", source);
+            }
+            else if (system is not null) throw new ConfigException(r.Child("system"), $"\"{system}\"", "filters the \"communication\" file's rows; give \"communication\" too", source);
+            calibration = new CalibrationSpec(gemmPath, gpu, gemm, commPath, system, comm, neighbors ?? 8);
+        }
+        return Checked(new CostModelSpec(kind, table) { Tiles = tiles, Calibration = calibration }, path, source);
+    }
+
+    private static string Existing(string path, string field, string? source) =>
+        File.Exists(path) ? path : throw new ConfigException(field, $"\"{path}\"", "file not found (a measurement CSV)", source);
+
+    /// <summary>Keeps the rows whose column equals <paramref name="wanted"/>; without one, the file must hold a single value.</summary>
+    private static (IReadOnlyList<T>, string?) Select<T>(IReadOnlyList<T> rows, Func<T, string> key, string? wanted, string field, string column, string? source)
+    {
+        var values = rows.Select(key).Distinct(StringComparer.OrdinalIgnoreCase).Order(StringComparer.Ordinal).ToArray();
+        if (wanted is null)
+        {
+            if (values.Length > 1)
+                throw new ConfigException(field, null, $"is required: the file's {column} column holds {values.Length} values ({string.Join(", ", values.Select(v => $"\"{v}\""))}); name one", source);
+            return (rows, values.FirstOrDefault());
+        }
+        var kept = rows.Where(x => string.Equals(key(x), wanted, StringComparison.OrdinalIgnoreCase)).ToArray();
+        if (kept.Length == 0)
+            throw new ConfigException(field, $"\"{wanted}\"", $"matches no row; the file's {column} column holds {string.Join(", ", values.Select(v => $"\"{v}\""))}", source);
+        return (kept, wanted);
     }
 
     private static CostModelSpec Checked(CostModelSpec spec, string path, string? source)
     {
         if (spec.Kind == CostModelKind.RooflineEfficiency && spec.Efficiency is null)
             throw new ConfigException($"{path}.efficiency", null, "is required for kind \"roofline-efficiency\" (a table name such as \"typical-hopper\" or an inline table)", source);
-        if (spec.Kind == CostModelKind.RooflineIdeal && spec.Efficiency is not null)
+        if (spec.Kind != CostModelKind.RooflineEfficiency && spec.Efficiency is not null)
             throw new ConfigException($"{path}.efficiency", $"\"{spec.Efficiency.Name}\"", "applies only to kind \"roofline-efficiency\"", source);
+        if (spec.Kind == CostModelKind.Calibrated && spec.Calibration is null)
+            throw new ConfigException($"{path}.gemm", null, "kind \"calibrated\" needs \"gemm\" and/or \"communication\" measurement files", source);
         return spec;
     }
 
-    public override string ToString() => Efficiency is null ? JsonObjectReader.Kebab(Kind.ToString()) : $"{JsonObjectReader.Kebab(Kind.ToString())}({Efficiency.Name})";
+    public override string ToString() => Kind switch
+    {
+        CostModelKind.RooflineEfficiency when Efficiency is not null => $"roofline-efficiency({Efficiency.Name})",
+        CostModelKind.TileWave => Tiles is null ? "tile-wave" : $"tile-wave({Tiles.Name})",
+        CostModelKind.Calibrated when Calibration is not null => $"calibrated({Calibration.GemmPath ?? "-"}{(Calibration.Gpu is null ? "" : $" [{Calibration.Gpu}]")}; {Calibration.CommunicationPath ?? "-"}{(Calibration.System is null ? "" : $" [{Calibration.System}]")})",
+        _ => JsonObjectReader.Kebab(Kind.ToString()),
+    };
 }

@@ -10,6 +10,24 @@ public sealed record GpuSpec(
     double HbmCapacityBytes,
     string Source)
 {
+    /// <summary>Streaming multiprocessors (NVIDIA) or compute units (AMD), for wave quantization; optional.</summary>
+    public int? SmCount { get; init; }
+
+    /// <summary>Architecture family ("ampere", "hopper", "blackwell", "cdna3"), which selects GEMM tile tables; optional.</summary>
+    public string? Architecture { get; init; }
+
+    /// <summary>Measured maximum achievable matmul FLOP/s per dtype (e.g. MAMF); optional, at most the peak.</summary>
+    public IReadOnlyDictionary<string, double> AchievableFlopsPerSecond { get; init; } = new Dictionary<string, double>();
+
+    /// <summary>The achievable fraction of peak for a dtype: measured where listed, else the fraction of the first measured dtype, else null.</summary>
+    public double? AchievableFraction(string dtype)
+    {
+        if (AchievableFlopsPerSecond.TryGetValue(dtype, out var a) && PeakFlopsPerSecond.TryGetValue(dtype, out var p)) return a / p;
+        foreach (var (d, v) in AchievableFlopsPerSecond)
+            if (PeakFlopsPerSecond.TryGetValue(d, out var pd)) return v / pd;
+        return null;
+    }
+
     public double PeakFor(string dtype, string path = "hardware.gpu.peakFlopsPerSecond")
     {
         if (PeakFlopsPerSecond.TryGetValue(dtype, out var p)) return p;
@@ -25,30 +43,49 @@ public sealed record GpuSpec(
         foreach (var (dtype, v) in PeakFlopsPerSecond) Validate.Positive($"{path}.peakFlopsPerSecond.{dtype}", v);
         Validate.Positive($"{path}.hbmBytesPerSecond", HbmBytesPerSecond);
         Validate.Positive($"{path}.hbmCapacityBytes", HbmCapacityBytes);
+        if (SmCount is { } sms) Validate.Positive($"{path}.smCount", sms);
+        if (Architecture is not null) Validate.NotEmpty($"{path}.architecture", Architecture);
+        foreach (var (dtype, v) in AchievableFlopsPerSecond)
+        {
+            Validate.Positive($"{path}.achievableFlopsPerSecond.{dtype}", v);
+            if (PeakFlopsPerSecond.TryGetValue(dtype, out var peak) && v > peak)
+                throw new ConfigException($"{path}.achievableFlopsPerSecond.{dtype}", Validate.Show(v), $"must not exceed the peak {Validate.Show(peak)}", source);
+        }
         return this;
     }
 
     public static GpuSpec Read(JsonObjectReader r)
     {
-        var peaksReader = r.Object("peakFlopsPerSecond");
-        var peaks = new Dictionary<string, double>(StringComparer.OrdinalIgnoreCase);
-        var peaksElement = r.Element("peakFlopsPerSecond")!.Value;
-        foreach (var p in peaksElement.EnumerateObject())
-        {
-            if (!ModelSpec.DtypeBytes.ContainsKey(p.Name))
-                throw new ConfigException(peaksReader.Child(p.Name), JsonObjectReader.Raw(p.Value),
-                    $"is not a known dtype; use {string.Join(", ", ModelSpec.DtypeBytes.Keys)}", r.Source);
-            peaks[p.Name] = peaksReader.Double(p.Name);
-        }
-        peaksReader.Finish();
+        var peaks = ReadPerDtype(r, "peakFlopsPerSecond");
+        var achievable = r.Has("achievableFlopsPerSecond") ? ReadPerDtype(r, "achievableFlopsPerSecond") : new Dictionary<string, double>();
         var g = new GpuSpec(
             r.String("name"),
             peaks,
             r.Double("hbmBytesPerSecond"),
             r.Double("hbmCapacityBytes"),
-            r.OptionalString("source") ?? "");
+            r.OptionalString("source") ?? "")
+        {
+            SmCount = r.OptionalInt("smCount"),
+            Architecture = r.OptionalString("architecture"),
+            AchievableFlopsPerSecond = achievable,
+        };
         r.Finish();
         return g.Validated(r.Path, r.Source);
+    }
+
+    private static Dictionary<string, double> ReadPerDtype(JsonObjectReader r, string key)
+    {
+        var reader = r.Object(key);
+        var values = new Dictionary<string, double>(StringComparer.OrdinalIgnoreCase);
+        foreach (var p in r.Element(key)!.Value.EnumerateObject())
+        {
+            if (!ModelSpec.DtypeBytes.ContainsKey(p.Name))
+                throw new ConfigException(reader.Child(p.Name), JsonObjectReader.Raw(p.Value),
+                    $"is not a known dtype; use {string.Join(", ", ModelSpec.DtypeBytes.Keys)}", r.Source);
+            values[p.Name] = reader.Double(p.Name);
+        }
+        reader.Finish();
+        return values;
     }
 }
 

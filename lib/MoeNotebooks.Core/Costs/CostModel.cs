@@ -58,25 +58,40 @@ public sealed class CostModel(string name, IComputeCostModel compute, ICommunica
         };
     }
 
-    /// <summary>Durations of every operation, indexed by operation id. Identical shapes are priced once.</summary>
+    /// <summary>
+    /// Durations of every operation, indexed by operation id. Each price class of the DAG (identical shape, bytes or
+    /// collective over the same group, see <see cref="OperatorDag.PriceClassOf"/>) is priced once, with the same call
+    /// <see cref="Seconds(OperatorDag, int)"/> would make, so the durations are those of pricing every operation:
+    /// cost models are pure functions of their arguments.
+    /// </summary>
     public double[] Price(OperatorDag dag)
     {
         var durations = new double[dag.Count];
-        var memo = new Dictionary<(MatmulShape, byte), double>();
+        Price(dag, durations);
+        return durations;
+    }
+
+    /// <summary>Writes the durations into <paramref name="durations"/> (length <see cref="OperatorDag.Count"/>), for callers that reuse a buffer.</summary>
+    public void Price(OperatorDag dag, Span<double> durations)
+    {
+        if (durations.Length != dag.Count)
+            throw new ArgumentException($"durations has {durations.Length} entries but the DAG has {dag.Count} operations", nameof(durations));
+        var classes = dag._classes;
+        var priced = new double[dag.PriceClassCount];
+        var done = new bool[priced.Length];
         for (var op = 0; op < durations.Length; op++)
         {
-            var kind = dag.Kind(op);
-            if (kind.IsMatmulShaped())
+            var c = classes[op];
+            if (!done[c])
             {
-                var key = (dag.Shape(op), (byte)0);
-                if (!memo.TryGetValue(key, out var t)) memo[key] = t = Seconds(dag, op);
-                durations[op] = t;
+                var t = Seconds(dag, op);
+                if (!double.IsFinite(t) || t < 0)
+                    throw new InvalidOperationException($"cost model {Name} priced {dag.Name(op)} at {t} s; a duration must be finite and >= 0");
+                priced[c] = t;
+                done[c] = true;
             }
-            else durations[op] = Seconds(dag, op);
-            if (!double.IsFinite(durations[op]) || durations[op] < 0)
-                throw new InvalidOperationException($"cost model {Name} priced {dag.Name(op)} at {durations[op]} s; a duration must be finite and >= 0");
+            durations[op] = priced[c];
         }
-        return durations;
     }
 
     public override string ToString() => Name;

@@ -36,13 +36,19 @@ public sealed class LinkCommunication(HardwareSpec hardware) : ICommunicationCos
             }
             return Hardware.InterNode.LatencySeconds + worst;
         }
-        var factor = pattern switch
+        return link.LatencySeconds + AlgorithmFactor(pattern, gpus.Length) * bytesPerGpu / link.BytesPerSecond;
+    }
+
+    /// <summary>Bytes each GPU moves per byte of message: 2(p-1)/p for ring all-reduce, (p-1)/p for all-to-all, reduce-scatter and all-gather, 1 for a send.</summary>
+    public static double AlgorithmFactor(CollectivePattern pattern, int gpus)
+    {
+        double p = gpus;
+        return pattern switch
         {
             CollectivePattern.AllReduce => 2 * (p - 1) / p,
             CollectivePattern.AllToAll or CollectivePattern.ReduceScatter or CollectivePattern.AllGather => (p - 1) / p,
             _ => 1.0,
         };
-        return link.LatencySeconds + factor * bytesPerGpu / link.BytesPerSecond;
     }
 
     public bool SpansNodes(ReadOnlySpan<int> gpus)

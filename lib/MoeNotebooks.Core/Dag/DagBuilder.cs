@@ -8,14 +8,18 @@ namespace MoeNotebooks.Dag;
 /// </summary>
 public sealed class DagBuilder
 {
-    private readonly List<OpKind> _kinds = new();
-    private readonly List<OpPhase> _phases = new();
-    private readonly List<int> _gpus = new(), _groups = new(), _layers = new(), _microbatches = new(), _indices = new();
-    private readonly List<long> _m = new(), _k = new(), _n = new(), _batch = new(), _bytes = new();
-    private readonly List<int> _predStart = new() { 0 };
-    private readonly List<int> _preds = new();
+    // Struct-of-arrays grown by doubling (no object per operation); Build() trims them into the OperatorDag.
+    private OpKind[] _kinds = new OpKind[64];
+    private OpPhase[] _phases = new OpPhase[64];
+    private int[] _gpus = new int[64], _groups = new int[64], _layers = new int[64], _microbatches = new int[64], _indices = new int[64], _classes = new int[64];
+    private int[] _predStart = new int[65];
+    private int[] _preds = new int[128];
+    private int _count, _edgeCount;
+    private readonly List<PriceClass> _classTable = new();
+    private readonly Dictionary<PriceClass, int> _classIndex = new();
     private readonly List<int[]> _groupMembers = new();
-    private readonly Dictionary<string, int> _groupIndex = new(StringComparer.Ordinal);
+    private readonly Dictionary<int[], int> _groupIndex = new(MembersComparer.Instance);
+    private int[] _scratch = new int[8];
 
     public DagBuilder(int gpuCount, int elementBytes = 2, string dtype = "bf16", string description = "dag")
     {
@@ -31,7 +35,7 @@ public sealed class DagBuilder
     public int ElementBytes { get; }
     public string Dtype { get; }
     public string Description { get; set; }
-    public int Count => _kinds.Count;
+    public int Count => _count;
 
     /// <summary>Phase given to the operations appended from now on.</summary>
     public OpPhase Phase { get; set; } = OpPhase.Forward;
@@ -39,21 +43,30 @@ public sealed class DagBuilder
     /// <summary>Whether communication runs on its own stream (overlapping compute) or on the compute stream.</summary>
     public bool CommunicationOverlapsCompute { get; set; } = true;
 
+    /// <summary>Reserves room for this many operations and dependency edges in total (optional; avoids regrowth).</summary>
+    public void EnsureCapacity(int operations, int edges = 0)
+    {
+        if (operations > _kinds.Length) Grow(operations);
+        if (edges > _preds.Length) Array.Resize(ref _preds, edges);
+    }
+
     /// <summary>A GPU group (deduplicated); members must be distinct valid GPUs.</summary>
     public int Group(ReadOnlySpan<int> gpus)
     {
         if (gpus.Length < 2) throw new DagException($"a group needs at least 2 GPUs, got {gpus.Length}");
-        var sorted = gpus.ToArray();
+        if (_scratch.Length != gpus.Length) _scratch = new int[gpus.Length];
+        var sorted = _scratch;
+        gpus.CopyTo(sorted);
         Array.Sort(sorted);
         for (var i = 0; i < sorted.Length; i++)
         {
             CheckGpu(sorted[i]);
             if (i > 0 && sorted[i] == sorted[i - 1]) throw new DagException($"group lists GPU {sorted[i]} twice");
         }
-        var key = string.Join(',', sorted);
-        if (_groupIndex.TryGetValue(key, out var id)) return id;
-        _groupMembers.Add(sorted);
-        _groupIndex[key] = _groupMembers.Count - 1;
+        if (_groupIndex.TryGetValue(sorted, out var id)) return id;
+        var members = (int[])sorted.Clone();
+        _groupMembers.Add(members);
+        _groupIndex[members] = _groupMembers.Count - 1;
         return _groupMembers.Count - 1;
     }
 
@@ -64,7 +77,7 @@ public sealed class DagBuilder
         if (shape.M <= 0 || shape.K <= 0 || shape.N <= 0 || shape.Batch <= 0)
             throw new DagException(string.Create(CultureInfo.InvariantCulture, $"{kind} on GPU {gpu}: shape must be positive, got b={shape.Batch}, m={shape.M}, k={shape.K}, n={shape.N}"));
         CheckGpu(gpu);
-        return Append(kind, gpu, -1, layer, microbatch, index, shape, 0, deps);
+        return Append(kind, gpu, -1, layer, microbatch, index, new PriceClass(PriceKind.Matmul, CollectivePattern.None, shape, 0, -1), deps);
     }
 
     /// <summary>A memory-bound elementwise operation moving <paramref name="bytes"/> through HBM.</summary>
@@ -72,7 +85,7 @@ public sealed class DagBuilder
     {
         if (bytes < 0) throw new DagException($"elementwise bytes must be >= 0, got {bytes}");
         CheckGpu(gpu);
-        return Append(OpKind.Elementwise, gpu, -1, layer, microbatch, index, default, bytes, deps);
+        return Append(OpKind.Elementwise, gpu, -1, layer, microbatch, index, new PriceClass(PriceKind.Elementwise, CollectivePattern.None, default, bytes, -1), deps);
     }
 
     /// <summary>
@@ -84,24 +97,46 @@ public sealed class DagBuilder
         if (kind.Category() != OpCategory.Communication) throw new DagException($"{kind} is not a communication operation");
         if (group < 0 || group >= _groupMembers.Count) throw new DagException($"group {group} does not exist; create it with Group(...)");
         if (bytesPerGpu < 0) throw new DagException($"{kind}: bytes must be >= 0, got {bytesPerGpu}");
-        return Append(kind, _groupMembers[group][0], group, layer, microbatch, index, default, bytesPerGpu, deps);
+        return Append(kind, _groupMembers[group][0], group, layer, microbatch, index, new PriceClass(PriceKind.Communication, kind.Pattern(), default, bytesPerGpu, group), deps);
     }
 
-    private int Append(OpKind kind, int gpu, int group, int layer, int microbatch, int index, MatmulShape shape, long bytes, ReadOnlySpan<int> deps)
+    private int Append(OpKind kind, int gpu, int group, int layer, int microbatch, int index, PriceClass priceClass, ReadOnlySpan<int> deps)
     {
-        var id = _kinds.Count;
+        var id = _count;
         foreach (var d in deps)
         {
             if (d < 0 || d >= id)
                 throw new DagException(d >= id
                     ? $"operation {id} ({kind}) depends on operation {d}, which does not exist yet: add operations after those they depend on (this also makes cycles impossible)"
                     : $"operation {id} ({kind}) depends on operation {d}: ids are >= 0");
-            _preds.Add(d);
         }
-        _predStart.Add(_preds.Count);
-        _kinds.Add(kind); _phases.Add(Phase); _gpus.Add(gpu); _groups.Add(group); _layers.Add(layer); _microbatches.Add(microbatch); _indices.Add(index);
-        _m.Add(shape.M); _k.Add(shape.K); _n.Add(shape.N); _batch.Add(shape.Batch); _bytes.Add(bytes);
+        if (id == _kinds.Length) Grow(id * 2);
+        if (_edgeCount + deps.Length > _preds.Length) Array.Resize(ref _preds, Math.Max(_preds.Length * 2, _edgeCount + deps.Length));
+        deps.CopyTo(_preds.AsSpan(_edgeCount));
+        _edgeCount += deps.Length;
+        _predStart[id + 1] = _edgeCount;
+        if (!_classIndex.TryGetValue(priceClass, out var cls))
+        {
+            cls = _classTable.Count;
+            _classTable.Add(priceClass);
+            _classIndex.Add(priceClass, cls);
+        }
+        _kinds[id] = kind; _phases[id] = Phase; _gpus[id] = gpu; _groups[id] = group; _layers[id] = layer; _microbatches[id] = microbatch; _indices[id] = index; _classes[id] = cls;
+        _count++;
         return id;
+    }
+
+    private void Grow(int capacity)
+    {
+        Array.Resize(ref _kinds, capacity);
+        Array.Resize(ref _phases, capacity);
+        Array.Resize(ref _gpus, capacity);
+        Array.Resize(ref _groups, capacity);
+        Array.Resize(ref _layers, capacity);
+        Array.Resize(ref _microbatches, capacity);
+        Array.Resize(ref _indices, capacity);
+        Array.Resize(ref _classes, capacity);
+        Array.Resize(ref _predStart, capacity + 1);
     }
 
     private void CheckGpu(int gpu)
@@ -111,9 +146,22 @@ public sealed class DagBuilder
 
     public OperatorDag Build() => new(
         Description, GpuCount, ElementBytes, Dtype, CommunicationOverlapsCompute,
-        _kinds.ToArray(), _phases.ToArray(), _gpus.ToArray(), _groups.ToArray(), _layers.ToArray(), _microbatches.ToArray(), _indices.ToArray(),
-        _m.ToArray(), _k.ToArray(), _n.ToArray(), _batch.ToArray(), _bytes.ToArray(),
-        _predStart.ToArray(), _preds.ToArray(), _groupMembers.ToArray());
+        _kinds[.._count], _phases[.._count], _gpus[.._count], _groups[.._count], _layers[.._count], _microbatches[.._count], _indices[.._count],
+        _classes[.._count], _classTable.ToArray(),
+        _predStart[..(_count + 1)], _preds[.._edgeCount], _groupMembers.ToArray());
+
+    /// <summary>Compares GPU groups by members (sorted), so a group is found without building a string key.</summary>
+    private sealed class MembersComparer : IEqualityComparer<int[]>
+    {
+        public static readonly MembersComparer Instance = new();
+        public bool Equals(int[]? x, int[]? y) => x.AsSpan().SequenceEqual(y);
+        public int GetHashCode(int[] members)
+        {
+            var h = new HashCode();
+            h.AddBytes(System.Runtime.InteropServices.MemoryMarshal.AsBytes(members.AsSpan()));
+            return h.ToHashCode();
+        }
+    }
 }
 
 /// <summary>An operation that cannot be added to a DAG (bad dependency, GPU or size).</summary>

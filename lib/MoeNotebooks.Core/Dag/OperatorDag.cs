@@ -14,7 +14,7 @@ public sealed class OperatorDag
     internal OperatorDag(
         string description, int gpuCount, int elementBytes, string dtype, bool communicationOverlapsCompute,
         OpKind[] kinds, OpPhase[] phases, int[] gpus, int[] groups, int[] layers, int[] microbatches, int[] indices,
-        long[] m, long[] k, long[] n, long[] batch, long[] bytes,
+        int[] classes, PriceClass[] classTable,
         int[] predStart, int[] preds, int[][] groupMembers)
     {
         Description = description;
@@ -23,16 +23,27 @@ public sealed class OperatorDag
         Dtype = dtype;
         CommunicationOverlapsCompute = communicationOverlapsCompute;
         _kinds = kinds; _phases = phases; _gpus = gpus; _groups = groups; _layers = layers; _microbatches = microbatches; _indices = indices;
-        _m = m; _k = k; _n = n; _batch = batch; _bytes = bytes;
+        _classes = classes; _classTable = classTable;
         _predStart = predStart; _preds = preds; _groupMembers = groupMembers;
     }
 
-    private readonly OpKind[] _kinds;
-    private readonly OpPhase[] _phases;
-    private readonly int[] _gpus, _groups, _layers, _microbatches, _indices;
-    private readonly long[] _m, _k, _n, _batch, _bytes;
-    private readonly int[] _predStart, _preds;
-    private readonly int[][] _groupMembers;
+    // Per operation: 2 + 7 x 4 bytes plus 4 per edge. Shapes and byte counts live in a small table of price
+    // classes (identical shape / bytes / group), shared by every operation that has them.
+    internal readonly OpKind[] _kinds;
+    internal readonly OpPhase[] _phases;
+    internal readonly int[] _gpus, _groups, _layers, _microbatches, _indices, _classes;
+    internal readonly PriceClass[] _classTable;
+    internal readonly int[] _predStart, _preds;
+    internal readonly int[][] _groupMembers;
+
+    /// <summary>
+    /// Operations that a cost model must price identically (same kind of pricing, same shape or bytes, same GPU group)
+    /// share a class; <see cref="PriceClassOf"/> gives an operation's class, an index below <see cref="PriceClassCount"/>.
+    /// </summary>
+    public int PriceClassCount => _classTable.Length;
+
+    /// <summary>The price class of an operation (see <see cref="PriceClassCount"/>).</summary>
+    public int PriceClassOf(int op) => _classes[op];
 
     /// <summary>Which derivation and strategy built this DAG.</summary>
     public string Description { get; }
@@ -68,10 +79,11 @@ public sealed class OperatorDag
     /// <summary>Head or expert index within the layer, or -1.</summary>
     public int Index(int op) => _indices[op];
 
-    public MatmulShape Shape(int op) => new(_m[op], _k[op], _n[op], _batch[op]);
+    /// <summary>The matmul shape; <c>default</c> for an operation that is not matmul-shaped.</summary>
+    public MatmulShape Shape(int op) => _classTable[_classes[op]].Shape;
 
     /// <summary>Bytes moved: payload per GPU for communication, read+write for elementwise, operands for matmuls.</summary>
-    public double Bytes(int op) => _kinds[op].IsMatmulShaped() ? Shape(op).Elements * ElementBytes : _bytes[op];
+    public double Bytes(int op) => _kinds[op].IsMatmulShaped() ? Shape(op).Elements * ElementBytes : _classTable[_classes[op]].Bytes;
 
     public double Flops(int op) => _kinds[op].IsMatmulShaped() ? Shape(op).Flops : 0;
 
@@ -110,3 +122,9 @@ public sealed class OperatorDag
 
     public override string ToString() => $"{Description}: {Count} operations, {EdgeCount} edges on {GpuCount} GPUs";
 }
+
+/// <summary>What a cost model needs to price an operation; operations with equal classes get equal durations.</summary>
+internal readonly record struct PriceClass(PriceKind Kind, CollectivePattern Pattern, MatmulShape Shape, long Bytes, int Group);
+
+/// <summary>How an operation is priced: a matmul-shaped kernel, memory-bound bytes, or a collective.</summary>
+internal enum PriceKind : byte { Matmul, Elementwise, Communication }

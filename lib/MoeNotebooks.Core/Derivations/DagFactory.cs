@@ -1,3 +1,4 @@
+using System.Globalization;
 using MoeNotebooks.Config;
 using MoeNotebooks.Dag;
 
@@ -6,17 +7,43 @@ namespace MoeNotebooks.Derivations;
 /// <summary>Builds the operator DAG of a model under a strategy with the strategy's derivation.</summary>
 public static class DagFactory
 {
+    /// <summary>
+    /// Largest DAG built (operations). About 60 bytes per operation plus edges: 50 million operations is a few GB and
+    /// tens of seconds. A bigger configuration is rejected up front rather than left to run for minutes.
+    /// </summary>
+    public const long MaxOperations = 50_000_000;
+
     /// <summary>Builds the DAG; the GPU count is the strategy's (EP x TP x PP x DP).</summary>
     public static OperatorDag BuildDag(this StrategySpec strategy, ModelSpec model)
     {
         strategy.CheckFits(model, strategy.GpuCount);
         if (strategy.Derivation == Derivation.Seed && model.Experts % strategy.EP != 0)
-            throw new ConfigException("model.experts", model.Experts.ToString(System.Globalization.CultureInfo.InvariantCulture),
+            throw new ConfigException("model.experts", model.Experts.ToString(CultureInfo.InvariantCulture),
                 $"must be divisible by strategy.ep = {strategy.EP}");
+        var estimate = EstimateOperations(model, strategy);
+        if (estimate > MaxOperations)
+            throw new ConfigException("strategy", strategy.ToString(),
+                string.Create(CultureInfo.InvariantCulture,
+                    $"would build about {estimate:E2} operations ({model.Layers} layers x {strategy.GpuCount} GPUs x {strategy.Microbatches} microbatches); the limit is {MaxOperations:E0}: use fewer GPUs, layers or microbatches"));
         return strategy.Derivation switch
         {
             Derivation.Seed => SeedDerivation.Build(model, strategy),
             _ => CorrectedDerivation.Build(model, strategy),
         };
+    }
+
+    /// <summary>
+    /// An upper estimate of the operations the derivation builds: per GPU and layer, the projections, norms,
+    /// collectives, two products per local head and per local expert; times microbatches; times four for a
+    /// training step with recomputation (forward, recompute, dX, dW).
+    /// </summary>
+    public static double EstimateOperations(ModelSpec model, StrategySpec st)
+    {
+        double heads = Math.Max(1, model.AttentionHeads / st.TP);
+        double experts = model.IsDense ? 2 : Math.Max(1, model.Experts / Math.Max(1, st.EP)) * Math.Max(1, st.AllToAllChunks);
+        var perLayerPerGpu = 16 + 2 * heads + 2 * experts + 4 * st.AllToAllChunks;
+        var passes = st.Mode == WorkloadMode.Training ? (st.Recompute ? 4.0 : 3.0) : 1.0;
+        var layerInstances = (double)model.Layers / st.PP * st.GpuCount * st.Microbatches;
+        return layerInstances * perLayerPerGpu * passes;
     }
 }

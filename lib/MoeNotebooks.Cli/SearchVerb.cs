@@ -1,0 +1,44 @@
+using System.Globalization;
+using MoeNotebooks.Analysis;
+using MoeNotebooks.Config;
+
+namespace MoeNotebooks.Cli;
+
+/// <summary><c>moe search SCENARIO.json --gpus N [--top 5] [--microbatches 1,2,4]</c>: the fastest strategies and why.</summary>
+public static class SearchVerb
+{
+    public static int Run(Options options, TextWriter stdout, TextWriter stderr)
+    {
+        var path = options.Positional(0, "SCENARIO.json");
+        var gpusText = options.Option("--gpus", "");
+        var top = SweepVerb.ParseInt("--top", options.Option("--top", "5"), 1);
+        var mbText = options.Option("--microbatches", "");
+        options.Finish();
+        var scenario = Scenario.Load(path);
+        var gpus = gpusText == "" ? scenario.Hardware.GpuCount : SweepVerb.ParseInt("--gpus", gpusText, 1);
+        IReadOnlyList<int>? microbatches = mbText == "" ? null
+            : mbText.Split(',').Select(t => SweepVerb.ParseInt("--microbatches", t.Trim(), 1)).ToArray();
+        var bar = new ProgressBar(stderr);
+        var result = StrategySearch.Run(scenario, gpus, new SearchOptions(top, microbatches), bar);
+        bar.Finish();
+        var c = CultureInfo.InvariantCulture;
+        stdout.WriteLine(string.Create(c, $"{scenario.Name} on {gpus} x {scenario.Hardware.Gpu.Name}: {result.Considered:N0} strategies, {result.Evaluated:N0} evaluated, {result.Rejected:N0} rejected, {result.Elapsed.TotalSeconds:F2} s"));
+        stdout.WriteLine();
+        stdout.WriteLine("rank  strategy                                                  total s    matmul  attention  elementwise  communication    idle   (mean s per GPU)");
+        var rank = 0;
+        foreach (var b in result.Best)
+        {
+            var d = b.BreakdownSeconds;
+            stdout.WriteLine(string.Create(c,
+                $"{++rank,4}  {b.Strategy,-55} {b.TotalSeconds,10:G5} {d["matmul"],9:G4} {d["attention"],10:G4} {d["elementwise"],12:G4} {d["communication"],14:G4} {d["idle"],7:G4}"));
+        }
+        if (result.RejectedByReason.Count > 0)
+        {
+            stdout.WriteLine();
+            stdout.WriteLine("rejected");
+            foreach (var (reason, count) in result.RejectedByReason)
+                stdout.WriteLine(string.Create(c, $"  {count,6:N0}  {reason}"));
+        }
+        return 0;
+    }
+}

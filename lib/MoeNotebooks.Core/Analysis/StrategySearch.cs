@@ -1,0 +1,151 @@
+using System.Collections.Concurrent;
+using System.Diagnostics;
+using MoeNotebooks.Config;
+using MoeNotebooks.Dag;
+
+namespace MoeNotebooks.Analysis;
+
+/// <summary>
+/// How a search runs. <paramref name="Microbatches"/>: the microbatch counts tried (default: 1, and with PP &gt; 1 the powers
+/// of two up to 4 x PP). <paramref name="SkipMemoryInfeasible"/>: reject candidates whose <see cref="MemoryModel"/> verdict
+/// is "does not fit". <paramref name="InfeasibleReason"/>: an extra verdict on a valid candidate, null when feasible;
+/// rejected candidates are counted under their reason, not evaluated.
+/// </summary>
+public sealed record SearchOptions(
+    int Top = 5,
+    IReadOnlyList<int>? Microbatches = null,
+    Func<Scenario, string?>? InfeasibleReason = null,
+    int MaxDegreeOfParallelism = 0,
+    bool SkipMemoryInfeasible = true)
+{
+    public static SearchOptions Default { get; } = new();
+}
+
+/// <summary>One evaluated strategy with its total and the breakdowns of <see cref="CriticalPathResult"/>.</summary>
+public sealed record SearchCandidate(
+    StrategySpec Strategy,
+    double TotalSeconds,
+    int Operations,
+    IReadOnlyDictionary<string, double> BreakdownSeconds,
+    IReadOnlyDictionary<string, double> CriticalPathSecondsByCategory);
+
+/// <summary>What a search found: the best candidates (fastest first), how many were tried, valid, and invalid by reason.</summary>
+public sealed record SearchResult(
+    Scenario Base,
+    int Gpus,
+    long Considered,
+    long Evaluated,
+    IReadOnlyList<SearchCandidate> Best,
+    IReadOnlyDictionary<string, long> RejectedByReason,
+    TimeSpan Elapsed)
+{
+    public long Rejected => RejectedByReason.Values.Sum();
+}
+
+/// <summary>
+/// Finds the fastest ways to split a scenario's model over a number of GPUs: every EP x TP x PP x DP whose product is
+/// the GPU count, times the microbatch counts, with the corrected derivation on the scenario's hardware (resized to
+/// that many GPUs) and cost model; the rest of the scenario's strategy (mode, pipeline schedule, recompute, ZeRO, ...)
+/// is kept. Candidates that do not fit (divisibility, layers per stage, ...), that do not fit in memory
+/// (<see cref="MemoryModel"/>) or that the optional <see cref="SearchOptions.InfeasibleReason"/> rejects are counted by reason.
+/// </summary>
+public static class StrategySearch
+{
+    /// <summary>Every (EP, TP, PP, DP) with EP x TP x PP x DP = <paramref name="gpus"/>, in lexicographic order.</summary>
+    public static IEnumerable<(int EP, int TP, int PP, int DP)> Factorizations(int gpus)
+    {
+        if (gpus <= 0) throw new ConfigException("gpus", gpus.ToString(System.Globalization.CultureInfo.InvariantCulture), "must be a positive integer (>= 1)");
+        var divisors = Enumerable.Range(1, gpus).Where(d => gpus % d == 0).ToArray();
+        foreach (var ep in divisors)
+            foreach (var tp in divisors.Where(d => (gpus / ep) % d == 0))
+                foreach (var pp in divisors.Where(d => (gpus / ep / tp) % d == 0))
+                    yield return (ep, tp, pp, gpus / ep / tp / pp);
+    }
+
+    /// <summary>
+    /// The candidate strategies, in a fixed order (factorization, then microbatches ascending), each a copy of
+    /// <paramref name="template"/> (default: a corrected forward pass) with the sizes replaced.
+    /// </summary>
+    public static IReadOnlyList<StrategySpec> Candidates(int gpus, IReadOnlyList<int>? microbatches = null, StrategySpec? template = null)
+    {
+        template ??= new StrategySpec(1, 1, 1, 1);
+        var list = new List<StrategySpec>();
+        foreach (var (ep, tp, pp, dp) in Factorizations(gpus))
+        {
+            var mbs = microbatches ?? DefaultMicrobatches(pp);
+            foreach (var mb in mbs.Distinct().Order())
+                list.Add(template with { EP = ep, TP = tp, PP = pp, DP = dp, Derivation = Derivation.Corrected, Microbatches = mb });
+        }
+        return list;
+    }
+
+    /// <summary>1, and for a pipeline the powers of two up to 4 x PP (more microbatches shrink the pipeline bubble).</summary>
+    public static IReadOnlyList<int> DefaultMicrobatches(int pp)
+    {
+        var list = new List<int> { 1 };
+        if (pp > 1) for (var mb = 2; mb <= 4 * pp; mb *= 2) list.Add(mb);
+        return list;
+    }
+
+    public static SearchResult Run(Scenario scenario, int gpus, SearchOptions? options = null, IProgress<SweepProgress>? progress = null, CancellationToken cancellation = default)
+    {
+        options ??= SearchOptions.Default;
+        if (options.Top <= 0) throw new ConfigException("top", options.Top.ToString(System.Globalization.CultureInfo.InvariantCulture), "must be a positive integer (>= 1)");
+        if (options.Microbatches is { } mbs)
+            foreach (var mb in mbs) Validate.Positive("microbatches", mb);
+        var clock = Stopwatch.StartNew();
+        var hardware = scenario.Hardware.WithGpus(gpus);
+        var candidates = Candidates(gpus, options.Microbatches, scenario.Strategy);
+        var totals = new double[candidates.Count];
+        var reasons = new string?[candidates.Count];
+        var operations = new int[candidates.Count];
+        long done = 0, rejected = 0;
+        var parallel = new ParallelOptions
+        {
+            MaxDegreeOfParallelism = options.MaxDegreeOfParallelism > 0 ? options.MaxDegreeOfParallelism : Environment.ProcessorCount,
+            CancellationToken = cancellation,
+        };
+        var workspaces = new ConcurrentBag<ScheduleWorkspace>();
+        Parallel.For(0, candidates.Count, parallel, () => workspaces.TryTake(out var w) ? w : new ScheduleWorkspace(), (i, _, workspace) =>
+        {
+            var candidate = scenario with { Hardware = hardware, Strategy = candidates[i] };
+            try
+            {
+                candidate.Validated();
+                if (options.SkipMemoryInfeasible && !MemoryModel.Estimate(candidate.Model, candidate.Strategy, candidate.Hardware).Feasible)
+                    reasons[i] = $"memory: does not fit in {candidate.Hardware.Gpu.HbmCapacityBytes / 1e9:F0} GB per GPU (MemoryModel)";
+                reasons[i] ??= options.InfeasibleReason?.Invoke(candidate);
+                if (reasons[i] is null)
+                {
+                    var e = QuickEvaluation.Run(candidate, null, workspace, breakdown: false);
+                    totals[i] = e.TotalSeconds;
+                    operations[i] = e.Dag.Count;
+                }
+            }
+            catch (ConfigException e) { reasons[i] = QuickEvaluation.Reason(e); }
+            catch (DagException e) { reasons[i] = e.Message; }
+            if (reasons[i] is not null) Interlocked.Increment(ref rejected);
+            var d = Interlocked.Increment(ref done);
+            if (progress is not null && (d % 16 == 0 || d == candidates.Count))
+                progress.Report(new SweepProgress(d, candidates.Count, Interlocked.Read(ref rejected), clock.Elapsed));
+            return workspace;
+        }, workspaces.Add);
+
+        var byReason = new SortedDictionary<string, long>(StringComparer.Ordinal);
+        foreach (var r in reasons) if (r is not null) byReason[r] = byReason.GetValueOrDefault(r) + 1;
+        // Fastest first; ties keep candidate order, so the result does not depend on threads.
+        var best = Enumerable.Range(0, candidates.Count)
+            .Where(i => reasons[i] is null)
+            .OrderBy(i => totals[i]).ThenBy(i => i)
+            .Take(options.Top)
+            .Select(i =>
+            {
+                var s = scenario with { Hardware = hardware, Strategy = candidates[i] };
+                var result = s.BuildDag().CriticalPath(s.CreateCostModel());
+                return new SearchCandidate(candidates[i], result.TotalSeconds, operations[i], result.BreakdownSeconds, result.CriticalPathSecondsByCategory);
+            })
+            .ToArray();
+        var evaluated = reasons.LongCount(r => r is null);
+        return new SearchResult(scenario, gpus, candidates.Count, evaluated, best, byReason, clock.Elapsed);
+    }
+}

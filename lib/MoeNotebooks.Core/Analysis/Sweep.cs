@@ -1,0 +1,416 @@
+using System.Collections.Concurrent;
+using System.Diagnostics;
+using System.Globalization;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using MoeNotebooks.Config;
+using MoeNotebooks.Dag;
+using MoeNotebooks.Derivations;
+
+namespace MoeNotebooks.Analysis;
+
+/// <summary>One swept field and the values it takes, in file order; each value is kept as its JSON text.</summary>
+public sealed record SweepAxis(string Field, IReadOnlyList<string> Values)
+{
+    /// <summary>The values as shown in rows and CSV: a JSON string without its quotes, anything else as written.</summary>
+    public IReadOnlyList<string> Labels { get; } = Values.Select(Label).ToArray();
+
+    private static string Label(string json)
+    {
+        using var doc = JsonDocument.Parse(json);
+        return doc.RootElement.ValueKind == JsonValueKind.String ? doc.RootElement.GetString()! : json;
+    }
+}
+
+/// <summary>Random sampling of the grid: <paramref name="Count"/> points, each axis drawn uniformly, from a seeded generator.</summary>
+public sealed record SweepRandom(int Count, int Seed);
+
+/// <summary>How a sweep runs. <paramref name="Breakdown"/> adds per-category mean GPU seconds to every row (costs a second pass over the schedule).</summary>
+public sealed record SweepOptions(int MaxDegreeOfParallelism = 0, int BatchSize = 4096, bool Breakdown = true)
+{
+    public static SweepOptions Default { get; } = new();
+    internal int Threads => MaxDegreeOfParallelism > 0 ? MaxDegreeOfParallelism : Environment.ProcessorCount;
+}
+
+/// <summary>Where a running sweep is: points done out of the total, how many were invalid, time so far.</summary>
+public sealed record SweepProgress(long Done, long Total, long Invalid, TimeSpan Elapsed)
+{
+    public double Fraction => Total == 0 ? 1 : (double)Done / Total;
+}
+
+/// <summary>
+/// One evaluated point. <see cref="Values"/> are the swept fields' values (<see cref="SweepAxis.Labels"/>, axis order). An invalid point has
+/// <see cref="Valid"/> false, its <see cref="Reason"/> (field and requirement) and NaN times.
+/// </summary>
+public sealed record SweepRow(
+    long Index,
+    IReadOnlyList<string> Values,
+    bool Valid,
+    string? Reason,
+    int Gpus,
+    int Operations,
+    double TotalSeconds,
+    double MatmulSeconds,
+    double AttentionSeconds,
+    double ElementwiseSeconds,
+    double CommunicationSeconds,
+    double IdleSeconds);
+
+/// <summary>Counts after a sweep: points, valid and invalid ones, invalid ones by reason, the fastest valid point.</summary>
+public sealed record SweepSummary(long Total, long Valid, long Invalid, IReadOnlyDictionary<string, long> InvalidByReason, SweepRow? Fastest, TimeSpan Elapsed);
+
+/// <summary>
+/// A grid or random sweep over a base scenario's model, hardware, strategy and cost-model fields, read from JSON:
+/// <code>
+/// { "base": "data/scenarios/ep16.json" | { ...scenario... },
+///   "grid": { "model.sequenceLength": [4096, 10000], "strategy.ep": [8, 16], "hardware.preset": ["H100-SXM", "H200"] },
+///   "random": { "count": 1000, "seed": 1 } }
+/// </code>
+/// Without <c>random</c> every combination is evaluated (the last axis varies fastest); with it, <c>count</c> points are
+/// drawn. A point is the base scenario with the values set and is validated exactly as a scenario file is; one that
+/// does not fit is counted with its reason, not thrown. Points are evaluated in parallel and come out in index order,
+/// so the output does not depend on the number of threads.
+/// </summary>
+public sealed class Sweep
+{
+    private readonly JsonObject _base;
+
+    private Sweep(JsonObject baseScenario, IReadOnlyList<SweepAxis> axes, SweepRandom? random, string? source)
+    {
+        _base = baseScenario;
+        Axes = axes;
+        Random = random;
+        Source = source;
+        GridSize = 1;
+        foreach (var a in axes) GridSize = Validate.Product("grid (number of combinations)", GridSize, a.Values.Count);
+        Count = random?.Count ?? GridSize;
+    }
+
+    public IReadOnlyList<SweepAxis> Axes { get; }
+    public SweepRandom? Random { get; }
+    public string? Source { get; }
+
+    /// <summary>Combinations in the full grid.</summary>
+    public long GridSize { get; }
+
+    /// <summary>Points this sweep evaluates: the grid size, or the random count.</summary>
+    public long Count { get; }
+
+    /// <summary>The base scenario (as JSON text) that every point starts from.</summary>
+    public string BaseJson => _base.ToJsonString();
+
+    public static Sweep Load(string path)
+    {
+        if (!File.Exists(path)) throw new ConfigException("sweep", $"\"{path}\"", "file not found");
+        return Parse(File.ReadAllText(path), path, Path.GetDirectoryName(Path.GetFullPath(path)));
+    }
+
+    /// <summary>
+    /// Reads a sweep description. A <c>base</c> path is looked up relative to <paramref name="baseDirectory"/> (the grid
+    /// file's folder) first, then the current directory.
+    /// </summary>
+    public static Sweep Parse(string json, string? source = null, string? baseDirectory = null)
+    {
+        using var doc = JsonObjectReader.Parse(json, source);
+        var r = new JsonObjectReader(doc.RootElement, "", source);
+        var baseElement = r.Element("base") ?? throw new ConfigException("base", null, "is required: a scenario file path or an inline scenario object", source);
+        JsonObject baseNode;
+        if (baseElement.ValueKind == JsonValueKind.String)
+        {
+            var path = baseElement.GetString()!;
+            var candidates = new[] { baseDirectory is null ? null : Path.Combine(baseDirectory, path), path };
+            var found = candidates.FirstOrDefault(p => p is not null && File.Exists(p))
+                ?? throw new ConfigException("base", $"\"{path}\"", $"file not found (looked in {baseDirectory ?? "."} and the current directory)", source);
+            Scenario.Load(found); // the base itself must be valid
+            baseNode = ParseObject(File.ReadAllText(found), found);
+        }
+        else if (baseElement.ValueKind == JsonValueKind.Object)
+        {
+            Scenario.Parse(baseElement.GetRawText(), source is null ? "base" : $"{source}: base");
+            baseNode = ParseObject(baseElement.GetRawText(), source);
+        }
+        else throw new ConfigException("base", JsonObjectReader.Raw(baseElement), "must be a scenario file path (string) or an inline scenario object", source);
+
+        var axes = new List<SweepAxis>();
+        if (r.Element("grid") is { } grid)
+        {
+            var g = new JsonObjectReader(grid, "grid", source);
+            foreach (var p in grid.EnumerateObject())
+            {
+                g.Has(p.Name);
+                var field = g.Child(p.Name);
+                if (p.Value.ValueKind != JsonValueKind.Array || p.Value.GetArrayLength() == 0)
+                    throw new ConfigException(field, JsonObjectReader.Raw(p.Value), "must be a non-empty array of values", source);
+                if (axes.Any(a => a.Field == p.Name))
+                    throw new ConfigException(field, null, "is listed twice", source);
+                var values = p.Value.EnumerateArray().Select(v => v.GetRawText()).ToArray();
+                CheckField(baseNode, p.Name, values[0], field, source);
+                axes.Add(new SweepAxis(p.Name, values));
+            }
+            g.Finish();
+        }
+        SweepRandom? random = null;
+        if (r.Has("random"))
+        {
+            var rr = r.Object("random");
+            random = new SweepRandom(rr.Int("count"), rr.OptionalInt("seed") ?? 0);
+            rr.Finish();
+            Validate.Positive("random.count", random.Count);
+        }
+        r.OptionalString("description");
+        r.Finish();
+        return new Sweep(baseNode, axes, random, source);
+    }
+
+    private static JsonObject ParseObject(string json, string? source) =>
+        JsonNode.Parse(json, documentOptions: new JsonDocumentOptions { CommentHandling = JsonCommentHandling.Skip, AllowTrailingCommas = true }) as JsonObject
+        ?? throw new ConfigException("base", null, "must be a JSON object", source);
+
+    /// <summary>A grid key must name a scenario field: set it on the base and let the scenario reader judge the key.</summary>
+    private static void CheckField(JsonObject baseNode, string key, string value, string field, string? source)
+    {
+        var parts = key.Split('.');
+        if (parts.Any(string.IsNullOrEmpty))
+            throw new ConfigException(field, null, "must be a dotted scenario field such as \"strategy.ep\" or \"model.sequenceLength\"", source);
+        try { Scenario.Parse(Apply(baseNode, [key], [value]).ToJsonString()); }
+        catch (ConfigException e) when (e.Requirement.StartsWith("is not a known key", StringComparison.Ordinal) && (key == e.Field || key.StartsWith(e.Field + ".", StringComparison.Ordinal)))
+        {
+            throw new ConfigException(field, null, $"is not a scenario field: {e.Field} {e.Requirement}", source);
+        }
+        catch (ConfigException e) when (e.Requirement.StartsWith("must be a JSON object", StringComparison.Ordinal) && key.StartsWith(e.Field + ".", StringComparison.Ordinal))
+        {
+            throw new ConfigException(field, null, $"is not a scenario field: {e.Field} is not an object", source);
+        }
+        catch (ConfigException) { /* another problem with this value: judged per point */ }
+        catch (DagException) { }
+    }
+
+    /// <summary>The base with the given fields set. Setting <c>hardware.preset</c> replaces an inline hardware description.</summary>
+    private static JsonObject Apply(JsonObject baseNode, IReadOnlyList<string> fields, IReadOnlyList<string> values)
+    {
+        var node = (JsonObject)baseNode.DeepClone();
+        for (var i = 0; i < fields.Count; i++)
+        {
+            var parts = fields[i].Split('.');
+            var obj = node;
+            for (var j = 0; j < parts.Length - 1; j++)
+            {
+                if (obj[parts[j]] is JsonObject child) { obj = child; continue; }
+                var created = new JsonObject();
+                obj[parts[j]] = created;
+                obj = created;
+            }
+            if (fields[i] == "hardware.preset")
+                foreach (var k in obj.Select(p => p.Key).Where(k => k is not ("gpus" or "gpusPerNode")).ToArray()) obj.Remove(k);
+            obj[parts[^1]] = JsonNode.Parse(values[i]);
+        }
+        return node;
+    }
+
+    /// <summary>Which value of each axis point <paramref name="index"/> takes (grid: mixed radix, last axis fastest).</summary>
+    private int[] GridChoice(long index)
+    {
+        var choice = new int[Axes.Count];
+        for (var a = Axes.Count - 1; a >= 0; a--)
+        {
+            var n = Axes[a].Values.Count;
+            choice[a] = (int)(index % n);
+            index /= n;
+        }
+        return choice;
+    }
+
+    /// <summary>The scenario at a point; throws <see cref="ConfigException"/> when the combination is invalid.</summary>
+    public Scenario ScenarioAt(long index)
+    {
+        if (index < 0 || index >= Count) throw new ArgumentOutOfRangeException(nameof(index), index, $"a point index lies in 0..{Count - 1}");
+        if (Random is null) return ScenarioFor(GridChoice(index), index);
+        var rng = new Random(Random.Seed);
+        int[] choice = [];
+        for (long i = 0; i <= index; i++)
+        {
+            choice = new int[Axes.Count];
+            for (var a = 0; a < choice.Length; a++) choice[a] = rng.Next(Axes[a].Values.Count);
+        }
+        return ScenarioFor(choice, index);
+    }
+
+    private Scenario ScenarioFor(int[] choice, long index)
+    {
+        var values = new string[Axes.Count];
+        for (var a = 0; a < values.Length; a++) values[a] = Axes[a].Values[choice[a]];
+        var node = Apply(_base, Axes.Select(a => a.Field).ToArray(), values);
+        var scenario = Scenario.Parse(node.ToJsonString());
+        return scenario with { Name = string.Create(CultureInfo.InvariantCulture, $"{scenario.Name}#{index}") };
+    }
+
+    /// <summary>Evaluates every point, calling <paramref name="onRow"/> in index order (on the calling thread).</summary>
+    public SweepSummary Run(Action<SweepRow> onRow, SweepOptions? options = null, IProgress<SweepProgress>? progress = null, CancellationToken cancellation = default)
+    {
+        var clock = Stopwatch.StartNew();
+        long valid = 0, invalid = 0, done = 0;
+        var reasons = new SortedDictionary<string, long>(StringComparer.Ordinal);
+        SweepRow? fastest = null;
+        foreach (var rows in Batches(options ?? SweepOptions.Default, cancellation))
+        {
+            foreach (var row in rows)
+            {
+                if (row.Valid)
+                {
+                    valid++;
+                    if (fastest is null || row.TotalSeconds < fastest.TotalSeconds) fastest = row;
+                }
+                else
+                {
+                    invalid++;
+                    reasons[row.Reason!] = reasons.GetValueOrDefault(row.Reason!) + 1;
+                }
+                onRow(row);
+            }
+            done += rows.Length;
+            progress?.Report(new SweepProgress(done, Count, invalid, clock.Elapsed));
+        }
+        return new SweepSummary(Count, valid, invalid, reasons, fastest, clock.Elapsed);
+    }
+
+    /// <summary>Every row in index order, evaluated in parallel batches as the enumeration proceeds (no DataFrame needed).</summary>
+    public IEnumerable<SweepRow> Rows(SweepOptions? options = null, CancellationToken cancellation = default)
+    {
+        foreach (var rows in Batches(options ?? SweepOptions.Default, cancellation))
+            foreach (var row in rows) yield return row;
+    }
+
+    /// <summary>Batches of rows in index order; each batch is evaluated in parallel, choices are drawn sequentially.</summary>
+    private IEnumerable<SweepRow[]> Batches(SweepOptions options, CancellationToken cancellation)
+    {
+        var batch = Math.Max(1, options.BatchSize);
+        var rng = Random is null ? null : new Random(Random.Seed);
+        var parallel = new ParallelOptions { MaxDegreeOfParallelism = options.Threads, CancellationToken = cancellation };
+        var workers = new ConcurrentBag<Worker>();
+        for (long from = 0; from < Count; from += batch)
+        {
+            var to = Math.Min(Count, from + batch);
+            var choices = new int[to - from][];
+            for (var i = 0; i < choices.Length; i++)
+            {
+                if (rng is null) { choices[i] = GridChoice(from + i); continue; }
+                var choice = new int[Axes.Count];
+                for (var a = 0; a < choice.Length; a++) choice[a] = rng.Next(Axes[a].Values.Count);
+                choices[i] = choice;
+            }
+            var rows = new SweepRow[choices.Length];
+            var scenarios = new Scenario?[choices.Length];
+            var start = from;
+            // 1. Read every point's scenario (invalid ones become rows here).
+            Parallel.For(0, choices.Length, parallel, i =>
+            {
+                try { scenarios[i] = ScenarioFor(choices[i], start + i); }
+                catch (ConfigException e) { rows[i] = Invalid(start + i, LabelsOf(choices[i]), QuickEvaluation.Reason(e)); }
+                catch (DagException e) { rows[i] = Invalid(start + i, LabelsOf(choices[i]), e.Message); }
+            });
+            // 2. Evaluate points that share model and strategy (hence the DAG) one after another on one worker.
+            //    Only the evaluation order changes: rows keep their index, so the output does not.
+            var groups = new Dictionary<(ModelSpec, StrategySpec), int>();
+            var order = new List<(int Group, int Index)>(choices.Length);
+            for (var i = 0; i < choices.Length; i++)
+            {
+                if (scenarios[i] is not { } sc) continue;
+                if (!groups.TryGetValue((sc.Model, sc.Strategy), out var gid)) groups[(sc.Model, sc.Strategy)] = gid = groups.Count;
+                order.Add((gid, i));
+            }
+            order.Sort();
+            var chunk = Math.Max(1, order.Count / (options.Threads * 4));
+            if (order.Count > 0)
+                Parallel.ForEach(Partitioner.Create(0, order.Count, chunk), parallel, () => workers.TryTake(out var w) ? w : new Worker(),
+                    (range, _, worker) =>
+                    {
+                        for (var k = range.Item1; k < range.Item2; k++)
+                        {
+                            var i = order[k].Index;
+                            rows[i] = Evaluate(start + i, choices[i], scenarios[i]!, worker, options.Breakdown);
+                        }
+                        return worker;
+                    },
+                    workers.Add);
+            yield return rows;
+        }
+    }
+
+    /// <summary>Streams rows as CSV (invariant culture, round-trip doubles): header, then one line per point in index order.</summary>
+    public SweepSummary WriteCsv(TextWriter writer, SweepOptions? options = null, IProgress<SweepProgress>? progress = null, CancellationToken cancellation = default)
+    {
+        writer.WriteLine(string.Join(',', CsvHeader().Select(Csv)));
+        return Run(row => writer.WriteLine(string.Join(',', CsvFields(row).Select(Csv))), options, progress, cancellation);
+    }
+
+    public IReadOnlyList<string> CsvHeader() =>
+        ["index", .. Axes.Select(a => a.Field), "valid", "reason", "gpus", "operations", "total_seconds",
+         "matmul_seconds", "attention_seconds", "elementwise_seconds", "communication_seconds", "idle_seconds"];
+
+    public static IReadOnlyList<string> CsvFields(SweepRow row)
+    {
+        static string D(double v) => double.IsNaN(v) ? "" : v.ToString("R", CultureInfo.InvariantCulture);
+        return [row.Index.ToString(CultureInfo.InvariantCulture), .. row.Values, row.Valid ? "true" : "false", row.Reason ?? "",
+            row.Gpus.ToString(CultureInfo.InvariantCulture), row.Operations.ToString(CultureInfo.InvariantCulture), D(row.TotalSeconds),
+            D(row.MatmulSeconds), D(row.AttentionSeconds), D(row.ElementwiseSeconds), D(row.CommunicationSeconds), D(row.IdleSeconds)];
+    }
+
+    private static string Csv(string field) =>
+        field.AsSpan().IndexOfAny(",\"\n\r") < 0 ? field : "\"" + field.Replace("\"", "\"\"", StringComparison.Ordinal) + "\"";
+
+    /// <summary>Per-thread state: the last DAG built (reused when model and strategy repeat) and schedule buffers.</summary>
+    private sealed class Worker
+    {
+        public ModelSpec? Model;
+        public StrategySpec? Strategy;
+        public OperatorDag? Dag;
+        public readonly ScheduleWorkspace Workspace = new();
+    }
+
+    private string[] LabelsOf(int[] choice)
+    {
+        var values = new string[Axes.Count];
+        for (var a = 0; a < values.Length; a++) values[a] = Axes[a].Labels[choice[a]];
+        return values;
+    }
+
+    private SweepRow Evaluate(long index, int[] choice, Scenario scenario, Worker worker, bool breakdown)
+    {
+        var values = LabelsOf(choice);
+        try
+        {
+            var e = QuickEvaluation.Run(scenario, worker.Model == scenario.Model && worker.Strategy == scenario.Strategy ? worker.Dag : null, worker.Workspace, breakdown);
+            (worker.Model, worker.Strategy, worker.Dag) = (scenario.Model, scenario.Strategy, e.Dag);
+            return new SweepRow(index, values, true, null, scenario.Hardware.GpuCount, e.Dag.Count, e.TotalSeconds,
+                e.Breakdown?["matmul"] ?? double.NaN, e.Breakdown?["attention"] ?? double.NaN, e.Breakdown?["elementwise"] ?? double.NaN,
+                e.Breakdown?["communication"] ?? double.NaN, e.Breakdown?["idle"] ?? double.NaN);
+        }
+        catch (ConfigException e) { return Invalid(index, values, QuickEvaluation.Reason(e)); }
+        catch (DagException e) { return Invalid(index, values, e.Message); }
+    }
+
+    private static SweepRow Invalid(long index, string[] values, string reason) =>
+        new(index, values, false, reason, 0, 0, double.NaN, double.NaN, double.NaN, double.NaN, double.NaN, double.NaN);
+}
+
+/// <summary>The total (and optionally the breakdown) of a valid scenario without the formula or named critical path.</summary>
+internal static class QuickEvaluation
+{
+    public readonly record struct Outcome(OperatorDag Dag, double TotalSeconds, IReadOnlyDictionary<string, double>? Breakdown);
+
+    /// <summary>
+    /// <paramref name="scenario"/> must be validated; <paramref name="dag"/>, when given, must be its DAG: a DAG depends on
+    /// the model and the strategy only (<see cref="Scenario.BuildDag"/>), so sweeps reuse it while those repeat.
+    /// </summary>
+    public static Outcome Run(Scenario scenario, OperatorDag? dag, ScheduleWorkspace workspace, bool breakdown)
+    {
+        dag ??= scenario.BuildDag();
+        var cost = scenario.CreateCostModel();
+        if (!breakdown) return new(dag, dag.TotalSeconds(cost, workspace), null);
+        var result = dag.CriticalPath(cost);
+        return new(dag, result.TotalSeconds, result.BreakdownSeconds);
+    }
+
+    /// <summary>A reason that groups alike failures: the field and the requirement, without the file or the value.</summary>
+    public static string Reason(ConfigException e) => $"{e.Field}: {e.Requirement}";
+}

@@ -1,0 +1,49 @@
+using System.Diagnostics;
+using System.Globalization;
+using MoeNotebooks.Analysis;
+using MoeNotebooks.Config;
+using MoeNotebooks.Costs;
+
+namespace MoeNotebooks.Benchmarks;
+
+/// <summary>
+/// <c>-- --probe</c>: a rough Stopwatch pass over the same workloads (seconds, not minutes) for quick iteration.
+/// The numbers to report are BenchmarkDotNet's; this is a smoke check.
+/// </summary>
+public static class Probe
+{
+    public static void Run(TextWriter w)
+    {
+        foreach (var name in Workloads.FoundingScenarios)
+        {
+            var s = Workloads.Founding(name);
+            Time(w, $"{name} build+price+schedule", 2000, () => s.BuildDag().CriticalPath(s.CreateCostModel()).TotalSeconds);
+            var dag = s.BuildDag();
+            var cost = s.CreateCostModel();
+            Time(w, $"{name} price+schedule", 2000, () => dag.CriticalPath(cost).TotalSeconds);
+        }
+        foreach (var mb in new[] { 8, 64 })
+        {
+            var s = Workloads.Megatron1T(mb);
+            Time(w, $"1T mb={mb} build+price+schedule", 3, () => s.BuildDag().CriticalPath(s.CreateCostModel()).TotalSeconds);
+        }
+        var syn = Workloads.Synthetic(1_000_000);
+        var c = CostModel.RooflineIdeal(HardwareCatalog.Get("H100-SXM").WithGpus(64));
+        Time(w, "synthetic 1e6 price+schedule", 5, () => syn.CriticalPath(c).TotalSeconds);
+        Time(w, "synthetic 1e6 build", 3, () => Workloads.Synthetic(1_000_000).Count);
+    }
+
+    private static void Time(TextWriter w, string label, int reps, Func<double> f)
+    {
+        var x = f();
+        var alloc0 = GC.GetTotalAllocatedBytes(true);
+        var cpu0 = Process.GetCurrentProcess().TotalProcessorTime;
+        var sw = Stopwatch.StartNew();
+        for (var i = 0; i < reps; i++) x += f();
+        sw.Stop();
+        var cpuUs = (Process.GetCurrentProcess().TotalProcessorTime - cpu0).TotalMicroseconds / reps;
+        var alloc = (GC.GetTotalAllocatedBytes(true) - alloc0) / (double)reps;
+        var us = sw.Elapsed.TotalMicroseconds / reps;
+        w.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{label,-40} {us,14:N1} us/op {1e6 / us,12:N0} /s {alloc / 1024,12:N0} KiB/op {cpuUs,14:N1} us cpu  ({x:G3})"));
+    }
+}

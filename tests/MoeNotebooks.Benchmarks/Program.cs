@@ -1,0 +1,17 @@
+using BenchmarkDotNet.Running;
+using MoeNotebooks.Benchmarks;
+
+// `dotnet run -c Release --project tests/MoeNotebooks.Benchmarks -- --filter '*'` runs every benchmark;
+// add `--job short` for a quick run; `-- --counts` prints operation counts of the benchmarked DAGs only.
+if (args is ["--counts"])
+{
+    Workloads.PrintCounts(Console.Out);
+    return 0;
+}
+if (args is ["--probe"])
+{
+    Probe.Run(Console.Out);
+    return 0;
+}
+BenchmarkSwitcher.FromAssembly(typeof(Workloads).Assembly).Run(args);
+return 0;

@@ -1,0 +1,64 @@
+using MoeNotebooks.Config;
+using MoeNotebooks.Costs;
+using MoeNotebooks.Dag;
+
+namespace MoeNotebooks.Calibration.Tests;
+
+public class CommunicationTests
+{
+    private static readonly double[] Sizes = [1 << 20, 1 << 21, 1 << 22, 1 << 23, 1 << 24, 1 << 25, 1 << 26];
+
+    [Fact]
+    public void Fit_recovers_known_latency_and_bandwidth_exactly_from_a_line()
+    {
+        // Oracle: times generated as 25 us + bytes / 180 GB/s; weighted least squares on an exact line returns it.
+        var points = Sizes.Select(b => (b, 25e-6 + b / 180e9)).ToArray();
+        var fit = CollectiveFit.Fit(CollectivePattern.AllReduce, 8, 1, points);
+        Assert.Equal(25e-6, fit.LatencySeconds, 1e-12);
+        Assert.Equal(180e9, fit.BytesPerSecond, 180e9 * 1e-9);
+        Assert.Equal(180e9 * 2 * 7 / 8, fit.BusBytesPerSecond, 1e3);
+        Assert.True(fit.RmsRelativeError < 1e-9);
+    }
+
+    [Fact]
+    public void Fit_recovers_latency_and_bandwidth_within_noise()
+    {
+        // Oracle: the same line with deterministic +-3% alternating noise: parameters within a few percent.
+        var points = Sizes.Select((b, i) => (b, (40e-6 + b / 90e9) * (i % 2 == 0 ? 1.03 : 0.97))).ToArray();
+        var fit = CollectiveFit.Fit(CollectivePattern.AllReduce, 4, 1, points);
+        Assert.InRange(fit.LatencySeconds, 40e-6 * 0.85, 40e-6 * 1.15);
+        Assert.InRange(fit.BytesPerSecond, 90e9 * 0.95, 90e9 * 1.05);
+    }
+
+    [Fact]
+    public void Flat_times_become_a_constant_and_segments_split_at_one_MiB()
+    {
+        // Oracle: below 1 MiB the synthetic time is a flat 30 us (latency-bound), above it 30 us + bytes / 100 GB/s.
+        var rows = new List<CollectiveMeasurement>();
+        foreach (var b in new double[] { 2048, 8192, 65536, 262144 }) rows.Add(new("all_reduce", "s", 2, 1, b, 30e-6));
+        foreach (var b in Sizes) rows.Add(new("all_reduce", "s", 2, 1, b, 30e-6 + b / 100e9));
+        var fits = CollectiveFit.FitAll(rows);
+        Assert.Equal(2, fits.Count);
+        Assert.Equal(30e-6, fits[0].Seconds(100_000), 1e-12);
+        Assert.True(double.IsPositiveInfinity(fits[0].BytesPerSecond));
+        Assert.Equal(100e9, fits[1].BytesPerSecond, 1e9 * 1e-6);
+    }
+
+    [Fact]
+    public void Calibrated_communication_uses_the_fit_where_present_and_the_datasheet_otherwise()
+    {
+        // Oracle: the fitted line for all-reduce on 8 GPUs of one node; LinkCommunication for everything else.
+        var hw = HardwareCatalog.Get("DGX-H100").WithGpus(16);
+        var rows = Sizes.Select(b => new CollectiveMeasurement("all_reduce", "DGX H100", 8, 1, b, 20e-6 + b / 200e9)).ToArray();
+        var comm = CalibratedCommunication.FromMeasurements(hw, rows, "synthetic");
+        int[] node0 = [0, 1, 2, 3, 4, 5, 6, 7];
+        Assert.Equal(20e-6 + 4e6 / 200e9, comm.Seconds(CollectivePattern.AllReduce, 4e6, node0), 1e-12);
+        Assert.Empty(comm.Warnings);
+        int[] acrossNodes = [0, 8];
+        Assert.Equal(new LinkCommunication(hw).Seconds(CollectivePattern.SendRecv, 4e6, acrossNodes), comm.Seconds(CollectivePattern.SendRecv, 4e6, acrossNodes));
+        Assert.Single(comm.Warnings);
+        Assert.Contains("datasheet", comm.Warnings[0]);
+        comm.Seconds(CollectivePattern.AllReduce, 1e9, node0);
+        Assert.Contains(comm.Warnings, w => w.Contains("outside the measured sizes"));
+    }
+}

@@ -1,0 +1,56 @@
+using MoeNotebooks.Reports;
+
+namespace MoeNotebooks.Notebooks.Tests;
+
+/// <summary>
+/// Key outputs of the derivation notebooks. Oracles: the founding document (read from ../shared/seed when present)
+/// for notebook 01's formula check, and the library's evaluations of the same scenarios for notebook 03's verdict.
+/// </summary>
+public sealed class NotebookOutputTests(ITestOutputHelper output)
+{
+    private static string SeedDocumentPath => Path.Combine(RepoPaths.Root, "..", "shared", "seed", "dag-performance-analysis.md");
+
+    private async Task<ExecutedNotebook> Run(string name)
+    {
+        var result = await ExecutedNotebooks.Get(name);
+        output.WriteLine($"{name}: {result.Duration.TotalSeconds:0.0} s");
+        Assert.True(result.Succeeded, $"notebooks/{name}: {result.Failure}");
+        return result;
+    }
+
+    private static IEnumerable<string> Stdout(ExecutedNotebook notebook) =>
+        notebook.Cells.SelectMany(c => c.Outputs)
+            .Where(o => o.Kind == CellOutputKind.StandardOutput)
+            .Select(o => o.Values[CellOutput.PlainText]);
+
+    [Fact]
+    public async Task Notebook_01_formula_equals_the_founding_document()
+    {
+        var notebook = await Run("01-ep16-derivation.ipynb");
+        var text = string.Join("\n", Stdout(notebook));
+        if (!File.Exists(SeedDocumentPath))
+        {
+            Assert.Contains("not compared: founding document absent", text, StringComparison.Ordinal);
+            return;
+        }
+
+        // The check cell prints exactly "equal" (it throws, failing the notebook, when the formulas differ).
+        Assert.Contains(Stdout(notebook), s => s.Trim() == "equal");
+        // And the library's formula printed by the notebook is the document's, term for term.
+        var document = MoeNotebooks.Analysis.SeedDocument.Load(SeedDocumentPath).Formula(MoeNotebooks.Analysis.SeedDocument.Ep16Heading);
+        var library = text.Split("Library (derived from the critical path):")[1].Split("Founding document, as written:")[0];
+        Assert.True(MoeNotebooks.Analysis.SeedDocument.SameFormula(document, library), $"printed:\n{library}\ndocument:\n{document}");
+    }
+
+    [Fact]
+    public async Task Notebook_03_states_the_winner_under_each_derivation()
+    {
+        var notebook = await Run("03-ep-vs-tp-pp.ipynb");
+        var text = string.Join("\n", Stdout(notebook));
+        // At the default parameters (oracle: the same scenarios evaluated by the library, see SeedFormulaTests and the
+        // CLI): the seed formulas make TP=8 x PP=2 faster, the corrected derivation EP=16.
+        Assert.Contains("Seed derivation (the document's formulas): TP=8 x PP=2 (seed-tp8-pp2) is faster", text, StringComparison.Ordinal);
+        Assert.Contains("Corrected derivation:                      EP=16 (ep16) is faster", text, StringComparison.Ordinal);
+        Assert.Contains("does NOT follow from its own formulas", text, StringComparison.Ordinal);
+    }
+}

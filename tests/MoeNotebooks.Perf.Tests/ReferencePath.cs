@@ -1,0 +1,95 @@
+using MoeNotebooks.Costs;
+using MoeNotebooks.Dag;
+
+namespace MoeNotebooks.Perf.Tests;
+
+/// <summary>
+/// The pricing and scheduling as they were before the fast path (Costs/CostModel.Price of commit 75f1bfc and
+/// Analysis/Scheduler.Schedule of commit c283d47, with sends beside the streams and the no-overlap switch), kept verbatim on the public DAG API as the oracle: every operation priced through
+/// <see cref="CostModel.Seconds"/> (matmuls memoised by shape), one pass in id order over per-GPU compute and
+/// communication streams, total = the largest finish.
+/// </summary>
+internal static class ReferencePath
+{
+    public static double[] Price(CostModel cost, OperatorDag dag)
+    {
+        var durations = new double[dag.Count];
+        var memo = new Dictionary<(MatmulShape, byte), double>();
+        for (var op = 0; op < durations.Length; op++)
+        {
+            var kind = dag.Kind(op);
+            if (kind.IsMatmulShaped())
+            {
+                var key = (dag.Shape(op), (byte)0);
+                if (!memo.TryGetValue(key, out var t)) memo[key] = t = cost.Seconds(dag, op);
+                durations[op] = t;
+            }
+            else durations[op] = cost.Seconds(dag, op);
+        }
+        return durations;
+    }
+
+    public static (double Total, double[] Start, double[] Finish, int[] Path) Schedule(OperatorDag dag, double[] durations)
+    {
+        int n = dag.Count, gpus = dag.GpuCount;
+        var start = new double[n];
+        var finish = new double[n];
+        var critPred = new int[n];
+        var computeFree = new double[gpus];
+        var commFree = new double[gpus];
+        var lastCompute = new int[gpus];
+        var lastComm = new int[gpus];
+        Array.Fill(lastCompute, -1);
+        Array.Fill(lastComm, -1);
+        for (var op = 0; op < n; op++)
+        {
+            var d = durations[op];
+            var ready = 0.0;
+            var crit = -1;
+            foreach (var p in dag.Predecessors(op))
+                if (crit < 0 || finish[p] > ready) { ready = finish[p]; crit = p; }
+            if (dag.Kind(op) == OpKind.PipelineSend && dag.CommunicationOverlapsCompute)
+            {
+                start[op] = ready;
+                finish[op] = ready + d;
+            }
+            else if (dag.Category(op) == OpCategory.Communication)
+            {
+                var blocking = !dag.CommunicationOverlapsCompute;
+                foreach (var g in dag.Participants(op))
+                {
+                    if (commFree[g] > ready) { ready = commFree[g]; crit = lastComm[g]; }
+                    if (blocking && computeFree[g] > ready) { ready = computeFree[g]; crit = lastCompute[g]; }
+                }
+                start[op] = ready;
+                finish[op] = ready + d;
+                foreach (var g in dag.Participants(op))
+                {
+                    commFree[g] = finish[op];
+                    lastComm[g] = op;
+                    if (blocking) { computeFree[g] = finish[op]; lastCompute[g] = op; }
+                }
+            }
+            else
+            {
+                var g = dag.Gpu(op);
+                if (computeFree[g] > ready) { ready = computeFree[g]; crit = lastCompute[g]; }
+                if (!dag.CommunicationOverlapsCompute && commFree[g] > ready) { ready = commFree[g]; crit = lastComm[g]; }
+                start[op] = ready;
+                finish[op] = ready + d;
+                computeFree[g] = finish[op];
+                lastCompute[g] = op;
+            }
+            critPred[op] = crit;
+        }
+        var path = new List<int>();
+        if (n > 0)
+        {
+            var end = 0;
+            for (var op = 1; op < n; op++) if (finish[op] > finish[end]) end = op;
+            for (var op = end; op >= 0; op = critPred[op]) path.Add(op);
+            path.Reverse();
+        }
+        return (n == 0 ? 0 : finish.Max(), start, finish, path.ToArray());
+    }
+}

@@ -1,0 +1,85 @@
+using MoeNotebooks.Analysis;
+using MoeNotebooks.Config;
+
+namespace MoeNotebooks.Perf.Tests;
+
+public class SearchTests
+{
+    [Fact]
+    public void Factorizations_are_all_ordered_four_way_splits()
+    {
+        // Oracle: the number of ordered factorizations of 2^4 into 4 factors is C(4 + 3, 3) = 35; of 12 = 2^2 x 3, C(5,3) x C(4,3) = 40.
+        Assert.Equal(35, StrategySearch.Factorizations(16).Count());
+        Assert.Equal(40, StrategySearch.Factorizations(12).Count());
+        Assert.All(StrategySearch.Factorizations(12), f => Assert.Equal(12, f.EP * f.TP * f.PP * f.DP));
+        Assert.Equal(40, StrategySearch.Factorizations(12).Distinct().Count());
+    }
+
+    [Fact]
+    public void Search_returns_valid_strategies_for_N_gpus_sorted_by_total()
+    {
+        var scenario = Repo.Scenario("tp8-pp2");
+        var result = StrategySearch.Run(scenario, 16, new SearchOptions(Top: 8));
+        Assert.Equal(8, result.Best.Count);
+        Assert.Equal(result.Considered, result.Evaluated + result.Rejected);
+        foreach (var c in result.Best)
+        {
+            Assert.Equal(16, c.Strategy.EP * c.Strategy.TP * c.Strategy.PP * c.Strategy.DP);
+            c.Strategy.CheckFits(scenario.Model, 16);
+        }
+        Assert.Equal(result.Best.Select(b => b.TotalSeconds).Order(), result.Best.Select(b => b.TotalSeconds));
+        // Oracle: brute force, every candidate evaluated with Scenario.Evaluate() one by one; the best total is the minimum.
+        var brute = StrategySearch.Candidates(16, null, scenario.Strategy)
+            .Select(st => scenario with { Strategy = st, Hardware = scenario.Hardware.WithGpus(16) })
+            .Select(s =>
+            {
+                try { return MemoryModel.Estimate(s.Model, s.Strategy, s.Hardware).Feasible ? s.Validated().Evaluate().TotalSeconds : double.PositiveInfinity; }
+                catch (ConfigException) { return double.PositiveInfinity; }
+            })
+            .Min();
+        Assert.Equal(brute, result.Best[0].TotalSeconds);
+        Assert.Equal(result.Best[0].TotalSeconds, result.Best[0].BreakdownSeconds.Values.Sum(), 9);
+    }
+
+    [Fact]
+    public void Infeasible_candidates_are_counted_under_the_hook_reason()
+    {
+        var scenario = Repo.Scenario("ep16");
+        var plain = StrategySearch.Run(scenario, 8, new SearchOptions(SkipMemoryInfeasible: false));
+        var result = StrategySearch.Run(scenario, 8, new SearchOptions(InfeasibleReason: s => s.Strategy.TP == 1 ? "needs TP > 1 (test hook)" : null, SkipMemoryInfeasible: false));
+        Assert.All(result.Best, b => Assert.True(b.Strategy.TP > 1));
+        Assert.Equal(plain.Evaluated - result.Evaluated, result.RejectedByReason["needs TP > 1 (test hook)"]);
+        Assert.Equal(result.Considered, result.Evaluated + result.Rejected);
+    }
+
+    [Fact]
+    public void Training_search_keeps_the_schedule_and_skips_what_does_not_fit_in_memory()
+    {
+        // Oracle: MemoryModel.Estimate on each candidate; the search must reject exactly the infeasible valid ones.
+        var scenario = Repo.Scenario("tp8-pp2-training");
+        var result = StrategySearch.Run(scenario, 16, new SearchOptions(Top: 3, Microbatches: [16, 64]));
+        Assert.All(result.Best, b => Assert.Equal(scenario.Strategy.Mode, b.Strategy.Mode));
+        Assert.All(result.Best, b => Assert.Equal(scenario.Strategy.Schedule, b.Strategy.Schedule));
+        var infeasible = StrategySearch.Candidates(16, [16, 64], scenario.Strategy)
+            .Select(st => scenario with { Strategy = st, Hardware = scenario.Hardware.WithGpus(16) })
+            .Count(s =>
+            {
+                try { s.Validated(); } catch (ConfigException) { return false; }
+                return !MemoryModel.Estimate(s.Model, s.Strategy, s.Hardware).Feasible;
+            });
+        var memoryRejected = result.RejectedByReason.Where(r => r.Key.StartsWith("memory:", StringComparison.Ordinal)).Sum(r => r.Value);
+        Assert.Equal(infeasible, memoryRejected);
+        var unchecked_ = StrategySearch.Run(scenario, 16, new SearchOptions(Top: 3, Microbatches: [16, 64], SkipMemoryInfeasible: false));
+        Assert.Equal(result.Evaluated + infeasible, unchecked_.Evaluated);
+    }
+
+    [Fact]
+    public void Search_is_deterministic_across_thread_counts()
+    {
+        var scenario = Repo.Scenario("ep16");
+        var one = StrategySearch.Run(scenario, 16, new SearchOptions(Top: 10, MaxDegreeOfParallelism: 1));
+        var many = StrategySearch.Run(scenario, 16, new SearchOptions(Top: 10, MaxDegreeOfParallelism: 4));
+        Assert.Equal(one.Best.Select(b => (b.Strategy, b.TotalSeconds)), many.Best.Select(b => (b.Strategy, b.TotalSeconds)));
+        Assert.Equal(one.RejectedByReason, many.RejectedByReason);
+    }
+}

@@ -1,0 +1,148 @@
+using MoeNotebooks.Analysis;
+using MoeNotebooks.Config;
+
+namespace MoeNotebooks.Perf.Tests;
+
+public class SweepTests
+{
+    private static string Grid(string grid, string? random = null) =>
+        $$"""{ "base": "{{Repo.ScenarioPath("ep16").Replace("\\", "/")}}", "grid": {{grid}}{{(random is null ? "" : $", \"random\": {random}")}} }""";
+
+    private const string SmallGrid = """
+        { "model.sequenceLength": [2048, 4096], "strategy.ep": [4, 8, 16], "strategy.dp": [1, 2, 4], "hardware.preset": ["H100-SXM", "H200"] }
+        """;
+
+    private static string Csv(Sweep sweep, SweepOptions options)
+    {
+        var w = new StringWriter();
+        sweep.WriteCsv(w, options);
+        return w.ToString();
+    }
+
+    [Fact]
+    public void Grid_size_is_the_product_of_the_axes()
+    {
+        // Oracle: 2 x 3 x 3 x 2 by hand; the last axis varies fastest (nested loops in file order).
+        var sweep = Sweep.Parse(Grid(SmallGrid));
+        Assert.Equal(36, sweep.GridSize);
+        Assert.Equal(36, sweep.Count);
+        var rows = sweep.Rows().ToArray();
+        Assert.Equal(Enumerable.Range(0, 36).Select(i => (long)i), rows.Select(r => r.Index));
+        Assert.Equal(["2048", "4", "1", "H100-SXM"], rows[0].Values);
+        Assert.Equal(["2048", "4", "1", "H200"], rows[1].Values);
+        Assert.Equal(["4096", "16", "4", "H200"], rows[35].Values);
+        Assert.Equal(36, rows.Count(r => r.Valid) + rows.Count(r => !r.Valid));
+    }
+
+    [Fact]
+    public void Random_sweep_draws_count_points_reproducibly()
+    {
+        var a = Sweep.Parse(Grid(SmallGrid, """{ "count": 50, "seed": 7 }"""));
+        Assert.Equal(36, a.GridSize);
+        Assert.Equal(50, a.Count);
+        var all = a.Rows().ToArray();
+        var rowsA = all.Select(r => string.Join("|", r.Values)).ToArray();
+        var rowsB = Sweep.Parse(Grid(SmallGrid, """{ "count": 50, "seed": 7 }""")).Rows(new SweepOptions(BatchSize: 7)).Select(r => string.Join("|", r.Values)).ToArray();
+        Assert.Equal(rowsA, rowsB);
+        Assert.True(rowsA.Distinct().Count() > 10);
+        // ScenarioAt replays the same stream: a valid point's scenario has the row's values; an invalid one throws.
+        var valid = all.Last(r => r.Valid);
+        var at = a.ScenarioAt(valid.Index);
+        Assert.Equal(valid.Values[0], at.Model.SequenceLength.ToString(System.Globalization.CultureInfo.InvariantCulture));
+        Assert.Equal(valid.Values[1], at.Strategy.EP.ToString(System.Globalization.CultureInfo.InvariantCulture));
+        Assert.Equal(valid.Values[3], at.Hardware.Name);
+        Assert.Throws<ConfigException>(() => a.ScenarioAt(all.First(r => !r.Valid).Index));
+    }
+
+    [Fact]
+    public void Csv_is_the_same_for_any_thread_count_batch_size_and_run()
+    {
+        // Oracle: a single-threaded run with one batch per point.
+        var sweep = Sweep.Parse(Grid(SmallGrid, """{ "count": 60, "seed": 3 }"""));
+        var single = Csv(sweep, new SweepOptions(1, BatchSize: 1));
+        Assert.Equal(single, Csv(sweep, new SweepOptions(2, BatchSize: 5)));
+        Assert.Equal(single, Csv(sweep, new SweepOptions(4, BatchSize: 4096)));
+        Assert.Equal(single, Csv(Sweep.Parse(Grid(SmallGrid, """{ "count": 60, "seed": 3 }""")), SweepOptions.Default));
+        Assert.Equal(61, single.Split('\n', StringSplitOptions.RemoveEmptyEntries).Length);
+    }
+
+    [Fact]
+    public void Rows_equal_direct_evaluations_bit_for_bit()
+    {
+        // Oracle: Scenario.Evaluate() on the scenario of each point (checks the DAG reuse between neighbouring points).
+        var sweep = Sweep.Parse(Grid("""{ "strategy.ep": [8, 16], "strategy.dp": [1, 2], "hardware.preset": ["H100-SXM", "H200", "A100-80GB"] }"""));
+        foreach (var row in sweep.Rows(new SweepOptions(2)))
+        {
+            if (!row.Valid) continue;
+            var e = sweep.ScenarioAt(row.Index).Evaluate();
+            Assert.Equal(e.TotalSeconds, row.TotalSeconds);
+            Assert.Equal(e.Result.BreakdownSeconds["communication"], row.CommunicationSeconds);
+            Assert.Equal(e.Dag.Count, row.Operations);
+        }
+    }
+
+    [Fact]
+    public void Invalid_points_are_counted_with_their_reason()
+    {
+        // ep x dp must be 16 on 16 GPUs: of 3 x 3 points, (4,4), (8,2), (16,1) are valid; 6 are not.
+        var sweep = Sweep.Parse(Grid("""{ "strategy.ep": [4, 8, 16], "strategy.dp": [1, 2, 4] }"""));
+        var rows = new List<SweepRow>();
+        var summary = sweep.Run(rows.Add);
+        Assert.Equal(3, summary.Valid);
+        Assert.Equal(6, summary.Invalid);
+        var reason = Assert.Single(summary.InvalidByReason);
+        Assert.Equal(6, reason.Value);
+        Assert.Contains("strategy.ep x tp x pp x dp", reason.Key);
+        Assert.All(rows.Where(r => !r.Valid), r => Assert.True(double.IsNaN(r.TotalSeconds)));
+        Assert.Equal(rows.Where(r => r.Valid).MinBy(r => r.TotalSeconds), summary.Fastest);
+    }
+
+    [Fact]
+    public void Progress_reaches_the_total()
+    {
+        var sweep = Sweep.Parse(Grid(SmallGrid));
+        var reports = new List<SweepProgress>();
+        sweep.Run(_ => { }, new SweepOptions(BatchSize: 10), new SyncProgress(reports.Add));
+        Assert.Equal([10L, 20, 30, 36], reports.Select(p => p.Done));
+        Assert.All(reports, p => Assert.Equal(36, p.Total));
+    }
+
+    [Theory]
+    [InlineData("""{ "strategy.epp": [1] }""", "grid.strategy.epp")]
+    [InlineData("""{ "modle.layers": [1] }""", "grid.modle.layers")]
+    [InlineData("""{ "strategy.ep": [] }""", "grid.strategy.ep")]
+    [InlineData("""{ "strategy.ep": 4 }""", "grid.strategy.ep")]
+    public void Unknown_or_malformed_grid_keys_are_rejected(string grid, string field)
+    {
+        var e = Assert.Throws<ConfigException>(() => Sweep.Parse(Grid(grid)));
+        Assert.Equal(field, e.Field);
+    }
+
+    [Fact]
+    public void Unknown_top_level_keys_are_rejected_with_a_suggestion()
+    {
+        var e = Assert.Throws<ConfigException>(() => Sweep.Parse(Grid(SmallGrid).Replace("\"grid\"", "\"gird\"")));
+        Assert.Equal("gird", e.Field);
+        Assert.Contains("did you mean \"grid\"", e.Message);
+        Assert.Throws<ConfigException>(() => Sweep.Parse(Grid(SmallGrid, """{ "count": 0 }""")));
+        Assert.Throws<ConfigException>(() => Sweep.Parse(Grid(SmallGrid, """{ "count": 5, "sede": 1 }""")));
+        Assert.Throws<ConfigException>(() => Sweep.Parse("""{ "grid": {} }"""));
+    }
+
+    [Fact]
+    public void Inline_base_and_hardware_preset_replacing_an_inline_description()
+    {
+        var inline = File.ReadAllText(Repo.ScenarioPath("tp8-pp2"));
+        var sweep = Sweep.Parse($$"""{ "base": {{inline}}, "grid": { "hardware.preset": ["H200", "A100-80GB"] } }""");
+        var rows = sweep.Rows().ToArray();
+        Assert.All(rows, r => Assert.True(r.Valid, r.Reason));
+        Assert.Equal("A100-80GB", sweep.ScenarioAt(1).Hardware.Name);
+        Assert.Equal(16, sweep.ScenarioAt(1).Hardware.GpuCount);
+    }
+
+    /// <summary>Reports synchronously (Progress&lt;T&gt; posts to the thread pool).</summary>
+    private sealed class SyncProgress(Action<SweepProgress> report) : IProgress<SweepProgress>
+    {
+        public void Report(SweepProgress value) => report(value);
+    }
+}
