@@ -95,6 +95,29 @@ public static class SweepViews
         }));
     }
 
+    /// <summary>
+    /// One row per axis value (e.g. GPU type), one column per pair: the faster series and by how much
+    /// (e.g. "ep16 (corrected), 3.42x"); empty where either is invalid.
+    /// </summary>
+    public static DataFrame WinnerTable(IEnumerable<ComparisonRow> rows, IEnumerable<(string A, string B)> pairs)
+    {
+        ArgumentNullException.ThrowIfNull(rows);
+        ArgumentNullException.ThrowIfNull(pairs);
+        var list = rows.ToList();
+        var pairList = pairs.ToList();
+        var verdicts = pairList.Select(p => StrategyComparison.Winners(list, p.A, p.B).ToDictionary(w => w.ValueLabel)).ToList();
+        var labels = list.Select(r => r.ValueLabel).Distinct().ToList();
+        return Tables.FromRows(
+            [list.FirstOrDefault()?.Axis.Title() ?? "value", .. pairList.Select(p => $"{p.A} vs {p.B}")],
+            labels.Select(label => (IReadOnlyList<object?>)
+            [
+                label,
+                .. verdicts.Select(v => v.TryGetValue(label, out var w)
+                    ? string.Create(CultureInfo.InvariantCulture, $"{w.Faster}, {w.Ratio:0.00}x")
+                    : null),
+            ]));
+    }
+
     /// <summary>The points that could not be built: series, axis, value and the reason.</summary>
     public static DataFrame InvalidTable(IEnumerable<ComparisonRow> rows)
     {

@@ -101,6 +101,10 @@ public sealed class SweepViewsTests
         Assert.Equal(1L, invalid.Rows.Count);
         Assert.Equal("2", invalid.Columns["value"][0]);
 
+        var winners = SweepViews.WinnerTable([Row("A", 1, 2), Row("B", 1, 3), Row("A", 2, 2), Row("B", 2, null, "bad")], [("A", "B")]);
+        Assert.Equal("A, 1.50x", winners.Columns["A vs B"][0]);
+        Assert.Null(winners.Columns["A vs B"][1]);
+
         var c = new Crossover("A", "B", SweepAxisKind.SequenceLength, 1, "1", 3, "3", 2, 3, "A", "B");
         var crossings = SweepViews.CrossoverTable([c]);
         Assert.Equal("1 and 3", crossings.Columns["between"][0]);

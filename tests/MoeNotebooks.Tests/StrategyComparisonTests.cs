@@ -153,4 +153,15 @@ public class StrategyComparisonTests
         var rel = StrategyComparison.RelativeTo(rows, 0);
         Assert.Equal(new[] { ("A", 1.0), ("A", 3.0), ("B", 1.0) }, rel.Select(r => (r.Series, r.Ratio)));
     }
+
+    [Fact]
+    public void WinnersNameTheFasterSeriesAndTheRatio()
+    {
+        // Oracle: hand arithmetic. At x = 0: A 2 s vs B 4 s, A faster by 2x; at x = 1: A 6 s vs B 3 s, B by 2x;
+        // at x = 2 B is invalid, so no verdict.
+        var rows = new[] { Row("A", 0, 2), Row("B", 0, 4), Row("A", 1, 6), Row("B", 1, 3), Row("A", 2, 1), Row("B", 2, null) };
+        var w = StrategyComparison.Winners(rows, "A", "B");
+        Assert.Equal(new[] { ("A", 2.0), ("B", 2.0) }, w.Select(x => (x.Faster, x.Ratio)));
+        Assert.Equal(new[] { 0.0, 1.0 }, w.Select(x => x.Value));
+    }
 }

@@ -96,6 +96,9 @@ public sealed record ComparisonGrid(
     double[,] Ratio,
     string?[,] Invalid);
 
+/// <summary>Which of two series is faster at one axis value, and by how much (slower / faster, at least 1).</summary>
+public sealed record PairWinner(string SeriesA, string SeriesB, SweepAxisKind Axis, double Value, string ValueLabel, string Faster, double Ratio);
+
 /// <summary>A series' total relative to its own total at a baseline axis value (e.g. slowdown against uniform routing).</summary>
 public sealed record RelativeRow(string Series, SweepAxisKind Axis, double Value, double TotalSeconds, double BaselineSeconds)
 {
@@ -248,6 +251,21 @@ public static class StrategyComparison
         ArgumentNullException.ThrowIfNull(pairs);
         var list = rows.ToList();
         return pairs.SelectMany(p => Crossovers(list, p.A, p.B)).ToArray();
+    }
+
+    /// <summary>At each axis value where both series are valid (in the rows' order), which one is faster and by how much; a tie goes to A.</summary>
+    public static IReadOnlyList<PairWinner> Winners(IEnumerable<ComparisonRow> rows, string seriesA, string seriesB)
+    {
+        ArgumentNullException.ThrowIfNull(rows);
+        var list = rows.Where(r => r.TotalSeconds is > 0).ToList();
+        var b = list.Where(r => r.Series == seriesB).GroupBy(r => (r.Axis, r.Value)).ToDictionary(g => g.Key, g => g.First());
+        return list.Where(r => r.Series == seriesA && b.ContainsKey((r.Axis, r.Value)))
+            .Select(a =>
+            {
+                double ta = a.TotalSeconds!.Value, tb = b[(a.Axis, a.Value)].TotalSeconds!.Value;
+                return new PairWinner(seriesA, seriesB, a.Axis, a.Value, a.ValueLabel, ta <= tb ? seriesA : seriesB, Math.Max(ta, tb) / Math.Min(ta, tb));
+            })
+            .ToArray();
     }
 
     /// <summary>total(A) / total(B) over a grid of two axes (rows follow <paramref name="yValues"/>), evaluated in parallel.</summary>
