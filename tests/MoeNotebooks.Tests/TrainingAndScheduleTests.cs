@@ -166,6 +166,11 @@ public class TrainingAndScheduleTests
         var chunked = on with { AllToAllChunks = 4 };
         Assert.True(Total(off) >= Total(on));
         Assert.True(Total(chunked) < Total(on), $"chunked {Total(chunked)} vs {Total(on)}");
+        // Forward pass too: every chunk's dispatch is issued before the experts, so chunk c + 1 travels while chunk c
+        // computes, and chunk c's combine overlaps chunk c + 1's experts. More chunks, less exposed all-to-all.
+        var forward = new StrategySpec(16, 1, 1, 1);
+        Assert.True(Total(forward with { AllToAllChunks = 2 }) < Total(forward));
+        Assert.True(Total(forward with { AllToAllChunks = 4 }) < Total(forward with { AllToAllChunks = 2 }));
     }
 
     [Fact]

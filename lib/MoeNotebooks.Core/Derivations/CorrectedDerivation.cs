@@ -341,17 +341,25 @@ internal sealed class CorrectedDerivation
         var blockInput = (int[])last.Clone();
         var chunkOutputs = new List<int>[gpus.Length];
         for (var li = 0; li < gpus.Length; li++) chunkOutputs[li] = new List<int>();
-        for (var c = 0; c < _st.AllToAllChunks; c++)
+        var chunks = _st.AllToAllChunks;
+        var cur = new int[chunks][];
+        var a2aBytes = new long[chunks];
+        // Every chunk's dispatch is issued first, so the communication stream sends chunk c + 1 while the experts
+        // compute chunk c; each chunk's combine then follows its experts and overlaps the next chunk's experts.
+        for (var c = 0; c < chunks; c++)
         {
-            var cur = (int[])blockInput.Clone();
-            var tokens = _expertTokensByChunk[c];
-            var routedShare = _routedTokensPerRank / _st.AllToAllChunks + (c < _routedTokensPerRank % _st.AllToAllChunks ? 1 : 0);
-            var a2aBytes = AllToAllBytes(tokens, routedShare);
+            cur[c] = (int[])blockInput.Clone();
+            var routedShare = _routedTokensPerRank / chunks + (c < _routedTokensPerRank % chunks ? 1 : 0);
+            a2aBytes[c] = AllToAllBytes(_expertTokensByChunk[c], routedShare);
             if (_attentionDp && _st.EP > 1)
             {
                 if (!backward) _b.Phase = forwardPhase;
-                AllToAll(gpus, backward ? OpKind.AllToAllCombine : OpKind.AllToAllDispatch, a2aBytes, layer, mb, cur, c);
+                AllToAll(gpus, backward ? OpKind.AllToAllCombine : OpKind.AllToAllDispatch, a2aBytes[c], layer, mb, cur[c], c);
             }
+        }
+        for (var c = 0; c < chunks; c++)
+        {
+            var tokens = _expertTokensByChunk[c];
             for (var li = 0; li < gpus.Length; li++)
             {
                 var g = gpus[li];
@@ -365,18 +373,18 @@ internal sealed class CorrectedDerivation
                     if (!backward)
                     {
                         _b.Phase = forwardPhase;
-                        var up = _b.AddMatmul(OpKind.ExpertUp, g, new(m, _h, _f / _st.TP), layer, Deps(cur[li]), expert, mb);
+                        var up = _b.AddMatmul(OpKind.ExpertUp, g, new(m, _h, _f / _st.TP), layer, Deps(cur[c][li]), expert, mb);
                         outs.Add(_b.AddMatmul(OpKind.ExpertDown, g, new(m, _f / _st.TP, _h), layer, [up], expert, mb));
                     }
                     else
                     {
-                        var down = Backward(OpKind.ExpertDown, g, new(m, _f / _st.TP, _h), layer, Deps(cur[li]), expert, mb);
+                        var down = Backward(OpKind.ExpertDown, g, new(m, _f / _st.TP, _h), layer, Deps(cur[c][li]), expert, mb);
                         outs.Add(Backward(OpKind.ExpertUp, g, new(m, _h, _f / _st.TP), layer, [down], expert, mb));
                     }
                 }
-                cur[li] = outs.Count switch
+                cur[c][li] = outs.Count switch
                 {
-                    0 => cur[li],
+                    0 => cur[c][li],
                     1 => outs[0],
                     _ => _b.AddElementwise(g, 0, layer, outs.ToArray(), index: 3, microbatch: mb),
                 };
@@ -384,16 +392,16 @@ internal sealed class CorrectedDerivation
             if (!backward) _b.Phase = forwardPhase;
             if (_attentionDp)
             {
-                if (_st.TP > 1) AllReduceTensorGroups(gpus, OpKind.ExpertAllReduce, MaxLocalTokens(tokens) * _h * _e, layer, mb, cur, c);
-                if (_st.EP > 1) AllToAll(gpus, backward ? OpKind.AllToAllDispatch : OpKind.AllToAllCombine, a2aBytes, layer, mb, cur, c);
+                if (_st.TP > 1) AllReduceTensorGroups(gpus, OpKind.ExpertAllReduce, MaxLocalTokens(tokens) * _h * _e, layer, mb, cur[c], c);
+                if (_st.EP > 1) AllToAll(gpus, backward ? OpKind.AllToAllDispatch : OpKind.AllToAllCombine, a2aBytes[c], layer, mb, cur[c], c);
             }
             else
             {
                 // Tensor-parallel attention: every rank holds all the group's tokens; partial expert outputs (and
                 // TP partial sums) are combined by one all-reduce over the EP x TP group.
-                AllReduceAttentionGroups(gpus, OpKind.ExpertAllReduce, (long)Math.Ceiling((double)_activationBytes / _st.AllToAllChunks), layer, mb, cur, c);
+                AllReduceAttentionGroups(gpus, OpKind.ExpertAllReduce, (long)Math.Ceiling((double)_activationBytes / chunks), layer, mb, cur[c], c);
             }
-            for (var li = 0; li < gpus.Length; li++) chunkOutputs[li].Add(cur[li]);
+            for (var li = 0; li < gpus.Length; li++) chunkOutputs[li].Add(cur[c][li]);
         }
         for (var li = 0; li < gpus.Length; li++)
             last[li] = chunkOutputs[li].Count == 1 ? chunkOutputs[li][0] : _b.AddElementwise(gpus[li], 0, layer, chunkOutputs[li].Distinct().ToArray(), index: 3, microbatch: mb);
