@@ -79,11 +79,14 @@ public static class StrategySearch
         return list;
     }
 
-    /// <summary>1, and for a pipeline the powers of two up to 4 x PP (more microbatches shrink the pipeline bubble).</summary>
+    /// <summary>
+    /// 1 and the powers of two up to 4 x PP (at least 4): more microbatches shrink the pipeline bubble, and without a
+    /// pipeline they still shrink the activations a GPU holds, which can make a layout fit in memory.
+    /// </summary>
     public static IReadOnlyList<int> DefaultMicrobatches(int pp)
     {
         var list = new List<int> { 1 };
-        if (pp > 1) for (var mb = 2; mb <= 4 * pp; mb *= 2) list.Add(mb);
+        for (var mb = 2; mb <= 4 * Math.Max(pp, 1); mb *= 2) list.Add(mb);
         return list;
     }
 
