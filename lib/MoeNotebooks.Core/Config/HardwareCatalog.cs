@@ -1,5 +1,3 @@
-using System.Reflection;
-
 namespace MoeNotebooks.Config;
 
 /// <summary>
@@ -23,20 +21,6 @@ public static class HardwareCatalog
         throw new ConfigException(field, $"\"{name}\"", $"is not a known hardware preset; known: {string.Join(", ", Names)}", source);
     }
 
-    private static IReadOnlyDictionary<string, HardwareSpec> Load()
-    {
-        var asm = typeof(HardwareCatalog).Assembly;
-        var map = new Dictionary<string, HardwareSpec>(StringComparer.OrdinalIgnoreCase);
-        foreach (var res in asm.GetManifestResourceNames().Where(n => n.StartsWith("hardware/", StringComparison.Ordinal)))
-        {
-            using var stream = asm.GetManifestResourceStream(res)!;
-            using var reader = new StreamReader(stream);
-            var source = "data/" + res;
-            using var doc = JsonObjectReader.Parse(reader.ReadToEnd(), source);
-            var spec = HardwareSpec.Read(new JsonObjectReader(doc.RootElement, "", source));
-            map[spec.Name] = spec;
-            map[Path.GetFileNameWithoutExtension(res)] = spec;
-        }
-        return map;
-    }
+    private static IReadOnlyDictionary<string, HardwareSpec> Load() =>
+        EmbeddedCatalog.Load("hardware", HardwareSpec.Read, h => h.Name, byFileStem: true);
 }

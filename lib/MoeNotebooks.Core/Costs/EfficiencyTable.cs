@@ -84,20 +84,7 @@ public sealed record EfficiencyTable(string Name, IReadOnlyList<EfficiencyStep> 
         return t.Validated(r.Path, r.Source);
     }
 
-    private static readonly Lazy<IReadOnlyDictionary<string, EfficiencyTable>> Catalog = new(() =>
-    {
-        var asm = typeof(EfficiencyTable).Assembly;
-        var map = new Dictionary<string, EfficiencyTable>(StringComparer.OrdinalIgnoreCase);
-        foreach (var res in asm.GetManifestResourceNames().Where(n => n.StartsWith("efficiency/", StringComparison.Ordinal)))
-        {
-            using var reader = new StreamReader(asm.GetManifestResourceStream(res)!);
-            var source = "data/" + res;
-            using var doc = JsonObjectReader.Parse(reader.ReadToEnd(), source);
-            var table = Read(new JsonObjectReader(doc.RootElement, "", source));
-            map[table.Name] = table;
-        }
-        return map;
-    });
+    private static readonly Lazy<IReadOnlyDictionary<string, EfficiencyTable>> Catalog = new(() => EmbeddedCatalog.Load("efficiency", Read, t => t.Name));
 
     /// <summary>An efficiency table shipped in <c>data/efficiency/</c> by name.</summary>
     public static EfficiencyTable Get(string name, string field = "costModel.efficiency", string? source = null) =>

@@ -69,20 +69,7 @@ public sealed record TileWaveTable(
         return t.Validated(r.Path, r.Source);
     }
 
-    private static readonly Lazy<IReadOnlyDictionary<string, TileWaveTable>> Catalog = new(() =>
-    {
-        var asm = typeof(TileWaveTable).Assembly;
-        var map = new Dictionary<string, TileWaveTable>(StringComparer.OrdinalIgnoreCase);
-        foreach (var res in asm.GetManifestResourceNames().Where(n => n.StartsWith("gemm/", StringComparison.Ordinal)))
-        {
-            using var reader = new StreamReader(asm.GetManifestResourceStream(res)!);
-            var source = "data/" + res;
-            using var doc = JsonObjectReader.Parse(reader.ReadToEnd(), source);
-            var table = Read(new JsonObjectReader(doc.RootElement, "", source));
-            map[table.Name] = table;
-        }
-        return map;
-    });
+    private static readonly Lazy<IReadOnlyDictionary<string, TileWaveTable>> Catalog = new(() => EmbeddedCatalog.Load("gemm", Read, t => t.Name));
 
     public static IReadOnlyCollection<string> Names => Catalog.Value.Keys.Order().ToArray();
 
