@@ -193,7 +193,9 @@ public static class Scheduler
             }
             double mm = byCategory[g, 0], at = byCategory[g, 1], el = byCategory[g, 2];
             var exposed = commBusy - overlap;
-            usage[g] = new GpuUsage(g, mm, at, el, exposed, overlap, Math.Max(0, total - mm - at - el - exposed));
+            // Idle is what is left; a remainder within rounding of the total is reported as exactly zero.
+            var idle = total - mm - at - el - exposed;
+            usage[g] = new GpuUsage(g, mm, at, el, exposed, overlap, idle > total * 1e-12 ? idle : 0);
         }
         return usage;
     }
