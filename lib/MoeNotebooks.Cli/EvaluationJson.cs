@@ -74,6 +74,18 @@ public static class EvaluationJson
             }
             w.WriteEndArray();
             WriteMemory(w, e.Memory);
+            if (e.Routing is { } routing)
+            {
+                w.WriteStartObject("routing");
+                w.WriteString("distribution", e.Scenario.Model.Routing.ToString());
+                w.WriteNumber("routedTokens", routing.RoutedTokens);
+                w.WriteNumber("droppedTokens", routing.DroppedTokens);
+                w.WriteNumber("rankImbalance", routing.RankImbalance);
+                w.WriteStartArray("tokensPerExpert");
+                foreach (var t in routing.TokensPerExpert) w.WriteNumberValue(t);
+                w.WriteEndArray();
+                w.WriteEndObject();
+            }
             if (sensitivitySpeedup is { } speedup)
             {
                 w.WriteStartObject("sensitivity");

@@ -18,6 +18,7 @@ public static class EvaluationTable
         o.WriteLine();
         o.WriteLine(string.Create(c, $"Total      {r.TotalSeconds,12:F4} s"));
         o.WriteLine($"Memory     {e.Memory}");
+        if (e.Routing is { } routing) o.WriteLine($"Routing    {e.Scenario.Model.Routing}: {routing}");
         o.WriteLine();
         o.WriteLine("Breakdown (mean per GPU)         seconds     share");
         foreach (var (k, v) in r.BreakdownSeconds)

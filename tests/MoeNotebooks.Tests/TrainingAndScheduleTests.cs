@@ -135,6 +135,28 @@ public class TrainingAndScheduleTests
     }
 
     [Fact]
+    public void CapacityDropsAreReportedAndShrinkTheHotExpertsGemm()
+    {
+        // Oracle: hand computation. EP = 4, 8 experts, 32 x 512 tokens split over 4 ranks: the group routes 16,384
+        // tokens; capacity factor 1.0 caps each expert at 16,384 / 8 = 2,048 tokens.
+        var model = Small with { Routing = new RoutingSpec(RoutingDistribution.Zipf, 1.0, CapacityFactor: 1.0) };
+        var st = new StrategySpec(4, 1, 1, 1);
+        var routing = RoutingOutcome.Of(model, st)!;
+        Assert.Equal(16384, routing.RoutedTokens);
+        Assert.All(routing.TokensPerExpert, t => Assert.True(t <= 2048));
+        var (uncapped, _) = (model.Routing with { CapacityFactor = null }).Assign(16384, 8);
+        Assert.Equal(uncapped.Sum(t => Math.Max(0, t - 2048)), routing.DroppedTokens);
+        Assert.True(routing.DroppedTokens > 0);
+        var dag = st.BuildDag(model);
+        var hot = Enumerable.Range(0, dag.Count).First(op => dag.Kind(op) == OpKind.ExpertUp && dag.Index(op) == 0);
+        Assert.Equal(2048, dag.Shape(hot).M);
+        var scenario = new Scenario("capped", model, HardwareCatalog.Get("H100-SXM").WithGpus(4), st, CostModelSpec.Ideal);
+        var reported = scenario.Evaluate().Routing!;
+        Assert.Equal(routing.DroppedTokens, reported.DroppedTokens);
+        Assert.Equal(routing.TokensPerExpert, reported.TokensPerExpert);
+    }
+
+    [Fact]
     public void SkewedRoutingLoadsTheHotExpertAndItsAllToAll()
     {
         var model = Small with { Experts = 8 };

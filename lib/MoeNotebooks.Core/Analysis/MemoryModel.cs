@@ -95,13 +95,7 @@ public static class MemoryModel
         double expertTokens;
         if (model.IsDense) expertTokens = 0;
         else if (seed) expertTokens = Math.Ceiling((double)model.Tokens * model.TopK / model.Experts) * Math.Max(1, model.Experts / Math.Max(st.EP, st.PP));
-        else
-        {
-            var groupTokens = (long)(attentionDp ? tokens * st.EP : tokens);
-            var (processed, _) = model.Routing.Assign(groupTokens * model.TopK, model.Experts);
-            var perRank = model.Experts / st.EP;
-            expertTokens = Enumerable.Range(0, st.EP).Max(r => (double)processed.Skip(r * perRank).Take(perRank).Sum());
-        }
+        else expertTokens = RoutingOutcome.Of(model, st with { Microbatches = microbatches })!.TokensPerRank.Max();
         var ffnShard = seed ? f : f / st.TP;
         // Saved per layer and microbatch (bytes): layer-norm inputs, Q/K/V and attention outputs, FFN/expert
         // inputs and intermediates, router logits (fp32), flash-attention softmax statistics (fp32).

@@ -73,6 +73,9 @@ public sealed record Evaluation(Scenario Scenario, OperatorDag Dag, CostModel Co
 {
     public double TotalSeconds => Result.TotalSeconds;
 
+    /// <summary>Where the routed tokens go (corrected derivation; null for a dense model or the seed derivation).</summary>
+    public RoutingOutcome? Routing => Scenario.Strategy.Derivation == Derivation.Corrected ? RoutingOutcome.Of(Scenario.Model, Scenario.Strategy) : null;
+
     /// <summary>How much the total drops if each operation kind or link class got <paramref name="speedup"/> faster.</summary>
     public IReadOnlyList<SensitivityRow> Sensitivity(double speedup = 0.10) => Analysis.Sensitivity.Analyze(Result, Scenario.Hardware, speedup);
 }

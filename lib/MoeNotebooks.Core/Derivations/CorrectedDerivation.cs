@@ -49,7 +49,7 @@ internal sealed class CorrectedDerivation
         _attentionDp = st.Attention == AttentionPlacement.DataParallel;
         _h = model.HiddenSize; _s = model.SequenceLength; _d = model.HeadDim; _e = model.ElementBytes; _f = model.FfnHiddenSize;
         _sequencesPerRank = model.Batch / ((long)st.DP * (_attentionDp ? st.EP : 1) * st.Microbatches);
-        _tokensPerRank = _sequencesPerRank * _s;
+        _tokensPerRank = RoutingOutcome.AttentionTokensPerRank(model, st);
         _activationBytes = _tokensPerRank * _h * _e;
         // Seed §2 splits the head dimension (d_k / 8 = 64) as well as the heads; Megatron splits heads only.
         _attnTp = _attentionDp ? st.TP : st.TP * st.EP;
@@ -61,10 +61,7 @@ internal sealed class CorrectedDerivation
             _expertsPerRank = model.Experts / st.EP;
             // Routing: the EP group's tokens x topK spread over the experts by the routing distribution, capped by
             // the capacity factor (seed §1 assumes avg_tokens_per_expert, i.e. uniform, and no capacity limit).
-            var groupTokens = _attentionDp ? _tokensPerRank * st.EP : _tokensPerRank;
-            var (processed, dropped) = model.Routing.Assign(groupTokens * model.TopK, model.Experts);
-            ProcessedTokensPerExpert = processed;
-            DroppedTokens = dropped;
+            var processed = RoutingOutcome.Of(model, st)!.TokensPerExpert;
             _routedTokensPerRank = _tokensPerRank * model.TopK;
             _expertTokensByChunk = new long[st.AllToAllChunks][];
             for (var c = 0; c < st.AllToAllChunks; c++)
@@ -72,12 +69,6 @@ internal sealed class CorrectedDerivation
         }
         else _expertTokensByChunk = [];
     }
-
-    /// <summary>Tokens each expert processes per layer and microbatch in one EP group (after the capacity limit).</summary>
-    public long[] ProcessedTokensPerExpert { get; } = [];
-
-    /// <summary>Tokens dropped by the capacity limit per layer and microbatch in one EP group.</summary>
-    public long DroppedTokens { get; }
 
     public static OperatorDag Build(ModelSpec model, StrategySpec st) => new CorrectedDerivation(model, st).BuildDag();
 
