@@ -12,17 +12,22 @@ namespace MoeNotebooks.Robustness.Tests;
 public sealed record RandomCase(
     Derivation Derivation, string Preset, int GpusPerNode, bool Efficiency, string Dtype,
     int EP, int TP, int PP, int DP, int Microbatches,
-    int Layers, long HiddenSize, int Heads, long Ffn, int Experts, int TopK, long Batch, long Sequence)
+    int Layers, long HiddenSize, int Heads, long Ffn, int Experts, int TopK, long Batch, long Sequence,
+    WorkloadMode Mode = WorkloadMode.Inference, PipelineSchedule Schedule = PipelineSchedule.OneFOneB, bool Recompute = false, double Zipf = 0)
 {
     public int Gpus => EP * TP * PP * DP;
 
     public override string ToString() => string.Create(CultureInfo.InvariantCulture,
         $"{Derivation} {Preset} ({GpusPerNode}/node) {(Efficiency ? "typical-hopper" : "ideal")} {Dtype}; EP{EP} TP{TP} PP{PP} DP{DP} mb{Microbatches}; " +
-        $"layers {Layers}, H {HiddenSize}, heads {Heads}, F {Ffn}, experts {Experts}, topK {TopK}, batch {Batch}, seq {Sequence}");
+        $"layers {Layers}, H {HiddenSize}, heads {Heads}, F {Ffn}, experts {Experts}, topK {TopK}, batch {Batch}, seq {Sequence}; " +
+        $"{Mode} {Schedule}{(Recompute ? " recompute" : "")}{(Zipf > 0 ? $" zipf {Zipf}" : "")}");
 
-    public ModelSpec Model => new("random", Layers, HiddenSize, Heads, Ffn, Experts, TopK, Batch, Sequence, ModelSpec.DtypeBytes[Dtype], Dtype);
+    public ModelSpec Model => new("random", Layers, HiddenSize, Heads, Ffn, Experts, TopK, Batch, Sequence, ModelSpec.DtypeBytes[Dtype], Dtype)
+    {
+        Routing = Zipf > 0 ? new RoutingSpec(RoutingDistribution.Zipf, Zipf) : RoutingSpec.Uniform,
+    };
 
-    public StrategySpec Strategy => new(EP, TP, PP, DP, Derivation, Microbatches);
+    public StrategySpec Strategy => new(EP, TP, PP, DP, Derivation, Microbatches) { Mode = Mode, Schedule = Schedule, Recompute = Recompute };
 
     public HardwareSpec Hardware => HardwareCatalog.Get(Preset) with { GpuCount = Gpus, GpusPerNode = GpusPerNode };
 
@@ -30,14 +35,19 @@ public sealed record RandomCase(
 
     public Scenario Scenario => new Scenario("random", Model, Hardware, Strategy, CostModel).Validated();
 
+    private string RoutingJson => Zipf > 0 ? string.Create(CultureInfo.InvariantCulture, $", \"routing\": {{ \"distribution\": \"zipf\", \"zipfExponent\": {Zipf} }}") : "";
+
+    private string ExecutionJson => Derivation == Derivation.Seed ? "" :
+        $", \"mode\": \"{JsonObjectReader.Kebab(Mode.ToString())}\", \"schedule\": \"{JsonObjectReader.Kebab(Schedule.ToString())}\", \"recompute\": {(Recompute ? "true" : "false")}";
+
     /// <summary>The same configuration as a scenario file, for the loader and CLI paths.</summary>
     public string Json => string.Create(CultureInfo.InvariantCulture, $$"""
         {
           "name": "random",
           "model": { "layers": {{Layers}}, "hiddenSize": {{HiddenSize}}, "attentionHeads": {{Heads}}, "ffnHiddenSize": {{Ffn}},
-                     "experts": {{Experts}}, "topK": {{TopK}}, "batch": {{Batch}}, "sequenceLength": {{Sequence}}, "dtype": "{{Dtype}}" },
+                     "experts": {{Experts}}, "topK": {{TopK}}, "batch": {{Batch}}, "sequenceLength": {{Sequence}}, "dtype": "{{Dtype}}"{{RoutingJson}} },
           "hardware": { "preset": "{{Preset}}", "gpus": {{Gpus}}, "gpusPerNode": {{GpusPerNode}} },
-          "strategy": { "ep": {{EP}}, "tp": {{TP}}, "pp": {{PP}}, "dp": {{DP}}, "microbatches": {{Microbatches}}, "derivation": "{{JsonObjectReader.Kebab(Derivation.ToString())}}" },
+          "strategy": { "ep": {{EP}}, "tp": {{TP}}, "pp": {{PP}}, "dp": {{DP}}, "microbatches": {{Microbatches}}, "derivation": "{{JsonObjectReader.Kebab(Derivation.ToString())}}"{{ExecutionJson}} },
           "costModel": {{(Efficiency ? "{ \"kind\": \"roofline-efficiency\", \"efficiency\": \"typical-hopper\" }" : "\"roofline-ideal\"")}}
         }
         """);
@@ -76,11 +86,21 @@ public static class RandomScenarios
         from seq in large ? Gen.Int[1, 16384] : Gen.Int[1, 256]
         from hw in Hardware
         from dtype in Dtype(hw.Preset)
+        from execution in Execution
         let heads = tp * headsPerRank
         let hidden = (long)heads * headDim
         let experts = ep * expertsPerRank
         select new RandomCase(Derivation.Corrected, hw.Preset, hw.PerNode, hw.Efficiency, dtype, ep, tp, pp, dp, mb,
-            layers, hidden, heads, hidden * ffnFactor, experts, Math.Min(topK, experts), (long)dp * ep * mb * sequencesPerRank, seq);
+            layers, hidden, heads, hidden * ffnFactor, experts, Math.Min(topK, experts), (long)dp * ep * mb * sequencesPerRank, seq,
+            execution.Mode, execution.Schedule, execution.Recompute, execution.Zipf);
+
+    /// <summary>Forward pass (3 in 4) or training step with GPipe or 1F1B and optional recompute; uniform or Zipf routing.</summary>
+    private static Gen<(WorkloadMode Mode, PipelineSchedule Schedule, bool Recompute, double Zipf)> Execution =>
+        from training in Gen.Int[0, 3]
+        from schedule in Gen.OneOf(PipelineSchedule.Gpipe, PipelineSchedule.OneFOneB)
+        from recompute in Gen.Bool
+        from zipf in Gen.OneOf(0.0, 0.0, 1.0, 1.5)
+        select (training == 0 ? WorkloadMode.Training : WorkloadMode.Inference, schedule, recompute && training == 0, zipf);
 
     /// <summary>The founding document's two layouts: EP = n alone, or TP x PP alone; one replica, one microbatch.</summary>
     private static Gen<RandomCase> Seed(bool large) =>

@@ -1,0 +1,24 @@
+using MoeNotebooks.Config;
+
+namespace MoeNotebooks.Robustness.Tests;
+
+/// <summary>
+/// The properties are only as strong as the cases they see: the fixed case stream must cover both derivations,
+/// training steps under both pipeline schedules, recomputation and skewed routing.
+/// </summary>
+public class GeneratorCoverageTests
+{
+    [Fact]
+    public void Case_stream_covers_training_schedules_recompute_and_skewed_routing()
+    {
+        var cases = Property.Cases(RandomScenarios.Valid(), 2_000).ToList();
+        Assert.Contains(cases, c => c.Derivation == Derivation.Seed);
+        Assert.Contains(cases, c => c.Mode == WorkloadMode.Training && c.Schedule == PipelineSchedule.Gpipe && c.PP > 1);
+        Assert.Contains(cases, c => c.Mode == WorkloadMode.Training && c.Schedule == PipelineSchedule.OneFOneB && c.PP > 1 && c.Microbatches > 1);
+        Assert.Contains(cases, c => c.Recompute);
+        Assert.Contains(cases, c => c.Zipf > 0 && c.EP > 1);
+        Assert.Contains(cases, c => c.Mode == WorkloadMode.Training && c.DP > 1);
+        // And every case is valid as generated (the properties assume it).
+        Assert.All(cases.Take(200), c => _ = c.Scenario);
+    }
+}
