@@ -47,7 +47,9 @@ public sealed record MemoryReport(
         : string.Create(CultureInfo.InvariantCulture,
             $"does not fit: {PeakBytesPerGpu / 1e9:F1} GB needed per GPU, {CapacityBytes / 1e9:F0} GB available ({Overflow}); {FitHint}");
 
-    private string FitHint => SmallestFittingMicrobatches is { } m ? $"fits with {m} microbatches" : "no microbatch count fits";
+    private string FitHint => SmallestFittingMicrobatches is { } m ? $"fits with {m} microbatches"
+        : Notes.StartsWith("seed", StringComparison.Ordinal) ? "the seed layout has no microbatches; the corrected derivation can split the batch"
+        : "no microbatch count fits";
 }
 
 /// <summary>
