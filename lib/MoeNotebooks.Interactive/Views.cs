@@ -67,17 +67,8 @@ public static class Views
     public static Scenario Load(string scenarioFile, string? gpuPreset = null, string? costModel = null)
     {
         var scenario = Scenario.Load(scenarioFile);
-        if (gpuPreset is not null) scenario = scenario with { Hardware = HardwareCatalog.Get(gpuPreset).WithGpus(scenario.Hardware.GpuCount) };
-        if (costModel is not null)
-        {
-            scenario = scenario with
-            {
-                CostModel = costModel == "roofline-ideal"
-                    ? CostModelSpec.Ideal
-                    : new CostModelSpec(CostModelKind.RooflineEfficiency, EfficiencyTable.Get(costModel, "costModel", "notebook parameters")),
-            };
-        }
-
+        if (gpuPreset is not null) scenario = scenario.OnHardware(gpuPreset);
+        if (costModel is not null) scenario = scenario.WithCostModel(costModel);
         return scenario.Validated(scenarioFile);
     }
 

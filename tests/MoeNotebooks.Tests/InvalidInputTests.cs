@@ -47,6 +47,15 @@ public class InvalidInputTests
     }
 
     [Fact]
+    public void SeedDerivationOfADenseModelIsRejectedNotDividedByZero()
+    {
+        // Found in review: experts = 0 passed "experts % ep == 0" and the seed's tokens / experts divided by zero.
+        var ex = Assert.Throws<ConfigException>(() => new StrategySpec(1, 1, 1, 1, Derivation.Seed).BuildDag(ModelSpec.Seed with { Experts = 0 }));
+        Assert.Equal("model.experts", ex.Field);
+        Assert.Contains("positive multiple of strategy.ep", ex.Message);
+    }
+
+    [Fact]
     public void NegativeLayersAreRejectedWithTheValue()
     {
         var ex = Assert.Throws<ConfigException>(() => (ModelSpec.Seed with { Layers = -2 }).Validated());

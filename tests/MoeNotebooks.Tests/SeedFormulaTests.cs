@@ -1,4 +1,4 @@
-using System.Text.RegularExpressions;
+using MoeNotebooks.Analysis;
 using MoeNotebooks.Config;
 
 namespace MoeNotebooks.Tests;
@@ -20,25 +20,28 @@ public class SeedFormulaTests
     [Fact]
     public void Ep16FormulaEqualsTheDocument()
     {
-        var expected = DocumentFormula("### Proposed EP=16 Longest Path:") ?? IssueEp16;
+        var expected = DocumentFormula(SeedDocument.Ep16Heading) ?? IssueEp16;
         var derived = Scenario.Load(TestPaths.Scenario("seed-ep16")).Evaluate().Formula.ToString();
-        Assert.Equal(Normalize(expected), Normalize(derived));
+        Assert.Equal(SeedDocument.Normalize(expected), SeedDocument.Normalize(derived));
     }
 
     [Fact]
     public void Tp8Pp2FormulaEqualsTheDocument()
     {
-        var expected = DocumentFormula("### Baseline TP=8, PP=2 Longest Path:") ?? IssueTp8Pp2;
+        var expected = DocumentFormula(SeedDocument.Tp8Pp2Heading) ?? IssueTp8Pp2;
         var derived = Scenario.Load(TestPaths.Scenario("seed-tp8-pp2")).Evaluate().Formula.ToString();
-        Assert.Equal(Normalize(expected), Normalize(derived));
+        Assert.Equal(SeedDocument.Normalize(expected), SeedDocument.Normalize(derived));
     }
 
     [Fact]
     public void DocumentIsReadWhenPresent()
     {
         if (TestPaths.SeedDocument is null) return; // ../shared absent: the transcription above is the oracle.
-        Assert.NotNull(DocumentFormula("### Proposed EP=16 Longest Path:"));
-        Assert.NotNull(DocumentFormula("### Baseline TP=8, PP=2 Longest Path:"));
+        Assert.NotNull(DocumentFormula(SeedDocument.Ep16Heading));
+        Assert.NotNull(DocumentFormula(SeedDocument.Tp8Pp2Heading));
+        // The transcription used without ../shared is the same formula as the document's.
+        Assert.True(SeedDocument.SameFormula(IssueEp16, DocumentFormula(SeedDocument.Ep16Heading)!));
+        Assert.True(SeedDocument.SameFormula(IssueTp8Pp2, DocumentFormula(SeedDocument.Tp8Pp2Heading)!));
     }
 
     [Fact]
@@ -83,24 +86,7 @@ public class SeedFormulaTests
         Assert.Equal(e.TotalSeconds, fromFormula, e.TotalSeconds * 1e-12);
     }
 
-    private static string? DocumentFormula(string heading)
-    {
-        if (TestPaths.SeedDocument is not { } path) return null;
-        var text = File.ReadAllText(path);
-        var at = text.IndexOf(heading, StringComparison.Ordinal);
-        if (at < 0) return null;
-        var open = text.IndexOf("```", at, StringComparison.Ordinal);
-        var close = text.IndexOf("```", open + 3, StringComparison.Ordinal);
-        var block = text[(open + 3)..close];
-        // The document's own definitions: avg_tokens_per_expert = (1024 x 10000) / 16 = 640,000 (stated below the
-        // formulas), and "Same computation as above" repeats the first bracket.
-        block = Regex.Replace(block, "//[^\n]*", "");
-        block = block.Replace("Total_Runtime =", "").Replace("avg_tokens_per_expert", "640000");
-        var first = Regex.Match(block, @"\d+\s*×\s*\[[^\]]*\]").Value;
-        var bracket = first[first.IndexOf('[')..];
-        return block.Replace("[Same computation as above]", bracket);
-    }
-
-    /// <summary>Drops whitespace and unifies the multiplication sign, nothing else.</summary>
-    private static string Normalize(string formula) => Regex.Replace(formula, @"\s+", "").Replace('x', '×');
+    /// <summary>The document's formula under a heading, expanded by its own definitions (SeedDocument), or null without ../shared.</summary>
+    private static string? DocumentFormula(string heading) =>
+        TestPaths.SeedDocument is { } path ? SeedDocument.Load(path).Formula(heading) : null;
 }

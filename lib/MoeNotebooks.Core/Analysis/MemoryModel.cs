@@ -92,7 +92,7 @@ public static class MemoryModel
         var attentionDp = st.Attention == AttentionPlacement.DataParallel;
         var attnTp = attentionDp ? st.TP : st.TP * st.EP;
         // Tokens one GPU's attention processes per microbatch (the seed gives every GPU all tokens).
-        double tokens = seed ? model.Tokens : (double)model.Tokens / (st.DP * (attentionDp ? st.EP : 1) * microbatches);
+        double tokens = seed ? model.Tokens : RoutingOutcome.AttentionTokensPerRank(model, st with { Microbatches = microbatches });
         // Tokens one GPU's experts receive, with the routing's busiest rank and capacity.
         double expertTokens;
         if (model.IsDense) expertTokens = 0;

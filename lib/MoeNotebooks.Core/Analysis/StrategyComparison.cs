@@ -149,7 +149,7 @@ public static class StrategyComparison
             SweepAxisKind.HiddenSize => WithHidden(scenario, Whole("model.hiddenSize", value)),
             SweepAxisKind.Experts => scenario with { Model = m with { Experts = (int)WholeInt("model.experts", value) } },
             SweepAxisKind.GpuCount => WithGpus(scenario, (int)WholeInt("hardware.gpus", value)),
-            SweepAxisKind.GpuType => scenario with { Hardware = HardwareCatalog.Get(Preset(value)) with { GpuCount = scenario.Hardware.GpuCount } },
+            SweepAxisKind.GpuType => scenario.OnHardware(Preset(value)),
             SweepAxisKind.Microbatches => scenario with { Strategy = st with { Microbatches = (int)WholeInt("strategy.microbatches", value) } },
             SweepAxisKind.ZipfExponent => scenario with
             {

@@ -43,6 +43,18 @@ public sealed record CostModelSpec(CostModelKind Kind, EfficiencyTable? Efficien
     /// <summary>The measurements of kind calibrated.</summary>
     public CalibrationSpec? Calibration { get; init; }
 
+    /// <summary>
+    /// A cost model by a single name, as a notebook parameter gives it: a kind that needs no options
+    /// ("roofline-ideal", "tile-wave") or the name of an efficiency table in data/efficiency ("typical-hopper").
+    /// </summary>
+    public static CostModelSpec Named(string name, string field = "costModel", string? source = null)
+    {
+        if (name.Length > 0 && !name.Equals("roofline-ideal", StringComparison.OrdinalIgnoreCase) && !name.Equals("tile-wave", StringComparison.OrdinalIgnoreCase))
+            return new CostModelSpec(CostModelKind.RooflineEfficiency, EfficiencyTable.Get(name, field, source));
+        using var doc = System.Text.Json.JsonDocument.Parse(System.Text.Json.JsonSerializer.Serialize(name));
+        return Read(doc.RootElement, field, source);
+    }
+
     public CostModel Create(HardwareSpec hardware)
     {
         switch (Kind)

@@ -16,8 +16,6 @@ public sealed record Scenario(string Name, ModelSpec Model, HardwareSpec Hardwar
         Hardware.Validated(source: source);
         Strategy.Validated(source: source);
         Strategy.CheckFits(Model, Hardware.GpuCount, source);
-        if (Strategy.Derivation == Derivation.Seed && Model.Experts % Strategy.EP != 0)
-            throw new ConfigException("model.experts", Model.Experts.ToString(System.Globalization.CultureInfo.InvariantCulture), $"must be divisible by strategy.ep = {Strategy.EP}", source);
         Hardware.Gpu.PeakFor(Model.Dtype, "hardware.gpu.peakFlopsPerSecond");
         return this;
     }
@@ -49,6 +47,13 @@ public sealed record Scenario(string Name, ModelSpec Model, HardwareSpec Hardwar
         r.Finish();
         return new Scenario(name, model, hardware, strategy, cost, description).Validated(source);
     }
+
+    /// <summary>The same scenario on a catalog preset's GPUs, keeping the GPU count.</summary>
+    public Scenario OnHardware(string preset) =>
+        this with { Hardware = HardwareCatalog.Get(preset).WithGpus(Hardware.GpuCount) };
+
+    /// <summary>The same scenario priced by a named cost model (<see cref="CostModelSpec.Named"/>).</summary>
+    public Scenario WithCostModel(string name) => this with { CostModel = CostModelSpec.Named(name) };
 
     public OperatorDag BuildDag() => Strategy.BuildDag(Model);
 

@@ -165,6 +165,8 @@ public sealed record StrategySpec(int EP, int TP, int PP, int DP, Derivation Der
                 throw new ConfigException("model.hiddenSize", I(model.HiddenSize), $"must make hiddenSize and head dimension divisible by strategy.tp = {TP}", source);
             if (model.Layers % PP != 0)
                 throw new ConfigException("model.layers", I(model.Layers), $"must be divisible by strategy.pp = {PP}", source);
+            if (model.IsDense || model.Experts % EP != 0)
+                throw new ConfigException("model.experts", I(model.Experts), $"must be a positive multiple of strategy.ep = {EP} (the seed layouts give each GPU experts)", source);
             return;
         }
         if (model.AttentionHeads % TP != 0)

@@ -17,9 +17,6 @@ public static class DagFactory
     public static OperatorDag BuildDag(this StrategySpec strategy, ModelSpec model)
     {
         strategy.CheckFits(model, strategy.GpuCount);
-        if (strategy.Derivation == Derivation.Seed && model.Experts % strategy.EP != 0)
-            throw new ConfigException("model.experts", model.Experts.ToString(CultureInfo.InvariantCulture),
-                $"must be divisible by strategy.ep = {strategy.EP}");
         var estimate = EstimateOperations(model, strategy);
         if (estimate > MaxOperations)
             throw new ConfigException("strategy", strategy.ToString(),
