@@ -52,7 +52,7 @@ public class InvalidInputTests
         // Found in review: experts = 0 passed "experts % ep == 0" and the seed's tokens / experts divided by zero.
         var ex = Assert.Throws<ConfigException>(() => new StrategySpec(1, 1, 1, 1, Derivation.Seed).BuildDag(ModelSpec.Seed with { Experts = 0 }));
         Assert.Equal("model.experts", ex.Field);
-        Assert.Contains("positive multiple of strategy.ep", ex.Message);
+        Assert.Contains("divisible by strategy.ep = 1 and positive", ex.Message);
     }
 
     [Fact]

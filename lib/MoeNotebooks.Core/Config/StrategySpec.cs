@@ -166,7 +166,7 @@ public sealed record StrategySpec(int EP, int TP, int PP, int DP, Derivation Der
             if (model.Layers % PP != 0)
                 throw new ConfigException("model.layers", I(model.Layers), $"must be divisible by strategy.pp = {PP}", source);
             if (model.IsDense || model.Experts % EP != 0)
-                throw new ConfigException("model.experts", I(model.Experts), $"must be a positive multiple of strategy.ep = {EP} (the seed layouts give each GPU experts)", source);
+                throw new ConfigException("model.experts", I(model.Experts), $"must be divisible by strategy.ep = {EP} and positive (the seed layouts give each GPU its experts)", source);
             return;
         }
         if (model.AttentionHeads % TP != 0)
