@@ -55,8 +55,6 @@ public static class Workloads
             for (var j = 0; j < 8; j++) members[j] = i * 8 + j;
             groups[i] = b.Group(members);
         }
-        var pairs = new int[gpus];
-        for (var g = 0; g < gpus; g++) pairs[g] = b.Group([g, (g + 8) % gpus]);
         var deps = new int[8];
         var step = 0;
         while (b.Count < operations)
@@ -80,7 +78,7 @@ public static class Workloads
             if (step % 64 == 63)
                 for (var g = 0; g < gpus && b.Count < operations; g++)
                 {
-                    var op = b.AddCommunication(OpKind.PipelineSend, pairs[g], 4L << 20, -1, [last[g]]);
+                    var op = b.AddSend(g, (g + 8) % gpus, 4L << 20, [last[g]]);
                     last[(g + 8) % gpus] = op;
                 }
             step++;

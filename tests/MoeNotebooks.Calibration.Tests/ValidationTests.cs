@@ -61,12 +61,14 @@ public class ValidationTests
     [CalibrationDataFact]
     public void SC21_training_throughput_is_predicted_for_every_row()
     {
-        // Target 5% MAPE on TFLOP/s per GPU. Measured when written: 5.24% (missed by 0.24 points, no per-case constant;
-        // the 76.1B run is the outlier at +13.6%). This bound guards against regressions; the report states the miss.
+        // Oracle: the paper's Table 1 (Narayanan et al., SC21). Target 5% MAPE on TFLOP/s per GPU, every run as
+        // published (micro-batch, interleaving, DDP) and executed as Megatron-LM did then; no per-case constant.
+        // Measured when written: 3.84%, worst the 76.1B run at +8.5%.
         var suite = RealData.Report[TrainingSuite.Name];
         Assert.Equal("ok", suite.Status);
         Assert.All(suite.Cases, c => Assert.NotNull(c.Predicted));
-        Assert.True(suite.MapePct <= 6, $"SC21 MAPE {suite.MapePct:F2}%");
+        Assert.True(suite.MapePct <= 5, $"SC21 MAPE {suite.MapePct:F2}%");
+        Assert.All(suite.Cases, c => Assert.InRange(Math.Abs(c.ErrorPct!.Value), 0, 10));
     }
 
     [CalibrationDataFact]

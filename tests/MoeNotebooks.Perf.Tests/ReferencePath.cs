@@ -48,10 +48,15 @@ internal static class ReferencePath
             var crit = -1;
             foreach (var p in dag.Predecessors(op))
                 if (crit < 0 || finish[p] > ready) { ready = finish[p]; crit = p; }
-            if (dag.Kind(op) == OpKind.PipelineSend && dag.CommunicationOverlapsCompute)
+            if (dag.Kind(op) == OpKind.PipelineSend)
             {
+                // Own link; without overlap the sender (the op's GPU) is blocked until the transfer is done.
+                var g = dag.Gpu(op);
+                var blocking = !dag.CommunicationOverlapsCompute;
+                if (blocking && computeFree[g] > ready) { ready = computeFree[g]; crit = lastCompute[g]; }
                 start[op] = ready;
                 finish[op] = ready + d;
+                if (blocking) { computeFree[g] = finish[op]; lastCompute[g] = op; }
             }
             else if (dag.Category(op) == OpCategory.Communication)
             {

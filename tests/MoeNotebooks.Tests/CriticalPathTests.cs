@@ -133,7 +133,7 @@ public class CriticalPathTests
         var b = new DagBuilder(2);
         var a = b.AddMatmul(OpKind.QProjection, 0, new(1, 1, 1), 0, []);
         b.AddMatmul(OpKind.KProjection, 0, new(1, 1, 1), 0, [a]);
-        var send = b.AddCommunication(OpKind.PipelineSend, b.Group([0, 1]), 1, -1, [a]);
+        var send = b.AddSend(0, 1, 1, [a]);
         b.AddMatmul(OpKind.QProjection, 1, new(1, 1, 1), 1, [send]);
         var r = Scheduler.Schedule(b.Build(), [2, 3, 1, 1.5]);
         Assert.Equal(5, r.TotalSeconds);             // max(2 + 3, 2 + 1 + 1.5)

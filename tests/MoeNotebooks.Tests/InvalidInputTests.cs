@@ -31,6 +31,8 @@ public class InvalidInputTests
         { ScenarioJson(strategy: "\"ep\": \"16\""), "strategy.ep", "\"16\"" },
         { ScenarioJson(strategy: "\"ep\": 16.5"), "strategy.ep", "16.5" },
         { ScenarioJson(strategy: "\"ep\": 16, \"microbatches\": 0"), "strategy.microbatches", "0" },
+        { ScenarioJson(strategy: "\"ep\": 16, \"attentionKernel\": \"flash2\""), "strategy.attentionKernel", "flash2" },
+        { ScenarioJson(strategy: "\"ep\": 16, \"scatterGather\": \"yes\""), "strategy.scatterGather", "\"yes\"" },
         { ScenarioJson(extra: ", \"extra\": 1"), "extra", "1" },
         { ScenarioJson().Replace("\"sequenceLength\": 10000", "\"sequenceLength\": 99999999999999999"), "model.batch x model.sequenceLength", "1024 x 99999999999999999" },
         { ScenarioJson().Replace("\"sequenceLength\": 10000", "\"sequenceLength\": 1e30"), "model.sequenceLength", "1e30" },

@@ -55,7 +55,7 @@ public sealed record MemoryReport(
 /// <summary>
 /// Per-GPU memory: weights, gradients and Adam states (mixed precision: 2 + 2 + 12 bytes per parameter,
 /// Rajbhandari et al., ZeRO, SC20), partitioned over data-parallel ranks by ZeRO stage; activations saved for
-/// backward (flash attention: no score matrix) for every microbatch the schedule holds in flight, or only
+/// backward (flash attention: no score matrix; a materialized kernel keeps the probabilities) for every microbatch the schedule holds in flight, or only
 /// layer inputs with full recomputation; all-to-all send and receive buffers. Inference holds one layer's
 /// working set. The seed derivation processes every token on every GPU, and is sized that way.
 /// </summary>
@@ -101,7 +101,15 @@ public static class MemoryModel
         var ffnShard = seed ? f : f / st.TP;
         // Saved per layer and microbatch (bytes): layer-norm inputs, Q/K/V and attention outputs, FFN/expert
         // inputs and intermediates, router logits (fp32), flash-attention softmax statistics (fp32).
-        var attentionActs = e * tokens * (2 * h + 4 * h / attnTp) + 4 * tokens * model.AttentionHeads / attnTp;
+        // Materialized scores instead save the probabilities (e bytes per score) and, with dropout, its mask and
+        // output (1 + e more); Korthikanti et al. 2022 count 5 a s^2 b for fp16 with dropout.
+        var scoresPerLayer = tokens * model.SequenceLength * model.AttentionHeads / attnTp;
+        var attentionActs = e * tokens * (2 * h + 4 * h / attnTp) + st.AttentionKernel switch
+        {
+            AttentionKernel.Materialized => e * scoresPerLayer,
+            AttentionKernel.MaterializedDropout => (2 * e + 1) * scoresPerLayer,
+            _ => 4 * tokens * model.AttentionHeads / attnTp,
+        };
         var ffnActs = model.IsDense
             ? e * tokens * (2 * h + 2 * ffnShard)
             : e * tokens * 2 * h + 4 * tokens * model.Experts + e * expertTokens * (h + 2 * ffnShard);

@@ -7,8 +7,9 @@ namespace MoeNotebooks.Analysis;
 /// Schedules a priced DAG with resources: every GPU has a compute stream and a communication stream, each
 /// running its operations one at a time in issue (id) order, like CUDA streams. An operation starts when
 /// its inputs are done and its stream(s) are free; a collective needs the communication stream of every
-/// member. Communication thus overlaps compute wherever the dependencies allow; a DAG built with
-/// <see cref="OperatorDag.CommunicationOverlapsCompute"/> false runs communication on the compute stream instead.
+/// member; pipeline sends use their own link. Communication thus overlaps compute wherever the dependencies allow; a
+/// DAG built with <see cref="OperatorDag.CommunicationOverlapsCompute"/> false runs collectives on the compute streams
+/// instead and makes a send block its sender until the transfer is done.
 /// One pass in id order: O(operations + edges + group members).
 /// </summary>
 public static class Scheduler
@@ -103,13 +104,18 @@ public static class Scheduler
                 lastCompute[g] = op;
                 if (f > total) total = f;
             }
-            else if (!blocking && kinds[op] == OpKind.PipelineSend)
+            else if (kinds[op] == OpKind.PipelineSend)
             {
                 // Point-to-point activation sends go over their own link as soon as the data is ready; they do not
-                // queue behind the collectives of the stream (NCCL runs p2p on separate channels).
+                // queue behind the collectives of the stream (NCCL runs p2p on separate channels). Without overlap
+                // the send is blocking: the sender's compute stream waits for the transfer (the receiver waits for
+                // the data through the dependency).
+                var g = gpuOf[op];
+                if (blocking && computeFree[g] > ready) { ready = computeFree[g]; crit = lastCompute[g]; }
                 var f = ready + d;
                 start[op] = ready;
                 finish[op] = f;
+                if (blocking) { computeFree[g] = f; lastCompute[g] = op; }
                 if (f > total) total = f;
             }
             else

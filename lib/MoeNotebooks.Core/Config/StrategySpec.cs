@@ -46,6 +46,22 @@ public enum AttentionPlacement
     TensorParallel,
 }
 
+/// <summary>How the attention kernel treats the score matrix [sequences x heads x seq x seq].</summary>
+public enum AttentionKernel
+{
+    /// <summary>Flash-attention style: scores and probabilities stay on chip; only Q, K, V and the output touch HBM.</summary>
+    Fused,
+
+    /// <summary>
+    /// Scores written to HBM by the Q K^T product; a fused scale-mask-softmax reads them and writes the probabilities,
+    /// which the backward reads again (Megatron-LM before FlashAttention, e.g. the SC21 runs).
+    /// </summary>
+    Materialized,
+
+    /// <summary>Materialized, plus dropout on the probabilities (Megatron-LM's default): another read and write and a one-byte mask per score.</summary>
+    MaterializedDropout,
+}
+
 /// <summary>
 /// How the model is split over GPUs and executed. By default GPU rank = tp + TP * (ep + EP * (pp + PP * dp)):
 /// tensor-parallel ranks are adjacent (inside a node), then expert-parallel ranks, then pipeline stages, then
@@ -79,6 +95,16 @@ public sealed record StrategySpec(int EP, int TP, int PP, int DP, Derivation Der
 
     public AttentionPlacement Attention { get; init; } = AttentionPlacement.DataParallel;
 
+    /// <summary>
+    /// Pipeline sends split over the TP ranks: each sends 1/TP of the activation over its own link and the receiving
+    /// stage all-gathers the slices over its TP group (Megatron-LM's scatter/gather optimization, Narayanan et al.,
+    /// SC21 §4.1); otherwise every TP rank sends the whole activation.
+    /// </summary>
+    public bool ScatterGather { get; init; }
+
+    /// <summary>Whether attention scores stay on chip (fused) or go through HBM (materialized, optionally with dropout).</summary>
+    public AttentionKernel AttentionKernel { get; init; } = AttentionKernel.Fused;
+
     /// <summary>Nesting of the parallel dimensions from innermost to outermost, e.g. "tp-ep-pp-dp".</summary>
     public string RankOrder { get; init; } = "tp-ep-pp-dp";
 
@@ -109,6 +135,8 @@ public sealed record StrategySpec(int EP, int TP, int PP, int DP, Derivation Der
         if (!OverlapCommunication) extras.Add("no overlap");
         if (AllToAllChunks > 1) extras.Add($"{AllToAllChunks} all-to-all chunks");
         if (Attention == AttentionPlacement.TensorParallel) extras.Add("TP attention");
+        if (ScatterGather) extras.Add("scatter-gather");
+        if (AttentionKernel != AttentionKernel.Fused) extras.Add($"{JsonObjectReader.Kebab(AttentionKernel.ToString())} attention");
         if (RankOrder != "tp-ep-pp-dp") extras.Add($"order {RankOrder}");
         return string.Create(CultureInfo.InvariantCulture, $"EP{EP} x TP{TP} x PP{PP} x DP{DP} ({string.Join(", ", extras)})");
     }
@@ -155,7 +183,7 @@ public sealed record StrategySpec(int EP, int TP, int PP, int DP, Derivation Der
         {
             if (this with { EP = 1, TP = 1, PP = 1, DP = 1, Microbatches = 1 } != new StrategySpec(1, 1, 1, 1, Derivation.Seed))
                 throw new ConfigException("strategy", ToString(),
-                    "the seed derivation is the founding document's forward pass only: leave mode, schedule, recompute, zero, overlap, alltoallChunks, attention and rankOrder at their defaults, or use \"derivation\": \"corrected\"", source);
+                    "the seed derivation is the founding document's forward pass only: leave mode, schedule, recompute, zero, overlap, alltoallChunks, attention, attentionKernel, scatterGather and rankOrder at their defaults, or use \"derivation\": \"corrected\"", source);
             if (DP != 1 || Microbatches != 1 || (EP > 1 && (TP > 1 || PP > 1)))
                 throw new ConfigException("strategy", ToString(),
                     "the seed derivation reproduces the founding document's two layouts only: EP=n with TP=PP=DP=1, or TP x PP with EP=DP=1, one microbatch; use \"derivation\": \"corrected\" for others", source);
@@ -214,6 +242,8 @@ public sealed record StrategySpec(int EP, int TP, int PP, int DP, Derivation Der
             OverlapCommunication = r.OptionalBool("overlap") ?? true,
             AllToAllChunks = r.OptionalInt("alltoallChunks") ?? 1,
             Attention = r.Enum("attention", defaults.Attention),
+            AttentionKernel = r.Enum("attentionKernel", defaults.AttentionKernel),
+            ScatterGather = r.OptionalBool("scatterGather") ?? false,
             RankOrder = r.OptionalString("rankOrder") ?? defaults.RankOrder,
         };
         r.Finish();

@@ -95,9 +95,22 @@ public sealed class DagBuilder
     public int AddCommunication(OpKind kind, int group, long bytesPerGpu, int layer, ReadOnlySpan<int> deps, int index = -1, int microbatch = 0)
     {
         if (kind.Category() != OpCategory.Communication) throw new DagException($"{kind} is not a communication operation");
+        if (kind == OpKind.PipelineSend) throw new DagException($"{kind} has a direction: add it with AddSend(from, to, ...)");
         if (group < 0 || group >= _groupMembers.Count) throw new DagException($"group {group} does not exist; create it with Group(...)");
         if (bytesPerGpu < 0) throw new DagException($"{kind}: bytes must be >= 0, got {bytesPerGpu}");
         return Append(kind, _groupMembers[group][0], group, layer, microbatch, index, new PriceClass(PriceKind.Communication, kind.Pattern(), default, bytesPerGpu, group), deps);
+    }
+
+    /// <summary>
+    /// A point-to-point send of <paramref name="bytes"/> from one GPU to another (pipeline activations); the operation
+    /// belongs to the sender, which a DAG without communication overlap keeps busy until the transfer is done.
+    /// </summary>
+    public int AddSend(int from, int to, long bytes, ReadOnlySpan<int> deps, int microbatch = 0)
+    {
+        if (from == to) throw new DagException($"a send needs two GPUs, got {from} to itself");
+        if (bytes < 0) throw new DagException($"{OpKind.PipelineSend}: bytes must be >= 0, got {bytes}");
+        var group = Group([from, to]);
+        return Append(OpKind.PipelineSend, from, group, -1, microbatch, -1, new PriceClass(PriceKind.Communication, OpKind.PipelineSend.Pattern(), default, bytes, group), deps);
     }
 
     private int Append(OpKind kind, int gpu, int group, int layer, int microbatch, int index, PriceClass priceClass, ReadOnlySpan<int> deps)

@@ -38,6 +38,8 @@ public enum OpKind : byte
     GradientReduceScatter,
     /// <summary>All-gather of (updated or partitioned) parameters (ZeRO 2-3).</summary>
     ParameterAllGather,
+    /// <summary>All-gather over the receiving stage's TP group of an activation sent in 1/TP slices (scatter/gather).</summary>
+    PipelineAllGather,
 }
 
 /// <summary>Which pass of a training step an operation belongs to.</summary>
@@ -81,7 +83,7 @@ public static class OpKindExtensions
         OpKind.AttentionScore or OpKind.AttentionValue => OpCategory.Attention,
         OpKind.Elementwise => OpCategory.Elementwise,
         OpKind.AttentionAllReduce or OpKind.ExpertAllReduce or OpKind.AllToAllDispatch or OpKind.AllToAllCombine or OpKind.PipelineSend
-            or OpKind.GradientAllReduce or OpKind.GradientReduceScatter or OpKind.ParameterAllGather => OpCategory.Communication,
+            or OpKind.GradientAllReduce or OpKind.GradientReduceScatter or OpKind.ParameterAllGather or OpKind.PipelineAllGather => OpCategory.Communication,
         _ => OpCategory.Matmul,
     };
 
@@ -92,7 +94,7 @@ public static class OpKindExtensions
         OpKind.AttentionAllReduce or OpKind.ExpertAllReduce or OpKind.GradientAllReduce => CollectivePattern.AllReduce,
         OpKind.AllToAllDispatch or OpKind.AllToAllCombine => CollectivePattern.AllToAll,
         OpKind.GradientReduceScatter => CollectivePattern.ReduceScatter,
-        OpKind.ParameterAllGather => CollectivePattern.AllGather,
+        OpKind.ParameterAllGather or OpKind.PipelineAllGather => CollectivePattern.AllGather,
         OpKind.PipelineSend => CollectivePattern.SendRecv,
         _ => CollectivePattern.None,
     };
@@ -108,8 +110,12 @@ public static class OpKindExtensions
         5 => "Loss",
         6 => "Optimizer_Step",
         7 => "Activation",
+        AttentionSoftmaxRole => "Attention_Softmax",
         _ => "Elementwise",
     };
+
+    /// <summary>Elementwise role of the softmax (and dropout) pass over materialized attention scores.</summary>
+    public const int AttentionSoftmaxRole = 8;
 
     /// <summary>Short label used in tables and the formula.</summary>
     public static string Label(this OpKind kind) => kind switch
@@ -135,6 +141,7 @@ public static class OpKindExtensions
         OpKind.AllToAllDispatch => "AllToAll_Dispatch",
         OpKind.AllToAllCombine => "AllToAll_Combine",
         OpKind.PipelineSend => "Pipeline_Communication_Latency",
+        OpKind.PipelineAllGather => "Pipeline_AllGather",
         _ => kind.ToString(),
     };
 }

@@ -21,7 +21,8 @@ namespace MoeNotebooks.Derivations;
 /// backward; gradients are all-reduced (ZeRO 0-1) or reduce-scattered (ZeRO 2-3) over the ranks that share the
 /// weights (data-parallel replicas, and the EP ranks for non-expert weights), then an Adam step runs.</item>
 /// <item>Attention products are batched per sequence ([seq, d] x [d, seq] for each sequence), with softmax fused
-/// (flash-attention style); layer norms and residual adds are memory-bound elementwise operations.</item>
+/// (flash-attention style) or, by <see cref="StrategySpec.AttentionKernel"/>, a softmax (and dropout) pass over the
+/// scores in HBM; layer norms and residual adds are memory-bound elementwise operations.</item>
 /// </list>
 /// </summary>
 internal sealed class CorrectedDerivation
@@ -35,6 +36,7 @@ internal sealed class CorrectedDerivation
     private readonly (int First, int Count)[] _chunkLayers;
     private readonly long[][] _expertTokensByChunk;   // [a2a chunk][expert]
     private readonly long _routedTokensPerRank;
+    private readonly (long Forward, long Backward) _scoreBytes;
     private readonly Dictionary<(int Gpu, int Layer), int> _layerBackwardDone = new();
 
     private CorrectedDerivation(ModelSpec model, StrategySpec st)
@@ -55,6 +57,7 @@ internal sealed class CorrectedDerivation
         _attnTp = _attentionDp ? st.TP : st.TP * st.EP;
         _headsPerRank = model.AttentionHeads / _attnTp;
         _chunkCount = st.PP * st.VirtualStages;
+        _scoreBytes = ScoreBytes(model, st, _sequencesPerRank, _headsPerRank);
         _chunkLayers = SplitLayers(model.Layers, _chunkCount);
         if (!model.IsDense)
         {
@@ -71,6 +74,23 @@ internal sealed class CorrectedDerivation
     }
 
     public static OperatorDag Build(ModelSpec model, StrategySpec st) => new CorrectedDerivation(model, st).BuildDag();
+
+    /// <summary>
+    /// HBM bytes of the softmax (and dropout) passes over one rank's materialized scores, E = sequences x heads x s x s
+    /// elements of e bytes. Forward: the fused scale-mask-softmax reads the scores and writes the probabilities (2Ee);
+    /// dropout reads them, writes the result and a one-byte mask (2Ee + E). Backward: the softmax gradient reads the
+    /// incoming gradient and the probabilities and writes the score gradient (3Ee); dropout's reads the gradient and
+    /// the mask and writes (2Ee + E). A fused (flash) kernel has none of this traffic.
+    /// </summary>
+    internal static (long Forward, long Backward) ScoreBytes(ModelSpec model, StrategySpec st, long sequencesPerRank, long headsPerRank)
+    {
+        if (st.AttentionKernel == AttentionKernel.Fused) return (0, 0);
+        var elements = sequencesPerRank * headsPerRank * model.SequenceLength * model.SequenceLength;
+        var e = (long)model.ElementBytes;
+        return st.AttentionKernel == AttentionKernel.MaterializedDropout
+            ? (elements * (4 * e + 1), elements * (5 * e + 1))
+            : (elements * 2 * e, elements * 3 * e);
+    }
 
     private int StageOf(int chunk) => chunk % _st.PP;
 
@@ -103,7 +123,7 @@ internal sealed class CorrectedDerivation
                     if (input is not null && !outputs.ContainsKey(input.Value)) break;
                     var perReplica = new int[_st.DP][];
                     for (var dp = 0; dp < _st.DP; dp++)
-                        perReplica[dp] = EmitItem(dp, item, input is null ? null : outputs[input.Value][dp]);
+                        perReplica[dp] = SendOnward(dp, item, EmitItem(dp, item, input is null ? null : outputs[input.Value][dp]));
                     outputs[item] = perReplica;
                     if (item.Backward && item.Microbatch == _st.Microbatches - 1 && LastMicrobatchOfChunk(plan[stage], next[stage]))
                         EmitGradientSync(item.Chunk, gradientOps);
@@ -144,14 +164,12 @@ internal sealed class CorrectedDerivation
         if (input is null) Array.Fill(last, -1);
         else
         {
-            // The input comes from another stage's GPUs: send the activation (or its gradient) across.
-            var from = InputStage(item);
-            var fromGpus = StageGpus(dp, from);
-            for (var li = 0; li < gpus.Length; li++)
+            input.CopyTo(last, 0);
+            // Scatter/gather: the slices that arrived from another stage are all-gathered over each TP group.
+            if (ScatterGathered && InputOf(item) is { } from && StageOf(from.Chunk) != stage)
             {
-                if (from == stage) { last[li] = input[li]; continue; }
                 _b.Phase = item.Backward ? OpPhase.BackwardData : OpPhase.Forward;
-                last[li] = _b.AddCommunication(OpKind.PipelineSend, _b.Group([fromGpus[li], gpus[li]]), _activationBytes, -1, [input[li]], microbatch: mb);
+                AllReduceTensorGroups(gpus, OpKind.PipelineAllGather, _activationBytes, -1, mb, last);
             }
         }
         if (!item.Backward)
@@ -180,8 +198,31 @@ internal sealed class CorrectedDerivation
         return last;
     }
 
-    private int InputStage(PipelineItem item) =>
-        item.Backward ? StageOf(item.Chunk == _chunkCount - 1 ? item.Chunk : item.Chunk + 1) : StageOf(item.Chunk - 1);
+    private bool ScatterGathered => _st.ScatterGather && _st.TP > 1;
+
+    /// <summary>The item that consumes this one's outputs (the inverse of <see cref="InputOf"/>), or null for the first chunk's backward.</summary>
+    private PipelineItem? ConsumerOf(PipelineItem item)
+    {
+        if (!item.Backward) return item.Chunk == _chunkCount - 1 ? item with { Backward = true } : item with { Chunk = item.Chunk + 1 };
+        return item.Chunk == 0 ? null : item with { Chunk = item.Chunk - 1 };
+    }
+
+    /// <summary>
+    /// When the consumer of an item lives on another stage, sends the activation (or its gradient) across right after
+    /// the item, so each send sits in its sender's issue order where the sender's program posts it; returns the ops
+    /// the consumer waits for.
+    /// </summary>
+    private int[] SendOnward(int dp, PipelineItem item, int[] outputs)
+    {
+        if (ConsumerOf(item) is not { } consumer || StageOf(consumer.Chunk) == StageOf(item.Chunk)) return outputs;
+        var fromGpus = StageGpus(dp, StageOf(item.Chunk));
+        var toGpus = StageGpus(dp, StageOf(consumer.Chunk));
+        _b.Phase = item.Backward ? OpPhase.BackwardData : OpPhase.Forward;
+        var sends = new int[outputs.Length];
+        for (var li = 0; li < outputs.Length; li++)
+            sends[li] = _b.AddSend(fromGpus[li], toGpus[li], ScatterGathered ? _activationBytes / _st.TP : _activationBytes, Deps(outputs[li]), consumer.Microbatch);
+        return sends;
+    }
 
     private static ReadOnlySpan<int> Deps(int op) => op < 0 ? [] : new[] { op };
 
@@ -201,12 +242,14 @@ internal sealed class CorrectedDerivation
             var v = _b.AddMatmul(OpKind.VProjection, g, new(t, _h, _h / _attnTp), layer, [norm], microbatch: mb);
             var heads = new int[_headsPerRank];
             var rankInAttention = _attentionDp ? li % _st.TP : li;
+            var scores = new int[_headsPerRank];
             for (var hr = 0; hr < _headsPerRank; hr++)
-            {
-                var head = rankInAttention * _headsPerRank + hr;
-                var score = _b.AddMatmul(OpKind.AttentionScore, g, new(_s, _d, _s, _sequencesPerRank), layer, [q, k], head, mb);
-                heads[hr] = _b.AddMatmul(OpKind.AttentionValue, g, new(_s, _s, _d, _sequencesPerRank), layer, [score, v], head, mb);
-            }
+                scores[hr] = _b.AddMatmul(OpKind.AttentionScore, g, new(_s, _d, _s, _sequencesPerRank), layer, [q, k], rankInAttention * _headsPerRank + hr, mb);
+            // Materialized scores: the softmax (and dropout) pass over [sequences, heads, s, s] in HBM sits between
+            // the two products; a fused kernel keeps it on chip.
+            var softmax = _scoreBytes.Forward > 0 ? _b.AddElementwise(g, _scoreBytes.Forward, layer, scores, index: OpKindExtensions.AttentionSoftmaxRole, microbatch: mb) : -1;
+            for (var hr = 0; hr < _headsPerRank; hr++)
+                heads[hr] = _b.AddMatmul(OpKind.AttentionValue, g, new(_s, _s, _d, _sequencesPerRank), layer, softmax >= 0 ? [softmax, v] : [scores[hr], v], rankInAttention * _headsPerRank + hr, mb);
             // Row-parallel output [T, H/TP] x [H/TP, H] (seed §2: [T, H/8] x [H/8, H/8]).
             last[li] = _b.AddMatmul(OpKind.OutputProjection, g, new(t, _h / _attnTp, _h), layer, heads, microbatch: mb);
         }
@@ -259,12 +302,12 @@ internal sealed class CorrectedDerivation
             var o = Backward(OpKind.OutputProjection, g, new(t, _h / _attnTp, _h), layer, [last[li]], -1, mb);
             var heads = new int[_headsPerRank];
             var rankInAttention = _attentionDp ? li % _st.TP : li;
+            var dProbs = new int[_headsPerRank];
             for (var hr = 0; hr < _headsPerRank; hr++)
-            {
-                var head = rankInAttention * _headsPerRank + hr;
-                var dv = Backward(OpKind.AttentionValue, g, new(_s, _s, _d, _sequencesPerRank), layer, [o], head, mb);
-                heads[hr] = Backward(OpKind.AttentionScore, g, new(_s, _d, _s, _sequencesPerRank), layer, [dv], head, mb);
-            }
+                dProbs[hr] = Backward(OpKind.AttentionValue, g, new(_s, _s, _d, _sequencesPerRank), layer, [o], rankInAttention * _headsPerRank + hr, mb);
+            var softmax = _scoreBytes.Backward > 0 ? _b.AddElementwise(g, _scoreBytes.Backward, layer, dProbs, index: OpKindExtensions.AttentionSoftmaxRole, microbatch: mb) : -1;
+            for (var hr = 0; hr < _headsPerRank; hr++)
+                heads[hr] = Backward(OpKind.AttentionScore, g, new(_s, _d, _s, _sequencesPerRank), layer, softmax >= 0 ? [softmax] : [dProbs[hr]], rankInAttention * _headsPerRank + hr, mb);
             var dq = Backward(OpKind.QProjection, g, new(t, _h, _h / _attnTp), layer, heads, -1, mb);
             var dk = Backward(OpKind.KProjection, g, new(t, _h, _h / _attnTp), layer, heads, -1, mb);
             last[li] = Backward(OpKind.VProjection, g, new(t, _h, _h / _attnTp), layer, [dq, dk], -1, mb);

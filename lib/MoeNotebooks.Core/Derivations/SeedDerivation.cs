@@ -126,8 +126,7 @@ internal static class SeedDerivation
                 {
                     var from = strategy.Rank(0, stage, 0, r);
                     var to = strategy.Rank(0, stage + 1, 0, r);
-                    var group = b.Group([from, to]);
-                    stageInputs[r] = b.AddCommunication(OpKind.PipelineSend, group, t * h * model.ElementBytes, layer: -1, previousLayerOutputs);
+                    stageInputs[r] = b.AddSend(from, to, t * h * model.ElementBytes, previousLayerOutputs);
                 }
             }
         }
