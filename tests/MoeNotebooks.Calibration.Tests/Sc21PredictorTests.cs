@@ -126,3 +126,28 @@ public class Sc21PredictorTests
         Assert.Equal("runs[1].case", ex.Field);
     }
 }
+
+public class Sc21AblationTests
+{
+    [Fact]
+    public void Rungs_add_one_published_fact_at_a_time_and_end_at_the_published_model()
+    {
+        var published = Sc21RunCatalog.Published;
+        var steps = Sc21Ablation.Steps(published);
+        Assert.Empty(steps[0].Catalog.Runs);
+        Assert.Equal(new Sc21Execution(AttentionKernel.Fused, true, false, "assumed"), steps[0].Catalog.Execution);
+        Assert.Same(published.Runs, steps[1].Catalog.Runs);
+        Assert.Equal(published.Execution.AttentionKernel, steps[2].Catalog.Execution.AttentionKernel);
+        Assert.Equal((published.Execution.OverlapCommunication, false), (steps[3].Catalog.Execution.OverlapCommunication, steps[3].Catalog.Execution.ScatterGather));
+        Assert.Same(published, steps[^1].Catalog);
+    }
+
+    [CalibrationDataFact]
+    public void The_last_rung_reproduces_the_validation_suite()
+    {
+        // Oracle: the training suite of `moe validate`, computed independently by Validation.Run.
+        var results = Sc21Ablation.Run(Sc21Predictor.Calibrated(RealData.Data), TrainingCase.Read(RealData.Data.PathOf(PublicData.TrainingFile)));
+        Assert.Equal(RealData.Report[TrainingSuite.Name].MapePct!.Value, results[^1].Suite.MapePct!.Value, 1e-9);
+        Assert.True(results[0].Suite.MapePct > results[^1].Suite.MapePct);
+    }
+}
