@@ -38,6 +38,6 @@ public static class Sc21Ablation
         Steps(calibrated.Runs).Select(step =>
         {
             var predictor = new Sc21Predictor(calibrated.Cost, calibrated.Hardware, step.Catalog);
-            return new Sc21AblationResult(step, TrainingSuite.Run(cases, c => predictor.Predict(c).IterationSeconds));
+            return new Sc21AblationResult(step, TrainingSuite.Run(cases, predictor));
         }).ToArray();
 }

@@ -3,18 +3,9 @@ namespace MoeNotebooks.Calibration;
 /// <summary>Runs every validation suite on the shared measurements.</summary>
 public static class Validation
 {
-    /// <summary>What the end-to-end suite waits for until the core builds dense training steps.</summary>
-    public const string TrainingWaitingFor =
-        "dense models with a vocabulary, a training step (forward + backward + recompute) and 1F1B pipeline schedules in the core (issue 4)";
-
-    /// <param name="trainingIterationSeconds">Prices an SC21 case's iteration; null until the core supports training steps.</param>
-    public static ValidationReport Run(PublicData data, Func<TrainingCase, double?>? trainingIterationSeconds = null)
+    public static ValidationReport Run(PublicData data)
     {
-        if (trainingIterationSeconds is null)
-        {
-            var predictor = Sc21Predictor.Calibrated(data);
-            trainingIterationSeconds = c => predictor.Predict(c).IterationSeconds;
-        }
+        var predictor = Sc21Predictor.Calibrated(data);
         var gemm = data.Gemm();
         var comm = data.Collectives();
         var training = TrainingCase.Read(data.PathOf(PublicData.TrainingFile));
@@ -25,7 +16,7 @@ public static class Validation
             CollectiveSuites.Calibrated(comm),
             CollectiveSuites.LeaveOneSizeOut(comm),
             CollectiveSuites.Datasheet(comm),
-            TrainingSuite.Run(training, trainingIterationSeconds, TrainingWaitingFor),
+            TrainingSuite.Run(training, predictor),
         ]);
     }
 }

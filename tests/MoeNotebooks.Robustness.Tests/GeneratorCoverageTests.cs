@@ -18,6 +18,8 @@ public class GeneratorCoverageTests
         Assert.Contains(cases, c => c.Recompute);
         Assert.Contains(cases, c => c.Zipf > 0 && c.EP > 1);
         Assert.Contains(cases, c => c.Mode == WorkloadMode.Training && c.DP > 1);
+        Assert.Contains(cases, c => c.Kernel == AttentionKernel.MaterializedDropout && c.Mode == WorkloadMode.Training);
+        Assert.Contains(cases, c => !c.Overlap && c.Mode == WorkloadMode.Training && c.PP > 1 && c.TP > 1 && c.ScatterGather);
         // And every case is valid as generated (the properties assume it).
         Assert.All(cases.Take(200), c => _ = c.Scenario);
     }

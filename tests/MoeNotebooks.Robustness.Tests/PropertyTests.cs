@@ -69,25 +69,37 @@ public class PropertyTests
         });
     }
 
-    /// <summary>For every operation, the operations issued just before it on each stream it occupies (an independent re-derivation of the streams).</summary>
+    /// <summary>
+    /// For every operation, the operations issued just before it on each stream it occupies or waits for (an
+    /// independent re-derivation of the streams): compute on its GPU's compute stream; collectives on each member's
+    /// communication stream; pipeline sends on no stream. Without overlap, collectives also hold each member's compute
+    /// stream, a send holds its sender's, and compute waits for its GPU's communication stream as well.
+    /// </summary>
     private static List<int>[] PreviousOnStream(OperatorDag dag)
     {
-        var lastCompute = new Dictionary<int, int>();
-        var lastComm = new Dictionary<int, int>();
+        var blocking = !dag.CommunicationOverlapsCompute;
+        var last = new Dictionary<(int Gpu, bool Comm), int>();
         var result = new List<int>[dag.Count];
         for (var op = 0; op < dag.Count; op++)
         {
-            result[op] = new List<int>();
-            if (dag.Category(op) == OpCategory.Communication)
+            var streams = new List<(int, bool)>();
+            if (dag.Kind(op) == OpKind.PipelineSend) { if (blocking) streams.Add((dag.Gpu(op), false)); }
+            else if (dag.Category(op) == OpCategory.Communication)
                 foreach (var g in dag.Participants(op))
                 {
-                    if (lastComm.TryGetValue(g, out var p)) result[op].Add(p);
-                    lastComm[g] = op;
+                    streams.Add((g, true));
+                    if (blocking) streams.Add((g, false));
                 }
             else
             {
-                if (lastCompute.TryGetValue(dag.Gpu(op), out var p)) result[op].Add(p);
-                lastCompute[dag.Gpu(op)] = op;
+                streams.Add((dag.Gpu(op), false));
+                if (blocking && last.TryGetValue((dag.Gpu(op), true), out var comm)) result[op] = [comm];
+            }
+            result[op] ??= new List<int>();
+            foreach (var stream in streams)
+            {
+                if (last.TryGetValue(stream, out var p)) result[op].Add(p);
+                last[stream] = op;
             }
         }
         return result;

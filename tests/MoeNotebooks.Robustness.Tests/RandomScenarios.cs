@@ -13,21 +13,22 @@ public sealed record RandomCase(
     Derivation Derivation, string Preset, int GpusPerNode, bool Efficiency, string Dtype,
     int EP, int TP, int PP, int DP, int Microbatches,
     int Layers, long HiddenSize, int Heads, long Ffn, int Experts, int TopK, long Batch, long Sequence,
-    WorkloadMode Mode = WorkloadMode.Inference, PipelineSchedule Schedule = PipelineSchedule.OneFOneB, bool Recompute = false, double Zipf = 0)
+    WorkloadMode Mode = WorkloadMode.Inference, PipelineSchedule Schedule = PipelineSchedule.OneFOneB, bool Recompute = false, double Zipf = 0,
+    AttentionKernel Kernel = AttentionKernel.Fused, bool Overlap = true, bool ScatterGather = false)
 {
     public int Gpus => EP * TP * PP * DP;
 
     public override string ToString() => string.Create(CultureInfo.InvariantCulture,
         $"{Derivation} {Preset} ({GpusPerNode}/node) {(Efficiency ? "typical-hopper" : "ideal")} {Dtype}; EP{EP} TP{TP} PP{PP} DP{DP} mb{Microbatches}; " +
         $"layers {Layers}, H {HiddenSize}, heads {Heads}, F {Ffn}, experts {Experts}, topK {TopK}, batch {Batch}, seq {Sequence}; " +
-        $"{Mode} {Schedule}{(Recompute ? " recompute" : "")}{(Zipf > 0 ? $" zipf {Zipf}" : "")}");
+        $"{Mode} {Schedule}{(Recompute ? " recompute" : "")}{(Zipf > 0 ? $" zipf {Zipf}" : "")} {Kernel}{(Overlap ? "" : " blocking")}{(ScatterGather ? " scatter-gather" : "")}");
 
     public ModelSpec Model => new("random", Layers, HiddenSize, Heads, Ffn, Experts, TopK, Batch, Sequence, ModelSpec.DtypeBytes[Dtype], Dtype)
     {
         Routing = Zipf > 0 ? new RoutingSpec(RoutingDistribution.Zipf, Zipf) : RoutingSpec.Uniform,
     };
 
-    public StrategySpec Strategy => new(EP, TP, PP, DP, Derivation, Microbatches) { Mode = Mode, Schedule = Schedule, Recompute = Recompute };
+    public StrategySpec Strategy => new(EP, TP, PP, DP, Derivation, Microbatches) { Mode = Mode, Schedule = Schedule, Recompute = Recompute, AttentionKernel = Kernel, OverlapCommunication = Overlap, ScatterGather = ScatterGather };
 
     public HardwareSpec Hardware => HardwareCatalog.Get(Preset) with { GpuCount = Gpus, GpusPerNode = GpusPerNode };
 
@@ -38,7 +39,8 @@ public sealed record RandomCase(
     private string RoutingJson => Zipf > 0 ? string.Create(CultureInfo.InvariantCulture, $", \"routing\": {{ \"distribution\": \"zipf\", \"zipfExponent\": {Zipf} }}") : "";
 
     private string ExecutionJson => Derivation == Derivation.Seed ? "" :
-        $", \"mode\": \"{JsonObjectReader.Kebab(Mode.ToString())}\", \"schedule\": \"{JsonObjectReader.Kebab(Schedule.ToString())}\", \"recompute\": {(Recompute ? "true" : "false")}";
+        $", \"mode\": \"{JsonObjectReader.Kebab(Mode.ToString())}\", \"schedule\": \"{JsonObjectReader.Kebab(Schedule.ToString())}\", \"recompute\": {(Recompute ? "true" : "false")}" +
+        $", \"attentionKernel\": \"{JsonObjectReader.Kebab(Kernel.ToString())}\", \"overlap\": {(Overlap ? "true" : "false")}, \"scatterGather\": {(ScatterGather ? "true" : "false")}";
 
     /// <summary>The same configuration as a scenario file, for the loader and CLI paths.</summary>
     public string Json => string.Create(CultureInfo.InvariantCulture, $$"""
@@ -92,15 +94,21 @@ public static class RandomScenarios
         let experts = ep * expertsPerRank
         select new RandomCase(Derivation.Corrected, hw.Preset, hw.PerNode, hw.Efficiency, dtype, ep, tp, pp, dp, mb,
             layers, hidden, heads, hidden * ffnFactor, experts, Math.Min(topK, experts), (long)dp * ep * mb * sequencesPerRank, seq,
-            execution.Mode, execution.Schedule, execution.Recompute, execution.Zipf);
+            execution.Mode, execution.Schedule, execution.Recompute, execution.Zipf, execution.Kernel, execution.Overlap, execution.ScatterGather);
 
-    /// <summary>Forward pass (3 in 4) or training step with GPipe or 1F1B and optional recompute; uniform or Zipf routing.</summary>
-    private static Gen<(WorkloadMode Mode, PipelineSchedule Schedule, bool Recompute, double Zipf)> Execution =>
+    /// <summary>
+    /// Forward pass (3 in 4) or training step with GPipe or 1F1B and optional recompute; uniform or Zipf routing;
+    /// flash-style or materialized attention; communication overlapping compute (3 in 4) or blocking; scatter/gather sends.
+    /// </summary>
+    private static Gen<(WorkloadMode Mode, PipelineSchedule Schedule, bool Recompute, double Zipf, AttentionKernel Kernel, bool Overlap, bool ScatterGather)> Execution =>
         from training in Gen.Int[0, 3]
         from schedule in Gen.OneOf(PipelineSchedule.Gpipe, PipelineSchedule.OneFOneB)
         from recompute in Gen.Bool
         from zipf in Gen.OneOf(0.0, 0.0, 1.0, 1.5)
-        select (training == 0 ? WorkloadMode.Training : WorkloadMode.Inference, schedule, recompute && training == 0, zipf);
+        from kernel in Gen.OneOf(AttentionKernel.Fused, AttentionKernel.Fused, AttentionKernel.Materialized, AttentionKernel.MaterializedDropout)
+        from overlap in Gen.Int[0, 3]
+        from scatterGather in Gen.Bool
+        select (training == 0 ? WorkloadMode.Training : WorkloadMode.Inference, schedule, recompute && training == 0, zipf, kernel, overlap != 0, scatterGather);
 
     /// <summary>The founding document's two layouts: EP = n alone, or TP x PP alone; one replica, one microbatch.</summary>
     private static Gen<RandomCase> Seed(bool large) =>

@@ -169,7 +169,7 @@ internal sealed class CorrectedDerivation
             if (ScatterGathered && InputOf(item) is { } from && StageOf(from.Chunk) != stage)
             {
                 _b.Phase = item.Backward ? OpPhase.BackwardData : OpPhase.Forward;
-                AllReduceTensorGroups(gpus, OpKind.PipelineAllGather, _activationBytes, -1, mb, last);
+                TensorGroupCollective(gpus, OpKind.PipelineAllGather, _activationBytes, -1, mb, last);
             }
         }
         if (!item.Backward)
@@ -329,7 +329,7 @@ internal sealed class CorrectedDerivation
             var loss = _b.AddElementwise(gpus[li], 2 * _tokensPerRank * (_m.Vocabulary / _st.TP) * 4, layer, Deps(last[li]), index: 5, microbatch: mb);
             last[li] = Backward(OpKind.Logits, gpus[li], new(_tokensPerRank, _h, _m.Vocabulary / _st.TP), layer, [loss], -1, mb);
         }
-        if (_st.TP > 1) AllReduceTensorGroups(gpus, OpKind.AttentionAllReduce, _activationBytes, layer, mb, last);
+        if (_st.TP > 1) TensorGroupCollective(gpus, OpKind.AttentionAllReduce, _activationBytes, layer, mb, last);
     }
 
     // ----- FFN blocks (forward or backward) ----------------------------------------------------------------------
@@ -354,7 +354,7 @@ internal sealed class CorrectedDerivation
                 last[li] = Backward(OpKind.DenseUp, g, new(t, _h, _f / _st.TP), layer, [act], -1, mb);
             }
         }
-        if (_st.TP > 1) AllReduceTensorGroups(gpus, OpKind.ExpertAllReduce, _activationBytes, layer, mb, last);
+        if (_st.TP > 1) TensorGroupCollective(gpus, OpKind.ExpertAllReduce, _activationBytes, layer, mb, last);
     }
 
     /// <summary>
@@ -426,7 +426,7 @@ internal sealed class CorrectedDerivation
             if (!backward) _b.Phase = forwardPhase;
             if (_attentionDp)
             {
-                if (_st.TP > 1) AllReduceTensorGroups(gpus, OpKind.ExpertAllReduce, MaxLocalTokens(tokens) * _h * _e, layer, mb, cur[c], c);
+                if (_st.TP > 1) TensorGroupCollective(gpus, OpKind.ExpertAllReduce, MaxLocalTokens(tokens) * _h * _e, layer, mb, cur[c], c);
                 if (_st.EP > 1) AllToAll(gpus, backward ? OpKind.AllToAllDispatch : OpKind.AllToAllCombine, a2aBytes[c], layer, mb, cur[c], c);
             }
             else
@@ -469,7 +469,7 @@ internal sealed class CorrectedDerivation
     /// <summary>All-reduce over the ranks sharing attention heads: the TP group (data-parallel attention) or the whole EP x TP stage group.</summary>
     private void AllReduceAttentionGroups(int[] gpus, OpKind kind, long bytes, int layer, int mb, int[] last, int index = -1)
     {
-        if (_attentionDp) AllReduceTensorGroups(gpus, kind, bytes, layer, mb, last, index);
+        if (_attentionDp) TensorGroupCollective(gpus, kind, bytes, layer, mb, last, index);
         else if (gpus.Length > 1)
         {
             var op = _b.AddCommunication(kind, _b.Group(gpus), bytes, layer, last.Where(x => x >= 0).Distinct().ToArray(), index, mb);
@@ -477,7 +477,8 @@ internal sealed class CorrectedDerivation
         }
     }
 
-    private void AllReduceTensorGroups(int[] gpus, OpKind kind, long bytes, int layer, int mb, int[] last, int index = -1)
+    /// <summary>A collective of <paramref name="kind"/> over each tensor-parallel group of the stage (nothing with TP = 1).</summary>
+    private void TensorGroupCollective(int[] gpus, OpKind kind, long bytes, int layer, int mb, int[] last, int index = -1)
     {
         if (_st.TP == 1) return;
         for (var er = 0; er < _st.EP; er++)
