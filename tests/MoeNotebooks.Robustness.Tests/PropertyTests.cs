@@ -38,6 +38,19 @@ public class PropertyTests
         });
     }
 
+    [Fact]
+    public void Operation_estimate_never_undercounts_the_built_dag()
+    {
+        // The guard that refuses oversized configurations up front reads this estimate: it must bound what is built.
+        Property.Check(RandomScenarios.Valid(), c =>
+        {
+            var s = c.Scenario;
+            var built = s.BuildDag().Count;
+            var estimate = DagFactory.EstimateOperations(s.Model, s.Strategy);
+            Assert.True(estimate >= built, $"estimated {estimate} operations, built {built}");
+        });
+    }
+
     /// <summary>
     /// Each consecutive pair (a, b) of the critical path is a data edge (a is a predecessor of b) or a stream edge
     /// (a is the operation issued just before b on a stream b needs: b's GPU's compute stream, or the communication
