@@ -33,6 +33,18 @@ public static class Sc21Ablation
         ];
     }
 
+    /// <summary>The ablation on the shared data, as a report with one suite per rung ("training-sc21 &lt;rung&gt;").</summary>
+    public static ValidationReport Report(PublicData data)
+    {
+        var results = Run(Sc21Predictor.Calibrated(data), TrainingCase.Read(data.PathOf(PublicData.TrainingFile)));
+        return new ValidationReport(data.Directory, results.Select(r => r.Suite with
+        {
+            Name = $"{TrainingSuite.Name} {r.Step.Name}",
+            Description = r.Step.What,
+            Notes = r.Suite.Notes.Skip(2).ToArray(),   // the per-run lines; the execution lines are the rung's description
+        }).ToArray());
+    }
+
     /// <summary>Predicts every case under every step with <paramref name="calibrated"/>'s cost model and hardware.</summary>
     public static IReadOnlyList<Sc21AblationResult> Run(Sc21Predictor calibrated, IReadOnlyList<TrainingCase> cases) =>
         Steps(calibrated.Runs).Select(step =>

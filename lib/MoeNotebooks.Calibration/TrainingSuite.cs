@@ -70,7 +70,7 @@ public static class TrainingSuite
             $"execution: attention {JsonObjectReader.Kebab(x.AttentionKernel.ToString())}, communication {(x.OverlapCommunication ? "overlapping compute" : "blocking")}, scatter/gather {(x.ScatterGather ? "on" : "off")} ({x.Source})",
         };
         notes.AddRange(predictions.Select(p => string.Create(CultureInfo.InvariantCulture,
-            $"{p.Case.Model}: micro-batch {p.Settings.MicroBatch}, {p.Microbatches} microbatches, {(p.VirtualStages > 1 ? $"interleaved x{p.VirtualStages}" : "1F1B")}, {p.Settings.Ddp.ToString().ToLowerInvariant()} DDP; pipeline {p.PipelineSeconds:F2} s + exposed DP all-reduce {p.DataParallelSeconds:F3} s")));
+            $"{p.Case.Model}: micro-batch {p.Settings.MicroBatch}, {p.Microbatches} microbatch{(p.Microbatches == 1 ? "" : "es")}, {(p.VirtualStages > 1 ? $"interleaved x{p.VirtualStages}" : "1F1B")}, {p.Settings.Ddp.ToString().ToLowerInvariant()} DDP; pipeline {p.PipelineSeconds:F2} s + exposed DP all-reduce {p.DataParallelSeconds:F3} s")));
         return new ValidationSuite(Name,
             "Megatron-LM SC21 Table 1 (GPT 1.7B-1T, A100-80GB Selene): achieved TFLOP/s per GPU by the paper's FLOP count (includes the recompute forward), predicted = F / (GPUs x predicted iteration time), each run as published and executed",
             "TFLOP/s per GPU", 5, results, notes);

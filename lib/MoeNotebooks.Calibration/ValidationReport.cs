@@ -99,12 +99,13 @@ public sealed record ValidationReport(string DataDirectory, IReadOnlyList<Valida
     /// <summary>One line per suite: cases, MAPE, max error, target.</summary>
     public void WriteSummary(TextWriter w)
     {
-        w.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{"suite",-28} {"cases",6} {"MAPE %",8} {"max %",8} {"target %",9}  status"));
+        var width = Suites.Select(s => s.Name.Length).Append(28).Max();
+        w.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{"suite".PadRight(width)} {"cases",6} {"MAPE %",8} {"max %",8} {"target %",9}  status"));
         foreach (var s in Suites)
         {
             string F(double? v) => v is { } x ? x.ToString("F1", CultureInfo.InvariantCulture) : "-";
             var verdict = s.MeetsTarget switch { true => "meets target", false => "MISSES target", _ => "" };
-            w.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{s.Name,-28} {s.Cases.Count,6} {F(s.MapePct),8} {F(s.MaxAbsErrorPct),8} {F(s.TargetPct),9}  {s.Status} {verdict}"));
+            w.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{s.Name.PadRight(width)} {s.Cases.Count,6} {F(s.MapePct),8} {F(s.MaxAbsErrorPct),8} {F(s.TargetPct),9}  {s.Status} {verdict}"));
         }
         foreach (var s in Suites)
         {

@@ -92,6 +92,26 @@ public class ValidationTests
         Assert.Equal(RealData.Report["gemm"].MapePct!.Value, gemm.GetProperty("mapePct").GetDouble(), 1e-4);
     }
 
+    [CalibrationDataFact]
+    public void Validate_verb_reports_the_sc21_ablation_one_suite_per_rung()
+    {
+        var stdout = new StringWriter();
+        Assert.Equal(0, Cli.Cli.Run(["validate", "--ablation", "sc21", "--format", "json"], stdout, new StringWriter()));
+        using var doc = JsonDocument.Parse(stdout.ToString());
+        var suites = doc.RootElement.GetProperty("suites").EnumerateArray().ToArray();
+        Assert.Equal(Sc21Ablation.Steps(Sc21RunCatalog.Published).Select(s => $"{TrainingSuite.Name} {s.Name}"), suites.Select(s => s.GetProperty("name").GetString()));
+        // Oracle: the last rung is the published model, whose MAPE `moe validate` reports.
+        Assert.Equal(RealData.Report[TrainingSuite.Name].MapePct!.Value, suites[^1].GetProperty("mapePct").GetDouble(), 1e-4);
+    }
+
+    [Fact]
+    public void Validate_verb_rejects_an_unknown_ablation()
+    {
+        var stderr = new StringWriter();
+        Assert.Equal(2, Cli.Cli.Run(["validate", "--ablation", "gemm"], new StringWriter(), stderr));
+        Assert.Contains("--ablation = gemm", stderr.ToString());
+    }
+
     [Fact]
     public void Validate_verb_with_a_missing_folder_exits_2_with_one_line()
     {
