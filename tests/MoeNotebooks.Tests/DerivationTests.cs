@@ -92,4 +92,25 @@ public class DerivationTests
         Assert.True(Total(4) < Total(1));
         Assert.True(Total(8) < Total(4));
     }
+
+    [Theory]
+    [InlineData("seed-ep16")]
+    [InlineData("ep16")]
+    [InlineData("tp8-pp2-training")]
+    public void Reserving_room_up_front_builds_the_same_dag(string name)
+    {
+        // Oracle: the DAG built with no reservation (arrays grown by doubling), compared field by field.
+        var s = Scenario.Load(TestPaths.Scenario(name));
+        var grown = s.Strategy.Derivation == Derivation.Seed ? SeedDerivation.Build(s.Model, s.Strategy) : CorrectedDerivation.Build(s.Model, s.Strategy);
+        var reserved = s.BuildDag();
+        Assert.Equal(grown.Count, reserved.Count);
+        Assert.Equal(grown.EdgeCount, reserved.EdgeCount);
+        Assert.Equal(grown.PriceClassCount, reserved.PriceClassCount);
+        for (var op = 0; op < grown.Count; op++)
+        {
+            Assert.Equal((grown.Kind(op), grown.Phase(op), grown.Gpu(op), grown.Group(op), grown.Layer(op), grown.Microbatch(op), grown.Index(op), grown.PriceClassOf(op), grown.Bytes(op)),
+                         (reserved.Kind(op), reserved.Phase(op), reserved.Gpu(op), reserved.Group(op), reserved.Layer(op), reserved.Microbatch(op), reserved.Index(op), reserved.PriceClassOf(op), reserved.Bytes(op)));
+            Assert.True(grown.Predecessors(op).SequenceEqual(reserved.Predecessors(op)));
+        }
+    }
 }

@@ -50,6 +50,16 @@ public sealed class DagBuilder
         if (edges > _preds.Length) Array.Resize(ref _preds, edges);
     }
 
+    /// <summary>
+    /// Reserves room for an estimated operation count (and twice as many edges), capped at 2^26 operations so a loose
+    /// estimate cannot claim gigabytes up front; nothing happens for an estimate of 0 or less.
+    /// </summary>
+    public void Reserve(double expectedOperations)
+    {
+        if (expectedOperations <= 0) return;
+        EnsureCapacity((int)Math.Min(expectedOperations, 1 << 26), (int)Math.Min(2 * expectedOperations, 1 << 27));
+    }
+
     /// <summary>A GPU group (deduplicated); members must be distinct valid GPUs.</summary>
     public int Group(ReadOnlySpan<int> gpus)
     {

@@ -73,7 +73,13 @@ internal sealed class CorrectedDerivation
         else _expertTokensByChunk = [];
     }
 
-    public static OperatorDag Build(ModelSpec model, StrategySpec st) => new CorrectedDerivation(model, st).BuildDag();
+    /// <param name="expectedOperations">Room to reserve up front (an estimate; the builder still grows past it).</param>
+    public static OperatorDag Build(ModelSpec model, StrategySpec st, double expectedOperations = 0)
+    {
+        var derivation = new CorrectedDerivation(model, st);
+        derivation._b.Reserve(expectedOperations);
+        return derivation.BuildDag();
+    }
 
     /// <summary>
     /// HBM bytes of the softmax (and dropout) passes over one rank's materialized scores, E = sequences x heads x s x s

@@ -24,8 +24,8 @@ public static class DagFactory
                     $"would build about {estimate:E2} operations ({model.Layers} layers x {strategy.GpuCount} GPUs x {strategy.Microbatches} microbatches); the limit is {MaxOperations:E0}: use fewer GPUs, layers or microbatches"));
         return strategy.Derivation switch
         {
-            Derivation.Seed => SeedDerivation.Build(model, strategy),
-            _ => CorrectedDerivation.Build(model, strategy),
+            Derivation.Seed => SeedDerivation.Build(model, strategy, estimate),
+            _ => CorrectedDerivation.Build(model, strategy, estimate),
         };
     }
 

@@ -11,9 +11,11 @@ namespace MoeNotebooks.Derivations;
 /// </summary>
 internal static class SeedDerivation
 {
-    public static OperatorDag Build(ModelSpec model, StrategySpec strategy)
+    /// <param name="expectedOperations">Room to reserve up front (an estimate; the builder still grows past it).</param>
+    public static OperatorDag Build(ModelSpec model, StrategySpec strategy, double expectedOperations = 0)
     {
         var b = new DagBuilder(strategy.GpuCount, model.ElementBytes, model.Dtype, $"seed derivation, {strategy}");
+        b.Reserve(expectedOperations);
         if (strategy.EP > 1 || (strategy.TP == 1 && strategy.PP == 1)) BuildExpertParallel(b, model, strategy.EP);
         else BuildTensorPipeline(b, model, strategy);
         return b.Build();
