@@ -5,8 +5,8 @@ namespace MoeNotebooks.Calibration;
 /// <summary>One rung of the ablation: the run settings and execution the predictor assumes, and why.</summary>
 public sealed record Sc21AblationStep(string Name, string What, Sc21RunCatalog Catalog);
 
-/// <summary>The SC21 suite predicted under one rung's assumptions.</summary>
-public sealed record Sc21AblationResult(Sc21AblationStep Step, ValidationSuite Suite);
+/// <summary>The SC21 suite predicted under one rung's assumptions, and the predictions behind it (one per case, in order).</summary>
+public sealed record Sc21AblationResult(Sc21AblationStep Step, ValidationSuite Suite, IReadOnlyList<TrainingPrediction> Predictions);
 
 /// <summary>
 /// What each modelling choice of the SC21 predictor is worth: the suite is predicted from a naive start (one sequence
@@ -50,6 +50,7 @@ public static class Sc21Ablation
         Steps(calibrated.Runs).Select(step =>
         {
             var predictor = new Sc21Predictor(calibrated.Cost, calibrated.Hardware, step.Catalog);
-            return new Sc21AblationResult(step, TrainingSuite.Run(cases, predictor));
+            var predictions = cases.Select(predictor.Predict).ToArray();
+            return new Sc21AblationResult(step, TrainingSuite.Run(predictions, step.Catalog), predictions);
         }).ToArray();
 }

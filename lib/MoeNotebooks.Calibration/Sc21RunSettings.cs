@@ -24,6 +24,9 @@ public sealed record Sc21RunSettings(string CaseId, string Model, int MicroBatch
     /// <summary>What a case without published settings gets: one sequence per microbatch, plain 1F1B, gradients after the flush.</summary>
     public static Sc21RunSettings Default(TrainingCase c) => new(c.Id, c.Model, 1, 0, DdpImplementation.Local);
 
+    /// <summary>Megatron-LM's name for the DDP implementation ("local", "torch").</summary>
+    public string DdpName => Ddp.ToString().ToLowerInvariant();
+
     /// <summary>Model chunks per GPU for a case (1 without interleaving).</summary>
     public int VirtualStages(TrainingCase c)
     {

@@ -59,18 +59,21 @@ public static class TrainingSuite
 {
     public const string Name = "training-sc21";
 
-    public static ValidationSuite Run(IReadOnlyList<TrainingCase> cases, Sc21Predictor predictor)
+    public static ValidationSuite Run(IReadOnlyList<TrainingCase> cases, Sc21Predictor predictor) =>
+        Run(cases.Select(predictor.Predict).ToArray(), predictor.Runs);
+
+    /// <summary>The suite of predictions already made under <paramref name="runs"/> (named in the notes).</summary>
+    public static ValidationSuite Run(IReadOnlyList<TrainingPrediction> predictions, Sc21RunCatalog runs)
     {
-        var predictions = cases.Select(predictor.Predict).ToArray();
         var results = predictions.Select(p => new ValidationCase(Id(p.Case), p.Case.MeasuredTflopsPerGpu, p.TflopsPerGpu)).ToArray();
-        var x = predictor.Runs.Execution;
+        var x = runs.Execution;
         var notes = new List<string>
         {
-            $"runs as launched: {predictor.Runs.Source}",
+            $"runs as launched: {runs.Source}",
             $"execution: attention {JsonObjectReader.Kebab(x.AttentionKernel.ToString())}, communication {(x.OverlapCommunication ? "overlapping compute" : "blocking")}, scatter/gather {(x.ScatterGather ? "on" : "off")} ({x.Source})",
         };
         notes.AddRange(predictions.Select(p => string.Create(CultureInfo.InvariantCulture,
-            $"{p.Case.Model}: micro-batch {p.Settings.MicroBatch}, {p.Microbatches} microbatch{(p.Microbatches == 1 ? "" : "es")}, {(p.VirtualStages > 1 ? $"interleaved x{p.VirtualStages}" : "1F1B")}, {p.Settings.Ddp.ToString().ToLowerInvariant()} DDP; pipeline {p.PipelineSeconds:F2} s + exposed DP all-reduce {p.DataParallelSeconds:F3} s")));
+            $"{p.Case.Model}: micro-batch {p.Settings.MicroBatch}, {p.Microbatches} microbatch{(p.Microbatches == 1 ? "" : "es")}, {(p.VirtualStages > 1 ? $"interleaved x{p.VirtualStages}" : "1F1B")}, {p.Settings.DdpName} DDP; pipeline {p.PipelineSeconds:F2} s + exposed DP all-reduce {p.DataParallelSeconds:F3} s")));
         return new ValidationSuite(Name,
             "Megatron-LM SC21 Table 1 (GPT 1.7B-1T, A100-80GB Selene): achieved TFLOP/s per GPU by the paper's FLOP count (includes the recompute forward), predicted = F / (GPUs x predicted iteration time), each run as published and executed",
             "TFLOP/s per GPU", 5, results, notes);

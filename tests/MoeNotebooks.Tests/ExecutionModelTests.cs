@@ -9,8 +9,8 @@ namespace MoeNotebooks.Tests;
 /// <summary>How a framework executes the DAG: attention kernel, blocking communication, scatter/gather pipeline sends.</summary>
 public class ExecutionModelTests
 {
-    private static readonly HardwareSpec H100 = HardwareCatalog.Get("H100-SXM");
-    private static readonly ModelSpec Dense = new("dense", 8, 1024, 8, 4096, 0, 1, 32, 512);
+    private static readonly HardwareSpec H100 = TrainingAndScheduleTests.H100x8;
+    private static readonly ModelSpec Dense = TrainingAndScheduleTests.Dense;
 
     private static IEnumerable<int> Ops(OperatorDag dag, Func<int, bool> where) => Enumerable.Range(0, dag.Count).Where(where);
 

@@ -9,9 +9,10 @@ namespace MoeNotebooks.Tests;
 /// <summary>Pipeline schedules, training steps, routing, placements and overlap (issue 4).</summary>
 public class TrainingAndScheduleTests
 {
-    private static readonly HardwareSpec H100x8 = HardwareCatalog.Get("H100-SXM");
+    internal static readonly HardwareSpec H100x8 = HardwareCatalog.Get("H100-SXM");
     private static readonly ModelSpec Small = new("small", 8, 1024, 8, 4096, 8, 1, 32, 512);
-    private static readonly ModelSpec Dense = new("dense", 8, 1024, 8, 4096, 0, 1, 32, 512);
+    /// <summary>A small dense GPT (8 layers, H 1024, 8 heads, 32 sequences of 512) shared by the schedule and execution tests.</summary>
+    internal static readonly ModelSpec Dense = new("dense", 8, 1024, 8, 4096, 0, 1, 32, 512);
 
     /// <summary>Durations priced by the roofline, with communication set to zero so stages are pure compute.</summary>
     private static (OperatorDag Dag, double[] Durations) ComputeOnly(StrategySpec st, ModelSpec model)
