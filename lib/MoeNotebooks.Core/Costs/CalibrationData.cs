@@ -1,9 +1,10 @@
 namespace MoeNotebooks.Costs;
 
 /// <summary>
-/// Where the shared calibration measurements live: <c>$MOE_CALIBRATION_DIR</c> when set, else
-/// <c>&lt;repo root&gt;/../shared/calibration</c>, the repo root being the first folder upward holding <c>MoeNotebooks.sln</c>
-/// (searched from the current directory, then from this assembly's folder). The files are never copied into the repository.
+/// Where the public calibration measurements live: <c>$MOE_CALIBRATION_DIR</c> when set, else
+/// <c>&lt;repo root&gt;/data/calibration</c> (the published tables carried in the repository with their sources, see its
+/// README), else <c>&lt;repo root&gt;/../shared/calibration</c>; the repo root is the first folder upward holding
+/// <c>MoeNotebooks.sln</c> (searched from the current directory, then from this assembly's folder).
 /// </summary>
 public static class CalibrationData
 {
@@ -21,8 +22,8 @@ public static class CalibrationData
         {
             if (RepositoryRoot(start) is { } root)
             {
-                var dir = Path.GetFullPath(Path.Combine(root, "..", "shared", "calibration"));
-                if (Directory.Exists(dir)) return dir;
+                foreach (var dir in new[] { Path.Combine(root, "data", "calibration"), Path.Combine(root, "..", "shared", "calibration") })
+                    if (Directory.Exists(dir)) return Path.GetFullPath(dir);
             }
         }
         return null;
@@ -36,7 +37,7 @@ public static class CalibrationData
         var root = RepositoryRoot(Directory.GetCurrentDirectory()) ?? RepositoryRoot(AppContext.BaseDirectory);
         return root is null
             ? $"calibration data not found: no MoeNotebooks.sln above {Directory.GetCurrentDirectory()}; set {EnvironmentVariable}"
-            : $"calibration data not found: {Path.GetFullPath(Path.Combine(root, "..", "shared", "calibration"))} is absent; set {EnvironmentVariable} to a folder holding gemm_measured_public.csv, comm_measured_public.csv, training_measured_public.csv";
+            : $"calibration data not found: neither {Path.GetFullPath(Path.Combine(root, "data", "calibration"))} nor {Path.GetFullPath(Path.Combine(root, "..", "shared", "calibration"))} exists; set {EnvironmentVariable} to a folder holding gemm_measured_public.csv, comm_measured_public.csv, training_measured_public.csv";
     }
 
     /// <summary>The first folder at or above <paramref name="start"/> holding MoeNotebooks.sln, or null.</summary>
