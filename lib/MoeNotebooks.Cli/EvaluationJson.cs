@@ -74,6 +74,27 @@ public static class EvaluationJson
             }
             w.WriteEndArray();
             WriteMemory(w, e.Memory);
+            w.WriteStartArray("collectives");
+            foreach (var c in e.Collectives)
+            {
+                w.WriteStartObject();
+                w.WriteString("kind", c.Kind.ToString());
+                w.WriteString("pattern", MoeNotebooks.Costs.MeasurementCsv.NameOf(c.Pattern));
+                w.WriteNumber("gpus", c.Gpus);
+                w.WriteNumber("nvlinkDomains", c.Domains);
+                w.WriteNumber("bytesPerGpu", c.BytesPerGpu);
+                w.WriteNumber("count", c.Count);
+                w.WriteNumber("seconds", c.Seconds);
+                w.WriteString("algorithm", c.Algorithm);
+                w.WriteNumber("busBytesPerSecond", c.BusBytesPerSecond);
+                w.WriteNumber("intraDomainSeconds", c.IntraDomainSeconds);
+                w.WriteNumber("interDomainSeconds", c.InterDomainSeconds);
+                w.WriteEndObject();
+            }
+            w.WriteEndArray();
+            w.WriteStartArray("warnings");
+            foreach (var warning in e.Warnings) w.WriteStringValue(warning);
+            w.WriteEndArray();
             if (e.Routing is { } routing)
             {
                 w.WriteStartObject("routing");

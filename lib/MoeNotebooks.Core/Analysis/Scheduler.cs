@@ -10,15 +10,26 @@ namespace MoeNotebooks.Analysis;
 /// member; pipeline sends use their own link. Communication thus overlaps compute wherever the dependencies allow; a
 /// DAG built with <see cref="OperatorDag.CommunicationOverlapsCompute"/> false runs collectives on the compute streams
 /// instead and makes a send block its sender until the transfer is done.
-/// One pass in id order: O(operations + edges + group members).
+/// <para>Contention: when the cost model knows which links a collective or send occupies (<see cref="ILinkTopology"/>:
+/// NIC send/receive sides, NVLink ports), operations on the same link at once share it. The one pass has already
+/// committed earlier-issued operations, so a later one whose time overlaps work committed on one of its links is
+/// delayed by that work (the link's work is conserved: with fair sharing the last of two operations that start
+/// together finishes at the same time). A collective's members already queue on their communication streams, so
+/// contention arises between different groups on a shared NIC (fewer rails than GPUs) and between sends and
+/// collectives.</para>
+/// One pass in id order: O(operations + edges + group members + links).
 /// </summary>
 public static class Scheduler
 {
     /// <summary>Prices the DAG with <paramref name="cost"/> and schedules it.</summary>
-    public static CriticalPathResult CriticalPath(this OperatorDag dag, CostModel cost) => Schedule(dag, cost.Price(dag), cost.Name);
+    public static CriticalPathResult CriticalPath(this OperatorDag dag, CostModel cost) => Schedule(dag, cost.Price(dag), cost.Name, cost.Footprints(dag));
 
-    /// <summary>Schedules with given durations (seconds, by operation id).</summary>
-    public static CriticalPathResult Schedule(OperatorDag dag, double[] durations, string costModel = "given durations")
+    /// <summary>
+    /// Schedules with given durations (seconds, by operation id); with <paramref name="links"/> (from
+    /// <see cref="CostModel.Footprints"/>) operations sharing a link contend, and the result's durations are the
+    /// contended ones.
+    /// </summary>
+    public static CriticalPathResult Schedule(OperatorDag dag, double[] durations, string costModel = "given durations", LinkFootprints? links = null)
     {
         if (durations.Length != dag.Count)
             throw new ArgumentException($"durations has {durations.Length} entries but the DAG has {dag.Count} operations", nameof(durations));
@@ -26,7 +37,15 @@ public static class Scheduler
         var start = new double[n];
         var finish = new double[n];
         var critPred = new int[n];
-        var total = Run(dag, durations, start, finish, critPred);
+        var total = Run(dag, durations, start, finish, critPred, links);
+        if (links is not null)
+        {
+            // Durations as run: contention stretched some communication.
+            var effective = (double[])durations.Clone();
+            for (var op = 0; op < n; op++)
+                if (dag._groups[op] >= 0 && finish[op] - start[op] > durations[op]) effective[op] = finish[op] - start[op];
+            durations = effective;
+        }
         var path = new List<int>();
         if (n > 0)
         {
@@ -42,13 +61,13 @@ public static class Scheduler
     /// Only the total (the same number <see cref="Schedule"/> reports as <see cref="CriticalPathResult.TotalSeconds"/>),
     /// for sweeps and searches: no critical path or per-GPU usage. <paramref name="workspace"/> may be reused across calls.
     /// </summary>
-    public static double TotalSeconds(OperatorDag dag, ReadOnlySpan<double> durations, ScheduleWorkspace? workspace = null)
+    public static double TotalSeconds(OperatorDag dag, ReadOnlySpan<double> durations, ScheduleWorkspace? workspace = null, LinkFootprints? links = null)
     {
         if (durations.Length != dag.Count)
             throw new ArgumentException($"durations has {durations.Length} entries but the DAG has {dag.Count} operations", nameof(durations));
         workspace ??= new ScheduleWorkspace();
         workspace.Ensure(dag.Count);
-        return Run(dag, durations, workspace.Start.AsSpan(0, dag.Count), workspace.Finish.AsSpan(0, dag.Count), workspace.CritPred.AsSpan(0, dag.Count));
+        return Run(dag, durations, workspace.Start.AsSpan(0, dag.Count), workspace.Finish.AsSpan(0, dag.Count), workspace.CritPred.AsSpan(0, dag.Count), links);
     }
 
     /// <summary>Prices and schedules, returning only the total (see <see cref="TotalSeconds(OperatorDag, ReadOnlySpan{double}, ScheduleWorkspace?)"/>).</summary>
@@ -58,12 +77,14 @@ public static class Scheduler
         workspace.Ensure(dag.Count);
         var durations = workspace.Durations.AsSpan(0, dag.Count);
         cost.Price(dag, durations);
-        return TotalSeconds(dag, durations, workspace);
+        return TotalSeconds(dag, durations, workspace, cost.Footprints(dag));
     }
 
     /// <summary>The one pass: start, finish and the critical predecessor of every operation; returns the latest finish.</summary>
-    private static double Run(OperatorDag dag, ReadOnlySpan<double> durations, Span<double> start, Span<double> finish, Span<int> critPred)
+    private static double Run(OperatorDag dag, ReadOnlySpan<double> durations, Span<double> start, Span<double> finish, Span<int> critPred, LinkFootprints? links)
     {
+        var linkFree = links is null ? null : new double[links.LinkCount];
+        var linkStart = links is null ? null : new double[links.LinkCount];
         int n = dag.Count, gpus = dag.GpuCount;
         var computeFree = new double[gpus];
         var commFree = new double[gpus];
@@ -112,7 +133,7 @@ public static class Scheduler
                 // the data through the dependency).
                 var g = gpuOf[op];
                 if (blocking && computeFree[g] > ready) { ready = computeFree[g]; crit = lastCompute[g]; }
-                var f = ready + d;
+                var f = linkFree is null ? ready + d : Contend(links!.Of(op), linkStart!, linkFree, ready, d);
                 start[op] = ready;
                 finish[op] = f;
                 if (blocking) { computeFree[g] = f; lastCompute[g] = op; }
@@ -128,7 +149,7 @@ public static class Scheduler
                     if (commFree[g] > ready) { ready = commFree[g]; crit = lastComm[g]; }
                     if (blocking && computeFree[g] > ready) { ready = computeFree[g]; crit = lastCompute[g]; }
                 }
-                var f = ready + d;
+                var f = linkFree is null ? ready + d : Contend(links!.Of(op), linkStart!, linkFree, ready, d);
                 start[op] = ready;
                 finish[op] = f;
                 foreach (var g in m)
@@ -142,6 +163,31 @@ public static class Scheduler
             critPred[op] = crit;
         }
         return total;
+    }
+
+    /// <summary>
+    /// The finish of an operation needing <paramref name="d"/> alone on <paramref name="links"/>, ready at
+    /// <paramref name="ready"/>: each link remembers the span of work committed on it (<c>[start, end]</c>); a new
+    /// operation whose span overlaps it is delayed by the committed work left in its window (<c>end - max(ready,
+    /// start)</c>), so the link never does more than one second of work per second.
+    /// </summary>
+    private static double Contend(ReadOnlySpan<int> links, double[] linkStart, double[] linkEnd, double ready, double d)
+    {
+        if (d <= 0 || links.IsEmpty) return ready + d;
+        var delay = 0.0;
+        foreach (var l in links)
+        {
+            double s = linkStart[l], e = linkEnd[l];
+            if (e > ready && s < ready + d) delay = Math.Max(delay, e - Math.Max(ready, s));
+        }
+        var f = ready + d + delay;
+        foreach (var l in links)
+        {
+            double s = linkStart[l], e = linkEnd[l];
+            if (e > ready && s < f) { linkStart[l] = Math.Min(s, ready); linkEnd[l] = Math.Max(e, f); }
+            else if (ready >= e) { linkStart[l] = ready; linkEnd[l] = f; }
+        }
+        return f;
     }
 
     /// <summary>Per-GPU busy time by category, exposed communication (not under compute) and idle time.</summary>
@@ -204,6 +250,33 @@ public static class Scheduler
             usage[g] = new GpuUsage(g, mm, at, el, exposed, overlap, idle > total * 1e-12 ? idle : 0);
         }
         return usage;
+    }
+}
+
+/// <summary>
+/// Which links each communication operation of a DAG occupies (resource ids of the cost model's
+/// <see cref="ILinkTopology"/>), per group and kind; built by <see cref="CostModel.Footprints"/>.
+/// </summary>
+public sealed class LinkFootprints
+{
+    private readonly OperatorDag _dag;
+    private readonly int[][] _byGroup;
+
+    internal LinkFootprints(OperatorDag dag, int linkCount, int[][] byGroup)
+    {
+        _dag = dag;
+        LinkCount = linkCount;
+        _byGroup = byGroup;
+    }
+
+    public int LinkCount { get; }
+
+    /// <summary>The links of operation <paramref name="op"/> (empty for compute).</summary>
+    public ReadOnlySpan<int> Of(int op)
+    {
+        var g = _dag._groups[op];
+        if (g < 0) return default;
+        return _byGroup[2 * g + (_dag._kinds[op] == OpKind.PipelineSend ? 1 : 0)];
     }
 }
 

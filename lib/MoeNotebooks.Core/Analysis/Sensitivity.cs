@@ -58,8 +58,8 @@ public static class Sensitivity
 
     private static bool SpansNodes(ReadOnlySpan<int> gpus, HardwareSpec hardware)
     {
-        var node = hardware.NodeOf(gpus[0]);
-        foreach (var g in gpus) if (hardware.NodeOf(g) != node) return true;
+        var node = hardware.DomainOf(gpus[0]);
+        foreach (var g in gpus) if (hardware.DomainOf(g) != node) return true;
         return false;
     }
 }

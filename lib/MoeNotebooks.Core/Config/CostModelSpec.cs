@@ -43,6 +43,9 @@ public sealed record CostModelSpec(CostModelKind Kind, EfficiencyTable? Efficien
     /// <summary>The measurements of kind calibrated.</summary>
     public CalibrationSpec? Calibration { get; init; }
 
+    /// <summary>How expert-parallel all-to-alls are carried out (<c>"alltoall"</c>: nccl | pxn | deep-ep-normal | deep-ep-low-latency; default nccl).</summary>
+    public AllToAllImplementation AllToAll { get; init; }
+
     /// <summary>
     /// A cost model by a single name, as a notebook parameter gives it: a kind that needs no options
     /// ("roofline-ideal", "tile-wave") or the name of an efficiency table in data/efficiency ("typical-hopper").
@@ -57,16 +60,20 @@ public sealed record CostModelSpec(CostModelKind Kind, EfficiencyTable? Efficien
 
     public CostModel Create(HardwareSpec hardware)
     {
+        var links = new LinkCommunication(hardware, AllToAll);
         switch (Kind)
         {
             case CostModelKind.RooflineIdeal:
-                return CostModel.RooflineIdeal(hardware);
+                return new CostModel("roofline-ideal", new RooflineCompute(hardware.Gpu, EfficiencyTable.Ideal), links);
             case CostModelKind.RooflineEfficiency:
-                return CostModel.RooflineEfficiency(hardware, Efficiency ?? throw new ConfigException("costModel.efficiency", null, "is required for kind \"roofline-efficiency\""));
+            {
+                var table = Efficiency ?? throw new ConfigException("costModel.efficiency", null, "is required for kind \"roofline-efficiency\"");
+                return new CostModel($"roofline-efficiency({table.Name})", new RooflineCompute(hardware.Gpu, table), links);
+            }
             case CostModelKind.TileWave:
             {
                 var tiles = Tiles ?? TileWaveTable.For(hardware.Gpu);
-                return new CostModel($"tile-wave({tiles.Name})", new TileWaveCompute(hardware.Gpu, tiles), new LinkCommunication(hardware));
+                return new CostModel($"tile-wave({tiles.Name})", new TileWaveCompute(hardware.Gpu, tiles), links);
             }
             default:
             {
@@ -76,8 +83,8 @@ public sealed record CostModelSpec(CostModelKind Kind, EfficiencyTable? Efficien
                     ? new CalibratedCompute(hardware.Gpu, tiles, c.Gemm, c.Neighbors, c.GemmPath ?? "gemm")
                     : new TileWaveCompute(hardware.Gpu, tiles);
                 ICommunicationCostModel communication = c.Communication.Count > 0
-                    ? CalibratedCommunication.FromMeasurements(hardware, c.Communication, c.CommunicationPath ?? "communication")
-                    : new LinkCommunication(hardware);
+                    ? CalibratedCommunication.FromMeasurements(hardware, c.Communication, c.CommunicationPath ?? "communication", allToAll: AllToAll)
+                    : links;
                 return new CostModel($"calibrated({compute.Name}, {communication.Name})", compute, communication);
             }
         }
@@ -116,6 +123,7 @@ public sealed record CostModelSpec(CostModelKind Kind, EfficiencyTable? Efficien
         var commPath = r.OptionalString("communication");
         var system = r.OptionalString("system");
         var neighbors = r.OptionalInt("neighbors");
+        var allToAll = r.OptionalString("alltoall") is { } a ? JsonObjectReader.ParseEnum<AllToAllImplementation>(r.Child("alltoall"), a, source) : AllToAllImplementation.Nccl;
         r.Finish();
 
         void OnlyFor(CostModelKind k, string key, string? shown, params CostModelKind[] also)
@@ -153,7 +161,7 @@ public sealed record CostModelSpec(CostModelKind Kind, EfficiencyTable? Efficien
             else if (system is not null) throw new ConfigException(r.Child("system"), $"\"{system}\"", "filters the \"communication\" file's rows; give \"communication\" too", source);
             calibration = new CalibrationSpec(gemmPath, gpu, gemm, commPath, system, comm, neighbors ?? 8);
         }
-        return Checked(new CostModelSpec(kind, table) { Tiles = tiles, Calibration = calibration }, path, source);
+        return Checked(new CostModelSpec(kind, table) { Tiles = tiles, Calibration = calibration, AllToAll = allToAll }, path, source);
     }
 
     private static string Existing(string path, string field, string? source) =>

@@ -73,15 +73,22 @@ public sealed record GpuSpec(
         return g.Validated(r.Path, r.Source);
     }
 
+    /// <summary>
+    /// The datatypes a GPU may list a peak for: the model's element dtypes plus "fp4" (NVFP4 / MXFP4 GEMM inputs,
+    /// half a byte, so not an element dtype). Precision recipes look GEMM peaks up by "fp8" (FP8 and MXFP8) and "fp4".
+    /// </summary>
+    public static IReadOnlyCollection<string> PeakDtypes { get; } =
+        ModelSpec.DtypeBytes.Keys.Append("fp4").ToHashSet(StringComparer.OrdinalIgnoreCase);
+
     private static Dictionary<string, double> ReadPerDtype(JsonObjectReader r, string key)
     {
         var reader = r.Object(key);
         var values = new Dictionary<string, double>(StringComparer.OrdinalIgnoreCase);
         foreach (var p in r.Element(key)!.Value.EnumerateObject())
         {
-            if (!ModelSpec.DtypeBytes.ContainsKey(p.Name))
+            if (!PeakDtypes.Contains(p.Name))
                 throw new ConfigException(reader.Child(p.Name), JsonObjectReader.Raw(p.Value),
-                    $"is not a known dtype; use {string.Join(", ", ModelSpec.DtypeBytes.Keys)}", r.Source);
+                    $"is not a known dtype; use {string.Join(", ", PeakDtypes)}", r.Source);
             values[p.Name] = reader.Double(p.Name);
         }
         reader.Finish();
@@ -89,27 +96,61 @@ public sealed record GpuSpec(
     }
 }
 
-/// <summary>A link class: per-GPU unidirectional bandwidth and a per-operation latency.</summary>
+/// <summary>
+/// A link class: per-GPU unidirectional bandwidth and a per-operation latency (the time of a small message, the first
+/// step of a collective). <see cref="StepLatencySeconds"/> is the extra latency of every further step of a ring or
+/// tree (NCCL's per-hop <c>hwLat</c>; default 0, so a collective costs one latency as before). For an NVLink domain
+/// without a switch (a full mesh of peer links: MI300X Infinity Fabric) <see cref="PeerBytesPerSecond"/> is one peer
+/// link's bandwidth: a GPU reaches one peer at that rate and its aggregate only with many peers at once.
+/// </summary>
 public sealed record LinkSpec(double BytesPerSecond, double LatencySeconds)
 {
+    /// <summary>Latency of each ring/tree step after the first (seconds); 0 unless the description gives it.</summary>
+    public double StepLatencySeconds { get; init; }
+
+    /// <summary>Bandwidth of one peer link of a switchless mesh (bytes/s per direction); null for a switched fabric.</summary>
+    public double? PeerBytesPerSecond { get; init; }
+
+    /// <summary>What a ring over <paramref name="gpus"/> GPUs of this fabric gets per GPU: the full bandwidth on a switch, (gpus - 1) peer links on a mesh.</summary>
+    public double RingBytesPerSecond(int gpus) =>
+        PeerBytesPerSecond is { } peer ? Math.Min(BytesPerSecond, Math.Max(1, gpus - 1) * peer) : BytesPerSecond;
+
+    /// <summary>Point to point between two GPUs: one peer link on a mesh, the full bandwidth on a switch.</summary>
+    public double PairBytesPerSecond => PeerBytesPerSecond is { } peer ? Math.Min(peer, BytesPerSecond) : BytesPerSecond;
+
     public LinkSpec Validated(string path, string? source = null)
     {
         Validate.Positive($"{path}.bytesPerSecond", BytesPerSecond);
         Validate.NonNegative($"{path}.latencySeconds", LatencySeconds);
+        Validate.NonNegative($"{path}.stepLatencySeconds", StepLatencySeconds);
+        if (PeerBytesPerSecond is { } peer)
+        {
+            Validate.Positive($"{path}.peerBytesPerSecond", peer);
+            if (peer > BytesPerSecond)
+                throw new ConfigException($"{path}.peerBytesPerSecond", Validate.Show(peer), $"must not exceed the GPU's aggregate bytesPerSecond {Validate.Show(BytesPerSecond)}", source);
+        }
         return this;
     }
 
     public static LinkSpec Read(JsonObjectReader r)
     {
-        var l = new LinkSpec(r.Double("bytesPerSecond"), r.Double("latencySeconds"));
+        var l = new LinkSpec(r.Double("bytesPerSecond"), r.Double("latencySeconds"))
+        {
+            StepLatencySeconds = r.OptionalDouble("stepLatencySeconds") ?? 0,
+            PeerBytesPerSecond = r.OptionalDouble("peerBytesPerSecond"),
+        };
         r.Finish();
         return l.Validated(r.Path, r.Source);
     }
 }
 
 /// <summary>
-/// A cluster: how many GPUs of which kind, grouped into nodes; links inside a node (NVLink) and across nodes (NIC).
-/// GPU <c>g</c> sits in node <c>g / GpusPerNode</c>.
+/// A cluster: how many GPUs of which kind, grouped into hosts (nodes) and NVLink domains; links inside an NVLink
+/// domain (<see cref="IntraNode"/>: NVLink / NVSwitch, per GPU) and across domains (<see cref="InterNode"/>: one
+/// NIC, per NIC). GPU <c>g</c> sits in host <c>g / GpusPerNode</c> and NVLink domain <c>g / GpusPerNvlinkDomain</c>;
+/// a host has <see cref="NicsPerNode"/> NICs (rails), NIC <c>r</c> serving GPUs <c>r·GpusPerNode/NicsPerNode</c> onward.
+/// Without the topology fields a description means what it meant before: one NVLink domain per host and one NIC per
+/// GPU of <see cref="InterNode"/>'s bandwidth.
 /// </summary>
 public sealed record HardwareSpec(
     string Name,
@@ -120,7 +161,35 @@ public sealed record HardwareSpec(
     LinkSpec InterNode,
     string Source)
 {
+    /// <summary>GPUs sharing one NVLink domain as given (null: one domain per host). An NVL72 rack: 72 GPUs over 18 hosts of 4.</summary>
+    public int? NvlinkDomainGpus { get; init; }
+
+    /// <summary>NICs per host as given (null: one per GPU).</summary>
+    public int? NicCount { get; init; }
+
+    /// <summary>GPUs per NVLink domain (default: per host).</summary>
+    public int GpusPerNvlinkDomain => NvlinkDomainGpus ?? GpusPerNode;
+
+    /// <summary>NICs (rails) per host (default: one per GPU). Each has <see cref="InterNode"/>'s bandwidth.</summary>
+    public int NicsPerNode => NicCount ?? GpusPerNode;
+
+    /// <summary>Whether the NVLink domain's switches reduce in the fabric (NVLink SHARP, NCCL's NVLS algorithm).</summary>
+    public bool Nvls { get; init; }
+
+    /// <summary>
+    /// Fraction of the ideal NVLS all-reduce rate reached (ideal: each GPU sends and receives the buffer once, algbw =
+    /// NVLink bandwidth); default 1. DGX H100: measured busbw ~480 GB/s against the ideal 2·7/8·450 = 787.5 GB/s.
+    /// </summary>
+    public double NvlsEfficiency { get; init; } = 1.0;
+
+    /// <summary>The host (node) of a GPU.</summary>
     public int NodeOf(int gpu) => gpu / GpusPerNode;
+
+    /// <summary>The NVLink domain of a GPU: two GPUs of one domain talk over NVLink, others over NICs.</summary>
+    public int DomainOf(int gpu) => gpu / GpusPerNvlinkDomain;
+
+    /// <summary>The cluster-wide index of the NIC (rail) a GPU sends through.</summary>
+    public int NicOf(int gpu) => NodeOf(gpu) * NicsPerNode + gpu % GpusPerNode * NicsPerNode / GpusPerNode;
 
     public HardwareSpec Validated(string path = "hardware", string? source = null)
     {
@@ -130,6 +199,22 @@ public sealed record HardwareSpec(
         Validate.Positive($"{path}.gpusPerNode", GpusPerNode);
         IntraNode.Validated($"{path}.intraNode", source);
         InterNode.Validated($"{path}.interNode", source);
+        if (NvlinkDomainGpus is { } d)
+        {
+            Validate.Positive($"{path}.gpusPerNvlinkDomain", d);
+            if (d % GpusPerNode != 0 && GpusPerNode % d != 0)
+                throw new ConfigException($"{path}.gpusPerNvlinkDomain", d.ToString(CultureInfo.InvariantCulture),
+                    $"must be a multiple or a divisor of gpusPerNode = {GpusPerNode} (a domain spans whole hosts, or a host holds whole domains)", source);
+        }
+        if (!(NvlsEfficiency > 0 && NvlsEfficiency <= 1))
+            throw new ConfigException($"{path}.nvlsEfficiency", Validate.Show(NvlsEfficiency), "must be in (0, 1]", source);
+        if (NicCount is { } n)
+        {
+            Validate.Positive($"{path}.nicsPerNode", n);
+            if (GpusPerNode % n != 0)
+                throw new ConfigException($"{path}.nicsPerNode", n.ToString(CultureInfo.InvariantCulture),
+                    $"must divide gpusPerNode = {GpusPerNode} (each NIC serves the same number of GPUs)", source);
+        }
         return this;
     }
 
@@ -137,7 +222,8 @@ public sealed record HardwareSpec(
 
     /// <summary>
     /// Reads a hardware description: either <c>{"preset": "H100-SXM", "gpus": 16}</c> (a catalog entry,
-    /// optionally overriding <c>gpus</c>/<c>gpusPerNode</c>) or a full inline description.
+    /// optionally overriding <c>gpus</c>, <c>gpusPerNode</c>, <c>gpusPerNvlinkDomain</c>, <c>nicsPerNode</c> and
+    /// <c>nvls</c>) or a full inline description.
     /// </summary>
     public static HardwareSpec Read(JsonObjectReader r)
     {
@@ -149,6 +235,10 @@ public sealed record HardwareSpec(
             {
                 GpuCount = r.OptionalInt("gpus") ?? entry.GpuCount,
                 GpusPerNode = r.OptionalInt("gpusPerNode") ?? entry.GpusPerNode,
+                NvlinkDomainGpus = r.OptionalInt("gpusPerNvlinkDomain") ?? entry.NvlinkDomainGpus,
+                NicCount = r.OptionalInt("nicsPerNode") ?? entry.NicCount,
+                Nvls = r.OptionalBool("nvls") ?? entry.Nvls,
+                NvlsEfficiency = r.OptionalDouble("nvlsEfficiency") ?? entry.NvlsEfficiency,
             };
         }
         else
@@ -160,12 +250,18 @@ public sealed record HardwareSpec(
                 r.Int("gpusPerNode"),
                 LinkSpec.Read(r.Object("intraNode")),
                 LinkSpec.Read(r.Object("interNode")),
-                r.OptionalString("source") ?? "");
+                r.OptionalString("source") ?? "")
+            {
+                NvlinkDomainGpus = r.OptionalInt("gpusPerNvlinkDomain"),
+                NicCount = r.OptionalInt("nicsPerNode"),
+                Nvls = r.OptionalBool("nvls") ?? false,
+                NvlsEfficiency = r.OptionalDouble("nvlsEfficiency") ?? 1.0,
+            };
         }
         r.Finish();
         return h.Validated(r.Path, r.Source);
     }
 
     public override string ToString() =>
-        string.Create(CultureInfo.InvariantCulture, $"{Name}: {GpuCount} x {Gpu.Name}, {GpusPerNode}/node");
+        string.Create(CultureInfo.InvariantCulture, $"{Name}: {GpuCount} x {Gpu.Name}, {GpusPerNode}/node, {GpusPerNvlinkDomain}/NVLink domain, {NicsPerNode} NIC(s)/node{(Nvls ? ", NVLS" : "")}");
 }

@@ -81,6 +81,12 @@ public sealed record Evaluation(Scenario Scenario, OperatorDag Dag, CostModel Co
     /// <summary>Where the routed tokens go (corrected derivation; null for a dense model or the seed derivation).</summary>
     public RoutingOutcome? Routing => Scenario.Strategy.Derivation == Derivation.Corrected ? RoutingOutcome.Of(Scenario.Model, Scenario.Strategy) : null;
 
+    /// <summary>What the cost model warned about while pricing (calibration range exceeded, datasheet fallbacks).</summary>
+    public IReadOnlyList<string> Warnings => Cost.Warnings();
+
+    /// <summary>Every distinct collective and send, with the algorithm chosen and the bus bandwidth reached.</summary>
+    public IReadOnlyList<CollectiveUse> Collectives => CollectiveReport.Of(Dag, Cost);
+
     /// <summary>How much the total drops if each operation kind or link class got <paramref name="speedup"/> faster.</summary>
     public IReadOnlyList<SensitivityRow> Sensitivity(double speedup = 0.10) => Analysis.Sensitivity.Analyze(Result, Scenario.Hardware, speedup);
 }

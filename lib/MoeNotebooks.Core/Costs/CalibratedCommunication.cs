@@ -102,10 +102,17 @@ public sealed record CollectiveFit(
 /// Within a group shape, the segment covering the message size is used; beyond the measured sizes the nearest segment
 /// extrapolates and a warning is collected in <see cref="Warnings"/>, as is every fallback to the datasheet.
 /// </summary>
-public sealed class CalibratedCommunication(HardwareSpec hardware, IReadOnlyList<CollectiveFit> fits, string source = "measurements") : ICommunicationCostModel
+public sealed class CalibratedCommunication(HardwareSpec hardware, IReadOnlyList<CollectiveFit> fits, string source = "measurements", AllToAllImplementation allToAll = AllToAllImplementation.Nccl) : ICommunicationCostModel, ILinkTopology
 {
     private readonly ILookup<(CollectivePattern, int, int), CollectiveFit> _fits = fits.ToLookup(f => (f.Pattern, f.Gpus, f.Nodes));
-    private readonly LinkCommunication _datasheet = new(hardware);
+    private readonly LinkCommunication _datasheet = new(hardware, allToAll);
+
+    /// <summary>The datasheet model that prices what no fit covers, and says which links a collective occupies.</summary>
+    public LinkCommunication Datasheet => _datasheet;
+
+    public int LinkCount => _datasheet.LinkCount;
+
+    public void Links(CollectivePattern pattern, ReadOnlySpan<int> gpus, List<int> into) => _datasheet.Links(pattern, gpus, into);
     private readonly List<string> _warnings = new();
     private readonly HashSet<string> _warned = new(StringComparer.Ordinal);
     private readonly object _gate = new();
@@ -117,8 +124,8 @@ public sealed class CalibratedCommunication(HardwareSpec hardware, IReadOnlyList
 
     public IReadOnlyList<string> Warnings { get { lock (_gate) return _warnings.ToArray(); } }
 
-    public static CalibratedCommunication FromMeasurements(HardwareSpec hardware, IEnumerable<CollectiveMeasurement> measurements, string source = "measurements", IReadOnlyList<double>? breakpointsBytes = null) =>
-        new(hardware, CollectiveFit.FitAll(measurements, breakpointsBytes), source);
+    public static CalibratedCommunication FromMeasurements(HardwareSpec hardware, IEnumerable<CollectiveMeasurement> measurements, string source = "measurements", IReadOnlyList<double>? breakpointsBytes = null, AllToAllImplementation allToAll = AllToAllImplementation.Nccl) =>
+        new(hardware, CollectiveFit.FitAll(measurements, breakpointsBytes), source, allToAll);
 
     /// <summary>The fit that prices this collective, or null when the datasheet link does.</summary>
     public CollectiveFit? FitFor(CollectivePattern pattern, double bytes, int gpus, int nodes)

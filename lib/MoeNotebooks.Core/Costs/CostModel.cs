@@ -94,5 +94,32 @@ public sealed class CostModel(string name, IComputeCostModel compute, ICommunica
         }
     }
 
+    /// <summary>
+    /// The links every communication operation occupies, for contention in the scheduler; null when the
+    /// communication model does not describe its links (then operations never contend).
+    /// </summary>
+    public Analysis.LinkFootprints? Footprints(OperatorDag dag)
+    {
+        if (Communication is not ILinkTopology topology) return null;
+        var byGroup = new int[2 * dag.GroupCount][];
+        var scratch = new List<int>();
+        var empty = Array.Empty<int>();
+        for (var i = 0; i < byGroup.Length; i++) byGroup[i] = empty;
+        var done = new bool[byGroup.Length];
+        var groups = dag._groups;
+        for (var op = 0; op < dag.Count; op++)
+        {
+            var g = groups[op];
+            if (g < 0) continue;
+            var send = dag._kinds[op] == OpKind.PipelineSend;
+            var slot = 2 * g + (send ? 1 : 0);
+            if (done[slot]) continue;
+            done[slot] = true;
+            topology.Links(send ? CollectivePattern.SendRecv : dag.Kind(op).Pattern(), dag.GroupMembers(g), scratch);
+            byGroup[slot] = scratch.ToArray();
+        }
+        return new Analysis.LinkFootprints(dag, topology.LinkCount, byGroup);
+    }
+
     public override string ToString() => Name;
 }

@@ -1,42 +1,311 @@
+using System.Globalization;
 using MoeNotebooks.Config;
 using MoeNotebooks.Dag;
 
 namespace MoeNotebooks.Costs;
 
-/// <summary>
-/// Communication as latency + volume / bandwidth, with the classic algorithm factors:
-/// ring all-reduce moves 2(p-1)/p of the buffer per GPU, all-to-all (p-1)/p, a send the whole buffer.
-/// The link is NVLink when every GPU of the group sits in one node, otherwise the per-GPU network link.
-/// All-to-all is priced hierarchically: of a rank's (p-1)/p outgoing share, the part bound for GPUs of its own
-/// node travels over NVLink while the rest crosses the network, both at once; the slower part sets the time.
-/// Reduce-scatter and all-gather move (p-1)/p, half a ring all-reduce.
-/// </summary>
-public sealed class LinkCommunication(HardwareSpec hardware) : ICommunicationCostModel
+/// <summary>How a collective was (or could be) carried out.</summary>
+public enum CollectiveAlgorithm
 {
-    public HardwareSpec Hardware { get; } = hardware;
-    public string Name => "latency-bandwidth";
+    /// <summary>Nothing to move (one GPU or no bytes).</summary>
+    None,
+    /// <summary>NCCL's ring: one ring per channel through every GPU, the channels spread over the NICs (rails) of each domain.</summary>
+    Ring,
+    /// <summary>NCCL's double binary tree across NVLink domains, a chain inside each (all-reduce only).</summary>
+    Tree,
+    /// <summary>Reduce-scatter inside each domain, the 1/G shard reduced across domains on every rail at once, all-gather inside.</summary>
+    Hierarchical,
+    /// <summary>NVLink SHARP: the NVSwitch reduces (all-reduce inside one NVLink domain).</summary>
+    Nvls,
+    /// <summary>Every pair exchanges directly: NVLink inside a domain, the sender's rail across (all-to-all; a send).</summary>
+    Direct,
+    /// <summary>All-to-all with PXN: traffic for another rail hops over NVLink to the peer on the destination's rail first.</summary>
+    Pxn,
+    /// <summary>DeepEP's normal kernels: RDMA to the same-rail GPU of the destination domain, then NVLink forwarding (as PXN).</summary>
+    DeepEpNormal,
+    /// <summary>DeepEP's low-latency kernels: every token straight to its destination (RDMA across domains, NVLink inside).</summary>
+    DeepEpLowLatency,
+}
 
-    public double Seconds(CollectivePattern pattern, double bytesPerGpu, ReadOnlySpan<int> gpus)
+/// <summary>The all-to-all implementation a cost model assumes (<c>costModel.alltoall</c>).</summary>
+public enum AllToAllImplementation
+{
+    /// <summary>NCCL send/recv pairs (the default): NVLink inside the domain, each GPU's own rail across.</summary>
+    Nccl,
+    /// <summary>NCCL with PXN (<c>NCCL_PXN_DISABLE=0</c>): cross-rail traffic forwarded over NVLink to a same-rail peer.</summary>
+    Pxn,
+    /// <summary>DeepEP normal (high-throughput) kernels.</summary>
+    DeepEpNormal,
+    /// <summary>DeepEP low-latency kernels (direct RDMA across domains).</summary>
+    DeepEpLowLatency,
+}
+
+/// <summary>
+/// The price of one collective with how it was derived: the algorithm chosen (the fastest candidate, as NCCL's tuner
+/// picks by its latency + size / bandwidth model), the time inside and across NVLink domains, and every candidate.
+/// <see cref="BusBytesPerSecond"/> is nccl-tests' bus bandwidth: algorithm bandwidth (bytes / time) times
+/// 2(p-1)/p for all-reduce, (p-1)/p for reduce-scatter, all-gather and all-to-all, 1 for a send.
+/// </summary>
+public sealed record CollectivePrice(
+    CollectivePattern Pattern,
+    CollectiveAlgorithm Algorithm,
+    double Bytes,
+    int Gpus,
+    int Domains,
+    int GpusPerDomain,
+    double Seconds,
+    double LatencySeconds,
+    double IntraDomainSeconds,
+    double InterDomainSeconds,
+    double RailBytesPerSecondPerDomain,
+    IReadOnlyList<(CollectiveAlgorithm Algorithm, double Seconds)> Candidates)
+{
+    public static CollectivePrice Nothing(CollectivePattern pattern, double bytes, int gpus) =>
+        new(pattern, CollectiveAlgorithm.None, bytes, gpus, gpus > 0 ? 1 : 0, gpus, 0, 0, 0, 0, 0, []);
+
+    /// <summary>Message bytes per second (nccl-tests' algbw).</summary>
+    public double AlgorithmBytesPerSecond => Seconds > 0 ? Bytes / Seconds : double.PositiveInfinity;
+
+    /// <summary>nccl-tests' busbw: algbw times the pattern's factor (<see cref="LinkCommunication.AlgorithmFactor"/>).</summary>
+    public double BusBytesPerSecond => AlgorithmBytesPerSecond * LinkCommunication.AlgorithmFactor(Pattern, Gpus);
+
+    /// <summary>Whether any byte crosses a NIC.</summary>
+    public bool UsesNetwork => Domains > 1;
+
+    public override string ToString() => string.Create(CultureInfo.InvariantCulture,
+        $"{MeasurementCsv.NameOf(Pattern)} {Bytes:G4} B on {Gpus} GPUs ({Domains} NVLink domain(s) x {GpusPerDomain}): {JsonName(Algorithm)}, {Seconds * 1e6:F1} us, busbw {BusBytesPerSecond / 1e9:F1} GB/s");
+
+    /// <summary>The algorithm's name in JSON and tables ("ring", "tree", "hierarchical", "nvls", "direct", "pxn", "deep-ep-normal", ...).</summary>
+    public static string JsonName(CollectiveAlgorithm a) => JsonObjectReader.Kebab(a.ToString());
+}
+
+/// <summary>
+/// Topology-aware communication, NCCL's cost model on the hardware description (NVIDIA/nccl src/graph/tuning.cc:
+/// time = latency + bytes / algorithm bandwidth, the algorithm with the least time chosen). Symbols: a group of
+/// <c>p</c> GPUs over <c>N</c> NVLink domains with at most <c>G</c> in one; <c>B</c> the bytes each GPU holds;
+/// <c>nvl</c> the NVLink bandwidth per GPU (on a mesh, <c>min(nvl, (G-1)·peer)</c> for a ring); <c>A</c> the NIC
+/// bandwidth the group has in each domain (distinct NICs of its GPUs there x NIC bandwidth, least over domains);
+/// <c>L</c>, <c>s</c> a link's first-step and further-step latency.
+/// <list type="bullet">
+/// <item>Inside one domain (never on a NIC): ring all-reduce <c>L + 2(p-1)/p·B/nvl</c>; with NVLS the switch
+/// reduces and each GPU sends and receives B once: <c>L + B/nvl</c>; reduce-scatter / all-gather <c>(p-1)/p·B/nvl</c>;
+/// all-to-all <c>(p-1)/p·B/nvl</c> (on a mesh at least <c>B/p</c> over one peer link).</item>
+/// <item>Across domains, all-reduce: <b>ring</b> with one ring per channel, channels spread over the rails: every
+/// GPU sends 2(p-1)/p·B over NVLink and every domain sends 2(p-1)/p·B over its NICs, so the bus bandwidth is
+/// <c>min(nvl, A)</c> (nccl-tests PERFORMANCE.md: busbw = algbw·2(p-1)/p equals the slowest link's bandwidth);
+/// <b>tree</b> <c>algbw = 0.5·0.9·min(nvl, A)</c> (tuning.cc: tree busBw x .9, ratio .5) with latency
+/// <c>2((G-1)·s_intra + log2 N·s_inter)</c> instead of the ring's <c>(2(p-1) - 2(N-1))·s_intra + 2(N-1)·s_inter</c>;
+/// <b>hierarchical</b>: reduce-scatter inside the domain, all-reduce of B/G across domains on each GPU's rail share
+/// <c>A/G</c> (all rails at once), all-gather inside; the three stages add up.</item>
+/// <item>Reduce-scatter / all-gather across domains: ring (busbw <c>min(nvl, A)</c>) or hierarchical.</item>
+/// <item>All-to-all: the intra-domain share <c>k/p·B</c> on NVLink and the rest on the GPU's rail share, both at
+/// once (the slower sets the time); PXN and DeepEP normal also carry the cross-rail part over NVLink first; DeepEP
+/// low-latency sends directly (same links as NCCL's exchange).</item>
+/// <item>A send: NVLink (one peer link on a mesh) inside a domain, one NIC across.</item>
+/// </list>
+/// Protocol choice (LL/LL128/Simple) is not modelled: one latency per step from the description.
+/// </summary>
+public sealed class LinkCommunication(HardwareSpec hardware, AllToAllImplementation allToAll = AllToAllImplementation.Nccl) : ICommunicationCostModel, ILinkTopology
+{
+    /// <summary>NCCL tuning.cc: tree busBw = min(busBw x .9, maxTreeBw); the cap is not modelled.</summary>
+    public const double TreeBandwidthFactor = 0.9;
+
+    /// <summary>NCCL tuning.cc: a tree moves each byte up and down; algorithm bandwidth = bus bandwidth x .5.</summary>
+    public const double TreeRatio = 0.5;
+
+    public HardwareSpec Hardware { get; } = hardware;
+    public AllToAllImplementation AllToAll { get; } = allToAll;
+    public string Name => AllToAll == AllToAllImplementation.Nccl ? "topology-links" : $"topology-links({JsonObjectReader.Kebab(AllToAll.ToString())})";
+
+    public double Seconds(CollectivePattern pattern, double bytesPerGpu, ReadOnlySpan<int> gpus) => Price(pattern, bytesPerGpu, gpus).Seconds;
+
+    /// <summary>The group's shape: domains, GPUs per domain (most), NIC bandwidth per domain (least).</summary>
+    public readonly record struct GroupShape(int Gpus, int Domains, int MaxPerDomain, int MinPerDomain, double RailBytesPerSecond);
+
+    public GroupShape Shape(ReadOnlySpan<int> gpus)
     {
-        if (bytesPerGpu <= 0 || gpus.Length < 2) return 0;
-        var spans = SpansNodes(gpus);
-        var link = spans ? Hardware.InterNode : Hardware.IntraNode;
-        double p = gpus.Length;
-        if (pattern == CollectivePattern.AllToAll && spans)
+        // Small groups: count with sorted copies instead of hash sets.
+        var domains = new int[gpus.Length];
+        var nics = new long[gpus.Length];
+        for (var i = 0; i < gpus.Length; i++)
         {
-            // The busiest rank: the one with the fewest peers inside its node sends the most over the network.
-            var worst = 0.0;
-            foreach (var g in gpus)
-            {
-                var sameNode = 0;
-                foreach (var o in gpus) if (o != g && Hardware.NodeOf(o) == Hardware.NodeOf(g)) sameNode++;
-                var intra = sameNode / p * bytesPerGpu / Hardware.IntraNode.BytesPerSecond;
-                var inter = (p - 1 - sameNode) / p * bytesPerGpu / Hardware.InterNode.BytesPerSecond;
-                worst = Math.Max(worst, Math.Max(intra, inter));
-            }
-            return Hardware.InterNode.LatencySeconds + worst;
+            domains[i] = Hardware.DomainOf(gpus[i]);
+            nics[i] = (long)domains[i] * int.MaxValue + Hardware.NicOf(gpus[i]);
         }
-        return link.LatencySeconds + AlgorithmFactor(pattern, gpus.Length) * bytesPerGpu / link.BytesPerSecond;
+        Array.Sort(domains);
+        Array.Sort(nics);
+        int nDomains = 0, maxPer = 0, minPer = int.MaxValue;
+        for (int i = 0; i < domains.Length;)
+        {
+            var j = i;
+            while (j < domains.Length && domains[j] == domains[i]) j++;
+            nDomains++;
+            maxPer = Math.Max(maxPer, j - i);
+            minPer = Math.Min(minPer, j - i);
+            i = j;
+        }
+        // Distinct NICs per domain; the least-connected domain bounds the group.
+        var minNics = int.MaxValue;
+        for (int i = 0; i < nics.Length;)
+        {
+            var d = nics[i] / int.MaxValue;
+            var count = 0;
+            var j = i;
+            while (j < nics.Length && nics[j] / int.MaxValue == d)
+            {
+                if (j == i || nics[j] != nics[j - 1]) count++;
+                j++;
+            }
+            minNics = Math.Min(minNics, count);
+            i = j;
+        }
+        return new GroupShape(gpus.Length, nDomains, maxPer, minPer == int.MaxValue ? 0 : minPer, minNics * Hardware.InterNode.BytesPerSecond);
+    }
+
+    /// <summary>Prices one collective and says how: the chosen algorithm, its levels and every candidate.</summary>
+    public CollectivePrice Price(CollectivePattern pattern, double bytesPerGpu, ReadOnlySpan<int> gpus)
+    {
+        if (bytesPerGpu <= 0 || gpus.Length < 2 || pattern == CollectivePattern.None) return CollectivePrice.Nothing(pattern, bytesPerGpu, gpus.Length);
+        var shape = Shape(gpus);
+        var intra = Hardware.IntraNode;
+        var inter = Hardware.InterNode;
+        double p = shape.Gpus, n = shape.Domains, g = shape.MaxPerDomain, B = bytesPerGpu, A = shape.RailBytesPerSecond;
+        var nvlRing = intra.RingBytesPerSecond(shape.MaxPerDomain);
+        var candidates = new List<(CollectiveAlgorithm, double)>(3);
+        double latency = 0, intraSeconds = 0, interSeconds = 0;
+        CollectiveAlgorithm chosen;
+
+        if (shape.Domains == 1)
+        {
+            switch (pattern)
+            {
+                case CollectivePattern.AllReduce:
+                {
+                    var lat = intra.LatencySeconds + (2 * (p - 1) - 1) * intra.StepLatencySeconds;
+                    candidates.Add((CollectiveAlgorithm.Ring, lat + 2 * (p - 1) / p * B / nvlRing));
+                    if (Hardware.Nvls && intra.PeerBytesPerSecond is null)
+                        candidates.Add((CollectiveAlgorithm.Nvls, intra.LatencySeconds + B / (Hardware.NvlsEfficiency * intra.BytesPerSecond)));
+                    break;
+                }
+                case CollectivePattern.ReduceScatter or CollectivePattern.AllGather:
+                    candidates.Add((CollectiveAlgorithm.Ring, intra.LatencySeconds + (p - 2) * intra.StepLatencySeconds + (p - 1) / p * B / nvlRing));
+                    break;
+                case CollectivePattern.AllToAll:
+                {
+                    // Every implementation stays on NVLink inside one domain (DeepEP's low-latency kernels too, with NVLink allowed).
+                    var t = (p - 1) / p * B / intra.BytesPerSecond;
+                    if (intra.PeerBytesPerSecond is { } peer) t = Math.Max(t, B / p / peer);
+                    candidates.Add((CollectiveAlgorithm.Direct, intra.LatencySeconds + t));
+                    break;
+                }
+                default:
+                    candidates.Add((CollectiveAlgorithm.Direct, intra.LatencySeconds + B / intra.PairBytesPerSecond));
+                    break;
+            }
+            (chosen, var best) = candidates.MinBy(c => c.Item2);
+            latency = intra.LatencySeconds;
+            intraSeconds = best - latency;
+            return new CollectivePrice(pattern, chosen, B, shape.Gpus, 1, shape.MaxPerDomain, best, latency, intraSeconds, interSeconds, A, candidates);
+        }
+
+        // Across NVLink domains.
+        var log2N = Math.Ceiling(Math.Log2(n));
+        var railShare = A / g;   // each GPU's share of its domain's rails when all of the group's GPUs there send at once
+        // The bottleneck of a ring through every GPU: NVLink per GPU (only when a domain holds two or more) and the domain's rails.
+        var ringBus = shape.MaxPerDomain > 1 ? Math.Min(nvlRing, A) : A;
+        switch (pattern)
+        {
+            case CollectivePattern.AllReduce:
+            {
+                var ringLat = inter.LatencySeconds + 2 * (p - n) * intra.StepLatencySeconds + (2 * (n - 1) - 1) * inter.StepLatencySeconds;
+                candidates.Add((CollectiveAlgorithm.Ring, ringLat + 2 * (p - 1) / p * B / ringBus));
+                var treeLat = inter.LatencySeconds + 2 * (g - 1) * intra.StepLatencySeconds + (2 * log2N - 1) * inter.StepLatencySeconds;
+                candidates.Add((CollectiveAlgorithm.Tree, treeLat + B / (TreeRatio * TreeBandwidthFactor * ringBus)));
+                if (shape.MaxPerDomain > 1)
+                {
+                    var (rs, _) = IntraReduceScatter(B, g, nvlRing);
+                    var across = inter.LatencySeconds + (2 * (n - 1) - 1) * inter.StepLatencySeconds + 2 * (n - 1) / n * (B / g) / railShare;
+                    candidates.Add((CollectiveAlgorithm.Hierarchical, 2 * rs + across));
+                }
+                break;
+            }
+            case CollectivePattern.ReduceScatter or CollectivePattern.AllGather:
+            {
+                var ringLat = inter.LatencySeconds + (p - n) * intra.StepLatencySeconds + (n - 2) * inter.StepLatencySeconds;
+                candidates.Add((CollectiveAlgorithm.Ring, ringLat + (p - 1) / p * B / ringBus));
+                if (shape.MaxPerDomain > 1)
+                {
+                    var (rs, _) = IntraReduceScatter(B, g, nvlRing);
+                    var across = inter.LatencySeconds + (n - 2) * inter.StepLatencySeconds + (n - 1) / n * (B / g) / railShare;
+                    candidates.Add((CollectiveAlgorithm.Hierarchical, rs + across));
+                }
+                break;
+            }
+            case CollectivePattern.AllToAll:
+            {
+                // The GPU with the fewest peers in its own domain sends the most over its rail.
+                var k = shape.MinPerDomain - 1.0;
+                var intraBytes = k / p * B;
+                var interBytes = (p - 1 - k) / p * B;
+                var nvlTime = intraBytes / intra.BytesPerSecond;
+                if (intra.PeerBytesPerSecond is { } peer && k > 0) nvlTime = Math.Max(nvlTime, B / p / peer);
+                var nicTime = interBytes / railShare;
+                switch (AllToAll)
+                {
+                    case AllToAllImplementation.Nccl:
+                        candidates.Add((CollectiveAlgorithm.Direct, inter.LatencySeconds + Math.Max(nvlTime, nicTime)));
+                        break;
+                    case AllToAllImplementation.Pxn or AllToAllImplementation.DeepEpNormal:
+                    {
+                        // Cross-rail traffic ((G-1)/G of what leaves the domain) hops over NVLink first.
+                        var forwarded = (intraBytes + interBytes * (g - 1) / g) / intra.BytesPerSecond;
+                        candidates.Add((AllToAll == AllToAllImplementation.Pxn ? CollectiveAlgorithm.Pxn : CollectiveAlgorithm.DeepEpNormal,
+                            inter.LatencySeconds + Math.Max(Math.Max(nvlTime, forwarded), nicTime)));
+                        break;
+                    }
+                    default:
+                        // Low-latency kernels: each GPU sends straight to every destination (RDMA across, NVLink inside),
+                        // the same bytes on the same links as NCCL's direct exchange; their lower launch latency and
+                        // SM-free overlap are not modelled.
+                        candidates.Add((CollectiveAlgorithm.DeepEpLowLatency, inter.LatencySeconds + Math.Max(nvlTime, nicTime)));
+                        break;
+                }
+                break;
+            }
+            default:
+                // A send between domains: the sender's NIC (one rail).
+                candidates.Add((CollectiveAlgorithm.Direct, inter.LatencySeconds + B / inter.BytesPerSecond));
+                break;
+        }
+        (chosen, var seconds) = candidates.MinBy(c => c.Item2);
+        (latency, intraSeconds, interSeconds) = Levels(pattern, chosen, shape, B, nvlRing, ringBus, railShare);
+        return new CollectivePrice(pattern, chosen, B, shape.Gpus, shape.Domains, shape.MaxPerDomain, seconds, latency, intraSeconds, interSeconds, A, candidates);
+    }
+
+    /// <summary>A reduce-scatter (or all-gather) over G GPUs of one domain: its time with latency, and the latency.</summary>
+    private (double Seconds, double Latency) IntraReduceScatter(double bytes, double g, double nvlRing)
+    {
+        var intra = Hardware.IntraNode;
+        var lat = intra.LatencySeconds + (g - 2) * intra.StepLatencySeconds;
+        return (lat + (g - 1) / g * bytes / nvlRing, lat);
+    }
+
+    /// <summary>The bandwidth terms of the chosen algorithm by level (for the breakdown; latency reported apart).</summary>
+    private (double Latency, double Intra, double Inter) Levels(CollectivePattern pattern, CollectiveAlgorithm a, GroupShape shape, double B, double nvlRing, double ringBus, double railShare)
+    {
+        double p = shape.Gpus, n = shape.Domains, g = shape.MaxPerDomain;
+        var lat = Hardware.InterNode.LatencySeconds;
+        var factor = AlgorithmFactor(pattern, shape.Gpus);
+        return a switch
+        {
+            // Ring and tree run both levels at once: the bandwidth term belongs to whichever link is the bottleneck.
+            CollectiveAlgorithm.Ring => ringBus < nvlRing || shape.MaxPerDomain == 1 ? (lat, 0, factor * B / ringBus) : (lat, factor * B / ringBus, 0),
+            CollectiveAlgorithm.Tree => ringBus < nvlRing || shape.MaxPerDomain == 1 ? (lat, 0, B / (TreeRatio * TreeBandwidthFactor * ringBus)) : (lat, B / (TreeRatio * TreeBandwidthFactor * ringBus), 0),
+            CollectiveAlgorithm.Hierarchical => (lat,
+                (pattern == CollectivePattern.AllReduce ? 2 : 1) * (g - 1) / g * B / nvlRing,
+                (pattern == CollectivePattern.AllReduce ? 2 : 1) * (n - 1) / n * (B / g) / railShare),
+            _ => (lat, 0, (shape.Gpus - 1.0) / p * B / railShare),
+        };
     }
 
     /// <summary>Bytes each GPU moves per byte of message: 2(p-1)/p for ring all-reduce, (p-1)/p for all-to-all, reduce-scatter and all-gather, 1 for a send.</summary>
@@ -51,10 +320,54 @@ public sealed class LinkCommunication(HardwareSpec hardware) : ICommunicationCos
         };
     }
 
+    /// <summary>Whether the group spans NVLink domains (so some bytes cross NICs).</summary>
     public bool SpansNodes(ReadOnlySpan<int> gpus)
     {
-        var node = Hardware.NodeOf(gpus[0]);
-        foreach (var g in gpus) if (Hardware.NodeOf(g) != node) return true;
+        var domain = Hardware.DomainOf(gpus[0]);
+        foreach (var g in gpus) if (Hardware.DomainOf(g) != domain) return true;
         return false;
     }
+
+    /// <summary>
+    /// The links a collective occupies, as resource ids for the scheduler's contention: each NIC's send and receive
+    /// side (<c>2·nic</c>, <c>2·nic + 1</c>) when the group spans domains, and each member's NVLink port
+    /// (<c>2·nics + gpu</c>) when two or more members share a domain. A send occupies the sender's NIC send side and
+    /// the receiver's NIC receive side, or both NVLink ports.
+    /// </summary>
+    public int LinkCount => 2 * NicTotal + Hardware.GpuCount;
+
+    private int NicTotal => (Hardware.GpuCount + Hardware.GpusPerNode - 1) / Hardware.GpusPerNode * Hardware.NicsPerNode;
+
+    public void Links(CollectivePattern pattern, ReadOnlySpan<int> gpus, List<int> into)
+    {
+        into.Clear();
+        if (gpus.Length < 2 || pattern == CollectivePattern.None) return;
+        var nicBase = 2 * NicTotal;
+        if (pattern == CollectivePattern.SendRecv)
+        {
+            int a = gpus[0], b = gpus[^1];
+            if (Hardware.DomainOf(a) == Hardware.DomainOf(b)) { into.Add(nicBase + a); into.Add(nicBase + b); }
+            else { into.Add(2 * Hardware.NicOf(a)); into.Add(2 * Hardware.NicOf(b) + 1); }
+            return;
+        }
+        var spans = SpansNodes(gpus);
+        var seen = new HashSet<int>();
+        foreach (var g in gpus)
+        {
+            if (spans && seen.Add(Hardware.NicOf(g))) { into.Add(2 * Hardware.NicOf(g)); into.Add(2 * Hardware.NicOf(g) + 1); }
+            var sharesDomain = false;
+            foreach (var o in gpus) if (o != g && Hardware.DomainOf(o) == Hardware.DomainOf(g)) { sharesDomain = true; break; }
+            if (sharesDomain) into.Add(nicBase + g);
+        }
+    }
+}
+
+/// <summary>A communication model that can say which links a collective occupies (for contention in the scheduler).</summary>
+public interface ILinkTopology
+{
+    /// <summary>How many link resources exist (ids are 0 to LinkCount - 1).</summary>
+    int LinkCount { get; }
+
+    /// <summary>Writes the resource ids the collective occupies into <paramref name="into"/>.</summary>
+    void Links(CollectivePattern pattern, ReadOnlySpan<int> gpus, List<int> into);
 }

@@ -1,0 +1,69 @@
+using MoeNotebooks.Dag;
+
+namespace MoeNotebooks.Costs;
+
+/// <summary>
+/// One distinct communication of a DAG (operation kind, group, bytes) and how the cost model priced it: the algorithm
+/// chosen, the bus bandwidth reached and the time inside and across NVLink domains.
+/// </summary>
+public sealed record CollectiveUse(
+    OpKind Kind,
+    CollectivePattern Pattern,
+    int Gpus,
+    int Domains,
+    double BytesPerGpu,
+    int Count,
+    double Seconds,
+    string Algorithm,
+    double BusBytesPerSecond,
+    double IntraDomainSeconds,
+    double InterDomainSeconds);
+
+public static class CollectiveReport
+{
+    /// <summary>
+    /// Every distinct communication of <paramref name="dag"/> with how <paramref name="cost"/> prices it, most total
+    /// time first. The algorithm comes from the topology model (<see cref="LinkCommunication"/>); where a calibrated
+    /// fit priced the collective instead, the algorithm reads "fit".
+    /// </summary>
+    public static IReadOnlyList<CollectiveUse> Of(OperatorDag dag, CostModel cost)
+    {
+        var links = cost.Communication switch
+        {
+            LinkCommunication l => l,
+            CalibratedCommunication c => c.Datasheet,
+            _ => null,
+        };
+        var byClass = new Dictionary<(OpKind, int), (int Op, int Count)>();
+        for (var op = 0; op < dag.Count; op++)
+        {
+            if (dag.Category(op) != OpCategory.Communication) continue;
+            var key = (dag.Kind(op), dag.PriceClassOf(op));
+            byClass[key] = byClass.TryGetValue(key, out var v) ? (v.Op, v.Count + 1) : (op, 1);
+        }
+        var rows = new List<CollectiveUse>();
+        foreach (var ((kind, _), (op, count)) in byClass)
+        {
+            var pattern = kind.Pattern();
+            var gpus = dag.Participants(op);
+            var bytes = dag.Bytes(op);
+            var seconds = cost.Communication.Seconds(pattern, bytes, gpus);
+            var price = links?.Price(pattern, bytes, gpus);
+            var fitted = price is not null && cost.Communication is CalibratedCommunication cc
+                && cc.FitFor(pattern, bytes, gpus.Length, CountNodes(cc, gpus)) is not null;
+            var algbw = seconds > 0 ? bytes / seconds : 0;
+            rows.Add(new CollectiveUse(kind, pattern, gpus.Length, price?.Domains ?? 1, bytes, count, seconds,
+                fitted ? "fit" : price is null ? "-" : CollectivePrice.JsonName(price.Algorithm),
+                algbw * LinkCommunication.AlgorithmFactor(pattern, gpus.Length),
+                fitted ? 0 : price?.IntraDomainSeconds ?? 0, fitted ? 0 : price?.InterDomainSeconds ?? 0));
+        }
+        return rows.OrderByDescending(r => r.Seconds * r.Count).ThenBy(r => r.Kind).ToArray();
+    }
+
+    private static int CountNodes(CalibratedCommunication c, ReadOnlySpan<int> gpus)
+    {
+        var nodes = new HashSet<int>();
+        foreach (var g in gpus) nodes.Add(c.Hardware.NodeOf(g));
+        return nodes.Count;
+    }
+}
