@@ -83,4 +83,108 @@ public static class CollectiveSuites
             "All-reduce time for messages >= 1 MiB, datasheet links of the DGX A100 / DGX H100 presets (ring factor 2(p-1)/p, NVLink in a node, one NIC per GPU across nodes); no fitting",
             "us", null, cases, warnings);
     }
+
+    /// <summary>Intra-node (every GPU of the group in one node) or inter-node (the group spans nodes).</summary>
+    public enum Level { IntraNode, InterNode }
+
+    public static string LevelName(Level level) => level == Level.IntraNode ? "intra-node" : "inter-node";
+
+    private static bool IsAt(CollectiveMeasurement m, Level level) => (m.Nodes > 1) == (level == Level.InterNode);
+
+    /// <summary>The group as the measurement placed it on a preset: nodes x (gpus / nodes) GPUs, the first of each node.</summary>
+    private static (HardwareSpec Hardware, int[] Ranks) Placed(HardwareSpec preset, int gpus, int nodes)
+    {
+        var perNode = gpus / nodes;
+        var hw = preset.WithGpus(Math.Max(preset.GpuCount, nodes * preset.GpusPerNode));
+        return (hw, Enumerable.Range(0, nodes).SelectMany(n => Enumerable.Range(n * hw.GpusPerNode, perNode)).ToArray());
+    }
+
+    /// <summary>
+    /// The preset with its links replaced by what the system measured, one level at a time (calibration per level):
+    /// inside a node, the ring bus bandwidth and latency of the largest single-node all-reduce group (a ring's busbw
+    /// is its link bandwidth; no NVLS, as the ring measured); across nodes, the bandwidth and latency of a send/recv
+    /// between two nodes (one NIC). Rails and domains stay as the preset describes them. Null when the level has no
+    /// such rows; the rows used are named in <paramref name="notes"/>.
+    /// </summary>
+    public static HardwareSpec? CalibrateLevels(HardwareSpec preset, IReadOnlyList<CollectiveMeasurement> systemRows, List<string> notes)
+    {
+        var big = systemRows.Where(r => r.Bytes >= MinBytes).ToArray();
+        var intra = big.Where(r => r.Pattern == CollectivePattern.AllReduce && r.Nodes == 1).GroupBy(r => r.Gpus).MaxBy(g => g.Key);
+        var send = big.Where(r => r.Pattern == CollectivePattern.SendRecv && r.Nodes == 2).ToArray();
+        if (intra is null && send.Length == 0) return null;
+        var hw = preset with { Nvls = false };
+        if (intra is not null && intra.Select(r => r.Bytes).Distinct().Count() >= 2)
+        {
+            var fit = CollectiveFit.Fit(CollectivePattern.AllReduce, intra.Key, 1, intra.Select(r => (r.Bytes, r.Seconds)).ToArray());
+            hw = hw with { IntraNode = new LinkSpec(fit.BusBytesPerSecond, fit.LatencySeconds) };
+            notes.Add(string.Create(CultureInfo.InvariantCulture, $"intra-node link from all_reduce on {intra.Key} GPUs / 1 node: busbw {fit.BusBytesPerSecond / 1e9:F1} GB/s, latency {fit.LatencySeconds * 1e6:F1} us"));
+        }
+        if (send.Select(r => r.Bytes).Distinct().Count() >= 2)
+        {
+            var fit = CollectiveFit.Fit(CollectivePattern.SendRecv, 2, 2, send.Select(r => (r.Bytes, r.Seconds)).ToArray());
+            hw = hw with { InterNode = new LinkSpec(fit.BytesPerSecond, fit.LatencySeconds) };
+            notes.Add(string.Create(CultureInfo.InvariantCulture, $"NIC from send_recv between 2 nodes: {fit.BytesPerSecond / 1e9:F2} GB/s, latency {fit.LatencySeconds * 1e6:F1} us"));
+        }
+        return hw.Validated();
+    }
+
+    private static CollectivePrice Predict(HardwareSpec preset, CollectiveMeasurement m)
+    {
+        var (hw, ranks) = Placed(preset, m.Gpus, m.Nodes);
+        return new LinkCommunication(hw).Price(m.Pattern, m.Bytes, ranks);
+    }
+
+    /// <summary>
+    /// All-reduce at one level (intra-node or inter-node), messages >= 1 MiB, predicted by the topology model
+    /// (<see cref="LinkCommunication"/>) on the system's preset: from the datasheet (<paramref name="calibrated"/>
+    /// false) or with links calibrated per level (<see cref="CalibrateLevels"/>; the all-reduce group the intra-node
+    /// link was read from is in-sample, every other case is predicted; across nodes the rail count is chosen on the
+    /// system's other inter-node groups, leaving the predicted group out).
+    /// </summary>
+    public static ValidationSuite ByLevel(IReadOnlyList<CollectiveMeasurement> rows, Level level, bool calibrated)
+    {
+        var cases = new List<ValidationCase>();
+        var notes = new List<string>();
+        foreach (var system in rows.GroupBy(r => r.System).OrderBy(g => g.Key, StringComparer.Ordinal))
+        {
+            if (!PublicData.SystemPresets.TryGetValue(system.Key, out var presetName))
+            {
+                if (system.Any(r => r.Pattern == CollectivePattern.AllReduce && IsAt(r, level))) notes.Add($"{system.Key}: no cluster preset; not compared");
+                continue;
+            }
+            var preset = HardwareCatalog.Get(presetName);
+            if (calibrated)
+            {
+                var systemNotes = new List<string>();
+                var c = CalibrateLevels(preset, system.ToArray(), systemNotes);
+                if (c is null) { notes.Add($"{system.Key}: nothing to calibrate from; not compared"); continue; }
+                preset = c;
+                notes.AddRange(systemNotes.Select(n => $"{system.Key}: {n}"));
+            }
+            var groups = system.Where(r => r.Pattern == CollectivePattern.AllReduce && IsAt(r, level) && r.Bytes >= MinBytes).GroupBy(r => (r.Gpus, r.Nodes)).OrderBy(g => g.Key).ToArray();
+            foreach (var group in groups)
+            {
+                var hw = preset;
+                if (calibrated && level == Level.InterNode && groups.Length > 1)
+                {
+                    // The NICs per node the measurement used are not stated for every cluster: choose the rail count
+                    // (a divisor of the GPUs per node) that best prices the system's *other* inter-node groups.
+                    var others = groups.Where(g => g.Key != group.Key).SelectMany(g => g).ToArray();
+                    var rails = Enumerable.Range(1, preset.GpusPerNode).Where(r => preset.GpusPerNode % r == 0)
+                        .MinBy(r => others.Average(m => Math.Abs(Predict(preset with { NicCount = r }, m).Seconds / m.Seconds - 1)));
+                    hw = preset with { NicCount = rails };
+                    notes.Add($"{system.Key}: {group.Key.Gpus} GPUs / {group.Key.Nodes} nodes predicted with {rails} NIC(s) per node, the count that best prices the other inter-node groups");
+                }
+                foreach (var m in group.OrderBy(r => r.Bytes))
+                {
+                    var price = Predict(hw, m);
+                    cases.Add(new ValidationCase($"{CaseId(m)} [{CollectivePrice.JsonName(price.Algorithm)}]", m.Seconds * 1e6, price.Seconds * 1e6));
+                }
+            }
+        }
+        var what = calibrated ? "links calibrated per level (intra-node ring busbw from the largest single-node all-reduce; NIC from the 2-node send/recv, rails per node chosen on the other inter-node groups)" : "datasheet links of the DGX presets";
+        return new ValidationSuite($"collectives-{(calibrated ? "by-level" : "datasheet")}-{LevelName(level)}",
+            $"All-reduce time for messages >= 1 MiB, {LevelName(level)} groups only, topology model (ring / tree / hierarchical / NVLS chosen per size) with {what}",
+            "us", null, cases, notes);
+    }
 }

@@ -16,6 +16,10 @@ public static class Validation
             CollectiveSuites.Calibrated(comm),
             CollectiveSuites.LeaveOneSizeOut(comm),
             CollectiveSuites.Datasheet(comm),
+            CollectiveSuites.ByLevel(comm, CollectiveSuites.Level.IntraNode, calibrated: false),
+            CollectiveSuites.ByLevel(comm, CollectiveSuites.Level.InterNode, calibrated: false),
+            CollectiveSuites.ByLevel(comm, CollectiveSuites.Level.IntraNode, calibrated: true),
+            CollectiveSuites.ByLevel(comm, CollectiveSuites.Level.InterNode, calibrated: true),
             TrainingSuite.Run(training, predictor),
         ]);
     }
