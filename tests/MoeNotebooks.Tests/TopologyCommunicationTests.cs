@@ -325,3 +325,30 @@ public class TopologyCommunicationTests
         return HardwareSpec.Read(new JsonObjectReader(doc.RootElement, "hardware", null));
     }
 }
+
+/// <summary>The numbers the issue asks for: predicted all-reduce bus bandwidth at 1 GiB. Oracle: hand derivations.</summary>
+public class ReportedBusBandwidthTests
+{
+    private const double GiB = 1 << 30;
+
+    [Fact]
+    public void AllReduceBusBandwidthAt1GiB()
+    {
+        // DGX-H100 x 2 (16 GPUs, 8 x 50 GB/s rails): ring, 17 + 28 x 0.47 + 2.7 = 32.86 us + 1.875 GiB / 400 GB/s -> 397.4 GB/s.
+        // DGX-A100 x 2 (8 x 25 GB/s rails, NVLink 300): ring, 24 + 13.16 + 2.7 = 39.86 us + 1.875 GiB / 200 GB/s -> 199.2 GB/s.
+        // GB200 NVL72 (72 GPUs, one NVLink domain): NVLS, 5 us + GiB / (0.61 x 900 GB/s) = 1.9608 ms -> 1.9722 x 547.6 = 1080.0 GB/s
+        // (the ring would take 71.27 us + 1.9722 GiB / 900 GB/s = 2.4243 ms, 873.5 GB/s).
+        var cases = new (string Preset, int Gpus, CollectiveAlgorithm Algorithm, double BusGBps)[]
+        {
+            ("DGX-H100", 16, CollectiveAlgorithm.Ring, 397.4),
+            ("DGX-A100", 16, CollectiveAlgorithm.Ring, 199.2),
+            ("GB200-NVL72", 72, CollectiveAlgorithm.Nvls, 1080.0),
+        };
+        foreach (var (preset, gpus, algorithm, bus) in cases)
+        {
+            var price = new LinkCommunication(HardwareCatalog.Get(preset).WithGpus(gpus)).Price(CollectivePattern.AllReduce, GiB, Enumerable.Range(0, gpus).ToArray());
+            Assert.Equal(algorithm, price.Algorithm);
+            Assert.Equal(bus, price.BusBytesPerSecond / 1e9, 0.1);
+        }
+    }
+}
