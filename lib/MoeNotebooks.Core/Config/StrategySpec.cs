@@ -437,8 +437,6 @@ public sealed record StrategySpec(int EP, int TP, int PP, int DP, Derivation Der
         if (OverlapParamGather) unpriced.Add(("overlapParamGather", B(true), "false"));
         if (Schedule is PipelineSchedule.DualPipe or PipelineSchedule.ZeroBubbleH1 && Mode == WorkloadMode.Training)
             unpriced.Add(("schedule", $"\"{JsonObjectReader.Kebab(Schedule.ToString())}\"", "\"1f1b\" or \"interleaved\" (the schedule's plan and bubble are in PipelinePlan; the DAG does not split W from B yet)"));
-        if (DecoderFirstPipelineNumLayers is { } fl) unpriced.Add(("decoderFirstPipelineNumLayers", fl.ToString(CultureInfo.InvariantCulture), "no value (even split)"));
-        if (DecoderLastPipelineNumLayers is { } ll) unpriced.Add(("decoderLastPipelineNumLayers", ll.ToString(CultureInfo.InvariantCulture), "no value (even split)"));
         if (MoeAllToAllOverlap != MoeAllToAllOverlap.None) unpriced.Add(("moeAllToAllOverlap", $"\"{JsonObjectReader.Kebab(MoeAllToAllOverlap.ToString())}\"", "\"none\""));
         if (unpriced.Count > 0)
         {
