@@ -21,6 +21,7 @@ public static class Validation
             CollectiveSuites.ByLevel(comm, CollectiveSuites.Level.IntraNode, calibrated: true),
             CollectiveSuites.ByLevel(comm, CollectiveSuites.Level.InterNode, calibrated: true),
             TrainingSuite.Run(training, predictor),
+            .. ModernSuite.Suites(ModernSuite.Run(data)),
         ]);
     }
 }
