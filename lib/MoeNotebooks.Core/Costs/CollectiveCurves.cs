@@ -26,7 +26,7 @@ public static class CollectiveCurves
             new("DGX H100, 8 rails", h100, group),
             new("DGX H100, 1 rail", (h100 with { NicCount = 1 }).Validated(), group),
             new("DGX B200 (NVL8)", HardwareCatalog.Get("DGX-B200").WithGpus(gpus), group),
-            new("GB200 NVL72", HardwareCatalog.Get("GB200-NVL72").WithGpus(Math.Max(gpus, 72)), group),
+            new("GB200 NVL72", HardwareCatalog.Get("GB200-NVL72").WithGpus(gpus), group),   // the 72-GPU domain holds all of them
         ];
     }
 
