@@ -15,7 +15,7 @@ public class FastPathTests
         var reference = ReferencePath.Price(cost, dag);
         var fast = cost.Price(dag);
         Assert.Equal(reference, fast); // exact double equality, element by element
-        var (total, start, finish, path) = ReferencePath.Schedule(dag, reference);
+        var (total, start, finish, path) = ReferencePath.Schedule(dag, reference, cost);
         var result = dag.CriticalPath(cost);
         Assert.Equal(BitConverter.DoubleToInt64Bits(total), BitConverter.DoubleToInt64Bits(result.TotalSeconds));
         Assert.Equal(BitConverter.DoubleToInt64Bits(total), BitConverter.DoubleToInt64Bits(dag.TotalSeconds(cost)));

@@ -7,7 +7,10 @@ namespace MoeNotebooks.Perf.Tests;
 /// The pricing and scheduling as they were before the fast path (Costs/CostModel.Price of commit 75f1bfc and
 /// Analysis/Scheduler.Schedule of commit c283d47, with sends beside the streams and the no-overlap switch), kept verbatim on the public DAG API as the oracle: every operation priced through
 /// <see cref="CostModel.Seconds"/> (matmuls memoised by shape), one pass in id order over per-GPU compute and
-/// communication streams, total = the largest finish.
+/// communication streams, total = the largest finish. Link contention (added with topology-aware collectives) is
+/// written out plainly here from its documented rule: each link (the ids the cost model's
+/// <see cref="ILinkTopology.Links"/> names) remembers the span of work committed on it, and an operation whose span
+/// overlaps it is delayed by the committed work left in its window.
 /// </summary>
 internal static class ReferencePath
 {
@@ -29,8 +32,28 @@ internal static class ReferencePath
         return durations;
     }
 
-    public static (double Total, double[] Start, double[] Finish, int[] Path) Schedule(OperatorDag dag, double[] durations)
+    public static (double Total, double[] Start, double[] Finish, int[] Path) Schedule(OperatorDag dag, double[] durations, CostModel? cost = null)
     {
+        var topology = cost?.Communication as ILinkTopology;
+        var spans = new Dictionary<int, (double Start, double End)>();
+        var links = new List<int>();
+        double Finish(int op, double ready, double d)
+        {
+            if (topology is null || d <= 0) return ready + d;
+            topology.Links(dag.Kind(op) == OpKind.PipelineSend ? CollectivePattern.SendRecv : dag.Kind(op).Pattern(), dag.Participants(op), links);
+            var delay = 0.0;
+            foreach (var l in links)
+                if (spans.TryGetValue(l, out var span) && span.End > ready && span.Start < ready + d)
+                    delay = Math.Max(delay, span.End - Math.Max(ready, span.Start));
+            var f = ready + d + delay;
+            foreach (var l in links)
+            {
+                var span = spans.TryGetValue(l, out var x) ? x : (Start: 0.0, End: 0.0);
+                if (span.End > ready && span.Start < f) spans[l] = (Math.Min(span.Start, ready), Math.Max(span.End, f));
+                else if (ready >= span.End) spans[l] = (ready, f);
+            }
+            return f;
+        }
         int n = dag.Count, gpus = dag.GpuCount;
         var start = new double[n];
         var finish = new double[n];
@@ -55,7 +78,7 @@ internal static class ReferencePath
                 var blocking = !dag.CommunicationOverlapsCompute;
                 if (blocking && computeFree[g] > ready) { ready = computeFree[g]; crit = lastCompute[g]; }
                 start[op] = ready;
-                finish[op] = ready + d;
+                finish[op] = Finish(op, ready, d);
                 if (blocking) { computeFree[g] = finish[op]; lastCompute[g] = op; }
             }
             else if (dag.Category(op) == OpCategory.Communication)
@@ -67,7 +90,7 @@ internal static class ReferencePath
                     if (blocking && computeFree[g] > ready) { ready = computeFree[g]; crit = lastCompute[g]; }
                 }
                 start[op] = ready;
-                finish[op] = ready + d;
+                finish[op] = Finish(op, ready, d);
                 foreach (var g in dag.Participants(op))
                 {
                     commFree[g] = finish[op];
