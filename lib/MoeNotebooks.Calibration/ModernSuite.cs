@@ -54,6 +54,57 @@ public sealed record ModernRowModel(ModernScenario Scenario, ModernStep Naive, M
         };
     }
 
+    /// <summary>
+    /// The predicted step (all rungs, fitted) split as notebook 08 shows it for MoE runs: expert GEMMs, attention
+    /// (projections and core), other GEMMs (dense, logits), all-to-all exposed, other communication, elementwise and
+    /// overhead, pipeline bubble, DP sync exposed. The parts are critical-path seconds, so nothing is idle on the path;
+    /// the bubble (fill and drain) is taken out of every pipeline part in proportion, as the law adds it.
+    /// </summary>
+    public IReadOnlyList<(string Part, double Seconds)> MoeBreakdown(GenerationFit f)
+    {
+        var b = Breakdown(f);
+        var pipeline = b.Where(k => k.Key != "DP sync exposed").Sum(k => k.Value);
+        var rawPipeline = Topology.Parts.Total;
+        var bubbleShare = rawPipeline > 0 ? Math.Clamp(Topology.BubbleSeconds / rawPipeline, 0, 1) : 0;
+        var keep = 1 - bubbleShare;
+        return
+        [
+            ("expert GEMMs", keep * b["expert GEMMs"]),
+            ("attention", keep * b["attention"]),
+            ("dense GEMMs and logits", keep * (b["dense GEMMs"] + b["logits"])),
+            ("all-to-all exposed", keep * b["all-to-all exposed"]),
+            ("other communication", keep * b["other communication"]),
+            ("elementwise and overhead", keep * (b["elementwise"] + b["framework overhead"])),
+            ("pipeline bubble", bubbleShare * pipeline),
+            ("DP sync exposed", b["DP sync exposed"]),
+        ];
+    }
+
+    /// <summary>What the model does not capture for this row yet (known gaps that apply to it), for the worst-rows table.</summary>
+    public IReadOnlyList<string> KnownGaps()
+    {
+        var gaps = new List<string>();
+        var run = Run;
+        var a = Scenario.Architecture;
+        if (run.Framework == ModernFramework.MegatronBridge)
+            gaps.Add((a.Mla is not null ? "MLA" : a.QueryGroups < a.AttentionHeads ? "GQA" : "attention") + " projections, SwiGLU and shared experts scaled by FLOPs, not built as their own GEMM shapes (issue 11 blocks)");
+        if (run.IsMoe) gaps.Add("token permute/unpermute, router top-k and padding not in the DAG (issue 11); grouped GEMM per expert with real token counts (issue 12)");
+        if (run.IsMoe && run.EP > 8 && Scenario.Hardware.GpusPerNode <= 8) gaps.Add($"EP {run.EP} spans nodes: all-to-all priced as one flat exchange on datasheet NICs, no DeepEP/overlap with compute (issues 12, 13)");
+        if (run.TokenDrop) gaps.Add("token dropping (capacity factor) not modelled: priced as dropless");
+        if (PrecisionNote is not null) gaps.Add(PrecisionNote);
+        if (run.Precision != TrainingPrecision.Bf16) gaps.Add("quantize/cast passes of the recipe not priced");
+        if (a.SlidingWindow > 0) gaps.Add("sliding-window attention priced by FLOPs (the kernel's efficiency on 128-token windows not modelled)");
+        if (Scenario.MtpLayers > 0) gaps.Add("MTP layer priced as FLOPs on the logits and layer parts");
+        if (run.PP > 1 && Scenario.Architecture.Layers % run.PP != 0) gaps.Add($"uneven pipeline ({a.Layers} layers over PP {run.PP}): the largest stage assumed everywhere (issue 12)");
+        if (run.Framework == ModernFramework.MosaicMpt)
+        {
+            gaps.Add("FSDP gathers priced per microbatch with a fitted exposed fraction, not per layer with prefetch (issue 12)");
+            if (run.SequenceLength >= 16384) gaps.Add($"long sequence ({run.SequenceLength}): FlashAttention efficiency at this length priced by the tile model");
+            gaps.Add("ALiBi bias not priced");
+        }
+        return gaps;
+    }
+
     /// <summary>The row's metric for a predicted step: model TFLOP/s per GPU (Megatron-Bridge), MFU % (MPT).</summary>
     public double Metric(double seconds) => Run.Framework == ModernFramework.MosaicMpt
         ? Run.MeasuredMfuPct!.Value * Run.MeasuredIterationSeconds / seconds
