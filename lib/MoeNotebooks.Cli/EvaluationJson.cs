@@ -95,9 +95,6 @@ public static class EvaluationJson
                 w.WriteEndObject();
             }
             w.WriteEndArray();
-            w.WriteStartArray("warnings");
-            foreach (var warning in e.Warnings) w.WriteStringValue(warning);
-            w.WriteEndArray();
             if (e.Routing is { } routing)
             {
                 w.WriteStartObject("routing");

@@ -47,13 +47,6 @@ public static class EvaluationTable
                 o.WriteLine(string.Create(c, $"  {x.Kind,-30} {x.Gpus,5} {x.Domains,3} {x.BytesPerGpu,11:G4} {x.Count,6} {x.Seconds,14:G5}  {x.Algorithm,-14} {x.BusBytesPerSecond / 1e9,9:F1}"));
             if (collectives.Count > 12) o.WriteLine(string.Create(c, $"  ... {collectives.Count - 12} more (--format json lists all)"));
         }
-        var warnings = e.Warnings;
-        if (warnings.Count > 0)
-        {
-            o.WriteLine();
-            o.WriteLine($"Warnings ({warnings.Count})");
-            foreach (var warning in warnings) o.WriteLine($"  ! {warning}");
-        }
         o.WriteLine();
         o.WriteLine(string.Create(c, $"Critical path: {r.CriticalPath.Count} operations (first 12, last 4)"));
         o.WriteLine("  start s      finish s     gpu  operation");

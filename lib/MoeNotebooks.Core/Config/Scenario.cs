@@ -81,9 +81,6 @@ public sealed record Evaluation(Scenario Scenario, OperatorDag Dag, CostModel Co
     /// <summary>Where the routed tokens go (corrected derivation; null for a dense model or the seed derivation).</summary>
     public RoutingOutcome? Routing => Scenario.Strategy.Derivation == Derivation.Corrected ? RoutingOutcome.Of(Scenario.Model, Scenario.Strategy) : null;
 
-    /// <summary>What the cost model warned about while pricing (calibration range exceeded, datasheet fallbacks).</summary>
-    public IReadOnlyList<string> Warnings => Cost.Warnings();
-
     /// <summary>Every distinct collective and send, with the algorithm chosen and the bus bandwidth reached.</summary>
     public IReadOnlyList<CollectiveUse> Collectives => CollectiveReport.Of(Dag, Cost);
 
