@@ -28,7 +28,7 @@ public static class ParameterCounts
     /// <summary>Layers held by a pipeline stage (over all its virtual chunks).</summary>
     public static int LayersOnStage(ModelSpec m, StrategySpec st, int stage)
     {
-        var chunks = CorrectedDerivation.SplitLayers(m.Layers, st.PP * st.VirtualStages);
+        var chunks = st.ChunkLayers(m.Layers);
         var layers = 0;
         for (var c = stage; c < chunks.Length; c += st.PP) layers += chunks[c].Count;
         return layers;
