@@ -4,12 +4,23 @@ using System.Text.Json.Nodes;
 
 namespace MoeNotebooks.Config;
 
-/// <summary>A parameter count a model's publisher states, and what it counts.</summary>
-/// <param name="TotalParameters">Total parameters as published.</param>
-/// <param name="ActiveParameters">Parameters active per token as published.</param>
+/// <summary>A parameter count a model's publisher states, as written ("671B", "3.3B", "1T"), and what it counts.</summary>
+/// <param name="Total">Total parameters as published.</param>
+/// <param name="Active">Parameters active per token as published.</param>
 /// <param name="ActiveCounts">Which embedding matrices the publisher's active count includes: "both", "output" (the unembedding only) or "none".</param>
 /// <param name="Source">Where the figures are stated.</param>
-public sealed record PublishedParameters(double TotalParameters, double ActiveParameters, string ActiveCounts, string Source);
+public sealed record PublishedParameters(string Total, string Active, string ActiveCounts, string Source)
+{
+    /// <summary>A published figure's value and the size of one unit in its last digit ("3.3B" -> 3.3e9, 1e8).</summary>
+    public static (double Value, double LastDigitUnit) Parse(string text)
+    {
+        var scale = text[^1] switch { 'B' => 1e9, 'T' => 1e12, 'M' => 1e6, _ => throw new FormatException($"\"{text}\": end with M, B or T") };
+        var number = text[..^1];
+        var dot = number.IndexOf('.');
+        var decimals = dot < 0 ? 0 : number.Length - dot - 1;
+        return (double.Parse(number, CultureInfo.InvariantCulture) * scale, Math.Pow(10, -decimals) * scale);
+    }
+}
 
 /// <summary>A model preset from data/models/*.json: the architecture (batch 1 unless overridden) and its sources.</summary>
 public sealed record ModelPreset(string Name, ModelSpec Model, string Description, IReadOnlyDictionary<string, string> Sources, PublishedParameters? Published);
@@ -92,7 +103,7 @@ public static class ModelPresets
                 foreach (var p in s.EnumerateObject()) sources[p.Name] = p.Value.GetString() ?? "";
             PublishedParameters? published = null;
             if (root.TryGetProperty("published", out var pub))
-                published = new PublishedParameters(pub.GetProperty("totalParameters").GetDouble(), pub.GetProperty("activeParameters").GetDouble(),
+                published = new PublishedParameters(pub.GetProperty("totalParameters").GetString()!, pub.GetProperty("activeParameters").GetString()!,
                     pub.GetProperty("activeCounts").GetString()!, pub.GetProperty("source").GetString()!);
             var description = root.TryGetProperty("description", out var d) ? d.GetString() ?? "" : "";
             map[name] = new ModelPreset(name, model, description, sources, published);
