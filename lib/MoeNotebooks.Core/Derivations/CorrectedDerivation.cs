@@ -13,7 +13,8 @@ namespace MoeNotebooks.Derivations;
 /// <item>Megatron-LM tensor parallelism: column-parallel Q, K, V [T, H] x [H, H/TP]; heads / TP heads per rank with the
 /// full head dimension; row-parallel output [T, H/TP] x [H/TP, H] followed by an all-reduce; FFNs (dense or expert)
 /// sharded the same way (column-parallel up, row-parallel down) and all-reduced.</item>
-/// <item>Pipeline: layers split evenly over pp x virtualStages chunks, chunk c on stage c mod pp, activations sent
+/// <item>Pipeline: layers split evenly over pp x virtualStages chunks (or with Megatron's first/last stage layer
+/// counts, <see cref="StrategySpec.ChunkLayers"/>), chunk c on stage c mod pp, activations sent
 /// chunk to chunk; each stage issues its work in the order of its schedule (GPipe, 1F1B, interleaved 1F1B), so the
 /// bubble emerges from the DAG rather than from a formula.</item>
 /// <item>Expert parallelism: attention is data-parallel over the EP ranks (each processes tokens / EP) and tokens reach
@@ -56,7 +57,7 @@ internal sealed class CorrectedDerivation
         _e = model.ElementBytes;
         _activationBytes = _c.ActivationBytes;
         _chunkCount = st.PP * st.VirtualStages;
-        _chunkLayers = SplitLayers(model.Layers, _chunkCount);
+        _chunkLayers = st.ChunkLayers(model.Layers);
     }
 
     /// <param name="expectedOperations">Room to reserve up front (an estimate; the builder still grows past it).</param>
@@ -212,16 +213,20 @@ internal sealed class CorrectedDerivation
 
     // ----- gradient synchronisation and optimizer ----------------------------------------------------------------
 
-    /// <summary>Gradient all-reduce / reduce-scatter for every layer of a chunk, once its last backward is issued.</summary>
+    /// <summary>
+    /// Gradient all-reduce / reduce-scatter for every layer of a chunk, once its last backward is issued: one bucket
+    /// per layer, issued in backward order (last layer first), as PyTorch DDP and Megatron's DDP fill and launch their
+    /// buckets, so on the in-order communication stream each layer's sync runs while earlier layers' backward computes.
+    /// </summary>
     private void EmitGradientSync(int chunk, List<int>[] gradientOps)
     {
         var stage = StageOf(chunk);
         var (first, count) = _chunkLayers[chunk];
         var kind = _st.ZeroStage >= 2 ? OpKind.GradientReduceScatter : OpKind.GradientAllReduce;
         _b.Phase = OpPhase.Update;
-        for (var layer = first; layer < first + count; layer++)
+        for (var layer = first + count - 1; layer >= first; layer--)
         {
-            var p = ParameterCounts.PerLayer(_m, _st);
+            var p = ParameterCounts.PerLayer(_m, _st, layer);
             for (var er = 0; er < _st.EP; er++)
             {
                 for (var tr = 0; tr < _st.TP; tr++)
@@ -288,16 +293,5 @@ internal sealed class CorrectedDerivation
         _layerBackwardDone.Where(kv => kv.Key.Gpu == gpu).Select(kv => kv.Value).DefaultIfEmpty(-1).Max() is var op and >= 0 ? [op] : [];
 
     /// <summary>Layers per chunk: as even as possible, earlier chunks take the remainder.</summary>
-    internal static (int First, int Count)[] SplitLayers(int layers, int stages)
-    {
-        var result = new (int, int)[stages];
-        var first = 0;
-        for (var i = 0; i < stages; i++)
-        {
-            var count = layers / stages + (i < layers % stages ? 1 : 0);
-            result[i] = (first, count);
-            first += count;
-        }
-        return result;
-    }
+    internal static (int First, int Count)[] SplitLayers(int layers, int stages) => PipelineLayers.Split(layers, stages, 1, null, null);
 }

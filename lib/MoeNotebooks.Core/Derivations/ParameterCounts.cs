@@ -73,7 +73,7 @@ public static class ParameterCounts
     /// <summary>The layers a pipeline stage holds.</summary>
     public static IEnumerable<int> LayerIndicesOnStage(ModelSpec m, StrategySpec st, int stage)
     {
-        var chunks = CorrectedDerivation.SplitLayers(m.Layers, st.PP * st.VirtualStages);
+        var chunks = st.ChunkLayers(m.Layers);
         for (var c = stage; c < chunks.Length; c += st.PP)
             for (var l = chunks[c].First; l < chunks[c].First + chunks[c].Count; l++) yield return l;
     }
