@@ -22,6 +22,8 @@ public static class DagFactory
     public static OperatorDag BuildDag(this StrategySpec strategy, ModelSpec model, DagFolding folding = DagFolding.None)
     {
         strategy.CheckFits(model, strategy.GpuCount);
+        if (strategy.Derivation == Derivation.Corrected)
+            model.CheckTensorParallel(strategy.TP, strategy.Attention == AttentionPlacement.DataParallel ? strategy.TP : strategy.TP * strategy.EP);
         if (strategy.Derivation == Derivation.Seed) folding = DagFolding.None;
         var estimate = EstimateOperations(model, strategy, folding);
         if (estimate > MaxOperations)
