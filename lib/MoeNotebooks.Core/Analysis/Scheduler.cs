@@ -11,7 +11,7 @@ namespace MoeNotebooks.Analysis;
 /// DAG built with <see cref="OperatorDag.CommunicationOverlapsCompute"/> false runs collectives on the compute streams
 /// instead and makes a send block its sender until the transfer is done.
 /// <para>Contention: when the cost model knows which links a collective or send occupies (<see cref="ILinkTopology"/>:
-/// NIC send/receive sides, NVLink ports), operations on the same link at once share it. The one pass has already
+/// the send and receive sides of NICs), operations on the same link at once share it. The one pass has already
 /// committed earlier-issued operations, so a later one whose time overlaps work committed on one of its links is
 /// delayed by that work (the link's work is conserved: with fair sharing the last of two operations that start
 /// together finishes at the same time). A collective's members already queue on their communication streams, so

@@ -330,11 +330,12 @@ public sealed class LinkCommunication(HardwareSpec hardware, AllToAllImplementat
 
     /// <summary>
     /// The links a collective occupies, as resource ids for the scheduler's contention: each NIC's send and receive
-    /// side (<c>2·nic</c>, <c>2·nic + 1</c>) when the group spans domains, and each member's NVLink port
-    /// (<c>2·nics + gpu</c>) when two or more members share a domain. A send occupies the sender's NIC send side and
-    /// the receiver's NIC receive side, or both NVLink ports.
+    /// side (<c>2·nic</c>, <c>2·nic + 1</c>) of its members when the group spans NVLink domains; a send between domains
+    /// occupies the sender's NIC send side and the receiver's NIC receive side. NVLink ports are not contended (a
+    /// GPU's collectives already queue on its communication stream, and a send inside a domain is small beside the
+    /// port's bandwidth): a stated simplification.
     /// </summary>
-    public int LinkCount => 2 * NicTotal + Hardware.GpuCount;
+    public int LinkCount => 2 * NicTotal;
 
     private int NicTotal => (Hardware.GpuCount + Hardware.GpusPerNode - 1) / Hardware.GpusPerNode * Hardware.NicsPerNode;
 
@@ -342,23 +343,16 @@ public sealed class LinkCommunication(HardwareSpec hardware, AllToAllImplementat
     {
         into.Clear();
         if (gpus.Length < 2 || pattern == CollectivePattern.None) return;
-        var nicBase = 2 * NicTotal;
         if (pattern == CollectivePattern.SendRecv)
         {
             int a = gpus[0], b = gpus[^1];
-            if (Hardware.DomainOf(a) == Hardware.DomainOf(b)) { into.Add(nicBase + a); into.Add(nicBase + b); }
-            else { into.Add(2 * Hardware.NicOf(a)); into.Add(2 * Hardware.NicOf(b) + 1); }
+            if (Hardware.DomainOf(a) != Hardware.DomainOf(b)) { into.Add(2 * Hardware.NicOf(a)); into.Add(2 * Hardware.NicOf(b) + 1); }
             return;
         }
-        var spans = SpansNodes(gpus);
+        if (!SpansNodes(gpus)) return;
         var seen = new HashSet<int>();
         foreach (var g in gpus)
-        {
-            if (spans && seen.Add(Hardware.NicOf(g))) { into.Add(2 * Hardware.NicOf(g)); into.Add(2 * Hardware.NicOf(g) + 1); }
-            var sharesDomain = false;
-            foreach (var o in gpus) if (o != g && Hardware.DomainOf(o) == Hardware.DomainOf(g)) { sharesDomain = true; break; }
-            if (sharesDomain) into.Add(nicBase + g);
-        }
+            if (seen.Add(Hardware.NicOf(g))) { into.Add(2 * Hardware.NicOf(g)); into.Add(2 * Hardware.NicOf(g) + 1); }
     }
 }
 
