@@ -13,7 +13,8 @@
 //   highlight the cells as C#; the kernelspec and the Polyglot metadata (.NET Interactive) are kept/added;
 // - every code cell carries the Polyglot kernel name (csharp) unless it names another kernel;
 // - keys sorted and one-space indentation, as Jupyter writes notebooks, so saving in Jupyter changes little.
-// The canonical setup cells are checked by the notebook tests (NotebookFormatTests), not rewritten here.
+// - a code cell whose source starts with "// Setup 1/2" or "// Setup 2/2" becomes the canonical setup cell, the
+//   first ```csharp block starting with that line in notebooks/README.md (their single source).
 using System.Security.Cryptography;
 using System.Text;
 using System.Text.Encodings.Web;
@@ -34,6 +35,7 @@ if (files.Count == 0)
     }
 }
 
+var setupCells = SetupCells(Path.Combine(root, "notebooks", "README.md"));
 var changed = 0;
 foreach (var file in files.Order(StringComparer.Ordinal))
 {
@@ -41,7 +43,7 @@ foreach (var file in files.Order(StringComparer.Ordinal))
     string after;
     try
     {
-        after = Normalize(before, Path.GetFileNameWithoutExtension(file));
+        after = Normalize(before, Path.GetFileNameWithoutExtension(file), setupCells);
     }
     catch (Exception e) when (e is JsonException or InvalidOperationException)
     {
@@ -71,7 +73,7 @@ foreach (var file in files.Order(StringComparer.Ordinal))
 
 return check && changed > 0 ? 1 : 0;
 
-static string Normalize(string json, string notebookName)
+static string Normalize(string json, string notebookName, IReadOnlyDictionary<string, string> setupCells)
 {
     var notebook = JsonNode.Parse(json)?.AsObject() ?? throw new InvalidOperationException("the file is not a JSON object");
     var cells = notebook["cells"]?.AsArray() ?? throw new InvalidOperationException("no \"cells\" array");
@@ -130,6 +132,15 @@ static string Normalize(string json, string notebookName)
 
         if ((string?)cell["cell_type"] == "code")
         {
+            var text = SourceText(cell["source"]);
+            foreach (var (marker, canonical) in setupCells)
+            {
+                if (text.StartsWith(marker, StringComparison.Ordinal) && text != canonical)
+                {
+                    cell["source"] = SourceLines(canonical);
+                }
+            }
+
             cell["outputs"] ??= new JsonArray();
             if (!cell.ContainsKey("execution_count"))
             {
@@ -163,6 +174,38 @@ static string SourceText(JsonNode? source) => source switch
     JsonValue value => (string?)value ?? "",
     _ => "",
 };
+
+// Jupyter stores a source as lines, each but the last ending in "\n".
+static JsonArray SourceLines(string text)
+{
+    var lines = new JsonArray();
+    var start = 0;
+    while (start < text.Length)
+    {
+        var end = text.IndexOf('\n', start);
+        end = end < 0 ? text.Length : end + 1;
+        lines.Add((JsonNode)JsonValue.Create(text[start..end]));
+        start = end;
+    }
+
+    return lines;
+}
+
+// The ```csharp blocks of notebooks/README.md that start with "// Setup 1/2" and "// Setup 2/2", by that first line.
+static Dictionary<string, string> SetupCells(string readme)
+{
+    var blocks = Regex.Matches(File.ReadAllText(readme).Replace("\r\n", "\n"), "```csharp\n(?<code>.*?)\n```", RegexOptions.Singleline)
+        .Select(m => m.Groups["code"].Value)
+        .ToList();
+    var cells = new Dictionary<string, string>(StringComparer.Ordinal);
+    foreach (var marker in new[] { "// Setup 1/2", "// Setup 2/2" })
+    {
+        cells[marker] = blocks.FirstOrDefault(b => b.StartsWith(marker, StringComparison.Ordinal))
+            ?? throw new InvalidOperationException($"{readme} has no ```csharp block starting with \"{marker}\"");
+    }
+
+    return cells;
+}
 
 static JsonNode? Sorted(JsonNode? node) => node switch
 {

@@ -71,7 +71,8 @@ public sealed record ModernScenario(ModernRun Run, ModernArchitecture Architectu
 /// <param name="Parts">Critical-path seconds of the pipeline step by part (pipeline law applied part by part).</param>
 /// <param name="DataParallelSeconds">Gradient/parameter synchronisation over the data-parallel groups priced on its own (not yet overlapped).</param>
 /// <param name="LayerMicrobatches">Layer-microbatch visits on the critical path, (m + (p - 1) / v) x layers per stage: what a per-layer framework overhead multiplies.</param>
-public sealed record ModernStep(StepParts Parts, double DataParallelSeconds, double LayerMicrobatches, long SimulatedOperations)
+/// <param name="BubbleSeconds">Of <see cref="Parts"/>, the pipeline fill and drain: ((p - 1) / v) t less the middle stages' logits.</param>
+public sealed record ModernStep(StepParts Parts, double DataParallelSeconds, double LayerMicrobatches, long SimulatedOperations, double BubbleSeconds = 0)
 {
     public double Seconds => Parts.Total + DataParallelSeconds;
 }
@@ -188,7 +189,8 @@ public sealed class ModernPredictor
         var middle = Math.Max(0, s.Run.PP - stages) / (double)virtualStages;
         var parts = visits * perMb + edge - middle * (StepParts.Zero with { Logits = perMb.Logits });
         var dp = priceDataParallel ? DataParallelSeconds(s, hardware, cost) : 0;
-        return new ModernStep(parts, dp, visits * lps, ops);
+        var bubble = (s.Run.PP - 1) / (double)virtualStages * perMb.Total - middle * perMb.Logits;
+        return new ModernStep(parts, dp, visits * lps, ops, Math.Max(0, bubble));
     }
 
     /// <summary>Data-parallel synchronisation seconds (see the class summary), on the real placement of the first stage's ranks.</summary>

@@ -33,6 +33,41 @@ public sealed partial class NotebookFormatTests
             $"{relativePath}:\n  {string.Join("\n  ", problems)}\nrun: dotnet run tools/normalize-notebooks.cs");
     }
 
+    /// <summary>notebooks/README.md's ```csharp blocks starting "// Setup 1/2" and "// Setup 2/2" (their single source).</summary>
+    internal static (string Build, string Load) CanonicalSetupCells()
+    {
+        var readme = File.ReadAllText(Path.Combine(RepoPaths.Notebooks, "README.md")).Replace("\r\n", "\n", StringComparison.Ordinal);
+        var blocks = Regex.Matches(readme, "```csharp\n(?<code>.*?)\n```", RegexOptions.Singleline).Select(m => m.Groups["code"].Value).ToList();
+        return (blocks.First(b => b.StartsWith("// Setup 1/2", StringComparison.Ordinal)),
+                blocks.First(b => b.StartsWith("// Setup 2/2", StringComparison.Ordinal)));
+    }
+
+    public static TheoryData<string> Notebooks()
+    {
+        var data = new TheoryData<string>();
+        foreach (var file in Directory.GetFiles(RepoPaths.Notebooks, "*.ipynb").Order(StringComparer.Ordinal))
+        {
+            data.Add(Path.GetFileName(file));
+        }
+
+        return data;
+    }
+
+    [Theory]
+    [MemberData(nameof(Notebooks))]
+    public void Notebook_starts_with_the_canonical_setup_cells(string notebook)
+    {
+        // Oracle: notebooks/README.md's two setup blocks, verbatim (the tool copies them into every notebook).
+        var cells = JsonNode.Parse(File.ReadAllText(Path.Combine(RepoPaths.Notebooks, notebook)))!["cells"]!.AsArray()
+            .Where(c => (string?)c!["cell_type"] == "code")
+            .Select(c => c!["source"] is JsonArray lines ? string.Concat(lines.Select(l => (string?)l)) : (string?)c["source"] ?? "")
+            .Take(2)
+            .ToList();
+        var (build, load) = CanonicalSetupCells();
+        Assert.True(cells.Count == 2 && cells[0] == build && cells[1] == load,
+            $"notebooks/{notebook}: code cells 1 and 2 are not notebooks/README.md's setup cells; run: dotnet run tools/normalize-notebooks.cs");
+    }
+
     [Fact]
     public void The_check_rejects_a_notebook_without_ids_or_CSharp_language_info()
     {
