@@ -241,7 +241,7 @@ internal sealed class CorrectedDerivation
         _b.Phase = OpPhase.Update;
         for (var layer = first + count - 1; layer >= first; layer--)
         {
-            var p = ParameterCounts.PerLayer(_m, _st);
+            var p = ParameterCounts.PerLayer(_m, _st, layer);
             for (var er = 0; er < _st.EP; er++)
             {
                 for (var tr = 0; tr < _st.TP; tr++)

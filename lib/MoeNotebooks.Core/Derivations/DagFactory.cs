@@ -17,6 +17,8 @@ public static class DagFactory
     public static OperatorDag BuildDag(this StrategySpec strategy, ModelSpec model)
     {
         strategy.CheckFits(model, strategy.GpuCount);
+        if (strategy.Derivation == Derivation.Corrected)
+            model.CheckTensorParallel(strategy.TP, strategy.Attention == AttentionPlacement.DataParallel ? strategy.TP : strategy.TP * strategy.EP);
         var estimate = EstimateOperations(model, strategy);
         if (estimate > MaxOperations)
             throw new ConfigException("strategy", strategy.ToString(),
