@@ -42,6 +42,7 @@ internal sealed class CorrectedDerivation
     private readonly long _e, _activationBytes;
     private readonly (int First, int Count)[] _chunkLayers;
     private readonly Dictionary<(int Gpu, int Layer), int> _layerBackwardDone = new();
+    private Dictionary<int, int>? _lastBackward;
 
     /// <summary>
     /// Data-parallel replicas built: all of them, or only replica 0 when folding (<see cref="DagFolding.Symmetric"/>).
@@ -115,6 +116,7 @@ internal sealed class CorrectedDerivation
         var remaining = plan.Sum(p => p.Count);
         var gradientOps = new List<int>[_st.GpuCount];
         for (var g = 0; g < gradientOps.Length; g++) gradientOps[g] = new List<int>();
+        var deferredSyncs = new List<int>();
         while (remaining > 0)
         {
             var progress = false;
@@ -130,13 +132,26 @@ internal sealed class CorrectedDerivation
                         perReplica[dp] = SendOnward(dp, item, EmitItem(dp, item, input is null ? null : outputs[input.Value][dp]));
                     outputs[item] = perReplica;
                     if (item.Backward && item.Microbatch == _st.Microbatches - 1 && LastMicrobatchOfChunk(plan[stage], next[stage]))
-                        EmitGradientSync(item.Chunk, gradientOps);
+                    {
+                        // --overlap-grad-reduce: each chunk's buckets go as soon as its last backward is issued;
+                        // without it Megatron reduces every bucket after the whole backward (finalize_model_grads).
+                        if (_st.OverlapGradReduce) EmitGradientSync(item.Chunk, gradientOps);
+                        else deferredSyncs.Add(item.Chunk);
+                    }
                     next[stage]++;
                     remaining--;
                     progress = true;
                 }
             }
             if (!progress) throw new InvalidOperationException($"pipeline schedule {_st.Schedule} deadlocks for {_st}");
+        }
+        if (deferredSyncs.Count > 0)
+        {
+            // Every backward is issued: each GPU's last backward operation, once.
+            _lastBackward = new Dictionary<int, int>();
+            foreach (var ((gpu, _), op) in _layerBackwardDone)
+                _lastBackward[gpu] = Math.Max(_lastBackward.GetValueOrDefault(gpu, -1), op);
+            foreach (var chunk in deferredSyncs) EmitGradientSync(chunk, gradientOps);
         }
         if (_training) EmitOptimizer(gradientOps);
         return _b.Build();
@@ -286,7 +301,9 @@ internal sealed class CorrectedDerivation
         // Waits for the layer's last backward operation on every member: on a compute stream that is issued after
         // the layer's weight-gradient products, so they are done. Later layers' backward overlaps it.
         // Folded: a member's last backward is its representative's (same operation, same time), the group stays whole.
-        var deps = ranks.Select(g => _layerBackwardDone[(Rep(g), layer)]).Distinct().ToArray();
+        var deps = _st.OverlapGradReduce
+            ? ranks.Select(g => _layerBackwardDone[(Rep(g), layer)]).Distinct().ToArray()
+            : ranks.Select(g => _lastBackward![Rep(g)]).Distinct().ToArray();
         var op = _b.AddCommunication(kind, _b.Group(ranks), bytes, layer, deps);
         foreach (var g in ranks) if (_b.IsBuilt(g)) gradientOps[g].Add(op);
     }
