@@ -42,6 +42,8 @@ internal sealed class CorrectedDerivation
     private readonly long _e, _activationBytes;
     private readonly (int First, int Count)[] _chunkLayers;
     private readonly Dictionary<(int Gpu, int Layer), int> _layerBackwardDone = new();
+    private Dictionary<int, int>? _lastBackward;
+    private int[] _stepOf = [];
 
     /// <summary>
     /// Data-parallel replicas built: all of them, or only replica 0 when folding (<see cref="DagFolding.Symmetric"/>).
@@ -115,6 +117,7 @@ internal sealed class CorrectedDerivation
         var remaining = plan.Sum(p => p.Count);
         var gradientOps = new List<int>[_st.GpuCount];
         for (var g = 0; g < gradientOps.Length; g++) gradientOps[g] = new List<int>();
+        var deferredSyncs = new List<int>();
         while (remaining > 0)
         {
             var progress = false;
@@ -130,13 +133,26 @@ internal sealed class CorrectedDerivation
                         perReplica[dp] = SendOnward(dp, item, EmitItem(dp, item, input is null ? null : outputs[input.Value][dp]));
                     outputs[item] = perReplica;
                     if (item.Backward && item.Microbatch == _st.Microbatches - 1 && LastMicrobatchOfChunk(plan[stage], next[stage]))
-                        EmitGradientSync(item.Chunk, gradientOps);
+                    {
+                        // --overlap-grad-reduce: each chunk's buckets go as soon as its last backward is issued;
+                        // without it Megatron reduces every bucket after the whole backward (finalize_model_grads).
+                        if (_st.OverlapGradReduce) EmitGradientSync(item.Chunk, gradientOps);
+                        else deferredSyncs.Add(item.Chunk);
+                    }
                     next[stage]++;
                     remaining--;
                     progress = true;
                 }
             }
             if (!progress) throw new InvalidOperationException($"pipeline schedule {_st.Schedule} deadlocks for {_st}");
+        }
+        if (deferredSyncs.Count > 0)
+        {
+            // Every backward is issued: each GPU's last backward operation, once.
+            _lastBackward = new Dictionary<int, int>();
+            foreach (var ((gpu, _), op) in _layerBackwardDone)
+                _lastBackward[gpu] = Math.Max(_lastBackward.GetValueOrDefault(gpu, -1), op);
+            foreach (var chunk in deferredSyncs) EmitGradientSync(chunk, gradientOps);
         }
         if (_training) EmitOptimizer(gradientOps);
         return _b.Build();
@@ -250,7 +266,9 @@ internal sealed class CorrectedDerivation
     {
         var stage = StageOf(chunk);
         var (first, count) = _chunkLayers[chunk];
-        var kind = _st.ZeroStage >= 2 ? OpKind.GradientReduceScatter : OpKind.GradientAllReduce;
+        // ZeRO 2-3 and Megatron's distributed optimizer reduce-scatter the gradient buckets (each rank keeps the
+        // reduced 1/N it updates); otherwise they are all-reduced.
+        var kind = _st.ZeroStage >= 2 || _st.UseDistributedOptimizer ? OpKind.GradientReduceScatter : OpKind.GradientAllReduce;
         _b.Phase = OpPhase.Update;
         for (var layer = first + count - 1; layer >= first; layer--)
         {
@@ -286,7 +304,9 @@ internal sealed class CorrectedDerivation
         // Waits for the layer's last backward operation on every member: on a compute stream that is issued after
         // the layer's weight-gradient products, so they are done. Later layers' backward overlaps it.
         // Folded: a member's last backward is its representative's (same operation, same time), the group stays whole.
-        var deps = ranks.Select(g => _layerBackwardDone[(Rep(g), layer)]).Distinct().ToArray();
+        var deps = _st.OverlapGradReduce
+            ? ranks.Select(g => _layerBackwardDone[(Rep(g), layer)]).Distinct().ToArray()
+            : ranks.Select(g => _lastBackward![Rep(g)]).Distinct().ToArray();
         var op = _b.AddCommunication(kind, _b.Group(ranks), bytes, layer, deps);
         foreach (var g in ranks) if (_b.IsBuilt(g)) gradientOps[g].Add(op);
     }
@@ -294,7 +314,7 @@ internal sealed class CorrectedDerivation
     private void EmitOptimizer(List<int>[] gradientOps)
     {
         _b.Phase = OpPhase.Update;
-        var steps = new int[_st.GpuCount];
+        var steps = _stepOf = new int[_st.GpuCount];
         for (var dp = 0; dp < _builtReplicas; dp++)
         for (var pp = 0; pp < _st.PP; pp++)
         for (var er = 0; er < _st.EP; er++)
@@ -304,8 +324,29 @@ internal sealed class CorrectedDerivation
             var p = ParameterCounts.OnStage(_m, _st, pp);
             var shard = _st.ZeroStage >= 1 ? _st.DP : 1;
             // Mixed-precision Adam: read fp32 master, m, v and the bf16 gradient, write them back (2 x 14 bytes/param).
+            // The distributed optimizer updates 1/N of each buffer, N the ranks that reduced it: DP x EP for the
+            // non-expert weights under data-parallel attention, DP for expert weights.
+            var bytes = _st.UseDistributedOptimizer
+                ? p.NonExpert * 28 / NonExpertSyncRanks + p.ExpertPerRank * 28 / _st.DP
+                : p.Total * 28 / shard;
             var deps = gradientOps[g].Count > 0 ? gradientOps[g].Distinct().ToArray() : LastBackwardOn(g);
-            steps[g] = _b.AddElementwise(g, p.Total * 28 / shard, -1, deps, index: 6);
+            steps[g] = _b.AddElementwise(g, bytes, -1, deps, index: 6);
+        }
+        if (_st.UseDistributedOptimizer)
+        {
+            // Megatron's distributed optimizer without --overlap-param-gather: after the step every bucket's updated
+            // parameters are all-gathered over the ranks that reduce-scattered it (the same groups as the gradients).
+            for (var pp = 0; pp < _st.PP; pp++)
+            {
+                var p = ParameterCounts.OnStage(_m, _st, pp);
+                for (var er = 0; er < _st.EP; er++)
+                for (var tr = 0; tr < _st.TP; tr++)
+                {
+                    if (er == 0 || !_c.AttentionDp) Gather(SharedRanks(pp, er, tr, includeEp: _c.AttentionDp), p.NonExpert * _e);
+                    Gather(SharedRanks(pp, er, tr, includeEp: false), p.ExpertPerRank * _e);
+                }
+            }
+            return;
         }
         if (_st.ZeroStage < 2 || _st.DP < 2) return;
         // ZeRO 2-3: each replica updated its shard; gather the updated weights back.
@@ -316,6 +357,15 @@ internal sealed class CorrectedDerivation
             var ranks = Enumerable.Range(0, _st.DP).Select(dp => _st.Rank(dp, pp, er, tr)).ToArray();
             _b.AddCommunication(OpKind.ParameterAllGather, _b.Group(ranks), ParameterCounts.OnStage(_m, _st, pp).Total * _e, -1, ranks.Select(g => steps[Rep(g)]).Distinct().ToArray());
         }
+    }
+
+    /// <summary>Ranks that share (and reduce) the non-expert gradients: the replicas, and the EP ranks under data-parallel attention.</summary>
+    private int NonExpertSyncRanks => _st.DP * (_c.AttentionDp ? _st.EP : 1);
+
+    private void Gather(int[] ranks, long bytes)
+    {
+        if (ranks.Length < 2 || bytes <= 0) return;
+        _b.AddCommunication(OpKind.ParameterAllGather, _b.Group(ranks), bytes, -1, ranks.Select(g => _stepOf[Rep(g)]).Distinct().ToArray());
     }
 
     private int[] LastBackwardOn(int gpu) =>
