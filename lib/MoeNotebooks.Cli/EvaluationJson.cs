@@ -23,7 +23,8 @@ public static class EvaluationJson
             w.WriteEndArray();
             w.WriteString("model", EvaluationTable.ModelLine(e.Scenario.Model));
             if (e.Scenario.Model.Precision is { } precision) w.WriteString("precision", precision.Name);
-            w.WriteNumber("operations", e.Dag.Count);
+            w.WriteNumber("operations", e.Dag.RepresentedCount);
+            if (e.Dag.IsFolded) w.WriteNumber("builtOperations", e.Dag.Count);
             w.WriteString("formula", e.Formula.ToString());
             w.WriteStartArray("terms");
             foreach (var t in e.Formula.MatmulTerms)
