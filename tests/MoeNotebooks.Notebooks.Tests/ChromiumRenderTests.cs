@@ -120,11 +120,14 @@ public sealed class ChromiumFactAttribute : FactAttribute
     /// <summary>$MOE_CHROMIUM, else chromium / chromium-browser / google-chrome on PATH, else null.</summary>
     public static string? Executable { get; } = Find();
 
-    public ChromiumFactAttribute()
+    // The reason is also put in the display name: `dotnet test` prints skipped tests by name at its default verbosity,
+    // but not their reason.
+    public ChromiumFactAttribute([System.Runtime.CompilerServices.CallerMemberName] string test = "")
     {
         if (Executable is null)
         {
             Skip = "Chromium not found ($MOE_CHROMIUM, or chromium / chromium-browser / google-chrome on PATH): the browser rendering check did not run (apt-get install -y chromium; .ci/run installs it)";
+            DisplayName = $"{test} [SKIPPED: {Skip}]";
         }
     }
 

@@ -51,7 +51,9 @@ public sealed class RealKernelChartTests(ITestOutputHelper output)
 /// <summary>A fact that needs the local dotnet tools (dotnet-repl): skipped, with the reason, before <c>dotnet tool restore</c>.</summary>
 public sealed class DotnetReplFactAttribute : FactAttribute
 {
-    public DotnetReplFactAttribute()
+    // The reason is also put in the display name: `dotnet test` prints skipped tests by name at its default verbosity,
+    // but not their reason.
+    public DotnetReplFactAttribute([System.Runtime.CompilerServices.CallerMemberName] string test = "")
     {
         var manifest = JsonNode.Parse(File.ReadAllText(Path.Combine(RepoPaths.Root, ".config", "dotnet-tools.json")))!;
         var version = (string?)manifest["tools"]?["dotnet-repl"]?["version"];
@@ -62,6 +64,7 @@ public sealed class DotnetReplFactAttribute : FactAttribute
         if (version is null || !Directory.Exists(folder))
         {
             Skip = $"dotnet-repl {version} is not restored ({folder} absent): run `dotnet tool restore` (CI does) to execute a notebook in the real kernel";
+            DisplayName = $"{test} [SKIPPED: {Skip}]";
         }
     }
 }

@@ -28,11 +28,14 @@ internal static class TestPaths
 /// </summary>
 public sealed class SeedDocumentFactAttribute : FactAttribute
 {
-    public SeedDocumentFactAttribute()
+    // The reason is also put in the display name: `dotnet test` prints skipped tests by name at its default verbosity,
+    // but not their reason.
+    public SeedDocumentFactAttribute([System.Runtime.CompilerServices.CallerMemberName] string test = "")
     {
         if (TestPaths.SeedDocument is null)
         {
             Skip = $"the founding document is not at {Path.GetFullPath(TestPaths.SeedDocumentPath)} (../shared/seed beside the repository); the formula tests compare against the library's transcription instead";
+            DisplayName = $"{test} [SKIPPED: {Skip}]";
         }
     }
 }
