@@ -18,7 +18,11 @@ public static class EvaluationJson
             w.WriteString("hardware", e.Scenario.Hardware.ToString());
             w.WriteString("costModel", e.Cost.Name);
             w.WriteNumber("totalSeconds", r.TotalSeconds);
-            w.WriteNumber("operations", e.Dag.Count);
+            w.WriteStartArray("warnings");
+            foreach (var warning in EvaluationWarnings.Of(e)) w.WriteStringValue(warning);
+            w.WriteEndArray();
+            w.WriteNumber("operations", e.Dag.RepresentedCount);
+            if (e.Dag.IsFolded) w.WriteNumber("builtOperations", e.Dag.Count);
             w.WriteString("formula", e.Formula.ToString());
             w.WriteStartArray("terms");
             foreach (var t in e.Formula.MatmulTerms)

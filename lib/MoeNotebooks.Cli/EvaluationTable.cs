@@ -14,11 +14,19 @@ public static class EvaluationTable
         o.WriteLine($"Derivation {e.Dag.Description}");
         o.WriteLine($"Hardware   {e.Scenario.Hardware}");
         o.WriteLine($"Cost model {e.Cost.Name}");
-        o.WriteLine($"DAG        {e.Dag.Count.ToString("N0", c)} operations, {e.Dag.EdgeCount.ToString("N0", c)} edges");
+        o.WriteLine(e.Dag.IsFolded
+            ? $"DAG        {e.Dag.RepresentedCount.ToString("N0", c)} operations, folded to {e.Dag.Count.ToString("N0", c)} built ({e.Dag.FoldFactor} identical data-parallel replicas built once), {e.Dag.EdgeCount.ToString("N0", c)} edges"
+            : $"DAG        {e.Dag.Count.ToString("N0", c)} operations, {e.Dag.EdgeCount.ToString("N0", c)} edges");
         o.WriteLine();
         o.WriteLine(string.Create(c, $"Total      {r.TotalSeconds,12:F4} s"));
         o.WriteLine($"Memory     {e.Memory}");
         if (e.Routing is { } routing) o.WriteLine($"Routing    {e.Scenario.Model.Routing}: {routing}");
+        var warnings = EvaluationWarnings.Of(e);
+        if (warnings.Count > 0)
+        {
+            o.WriteLine("Warnings");
+            foreach (var warning in warnings) o.WriteLine($"  {warning}");
+        }
         o.WriteLine();
         o.WriteLine("Breakdown (mean per GPU)         seconds     share");
         foreach (var (k, v) in r.BreakdownSeconds)

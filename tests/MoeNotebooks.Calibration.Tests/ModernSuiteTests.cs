@@ -116,6 +116,22 @@ public class ModernSuiteTests
         Assert.True(Math.Abs(law / full - 1) < 0.02, $"slice law {law * 1e3:F3} ms vs full DAG {full * 1e3:F3} ms");
     }
 
+    [Theory]
+    [InlineData(4, 2, 8, 8)]
+    [InlineData(1, 4, 4, 6)]
+    public void Slice_law_matches_the_full_dag_for_a_modern_block_model(int pp, int ep, int layers, int microbatches)
+    {
+        // Oracle: the full DAG, for a model with issue 11's blocks (GQA, SwiGLU, causal attention, a shared expert,
+        // router and permutation passes) and an FP8 recipe, as the suite's preset rungs simulate them.
+        var s = Small(pp, ep, layers, microbatches);
+        var modern = (s.Model with { KvHeads = 2, FfnActivation = FfnActivation.Swiglu, Causal = true, SharedExperts = 1, MoeMemoryBoundOps = true,
+            Precision = PrecisionRecipe.Get("mxfp8") }).Validated();
+        s = s with { Model = modern };
+        var law = ModernPredictor.Datasheet.Predict(s, s.Hardware, 1, priceDataParallel: false).Parts.Total;
+        var full = FullReplica(s, 1);
+        Assert.True(Math.Abs(law / full - 1) < 0.02, $"slice law {law * 1e3:F3} ms vs full DAG {full * 1e3:F3} ms");
+    }
+
     [Fact]
     public void Interleaving_enters_through_the_bubble_term_within_a_few_percent_of_the_full_dag()
     {
@@ -157,5 +173,93 @@ public class ModernSuiteTests
         var ablation = new StringWriter();
         Assert.Equal(0, Cli.Cli.Run(["validate", "--ablation", "modern"], ablation, new StringWriter()));
         foreach (var rung in Suite.Ablation) Assert.Contains($"training-modern {rung.Name}", ablation.ToString());
+    }
+}
+
+public class CalibratedRangeTests
+{
+    private static readonly IReadOnlyDictionary<string, GenerationRange> Ranges = new Dictionary<string, GenerationRange>
+    {
+        ["blackwell"] = new("blackwell", new HashSet<string> { "DGX-B200" }, new HashSet<string> { "bf16", "fp8" }, 8, 256, 4096, 8192, HasMoe: true),
+    };
+
+    private static readonly ModelSpec Moe = new ModelSpec("m", 4, 1024, 8, 4096, 8, 2, 64, 4096).Validated();
+
+    [Fact]
+    public void A_training_step_inside_the_range_has_no_warning_and_each_way_out_names_itself()
+    {
+        // Oracle: the range above, by hand.
+        var hw = HardwareCatalog.Get("DGX-B200").WithGpus(16);
+        var st = new StrategySpec(8, 1, 1, 2) { Mode = WorkloadMode.Training };
+        Assert.Empty(CalibratedRange.Warnings(Ranges, Moe, st, hw, "bf16"));
+        Assert.Contains(CalibratedRange.Warnings(Ranges, Moe with { SequenceLength = 32768 }, st, hw, "bf16"), w => w.Contains("sequence length 32768") && w.Contains("4096-8192"));
+        Assert.Contains(CalibratedRange.Warnings(Ranges, Moe, st with { DP = 64 }, hw, "bf16"), w => w.Contains("512 GPUs") && w.Contains("8-256"));
+        Assert.Contains(CalibratedRange.Warnings(Ranges, Moe, st, hw, "fp4"), w => w.Contains("precision fp4"));
+        var hopper = HardwareCatalog.Get("DGX-H100").WithGpus(16);
+        Assert.Contains(CalibratedRange.Warnings(Ranges, Moe, st, hopper, "bf16"), w => w.Contains("hopper") && w.Contains("blackwell"));
+    }
+
+    [CalibrationDataFact]
+    public void Evaluate_prints_the_warning_for_a_training_scenario_outside_the_validated_generations()
+    {
+        // Oracle: training_modern_public.csv has no Hopper run; ep16-training is a training step on DGX-H100.
+        var stdout = new StringWriter();
+        Assert.Equal(0, Cli.Cli.Run(["evaluate", Path.Combine(Repo.Root, "data", "scenarios", "ep16-training.json"), "--format", "json"], stdout, new StringWriter()));
+        using var doc = JsonDocument.Parse(stdout.ToString());
+        var warnings = doc.RootElement.GetProperty("warnings").EnumerateArray().Select(w => w.GetString()!).ToArray();
+        Assert.Contains(warnings, w => w.Contains("hopper") && w.Contains("outside the calibrated range"));
+        var table = new StringWriter();
+        Assert.Equal(0, Cli.Cli.Run(["evaluate", Path.Combine(Repo.Root, "data", "scenarios", "ep16-training.json")], table, new StringWriter()));
+        Assert.Contains("Warnings", table.ToString());
+    }
+}
+
+internal static class Repo
+{
+    /// <summary>The repository root: the first folder above the test binaries holding MoeNotebooks.sln.</summary>
+    public static string Root
+    {
+        get
+        {
+            var dir = new DirectoryInfo(AppContext.BaseDirectory);
+            while (!File.Exists(Path.Combine(dir.FullName, "MoeNotebooks.sln"))) dir = dir.Parent ?? throw new InvalidOperationException("MoeNotebooks.sln not found above the test binaries");
+            return dir.FullName;
+        }
+    }
+}
+
+/// <summary>
+/// The issue's targets on leave-one-model-out MAPE (MoE <= 12 %, dense <= 8 %, MPT <= 10 %). A target not met yet is
+/// said so in its test's name, which holds the achieved figure (plus under a point) as a regression bound only, so a
+/// change that makes the predictions worse fails; the bound becomes the target when it is reached. Oracle: the
+/// published runs of training_modern_public.csv, each predicted by factors fitted without its model's rows.
+/// </summary>
+public class ModernTargetTests
+{
+    private static ModernSuiteResult Suite => ModernSuite.Run(RealData.Data);
+
+    private static double Lomo(string group) =>
+        ModernSuiteResult.Mape(Suite.Rows.Where(r => r.Row.Run.TargetGroup == group).Select(r => r.LomoErrorPct));
+
+    [CalibrationDataFact]
+    public void Moe_lomo_mape_TARGET_12pct_MISSED_regression_bound_40pct()
+    {
+        var mape = Lomo("moe");
+        Assert.True(mape <= 40, $"MoE leave-one-model-out MAPE {mape:F1} % (target 12 %, regression bound 40 %)");
+    }
+
+    [CalibrationDataFact]
+    public void Dense_lomo_mape_meets_its_8pct_target()
+    {
+        // Only the DGX-B200 Llama-3-8B rows are expressible until the GB200/GB300/B300 presets land; the test then covers the rest.
+        var mape = Lomo("dense");
+        Assert.True(mape <= 8, $"dense leave-one-model-out MAPE {mape:F1} % (target 8 %)");
+    }
+
+    [CalibrationDataFact]
+    public void Mpt_lomo_mape_TARGET_10pct_MISSED_regression_bound_11_5pct()
+    {
+        var mape = Lomo("mpt");
+        Assert.True(mape <= 11.5, $"MPT leave-one-model-out MAPE {mape:F1} % (target 10 %, regression bound 11.5 %)");
     }
 }

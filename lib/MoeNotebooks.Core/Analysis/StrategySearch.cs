@@ -122,7 +122,7 @@ public static class StrategySearch
                 {
                     var e = QuickEvaluation.Run(candidate, null, workspace, breakdown: false);
                     totals[i] = e.TotalSeconds;
-                    operations[i] = e.Dag.Count;
+                    operations[i] = (int)Math.Min(e.Dag.RepresentedCount, int.MaxValue);
                 }
             }
             catch (ConfigException e) { reasons[i] = QuickEvaluation.Reason(e); }
@@ -144,7 +144,8 @@ public static class StrategySearch
             .Select(i =>
             {
                 var s = scenario with { Hardware = hardware, Strategy = candidates[i] };
-                var result = s.BuildDag().CriticalPath(s.CreateCostModel());
+                var cost = s.CreateCostModel();
+                var result = s.BuildDagFor(cost).CriticalPath(cost);
                 return new SearchCandidate(candidates[i], result.TotalSeconds, operations[i], result.BreakdownSeconds, result.CriticalPathSecondsByCategory);
             })
             .ToArray();

@@ -16,7 +16,12 @@ public sealed record Scenario(string Name, ModelSpec Model, HardwareSpec Hardwar
         Hardware.Validated(source: source);
         Strategy.Validated(source: source);
         Strategy.CheckFits(Model, Hardware.GpuCount, source);
+        if (Strategy.Derivation == Derivation.Corrected)
+            Model.CheckTensorParallel(Strategy.TP, Strategy.Attention == AttentionPlacement.DataParallel ? Strategy.TP : Strategy.TP * Strategy.EP, source);
         Hardware.Gpu.PeakFor(Model.Dtype, "hardware.gpu.peakFlopsPerSecond");
+        if (Model.Precision is { } recipe && !Hardware.Gpu.PeakFlopsPerSecond.ContainsKey(recipe.GemmDtype))
+            throw new ConfigException("model.precision", $"\"{recipe.Name}\"",
+                $"prices GEMMs at the GPU's \"{recipe.GemmDtype}\" peak, which {Hardware.Gpu.Name} does not list (it lists {string.Join(", ", Hardware.Gpu.PeakFlopsPerSecond.Keys)}); choose a recipe its tensor cores run, or hardware with {recipe.GemmDtype}", source);
         return this;
     }
 
@@ -55,16 +60,31 @@ public sealed record Scenario(string Name, ModelSpec Model, HardwareSpec Hardwar
     /// <summary>The same scenario priced by a named cost model (<see cref="CostModelSpec.Named"/>).</summary>
     public Scenario WithCostModel(string name) => this with { CostModel = CostModelSpec.Named(name) };
 
-    public OperatorDag BuildDag() => Strategy.BuildDag(Model);
+    /// <summary>The operator DAG: whole by default (the oracle), or folded onto one representative per symmetry class.</summary>
+    public OperatorDag BuildDag(DagFolding folding = DagFolding.None) => Strategy.BuildDag(Model, folding);
 
     public CostModel CreateCostModel() => CostModel.Create(Hardware);
 
-    /// <summary>Builds, prices and schedules the DAG and derives the formula.</summary>
-    public Evaluation Evaluate()
+    /// <summary>
+    /// The DAG to price with <paramref name="cost"/>: folded when <paramref name="folding"/> asks for it and the cost
+    /// model keeps the replicas identical (<see cref="Costs.CostModel.PricesFoldSymmetrically"/>), otherwise whole.
+    /// </summary>
+    public OperatorDag BuildDagFor(CostModel cost, DagFolding folding = DagFolding.Symmetric)
+    {
+        var dag = BuildDag(folding);
+        return dag.IsFolded && !cost.PricesFoldSymmetrically(dag) ? BuildDag(DagFolding.None) : dag;
+    }
+
+    /// <summary>
+    /// Builds, prices and schedules the DAG and derives the formula. By default the DAG is folded (data-parallel
+    /// replicas built once, <see cref="DagFolding.Symmetric"/>): the total, critical path and breakdowns are the whole
+    /// DAG's; <see cref="DagFolding.None"/> builds every GPU.
+    /// </summary>
+    public Evaluation Evaluate(DagFolding folding = DagFolding.Symmetric)
     {
         Validated();
-        var dag = BuildDag();
         var cost = CreateCostModel();
+        var dag = BuildDagFor(cost, folding);
         var result = dag.CriticalPath(cost);
         return new Evaluation(this, dag, cost, result, RuntimeFormula.FromCriticalPath(result), MemoryModel.Estimate(Model, Strategy, Hardware));
     }

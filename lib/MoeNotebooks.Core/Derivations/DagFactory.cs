@@ -13,11 +13,19 @@ public static class DagFactory
     /// </summary>
     public const long MaxOperations = 50_000_000;
 
-    /// <summary>Builds the DAG; the GPU count is the strategy's (EP x TP x PP x DP).</summary>
-    public static OperatorDag BuildDag(this StrategySpec strategy, ModelSpec model)
+    /// <summary>
+    /// Builds the DAG; the GPU count is the strategy's (EP x TP x PP x DP). <paramref name="folding"/>
+    /// <see cref="DagFolding.Symmetric"/> builds one representative per symmetry class (see <see cref="OperatorDag.IsFolded"/>;
+    /// the corrected derivation folds data-parallel replicas): the same total, critical path and breakdowns as the whole
+    /// DAG, which <see cref="DagFolding.None"/> (the default, the oracle) builds.
+    /// </summary>
+    public static OperatorDag BuildDag(this StrategySpec strategy, ModelSpec model, DagFolding folding = DagFolding.None)
     {
         strategy.CheckFits(model, strategy.GpuCount);
-        var estimate = EstimateOperations(model, strategy);
+        if (strategy.Derivation == Derivation.Corrected)
+            model.CheckTensorParallel(strategy.TP, strategy.Attention == AttentionPlacement.DataParallel ? strategy.TP : strategy.TP * strategy.EP);
+        if (strategy.Derivation == Derivation.Seed) folding = DagFolding.None;
+        var estimate = EstimateOperations(model, strategy, folding);
         if (estimate > MaxOperations)
             throw new ConfigException("strategy", strategy.ToString(),
                 string.Create(CultureInfo.InvariantCulture,
@@ -25,7 +33,7 @@ public static class DagFactory
         return strategy.Derivation switch
         {
             Derivation.Seed => SeedDerivation.Build(model, strategy, estimate),
-            _ => CorrectedDerivation.Build(model, strategy, estimate),
+            _ => CorrectedDerivation.Build(model, strategy, estimate, folding),
         };
     }
 
@@ -34,8 +42,10 @@ public static class DagFactory
     /// collectives, two products per local head and per local expert; times microbatches; times four for a
     /// training step with recomputation (forward, recompute, dX, dW).
     /// </summary>
-    public static double EstimateOperations(ModelSpec model, StrategySpec st)
+    public static double EstimateOperations(ModelSpec model, StrategySpec st, DagFolding folding = DagFolding.None)
     {
+        if (folding == DagFolding.Symmetric && st.Derivation != Derivation.Seed && st.DP > 1)
+            return EstimateOperations(model, st with { DP = 1 }) + (double)model.Layers * st.GpuCount / st.DP * 2;
         double heads = Math.Max(1, model.AttentionHeads / st.TP);
         double experts = model.IsDense ? 2 : Math.Max(1, model.Experts / Math.Max(1, st.EP)) * Math.Max(1, st.AllToAllChunks);
         var perLayerPerGpu = 16 + 2 * heads + 2 * experts + 4 * st.AllToAllChunks;
@@ -43,4 +53,17 @@ public static class DagFactory
         var layerInstances = (double)model.Layers / st.PP * st.GpuCount * st.Microbatches;
         return layerInstances * perLayerPerGpu * passes;
     }
+}
+
+/// <summary>How much of a DAG is built: every GPU, or one representative per class of identical GPUs.</summary>
+public enum DagFolding
+{
+    /// <summary>Every GPU's operations (the oracle for folded DAGs).</summary>
+    None,
+
+    /// <summary>
+    /// One representative per symmetry class: data-parallel replica 0 stands for every replica (identical by
+    /// construction); collectives keep their whole groups. Exact: same total, critical path and breakdowns.
+    /// </summary>
+    Symmetric,
 }

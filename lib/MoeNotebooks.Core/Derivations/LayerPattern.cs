@@ -4,8 +4,9 @@ namespace MoeNotebooks.Derivations;
 
 /// <summary>
 /// A model as a layer pattern: for each transformer layer, the blocks it is made of, in forward order
-/// (backward runs them in reverse). Today every layer is attention followed by a dense FFN (no experts) or an MoE
-/// FFN; the embedding and output layer are blocks of the first and last pipeline chunk.
+/// (backward runs them in reverse): attention (its kind and span per layer from the model) followed by a dense FFN
+/// (models without experts, and the first <see cref="ModelSpec.DenseLayers"/> layers) or an MoE FFN; the embedding
+/// and output layer are blocks of the first and last pipeline chunk.
 /// </summary>
 internal sealed class LayerPattern
 {
@@ -16,8 +17,7 @@ internal sealed class LayerPattern
     public static LayerPattern Of(ModelSpec m)
     {
         var layers = new ILayerBlock[m.Layers][];
-        ILayerBlock ffn = m.IsDense ? DenseFfnBlock.Instance : MoeBlock.Instance;
-        for (var l = 0; l < m.Layers; l++) layers[l] = [AttentionBlock.Instance, ffn];
+        for (var l = 0; l < m.Layers; l++) layers[l] = [AttentionBlock.Instance, m.IsMoeLayer(l) ? MoeBlock.Instance : DenseFfnBlock.Instance];
         return new LayerPattern(layers);
     }
 

@@ -36,6 +36,12 @@ internal sealed partial class LayerContext
     public long[][] ExpertTokensByChunk { get; }
     public long RoutedTokensPerRank { get; }
 
+    /// <summary>Key/value heads per attention rank: kvHeads / TP, or 1 when TP exceeds kvHeads (each rank holds a replica of its group's KV head).</summary>
+    public int KvHeadsPerRank { get; }
+
+    /// <summary>The precision recipe's GEMM quantization, or null when GEMMs run in the model dtype.</summary>
+    public PrecisionRecipe? Quantization { get; }
+
     /// <summary>HBM bytes of the softmax (and dropout) passes over materialized scores (0 with a fused kernel).</summary>
     public (long Forward, long Backward) ScoreBytes { get; }
 
@@ -54,6 +60,13 @@ internal sealed partial class LayerContext
         AttnTp = AttentionDp ? st.TP : st.TP * st.EP;
         HeadsPerRank = model.AttentionHeads / AttnTp;
         ScoreBytes = ComputeScoreBytes(model, st, SequencesPerRank, HeadsPerRank);
+        KvHeadsPerRank = Math.Max(1, model.KeyValueHeads / AttnTp);
+        if (model.Precision is { Quantizes: true } recipe)
+        {
+            Quantization = recipe;
+            foreach (var kind in Enum.GetValues<OpKind>().Where(k => k.IsLinearLayer()))
+                builder.SetMatmulDtype(kind, recipe.GemmDtype, recipe.GemmOperandBytes);
+        }
         if (!model.IsDense)
         {
             ExpertsPerRank = model.Experts / st.EP;
@@ -96,6 +109,38 @@ internal sealed partial class LayerContext
         B.AddMatmul(kind, g, new(fwd.K, fwd.M, fwd.N, fwd.Batch), layer, deps, index, mb);
         B.Phase = OpPhase.BackwardData;
         return dx;
+    }
+
+    // ----- linear layers under a precision recipe -------------------------------------------------------------------
+
+    /// <summary>
+    /// Quantizes an activation of <paramref name="elements"/> before low-precision GEMMs (with the transposed copy the
+    /// weight gradient needs in training); returns the op the GEMMs wait for (<paramref name="dep"/> when no recipe quantizes).
+    /// </summary>
+    public int QuantizeInput(int g, long elements, int layer, int dep, int mb)
+    {
+        if (Quantization is null) return dep;
+        return B.AddMemoryBound(OpKind.Quantize, g, Quantization.QuantizeBytes(elements, Training), layer, Deps(dep), microbatch: mb);
+    }
+
+    /// <summary>
+    /// A linear layer's forward GEMM. Under a quantizing recipe its weight is cast once per step, in the first
+    /// microbatch's forward (Transformer Engine caches the cast weights over microbatches, is_first_microbatch).
+    /// </summary>
+    public int LinearForward(OpKind kind, int g, MatmulShape shape, int layer, ReadOnlySpan<int> deps, int index, int mb, BlockPass pass)
+    {
+        if (Quantization is null || pass != BlockPass.Forward || mb != 0) return B.AddMatmul(kind, g, shape, layer, deps, index, mb);
+        var cast = B.AddMemoryBound(OpKind.Quantize, g, Quantization.QuantizeBytes(shape.K * shape.N, Training), layer, [], index, mb);
+        return B.AddMatmul(kind, g, shape, layer, [.. deps, cast], index, mb);
+    }
+
+    /// <summary>A linear layer's dX and dW; under a quantizing recipe the output gradient is quantized first (row- and column-wise copies).</summary>
+    public int LinearBackward(OpKind kind, int g, MatmulShape fwd, int layer, ReadOnlySpan<int> deps, int index, int mb)
+    {
+        if (Quantization is null) return Backward(kind, g, fwd, layer, deps, index, mb);
+        B.Phase = OpPhase.BackwardData;
+        var q = B.AddMemoryBound(OpKind.Quantize, g, Quantization.QuantizeBytes(fwd.Batch * fwd.M * fwd.N, true), layer, deps, microbatch: mb);
+        return Backward(kind, g, fwd, layer, [q], index, mb);
     }
 
     /// <summary>Per local rank: an elementwise pass of <paramref name="bytes"/> after last[li] (norm, residual, ...).</summary>

@@ -3,8 +3,9 @@ using MoeNotebooks.Dag;
 namespace MoeNotebooks.Derivations;
 
 /// <summary>
-/// The routed experts of each EP rank: per local expert with tokens, up [m, H] x [H, F/TP] and down
-/// [m, F/TP] x [F/TP, H] (m = the tokens routed to that expert in this chunk); their outputs summed.
+/// The routed experts of each EP rank: per local expert with tokens, up [m, H] x [H, F/TP] (gated: [H, 2F/TP]) and
+/// down [m, F/TP] x [F/TP, H] with F the expert width (m = the tokens routed to that expert in this chunk); their
+/// outputs summed.
 /// </summary>
 internal static class RoutedExperts
 {
@@ -12,7 +13,8 @@ internal static class RoutedExperts
     {
         var b = c.B;
         var (gpus, layer, mb) = site;
-        var f = c.F / c.St.TP;
+        var f = c.M.ExpertFfnHiddenSize / c.St.TP;
+        var activation = c.M.MoeMemoryBoundOps;
         for (var li = 0; li < gpus.Length; li++)
         {
             var g = gpus[li];
@@ -26,14 +28,9 @@ internal static class RoutedExperts
                 if (pass != BlockPass.Backward)
                 {
                     b.Phase = pass.ForwardPhase();
-                    var up = b.AddMatmul(OpKind.ExpertUp, g, new(m, c.H, f), layer, LayerContext.Deps(last[li]), expert, mb);
-                    outs.Add(b.AddMatmul(OpKind.ExpertDown, g, new(m, f, c.H), layer, [up], expert, mb));
+                    outs.Add(FfnGemms.Forward(c, pass, g, OpKind.ExpertUp, OpKind.ExpertDown, m, f, layer, last[li], expert, mb, activation));
                 }
-                else
-                {
-                    var down = c.Backward(OpKind.ExpertDown, g, new(m, f, c.H), layer, LayerContext.Deps(last[li]), expert, mb);
-                    outs.Add(c.Backward(OpKind.ExpertUp, g, new(m, c.H, f), layer, [down], expert, mb));
-                }
+                else outs.Add(FfnGemms.Backward(c, g, OpKind.ExpertUp, OpKind.ExpertDown, m, f, layer, last[li], expert, mb, activation));
             }
             last[li] = outs.Count switch
             {

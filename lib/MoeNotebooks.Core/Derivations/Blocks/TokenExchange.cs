@@ -15,6 +15,9 @@ internal static class TokenExchange
         if (!c.AttentionDp || c.St.EP <= 1) return;
         var backward = pass == BlockPass.Backward;
         if (!backward) c.B.Phase = pass.ForwardPhase();
+        // FP8 dispatch (a precision recipe option): the forward dispatch carries 1-byte elements plus scales.
+        if (!backward && c.M.Precision is { Fp8Dispatch: true } p)
+            a2aBytes = (long)Math.Ceiling(a2aBytes / (double)c.E * (1 + 4.0 / 128));   // FP32 scale per 128 elements (DeepEP / DeepSeek-V3 1x128 tiles)
         c.AllToAll(site.Gpus, backward ? OpKind.AllToAllCombine : OpKind.AllToAllDispatch, a2aBytes, site.Layer, site.Microbatch, last, chunk);
     }
 
