@@ -18,7 +18,7 @@ namespace MoeNotebooks.Cli
             ("search", "search   SCENARIO.json --gpus N [--top 5] [--microbatches 1,2,4] [--virtual-stages 1,2] [--distributed-optimizer both|true|false]   fastest EP/TP/PP/DP/VP/microbatch/optimizer strategies for N GPUs", SearchVerb.Run),
             ("import-megatron", "import-megatron \"COMMAND\"|FILE [--gpus N] [--hardware H100-SXM] [--name NAME] [--out SCENARIO.json]   a Megatron-LM launch command as a scenario; unread flags listed", ImportMegatronVerb.Run),
             ("validate", "validate [--format table|json] [--data DIR] [--ablation sc21]    cost models vs published GEMM, collective and training measurements", ValidateVerb.Run),
-            ("report", "report   [--out DIR]                            run every notebook, write self-contained HTML reports (default reports/)", ReportVerb.Run),
+            ("report", "report   [NOTEBOOK.ipynb ...] [--out DIR] [--shared-assets]   run every notebook (or those named), write self-contained HTML reports and the index (default reports/)", ReportVerb.Run),
         ];
 
         public static string Usage =>
@@ -36,6 +36,11 @@ namespace MoeNotebooks.Cli
                 var verb = Verbs.FirstOrDefault(v => v.Name == args[0]);
                 if (verb.Run is null)
                     throw new UsageException($"unknown verb '{args[0]}'; verbs: {string.Join(", ", Verbs.Select(v => v.Name))}, help");
+                if (args.Skip(1).Any(a => a is "--help" or "-h"))
+                {
+                    stdout.WriteLine("usage: moe " + verb.Usage);
+                    return 0;
+                }
                 return verb.Run(new Options(args[1..]), stdout, stderr);
             }
             catch (ConfigException e) { stderr.WriteLine($"error: {e.Message}"); return 2; }
@@ -55,6 +60,9 @@ namespace MoeNotebooks.Cli
         private readonly Dictionary<string, string> _options = new(StringComparer.Ordinal);
         private readonly HashSet<string> _used = new(StringComparer.Ordinal);
 
+        /// <summary>Options that take no value (present means "true"; <c>--name=false</c> still works).</summary>
+        public static readonly IReadOnlySet<string> Flags = new HashSet<string>(StringComparer.Ordinal) { "--shared-assets" };
+
         public Options(IReadOnlyList<string> args)
         {
             for (var i = 0; i < args.Count; i++)
@@ -63,6 +71,7 @@ namespace MoeNotebooks.Cli
                 {
                     var eq = args[i].IndexOf('=', StringComparison.Ordinal);
                     if (eq > 0) _options[args[i][..eq]] = args[i][(eq + 1)..];
+                    else if (Flags.Contains(args[i])) _options[args[i]] = "true";
                     else if (i + 1 < args.Count) _options[args[i]] = args[++i];
                     else throw new UsageException($"{args[i]} needs a value");
                 }
