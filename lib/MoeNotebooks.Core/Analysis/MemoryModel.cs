@@ -74,14 +74,31 @@ public static class MemoryModel
         if (st.Derivation == Derivation.Seed) return null;   // the seed's layout has no microbatches
         var attentionRanks = st.Attention == AttentionPlacement.DataParallel ? st.EP : 1;
         var sequences = model.Batch / ((long)st.DP * attentionRanks);
-        for (long m = 1; m <= sequences; m++)
+        // Only divisors of the sequences are microbatch counts: enumerate them in O(sqrt n) and price at most one
+        // estimate per divisor (a few hundred at most for n <= 2^24), instead of scanning every m up to n.
+        foreach (var m in Divisors(sequences))
         {
-            if (sequences % m != 0) continue;
             if (st.Schedule == PipelineSchedule.Interleaved && m % st.PP != 0) continue;
-            if (m > int.MaxValue) break;
+            if (m > Bounds.Microbatches.Max) break;
             if (EstimateFixed(model, st with { Microbatches = (int)m }, hardware, (int)m).Feasible) return (int)m;
         }
         return null;
+    }
+
+    /// <summary>The divisors of <paramref name="n"/> in ascending order, in O(sqrt n).</summary>
+    public static IReadOnlyList<long> Divisors(long n)
+    {
+        var low = new List<long>();
+        var high = new List<long>();
+        for (long d = 1; d * d <= n; d++)
+        {
+            if (n % d != 0) continue;
+            low.Add(d);
+            if (d != n / d) high.Add(n / d);
+        }
+        high.Reverse();
+        low.AddRange(high);
+        return low;
     }
 
     private static MemoryReport EstimateFixed(ModelSpec model, StrategySpec st, HardwareSpec hardware, int microbatches)

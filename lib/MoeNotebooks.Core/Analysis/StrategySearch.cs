@@ -55,7 +55,7 @@ public static class StrategySearch
     public static IEnumerable<(int EP, int TP, int PP, int DP)> Factorizations(int gpus)
     {
         if (gpus <= 0) throw new ConfigException("gpus", gpus.ToString(System.Globalization.CultureInfo.InvariantCulture), "must be a positive integer (>= 1)");
-        var divisors = Enumerable.Range(1, gpus).Where(d => gpus % d == 0).ToArray();
+        var divisors = MemoryModel.Divisors(gpus).Select(d => (int)d).ToArray();   // O(sqrt n), not O(n)
         foreach (var ep in divisors)
             foreach (var tp in divisors.Where(d => (gpus / ep) % d == 0))
                 foreach (var pp in divisors.Where(d => (gpus / ep / tp) % d == 0))

@@ -101,8 +101,7 @@ public sealed class Sweep
 
     public static Sweep Load(string path)
     {
-        if (!File.Exists(path)) throw new ConfigException("sweep", $"\"{path}\"", "file not found");
-        return Parse(File.ReadAllText(path), path, Path.GetDirectoryName(Path.GetFullPath(path)));
+        return Parse(JsonObjectReader.ReadFile(path, "sweep"), path, Path.GetDirectoryName(Path.GetFullPath(path)));
     }
 
     /// <summary>
@@ -119,10 +118,11 @@ public sealed class Sweep
         {
             var path = baseElement.GetString()!;
             var candidates = new[] { baseDirectory is null ? null : Path.Combine(baseDirectory, path), path };
-            var found = candidates.FirstOrDefault(p => p is not null && File.Exists(p))
+            var found = candidates.FirstOrDefault(p => p is not null && (File.Exists(p) || Directory.Exists(p)))
                 ?? throw new ConfigException("base", $"\"{path}\"", $"file not found (looked in {baseDirectory ?? "."} and the current directory)", source);
-            Scenario.Load(found); // the base itself must be valid
-            baseNode = ParseObject(File.ReadAllText(found), found);
+            var text = JsonObjectReader.ReadFile(found, "base", source: source);
+            Scenario.Parse(text, found); // the base itself must be valid
+            baseNode = ParseObject(text, found);
         }
         else if (baseElement.ValueKind == JsonValueKind.Object)
         {

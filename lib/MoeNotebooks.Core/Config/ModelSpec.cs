@@ -42,6 +42,17 @@ public sealed record ModelSpec(
     /// <summary>Tokens per step: batch x sequence length.</summary>
     public long Tokens => Batch * SequenceLength;
 
+    /// <summary>All parameters, in doubles: layers x (attention 4H^2 + router H x E + E expert FFNs 2HF, or one dense FFN) + embedding and logits 2VH.</summary>
+    public double TotalParameters
+    {
+        get
+        {
+            double h = HiddenSize, f = FfnHiddenSize, e = Experts;
+            var ffn = IsDense ? 2 * h * f : e * (h + 2 * h * f);
+            return Layers * (4 * h * h + ffn) + 2.0 * Vocabulary * h;
+        }
+    }
+
     /// <summary>Head dimension H / heads.</summary>
     public long HeadDim => HiddenSize / AttentionHeads;
 
@@ -68,9 +79,20 @@ public sealed record ModelSpec(
         Validate.Positive(F("batch"), Batch);
         Validate.Positive(F("sequenceLength"), SequenceLength);
         Validate.Positive(F("elementBytes"), ElementBytes);
+        Validate.Within(F("layers"), Layers, Bounds.Layers, source);
+        Validate.Within(F("hiddenSize"), HiddenSize, Bounds.HiddenSize, source);
+        Validate.Within(F("attentionHeads"), AttentionHeads, Bounds.AttentionHeads, source);
+        Validate.Within(F("ffnHiddenSize"), FfnHiddenSize, Bounds.FfnHiddenSize, source);
+        Validate.Within(F("experts"), Experts, Bounds.Experts, source);
+        Validate.Within(F("topK"), TopK, Bounds.TopK, source);
+        Validate.Within(F("vocabulary"), Vocabulary, Bounds.Vocabulary, source);
+        Validate.Within(F("batch"), Batch, Bounds.Batch, source);
+        Validate.Within(F("sequenceLength"), SequenceLength, Bounds.SequenceLength, source);
         if (HiddenSize % AttentionHeads != 0)
             throw new ConfigException(F("attentionHeads"), AttentionHeads.ToString(CultureInfo.InvariantCulture),
                 $"must divide hiddenSize = {HiddenSize} (head dimension = hiddenSize / attentionHeads)", source);
+        if (IsDense && TopK != 1)
+            throw new ConfigException(F("topK"), TopK.ToString(CultureInfo.InvariantCulture), "applies only to models with experts (model.experts > 0); leave it out (or 1) for a dense model", source);
         if (!IsDense && TopK > Experts)
             throw new ConfigException(F("topK"), TopK.ToString(CultureInfo.InvariantCulture), $"must be <= experts = {Experts}", source);
         if (!DtypeBytes.TryGetValue(Dtype, out var bytes))
@@ -84,6 +106,12 @@ public sealed record ModelSpec(
             tokens, HiddenSize, FfnHiddenSize, 2, TopK);
         Validate.Product($"{F("batch")} x {F("sequenceLength")} x {F("sequenceLength")} x {F("hiddenSize")} x 2",
             tokens, SequenceLength, HiddenSize, 2);
+        // Parameters (in doubles: the product can pass 2^63 before the bound refuses it): every count derived from
+        // them (per GPU, per stage, bytes x 16 for training) then fits 64 bits and doubles exactly enough.
+        var parameters = TotalParameters;
+        if (!(parameters <= Bounds.Parameters.Max))
+            throw new ConfigException($"{F("layers")} x (4 {F("hiddenSize")}^2 + {F("experts")} x 2 hiddenSize x ffnHiddenSize) + 2 {F("vocabulary")} x hiddenSize",
+                Validate.Show(parameters), Bounds.Parameters.Requirement, source);
         if (!IsDense) Routing.Validated(Experts, F("routing"), source);
         else if (Routing != RoutingSpec.Uniform)
             throw new ConfigException(F("routing"), Routing.ToString(), "applies only to models with experts (model.experts > 0)", source);

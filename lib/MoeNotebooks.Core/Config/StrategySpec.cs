@@ -155,6 +155,13 @@ public sealed record StrategySpec(int EP, int TP, int PP, int DP, Derivation Der
                 $"must fit a 32-bit GPU count (<= {int.MaxValue})", source);
         Validate.Positive($"{path}.virtualStages", VirtualStages);
         Validate.Positive($"{path}.alltoallChunks", AllToAllChunks);
+        Validate.Within($"{path}.ep", EP, Bounds.ParallelSize, source);
+        Validate.Within($"{path}.tp", TP, Bounds.ParallelSize, source);
+        Validate.Within($"{path}.pp", PP, Bounds.ParallelSize, source);
+        Validate.Within($"{path}.dp", DP, Bounds.ParallelSize, source);
+        Validate.Within($"{path}.microbatches", Microbatches, Bounds.Microbatches, source);
+        Validate.Within($"{path}.virtualStages", VirtualStages, Bounds.VirtualStages, source);
+        Validate.Within($"{path}.alltoallChunks", AllToAllChunks, Bounds.AllToAllChunks, source);
         if (ZeroStage is < 0 or > 3)
             throw new ConfigException($"{path}.zero", ZeroStage.ToString(CultureInfo.InvariantCulture), "must be 0, 1, 2 or 3", source);
         var dims = RankOrder.Split('-');

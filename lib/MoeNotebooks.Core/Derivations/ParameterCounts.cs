@@ -5,9 +5,11 @@ namespace MoeNotebooks.Derivations;
 /// <summary>Parameters held by one GPU: shared (non-expert) weights and its experts' weights.</summary>
 public readonly record struct GpuParameters(long NonExpert, long ExpertPerRank)
 {
-    public long Total => NonExpert + ExpertPerRank;
-    public static GpuParameters operator +(GpuParameters a, GpuParameters b) => new(a.NonExpert + b.NonExpert, a.ExpertPerRank + b.ExpertPerRank);
-    public static GpuParameters operator *(int n, GpuParameters a) => new(n * a.NonExpert, n * a.ExpertPerRank);
+    // Checked: ModelSpec bounds the model's parameters (Bounds.Parameters) so these never overflow; if a caller bypasses
+    // validation, an OverflowException is better than a negative parameter count and a "fits" verdict.
+    public long Total => checked(NonExpert + ExpertPerRank);
+    public static GpuParameters operator +(GpuParameters a, GpuParameters b) => new(checked(a.NonExpert + b.NonExpert), checked(a.ExpertPerRank + b.ExpertPerRank));
+    public static GpuParameters operator *(int n, GpuParameters a) => new(checked(n * a.NonExpert), checked(n * a.ExpertPerRank));
 }
 
 /// <summary>Parameter counts per GPU under a strategy (corrected derivation sharding). Biases are ignored.</summary>
@@ -18,10 +20,10 @@ public static class ParameterCounts
     {
         long h = m.HiddenSize, f = m.FfnHiddenSize;
         var attnTp = st.Attention == AttentionPlacement.DataParallel ? st.TP : st.TP * st.EP;
-        var attention = 4 * h * h / attnTp + 2 * 2 * h;                // Q, K, V, O shards + two layer norms
-        if (m.IsDense) return new(attention + 2 * h * f / st.TP, 0);
+        var attention = checked(4 * h * h) / attnTp + 2 * 2 * h;                // Q, K, V, O shards + two layer norms
+        if (m.IsDense) return new(attention + checked(2 * h * f) / st.TP, 0);
         var gate = h * m.Experts;
-        var experts = (long)(m.Experts / st.EP) * 2 * h * f / st.TP;
+        var experts = checked((long)(m.Experts / st.EP) * 2 * h * f) / st.TP;
         return new(attention + gate, experts);
     }
 
@@ -38,7 +40,7 @@ public static class ParameterCounts
     public static GpuParameters OnStage(ModelSpec m, StrategySpec st, int stage)
     {
         var p = LayersOnStage(m, st, stage) * PerLayer(m, st);
-        var vocabShard = m.Vocabulary * m.HiddenSize / st.TP;
+        var vocabShard = checked(m.Vocabulary * m.HiddenSize) / st.TP;
         if (stage == 0) p += new GpuParameters(vocabShard, 0);
         if (stage == st.PP - 1 && st.PP > 1) p += new GpuParameters(vocabShard, 0);
         return p;
