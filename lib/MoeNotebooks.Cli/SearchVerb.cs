@@ -14,10 +14,14 @@ public static class SearchVerb
         var top = SweepVerb.ParseInt("--top", options.Option("--top", "5"), 1);
         var mbText = options.Option("--microbatches", "");
         options.Finish();
-        var scenario = Scenario.Load(path);
-        var gpus = gpusText == "" ? scenario.Hardware.GpuCount : SweepVerb.ParseInt("--gpus", gpusText, 1);
+        // Every option is checked before the scenario is read or anything printed.
+        int? gpusOption = gpusText == "" ? null : SweepVerb.ParseInt("--gpus", gpusText, 1, (int)Bounds.Gpus.Max);
+        var mbParts = mbText == "" ? [] : mbText.Split(',');
+        if (mbParts.Length > 64) throw new UsageException($"--microbatches lists {mbParts.Length} counts: give at most 64");
         IReadOnlyList<int>? microbatches = mbText == "" ? null
-            : mbText.Split(',').Select(t => SweepVerb.ParseInt("--microbatches", t.Trim(), 1)).ToArray();
+            : mbParts.Select(t => SweepVerb.ParseInt("--microbatches", t.Trim(), 1, (int)Bounds.Microbatches.Max)).ToArray();
+        var scenario = Scenario.Load(path);
+        var gpus = gpusOption ?? scenario.Hardware.GpuCount;
         var bar = new ProgressBar(stderr);
         var result = StrategySearch.Run(scenario, gpus, new SearchOptions(top, microbatches), bar);
         bar.Finish();

@@ -11,7 +11,7 @@ public static class SweepVerb
     {
         var path = options.Positional(0, "GRID.json");
         var outPath = options.Option("--out", "-");
-        var threads = ParseInt("--threads", options.Option("--threads", "0"), 0);
+        var threads = ParseInt("--threads", options.Option("--threads", "0"), 0, 1024);
         var breakdown = options.Option("--breakdown", "true") switch
         {
             "true" => true,
@@ -68,9 +68,11 @@ public static class SweepVerb
         return 0;
     }
 
-    internal static int ParseInt(string name, string text, int min) =>
-        int.TryParse(text, NumberStyles.Integer, CultureInfo.InvariantCulture, out var v) && v >= min
-            ? v : throw new UsageException($"{name} = {Cli.Shown(text)}: must be an integer >= {min}");
+    internal static int ParseInt(string name, string text, int min, int max = int.MaxValue) =>
+        int.TryParse(text, NumberStyles.Integer, CultureInfo.InvariantCulture, out var v) && v >= min && v <= max
+            ? v : throw new UsageException(max == int.MaxValue
+                ? $"{name} = {Cli.Shown(text)}: must be an integer >= {min}"
+                : $"{name} = {Cli.Shown(text)}: must be an integer in [{min}, {max}]");
 }
 
 /// <summary>A one-line progress bar redrawn with carriage returns (at most ten times a second).</summary>

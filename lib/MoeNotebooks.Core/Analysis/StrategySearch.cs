@@ -90,6 +90,12 @@ public static class StrategySearch
         return list;
     }
 
+    /// <summary>Most candidates one search evaluates (a 2^20-GPU search has about 18,000).</summary>
+    public const int MaxCandidates = 20_000;
+
+    /// <summary>Longest search accepted (estimated from the candidates' operation counts, spread over the cores).</summary>
+    public const double MaxSearchSeconds = 300;
+
     public static SearchResult Run(Scenario scenario, int gpus, SearchOptions? options = null, IProgress<SweepProgress>? progress = null, CancellationToken cancellation = default)
     {
         options ??= SearchOptions.Default;
@@ -99,6 +105,19 @@ public static class StrategySearch
         var clock = Stopwatch.StartNew();
         var hardware = scenario.Hardware.WithGpus(gpus);
         var candidates = Candidates(gpus, options.Microbatches, scenario.Strategy);
+        // The whole search is bounded too: each candidate is bounded by the size guard, and their number by this.
+        if (candidates.Count > MaxCandidates)
+            throw new ConfigException("gpus", gpus.ToString(System.Globalization.CultureInfo.InvariantCulture),
+                $"gives {candidates.Count:N0} candidate strategies (EP x TP x PP x DP factorizations x microbatch counts); the limit is {MaxCandidates:N0}: search fewer GPUs or fewer --microbatches");
+        var estimatedSeconds = 0.0;
+        foreach (var c in candidates)
+        {
+            try { estimatedSeconds += Derivations.DagFactory.EstimateOperations(scenario.Model, c) * Derivations.DagFactory.SecondsPerEstimatedOperation; }
+            catch (ConfigException) { }
+        }
+        if (estimatedSeconds / Math.Max(1, Environment.ProcessorCount) > MaxSearchSeconds)
+            throw new ConfigException("gpus", gpus.ToString(System.Globalization.CultureInfo.InvariantCulture),
+                $"would take about {estimatedSeconds / Math.Max(1, Environment.ProcessorCount):F0} s to search ({candidates.Count:N0} candidates of up to {scenario.Model.Layers} layers); the limit is about {MaxSearchSeconds:F0} s: search fewer GPUs, a smaller model or fewer --microbatches");
         var totals = new double[candidates.Count];
         var reasons = new string?[candidates.Count];
         var operations = new int[candidates.Count];
@@ -115,6 +134,7 @@ public static class StrategySearch
             try
             {
                 candidate.Validated();
+                Derivations.DagFactory.CheckSize(candidate.Model, candidate.Strategy);   // before the memory estimate: refuse huge ones for nothing
                 if (options.SkipMemoryInfeasible && !MemoryModel.Estimate(candidate.Model, candidate.Strategy, candidate.Hardware).Feasible)
                     reasons[i] = $"memory: does not fit in {candidate.Hardware.Gpu.HbmCapacityBytes / 1e9:F0} GB per GPU (MemoryModel)";
                 reasons[i] ??= options.InfeasibleReason?.Invoke(candidate);

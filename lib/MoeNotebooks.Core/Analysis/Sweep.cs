@@ -84,7 +84,13 @@ public sealed class Sweep
         GridSize = 1;
         foreach (var a in axes) GridSize = Validate.Product("grid (number of combinations)", GridSize, a.Values.Count);
         Count = random?.Count ?? GridSize;
+        if (Count > MaxPoints)
+            throw new ConfigException(random is null ? "grid (number of combinations)" : "random.count", Count.ToString(CultureInfo.InvariantCulture),
+                string.Create(CultureInfo.InvariantCulture, $"must be at most {MaxPoints:N0} points (about a day at 1,000 points per second); split the sweep"), source);
     }
+
+    /// <summary>Most points one sweep evaluates.</summary>
+    public const long MaxPoints = 100_000_000;
 
     public IReadOnlyList<SweepAxis> Axes { get; }
     public SweepRandom? Random { get; }
