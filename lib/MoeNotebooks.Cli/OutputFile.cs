@@ -53,7 +53,7 @@ public sealed class OutputFile : IDisposable
             try
             {
                 existing = new FileStream(full, FileMode.Open, FileAccess.Write, FileShare.ReadWrite);
-                if (!existing.CanSeek) return new OutputFile(option, path, null, existing);
+                if (!existing.CanSeek || full.StartsWith("/dev/", StringComparison.Ordinal)) return new OutputFile(option, path, null, existing);
             }
             catch (UnauthorizedAccessException) { existing?.Dispose(); Fail("cannot be written (permission denied)"); }
             catch (IOException e) { existing?.Dispose(); Fail($"cannot be written ({OneLine(e.Message)})"); }

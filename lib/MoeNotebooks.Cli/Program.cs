@@ -39,9 +39,9 @@ namespace MoeNotebooks.Cli
                 if (args.Length == 0 || args[0] is "help" or "--help" or "-h")
                 {
                     if (args.Length > 1) throw new UsageException($"help takes no arguments, got {Shown(args[1])}");
-                    output.WriteLine(Usage);
-                    output.Flush();
-                    return args.Length == 0 ? 2 : 0;
+                    try { output.WriteLine(Usage); }
+                    catch (IOException e) { throw StdoutFailed(e); }
+                    return Flushed(args.Length == 0 ? 2 : 0, output);
                 }
                 var verb = Verbs.FirstOrDefault(v => v.Name == args[0]);
                 if (verb.Run is null)

@@ -58,6 +58,7 @@ public static class SweepVerb
         }
         catch (IOException e) when (file is not null) { throw file.WriteFailed(e); }
         catch (IOException e) { throw Cli.StdoutFailed(e); }
+        finally { bar.Finish(); }   // an error line starts on its own line, never after the bar's carriage return
         bar.Finish();
         var c = CultureInfo.InvariantCulture;
         stderr.WriteLine(string.Create(c, $"{summary.Total:N0} points: {summary.Valid:N0} valid, {summary.Invalid:N0} invalid, {summary.Elapsed.TotalSeconds:F2} s ({summary.Total / Math.Max(1e-9, summary.Elapsed.TotalSeconds):N0} per second){(outPath == "-" ? "" : $" -> {outPath}")}"));
@@ -96,6 +97,7 @@ public sealed class ProgressBar(TextWriter writer, int width = 30) : IProgress<S
     public void Finish()
     {
         if (_drawn) writer.WriteLine();
+        _drawn = false;
     }
 }
 

@@ -181,7 +181,9 @@ public sealed class JsonObjectReader
         if (v.TryGetInt64(out var l)) return l;
         var text = v.GetRawText();
         // 2.0, 2e0, 2.50e1: whole numbers written in another notation are integers.
-        if (v.TryGetDecimal(out var m) && decimal.Truncate(m) == m && m is >= long.MinValue and <= long.MaxValue) return (long)m;
+        // (Both readings must be whole: decimal rounds 5e-324 to 0, double rounds 2.0000000000000000001 to 2.)
+        if (v.TryGetDecimal(out var m) && decimal.Truncate(m) == m && m is >= long.MinValue and <= long.MaxValue
+            && v.TryGetDouble(out var whole) && whole == Math.Truncate(whole)) return (long)m;
         if (double.TryParse(text, NumberStyles.Float, CultureInfo.InvariantCulture, out var d) && Math.Abs(d) >= long.MaxValue)
             throw new ConfigException(Child(key), text, "overflows a 64-bit integer", Source);
         throw new ConfigException(Child(key), Raw(v), "must be a whole number (no fraction)", Source);

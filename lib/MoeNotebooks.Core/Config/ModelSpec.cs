@@ -79,15 +79,6 @@ public sealed record ModelSpec(
         Validate.Positive(F("batch"), Batch);
         Validate.Positive(F("sequenceLength"), SequenceLength);
         Validate.Positive(F("elementBytes"), ElementBytes);
-        Validate.Within(F("layers"), Layers, Bounds.Layers, source);
-        Validate.Within(F("hiddenSize"), HiddenSize, Bounds.HiddenSize, source);
-        Validate.Within(F("attentionHeads"), AttentionHeads, Bounds.AttentionHeads, source);
-        Validate.Within(F("ffnHiddenSize"), FfnHiddenSize, Bounds.FfnHiddenSize, source);
-        Validate.Within(F("experts"), Experts, Bounds.Experts, source);
-        Validate.Within(F("topK"), TopK, Bounds.TopK, source);
-        Validate.Within(F("vocabulary"), Vocabulary, Bounds.Vocabulary, source);
-        Validate.Within(F("batch"), Batch, Bounds.Batch, source);
-        Validate.Within(F("sequenceLength"), SequenceLength, Bounds.SequenceLength, source);
         if (HiddenSize % AttentionHeads != 0)
             throw new ConfigException(F("attentionHeads"), AttentionHeads.ToString(CultureInfo.InvariantCulture),
                 $"must divide hiddenSize = {HiddenSize} (head dimension = hiddenSize / attentionHeads)", source);
@@ -106,6 +97,20 @@ public sealed record ModelSpec(
             tokens, HiddenSize, FfnHiddenSize, 2, TopK);
         Validate.Product($"{F("batch")} x {F("sequenceLength")} x {F("sequenceLength")} x {F("hiddenSize")} x 2",
             tokens, SequenceLength, HiddenSize, 2);
+        // Logits: tokens x vocabulary in fp32 (4 bytes), and the embedding/logits GEMMs tokens x vocabulary x hidden x 2.
+        if (Vocabulary > 0)
+            Validate.Product($"{F("batch")} x {F("sequenceLength")} x {F("vocabulary")} x {F("hiddenSize")} x 4 (logits bytes and FLOPs)",
+                tokens, Vocabulary, HiddenSize, 4);
+        // Physical ranges (after the products, so an overflowing product is reported in the fields that multiply).
+        Validate.Within(F("layers"), Layers, Bounds.Layers, source);
+        Validate.Within(F("hiddenSize"), HiddenSize, Bounds.HiddenSize, source);
+        Validate.Within(F("attentionHeads"), AttentionHeads, Bounds.AttentionHeads, source);
+        Validate.Within(F("ffnHiddenSize"), FfnHiddenSize, Bounds.FfnHiddenSize, source);
+        Validate.Within(F("experts"), Experts, Bounds.Experts, source);
+        Validate.Within(F("topK"), TopK, Bounds.TopK, source);
+        Validate.Within(F("vocabulary"), Vocabulary, Bounds.Vocabulary, source);
+        Validate.Within(F("batch"), Batch, Bounds.Batch, source);
+        Validate.Within(F("sequenceLength"), SequenceLength, Bounds.SequenceLength, source);
         // Parameters (in doubles: the product can pass 2^63 before the bound refuses it): every count derived from
         // them (per GPU, per stage, bytes x 16 for training) then fits 64 bits and doubles exactly enough.
         var parameters = TotalParameters;

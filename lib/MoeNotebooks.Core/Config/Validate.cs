@@ -143,7 +143,7 @@ public static class Bounds
     // Cost models and calibration tables.
     public static readonly Bound Efficiency = new(1e-6, 1, "of peak", "a fraction of the datasheet peak");
     public static readonly Bound Flops = new(0, 1e24, "FLOP", "one operation; 1e24 is a whole training run");
-    public static readonly Bound Bytes = new(0, 1e18, "bytes", "one transfer; 1e18 is an exabyte");
+    public static readonly Bound Bytes = new(1, 1e18, "bytes", "one transfer: at least a byte; 1e18 is an exabyte");
     public static readonly Bound MeasuredSeconds = new(1e-9, 1e6, "s", "a measured kernel or collective: 1 ns to 11 days");
     public static readonly Bound MatrixDimension = new(1, 1L << 32, "", "one GEMM dimension");
     public static readonly Bound TileSide = new(1, 4096, "elements", "GEMM tiles are 64-256 on a side");
