@@ -82,12 +82,16 @@ public static class Hostile
     /// <paramref name="names"/>, or it is accepted and everything it prices is finite (small ones are evaluated end to
     /// end, big ones pass the size guard or are refused by it). Returns true when accepted.
     /// </summary>
-    public static bool Judge(string json, params string[] names)
+    public static bool Judge(string json, params string[] names) => Judge(json, null, names);
+
+    /// <inheritdoc cref="Judge(string, string[])"/>
+    public static bool Judge(string json, Action<string>? refused, params string[] names)
     {
         Scenario s;
         try { s = Scenario.Parse(json, "case.json"); }
         catch (ConfigException e)
         {
+            refused?.Invoke(e.Field + ": " + e.Requirement);
             OneLine(e.Message, names);
             Assert.StartsWith("case.json: ", e.Message, StringComparison.Ordinal);
             return false;
@@ -103,7 +107,7 @@ public static class Hostile
         }
         Evaluation ev;
         try { ev = s.Evaluate(); }
-        catch (ConfigException e) { OneLine(e.Message); return false; }
+        catch (ConfigException e) { refused?.Invoke(e.Field + ": " + e.Requirement); OneLine(e.Message); return false; }
         Assert.True(double.IsFinite(ev.TotalSeconds) && ev.TotalSeconds >= 0, $"total {ev.TotalSeconds}");
         foreach (var d in ev.Result.Durations) Assert.True(double.IsFinite(d) && d >= 0, $"duration {d}");
         foreach (var (k, v) in ev.Result.BreakdownSeconds) Assert.True(double.IsFinite(v), $"{k} = {v}");
