@@ -17,6 +17,7 @@ public static class Validation
             CollectiveSuites.LeaveOneSizeOut(comm),
             CollectiveSuites.Datasheet(comm),
             TrainingSuite.Run(training, predictor),
+            .. ModernSuite.Suites(ModernSuite.Run(data)),
         ]);
     }
 }

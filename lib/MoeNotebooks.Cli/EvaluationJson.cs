@@ -18,6 +18,9 @@ public static class EvaluationJson
             w.WriteString("hardware", e.Scenario.Hardware.ToString());
             w.WriteString("costModel", e.Cost.Name);
             w.WriteNumber("totalSeconds", r.TotalSeconds);
+            w.WriteStartArray("warnings");
+            foreach (var warning in EvaluationWarnings.Of(e)) w.WriteStringValue(warning);
+            w.WriteEndArray();
             w.WriteNumber("operations", e.Dag.Count);
             w.WriteString("formula", e.Formula.ToString());
             w.WriteStartArray("terms");

@@ -19,6 +19,12 @@ public static class EvaluationTable
         o.WriteLine(string.Create(c, $"Total      {r.TotalSeconds,12:F4} s"));
         o.WriteLine($"Memory     {e.Memory}");
         if (e.Routing is { } routing) o.WriteLine($"Routing    {e.Scenario.Model.Routing}: {routing}");
+        var warnings = EvaluationWarnings.Of(e);
+        if (warnings.Count > 0)
+        {
+            o.WriteLine("Warnings");
+            foreach (var warning in warnings) o.WriteLine($"  {warning}");
+        }
         o.WriteLine();
         o.WriteLine("Breakdown (mean per GPU)         seconds     share");
         foreach (var (k, v) in r.BreakdownSeconds)

@@ -4,9 +4,10 @@ using MoeNotebooks.Costs;
 namespace MoeNotebooks.Cli;
 
 /// <summary>
-/// <c>moe validate [--format table|json] [--data DIR] [--ablation sc21]</c>: predictions against the shared
+/// <c>moe validate [--format table|json] [--data DIR] [--ablation sc21|modern]</c>: predictions against the shared
 /// measurements (<c>../shared/calibration</c> next to the repository, <c>$MOE_CALIBRATION_DIR</c>, or <c>--data</c>);
-/// <c>--ablation sc21</c> reports the SC21 suite under each rung of <see cref="Sc21Ablation"/> instead.
+/// <c>--ablation sc21</c> reports the SC21 suite under each rung of <see cref="Sc21Ablation"/> instead; <c>--ablation modern</c>
+/// the training-modern suite under each rung of <see cref="ModernSuite.Ablation"/>.
 /// </summary>
 public static class ValidateVerb
 {
@@ -17,14 +18,14 @@ public static class ValidateVerb
         var ablation = options.Option("--ablation", "");
         options.Finish();
         if (format is not ("json" or "table")) throw new UsageException($"--format = {Cli.Shown(format)}: must be table or json");
-        if (ablation is not ("" or "sc21")) throw new UsageException($"--ablation = {Cli.Shown(ablation)}: must be sc21");
+        if (ablation is not ("" or "sc21" or "modern")) throw new UsageException($"--ablation = {Cli.Shown(ablation)}: must be sc21 or modern");
         var data = PublicData.Locate(dir.Length == 0 ? null : dir);
         if (data is null)
         {
             stderr.WriteLine(dir.Length == 0 ? $"error: {CalibrationData.WhyMissing()}" : $"error: --data = {Cli.Shown(dir)}: not a folder");
             return 2;
         }
-        var report = ablation == "sc21" ? Sc21Ablation.Report(data) : Validation.Run(data);
+        var report = ablation switch { "sc21" => Sc21Ablation.Report(data), "modern" => ModernSuite.AblationReport(data), _ => Validation.Run(data) };
         if (format == "json")
         {
             stdout.Write(report.ToJson());

@@ -70,4 +70,27 @@ public class MemoryModelTests
         Assert.Equal(4, ofob.MicrobatchesInFlight);
         Assert.Equal(4.0, gpipe.ActivationsBytes / ofob.ActivationsBytes, 9);
     }
+
+    [Fact]
+    public void InterleavingChargesTheLogitsOnlyToLiveLastChunkMicrobatches()
+    {
+        // Oracle: a hand walk of Megatron's interleaved order on the last of 2 stages with 2 chunks each (chunks 1 and 3
+        // on stage 1) and 4 microbatches: F(c1,0) F(c1,1) F(c3,0) B(c3,0) F(c3,1) B(c3,1) F(c1,2) B(c1,0) ... Three items
+        // are live at the peak (after F(c3,0)), and only one of them is of the last chunk, so the fp32 logits
+        // [tokens, vocab / tp] x 4 bytes are held once, not three times (the bug: 3 x (layers + logits)).
+        var model = new ModelSpec("dense", 8, 1024, 8, 4096, 0, 1, 32, 1024) { Vocabulary = 128_000 };
+        var hw = HardwareCatalog.Get("H100-SXM").WithGpus(2);
+        var st = new StrategySpec(1, 1, 2, 1, Microbatches: 4) { Mode = WorkloadMode.Training, Schedule = PipelineSchedule.Interleaved, VirtualStages = 2 };
+        var last = MemoryModel.Estimate(model, st, hw).Stages[1];
+        Assert.Equal(3, last.MicrobatchesInFlight);
+        var tokens = 32.0 / 4 * 1024;
+        var logits = 4.0 * tokens * 128_000;
+        // The same model without a vocabulary holds the layers only; the difference is the logits, once.
+        var layersOnly = MemoryModel.Estimate(model with { Vocabulary = 0 }, st, hw).Stages[1];
+        Assert.Equal(logits, last.ActivationsBytes - layersOnly.ActivationsBytes, 1);
+        // Plain 1F1B on the last stage: one item live at a time, logits once as before.
+        var plain = st with { Schedule = PipelineSchedule.OneFOneB, VirtualStages = 1 };
+        var p1 = MemoryModel.Estimate(model, plain, hw).Stages[1];
+        Assert.Equal(logits, p1.ActivationsBytes - MemoryModel.Estimate(model with { Vocabulary = 0 }, plain, hw).Stages[1].ActivationsBytes, 1);
+    }
 }

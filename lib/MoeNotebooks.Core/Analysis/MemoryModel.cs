@@ -145,11 +145,11 @@ public static class MemoryModel
         var a2aBuffers = model.IsDense || (st.EP == 1 && !seed) ? 0 : 2 * e * Math.Max(tokens * model.TopK, expertTokens) * h;
 
         var plan = PipelinePlan.Build(st.PP, st.VirtualStages, microbatches, st.Schedule, training);
+        var chunkLayers = seed ? PipelineLayers.Split(model.Layers, st.PP, 1, null, null) : st.ChunkLayers(model.Layers);
         var stages = new List<StageMemory>();
         for (var stage = 0; stage < st.PP; stage++)
         {
             var p = seed ? SeedParameters(model, st) : ParameterCounts.OnStage(model, st, stage);
-            var layers = seed ? model.Layers / st.PP : ParameterCounts.LayersOnStage(model, st, stage);
             var nonExpertShard = (double)st.DP * (attentionDp ? st.EP : 1);
             var expertShard = (double)st.DP;
             double Sharded(double bytesPerParam, bool partitioned) =>
@@ -162,13 +162,14 @@ public static class MemoryModel
             if (!training) activations = perLayer;   // one layer's working set at a time
             else
             {
-                // Forward items held before their backward; an item is one chunk of layers / (pp x virtualStages).
+                // Forward items held before their backward, walked in the stage's schedule order: each holds its
+                // chunk's layers (all saved activations, or only layer inputs with full recomputation); only items
+                // of the last chunk hold the fp32 logits, so under interleaving the logits are charged to the
+                // last-chunk microbatches actually live, not to every microbatch in flight.
                 inFlight = PipelinePlan.PeakInFlight(plan[stage]);
-                var layersPerItem = (double)layers / st.VirtualStages;
-                var logits = stage == st.PP - 1 && model.Vocabulary > 0 ? 4.0 * tokens * model.Vocabulary / st.TP : 0;
-                activations = st.Recompute
-                    ? inFlight * layersPerItem * e * tokens * h + perLayer + logits
-                    : inFlight * (layersPerItem * perLayer + logits);
+                var logits = model.Vocabulary > 0 ? 4.0 * tokens * model.Vocabulary / st.TP : 0;
+                activations = PeakLiveActivationBytes(plan[stage], chunkLayers, st.Recompute ? e * tokens * h : perLayer, logits)
+                              + (st.Recompute ? perLayer : 0);
             }
             stages.Add(new StageMemory(stage, weights, grads, optimizer, activations, a2aBuffers, inFlight));
         }
@@ -182,6 +183,25 @@ public static class MemoryModel
         }
         var notes = seed ? "seed derivation: every GPU holds all tokens' activations" : "corrected derivation";
         return new MemoryReport(stages, fullest.TotalBytes, capacity, overflow, microbatches, null, notes);
+    }
+
+    /// <summary>
+    /// Peak bytes of the activations a stage holds, walking its items in schedule order: a forward adds its chunk's
+    /// layers x <paramref name="bytesPerLayer"/> (plus <paramref name="logitsBytes"/> if it is the last chunk), its
+    /// backward (or zero-bubble B part) releases them.
+    /// </summary>
+    internal static double PeakLiveActivationBytes(IReadOnlyList<PipelineItem> items, (int First, int Count)[] chunkLayers, double bytesPerLayer, double logitsBytes)
+    {
+        double live = 0, peak = 0;
+        var lastChunk = chunkLayers.Length - 1;
+        foreach (var item in items)
+        {
+            if (item.Part == PipelinePart.WeightGradient) continue;
+            var bytes = chunkLayers[item.Chunk].Count * bytesPerLayer + (item.Chunk == lastChunk ? logitsBytes : 0);
+            live += item.Backward ? -bytes : bytes;
+            peak = Math.Max(peak, live);
+        }
+        return peak;
     }
 
     /// <summary>The seed's layouts: EP = n holds full attention weights and its experts; TP x PP shards both dimensions (§2).</summary>

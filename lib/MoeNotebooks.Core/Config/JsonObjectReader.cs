@@ -272,6 +272,15 @@ public sealed class JsonObjectReader
         }
     }
 
+    /// <summary>The object being read (for readers that merge it into another, e.g. a preset with overrides).</summary>
+    internal JsonElement RawElement => _element;
+
+    /// <summary>Marks every key of the object as read.</summary>
+    internal void MarkAllRead()
+    {
+        foreach (var p in _element.EnumerateObject()) _known.Add(p.Name);
+    }
+
     public string Child(string key) => Path.Length == 0 ? key : $"{Path}.{key}";
 
     private ConfigException Missing(string key, string what)

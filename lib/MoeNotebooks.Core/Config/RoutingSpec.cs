@@ -127,6 +127,22 @@ public sealed record RoutingSpec(RoutingDistribution Distribution = RoutingDistr
         return spec;
     }
 
+    /// <summary>Writes the routing as the JSON object <see cref="Read"/> reads.</summary>
+    public void WriteJson(System.Text.Json.Utf8JsonWriter w)
+    {
+        w.WriteStartObject();
+        w.WriteString("distribution", JsonObjectReader.Kebab(Distribution.ToString()));
+        w.WriteNumber("zipfExponent", ZipfExponent);
+        if (TokensPerExpert is { } counts)
+        {
+            w.WriteStartArray("tokensPerExpert");
+            foreach (var c in counts) w.WriteNumberValue(c);
+            w.WriteEndArray();
+        }
+        if (CapacityFactor is { } cf) w.WriteNumber("capacityFactor", cf);
+        w.WriteEndObject();
+    }
+
     public override string ToString() => Distribution switch
     {
         RoutingDistribution.Zipf => string.Create(CultureInfo.InvariantCulture, $"zipf(s={ZipfExponent})"),

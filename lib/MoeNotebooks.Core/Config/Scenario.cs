@@ -16,7 +16,12 @@ public sealed record Scenario(string Name, ModelSpec Model, HardwareSpec Hardwar
         Hardware.Validated(source: source);
         Strategy.Validated(source: source);
         Strategy.CheckFits(Model, Hardware.GpuCount, source);
+        if (Strategy.Derivation == Derivation.Corrected)
+            Model.CheckTensorParallel(Strategy.TP, Strategy.Attention == AttentionPlacement.DataParallel ? Strategy.TP : Strategy.TP * Strategy.EP, source);
         Hardware.Gpu.PeakFor(Model.Dtype, "hardware.gpu.peakFlopsPerSecond");
+        if (Model.Precision is { } recipe && !Hardware.Gpu.PeakFlopsPerSecond.ContainsKey(recipe.GemmDtype))
+            throw new ConfigException("model.precision", $"\"{recipe.Name}\"",
+                $"prices GEMMs at the GPU's \"{recipe.GemmDtype}\" peak, which {Hardware.Gpu.Name} does not list (it lists {string.Join(", ", Hardware.Gpu.PeakFlopsPerSecond.Keys)}); choose a recipe its tensor cores run, or hardware with {recipe.GemmDtype}", source);
         return this;
     }
 

@@ -1,4 +1,5 @@
 using System.Globalization;
+using System.Text.Json.Nodes;
 
 namespace MoeNotebooks.Config;
 
@@ -33,6 +34,34 @@ public enum PipelineSchedule
 
     /// <summary>1F1B over virtual stages: each GPU holds several model chunks (Megatron interleaved schedule).</summary>
     Interleaved,
+
+    /// <summary>
+    /// Zero-bubble ZB-H1 (Qi et al. 2023, "Zero Bubble Pipeline Parallelism", §3.1): 1F1B with each backward split into
+    /// an input-gradient part B and a weight-gradient part W; W is deferred to fill the cool-down bubble while the
+    /// activation memory stays that of 1F1B. Bubble (p - 1)(T_F + T_B - T_W).
+    /// </summary>
+    ZeroBubbleH1,
+
+    /// <summary>
+    /// DualPipe (DeepSeek-V3 technical report §3.2.1, deepseek-ai/DualPipe): microbatches enter from both ends of the
+    /// pipeline, each rank holds two model chunks (stage i and stage p - 1 - i), forward and backward chunks of the
+    /// two directions run in overlapped pairs, and the tail uses zero-bubble W deferral. Bubble (p/2 - 1)(T_F&amp;B + T_B - 3 T_W).
+    /// </summary>
+    DualPipe,
+}
+
+/// <summary>How the MoE all-to-all is hidden (Megatron-Core / DeepEP options); the default is a plain run.</summary>
+public enum MoeAllToAllOverlap
+{
+    /// <summary>Dispatch and combine run on the communication stream in dependency order; nothing else is done to hide them.</summary>
+    None,
+
+    /// <summary>Megatron-Core's <c>--overlap-moe-expert-parallel-comm</c>: in the 1F1B steady state one microbatch's
+    /// all-to-all runs while another microbatch's forward or backward computes.</summary>
+    OneFOneB,
+
+    /// <summary>DeepEP-style kernels (<c>--moe-enable-deepep</c>): communication driven by SMs taken from compute while it runs.</summary>
+    DeepEp,
 }
 
 /// <summary>Where attention runs when experts are expert-parallel.</summary>
@@ -66,11 +95,21 @@ public enum AttentionKernel
 /// How the model is split over GPUs and executed. By default GPU rank = tp + TP * (ep + EP * (pp + PP * dp)):
 /// tensor-parallel ranks are adjacent (inside a node), then expert-parallel ranks, then pipeline stages, then
 /// replicas; <see cref="RankOrder"/> changes that nesting (e.g. "tp-pp-ep-dp" spreads an EP group over nodes).
+/// <para>
+/// MoE parallel folding (Megatron-Core, "MoE Parallel Folding", Liu et al. 2025): per pipeline stage the same
+/// GPUs are laid out twice, attention as TP x CP x DP and MoE layers as ETP x EP x EDP. Here the GPU count is
+/// EP x ETP x DP x PP, so <c>dp</c> is the expert-data-parallel size EDP and the attention data-parallel size
+/// (Megatron's data-parallel size) is EP x ETP x DP / (TP x CP). With ETP = TP and CP = 1 (the defaults) this is
+/// exactly today's meaning: attention data-parallel over EP x DP, experts sharded TP-wise and replicated DP times.
+/// Megatron places ranks in the order "tp-cp-ep-dp-pp" (innermost first): attention coordinates follow
+/// "tp-cp-dp-pp" and expert coordinates "etp-ep-edp-pp" over the same ranks (<see cref="AttentionCoordinates"/>,
+/// <see cref="ExpertCoordinates"/>), so the innermost groups stay inside one NVLink domain.
+/// </para>
 /// </summary>
-/// <param name="EP">Expert-parallel size: experts are split over EP ranks; attention is data-parallel over them.</param>
-/// <param name="TP">Tensor-parallel size (Megatron column/row sharding).</param>
-/// <param name="PP">Pipeline stages; layers are split evenly.</param>
-/// <param name="DP">Data-parallel replicas; the batch is split over them.</param>
+/// <param name="EP">Expert-parallel size (<c>--expert-model-parallel-size</c>): experts are split over EP ranks; attention is data-parallel over them.</param>
+/// <param name="TP">Tensor-parallel size (<c>--tensor-model-parallel-size</c>, Megatron column/row sharding).</param>
+/// <param name="PP">Pipeline stages (<c>--pipeline-model-parallel-size</c>); layers are split evenly unless first/last counts are given.</param>
+/// <param name="DP">Expert-data-parallel replicas (for a dense model with CP = 1: the data-parallel size); the batch is split over the attention data-parallel ranks.</param>
 /// <param name="Derivation">Which shapes to use.</param>
 /// <param name="Microbatches">Microbatches per step flowing through the pipeline (GPipe order for forward passes).</param>
 public sealed record StrategySpec(int EP, int TP, int PP, int DP, Derivation Derivation = Derivation.Corrected, int Microbatches = 1)
@@ -108,7 +147,111 @@ public sealed record StrategySpec(int EP, int TP, int PP, int DP, Derivation Der
     /// <summary>Nesting of the parallel dimensions from innermost to outermost, e.g. "tp-ep-pp-dp".</summary>
     public string RankOrder { get; init; } = "tp-ep-pp-dp";
 
-    public int GpuCount => EP * TP * PP * DP;
+    /// <summary><c>--expert-tensor-parallel-size</c>: tensor parallelism inside each expert; null means "as TP" (today's layout).</summary>
+    public int? ExpertTensorParallelSize { get; init; }
+
+    /// <summary><c>--context-parallel-size</c>: the sequence split over CP ranks (ring attention), carved out of the attention data-parallel ranks.</summary>
+    public int ContextParallelSize { get; init; } = 1;
+
+    /// <summary><c>--sequence-parallel</c>: TP all-reduces become reduce-scatter + all-gather; norms, dropout and residuals run on 1/TP of the tokens.</summary>
+    public bool SequenceParallel { get; init; }
+
+    /// <summary><c>--use-distributed-optimizer</c> (ZeRO-1 as Megatron runs it): gradients reduce-scattered, parameters all-gathered over DP (EDP for experts).</summary>
+    public bool UseDistributedOptimizer { get; init; }
+
+    /// <summary>
+    /// <c>--overlap-grad-reduce</c>: gradient buckets are reduced while the backward continues. Default true here, which is
+    /// what this tool has always modelled (Megatron's own default is off; <c>moe import-megatron</c> sets it from the flag).
+    /// </summary>
+    public bool OverlapGradReduce { get; init; } = true;
+
+    /// <summary><c>--overlap-param-gather</c>: with the distributed optimizer, parameter all-gathers overlap the next forward.</summary>
+    public bool OverlapParamGather { get; init; }
+
+    /// <summary><c>--decoder-first-pipeline-num-layers</c>: layers on the first pipeline stage (null: even split).</summary>
+    public int? DecoderFirstPipelineNumLayers { get; init; }
+
+    /// <summary><c>--decoder-last-pipeline-num-layers</c>: layers on the last pipeline stage (null: even split).</summary>
+    public int? DecoderLastPipelineNumLayers { get; init; }
+
+    /// <summary>How the MoE all-to-all is hidden; <see cref="MoeAllToAllOverlap.None"/> (a plain run) by default.</summary>
+    public MoeAllToAllOverlap MoeAllToAllOverlap { get; init; } = MoeAllToAllOverlap.None;
+
+    /// <summary>Effective expert tensor-parallel size (TP unless set).</summary>
+    public int ETP => ExpertTensorParallelSize ?? TP;
+
+    /// <summary>Context-parallel size.</summary>
+    public int CP => ContextParallelSize;
+
+    public int GpuCount => EP * ETP * PP * DP;
+
+    /// <summary>GPUs per pipeline stage.</summary>
+    public int StageGpuCount => EP * ETP * DP;
+
+    /// <summary>Megatron's data-parallel size for the attention (non-expert) weights: GPUs per stage / (TP x CP).</summary>
+    public int AttentionDataParallelSize => StageGpuCount / (TP * CP);
+
+    /// <summary>Expert-data-parallel size (replicas of each expert shard): GPUs per stage / (ETP x EP) = DP.</summary>
+    public int ExpertDataParallelSize => DP;
+
+    /// <summary>Whether any field beyond today's layout is in use (folding with ETP != TP, CP, SP, distributed optimizer, ...).</summary>
+    public bool UsesFolding => ETP != TP || CP > 1;
+
+    /// <summary>
+    /// Attention coordinates of a global rank in Megatron-Core's order "tp-cp-dp-pp" (innermost first):
+    /// rank = tp + TP (cp + CP (dp + DPattn pp)).
+    /// </summary>
+    public (int Tp, int Cp, int Dp, int Pp) AttentionCoordinates(int rank)
+    {
+        var a = AttentionDataParallelSize;
+        return (rank % TP, rank / TP % CP, rank / (TP * CP) % a, rank / (TP * CP * a));
+    }
+
+    /// <summary>Expert coordinates of a global rank in Megatron-Core's order "etp-ep-edp-pp": rank = etp + ETP (ep + EP (edp + EDP pp)).</summary>
+    public (int Etp, int Ep, int Edp, int Pp) ExpertCoordinates(int rank) =>
+        (rank % ETP, rank / ETP % EP, rank / (ETP * EP) % DP, rank / (ETP * EP * DP));
+
+    /// <summary>
+    /// The ranks of the group of <paramref name="rank"/> along one Megatron dimension ("tp", "cp", "dp", "etp", "ep",
+    /// "edp", "pp"), in Megatron's placement; with <c>gpusPerDomain</c> a caller tells whether the group stays inside
+    /// one NVLink domain (<see cref="InsideDomain"/>).
+    /// </summary>
+    public int[] MegatronGroup(int rank, string dimension)
+    {
+        var members = new List<int>();
+        for (var r = 0; r < GpuCount; r++)
+        {
+            var (tp, cp, dp, pp) = AttentionCoordinates(r);
+            var (etp, ep, edp, epp) = ExpertCoordinates(r);
+            var (mtp, mcp, mdp, mpp) = AttentionCoordinates(rank);
+            var (metp, mep, medp, _) = ExpertCoordinates(rank);
+            var same = dimension switch
+            {
+                "tp" => cp == mcp && dp == mdp && pp == mpp,
+                "cp" => tp == mtp && dp == mdp && pp == mpp,
+                "dp" => tp == mtp && cp == mcp && pp == mpp,
+                "pp" => tp == mtp && cp == mcp && dp == mdp,
+                "etp" => ep == mep && edp == medp && epp == mpp,
+                "ep" => etp == metp && edp == medp && epp == mpp,
+                "edp" => etp == metp && ep == mep && epp == mpp,
+                _ => throw new ConfigException("dimension", $"\"{dimension}\"", "must be tp, cp, dp, pp, etp, ep or edp"),
+            };
+            if (same) members.Add(r);
+        }
+        return members.ToArray();
+    }
+
+    /// <summary>Whether all <paramref name="ranks"/> lie in one NVLink domain of <paramref name="gpusPerDomain"/> consecutive ranks.</summary>
+    public static bool InsideDomain(IReadOnlyList<int> ranks, int gpusPerDomain) =>
+        ranks.Count == 0 || ranks.All(r => r / gpusPerDomain == ranks[0] / gpusPerDomain);
+
+    /// <summary>
+    /// Layers of each model chunk (pp x virtualStages chunks, chunk c on stage c mod pp): Megatron's
+    /// --decoder-first/last-pipeline-num-layers fix the first stage's and the last stage's layers and the rest are
+    /// split evenly over the middle stages; without them as even as possible, earlier chunks taking the remainder.
+    /// </summary>
+    public (int First, int Count)[] ChunkLayers(int layers) =>
+        PipelineLayers.Split(layers, PP, VirtualStages, DecoderFirstPipelineNumLayers, DecoderLastPipelineNumLayers);
 
     public int Rank(int dp, int pp, int ep, int tp)
     {
@@ -129,7 +272,12 @@ public sealed record StrategySpec(int EP, int TP, int PP, int DP, Derivation Der
         if (Mode == WorkloadMode.Training) extras.Add("training");
         extras.Add(string.Create(CultureInfo.InvariantCulture, $"{Microbatches} microbatch{(Microbatches == 1 ? "" : "es")}"));
         if (PP > 1 && (Mode == WorkloadMode.Training || Schedule != PipelineSchedule.OneFOneB))
-            extras.Add(Schedule == PipelineSchedule.Interleaved ? $"interleaved x{VirtualStages}" : JsonObjectReader.Kebab(Schedule.ToString()));
+            extras.Add(Schedule == PipelineSchedule.Interleaved ? $"interleaved x{VirtualStages}" : Schedule switch
+            {
+                PipelineSchedule.DualPipe => "dualpipe",
+                PipelineSchedule.ZeroBubbleH1 => "zb-h1",
+                _ => JsonObjectReader.Kebab(Schedule.ToString()),
+            });
         if (Recompute) extras.Add("recompute");
         if (ZeroStage > 0) extras.Add($"ZeRO-{ZeroStage}");
         if (!OverlapCommunication) extras.Add("no overlap");
@@ -138,7 +286,16 @@ public sealed record StrategySpec(int EP, int TP, int PP, int DP, Derivation Der
         if (ScatterGather) extras.Add("scatter-gather");
         if (AttentionKernel != AttentionKernel.Fused) extras.Add($"{JsonObjectReader.Kebab(AttentionKernel.ToString())} attention");
         if (RankOrder != "tp-ep-pp-dp") extras.Add($"order {RankOrder}");
-        return string.Create(CultureInfo.InvariantCulture, $"EP{EP} x TP{TP} x PP{PP} x DP{DP} ({string.Join(", ", extras)})");
+        if (SequenceParallel) extras.Add("sequence-parallel");
+        if (UseDistributedOptimizer) extras.Add("distributed optimizer");
+        if (!OverlapGradReduce) extras.Add("no grad-reduce overlap");
+        if (OverlapParamGather) extras.Add("param-gather overlap");
+        if (DecoderFirstPipelineNumLayers is { } fl) extras.Add(string.Create(CultureInfo.InvariantCulture, $"first stage {fl} layers"));
+        if (DecoderLastPipelineNumLayers is { } ll) extras.Add(string.Create(CultureInfo.InvariantCulture, $"last stage {ll} layers"));
+        if (MoeAllToAllOverlap != MoeAllToAllOverlap.None) extras.Add($"a2a overlap {JsonObjectReader.Kebab(MoeAllToAllOverlap.ToString())}");
+        var etp = ExpertTensorParallelSize is { } x && x != TP ? string.Create(CultureInfo.InvariantCulture, $" x ETP{x}") : "";
+        var cp = CP > 1 ? string.Create(CultureInfo.InvariantCulture, $" x CP{CP}") : "";
+        return string.Create(CultureInfo.InvariantCulture, $"EP{EP} x TP{TP}{etp}{cp} x PP{PP} x DP{DP} ({string.Join(", ", extras)})");
     }
 
     public StrategySpec Validated(string path = "strategy", string? source = null)
@@ -172,6 +329,36 @@ public sealed record StrategySpec(int EP, int TP, int PP, int DP, Derivation Der
         if (Schedule == PipelineSchedule.Interleaved && Microbatches % PP != 0)
             throw new ConfigException($"{path}.microbatches", Microbatches.ToString(CultureInfo.InvariantCulture),
                 $"must be a multiple of strategy.pp = {PP} for the interleaved schedule", source);
+        string I(long v) => v.ToString(CultureInfo.InvariantCulture);
+        if (ExpertTensorParallelSize is { } etp) Validate.Positive($"{path}.expertTensorParallelSize", etp);
+        Validate.Positive($"{path}.contextParallelSize", ContextParallelSize);
+        if (Validate.Product($"{path}.ep x expertTensorParallelSize x pp x dp", EP, ETP, PP, DP) > int.MaxValue)
+            throw new ConfigException($"{path}.ep x expertTensorParallelSize x pp x dp", $"{EP} x {ETP} x {PP} x {DP}", $"must fit a 32-bit GPU count (<= {int.MaxValue})", source);
+        if (StageGpuCount % ((long)TP * CP) != 0)
+            throw new ConfigException($"{path}.tp x contextParallelSize", $"{TP} x {CP} = {I((long)TP * CP)}",
+                $"must divide the GPUs per stage ep x expertTensorParallelSize x dp = {I(StageGpuCount)} (attention is laid out as TP x CP x DP over the same GPUs as the experts' ETP x EP x EDP)", source);
+        if (Attention == AttentionPlacement.TensorParallel && UsesFolding)
+            throw new ConfigException($"{path}.attention", "\"tensor-parallel\"", "cannot be combined with expertTensorParallelSize != tp or contextParallelSize > 1; use \"data-parallel\"", source);
+        if (Schedule is PipelineSchedule.DualPipe or PipelineSchedule.ZeroBubbleH1 && VirtualStages != 1)
+            throw new ConfigException($"{path}.virtualStages", I(VirtualStages), $"must be 1 for the {JsonObjectReader.Kebab(Schedule.ToString())} schedule (it places its own chunks)", source);
+        if (Schedule == PipelineSchedule.DualPipe)
+        {
+            if (PP % 2 != 0)
+                throw new ConfigException($"{path}.pp", I(PP), "must be even for DualPipe (each rank holds stage i and stage pp - 1 - i)", source);
+            if (Microbatches % 2 != 0 || Microbatches < 2 * PP)
+                throw new ConfigException($"{path}.microbatches", I(Microbatches), $"must be even and >= 2 x pp = {I(2L * PP)} for DualPipe (half enter from each end; deepseek-ai/DualPipe asserts num_chunks >= 2 x ranks)", source);
+        }
+        foreach (var (field, value) in new[] { ("decoderFirstPipelineNumLayers", DecoderFirstPipelineNumLayers), ("decoderLastPipelineNumLayers", DecoderLastPipelineNumLayers) })
+        {
+            if (value is not { } n) continue;
+            Validate.Positive($"{path}.{field}", n);
+            if (PP < 2) throw new ConfigException($"{path}.{field}", I(n), "needs strategy.pp >= 2 (it sets one pipeline stage's layers)", source);
+            if (Schedule == PipelineSchedule.DualPipe) throw new ConfigException($"{path}.{field}", I(n), "cannot be combined with the dualpipe schedule", source);
+        }
+        if (UseDistributedOptimizer && ZeroStage > 0)
+            throw new ConfigException($"{path}.useDistributedOptimizer", "true", $"already partitions optimizer states (ZeRO-1); leave strategy.zero at 0 (it is {ZeroStage})", source);
+        if (OverlapParamGather && !UseDistributedOptimizer)
+            throw new ConfigException($"{path}.overlapParamGather", "true", "needs \"useDistributedOptimizer\": true (Megatron gathers parameters only with the distributed optimizer)", source);
         return this;
     }
 
@@ -181,16 +368,19 @@ public sealed record StrategySpec(int EP, int TP, int PP, int DP, Derivation Der
         Validated(source: source);
         model.Validated(source: source);
         string I(long v) => v.ToString(CultureInfo.InvariantCulture);
-        if ((long)EP * TP * PP * DP != gpuCount)
-            throw new ConfigException("strategy.ep x tp x pp x dp", $"{EP} x {TP} x {PP} x {DP} = {I((long)EP * TP * PP * DP)}",
-                $"must equal the GPU count hardware.gpus = {gpuCount}", source);
+        if ((long)EP * ETP * PP * DP != gpuCount)
+            throw ExpertTensorParallelSize is { } etp && etp != TP
+                ? new ConfigException("strategy.ep x expertTensorParallelSize x pp x dp", $"{EP} x {ETP} x {PP} x {DP} = {I((long)EP * ETP * PP * DP)}",
+                    $"must equal the GPU count hardware.gpus = {gpuCount}", source)
+                : new ConfigException("strategy.ep x tp x pp x dp", $"{EP} x {TP} x {PP} x {DP} = {I((long)EP * TP * PP * DP)}",
+                    $"must equal the GPU count hardware.gpus = {gpuCount}", source);
         if (model.Layers < PP)
             throw new ConfigException("strategy.pp", I(PP), $"must be <= model.layers = {model.Layers} (each stage needs a layer)", source);
         if (Derivation == Derivation.Seed)
         {
             if (this with { EP = 1, TP = 1, PP = 1, DP = 1, Microbatches = 1 } != new StrategySpec(1, 1, 1, 1, Derivation.Seed))
                 throw new ConfigException("strategy", ToString(),
-                    "the seed derivation is the founding document's forward pass only: leave mode, schedule, recompute, zero, overlap, alltoallChunks, attention, attentionKernel, scatterGather and rankOrder at their defaults, or use \"derivation\": \"corrected\"", source);
+                    "the seed derivation is the founding document's forward pass only: leave mode, schedule, recompute, zero, overlap, alltoallChunks, attention, attentionKernel, scatterGather, rankOrder and the Megatron-Core layout fields (expertTensorParallelSize, contextParallelSize, sequenceParallel, useDistributedOptimizer, overlap flags, first/last stage layers, moeAllToAllOverlap) at their defaults, or use \"derivation\": \"corrected\"", source);
             if (DP != 1 || Microbatches != 1 || (EP > 1 && (TP > 1 || PP > 1)))
                 throw new ConfigException("strategy", ToString(),
                     "the seed derivation reproduces the founding document's two layouts only: EP=n with TP=PP=DP=1, or TP x PP with EP=DP=1, one microbatch; use \"derivation\": \"corrected\" for others", source);
@@ -204,6 +394,8 @@ public sealed record StrategySpec(int EP, int TP, int PP, int DP, Derivation Der
                 throw new ConfigException("model.experts", I(model.Experts), $"must be divisible by strategy.ep = {EP} and positive (the seed layouts give each GPU its experts)", source);
             return;
         }
+        CheckModelled(source);
+        ChunkLayersChecked(model.Layers, source);
         if (model.AttentionHeads % TP != 0)
             throw new ConfigException("model.attentionHeads", I(model.AttentionHeads), $"must be divisible by strategy.tp = {TP} (heads are split over TP ranks)", source);
         if (model.FfnHiddenSize % TP != 0)
@@ -221,13 +413,85 @@ public sealed record StrategySpec(int EP, int TP, int PP, int DP, Derivation Der
         var chunks = (long)PP * VirtualStages;
         if (model.Layers < chunks)
             throw new ConfigException("strategy.virtualStages", I(VirtualStages), $"needs model.layers >= pp x virtualStages = {chunks}", source);
-        var sequencesPerGroup = (long)DP * (Attention == AttentionPlacement.DataParallel ? EP : 1) * Microbatches;
+        var sequencesPerGroup = (long)(Attention == AttentionPlacement.DataParallel ? AttentionDataParallelSize : DP) * Microbatches;
         if (model.Batch % sequencesPerGroup != 0)
             throw new ConfigException("model.batch", I(model.Batch),
-                $"must be divisible by strategy.dp x ep x microbatches = {I(sequencesPerGroup)} (each data-parallel attention rank takes whole sequences)", source);
+                UsesFolding
+                    ? $"must be divisible by the attention data-parallel size x microbatches = {I(AttentionDataParallelSize)} x {Microbatches} = {I(sequencesPerGroup)} (each data-parallel attention rank takes whole sequences)"
+                    : $"must be divisible by strategy.dp x ep x microbatches = {I(sequencesPerGroup)} (each data-parallel attention rank takes whole sequences)", source);
+        if (CP > 1 && model.SequenceLength % (2L * CP) != 0)
+            throw new ConfigException("model.sequenceLength", I(model.SequenceLength), $"must be divisible by 2 x strategy.contextParallelSize = {I(2L * CP)} (causal load balancing gives each CP rank two chunks)", source);
+        if (!model.IsDense && model.FfnHiddenSize % ETP != 0)
+            throw new ConfigException("model.ffnHiddenSize", I(model.FfnHiddenSize), $"must be divisible by strategy.expertTensorParallelSize = {ETP}", source);
         var tokensPerChunk = model.Tokens / sequencesPerGroup;
         if (tokensPerChunk < AllToAllChunks)
             throw new ConfigException("strategy.alltoallChunks", I(AllToAllChunks), $"must be <= tokens per rank = {I(tokensPerChunk)}", source);
+    }
+
+    /// <summary>
+    /// The corrected derivation prices today's layout and the fields implemented so far; a field it does not price yet
+    /// is rejected naming it, rather than silently ignored.
+    /// </summary>
+    private void CheckModelled(string? source)
+    {
+        static string B(bool b) => b ? "true" : "false";
+        var unpriced = new List<(string Field, string Value, string Default)>();
+        if (ExpertTensorParallelSize is { } etp && etp != TP) unpriced.Add(("expertTensorParallelSize", etp.ToString(CultureInfo.InvariantCulture), "strategy.tp"));
+        if (CP > 1) unpriced.Add(("contextParallelSize", CP.ToString(CultureInfo.InvariantCulture), "1"));
+        if (SequenceParallel) unpriced.Add(("sequenceParallel", B(true), "false"));
+        if (UseDistributedOptimizer) unpriced.Add(("useDistributedOptimizer", B(true), "false (or strategy.zero = 1 for the optimizer-state memory)"));
+        if (!OverlapGradReduce) unpriced.Add(("overlapGradReduce", B(false), "true"));
+        if (OverlapParamGather) unpriced.Add(("overlapParamGather", B(true), "false"));
+        if (Schedule is PipelineSchedule.DualPipe or PipelineSchedule.ZeroBubbleH1 && Mode == WorkloadMode.Training)
+            unpriced.Add(("schedule", $"\"{JsonObjectReader.Kebab(Schedule.ToString())}\"", "\"1f1b\" or \"interleaved\" (the schedule's plan and bubble are in PipelinePlan; the DAG does not split W from B yet)"));
+        if (MoeAllToAllOverlap != MoeAllToAllOverlap.None) unpriced.Add(("moeAllToAllOverlap", $"\"{JsonObjectReader.Kebab(MoeAllToAllOverlap.ToString())}\"", "\"none\""));
+        if (unpriced.Count > 0)
+        {
+            var (field, value, fallback) = unpriced[0];
+            throw new ConfigException($"strategy.{field}", value, $"is not priced by the corrected derivation yet; use {fallback}", source);
+        }
+    }
+
+    private (int First, int Count)[] ChunkLayersChecked(int layers, string? source)
+    {
+        try { return ChunkLayers(layers); }
+        catch (ConfigException e) when (e.Source is null && source is not null) { throw e.WithSource(source); }
+    }
+
+    /// <summary>The strategy as scenario JSON (the keys <see cref="Read"/> accepts); fields at their defaults are left out.</summary>
+    public JsonObject ToJson()
+    {
+        var d = new StrategySpec(1, 1, 1, 1);
+        var o = new JsonObject { ["ep"] = EP, ["tp"] = TP, ["pp"] = PP, ["dp"] = DP };
+        void Add(string key, JsonNode? value, bool isDefault) { if (!isDefault) o[key] = value; }
+        static string K<T>(T e) where T : struct, Enum => e switch
+        {
+            PipelineSchedule.DualPipe => "dualpipe",
+            _ => JsonObjectReader.Kebab(e.ToString()),
+        };
+        o["derivation"] = K(Derivation);
+        Add("mode", K(Mode), Mode == d.Mode);
+        Add("microbatches", Microbatches, Microbatches == 1);
+        Add("schedule", K(Schedule), Schedule == d.Schedule);
+        Add("virtualStages", VirtualStages, VirtualStages == 1);
+        Add("recompute", Recompute, !Recompute);
+        Add("zero", ZeroStage, ZeroStage == 0);
+        Add("overlap", OverlapCommunication, OverlapCommunication);
+        Add("alltoallChunks", AllToAllChunks, AllToAllChunks == 1);
+        Add("attention", K(Attention), Attention == d.Attention);
+        Add("attentionKernel", K(AttentionKernel), AttentionKernel == d.AttentionKernel);
+        Add("scatterGather", ScatterGather, !ScatterGather);
+        Add("rankOrder", RankOrder, RankOrder == d.RankOrder);
+        Add("expertTensorParallelSize", ExpertTensorParallelSize, ExpertTensorParallelSize is null);
+        Add("contextParallelSize", ContextParallelSize, ContextParallelSize == 1);
+        Add("sequenceParallel", SequenceParallel, !SequenceParallel);
+        Add("useDistributedOptimizer", UseDistributedOptimizer, !UseDistributedOptimizer);
+        Add("overlapGradReduce", OverlapGradReduce, OverlapGradReduce);
+        Add("overlapParamGather", OverlapParamGather, !OverlapParamGather);
+        Add("decoderFirstPipelineNumLayers", DecoderFirstPipelineNumLayers, DecoderFirstPipelineNumLayers is null);
+        Add("decoderLastPipelineNumLayers", DecoderLastPipelineNumLayers, DecoderLastPipelineNumLayers is null);
+        Add("moeAllToAllOverlap", K(MoeAllToAllOverlap), MoeAllToAllOverlap == d.MoeAllToAllOverlap);
+        return o;
     }
 
     public static StrategySpec Read(JsonObjectReader r)
@@ -252,8 +516,70 @@ public sealed record StrategySpec(int EP, int TP, int PP, int DP, Derivation Der
             AttentionKernel = r.Enum("attentionKernel", defaults.AttentionKernel),
             ScatterGather = r.OptionalBool("scatterGather") ?? false,
             RankOrder = r.OptionalString("rankOrder") ?? defaults.RankOrder,
+            ExpertTensorParallelSize = r.OptionalInt("expertTensorParallelSize"),
+            ContextParallelSize = r.OptionalInt("contextParallelSize") ?? 1,
+            SequenceParallel = r.OptionalBool("sequenceParallel") ?? false,
+            UseDistributedOptimizer = r.OptionalBool("useDistributedOptimizer") ?? false,
+            OverlapGradReduce = r.OptionalBool("overlapGradReduce") ?? true,
+            OverlapParamGather = r.OptionalBool("overlapParamGather") ?? false,
+            DecoderFirstPipelineNumLayers = r.OptionalInt("decoderFirstPipelineNumLayers"),
+            DecoderLastPipelineNumLayers = r.OptionalInt("decoderLastPipelineNumLayers"),
+            MoeAllToAllOverlap = r.Enum("moeAllToAllOverlap", defaults.MoeAllToAllOverlap),
         };
         r.Finish();
         return s.Validated(r.Path, r.Source);
+    }
+}
+
+/// <summary>How layers are split over pipeline chunks (even, or Megatron's explicit first/last stage counts).</summary>
+public static class PipelineLayers
+{
+    /// <summary>
+    /// Layers of each of pp x vp chunks (chunk c on stage c mod pp, local chunk c / pp). Without first/last counts:
+    /// as even as possible, earlier chunks taking the remainder (today's split). With them (Megatron-Core
+    /// <c>--decoder-first-pipeline-num-layers</c> / <c>--decoder-last-pipeline-num-layers</c>): the first / last stage
+    /// holds that many layers, the remaining layers are split evenly over the other stages (Megatron requires this to
+    /// divide), and each stage's layers are split evenly over its vp chunks (must divide too).
+    /// </summary>
+    public static (int First, int Count)[] Split(int layers, int pp, int vp, int? firstStage, int? lastStage)
+    {
+        string I(long v) => v.ToString(CultureInfo.InvariantCulture);
+        var chunks = pp * vp;
+        var counts = new int[chunks];
+        if (firstStage is null && lastStage is null)
+        {
+            for (var i = 0; i < chunks; i++) counts[i] = layers / chunks + (i < layers % chunks ? 1 : 0);
+        }
+        else
+        {
+            var perStage = new int[pp];
+            var fixedLayers = (firstStage ?? 0) + (lastStage ?? 0);
+            var middle = pp - (firstStage is null ? 0 : 1) - (lastStage is null ? 0 : 1);
+            var rest = layers - fixedLayers;
+            var field = firstStage is not null ? "strategy.decoderFirstPipelineNumLayers" : "strategy.decoderLastPipelineNumLayers";
+            if (rest < 0 || (middle == 0 && rest != 0) || (middle > 0 && (rest % middle != 0 || rest / middle == 0)))
+                throw new ConfigException(field, I(firstStage ?? lastStage ?? 0),
+                    middle == 0
+                        ? $"with strategy.pp = {pp}, first + last stage layers must equal model.layers = {layers} (got {fixedLayers})"
+                        : $"leaves {rest} of model.layers = {layers} for {middle} other stage(s): must be a positive multiple of {middle} (Megatron splits the rest evenly)");
+            for (var s = 0; s < pp; s++) perStage[s] = middle > 0 ? rest / middle : 0;
+            if (firstStage is { } f) perStage[0] = f;
+            if (lastStage is { } l) perStage[pp - 1] = l;
+            for (var s = 0; s < pp; s++)
+            {
+                if (perStage[s] % vp != 0)
+                    throw new ConfigException(field, I(firstStage ?? lastStage ?? 0),
+                        $"gives stage {s} {perStage[s]} layers, not divisible by strategy.virtualStages = {vp}");
+                for (var v = 0; v < vp; v++) counts[v * pp + s] = perStage[s] / vp;
+            }
+        }
+        var result = new (int, int)[chunks];
+        var first = 0;
+        for (var i = 0; i < chunks; i++)
+        {
+            result[i] = (first, counts[i]);
+            first += counts[i];
+        }
+        return result;
     }
 }

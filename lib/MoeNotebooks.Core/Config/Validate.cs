@@ -110,6 +110,9 @@ public static class Bounds
     // Model (largest public: ~200 layers, H = 25,600, 128 heads, F = 4H, 1M experts (PEER, He 2024), 256k vocabulary, 10M context).
     public static readonly Bound Layers = new(1, 16_384, "layers", "published models have at most a few hundred");
     public static readonly Bound HiddenSize = new(1, 1 << 20, "", "published models are below 32,768");
+    public static readonly Bound HeadDim = new(1, 1 << 16, "", "published head dimensions are 64-256");
+    public static readonly Bound SharedExperts = new(0, 1024, "experts", "published models share at most a few");
+    public static readonly Bound LatentRank = new(1, 1 << 20, "", "MLA latent ranks are a few hundred to a few thousand");
     public static readonly Bound AttentionHeads = new(1, 1 << 16, "heads", "published models have at most a few hundred");
     public static readonly Bound FfnHiddenSize = new(1, 1 << 22, "", "published models are below 131,072");
     public static readonly Bound Experts = new(0, MaxExperts, "experts", "0 = dense; the largest published MoE has about a million");

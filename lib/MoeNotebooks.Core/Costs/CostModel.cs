@@ -52,7 +52,9 @@ public sealed class CostModel(string name, IComputeCostModel compute, ICommunica
         var kind = dag.Kind(op);
         return kind.Category() switch
         {
-            OpCategory.Matmul or OpCategory.Attention => Compute.MatmulSeconds(dag.Shape(op), dag.Dtype, dag.ElementBytes),
+            // Each matmul at its own datatype's peak: a precision recipe's GEMMs at fp8/fp4, the rest at the DAG's dtype.
+            // Cost models take whole bytes per element, so FP4 operands (0.5 byte) are priced as 1.
+            OpCategory.Matmul or OpCategory.Attention => Compute.MatmulSeconds(dag.Shape(op), dag.MatmulDtype(op), (int)Math.Ceiling(dag.MatmulOperandBytes(op))),
             OpCategory.Elementwise => Compute.ElementwiseSeconds(dag.Bytes(op)),
             _ => Communication.Seconds(kind.Pattern(), dag.Bytes(op), dag.Participants(op)),
         };

@@ -80,6 +80,32 @@ public sealed class DagBuilder
         return _groupMembers.Count - 1;
     }
 
+    private readonly List<(string Dtype, double OperandBytes)> _dtypes = new();
+    private readonly Dictionary<OpKind, byte> _kindDtype = new();
+
+    /// <summary>
+    /// Matmuls of <paramref name="kind"/> appended from now on run in <paramref name="dtype"/> with operands of
+    /// <paramref name="operandBytes"/> bytes (a precision recipe's GEMMs); others in the DAG's <see cref="Dtype"/>.
+    /// </summary>
+    public void SetMatmulDtype(OpKind kind, string dtype, double operandBytes)
+    {
+        if (!kind.IsMatmulShaped()) throw new DagException($"{kind} is not a matmul-shaped operation");
+        if (operandBytes <= 0) throw new DagException($"operand bytes must be > 0, got {operandBytes}");
+        var i = _dtypes.IndexOf((dtype, operandBytes));
+        if (i < 0) { _dtypes.Add((dtype, operandBytes)); i = _dtypes.Count - 1; }
+        if (i >= byte.MaxValue) throw new DagException("too many matmul dtypes");
+        _kindDtype[kind] = (byte)(i + 1);
+    }
+
+    /// <summary>A memory-bound operation of a named kind (quantize, router top-k, permute, ...) moving <paramref name="bytes"/> through HBM.</summary>
+    public int AddMemoryBound(OpKind kind, int gpu, long bytes, int layer, ReadOnlySpan<int> deps, int index = -1, int microbatch = 0)
+    {
+        if (kind.Category() != OpCategory.Elementwise) throw new DagException($"{kind} is not a memory-bound operation");
+        if (bytes < 0) throw new DagException($"{kind}: bytes must be >= 0, got {bytes}");
+        CheckGpu(gpu);
+        return Append(kind, gpu, -1, layer, microbatch, index, new PriceClass(PriceKind.Elementwise, CollectivePattern.None, default, bytes, -1), deps);
+    }
+
     /// <summary>A matmul-shaped compute operation (projection, attention product, gate, expert GEMM).</summary>
     public int AddMatmul(OpKind kind, int gpu, MatmulShape shape, int layer, ReadOnlySpan<int> deps, int index = -1, int microbatch = 0)
     {
@@ -87,7 +113,8 @@ public sealed class DagBuilder
         if (shape.M <= 0 || shape.K <= 0 || shape.N <= 0 || shape.Batch <= 0)
             throw new DagException(string.Create(CultureInfo.InvariantCulture, $"{kind} on GPU {gpu}: shape must be positive, got b={shape.Batch}, m={shape.M}, k={shape.K}, n={shape.N}"));
         CheckGpu(gpu);
-        return Append(kind, gpu, -1, layer, microbatch, index, new PriceClass(PriceKind.Matmul, CollectivePattern.None, shape, 0, -1), deps);
+        var dtype = _kindDtype.GetValueOrDefault(kind);
+        return Append(kind, gpu, -1, layer, microbatch, index, new PriceClass(PriceKind.Matmul, CollectivePattern.None, shape, 0, -1, dtype), deps);
     }
 
     /// <summary>A memory-bound elementwise operation moving <paramref name="bytes"/> through HBM.</summary>
@@ -171,7 +198,10 @@ public sealed class DagBuilder
         Description, GpuCount, ElementBytes, Dtype, CommunicationOverlapsCompute,
         _kinds[.._count], _phases[.._count], _gpus[.._count], _groups[.._count], _layers[.._count], _microbatches[.._count], _indices[.._count],
         _classes[.._count], _classTable.ToArray(),
-        _predStart[..(_count + 1)], _preds[.._edgeCount], _groupMembers.ToArray());
+        _predStart[..(_count + 1)], _preds[.._edgeCount], _groupMembers.ToArray())
+    {
+        MatmulDtypes = [(Dtype, ElementBytes), .. _dtypes],
+    };
 
     /// <summary>Compares GPU groups by members (sorted), so a group is found without building a string key.</summary>
     private sealed class MembersComparer : IEqualityComparer<int[]>

@@ -40,6 +40,26 @@ public enum OpKind : byte
     ParameterAllGather,
     /// <summary>All-gather over the receiving stage's TP group of an activation sent in 1/TP slices (scatter/gather).</summary>
     PipelineAllGather,
+    /// <summary>MLA query down-projection [T, H] x [H, qLoraRank] (replicated over TP).</summary>
+    QDownProjection,
+    /// <summary>MLA query up-projection [T, qLoraRank] x [qLoraRank, heads/TP x (qkNope + qkRope)].</summary>
+    QUpProjection,
+    /// <summary>MLA joint key/value down-projection [T, H] x [H, kvLoraRank + qkRope] (replicated over TP).</summary>
+    KvDownProjection,
+    /// <summary>MLA key/value up-projection [T, kvLoraRank] x [kvLoraRank, heads/TP x (qkNope + vHead)].</summary>
+    KvUpProjection,
+    /// <summary>Shared expert up (and gate) projection: every token, always active.</summary>
+    SharedExpertUp,
+    /// <summary>Shared expert down projection.</summary>
+    SharedExpertDown,
+    /// <summary>Cast of a GEMM input to the precision recipe's low-precision format (memory-bound: read BF16, write the copy and scales).</summary>
+    Quantize,
+    /// <summary>MoE router softmax and top-k over the gate logits (memory-bound).</summary>
+    RouterTopK,
+    /// <summary>Token permutation: gathers each token's copies into expert order before the dispatch (memory-bound).</summary>
+    Permute,
+    /// <summary>Token unpermutation: weighted sum of each token's expert outputs back into token order (memory-bound).</summary>
+    Unpermute,
 }
 
 /// <summary>Which pass of a training step an operation belongs to.</summary>
@@ -81,13 +101,19 @@ public static class OpKindExtensions
     public static OpCategory Category(this OpKind kind) => kind switch
     {
         OpKind.AttentionScore or OpKind.AttentionValue => OpCategory.Attention,
-        OpKind.Elementwise => OpCategory.Elementwise,
+        OpKind.Elementwise or OpKind.Quantize or OpKind.RouterTopK or OpKind.Permute or OpKind.Unpermute => OpCategory.Elementwise,
         OpKind.AttentionAllReduce or OpKind.ExpertAllReduce or OpKind.AllToAllDispatch or OpKind.AllToAllCombine or OpKind.PipelineSend
             or OpKind.GradientAllReduce or OpKind.GradientReduceScatter or OpKind.ParameterAllGather or OpKind.PipelineAllGather => OpCategory.Communication,
         _ => OpCategory.Matmul,
     };
 
     public static bool IsMatmulShaped(this OpKind kind) => kind.Category() is OpCategory.Matmul or OpCategory.Attention;
+
+    /// <summary>Linear-layer GEMMs: those a precision recipe runs in low precision (not attention products, router or logits).</summary>
+    public static bool IsLinearLayer(this OpKind kind) => kind is OpKind.QProjection or OpKind.KProjection or OpKind.VProjection
+        or OpKind.OutputProjection or OpKind.ExpertUp or OpKind.ExpertDown or OpKind.DenseUp or OpKind.DenseDown
+        or OpKind.QDownProjection or OpKind.QUpProjection or OpKind.KvDownProjection or OpKind.KvUpProjection
+        or OpKind.SharedExpertUp or OpKind.SharedExpertDown;
 
     public static CollectivePattern Pattern(this OpKind kind) => kind switch
     {
@@ -142,6 +168,16 @@ public static class OpKindExtensions
         OpKind.AllToAllCombine => "AllToAll_Combine",
         OpKind.PipelineSend => "Pipeline_Communication_Latency",
         OpKind.PipelineAllGather => "Pipeline_AllGather",
+        OpKind.QDownProjection => "Q down projection",
+        OpKind.QUpProjection => "Q up projection",
+        OpKind.KvDownProjection => "KV down projection",
+        OpKind.KvUpProjection => "KV up projection",
+        OpKind.SharedExpertUp => "Shared expert up",
+        OpKind.SharedExpertDown => "Shared expert down",
+        OpKind.Quantize => "Quantize",
+        OpKind.RouterTopK => "Router softmax/top-k",
+        OpKind.Permute => "Permute",
+        OpKind.Unpermute => "Unpermute",
         _ => kind.ToString(),
     };
 }

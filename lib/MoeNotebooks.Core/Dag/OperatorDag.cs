@@ -82,8 +82,17 @@ public sealed class OperatorDag
     /// <summary>The matmul shape; <c>default</c> for an operation that is not matmul-shaped.</summary>
     public MatmulShape Shape(int op) => _classTable[_classes[op]].Shape;
 
+    /// <summary>Datatypes of matmuls: entry 0 is the DAG's <see cref="Dtype"/>, others a precision recipe's GEMM dtypes.</summary>
+    internal (string Dtype, double OperandBytes)[] MatmulDtypes { get; init; } = [];
+
+    /// <summary>The datatype a matmul runs in (the precision recipe's for linear layers, else <see cref="Dtype"/>); <see cref="Dtype"/> for other operations.</summary>
+    public string MatmulDtype(int op) => MatmulDtypes.Length == 0 ? Dtype : MatmulDtypes[_classTable[_classes[op]].Dtype].Dtype;
+
+    /// <summary>Bytes per operand element of a matmul (0.5 for FP4); <see cref="ElementBytes"/> for other operations.</summary>
+    public double MatmulOperandBytes(int op) => MatmulDtypes.Length == 0 ? ElementBytes : MatmulDtypes[_classTable[_classes[op]].Dtype].OperandBytes;
+
     /// <summary>Bytes moved: payload per GPU for communication, read+write for elementwise, operands for matmuls.</summary>
-    public double Bytes(int op) => _kinds[op].IsMatmulShaped() ? Shape(op).Elements * ElementBytes : _classTable[_classes[op]].Bytes;
+    public double Bytes(int op) => _kinds[op].IsMatmulShaped() ? Shape(op).Elements * MatmulOperandBytes(op) : _classTable[_classes[op]].Bytes;
 
     public double Flops(int op) => _kinds[op].IsMatmulShaped() ? Shape(op).Flops : 0;
 
@@ -103,7 +112,7 @@ public sealed class OperatorDag
             _ => "",
         };
         var what = kind == OpKind.Elementwise ? OpKindExtensions.ElementwiseRole(_indices[op]) : kind.ToString();
-        var index = _indices[op] < 0 || kind == OpKind.Elementwise ? ""
+        var index = _indices[op] < 0 || kind.Category() == OpCategory.Elementwise ? ""
             : kind is OpKind.ExpertUp or OpKind.ExpertDown ? $"[e{_indices[op]}]" : $"[h{_indices[op]}]";
         var where = _groups[op] < 0 ? $"@gpu{_gpus[op]}" : $"@gpus{{{Members(_groupMembers[_groups[op]])}}}";
         return $"{mb}{layer}{phase}{what}{index}{where}";
@@ -124,7 +133,7 @@ public sealed class OperatorDag
 }
 
 /// <summary>What a cost model needs to price an operation; operations with equal classes get equal durations.</summary>
-internal readonly record struct PriceClass(PriceKind Kind, CollectivePattern Pattern, MatmulShape Shape, long Bytes, int Group);
+internal readonly record struct PriceClass(PriceKind Kind, CollectivePattern Pattern, MatmulShape Shape, long Bytes, int Group, byte Dtype = 0);
 
 /// <summary>How an operation is priced: a matmul-shaped kernel, memory-bound bytes, or a collective.</summary>
 internal enum PriceKind : byte { Matmul, Elementwise, Communication }

@@ -26,6 +26,8 @@ public static class DagFactory
     public static OperatorDag BuildDag(this StrategySpec strategy, ModelSpec model)
     {
         strategy.CheckFits(model, strategy.GpuCount);
+        if (strategy.Derivation == Derivation.Corrected)
+            model.CheckTensorParallel(strategy.TP, strategy.Attention == AttentionPlacement.DataParallel ? strategy.TP : strategy.TP * strategy.EP);
         var estimate = CheckSize(model, strategy);
         return strategy.Derivation switch
         {

@@ -12,37 +12,100 @@ public readonly record struct GpuParameters(long NonExpert, long ExpertPerRank)
     public static GpuParameters operator *(int n, GpuParameters a) => new(checked(n * a.NonExpert), checked(n * a.ExpertPerRank));
 }
 
-/// <summary>Parameter counts per GPU under a strategy (corrected derivation sharding). Biases are ignored.</summary>
+/// <summary>A whole model's parameters: total, active per token, and the parts.</summary>
+/// <param name="Total">Every weight (embedding and output once each when untied).</param>
+/// <param name="ActiveNonEmbedding">Weights a token's GEMMs touch in the transformer layers (top-k + shared experts), without the embedding and output layer.</param>
+/// <param name="Embedding">The input embedding matrix V x H.</param>
+/// <param name="Output">The output layer V x H (0 when tied to the embedding).</param>
+public sealed record ModelParameters(long Total, long ActiveNonEmbedding, long Embedding, long Output)
+{
+    /// <summary>Active parameters counting the embedding matrices as a publisher does: "both", "output" or "none".</summary>
+    public long Active(string counts) => counts switch
+    {
+        "both" => ActiveNonEmbedding + Embedding + (Output > 0 ? Output : Embedding),
+        "output" => ActiveNonEmbedding + (Output > 0 ? Output : Embedding),
+        "none" => ActiveNonEmbedding,
+        _ => throw new ArgumentException($"unknown convention \"{counts}\": use both, output or none", nameof(counts)),
+    };
+}
+
+/// <summary>Parameter counts per GPU under a strategy (corrected derivation sharding) and for a whole model. Biases are ignored.</summary>
 public static class ParameterCounts
 {
-    /// <summary>One transformer layer's parameters on one GPU.</summary>
-    public static GpuParameters PerLayer(ModelSpec m, StrategySpec st)
+    /// <summary>Attention weights of one layer (unsharded) and the share split over attention TP ranks vs replicated.</summary>
+    private static (long Split, long Replicated) Attention(ModelSpec m, int attnTp)
     {
-        long h = m.HiddenSize, f = m.FfnHiddenSize;
+        long h = m.HiddenSize;
+        if (m.Mla is { } mla)
+        {
+            long heads = m.AttentionHeads;
+            var q = mla.QLoraRank > 0 ? mla.QLoraRank * heads * mla.QkHeadDim : h * heads * mla.QkHeadDim;
+            var replicated = (mla.QLoraRank > 0 ? h * mla.QLoraRank + mla.QLoraRank : 0) + h * (mla.KvLoraRank + mla.QkRopeHeadDim) + mla.KvLoraRank;
+            return (q + mla.KvLoraRank * heads * (mla.QkNopeHeadDim + mla.VHeadDim) + heads * mla.VHeadDim * h, replicated);
+        }
+        var qo = 2 * h * m.AttentionHeads * m.HeadDim;
+        var kv = 2 * h * m.KeyValueHeads * m.HeadDim;
+        // KV heads fewer than the TP ranks are replicated: each rank holds one head's K and V.
+        var kvPerRank = m.KeyValueHeads >= attnTp ? kv / attnTp : 2 * h * m.HeadDim;
+        return (qo + kvPerRank * attnTp, 0);
+    }
+
+    private static long FfnMatrices(ModelSpec m) => m.GatedFfn ? 3 : 2;
+
+    /// <summary>One transformer layer's parameters on one GPU (the last layer: an MoE layer in a model with experts).</summary>
+    public static GpuParameters PerLayer(ModelSpec m, StrategySpec st) => PerLayer(m, st, m.Layers - 1);
+
+    /// <summary>Layer <paramref name="layer"/>'s parameters on one GPU.</summary>
+    public static GpuParameters PerLayer(ModelSpec m, StrategySpec st, int layer)
+    {
+        long h = m.HiddenSize;
         var attnTp = st.Attention == AttentionPlacement.DataParallel ? st.TP : st.TP * st.EP;
-        var attention = checked(4 * h * h) / attnTp + 2 * 2 * h;                // Q, K, V, O shards + two layer norms
-        if (m.IsDense) return new(attention + checked(2 * h * f) / st.TP, 0);
+        var (split, replicated) = Attention(m, attnTp);
+        var attention = split / attnTp + replicated + 2 * 2 * h;                // Q, K, V, O shards + two layer norms
+        if (!m.IsMoeLayer(layer)) return new(attention + FfnMatrices(m) * h * m.FfnHiddenSize / st.TP, 0);
         var gate = h * m.Experts;
-        var experts = checked((long)(m.Experts / st.EP) * 2 * h * f) / st.TP;
-        return new(attention + gate, experts);
+        var shared = m.SharedExperts * FfnMatrices(m) * h * m.SharedExpertWidth / st.TP;
+        var experts = (long)(m.Experts / st.EP) * FfnMatrices(m) * h * m.ExpertFfnHiddenSize / st.TP;
+        return new(attention + gate + shared, experts);
     }
 
     /// <summary>Layers held by a pipeline stage (over all its virtual chunks).</summary>
-    public static int LayersOnStage(ModelSpec m, StrategySpec st, int stage)
+    public static int LayersOnStage(ModelSpec m, StrategySpec st, int stage) => LayerIndicesOnStage(m, st, stage).Count();
+
+    /// <summary>The layers a pipeline stage holds.</summary>
+    public static IEnumerable<int> LayerIndicesOnStage(ModelSpec m, StrategySpec st, int stage)
     {
-        var chunks = CorrectedDerivation.SplitLayers(m.Layers, st.PP * st.VirtualStages);
-        var layers = 0;
-        for (var c = stage; c < chunks.Length; c += st.PP) layers += chunks[c].Count;
-        return layers;
+        var chunks = st.ChunkLayers(m.Layers);
+        for (var c = stage; c < chunks.Length; c += st.PP)
+            for (var l = chunks[c].First; l < chunks[c].First + chunks[c].Count; l++) yield return l;
     }
 
     /// <summary>Everything a GPU of <paramref name="stage"/> holds, including the embedding (first stage) and output layer (last stage).</summary>
     public static GpuParameters OnStage(ModelSpec m, StrategySpec st, int stage)
     {
-        var p = LayersOnStage(m, st, stage) * PerLayer(m, st);
+        var p = new GpuParameters(0, 0);
+        foreach (var layer in LayerIndicesOnStage(m, st, stage)) p += PerLayer(m, st, layer);
         var vocabShard = checked(m.Vocabulary * m.HiddenSize) / st.TP;
         if (stage == 0) p += new GpuParameters(vocabShard, 0);
-        if (stage == st.PP - 1 && st.PP > 1) p += new GpuParameters(vocabShard, 0);
+        // The output layer: its own matrix when untied; a tied copy on the last stage when that is another stage.
+        if (stage == st.PP - 1 && (st.PP > 1 || !m.TieEmbeddings)) p += new GpuParameters(vocabShard, 0);
         return p;
+    }
+
+    /// <summary>The whole model's parameters (one GPU, no sharding), with its active parameters per token.</summary>
+    public static ModelParameters Of(ModelSpec m)
+    {
+        var one = new StrategySpec(1, 1, 1, 1);
+        long total = 0, active = 0;
+        var f = FfnMatrices(m) * m.HiddenSize;
+        for (var layer = 0; layer < m.Layers; layer++)
+        {
+            var p = PerLayer(m, one, layer);
+            total += p.Total;
+            active += p.NonExpert + (m.IsMoeLayer(layer) ? m.TopK * f * m.ExpertFfnHiddenSize : 0);
+        }
+        var embedding = m.Vocabulary * m.HiddenSize;
+        var output = m.TieEmbeddings ? 0 : embedding;
+        return new ModelParameters(total + embedding + output + m.HiddenSize, active, embedding, output);
     }
 }

@@ -1,0 +1,225 @@
+using System.Globalization;
+using MoeNotebooks.Analysis;
+using MoeNotebooks.Config;
+using MoeNotebooks.Costs;
+using MoeNotebooks.Dag;
+using MoeNotebooks.Derivations;
+
+namespace MoeNotebooks.Calibration;
+
+/// <summary>Seconds of one training step by what the time is spent on (critical-path attribution); every part scales on its own.</summary>
+public sealed record StepParts(double DenseGemm, double Logits, double ExpertGemm, double Attention, double Elementwise, double AllToAll, double OtherCommunication)
+{
+    public static StepParts Zero { get; } = new(0, 0, 0, 0, 0, 0, 0);
+    public double Total => DenseGemm + Logits + ExpertGemm + Attention + Elementwise + AllToAll + OtherCommunication;
+    public static StepParts operator +(StepParts a, StepParts b) => new(a.DenseGemm + b.DenseGemm, a.Logits + b.Logits, a.ExpertGemm + b.ExpertGemm, a.Attention + b.Attention, a.Elementwise + b.Elementwise, a.AllToAll + b.AllToAll, a.OtherCommunication + b.OtherCommunication);
+    public static StepParts operator -(StepParts a, StepParts b) => a + (-1) * b;
+    public static StepParts operator *(double k, StepParts a) => new(k * a.DenseGemm, k * a.Logits, k * a.ExpertGemm, k * a.Attention, k * a.Elementwise, k * a.AllToAll, k * a.OtherCommunication);
+
+    /// <summary>Critical-path seconds of a scheduled DAG by part; sums to its total.</summary>
+    public static StepParts Of(CriticalPathResult r)
+    {
+        double d = 0, l = 0, e = 0, a = 0, el = 0, x = 0, o = 0;
+        foreach (var op in r.CriticalOps)
+        {
+            var t = r.Durations[op];
+            switch (r.Dag.Kind(op))
+            {
+                case OpKind.Logits: l += t; break;
+                case OpKind.ExpertUp or OpKind.ExpertDown or OpKind.Gate: e += t; break;
+                case OpKind.AttentionScore or OpKind.AttentionValue: a += t; break;
+                case OpKind.Elementwise: el += t; break;
+                case OpKind.AllToAllDispatch or OpKind.AllToAllCombine: x += t; break;
+                case var k when k.Category() == OpCategory.Communication: o += t; break;
+                default: d += t; break;
+            }
+        }
+        return new StepParts(d, l, e, a, el, x, o);
+    }
+}
+
+/// <summary>A row the suite cannot write as a scenario yet, and why (listed, never dropped silently).</summary>
+public sealed record UnexpressedRun(ModernRun Run, string Reason);
+
+/// <summary>The scenario one row becomes: the model the core can describe today, the architecture it stands for, the hardware.</summary>
+/// <param name="Model">The model as the core's description can write it from the row's columns (MHA with head dim hidden/heads, two-matrix FFN at the expert width, every layer MoE, one dtype).</param>
+/// <param name="Hardware">The row's system preset with all its GPUs.</param>
+/// <param name="LayersPerStage">Layers on the largest pipeline stage (all its virtual chunks): VP x ceil(L / (PP x VP)).</param>
+public sealed record ModernScenario(ModernRun Run, ModernArchitecture Architecture, ModelSpec Model, HardwareSpec Hardware, int LayersPerStage, int VirtualStages, int MtpLayers)
+{
+    /// <summary>Megatron FLOPs per sequence of the real architecture (what the run computes).</summary>
+    public MegatronFlops ArchitectureFlops => MegatronFlops.PerSequence(Architecture, Run.SequenceLength, MtpLayers);
+
+    /// <summary>The FLOP count the row's publisher used (its TFLOP/s convention).</summary>
+    public MegatronFlops PublishedFlops => MegatronFlops.AsPublished(Architecture, Run, MtpLayers);
+
+    /// <summary>Megatron FLOPs per sequence of <see cref="Model"/> as the core builds it (MHA, two-matrix FFN, full attention, every layer MoE, no MTP).</summary>
+    public MegatronFlops ModelFlops
+    {
+        get
+        {
+            var m = Model;
+            var a = new ModernArchitecture(m.Name, m.Layers, m.HiddenSize, m.AttentionHeads, m.AttentionHeads, m.HeadDim, m.FfnHiddenSize, m.IsDense ? 0 : m.FfnHiddenSize,
+                m.Experts, m.TopK, 0, 0, m.Vocabulary, false, null, 0, 0, 0, null, "core model");
+            var f = MegatronFlops.PerSequence(a, m.SequenceLength, 0);
+            return f with { AttentionCore = 2 * f.AttentionCore };   // the core's attention computes the whole score matrix
+        }
+    }
+}
+
+/// <summary>What the predictor computed for one row under one set of modelling choices, before any fitted factor.</summary>
+/// <param name="Parts">Critical-path seconds of the pipeline step by part (pipeline law applied part by part).</param>
+/// <param name="DataParallelSeconds">Gradient/parameter synchronisation over the data-parallel groups priced on its own (not yet overlapped).</param>
+/// <param name="LayerMicrobatches">Layer-microbatch visits on the critical path, (m + (p - 1) / v) x layers per stage: what a per-layer framework overhead multiplies.</param>
+/// <param name="BubbleSeconds">Of <see cref="Parts"/>, the pipeline fill and drain: ((p - 1) / v) t less the middle stages' logits.</param>
+public sealed record ModernStep(StepParts Parts, double DataParallelSeconds, double LayerMicrobatches, long SimulatedOperations, double BubbleSeconds = 0)
+{
+    public double Seconds => Parts.Total + DataParallelSeconds;
+}
+
+/// <summary>
+/// Predicts a modern run's training step from a small slice of its DAG, the way <see cref="Sc21Predictor"/> does.
+/// <para>Slice: one data-parallel replica's EP x TP ranks of two pipeline stages (one stage when PP = 1) holding l = 1 and
+/// l = 2 layers each, simulated at m1 = 2 and m2 = 4 microbatches (plain 1F1B). Per part c, the steady-state time per
+/// microbatch is t_c(l) = (T_c(l, m2) - T_c(l, m1)) / (m2 - m1) and the edge r_c(l) = T_c(l, m1) - (m1 + s - 1) t_c(l)
+/// (s: slice stages); both are extended linearly in layers to the largest real stage, x(L) = x(1) + (L - 1)(x(2) - x(1)),
+/// and the step is the pipeline law T_c = (m + (p - 1) / v) t_c(L) + r_c(L) with the run's m, p and v, less the logits
+/// part of t for the p - 2 middle stages, which have no output layer. The law is checked against the full DAG of small
+/// replicas (within 2 %, interleaved within 5 %: the slice runs plain 1F1B and v enters only the bubble term).</para>
+/// <para>Data-parallel synchronisation (Megatron's distributed optimizer: gradients reduce-scattered in fp32, parameters
+/// all-gathered in bf16, over DP for dense and DP/EP for expert parameters; FSDP: per microbatch two all-gathers and one
+/// reduce-scatter of all parameters) is priced on its own from the real rank placement (Megatron order tp-ep-dp-pp).</para>
+/// </summary>
+public sealed class ModernPredictor
+{
+    public const int SliceMicrobatches1 = 2, SliceMicrobatches2 = 4;
+
+    /// <summary>System names the suite maps each hardware column to, in order of preference (the first preset found is used).</summary>
+    public static readonly IReadOnlyDictionary<string, string[]> SystemPresets = new Dictionary<string, string[]>
+    {
+        ["A100-40GB"] = ["A100-40GB"],
+        ["DGX-B200"] = ["DGX-B200"],
+        ["DGX-B300"] = ["DGX-B300", "B300"],
+        ["GB200-NVL72"] = ["GB200-NVL72", "GB200 NVL72", "GB200"],
+        ["GB300-NVL72"] = ["GB300-NVL72", "GB300 NVL72", "GB300"],
+    };
+
+    /// <summary>The row as a scenario, or the reason it cannot be one yet.</summary>
+    public static (ModernScenario? Scenario, string? Reason) ScenarioOf(ModernRun run)
+    {
+        if (run.Arch.Contains("hybrid", StringComparison.OrdinalIgnoreCase))
+            return (null, "hybrid Mamba/attention layers are not modelled (no Mamba block in the core)");
+        if (run.CP > 1) return (null, $"context parallelism CP = {run.CP} is not modelled yet (issue 12)");
+        if (run.Sharding.Contains("Megatron-FSDP", StringComparison.OrdinalIgnoreCase))
+            return (null, $"Megatron-FSDP ({run.Sharding}) over TP/PP is not modelled yet (issue 12)");
+        if (run.EP > 1 && run.DP % run.EP != 0)
+            return (null, $"EP = {run.EP} larger than DP = {run.DP} (experts folded over TP x DP) is not modelled yet (issue 12)");
+        var preset = SystemPresets.TryGetValue(run.System, out var names)
+            ? names.FirstOrDefault(n => HardwareCatalog.Names.Contains(n, StringComparer.OrdinalIgnoreCase)) : null;
+        if (preset is null) return (null, $"no hardware preset for {run.System} (issue 11 adds it)");
+        ModernArchitecture? arch;
+        if (run.Framework == ModernFramework.MosaicMpt)
+        {
+            if (run.Layers is not { } l || run.Hidden is not { } h || run.Heads is not { } hd || run.FfnHidden is not { } f || run.Vocabulary is not { } vocab)
+                return (null, "architecture columns missing");
+            arch = new ModernArchitecture(run.Family, l, h, hd, hd, h / hd, f, 0, 0, 0, 0, 0, vocab, false, null, 0, 0, 0, null, "the row's columns (MPT: MHA, GELU FFN 4h)");
+        }
+        else if (!ModernArchitecture.Catalog.TryGetValue(run.Family, out arch))
+            return (null, $"architecture of {run.Family} not in data/{ModernArchitecture.ResourceName}");
+        var hardware = HardwareCatalog.Get(preset).WithGpus(run.Gpus);
+        // The core's model from the row's columns: MHA, head dim hidden / heads, two-matrix FFN at the (expert) width.
+        var experts = arch.Experts;
+        var model = new ModelSpec(run.Family, arch.Layers, arch.HiddenSize, arch.AttentionHeads, experts > 0 ? arch.MoeFfnHiddenSize : arch.FfnHiddenSize,
+            experts, experts > 0 ? arch.TopK : 1, run.GlobalBatch, run.SequenceLength) { Vocabulary = arch.Vocabulary };
+        try { model = model.Validated(); }
+        catch (ConfigException e) { return (null, $"the core cannot describe it: {e.Message}"); }
+        var v = run.VP ?? 1;
+        var lps = v * (int)Math.Ceiling(arch.Layers / (double)(run.PP * v));
+        var mtp = run.MtpLayersOverride ?? arch.MtpLayers;
+        return (new ModernScenario(run, arch, model, hardware, lps, v, mtp), null);
+    }
+
+    public ModernPredictor(Func<HardwareSpec, CostModel> costModel) => CostOf = costModel;
+
+    /// <summary>Tile-wave compute on the GPU's tile table and datasheet links: nothing fitted.</summary>
+    public static ModernPredictor Datasheet { get; } = new(h => new CostModel($"tile-wave({h.Gpu.Architecture})", new TileWaveCompute(h.Gpu, TileWaveTable.For(h.Gpu)), new LinkCommunication(h)));
+
+    public Func<HardwareSpec, CostModel> CostOf { get; }
+
+    /// <summary>The strategy of the slice: the run's EP and TP over <paramref name="stages"/> stages, one replica, plain 1F1B, fused attention.</summary>
+    public static StrategySpec SliceStrategy(ModernScenario s, int stages, int microbatches) =>
+        new StrategySpec(s.Run.EP, s.Run.TP, stages, 1, Derivation.Corrected, microbatches)
+        {
+            Mode = WorkloadMode.Training,
+            Recompute = s.Run.Recompute,
+            Schedule = PipelineSchedule.OneFOneB,
+            RankOrder = "tp-ep-dp-pp",
+        }.Validated();
+
+    /// <summary>The slice model: <paramref name="layersPerStage"/> x stages layers, EP x microbatches x micro-batch sequences.</summary>
+    public static ModelSpec SliceModel(ModernScenario s, int stages, int layersPerStage, int microbatches) =>
+        s.Model with { Layers = stages * layersPerStage, Batch = (long)s.Run.EP * microbatches * s.Run.MicroBatch };
+
+    /// <summary>The step under this predictor's cost model on <paramref name="hardware"/>, with interleaving <paramref name="virtualStages"/>.</summary>
+    public ModernStep Predict(ModernScenario s, HardwareSpec hardware, int virtualStages, bool priceDataParallel)
+    {
+        var cost = CostOf(hardware);
+        var stages = s.Run.PP > 1 ? 2 : 1;
+        long ops = 0;
+        (StepParts PerMb, StepParts Edge) Slice(int l)
+        {
+            var runs = new[] { SliceMicrobatches1, SliceMicrobatches2 }.Select(m =>
+            {
+                var dag = SliceStrategy(s, stages, m).BuildDag(SliceModel(s, stages, l, m));
+                ops += dag.Count;
+                return StepParts.Of(dag.CriticalPath(cost));
+            }).ToArray();
+            var perMb = 1.0 / (SliceMicrobatches2 - SliceMicrobatches1) * (runs[1] - runs[0]);
+            return (perMb, runs[0] - (SliceMicrobatches1 + stages - 1) * perMb);
+        }
+        var one = Slice(1);
+        var two = Slice(2);
+        var lps = s.LayersPerStage;
+        var perMb = one.PerMb + (lps - 1) * (two.PerMb - one.PerMb);
+        var edge = one.Edge + (lps - 1) * (two.Edge - one.Edge);
+        var m = s.Run.Microbatches;
+        var visits = m + (s.Run.PP - 1) / (double)virtualStages;
+        // Middle stages carry no output layer: the p - 2 stages the slice does not hold fill and drain the pipeline
+        // without the logits part of the last stage's time per microbatch.
+        var middle = Math.Max(0, s.Run.PP - stages) / (double)virtualStages;
+        var parts = visits * perMb + edge - middle * (StepParts.Zero with { Logits = perMb.Logits });
+        var dp = priceDataParallel ? DataParallelSeconds(s, hardware, cost) : 0;
+        var bubble = (s.Run.PP - 1) / (double)virtualStages * perMb.Total - middle * perMb.Logits;
+        return new ModernStep(parts, dp, visits * lps, ops, Math.Max(0, bubble));
+    }
+
+    /// <summary>Data-parallel synchronisation seconds (see the class summary), on the real placement of the first stage's ranks.</summary>
+    public static double DataParallelSeconds(ModernScenario s, HardwareSpec hardware, CostModel cost)
+    {
+        var r = s.Run;
+        if (r.DP <= 1) return 0;
+        var a = s.Architecture;
+        var flops = s.ArchitectureFlops;
+        // Parameters on the largest stage from the architecture's GEMM work (a linear layer of P parameters costs 6P FLOPs per token).
+        double perToken = 1.0 / r.SequenceLength / 6;
+        double denseParams = (flops.DenseGemms * perToken + (a.Experts > 0 ? 0 : 0)) / r.PP / r.TP + a.Vocabulary * a.HiddenSize / (double)r.TP;
+        double expertParamsTotal = a.Experts > 0 ? (double)a.MoeLayers * a.Experts * a.MoeFfnHiddenSize * a.HiddenSize * (a.Swiglu ? 3 : 2) : 0;
+        double expertParams = expertParamsTotal / r.PP / r.EP;
+        var real = new StrategySpec(r.EP, r.TP, r.PP, r.DP / r.EP) { RankOrder = "tp-ep-dp-pp" };
+        var dpGroup = new List<int>();
+        for (var d = 0; d < r.DP / r.EP; d++)
+            for (var e = 0; e < r.EP; e++) dpGroup.Add(real.Rank(d, 0, e, 0));
+        var edpGroup = Enumerable.Range(0, r.DP / r.EP).Select(d => real.Rank(d, 0, 0, 0)).ToArray();
+        double Sync(double parameters, int[] group) => group.Length < 2 ? 0
+            : cost.Communication.Seconds(CollectivePattern.ReduceScatter, parameters * 4, group) + cost.Communication.Seconds(CollectivePattern.AllGather, parameters * 2, group);
+        if (r.Framework == ModernFramework.MosaicMpt)
+        {
+            // FSDP full shard, bf16 parameters: every microbatch gathers the parameters for forward and again for backward
+            // and reduce-scatters the gradients.
+            var all = dpGroup.ToArray();
+            var per = 2 * cost.Communication.Seconds(CollectivePattern.AllGather, denseParams * 2, all) + cost.Communication.Seconds(CollectivePattern.ReduceScatter, denseParams * 2, all);
+            return per * r.Microbatches;
+        }
+        return Sync(denseParams, dpGroup.ToArray()) + Sync(expertParams, edpGroup);
+    }
+}

@@ -1,0 +1,103 @@
+using MoeNotebooks.Dag;
+
+namespace MoeNotebooks.Derivations;
+
+/// <summary>
+/// Pre-norm self-attention with its residual: layer norm, the projections (MHA/GQA: column-parallel Q [T, H] x
+/// [H, heads/TP x d] and K, V [T, H] x [H, kvHeads/TP x d], Megatron-LM splitting heads, never the head dimension;
+/// MLA: see <see cref="MlaProjections"/>), per-head score and value products batched over sequences (each query's
+/// attended keys as N: causal and sliding-window masks, <see cref="Config.ModelSpec.AttendedKeys"/>; softmax fused
+/// flash-style, or a softmax/dropout pass over scores in HBM by <see cref="Config.StrategySpec.AttentionKernel"/>),
+/// row-parallel output [T, heads/TP x dv] x [heads/TP x dv, H], the TP all-reduce, then residual add + the next norm.
+/// </summary>
+internal sealed class AttentionBlock : ILayerBlock
+{
+    public static AttentionBlock Instance { get; } = new();
+
+    public void Emit(LayerContext c, BlockPass pass, LayerSite site, int[] last)
+    {
+        if (pass == BlockPass.Backward) Backward(c, site, last);
+        else Forward(c, pass, site, last);
+    }
+
+    private static MatmulShape Score(LayerContext c, int layer) => new(c.S, c.M.QkHeadDim, c.M.AttendedKeys(layer), c.SequencesPerRank);
+    private static MatmulShape Value(LayerContext c, int layer) => new(c.S, c.M.AttendedKeys(layer), c.M.VHeadDim, c.SequencesPerRank);
+    private static MatmulShape Output(LayerContext c) => new(c.TokensPerRank, c.HeadsPerRank * c.M.VHeadDim, c.H);
+    private static MatmulShape QShape(LayerContext c) => new(c.TokensPerRank, c.H, c.HeadsPerRank * c.M.HeadDim);
+    private static MatmulShape KvShape(LayerContext c) => new(c.TokensPerRank, c.H, c.KvHeadsPerRank * c.M.HeadDim);
+
+    private static void Forward(LayerContext c, BlockPass pass, LayerSite site, int[] last)
+    {
+        var b = c.B;
+        b.Phase = pass.ForwardPhase();
+        var (gpus, layer, mb) = site;
+        var t = c.TokensPerRank;
+        for (var li = 0; li < gpus.Length; li++)
+        {
+            var g = gpus[li];
+            var norm = b.AddElementwise(g, 2 * c.ActivationBytes, layer, LayerContext.Deps(last[li]), index: 0, microbatch: mb);
+            var input = c.QuantizeInput(g, t * c.H, layer, norm, mb);
+            int q, k, v;
+            if (c.M.Mla is not null) (q, k, v) = MlaProjections.Forward(c, pass, g, layer, mb, input);
+            else
+            {
+                // Column-parallel Q, K, V: [T, H] x [H, heads/TP x d] (seed §2 writes [T, H/8] x [H/8, H/8]; seed §1 uses
+                // all T tokens on every GPU, here each EP rank takes T / EP); K and V shrink with grouped-query attention.
+                q = c.LinearForward(OpKind.QProjection, g, QShape(c), layer, [input], -1, mb, pass);
+                k = c.LinearForward(OpKind.KProjection, g, KvShape(c), layer, [input], -1, mb, pass);
+                v = c.LinearForward(OpKind.VProjection, g, KvShape(c), layer, [input], -1, mb, pass);
+            }
+            var heads = new int[c.HeadsPerRank];
+            var rankInAttention = c.AttentionDp ? li % c.St.TP : li;
+            var scores = new int[c.HeadsPerRank];
+            for (var hr = 0; hr < c.HeadsPerRank; hr++)
+                scores[hr] = b.AddMatmul(OpKind.AttentionScore, g, Score(c, layer), layer, [q, k], rankInAttention * c.HeadsPerRank + hr, mb);
+            // Materialized scores: the softmax (and dropout) pass over [sequences, heads, s, s] in HBM sits between
+            // the two products; a fused kernel keeps it on chip.
+            var softmax = c.ScoreBytes.Forward > 0 ? b.AddElementwise(g, c.ScoreBytes.Forward, layer, scores, index: OpKindExtensions.AttentionSoftmaxRole, microbatch: mb) : -1;
+            for (var hr = 0; hr < c.HeadsPerRank; hr++)
+                heads[hr] = b.AddMatmul(OpKind.AttentionValue, g, Value(c, layer), layer, softmax >= 0 ? [softmax, v] : [scores[hr], v], rankInAttention * c.HeadsPerRank + hr, mb);
+            // Row-parallel output [T, H/TP] x [H/TP, H] (seed §2: [T, H/8] x [H/8, H/8]).
+            if (c.Quantization is null)
+                last[li] = c.LinearForward(OpKind.OutputProjection, g, Output(c), layer, heads, -1, mb, pass);
+            else
+            {
+                var context = b.AddElementwise(g, 0, layer, heads, index: 3, microbatch: mb);   // the heads' outputs, joined
+                last[li] = c.LinearForward(OpKind.OutputProjection, g, Output(c), layer, [c.QuantizeInput(g, t * c.HeadsPerRank * c.M.VHeadDim, layer, context, mb)], -1, mb, pass);
+            }
+        }
+        c.AllReduceAttentionGroups(gpus, OpKind.AttentionAllReduce, c.ActivationBytes, layer, mb, last);
+        c.Elementwise(site, 3 * c.ActivationBytes, 1, last);   // residual add + the FFN's pre-norm
+    }
+
+    private static void Backward(LayerContext c, LayerSite site, int[] last)
+    {
+        var b = c.B;
+        var (gpus, layer, mb) = site;
+        b.Phase = OpPhase.BackwardData;
+        c.Elementwise(site, 3 * c.ActivationBytes, 1, last);
+        for (var li = 0; li < gpus.Length; li++)
+        {
+            var g = gpus[li];
+            var o = c.LinearBackward(OpKind.OutputProjection, g, Output(c), layer, [last[li]], -1, mb);
+            var heads = new int[c.HeadsPerRank];
+            var rankInAttention = c.AttentionDp ? li % c.St.TP : li;
+            var dProbs = new int[c.HeadsPerRank];
+            for (var hr = 0; hr < c.HeadsPerRank; hr++)
+                dProbs[hr] = c.Backward(OpKind.AttentionValue, g, Value(c, layer), layer, [o], rankInAttention * c.HeadsPerRank + hr, mb);
+            var softmax = c.ScoreBytes.Backward > 0 ? b.AddElementwise(g, c.ScoreBytes.Backward, layer, dProbs, index: OpKindExtensions.AttentionSoftmaxRole, microbatch: mb) : -1;
+            for (var hr = 0; hr < c.HeadsPerRank; hr++)
+                heads[hr] = c.Backward(OpKind.AttentionScore, g, Score(c, layer), layer, softmax >= 0 ? [softmax] : [dProbs[hr]], rankInAttention * c.HeadsPerRank + hr, mb);
+            if (c.M.Mla is not null) last[li] = MlaProjections.Backward(c, g, layer, mb, heads);
+            else
+            {
+                var dq = c.LinearBackward(OpKind.QProjection, g, QShape(c), layer, heads, -1, mb);
+                var dk = c.LinearBackward(OpKind.KProjection, g, KvShape(c), layer, heads, -1, mb);
+                last[li] = c.LinearBackward(OpKind.VProjection, g, KvShape(c), layer, [dq, dk], -1, mb);
+            }
+        }
+        // The conjugate of the forward all-reduce: column-parallel input gradients are summed over the TP group.
+        c.AllReduceAttentionGroups(gpus, OpKind.AttentionAllReduce, c.ActivationBytes, layer, mb, last);
+        c.Elementwise(site, 2 * c.ActivationBytes, 0, last);   // the pre-norm's backward
+    }
+}

@@ -1,0 +1,67 @@
+using MoeNotebooks.Dag;
+
+namespace MoeNotebooks.Derivations;
+
+/// <summary>
+/// Dense FFN with its residual: column-parallel up [T, H] x [H, F/TP] (gated: gate and up fused as Megatron's
+/// linear_fc1, [H, 2F/TP]), activation, row-parallel down [T, F/TP] x [F/TP, H], the TP all-reduce, residual add.
+/// </summary>
+internal sealed class DenseFfnBlock : ILayerBlock
+{
+    public static DenseFfnBlock Instance { get; } = new();
+
+    public void Emit(LayerContext c, BlockPass pass, LayerSite site, int[] last)
+    {
+        var b = c.B;
+        var (gpus, layer, mb) = site;
+        var t = c.TokensPerRank;
+        var f = c.M.FfnHiddenSize / c.St.TP;
+        if (pass == BlockPass.Backward)
+        {
+            b.Phase = OpPhase.BackwardData;
+            c.Elementwise(site, 3 * c.ActivationBytes, 2, last);
+        }
+        for (var li = 0; li < gpus.Length; li++)
+        {
+            var g = gpus[li];
+            if (pass != BlockPass.Backward)
+            {
+                b.Phase = pass.ForwardPhase();
+                last[li] = FfnGemms.Forward(c, pass, g, OpKind.DenseUp, OpKind.DenseDown, t, f, layer, last[li], -1, mb);
+            }
+            else last[li] = FfnGemms.Backward(c, g, OpKind.DenseUp, OpKind.DenseDown, t, f, layer, last[li], -1, mb);
+        }
+        if (c.St.TP > 1) c.TensorGroupCollective(gpus, OpKind.ExpertAllReduce, c.ActivationBytes, layer, mb, last);
+        if (pass != BlockPass.Backward) c.Elementwise(site, 3 * c.ActivationBytes, 2, last);   // residual add
+    }
+}
+
+/// <summary>One FFN's GEMM chain (dense, routed expert or shared expert): up (x2 when gated), activation, down.</summary>
+internal static class FfnGemms
+{
+    /// <summary>Up-projection shape: [m, H] x [H, f] or, gated, [H, 2f] (gate and up fused).</summary>
+    public static MatmulShape Up(LayerContext c, long m, long f) => new(m, c.H, c.M.GatedFfn ? 2 * f : f);
+
+    public static MatmulShape Down(LayerContext c, long m, long f) => new(m, f, c.H);
+
+    /// <summary>Activation HBM bytes: plain reads and writes [m, f] (2); gated reads [m, 2f] and writes [m, f] (3). Backward: plain 3, gated 5.</summary>
+    public static long ActivationBytes(LayerContext c, long m, long f, bool backward) =>
+        (c.M.GatedFfn ? (backward ? 5 : 3) : (backward ? 3 : 2)) * m * f * c.E;
+
+    /// <param name="activation">Emit the activation pass (routed experts of the founding model's derivation have none).</param>
+    public static int Forward(LayerContext c, BlockPass pass, int g, OpKind upKind, OpKind downKind, long m, long f, int layer, int dep, int index, int mb, bool activation = true)
+    {
+        var b = c.B;
+        var input = c.QuantizeInput(g, m * c.H, layer, dep, mb);
+        var up = c.LinearForward(upKind, g, Up(c, m, f), layer, LayerContext.Deps(input), index, mb, pass);
+        var act = activation ? b.AddElementwise(g, ActivationBytes(c, m, f, false), layer, [up], index: 7, microbatch: mb) : up;
+        return c.LinearForward(downKind, g, Down(c, m, f), layer, [c.QuantizeInput(g, m * f, layer, act, mb)], index, mb, pass);
+    }
+
+    public static int Backward(LayerContext c, int g, OpKind upKind, OpKind downKind, long m, long f, int layer, int dep, int index, int mb, bool activation = true)
+    {
+        var down = c.LinearBackward(downKind, g, Down(c, m, f), layer, LayerContext.Deps(dep), index, mb);
+        var act = activation ? c.B.AddElementwise(g, ActivationBytes(c, m, f, true), layer, [down], index: 7, microbatch: mb) : down;
+        return c.LinearBackward(upKind, g, Up(c, m, f), layer, [act], index, mb);
+    }
+}

@@ -1,0 +1,152 @@
+using MoeNotebooks.Config;
+using MoeNotebooks.Dag;
+
+namespace MoeNotebooks.Derivations;
+
+/// <summary>
+/// What every block needs to know about the layout: the model, the strategy, the DAG being built, and the shapes
+/// that follow from them per rank (tokens, heads, experts). Collective helpers are in LayerContext.Collectives.cs.
+/// </summary>
+internal sealed partial class LayerContext
+{
+    public ModelSpec M { get; }
+    public StrategySpec St { get; }
+    public DagBuilder B { get; }
+    public bool Training { get; }
+
+    /// <summary>Attention is data-parallel over the EP ranks (tokens move by all-to-all) rather than tensor-parallel over them.</summary>
+    public bool AttentionDp { get; }
+
+    /// <summary>Ranks sharing the attention heads: TP (data-parallel attention) or TP x EP.</summary>
+    public int AttnTp { get; }
+    public int HeadsPerRank { get; }
+    public int ExpertsPerRank { get; }
+    public long H { get; }
+    public long S { get; }
+    public long D { get; }
+    public long E { get; }
+    public long F { get; }
+    public long SequencesPerRank { get; }
+    public long TokensPerRank { get; }
+
+    /// <summary>One rank's [tokens, H] activation in bytes.</summary>
+    public long ActivationBytes { get; }
+
+    /// <summary>Tokens each expert processes, per all-to-all chunk: [chunk][expert].</summary>
+    public long[][] ExpertTokensByChunk { get; }
+    public long RoutedTokensPerRank { get; }
+
+    /// <summary>Key/value heads per attention rank: kvHeads / TP, or 1 when TP exceeds kvHeads (each rank holds a replica of its group's KV head).</summary>
+    public int KvHeadsPerRank { get; }
+
+    /// <summary>The precision recipe's GEMM quantization, or null when GEMMs run in the model dtype.</summary>
+    public PrecisionRecipe? Quantization { get; }
+
+    /// <summary>HBM bytes of the softmax (and dropout) passes over materialized scores (0 with a fused kernel).</summary>
+    public (long Forward, long Backward) ScoreBytes { get; }
+
+    public LayerContext(ModelSpec model, StrategySpec st, DagBuilder builder)
+    {
+        M = model;
+        St = st;
+        B = builder;
+        Training = st.Mode == WorkloadMode.Training;
+        AttentionDp = st.Attention == AttentionPlacement.DataParallel;
+        H = model.HiddenSize; S = model.SequenceLength; D = model.HeadDim; E = model.ElementBytes; F = model.FfnHiddenSize;
+        SequencesPerRank = model.Batch / ((long)st.DP * (AttentionDp ? st.EP : 1) * st.Microbatches);
+        TokensPerRank = RoutingOutcome.AttentionTokensPerRank(model, st);
+        ActivationBytes = TokensPerRank * H * E;
+        // Seed §2 splits the head dimension (d_k / 8 = 64) as well as the heads; Megatron splits heads only.
+        AttnTp = AttentionDp ? st.TP : st.TP * st.EP;
+        HeadsPerRank = model.AttentionHeads / AttnTp;
+        ScoreBytes = ComputeScoreBytes(model, st, SequencesPerRank, HeadsPerRank);
+        KvHeadsPerRank = Math.Max(1, model.KeyValueHeads / AttnTp);
+        if (model.Precision is { Quantizes: true } recipe)
+        {
+            Quantization = recipe;
+            foreach (var kind in Enum.GetValues<OpKind>().Where(k => k.IsLinearLayer()))
+                builder.SetMatmulDtype(kind, recipe.GemmDtype, recipe.GemmOperandBytes);
+        }
+        if (!model.IsDense)
+        {
+            ExpertsPerRank = model.Experts / st.EP;
+            // Routing: the EP group's tokens x topK spread over the experts by the routing distribution, capped by
+            // the capacity factor (seed §1 assumes avg_tokens_per_expert, i.e. uniform, and no capacity limit).
+            var processed = RoutingOutcome.Of(model, st)!.TokensPerExpert;
+            RoutedTokensPerRank = TokensPerRank * model.TopK;
+            ExpertTokensByChunk = new long[st.AllToAllChunks][];
+            for (var c = 0; c < st.AllToAllChunks; c++)
+                ExpertTokensByChunk[c] = processed.Select(t => t / st.AllToAllChunks + (c < t % st.AllToAllChunks ? 1 : 0)).ToArray();
+        }
+        else ExpertTokensByChunk = [];
+    }
+
+    /// <summary>
+    /// HBM bytes of the softmax (and dropout) passes over one rank's materialized scores, E = sequences x heads x s x s
+    /// elements of e bytes. Forward: the fused scale-mask-softmax reads the scores and writes the probabilities (2Ee);
+    /// dropout reads them, writes the result and a one-byte mask (2Ee + E). Backward: the softmax gradient reads the
+    /// incoming gradient and the probabilities and writes the score gradient (3Ee); dropout's reads the gradient and
+    /// the mask and writes (2Ee + E). A fused (flash) kernel has none of this traffic.
+    /// </summary>
+    internal static (long Forward, long Backward) ComputeScoreBytes(ModelSpec model, StrategySpec st, long sequencesPerRank, long headsPerRank)
+    {
+        if (st.AttentionKernel == AttentionKernel.Fused) return (0, 0);
+        var elements = sequencesPerRank * headsPerRank * model.SequenceLength * model.SequenceLength;
+        var e = (long)model.ElementBytes;
+        return st.AttentionKernel == AttentionKernel.MaterializedDropout
+            ? (elements * (4 * e + 1), elements * (5 * e + 1))
+            : (elements * 2 * e, elements * 3 * e);
+    }
+
+    public static ReadOnlySpan<int> Deps(int op) => op < 0 ? [] : new[] { op };
+
+    /// <summary>Adds dX = dY W^T (shape m x n . n x k) and dW = X^T dY (k x m . m x n); returns dX.</summary>
+    public int Backward(OpKind kind, int g, MatmulShape fwd, int layer, ReadOnlySpan<int> deps, int index, int mb)
+    {
+        B.Phase = OpPhase.BackwardData;
+        var dx = B.AddMatmul(kind, g, new(fwd.M, fwd.N, fwd.K, fwd.Batch), layer, deps, index, mb);
+        B.Phase = OpPhase.BackwardWeight;
+        B.AddMatmul(kind, g, new(fwd.K, fwd.M, fwd.N, fwd.Batch), layer, deps, index, mb);
+        B.Phase = OpPhase.BackwardData;
+        return dx;
+    }
+
+    // ----- linear layers under a precision recipe -------------------------------------------------------------------
+
+    /// <summary>
+    /// Quantizes an activation of <paramref name="elements"/> before low-precision GEMMs (with the transposed copy the
+    /// weight gradient needs in training); returns the op the GEMMs wait for (<paramref name="dep"/> when no recipe quantizes).
+    /// </summary>
+    public int QuantizeInput(int g, long elements, int layer, int dep, int mb)
+    {
+        if (Quantization is null) return dep;
+        return B.AddMemoryBound(OpKind.Quantize, g, Quantization.QuantizeBytes(elements, Training), layer, Deps(dep), microbatch: mb);
+    }
+
+    /// <summary>
+    /// A linear layer's forward GEMM. Under a quantizing recipe its weight is cast once per step, in the first
+    /// microbatch's forward (Transformer Engine caches the cast weights over microbatches, is_first_microbatch).
+    /// </summary>
+    public int LinearForward(OpKind kind, int g, MatmulShape shape, int layer, ReadOnlySpan<int> deps, int index, int mb, BlockPass pass)
+    {
+        if (Quantization is null || pass != BlockPass.Forward || mb != 0) return B.AddMatmul(kind, g, shape, layer, deps, index, mb);
+        var cast = B.AddMemoryBound(OpKind.Quantize, g, Quantization.QuantizeBytes(shape.K * shape.N, Training), layer, [], index, mb);
+        return B.AddMatmul(kind, g, shape, layer, [.. deps, cast], index, mb);
+    }
+
+    /// <summary>A linear layer's dX and dW; under a quantizing recipe the output gradient is quantized first (row- and column-wise copies).</summary>
+    public int LinearBackward(OpKind kind, int g, MatmulShape fwd, int layer, ReadOnlySpan<int> deps, int index, int mb)
+    {
+        if (Quantization is null) return Backward(kind, g, fwd, layer, deps, index, mb);
+        B.Phase = OpPhase.BackwardData;
+        var q = B.AddMemoryBound(OpKind.Quantize, g, Quantization.QuantizeBytes(fwd.Batch * fwd.M * fwd.N, true), layer, deps, microbatch: mb);
+        return Backward(kind, g, fwd, layer, [q], index, mb);
+    }
+
+    /// <summary>Per local rank: an elementwise pass of <paramref name="bytes"/> after last[li] (norm, residual, ...).</summary>
+    public void Elementwise(LayerSite site, long bytes, int role, int[] last)
+    {
+        for (var li = 0; li < site.Gpus.Length; li++)
+            last[li] = B.AddElementwise(site.Gpus[li], bytes, site.Layer, Deps(last[li]), index: role, microbatch: site.Microbatch);
+    }
+}

@@ -1,0 +1,74 @@
+using MoeNotebooks.Dag;
+
+namespace MoeNotebooks.Derivations;
+
+/// <summary>
+/// The MoE FFN with its residual, composed of <see cref="Router"/> (gate GEMM, softmax/top-k), the token
+/// permutation, <see cref="TokenExchange"/> (all-to-all dispatch and combine, or the TP-attention all-reduce),
+/// <see cref="RoutedExperts"/>, the unpermutation and <see cref="SharedExperts"/>. Forward: gate, [top-k, permute],
+/// dispatch, [shared experts], experts, TP all-reduce, combine, [unpermute], residual; backward mirrors it. Tokens
+/// are split into <see cref="Config.StrategySpec.AllToAllChunks"/> chunks so chunk c + 1's all-to-all overlaps chunk
+/// c's experts. Bracketed passes appear with <see cref="Config.ModelSpec.MoeMemoryBoundOps"/> / shared experts.
+/// </summary>
+internal sealed class MoeBlock : ILayerBlock
+{
+    public static MoeBlock Instance { get; } = new();
+
+    /// <summary>
+    /// Permute: read the rank's [T, H] tokens, write T x k copies in expert order. Unpermute: read the T x k expert
+    /// outputs and their routing weights (4 bytes each), write [T, H]. Their backward passes move the same bytes.
+    /// </summary>
+    private static long PermuteBytes(LayerContext c) => c.ActivationBytes + c.RoutedTokensPerRank * c.H * c.E;
+    private static long UnpermuteBytes(LayerContext c) => PermuteBytes(c) + c.RoutedTokensPerRank * 4;
+
+    public void Emit(LayerContext c, BlockPass pass, LayerSite site, int[] last)
+    {
+        var b = c.B;
+        var backward = pass == BlockPass.Backward;
+        var gpus = site.Gpus;
+        var memoryOps = c.M.MoeMemoryBoundOps;
+        if (backward)
+        {
+            b.Phase = OpPhase.BackwardData;
+            c.Elementwise(site, 3 * c.ActivationBytes, 2, last);
+        }
+        var ffnInput = (int[])last.Clone();
+        if (!backward) Router.Forward(c, pass, site, last);
+        if (memoryOps) Pass(c, backward ? OpKind.Unpermute : OpKind.Permute, backward ? UnpermuteBytes(c) : PermuteBytes(c), site, last);
+        var blockInput = (int[])last.Clone();
+        var chunkOutputs = new List<int>[gpus.Length];
+        for (var li = 0; li < gpus.Length; li++) chunkOutputs[li] = new List<int>();
+        var chunks = c.St.AllToAllChunks;
+        var cur = new int[chunks][];
+        var a2aBytes = new long[chunks];
+        // Every chunk's dispatch is issued first, so the communication stream sends chunk c + 1 while the experts
+        // compute chunk c; each chunk's combine then follows its experts and overlaps the next chunk's experts.
+        for (var ch = 0; ch < chunks; ch++)
+        {
+            cur[ch] = (int[])blockInput.Clone();
+            a2aBytes[ch] = TokenExchange.AllToAllBytes(c, ch);
+            TokenExchange.Dispatch(c, pass, site, a2aBytes[ch], cur[ch], ch);
+        }
+        var shared = SharedExperts.Emit(c, pass, site, ffnInput);
+        for (var ch = 0; ch < chunks; ch++)
+        {
+            RoutedExperts.Emit(c, pass, site, c.ExpertTokensByChunk[ch], cur[ch]);
+            TokenExchange.Combine(c, pass, site, a2aBytes[ch], cur[ch], ch);
+            for (var li = 0; li < gpus.Length; li++) chunkOutputs[li].Add(cur[ch][li]);
+        }
+        for (var li = 0; li < gpus.Length; li++)
+            last[li] = chunkOutputs[li].Count == 1 ? chunkOutputs[li][0] : b.AddElementwise(gpus[li], 0, site.Layer, chunkOutputs[li].Distinct().ToArray(), index: 3, microbatch: site.Microbatch);
+        if (memoryOps) Pass(c, backward ? OpKind.Permute : OpKind.Unpermute, backward ? PermuteBytes(c) : UnpermuteBytes(c), site, last);
+        if (backward) Router.Backward(c, site, last);
+        if (shared is not null)
+            for (var li = 0; li < gpus.Length; li++)
+                last[li] = b.AddElementwise(gpus[li], 0, site.Layer, [last[li], shared[li]], index: 3, microbatch: site.Microbatch);   // routed + shared
+        if (!backward) c.Elementwise(site, 3 * c.ActivationBytes, 2, last);   // residual add
+    }
+
+    private static void Pass(LayerContext c, OpKind kind, long bytes, LayerSite site, int[] last)
+    {
+        for (var li = 0; li < site.Gpus.Length; li++)
+            last[li] = c.B.AddMemoryBound(kind, site.Gpus[li], bytes, site.Layer, LayerContext.Deps(last[li]), microbatch: site.Microbatch);
+    }
+}

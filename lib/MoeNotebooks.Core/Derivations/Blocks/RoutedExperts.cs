@@ -1,0 +1,43 @@
+using MoeNotebooks.Dag;
+
+namespace MoeNotebooks.Derivations;
+
+/// <summary>
+/// The routed experts of each EP rank: per local expert with tokens, up [m, H] x [H, F/TP] (gated: [H, 2F/TP]) and
+/// down [m, F/TP] x [F/TP, H] with F the expert width (m = the tokens routed to that expert in this chunk); their
+/// outputs summed.
+/// </summary>
+internal static class RoutedExperts
+{
+    public static void Emit(LayerContext c, BlockPass pass, LayerSite site, long[] tokens, int[] last)
+    {
+        var b = c.B;
+        var (gpus, layer, mb) = site;
+        var f = c.M.ExpertFfnHiddenSize / c.St.TP;
+        var activation = c.M.MoeMemoryBoundOps;
+        for (var li = 0; li < gpus.Length; li++)
+        {
+            var g = gpus[li];
+            var er = li / c.St.TP;
+            var outs = new List<int>();
+            for (var j = 0; j < c.ExpertsPerRank; j++)
+            {
+                var expert = er * c.ExpertsPerRank + j;
+                var m = tokens[expert];
+                if (m == 0) continue;
+                if (pass != BlockPass.Backward)
+                {
+                    b.Phase = pass.ForwardPhase();
+                    outs.Add(FfnGemms.Forward(c, pass, g, OpKind.ExpertUp, OpKind.ExpertDown, m, f, layer, last[li], expert, mb, activation));
+                }
+                else outs.Add(FfnGemms.Backward(c, g, OpKind.ExpertUp, OpKind.ExpertDown, m, f, layer, last[li], expert, mb, activation));
+            }
+            last[li] = outs.Count switch
+            {
+                0 => last[li],
+                1 => outs[0],
+                _ => b.AddElementwise(g, 0, layer, outs.ToArray(), index: 3, microbatch: mb),
+            };
+        }
+    }
+}

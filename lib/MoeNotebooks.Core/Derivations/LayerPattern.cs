@@ -1,0 +1,25 @@
+using MoeNotebooks.Config;
+
+namespace MoeNotebooks.Derivations;
+
+/// <summary>
+/// A model as a layer pattern: for each transformer layer, the blocks it is made of, in forward order
+/// (backward runs them in reverse): attention (its kind and span per layer from the model) followed by a dense FFN
+/// (models without experts, and the first <see cref="ModelSpec.DenseLayers"/> layers) or an MoE FFN; the embedding
+/// and output layer are blocks of the first and last pipeline chunk.
+/// </summary>
+internal sealed class LayerPattern
+{
+    private readonly ILayerBlock[][] _layers;
+
+    private LayerPattern(ILayerBlock[][] layers) => _layers = layers;
+
+    public static LayerPattern Of(ModelSpec m)
+    {
+        var layers = new ILayerBlock[m.Layers][];
+        for (var l = 0; l < m.Layers; l++) layers[l] = [AttentionBlock.Instance, m.IsMoeLayer(l) ? MoeBlock.Instance : DenseFfnBlock.Instance];
+        return new LayerPattern(layers);
+    }
+
+    public IReadOnlyList<ILayerBlock> BlocksOf(int layer) => _layers[layer];
+}

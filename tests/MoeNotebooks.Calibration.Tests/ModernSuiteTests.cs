@@ -1,0 +1,248 @@
+using System.Text.Json;
+using MoeNotebooks.Analysis;
+using MoeNotebooks.Calibration;
+using MoeNotebooks.Config;
+using MoeNotebooks.Derivations;
+
+namespace MoeNotebooks.Calibration.Tests;
+
+public class ModernSuiteTests
+{
+    private static IReadOnlyList<ModernRun> Runs => ModernRun.Read(RealData.Data.PathOf(ModernSuite.File));
+    private static ModernSuiteResult Suite => ModernSuite.Run(RealData.Data);
+
+    [CalibrationDataFact]
+    public void Every_row_is_predicted_or_listed_with_its_reason()
+    {
+        // Oracle: the README's count of the file (119 Megatron-Bridge + 78 MPT rows) and the file's case ids.
+        var runs = Runs;
+        Assert.Equal(197, runs.Count);
+        Assert.Equal(119, runs.Count(r => r.Framework == ModernFramework.MegatronBridge));
+        var accounted = Suite.Rows.Select(r => r.Row.Run.Id).Concat(Suite.Unexpressed.Select(u => u.Run.Id)).ToArray();
+        Assert.Equal(runs.Select(r => r.Id).Order(), accounted.Order());
+        Assert.All(Suite.Unexpressed, u => Assert.False(string.IsNullOrWhiteSpace(u.Reason)));
+        // Hybrid Mamba models are the one architecture the core has no block for: they must be listed, not guessed.
+        Assert.All(runs.Where(r => r.Family.StartsWith("Nemotron")), r => Assert.Contains(Suite.Unexpressed, u => u.Run.Id == r.Id && u.Reason.Contains("Mamba")));
+    }
+
+    [CalibrationDataFact]
+    public void Megatron_flops_reproduce_the_published_columns_of_every_row()
+    {
+        // Oracle: each Megatron-Bridge row publishes both tokens/s per GPU and model TFLOP/s per GPU; Megatron-LM's
+        // num_floating_point_operations (megatron/training/training.py) over the architecture (public configs) must
+        // turn one into the other: TFLOP/s = F(sequence) x tokens/s / sequence.
+        var checkedRows = 0;
+        foreach (var run in Runs.Where(r => r.Framework == ModernFramework.MegatronBridge))
+        {
+            if (!ModernArchitecture.Catalog.TryGetValue(run.Family, out var arch)) continue;
+            var f = MegatronFlops.AsPublished(arch, run, run.MtpLayersOverride ?? arch.MtpLayers);
+            var tflops = f.Total * run.MeasuredTokensPerSecondPerGpu / run.SequenceLength / 1e12;
+            Assert.True(Math.Abs(tflops / run.MeasuredTflopsPerGpu - 1) < 0.02, $"{run.Id}: {tflops:F0} vs published {run.MeasuredTflopsPerGpu} TFLOP/s");
+            checkedRows++;
+        }
+        Assert.True(checkedRows >= 80, $"only {checkedRows} rows checked");
+    }
+
+    [Fact]
+    public void Megatron_flops_of_llama3_8b_by_hand()
+    {
+        // Oracle: hand derivation for Llama-3-8B at s = 8192 (h 4096, 32 heads of 128, 8 KV groups, SwiGLU 14336,
+        // vocab 128256, 32 layers), per sequence, 3 x 2mnk per GEMM and the causal half of the scores:
+        //   QKV+O: 6 x s x (4096 x (4096 + 2 x 1024) + 4096 x 4096) x 32
+        //   core:  6 x s x (4096 x 8192 / 2 x 2) x 32
+        //   MLP:   6 x s x 4096 x 14336 x 3 x 32;   logits: 6 x s x 4096 x 128256.
+        const double s = 8192;
+        var arch = ModernArchitecture.Catalog["Llama-3-8B"];
+        var f = MegatronFlops.PerSequence(arch, 8192, 0);
+        Assert.Equal(6 * s * (4096.0 * 6144 + 4096.0 * 4096) * 32, f.AttentionProjections, 1e-9 * f.AttentionProjections);
+        Assert.Equal(6 * s * (4096.0 * 8192) * 32, f.AttentionCore, 1e-9 * f.AttentionCore);
+        Assert.Equal(6 * s * 4096.0 * 14336 * 3 * 32, f.DenseMlp, 1e-9 * f.DenseMlp);
+        Assert.Equal(6 * s * 4096.0 * 128256, f.Logits, 1e-9 * f.Logits);
+        Assert.Equal(0, f.RoutedExperts);
+    }
+
+    [Fact]
+    public void An_unknown_precision_is_rejected_naming_field_and_value()
+    {
+        var header = "case_id,source,model,arch,params_total_B,params_active_B,layers,hidden,ffn_hidden,heads,kv_heads,seq_len,vocab,experts,topk,shared_experts,gpu,num_gpus,precision,global_batch_seqs,micro_batch,TP,PP,VP,CP,EP,DP,sharding,recompute,tflops_per_gpu,mfu_pct,hfu_pct,tokens_per_s_per_gpu,iter_time_s,flops_convention,notes,confidence";
+        var row = "mpt_1,src,MPT-125m,dense,0.149,0.149,12,768,3072,12,12,2048,50368,,,,A100-40GB,8,FP6,256,32,1,1,,,,8,FSDP,none,100,30,30,1000,,c,n,x";
+        var e = Assert.Throws<ConfigException>(() => ModernRun.Read(new StringReader(header + "\n" + row + "\n"), "test.csv"));
+        Assert.Contains("precision", e.Message);
+        Assert.Contains("FP6", e.Message);
+        var bad = row.Replace(",8,FSDP", ",4,FSDP");   // DP 4 on 8 GPUs
+        var e2 = Assert.Throws<ConfigException>(() => ModernRun.Read(new StringReader(header + "\n" + bad.Replace("FP6", "bf16") + "\n"), "test.csv"));
+        Assert.Contains("DP", e2.Message);
+        Assert.Contains("num_gpus = 8", e2.Message);
+    }
+
+    /// <summary>A small MoE row and its scenario, with layers, EP and PP the test chooses.</summary>
+    private static ModernScenario Small(int pp, int ep, int layers, int microbatches, int? vp = null)
+    {
+        var arch = new ModernArchitecture("toy-moe", layers, 1024, 8, 8, 128, 2048, 512, 8, 2, 0, 0, 32000, false, null, 0, 0, 0, null, "test");
+        var dp = 2 * ep;
+        var run = new ModernRun("toy", "test", "toy-moe", "toy-moe", ModernFramework.MegatronBridge, "26.04", "moe", "B200 (DGX-B200)", pp * dp, "BF16",
+            TrainingPrecision.Bf16, 512, (long)dp * microbatches, 1, 1, pp, vp, 1, ep, dp, "distributed optimizer", false, 100, null, 1000, 0);
+        var hw = HardwareCatalog.Get("DGX-B200").WithGpus(run.Gpus);
+        var model = new ModelSpec("toy-moe", layers, 1024, 8, 512, 8, 2, run.GlobalBatch, 512) { Vocabulary = 32000 }.Validated();
+        var v = vp ?? 1;
+        return new ModernScenario(run, arch, model, hw, v * (int)Math.Ceiling(layers / (double)(pp * v)), v, 0);
+    }
+
+    /// <summary>The full DAG of one replica (EP ranks x PP stages), all microbatches: the oracle for the slice law.</summary>
+    private static double FullReplica(ModernScenario s, int virtualStages)
+    {
+        var st = new StrategySpec(s.Run.EP, 1, s.Run.PP, 1, Derivation.Corrected, s.Run.Microbatches)
+        {
+            Mode = WorkloadMode.Training,
+            Schedule = virtualStages > 1 ? PipelineSchedule.Interleaved : PipelineSchedule.OneFOneB,
+            VirtualStages = virtualStages,
+            RankOrder = "tp-ep-dp-pp",
+        }.Validated();
+        var model = s.Model with { Batch = (long)s.Run.EP * s.Run.Microbatches * s.Run.MicroBatch };
+        return st.BuildDag(model).CriticalPath(ModernPredictor.Datasheet.CostOf(s.Hardware)).TotalSeconds;
+    }
+
+    [Theory]
+    [InlineData(4, 2, 8, 8)]    // 4 stages of 2 layers, EP 2, 8 microbatches
+    [InlineData(2, 2, 6, 6)]    // 2 stages of 3 layers
+    [InlineData(1, 2, 4, 5)]    // no pipeline: 4 layers, 5 microbatches
+    [InlineData(8, 1, 8, 16)]   // 8 stages of one layer, no EP
+    public void Slice_law_matches_the_full_dag(int pp, int ep, int layers, int microbatches)
+    {
+        // Oracle: the full DAG of the replica (every stage, every microbatch) scheduled on the same cost model.
+        var s = Small(pp, ep, layers, microbatches);
+        var law = ModernPredictor.Datasheet.Predict(s, s.Hardware, 1, priceDataParallel: false).Parts.Total;
+        var full = FullReplica(s, 1);
+        Assert.True(Math.Abs(law / full - 1) < 0.02, $"slice law {law * 1e3:F3} ms vs full DAG {full * 1e3:F3} ms");
+    }
+
+    [Fact]
+    public void Interleaving_enters_through_the_bubble_term_within_a_few_percent_of_the_full_dag()
+    {
+        // Oracle: the full interleaved DAG. The slice runs plain 1F1B; the law puts v into the bubble (p - 1) / v only.
+        var s = Small(4, 1, 16, 8, vp: 2);
+        var law = ModernPredictor.Datasheet.Predict(s, s.Hardware, 2, priceDataParallel: false).Parts.Total;
+        var full = FullReplica(s, 2);
+        Assert.True(Math.Abs(law / full - 1) < 0.05, $"slice law {law * 1e3:F3} ms vs full interleaved DAG {full * 1e3:F3} ms");
+    }
+
+    [CalibrationDataFact]
+    public void One_fit_per_generation_is_shown_beside_its_cross_validated_error()
+    {
+        var suite = Suite;
+        Assert.Equal(suite.Rows.Select(r => r.Row.Run.Generation).Distinct().Order(), suite.Fits.Keys.Order());
+        var suites = ModernSuite.Suites(suite);
+        foreach (var s in suites.Where(s => s.Cases.Count > 0))
+        {
+            Assert.Contains(s.Notes, n => n.StartsWith("fit: "));
+            Assert.Contains(s.Notes, n => n.Contains("in-sample MAPE"));
+        }
+        // Oracle (independent refit): a row's LOMO prediction is the generation fitted without its model's rows.
+        var row = suite.Rows.First(r => r.Row.Run.Framework == ModernFramework.MosaicMpt);
+        var others = suite.Rows.Where(r => r.Row.Run.Generation == row.Row.Run.Generation && r.Row.Run.Family != row.Row.Run.Family).Select(r => r.Row).ToArray();
+        var refit = ModernSuite.Fit(row.Row.Run.Generation, others);
+        Assert.Equal(row.LeaveOneModelOut, row.Row.Metric(row.Row.Seconds(refit)), 1e-9 * row.LeaveOneModelOut);
+    }
+
+    [CalibrationDataFact]
+    public void Validate_verb_prints_the_modern_suites_and_their_ablation()
+    {
+        var stdout = new StringWriter();
+        Assert.Equal(0, Cli.Cli.Run(["validate", "--format", "json"], stdout, new StringWriter()));
+        using var doc = JsonDocument.Parse(stdout.ToString());
+        var names = doc.RootElement.GetProperty("suites").EnumerateArray().Select(s => s.GetProperty("name").GetString()).ToArray();
+        Assert.Contains("training-modern moe", names);
+        Assert.Contains("training-modern dense", names);
+        Assert.Contains("training-modern mpt", names);
+        var ablation = new StringWriter();
+        Assert.Equal(0, Cli.Cli.Run(["validate", "--ablation", "modern"], ablation, new StringWriter()));
+        foreach (var rung in Suite.Ablation) Assert.Contains($"training-modern {rung.Name}", ablation.ToString());
+    }
+}
+
+public class CalibratedRangeTests
+{
+    private static readonly IReadOnlyDictionary<string, GenerationRange> Ranges = new Dictionary<string, GenerationRange>
+    {
+        ["blackwell"] = new("blackwell", new HashSet<string> { "DGX-B200" }, new HashSet<string> { "bf16", "fp8" }, 8, 256, 4096, 8192, HasMoe: true),
+    };
+
+    private static readonly ModelSpec Moe = new ModelSpec("m", 4, 1024, 8, 4096, 8, 2, 64, 4096).Validated();
+
+    [Fact]
+    public void A_training_step_inside_the_range_has_no_warning_and_each_way_out_names_itself()
+    {
+        // Oracle: the range above, by hand.
+        var hw = HardwareCatalog.Get("DGX-B200").WithGpus(16);
+        var st = new StrategySpec(8, 1, 1, 2) { Mode = WorkloadMode.Training };
+        Assert.Empty(CalibratedRange.Warnings(Ranges, Moe, st, hw, "bf16"));
+        Assert.Contains(CalibratedRange.Warnings(Ranges, Moe with { SequenceLength = 32768 }, st, hw, "bf16"), w => w.Contains("sequence length 32768") && w.Contains("4096-8192"));
+        Assert.Contains(CalibratedRange.Warnings(Ranges, Moe, st with { DP = 64 }, hw, "bf16"), w => w.Contains("512 GPUs") && w.Contains("8-256"));
+        Assert.Contains(CalibratedRange.Warnings(Ranges, Moe, st, hw, "fp4"), w => w.Contains("precision fp4"));
+        var hopper = HardwareCatalog.Get("DGX-H100").WithGpus(16);
+        Assert.Contains(CalibratedRange.Warnings(Ranges, Moe, st, hopper, "bf16"), w => w.Contains("hopper") && w.Contains("blackwell"));
+    }
+
+    [CalibrationDataFact]
+    public void Evaluate_prints_the_warning_for_a_training_scenario_outside_the_validated_generations()
+    {
+        // Oracle: training_modern_public.csv has no Hopper run; ep16-training is a training step on DGX-H100.
+        var stdout = new StringWriter();
+        Assert.Equal(0, Cli.Cli.Run(["evaluate", Path.Combine(Repo.Root, "data", "scenarios", "ep16-training.json"), "--format", "json"], stdout, new StringWriter()));
+        using var doc = JsonDocument.Parse(stdout.ToString());
+        var warnings = doc.RootElement.GetProperty("warnings").EnumerateArray().Select(w => w.GetString()!).ToArray();
+        Assert.Contains(warnings, w => w.Contains("hopper") && w.Contains("outside the calibrated range"));
+        var table = new StringWriter();
+        Assert.Equal(0, Cli.Cli.Run(["evaluate", Path.Combine(Repo.Root, "data", "scenarios", "ep16-training.json")], table, new StringWriter()));
+        Assert.Contains("Warnings", table.ToString());
+    }
+}
+
+internal static class Repo
+{
+    /// <summary>The repository root: the first folder above the test binaries holding MoeNotebooks.sln.</summary>
+    public static string Root
+    {
+        get
+        {
+            var dir = new DirectoryInfo(AppContext.BaseDirectory);
+            while (!File.Exists(Path.Combine(dir.FullName, "MoeNotebooks.sln"))) dir = dir.Parent ?? throw new InvalidOperationException("MoeNotebooks.sln not found above the test binaries");
+            return dir.FullName;
+        }
+    }
+}
+
+/// <summary>
+/// The targets on leave-one-model-out MAPE (MoE <= 12 %, dense <= 8 %, MPT <= 10 %). None is met yet: each test
+/// says so in its name and holds the achieved figure (plus one point) as a regression bound only, so a change that
+/// makes the predictions worse fails, and the bound is tightened to the target when it is reached. Oracle: the
+/// published runs of training_modern_public.csv, each predicted by factors fitted without its model's rows.
+/// </summary>
+public class ModernTargetTests
+{
+    private static ModernSuiteResult Suite => ModernSuite.Run(RealData.Data);
+
+    private static double Lomo(string group) =>
+        ModernSuiteResult.Mape(Suite.Rows.Where(r => r.Row.Run.TargetGroup == group).Select(r => r.LomoErrorPct));
+
+    [CalibrationDataFact]
+    public void Moe_lomo_mape_TARGET_12pct_MISSED_regression_bound_37pct()
+    {
+        var mape = Lomo("moe");
+        Assert.True(mape <= 37, $"MoE leave-one-model-out MAPE {mape:F1} % (target 12 %, regression bound 37 %)");
+    }
+
+    [CalibrationDataFact]
+    public void Dense_lomo_mape_TARGET_8pct_MISSED_regression_bound_26pct()
+    {
+        var mape = Lomo("dense");
+        Assert.True(mape <= 26, $"dense leave-one-model-out MAPE {mape:F1} % (target 8 %, regression bound 26 %)");
+    }
+
+    [CalibrationDataFact]
+    public void Mpt_lomo_mape_TARGET_10pct_MISSED_regression_bound_12pct()
+    {
+        var mape = Lomo("mpt");
+        Assert.True(mape <= 12.2, $"MPT leave-one-model-out MAPE {mape:F1} % (target 10 %, regression bound 12.2 %)");
+    }
+}
