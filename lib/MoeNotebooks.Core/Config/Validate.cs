@@ -134,6 +134,7 @@ public static class Bounds
 
     // Strategy.
     public static readonly Bound ParallelSize = new(1, 1 << 24, "ranks", "at most the largest cluster");
+    public static readonly Bound StageLayers = new(0, 16_384, "layers", "at most the model's layers");
     public static readonly Bound Microbatches = new(1, 1 << 20, "microbatches", "at most the sequences of a batch");
     public static readonly Bound VirtualStages = new(1, 1024, "chunks per GPU", "Megatron-LM uses a handful");
     public static readonly Bound AllToAllChunks = new(1, 4096, "chunks", "a handful overlap communication with compute");
