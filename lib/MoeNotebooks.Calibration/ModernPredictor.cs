@@ -23,15 +23,18 @@ public sealed record StepParts(double DenseGemm, double Logits, double ExpertGem
         foreach (var op in r.CriticalOps)
         {
             var t = r.Durations[op];
-            switch (r.Dag.Kind(op))
+            var kind = r.Dag.Kind(op);
+            switch (kind.Category())
             {
-                case OpKind.Logits: l += t; break;
-                case OpKind.ExpertUp or OpKind.ExpertDown or OpKind.Gate: e += t; break;
-                case OpKind.AttentionScore or OpKind.AttentionValue: a += t; break;
-                case OpKind.Elementwise: el += t; break;
-                case OpKind.AllToAllDispatch or OpKind.AllToAllCombine: x += t; break;
-                case var k when k.Category() == OpCategory.Communication: o += t; break;
-                default: d += t; break;
+                case OpCategory.Attention: a += t; break;
+                case OpCategory.Elementwise: el += t; break;
+                case OpCategory.Communication when kind is OpKind.AllToAllDispatch or OpKind.AllToAllCombine: x += t; break;
+                case OpCategory.Communication: o += t; break;
+                default:
+                    if (kind == OpKind.Logits) l += t;
+                    else if (kind is OpKind.ExpertUp or OpKind.ExpertDown or OpKind.Gate) e += t;
+                    else d += t;   // attention projections (MHA/GQA/MLA), dense FFN, shared experts
+                    break;
             }
         }
         return new StepParts(d, l, e, a, el, x, o);
@@ -45,8 +48,15 @@ public sealed record UnexpressedRun(ModernRun Run, string Reason);
 /// <param name="Model">The model as the core's description can write it from the row's columns (MHA with head dim hidden/heads, two-matrix FFN at the expert width, every layer MoE, one dtype).</param>
 /// <param name="Hardware">The row's system preset with all its GPUs.</param>
 /// <param name="LayersPerStage">Layers on the largest pipeline stage (all its virtual chunks): VP x ceil(L / (PP x VP)).</param>
-public sealed record ModernScenario(ModernRun Run, ModernArchitecture Architecture, ModelSpec Model, HardwareSpec Hardware, int LayersPerStage, int VirtualStages, int MtpLayers)
+/// <param name="Preset">The model as the core describes it with its blocks (issue 11's preset with the row's batch and sequence, causal attention; MPT from its columns), with every layer MoE for the slice (<c>denseLayers</c> 0) and no precision recipe; null when no preset exists for the family.</param>
+/// <param name="Recipe">The row's precision recipe as the core prices it (null: bf16).</param>
+/// <param name="RecipeNote">Why the recipe differs from the row's, when it must.</param>
+public sealed record ModernScenario(ModernRun Run, ModernArchitecture Architecture, ModelSpec Model, HardwareSpec Hardware, int LayersPerStage, int VirtualStages, int MtpLayers,
+    ModelSpec? Preset = null, PrecisionRecipe? Recipe = null, string? RecipeNote = null)
 {
+    /// <summary>Megatron FLOPs per sequence of the architecture as the slice builds it: every layer MoE, no MTP.</summary>
+    public MegatronFlops SliceArchitectureFlops => MegatronFlops.PerSequence(Architecture with { DenseLayers = 0 }, Run.SequenceLength, 0);
+
     /// <summary>Megatron FLOPs per sequence of the real architecture (what the run computes).</summary>
     public MegatronFlops ArchitectureFlops => MegatronFlops.PerSequence(Architecture, Run.SequenceLength, MtpLayers);
 
@@ -80,9 +90,9 @@ public sealed record ModernStep(StepParts Parts, double DataParallelSeconds, dou
 /// <summary>
 /// Predicts a modern run's training step from a small slice of its DAG, the way <see cref="Sc21Predictor"/> does.
 /// <para>Slice: one data-parallel replica's EP x TP ranks of two pipeline stages (one stage when PP = 1) holding l = 1 and
-/// l = 2 layers each, simulated at m1 = 2 and m2 = 4 microbatches (plain 1F1B). Per part c, the steady-state time per
+/// l = 2 layers each (one and two repeats of an attention layer pattern), simulated at m1 = 2 and m2 = 4 microbatches (plain 1F1B). Per part c, the steady-state time per
 /// microbatch is t_c(l) = (T_c(l, m2) - T_c(l, m1)) / (m2 - m1) and the edge r_c(l) = T_c(l, m1) - (m1 + s - 1) t_c(l)
-/// (s: slice stages); both are extended linearly in layers to the largest real stage, x(L) = x(1) + (L - 1)(x(2) - x(1)),
+/// (s: slice stages); both are extended linearly in layers to the largest real stage, x(L) = x(l1) + (L - l1)(x(l2) - x(l1)) / (l2 - l1),
 /// and the step is the pipeline law T_c = (m + (p - 1) / v) t_c(L) + r_c(L) with the run's m, p and v, less the logits
 /// part of t for the p - 2 middle stages, which have no output layer. The law is checked against the full DAG of small
 /// replicas (within 2 %, interleaved within 5 %: the slice runs plain 1F1B and v enters only the bubble term).</para>
@@ -104,6 +114,32 @@ public sealed class ModernPredictor
         ["GB300-NVL72"] = ["GB300-NVL72", "GB300 NVL72", "GB300"],
     };
 
+    /// <summary>The model preset (data/models, issue 11) each Megatron-Bridge family is.</summary>
+    public static readonly IReadOnlyDictionary<string, string> FamilyPresets = new Dictionary<string, string>
+    {
+        ["DeepSeek-V3"] = "deepseek-v3", ["Kimi-K2"] = "kimi-k2", ["Qwen3-30B-A3B"] = "qwen3-30b-a3b", ["Qwen3-235B-A22B"] = "qwen3-235b-a22b",
+        ["GPT-OSS-120B"] = "gpt-oss-120b", ["Llama-3-8B"] = "llama3-8b", ["Llama-3-70B"] = "llama3-70b", ["Llama-3.1-405B"] = "llama3-405b",
+    };
+
+    /// <summary>The core's precision recipe for a row's precision.</summary>
+    public static string RecipeName(TrainingPrecision p) => p switch
+    {
+        TrainingPrecision.Bf16 => "bf16",
+        TrainingPrecision.Fp8CurrentScaling => "fp8-current",
+        TrainingPrecision.Mxfp8 => "mxfp8",
+        _ => "nvfp4",
+    };
+
+    /// <summary>The recipe the GPU can price: the row's, or the nearest lower one its description has a peak for (with why).</summary>
+    public static (PrecisionRecipe Recipe, string? Note) RecipeFor(TrainingPrecision p, GpuSpec gpu)
+    {
+        var recipe = PrecisionRecipe.Get(RecipeName(p));
+        if (gpu.PeakFlopsPerSecond.ContainsKey(recipe.GemmDtype)) return (recipe, null);
+        if (recipe.GemmDtype == "fp4" && gpu.PeakFlopsPerSecond.ContainsKey("fp8"))
+            return (PrecisionRecipe.Get("mxfp8"), $"NVFP4 priced as MXFP8: {gpu.Name} lists no FP4 peak");
+        return (PrecisionRecipe.Get("bf16"), $"{RecipeName(p)} priced as BF16: {gpu.Name} lists no {recipe.GemmDtype} peak");
+    }
+
     /// <summary>The row as a scenario, or the reason it cannot be one yet.</summary>
     public static (ModernScenario? Scenario, string? Reason) ScenarioOf(ModernRun run)
     {
@@ -114,9 +150,9 @@ public sealed class ModernPredictor
             return (null, $"Megatron-FSDP ({run.Sharding}) over TP/PP is not modelled yet (issue 12)");
         if (run.EP > 1 && run.DP % run.EP != 0)
             return (null, $"EP = {run.EP} larger than DP = {run.DP} (experts folded over TP x DP) is not modelled yet (issue 12)");
-        var preset = SystemPresets.TryGetValue(run.System, out var names)
+        var system = SystemPresets.TryGetValue(run.System, out var names)
             ? names.FirstOrDefault(n => HardwareCatalog.Names.Contains(n, StringComparer.OrdinalIgnoreCase)) : null;
-        if (preset is null) return (null, $"no hardware preset for {run.System} (issue 11 adds it)");
+        if (system is null) return (null, $"no hardware preset for {run.System} (issue 11 adds it)");
         ModernArchitecture? arch;
         if (run.Framework == ModernFramework.MosaicMpt)
         {
@@ -126,7 +162,7 @@ public sealed class ModernPredictor
         }
         else if (!ModernArchitecture.Catalog.TryGetValue(run.Family, out arch))
             return (null, $"architecture of {run.Family} not in data/{ModernArchitecture.ResourceName}");
-        var hardware = HardwareCatalog.Get(preset).WithGpus(run.Gpus);
+        var hardware = HardwareCatalog.Get(system).WithGpus(run.Gpus);
         // The core's model from the row's columns: MHA, head dim hidden / heads, two-matrix FFN at the (expert) width.
         var experts = arch.Experts;
         var model = new ModelSpec(run.Family, arch.Layers, arch.HiddenSize, arch.AttentionHeads, experts > 0 ? arch.MoeFfnHiddenSize : arch.FfnHiddenSize,
@@ -136,7 +172,12 @@ public sealed class ModernPredictor
         var v = run.VP ?? 1;
         var lps = v * (int)Math.Ceiling(arch.Layers / (double)(run.PP * v));
         var mtp = run.MtpLayersOverride ?? arch.MtpLayers;
-        return (new ModernScenario(run, arch, model, hardware, lps, v, mtp), null);
+        ModelSpec? preset = null;
+        if (run.Framework == ModernFramework.MosaicMpt) preset = (model with { Causal = true }).Validated();
+        else if (FamilyPresets.TryGetValue(run.Family, out var presetName) && ModelPresets.Names.Contains(presetName))
+            preset = (ModelPresets.Get(presetName, run.GlobalBatch, run.SequenceLength) with { DenseLayers = 0, Precision = null }).Validated();
+        var (recipe, recipeNote) = RecipeFor(run.Precision, hardware.Gpu);
+        return (new ModernScenario(run, arch, model, hardware, lps, v, mtp, preset, recipe, recipeNote), null);
     }
 
     public ModernPredictor(Func<HardwareSpec, CostModel> costModel) => CostOf = costModel;
@@ -157,12 +198,16 @@ public sealed class ModernPredictor
         }.Validated();
 
     /// <summary>The slice model: <paramref name="layersPerStage"/> x stages layers, EP x microbatches x micro-batch sequences.</summary>
-    public static ModelSpec SliceModel(ModernScenario s, int stages, int layersPerStage, int microbatches) =>
-        s.Model with { Layers = stages * layersPerStage, Batch = (long)s.Run.EP * microbatches * s.Run.MicroBatch };
+    public static ModelSpec SliceModel(ModernScenario s, int stages, int layersPerStage, int microbatches, ModelSpec? model = null) =>
+        (model ?? s.Model) with { Layers = stages * layersPerStage, Batch = (long)s.Run.EP * microbatches * s.Run.MicroBatch };
+
+    /// <summary>Layers per slice stage simulated: 1 and 2, or one and two repeats of the model's attention pattern (GPT-OSS alternates full and sliding layers).</summary>
+    public static (int L1, int L2) SliceLayers(ModelSpec model) => model.AttentionPattern is { Count: > 1 } p ? (p.Count, 2 * p.Count) : (1, 2);
 
     /// <summary>The step under this predictor's cost model on <paramref name="hardware"/>, with interleaving <paramref name="virtualStages"/>.</summary>
-    public ModernStep Predict(ModernScenario s, HardwareSpec hardware, int virtualStages, bool priceDataParallel)
+    public ModernStep Predict(ModernScenario s, HardwareSpec hardware, int virtualStages, bool priceDataParallel, ModelSpec? model = null)
     {
+        var baseModel = model ?? s.Model;
         var cost = CostOf(hardware);
         var stages = s.Run.PP > 1 ? 2 : 1;
         long ops = 0;
@@ -170,18 +215,20 @@ public sealed class ModernPredictor
         {
             var runs = new[] { SliceMicrobatches1, SliceMicrobatches2 }.Select(m =>
             {
-                var dag = SliceStrategy(s, stages, m).BuildDag(SliceModel(s, stages, l, m));
+                var dag = SliceStrategy(s, stages, m).BuildDag(SliceModel(s, stages, l, m, baseModel));
                 ops += dag.Count;
                 return StepParts.Of(dag.CriticalPath(cost));
             }).ToArray();
             var perMb = 1.0 / (SliceMicrobatches2 - SliceMicrobatches1) * (runs[1] - runs[0]);
             return (perMb, runs[0] - (SliceMicrobatches1 + stages - 1) * perMb);
         }
-        var one = Slice(1);
-        var two = Slice(2);
+        var (l1, l2) = SliceLayers(baseModel);
+        var one = Slice(l1);
+        var two = Slice(l2);
         var lps = s.LayersPerStage;
-        var perMb = one.PerMb + (lps - 1) * (two.PerMb - one.PerMb);
-        var edge = one.Edge + (lps - 1) * (two.Edge - one.Edge);
+        var slope = (lps - l1) / (double)(l2 - l1);
+        var perMb = one.PerMb + slope * (two.PerMb - one.PerMb);
+        var edge = one.Edge + slope * (two.Edge - one.Edge);
         var m = s.Run.Microbatches;
         var visits = m + (s.Run.PP - 1) / (double)virtualStages;
         // Middle stages carry no output layer: the p - 2 stages the slice does not hold fill and drain the pipeline

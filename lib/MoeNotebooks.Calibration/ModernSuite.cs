@@ -20,39 +20,50 @@ public sealed record GenerationFit(string Generation, double Gemm, double Groupe
         $"{Generation} ({Rows} rows): GEMM x{Gemm:F2}, grouped GEMM x{GroupedGemm:F2}, attention x{Attention:F2}, all-to-all x{AllToAll:F2}, memory-bound x{MemoryBound:F2}, DP sync exposed {DataParallelExposed:P0}, overhead {OverheadMicroseconds:F0} us per layer-microbatch");
 }
 
+/// <summary>Multipliers on a step's parts for what its DAG leaves out (FLOP ratios), and memory-bound seconds it lacks.</summary>
+public sealed record PartFactors(double Dense, double Expert, double Attention, double Logits, double ExtraMemorySeconds = 0)
+{
+    public static PartFactors One { get; } = new(1, 1, 1, 1);
+}
+
+/// <summary>The rungs of the ablation, each adding one kind of fact to the one before.</summary>
+public enum ModernRung { Naive, Architecture, Precision, Layout, Topology }
+
 /// <summary>One expressible row with everything each rung needs (no fitted factor applied yet).</summary>
-/// <param name="MoeMemorySeconds">Token permute/unpermute around the all-to-all and the gated activation's passes of the routed experts, at HBM bandwidth, over the step's layer-microbatch visits (not in today's DAG; issue 11 builds them in).</param>
-public sealed record ModernRowModel(ModernScenario Scenario, ModernStep Naive, ModernStep Layout, ModernStep Topology, double DenseFactor, double ExpertFactor, double AttentionFactor, double LogitsFactor, double PrecisionFactor, string? PrecisionNote, double MoeMemorySeconds = 0)
+/// <param name="Steps">Per rung, the simulated step and the factors for what its DAG leaves out.</param>
+public sealed record ModernRowModel(ModernScenario Scenario, IReadOnlyDictionary<ModernRung, (ModernStep Step, PartFactors Factors)> Steps, string? PrecisionNote)
 {
     public ModernRun Run => Scenario.Run;
 
-    /// <summary>Predicted step seconds under a fit, with the architecture, precision, layout and topology rungs switched on or off.</summary>
-    public double Seconds(GenerationFit f, bool architecture = true, bool precision = true, bool layout = true, bool topology = true)
+    /// <summary>The full model's step (all rungs on).</summary>
+    public ModernStep Topology => Steps[ModernRung.Topology].Step;
+
+    /// <summary>Predicted step seconds under a fit at a rung.</summary>
+    public double Seconds(GenerationFit f, ModernRung rung = ModernRung.Topology)
     {
-        var step = !layout ? Naive : topology ? Topology : Layout;
+        var (step, k) = Steps[rung];
         var p = step.Parts;
-        double rd = architecture ? DenseFactor : 1, re = architecture ? ExpertFactor : 1, rc = architecture ? AttentionFactor : 1, rl = architecture ? LogitsFactor : 1;
-        var q = precision ? PrecisionFactor : 1;
-        return f.Gemm * (rd * q * p.DenseGemm + rl * p.Logits) + f.GroupedGemm * re * q * p.ExpertGemm + f.Attention * rc * p.Attention
-            + f.MemoryBound * (p.Elementwise + (architecture ? MoeMemorySeconds : 0)) + f.AllToAll * p.AllToAll + p.OtherCommunication + f.DataParallelExposed * step.DataParallelSeconds
-            + f.OverheadMicroseconds * 1e-6 * step.LayerMicrobatches;
+        return f.Gemm * (k.Dense * p.DenseGemm + k.Logits * p.Logits) + f.GroupedGemm * k.Expert * p.ExpertGemm + f.Attention * k.Attention * p.Attention
+            + f.MemoryBound * (p.Elementwise + k.ExtraMemorySeconds) + f.AllToAll * p.AllToAll + p.OtherCommunication
+            + f.DataParallelExposed * step.DataParallelSeconds + f.OverheadMicroseconds * 1e-6 * step.LayerMicrobatches;
     }
 
     /// <summary>The predicted breakdown under a fit (all rungs on): seconds per part.</summary>
     public IReadOnlyDictionary<string, double> Breakdown(GenerationFit f)
     {
-        var p = Topology.Parts;
+        var (step, k) = Steps[ModernRung.Topology];
+        var p = step.Parts;
         return new Dictionary<string, double>
         {
-            ["dense GEMMs"] = f.Gemm * DenseFactor * PrecisionFactor * p.DenseGemm,
-            ["logits"] = f.Gemm * LogitsFactor * p.Logits,
-            ["expert GEMMs"] = f.GroupedGemm * ExpertFactor * PrecisionFactor * p.ExpertGemm,
-            ["attention"] = f.Attention * AttentionFactor * p.Attention,
-            ["elementwise"] = f.MemoryBound * (p.Elementwise + MoeMemorySeconds),
+            ["dense GEMMs"] = f.Gemm * k.Dense * p.DenseGemm,
+            ["logits"] = f.Gemm * k.Logits * p.Logits,
+            ["expert GEMMs"] = f.GroupedGemm * k.Expert * p.ExpertGemm,
+            ["attention"] = f.Attention * k.Attention * p.Attention,
+            ["elementwise"] = f.MemoryBound * (p.Elementwise + k.ExtraMemorySeconds),
             ["all-to-all exposed"] = f.AllToAll * p.AllToAll,
             ["other communication"] = p.OtherCommunication,
-            ["DP sync exposed"] = f.DataParallelExposed * Topology.DataParallelSeconds,
-            ["framework overhead"] = f.OverheadMicroseconds * 1e-6 * Topology.LayerMicrobatches,
+            ["DP sync exposed"] = f.DataParallelExposed * step.DataParallelSeconds,
+            ["framework overhead"] = f.OverheadMicroseconds * 1e-6 * step.LayerMicrobatches,
         };
     }
 
@@ -88,14 +99,15 @@ public sealed record ModernRowModel(ModernScenario Scenario, ModernStep Naive, M
         var gaps = new List<string>();
         var run = Run;
         var a = Scenario.Architecture;
-        if (run.Framework == ModernFramework.MegatronBridge)
-            gaps.Add((a.Mla is not null ? "MLA" : a.QueryGroups < a.AttentionHeads ? "GQA" : "attention") + " projections, SwiGLU and shared experts scaled by FLOPs, not built as their own GEMM shapes (issue 11 blocks)");
-        if (run.IsMoe) gaps.Add("token permute/unpermute, router top-k and padding not in the DAG (issue 11); grouped GEMM per expert with real token counts (issue 12)");
+        if (Scenario.Preset is null && run.Framework == ModernFramework.MegatronBridge)
+            gaps.Add((a.Mla is not null ? "MLA" : a.QueryGroups < a.AttentionHeads ? "GQA" : "attention") + " projections, SwiGLU and shared experts scaled by FLOPs (no model preset)");
+        if (run.IsMoe) gaps.Add("expert GEMMs priced as one shape per expert at the balanced token count (no grouped-GEMM small-m penalty, issue 12)");
+        if (a.DenseLayers > 0) gaps.Add($"the {a.DenseLayers} dense first layers priced by FLOPs (the slice is all MoE layers)");
         if (run.IsMoe && run.EP > 8 && Scenario.Hardware.GpusPerNode <= 8) gaps.Add($"EP {run.EP} spans nodes: all-to-all priced as one flat exchange on datasheet NICs, no DeepEP/overlap with compute (issues 12, 13)");
         if (run.TokenDrop) gaps.Add("token dropping (capacity factor) not modelled: priced as dropless");
         if (PrecisionNote is not null) gaps.Add(PrecisionNote);
-        if (run.Precision != TrainingPrecision.Bf16) gaps.Add("quantize/cast passes of the recipe not priced");
-        if (a.SlidingWindow > 0) gaps.Add("sliding-window attention priced by FLOPs (the kernel's efficiency on 128-token windows not modelled)");
+        if (Scenario.Preset is null && run.Precision != TrainingPrecision.Bf16) gaps.Add("quantize/cast passes of the recipe not priced");
+        if (a.SlidingWindow > 0) gaps.Add("sliding-window attention at the tile model's efficiency for 128-token windows");
         if (Scenario.MtpLayers > 0) gaps.Add("MTP layer priced as FLOPs on the logits and layer parts");
         if (run.PP > 1 && Scenario.Architecture.Layers % run.PP != 0) gaps.Add($"uneven pipeline ({a.Layers} layers over PP {run.PP}): the largest stage assumed everywhere (issue 12)");
         if (run.Framework == ModernFramework.MosaicMpt)
@@ -175,16 +187,50 @@ public static class ModernSuite
         var run = s.Run;
         var hw = s.Hardware;
         var naiveHw = hw.GpusPerNode > 8 ? (hw with { GpusPerNode = 8 }).Validated() : hw;
+        var v = s.VirtualStages;
         var naive = predictor.Predict(s, naiveHw, 1, priceDataParallel: false);
-        var layout = predictor.Predict(s, naiveHw, s.VirtualStages, priceDataParallel: true) with { SimulatedOperations = 0 };
-        var topology = ReferenceEquals(naiveHw, hw) ? layout : predictor.Predict(s, hw, s.VirtualStages, priceDataParallel: true);
-        var arch = s.ArchitectureFlops;
-        var core = s.ModelFlops;
-        double Ratio(double a, double b) => b > 0 ? a / b : 1;
-        var (precision, note) = PrecisionFactor(run.Precision, hw.Gpu);
-        return new ModernRowModel(s, naive, layout, topology,
-            Ratio(arch.DenseGemms, core.DenseGemms), Ratio(arch.RoutedExperts, core.RoutedExperts), Ratio(arch.AttentionCore, core.AttentionCore),
-            Ratio(arch.Logits, core.Logits), precision, note, MoeMemorySeconds(s, topology));
+        var steps = new Dictionary<ModernRung, (ModernStep, PartFactors)> { [ModernRung.Naive] = (naive, PartFactors.One) };
+        string? note;
+        if (s.Preset is { } preset)
+        {
+            // The blocks build the architecture (GQA/MLA, SwiGLU, shared experts, causal and sliding-window attention,
+            // router and permutation passes) and the recipe (GEMM dtype, quantize passes); FLOP factors cover only what
+            // the all-MoE slice leaves out: dense first layers and MTP.
+            var full = s.ArchitectureFlops;
+            var slice = s.SliceArchitectureFlops;
+            double R(double a, double b) => b > 0 ? a / b : 1;
+            var k = run.Framework == ModernFramework.MosaicMpt ? PartFactors.One
+                : new PartFactors(R(full.DenseGemms, slice.DenseGemms), R(full.RoutedExperts, slice.RoutedExperts), R(full.AttentionCore, slice.AttentionCore), R(full.Logits, slice.Logits));
+            var withRecipe = (preset with { Precision = s.Recipe }).Validated();
+            var arch = predictor.Predict(s, naiveHw, 1, false, preset);
+            var precision = predictor.Predict(s, naiveHw, 1, false, withRecipe);
+            var layout = predictor.Predict(s, naiveHw, v, true, withRecipe);
+            var topology = ReferenceEquals(naiveHw, hw) ? layout : predictor.Predict(s, hw, v, true, withRecipe);
+            steps[ModernRung.Architecture] = (arch, k);
+            steps[ModernRung.Precision] = (precision, k);
+            steps[ModernRung.Layout] = (layout, k);
+            steps[ModernRung.Topology] = (topology, k);
+            note = s.RecipeNote;
+        }
+        else
+        {
+            // No preset: the architecture by FLOP ratios over the core's plain model, precision by peak ratio.
+            var layout = predictor.Predict(s, naiveHw, v, priceDataParallel: true);
+            var topology = ReferenceEquals(naiveHw, hw) ? layout : predictor.Predict(s, hw, v, priceDataParallel: true);
+            var archF = s.ArchitectureFlops;
+            var core = s.ModelFlops;
+            double Ratio(double a, double b) => b > 0 ? a / b : 1;
+            var (q, n) = PrecisionFactor(run.Precision, hw.Gpu);
+            note = n;
+            var a = new PartFactors(Ratio(archF.DenseGemms, core.DenseGemms), Ratio(archF.RoutedExperts, core.RoutedExperts), Ratio(archF.AttentionCore, core.AttentionCore),
+                Ratio(archF.Logits, core.Logits), MoeMemorySeconds(s, naive));
+            var withPrecision = a with { Dense = a.Dense * q, Expert = a.Expert * q };
+            steps[ModernRung.Architecture] = (naive, a);
+            steps[ModernRung.Precision] = (naive, withPrecision);
+            steps[ModernRung.Layout] = (layout, withPrecision with { ExtraMemorySeconds = MoeMemorySeconds(s, layout) });
+            steps[ModernRung.Topology] = (topology, withPrecision with { ExtraMemorySeconds = MoeMemorySeconds(s, topology) });
+        }
+        return new ModernRowModel(s, steps, note);
     }
 
     /// <summary>
@@ -230,7 +276,7 @@ public static class ModernSuite
             try
             {
                 var m = Model(s, predictor);
-                ops += m.Naive.SimulatedOperations + m.Topology.SimulatedOperations * (ReferenceEquals(m.Topology, m.Layout) ? 0 : 1);
+                ops += m.Steps.Values.Select(x => x.Step).Distinct().Sum(x => x.SimulatedOperations);
                 models.Add(m);
             }
             catch (ConfigException e) { unexpressed.Add(new UnexpressedRun(run, $"the core rejects the slice: {e.Message}")); }
@@ -284,11 +330,11 @@ public static class ModernSuite
         var lomo = results.Select(r => (r.Row.Run.TargetGroup, r.LomoErrorPct)).ToArray();
         return
         [
-            Rung("naive", "the row's columns as today's model description writes them: MHA with head dim hidden/heads, two-matrix FFN at the expert width, every layer MoE, bf16 everywhere; plain 1F1B, no DP sync; 8-GPU NVLink domains; tile-wave GEMMs, datasheet links", rows, r => r.Seconds(u, false, false, false, false)),
-            Rung("+ architecture", "GQA/MLA projections, SwiGLU, shared experts, dense first layers, MTP, causal and sliding-window attention: each part's time scaled by Megatron FLOPs of the architecture over those of the core's model (until issue 11's blocks build them in the DAG)", rows, r => r.Seconds(u, true, false, false, false)),
-            Rung("+ precision recipe", "FP8/MXFP8/NVFP4 GEMMs at the recipe's peak (attention, norms, communication stay bf16)", rows, r => r.Seconds(u, true, true, false, false)),
-            Rung("+ Megatron-Core layout", "interleaved virtual stages in the pipeline law, distributed-optimizer reduce-scatter/all-gather over DP (and DP/EP for experts), FSDP gathers per microbatch, all exposed (issue 12's folding, CP and DualPipe not landed)", rows, r => r.Seconds(u, true, true, true, false)),
-            Rung("+ topology", "the preset's NVLink domain (72 GPUs on NVL72 racks) for all-to-all and DP groups (issue 13's multi-rail collectives not landed)", rows, r => r.Seconds(u, true, true, true, true)),
+            Rung("naive", "the row's columns as today's model description writes them: MHA with head dim hidden/heads, two-matrix FFN at the expert width, every layer MoE, bf16 everywhere; plain 1F1B, no DP sync; 8-GPU NVLink domains; tile-wave GEMMs, datasheet links", rows, r => r.Seconds(u, ModernRung.Naive)),
+            Rung("+ architecture", "the model preset's blocks in the DAG (issue 11): GQA/MLA projections, SwiGLU, shared experts, router and token permutation passes, causal and sliding-window attention; dense first layers and MTP by FLOP ratios (the slice is all MoE layers); MPT: causal attention", rows, r => r.Seconds(u, ModernRung.Architecture)),
+            Rung("+ precision recipe", "the precision recipe in the DAG (issue 11): linear-layer GEMMs at the recipe's peak with their quantize passes; attention, norms, logits and communication stay bf16", rows, r => r.Seconds(u, ModernRung.Precision)),
+            Rung("+ Megatron-Core layout", "interleaved virtual stages in the pipeline law, distributed-optimizer reduce-scatter/all-gather over DP (and DP/EP for experts), FSDP gathers per microbatch, all exposed (issue 12's folding, CP and DualPipe not landed)", rows, r => r.Seconds(u, ModernRung.Layout)),
+            Rung("+ topology", "the preset's NVLink domain (72 GPUs on NVL72 racks) for all-to-all and DP groups (issue 13's multi-rail collectives not landed)", rows, r => r.Seconds(u, ModernRung.Topology)),
             Rung("+ fitted efficiencies", "one fit per GPU generation (in-sample)", rows, r => r.Seconds(fits[r.Run.Generation])),
             new ModernAblationRung("+ fitted, leave-one-model-out", "the same fit without the predicted model's rows", lomo.Length == 0 ? null : Mape(lomo.Select(e => e.LomoErrorPct)),
                 lomo.GroupBy(e => e.TargetGroup).ToDictionary(g => g.Key, g => Mape(g.Select(e => e.LomoErrorPct)))),
@@ -338,11 +384,11 @@ public static class ModernSuite
         var m = x.Row;
         return rung switch
         {
-            "naive" => m.Seconds(u, false, false, false, false),
-            "+ architecture" => m.Seconds(u, true, false, false, false),
-            "+ precision recipe" => m.Seconds(u, true, true, false, false),
-            "+ Megatron-Core layout" => m.Seconds(u, true, true, true, false),
-            "+ topology" => m.Seconds(u),
+            "naive" => m.Seconds(u, ModernRung.Naive),
+            "+ architecture" => m.Seconds(u, ModernRung.Architecture),
+            "+ precision recipe" => m.Seconds(u, ModernRung.Precision),
+            "+ Megatron-Core layout" => m.Seconds(u, ModernRung.Layout),
+            "+ topology" => m.Seconds(u, ModernRung.Topology),
             "+ fitted efficiencies" => m.Seconds(r.Fits[m.Run.Generation]),
             _ => x.Row.Run.MeasuredIterationSeconds * x.Measured / x.LeaveOneModelOut,
         };

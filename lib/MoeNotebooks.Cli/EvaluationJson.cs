@@ -21,7 +21,8 @@ public static class EvaluationJson
             w.WriteStartArray("warnings");
             foreach (var warning in EvaluationWarnings.Of(e)) w.WriteStringValue(warning);
             w.WriteEndArray();
-            w.WriteNumber("operations", e.Dag.Count);
+            w.WriteNumber("operations", e.Dag.RepresentedCount);
+            if (e.Dag.IsFolded) w.WriteNumber("builtOperations", e.Dag.Count);
             w.WriteString("formula", e.Formula.ToString());
             w.WriteStartArray("terms");
             foreach (var t in e.Formula.MatmulTerms)

@@ -14,7 +14,9 @@ public static class EvaluationTable
         o.WriteLine($"Derivation {e.Dag.Description}");
         o.WriteLine($"Hardware   {e.Scenario.Hardware}");
         o.WriteLine($"Cost model {e.Cost.Name}");
-        o.WriteLine($"DAG        {e.Dag.Count.ToString("N0", c)} operations, {e.Dag.EdgeCount.ToString("N0", c)} edges");
+        o.WriteLine(e.Dag.IsFolded
+            ? $"DAG        {e.Dag.RepresentedCount.ToString("N0", c)} operations, folded to {e.Dag.Count.ToString("N0", c)} built ({e.Dag.FoldFactor} identical data-parallel replicas built once), {e.Dag.EdgeCount.ToString("N0", c)} edges"
+            : $"DAG        {e.Dag.Count.ToString("N0", c)} operations, {e.Dag.EdgeCount.ToString("N0", c)} edges");
         o.WriteLine();
         o.WriteLine(string.Create(c, $"Total      {r.TotalSeconds,12:F4} s"));
         o.WriteLine($"Memory     {e.Memory}");

@@ -38,6 +38,19 @@ public class MegatronLayoutTests
     }
 
     [Fact]
+    public void WithoutOverlapGradReduceEveryBucketWaitsForTheWholeBackward()
+    {
+        // Oracle: Megatron without --overlap-grad-reduce reduces all buckets after the backward (finalize_model_grads):
+        // the DP4 step is the DP1 step plus the sum of the eight layer all-reduces, back to back on the communication stream.
+        var one = new StrategySpec(1, 1, 1, 1) { Mode = WorkloadMode.Training, OverlapGradReduce = false };
+        var t1 = one.BuildDag(Dense).CriticalPath(CostModel.RooflineIdeal(H100.WithGpus(1))).TotalSeconds;
+        var dag4 = (one with { DP = 4 }).BuildDag(Dense with { Batch = 4 * Dense.Batch });
+        var d4 = CostModel.RooflineIdeal(H100.WithGpus(4)).Price(dag4);
+        var syncs = Enumerable.Range(0, dag4.Count).Where(op => dag4.Kind(op) == OpKind.GradientAllReduce && dag4.Gpu(op) == 0).Sum(op => d4[op]);
+        Assert.Equal(t1 + syncs, Scheduler.Schedule(dag4, d4).TotalSeconds, (t1 + syncs) * 1e-9);
+    }
+
+    [Fact]
     public void FirstAndLastStageLayersShapeTheDag()
     {
         // Oracle: hand count: 8 layers, pp 3, first stage 2, last stage 2 -> 2, 4, 2 layers; the embedding sits on

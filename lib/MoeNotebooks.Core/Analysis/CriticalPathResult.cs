@@ -101,13 +101,29 @@ public sealed class CriticalPathResult
     public ScheduledOp Describe(int op) =>
         new(op, Dag.Name(op), Dag.Kind(op), Dag.Category(op), Dag.Gpu(op), Dag.Layer(op), Dag.Microbatch(op), _start[op], _finish[op]);
 
-    /// <summary>Every operation in time, one row per GPU taking part (collectives appear on each member).</summary>
+    /// <summary>
+    /// Every operation in time, one row per GPU taking part (collectives appear on each member). In a folded DAG each
+    /// operation also appears on every GPU its representatives stand for: the rows of the whole DAG.
+    /// </summary>
     public IEnumerable<ScheduledOp> Timeline()
     {
-        for (var op = 0; op < Dag.Count; op++)
+        var dag = Dag;
+        List<int>[]? represented = null;
+        if (dag.IsFolded)
+        {
+            represented = new List<int>[dag.GpuCount];
+            for (var g = 0; g < dag.GpuCount; g++) (represented[dag.Representative(g)] ??= new List<int>()).Add(g);
+        }
+        for (var op = 0; op < dag.Count; op++)
         {
             var d = Describe(op);
-            foreach (var g in Dag.Participants(op).ToArray()) yield return d with { Gpu = g };
+            if (represented is null)
+            {
+                foreach (var g in dag.Participants(op).ToArray()) yield return d with { Gpu = g };
+                continue;
+            }
+            foreach (var r in dag.Streams(op).ToArray())
+                foreach (var g in represented[r]!) yield return d with { Gpu = g };
         }
     }
 

@@ -75,7 +75,9 @@ public static class Scheduler
         var kinds = dag._kinds;
         var blocking = !dag.CommunicationOverlapsCompute;
         var groups = dag._groups;
-        var members = dag._groupMembers;
+        // The streams of a collective's members; in a folded DAG a member's streams are its representative's (all
+        // members of a symmetry class run the same operations at the same times), each listed once.
+        var members = dag._groupStreams;
         var predStart = dag._predStart;
         var preds = dag._preds;
         var total = 0.0;
@@ -121,7 +123,8 @@ public static class Scheduler
             else
             {
                 // A collective (only communication operations have a group): every member's communication stream,
-                // and its compute stream too when communication does not overlap compute.
+                // and its compute stream too when communication does not overlap compute. Members ascend, so the first
+                // member (of a folded class: its representative) to reach the latest free time names the predecessor.
                 var m = members[group];
                 foreach (var g in m)
                 {
@@ -154,7 +157,7 @@ public static class Scheduler
         for (var op = 0; op < n; op++)
         {
             if (dag.Category(op) == OpCategory.Communication)
-                foreach (var g in dag.Participants(op)) commCount[g + 1]++;
+                foreach (var g in dag.Streams(op)) commCount[g + 1]++;
             else
                 computeCount[dag.Gpu(op) + 1]++;
         }
@@ -167,7 +170,7 @@ public static class Scheduler
         {
             var cat = dag.Category(op);
             if (cat == OpCategory.Communication)
-                foreach (var g in dag.Participants(op)) commOps[mi[g]++] = op;
+                foreach (var g in dag.Streams(op)) commOps[mi[g]++] = op;
             else
             {
                 var g = dag.Gpu(op);
@@ -179,6 +182,9 @@ public static class Scheduler
         var intervals = new List<(double Start, double Finish)>();
         for (var g = 0; g < gpus; g++)
         {
+            // A folded GPU's usage is its representative's (computed first: representatives have the smallest ids of
+            // their class only in the default rank order, so take them in a pass of their own below).
+            if (dag.Representative(g) != g) continue;
             // Communication intervals may overlap one another (sends run beside collectives): merge them first,
             // then measure how much of the union lies under compute (compute intervals are disjoint and ascend).
             intervals.Clear();
@@ -203,6 +209,8 @@ public static class Scheduler
             var idle = total - mm - at - el - exposed;
             usage[g] = new GpuUsage(g, mm, at, el, exposed, overlap, idle > total * 1e-12 ? idle : 0);
         }
+        for (var g = 0; g < gpus; g++)
+            if (dag.Representative(g) != g) usage[g] = usage[dag.Representative(g)] with { Gpu = g };
         return usage;
     }
 }

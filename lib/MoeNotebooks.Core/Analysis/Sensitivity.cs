@@ -8,7 +8,7 @@ namespace MoeNotebooks.Analysis;
 /// time on the current critical path; <see cref="SavedSeconds"/> is what the total really drops when the whole
 /// class gets faster, after rescheduling (the critical path may move, so it can be less).
 /// </summary>
-public sealed record SensitivityRow(string Target, string Scope, int Operations, double CriticalPathSeconds, double NewTotalSeconds, double SavedSeconds)
+public sealed record SensitivityRow(string Target, string Scope, long Operations, double CriticalPathSeconds, double NewTotalSeconds, double SavedSeconds)
 {
     public double SavedPercent(double total) => total == 0 ? 0 : 100 * SavedSeconds / total;
 }
@@ -45,7 +45,8 @@ public static class Sensitivity
             foreach (var op in ops) scaled[op] *= 1 - speedup;
             var total = Scheduler.Schedule(dag, scaled, result.CostModel).TotalSeconds;
             var onPathSeconds = ops.Where(op => onPath[op]).Sum(op => baseline[op]);
-            rows.Add(new SensitivityRow(target, scope, ops.Count, onPathSeconds, total, result.TotalSeconds - total));
+            // Operations of the whole DAG (a folded operation counts as many as it stands for).
+            rows.Add(new SensitivityRow(target, scope, ops.Sum(op => dag.Multiplicity(op)), onPathSeconds, total, result.TotalSeconds - total));
         }
         return rows.OrderByDescending(r => r.SavedSeconds).ThenBy(r => r.Target, StringComparer.Ordinal).ToArray();
     }

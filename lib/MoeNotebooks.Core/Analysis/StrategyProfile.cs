@@ -19,12 +19,12 @@ public sealed record StrategyProfile(
     string LargestMatmulOperation,
     double MatmulFlopsPerLayerOnGpu0,
     // 2. Granularity
-    int Operations,
+    long Operations,
     int MatmulOperationsPerLayerOnGpu0,
     double MeanMatmulSeconds,
     int CriticalPathOperations,
     // 3. Communication
-    int CommunicationOperations,
+    long CommunicationOperations,
     double CommunicationBytesPerGpu,
     double CommunicationSecondsOnCriticalPath,
     double ExposedCommunicationSecondsPerGpu,
@@ -55,25 +55,35 @@ public sealed record StrategyProfile(
         var gpus = dag.GpuCount;
         var commBytes = new double[gpus];
         var expertTokens = new double[gpus];
-        int comm = 0, matmuls = 0;
+        long comm = 0, matmuls = 0;
         var matmulSeconds = 0.0;
+        // Counts are the whole DAG's: a folded operation counts as many times as it stands for (Multiplicity), and a
+        // representative's per-GPU figures are copied to the GPUs of its class below.
         for (var op = 0; op < dag.Count; op++)
         {
             var kind = dag.Kind(op);
+            var times = dag.Multiplicity(op);
             if (dag.Category(op) == OpCategory.Communication)
             {
-                comm++;
-                foreach (var g in dag.Participants(op)) commBytes[g] += dag.Bytes(op);
+                comm += times;
+                foreach (var g in dag.Streams(op)) commBytes[g] += dag.Bytes(op);
             }
             else if (kind.IsMatmulShaped())
             {
-                matmuls++;
-                matmulSeconds += result.Durations[op];
+                matmuls += times;
+                matmulSeconds += times * result.Durations[op];
                 // Tokens an expert processes: rows of its up projection (forward only, so training counts once).
                 if (kind == OpKind.ExpertUp && dag.Phase(op) == OpPhase.Forward) expertTokens[dag.Gpu(op)] += dag.Shape(op).M * (double)dag.Shape(op).Batch;
             }
         }
 
+        for (var g = 0; g < gpus; g++)
+        {
+            var r = dag.Representative(g);
+            if (r == g) continue;
+            commBytes[g] = commBytes[r];
+            expertTokens[g] = expertTokens[r];
+        }
         var compute = result.PerGpu.Select(g => g.ComputeBusySeconds).ToArray();
         var total = result.TotalSeconds;
         return new StrategyProfile(
@@ -85,7 +95,7 @@ public sealed record StrategyProfile(
             largest?.Shape ?? "-",
             largest?.Operation ?? "-",
             layer.Sum(r => r.TotalFlops),
-            dag.Count,
+            dag.RepresentedCount,
             layer.Sum(r => r.Count),
             matmuls == 0 ? 0 : matmulSeconds / matmuls,
             result.CriticalOps.Count,

@@ -112,7 +112,7 @@ public static class StrategySearch
         var estimatedSeconds = 0.0;
         foreach (var c in candidates)
         {
-            try { estimatedSeconds += Derivations.DagFactory.EstimateOperations(scenario.Model, c) * Derivations.DagFactory.SecondsPerEstimatedOperation; }
+            try { estimatedSeconds += Derivations.DagFactory.EstimateOperations(scenario.Model, c, Derivations.DagFolding.Symmetric) * Derivations.DagFactory.SecondsPerEstimatedOperation; }
             catch (ConfigException) { }
         }
         if (estimatedSeconds / Math.Max(1, Environment.ProcessorCount) > MaxSearchSeconds)
@@ -134,7 +134,7 @@ public static class StrategySearch
             try
             {
                 candidate.Validated();
-                Derivations.DagFactory.CheckSize(candidate.Model, candidate.Strategy);   // before the memory estimate: refuse huge ones for nothing
+                Derivations.DagFactory.CheckSize(candidate.Model, candidate.Strategy, Derivations.DagFolding.Symmetric);   // before the memory estimate: refuse huge ones for nothing
                 if (options.SkipMemoryInfeasible && !MemoryModel.Estimate(candidate.Model, candidate.Strategy, candidate.Hardware).Feasible)
                     reasons[i] = $"memory: does not fit in {candidate.Hardware.Gpu.HbmCapacityBytes / 1e9:F0} GB per GPU (MemoryModel)";
                 reasons[i] ??= options.InfeasibleReason?.Invoke(candidate);
@@ -142,7 +142,7 @@ public static class StrategySearch
                 {
                     var e = QuickEvaluation.Run(candidate, null, workspace, breakdown: false);
                     totals[i] = e.TotalSeconds;
-                    operations[i] = e.Dag.Count;
+                    operations[i] = (int)Math.Min(e.Dag.RepresentedCount, int.MaxValue);
                 }
             }
             catch (ConfigException e) { reasons[i] = QuickEvaluation.Reason(e); }
@@ -164,7 +164,8 @@ public static class StrategySearch
             .Select(i =>
             {
                 var s = scenario with { Hardware = hardware, Strategy = candidates[i] };
-                var result = s.BuildDag().CriticalPath(s.CreateCostModel());
+                var cost = s.CreateCostModel();
+                var result = s.BuildDagFor(cost).CriticalPath(cost);
                 return new SearchCandidate(candidates[i], result.TotalSeconds, operations[i], result.BreakdownSeconds, result.CriticalPathSecondsByCategory);
             })
             .ToArray();

@@ -387,7 +387,7 @@ public sealed class Sweep
         {
             var e = QuickEvaluation.Run(scenario, worker.Model == scenario.Model && worker.Strategy == scenario.Strategy ? worker.Dag : null, worker.Workspace, breakdown);
             (worker.Model, worker.Strategy, worker.Dag) = (scenario.Model, scenario.Strategy, e.Dag);
-            return new SweepRow(index, values, true, null, scenario.Hardware.GpuCount, e.Dag.Count, e.TotalSeconds,
+            return new SweepRow(index, values, true, null, scenario.Hardware.GpuCount, (int)Math.Min(e.Dag.RepresentedCount, int.MaxValue), e.TotalSeconds,
                 e.Breakdown?["matmul"] ?? double.NaN, e.Breakdown?["attention"] ?? double.NaN, e.Breakdown?["elementwise"] ?? double.NaN,
                 e.Breakdown?["communication"] ?? double.NaN, e.Breakdown?["idle"] ?? double.NaN);
         }
@@ -410,8 +410,9 @@ internal static class QuickEvaluation
     /// </summary>
     public static Outcome Run(Scenario scenario, OperatorDag? dag, ScheduleWorkspace workspace, bool breakdown)
     {
-        dag ??= scenario.BuildDag();
         var cost = scenario.CreateCostModel();
+        if (dag is not null && dag.IsFolded && !cost.PricesFoldSymmetrically(dag)) dag = null;
+        dag ??= scenario.BuildDagFor(cost);
         if (!breakdown) return new(dag, dag.TotalSeconds(cost, workspace), null);
         var result = dag.CriticalPath(cost);
         return new(dag, result.TotalSeconds, result.BreakdownSeconds);

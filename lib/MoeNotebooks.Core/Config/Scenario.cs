@@ -59,16 +59,31 @@ public sealed record Scenario(string Name, ModelSpec Model, HardwareSpec Hardwar
     /// <summary>The same scenario priced by a named cost model (<see cref="CostModelSpec.Named"/>).</summary>
     public Scenario WithCostModel(string name) => this with { CostModel = CostModelSpec.Named(name) };
 
-    public OperatorDag BuildDag() => Strategy.BuildDag(Model);
+    /// <summary>The operator DAG: whole by default (the oracle), or folded onto one representative per symmetry class.</summary>
+    public OperatorDag BuildDag(DagFolding folding = DagFolding.None) => Strategy.BuildDag(Model, folding);
 
     public CostModel CreateCostModel() => CostModel.Create(Hardware);
 
-    /// <summary>Builds, prices and schedules the DAG and derives the formula.</summary>
-    public Evaluation Evaluate()
+    /// <summary>
+    /// The DAG to price with <paramref name="cost"/>: folded when <paramref name="folding"/> asks for it and the cost
+    /// model keeps the replicas identical (<see cref="Costs.CostModel.PricesFoldSymmetrically"/>), otherwise whole.
+    /// </summary>
+    public OperatorDag BuildDagFor(CostModel cost, DagFolding folding = DagFolding.Symmetric)
+    {
+        var dag = BuildDag(folding);
+        return dag.IsFolded && !cost.PricesFoldSymmetrically(dag) ? BuildDag(DagFolding.None) : dag;
+    }
+
+    /// <summary>
+    /// Builds, prices and schedules the DAG and derives the formula. By default the DAG is folded (data-parallel
+    /// replicas built once, <see cref="DagFolding.Symmetric"/>): the total, critical path and breakdowns are the whole
+    /// DAG's; <see cref="DagFolding.None"/> builds every GPU.
+    /// </summary>
+    public Evaluation Evaluate(DagFolding folding = DagFolding.Symmetric)
     {
         Validated();
-        var dag = BuildDag();
         var cost = CreateCostModel();
+        var dag = BuildDagFor(cost, folding);
         var result = dag.CriticalPath(cost);
         // Bounded inputs price to finite times; if some combination still overflows, refuse it here rather than
         // hand an infinite total to a writer, a chart or a comparison.

@@ -73,11 +73,52 @@ public sealed class CostModel(string name, IComputeCostModel compute, ICommunica
         return durations;
     }
 
+    /// <summary>
+    /// Whether this cost model keeps a folded DAG's symmetry (always true for a DAG built whole): every collective or
+    /// send within one representative's class images (e.g. replica 0's TP all-reduce) must cost exactly what its image
+    /// on every other member of the classes costs (replica k's), and every collective spanning several members of a
+    /// class must contain the whole class. Compute is priced by shape alone, so only communication is checked: a
+    /// topology-aware model prices replica k's groups differently when they straddle node boundaries that replica 0's
+    /// do not (e.g. pipeline stages placed innermost with a node size that does not divide the replica), and then the
+    /// replicas are not identical and the DAG must be built whole.
+    /// </summary>
+    public bool PricesFoldSymmetrically(OperatorDag dag)
+    {
+        if (dag._classMembers is not { } classes) return true;
+        var table = dag._classTable;
+        var image = Array.Empty<int>();
+        for (var c = 0; c < table.Length; c++)
+        {
+            var pc = table[c];
+            if (pc.Kind != PriceKind.Communication) continue;
+            var members = dag._groupMembers[pc.Group];
+            var streams = dag._groupStreams[pc.Group];
+            if (streams.Length != members.Length)
+            {
+                // Spans several members of a class: the symmetries map it onto itself only if it holds whole classes.
+                if (members.Length != streams.Length * dag.FoldFactor) return false;
+                continue;
+            }
+            var baseline = Communication.Seconds(pc.Pattern, pc.Bytes, members);
+            if (image.Length != members.Length) image = new int[members.Length];
+            for (var k = 1; k < dag.FoldFactor; k++)
+            {
+                for (var j = 0; j < members.Length; j++) image[j] = classes[members[j]]![k];
+                Array.Sort(image);
+                // Bitwise: the scheduler's equality across replicas is exact, so the prices must be too.
+                if (Communication.Seconds(pc.Pattern, pc.Bytes, image) != baseline) return false;
+            }
+        }
+        return true;
+    }
+
     /// <summary>Writes the durations into <paramref name="durations"/> (length <see cref="OperatorDag.Count"/>), for callers that reuse a buffer.</summary>
     public void Price(OperatorDag dag, Span<double> durations)
     {
         if (durations.Length != dag.Count)
             throw new ArgumentException($"durations has {durations.Length} entries but the DAG has {dag.Count} operations", nameof(durations));
+        if (dag.IsFolded && !PricesFoldSymmetrically(dag))
+            throw new InvalidOperationException($"cost model {Name} prices the replicas of the folded DAG '{dag.Description}' differently (their groups sit differently on the nodes): build it whole (DagFolding.None)");
         var classes = dag._classes;
         var priced = new double[dag.PriceClassCount];
         var done = new bool[priced.Length];

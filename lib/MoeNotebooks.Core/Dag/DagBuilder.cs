@@ -43,6 +43,33 @@ public sealed class DagBuilder
     /// <summary>Whether communication runs on its own stream (overlapping compute) or on the compute stream.</summary>
     public bool CommunicationOverlapsCompute { get; set; } = true;
 
+    private int[]? _representative;
+
+    /// <summary>
+    /// Declares the DAG folded (see <see cref="OperatorDag.IsFolded"/>): <paramref name="representative"/>[g] is the GPU
+    /// whose operations stand for GPU g. Every class must have the same size and contain its representative; only
+    /// representatives may carry compute operations and sends. The caller guarantees that the whole DAG is symmetric
+    /// under exchanging the members of a class (the derivations fold only what is identical by construction).
+    /// </summary>
+    public void FoldOnto(int[] representative)
+    {
+        if (representative.Length != GpuCount) throw new DagException($"a fold maps {representative.Length} GPUs but the DAG has {GpuCount}");
+        var size = new int[GpuCount];
+        foreach (var r in representative)
+        {
+            CheckGpu(r);
+            if (representative[r] != r) throw new DagException($"GPU {r} represents others but is itself represented by GPU {representative[r]}");
+            size[r]++;
+        }
+        var classSize = size[representative[0]];
+        for (var g = 0; g < GpuCount; g++)
+            if (size[g] != 0 && size[g] != classSize) throw new DagException($"fold classes differ in size: GPU {g} represents {size[g]}, GPU {representative[0]} {classSize}");
+        _representative = (int[])representative.Clone();
+    }
+
+    /// <summary>Whether <paramref name="gpu"/> carries operations (always, unless the DAG is folded onto others).</summary>
+    public bool IsBuilt(int gpu) => _representative is null || _representative[gpu] == gpu;
+
     /// <summary>Reserves room for this many operations and dependency edges in total (optional; avoids regrowth).</summary>
     public void EnsureCapacity(int operations, int edges = 0)
     {
@@ -113,6 +140,7 @@ public sealed class DagBuilder
         if (shape.M <= 0 || shape.K <= 0 || shape.N <= 0 || shape.Batch <= 0)
             throw new DagException(string.Create(CultureInfo.InvariantCulture, $"{kind} on GPU {gpu}: shape must be positive, got b={shape.Batch}, m={shape.M}, k={shape.K}, n={shape.N}"));
         CheckGpu(gpu);
+        CheckBuilt(gpu);
         var dtype = _kindDtype.GetValueOrDefault(kind);
         return Append(kind, gpu, -1, layer, microbatch, index, new PriceClass(PriceKind.Matmul, CollectivePattern.None, shape, 0, -1, dtype), deps);
     }
@@ -122,6 +150,7 @@ public sealed class DagBuilder
     {
         if (bytes < 0) throw new DagException($"elementwise bytes must be >= 0, got {bytes}");
         CheckGpu(gpu);
+        CheckBuilt(gpu);
         return Append(OpKind.Elementwise, gpu, -1, layer, microbatch, index, new PriceClass(PriceKind.Elementwise, CollectivePattern.None, default, bytes, -1), deps);
     }
 
@@ -147,6 +176,8 @@ public sealed class DagBuilder
         if (from == to) throw new DagException($"a send needs two GPUs, got {from} to itself");
         if (bytes < 0) throw new DagException($"{OpKind.PipelineSend}: bytes must be >= 0, got {bytes}");
         var group = Group([from, to]);
+        CheckBuilt(from);
+        CheckBuilt(to);
         return Append(OpKind.PipelineSend, from, group, -1, microbatch, -1, new PriceClass(PriceKind.Communication, OpKind.PipelineSend.Pattern(), default, bytes, group), deps);
     }
 
@@ -189,6 +220,11 @@ public sealed class DagBuilder
         Array.Resize(ref _predStart, capacity + 1);
     }
 
+    private void CheckBuilt(int gpu)
+    {
+        if (!IsBuilt(gpu)) throw new DagException($"GPU {gpu} is folded onto GPU {_representative![gpu]}: only representatives carry operations");
+    }
+
     private void CheckGpu(int gpu)
     {
         if (gpu < 0 || gpu >= GpuCount) throw new DagException($"GPU {gpu} is outside 0..{GpuCount - 1}");
@@ -198,7 +234,7 @@ public sealed class DagBuilder
         Description, GpuCount, ElementBytes, Dtype, CommunicationOverlapsCompute,
         _kinds[.._count], _phases[.._count], _gpus[.._count], _groups[.._count], _layers[.._count], _microbatches[.._count], _indices[.._count],
         _classes[.._count], _classTable.ToArray(),
-        _predStart[..(_count + 1)], _preds[.._edgeCount], _groupMembers.ToArray())
+        _predStart[..(_count + 1)], _preds[.._edgeCount], _groupMembers.ToArray(), _representative)
     {
         MatmulDtypes = [(Dtype, ElementBytes), .. _dtypes],
     };

@@ -15,7 +15,7 @@ public sealed class OperatorDag
         string description, int gpuCount, int elementBytes, string dtype, bool communicationOverlapsCompute,
         OpKind[] kinds, OpPhase[] phases, int[] gpus, int[] groups, int[] layers, int[] microbatches, int[] indices,
         int[] classes, PriceClass[] classTable,
-        int[] predStart, int[] preds, int[][] groupMembers)
+        int[] predStart, int[] preds, int[][] groupMembers, int[]? representative = null)
     {
         Description = description;
         GpuCount = gpuCount;
@@ -25,6 +25,82 @@ public sealed class OperatorDag
         _kinds = kinds; _phases = phases; _gpus = gpus; _groups = groups; _layers = layers; _microbatches = microbatches; _indices = indices;
         _classes = classes; _classTable = classTable;
         _predStart = predStart; _preds = preds; _groupMembers = groupMembers;
+        _representative = representative;
+        _groupStreams = groupMembers;
+        FoldFactor = 1;
+        if (representative is null) return;
+        var classSize = new int[gpuCount];
+        foreach (var r in representative) classSize[r]++;
+        FoldFactor = classSize[representative[0]];
+        _classMembers = new int[gpuCount][];
+        for (var g = 0; g < gpuCount; g++)
+        {
+            var r = representative[g];
+            var members = _classMembers[r] ??= new int[FoldFactor];
+            members[--classSize[r]] = g;
+        }
+        foreach (var members in _classMembers) if (members is not null) Array.Sort(members);
+        _groupStreams = new int[groupMembers.Length][];
+        for (var i = 0; i < groupMembers.Length; i++)
+        {
+            // The distinct representatives of a group's members, in the order of their first member (members ascend):
+            // the streams the scheduler waits on and advances for a collective over the group.
+            var streams = new List<int>(groupMembers[i].Length);
+            foreach (var g in groupMembers[i]) if (!streams.Contains(representative[g])) streams.Add(representative[g]);
+            _groupStreams[i] = streams.Count == groupMembers[i].Length ? groupMembers[i] : streams.ToArray();
+        }
+    }
+
+    // Symmetry folding (see Representative): null for a DAG built whole.
+    internal readonly int[]? _representative;
+
+    /// <summary>
+    /// Folded: per representative, the members of its class in ascending order (null for other GPUs). The k-th symmetry
+    /// of the fold maps every class's smallest member to its k-th smallest (the derivations fold so that this holds:
+    /// replica 0's rank to replica k's).
+    /// </summary>
+    internal readonly int[]?[]? _classMembers;
+
+    /// <summary>Per group, the distinct representatives of its members (the members themselves in a DAG built whole).</summary>
+    internal readonly int[][] _groupStreams;
+
+    /// <summary>
+    /// True when the DAG was built folded: only one representative GPU per symmetry class (e.g. data-parallel replica 0)
+    /// carries operations, and every other GPU of the class runs, by construction, the same operations at the same
+    /// times. Collectives keep their full member lists (so cost models see every GPU and node a group spans); the
+    /// scheduler runs a member's streams as its representative's. Totals, critical paths and breakdowns equal the
+    /// whole DAG's; operation counts are the built ones (<see cref="RepresentedCount"/> gives the whole DAG's).
+    /// </summary>
+    public bool IsFolded => _representative is not null;
+
+    /// <summary>GPUs each representative stands for (1 for a DAG built whole).</summary>
+    public int FoldFactor { get; }
+
+    /// <summary>The GPU whose operations and streams stand for <paramref name="gpu"/> (itself in a DAG built whole).</summary>
+    public int Representative(int gpu) => _representative is null ? gpu : _representative[gpu];
+
+    /// <summary>
+    /// How many operations of the whole DAG this operation stands for: <see cref="FoldFactor"/> for one that runs within
+    /// a representative's class (its image on every other member of the class is not built), fewer for a collective
+    /// spanning several members of a class (one collective over all replicas stands for itself only).
+    /// </summary>
+    public long Multiplicity(int op)
+    {
+        if (_representative is null) return 1;
+        var group = _groups[op];
+        return group < 0 ? FoldFactor : (long)FoldFactor * _groupStreams[group].Length / _groupMembers[group].Length;
+    }
+
+    /// <summary>Operations of the whole DAG (<see cref="Count"/> when built whole).</summary>
+    public long RepresentedCount
+    {
+        get
+        {
+            if (_representative is null) return Count;
+            long n = 0;
+            for (var op = 0; op < Count; op++) n += Multiplicity(op);
+            return n;
+        }
     }
 
     // Per operation: 2 + 7 x 4 bytes plus 4 per edge. Shapes and byte counts live in a small table of price
@@ -70,6 +146,13 @@ public sealed class OperatorDag
         _groups[op] < 0 ? new ReadOnlySpan<int>(_gpus, op, 1) : _groupMembers[_groups[op]];
 
     public int Group(int op) => _groups[op];
+
+    /// <summary>
+    /// The GPUs whose streams an operation occupies and whose per-GPU figures it adds to: its participants, or in a
+    /// folded DAG their distinct representatives (each stands for its whole class).
+    /// </summary>
+    public ReadOnlySpan<int> Streams(int op) =>
+        _groups[op] < 0 ? new ReadOnlySpan<int>(_gpus, op, 1) : _groupStreams[_groups[op]];
     public ReadOnlySpan<int> GroupMembers(int group) => _groupMembers[group];
 
     /// <summary>Transformer layer the operation belongs to, or -1.</summary>

@@ -42,8 +42,20 @@ internal sealed class CorrectedDerivation
     private readonly long _e, _activationBytes;
     private readonly (int First, int Count)[] _chunkLayers;
     private readonly Dictionary<(int Gpu, int Layer), int> _layerBackwardDone = new();
+    private Dictionary<int, int>? _lastBackward;
 
-    private CorrectedDerivation(ModelSpec model, StrategySpec st)
+    /// <summary>
+    /// Data-parallel replicas built: all of them, or only replica 0 when folding (<see cref="DagFolding.Symmetric"/>).
+    /// Replicas are identical by construction: every block and the pipeline driver depend on the replica only through
+    /// the GPU ids (<see cref="StrategySpec.Rank"/>), the routing is the same in every replica, and the only operations
+    /// linking replicas are the gradient synchronisation and ZeRO gathers, collectives whose groups contain every
+    /// replica's image of a rank. Exchanging two replicas' GPUs therefore maps the whole DAG onto itself, and so does the
+    /// schedule: every replica's GPUs run the same operations at the same times, which is what the folded scheduler assumes.
+    /// </summary>
+    private readonly int _builtReplicas;
+    private readonly int[]? _representative;
+
+    private CorrectedDerivation(ModelSpec model, StrategySpec st, DagFolding folding)
     {
         _m = model;
         _st = st;
@@ -58,12 +70,29 @@ internal sealed class CorrectedDerivation
         _activationBytes = _c.ActivationBytes;
         _chunkCount = st.PP * st.VirtualStages;
         _chunkLayers = st.ChunkLayers(model.Layers);
+        _builtReplicas = st.DP;
+        if (folding == DagFolding.Symmetric && st.DP > 1)
+        {
+            _builtReplicas = 1;
+            var representative = new int[st.GpuCount];
+            for (var dp = 0; dp < st.DP; dp++)
+            for (var pp = 0; pp < st.PP; pp++)
+            for (var er = 0; er < st.EP; er++)
+            for (var tr = 0; tr < st.TP; tr++)
+                representative[st.Rank(dp, pp, er, tr)] = st.Rank(0, pp, er, tr);
+            _b.FoldOnto(representative);
+            _representative = representative;
+        }
     }
 
+    /// <summary>The GPU whose operations stand for <paramref name="gpu"/> (replica 0's image when folded).</summary>
+    private int Rep(int gpu) => _representative is null ? gpu : _representative[gpu];
+
     /// <param name="expectedOperations">Room to reserve up front (an estimate; the builder still grows past it).</param>
-    public static OperatorDag Build(ModelSpec model, StrategySpec st, double expectedOperations = 0)
+    /// <param name="folding">Build every GPU, or one data-parallel replica standing for all (exact, see <see cref="_builtReplicas"/>).</param>
+    public static OperatorDag Build(ModelSpec model, StrategySpec st, double expectedOperations = 0, DagFolding folding = DagFolding.None)
     {
-        var derivation = new CorrectedDerivation(model, st);
+        var derivation = new CorrectedDerivation(model, st, folding);
         derivation._b.Reserve(expectedOperations);
         return derivation.BuildDag();
     }
@@ -87,6 +116,7 @@ internal sealed class CorrectedDerivation
         var remaining = plan.Sum(p => p.Count);
         var gradientOps = new List<int>[_st.GpuCount];
         for (var g = 0; g < gradientOps.Length; g++) gradientOps[g] = new List<int>();
+        var deferredSyncs = new List<int>();
         while (remaining > 0)
         {
             var progress = false;
@@ -97,18 +127,31 @@ internal sealed class CorrectedDerivation
                     var item = plan[stage][next[stage]];
                     var input = InputOf(item);
                     if (input is not null && !outputs.ContainsKey(input.Value)) break;
-                    var perReplica = new int[_st.DP][];
-                    for (var dp = 0; dp < _st.DP; dp++)
+                    var perReplica = new int[_builtReplicas][];
+                    for (var dp = 0; dp < _builtReplicas; dp++)
                         perReplica[dp] = SendOnward(dp, item, EmitItem(dp, item, input is null ? null : outputs[input.Value][dp]));
                     outputs[item] = perReplica;
                     if (item.Backward && item.Microbatch == _st.Microbatches - 1 && LastMicrobatchOfChunk(plan[stage], next[stage]))
-                        EmitGradientSync(item.Chunk, gradientOps);
+                    {
+                        // --overlap-grad-reduce: each chunk's buckets go as soon as its last backward is issued;
+                        // without it Megatron reduces every bucket after the whole backward (finalize_model_grads).
+                        if (_st.OverlapGradReduce) EmitGradientSync(item.Chunk, gradientOps);
+                        else deferredSyncs.Add(item.Chunk);
+                    }
                     next[stage]++;
                     remaining--;
                     progress = true;
                 }
             }
             if (!progress) throw new InvalidOperationException($"pipeline schedule {_st.Schedule} deadlocks for {_st}");
+        }
+        if (deferredSyncs.Count > 0)
+        {
+            // Every backward is issued: each GPU's last backward operation, once.
+            _lastBackward = new Dictionary<int, int>();
+            foreach (var ((gpu, _), op) in _layerBackwardDone)
+                _lastBackward[gpu] = Math.Max(_lastBackward.GetValueOrDefault(gpu, -1), op);
+            foreach (var chunk in deferredSyncs) EmitGradientSync(chunk, gradientOps);
         }
         if (_training) EmitOptimizer(gradientOps);
         return _b.Build();
@@ -257,16 +300,19 @@ internal sealed class CorrectedDerivation
         if (ranks.Length < 2 || bytes <= 0) return;
         // Waits for the layer's last backward operation on every member: on a compute stream that is issued after
         // the layer's weight-gradient products, so they are done. Later layers' backward overlaps it.
-        var deps = ranks.Select(g => _layerBackwardDone[(g, layer)]).Distinct().ToArray();
+        // Folded: a member's last backward is its representative's (same operation, same time), the group stays whole.
+        var deps = _st.OverlapGradReduce
+            ? ranks.Select(g => _layerBackwardDone[(Rep(g), layer)]).Distinct().ToArray()
+            : ranks.Select(g => _lastBackward![Rep(g)]).Distinct().ToArray();
         var op = _b.AddCommunication(kind, _b.Group(ranks), bytes, layer, deps);
-        foreach (var g in ranks) gradientOps[g].Add(op);
+        foreach (var g in ranks) if (_b.IsBuilt(g)) gradientOps[g].Add(op);
     }
 
     private void EmitOptimizer(List<int>[] gradientOps)
     {
         _b.Phase = OpPhase.Update;
         var steps = new int[_st.GpuCount];
-        for (var dp = 0; dp < _st.DP; dp++)
+        for (var dp = 0; dp < _builtReplicas; dp++)
         for (var pp = 0; pp < _st.PP; pp++)
         for (var er = 0; er < _st.EP; er++)
         for (var tr = 0; tr < _st.TP; tr++)
@@ -285,7 +331,7 @@ internal sealed class CorrectedDerivation
         for (var tr = 0; tr < _st.TP; tr++)
         {
             var ranks = Enumerable.Range(0, _st.DP).Select(dp => _st.Rank(dp, pp, er, tr)).ToArray();
-            _b.AddCommunication(OpKind.ParameterAllGather, _b.Group(ranks), ParameterCounts.OnStage(_m, _st, pp).Total * _e, -1, ranks.Select(g => steps[g]).ToArray());
+            _b.AddCommunication(OpKind.ParameterAllGather, _b.Group(ranks), ParameterCounts.OnStage(_m, _st, pp).Total * _e, -1, ranks.Select(g => steps[Rep(g)]).Distinct().ToArray());
         }
     }
 

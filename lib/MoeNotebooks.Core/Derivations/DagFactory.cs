@@ -22,17 +22,23 @@ public static class DagFactory
     /// <summary>Longest evaluation accepted (estimated): a bigger one is refused at once instead of running for minutes.</summary>
     public const double MaxEstimatedSeconds = 30;
 
-    /// <summary>Builds the DAG; the GPU count is the strategy's (EP x TP x PP x DP).</summary>
-    public static OperatorDag BuildDag(this StrategySpec strategy, ModelSpec model)
+    /// <summary>
+    /// Builds the DAG; the GPU count is the strategy's (EP x TP x PP x DP). <paramref name="folding"/>
+    /// <see cref="DagFolding.Symmetric"/> builds one representative per symmetry class (see <see cref="OperatorDag.IsFolded"/>;
+    /// the corrected derivation folds data-parallel replicas): the same total, critical path and breakdowns as the whole
+    /// DAG, which <see cref="DagFolding.None"/> (the default, the oracle) builds.
+    /// </summary>
+    public static OperatorDag BuildDag(this StrategySpec strategy, ModelSpec model, DagFolding folding = DagFolding.None)
     {
         strategy.CheckFits(model, strategy.GpuCount);
         if (strategy.Derivation == Derivation.Corrected)
             model.CheckTensorParallel(strategy.TP, strategy.Attention == AttentionPlacement.DataParallel ? strategy.TP : strategy.TP * strategy.EP);
-        var estimate = CheckSize(model, strategy);
+        if (strategy.Derivation == Derivation.Seed) folding = DagFolding.None;
+        var estimate = CheckSize(model, strategy, folding);
         return strategy.Derivation switch
         {
             Derivation.Seed => SeedDerivation.Build(model, strategy, estimate),
-            _ => CorrectedDerivation.Build(model, strategy, estimate),
+            _ => CorrectedDerivation.Build(model, strategy, estimate, folding),
         };
     }
 
@@ -41,9 +47,9 @@ public static class DagFactory
     /// would exceed <see cref="MaxOperations"/> or whose evaluation would take more than <see cref="MaxEstimatedSeconds"/>;
     /// returns the operation estimate. Costs nothing: no DAG is built.
     /// </summary>
-    public static double CheckSize(ModelSpec model, StrategySpec strategy)
+    public static double CheckSize(ModelSpec model, StrategySpec strategy, DagFolding folding = DagFolding.None)
     {
-        var estimate = EstimateOperations(model, strategy);
+        var estimate = EstimateOperations(model, strategy, folding);
         var seconds = estimate * SecondsPerEstimatedOperation;
         if (estimate > MaxOperations || seconds > MaxEstimatedSeconds)
             throw new ConfigException("strategy", strategy.ToString(),
@@ -57,8 +63,10 @@ public static class DagFactory
     /// collectives, two products per local head and per local expert; times microbatches; times four for a
     /// training step with recomputation (forward, recompute, dX, dW).
     /// </summary>
-    public static double EstimateOperations(ModelSpec model, StrategySpec st)
+    public static double EstimateOperations(ModelSpec model, StrategySpec st, DagFolding folding = DagFolding.None)
     {
+        if (folding == DagFolding.Symmetric && st.Derivation != Derivation.Seed && st.DP > 1)
+            return EstimateOperations(model, st with { DP = 1 }) + (double)model.Layers * st.GpuCount / st.DP * 2;
         double heads = Math.Max(1, model.AttentionHeads / st.TP);
         double experts = model.IsDense ? 2 : Math.Max(1, model.Experts / Math.Max(1, st.EP)) * Math.Max(1, st.AllToAllChunks);
         var perLayerPerGpu = 16 + 2 * heads + 2 * experts + 4 * st.AllToAllChunks;
@@ -66,4 +74,17 @@ public static class DagFactory
         var layerInstances = (double)model.Layers / st.PP * st.GpuCount * st.Microbatches;
         return layerInstances * perLayerPerGpu * passes;
     }
+}
+
+/// <summary>How much of a DAG is built: every GPU, or one representative per class of identical GPUs.</summary>
+public enum DagFolding
+{
+    /// <summary>Every GPU's operations (the oracle for folded DAGs).</summary>
+    None,
+
+    /// <summary>
+    /// One representative per symmetry class: data-parallel replica 0 stands for every replica (identical by
+    /// construction); collectives keep their whole groups. Exact: same total, critical path and breakdowns.
+    /// </summary>
+    Symmetric,
 }
