@@ -20,6 +20,10 @@ public class GeneratorCoverageTests
         Assert.Contains(cases, c => c.Mode == WorkloadMode.Training && c.DP > 1);
         Assert.Contains(cases, c => c.Kernel == AttentionKernel.MaterializedDropout && c.Mode == WorkloadMode.Training);
         Assert.Contains(cases, c => !c.Overlap && c.Mode == WorkloadMode.Training && c.PP > 1 && c.TP > 1 && c.ScatterGather);
+        // Megatron-Core execution fields (issue 12), each in a training step where it matters.
+        Assert.Contains(cases, c => c.DistributedOptimizer && c.Mode == WorkloadMode.Training && (c.DP > 1 || c.EP > 1));
+        Assert.Contains(cases, c => !c.OverlapGradReduce && c.Mode == WorkloadMode.Training && (c.DP > 1 || c.EP > 1));
+        Assert.Contains(cases, c => c.FirstStageLayers is not null && c.Mode == WorkloadMode.Training && c.Layers > c.PP);
         // And every case is valid as generated (the properties assume it).
         Assert.All(cases.Take(200), c => _ = c.Scenario);
     }

@@ -18,17 +18,24 @@ public sealed record RandomCase(
 {
     public int Gpus => EP * TP * PP * DP;
 
+    /// <summary>Megatron-Core execution fields (issue 12): distributed optimizer, gradient-reduce overlap, explicit first-stage layers.</summary>
+    public bool DistributedOptimizer { get; init; }
+    public bool OverlapGradReduce { get; init; } = true;
+    public int? FirstStageLayers { get; init; }
+
     public override string ToString() => string.Create(CultureInfo.InvariantCulture,
         $"{Derivation} {Preset} ({GpusPerNode}/node) {(Efficiency ? "typical-hopper" : "ideal")} {Dtype}; EP{EP} TP{TP} PP{PP} DP{DP} mb{Microbatches}; " +
         $"layers {Layers}, H {HiddenSize}, heads {Heads}, F {Ffn}, experts {Experts}, topK {TopK}, batch {Batch}, seq {Sequence}; " +
-        $"{Mode} {Schedule}{(Recompute ? " recompute" : "")}{(Zipf > 0 ? $" zipf {Zipf}" : "")} {Kernel}{(Overlap ? "" : " blocking")}{(ScatterGather ? " scatter-gather" : "")}");
+        $"{Mode} {Schedule}{(Recompute ? " recompute" : "")}{(Zipf > 0 ? $" zipf {Zipf}" : "")} {Kernel}{(Overlap ? "" : " blocking")}{(ScatterGather ? " scatter-gather" : "")}" +
+        $"{(DistributedOptimizer ? " dist-opt" : "")}{(OverlapGradReduce ? "" : " no-grad-overlap")}{(FirstStageLayers is { } f ? $" first-stage {f}" : "")}");
 
     public ModelSpec Model => new("random", Layers, HiddenSize, Heads, Ffn, Experts, TopK, Batch, Sequence, ModelSpec.DtypeBytes[Dtype], Dtype)
     {
         Routing = Zipf > 0 ? new RoutingSpec(RoutingDistribution.Zipf, Zipf) : RoutingSpec.Uniform,
     };
 
-    public StrategySpec Strategy => new(EP, TP, PP, DP, Derivation, Microbatches) { Mode = Mode, Schedule = Schedule, Recompute = Recompute, AttentionKernel = Kernel, OverlapCommunication = Overlap, ScatterGather = ScatterGather };
+    public StrategySpec Strategy => new(EP, TP, PP, DP, Derivation, Microbatches) { Mode = Mode, Schedule = Schedule, Recompute = Recompute, AttentionKernel = Kernel, OverlapCommunication = Overlap, ScatterGather = ScatterGather,
+        UseDistributedOptimizer = DistributedOptimizer, OverlapGradReduce = OverlapGradReduce, DecoderFirstPipelineNumLayers = FirstStageLayers };
 
     public HardwareSpec Hardware => HardwareCatalog.Get(Preset) with { GpuCount = Gpus, GpusPerNode = GpusPerNode };
 
@@ -40,7 +47,9 @@ public sealed record RandomCase(
 
     private string ExecutionJson => Derivation == Derivation.Seed ? "" :
         $", \"mode\": \"{JsonObjectReader.Kebab(Mode.ToString())}\", \"schedule\": \"{JsonObjectReader.Kebab(Schedule.ToString())}\", \"recompute\": {(Recompute ? "true" : "false")}" +
-        $", \"attentionKernel\": \"{JsonObjectReader.Kebab(Kernel.ToString())}\", \"overlap\": {(Overlap ? "true" : "false")}, \"scatterGather\": {(ScatterGather ? "true" : "false")}";
+        $", \"attentionKernel\": \"{JsonObjectReader.Kebab(Kernel.ToString())}\", \"overlap\": {(Overlap ? "true" : "false")}, \"scatterGather\": {(ScatterGather ? "true" : "false")}" +
+        $", \"useDistributedOptimizer\": {(DistributedOptimizer ? "true" : "false")}, \"overlapGradReduce\": {(OverlapGradReduce ? "true" : "false")}" +
+        (FirstStageLayers is { } f ? string.Create(CultureInfo.InvariantCulture, $", \"decoderFirstPipelineNumLayers\": {f}") : "");
 
     /// <summary>The same configuration as a scenario file, for the loader and CLI paths.</summary>
     public string Json => string.Create(CultureInfo.InvariantCulture, $$"""
@@ -89,12 +98,26 @@ public static class RandomScenarios
         from hw in Hardware
         from dtype in Dtype(hw.Preset)
         from execution in Execution
+        from megatron in Megatron
         let heads = tp * headsPerRank
         let hidden = (long)heads * headDim
         let experts = ep * expertsPerRank
         select new RandomCase(Derivation.Corrected, hw.Preset, hw.PerNode, hw.Efficiency, dtype, ep, tp, pp, dp, mb,
             layers, hidden, heads, hidden * ffnFactor, experts, Math.Min(topK, experts), (long)dp * ep * mb * sequencesPerRank, seq,
-            execution.Mode, execution.Schedule, execution.Recompute, execution.Zipf, execution.Kernel, execution.Overlap, execution.ScatterGather);
+            execution.Mode, execution.Schedule, execution.Recompute, execution.Zipf, execution.Kernel, execution.Overlap, execution.ScatterGather)
+        {
+            DistributedOptimizer = megatron.DistributedOptimizer,
+            OverlapGradReduce = megatron.OverlapGradReduce,
+            // Megatron's first-stage count: the other pp - 1 stages one layer each, the first the rest.
+            FirstStageLayers = megatron.Uneven && pp > 1 ? layers - (pp - 1) : null,
+        };
+
+    /// <summary>Distributed optimizer (1 in 4), no gradient-reduce overlap (1 in 4), explicit first-stage layers (1 in 3, with pp &gt; 1).</summary>
+    private static Gen<(bool DistributedOptimizer, bool OverlapGradReduce, bool Uneven)> Megatron =>
+        from distributed in Gen.Int[0, 3]
+        from overlap in Gen.Int[0, 3]
+        from uneven in Gen.Int[0, 2]
+        select (distributed == 0, overlap != 0, uneven == 0);
 
     /// <summary>
     /// Forward pass (3 in 4) or training step with GPipe or 1F1B and optional recompute; uniform or Zipf routing;

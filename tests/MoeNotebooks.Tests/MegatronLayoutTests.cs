@@ -51,6 +51,33 @@ public class MegatronLayoutTests
     }
 
     [Fact]
+    public void DistributedOptimizerReduceScattersGathersAndUpdatesAShard()
+    {
+        // Oracle: hand byte counts of Megatron's distributed optimizer on a small MoE (4 layers, H 1024, 8 experts
+        // of F 4096, EP 4, DP 2, vocabulary 0): per layer the non-expert gradient bucket 4H^2 + 4H + H x experts
+        // = 4,206,592 parameters x 2 bytes is reduce-scattered over DP x EP = 8 ranks, each rank's expert bucket
+        // 2 experts x 2HF = 16,777,216 parameters x 2 bytes over DP = 2; after Adam on 1/8 and 1/2 of them
+        // (28 bytes a parameter) the same buffers, 4 layers' worth, are all-gathered over the same groups.
+        var moe = new ModelSpec("moe", 4, 1024, 8, 4096, 8, 2, 32, 256);
+        var st = new StrategySpec(4, 1, 1, 2, Microbatches: 2) { Mode = WorkloadMode.Training, UseDistributedOptimizer = true };
+        var dag = st.BuildDag(moe);
+        const long nonExpert = 4L * 1024 * 1024 + 4 * 1024 + 1024 * 8, expert = 2L * 2 * 1024 * 4096;
+        Assert.Equal(nonExpert + expert, ParameterCounts.PerLayer(moe, st, 0).Total);
+        var onGpu0 = Enumerable.Range(0, dag.Count).Where(op => dag.Participants(op).Contains(0)).ToArray();
+        var rs = onGpu0.Where(op => dag.Kind(op) == OpKind.GradientReduceScatter).ToArray();
+        Assert.DoesNotContain(onGpu0, op => dag.Kind(op) == OpKind.GradientAllReduce);
+        Assert.Equal(Enumerable.Repeat(2.0 * nonExpert, 4), rs.Where(op => dag.GroupMembers(dag.Group(op)).Length == 8).Select(dag.Bytes));
+        Assert.Equal(Enumerable.Repeat(2.0 * expert, 4), rs.Where(op => dag.GroupMembers(dag.Group(op)).Length == 2).Select(dag.Bytes));
+        var gathers = onGpu0.Where(op => dag.Kind(op) == OpKind.ParameterAllGather).Select(op => (dag.GroupMembers(dag.Group(op)).Length, dag.Bytes(op))).Order().ToArray();
+        Assert.Equal([(2, 4 * 2.0 * expert), (8, 4 * 2.0 * nonExpert)], gathers);
+        var step = onGpu0.Single(op => dag.Kind(op) == OpKind.Elementwise && dag.Phase(op) == OpPhase.Update);
+        Assert.Equal(4 * (28.0 * nonExpert / 8 + 28.0 * expert / 2), dag.Bytes(step), 0);
+        // Memory: Adam states partitioned as ZeRO-1 (12 bytes a parameter over the reducing ranks).
+        var mem = MemoryModel.Estimate(moe, st, H100.WithGpus(8)).Stages[0];
+        Assert.Equal(4 * (12.0 * nonExpert / 8 + 12.0 * expert / 2), mem.OptimizerBytes, 0);
+    }
+
+    [Fact]
     public void FirstAndLastStageLayersShapeTheDag()
     {
         // Oracle: hand count: 8 layers, pp 3, first stage 2, last stage 2 -> 2, 4, 2 layers; the embedding sits on

@@ -156,7 +156,7 @@ public static class MemoryModel
                 bytesPerParam * (partitioned ? p.NonExpert / nonExpertShard + p.ExpertPerRank / expertShard : p.Total);
             var weights = Sharded(e, st.ZeroStage >= 3);
             var grads = training ? Sharded(e, st.ZeroStage >= 2) : 0;
-            var optimizer = training ? Sharded(AdamStateBytesPerParameter, st.ZeroStage >= 1) : 0;
+            var optimizer = training ? Sharded(AdamStateBytesPerParameter, st.ZeroStage >= 1 || st.UseDistributedOptimizer) : 0;
             double activations;
             var inFlight = 1;
             if (!training) activations = perLayer;   // one layer's working set at a time

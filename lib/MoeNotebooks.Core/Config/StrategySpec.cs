@@ -445,7 +445,6 @@ public sealed record StrategySpec(int EP, int TP, int PP, int DP, Derivation Der
         if (ExpertTensorParallelSize is { } etp && etp != TP) unpriced.Add(("expertTensorParallelSize", etp.ToString(CultureInfo.InvariantCulture), "strategy.tp"));
         if (CP > 1) unpriced.Add(("contextParallelSize", CP.ToString(CultureInfo.InvariantCulture), "1"));
         if (SequenceParallel) unpriced.Add(("sequenceParallel", B(true), "false"));
-        if (UseDistributedOptimizer) unpriced.Add(("useDistributedOptimizer", B(true), "false (or strategy.zero = 1 for the optimizer-state memory)"));
         if (OverlapParamGather) unpriced.Add(("overlapParamGather", B(true), "false"));
         if (Schedule is PipelineSchedule.DualPipe or PipelineSchedule.ZeroBubbleH1 && Mode == WorkloadMode.Training)
             unpriced.Add(("schedule", $"\"{JsonObjectReader.Kebab(Schedule.ToString())}\"", "\"1f1b\" or \"interleaved\" (the schedule's plan and bubble are in PipelinePlan; the DAG does not split W from B yet)"));

@@ -43,6 +43,7 @@ internal sealed class CorrectedDerivation
     private readonly (int First, int Count)[] _chunkLayers;
     private readonly Dictionary<(int Gpu, int Layer), int> _layerBackwardDone = new();
     private Dictionary<int, int>? _lastBackward;
+    private int[] _stepOf = [];
 
     /// <summary>
     /// Data-parallel replicas built: all of them, or only replica 0 when folding (<see cref="DagFolding.Symmetric"/>).
@@ -265,7 +266,9 @@ internal sealed class CorrectedDerivation
     {
         var stage = StageOf(chunk);
         var (first, count) = _chunkLayers[chunk];
-        var kind = _st.ZeroStage >= 2 ? OpKind.GradientReduceScatter : OpKind.GradientAllReduce;
+        // ZeRO 2-3 and Megatron's distributed optimizer reduce-scatter the gradient buckets (each rank keeps the
+        // reduced 1/N it updates); otherwise they are all-reduced.
+        var kind = _st.ZeroStage >= 2 || _st.UseDistributedOptimizer ? OpKind.GradientReduceScatter : OpKind.GradientAllReduce;
         _b.Phase = OpPhase.Update;
         for (var layer = first + count - 1; layer >= first; layer--)
         {
@@ -311,7 +314,7 @@ internal sealed class CorrectedDerivation
     private void EmitOptimizer(List<int>[] gradientOps)
     {
         _b.Phase = OpPhase.Update;
-        var steps = new int[_st.GpuCount];
+        var steps = _stepOf = new int[_st.GpuCount];
         for (var dp = 0; dp < _builtReplicas; dp++)
         for (var pp = 0; pp < _st.PP; pp++)
         for (var er = 0; er < _st.EP; er++)
@@ -321,8 +324,29 @@ internal sealed class CorrectedDerivation
             var p = ParameterCounts.OnStage(_m, _st, pp);
             var shard = _st.ZeroStage >= 1 ? _st.DP : 1;
             // Mixed-precision Adam: read fp32 master, m, v and the bf16 gradient, write them back (2 x 14 bytes/param).
+            // The distributed optimizer updates 1/N of each buffer, N the ranks that reduced it: DP x EP for the
+            // non-expert weights under data-parallel attention, DP for expert weights.
+            var bytes = _st.UseDistributedOptimizer
+                ? p.NonExpert * 28 / NonExpertSyncRanks + p.ExpertPerRank * 28 / _st.DP
+                : p.Total * 28 / shard;
             var deps = gradientOps[g].Count > 0 ? gradientOps[g].Distinct().ToArray() : LastBackwardOn(g);
-            steps[g] = _b.AddElementwise(g, p.Total * 28 / shard, -1, deps, index: 6);
+            steps[g] = _b.AddElementwise(g, bytes, -1, deps, index: 6);
+        }
+        if (_st.UseDistributedOptimizer)
+        {
+            // Megatron's distributed optimizer without --overlap-param-gather: after the step every bucket's updated
+            // parameters are all-gathered over the ranks that reduce-scattered it (the same groups as the gradients).
+            for (var pp = 0; pp < _st.PP; pp++)
+            {
+                var p = ParameterCounts.OnStage(_m, _st, pp);
+                for (var er = 0; er < _st.EP; er++)
+                for (var tr = 0; tr < _st.TP; tr++)
+                {
+                    if (er == 0 || !_c.AttentionDp) Gather(SharedRanks(pp, er, tr, includeEp: _c.AttentionDp), p.NonExpert * _e);
+                    Gather(SharedRanks(pp, er, tr, includeEp: false), p.ExpertPerRank * _e);
+                }
+            }
+            return;
         }
         if (_st.ZeroStage < 2 || _st.DP < 2) return;
         // ZeRO 2-3: each replica updated its shard; gather the updated weights back.
@@ -333,6 +357,15 @@ internal sealed class CorrectedDerivation
             var ranks = Enumerable.Range(0, _st.DP).Select(dp => _st.Rank(dp, pp, er, tr)).ToArray();
             _b.AddCommunication(OpKind.ParameterAllGather, _b.Group(ranks), ParameterCounts.OnStage(_m, _st, pp).Total * _e, -1, ranks.Select(g => steps[Rep(g)]).Distinct().ToArray());
         }
+    }
+
+    /// <summary>Ranks that share (and reduce) the non-expert gradients: the replicas, and the EP ranks under data-parallel attention.</summary>
+    private int NonExpertSyncRanks => _st.DP * (_c.AttentionDp ? _st.EP : 1);
+
+    private void Gather(int[] ranks, long bytes)
+    {
+        if (ranks.Length < 2 || bytes <= 0) return;
+        _b.AddCommunication(OpKind.ParameterAllGather, _b.Group(ranks), bytes, -1, ranks.Select(g => _stepOf[Rep(g)]).Distinct().ToArray());
     }
 
     private int[] LastBackwardOn(int gpu) =>
