@@ -21,6 +21,8 @@ public static class EvaluationJson
             w.WriteStartArray("warnings");
             foreach (var warning in EvaluationWarnings.Of(e)) w.WriteStringValue(warning);
             w.WriteEndArray();
+            w.WriteString("model", EvaluationTable.ModelLine(e.Scenario.Model));
+            if (e.Scenario.Model.Precision is { } precision) w.WriteString("precision", precision.Name);
             w.WriteNumber("operations", e.Dag.RepresentedCount);
             if (e.Dag.IsFolded) w.WriteNumber("builtOperations", e.Dag.Count);
             w.WriteString("formula", e.Formula.ToString());
@@ -32,6 +34,7 @@ public static class EvaluationJson
                 w.WriteNumber("k", t.K);
                 w.WriteNumber("n", t.N);
                 if (t.Batch != 1) w.WriteNumber("batch", t.Batch);
+                if (t.Dtype is not null) w.WriteString("dtype", t.Dtype);
                 w.WriteNumber("count", t.Count);
                 w.WriteEndObject();
             }

@@ -6,12 +6,26 @@ namespace MoeNotebooks.Cli;
 /// <summary>The human-readable form of an evaluation.</summary>
 public static class EvaluationTable
 {
+    /// <summary>One line describing the model: size, attention, FFN, precision.</summary>
+    public static string ModelLine(ModelSpec m)
+    {
+        var p = Derivations.ParameterCounts.Of(m);
+        var attention = m.Mla is not null ? "MLA" : m.KeyValueHeads < m.AttentionHeads ? $"GQA {m.AttentionHeads}/{m.KeyValueHeads} heads of {m.HeadDim}" : $"MHA {m.AttentionHeads} heads of {m.HeadDim}";
+        if (m.Causal) attention += ", causal";
+        if (m.AttentionPattern?.Contains(AttentionLayerKind.Sliding) == true) attention += $", sliding window {m.SlidingWindow}";
+        var ffn = m.IsDense ? $"dense FFN {m.FfnHiddenSize}" : $"{m.Experts} experts of {m.ExpertFfnHiddenSize} top-{m.TopK}" + (m.SharedExperts > 0 ? $" + {m.SharedExperts} shared" : "") + (m.DenseLayers > 0 ? $", first {m.DenseLayers} layers dense" : "");
+        var precision = m.Precision is { } r ? r.ToString() : $"everything {m.Dtype}";
+        return string.Create(CultureInfo.InvariantCulture,
+            $"{m.Name}: {m.Layers} layers, H {m.HiddenSize}, {attention}, {ffn}{(m.GatedFfn ? " (gated)" : "")}; {p.Total / 1e9:F2}B parameters ({p.Active("both") / 1e9:F2}B active); {precision}; {m.Batch} x {m.SequenceLength} tokens");
+    }
+
     public static void Write(Evaluation e, TextWriter o, double? sensitivitySpeedup = null)
     {
         var r = e.Result;
         var c = CultureInfo.InvariantCulture;
         o.WriteLine($"Scenario   {e.Scenario.Name}: {e.Scenario.Description}");
         o.WriteLine($"Derivation {e.Dag.Description}");
+        o.WriteLine($"Model      {ModelLine(e.Scenario.Model)}");
         o.WriteLine($"Hardware   {e.Scenario.Hardware}");
         o.WriteLine($"Cost model {e.Cost.Name}");
         o.WriteLine(e.Dag.IsFolded
@@ -36,7 +50,9 @@ public static class EvaluationTable
         foreach (var t in e.Formula.MatmulTerms)
         {
             var shape = new Dag.MatmulShape(t.M, t.K, t.N, t.Batch);
-            o.WriteLine(string.Create(c, $"  {shape,-46} {t.Count,6} {e.Cost.Compute.MatmulSeconds(shape, e.Dag.Dtype, e.Dag.ElementBytes),14:G5}"));
+            var dtype = t.Dtype ?? e.Dag.Dtype;
+            var label = t.Dtype is null ? shape.ToString() : $"{shape} @{t.Dtype}";
+            o.WriteLine(string.Create(c, $"  {label,-46} {t.Count,6} {e.Cost.Compute.MatmulSeconds(shape, dtype, t.Dtype is null ? e.Dag.ElementBytes : ModelSpec.DtypeBytes[dtype]),14:G5}"));
         }
         foreach (var t in e.Formula.OtherTerms)
             o.WriteLine(string.Create(c, $"  {t.Name,-46} {t.Count,6} {t.Seconds,14:G5}"));

@@ -184,6 +184,7 @@ public sealed class ModernModelTests
         }
         var expected = 3 * (2.0 * n + attention);
         Assert.Equal(expected, dagFlops / m.Tokens, expected * 1e-9);
+        Assert.Equal(expected, ModelSummary.TrainingFlopsPerToken(m).Total, expected * 1e-9);
         // Causal halving: the bidirectional count is larger by the other half of the attention term.
         var bidirectional = Build(m with { Causal = false }, new StrategySpec(1, 1, 1, 1) { Mode = WorkloadMode.Training });
         Assert.True(Enumerable.Range(0, bidirectional.Count).Sum(op => bidirectional.Flops(op)) > dagFlops);
@@ -312,6 +313,18 @@ public sealed class ModernModelTests
         var e = Assert.Throws<ConfigException>(() => MoeNotebooks.Config.Scenario.Parse(json));
         Assert.Equal(field, e.Field);
         Assert.Equal(value, e.Value);
+    }
+
+    [Fact]
+    public void All_to_all_bytes_per_token_match_a_hand_count()
+    {
+        // Oracle (by hand): Qwen3-30B-A3B at EP 8 sends each token's 8 copies of H = 2048 bf16 elements off-rank with
+        // probability 7/8, in 48 MoE layers, four times per step (dispatch, combine, and both again in the backward):
+        // 48 x 8 x 2048 x 7/8 x 2 bytes x 4 = 5,505,024 bytes. EP 1 and dense models move nothing.
+        var m = ModelPresets.Get("qwen3-30b-a3b");
+        Assert.Equal(5_505_024, ModelSummary.AllToAllBytesPerToken(m, 8), 1e-6);
+        Assert.Equal(0, ModelSummary.AllToAllBytesPerToken(m, 1));
+        Assert.Equal(0, ModelSummary.AllToAllBytesPerToken(ModelPresets.Get("llama3-8b"), 8));
     }
 
     [Fact]

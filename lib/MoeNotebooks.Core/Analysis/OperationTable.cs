@@ -20,7 +20,8 @@ public sealed record OperationRow(
     string Shape,
     double FlopsEach,
     double BytesEach,
-    double SecondsEach)
+    double SecondsEach,
+    string Dtype = "")
 {
     public double TotalFlops => Count * FlopsEach;
     public double TotalSeconds => Count * SecondsEach;
@@ -46,7 +47,7 @@ public static class OperationTable
             var s = dag.Shape(op);
             index[key] = rows.Count;
             rows.Add(new OperationRow(dag.Kind(op).Label(), dag.Phase(op).ToString(), 1, s.Batch, s.M, s.K, s.N, Bracket(s),
-                dag.Flops(op), dag.Bytes(op), cost.Seconds(dag, op)));
+                dag.Flops(op), dag.Bytes(op), cost.Seconds(dag, op), dag.MatmulDtype(op)));
         }
         return rows;
     }

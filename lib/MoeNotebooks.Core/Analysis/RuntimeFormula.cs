@@ -8,8 +8,8 @@ namespace MoeNotebooks.Analysis;
 /// <summary>A piece of the symbolic runtime: Get_Time(m, k, n), a named non-matmul term, or a repetition.</summary>
 public abstract record FormulaTerm;
 
-/// <summary>Get_Time(m, k, n) of one matmul-shaped operation.</summary>
-public sealed record GetTimeTerm(MatmulShape Shape) : FormulaTerm;
+/// <summary>Get_Time(m, k, n) of one matmul-shaped operation; <see cref="Dtype"/> is set when it runs in another datatype than the DAG's (a precision recipe's GEMMs).</summary>
+public sealed record GetTimeTerm(MatmulShape Shape, string? Dtype = null) : FormulaTerm;
 
 /// <summary>A non-matmul operation (communication, elementwise) with its priced seconds.</summary>
 public sealed record NamedTerm(string Name, double Seconds) : FormulaTerm;
@@ -33,7 +33,7 @@ public sealed record RepeatTerm(int Count, IReadOnlyList<FormulaTerm> Body, bool
 }
 
 /// <summary>A matmul term of the formula flattened: <c>Count x Get_Time(M, K, N)</c>.</summary>
-public sealed record MatmulTermCount(long M, long K, long N, long Batch, long Count);
+public sealed record MatmulTermCount(long M, long K, long N, long Batch, long Count, string? Dtype = null);
 
 /// <summary>A named term flattened: <c>Count x Name</c>, each occurrence taking <c>Seconds</c>.</summary>
 public sealed record NamedTermCount(string Name, long Count, double Seconds);
@@ -65,7 +65,7 @@ public sealed class RuntimeFormula
             var seconds = result.Durations[op];
             if (seconds == 0) continue;
             var kind = dag.Kind(op);
-            FormulaTerm leaf = kind.IsMatmulShaped() ? new GetTimeTerm(dag.Shape(op)) : new NamedTerm(TermName(dag, op), seconds);
+            FormulaTerm leaf = kind.IsMatmulShaped() ? new GetTimeTerm(dag.Shape(op), dag.MatmulDtype(op) == dag.Dtype ? null : dag.MatmulDtype(op)) : new NamedTerm(TermName(dag, op), seconds);
             var layer = dag.Layer(op);
             if (layer < 0) { Flush(); current = (-1, -1, -1); items.Add(leaf); continue; }
             // A block is one layer's forward, recomputation or backward for one microbatch.
@@ -138,15 +138,16 @@ public sealed class RuntimeFormula
     {
         get
         {
-            var counts = new Dictionary<MatmulShape, long>();
-            var order = new List<MatmulShape>();
+            var counts = new Dictionary<(MatmulShape, string?), long>();
+            var order = new List<(MatmulShape Shape, string? Dtype)>();
             Walk(Terms, 1, (t, c) =>
             {
                 if (t is not GetTimeTerm g) return;
-                if (!counts.ContainsKey(g.Shape)) order.Add(g.Shape);
-                counts[g.Shape] = counts.GetValueOrDefault(g.Shape) + c;
+                var key = (g.Shape, g.Dtype);
+                if (!counts.ContainsKey(key)) order.Add(key);
+                counts[key] = counts.GetValueOrDefault(key) + c;
             });
-            return order.Select(s => new MatmulTermCount(s.M, s.K, s.N, s.Batch, counts[s])).ToArray();
+            return order.Select(k => new MatmulTermCount(k.Shape.M, k.Shape.K, k.Shape.N, k.Shape.Batch, counts[k], k.Dtype)).ToArray();
         }
     }
 
@@ -190,7 +191,7 @@ public sealed class RuntimeFormula
 
     private static string Print(FormulaTerm t) => t switch
     {
-        GetTimeTerm g => g.Shape.ToString(),
+        GetTimeTerm g => g.Dtype is null ? g.Shape.ToString() : $"{g.Shape}@{g.Dtype}",
         NamedTerm n => n.Name,
         RepeatTerm { IsBlock: true } r => (r.Count == 1 ? "" : $"{r.Count.ToString(CultureInfo.InvariantCulture)} × ") + $"[{Join(r.Body, false)}]",
         RepeatTerm r when r.Body.Count == 1 => $"{r.Count.ToString(CultureInfo.InvariantCulture)}×{Print(r.Body[0])}",

@@ -130,6 +130,7 @@ public sealed class DagBuilder
         if (kind.Category() != OpCategory.Elementwise) throw new DagException($"{kind} is not a memory-bound operation");
         if (bytes < 0) throw new DagException($"{kind}: bytes must be >= 0, got {bytes}");
         CheckGpu(gpu);
+        CheckBuilt(gpu);
         return Append(kind, gpu, -1, layer, microbatch, index, new PriceClass(PriceKind.Elementwise, CollectivePattern.None, default, bytes, -1), deps);
     }
 

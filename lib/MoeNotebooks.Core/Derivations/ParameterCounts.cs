@@ -22,7 +22,7 @@ public sealed record ModelParameters(long Total, long ActiveNonEmbedding, long E
     /// <summary>Active parameters counting the embedding matrices as a publisher does: "both", "output" or "none".</summary>
     public long Active(string counts) => counts switch
     {
-        "both" => ActiveNonEmbedding + Embedding + (Output > 0 ? Output : Embedding),
+        "both" => ActiveNonEmbedding + Embedding + Output,   // a tied output layer is the embedding matrix, counted once
         "output" => ActiveNonEmbedding + (Output > 0 ? Output : Embedding),
         "none" => ActiveNonEmbedding,
         _ => throw new ArgumentException($"unknown convention \"{counts}\": use both, output or none", nameof(counts)),
