@@ -16,13 +16,13 @@ namespace MoeNotebooks.Cli
         /// <summary>Every verb: name, one-line usage, handler. A verb lives in its own file.</summary>
         public static readonly IReadOnlyList<(string Name, string Usage, Func<Options, TextWriter, TextWriter, int> Run)> Verbs =
         [
-            ("evaluate", "evaluate SCENARIO.json [--format table|json] [--sensitivity 0.1]   runtime, critical path, breakdown, formula terms, memory, what-if", EvaluateVerb.Run),
+            ("evaluate", "evaluate SCENARIO.json [--format table|json] [--sensitivity 0.1] [--fold symmetric|none]   runtime, critical path, breakdown, formula terms, memory, what-if", EvaluateVerb.Run),
             ("formula", "formula  SCENARIO.json                         the runtime as the founding document writes it", FormulaVerb.Run),
             ("sweep", "sweep    GRID.json [--out results.csv] [--threads N] [--breakdown true|false]   grid or random sweep to CSV, progress on stderr", SweepVerb.Run),
             ("search", "search   SCENARIO.json --gpus N [--top 5] [--microbatches 1,2,4]   fastest EP/TP/PP/DP/microbatch strategies for N GPUs", SearchVerb.Run),
             ("import-megatron", "import-megatron \"COMMAND\"|FILE [--gpus N] [--hardware H100-SXM] [--name NAME] [--out SCENARIO.json]   a Megatron-LM launch command as a scenario; unread flags listed", ImportMegatronVerb.Run),
             ("validate", "validate [--format table|json] [--data DIR] [--ablation sc21]    cost models vs published GEMM, collective and training measurements", ValidateVerb.Run),
-            ("report", "report   [--out DIR]                            run every notebook, write self-contained HTML reports (default reports/)", ReportVerb.Run),
+            ("report", "report   [NOTEBOOK.ipynb ...] [--out DIR] [--shared-assets]   run every notebook (or those named), write self-contained HTML reports and the index (default reports/)", ReportVerb.Run),
         ];
 
         /// <summary>Verbs that stream their output (it can be large, or long in coming); the others answer all at once, after every check passed.</summary>
@@ -47,6 +47,12 @@ namespace MoeNotebooks.Cli
                 var verb = Verbs.FirstOrDefault(v => v.Name == args[0]);
                 if (verb.Run is null)
                     throw new UsageException($"unknown verb '{ConfigException.Visible(args[0], 40)}'; verbs: {string.Join(", ", Verbs.Select(v => v.Name))}, help");
+                if (args.Skip(1).Any(a => a is "--help" or "-h"))
+                {
+                    try { output.WriteLine("usage: moe " + verb.Usage); }
+                    catch (IOException e) { throw StdoutFailed(e); }
+                    return Flushed(0, output);
+                }
                 if (Streaming.Contains(verb.Name)) return Flushed(verb.Run(new Options(args[1..]), output, err), output);
                 // Answer only once the whole answer exists: an error found half-way (an option, a value) prints nothing but its line.
                 var buffer = new StringWriter();
@@ -162,6 +168,9 @@ namespace MoeNotebooks.Cli
         private readonly HashSet<string> _used = new(StringComparer.Ordinal);
         private int _positionalRead;
 
+        /// <summary>Options that take no value (present means "true"; <c>--name=false</c> still works).</summary>
+        public static readonly IReadOnlySet<string> Flags = new HashSet<string>(StringComparer.Ordinal) { "--shared-assets" };
+
         public Options(IReadOnlyList<string> args)
         {
             for (var i = 0; i < args.Count; i++)
@@ -171,6 +180,7 @@ namespace MoeNotebooks.Cli
                     var eq = args[i].IndexOf('=', StringComparison.Ordinal);
                     string name, value;
                     if (eq > 0) (name, value) = (args[i][..eq], args[i][(eq + 1)..]);
+                    else if (Flags.Contains(args[i])) (name, value) = (args[i], "true");
                     else if (i + 1 < args.Count) (name, value) = (args[i], args[++i]);
                     else throw new UsageException($"{ConfigException.Visible(args[i], 40)} needs a value");
                     if (!_options.TryAdd(name, value))

@@ -3,7 +3,10 @@ using MoeNotebooks.Reports;
 
 namespace MoeNotebooks.Cli;
 
-/// <summary><c>moe report [--out DIR]</c>: executes every notebook and writes one HTML file per notebook plus an index.</summary>
+/// <summary>
+/// <c>moe report [NOTEBOOK.ipynb ...] [--out DIR] [--shared-assets]</c>: executes every notebook (or only those named)
+/// and writes one HTML file per notebook plus an index of all of them.
+/// </summary>
 public static class ReportVerb
 {
     public static int Run(Options options, TextWriter stdout, TextWriter stderr)
@@ -11,11 +14,22 @@ public static class ReportVerb
         var root = CalibrationData.RepositoryRoot(Environment.CurrentDirectory) ?? CalibrationData.RepositoryRoot(AppContext.BaseDirectory)
                    ?? throw new UsageException("cannot find MoeNotebooks.sln above the working directory; run moe report inside the repository");
         var outDir = options.Option("--out", Path.Combine(root, "reports"));
+        var sharedAssets = options.Option("--shared-assets", "false") switch
+        {
+            "true" => true,
+            "false" => false,
+            var v => throw new UsageException($"--shared-assets = {Cli.Shown(v)}: must be true or false (or no value)"),
+        };
+        var only = new List<string>();
+        for (var i = 0; options.OptionalPositional(i) is { } notebook; i++)
+        {
+            only.Add(Path.GetFullPath(notebook));
+        }
         options.Finish();
         CheckFolder("--out", outDir);
-        stdout.WriteLine($"moe report: notebooks in {Path.Combine(root, "notebooks")}, reports to {Path.GetFullPath(outDir)}");
+        stdout.WriteLine($"moe report: {(only.Count == 0 ? "every notebook" : string.Join(", ", only.Select(Path.GetFileName)))} in {Path.Combine(root, "notebooks")}, reports to {Path.GetFullPath(outDir)}");
         var started = DateTime.UtcNow;
-        var code = ReportCommand.Run(root, outDir, stdout);
+        var code = ReportCommand.Run(root, outDir, stdout, only.Count == 0 ? null : only, sharedAssets);
         stdout.WriteLine($"moe report: {(code == 0 ? "done" : "FAILED")} in {(DateTime.UtcNow - started).TotalSeconds:F0} s");
         return code;
     }

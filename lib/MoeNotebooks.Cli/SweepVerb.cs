@@ -4,13 +4,18 @@ using MoeNotebooks.Config;
 
 namespace MoeNotebooks.Cli;
 
-/// <summary><c>moe sweep GRID.json [--out results.csv] [--threads N] [--breakdown true|false]</c>: CSV out, progress bar on stderr.</summary>
+/// <summary>
+/// <c>moe sweep GRID.json [--out FILE.csv|-] [--threads N] [--breakdown true|false]</c>: CSV out (by default to the
+/// git-ignored <c>artifacts/sweeps/GRID.csv</c> of the repository, <c>-</c> for stdout), progress bar on stderr; each
+/// row carries the memory model's verdict and peak bytes per GPU, as <c>moe search</c> rejects what does not fit.
+/// </summary>
 public static class SweepVerb
 {
     public static int Run(Options options, TextWriter stdout, TextWriter stderr)
     {
         var path = options.Positional(0, "GRID.json");
-        var outPath = options.Option("--out", "-");
+        var defaultOut = DefaultOut(path);
+        var outPath = options.Option("--out", defaultOut);
         var threads = ParseInt("--threads", options.Option("--threads", "0"), 0, 1024);
         var breakdown = options.Option("--breakdown", "true") switch
         {
@@ -21,6 +26,8 @@ public static class SweepVerb
         options.Finish();
         var sweep = Sweep.Load(path);
         var sweepOptions = new SweepOptions(threads, Breakdown: breakdown);
+        // The default target's folder (git-ignored artifacts/sweeps) is created; a folder the user named must exist.
+        if (outPath == defaultOut && outPath != "-" && Path.GetDirectoryName(Path.GetFullPath(outPath)) is { } folder) Directory.CreateDirectory(folder);
         // Checked before any row is computed: a bad --out costs nothing.
         using var file = outPath == "-" ? null : OutputFile.Open("--out", outPath);
         var bar = new ProgressBar(stderr);
@@ -64,9 +71,20 @@ public static class SweepVerb
         stderr.WriteLine(string.Create(c, $"{summary.Total:N0} points: {summary.Valid:N0} valid, {summary.Invalid:N0} invalid, {summary.Elapsed.TotalSeconds:F2} s ({summary.Total / Math.Max(1e-9, summary.Elapsed.TotalSeconds):N0} per second){(outPath == "-" ? "" : $" -> {outPath}")}"));
         foreach (var (reason, count) in summary.InvalidByReason)
             stderr.WriteLine(string.Create(c, $"  {count,8:N0} invalid: {reason}"));
+        if (summary.MemoryInfeasible > 0)
+            stderr.WriteLine(string.Create(c, $"  {summary.MemoryInfeasible,8:N0} valid but do not fit in memory (memory_verdict column; moe search rejects them)"));
         if (summary.Fastest is { } f)
-            stderr.WriteLine(string.Create(c, $"fastest: #{f.Index} {string.Join(", ", sweep.Axes.Select((a, i) => $"{a.Field}={f.Values[i]}"))}: {f.TotalSeconds:G6} s"));
+            stderr.WriteLine(string.Create(c, $"fastest: #{f.Index} {string.Join(", ", sweep.Axes.Select((a, i) => $"{a.Field}={f.Values[i]}"))}: {f.TotalSeconds:G6} s{(f.FitsInMemory == false ? " (does not fit in memory)" : "")}"));
+        if (summary.FastestFitting is { } g && g != summary.Fastest)
+            stderr.WriteLine(string.Create(c, $"fastest that fits in memory: #{g.Index} {string.Join(", ", sweep.Axes.Select((a, i) => $"{a.Field}={g.Values[i]}"))}: {g.TotalSeconds:G6} s"));
         return 0;
+    }
+
+    /// <summary><c>&lt;repo&gt;/artifacts/sweeps/&lt;grid name&gt;.csv</c> (git-ignored), or stdout outside a repository.</summary>
+    internal static string DefaultOut(string gridPath)
+    {
+        var root = MoeNotebooks.Costs.CalibrationData.RepositoryRoot(Environment.CurrentDirectory);
+        return root is null ? "-" : Path.Combine(root, "artifacts", "sweeps", Path.GetFileNameWithoutExtension(gridPath) + ".csv");
     }
 
     internal static int ParseInt(string name, string text, int min, int max = int.MaxValue) =>

@@ -13,7 +13,7 @@ public static class Charts
     /// <summary>One line per series; points are drawn in x order.</summary>
     public static GenericChart Line(string title, string xTitle, string yTitle, IEnumerable<(string series, double x, double y)> points)
     {
-        FSharpCoreBinding.Install();
+        ChartDisplay.Install();
         return LineCore(title, xTitle, yTitle, Materialize(points, nameof(points)));
     }
 
@@ -25,7 +25,7 @@ public static class Charts
         string title, string xTitle, string yTitle, string zTitle,
         IReadOnlyList<string> xLabels, IReadOnlyList<string> yLabels, double[,] z)
     {
-        FSharpCoreBinding.Install();
+        ChartDisplay.Install();
         ArgumentNullException.ThrowIfNull(xLabels);
         ArgumentNullException.ThrowIfNull(yLabels);
         ArgumentNullException.ThrowIfNull(z);
@@ -45,7 +45,7 @@ public static class Charts
     /// </summary>
     public static GenericChart StackedBars(string title, string xTitle, string yTitle, IEnumerable<(string category, string bar, double value)> parts)
     {
-        FSharpCoreBinding.Install();
+        ChartDisplay.Install();
         return StackedBarsCore(title, xTitle, yTitle, Materialize(parts, nameof(parts)));
     }
 
@@ -55,7 +55,7 @@ public static class Charts
     /// </summary>
     public static GenericChart Gantt(string title, IEnumerable<(string lane, string label, string group, double startSeconds, double finishSeconds)> tasks)
     {
-        FSharpCoreBinding.Install();
+        ChartDisplay.Install();
         var list = Materialize(tasks, nameof(tasks));
         foreach (var task in list)
         {

@@ -18,7 +18,7 @@ public static class MemoryViews
     /// </summary>
     public static GenericChart StackedBars(string title, IEnumerable<(string label, MemoryReport report)> reports)
     {
-        FSharpCoreBinding.Install();
+        ChartDisplay.Install();
         ArgumentNullException.ThrowIfNull(reports);
         var list = reports.ToList();
         if (list.Count == 0) throw new ArgumentException("At least one memory report is needed.", nameof(reports));

@@ -9,7 +9,7 @@ public static class ParityChart
 {
     public static GenericChart Create(string title, string unit, IEnumerable<(string series, double measured, double predicted)> points, bool logAxes = true)
     {
-        FSharpCoreBinding.Install();
+        ChartDisplay.Install();
         ArgumentNullException.ThrowIfNull(points);
         var list = points.ToList();
         if (list.Count == 0) throw new ArgumentException("At least one data point is needed to draw a chart.", nameof(points));

@@ -39,7 +39,7 @@ public static class SweepViews
         bool logY = false,
         Func<string, string?>? dash = null)
     {
-        FSharpCoreBinding.Install();
+        ChartDisplay.Install();
         ArgumentNullException.ThrowIfNull(rows);
         var list = rows.ToList();
         y ??= r => r.TotalSeconds;
@@ -54,7 +54,7 @@ public static class SweepViews
     /// <summary>Grouped bars: one group per axis value (by label, e.g. GPU type), one bar per series (valid rows only).</summary>
     public static GenericChart Bars(string title, IEnumerable<ComparisonRow> rows, string yTitle = "total time (s)", Func<ComparisonRow, double?>? y = null)
     {
-        FSharpCoreBinding.Install();
+        ChartDisplay.Install();
         ArgumentNullException.ThrowIfNull(rows);
         var list = rows.ToList();
         y ??= r => r.TotalSeconds;
@@ -72,7 +72,7 @@ public static class SweepViews
     /// </summary>
     public static GenericChart RatioHeatmap(string title, ComparisonGrid grid)
     {
-        FSharpCoreBinding.Install();
+        ChartDisplay.Install();
         ArgumentNullException.ThrowIfNull(grid);
         return RatioHeatmapCore(title, grid);
     }

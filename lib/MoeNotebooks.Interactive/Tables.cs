@@ -4,7 +4,10 @@ using Microsoft.Data.Analysis;
 
 namespace MoeNotebooks.Interactive;
 
-/// <summary>Builds Microsoft.Data.Analysis <see cref="DataFrame"/>s (rendered as tables by the kernel) from records or rows.</summary>
+/// <summary>
+/// Builds Microsoft.Data.Analysis <see cref="DataFrame"/>s from records or rows; a notebook shows them with
+/// <see cref="TableDisplay"/> (no index column, rounded numbers, no mid-token breaks, horizontal scroll).
+/// </summary>
 public static class Tables
 {
     /// <summary>
@@ -14,6 +17,7 @@ public static class Tables
     /// </summary>
     public static DataFrame From<T>(IEnumerable<T> items)
     {
+        ChartDisplay.Install();
         ArgumentNullException.ThrowIfNull(items);
         var rows = items.ToList();
         var members = typeof(T).GetProperties(BindingFlags.Public | BindingFlags.Instance)
@@ -36,6 +40,7 @@ public static class Tables
     /// </summary>
     public static DataFrame FromRows(IReadOnlyList<string> columnNames, IEnumerable<IReadOnlyList<object?>> rows)
     {
+        ChartDisplay.Install();
         ArgumentNullException.ThrowIfNull(columnNames);
         ArgumentNullException.ThrowIfNull(rows);
         var data = rows.ToList();

@@ -82,7 +82,7 @@ public static class Views
     /// </summary>
     public static GenericChart Timeline(Evaluation evaluation, int maxGpus = 16, string? title = null, int maxBarsPerLane = 150, TimelineColour colour = TimelineColour.Category)
     {
-        FSharpCoreBinding.Install();
+        ChartDisplay.Install();
         var bars = TimelineBars(evaluation, maxGpus, maxBarsPerLane, colour);
         title ??= string.Create(CultureInfo.InvariantCulture,
             $"{evaluation.Scenario.Name}: per-GPU timeline, total {evaluation.TotalSeconds:0.###} s");
@@ -127,7 +127,7 @@ public static class Views
     /// <summary>Stacked bars per scenario of <see cref="CriticalPathResult.BreakdownSeconds"/> (mean per GPU; each bar sums to the total).</summary>
     public static GenericChart Breakdown(IEnumerable<Evaluation> evaluations, string? title = null)
     {
-        FSharpCoreBinding.Install();
+        ChartDisplay.Install();
         var list = Materialize(evaluations);
         var parts = BreakdownOrder.SelectMany(c => list.Select(e => (c, e.Scenario.Name, e.Result.BreakdownSeconds.GetValueOrDefault(c)))).ToList();
         return Wide(ColourByName(Charts.StackedBars(title ?? "Where each GPU's time goes (mean over GPUs)", "scenario", "time (s)", parts), parts.Select(p => p.c)));
@@ -136,7 +136,7 @@ public static class Views
     /// <summary>Stacked bars per scenario of the critical path's seconds by category (each bar sums to the total).</summary>
     public static GenericChart CriticalPathBreakdown(IEnumerable<Evaluation> evaluations, string? title = null)
     {
-        FSharpCoreBinding.Install();
+        ChartDisplay.Install();
         var list = Materialize(evaluations);
         var parts = BreakdownOrder.Take(4).SelectMany(c => list.Select(e => (c, e.Scenario.Name, e.Result.CriticalPathSecondsByCategory.GetValueOrDefault(c)))).ToList();
         return Wide(ColourByName(Charts.StackedBars(title ?? "Critical path by category", "scenario", "time on the critical path (s)", parts), parts.Select(p => p.c)));
@@ -145,7 +145,7 @@ public static class Views
     /// <summary>Stacked bars per GPU: matmul, attention, elementwise, exposed communication and idle seconds (each bar sums to the total).</summary>
     public static GenericChart PerGpu(Evaluation evaluation, string? title = null)
     {
-        FSharpCoreBinding.Install();
+        ChartDisplay.Install();
         ArgumentNullException.ThrowIfNull(evaluation);
         var parts = new List<(string category, string bar, double value)>();
         foreach (var (category, pick) in new (string, Func<GpuUsage, double>)[]
@@ -165,7 +165,7 @@ public static class Views
     /// <summary>Bars of total seconds per scenario, grouped by derivation (one legend entry per derivation).</summary>
     public static GenericChart Totals(IEnumerable<Evaluation> evaluations, string? title = null)
     {
-        FSharpCoreBinding.Install();
+        ChartDisplay.Install();
         var list = Materialize(evaluations);
         var parts = list.Select(e => (e.Scenario.Strategy.Derivation.ToString() + " derivation", StrategyName(e.Scenario.Strategy), e.TotalSeconds)).ToList();
         var chart = Charts.StackedBars(title ?? "Total runtime per strategy", "strategy", "total runtime (s)", parts);

@@ -40,14 +40,19 @@ public static partial class HtmlReportWriter
         """;
 
     /// <summary>Writes the report to <paramref name="outputPath"/> (directories created as needed).</summary>
-    public static void Write(ExecutedNotebook notebook, string outputPath, string? displayPath = null)
+    public static void Write(ExecutedNotebook notebook, string outputPath, string? displayPath = null, bool sharedAssets = false)
     {
         Directory.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath(outputPath))!);
-        File.WriteAllText(outputPath, Render(notebook, displayPath), new UTF8Encoding(encoderShouldEmitUTF8Identifier: false));
+        File.WriteAllText(outputPath, Render(notebook, displayPath, sharedAssets), new UTF8Encoding(encoderShouldEmitUTF8Identifier: false));
     }
 
-    /// <summary>The whole HTML document.</summary>
-    public static string Render(ExecutedNotebook notebook, string? displayPath = null)
+    /// <summary>
+    /// The whole HTML document: a header (title, purpose, status, the parameters the notebook ran with), then the
+    /// cells; the setup cells (and the kernel's "Installed Packages" list they print) are collapsed. plotly.js is
+    /// inlined once, or, with <paramref name="sharedAssets"/>, loaded from <see cref="PlotlyJs.FileName"/> beside the
+    /// report.
+    /// </summary>
+    public static string Render(ExecutedNotebook notebook, string? displayPath = null, bool sharedAssets = false)
     {
         var body = new StringBuilder();
         foreach (var cell in notebook.Cells)
@@ -55,6 +60,7 @@ public static partial class HtmlReportWriter
             RenderCell(body, cell);
         }
 
+        var summary = NotebookSummary.Of(notebook, displayPath ?? Path.GetFileName(notebook.Path), notebook.Name + ".html");
         var bodyHtml = body.ToString();
         var html = new StringBuilder();
         html.Append("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n")
@@ -63,18 +69,40 @@ public static partial class HtmlReportWriter
             .Append("<style>\n").Append(Css).Append("</style>\n");
         if (HasPlotlyChart(notebook))
         {
-            AppendPlotly(html);
+            AppendPlotly(html, sharedAssets);
         }
 
         html.Append("</head>\n<body>\n<main>\n<header class=\"report-header\">\n")
             .Append("<h1>").Append(Encode(notebook.Name)).Append("</h1>\n")
+            .Append("<p class=\"purpose\">").Append(Encode(summary.Purpose)).Append("</p>\n")
             .Append("<p class=\"meta\">").Append(Encode(displayPath ?? Path.GetFileName(notebook.Path)))
             .Append(" · executed in ").Append(FormatDuration(notebook.Duration))
-            .Append(" · ").Append(notebook.Succeeded ? "<span class=\"ok\">all cells succeeded</span>" : "<span class=\"failed\">FAILED</span>")
+            .Append(" · ").Append(summary.Status switch
+            {
+                NotebookStatus.Ok => "<span class=\"ok\">all cells succeeded</span>",
+                NotebookStatus.Skipped => "<span class=\"skipped\">skipped in part</span>",
+                _ => "<span class=\"failed\">FAILED</span>",
+            })
             .Append("</p>\n");
         if (notebook.Failure is { } failure)
         {
             html.Append("<p class=\"failure-banner\">").Append(Encode(failure.ToString())).Append("</p>\n");
+        }
+        else if (summary.Status == NotebookStatus.Skipped)
+        {
+            html.Append("<p class=\"skip-banner\">Skipped: ").Append(Encode(summary.Reason ?? "")).Append("</p>\n");
+        }
+
+        if (summary.Parameters.Count > 0)
+        {
+            html.Append("<table class=\"parameters\"><caption>Parameters this report ran with (the notebook's parameters cell)</caption>\n<tbody>\n");
+            foreach (var parameter in summary.Parameters)
+            {
+                html.Append("<tr><th><code>").Append(Encode(parameter.Name)).Append("</code></th><td><code>").Append(Encode(parameter.Value))
+                    .Append("</code></td><td>").Append(Encode(parameter.Note ?? "")).Append("</td></tr>\n");
+            }
+
+            html.Append("</tbody></table>\n");
         }
 
         html.Append("</header>\n").Append(bodyHtml).Append("</main>\n</body>\n</html>\n");
@@ -88,11 +116,27 @@ public static partial class HtmlReportWriter
             o.Values.TryGetValue(CellOutput.Html, out var html) &&
             html.Contains("Plotly.newPlot", StringComparison.Ordinal));
 
-    /// <summary>Appends the inlined plotly.js and the require shim.</summary>
-    internal static void AppendPlotly(StringBuilder html) =>
-        html.Append("<script>/* plotly.js ").Append(PlotlyJs.Version).Append(" (MIT), inlined from Plotly.NET.dll */\n")
-            .Append(PlotlyJs.Source)
-            .Append("\n</script>\n<script>\n").Append(RequireShim).Append("\n</script>\n");
+    /// <summary>Appends plotly.js (inlined, or a reference to the shared copy beside the report) and the require shim.</summary>
+    internal static void AppendPlotly(StringBuilder html, bool sharedAssets = false)
+    {
+        if (sharedAssets)
+        {
+            html.Append("<script src=\"").Append(PlotlyJs.FileName).Append("\"></script>\n");
+        }
+        else
+        {
+            html.Append("<script>/* plotly.js ").Append(PlotlyJs.Version).Append(" (MIT), inlined from Plotly.NET.dll */\n")
+                .Append(PlotlyJs.Source).Append("\n</script>\n");
+        }
+
+        html.Append("<script>\n").Append(RequireShim).Append("\n</script>\n");
+    }
+
+    /// <summary>True for the setup cells (source starting with "// Setup"), which reports show collapsed.</summary>
+    public static bool IsSetupCell(ExecutedCell cell) => !cell.IsMarkdown && cell.Source.TrimStart().StartsWith("// Setup", StringComparison.Ordinal);
+
+    /// <summary>Drops the plotly.js that the notebook's first chart carries inline (the report brings its own copy).</summary>
+    public static string WithoutInlinePlotly(string html) => InlinePlotlyScript().Replace(html, "");
 
     private static void RenderCell(StringBuilder html, ExecutedCell cell)
     {
@@ -105,6 +149,15 @@ public static partial class HtmlReportWriter
         }
 
         var state = !cell.Executed ? "state-not-run" : cell.Failed ? "state-failed" : "state-ok";
+        var setup = IsSetupCell(cell);
+        if (setup)
+        {
+            var firstLine = cell.Source.TrimStart().Split('\n', 2)[0].TrimStart('/', ' ');
+            html.Append("<details class=\"setup\"").Append(cell.Failed ? " open" : "").Append("><summary>")
+                .Append(Encode(firstLine)).Append(cell.Executed ? " · " + FormatDuration(cell.Duration) : " · not run")
+                .Append(cell.Failed ? " · FAILED" : "").Append("</summary>\n");
+        }
+
         html.Append("<section class=\"cell code ").Append(state).Append("\" id=\"cell-").Append(cell.Number).Append("\">\n")
             .Append("<div class=\"cell-label\">cell ").Append(cell.Number)
             .Append(cell.Executed ? " · " + FormatDuration(cell.Duration) : " · not run")
@@ -139,7 +192,7 @@ public static partial class HtmlReportWriter
             }
             else if (output.Values.TryGetValue(CellOutput.Html, out var htmlValue))
             {
-                html.Append("<div class=\"output html\">").Append(NeutraliseExternalResources(htmlValue)).Append("</div>\n");
+                html.Append("<div class=\"output html\">").Append(NeutraliseExternalResources(WithoutInlinePlotly(htmlValue))).Append("</div>\n");
             }
             else if (output.Values.TryGetValue(CellOutput.PlainText, out var plain))
             {
@@ -153,6 +206,10 @@ public static partial class HtmlReportWriter
         }
 
         html.Append("</section>\n");
+        if (setup)
+        {
+            html.Append("</details>\n");
+        }
     }
 
     private static void FlushStream(StringBuilder html, StringBuilder stream, CellOutputKind kind) =>
@@ -179,6 +236,9 @@ public static partial class HtmlReportWriter
 
     [GeneratedRegex(@"<script\b[^>]*>.*?</script\s*>", RegexOptions.Singleline | RegexOptions.IgnoreCase)]
     private static partial Regex ScriptBlock();
+
+    [GeneratedRegex(@"<script\b[^>]*\bdata-moenotebooks-plotly\b[^>]*>.*?</script\s*>\n?", RegexOptions.Singleline | RegexOptions.IgnoreCase)]
+    private static partial Regex InlinePlotlyScript();
 
     [GeneratedRegex(@"(?<q>['""])https?://[^'""]*\k<q>", RegexOptions.IgnoreCase)]
     private static partial Regex QuotedUrl();
@@ -209,11 +269,20 @@ public static partial class HtmlReportWriter
         pre.output { background: #fbfbfb; border: 1px dashed var(--border); }
         pre.stderr { color: #92400e; background: #fffbeb; }
         pre.error { color: var(--bad); background: #fef2f2; border-color: #fecaca; }
-        .output.html { margin: 6px 0; overflow-x: auto; }
+        .output.html { margin: 6px 0; overflow-x: auto; max-width: 100%; }
         table { border-collapse: collapse; margin: 8px 0; font-size: 14px; }
-        th, td { border: 1px solid var(--border); padding: 4px 10px; text-align: left; }
+        th, td { border: 1px solid var(--border); padding: 4px 10px; text-align: left; white-space: nowrap; word-break: normal; overflow-wrap: normal; }
         thead th { background: var(--code-bg); }
-        .output.html table pre { padding: 0; border: 0; background: none; }
+        .output.html table pre { padding: 0; border: 0; background: none; white-space: pre; word-break: normal; }
+        .purpose { font-size: 17px; margin: 0 0 6px; }
+        .skipped { color: #92400e; font-weight: 600; }
+        .skip-banner { background: #fffbeb; border: 1px solid #fde68a; color: #92400e; padding: 8px 12px; border-radius: 6px; }
+        table.parameters { font-size: 13px; }
+        table.parameters caption { text-align: left; color: var(--muted); padding-bottom: 4px; }
+        table.parameters td:last-child { white-space: normal; color: var(--muted); }
+        details.setup { margin: 8px 0; color: var(--muted); }
+        details.setup > summary { cursor: pointer; font-size: 13px; }
+        .moe-headlines ul { margin: 4px 0; }
         .markdown code { background: var(--code-bg); padding: 1px 4px; border-radius: 4px; font-size: 90%; }
         """;
 }

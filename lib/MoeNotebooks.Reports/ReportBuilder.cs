@@ -17,19 +17,30 @@ public sealed record ReportResult(IReadOnlyList<NotebookReport> Notebooks, strin
 }
 
 /// <summary>
-/// Runs every <c>*.ipynb</c> in a folder (sorted by file name), writes <c>&lt;out&gt;/&lt;name&gt;.html</c> for each
-/// (failed ones too, with the failing cell marked) and an <c>index.html</c> with links, status and durations.
+/// Runs the notebooks of a folder (all, sorted by file name, or only the ones asked for), writes
+/// <c>&lt;out&gt;/&lt;name&gt;.html</c> for each (failed ones too, with the failing cell marked) and
+/// <c>&lt;name&gt;.summary.json</c> beside it, then rebuilds <c>index.html</c> from the summaries of EVERY notebook of the
+/// folder (so a one-notebook run updates its row and keeps the others' last results).
 /// </summary>
 public static class ReportBuilder
 {
     public static async Task<ReportResult> BuildAsync(
-        string notebooksDirectory, string outDirectory, TextWriter log, string? displayRoot = null, CancellationToken cancellationToken = default)
+        string notebooksDirectory, string outDirectory, TextWriter log, string? displayRoot = null, CancellationToken cancellationToken = default,
+        IReadOnlyList<string>? only = null, bool sharedAssets = false)
     {
         ArgumentNullException.ThrowIfNull(log);
-        var notebooks = Directory.GetFiles(notebooksDirectory, "*.ipynb").Order(StringComparer.Ordinal).ToList();
+        var all = Directory.GetFiles(notebooksDirectory, "*.ipynb").Order(StringComparer.Ordinal).ToList();
+        var notebooks = only is null ? all : only.Select(Path.GetFullPath).ToList();
         Directory.CreateDirectory(outDirectory);
         var root = displayRoot ?? Path.GetDirectoryName(Path.GetFullPath(notebooksDirectory))!;
         log.WriteLine($"report: {notebooks.Count} notebook(s) in {Path.GetRelativePath(root, notebooksDirectory)} -> {outDirectory}");
+        if (sharedAssets)
+        {
+            var asset = Path.Combine(outDirectory, PlotlyJs.FileName);
+            WriteText(asset, PlotlyJs.Source);
+            log.WriteLine($"report: shared plotly.js -> {asset}");
+        }
+
         var reports = new List<NotebookReport>();
         for (var i = 0; i < notebooks.Count; i++)
         {
@@ -58,15 +69,23 @@ public static class ReportBuilder
             var failure = executed.Failure is { } f ? f with { NotebookPath = display } : null;
             executed = executed with { Failure = failure };
             var htmlPath = Path.Combine(outDirectory, executed.Name + ".html");
-            HtmlReportWriter.Write(executed, htmlPath, display);
+            WriteText(htmlPath, HtmlReportWriter.Render(executed, display, sharedAssets));
+            var summary = NotebookSummary.Of(executed, display, executed.Name + ".html");
+            WriteText(SummaryPath(outDirectory, executed.Name), summary.ToJson());
             reports.Add(new NotebookReport(path, display, htmlPath, executed.Duration, failure));
-            log.WriteLine(failure is null
-                ? $"    ok in {HtmlReportWriter.FormatDuration(executed.Duration)} -> {htmlPath}"
-                : $"error: {failure}");
+            log.WriteLine(summary.Status switch
+            {
+                NotebookStatus.Ok => $"    ok in {HtmlReportWriter.FormatDuration(executed.Duration)} -> {htmlPath}",
+                NotebookStatus.Skipped => $"    skipped in part ({summary.Reason}) in {HtmlReportWriter.FormatDuration(executed.Duration)} -> {htmlPath}",
+                _ => $"error: {failure}",
+            });
         }
 
         var indexPath = Path.Combine(outDirectory, "index.html");
-        File.WriteAllText(indexPath, RenderIndex(reports), new UTF8Encoding(encoderShouldEmitUTF8Identifier: false));
+        var rows = all.Select(n => (Name: Path.GetFileNameWithoutExtension(n), Display: Path.GetRelativePath(root, n)))
+            .Select(n => (n.Name, n.Display, Summary: NotebookSummary.TryLoad(SummaryPath(outDirectory, n.Name))))
+            .ToList();
+        WriteText(indexPath, RenderIndex(rows));
         var failed = reports.Count(r => !r.Succeeded);
         log.WriteLine(failed == 0
             ? $"report: {reports.Count} notebook(s) ok -> {indexPath}"
@@ -74,34 +93,65 @@ public static class ReportBuilder
         return new ReportResult(reports, indexPath);
     }
 
-    /// <summary>The index page: one row per notebook with a link, status and duration.</summary>
-    public static string RenderIndex(IReadOnlyList<NotebookReport> reports)
+    /// <summary><c>&lt;out&gt;/&lt;name&gt;.summary.json</c>.</summary>
+    public static string SummaryPath(string outDirectory, string notebookName) => Path.Combine(outDirectory, notebookName + ".summary.json");
+
+    // Written to a temporary file first, then moved over the old one: a reader never sees half a report.
+    private static void WriteText(string path, string text)
     {
+        var temporary = path + ".tmp";
+        File.WriteAllText(temporary, text, new UTF8Encoding(encoderShouldEmitUTF8Identifier: false));
+        File.Move(temporary, path, overwrite: true);
+    }
+
+    /// <summary>
+    /// The index page: one row per notebook of the folder with its purpose, headline numbers, status (ok,
+    /// skipped with the reason, failed with the cell, or not run yet) and run time.
+    /// </summary>
+    public static string RenderIndex(IReadOnlyList<(string Name, string Display, NotebookSummary? Summary)> notebooks)
+    {
+        ArgumentNullException.ThrowIfNull(notebooks);
+        var c = CultureInfo.InvariantCulture;
         var html = new StringBuilder();
         html.Append("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n<title>MoeNotebooks reports</title>\n<style>\n")
-            .Append(HtmlReportWriter.Css).Append("</style>\n</head>\n<body>\n<main>\n<header class=\"report-header\"><h1>MoeNotebooks reports</h1>\n<p class=\"meta\">")
-            .Append(reports.Count).Append(" notebook(s) · generated ")
-            .Append(WebUtility.HtmlEncode(DateTimeOffset.UtcNow.ToString("yyyy-MM-dd HH:mm 'UTC'", CultureInfo.InvariantCulture)))
+            .Append(HtmlReportWriter.Css).Append("td.purpose-cell, td.headlines { white-space: normal; min-width: 16em; }\n")
+            .Append("</style>\n</head>\n<body>\n<main>\n<header class=\"report-header\"><h1>MoeNotebooks reports</h1>\n<p class=\"meta\">")
+            .Append(notebooks.Count).Append(" notebook(s) · index rebuilt ")
+            .Append(WebUtility.HtmlEncode(DateTimeOffset.UtcNow.ToString("yyyy-MM-dd HH:mm 'UTC'", c)))
             .Append("</p></header>\n");
-        if (reports.Count == 0)
+        if (notebooks.Count == 0)
         {
             html.Append("<p>No notebooks found.</p>\n");
         }
         else
         {
-            html.Append("<table>\n<thead><tr><th>notebook</th><th>status</th><th>duration</th></tr></thead>\n<tbody>\n");
-            foreach (var report in reports)
+            html.Append("<div class=\"output html\"><table>\n<thead><tr><th>notebook</th><th>purpose</th><th>headline numbers</th><th>status</th><th>run time</th><th>generated</th></tr></thead>\n<tbody>\n");
+            foreach (var (name, display, summary) in notebooks)
             {
-                var name = Path.GetFileName(report.HtmlPath);
-                html.Append("<tr><td><a href=\"").Append(Uri.EscapeDataString(name)).Append("\">")
-                    .Append(WebUtility.HtmlEncode(Path.GetFileNameWithoutExtension(report.NotebookPath))).Append("</a></td><td>")
-                    .Append(report.Failure is { } f
-                        ? "<span class=\"failed\">failed</span>: " + WebUtility.HtmlEncode(f.ToString()[(f.NotebookPath.Length + 2)..])
-                        : "<span class=\"ok\">ok</span>")
-                    .Append("</td><td>").Append(HtmlReportWriter.FormatDuration(report.Duration)).Append("</td></tr>\n");
+                html.Append("<tr><td>");
+                if (summary is null)
+                {
+                    html.Append(WebUtility.HtmlEncode(name)).Append("</td><td class=\"purpose-cell\"></td><td class=\"headlines\"></td><td>not run yet (<code>moe report ")
+                        .Append(WebUtility.HtmlEncode(display)).Append("</code>)</td><td></td><td></td></tr>\n");
+                    continue;
+                }
+
+                html.Append("<a href=\"").Append(Uri.EscapeDataString(summary.HtmlFile)).Append("\">").Append(WebUtility.HtmlEncode(name)).Append("</a></td>")
+                    .Append("<td class=\"purpose-cell\">").Append(WebUtility.HtmlEncode(summary.Purpose)).Append("</td><td class=\"headlines\">")
+                    .Append(string.Join("<br>", summary.Headlines.Select(h =>
+                        WebUtility.HtmlEncode($"{h.Name}: {MoeNotebooks.Interactive.TableDisplay.FormatNumber(h.Value)} {h.Unit}".TrimEnd()))))
+                    .Append("</td><td>")
+                    .Append(summary.Status switch
+                    {
+                        NotebookStatus.Ok => "<span class=\"ok\">ok</span>",
+                        NotebookStatus.Skipped => "<span class=\"skipped\">skipped</span>: " + WebUtility.HtmlEncode(summary.Reason ?? ""),
+                        _ => "<span class=\"failed\">failed</span>: " + WebUtility.HtmlEncode(summary.Reason ?? ""),
+                    })
+                    .Append("</td><td>").Append(HtmlReportWriter.FormatDuration(TimeSpan.FromSeconds(summary.DurationSeconds)))
+                    .Append("</td><td>").Append(WebUtility.HtmlEncode(summary.GeneratedUtc.ToString("yyyy-MM-dd HH:mm", c))).Append("</td></tr>\n");
             }
 
-            html.Append("</tbody>\n</table>\n");
+            html.Append("</tbody>\n</table></div>\n");
         }
 
         html.Append("</main>\n</body>\n</html>\n");

@@ -6,9 +6,15 @@ namespace MoeNotebooks.Calibration.Tests;
 /// <summary>A fact that needs ../shared/calibration; skipped, saying where it looked, when the folder is absent.</summary>
 public sealed class CalibrationDataFactAttribute : FactAttribute
 {
-    public CalibrationDataFactAttribute()
+    // The reason is also put in the display name: `dotnet test` prints skipped tests by name at its default verbosity,
+    // but not their reason.
+    public CalibrationDataFactAttribute([System.Runtime.CompilerServices.CallerMemberName] string test = "")
     {
-        if (PublicData.Locate() is null) Skip = CalibrationData.WhyMissing();
+        if (PublicData.Locate() is null)
+        {
+            Skip = CalibrationData.WhyMissing();
+            DisplayName = $"{test} [SKIPPED: {Skip}]";
+        }
     }
 }
 

@@ -4,25 +4,20 @@ namespace MoeNotebooks.Notebooks.Tests;
 
 /// <summary>
 /// Opens the smoke report in headless Chromium with the network effectively unused (the file is self-contained) and
-/// checks that plotly really drew the charts. Passes with a message where /usr/bin/chromium is absent
-/// (install: apt-get install -y chromium).
+/// checks that plotly really drew the charts. Reported SKIPPED, with the reason, where no Chromium is found (install:
+/// apt-get install -y chromium; .ci/run does); it never passes without having run.
 /// </summary>
 [Collection(SmokeNotebookCollection.Name)]
 public sealed class ChromiumRenderTests(SmokeNotebookFixture smoke, ITestOutputHelper output)
 {
-    private const string Chromium = "/usr/bin/chromium";
+    private static string Chromium => ChromiumFactAttribute.Executable!;
 
     // Plotly.NET's default template paints the plot area rgb(229, 236, 246): only a drawn chart has it.
     private static readonly (byte R, byte G, byte B) PlotBackground = (229, 236, 246);
 
-    [Fact]
+    [ChromiumFact]
     public async Task Charts_render_to_svg_in_the_dom()
     {
-        if (!ChromiumPresent())
-        {
-            return;
-        }
-
         var dom = await RunChromiumAsync("--virtual-time-budget=15000", "--dump-dom", new Uri(smoke.ReportPath).AbsoluteUri);
         var svgCount = dom.Split("class=\"main-svg\"").Length - 1;
         output.WriteLine($"DOM: {dom.Length} chars, {svgCount} main-svg elements");
@@ -32,14 +27,9 @@ public sealed class ChromiumRenderTests(SmokeNotebookFixture smoke, ITestOutputH
         Assert.Contains("Per-GPU timeline", dom, StringComparison.Ordinal);
     }
 
-    [Fact]
+    [ChromiumFact]
     public async Task Screenshot_shows_a_drawn_chart()
     {
-        if (!ChromiumPresent())
-        {
-            return;
-        }
-
         var dir = Directory.CreateTempSubdirectory("moe-shot-").FullName;
         try
         {
@@ -78,17 +68,6 @@ public sealed class ChromiumRenderTests(SmokeNotebookFixture smoke, ITestOutputH
         {
             Directory.Delete(dir, recursive: true);
         }
-    }
-
-    private bool ChromiumPresent()
-    {
-        if (File.Exists(Chromium))
-        {
-            return true;
-        }
-
-        output.WriteLine($"SKIPPED: {Chromium} not found (apt-get install -y chromium); the browser rendering check did not run.");
-        return false;
     }
 
     private static async Task<string> RunChromiumAsync(params string[] arguments)
@@ -132,5 +111,38 @@ public sealed class ChromiumRenderTests(SmokeNotebookFixture smoke, ITestOutputH
         {
             Directory.Delete(profile, recursive: true);
         }
+    }
+}
+
+/// <summary>A fact that needs headless Chromium: skipped, with the reason, where none is found.</summary>
+public sealed class ChromiumFactAttribute : FactAttribute
+{
+    /// <summary>$MOE_CHROMIUM, else chromium / chromium-browser / google-chrome on PATH, else null.</summary>
+    public static string? Executable { get; } = Find();
+
+    // The reason is also put in the display name: `dotnet test` prints skipped tests by name at its default verbosity,
+    // but not their reason.
+    public ChromiumFactAttribute([System.Runtime.CompilerServices.CallerMemberName] string test = "")
+    {
+        if (Executable is null)
+        {
+            Skip = "Chromium not found ($MOE_CHROMIUM, or chromium / chromium-browser / google-chrome on PATH): the browser rendering check did not run (apt-get install -y chromium; .ci/run installs it)";
+            DisplayName = $"{test} [SKIPPED: {Skip}]";
+        }
+    }
+
+    private static string? Find()
+    {
+        if (Environment.GetEnvironmentVariable("MOE_CHROMIUM") is { Length: > 0 } configured && File.Exists(configured))
+        {
+            return configured;
+        }
+
+        var path = Environment.GetEnvironmentVariable("PATH") ?? "";
+        return (from name in new[] { "chromium", "chromium-browser", "google-chrome" }
+                from dir in path.Split(Path.PathSeparator, StringSplitOptions.RemoveEmptyEntries)
+                let candidate = Path.Combine(dir, name)
+                where File.Exists(candidate)
+                select candidate).FirstOrDefault();
     }
 }

@@ -39,7 +39,12 @@ public sealed class FixtureExecutionTests(SmokeNotebookFixture smoke, ITestOutpu
     {
         var cell = smoke.Notebook.Cells[4];
         var table = Assert.Single(cell.Outputs, o => o.Kind == CellOutputKind.Display).Values[CellOutput.Html];
-        Assert.Contains("<th>DurationMs</th>", table, StringComparison.Ordinal);
+        // Shown by TableDisplay (changed from Microsoft.Data.Analysis' formatter, issue 16): no index column, numbers
+        // right-aligned and rounded, nothing breaks inside a token, sideways scroll.
+        Assert.Contains("class=\"moe-table\" style=\"overflow-x:auto", table, StringComparison.Ordinal);
+        Assert.Contains(">DurationMs</th>", table, StringComparison.Ordinal);
+        Assert.DoesNotContain(">index<", table, StringComparison.OrdinalIgnoreCase);
+        Assert.Contains("white-space:nowrap;text-align:right;font-variant-numeric:tabular-nums\">1.250</td>", table, StringComparison.Ordinal);
         Assert.Contains("all-to-all", table, StringComparison.Ordinal);
         var stdout = Assert.Single(cell.Outputs, o => o.Kind == CellOutputKind.StandardOutput).Values[CellOutput.PlainText];
         Assert.Equal("<script>alert(1)</script>", stdout.Trim());
@@ -60,6 +65,25 @@ public sealed class FixtureExecutionTests(SmokeNotebookFixture smoke, ITestOutpu
         Assert.DoesNotContain('\n', line);
         Assert.Equal("answer = 42", result.Cells[1].Outputs.Single().Values[CellOutput.PlainText].Trim());
         Assert.False(result.Cells[3].Executed);
+    }
+
+    [Fact]
+    public void Charts_need_no_network_and_only_the_first_one_of_the_kernel_brings_plotly_js()
+    {
+        // Oracle: ChartDisplay's contract. Both fixture charts run in one kernel; plotly.js is inlined in the first
+        // chart's output only, and no output loads require.js or plotly.js from a CDN (Plotly.NET.Interactive's own
+        // formatter did: https://cdn.plot.ly/plotly-2.28.0.min and cdnjs' require.js).
+        var charts = Displays(smoke.Notebook).Where(h => h.Contains("Plotly.newPlot", StringComparison.Ordinal)).ToList();
+        Assert.Equal(2, charts.Count);
+        Assert.Contains(MoeNotebooks.Interactive.ChartDisplay.InlinePlotlyMarker, charts[0], StringComparison.Ordinal);
+        Assert.Contains(MoeNotebooks.Interactive.PlotlyJs.Source[..200], charts[0], StringComparison.Ordinal);
+        Assert.DoesNotContain(MoeNotebooks.Interactive.ChartDisplay.InlinePlotlyMarker, charts[1], StringComparison.Ordinal);
+        foreach (var chart in charts)
+        {
+            Assert.DoesNotContain("cdn.plot.ly", chart, StringComparison.Ordinal);
+            Assert.DoesNotContain("require.js", chart, StringComparison.Ordinal);
+            Assert.DoesNotContain("<script src=", chart, StringComparison.Ordinal);
+        }
     }
 
     [Fact]

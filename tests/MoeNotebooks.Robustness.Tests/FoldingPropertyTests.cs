@@ -192,4 +192,30 @@ public class FoldingTargetedTests
         // again, so it agrees to the rounding of the sum (a few 1e-12), not bit for bit.
         Assert.Equal(profileWhole.MeanMatmulSeconds, profileFolded.MeanMatmulSeconds, profileWhole.MeanMatmulSeconds * 1e-10);
     }
+
+    [Fact]
+    public void Cli_evaluate_folds_by_default_and_builds_whole_with_fold_none()
+    {
+        // Oracle: the same scenario with --fold none (every GPU built); the JSON totals must be identical.
+        var s = Replicated(Scenario.Load(ScenarioPath("tp8-pp2")), 2);
+        var path = Path.Combine(Path.GetTempPath(), $"fold-{Guid.NewGuid():N}.json");
+        File.WriteAllText(path, $$"""
+            { "name": "fold", "model": { "layers": 4, "hiddenSize": 8192, "attentionHeads": 16, "ffnHiddenSize": 32768, "experts": 16, "topK": 1,
+                                          "batch": {{s.Model.Batch}}, "sequenceLength": 10000, "dtype": "bf16" },
+              "hardware": { "preset": "H100-SXM", "gpus": 32 }, "strategy": { "tp": 8, "pp": 2, "dp": 2 } }
+            """);
+        try
+        {
+            var (code, folded, _) = InvalidInputMatrix.Cli(["evaluate", path, "--format", "json"]);
+            var (codeWhole, whole, _) = InvalidInputMatrix.Cli(["evaluate", path, "--format", "json", "--fold", "none"]);
+            Assert.Equal((0, 0), (code, codeWhole));
+            static double Total(string json) => System.Text.Json.JsonDocument.Parse(json).RootElement.GetProperty("totalSeconds").GetDouble();
+            static long Operations(string json) => System.Text.Json.JsonDocument.Parse(json).RootElement.GetProperty("operations").GetInt64();
+            Assert.Equal(Total(whole), Total(folded));
+            Assert.Equal(Operations(whole), Operations(folded));
+            Assert.Contains("builtOperations", folded, StringComparison.Ordinal);
+            Assert.DoesNotContain("builtOperations", whole, StringComparison.Ordinal);
+        }
+        finally { File.Delete(path); }
+    }
 }

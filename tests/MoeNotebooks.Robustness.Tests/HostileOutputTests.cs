@@ -74,7 +74,7 @@ public class HostileOutputTests
     {
         var dir = Hostile.TempDir("signal-stdout");
         var grid = Grid(dir, 3_000_000);
-        var r = Hostile.Process(["sweep", grid, "--threads", "2"], timeoutSeconds: 120, during: p =>
+        var r = Hostile.Process(["sweep", grid, "--out", "-", "--threads", "2"], timeoutSeconds: 120, during: p =>
         {
             Thread.Sleep(2000);
             Hostile.Signal(p, "INT");
@@ -172,7 +172,7 @@ public class HostileOutputTests
     public void Sweep_to_a_full_stdout_is_named()
     {
         var dir = Hostile.TempDir("full-stdout");
-        var r = Hostile.Process(["sweep", Grid(dir, 2000)], redirect: "> /dev/full");
+        var r = Hostile.Process(["sweep", Grid(dir, 2000), "--out", "-"], redirect: "> /dev/full");
         Assert.Equal(2, r.Code);
         Hostile.OneLine(Assert.Single(r.Err.Split('\n'), l => l.StartsWith("error: ", StringComparison.Ordinal)), "stdout");
     }

@@ -54,6 +54,31 @@ public sealed partial class SeedDocument
 
     public static SeedDocument Load(string path) => new(Path.GetFullPath(path), File.ReadAllText(path));
 
+    /// <summary>
+    /// The document's two formulas as transcribed into the library (facts from the founding document
+    /// <i>DAG Performance Analysis: Cross-Node Expert Parallelism vs Baseline MoE</i>, section "Final Runtime
+    /// Representation", in the library's notation: <c>avg_tokens_per_expert</c> = 640,000 as the document states,
+    /// "[Same computation as above]" written out). Used where the document itself is absent, so every comparison
+    /// still happens; tests check that it equals <see cref="Formula"/> of the document whenever the document is present.
+    /// </summary>
+    public static string TranscribedFormula(string heading) => heading switch
+    {
+        Ep16Heading =>
+            "4 × [3×Get_Time(10240000,8192,8192) + 16×(Get_Time(10240000,512,10000) + Get_Time(10240000,10000,512)) + Get_Time(10240000,8192,8192) + Get_Time(10240000,8192,16) + Get_Time(640000,8192,32768) + Get_Time(640000,32768,8192)]",
+        Tp8Pp2Heading =>
+            "2 × [3×Get_Time(10240000, 1024, 1024) + 2×(Get_Time(10240000, 64, 10000) + Get_Time(10240000, 10000, 64)) + Get_Time(10240000, 1024, 1024) + 8×(Get_Time(640000, 8192, 32768) + Get_Time(640000, 32768, 8192))] + Pipeline_Communication_Latency + 2 × [3×Get_Time(10240000, 1024, 1024) + 2×(Get_Time(10240000, 64, 10000) + Get_Time(10240000, 10000, 64)) + Get_Time(10240000, 1024, 1024) + 8×(Get_Time(640000, 8192, 32768) + Get_Time(640000, 32768, 8192))]",
+        _ => throw new ArgumentException($"heading = '{heading}': the transcription has {Ep16Heading} and {Tp8Pp2Heading}", nameof(heading)),
+    };
+
+    /// <summary>
+    /// The formula under <paramref name="heading"/> from the document at <paramref name="path"/> when it exists, else
+    /// from <see cref="TranscribedFormula"/>; <c>Source</c> says which (for the notebook's printout).
+    /// </summary>
+    public static (string Formula, string Source) FormulaOrTranscription(string heading, string path) =>
+        File.Exists(path)
+            ? (Load(path).Formula(heading), $"the founding document at {Path.GetFullPath(path)}")
+            : (TranscribedFormula(heading), $"the library's transcription of the founding document (the document itself is not at {path})");
+
     public static SeedDocument Parse(string text, string source = "(text)") => new(source, text ?? throw new ArgumentNullException(nameof(text)));
 
     /// <summary>The fenced code block under <paramref name="heading"/>, exactly as written (comments included).</summary>

@@ -54,10 +54,27 @@ public sealed record SweepRow(
     double AttentionSeconds,
     double ElementwiseSeconds,
     double CommunicationSeconds,
-    double IdleSeconds);
+    double IdleSeconds)
+{
+    /// <summary>
+    /// The memory model's verdict for a valid point (<see cref="MemoryModel.Estimate"/>, the check <c>moe search</c>
+    /// rejects candidates with): true when it fits, false when not, null for an invalid point.
+    /// </summary>
+    public bool? FitsInMemory { get; init; }
+
+    /// <summary>Peak bytes per GPU the memory model estimates (NaN for an invalid point).</summary>
+    public double PeakBytesPerGpu { get; init; } = double.NaN;
+}
 
 /// <summary>Counts after a sweep: points, valid and invalid ones, invalid ones by reason, the fastest valid point.</summary>
-public sealed record SweepSummary(long Total, long Valid, long Invalid, IReadOnlyDictionary<string, long> InvalidByReason, SweepRow? Fastest, TimeSpan Elapsed);
+public sealed record SweepSummary(long Total, long Valid, long Invalid, IReadOnlyDictionary<string, long> InvalidByReason, SweepRow? Fastest, TimeSpan Elapsed)
+{
+    /// <summary>Valid points whose memory verdict is "does not fit".</summary>
+    public long MemoryInfeasible { get; init; }
+
+    /// <summary>The fastest valid point that fits in memory, if any.</summary>
+    public SweepRow? FastestFitting { get; init; }
+}
 
 /// <summary>
 /// A grid or random sweep over a base scenario's model, hardware, strategy and cost-model fields, read from JSON:
@@ -256,7 +273,8 @@ public sealed class Sweep
         var clock = Stopwatch.StartNew();
         long valid = 0, invalid = 0, done = 0;
         var reasons = new SortedDictionary<string, long>(StringComparer.Ordinal);
-        SweepRow? fastest = null;
+        SweepRow? fastest = null, fastestFitting = null;
+        long memoryInfeasible = 0;
         foreach (var rows in Batches(options ?? SweepOptions.Default, cancellation))
         {
             foreach (var row in rows)
@@ -265,6 +283,8 @@ public sealed class Sweep
                 {
                     valid++;
                     if (fastest is null || row.TotalSeconds < fastest.TotalSeconds) fastest = row;
+                    if (row.FitsInMemory == false) memoryInfeasible++;
+                    else if (fastestFitting is null || row.TotalSeconds < fastestFitting.TotalSeconds) fastestFitting = row;
                 }
                 else
                 {
@@ -276,7 +296,7 @@ public sealed class Sweep
             done += rows.Length;
             progress?.Report(new SweepProgress(done, Count, invalid, clock.Elapsed));
         }
-        return new SweepSummary(Count, valid, invalid, reasons, fastest, clock.Elapsed);
+        return new SweepSummary(Count, valid, invalid, reasons, fastest, clock.Elapsed) { MemoryInfeasible = memoryInfeasible, FastestFitting = fastestFitting };
     }
 
     /// <summary>Every row in index order, evaluated in parallel batches as the enumeration proceeds (no DataFrame needed).</summary>
@@ -351,14 +371,16 @@ public sealed class Sweep
 
     public IReadOnlyList<string> CsvHeader() =>
         ["index", .. Axes.Select(a => a.Field), "valid", "reason", "gpus", "operations", "total_seconds",
-         "matmul_seconds", "attention_seconds", "elementwise_seconds", "communication_seconds", "idle_seconds"];
+         "matmul_seconds", "attention_seconds", "elementwise_seconds", "communication_seconds", "idle_seconds",
+         "memory_verdict", "peak_bytes_per_gpu"];
 
     public static IReadOnlyList<string> CsvFields(SweepRow row)
     {
         static string D(double v) => double.IsNaN(v) ? "" : v.ToString("R", CultureInfo.InvariantCulture);
         return [row.Index.ToString(CultureInfo.InvariantCulture), .. row.Values, row.Valid ? "true" : "false", row.Reason ?? "",
             row.Gpus.ToString(CultureInfo.InvariantCulture), row.Operations.ToString(CultureInfo.InvariantCulture), D(row.TotalSeconds),
-            D(row.MatmulSeconds), D(row.AttentionSeconds), D(row.ElementwiseSeconds), D(row.CommunicationSeconds), D(row.IdleSeconds)];
+            D(row.MatmulSeconds), D(row.AttentionSeconds), D(row.ElementwiseSeconds), D(row.CommunicationSeconds), D(row.IdleSeconds),
+            row.FitsInMemory switch { true => "fits", false => "does not fit", null => "" }, D(row.PeakBytesPerGpu)];
     }
 
     private static string Csv(string field) =>
@@ -387,9 +409,11 @@ public sealed class Sweep
         {
             var e = QuickEvaluation.Run(scenario, worker.Model == scenario.Model && worker.Strategy == scenario.Strategy ? worker.Dag : null, worker.Workspace, breakdown);
             (worker.Model, worker.Strategy, worker.Dag) = (scenario.Model, scenario.Strategy, e.Dag);
+            var memory = MemoryModel.Estimate(scenario.Model, scenario.Strategy, scenario.Hardware);
             return new SweepRow(index, values, true, null, scenario.Hardware.GpuCount, (int)Math.Min(e.Dag.RepresentedCount, int.MaxValue), e.TotalSeconds,
                 e.Breakdown?["matmul"] ?? double.NaN, e.Breakdown?["attention"] ?? double.NaN, e.Breakdown?["elementwise"] ?? double.NaN,
-                e.Breakdown?["communication"] ?? double.NaN, e.Breakdown?["idle"] ?? double.NaN);
+                e.Breakdown?["communication"] ?? double.NaN, e.Breakdown?["idle"] ?? double.NaN)
+            { FitsInMemory = memory.Feasible, PeakBytesPerGpu = memory.PeakBytesPerGpu };
         }
         catch (ConfigException e) { return Invalid(index, values, QuickEvaluation.Reason(e)); }
         catch (DagException e) { return Invalid(index, values, e.Message); }
