@@ -143,8 +143,10 @@ public sealed class ModernPredictor
     /// <summary>The row as a scenario, or the reason it cannot be one yet.</summary>
     public static (ModernScenario? Scenario, string? Reason) ScenarioOf(ModernRun run)
     {
-        if (run.Arch.Contains("hybrid", StringComparison.OrdinalIgnoreCase))
+        if (run.Family.StartsWith("Nemotron", StringComparison.OrdinalIgnoreCase))
             return (null, "hybrid Mamba/attention layers are not modelled (no Mamba block in the core)");
+        if (run.Layers is null && !ModernArchitecture.Catalog.ContainsKey(run.Family))
+            return (null, $"no architecture: the row gives none (\"{run.Arch}\") and no public config is in data/{ModernArchitecture.ResourceName}");
         if (run.CP > 1) return (null, $"context parallelism CP = {run.CP} is not modelled yet (issue 12)");
         if (run.Sharding.Contains("Megatron-FSDP", StringComparison.OrdinalIgnoreCase))
             return (null, $"Megatron-FSDP ({run.Sharding}) over TP/PP is not modelled yet (issue 12)");
@@ -152,7 +154,7 @@ public sealed class ModernPredictor
             return (null, $"EP = {run.EP} larger than DP = {run.DP} (experts folded over TP x DP) is not modelled yet (issue 12)");
         var system = SystemPresets.TryGetValue(run.System, out var names)
             ? names.FirstOrDefault(n => HardwareCatalog.Names.Contains(n, StringComparer.OrdinalIgnoreCase)) : null;
-        if (system is null) return (null, $"no hardware preset for {run.System} (issue 11 adds it)");
+        if (system is null) return (null, $"no hardware preset for {run.System} (issues 11 and 13 add the presets)");
         ModernArchitecture? arch;
         if (run.Framework == ModernFramework.MosaicMpt)
         {

@@ -244,6 +244,21 @@ public sealed class ModernModelTests
     }
 
     [Fact]
+    public void Activation_memory_follows_kv_heads_and_gated_ffns()
+    {
+        // Oracle (by hand): an inference working set holds one layer's activations; with 2 instead of 8 KV heads of 128
+        // the saved K and V shrink by 2 x (8 - 2) x 128 elements per token; a gated FFN saves [2F] + [F] instead of
+        // [F] + [F] per expert token, one more F = 4096 per token here (top-2 of 8 uniform experts on one GPU: 2 x tokens).
+        var hw = HardwareCatalog.Get("H100-SXM").WithGpus(1);
+        var st = new StrategySpec(1, 1, 1, 1);
+        var mha = new ModelSpec("m", 2, 1024, 8, 4096, 8, 2, 16, 512) { HeadDim = 128 };
+        double tokens = 16 * 512;
+        double Acts(ModelSpec m) => Analysis.MemoryModel.Estimate(m, st, hw).Stages[0].ActivationsBytes;
+        Assert.Equal(2 * tokens * 2 * 6 * 128, Acts(mha) - Acts(mha with { KvHeads = 2 }), 1e-3);
+        Assert.Equal(2 * (2 * tokens) * 4096, Acts(mha with { FfnActivation = FfnActivation.Swiglu }) - Acts(mha), 1e-3);
+    }
+
+    [Fact]
     public void Nvfp4_gemms_use_the_fp4_peak_or_fail_clearly()
     {
         // Oracle: H100 lists no fp4 peak (Hopper tensor cores have no FP4), so an nvfp4 scenario on it is rejected

@@ -132,15 +132,26 @@ public static class MemoryModel
         // Materialized scores instead save the probabilities (e bytes per score) and, with dropout, its mask and
         // output (1 + e more); Korthikanti et al. 2022 count 5 a s^2 b for fp16 with dropout.
         var scoresPerLayer = tokens * model.SequenceLength * model.AttentionHeads / attnTp;
-        var attentionActs = e * tokens * (2 * h + 4 * h / attnTp) + st.AttentionKernel switch
+        // Q, K, V and attention-output widths per rank: heads x head dims over the attention TP ranks (GQA: fewer KV
+        // heads, at least one per rank); MLA: its latents (replicated) and the up-projected q, k, v per head.
+        double headsPerRank = (double)model.AttentionHeads / attnTp;
+        var qkvo = seed ? 4 * h / attnTp
+            : model.Mla is { } mla ? mla.QLoraRank + mla.KvLoraRank + mla.QkRopeHeadDim + headsPerRank * (2 * mla.QkHeadDim + 2 * mla.VHeadDim)
+            : 2 * headsPerRank * model.HeadDim + 2 * Math.Max(1.0, (double)model.KeyValueHeads / attnTp) * model.HeadDim;
+        var attentionActs = e * tokens * (2 * h + qkvo) + st.AttentionKernel switch
         {
             AttentionKernel.Materialized => e * scoresPerLayer,
             AttentionKernel.MaterializedDropout => (2 * e + 1) * scoresPerLayer,
             _ => 4 * tokens * model.AttentionHeads / attnTp,
         };
+        // FFN intermediates: up output and activation output (gated: the fused [2F] output and F). A model with dense
+        // first layers is sized by its MoE layers.
+        var intermediates = model.GatedFfn ? 3 : 2;
+        var expertFfnShard = seed ? model.ExpertFfnHiddenSize : model.ExpertFfnHiddenSize / st.TP;
+        var sharedShard = (double)model.SharedExperts * model.SharedExpertWidth / st.TP;
         var ffnActs = model.IsDense
-            ? e * tokens * (2 * h + 2 * ffnShard)
-            : e * tokens * 2 * h + 4 * tokens * model.Experts + e * expertTokens * (h + 2 * ffnShard);
+            ? e * tokens * (2 * h + intermediates * ffnShard)
+            : e * tokens * 2 * h + 4 * tokens * model.Experts + e * expertTokens * (h + intermediates * expertFfnShard) + e * tokens * intermediates * sharedShard;
         var perLayer = attentionActs + ffnActs;
         var a2aBuffers = model.IsDense || (st.EP == 1 && !seed) ? 0 : 2 * e * Math.Max(tokens * model.TopK, expertTokens) * h;
 
