@@ -186,7 +186,7 @@ public static class ModernSuite
     {
         var run = s.Run;
         var hw = s.Hardware;
-        var naiveHw = hw.GpusPerNode > 8 ? (hw with { GpusPerNode = 8 }).Validated() : hw;
+        var naiveHw = NaiveHardware(hw);
         var v = s.VirtualStages;
         var naive = predictor.Predict(s, naiveHw, 1, priceDataParallel: false);
         var steps = new Dictionary<ModernRung, (ModernStep, PartFactors)> { [ModernRung.Naive] = (naive, PartFactors.One) };
@@ -231,6 +231,27 @@ public static class ModernSuite
             steps[ModernRung.Topology] = (topology, withPrecision with { ExtraMemorySeconds = MoeMemorySeconds(s, topology) });
         }
         return new ModernRowModel(s, steps, note);
+    }
+
+    /// <summary>
+    /// The naive rung's hardware: the preset with NVLink domains of at most 8 GPUs, as a DGX-style node (an NVL72 rack
+    /// as if it were 8-GPU nodes); the same object when the preset's domain is already 8 GPUs or fewer. Written as a
+    /// preset override, <c>{"preset", "gpus", "gpusPerNode", "gpusPerNvlinkDomain"}</c>; a hardware description
+    /// without the NVLink-domain field (before issue 13) treats a node as the domain, so only gpusPerNode is set.
+    /// </summary>
+    public static HardwareSpec NaiveHardware(HardwareSpec hw)
+    {
+        var domainProperty = typeof(HardwareSpec).GetProperty("GpusPerNvlinkDomain");
+        var domain = domainProperty?.GetValue(hw) is int d ? d : hw.GpusPerNode;
+        if (domain <= 8) return hw;
+        string Override(bool withDomain) => string.Create(CultureInfo.InvariantCulture,
+            $"{{\"preset\": \"{hw.Name}\", \"gpus\": {hw.GpuCount}, \"gpusPerNode\": {Math.Min(8, hw.GpusPerNode)}{(withDomain ? ", \"gpusPerNvlinkDomain\": 8" : "")}}}");
+        HardwareSpec Read(string text)
+        {
+            using var o = JsonObjectReader.Parse(text, "naive hardware");
+            return HardwareSpec.Read(new JsonObjectReader(o.RootElement, "hardware", "naive hardware"));
+        }
+        return Read(Override(withDomain: domainProperty is not null));
     }
 
     /// <summary>
@@ -330,11 +351,11 @@ public static class ModernSuite
         var lomo = results.Select(r => (r.Row.Run.TargetGroup, r.LomoErrorPct)).ToArray();
         return
         [
-            Rung("naive", "the row's columns as today's model description writes them: MHA with head dim hidden/heads, two-matrix FFN at the expert width, every layer MoE, bf16 everywhere; plain 1F1B, no DP sync; 8-GPU NVLink domains; tile-wave GEMMs, datasheet links", rows, r => r.Seconds(u, ModernRung.Naive)),
+            Rung("naive", "the row's columns as the founding model description writes them: MHA with head dim hidden/heads, two-matrix FFN at the expert width, every layer MoE, no causal mask, bf16 everywhere; plain 1F1B, no DP sync; NVLink domains of at most 8 GPUs; tile-wave GEMMs, the main branch's collectives", rows, r => r.Seconds(u, ModernRung.Naive)),
             Rung("+ architecture", "the model preset's blocks in the DAG (issue 11): GQA/MLA projections, SwiGLU, shared experts, router and token permutation passes, causal and sliding-window attention; dense first layers and MTP by FLOP ratios (the slice is all MoE layers); MPT: causal attention", rows, r => r.Seconds(u, ModernRung.Architecture)),
             Rung("+ precision recipe", "the precision recipe in the DAG (issue 11): linear-layer GEMMs at the recipe's peak with their quantize passes; attention, norms, logits and communication stay bf16", rows, r => r.Seconds(u, ModernRung.Precision)),
             Rung("+ Megatron-Core layout", "interleaved virtual stages in the pipeline law, distributed-optimizer reduce-scatter/all-gather over DP (and DP/EP for experts), FSDP gathers per microbatch, all exposed (issue 12's folding, CP and DualPipe not landed)", rows, r => r.Seconds(u, ModernRung.Layout)),
-            Rung("+ topology", "the preset's NVLink domain (72 GPUs on NVL72 racks) for all-to-all and DP groups (issue 13's multi-rail collectives not landed)", rows, r => r.Seconds(u, ModernRung.Topology)),
+            Rung("+ topology", "the preset's NVLink domain (72 GPUs on NVL72 racks) for the all-to-all, pipeline and DP groups; the collectives themselves are the same in every rung", rows, r => r.Seconds(u, ModernRung.Topology)),
             Rung("+ fitted efficiencies", "one fit per GPU generation (in-sample)", rows, r => r.Seconds(fits[r.Run.Generation])),
             new ModernAblationRung("+ fitted, leave-one-model-out", "the same fit without the predicted model's rows", lomo.Length == 0 ? null : Mape(lomo.Select(e => e.LomoErrorPct)),
                 lomo.GroupBy(e => e.TargetGroup).ToDictionary(g => g.Key, g => Mape(g.Select(e => e.LomoErrorPct)))),

@@ -142,6 +142,19 @@ public class ModernSuiteTests
         Assert.True(Math.Abs(law / full - 1) < 0.05, $"slice law {law * 1e3:F3} ms vs full interleaved DAG {full * 1e3:F3} ms");
     }
 
+    [Fact]
+    public void The_naive_rung_sees_nvlink_domains_of_at_most_8_gpus()
+    {
+        // Oracle: by definition of the rung; an 8-GPU node is left as it is (same object), a 16-GPU domain becomes 8.
+        var dgx = HardwareCatalog.Get("DGX-B200").WithGpus(64);
+        Assert.Same(dgx, ModernSuite.NaiveHardware(dgx));
+        var big = (dgx with { GpusPerNode = 16 }).Validated();
+        var naive = ModernSuite.NaiveHardware(big);
+        Assert.Equal(8, naive.GpusPerNode);
+        Assert.Equal(64, naive.GpuCount);
+        Assert.Equal(big.Gpu, naive.Gpu);
+    }
+
     [CalibrationDataFact]
     public void One_fit_per_generation_is_shown_beside_its_cross_validated_error()
     {
