@@ -9,14 +9,18 @@ namespace MoeNotebooks.Analysis;
 /// How a search runs. <paramref name="Microbatches"/>: the microbatch counts tried (default: 1, and with PP &gt; 1 the powers
 /// of two up to 4 x PP). <paramref name="SkipMemoryInfeasible"/>: reject candidates whose <see cref="MemoryModel"/> verdict
 /// is "does not fit". <paramref name="InfeasibleReason"/>: an extra verdict on a valid candidate, null when feasible;
-/// rejected candidates are counted under their reason, not evaluated.
+/// rejected candidates are counted under their reason, not evaluated. <paramref name="VirtualStages"/>: model chunks per
+/// GPU tried (values above 1 use the interleaved schedule with PP &gt; 1; default: the scenario's).
+/// <paramref name="DistributedOptimizer"/>: with and/or without Megatron's distributed optimizer (default: the scenario's).
 /// </summary>
 public sealed record SearchOptions(
     int Top = 5,
     IReadOnlyList<int>? Microbatches = null,
     Func<Scenario, string?>? InfeasibleReason = null,
     int MaxDegreeOfParallelism = 0,
-    bool SkipMemoryInfeasible = true)
+    bool SkipMemoryInfeasible = true,
+    IReadOnlyList<int>? VirtualStages = null,
+    IReadOnlyList<bool>? DistributedOptimizer = null)
 {
     public static SearchOptions Default { get; } = new();
 }
@@ -66,15 +70,30 @@ public static class StrategySearch
     /// The candidate strategies, in a fixed order (factorization, then microbatches ascending), each a copy of
     /// <paramref name="template"/> (default: a corrected forward pass) with the sizes replaced.
     /// </summary>
-    public static IReadOnlyList<StrategySpec> Candidates(int gpus, IReadOnlyList<int>? microbatches = null, StrategySpec? template = null)
+    public static IReadOnlyList<StrategySpec> Candidates(int gpus, IReadOnlyList<int>? microbatches = null, StrategySpec? template = null,
+        IReadOnlyList<int>? virtualStages = null, IReadOnlyList<bool>? distributedOptimizer = null)
     {
         template ??= new StrategySpec(1, 1, 1, 1);
         var list = new List<StrategySpec>();
+        var vps = (virtualStages ?? [template.VirtualStages]).Distinct().Order().ToArray();
+        var dists = (distributedOptimizer ?? [template.UseDistributedOptimizer]).Distinct().Order().ToArray();
         foreach (var (ep, tp, pp, dp) in Factorizations(gpus))
         {
             var mbs = microbatches ?? DefaultMicrobatches(pp);
             foreach (var mb in mbs.Distinct().Order())
-                list.Add(template with { EP = ep, TP = tp, PP = pp, DP = dp, Derivation = Derivation.Corrected, Microbatches = mb });
+            foreach (var vp in vps)
+            {
+                // Virtual stages need a pipeline; a value above 1 selects Megatron's interleaved schedule.
+                if (vp > 1 && pp == 1) continue;
+                var schedule = vp > 1 ? PipelineSchedule.Interleaved : template.Schedule == PipelineSchedule.Interleaved ? PipelineSchedule.OneFOneB : template.Schedule;
+                foreach (var dist in dists)
+                    list.Add(template with
+                    {
+                        EP = ep, TP = tp, PP = pp, DP = dp, Derivation = Derivation.Corrected, Microbatches = mb,
+                        VirtualStages = vp, Schedule = virtualStages is null ? template.Schedule : schedule,
+                        UseDistributedOptimizer = dist, ZeroStage = dist ? 0 : template.ZeroStage,
+                    });
+            }
         }
         return list;
     }
@@ -104,7 +123,7 @@ public static class StrategySearch
             foreach (var mb in mbs) Validate.Positive("microbatches", mb);
         var clock = Stopwatch.StartNew();
         var hardware = scenario.Hardware.WithGpus(gpus);
-        var candidates = Candidates(gpus, options.Microbatches, scenario.Strategy);
+        var candidates = Candidates(gpus, options.Microbatches, scenario.Strategy, options.VirtualStages, options.DistributedOptimizer);
         // The whole search is bounded too: each candidate is bounded by the size guard, and their number by this.
         if (candidates.Count > MaxCandidates)
             throw new ConfigException("gpus", gpus.ToString(System.Globalization.CultureInfo.InvariantCulture),
