@@ -59,7 +59,7 @@ public static class StrategySearch
     public static IEnumerable<(int EP, int TP, int PP, int DP)> Factorizations(int gpus)
     {
         if (gpus <= 0) throw new ConfigException("gpus", gpus.ToString(System.Globalization.CultureInfo.InvariantCulture), "must be a positive integer (>= 1)");
-        var divisors = Enumerable.Range(1, gpus).Where(d => gpus % d == 0).ToArray();
+        var divisors = MemoryModel.Divisors(gpus).Select(d => (int)d).ToArray();   // O(sqrt n), not O(n)
         foreach (var ep in divisors)
             foreach (var tp in divisors.Where(d => (gpus / ep) % d == 0))
                 foreach (var pp in divisors.Where(d => (gpus / ep / tp) % d == 0))
@@ -109,6 +109,12 @@ public static class StrategySearch
         return list;
     }
 
+    /// <summary>Most candidates one search evaluates (a 2^20-GPU search has about 18,000).</summary>
+    public const int MaxCandidates = 20_000;
+
+    /// <summary>Longest search accepted (estimated from the candidates' operation counts, spread over the cores).</summary>
+    public const double MaxSearchSeconds = 300;
+
     public static SearchResult Run(Scenario scenario, int gpus, SearchOptions? options = null, IProgress<SweepProgress>? progress = null, CancellationToken cancellation = default)
     {
         options ??= SearchOptions.Default;
@@ -118,6 +124,19 @@ public static class StrategySearch
         var clock = Stopwatch.StartNew();
         var hardware = scenario.Hardware.WithGpus(gpus);
         var candidates = Candidates(gpus, options.Microbatches, scenario.Strategy, options.VirtualStages, options.DistributedOptimizer);
+        // The whole search is bounded too: each candidate is bounded by the size guard, and their number by this.
+        if (candidates.Count > MaxCandidates)
+            throw new ConfigException("gpus", gpus.ToString(System.Globalization.CultureInfo.InvariantCulture),
+                $"gives {candidates.Count:N0} candidate strategies (EP x TP x PP x DP factorizations x microbatch counts); the limit is {MaxCandidates:N0}: search fewer GPUs or fewer --microbatches");
+        var estimatedSeconds = 0.0;
+        foreach (var c in candidates)
+        {
+            try { estimatedSeconds += Derivations.DagFactory.EstimateOperations(scenario.Model, c, Derivations.DagFolding.Symmetric) * Derivations.DagFactory.SecondsPerEstimatedOperation; }
+            catch (ConfigException) { }
+        }
+        if (estimatedSeconds / Math.Max(1, Environment.ProcessorCount) > MaxSearchSeconds)
+            throw new ConfigException("gpus", gpus.ToString(System.Globalization.CultureInfo.InvariantCulture),
+                $"would take about {estimatedSeconds / Math.Max(1, Environment.ProcessorCount):F0} s to search ({candidates.Count:N0} candidates of up to {scenario.Model.Layers} layers); the limit is about {MaxSearchSeconds:F0} s: search fewer GPUs, a smaller model or fewer --microbatches");
         var totals = new double[candidates.Count];
         var reasons = new string?[candidates.Count];
         var operations = new int[candidates.Count];
@@ -134,6 +153,7 @@ public static class StrategySearch
             try
             {
                 candidate.Validated();
+                Derivations.DagFactory.CheckSize(candidate.Model, candidate.Strategy, Derivations.DagFolding.Symmetric);   // before the memory estimate: refuse huge ones for nothing
                 if (options.SkipMemoryInfeasible && !MemoryModel.Estimate(candidate.Model, candidate.Strategy, candidate.Hardware).Feasible)
                     reasons[i] = $"memory: does not fit in {candidate.Hardware.Gpu.HbmCapacityBytes / 1e9:F0} GB per GPU (MemoryModel)";
                 reasons[i] ??= options.InfeasibleReason?.Invoke(candidate);
