@@ -17,14 +17,15 @@ public static class EvaluateVerb
         {
             "symmetric" => Derivations.DagFolding.Symmetric,
             "none" => Derivations.DagFolding.None,
-            _ => throw new UsageException($"--fold = {fold}: must be symmetric (build identical replicas once, exact) or none (build every GPU)"),
+            _ => throw new UsageException($"--fold = {Cli.Shown(fold)}: must be symmetric (build identical replicas once, exact) or none (build every GPU)"),
         };
-        if (format is not ("json" or "table")) throw new UsageException($"--format = {format}: must be table or json");
+        if (format is not ("json" or "table")) throw new UsageException($"--format = {Cli.Shown(format)}: must be table or json");
         double? speedup = null;
         if (sensitivity.Length > 0)
         {
-            if (!double.TryParse(sensitivity, System.Globalization.NumberStyles.Float, System.Globalization.CultureInfo.InvariantCulture, out var s))
-                throw new UsageException($"--sensitivity = {sensitivity}: must be a fraction such as 0.1");
+            if (!double.TryParse(sensitivity, System.Globalization.NumberStyles.Float, System.Globalization.CultureInfo.InvariantCulture, out var s)
+                || !double.IsFinite(s) || s <= 0 || s >= 1)
+                throw new UsageException($"--sensitivity = {Cli.Shown(sensitivity)}: must be a fraction in (0, 1) such as 0.1 (each operation kind 10% faster)");
             speedup = s;
         }
         var evaluation = Scenario.Load(path).Evaluate(folding);

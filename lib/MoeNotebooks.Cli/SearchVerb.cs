@@ -4,7 +4,10 @@ using MoeNotebooks.Config;
 
 namespace MoeNotebooks.Cli;
 
-/// <summary><c>moe search SCENARIO.json --gpus N [--top 5] [--microbatches 1,2,4]</c>: the fastest strategies and why.</summary>
+/// <summary>
+/// <c>moe search SCENARIO.json --gpus N [--top 5] [--microbatches 1,2,4] [--virtual-stages 1,2] [--distributed-optimizer both]</c>:
+/// the fastest strategies and why; infeasible candidates counted by reason.
+/// </summary>
 public static class SearchVerb
 {
     public static int Run(Options options, TextWriter stdout, TextWriter stderr)
@@ -13,13 +16,34 @@ public static class SearchVerb
         var gpusText = options.Option("--gpus", "");
         var top = SweepVerb.ParseInt("--top", options.Option("--top", "5"), 1);
         var mbText = options.Option("--microbatches", "");
+        var vpText = options.Option("--virtual-stages", "");
+        var distText = options.Option("--distributed-optimizer", "");
         options.Finish();
+<<<<<<< HEAD
+        // Every option is checked before the scenario is read or anything printed.
+        int? gpusOption = gpusText == "" ? null : SweepVerb.ParseInt("--gpus", gpusText, 1, (int)Bounds.Gpus.Max);
+        var mbParts = mbText == "" ? [] : mbText.Split(',');
+        if (mbParts.Length > 64) throw new UsageException($"--microbatches lists {mbParts.Length} counts: give at most 64");
+=======
+        IReadOnlyList<int>? virtualStages = vpText == "" ? null
+            : vpText.Split(',').Select(t => SweepVerb.ParseInt("--virtual-stages", t.Trim(), 1)).ToArray();
+        IReadOnlyList<bool>? distributed = distText switch
+        {
+            "" => null,
+            "both" => [false, true],
+            "true" => [true],
+            "false" => [false],
+            _ => throw new UsageException($"--distributed-optimizer {distText}: must be both, true or false"),
+        };
         var scenario = Scenario.Load(path);
         var gpus = gpusText == "" ? scenario.Hardware.GpuCount : SweepVerb.ParseInt("--gpus", gpusText, 1);
+>>>>>>> main
         IReadOnlyList<int>? microbatches = mbText == "" ? null
-            : mbText.Split(',').Select(t => SweepVerb.ParseInt("--microbatches", t.Trim(), 1)).ToArray();
+            : mbParts.Select(t => SweepVerb.ParseInt("--microbatches", t.Trim(), 1, (int)Bounds.Microbatches.Max)).ToArray();
+        var scenario = Scenario.Load(path);
+        var gpus = gpusOption ?? scenario.Hardware.GpuCount;
         var bar = new ProgressBar(stderr);
-        var result = StrategySearch.Run(scenario, gpus, new SearchOptions(top, microbatches), bar);
+        var result = StrategySearch.Run(scenario, gpus, new SearchOptions(top, microbatches, VirtualStages: virtualStages, DistributedOptimizer: distributed), bar);
         bar.Finish();
         var c = CultureInfo.InvariantCulture;
         stdout.WriteLine(string.Create(c, $"{scenario.Name} on {gpus} x {scenario.Hardware.Gpu.Name}: {result.Considered:N0} strategies, {result.Evaluated:N0} evaluated, {result.Rejected:N0} rejected, {result.Elapsed.TotalSeconds:F2} s"));

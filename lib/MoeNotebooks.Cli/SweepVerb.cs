@@ -1,5 +1,6 @@
 using System.Globalization;
 using MoeNotebooks.Analysis;
+using MoeNotebooks.Config;
 
 namespace MoeNotebooks.Cli;
 
@@ -13,26 +14,58 @@ public static class SweepVerb
     public static int Run(Options options, TextWriter stdout, TextWriter stderr)
     {
         var path = options.Positional(0, "GRID.json");
-        var outPath = options.Option("--out", DefaultOut(path));
-        var threads = ParseInt("--threads", options.Option("--threads", "0"), 0);
+        var defaultOut = DefaultOut(path);
+        var outPath = options.Option("--out", defaultOut);
+        var threads = ParseInt("--threads", options.Option("--threads", "0"), 0, 1024);
         var breakdown = options.Option("--breakdown", "true") switch
         {
             "true" => true,
             "false" => false,
-            var v => throw new UsageException($"--breakdown = {v}: must be true or false"),
+            var v => throw new UsageException($"--breakdown = {Cli.Shown(v)}: must be true or false"),
         };
         options.Finish();
         var sweep = Sweep.Load(path);
         var sweepOptions = new SweepOptions(threads, Breakdown: breakdown);
+        // The default target's folder (git-ignored artifacts/sweeps) is created; a folder the user named must exist.
+        if (outPath == defaultOut && outPath != "-" && Path.GetDirectoryName(Path.GetFullPath(outPath)) is { } folder) Directory.CreateDirectory(folder);
+        // Checked before any row is computed: a bad --out costs nothing.
+        using var file = outPath == "-" ? null : OutputFile.Open("--out", outPath);
         var bar = new ProgressBar(stderr);
         SweepSummary summary;
-        if (outPath == "-") summary = sweep.WriteCsv(stdout, sweepOptions, bar);
-        else
+        // SIGINT / SIGTERM stop the sweep at a row boundary: a file target is dropped (never half-written), stdout
+        // ends on a complete row and a last line saying so; either way the exit code is 130.
+        using var cancel = new CancellationTokenSource();
+        string? signal = null;
+        void OnSignal(System.Runtime.InteropServices.PosixSignalContext context)
         {
-            if (Path.GetDirectoryName(Path.GetFullPath(outPath)) is { } folder) Directory.CreateDirectory(folder);
-            using var file = new StreamWriter(outPath);
-            summary = sweep.WriteCsv(file, sweepOptions, bar);
+            context.Cancel = true;
+            signal ??= context.Signal.ToString();
+            cancel.Cancel();
         }
+        using var sigint = System.Runtime.InteropServices.PosixSignalRegistration.Create(System.Runtime.InteropServices.PosixSignal.SIGINT, OnSignal);
+        using var sigterm = System.Runtime.InteropServices.PosixSignalRegistration.Create(System.Runtime.InteropServices.PosixSignal.SIGTERM, OnSignal);
+        var rows = new CountingWriter(file?.Writer ?? stdout);
+        try
+        {
+            summary = sweep.WriteCsv(rows, sweepOptions, bar, cancel.Token);
+            if (cancel.IsCancellationRequested) throw new OperationCanceledException();
+            file?.Commit();
+        }
+        catch (OperationCanceledException)
+        {
+            bar.Finish();
+            if (file is not null)
+            {
+                file.Abandon();
+                throw new InterruptedException($"sweep interrupted by {signal ?? "cancellation"}: {Cli.Shown(outPath)} was not written (no partial file is kept)");
+            }
+            stdout.WriteLine($"# interrupted by {signal ?? "cancellation"} after {rows.Lines - 1} rows; the rows above are complete");
+            stdout.Flush();
+            throw new InterruptedException($"sweep interrupted by {signal ?? "cancellation"} after {rows.Lines - 1} of {sweep.Count} rows");
+        }
+        catch (IOException e) when (file is not null) { throw file.WriteFailed(e); }
+        catch (IOException e) { throw Cli.StdoutFailed(e); }
+        finally { bar.Finish(); }   // an error line starts on its own line, never after the bar's carriage return
         bar.Finish();
         var c = CultureInfo.InvariantCulture;
         stderr.WriteLine(string.Create(c, $"{summary.Total:N0} points: {summary.Valid:N0} valid, {summary.Invalid:N0} invalid, {summary.Elapsed.TotalSeconds:F2} s ({summary.Total / Math.Max(1e-9, summary.Elapsed.TotalSeconds):N0} per second){(outPath == "-" ? "" : $" -> {outPath}")}"));
@@ -54,9 +87,11 @@ public static class SweepVerb
         return root is null ? "-" : Path.Combine(root, "artifacts", "sweeps", Path.GetFileNameWithoutExtension(gridPath) + ".csv");
     }
 
-    internal static int ParseInt(string name, string text, int min) =>
-        int.TryParse(text, NumberStyles.Integer, CultureInfo.InvariantCulture, out var v) && v >= min
-            ? v : throw new UsageException($"{name} = {text}: must be an integer >= {min}");
+    internal static int ParseInt(string name, string text, int min, int max = int.MaxValue) =>
+        int.TryParse(text, NumberStyles.Integer, CultureInfo.InvariantCulture, out var v) && v >= min && v <= max
+            ? v : throw new UsageException(max == int.MaxValue
+                ? $"{name} = {Cli.Shown(text)}: must be an integer >= {min}"
+                : $"{name} = {Cli.Shown(text)}: must be an integer in [{min}, {max}]");
 }
 
 /// <summary>A one-line progress bar redrawn with carriage returns (at most ten times a second).</summary>
@@ -80,5 +115,24 @@ public sealed class ProgressBar(TextWriter writer, int width = 30) : IProgress<S
     public void Finish()
     {
         if (_drawn) writer.WriteLine();
+        _drawn = false;
     }
+}
+
+/// <summary>Counts the lines written through it (the CSV rows a sweep has completed).</summary>
+public sealed class CountingWriter(TextWriter inner) : TextWriter
+{
+    public long Lines { get; private set; }
+    public override System.Text.Encoding Encoding => inner.Encoding;
+    public override void Write(char value) { if (value == '\n') Lines++; inner.Write(value); }
+    public override void Write(string? value)
+    {
+        if (value is null) return;
+        foreach (var c in value) if (c == '\n') Lines++;
+        inner.Write(value);
+    }
+    public override void Write(char[] buffer, int index, int count) => Write(new string(buffer, index, count));
+    public override void WriteLine(string? value) { Write(value); Write('\n'); }
+    public override void WriteLine() => Write('\n');
+    public override void Flush() => inner.Flush();
 }

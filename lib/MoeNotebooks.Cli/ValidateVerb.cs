@@ -17,12 +17,12 @@ public static class ValidateVerb
         var dir = options.Option("--data", "");
         var ablation = options.Option("--ablation", "");
         options.Finish();
-        if (format is not ("json" or "table")) throw new UsageException($"--format = {format}: must be table or json");
-        if (ablation is not ("" or "sc21" or "modern")) throw new UsageException($"--ablation = {ablation}: must be sc21 or modern");
+        if (format is not ("json" or "table")) throw new UsageException($"--format = {Cli.Shown(format)}: must be table or json");
+        if (ablation is not ("" or "sc21" or "modern")) throw new UsageException($"--ablation = {Cli.Shown(ablation)}: must be sc21 or modern");
         var data = PublicData.Locate(dir.Length == 0 ? null : dir);
         if (data is null)
         {
-            stderr.WriteLine(dir.Length == 0 ? $"error: {CalibrationData.WhyMissing()}" : $"error: --data = {dir}: not a folder");
+            stderr.WriteLine(dir.Length == 0 ? $"error: {CalibrationData.WhyMissing()}" : $"error: --data = {Cli.Shown(dir)}: not a folder");
             return 2;
         }
         var report = ablation switch { "sc21" => Sc21Ablation.Report(data), "modern" => ModernSuite.AblationReport(data), _ => Validation.Run(data) };

@@ -174,15 +174,18 @@ public static class Charts
 
     private static GenericChart Decorate(GenericChart chart, string title, string xTitle, string yTitle)
     {
-        var titled = Chart.withTitle(title, null).Invoke(chart);
+        // Titles are user text (scenario names): plotly.js reads them as its pseudo-HTML, so < and > are escaped for it;
+        // the <script> context they are written into is handled by the JSON settings (FSharpCoreBinding.ScriptSafeJson).
+        var titled = Chart.withTitle(EscapeHoverText(title), null).Invoke(chart);
         var layout = GenericChart.getLayout(titled);
-        layout.SetProperty("xaxis", new Dictionary<string, object> { ["title"] = new Dictionary<string, object> { ["text"] = xTitle } });
-        layout.SetProperty("yaxis", new Dictionary<string, object> { ["title"] = new Dictionary<string, object> { ["text"] = yTitle } });
+        layout.SetProperty("xaxis", new Dictionary<string, object> { ["title"] = new Dictionary<string, object> { ["text"] = EscapeHoverText(xTitle) } });
+        layout.SetProperty("yaxis", new Dictionary<string, object> { ["title"] = new Dictionary<string, object> { ["text"] = EscapeHoverText(yTitle) } });
         layout.SetProperty("showlegend", true);
         return titled;
     }
 
-    private static string EscapeHoverText(string text) => text.Replace("<", "&lt;", StringComparison.Ordinal).Replace(">", "&gt;", StringComparison.Ordinal);
+    /// <summary>Text for plotly.js's pseudo-HTML (titles, hover labels): &amp;, &lt; and &gt; as entities, so user text is shown, not parsed.</summary>
+    internal static string EscapeHoverText(string text) => text.Replace("&", "&amp;", StringComparison.Ordinal).Replace("<", "&lt;", StringComparison.Ordinal).Replace(">", "&gt;", StringComparison.Ordinal);
 
     private static IReadOnlyList<T> Materialize<T>(IEnumerable<T> items, string parameterName)
     {

@@ -26,7 +26,19 @@ public static class FSharpCoreBinding
         }
 
         AssemblyLoadContext.Default.Resolving += ResolveFSharpCore;
+        ScriptSafeJson();
     }
+
+    /// <summary>
+    /// Chart data and layout are written by Plotly.NET (Newtonsoft.Json) into a &lt;script&gt; block of the chart's HTML.
+    /// By default Newtonsoft leaves &lt; and &gt; as they are, so a title or label holding <c>&lt;/script&gt;</c> would end
+    /// the script and inject markup (a scenario named <c>&lt;/script&gt;&lt;script&gt;alert(1)&lt;/script&gt;</c>).
+    /// EscapeHtml writes &lt; &gt; &amp; ' " as \u003c... escapes: the same string for the chart, inert for the HTML parser.
+    /// Set once for the process, before any chart is serialised; separate so Plotly.NET loads after the binding is in place.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private static void ScriptSafeJson() =>
+        global::Globals.JSON_CONFIG.StringEscapeHandling = Newtonsoft.Json.StringEscapeHandling.EscapeHtml;
 
 #pragma warning disable CA2255 // Intended: the fix must be in place before any Plotly.NET type is touched from this assembly.
     [ModuleInitializer]

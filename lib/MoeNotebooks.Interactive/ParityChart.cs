@@ -26,7 +26,7 @@ public static class ParityChart
                 x: g.Select(p => p.measured).ToArray(), y: g.Select(p => p.predicted).ToArray(), Name: g.Key, ShowLegend: true))
             .Append(CSharpChart.Line<double, double, string>(x: [lo, hi], y: [lo, hi], Name: "y = x", ShowLegend: true))
             .ToArray();
-        var chart = Chart.withTitle(title, null).Invoke(Plotly.NET.CSharp.Chart.Combine(traces));
+        var chart = Chart.withTitle(Charts.EscapeHoverText(title), null).Invoke(Plotly.NET.CSharp.Chart.Combine(traces));
         var layout = GenericChart.getLayout(chart);
         var type = logAxes ? "log" : "linear";
         layout.SetProperty("xaxis", new Dictionary<string, object> { ["title"] = new Dictionary<string, object> { ["text"] = $"measured ({unit})" }, ["type"] = type });

@@ -288,7 +288,7 @@ public static class SweepViews
 
     internal static GenericChart Decorate(GenericChart chart, string title, string xTitle, string yTitle, string? xType, string? yType)
     {
-        var titled = Chart.withTitle(title, null).Invoke(chart);
+        var titled = Chart.withTitle(Charts.EscapeHoverText(title), null).Invoke(chart);
         var layout = GenericChart.getLayout(titled);
         layout.SetProperty("xaxis", Axis(xTitle, xType));
         layout.SetProperty("yaxis", Axis(yTitle, yType));

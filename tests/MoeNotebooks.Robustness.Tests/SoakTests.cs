@@ -1,3 +1,4 @@
+using CsCheck;
 using MoeNotebooks.Config;
 
 namespace MoeNotebooks.Robustness.Tests;
@@ -43,5 +44,80 @@ public class SoakTests
             }
         }, Count);
         Assert.Equal(Count, checkedCases);
+    }
+}
+
+/// <summary>
+/// The soak's extreme stream (issue 17): scenarios whose numbers sit at the edges — denormal and zero latencies and
+/// Zipf exponents, peaks and bandwidths at both ends of their physical bounds, the smallest and largest memories,
+/// capacity factors from 1e-3 to 1e6, batches and sequences up to 2^24, vocabularies to 2^24, explicit routing counts
+/// from 5e-324 to 1e15. Each prices to finite numbers (and round-trips the JSON writer) or is refused with one clean
+/// line. Oracle: <see cref="Hostile.Judge"/>. 2,000 cases by default (MOE_SOAK_COUNT overrides).
+/// </summary>
+public class ExtremeSoakTests
+{
+    private static readonly Gen<double> Denormalish = Gen.OneOf(0.0, 5e-324, 1e-310, 2.2250738585072014e-308, 1e-300);
+
+    private static Gen<double> LogUniform(double min, double max) =>
+        Gen.Double[0, 1].Select(u => Math.Clamp(Math.Exp(Math.Log(min) + u * (Math.Log(max) - Math.Log(min))), min, max));   // exp(log(1e9)) is 999999999.9999998
+
+    private static Gen<double> Edge(double min, double max) => Gen.Frequency((1, Gen.Const(min)), (1, Gen.Const(max)), (2, LogUniform(min, max)));
+
+    public static readonly Gen<string> Extreme =
+        from peak in Edge(1e9, 1e18)
+        from hbm in Edge(1e9, 1e15)
+        from capacity in Edge(1e6, 1e15)
+        from intra in Edge(1e6, 1e15)
+        from inter in Edge(1e6, 1e15)
+        from intraLatency in Gen.Frequency((2, Denormalish), (1, Gen.Const(1.0)), (1, LogUniform(1e-9, 1)))
+        from interLatency in Gen.Frequency((2, Denormalish), (1, Gen.Const(1.0)), (1, LogUniform(1e-9, 1)))
+        from zipf in Gen.Frequency((2, Denormalish), (1, Gen.Const(100.0)), (1, Gen.Double[0, 100]))
+        from capacityFactor in Gen.Frequency((1, Gen.Const(1e-3)), (1, Gen.Const(1e6)), (1, LogUniform(1e-3, 1e6)))
+        from explicitCount in Gen.OneOf(5e-324, 1e-300, 1.0, 1e15)
+        from distribution in Gen.OneOf("uniform", "zipf", "explicit")
+        from logBatch in Gen.Frequency((4, Gen.Int[3, 12]), (1, Gen.Int[13, 24]))
+        from logSeq in Gen.Frequency((4, Gen.Int[4, 12]), (1, Gen.Int[13, 24]))
+        from vocabulary in Gen.Frequency((3, Gen.OneOf(0, 16, 65536)), (1, Gen.Const(1 << 24)))
+        from mode in Gen.OneOf("inference", "training")
+        select Build(peak, hbm, capacity, intra, inter, intraLatency, interLatency, zipf, capacityFactor, explicitCount, distribution, 1L << logBatch, 1L << logSeq, vocabulary, mode);
+
+    private static string Build(double peak, double hbm, double capacity, double intra, double inter, double intraLatency, double interLatency,
+        double zipf, double capacityFactor, double explicitCount, string distribution, long batch, long seq, int vocabulary, string mode)
+    {
+        static string R(double v) => v.ToString("R", System.Globalization.CultureInfo.InvariantCulture);
+        var json = Hostile.Set("hardware.gpu.peakFlopsPerSecond.bf16", R(peak));
+        json = Hostile.Set("hardware.gpu.achievableFlopsPerSecond.bf16", R(peak), json);
+        json = Hostile.Set("hardware.gpu.hbmBytesPerSecond", R(hbm), json);
+        json = Hostile.Set("hardware.gpu.hbmCapacityBytes", R(capacity), json);
+        json = Hostile.Set("hardware.intraNode.bytesPerSecond", R(intra), json);
+        json = Hostile.Set("hardware.interNode.bytesPerSecond", R(inter), json);
+        json = Hostile.Set("hardware.intraNode.latencySeconds", R(intraLatency), json);
+        json = Hostile.Set("hardware.interNode.latencySeconds", R(interLatency), json);
+        json = Hostile.Set("model.batch", batch.ToString(System.Globalization.CultureInfo.InvariantCulture), json);
+        json = Hostile.Set("model.sequenceLength", seq.ToString(System.Globalization.CultureInfo.InvariantCulture), json);
+        json = Hostile.Set("model.vocabulary", vocabulary.ToString(System.Globalization.CultureInfo.InvariantCulture), json);
+        json = Hostile.Set("strategy.mode", $"\"{mode}\"", json);
+        var routing = distribution switch
+        {
+            "zipf" => $$"""{ "distribution": "zipf", "zipfExponent": {{R(zipf)}}, "capacityFactor": {{R(capacityFactor)}} }""",
+            "explicit" => $$"""{ "distribution": "explicit", "tokensPerExpert": [{{R(explicitCount)}}, 0, 1, {{R(explicitCount)}}] }""",
+            _ => $$"""{ "distribution": "uniform", "capacityFactor": {{R(capacityFactor)}} }""",
+        };
+        return Hostile.Set("model.routing", routing, json);
+    }
+
+    [Fact]
+    public void Extreme_but_valid_numbers_price_finite_or_are_refused_cleanly()
+    {
+        var count = Property.Env("MOE_SOAK_COUNT", 2_000);
+        long accepted = 0;
+        var reasons = new Dictionary<string, int>();
+        var checkedCases = Property.Check(Extreme, json =>
+        {
+            if (Hostile.Judge(json, why => reasons[why[..Math.Min(60, why.Length)]] = reasons.GetValueOrDefault(why[..Math.Min(60, why.Length)]) + 1)) accepted++;
+        }, count);
+        Assert.Equal(count, checkedCases);
+        // Most draws are valid (the bounds admit them): the stream exercises pricing, not just refusal.
+        Assert.True(accepted > count / 2, $"only {accepted} of {count} extreme scenarios were accepted; refused: {string.Join("; ", reasons.OrderByDescending(r => r.Value).Select(r => $"{r.Value} x {r.Key}"))}");
     }
 }

@@ -192,4 +192,25 @@ public class MegatronLayoutTests
         Assert.Equal("strategy.contextParallelSize", e.Field);
         Assert.Contains("not priced", e.Message);
     }
+
+    [Fact]
+    public void SearchEnumeratesVirtualStagesAndTheDistributedOptimizerAndCountsWhatItSkips()
+    {
+        // Oracle: a count by hand: 4 = 2^2 has C(5, 3) = 10 ordered (EP, TP, PP, DP) factorizations, 4 of them with PP > 1
+        // (PP = 2 with the other 2 in one of 3 places, PP = 4); with
+        // microbatches {4}, virtual stages {1, 2} (2 only with PP > 1) and the optimizer {plain, distributed}:
+        // (10 + 4) x 2 = 28 candidates. On the dense model EP > 1 is rejected with its reason counted; the rest are
+        // evaluated, including interleaved and distributed-optimizer layouts.
+        var candidates = StrategySearch.Candidates(4, [4], new StrategySpec(1, 1, 1, 1) { Mode = WorkloadMode.Training }, [1, 2], [false, true]);
+        Assert.Equal(28, candidates.Count);
+        Assert.Equal(8, candidates.Count(c => c.VirtualStages == 2 && c.Schedule == PipelineSchedule.Interleaved && c.PP > 1));
+        Assert.Equal(14, candidates.Count(c => c.UseDistributedOptimizer));
+        var scenario = new Scenario("dense", Dense with { Layers = 4 }, H100.WithGpus(4), new StrategySpec(1, 1, 1, 4) { Mode = WorkloadMode.Training }, CostModelSpec.Ideal);
+        var result = StrategySearch.Run(scenario, 4, new SearchOptions(Top: 40, Microbatches: [4], VirtualStages: [1, 2], DistributedOptimizer: [false, true], MaxDegreeOfParallelism: 1));
+        Assert.Equal(28, result.Considered);
+        Assert.Equal(result.Considered, result.Evaluated + result.Rejected);
+        Assert.Contains(result.RejectedByReason.Keys, r => r.Contains("strategy.ep", StringComparison.Ordinal));
+        Assert.Contains(result.Best, b => b.Strategy.UseDistributedOptimizer);
+        Assert.Contains(result.Best, b => b.Strategy.VirtualStages == 2);
+    }
 }

@@ -74,14 +74,42 @@ public static class MemoryModel
         if (st.Derivation == Derivation.Seed) return null;   // the seed's layout has no microbatches
         var attentionRanks = st.Attention == AttentionPlacement.DataParallel ? st.EP : 1;
         var sequences = model.Batch / ((long)st.DP * attentionRanks);
-        for (long m = 1; m <= sequences; m++)
+        // Only divisors of the sequences are microbatch counts: enumerate them in O(sqrt n) (never scan every m up to n).
+        var counts = Divisors(sequences)
+            .Where(m => m <= Bounds.Microbatches.Max && (st.Schedule != PipelineSchedule.Interleaved || m % st.PP == 0))
+            .ToArray();
+        bool Fits(long m) => EstimateFixed(model, st with { Microbatches = (int)m }, hardware, (int)m).Feasible;
+        if (counts.Length <= 32)
         {
-            if (sequences % m != 0) continue;
-            if (st.Schedule == PipelineSchedule.Interleaved && m % st.PP != 0) continue;
-            if (m > int.MaxValue) break;
-            if (EstimateFixed(model, st with { Microbatches = (int)m }, hardware, (int)m).Feasible) return (int)m;
+            foreach (var m in counts) if (Fits(m)) return (int)m;
+            return null;
         }
-        return null;
+        // Many divisors (a highly composite batch): binary search, O(log n) estimates. Per-GPU memory does not grow
+        // with the microbatch count (activations per microbatch shrink as 1/m; 1F1B holds min(m, pp) in flight, GPipe m).
+        if (!Fits(counts[^1])) return null;
+        int lo = 0, hi = counts.Length - 1;
+        while (lo < hi)
+        {
+            var mid = (lo + hi) / 2;
+            if (Fits(counts[mid])) hi = mid; else lo = mid + 1;
+        }
+        return (int)counts[lo];
+    }
+
+    /// <summary>The divisors of <paramref name="n"/> in ascending order, in O(sqrt n).</summary>
+    public static IReadOnlyList<long> Divisors(long n)
+    {
+        var low = new List<long>();
+        var high = new List<long>();
+        for (long d = 1; d * d <= n; d++)
+        {
+            if (n % d != 0) continue;
+            low.Add(d);
+            if (d != n / d) high.Add(n / d);
+        }
+        high.Reverse();
+        low.AddRange(high);
+        return low;
     }
 
     private static MemoryReport EstimateFixed(ModelSpec model, StrategySpec st, HardwareSpec hardware, int microbatches)

@@ -20,7 +20,16 @@ public sealed record RepeatTerm(int Count, IReadOnlyList<FormulaTerm> Body, bool
     public bool Equals(RepeatTerm? other) =>
         other is not null && Count == other.Count && IsBlock == other.IsBlock && Body.SequenceEqual(other.Body);
 
-    public override int GetHashCode() => HashCode.Combine(Count, IsBlock, Body.Count);
+    // A structural hash over the body: with only the body's length, every block of a long critical path shared one
+    // hash bucket and interning them (RuntimeFormula.Compress) was quadratic. Not cached: `with` would copy a stale value.
+    public override int GetHashCode()
+    {
+        var h = new HashCode();
+        h.Add(Count);
+        h.Add(IsBlock);
+        foreach (var t in Body) h.Add(t);
+        return h.ToHashCode();
+    }
 }
 
 /// <summary>A matmul term of the formula flattened: <c>Count x Get_Time(M, K, N)</c>.</summary>
@@ -77,18 +86,34 @@ public sealed class RuntimeFormula
 
     private static string Prefix(OpPhase phase) => phase is OpPhase.BackwardData or OpPhase.BackwardWeight ? "d" : "";
 
+    private const int ExactFoldLength = 8192;
+    private const int MaxLongPeriod = 1024;
+
     /// <summary>Folds consecutive repeats (tandem repeats), preferring the fold that covers the most terms.</summary>
     internal static IReadOnlyList<FormulaTerm> Compress(IReadOnlyList<FormulaTerm> seq)
     {
+        // Terms are compared as small integers (equal terms share an id), not by deep structural equality on every
+        // comparison: the search compares the same blocks many times.
+        var intern = new Dictionary<FormulaTerm, int>();
+        var ids = new int[seq.Count];
+        for (var k = 0; k < seq.Count; k++)
+        {
+            if (!intern.TryGetValue(seq[k], out var id)) intern[seq[k]] = id = intern.Count;
+            ids[k] = id;
+        }
         var output = new List<FormulaTerm>();
         var i = 0;
+        // Every period is tried for ordinary critical paths (exact folding); a very long path (10^4+ microbatches or
+        // layers) tries periods up to MaxLongPeriod only, so folding costs O(MaxLongPeriod x n) instead of O(n^2)
+        // (a 10,000-microbatch pipeline took 50 s here).
+        var maxPeriod = seq.Count <= ExactFoldLength ? int.MaxValue : MaxLongPeriod;
         while (i < seq.Count)
         {
             int bestPeriod = 1, bestCount = 1;
-            for (var p = 1; p <= (seq.Count - i) / 2; p++)
+            for (var p = 1; p <= Math.Min(maxPeriod, (seq.Count - i) / 2); p++)
             {
                 var count = 1;
-                while (i + (count + 1) * p <= seq.Count && SameRun(seq, i, i + count * p, p)) count++;
+                while (i + (count + 1) * p <= seq.Count && SameRun(ids, i, i + count * p, p)) count++;
                 if (count > 1 && count * p > bestCount * bestPeriod) { bestPeriod = p; bestCount = count; }
             }
             if (bestCount > 1)
@@ -105,11 +130,8 @@ public sealed class RuntimeFormula
         return output;
     }
 
-    private static bool SameRun(IReadOnlyList<FormulaTerm> seq, int a, int b, int length)
-    {
-        for (var j = 0; j < length; j++) if (!seq[a + j].Equals(seq[b + j])) return false;
-        return true;
-    }
+    private static bool SameRun(int[] ids, int a, int b, int length) =>
+        ids.AsSpan(a, length).SequenceEqual(ids.AsSpan(b, length));
 
     /// <summary>Matmul terms with their total counts, in order of first appearance.</summary>
     public IReadOnlyList<MatmulTermCount> MatmulTerms

@@ -9,14 +9,18 @@ namespace MoeNotebooks.Analysis;
 /// How a search runs. <paramref name="Microbatches"/>: the microbatch counts tried (default: 1, and with PP &gt; 1 the powers
 /// of two up to 4 x PP). <paramref name="SkipMemoryInfeasible"/>: reject candidates whose <see cref="MemoryModel"/> verdict
 /// is "does not fit". <paramref name="InfeasibleReason"/>: an extra verdict on a valid candidate, null when feasible;
-/// rejected candidates are counted under their reason, not evaluated.
+/// rejected candidates are counted under their reason, not evaluated. <paramref name="VirtualStages"/>: model chunks per
+/// GPU tried (values above 1 use the interleaved schedule with PP &gt; 1; default: the scenario's).
+/// <paramref name="DistributedOptimizer"/>: with and/or without Megatron's distributed optimizer (default: the scenario's).
 /// </summary>
 public sealed record SearchOptions(
     int Top = 5,
     IReadOnlyList<int>? Microbatches = null,
     Func<Scenario, string?>? InfeasibleReason = null,
     int MaxDegreeOfParallelism = 0,
-    bool SkipMemoryInfeasible = true)
+    bool SkipMemoryInfeasible = true,
+    IReadOnlyList<int>? VirtualStages = null,
+    IReadOnlyList<bool>? DistributedOptimizer = null)
 {
     public static SearchOptions Default { get; } = new();
 }
@@ -55,7 +59,7 @@ public static class StrategySearch
     public static IEnumerable<(int EP, int TP, int PP, int DP)> Factorizations(int gpus)
     {
         if (gpus <= 0) throw new ConfigException("gpus", gpus.ToString(System.Globalization.CultureInfo.InvariantCulture), "must be a positive integer (>= 1)");
-        var divisors = Enumerable.Range(1, gpus).Where(d => gpus % d == 0).ToArray();
+        var divisors = MemoryModel.Divisors(gpus).Select(d => (int)d).ToArray();   // O(sqrt n), not O(n)
         foreach (var ep in divisors)
             foreach (var tp in divisors.Where(d => (gpus / ep) % d == 0))
                 foreach (var pp in divisors.Where(d => (gpus / ep / tp) % d == 0))
@@ -66,15 +70,30 @@ public static class StrategySearch
     /// The candidate strategies, in a fixed order (factorization, then microbatches ascending), each a copy of
     /// <paramref name="template"/> (default: a corrected forward pass) with the sizes replaced.
     /// </summary>
-    public static IReadOnlyList<StrategySpec> Candidates(int gpus, IReadOnlyList<int>? microbatches = null, StrategySpec? template = null)
+    public static IReadOnlyList<StrategySpec> Candidates(int gpus, IReadOnlyList<int>? microbatches = null, StrategySpec? template = null,
+        IReadOnlyList<int>? virtualStages = null, IReadOnlyList<bool>? distributedOptimizer = null)
     {
         template ??= new StrategySpec(1, 1, 1, 1);
         var list = new List<StrategySpec>();
+        var vps = (virtualStages ?? [template.VirtualStages]).Distinct().Order().ToArray();
+        var dists = (distributedOptimizer ?? [template.UseDistributedOptimizer]).Distinct().Order().ToArray();
         foreach (var (ep, tp, pp, dp) in Factorizations(gpus))
         {
             var mbs = microbatches ?? DefaultMicrobatches(pp);
             foreach (var mb in mbs.Distinct().Order())
-                list.Add(template with { EP = ep, TP = tp, PP = pp, DP = dp, Derivation = Derivation.Corrected, Microbatches = mb });
+            foreach (var vp in vps)
+            {
+                // Virtual stages need a pipeline; a value above 1 selects Megatron's interleaved schedule.
+                if (vp > 1 && pp == 1) continue;
+                var schedule = vp > 1 ? PipelineSchedule.Interleaved : template.Schedule == PipelineSchedule.Interleaved ? PipelineSchedule.OneFOneB : template.Schedule;
+                foreach (var dist in dists)
+                    list.Add(template with
+                    {
+                        EP = ep, TP = tp, PP = pp, DP = dp, Derivation = Derivation.Corrected, Microbatches = mb,
+                        VirtualStages = vp, Schedule = virtualStages is null ? template.Schedule : schedule,
+                        UseDistributedOptimizer = dist, ZeroStage = dist ? 0 : template.ZeroStage,
+                    });
+            }
         }
         return list;
     }
@@ -90,6 +109,12 @@ public static class StrategySearch
         return list;
     }
 
+    /// <summary>Most candidates one search evaluates (a 2^20-GPU search has about 18,000).</summary>
+    public const int MaxCandidates = 20_000;
+
+    /// <summary>Longest search accepted (estimated from the candidates' operation counts, spread over the cores).</summary>
+    public const double MaxSearchSeconds = 300;
+
     public static SearchResult Run(Scenario scenario, int gpus, SearchOptions? options = null, IProgress<SweepProgress>? progress = null, CancellationToken cancellation = default)
     {
         options ??= SearchOptions.Default;
@@ -98,7 +123,20 @@ public static class StrategySearch
             foreach (var mb in mbs) Validate.Positive("microbatches", mb);
         var clock = Stopwatch.StartNew();
         var hardware = scenario.Hardware.WithGpus(gpus);
-        var candidates = Candidates(gpus, options.Microbatches, scenario.Strategy);
+        var candidates = Candidates(gpus, options.Microbatches, scenario.Strategy, options.VirtualStages, options.DistributedOptimizer);
+        // The whole search is bounded too: each candidate is bounded by the size guard, and their number by this.
+        if (candidates.Count > MaxCandidates)
+            throw new ConfigException("gpus", gpus.ToString(System.Globalization.CultureInfo.InvariantCulture),
+                $"gives {candidates.Count:N0} candidate strategies (EP x TP x PP x DP factorizations x microbatch counts); the limit is {MaxCandidates:N0}: search fewer GPUs or fewer --microbatches");
+        var estimatedSeconds = 0.0;
+        foreach (var c in candidates)
+        {
+            try { estimatedSeconds += Derivations.DagFactory.EstimateOperations(scenario.Model, c, Derivations.DagFolding.Symmetric) * Derivations.DagFactory.SecondsPerEstimatedOperation; }
+            catch (ConfigException) { }
+        }
+        if (estimatedSeconds / Math.Max(1, Environment.ProcessorCount) > MaxSearchSeconds)
+            throw new ConfigException("gpus", gpus.ToString(System.Globalization.CultureInfo.InvariantCulture),
+                $"would take about {estimatedSeconds / Math.Max(1, Environment.ProcessorCount):F0} s to search ({candidates.Count:N0} candidates of up to {scenario.Model.Layers} layers); the limit is about {MaxSearchSeconds:F0} s: search fewer GPUs, a smaller model or fewer --microbatches");
         var totals = new double[candidates.Count];
         var reasons = new string?[candidates.Count];
         var operations = new int[candidates.Count];
@@ -115,6 +153,7 @@ public static class StrategySearch
             try
             {
                 candidate.Validated();
+                Derivations.DagFactory.CheckSize(candidate.Model, candidate.Strategy, Derivations.DagFolding.Symmetric);   // before the memory estimate: refuse huge ones for nothing
                 if (options.SkipMemoryInfeasible && !MemoryModel.Estimate(candidate.Model, candidate.Strategy, candidate.Hardware).Feasible)
                     reasons[i] = $"memory: does not fit in {candidate.Hardware.Gpu.HbmCapacityBytes / 1e9:F0} GB per GPU (MemoryModel)";
                 reasons[i] ??= options.InfeasibleReason?.Invoke(candidate);

@@ -101,7 +101,13 @@ public sealed class Sweep
         GridSize = 1;
         foreach (var a in axes) GridSize = Validate.Product("grid (number of combinations)", GridSize, a.Values.Count);
         Count = random?.Count ?? GridSize;
+        if (Count > MaxPoints)
+            throw new ConfigException(random is null ? "grid (number of combinations)" : "random.count", Count.ToString(CultureInfo.InvariantCulture),
+                string.Create(CultureInfo.InvariantCulture, $"must be at most {MaxPoints:N0} points (about a day at 1,000 points per second); split the sweep"), source);
     }
+
+    /// <summary>Most points one sweep evaluates.</summary>
+    public const long MaxPoints = 100_000_000;
 
     public IReadOnlyList<SweepAxis> Axes { get; }
     public SweepRandom? Random { get; }
@@ -118,8 +124,7 @@ public sealed class Sweep
 
     public static Sweep Load(string path)
     {
-        if (!File.Exists(path)) throw new ConfigException("sweep", $"\"{path}\"", "file not found");
-        return Parse(File.ReadAllText(path), path, Path.GetDirectoryName(Path.GetFullPath(path)));
+        return Parse(JsonObjectReader.ReadFile(path, "sweep"), path, Path.GetDirectoryName(Path.GetFullPath(path)));
     }
 
     /// <summary>
@@ -136,10 +141,11 @@ public sealed class Sweep
         {
             var path = baseElement.GetString()!;
             var candidates = new[] { baseDirectory is null ? null : Path.Combine(baseDirectory, path), path };
-            var found = candidates.FirstOrDefault(p => p is not null && File.Exists(p))
+            var found = candidates.FirstOrDefault(p => p is not null && (File.Exists(p) || Directory.Exists(p)))
                 ?? throw new ConfigException("base", $"\"{path}\"", $"file not found (looked in {baseDirectory ?? "."} and the current directory)", source);
-            Scenario.Load(found); // the base itself must be valid
-            baseNode = ParseObject(File.ReadAllText(found), found);
+            var text = JsonObjectReader.ReadFile(found, "base", source: source);
+            Scenario.Parse(text, found); // the base itself must be valid
+            baseNode = ParseObject(text, found);
         }
         else if (baseElement.ValueKind == JsonValueKind.Object)
         {

@@ -145,6 +145,7 @@ public sealed record CostModelSpec(CostModelKind Kind, EfficiencyTable? Efficien
             if (gemmPath is null && commPath is null)
                 throw new ConfigException(r.Child("gemm"), null, "kind \"calibrated\" needs \"gemm\" (a GEMM timing CSV) and/or \"communication\" (a collective timing CSV)", source);
             if (neighbors is < 0) throw new ConfigException(r.Child("neighbors"), neighbors.Value.ToString(System.Globalization.CultureInfo.InvariantCulture), "must be >= 0 (0 turns the residual correction off)", source);
+            if (neighbors is { } nb) Validate.Within(r.Child("neighbors"), nb, Bounds.Neighbors, source);
             IReadOnlyList<GemmMeasurement> gemm = [];
             if (gemmPath is not null)
             {

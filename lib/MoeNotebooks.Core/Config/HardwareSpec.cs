@@ -40,14 +40,25 @@ public sealed record GpuSpec(
         Validate.NotEmpty($"{path}.name", Name);
         if (PeakFlopsPerSecond.Count == 0)
             throw new ConfigException($"{path}.peakFlopsPerSecond", "{}", "must list at least one dtype, e.g. {\"bf16\": 989e12}", source);
-        foreach (var (dtype, v) in PeakFlopsPerSecond) Validate.Positive($"{path}.peakFlopsPerSecond.{dtype}", v);
+        foreach (var (dtype, v) in PeakFlopsPerSecond)
+        {
+            Validate.Positive($"{path}.peakFlopsPerSecond.{dtype}", v);
+            Validate.Within($"{path}.peakFlopsPerSecond.{dtype}", v, Bounds.PeakFlopsPerSecond, source);
+        }
         Validate.Positive($"{path}.hbmBytesPerSecond", HbmBytesPerSecond);
+        Validate.Within($"{path}.hbmBytesPerSecond", HbmBytesPerSecond, Bounds.HbmBytesPerSecond, source);
         Validate.Positive($"{path}.hbmCapacityBytes", HbmCapacityBytes);
-        if (SmCount is { } sms) Validate.Positive($"{path}.smCount", sms);
+        Validate.Within($"{path}.hbmCapacityBytes", HbmCapacityBytes, Bounds.HbmCapacityBytes, source);
+        if (SmCount is { } sms)
+        {
+            Validate.Positive($"{path}.smCount", sms);
+            Validate.Within($"{path}.smCount", sms, Bounds.SmCount, source);
+        }
         if (Architecture is not null) Validate.NotEmpty($"{path}.architecture", Architecture);
         foreach (var (dtype, v) in AchievableFlopsPerSecond)
         {
             Validate.Positive($"{path}.achievableFlopsPerSecond.{dtype}", v);
+            Validate.Within($"{path}.achievableFlopsPerSecond.{dtype}", v, Bounds.PeakFlopsPerSecond, source);
             if (PeakFlopsPerSecond.TryGetValue(dtype, out var peak) && v > peak)
                 throw new ConfigException($"{path}.achievableFlopsPerSecond.{dtype}", Validate.Show(v), $"must not exceed the peak {Validate.Show(peak)}", source);
         }
@@ -121,7 +132,9 @@ public sealed record LinkSpec(double BytesPerSecond, double LatencySeconds)
     public LinkSpec Validated(string path, string? source = null)
     {
         Validate.Positive($"{path}.bytesPerSecond", BytesPerSecond);
+        Validate.Within($"{path}.bytesPerSecond", BytesPerSecond, Bounds.LinkBytesPerSecond, source);
         Validate.NonNegative($"{path}.latencySeconds", LatencySeconds);
+        Validate.Within($"{path}.latencySeconds", LatencySeconds, Bounds.LatencySeconds, source);
         Validate.NonNegative($"{path}.stepLatencySeconds", StepLatencySeconds);
         if (PeerBytesPerSecond is { } peer)
         {
@@ -197,6 +210,8 @@ public sealed record HardwareSpec(
         Gpu.Validated($"{path}.gpu", source);
         Validate.Positive($"{path}.gpus", GpuCount);
         Validate.Positive($"{path}.gpusPerNode", GpusPerNode);
+        Validate.Within($"{path}.gpus", GpuCount, Bounds.Gpus, source);
+        Validate.Within($"{path}.gpusPerNode", GpusPerNode, Bounds.GpusPerNode, source);
         IntraNode.Validated($"{path}.intraNode", source);
         InterNode.Validated($"{path}.interNode", source);
         if (NvlinkDomainGpus is { } d)

@@ -25,20 +25,123 @@ public sealed class JsonObjectReader
     public string Path { get; }
     public string? Source { get; }
 
+    /// <summary>Largest description file read (bytes): a scenario with a million-expert routing table is about 10 MB.</summary>
+    public const long MaxJsonBytes = 16L << 20;
+
+    /// <summary>Longest JSON array accepted anywhere in a description (a per-expert table for the largest expert count).</summary>
+    public const int MaxArrayLength = Bounds.MaxExperts;
+
+    /// <summary>
+    /// Reads a text file of at most <paramref name="maxBytes"/> bytes, stopping as soon as the limit is passed, so an endless
+    /// input (/dev/zero, /dev/urandom, a growing log) is refused at once instead of read until memory runs out. Errors name
+    /// <paramref name="field"/> and the path: missing, a directory, unreadable, too large, not UTF-8 text.
+    /// </summary>
+    public static string ReadFile(string path, string field, long maxBytes = MaxJsonBytes, string? source = null)
+    {
+        var shown = Quote(path);
+        if (Directory.Exists(path)) throw new ConfigException(field, shown, "is a directory; give a file", source);
+        if (!File.Exists(path)) throw new ConfigException(field, shown, "file not found", source);
+        byte[] bytes;
+        try
+        {
+            using var stream = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite, 1 << 16);
+            var buffer = new MemoryStream();
+            var chunk = new byte[1 << 16];
+            int n;
+            while ((n = stream.Read(chunk, 0, (int)Math.Min(chunk.Length, maxBytes + 1 - buffer.Length))) > 0)
+            {
+                buffer.Write(chunk, 0, n);
+                if (buffer.Length > maxBytes)
+                    throw new ConfigException(field, shown, string.Create(CultureInfo.InvariantCulture,
+                        $"is larger than {maxBytes >> 20} MiB (the limit for this input); is it the right file?"), source);
+            }
+            bytes = buffer.ToArray();
+        }
+        catch (UnauthorizedAccessException) { throw new ConfigException(field, shown, "cannot be read (permission denied)", source); }
+        catch (IOException e) { throw new ConfigException(field, shown, $"cannot be read ({OneLine(e.Message)})", source); }
+        try { return new System.Text.UTF8Encoding(false, true).GetString(bytes).TrimStart('\uFEFF'); }
+        catch (System.Text.DecoderFallbackException e)
+        {
+            throw new ConfigException(field, shown, $"is not UTF-8 text (invalid byte at offset {e.Index})", source);
+        }
+    }
+
+    /// <summary>A value as an error message quotes it: in double quotes, at most 80 characters (see <see cref="ConfigException"/>, which also makes control characters visible).</summary>
+    public static string Quote(string text) => $"\"{(text.Length > 80 ? text[..77] + "..." : text)}\"";
+
+    private static string OneLine(string text) => text.Replace('\n', ' ').Replace('\r', ' ');
+
     public static JsonDocument Parse(string json, string? source)
     {
         if (string.IsNullOrWhiteSpace(json))
             throw new ConfigException("(file)", "empty", "must contain a JSON object", source);
+        JsonDocument doc;
         try
         {
-            return JsonDocument.Parse(json, new JsonDocumentOptions { CommentHandling = JsonCommentHandling.Skip, AllowTrailingCommas = true });
+            doc = JsonDocument.Parse(json, new JsonDocumentOptions { CommentHandling = JsonCommentHandling.Skip, AllowTrailingCommas = true });
         }
         catch (JsonException e)
         {
             var line = e.LineNumber is { } l ? $"line {l + 1}" : "(file)";
             throw new ConfigException(line, null, $"is not valid JSON: {e.Message.Split(" Path:")[0]}", source);
         }
+        try { CheckTree(doc.RootElement, "", source); }
+        catch { doc.Dispose(); throw; }
+        return doc;
     }
+
+    /// <summary>
+    /// Rules every description obeys, checked once over the whole document: no string or key with a lone UTF-16
+    /// surrogate (valid JSON text, but not text: it cannot be printed or written back), no two keys of an object that
+    /// differ only in case (one would silently replace the other), no array longer than <see cref="MaxArrayLength"/>.
+    /// </summary>
+    public static void CheckTree(JsonElement element, string path, string? source)
+    {
+        switch (element.ValueKind)
+        {
+            case JsonValueKind.Object:
+                var seen = new Dictionary<string, string>(StringComparer.OrdinalIgnoreCase);
+                foreach (var p in element.EnumerateObject())
+                {
+                    var name = TextOf(() => p.Name, path.Length == 0 ? "(key)" : path + ".(key)", p.Value, source);
+                    var child = path.Length == 0 ? name : $"{path}.{name}";
+                    if (seen.TryGetValue(name, out var first))
+                        throw new ConfigException(child, Raw(p.Value), first == name
+                            ? "appears more than once in the object; keep one"
+                            : $"repeats key \"{first}\" (keys are compared ignoring case); keep one", source);
+                    seen[name] = name;
+                    CheckTree(p.Value, child, source);
+                }
+                break;
+            case JsonValueKind.Array:
+                var length = element.GetArrayLength();
+                if (length > MaxArrayLength)
+                    throw new ConfigException(path.Length == 0 ? "(root)" : path, string.Create(CultureInfo.InvariantCulture, $"[{length} values]"),
+                        string.Create(CultureInfo.InvariantCulture, $"is too long: at most {MaxArrayLength} values"), source);
+                var i = 0;
+                foreach (var v in element.EnumerateArray()) CheckTree(v, string.Create(CultureInfo.InvariantCulture, $"{path}[{i++}]"), source);
+                break;
+            case JsonValueKind.String:
+                TextOf(() => element.GetString()!, path.Length == 0 ? "(root)" : path, element, source);
+                break;
+        }
+    }
+
+    private static string TextOf(Func<string> get, string field, JsonElement shown, string? source)
+    {
+        string text;
+        try { text = get(); }
+        catch (InvalidOperationException) { throw LoneSurrogate(field, shown, source); }
+        for (var i = 0; i < text.Length; i++)
+        {
+            if (char.IsHighSurrogate(text[i]) && i + 1 < text.Length && char.IsLowSurrogate(text[i + 1])) { i++; continue; }
+            if (char.IsSurrogate(text[i])) throw LoneSurrogate(field, shown, source);
+        }
+        return text;
+    }
+
+    private static ConfigException LoneSurrogate(string field, JsonElement shown, string? source) =>
+        new(field, Raw(shown), "contains a lone UTF-16 surrogate escape (\\ud800-\\udfff without its pair), which is not text; remove it or write the whole character", source);
 
     public bool Has(string key)
     {
@@ -77,9 +180,13 @@ public sealed class JsonObjectReader
             throw new ConfigException(Child(key), Raw(v), $"must be an integer number, not {Describe(v.ValueKind)}", Source);
         if (v.TryGetInt64(out var l)) return l;
         var text = v.GetRawText();
+        // 2.0, 2e0, 2.50e1: whole numbers written in another notation are integers.
+        // (Both readings must be whole: decimal rounds 5e-324 to 0, double rounds 2.0000000000000000001 to 2.)
+        if (v.TryGetDecimal(out var m) && decimal.Truncate(m) == m && m is >= long.MinValue and <= long.MaxValue
+            && v.TryGetDouble(out var whole) && whole == Math.Truncate(whole)) return (long)m;
         if (double.TryParse(text, NumberStyles.Float, CultureInfo.InvariantCulture, out var d) && Math.Abs(d) >= long.MaxValue)
             throw new ConfigException(Child(key), text, "overflows a 64-bit integer", Source);
-        throw new ConfigException(Child(key), text, "must be a whole number (no fraction)", Source);
+        throw new ConfigException(Child(key), Raw(v), "must be a whole number (no fraction)", Source);
     }
 
     public int Int(string key) => OptionalInt(key) ?? throw Missing(key, "an integer");
@@ -99,8 +206,7 @@ public sealed class JsonObjectReader
         if (Element(key) is not { } v) return null;
         if (v.ValueKind != JsonValueKind.Number)
             throw new ConfigException(Child(key), Raw(v), $"must be a number, not {Describe(v.ValueKind)}", Source);
-        var d = v.GetDouble();
-        if (!double.IsFinite(d)) throw new ConfigException(Child(key), v.GetRawText(), "must be a finite number", Source);
+        if (!v.TryGetDouble(out var d) || !double.IsFinite(d)) throw new ConfigException(Child(key), v.GetRawText(), "must be a finite number (within +-1.8e308)", Source);
         return d;
     }
 
@@ -150,11 +256,14 @@ public sealed class JsonObjectReader
     /// <summary>Rejects any key that was never read. Call after reading every field.</summary>
     public void Finish()
     {
-        var seen = new HashSet<string>(StringComparer.Ordinal);
+        var seen = new Dictionary<string, string>(StringComparer.OrdinalIgnoreCase);
         foreach (var p in _element.EnumerateObject())
         {
-            if (!seen.Add(p.Name))
-                throw new ConfigException(Child(p.Name), Raw(p.Value), "appears more than once in the object; keep one", Source);
+            if (seen.TryGetValue(p.Name, out var first))
+                throw new ConfigException(Child(p.Name), Raw(p.Value), first == p.Name
+                    ? "appears more than once in the object; keep one"
+                    : $"repeats key \"{first}\" (keys are compared ignoring case); keep one", Source);
+            seen[p.Name] = p.Name;
             if (_known.Contains(p.Name)) continue;
             var suggestion = Closest(p.Name, _known);
             var hint = suggestion is null ? "" : $" (did you mean \"{suggestion}\"?)";

@@ -19,6 +19,11 @@ public sealed record MlaSpec(long QLoraRank, long KvLoraRank, long QkNopeHeadDim
         Validate.Positive($"{path}.qkNopeHeadDim", QkNopeHeadDim);
         Validate.Positive($"{path}.qkRopeHeadDim", QkRopeHeadDim);
         Validate.Positive($"{path}.vHeadDim", VHeadDim);
+        if (QLoraRank > 0) Validate.Within($"{path}.qLoraRank", QLoraRank, Bounds.LatentRank, source);
+        Validate.Within($"{path}.kvLoraRank", KvLoraRank, Bounds.LatentRank, source);
+        Validate.Within($"{path}.qkNopeHeadDim", QkNopeHeadDim, Bounds.HeadDim, source);
+        Validate.Within($"{path}.qkRopeHeadDim", QkRopeHeadDim, Bounds.HeadDim, source);
+        Validate.Within($"{path}.vHeadDim", VHeadDim, Bounds.HeadDim, source);
         return this;
     }
 

@@ -130,6 +130,22 @@ public sealed record ModelSpec(
     /// <summary>Tokens per step: batch x sequence length.</summary>
     public long Tokens => Batch * SequenceLength;
 
+    /// <summary>
+    /// An upper bound on all parameters, in doubles (it can pass 2^63 before the bound refuses it): layers x (attention
+    /// 4 x H x max(H, heads x head dimension) + router H x E + gated (3-matrix) experts, shared experts and a dense FFN)
+    /// + embedding and logits 2VH. Bounded by <see cref="Bounds.Parameters"/> so every exact count fits 64 bits.
+    /// </summary>
+    public double TotalParameters
+    {
+        get
+        {
+            double h = HiddenSize, e = Experts;
+            var attention = 4 * h * Math.Max(h, (double)AttentionHeads * Math.Max(QkHeadDim, VHeadDim));
+            var ffn = 3 * h * FfnHiddenSize + (IsDense ? 0 : e * (h + 3 * h * ExpertFfnHiddenSize) + (double)SharedExperts * 3 * h * SharedExpertWidth);
+            return Layers * (attention + ffn) + 2.0 * Vocabulary * h;
+        }
+    }
+
     /// <summary>Query-head dimension of the score product (MLA: qkNope + qkRope).</summary>
     public long QkHeadDim => Mla?.QkHeadDim ?? HeadDim;
 
@@ -196,6 +212,8 @@ public sealed record ModelSpec(
             throw new ConfigException(F("denseLayers"), DenseLayers.ToString(CultureInfo.InvariantCulture), $"must be >= 0 and < layers = {Layers} (the first denseLayers layers use a dense FFN)", source);
         if (IsDense && (SharedExperts > 0 || DenseLayers > 0 || MoeFfnHiddenSize is not null || MoeMemoryBoundOps))
             throw new ConfigException(F("experts"), "0", "sharedExperts, denseLayers, moeFfnHiddenSize and moeMemoryBoundOps need a model with experts (experts > 0)", source);
+        if (IsDense && TopK != 1)
+            throw new ConfigException(F("topK"), TopK.ToString(CultureInfo.InvariantCulture), "applies only to models with experts (model.experts > 0); leave it out (or 1) for a dense model", source);
         if (!IsDense && TopK > Experts)
             throw new ConfigException(F("topK"), TopK.ToString(CultureInfo.InvariantCulture), $"must be <= experts = {Experts}", source);
         if (!DtypeBytes.TryGetValue(Dtype, out var bytes) || Dtype.Equals("fp4", StringComparison.OrdinalIgnoreCase))
@@ -211,6 +229,32 @@ public sealed record ModelSpec(
             tokens, HiddenSize, Math.Max(FfnHiddenSize, ExpertFfnHiddenSize), 2, TopK + SharedExperts);
         Validate.Product($"{F("batch")} x {F("sequenceLength")} x {F("sequenceLength")} x {F("hiddenSize")} x 2",
             tokens, SequenceLength, Math.Max(HiddenSize, AttentionHeads * Math.Max(QkHeadDim, VHeadDim)), 2);
+        // Logits: tokens x vocabulary in fp32 (4 bytes), and the embedding/logits GEMMs tokens x vocabulary x hidden x 2.
+        if (Vocabulary > 0)
+            Validate.Product($"{F("batch")} x {F("sequenceLength")} x {F("vocabulary")} x {F("hiddenSize")} x 4 (logits bytes and FLOPs)",
+                tokens, Vocabulary, HiddenSize, 4);
+        // Physical ranges (after the products, so an overflowing product is reported in the fields that multiply).
+        Validate.Within(F("layers"), Layers, Bounds.Layers, source);
+        Validate.Within(F("hiddenSize"), HiddenSize, Bounds.HiddenSize, source);
+        Validate.Within(F("attentionHeads"), AttentionHeads, Bounds.AttentionHeads, source);
+        Validate.Within(F("ffnHiddenSize"), FfnHiddenSize, Bounds.FfnHiddenSize, source);
+        Validate.Within(F("experts"), Experts, Bounds.Experts, source);
+        Validate.Within(F("topK"), TopK, Bounds.TopK, source);
+        Validate.Within(F("vocabulary"), Vocabulary, Bounds.Vocabulary, source);
+        Validate.Within(F("batch"), Batch, Bounds.Batch, source);
+        Validate.Within(F("sequenceLength"), SequenceLength, Bounds.SequenceLength, source);
+        if (_headDim is { } headDim) Validate.Within(F("headDim"), headDim, Bounds.HeadDim, source);
+        if (KvHeads is { } kvHeads) Validate.Within(F("kvHeads"), kvHeads, Bounds.AttentionHeads, source);
+        if (SlidingWindow is { } window) Validate.Within(F("slidingWindow"), window, Bounds.SequenceLength, source);
+        if (MoeFfnHiddenSize is { } moeFfn) Validate.Within(F("moeFfnHiddenSize"), moeFfn, Bounds.FfnHiddenSize, source);
+        if (SharedExpertFfnHiddenSize is { } sharedFfn) Validate.Within(F("sharedExpertFfnHiddenSize"), sharedFfn, Bounds.FfnHiddenSize, source);
+        Validate.Within(F("sharedExperts"), SharedExperts, Bounds.SharedExperts, source);
+        // Parameters (in doubles: the product can pass 2^63 before the bound refuses it): every count derived from
+        // them (per GPU, per stage, bytes x 16 for training) then fits 64 bits and doubles exactly enough.
+        var parameters = TotalParameters;
+        if (!(parameters <= Bounds.Parameters.Max))
+            throw new ConfigException($"parameters: {F("layers")} x (attention ~4 {F("hiddenSize")}^2 + {F("experts")} x 3 hiddenSize x expert width + FFN) + 2 {F("vocabulary")} x hiddenSize",
+                Validate.Show(parameters), Bounds.Parameters.Requirement, source);
         if (!IsDense) Routing.Validated(Experts, F("routing"), source);
         else if (Routing != RoutingSpec.Uniform)
             throw new ConfigException(F("routing"), Routing.ToString(), "applies only to models with experts (model.experts > 0)", source);

@@ -30,14 +30,20 @@ public sealed record RoutingSpec(RoutingDistribution Distribution = RoutingDistr
     public RoutingSpec Validated(int experts, string path = "model.routing", string? source = null)
     {
         Validate.NonNegative($"{path}.zipfExponent", ZipfExponent);
+        Validate.Within($"{path}.zipfExponent", ZipfExponent, Bounds.ZipfExponent, source);
         if (CapacityFactor is { } c && (!double.IsFinite(c) || c <= 0))
             throw new ConfigException($"{path}.capacityFactor", Validate.Show(c), "must be a finite number > 0 (e.g. 1.0 or 1.25), or left out for no capacity limit", source);
+        if (CapacityFactor is { } cf) Validate.Within($"{path}.capacityFactor", cf, Bounds.CapacityFactor, source);
         if (Distribution == RoutingDistribution.Explicit)
         {
             if (TokensPerExpert is null || TokensPerExpert.Count != experts)
                 throw new ConfigException($"{path}.tokensPerExpert", TokensPerExpert is null ? null : $"[{TokensPerExpert.Count} values]",
                     $"must list one count per expert (model.experts = {experts})", source);
-            for (var i = 0; i < TokensPerExpert.Count; i++) Validate.NonNegative($"{path}.tokensPerExpert[{i}]", TokensPerExpert[i]);
+            for (var i = 0; i < TokensPerExpert.Count; i++)
+            {
+                Validate.NonNegative($"{path}.tokensPerExpert[{i}]", TokensPerExpert[i]);
+                Validate.Within($"{path}.tokensPerExpert[{i}]", TokensPerExpert[i], Bounds.TokenCount, source);
+            }
             if (TokensPerExpert.Sum() <= 0) throw new ConfigException($"{path}.tokensPerExpert", "all zero", "must contain a positive count", source);
         }
         else if (TokensPerExpert is not null)
@@ -106,7 +112,9 @@ public sealed record RoutingSpec(RoutingDistribution Distribution = RoutingDistr
             {
                 if (v.ValueKind != System.Text.Json.JsonValueKind.Number)
                     throw new ConfigException($"{r.Child("tokensPerExpert")}[{i}]", JsonObjectReader.Raw(v), "must be a number", r.Source);
-                counts.Add(v.GetDouble());
+                if (!v.TryGetDouble(out var d) || !double.IsFinite(d))
+                    throw new ConfigException($"{r.Child("tokensPerExpert")}[{i}]", JsonObjectReader.Raw(v), "must be a finite number", r.Source);
+                counts.Add(d);
                 i++;
             }
         }

@@ -27,8 +27,7 @@ public sealed record Scenario(string Name, ModelSpec Model, HardwareSpec Hardwar
 
     public static Scenario Load(string path)
     {
-        if (!File.Exists(path)) throw new ConfigException("scenario", $"\"{path}\"", "file not found");
-        return Parse(File.ReadAllText(path), path);
+        return Parse(JsonObjectReader.ReadFile(path, "scenario"), path);
     }
 
     public static Scenario Parse(string json, string? source = null)
@@ -86,6 +85,10 @@ public sealed record Scenario(string Name, ModelSpec Model, HardwareSpec Hardwar
         var cost = CreateCostModel();
         var dag = BuildDagFor(cost, folding);
         var result = dag.CriticalPath(cost);
+        // Bounded inputs price to finite times; if some combination still overflows, refuse it here rather than
+        // hand an infinite total to a writer, a chart or a comparison.
+        if (!double.IsFinite(result.TotalSeconds))
+            throw new ConfigException("scenario", Name, "prices to a non-finite time (a bandwidth, peak or latency at the edge of its range); use physically sensible hardware numbers");
         return new Evaluation(this, dag, cost, result, RuntimeFormula.FromCriticalPath(result), MemoryModel.Estimate(Model, Strategy, Hardware));
     }
 

@@ -312,6 +312,13 @@ public sealed record StrategySpec(int EP, int TP, int PP, int DP, Derivation Der
                 $"must fit a 32-bit GPU count (<= {int.MaxValue})", source);
         Validate.Positive($"{path}.virtualStages", VirtualStages);
         Validate.Positive($"{path}.alltoallChunks", AllToAllChunks);
+        Validate.Within($"{path}.ep", EP, Bounds.ParallelSize, source);
+        Validate.Within($"{path}.tp", TP, Bounds.ParallelSize, source);
+        Validate.Within($"{path}.pp", PP, Bounds.ParallelSize, source);
+        Validate.Within($"{path}.dp", DP, Bounds.ParallelSize, source);
+        Validate.Within($"{path}.microbatches", Microbatches, Bounds.Microbatches, source);
+        Validate.Within($"{path}.virtualStages", VirtualStages, Bounds.VirtualStages, source);
+        Validate.Within($"{path}.alltoallChunks", AllToAllChunks, Bounds.AllToAllChunks, source);
         if (ZeroStage is < 0 or > 3)
             throw new ConfigException($"{path}.zero", ZeroStage.ToString(CultureInfo.InvariantCulture), "must be 0, 1, 2 or 3", source);
         var dims = RankOrder.Split('-');
@@ -323,8 +330,13 @@ public sealed record StrategySpec(int EP, int TP, int PP, int DP, Derivation Der
             throw new ConfigException($"{path}.microbatches", Microbatches.ToString(CultureInfo.InvariantCulture),
                 $"must be a multiple of strategy.pp = {PP} for the interleaved schedule", source);
         string I(long v) => v.ToString(CultureInfo.InvariantCulture);
-        if (ExpertTensorParallelSize is { } etp) Validate.Positive($"{path}.expertTensorParallelSize", etp);
+        if (ExpertTensorParallelSize is { } etp)
+        {
+            Validate.Positive($"{path}.expertTensorParallelSize", etp);
+            Validate.Within($"{path}.expertTensorParallelSize", etp, Bounds.ParallelSize, source);
+        }
         Validate.Positive($"{path}.contextParallelSize", ContextParallelSize);
+        Validate.Within($"{path}.contextParallelSize", ContextParallelSize, Bounds.ParallelSize, source);
         if (Validate.Product($"{path}.ep x expertTensorParallelSize x pp x dp", EP, ETP, PP, DP) > int.MaxValue)
             throw new ConfigException($"{path}.ep x expertTensorParallelSize x pp x dp", $"{EP} x {ETP} x {PP} x {DP}", $"must fit a 32-bit GPU count (<= {int.MaxValue})", source);
         if (StageGpuCount % ((long)TP * CP) != 0)
@@ -345,6 +357,7 @@ public sealed record StrategySpec(int EP, int TP, int PP, int DP, Derivation Der
         {
             if (value is not { } n) continue;
             Validate.Positive($"{path}.{field}", n);
+            Validate.Within($"{path}.{field}", n, Bounds.StageLayers, source);
             if (PP < 2) throw new ConfigException($"{path}.{field}", I(n), "needs strategy.pp >= 2 (it sets one pipeline stage's layers)", source);
             if (Schedule == PipelineSchedule.DualPipe) throw new ConfigException($"{path}.{field}", I(n), "cannot be combined with the dualpipe schedule", source);
         }

@@ -56,6 +56,7 @@ public sealed record EfficiencyTable(string Name, IReadOnlyList<EfficiencyStep> 
         for (var i = 0; i < Matmul.Count; i++)
         {
             Validate.NonNegative($"{path}.matmul[{i}].minFlops", Matmul[i].MinFlops);
+            Validate.Within($"{path}.matmul[{i}].minFlops", Matmul[i].MinFlops, Bounds.Flops, source);
             Validate.InRange($"{path}.matmul[{i}].efficiency", Matmul[i].Efficiency, 1e-6, 1.0);
             if (i > 0 && Matmul[i].MinFlops <= Matmul[i - 1].MinFlops)
                 throw new ConfigException($"{path}.matmul[{i}].minFlops", Matmul[i].MinFlops.ToString("R", CultureInfo.InvariantCulture),

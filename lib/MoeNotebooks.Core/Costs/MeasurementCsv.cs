@@ -49,15 +49,19 @@ public static class MeasurementCsv
             rows.Add(new GemmMeasurement(
                 row.OptionalString("gpu") ?? "",
                 dtype.ToLowerInvariant(),
-                row.PositiveLong("m"),
-                row.PositiveLong("n"),
-                row.PositiveLong("k"),
-                row.PositiveDouble("time_us") * 1e-6,
+                row.PositiveLong("m", Bounds.MatrixDimension),
+                row.PositiveLong("n", Bounds.MatrixDimension),
+                row.PositiveLong("k", Bounds.MatrixDimension),
+                row.MicrosecondsAsSeconds("time_us"),
                 row.OptionalString("context") ?? "",
                 row.Line));
         }
+        if (rows.Count == 0) throw NoRows(table);
         return rows;
     }
+
+    private static ConfigException NoRows(CsvTable table) =>
+        new("(file)", "header only", "has no measurement rows; a calibration needs at least one timed row below the header", table.Source);
 
     /// <summary>Collective rows: required columns collective, num_gpus, msg_bytes, time_us; optional system, num_nodes (default 1).</summary>
     public static IReadOnlyList<CollectiveMeasurement> ReadCollectives(string path) => WithFile(path, r => ReadCollectives(r, path));
@@ -69,7 +73,7 @@ public static class MeasurementCsv
         var rows = new List<CollectiveMeasurement>();
         foreach (var row in table.Rows)
         {
-            var gpus = row.PositiveLong("num_gpus");
+            var gpus = row.PositiveLong("num_gpus", Bounds.Gpus);
             var nodes = table.Has("num_nodes") && row.OptionalString("num_nodes") is not null ? row.PositiveLong("num_nodes") : 1;
             if (gpus > int.MaxValue) throw row.Error("num_gpus", gpus.ToString(CultureInfo.InvariantCulture), "must fit a 32-bit integer");
             if (nodes > gpus) throw row.Error("num_nodes", nodes.ToString(CultureInfo.InvariantCulture), $"must not exceed num_gpus = {gpus}");
@@ -78,10 +82,11 @@ public static class MeasurementCsv
                 row.OptionalString("system") ?? "",
                 (int)gpus,
                 (int)nodes,
-                row.PositiveDouble("msg_bytes"),
-                row.PositiveDouble("time_us") * 1e-6,
+                row.PositiveDouble("msg_bytes", Bounds.Bytes),
+                row.MicrosecondsAsSeconds("time_us"),
                 row.Line));
         }
+        if (rows.Count == 0) throw NoRows(table);
         return rows;
     }
 
@@ -116,10 +121,13 @@ public static class MeasurementCsv
         _ => "none",
     };
 
+    /// <summary>Largest measurement CSV read (bytes); the public GEMM table is under 1 MB.</summary>
+    public const long MaxBytes = 64L << 20;
+
     private static T WithFile<T>(string path, Func<TextReader, T> read)
     {
-        if (!File.Exists(path)) throw new ConfigException("file", $"\"{path}\"", "not found (a measurement CSV)");
-        using var reader = new StreamReader(path, Encoding.UTF8);
+        if (!File.Exists(path) && !Directory.Exists(path)) throw new ConfigException("file", $"\"{path}\"", "not found (a measurement CSV)");
+        using var reader = new StringReader(Config.JsonObjectReader.ReadFile(path, "file", MaxBytes));
         return read(reader);
     }
 }
@@ -262,6 +270,32 @@ public sealed class CsvRow(int line, string[] fields)
         if (!double.TryParse(s, NumberStyles.Float, CultureInfo.InvariantCulture, out var v) || !double.IsFinite(v) || v <= 0)
             throw Error(column, s, "must be a finite number > 0 written with a decimal point (e.g. 12.5)");
         return v;
+    }
+
+    /// <summary>A positive integer within <paramref name="bound"/>; the message states the range.</summary>
+    public long PositiveLong(string column, Bound bound)
+    {
+        var v = PositiveLong(column);
+        if (v > bound.Max) throw Error(column, v.ToString(CultureInfo.InvariantCulture), bound.Requirement);
+        return v;
+    }
+
+    /// <summary>A positive number within <paramref name="bound"/>; the message states the range.</summary>
+    public double PositiveDouble(string column, Bound bound)
+    {
+        var v = PositiveDouble(column);
+        if (v < bound.Min || v > bound.Max) throw Error(column, String(column), bound.Requirement);
+        return v;
+    }
+
+    /// <summary>A time in microseconds (the CSV's unit) as seconds, within <see cref="Bounds.MeasuredSeconds"/>.</summary>
+    public double MicrosecondsAsSeconds(string column)
+    {
+        var us = PositiveDouble(column);
+        var b = Bounds.MeasuredSeconds;
+        if (us * 1e-6 < b.Min || us * 1e-6 > b.Max)
+            throw Error(column, String(column), string.Create(CultureInfo.InvariantCulture, $"must lie in [{b.Min * 1e6:R}, {b.Max * 1e6:0.###e0}] microseconds ({b.Why})"));
+        return us * 1e-6;
     }
 
     public ConfigException Error(string column, string? value, string requirement) =>

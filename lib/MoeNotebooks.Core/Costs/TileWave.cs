@@ -36,6 +36,8 @@ public sealed record TileWaveTable(
         {
             Validate.Positive($"{path}.tiles[{i}].rows", Tiles[i].Rows);
             Validate.Positive($"{path}.tiles[{i}].cols", Tiles[i].Cols);
+            Validate.Within($"{path}.tiles[{i}].rows", Tiles[i].Rows, Bounds.TileSide, source);
+            Validate.Within($"{path}.tiles[{i}].cols", Tiles[i].Cols, Bounds.TileSide, source);
             Validate.InRange($"{path}.tiles[{i}].relativeEfficiency", Tiles[i].RelativeEfficiency, 1e-3, 2.0);
         }
         Validate.InRange($"{path}.achievableFraction", AchievableFraction, 1e-3, 1.0);

@@ -5,9 +5,11 @@ namespace MoeNotebooks.Derivations;
 /// <summary>Parameters held by one GPU: shared (non-expert) weights and its experts' weights.</summary>
 public readonly record struct GpuParameters(long NonExpert, long ExpertPerRank)
 {
-    public long Total => NonExpert + ExpertPerRank;
-    public static GpuParameters operator +(GpuParameters a, GpuParameters b) => new(a.NonExpert + b.NonExpert, a.ExpertPerRank + b.ExpertPerRank);
-    public static GpuParameters operator *(int n, GpuParameters a) => new(n * a.NonExpert, n * a.ExpertPerRank);
+    // Checked: ModelSpec bounds the model's parameters (Bounds.Parameters) so these never overflow; if a caller bypasses
+    // validation, an OverflowException is better than a negative parameter count and a "fits" verdict.
+    public long Total => checked(NonExpert + ExpertPerRank);
+    public static GpuParameters operator +(GpuParameters a, GpuParameters b) => new(checked(a.NonExpert + b.NonExpert), checked(a.ExpertPerRank + b.ExpertPerRank));
+    public static GpuParameters operator *(int n, GpuParameters a) => new(checked(n * a.NonExpert), checked(n * a.ExpertPerRank));
 }
 
 /// <summary>A whole model's parameters: total, active per token, and the parts.</summary>
@@ -83,7 +85,7 @@ public static class ParameterCounts
     {
         var p = new GpuParameters(0, 0);
         foreach (var layer in LayerIndicesOnStage(m, st, stage)) p += PerLayer(m, st, layer);
-        var vocabShard = m.Vocabulary * m.HiddenSize / st.TP;
+        var vocabShard = checked(m.Vocabulary * m.HiddenSize) / st.TP;
         if (stage == 0) p += new GpuParameters(vocabShard, 0);
         // The output layer: its own matrix when untied; a tied copy on the last stage when that is another stage.
         if (stage == st.PP - 1 && (st.PP > 1 || !m.TieEmbeddings)) p += new GpuParameters(vocabShard, 0);

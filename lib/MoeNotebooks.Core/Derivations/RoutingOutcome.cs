@@ -12,8 +12,16 @@ public sealed record RoutingOutcome(IReadOnlyList<long> TokensPerExpert, long Ro
     public double DroppedShare => RoutedTokens == 0 ? 0 : (double)DroppedTokens / RoutedTokens;
 
     /// <summary>Tokens the experts of each EP rank process.</summary>
-    public IReadOnlyList<long> TokensPerRank =>
-        Enumerable.Range(0, TokensPerExpert.Count / ExpertsPerRank).Select(r => TokensPerExpert.Skip(r * ExpertsPerRank).Take(ExpertsPerRank).Sum()).ToArray();
+    public IReadOnlyList<long> TokensPerRank
+    {
+        get
+        {
+            // One pass (Skip/Take per rank was quadratic in the expert count: a million experts on a million ranks hung).
+            var ranks = new long[TokensPerExpert.Count / ExpertsPerRank];
+            for (var i = 0; i < ranks.Length * ExpertsPerRank; i++) ranks[i / ExpertsPerRank] += TokensPerExpert[i];
+            return ranks;
+        }
+    }
 
     /// <summary>Busiest EP rank's expert tokens over the mean (1 = balanced).</summary>
     public double RankImbalance
