@@ -64,6 +64,10 @@ for nb in "${notebooks[@]}"; do
   if [ -f "$executed" ] && grep -q '"output_type": *"error"' "$executed"; then
     errors="$(describe_errors "$executed")"
   fi
+  # Charts must not load anything from the network (ChartDisplay inlines plotly.js once per kernel).
+  if [ -f "$executed" ] && grep -q -e 'cdn\.plot\.ly' -e 'cdnjs\.cloudflare\.com' -e 'require\.min\.js' "$executed"; then
+    errors="${errors}  outputs load scripts from a CDN (expected plotly.js inline): $(grep -o -m1 -e 'https://cdn[^"\\ ]*' "$executed" | head -1)"
+  fi
   if [ "$status" -eq 0 ] && [ -z "$errors" ] && [ -f "$executed" ]; then
     echo "ok      $shown (${seconds} s)"
   else

@@ -117,7 +117,7 @@ public sealed partial record NotebookSummary(
     private static IEnumerable<string> SkipReasons(ExecutedNotebook notebook) =>
         HtmlOutputs(notebook).SelectMany(h => SkippedElement().Matches(h)).Select(m => WebUtility.HtmlDecode(m.Groups["reason"].Value));
 
-    [GeneratedRegex(@"^\d+\s*[·.:-]\s*")]
+    [GeneratedRegex(@"^\d+\s*[·.:—–-]\s*")]
     private static partial Regex NumberPrefix();
 
     [GeneratedRegex(@"^var\s+(?<name>[A-Za-z_][A-Za-z0-9_]*)\s*=\s*(?<value>[^;\n]+);[ \t]*(//(?<note>[^\n]*))?", RegexOptions.Multiline)]

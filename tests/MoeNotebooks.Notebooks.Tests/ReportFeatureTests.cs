@@ -84,6 +84,13 @@ public sealed class ReportFeatureTests(SmokeNotebookFixture smoke)
         Assert.Contains("<p class=\"skip-banner\">Skipped: no GPU trace &amp; no measurements</p>", html, StringComparison.Ordinal);
     }
 
+    [Theory]
+    [InlineData("# 07 · Demo: what the index shows", "Demo: what the index shows")]
+    [InlineData("# 06 — Calibration and validation: how wrong is the model?", "Calibration and validation: how wrong is the model?")]
+    [InlineData("# Plain title", "Plain title")]
+    public void Purpose_is_the_title_without_its_number(string heading, string purpose) =>
+        Assert.Equal(purpose, NotebookSummary.PurposeOf(Executed("x", (heading, true, []))));
+
     private static string WriteTemp(string text)
     {
         var path = Path.Combine(Directory.CreateTempSubdirectory("moe-summary-").FullName, "s.json");
