@@ -19,12 +19,10 @@ public static class SearchVerb
         var vpText = options.Option("--virtual-stages", "");
         var distText = options.Option("--distributed-optimizer", "");
         options.Finish();
-<<<<<<< HEAD
         // Every option is checked before the scenario is read or anything printed.
         int? gpusOption = gpusText == "" ? null : SweepVerb.ParseInt("--gpus", gpusText, 1, (int)Bounds.Gpus.Max);
         var mbParts = mbText == "" ? [] : mbText.Split(',');
         if (mbParts.Length > 64) throw new UsageException($"--microbatches lists {mbParts.Length} counts: give at most 64");
-=======
         IReadOnlyList<int>? virtualStages = vpText == "" ? null
             : vpText.Split(',').Select(t => SweepVerb.ParseInt("--virtual-stages", t.Trim(), 1)).ToArray();
         IReadOnlyList<bool>? distributed = distText switch
@@ -35,9 +33,6 @@ public static class SearchVerb
             "false" => [false],
             _ => throw new UsageException($"--distributed-optimizer {distText}: must be both, true or false"),
         };
-        var scenario = Scenario.Load(path);
-        var gpus = gpusText == "" ? scenario.Hardware.GpuCount : SweepVerb.ParseInt("--gpus", gpusText, 1);
->>>>>>> main
         IReadOnlyList<int>? microbatches = mbText == "" ? null
             : mbParts.Select(t => SweepVerb.ParseInt("--microbatches", t.Trim(), 1, (int)Bounds.Microbatches.Max)).ToArray();
         var scenario = Scenario.Load(path);
