@@ -23,15 +23,17 @@ public static class SearchVerb
         int? gpusOption = gpusText == "" ? null : SweepVerb.ParseInt("--gpus", gpusText, 1, (int)Bounds.Gpus.Max);
         var mbParts = mbText == "" ? [] : mbText.Split(',');
         if (mbParts.Length > 64) throw new UsageException($"--microbatches lists {mbParts.Length} counts: give at most 64");
+        var vpParts = vpText == "" ? [] : vpText.Split(',');
+        if (vpParts.Length > 64) throw new UsageException($"--virtual-stages lists {vpParts.Length} counts: give at most 64");
         IReadOnlyList<int>? virtualStages = vpText == "" ? null
-            : vpText.Split(',').Select(t => SweepVerb.ParseInt("--virtual-stages", t.Trim(), 1)).ToArray();
+            : vpParts.Select(t => SweepVerb.ParseInt("--virtual-stages", t.Trim(), 1, (int)Bounds.VirtualStages.Max)).ToArray();
         IReadOnlyList<bool>? distributed = distText switch
         {
             "" => null,
             "both" => [false, true],
             "true" => [true],
             "false" => [false],
-            _ => throw new UsageException($"--distributed-optimizer {distText}: must be both, true or false"),
+            _ => throw new UsageException($"--distributed-optimizer {Cli.Shown(distText)}: must be both, true or false"),
         };
         IReadOnlyList<int>? microbatches = mbText == "" ? null
             : mbParts.Select(t => SweepVerb.ParseInt("--microbatches", t.Trim(), 1, (int)Bounds.Microbatches.Max)).ToArray();
