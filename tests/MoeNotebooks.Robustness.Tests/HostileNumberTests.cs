@@ -18,6 +18,7 @@ public class HostileNumberTests
         ("strategy.ep", "ep"), ("strategy.tp", "tp"), ("strategy.pp", "pp"), ("strategy.dp", "dp"),
         ("strategy.microbatches", "microbatches"), ("strategy.virtualStages", "virtualStages"),
         ("strategy.alltoallChunks", "alltoallChunks"), ("strategy.zero", "zero"),
+        ("hardware.gpusPerNvlinkDomain", "gpusPerNvlinkDomain"), ("hardware.nicsPerNode", "nicsPerNode"),
     ];
 
     /// <summary>Extreme raw JSON values for an integer field.</summary>
@@ -36,6 +37,8 @@ public class HostileNumberTests
         ("hardware.intraNode.bytesPerSecond", "bytesPerSecond"), ("hardware.intraNode.latencySeconds", "latencySeconds"),
         ("hardware.interNode.bytesPerSecond", "bytesPerSecond"), ("hardware.interNode.latencySeconds", "latencySeconds"),
         ("model.routing.zipfExponent", "zipfExponent"), ("model.routing.capacityFactor", "capacityFactor"),
+        ("hardware.intraNode.stepLatencySeconds", "stepLatencySeconds"), ("hardware.interNode.stepLatencySeconds", "stepLatencySeconds"),
+        ("hardware.intraNode.peerBytesPerSecond", "peerBytesPerSecond"), ("hardware.nvlsEfficiency", "nvlsEfficiency"),
     ];
 
     public static readonly string[] DoubleValues =
@@ -81,7 +84,7 @@ public class HostileNumberTests
         var accepted = Hostile.Judge(json, name, "dtype", "peak");
         // Denormals are outside every physical bound that excludes 0; a latency or Zipf exponent of 0 is valid, and a
         // denormal one prices like 0 (the judge checked it is finite).
-        var zeroValid = name is "latencySeconds" or "zipfExponent";
+        var zeroValid = name is "latencySeconds" or "stepLatencySeconds" or "zipfExponent";
         if ((!zeroValid && value is "5e-324" or "1e-310" or "2.2250738585072014e-308") || value is "1.7e308" or "1.7976931348623157e308" or "1e309" or "-1e309" or "\"1e12\"" or "true" or "{}" or "-1")
             Assert.False(accepted, $"{path} = {value} was accepted");
     }

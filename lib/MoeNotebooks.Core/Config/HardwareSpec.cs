@@ -136,9 +136,11 @@ public sealed record LinkSpec(double BytesPerSecond, double LatencySeconds)
         Validate.NonNegative($"{path}.latencySeconds", LatencySeconds);
         Validate.Within($"{path}.latencySeconds", LatencySeconds, Bounds.LatencySeconds, source);
         Validate.NonNegative($"{path}.stepLatencySeconds", StepLatencySeconds);
+        Validate.Within($"{path}.stepLatencySeconds", StepLatencySeconds, Bounds.LatencySeconds, source);
         if (PeerBytesPerSecond is { } peer)
         {
             Validate.Positive($"{path}.peerBytesPerSecond", peer);
+            Validate.Within($"{path}.peerBytesPerSecond", peer, Bounds.LinkBytesPerSecond, source);
             if (peer > BytesPerSecond)
                 throw new ConfigException($"{path}.peerBytesPerSecond", Validate.Show(peer), $"must not exceed the GPU's aggregate bytesPerSecond {Validate.Show(BytesPerSecond)}", source);
         }
@@ -217,15 +219,16 @@ public sealed record HardwareSpec(
         if (NvlinkDomainGpus is { } d)
         {
             Validate.Positive($"{path}.gpusPerNvlinkDomain", d);
+            Validate.Within($"{path}.gpusPerNvlinkDomain", d, Bounds.GpusPerNode, source);
             if (d % GpusPerNode != 0 && GpusPerNode % d != 0)
                 throw new ConfigException($"{path}.gpusPerNvlinkDomain", d.ToString(CultureInfo.InvariantCulture),
                     $"must be a multiple or a divisor of gpusPerNode = {GpusPerNode} (a domain spans whole hosts, or a host holds whole domains)", source);
         }
-        if (!(NvlsEfficiency > 0 && NvlsEfficiency <= 1))
-            throw new ConfigException($"{path}.nvlsEfficiency", Validate.Show(NvlsEfficiency), "must be in (0, 1]", source);
+        Validate.Within($"{path}.nvlsEfficiency", NvlsEfficiency, Bounds.NvlsEfficiency, source);
         if (NicCount is { } n)
         {
             Validate.Positive($"{path}.nicsPerNode", n);
+            Validate.Within($"{path}.nicsPerNode", n, Bounds.GpusPerNode, source);
             if (GpusPerNode % n != 0)
                 throw new ConfigException($"{path}.nicsPerNode", n.ToString(CultureInfo.InvariantCulture),
                     $"must divide gpusPerNode = {GpusPerNode} (each NIC serves the same number of GPUs)", source);

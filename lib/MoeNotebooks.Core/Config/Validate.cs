@@ -131,6 +131,7 @@ public static class Bounds
     public static readonly Bound GpusPerNode = new(1, 1 << 16, "GPUs", "a node or NVLink domain holds at most a few hundred");
     public static readonly Bound LinkBytesPerSecond = new(1e6, 1e15, "B/s", "one link: 1 MB/s to 1 PB/s");
     public static readonly Bound LatencySeconds = new(0, 1, "s", "a collective's start-up latency is microseconds; 1 s is already absurd");
+    public static readonly Bound NvlsEfficiency = new(0.01, 1, "of the ideal in-switch reduction bandwidth", "measured NVLS reaches about 0.6");
 
     // Strategy.
     public static readonly Bound ParallelSize = new(1, 1 << 24, "ranks", "at most the largest cluster");
