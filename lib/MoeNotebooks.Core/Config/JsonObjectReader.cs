@@ -315,7 +315,9 @@ public sealed class JsonObjectReader
         _ => kind.ToString(),
     };
 
-    private static string? Closest(string name, IEnumerable<string> candidates)
+    /// <summary>The candidate nearest to <paramref name="name"/> by edit distance (case-insensitive), when it is within
+    /// max(<paramref name="minDistance"/>, a third of the name); else null. Used for "did you mean" hints.</summary>
+    internal static string? Closest(string name, IEnumerable<string> candidates, int minDistance = 2)
     {
         string? best = null;
         var bestDistance = int.MaxValue;
@@ -324,7 +326,7 @@ public sealed class JsonObjectReader
             var d = Levenshtein(name.ToLowerInvariant(), c.ToLowerInvariant());
             if (d < bestDistance) { bestDistance = d; best = c; }
         }
-        return bestDistance <= Math.Max(2, name.Length / 3) ? best : null;
+        return bestDistance <= Math.Max(minDistance, name.Length / 3) ? best : null;
     }
 
     private static int Levenshtein(string a, string b)

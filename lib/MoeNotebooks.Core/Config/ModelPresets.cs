@@ -54,8 +54,8 @@ public static class ModelPresets
     {
         var key = Raw.Value.Keys.FirstOrDefault(k => string.Equals(k, name, StringComparison.OrdinalIgnoreCase));
         if (key is not null) return key;
-        var near = Raw.Value.Keys.MinBy(k => Distance(k, name.ToLowerInvariant()));
-        var hint = near is not null && Distance(near, name.ToLowerInvariant()) <= Math.Max(3, name.Length / 3) ? $" (did you mean \"{near}\"?)" : "";
+        var near = JsonObjectReader.Closest(name, Raw.Value.Keys, minDistance: 3);
+        var hint = near is not null ? $" (did you mean \"{near}\"?)" : "";
         throw new ConfigException(field, $"\"{name}\"", $"is not a known model preset{hint}; known: {string.Join(", ", Names)}", source);
     }
 
@@ -109,21 +109,6 @@ public static class ModelPresets
             map[name] = new ModelPreset(name, model, description, sources, published);
         }
         return map;
-    }
-
-    private static int Distance(string a, string b)
-    {
-        var prev = new int[b.Length + 1];
-        var cur = new int[b.Length + 1];
-        for (var j = 0; j <= b.Length; j++) prev[j] = j;
-        for (var i = 1; i <= a.Length; i++)
-        {
-            cur[0] = i;
-            for (var j = 1; j <= b.Length; j++)
-                cur[j] = Math.Min(Math.Min(cur[j - 1] + 1, prev[j] + 1), prev[j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1));
-            (prev, cur) = (cur, prev);
-        }
-        return prev[b.Length];
     }
 
     internal static string Invariant(double v) => v.ToString("R", CultureInfo.InvariantCulture);
