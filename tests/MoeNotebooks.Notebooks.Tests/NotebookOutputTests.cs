@@ -77,4 +77,25 @@ public sealed class NotebookOutputTests(ITestOutputHelper output)
         var notebook = await Run("05-beyond-the-seed.ipynb");
         Assert.True(notebook.Cells.Count > 40);
     }
+
+    [Fact]
+    public async Task Notebook_07_headlines_are_the_presets_parameter_counts_and_a_step_time()
+    {
+        // Oracle: the library's parameter count of the same presets (ModelSummary, checked against the publishers'
+        // figures by its own tests); the step headline must be a positive time in ms. The index reads these headlines.
+        var notebook = await Run("07-todays-moe-models.ipynb");
+        var headlines = NotebookSummary.Of(notebook, "notebooks/07-todays-moe-models.ipynb", "07-todays-moe-models.html").Headlines;
+        Assert.Equal(3, headlines.Count);
+        foreach (var (preset, name) in new[] { ("deepseek-v3", "DeepSeek-V3 parameters, total"), ("qwen3-30b-a3b", "Qwen3-30B-A3B parameters, total") })
+        {
+            var expected = MoeNotebooks.Analysis.ModelSummary.Of(MoeNotebooks.Config.ModelPresets.Get(preset, batch: 16, sequenceLength: 4096), [8]).TotalParameters / 1e9;
+            var shown = Assert.Single(headlines, h => h.Name == name);
+            Assert.Equal("B", shown.Unit);
+            Assert.Equal(expected, shown.Value, 6);
+        }
+
+        var step = Assert.Single(headlines, h => h.Name.StartsWith("Qwen3-30B-A3B 4-layer training step", StringComparison.Ordinal));
+        Assert.Equal("ms", step.Unit);
+        Assert.True(step.Value > 0 && double.IsFinite(step.Value), $"step {step.Value} ms");
+    }
 }
