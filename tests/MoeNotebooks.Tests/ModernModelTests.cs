@@ -169,7 +169,8 @@ public sealed class ModernModelTests
         // head, 2 x (qk + v head dims) x attended keys for the score and value products, where causal masking halves the
         // keys ((s + 1) / 2) and a sliding window caps them. Independent of the DAG: parameters from ParameterCounts
         // (checked against the publishers above), keys from the closed form. Two layers keep the DAG small.
-        var m = ModelPresets.Get(name, batch: 1) with { Layers = 2, DenseLayers = 0 };
+        // The main model only (MtpLayers 0): the MTP depths have their own test below.
+        var m = ModelPresets.Get(name, batch: 1) with { Layers = 2, DenseLayers = 0, MtpLayers = 0 };
         var dag = Build(m, new StrategySpec(1, 1, 1, 1) { Mode = WorkloadMode.Training });
         var dagFlops = Enumerable.Range(0, dag.Count).Sum(op => dag.Flops(op));
         var p = ParameterCounts.Of(m);
@@ -314,6 +315,9 @@ public sealed class ModernModelTests
         { Scenario(Small + ", \"precision\": { \"recipe\": \"mxfp8\", \"fp8Dispatch\": \"yes\" }"), "model.precision.fp8Dispatch", "\"yes\"" },
         { Scenario(Small + ", \"dtype\": \"fp4\""), "model.dtype", "\"fp4\"" },
         { Scenario(Small + ", \"denseLayers\": 4"), "model.denseLayers", "4" },
+        { Scenario(Small + ", \"mtpLayers\": 17, \"vocabulary\": 1000"), "model.mtpLayers", "17" },
+        { Scenario(Small + ", \"mtpLayers\": -1, \"vocabulary\": 1000"), "model.mtpLayers", "-1" },
+        { Scenario(Small + ", \"mtpLayers\": 1"), "model.mtpLayers", "1" },
         { Scenario(Small + ", \"mla\": { \"kvLoraRank\": 0, \"qkNopeHeadDim\": 64, \"qkRopeHeadDim\": 32, \"vHeadDim\": 64 }"), "model.mla.kvLoraRank", "0" },
         { Scenario(Small + ", \"moeFfnHiddenSize\": 7", "\"tp\": 2, \"ep\": 4"), "model.moeFfnHiddenSize", "7" },
         { Scenario("\"preset\": \"qwen3-30b-a3\", \"batch\": 8"), "model.preset", "\"qwen3-30b-a3\"" },

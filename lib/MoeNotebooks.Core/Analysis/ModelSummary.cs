@@ -27,8 +27,12 @@ public static class ModelSummary
         // Norm weights are parameters but not GEMM work: two per layer (weight and bias counted, 4H) and MLA's latent norms.
         var norms = 4.0 * m.HiddenSize * m.Layers + (m.Mla is { } mla ? (double)m.Layers * (mla.QLoraRank + mla.KvLoraRank) : 0);
         var n = p.Active("output") - norms;
+        // Multi-token-prediction depths: their layer, projection and one more pass through the shared output head
+        // (norms apart: the layer's four H plus MLA's latent norms, and the depth's two RMSNorms).
+        var mtpNorms = m.MtpLayers * (6.0 * m.HiddenSize + (m.Mla is { } mtpMla ? mtpMla.QLoraRank + mtpMla.KvLoraRank : 0));
+        n += p.MtpActiveNonEmbedding - mtpNorms + (double)m.MtpLayers * m.Vocabulary * m.HiddenSize;
         double attention = 0;
-        for (var layer = 0; layer < m.Layers; layer++)
+        for (var layer = 0; layer < m.Layers + m.MtpLayers; layer++)
             attention += 2.0 * m.AttentionHeads * (m.QkHeadDim + m.VHeadDim) * m.AttendedKeys(layer);
         return (3 * (2 * n + attention), 3 * attention);
     }

@@ -94,6 +94,13 @@ public sealed record ModelSpec(
     public int DenseLayers { get; init; }
 
     /// <summary>
+    /// Multi-token-prediction depths (DeepSeek-V3 technical report §2.2, Megatron-LM --mtp-num-layers): each depth k
+    /// shares the embedding and output head, and has two RMSNorms, a [2H -> H] projection and one transformer layer
+    /// (of the last layer's kind) of its own; trained on the last pipeline stage after the main layers. 0 = none.
+    /// </summary>
+    public int MtpLayers { get; init; }
+
+    /// <summary>
     /// Emit the MoE block's memory-bound passes: the router's softmax/top-k, the token permutation / unpermutation around
     /// the all-to-all (Megatron-Core's alltoall token dispatcher) and the experts' activation. The founding model's
     /// derivation leaves them out (its DAG is kept as it was); presets include them.
@@ -142,7 +149,7 @@ public sealed record ModelSpec(
             double h = HiddenSize, e = Experts;
             var attention = 4 * h * Math.Max(h, (double)AttentionHeads * Math.Max(QkHeadDim, VHeadDim));
             var ffn = 3 * h * FfnHiddenSize + (IsDense ? 0 : e * (h + 3 * h * ExpertFfnHiddenSize) + (double)SharedExperts * 3 * h * SharedExpertWidth);
-            return Layers * (attention + ffn) + 2.0 * Vocabulary * h;
+            return (Layers + MtpLayers) * (attention + ffn + 2 * h * h) + 2.0 * Vocabulary * h;   // MTP depths: a layer + a [2H -> H] projection each
         }
     }
 
@@ -207,6 +214,9 @@ public sealed record ModelSpec(
             throw new ConfigException(F("attentionPattern"), null, "is required with slidingWindow: say which layers slide, e.g. [\"sliding\", \"full\"] to alternate, or [\"sliding\"] for all", source);
         if (MoeFfnHiddenSize is { } mf) Validate.Positive(F("moeFfnHiddenSize"), mf);
         if (SharedExpertFfnHiddenSize is { } sf) Validate.Positive(F("sharedExpertFfnHiddenSize"), sf);
+        Validate.Within(F("mtpLayers"), MtpLayers, Bounds.MtpLayers, source);
+        if (MtpLayers > 0 && Vocabulary == 0)
+            throw new ConfigException(F("mtpLayers"), MtpLayers.ToString(CultureInfo.InvariantCulture), "needs a vocabulary (model.vocabulary > 0): each depth's loss runs through the shared output head", source);
         if (SharedExperts < 0) throw new ConfigException(F("sharedExperts"), SharedExperts.ToString(CultureInfo.InvariantCulture), "must be >= 0", source);
         if (DenseLayers < 0 || (DenseLayers > 0 && DenseLayers >= Layers))
             throw new ConfigException(F("denseLayers"), DenseLayers.ToString(CultureInfo.InvariantCulture), $"must be >= 0 and < layers = {Layers} (the first denseLayers layers use a dense FFN)", source);
@@ -316,6 +326,7 @@ public sealed record ModelSpec(
             SharedExperts = r.OptionalInt("sharedExperts") ?? 0,
             SharedExpertFfnHiddenSize = r.OptionalLong("sharedExpertFfnHiddenSize"),
             DenseLayers = r.OptionalInt("denseLayers") ?? 0,
+            MtpLayers = r.OptionalInt("mtpLayers") ?? 0,
             MoeMemoryBoundOps = r.OptionalBool("moeMemoryBoundOps") ?? false,
             Precision = ReadPrecision(r),
         };
@@ -391,6 +402,7 @@ public sealed record ModelSpec(
             w.WriteNumber("sharedExperts", SharedExperts);
             if (SharedExpertFfnHiddenSize is { } sf) w.WriteNumber("sharedExpertFfnHiddenSize", sf);
             w.WriteNumber("denseLayers", DenseLayers);
+            if (MtpLayers > 0) w.WriteNumber("mtpLayers", MtpLayers);
             w.WriteBoolean("moeMemoryBoundOps", MoeMemoryBoundOps);
             w.WriteNumber("vocabulary", Vocabulary);
             w.WriteBoolean("tieEmbeddings", TieEmbeddings);

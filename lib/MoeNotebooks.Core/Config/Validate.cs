@@ -111,6 +111,7 @@ public static class Bounds
     public static readonly Bound Layers = new(1, 16_384, "layers", "published models have at most a few hundred");
     public static readonly Bound HiddenSize = new(1, 1 << 20, "", "published models are below 32,768");
     public static readonly Bound HeadDim = new(1, 1 << 16, "", "published head dimensions are 64-256");
+    public static readonly Bound MtpLayers = new(0, 16, "depths", "DeepSeek-V3 trains with 1 multi-token-prediction depth");
     public static readonly Bound SharedExperts = new(0, 1024, "experts", "published models share at most a few");
     public static readonly Bound LatentRank = new(1, 1 << 20, "", "MLA latent ranks are a few hundred to a few thousand");
     public static readonly Bound AttentionHeads = new(1, 1 << 16, "heads", "published models have at most a few hundred");

@@ -60,6 +60,8 @@ public enum OpKind : byte
     Permute,
     /// <summary>Token unpermutation: weighted sum of each token's expert outputs back into token order (memory-bound).</summary>
     Unpermute,
+    /// <summary>A multi-token-prediction depth's projection of [norm(h); norm(emb)] : [T, 2H] x [2H, H].</summary>
+    MtpProjection,
 }
 
 /// <summary>Which pass of a training step an operation belongs to.</summary>
@@ -113,7 +115,7 @@ public static class OpKindExtensions
     public static bool IsLinearLayer(this OpKind kind) => kind is OpKind.QProjection or OpKind.KProjection or OpKind.VProjection
         or OpKind.OutputProjection or OpKind.ExpertUp or OpKind.ExpertDown or OpKind.DenseUp or OpKind.DenseDown
         or OpKind.QDownProjection or OpKind.QUpProjection or OpKind.KvDownProjection or OpKind.KvUpProjection
-        or OpKind.SharedExpertUp or OpKind.SharedExpertDown;
+        or OpKind.SharedExpertUp or OpKind.SharedExpertDown or OpKind.MtpProjection;
 
     public static CollectivePattern Pattern(this OpKind kind) => kind switch
     {
@@ -178,6 +180,7 @@ public static class OpKindExtensions
         OpKind.RouterTopK => "Router softmax/top-k",
         OpKind.Permute => "Permute",
         OpKind.Unpermute => "Unpermute",
+        OpKind.MtpProjection => "MTP projection",
         _ => kind.ToString(),
     };
 }

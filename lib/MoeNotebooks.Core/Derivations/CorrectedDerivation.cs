@@ -201,10 +201,28 @@ internal sealed class CorrectedDerivation
             _b.Phase = OpPhase.Forward;
             if (hasEmbedding) EmbeddingBlock.Instance.Emit(_c, BlockPass.Forward, site, last);
             for (var layer = first; layer < first + count; layer++) Layer(BlockPass.Forward, gpus, layer, mb, last);
-            if (hasOutput) OutputLayerBlock.Instance.Emit(_c, BlockPass.Forward, lastSite, last);
+            if (hasOutput)
+            {
+                OutputLayerBlock.Instance.Emit(_c, BlockPass.Forward, lastSite, last);
+                // Multi-token-prediction depths after the main model: input + one layer, then the shared head and loss.
+                for (var layer = _m.Layers; layer < _m.Layers + _m.MtpLayers; layer++)
+                {
+                    Layer(BlockPass.Forward, gpus, layer, mb, last);
+                    OutputLayerBlock.Instance.Emit(_c, BlockPass.Forward, new LayerSite(gpus, layer, mb), last);
+                }
+            }
             return last;
         }
-        if (hasOutput) OutputLayerBlock.Instance.Emit(_c, BlockPass.Backward, lastSite, last);
+        if (hasOutput)
+        {
+            for (var layer = _m.Layers + _m.MtpLayers - 1; layer >= _m.Layers; layer--)
+            {
+                OutputLayerBlock.Instance.Emit(_c, BlockPass.Backward, new LayerSite(gpus, layer, mb), last);
+                if (_st.Recompute) Layer(BlockPass.Recompute, gpus, layer, mb, last);
+                Layer(BlockPass.Backward, gpus, layer, mb, last);
+            }
+            OutputLayerBlock.Instance.Emit(_c, BlockPass.Backward, lastSite, last);
+        }
         for (var layer = first + count - 1; layer >= first; layer--)
         {
             // Full recomputation: rerun this layer's forward from its saved input just before its backward.
@@ -270,9 +288,11 @@ internal sealed class CorrectedDerivation
         // reduced 1/N it updates); otherwise they are all-reduced.
         var kind = _st.ZeroStage >= 2 || _st.UseDistributedOptimizer ? OpKind.GradientReduceScatter : OpKind.GradientAllReduce;
         _b.Phase = OpPhase.Update;
-        for (var layer = first + count - 1; layer >= first; layer--)
+        // The last chunk's multi-token-prediction depths (layers Layers + k) finish their backward first.
+        var top = chunk == _chunkCount - 1 ? _m.Layers + _m.MtpLayers - 1 : first + count - 1;
+        for (var layer = top; layer >= first; layer--)
         {
-            var p = ParameterCounts.PerLayer(_m, _st, layer);
+            var p = layer >= _m.Layers ? ParameterCounts.PerMtpDepth(_m, _st) : ParameterCounts.PerLayer(_m, _st, layer);
             for (var er = 0; er < _st.EP; er++)
             {
                 for (var tr = 0; tr < _st.TP; tr++)

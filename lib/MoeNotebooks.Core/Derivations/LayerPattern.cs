@@ -16,8 +16,12 @@ internal sealed class LayerPattern
 
     public static LayerPattern Of(ModelSpec m)
     {
-        var layers = new ILayerBlock[m.Layers][];
+        var layers = new ILayerBlock[m.Layers + m.MtpLayers][];
         for (var l = 0; l < m.Layers; l++) layers[l] = [AttentionBlock.Instance, m.IsMoeLayer(l) ? MoeBlock.Instance : DenseFfnBlock.Instance];
+        // Multi-token-prediction depths (layer indices Layers + k): their input (embedding, norms, projection) and one
+        // transformer layer of the last layer's kind; the driver emits them with the shared output head after the main layers.
+        for (var l = m.Layers; l < m.Layers + m.MtpLayers; l++)
+            layers[l] = [MtpInputBlock.Instance, AttentionBlock.Instance, m.IsMoeLayer(m.Layers - 1) ? MoeBlock.Instance : DenseFfnBlock.Instance];
         return new LayerPattern(layers);
     }
 

@@ -19,6 +19,19 @@ public readonly record struct GpuParameters(long NonExpert, long ExpertPerRank)
 /// <param name="Output">The output layer V x H (0 when tied to the embedding).</param>
 public sealed record ModelParameters(long Total, long ActiveNonEmbedding, long Embedding, long Output)
 {
+    /// <summary>
+    /// The multi-token-prediction depths' own weights (projections, norms, transformer layers; the embedding and
+    /// output head are shared and counted once in <see cref="Total"/>), not included in <see cref="Total"/>, which is
+    /// the main model as publishers state it (DeepSeek-V3: 671B main + 14B MTP module).
+    /// </summary>
+    public long Mtp { get; init; }
+
+    /// <summary>The MTP depths' weights a token's GEMMs touch (top-k + shared experts of their layers, projections).</summary>
+    public long MtpActiveNonEmbedding { get; init; }
+
+    /// <summary>Main model and MTP depths together.</summary>
+    public long TotalWithMtp => checked(Total + Mtp);
+
     /// <summary>Active parameters counting the embedding matrices as a publisher does: "both", "output" or "none".</summary>
     public long Active(string counts) => counts switch
     {
@@ -69,6 +82,16 @@ public static class ParameterCounts
         return new(attention + gate + shared, experts);
     }
 
+    /// <summary>
+    /// One multi-token-prediction depth's own parameters on one GPU (DeepSeek-V3 technical report §2.2): two RMSNorms,
+    /// the projection M_k [2H -> H] (column-parallel over TP) and one transformer layer of the last layer's kind.
+    /// </summary>
+    public static GpuParameters PerMtpDepth(ModelSpec m, StrategySpec st)
+    {
+        long h = m.HiddenSize;
+        return PerLayer(m, st, m.Layers - 1) + new GpuParameters(2 * h * h / st.TP + 2 * h, 0);
+    }
+
     /// <summary>Layers held by a pipeline stage (over all its virtual chunks).</summary>
     public static int LayersOnStage(ModelSpec m, StrategySpec st, int stage) => LayerIndicesOnStage(m, st, stage).Count();
 
@@ -89,6 +112,8 @@ public static class ParameterCounts
         if (stage == 0) p += new GpuParameters(vocabShard, 0);
         // The output layer: its own matrix when untied; a tied copy on the last stage when that is another stage.
         if (stage == st.PP - 1 && (st.PP > 1 || !m.TieEmbeddings)) p += new GpuParameters(vocabShard, 0);
+        // The multi-token-prediction depths run on the last stage after the main layers.
+        if (stage == st.PP - 1 && m.MtpLayers > 0) p += m.MtpLayers * PerMtpDepth(m, st);
         return p;
     }
 
@@ -106,6 +131,12 @@ public static class ParameterCounts
         }
         var embedding = m.Vocabulary * m.HiddenSize;
         var output = m.TieEmbeddings ? 0 : embedding;
-        return new ModelParameters(total + embedding + output + m.HiddenSize, active, embedding, output);
+        var mtp = PerMtpDepth(m, one);
+        var mtpActive = mtp.NonExpert + (m.IsMoeLayer(m.Layers - 1) ? m.TopK * f * m.ExpertFfnHiddenSize : 0);
+        return new ModelParameters(total + embedding + output + m.HiddenSize, active, embedding, output)
+        {
+            Mtp = checked(m.MtpLayers * mtp.Total),
+            MtpActiveNonEmbedding = checked(m.MtpLayers * mtpActive),
+        };
     }
 }
