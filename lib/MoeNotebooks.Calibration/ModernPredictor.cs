@@ -48,7 +48,7 @@ public sealed record UnexpressedRun(ModernRun Run, string Reason);
 /// <param name="Model">The model as the core's description can write it from the row's columns (MHA with head dim hidden/heads, two-matrix FFN at the expert width, every layer MoE, one dtype).</param>
 /// <param name="Hardware">The row's system preset with all its GPUs.</param>
 /// <param name="LayersPerStage">Layers on the largest pipeline stage (all its virtual chunks): VP x ceil(L / (PP x VP)).</param>
-/// <param name="Preset">The model as the core describes it with its blocks (issue 11's preset with the row's batch and sequence, causal attention; MPT from its columns), with every layer MoE for the slice (<c>denseLayers</c> 0) and no precision recipe; null when no preset exists for the family.</param>
+/// <param name="Preset">The model as the core describes it with its blocks (issue 11's preset with the row's batch and sequence, causal attention; MPT from its columns), with every layer MoE for the slice (<c>denseLayers</c> 0), no MTP depths (<c>mtpLayers</c> 0: priced by the FLOP factors) and no precision recipe; null when no preset exists for the family.</param>
 /// <param name="Recipe">The row's precision recipe as the core prices it (null: bf16).</param>
 /// <param name="RecipeNote">Why the recipe differs from the row's, when it must.</param>
 public sealed record ModernScenario(ModernRun Run, ModernArchitecture Architecture, ModelSpec Model, HardwareSpec Hardware, int LayersPerStage, int VirtualStages, int MtpLayers,
@@ -177,7 +177,7 @@ public sealed class ModernPredictor
         ModelSpec? preset = null;
         if (run.Framework == ModernFramework.MosaicMpt) preset = (model with { Causal = true }).Validated();
         else if (FamilyPresets.TryGetValue(run.Family, out var presetName) && ModelPresets.Names.Contains(presetName))
-            preset = (ModelPresets.Get(presetName, run.GlobalBatch, run.SequenceLength) with { DenseLayers = 0, Precision = null }).Validated();
+            preset = (ModelPresets.Get(presetName, run.GlobalBatch, run.SequenceLength) with { DenseLayers = 0, Precision = null, MtpLayers = 0 }).Validated();   // MTP: by the FLOP factors, as the dense first layers
         var (recipe, recipeNote) = RecipeFor(run.Precision, hardware.Gpu);
         return (new ModernScenario(run, arch, model, hardware, lps, v, mtp, preset, recipe, recipeNote), null);
     }

@@ -282,4 +282,20 @@ public class ModernTargetTests
         var mape = Lomo("mpt");
         Assert.True(mape <= 11.5, $"MPT leave-one-model-out MAPE {mape:F1} % (target 10 %, regression bound 11.5 %)");
     }
+
+    [Fact]
+    public void The_cores_mtp_flops_match_megatrons_convention_for_deepseek_v3()
+    {
+        // Oracle: Megatron-LM's num_floating_point_operations as transcribed in ModernArchitecture (MegatronFlops): one
+        // MTP depth adds one more MoE layer, the 2H x H projection (with 3H for its norms) and one more logits term. The
+        // core's DAG (DeepSeek-V3 preset, 2 layers, one sequence of 4096) must add the same per sequence; tolerance 1 %
+        // for MLA's latent-norm and small-term conventions that differ between the two counts.
+        const long seq = 4096;
+        var megatron = MegatronFlops.PerSequence(ModernArchitecture.Catalog["DeepSeek-V3"], seq, 1).Total - MegatronFlops.PerSequence(ModernArchitecture.Catalog["DeepSeek-V3"], seq, 0).Total;
+        var m = ModelPresets.Get("deepseek-v3", batch: 1, sequenceLength: seq) with { Layers = 2, DenseLayers = 0 };
+        var training = new StrategySpec(1, 1, 1, 1) { Mode = WorkloadMode.Training };
+        double Flops(ModelSpec model) { var dag = training.BuildDag(model); return Enumerable.Range(0, dag.Count).Sum(op => dag.Flops(op)); }
+        var core = Flops(m) - Flops(m with { MtpLayers = 0 });
+        Assert.True(Math.Abs(core - megatron) <= 0.01 * megatron, $"core {core:E4} vs Megatron {megatron:E4} FLOPs per sequence for one MTP depth");
+    }
 }
