@@ -14,9 +14,10 @@ public static class EvaluationTable
         if (m.Causal) attention += ", causal";
         if (m.AttentionPattern?.Contains(AttentionLayerKind.Sliding) == true) attention += $", sliding window {m.SlidingWindow}";
         var ffn = m.IsDense ? $"dense FFN {m.FfnHiddenSize}" : $"{m.Experts} experts of {m.ExpertFfnHiddenSize} top-{m.TopK}" + (m.SharedExperts > 0 ? $" + {m.SharedExperts} shared" : "") + (m.DenseLayers > 0 ? $", first {m.DenseLayers} layers dense" : "");
+        var mtp = m.MtpLayers == 0 ? "" : string.Create(CultureInfo.InvariantCulture, $", {m.MtpLayers} MTP depth{(m.MtpLayers == 1 ? "" : "s")} (+{p.Mtp / 1e9:F2}B parameters, trained on the last stage)");
         var precision = m.Precision is { } r ? r.ToString() : $"everything {m.Dtype}";
         return string.Create(CultureInfo.InvariantCulture,
-            $"{m.Name}: {m.Layers} layers, H {m.HiddenSize}, {attention}, {ffn}{(m.GatedFfn ? " (gated)" : "")}; {p.Total / 1e9:F2}B parameters ({p.Active("both") / 1e9:F2}B active); {precision}; {m.Batch} x {m.SequenceLength} tokens");
+            $"{m.Name}: {m.Layers} layers, H {m.HiddenSize}, {attention}, {ffn}{(m.GatedFfn ? " (gated)" : "")}{mtp}; {p.Total / 1e9:F2}B parameters ({p.Active("both") / 1e9:F2}B active); {precision}; {m.Batch} x {m.SequenceLength} tokens");
     }
 
     public static void Write(Evaluation e, TextWriter o, double? sensitivitySpeedup = null)
