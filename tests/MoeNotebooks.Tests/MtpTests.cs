@@ -77,4 +77,14 @@ public sealed class MtpTests
         Assert.True(mtpOps.Where(op => dag.Kind(op) == OpKind.ExpertUp).Any());        // its layer is an MoE layer
         Assert.All(mtpOps.Where(op => dag.Kind(op).Category() != OpCategory.Communication), op => Assert.Contains(dag.Gpu(op), lastStage));
     }
+
+    [Fact]
+    public void Mtp_with_sequence_parallelism_is_refused_naming_the_field()
+    {
+        // Oracle: the rule (the MTP input under sequence-sharded activations is not priced): one line naming the field.
+        var m = ModelPresets.Get("llama3-8b", batch: 8, sequenceLength: 1024) with { Layers = 2, MtpLayers = 1 };
+        var st = new StrategySpec(1, 2, 1, 1) { Mode = WorkloadMode.Training, SequenceParallel = true };
+        var e = Assert.Throws<ConfigException>(() => st.CheckFits(m, st.GpuCount));
+        Assert.Equal("strategy.sequenceParallel", e.Field);
+    }
 }

@@ -138,7 +138,11 @@ public static class MemoryModel
         var qkvo = seed ? 4 * h / attnTp
             : model.Mla is { } mla ? mla.QLoraRank + mla.KvLoraRank + mla.QkRopeHeadDim + headsPerRank * (2 * mla.QkHeadDim + 2 * mla.VHeadDim)
             : 2 * headsPerRank * model.HeadDim + 2 * Math.Max(1.0, (double)model.KeyValueHeads / attnTp) * model.HeadDim;
-        var attentionActs = e * tokens * (2 * h + qkvo) + st.AttentionKernel switch
+        // Sequence parallelism (TP > 1): the norm inputs and the norm outputs the column-parallel GEMMs save (Megatron-Core
+        // saves the sequence-sharded input and all-gathers it again in the backward) hold 1/TP of the tokens
+        // (Korthikanti et al. 2022 §4.2.2, Table 2: 34/t instead of 10 + 24/t). Dense models only (StrategySpec).
+        var sp = !seed && st.SequenceParallel && st.TP > 1 ? st.TP : 1;
+        var attentionActs = e * tokens * (2 * h / sp + qkvo) + st.AttentionKernel switch
         {
             AttentionKernel.Materialized => e * scoresPerLayer,
             AttentionKernel.MaterializedDropout => (2 * e + 1) * scoresPerLayer,
@@ -150,7 +154,7 @@ public static class MemoryModel
         var expertFfnShard = seed ? model.ExpertFfnHiddenSize : model.ExpertFfnHiddenSize / st.TP;
         var sharedShard = (double)model.SharedExperts * model.SharedExpertWidth / st.TP;
         var ffnActs = model.IsDense
-            ? e * tokens * (2 * h + intermediates * ffnShard)
+            ? e * tokens * (2 * h / sp + intermediates * ffnShard)
             : e * tokens * 2 * h + 4 * tokens * model.Experts + e * expertTokens * (h + intermediates * expertFfnShard) + e * tokens * intermediates * sharedShard;
         var perLayer = attentionActs + ffnActs;
         var a2aBuffers = model.IsDense || (st.EP == 1 && !seed) ? 0 : 2 * e * Math.Max(tokens * model.TopK, expertTokens) * h;
@@ -179,7 +183,7 @@ public static class MemoryModel
                 // last-chunk microbatches actually live, not to every microbatch in flight.
                 inFlight = PipelinePlan.PeakInFlight(plan[stage]);
                 var logits = model.Vocabulary > 0 ? 4.0 * tokens * model.Vocabulary / st.TP : 0;
-                activations = PeakLiveActivationBytes(plan[stage], chunkLayers, st.Recompute ? e * tokens * h : perLayer, logits)
+                activations = PeakLiveActivationBytes(plan[stage], chunkLayers, st.Recompute ? e * tokens * h / sp : perLayer, logits)
                               + (st.Recompute ? perLayer : 0);
             }
             stages.Add(new StageMemory(stage, weights, grads, optimizer, activations, a2aBuffers, inFlight));

@@ -401,6 +401,14 @@ public sealed record StrategySpec(int EP, int TP, int PP, int DP, Derivation Der
             return;
         }
         CheckModelled(source);
+        // Sequence parallelism is priced for dense models (attention and dense FFN blocks); the MoE token exchange
+        // from sequence-sharded tokens and the scatter/gather pipeline send are not priced yet.
+        if (SequenceParallel && TP > 1 && !model.IsDense)
+            throw new ConfigException("strategy.sequenceParallel", "true", "is priced for dense models only (the MoE token exchange under sequence parallelism is not priced yet); use false, or a dense model (experts 0)", source);
+        if (SequenceParallel && TP > 1 && model.MtpLayers > 0)
+            throw new ConfigException("strategy.sequenceParallel", "true", $"cannot be combined with model.mtpLayers = {model.MtpLayers} (the MTP depths' input under sequence parallelism is not priced yet); set one of them off", source);
+        if (SequenceParallel && TP > 1 && ScatterGather)
+            throw new ConfigException("strategy.sequenceParallel", "true", "cannot be combined with strategy.scatterGather (the pipeline send of 1/TP-sharded activations is not priced yet); set one of them false", source);
         ChunkLayersChecked(model.Layers, source);
         if (model.AttentionHeads % TP != 0)
             throw new ConfigException("model.attentionHeads", I(model.AttentionHeads), $"must be divisible by strategy.tp = {TP} (heads are split over TP ranks)", source);
@@ -444,7 +452,6 @@ public sealed record StrategySpec(int EP, int TP, int PP, int DP, Derivation Der
         var unpriced = new List<(string Field, string Value, string Default)>();
         if (ExpertTensorParallelSize is { } etp && etp != TP) unpriced.Add(("expertTensorParallelSize", etp.ToString(CultureInfo.InvariantCulture), "strategy.tp"));
         if (CP > 1) unpriced.Add(("contextParallelSize", CP.ToString(CultureInfo.InvariantCulture), "1"));
-        if (SequenceParallel) unpriced.Add(("sequenceParallel", B(true), "false"));
         if (OverlapParamGather) unpriced.Add(("overlapParamGather", B(true), "false"));
         if (Schedule is PipelineSchedule.DualPipe or PipelineSchedule.ZeroBubbleH1 && Mode == WorkloadMode.Training)
             unpriced.Add(("schedule", $"\"{JsonObjectReader.Kebab(Schedule.ToString())}\"", "\"1f1b\" or \"interleaved\" (the schedule's plan and bubble are in PipelinePlan; the DAG does not split W from B yet)"));

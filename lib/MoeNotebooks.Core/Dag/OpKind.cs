@@ -60,6 +60,10 @@ public enum OpKind : byte
     Permute,
     /// <summary>Token unpermutation: weighted sum of each token's expert outputs back into token order (memory-bound).</summary>
     Unpermute,
+    /// <summary>Sequence parallelism (Korthikanti et al. 2022 §4.2.2): reduce-scatter over the TP group to 1/TP of the tokens, replacing a TP all-reduce (forward after the row-parallel output/down projection; backward before the column-parallel input).</summary>
+    SequenceReduceScatter,
+    /// <summary>Sequence parallelism: all-gather over the TP group restoring all tokens before a column-parallel GEMM (forward) or a row-parallel GEMM's backward.</summary>
+    SequenceAllGather,
     /// <summary>A multi-token-prediction depth's projection of [norm(h); norm(emb)] : [T, 2H] x [2H, H].</summary>
     MtpProjection,
 }
@@ -105,7 +109,8 @@ public static class OpKindExtensions
         OpKind.AttentionScore or OpKind.AttentionValue => OpCategory.Attention,
         OpKind.Elementwise or OpKind.Quantize or OpKind.RouterTopK or OpKind.Permute or OpKind.Unpermute => OpCategory.Elementwise,
         OpKind.AttentionAllReduce or OpKind.ExpertAllReduce or OpKind.AllToAllDispatch or OpKind.AllToAllCombine or OpKind.PipelineSend
-            or OpKind.GradientAllReduce or OpKind.GradientReduceScatter or OpKind.ParameterAllGather or OpKind.PipelineAllGather => OpCategory.Communication,
+            or OpKind.GradientAllReduce or OpKind.GradientReduceScatter or OpKind.ParameterAllGather or OpKind.PipelineAllGather
+            or OpKind.SequenceReduceScatter or OpKind.SequenceAllGather => OpCategory.Communication,
         _ => OpCategory.Matmul,
     };
 
@@ -121,8 +126,8 @@ public static class OpKindExtensions
     {
         OpKind.AttentionAllReduce or OpKind.ExpertAllReduce or OpKind.GradientAllReduce => CollectivePattern.AllReduce,
         OpKind.AllToAllDispatch or OpKind.AllToAllCombine => CollectivePattern.AllToAll,
-        OpKind.GradientReduceScatter => CollectivePattern.ReduceScatter,
-        OpKind.ParameterAllGather or OpKind.PipelineAllGather => CollectivePattern.AllGather,
+        OpKind.GradientReduceScatter or OpKind.SequenceReduceScatter => CollectivePattern.ReduceScatter,
+        OpKind.ParameterAllGather or OpKind.PipelineAllGather or OpKind.SequenceAllGather => CollectivePattern.AllGather,
         OpKind.PipelineSend => CollectivePattern.SendRecv,
         _ => CollectivePattern.None,
     };
@@ -180,6 +185,8 @@ public static class OpKindExtensions
         OpKind.RouterTopK => "Router softmax/top-k",
         OpKind.Permute => "Permute",
         OpKind.Unpermute => "Unpermute",
+        OpKind.SequenceReduceScatter => "Sequence_ReduceScatter",
+        OpKind.SequenceAllGather => "Sequence_AllGather",
         OpKind.MtpProjection => "MTP projection",
         _ => kind.ToString(),
     };

@@ -254,7 +254,7 @@ internal sealed class CorrectedDerivation
         _b.Phase = item.Backward ? OpPhase.BackwardData : OpPhase.Forward;
         var sends = new int[outputs.Length];
         for (var li = 0; li < outputs.Length; li++)
-            sends[li] = _b.AddSend(fromGpus[li], toGpus[li], ScatterGathered ? _activationBytes / _st.TP : _activationBytes, LayerContext.Deps(outputs[li]), consumer.Microbatch);
+            sends[li] = _b.AddSend(fromGpus[li], toGpus[li], ScatterGathered || _c.SequenceParallel ? _activationBytes / _st.TP : _activationBytes, LayerContext.Deps(outputs[li]), consumer.Microbatch);
         return sends;
     }
 

@@ -32,10 +32,16 @@ internal sealed class AttentionBlock : ILayerBlock
         b.Phase = pass.ForwardPhase();
         var (gpus, layer, mb) = site;
         var t = c.TokensPerRank;
+        if (c.SequenceParallel)
+        {
+            // The pre-norm on this rank's 1/TP of the tokens, then the all-gather restoring all tokens for Q, K, V.
+            c.Elementwise(site, c.SequenceShard(2 * c.ActivationBytes), 0, last);
+            c.TensorGroupCollective(gpus, OpKind.SequenceAllGather, c.ActivationBytes, layer, mb, last);
+        }
         for (var li = 0; li < gpus.Length; li++)
         {
             var g = gpus[li];
-            var norm = b.AddElementwise(g, 2 * c.ActivationBytes, layer, LayerContext.Deps(last[li]), index: 0, microbatch: mb);
+            var norm = c.SequenceParallel ? last[li] : b.AddElementwise(g, 2 * c.ActivationBytes, layer, LayerContext.Deps(last[li]), index: 0, microbatch: mb);
             var input = c.QuantizeInput(g, t * c.H, layer, norm, mb);
             int q, k, v;
             if (c.M.Mla is not null) (q, k, v) = MlaProjections.Forward(c, pass, g, layer, mb, input);
@@ -66,8 +72,9 @@ internal sealed class AttentionBlock : ILayerBlock
                 last[li] = c.LinearForward(OpKind.OutputProjection, g, Output(c), layer, [c.QuantizeInput(g, t * c.HeadsPerRank * c.M.VHeadDim, layer, context, mb)], -1, mb, pass);
             }
         }
-        c.AllReduceAttentionGroups(gpus, OpKind.AttentionAllReduce, c.ActivationBytes, layer, mb, last);
-        c.Elementwise(site, 3 * c.ActivationBytes, 1, last);   // residual add + the FFN's pre-norm
+        if (c.SequenceParallel) c.TensorGroupCollective(gpus, OpKind.SequenceReduceScatter, c.ActivationBytes, layer, mb, last);
+        else c.AllReduceAttentionGroups(gpus, OpKind.AttentionAllReduce, c.ActivationBytes, layer, mb, last);
+        c.Elementwise(site, c.SequenceShard(3 * c.ActivationBytes), 1, last);   // residual add + the FFN's pre-norm
     }
 
     private static void Backward(LayerContext c, LayerSite site, int[] last)
@@ -75,7 +82,9 @@ internal sealed class AttentionBlock : ILayerBlock
         var b = c.B;
         var (gpus, layer, mb) = site;
         b.Phase = OpPhase.BackwardData;
-        c.Elementwise(site, 3 * c.ActivationBytes, 1, last);
+        c.Elementwise(site, c.SequenceShard(3 * c.ActivationBytes), 1, last);
+        // Sequence parallelism: the conjugate of the forward reduce-scatter gathers the output gradient's tokens.
+        if (c.SequenceParallel) c.TensorGroupCollective(gpus, OpKind.SequenceAllGather, c.ActivationBytes, layer, mb, last);
         for (var li = 0; li < gpus.Length; li++)
         {
             var g = gpus[li];
@@ -97,7 +106,9 @@ internal sealed class AttentionBlock : ILayerBlock
             }
         }
         // The conjugate of the forward all-reduce: column-parallel input gradients are summed over the TP group.
-        c.AllReduceAttentionGroups(gpus, OpKind.AttentionAllReduce, c.ActivationBytes, layer, mb, last);
-        c.Elementwise(site, 2 * c.ActivationBytes, 0, last);   // the pre-norm's backward
+        // Sequence parallelism: the conjugate of the forward all-gather, a reduce-scatter to 1/TP of the tokens.
+        if (c.SequenceParallel) c.TensorGroupCollective(gpus, OpKind.SequenceReduceScatter, c.ActivationBytes, layer, mb, last);
+        else c.AllReduceAttentionGroups(gpus, OpKind.AttentionAllReduce, c.ActivationBytes, layer, mb, last);
+        c.Elementwise(site, c.SequenceShard(2 * c.ActivationBytes), 0, last);   // the pre-norm's backward
     }
 }

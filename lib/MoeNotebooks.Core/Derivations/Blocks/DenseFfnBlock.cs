@@ -19,8 +19,11 @@ internal sealed class DenseFfnBlock : ILayerBlock
         if (pass == BlockPass.Backward)
         {
             b.Phase = OpPhase.BackwardData;
-            c.Elementwise(site, 3 * c.ActivationBytes, 2, last);
+            c.Elementwise(site, c.SequenceShard(3 * c.ActivationBytes), 2, last);
         }
+        // Sequence parallelism: all-gather the tokens before the column-parallel up projection (forward) or the
+        // row-parallel down projection's backward (the conjugate of the forward reduce-scatter).
+        if (c.SequenceParallel) c.TensorGroupCollective(gpus, OpKind.SequenceAllGather, c.ActivationBytes, layer, mb, last);
         for (var li = 0; li < gpus.Length; li++)
         {
             var g = gpus[li];
@@ -31,8 +34,9 @@ internal sealed class DenseFfnBlock : ILayerBlock
             }
             else last[li] = FfnGemms.Backward(c, g, OpKind.DenseUp, OpKind.DenseDown, t, f, layer, last[li], -1, mb);
         }
-        if (c.St.TP > 1) c.TensorGroupCollective(gpus, OpKind.ExpertAllReduce, c.ActivationBytes, layer, mb, last);
-        if (pass != BlockPass.Backward) c.Elementwise(site, 3 * c.ActivationBytes, 2, last);   // residual add
+        if (c.SequenceParallel) c.TensorGroupCollective(gpus, OpKind.SequenceReduceScatter, c.ActivationBytes, layer, mb, last);
+        else if (c.St.TP > 1) c.TensorGroupCollective(gpus, OpKind.ExpertAllReduce, c.ActivationBytes, layer, mb, last);
+        if (pass != BlockPass.Backward) c.Elementwise(site, c.SequenceShard(3 * c.ActivationBytes), 2, last);   // residual add
     }
 }
 

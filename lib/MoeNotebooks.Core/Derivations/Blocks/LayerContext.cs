@@ -143,6 +143,16 @@ internal sealed partial class LayerContext
         return Backward(kind, g, fwd, layer, [q], index, mb);
     }
 
+    /// <summary>
+    /// Megatron sequence parallelism is in effect (strategy.sequenceParallel with TP > 1; Megatron-LM turns it off at
+    /// TP = 1): norms, dropout and residual adds run on 1/TP of the tokens, TP all-reduces become reduce-scatters and
+    /// all-gathers restore the tokens before column-parallel GEMMs (Korthikanti et al. 2022 §4.2.2).
+    /// </summary>
+    public bool SequenceParallel => St.SequenceParallel && St.TP > 1;
+
+    /// <summary>Bytes of an elementwise pass over the block's [tokens, H] activations: 1/TP of them under sequence parallelism.</summary>
+    public long SequenceShard(long bytes) => SequenceParallel ? bytes / St.TP : bytes;
+
     /// <summary>Per local rank: an elementwise pass of <paramref name="bytes"/> after last[li] (norm, residual, ...).</summary>
     public void Elementwise(LayerSite site, long bytes, int role, int[] last)
     {

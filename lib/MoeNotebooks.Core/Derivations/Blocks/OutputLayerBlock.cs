@@ -20,6 +20,8 @@ internal sealed class OutputLayerBlock : ILayerBlock
         if (pass != BlockPass.Backward)
         {
             b.Phase = pass.ForwardPhase();
+            // Sequence parallelism: the final norm's 1/TP tokens are gathered before the column-parallel logits.
+            if (c.SequenceParallel) c.TensorGroupCollective(gpus, OpKind.SequenceAllGather, c.ActivationBytes, layer, mb, last);
             for (var li = 0; li < gpus.Length; li++)
             {
                 var logits = b.AddMatmul(OpKind.Logits, gpus[li], new(t, c.H, vocab), layer, LayerContext.Deps(last[li]), microbatch: mb);
@@ -34,6 +36,7 @@ internal sealed class OutputLayerBlock : ILayerBlock
             var loss = b.AddElementwise(gpus[li], lossBytes, layer, LayerContext.Deps(last[li]), index: 5, microbatch: mb);
             last[li] = c.Backward(OpKind.Logits, gpus[li], new(t, c.H, vocab), layer, [loss], -1, mb);
         }
-        if (c.St.TP > 1) c.TensorGroupCollective(gpus, OpKind.AttentionAllReduce, c.ActivationBytes, layer, mb, last);
+        if (c.SequenceParallel) c.TensorGroupCollective(gpus, OpKind.SequenceReduceScatter, c.ActivationBytes, layer, mb, last);
+        else if (c.St.TP > 1) c.TensorGroupCollective(gpus, OpKind.AttentionAllReduce, c.ActivationBytes, layer, mb, last);
     }
 }
