@@ -149,7 +149,7 @@ public sealed record ModelSpec(
             double h = HiddenSize, e = Experts;
             var attention = 4 * h * Math.Max(h, (double)AttentionHeads * Math.Max(QkHeadDim, VHeadDim));
             var ffn = 3 * h * FfnHiddenSize + (IsDense ? 0 : e * (h + 3 * h * ExpertFfnHiddenSize) + (double)SharedExperts * 3 * h * SharedExpertWidth);
-            return (Layers + MtpLayers) * (attention + ffn + 2 * h * h) + 2.0 * Vocabulary * h;   // MTP depths: a layer + a [2H -> H] projection each
+            return Layers * (attention + ffn) + MtpLayers * (attention + ffn + 2 * h * h) + 2.0 * Vocabulary * h;   // MTP depths: a layer + a [2H -> H] projection each
         }
     }
 
