@@ -11,8 +11,9 @@ public sealed record MlaDims(long QLoraRank, long KvLoraRank, long QkHeadDim, lo
 public sealed record FlopConvention(string BeforeRelease, bool Swiglu, bool SlidingWindow);
 
 /// <summary>
-/// A model as Megatron-LM's <c>num_floating_point_operations</c> sees it (data/validation/modern-model-architectures.json,
-/// every entry with its public config as source). Dense layers come first (<see cref="DenseLayers"/>), the rest are MoE
+/// A model as Megatron-LM's <c>num_floating_point_operations</c> sees it: the family's model preset (data/models, every
+/// number with its public config as source) and, in data/validation/modern-model-architectures.json, the publisher's
+/// FLOP conventions where they differ from the architecture. Dense layers come first (<see cref="DenseLayers"/>), the rest are MoE
 /// when <see cref="Experts"/> &gt; 0.
 /// </summary>
 public sealed record ModernArchitecture(
@@ -40,21 +41,16 @@ public sealed record ModernArchitecture(
         var root = new JsonObjectReader(doc.RootElement, "", source);
         root.String("source");
         if (root.Element("models") is not { ValueKind: JsonValueKind.Array } array)
-            throw new ConfigException("models", root.Has("models") ? "not an array" : "(missing)", "must be an array of model architectures", source);
+            throw new ConfigException("models", root.Has("models") ? "not an array" : "(missing)", "must be an array of model families", source);
         var result = new Dictionary<string, ModernArchitecture>(StringComparer.OrdinalIgnoreCase);
         var i = 0;
         foreach (var item in array.EnumerateArray())
         {
             var r = new JsonObjectReader(item, $"models[{i++}]", source);
-            var heads = r.Int("attentionHeads");
-            var hidden = r.Long("hiddenSize");
-            MlaDims? mla = null;
-            if (r.Has("mla"))
-            {
-                var m = r.Object("mla");
-                mla = new MlaDims(m.Long("qLoraRank"), m.Long("kvLoraRank"), m.Long("qkHeadDim"), m.Long("qkPosEmbHeadDim"), m.Long("vHeadDim"));
-                m.Finish();
-            }
+            var family = r.String("family");
+            var presetName = r.String("preset");
+            if (!ModelPresets.Names.Contains(presetName, StringComparer.OrdinalIgnoreCase))
+                throw new ConfigException($"{r.Path}.preset", $"\"{presetName}\"", $"must name a model preset in data/models; known: {string.Join(", ", ModelPresets.Names)}", source);
             FlopConvention? older = null;
             if (r.Has("flopConventionBeforeRelease"))
             {
@@ -62,25 +58,35 @@ public sealed record ModernArchitecture(
                 older = new FlopConvention(c.String("release"), c.OptionalBool("swiglu") ?? true, c.OptionalBool("slidingWindow") ?? true);
                 c.Finish();
             }
-            var a = new ModernArchitecture(
-                r.String("family"), r.Int("layers"), hidden, heads, r.OptionalInt("queryGroups") ?? heads, r.OptionalLong("kvChannels") ?? hidden / heads,
-                r.Long("ffnHiddenSize"), r.OptionalLong("moeFfnHiddenSize") ?? 0, r.OptionalInt("experts") ?? 0, r.OptionalInt("topK") ?? 0,
-                r.OptionalLong("sharedExpertFfnHiddenSize") ?? 0, r.OptionalInt("denseLayers") ?? 0, r.Long("vocabulary"), r.OptionalBool("swiglu") ?? false,
-                mla, r.OptionalLong("slidingWindow") ?? 0, r.OptionalInt("slidingWindowEvery") ?? 0, r.OptionalInt("mtpLayers") ?? 0, older, r.String("source"));
+            var a = FromModel(family, ModelPresets.Preset(presetName).Model, older, r.String("source"), $"{r.Path}.preset", source);
             r.Finish();
-            string I(long v) => v.ToString(CultureInfo.InvariantCulture);
-            if (a.Layers <= 0) throw new ConfigException($"{r.Path}.layers", I(a.Layers), "must be > 0", source);
-            if (a.HiddenSize <= 0) throw new ConfigException($"{r.Path}.hiddenSize", I(a.HiddenSize), "must be > 0", source);
-            if (a.AttentionHeads <= 0 || a.QueryGroups <= 0 || a.AttentionHeads % a.QueryGroups != 0)
-                throw new ConfigException($"{r.Path}.queryGroups", I(a.QueryGroups), $"must be > 0 and divide attentionHeads = {a.AttentionHeads}", source);
-            if (a.Experts > 0 && (a.TopK <= 0 || a.TopK > a.Experts || a.MoeFfnHiddenSize <= 0))
-                throw new ConfigException($"{r.Path}.topK", I(a.TopK), $"must be in 1..experts = {a.Experts} with moeFfnHiddenSize > 0", source);
-            if (a.DenseLayers < 0 || a.DenseLayers > a.Layers)
-                throw new ConfigException($"{r.Path}.denseLayers", I(a.DenseLayers), $"must be in 0..layers = {a.Layers}", source);
             if (!result.TryAdd(a.Family, a)) throw new ConfigException($"{r.Path}.family", $"\"{a.Family}\"", "appears twice", source);
         }
         root.Finish();
         return result;
+    }
+
+    /// <summary>
+    /// The architecture Megatron's count reads, from a model preset (the same public config the DAG is built from):
+    /// Megatron's qk_head_dim is MLA's no-position part, shared experts count as one FFN of their summed width, and a
+    /// sliding window applies to one layer in <see cref="SlidingWindowEvery"/> of the preset's attention pattern.
+    /// </summary>
+    public static ModernArchitecture FromModel(string family, ModelSpec m, FlopConvention? older, string source, string field = "preset", string? file = null)
+    {
+        var mla = m.Mla is { } x ? new MlaDims(x.QLoraRank, x.KvLoraRank, x.QkNopeHeadDim, x.QkRopeHeadDim, x.VHeadDim) : null;
+        var every = 0;
+        if (m.SlidingWindow is not null && m.AttentionPattern is { Count: > 0 } pattern)
+        {
+            var windowed = pattern.Count(k => k == AttentionLayerKind.Sliding);
+            if (windowed == 0 || pattern.Count % windowed != 0)
+                throw new ConfigException(field, $"\"{m.Name}\"", "needs an attention pattern with one sliding-window layer in every n for Megatron's FLOP count", file);
+            every = pattern.Count / windowed;
+        }
+        return new ModernArchitecture(
+            family, m.Layers, m.HiddenSize, m.AttentionHeads, m.KeyValueHeads, m.HeadDim, m.FfnHiddenSize,
+            m.IsDense ? 0 : m.ExpertFfnHiddenSize, m.Experts, m.IsDense ? 0 : m.TopK, (long)m.SharedExperts * m.SharedExpertWidth,
+            m.IsDense ? 0 : m.DenseLayers, m.Vocabulary, m.GatedFfn, mla, m.SlidingWindow ?? 0, every, m.MtpLayers, older,
+            $"model preset \"{m.Name}\" (data/models); {source}");
     }
 }
 
