@@ -40,7 +40,7 @@ internal static class ReferencePath
         double Finish(int op, double ready, double d)
         {
             if (topology is null || d <= 0) return ready + d;
-            topology.Links(dag.Kind(op) == OpKind.PipelineSend ? CollectivePattern.SendRecv : dag.Kind(op).Pattern(), dag.Participants(op), links);
+            topology.Links(dag.Kind(op).IsPointToPoint() ? CollectivePattern.SendRecv : dag.Kind(op).Pattern(), dag.Participants(op), links);
             var delay = 0.0;
             foreach (var l in links)
                 if (spans.TryGetValue(l, out var span) && span.End > ready && span.Start < ready + d)
@@ -71,7 +71,7 @@ internal static class ReferencePath
             var crit = -1;
             foreach (var p in dag.Predecessors(op))
                 if (crit < 0 || finish[p] > ready) { ready = finish[p]; crit = p; }
-            if (dag.Kind(op) == OpKind.PipelineSend)
+            if (dag.Kind(op).IsPointToPoint())
             {
                 // Own link; without overlap the sender (the op's GPU) is blocked until the transfer is done.
                 var g = dag.Gpu(op);

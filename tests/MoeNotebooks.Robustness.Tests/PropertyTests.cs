@@ -96,7 +96,7 @@ public class PropertyTests
         for (var op = 0; op < dag.Count; op++)
         {
             var streams = new List<(int, bool)>();
-            if (dag.Kind(op) == OpKind.PipelineSend) { if (blocking) streams.Add((dag.Gpu(op), false)); }
+            if (dag.Kind(op).IsPointToPoint()) { if (blocking) streams.Add((dag.Gpu(op), false)); }
             else if (dag.Category(op) == OpCategory.Communication)
                 foreach (var g in dag.Participants(op))
                 {

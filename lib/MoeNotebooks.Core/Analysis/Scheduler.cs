@@ -127,7 +127,7 @@ public static class Scheduler
                 lastCompute[g] = op;
                 if (f > total) total = f;
             }
-            else if (kinds[op] == OpKind.PipelineSend)
+            else if (kinds[op].IsPointToPoint())
             {
                 // Point-to-point activation sends go over their own link as soon as the data is ready; they do not
                 // queue behind the collectives of the stream (NCCL runs p2p on separate channels). Without overlap
@@ -284,7 +284,7 @@ public sealed class LinkFootprints
     {
         var g = _dag._groups[op];
         if (g < 0) return default;
-        return _byGroup[2 * g + (_dag._kinds[op] == OpKind.PipelineSend ? 1 : 0)];
+        return _byGroup[2 * g + (_dag._kinds[op].IsPointToPoint() ? 1 : 0)];
     }
 }
 

@@ -435,6 +435,7 @@ public sealed record StrategySpec(int EP, int TP, int PP, int DP, Derivation Der
                     : $"must be divisible by strategy.dp x ep x microbatches = {I(sequencesPerGroup)} (each data-parallel attention rank takes whole sequences)", source);
         if (CP > 1 && model.SequenceLength % (2L * CP) != 0)
             throw new ConfigException("model.sequenceLength", I(model.SequenceLength), $"must be divisible by 2 x strategy.contextParallelSize = {I(2L * CP)} (causal load balancing gives each CP rank two chunks)", source);
+        if (CP > 1) CheckContextParallel(model, source);
         if (!model.IsDense && model.FfnHiddenSize % ETP != 0)
             throw new ConfigException("model.ffnHiddenSize", I(model.FfnHiddenSize), $"must be divisible by strategy.expertTensorParallelSize = {ETP}", source);
         var tokensPerChunk = model.Tokens / sequencesPerGroup;
@@ -451,7 +452,6 @@ public sealed record StrategySpec(int EP, int TP, int PP, int DP, Derivation Der
         static string B(bool b) => b ? "true" : "false";
         var unpriced = new List<(string Field, string Value, string Default)>();
         if (ExpertTensorParallelSize is { } etp && etp != TP) unpriced.Add(("expertTensorParallelSize", etp.ToString(CultureInfo.InvariantCulture), "strategy.tp"));
-        if (CP > 1) unpriced.Add(("contextParallelSize", CP.ToString(CultureInfo.InvariantCulture), "1"));
         if (OverlapParamGather) unpriced.Add(("overlapParamGather", B(true), "false"));
         if (Schedule is PipelineSchedule.DualPipe or PipelineSchedule.ZeroBubbleH1 && Mode == WorkloadMode.Training)
             unpriced.Add(("schedule", $"\"{JsonObjectReader.Kebab(Schedule.ToString())}\"", "\"1f1b\" or \"interleaved\" (the schedule's plan and bubble are in PipelinePlan; the DAG does not split W from B yet)"));
@@ -461,6 +461,27 @@ public sealed record StrategySpec(int EP, int TP, int PP, int DP, Derivation Der
             var (field, value, fallback) = unpriced[0];
             throw new ConfigException($"strategy.{field}", value, $"is not priced by the corrected derivation yet; use {fallback}", source);
         }
+    }
+
+    /// <summary>
+    /// Context parallelism as the corrected derivation prices it (Transformer Engine's ring attention, cp_comm_type
+    /// "p2p", which Megatron-Core runs only with TE's fused/flash kernels): data-parallel attention, a fused kernel, full
+    /// (or causal) attention without sliding windows, and CP groups that tile the stage's EP ranks or whole replicas.
+    /// </summary>
+    private void CheckContextParallel(ModelSpec model, string? source)
+    {
+        string I(long v) => v.ToString(CultureInfo.InvariantCulture);
+        var cp = I(CP);
+        if (Attention != AttentionPlacement.DataParallel)
+            throw new ConfigException("strategy.contextParallelSize", cp, "needs data-parallel attention (strategy.attention \"data-parallel\"): the CP ranks are carved out of the attention data-parallel ranks", source);
+        if (AttentionKernel != AttentionKernel.Fused)
+            throw new ConfigException("strategy.contextParallelSize", cp, $"needs strategy.attentionKernel \"fused\" (ring attention runs on Transformer Engine's flash/fused kernels), got \"{JsonObjectReader.Kebab(AttentionKernel.ToString())}\"", source);
+        if (model.SlidingWindow is not null && Enumerable.Range(0, model.Layers).Any(l => model.AttentionKindOf(l) == AttentionLayerKind.Sliding))
+            throw new ConfigException("strategy.contextParallelSize", cp, "cannot be combined with sliding-window layers (model.slidingWindow): the ring's sliding-window masking is not priced; use 1", source);
+        if (EP % CP != 0 && CP % EP != 0)
+            throw new ConfigException("strategy.contextParallelSize", cp, $"and strategy.ep = {EP}: one must divide the other (CP groups span EP ranks of one replica, or whole replicas)", source);
+        if (CP > EP && DP % (CP / EP) != 0)
+            throw new ConfigException("strategy.contextParallelSize", cp, $"spans {CP / EP} replicas of EP = {EP} ranks: strategy.dp = {DP} must be a multiple of {CP / EP}", source);
     }
 
     private (int First, int Count)[] ChunkLayersChecked(int layers, string? source)

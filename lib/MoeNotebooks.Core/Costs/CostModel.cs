@@ -154,7 +154,7 @@ public sealed class CostModel(string name, IComputeCostModel compute, ICommunica
         {
             var g = groups[op];
             if (g < 0) continue;
-            var send = dag._kinds[op] == OpKind.PipelineSend;
+            var send = dag._kinds[op].IsPointToPoint();
             var slot = 2 * g + (send ? 1 : 0);
             if (done[slot]) continue;
             done[slot] = true;

@@ -162,7 +162,7 @@ public sealed class DagBuilder
     public int AddCommunication(OpKind kind, int group, long bytesPerGpu, int layer, ReadOnlySpan<int> deps, int index = -1, int microbatch = 0)
     {
         if (kind.Category() != OpCategory.Communication) throw new DagException($"{kind} is not a communication operation");
-        if (kind == OpKind.PipelineSend) throw new DagException($"{kind} has a direction: add it with AddSend(from, to, ...)");
+        if (kind.IsPointToPoint()) throw new DagException($"{kind} has a direction: add it with AddSend(from, to, ...)");
         if (group < 0 || group >= _groupMembers.Count) throw new DagException($"group {group} does not exist; create it with Group(...)");
         if (bytesPerGpu < 0) throw new DagException($"{kind}: bytes must be >= 0, got {bytesPerGpu}");
         return Append(kind, _groupMembers[group][0], group, layer, microbatch, index, new PriceClass(PriceKind.Communication, kind.Pattern(), default, bytesPerGpu, group), deps);
@@ -172,14 +172,19 @@ public sealed class DagBuilder
     /// A point-to-point send of <paramref name="bytes"/> from one GPU to another (pipeline activations); the operation
     /// belongs to the sender, which a DAG without communication overlap keeps busy until the transfer is done.
     /// </summary>
-    public int AddSend(int from, int to, long bytes, ReadOnlySpan<int> deps, int microbatch = 0)
+    public int AddSend(int from, int to, long bytes, ReadOnlySpan<int> deps, int microbatch = 0) =>
+        AddSend(OpKind.PipelineSend, from, to, bytes, -1, deps, -1, microbatch);
+
+    /// <summary>A point-to-point send of a given kind (<see cref="OpKindExtensions.IsPointToPoint"/>), e.g. a context-parallel K/V block of a layer.</summary>
+    public int AddSend(OpKind kind, int from, int to, long bytes, int layer, ReadOnlySpan<int> deps, int index = -1, int microbatch = 0)
     {
+        if (!kind.IsPointToPoint()) throw new DagException($"{kind} is not a point-to-point send");
         if (from == to) throw new DagException($"a send needs two GPUs, got {from} to itself");
-        if (bytes < 0) throw new DagException($"{OpKind.PipelineSend}: bytes must be >= 0, got {bytes}");
+        if (bytes < 0) throw new DagException($"{kind}: bytes must be >= 0, got {bytes}");
         var group = Group([from, to]);
         CheckBuilt(from);
         CheckBuilt(to);
-        return Append(OpKind.PipelineSend, from, group, -1, microbatch, -1, new PriceClass(PriceKind.Communication, OpKind.PipelineSend.Pattern(), default, bytes, group), deps);
+        return Append(kind, from, group, layer, microbatch, index, new PriceClass(PriceKind.Communication, kind.Pattern(), default, bytes, group), deps);
     }
 
     private int Append(OpKind kind, int gpu, int group, int layer, int microbatch, int index, PriceClass priceClass, ReadOnlySpan<int> deps)

@@ -66,6 +66,11 @@ public enum OpKind : byte
     SequenceAllGather,
     /// <summary>A multi-token-prediction depth's projection of [norm(h); norm(emb)] : [T, 2H] x [2H, H].</summary>
     MtpProjection,
+    /// <summary>
+    /// Context parallelism (Transformer Engine AttnFuncWithCPAndKVP2P, cp_comm_type "p2p"): a point-to-point send of a
+    /// K/V block (forward) or of a K/V block and/or its gradient (backward) to the next rank of the CP ring.
+    /// </summary>
+    ContextParallelSend,
 }
 
 /// <summary>Which pass of a training step an operation belongs to.</summary>
@@ -110,9 +115,12 @@ public static class OpKindExtensions
         OpKind.Elementwise or OpKind.Quantize or OpKind.RouterTopK or OpKind.Permute or OpKind.Unpermute => OpCategory.Elementwise,
         OpKind.AttentionAllReduce or OpKind.ExpertAllReduce or OpKind.AllToAllDispatch or OpKind.AllToAllCombine or OpKind.PipelineSend
             or OpKind.GradientAllReduce or OpKind.GradientReduceScatter or OpKind.ParameterAllGather or OpKind.PipelineAllGather
-            or OpKind.SequenceReduceScatter or OpKind.SequenceAllGather => OpCategory.Communication,
+            or OpKind.SequenceReduceScatter or OpKind.SequenceAllGather or OpKind.ContextParallelSend => OpCategory.Communication,
         _ => OpCategory.Matmul,
     };
+
+    /// <summary>Point-to-point sends (pipeline activations, context-parallel K/V blocks): directed, on their own link, not on the collective stream.</summary>
+    public static bool IsPointToPoint(this OpKind kind) => kind is OpKind.PipelineSend or OpKind.ContextParallelSend;
 
     public static bool IsMatmulShaped(this OpKind kind) => kind.Category() is OpCategory.Matmul or OpCategory.Attention;
 
@@ -128,7 +136,7 @@ public static class OpKindExtensions
         OpKind.AllToAllDispatch or OpKind.AllToAllCombine => CollectivePattern.AllToAll,
         OpKind.GradientReduceScatter or OpKind.SequenceReduceScatter => CollectivePattern.ReduceScatter,
         OpKind.ParameterAllGather or OpKind.PipelineAllGather or OpKind.SequenceAllGather => CollectivePattern.AllGather,
-        OpKind.PipelineSend => CollectivePattern.SendRecv,
+        OpKind.PipelineSend or OpKind.ContextParallelSend => CollectivePattern.SendRecv,
         _ => CollectivePattern.None,
     };
 
@@ -144,11 +152,15 @@ public static class OpKindExtensions
         6 => "Optimizer_Step",
         7 => "Activation",
         AttentionSoftmaxRole => "Attention_Softmax",
+        ContextParallelMergeRole => "ContextParallel_Merge",
         _ => "Elementwise",
     };
 
     /// <summary>Elementwise role of the softmax (and dropout) pass over materialized attention scores.</summary>
     public const int AttentionSoftmaxRole = 8;
+
+    /// <summary>Elementwise role of a context-parallel ring step's merge: the partial output (forward) or dQ/dKV (backward) added into the running result.</summary>
+    public const int ContextParallelMergeRole = 9;
 
     /// <summary>Short label used in tables and the formula.</summary>
     public static string Label(this OpKind kind) => kind switch
@@ -188,6 +200,7 @@ public static class OpKindExtensions
         OpKind.SequenceReduceScatter => "Sequence_ReduceScatter",
         OpKind.SequenceAllGather => "Sequence_AllGather",
         OpKind.MtpProjection => "MTP projection",
+        OpKind.ContextParallelSend => "ContextParallel_KV_Send",
         _ => kind.ToString(),
     };
 }

@@ -54,6 +54,12 @@ internal sealed class CorrectedDerivation
     /// schedule: every replica's GPUs run the same operations at the same times, which is what the folded scheduler assumes.
     /// </summary>
     private readonly int _builtReplicas;
+
+    /// <summary>
+    /// Data-parallel replicas one context-parallel ring spans (CP / EP when CP > EP, else 1): their items are emitted
+    /// together so the attention block can pass K/V blocks around the ring (<see cref="AttentionBlock.EmitRing"/>).
+    /// </summary>
+    private readonly int _ringReplicas;
     private readonly int[]? _representative;
 
     private CorrectedDerivation(ModelSpec model, StrategySpec st, DagFolding folding)
@@ -72,15 +78,17 @@ internal sealed class CorrectedDerivation
         _chunkCount = st.PP * st.VirtualStages;
         _chunkLayers = st.ChunkLayers(model.Layers);
         _builtReplicas = st.DP;
-        if (folding == DagFolding.Symmetric && st.DP > 1)
+        _ringReplicas = st.CP > st.EP ? st.CP / st.EP : 1;
+        if (folding == DagFolding.Symmetric && st.DP > _ringReplicas)
         {
-            _builtReplicas = 1;
+            // Context parallelism over whole replicas: the replicas of one CP ring are built together and stand for the others.
+            _builtReplicas = _ringReplicas;
             var representative = new int[st.GpuCount];
             for (var dp = 0; dp < st.DP; dp++)
             for (var pp = 0; pp < st.PP; pp++)
             for (var er = 0; er < st.EP; er++)
             for (var tr = 0; tr < st.TP; tr++)
-                representative[st.Rank(dp, pp, er, tr)] = st.Rank(0, pp, er, tr);
+                representative[st.Rank(dp, pp, er, tr)] = st.Rank(dp % _ringReplicas, pp, er, tr);
             _b.FoldOnto(representative);
             _representative = representative;
         }
@@ -129,8 +137,12 @@ internal sealed class CorrectedDerivation
                     var input = InputOf(item);
                     if (input is not null && !outputs.ContainsKey(input.Value)) break;
                     var perReplica = new int[_builtReplicas][];
-                    for (var dp = 0; dp < _builtReplicas; dp++)
-                        perReplica[dp] = SendOnward(dp, item, EmitItem(dp, item, input is null ? null : outputs[input.Value][dp]));
+                    for (var dp0 = 0; dp0 < _builtReplicas; dp0 += _ringReplicas)
+                    {
+                        var ring = Enumerable.Range(dp0, _ringReplicas).ToArray();
+                        var emitted = EmitItem(ring, item, input is null ? null : ring.Select(dp => outputs[input.Value][dp]).ToArray());
+                        for (var r = 0; r < ring.Length; r++) perReplica[ring[r]] = SendOnward(ring[r], item, emitted[r]);
+                    }
                     outputs[item] = perReplica;
                     if (item.Backward && item.Microbatch == _st.Microbatches - 1 && LastMicrobatchOfChunk(plan[stage], next[stage]))
                     {
@@ -173,42 +185,49 @@ internal sealed class CorrectedDerivation
         return item.Chunk == _chunkCount - 1 ? item with { Backward = false } : item with { Chunk = item.Chunk + 1 };
     }
 
-    /// <summary>Emits one item on one replica's stage; returns the op each local rank's next consumer waits for.</summary>
-    private int[] EmitItem(int dp, PipelineItem item, int[]? input)
+    /// <summary>
+    /// Emits one item on the stages of <paramref name="replicas"/> (one replica, or the replicas one context-parallel
+    /// ring spans, emitted together); returns, per replica, the op each local rank's next consumer waits for.
+    /// </summary>
+    private int[][] EmitItem(int[] replicas, PipelineItem item, int[][]? input)
     {
         var stage = StageOf(item.Chunk);
-        var gpus = StageGpus(dp, stage);
+        var n = replicas.Length;
+        var gpus = replicas.Select(dp => StageGpus(dp, stage)).ToArray();
         var mb = item.Microbatch;
         var (first, count) = _chunkLayers[item.Chunk];
-        var last = new int[gpus.Length];
-        if (input is null) Array.Fill(last, -1);
-        else
+        var last = new int[n][];
+        for (var r = 0; r < n; r++)
         {
-            input.CopyTo(last, 0);
-            // Scatter/gather: the slices that arrived from another stage are all-gathered over each TP group.
-            if (ScatterGathered && InputOf(item) is { } from && StageOf(from.Chunk) != stage)
+            last[r] = new int[gpus[r].Length];
+            if (input is null) Array.Fill(last[r], -1);
+            else
             {
-                _b.Phase = item.Backward ? OpPhase.BackwardData : OpPhase.Forward;
-                _c.TensorGroupCollective(gpus, OpKind.PipelineAllGather, _activationBytes, -1, mb, last);
+                input[r].CopyTo(last[r], 0);
+                // Scatter/gather: the slices that arrived from another stage are all-gathered over each TP group.
+                if (ScatterGathered && InputOf(item) is { } from && StageOf(from.Chunk) != stage)
+                {
+                    _b.Phase = item.Backward ? OpPhase.BackwardData : OpPhase.Forward;
+                    _c.TensorGroupCollective(gpus[r], OpKind.PipelineAllGather, _activationBytes, -1, mb, last[r]);
+                }
             }
         }
-        var site = new LayerSite(gpus, first, mb);
-        var lastSite = new LayerSite(gpus, first + count - 1, mb);
+        LayerSite Site(int r, int layer) => new(gpus[r], layer, mb);
         var hasEmbedding = item.Chunk == 0 && _m.Vocabulary > 0;
         var hasOutput = item.Chunk == _chunkCount - 1 && _m.Vocabulary > 0;
         if (!item.Backward)
         {
             _b.Phase = OpPhase.Forward;
-            if (hasEmbedding) EmbeddingBlock.Instance.Emit(_c, BlockPass.Forward, site, last);
+            if (hasEmbedding) for (var r = 0; r < n; r++) EmbeddingBlock.Instance.Emit(_c, BlockPass.Forward, Site(r, first), last[r]);
             for (var layer = first; layer < first + count; layer++) Layer(BlockPass.Forward, gpus, layer, mb, last);
             if (hasOutput)
             {
-                OutputLayerBlock.Instance.Emit(_c, BlockPass.Forward, lastSite, last);
+                for (var r = 0; r < n; r++) OutputLayerBlock.Instance.Emit(_c, BlockPass.Forward, Site(r, first + count - 1), last[r]);
                 // Multi-token-prediction depths after the main model: input + one layer, then the shared head and loss.
                 for (var layer = _m.Layers; layer < _m.Layers + _m.MtpLayers; layer++)
                 {
                     Layer(BlockPass.Forward, gpus, layer, mb, last);
-                    OutputLayerBlock.Instance.Emit(_c, BlockPass.Forward, new LayerSite(gpus, layer, mb), last);
+                    for (var r = 0; r < n; r++) OutputLayerBlock.Instance.Emit(_c, BlockPass.Forward, Site(r, layer), last[r]);
                 }
             }
             return last;
@@ -217,11 +236,11 @@ internal sealed class CorrectedDerivation
         {
             for (var layer = _m.Layers + _m.MtpLayers - 1; layer >= _m.Layers; layer--)
             {
-                OutputLayerBlock.Instance.Emit(_c, BlockPass.Backward, new LayerSite(gpus, layer, mb), last);
+                for (var r = 0; r < n; r++) OutputLayerBlock.Instance.Emit(_c, BlockPass.Backward, Site(r, layer), last[r]);
                 if (_st.Recompute) Layer(BlockPass.Recompute, gpus, layer, mb, last);
                 Layer(BlockPass.Backward, gpus, layer, mb, last);
             }
-            OutputLayerBlock.Instance.Emit(_c, BlockPass.Backward, lastSite, last);
+            for (var r = 0; r < n; r++) OutputLayerBlock.Instance.Emit(_c, BlockPass.Backward, Site(r, first + count - 1), last[r]);
         }
         for (var layer = first + count - 1; layer >= first; layer--)
         {
@@ -260,17 +279,30 @@ internal sealed class CorrectedDerivation
 
     // ----- layers: the blocks of the layer pattern -----------------------------------------------------------------
 
-    private void Layer(BlockPass pass, int[] gpus, int layer, int mb, int[] last)
+    /// <summary>
+    /// One layer's blocks on each replica's stage; with a context-parallel ring over several replicas the attention
+    /// block is emitted for all of them together (its K/V blocks travel between the replicas' ranks).
+    /// </summary>
+    private void Layer(BlockPass pass, int[][] gpus, int layer, int mb, int[][] last)
     {
         var blocks = _pattern.BlocksOf(layer);
-        var site = new LayerSite(gpus, layer, mb);
+        void Emit(ILayerBlock block)
+        {
+            if (gpus.Length > 1 && block is AttentionBlock attention)
+            {
+                attention.EmitRing(_c, pass, gpus.Select(g => new LayerSite(g, layer, mb)).ToArray(), last);
+                return;
+            }
+            for (var r = 0; r < gpus.Length; r++) block.Emit(_c, pass, new LayerSite(gpus[r], layer, mb), last[r]);
+        }
         if (pass != BlockPass.Backward)
         {
-            foreach (var block in blocks) block.Emit(_c, pass, site, last);
+            foreach (var block in blocks) Emit(block);
             return;
         }
-        for (var i = blocks.Count - 1; i >= 0; i--) blocks[i].Emit(_c, pass, site, last);
-        for (var li = 0; li < gpus.Length; li++) _layerBackwardDone[(gpus[li], layer)] = last[li];
+        for (var i = blocks.Count - 1; i >= 0; i--) Emit(blocks[i]);
+        for (var r = 0; r < gpus.Length; r++)
+            for (var li = 0; li < gpus[r].Length; li++) _layerBackwardDone[(gpus[r][li], layer)] = last[r][li];
     }
 
     // ----- gradient synchronisation and optimizer ----------------------------------------------------------------

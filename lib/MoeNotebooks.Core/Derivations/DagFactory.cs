@@ -65,9 +65,12 @@ public static class DagFactory
     /// </summary>
     public static double EstimateOperations(ModelSpec model, StrategySpec st, DagFolding folding = DagFolding.None)
     {
-        if (folding == DagFolding.Symmetric && st.Derivation != Derivation.Seed && st.DP > 1)
-            return EstimateOperations(model, st with { DP = 1 }) + (double)model.Layers * st.GpuCount / st.DP * 2;
-        double heads = Math.Max(1, model.AttentionHeads / st.TP);
+        // Folded: one replica is built, or the replicas one context-parallel ring spans (CP / EP of them when CP > EP).
+        var built = st.CP > st.EP ? st.CP / st.EP : 1;
+        if (folding == DagFolding.Symmetric && st.Derivation != Derivation.Seed && st.DP > built)
+            return EstimateOperations(model, st with { DP = built }) + (double)model.Layers * st.GpuCount / st.DP * built * 2;
+        // Context parallelism: two products per head and a send and a merge per ring step.
+        double heads = Math.Max(1, model.AttentionHeads / st.TP) * st.CP + (st.CP > 1 ? st.CP : 0);
         double experts = model.IsDense ? 2 : Math.Max(1, model.Experts / Math.Max(1, st.EP)) * Math.Max(1, st.AllToAllChunks);
         var perLayerPerGpu = 16 + 2 * heads + 2 * experts + 4 * st.AllToAllChunks;
         var passes = st.Mode == WorkloadMode.Training ? (st.Recompute ? 4.0 : 3.0) : 1.0;

@@ -34,9 +34,18 @@ public sealed record RoutingOutcome(IReadOnlyList<long> TokensPerExpert, long Ro
         }
     }
 
-    /// <summary>Tokens of one attention rank per microbatch: batch / (DP x attention-parallel EP x microbatches) sequences.</summary>
-    public static long AttentionTokensPerRank(ModelSpec model, StrategySpec st) =>
-        model.Batch / ((long)st.DP * (st.Attention == AttentionPlacement.DataParallel ? st.EP : 1) * st.Microbatches) * model.SequenceLength;
+    /// <summary>
+    /// Tokens of one attention rank per microbatch: batch / (DP x attention-parallel EP x microbatches) sequences; with
+    /// context parallelism the CP group shares batch / (attention DP x microbatches) sequences and each rank holds
+    /// sequenceLength / CP tokens of each (the same count: CP ranks are carved out of the data-parallel ranks).
+    /// </summary>
+    public static long AttentionTokensPerRank(ModelSpec model, StrategySpec st) => st.CP > 1
+        ? ContextParallelSequences(model, st) * (model.SequenceLength / st.CP)
+        : model.Batch / ((long)st.DP * (st.Attention == AttentionPlacement.DataParallel ? st.EP : 1) * st.Microbatches) * model.SequenceLength;
+
+    /// <summary>Sequences a context-parallel group holds per microbatch: batch / (attention DP x microbatches), attention DP = DP x EP / CP.</summary>
+    public static long ContextParallelSequences(ModelSpec model, StrategySpec st) =>
+        model.Batch / ((long)st.DP * st.EP / st.CP * st.Microbatches);
 
     /// <summary>The routing of a scenario's MoE layers, or null for a dense model.</summary>
     public static RoutingOutcome? Of(ModelSpec model, StrategySpec st)

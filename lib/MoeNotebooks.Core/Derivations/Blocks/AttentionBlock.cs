@@ -10,13 +10,14 @@ namespace MoeNotebooks.Derivations;
 /// flash-style, or a softmax/dropout pass over scores in HBM by <see cref="Config.StrategySpec.AttentionKernel"/>),
 /// row-parallel output [T, heads/TP x dv] x [heads/TP x dv, H], the TP all-reduce, then residual add + the next norm.
 /// </summary>
-internal sealed class AttentionBlock : ILayerBlock
+internal sealed partial class AttentionBlock : ILayerBlock
 {
     public static AttentionBlock Instance { get; } = new();
 
     public void Emit(LayerContext c, BlockPass pass, LayerSite site, int[] last)
     {
-        if (pass == BlockPass.Backward) Backward(c, site, last);
+        if (c.St.CP > 1) EmitRing(c, pass, [site], [last]);
+        else if (pass == BlockPass.Backward) Backward(c, site, last);
         else Forward(c, pass, site, last);
     }
 
@@ -31,7 +32,6 @@ internal sealed class AttentionBlock : ILayerBlock
         var b = c.B;
         b.Phase = pass.ForwardPhase();
         var (gpus, layer, mb) = site;
-        var t = c.TokensPerRank;
         if (c.SequenceParallel)
         {
             // The pre-norm on this rank's 1/TP of the tokens, then the all-gather restoring all tokens for Q, K, V.
@@ -42,17 +42,7 @@ internal sealed class AttentionBlock : ILayerBlock
         {
             var g = gpus[li];
             var norm = c.SequenceParallel ? last[li] : b.AddElementwise(g, 2 * c.ActivationBytes, layer, LayerContext.Deps(last[li]), index: 0, microbatch: mb);
-            var input = c.QuantizeInput(g, t * c.H, layer, norm, mb);
-            int q, k, v;
-            if (c.M.Mla is not null) (q, k, v) = MlaProjections.Forward(c, pass, g, layer, mb, input);
-            else
-            {
-                // Column-parallel Q, K, V: [T, H] x [H, heads/TP x d] (seed §2 writes [T, H/8] x [H/8, H/8]; seed §1 uses
-                // all T tokens on every GPU, here each EP rank takes T / EP); K and V shrink with grouped-query attention.
-                q = c.LinearForward(OpKind.QProjection, g, QShape(c), layer, [input], -1, mb, pass);
-                k = c.LinearForward(OpKind.KProjection, g, KvShape(c), layer, [input], -1, mb, pass);
-                v = c.LinearForward(OpKind.VProjection, g, KvShape(c), layer, [input], -1, mb, pass);
-            }
+            var (q, k, v) = Projections(c, pass, g, layer, mb, norm);
             var heads = new int[c.HeadsPerRank];
             var rankInAttention = c.AttentionDp ? li % c.St.TP : li;
             var scores = new int[c.HeadsPerRank];
@@ -63,18 +53,41 @@ internal sealed class AttentionBlock : ILayerBlock
             var softmax = c.ScoreBytes.Forward > 0 ? b.AddElementwise(g, c.ScoreBytes.Forward, layer, scores, index: OpKindExtensions.AttentionSoftmaxRole, microbatch: mb) : -1;
             for (var hr = 0; hr < c.HeadsPerRank; hr++)
                 heads[hr] = b.AddMatmul(OpKind.AttentionValue, g, Value(c, layer), layer, softmax >= 0 ? [softmax, v] : [scores[hr], v], rankInAttention * c.HeadsPerRank + hr, mb);
-            // Row-parallel output [T, H/TP] x [H/TP, H] (seed §2: [T, H/8] x [H/8, H/8]).
-            if (c.Quantization is null)
-                last[li] = c.LinearForward(OpKind.OutputProjection, g, Output(c), layer, heads, -1, mb, pass);
-            else
-            {
-                var context = b.AddElementwise(g, 0, layer, heads, index: 3, microbatch: mb);   // the heads' outputs, joined
-                last[li] = c.LinearForward(OpKind.OutputProjection, g, Output(c), layer, [c.QuantizeInput(g, t * c.HeadsPerRank * c.M.VHeadDim, layer, context, mb)], -1, mb, pass);
-            }
+            last[li] = OutputForward(c, pass, g, layer, mb, heads);
         }
         if (c.SequenceParallel) c.TensorGroupCollective(gpus, OpKind.SequenceReduceScatter, c.ActivationBytes, layer, mb, last);
         else c.AllReduceAttentionGroups(gpus, OpKind.AttentionAllReduce, c.ActivationBytes, layer, mb, last);
         c.Elementwise(site, c.SequenceShard(3 * c.ActivationBytes), 1, last);   // residual add + the FFN's pre-norm
+    }
+
+    /// <summary>The (quantized) normed input's Q, K and V projections on one rank; returns the ops standing for Q, K and V.</summary>
+    private static (int Q, int K, int V) Projections(LayerContext c, BlockPass pass, int g, int layer, int mb, int norm)
+    {
+        var input = c.QuantizeInput(g, c.TokensPerRank * c.H, layer, norm, mb);
+        if (c.M.Mla is not null) return MlaProjections.Forward(c, pass, g, layer, mb, input);
+        // Column-parallel Q, K, V: [T, H] x [H, heads/TP x d] (seed §2 writes [T, H/8] x [H/8, H/8]; seed §1 uses
+        // all T tokens on every GPU, here each EP rank takes T / EP); K and V shrink with grouped-query attention.
+        var q = c.LinearForward(OpKind.QProjection, g, QShape(c), layer, [input], -1, mb, pass);
+        var k = c.LinearForward(OpKind.KProjection, g, KvShape(c), layer, [input], -1, mb, pass);
+        var v = c.LinearForward(OpKind.VProjection, g, KvShape(c), layer, [input], -1, mb, pass);
+        return (q, k, v);
+    }
+
+    /// <summary>Row-parallel output [T, H/TP] x [H/TP, H] (seed §2: [T, H/8] x [H/8, H/8]) after the heads' outputs <paramref name="heads"/>.</summary>
+    private static int OutputForward(LayerContext c, BlockPass pass, int g, int layer, int mb, int[] heads)
+    {
+        if (c.Quantization is null) return c.LinearForward(OpKind.OutputProjection, g, Output(c), layer, heads, -1, mb, pass);
+        var context = c.B.AddElementwise(g, 0, layer, heads, index: 3, microbatch: mb);   // the heads' outputs, joined
+        return c.LinearForward(OpKind.OutputProjection, g, Output(c), layer, [c.QuantizeInput(g, c.TokensPerRank * c.HeadsPerRank * c.M.VHeadDim, layer, context, mb)], -1, mb, pass);
+    }
+
+    /// <summary>The projections' backward from the heads' query/key/value gradients; returns the input-gradient op.</summary>
+    private static int ProjectionsBackward(LayerContext c, int g, int layer, int mb, int[] heads)
+    {
+        if (c.M.Mla is not null) return MlaProjections.Backward(c, g, layer, mb, heads);
+        var dq = c.LinearBackward(OpKind.QProjection, g, QShape(c), layer, heads, -1, mb);
+        var dk = c.LinearBackward(OpKind.KProjection, g, KvShape(c), layer, heads, -1, mb);
+        return c.LinearBackward(OpKind.VProjection, g, KvShape(c), layer, [dq, dk], -1, mb);
     }
 
     private static void Backward(LayerContext c, LayerSite site, int[] last)
@@ -97,13 +110,7 @@ internal sealed class AttentionBlock : ILayerBlock
             var softmax = c.ScoreBytes.Backward > 0 ? b.AddElementwise(g, c.ScoreBytes.Backward, layer, dProbs, index: OpKindExtensions.AttentionSoftmaxRole, microbatch: mb) : -1;
             for (var hr = 0; hr < c.HeadsPerRank; hr++)
                 heads[hr] = c.Backward(OpKind.AttentionScore, g, Score(c, layer), layer, softmax >= 0 ? [softmax] : [dProbs[hr]], rankInAttention * c.HeadsPerRank + hr, mb);
-            if (c.M.Mla is not null) last[li] = MlaProjections.Backward(c, g, layer, mb, heads);
-            else
-            {
-                var dq = c.LinearBackward(OpKind.QProjection, g, QShape(c), layer, heads, -1, mb);
-                var dk = c.LinearBackward(OpKind.KProjection, g, KvShape(c), layer, heads, -1, mb);
-                last[li] = c.LinearBackward(OpKind.VProjection, g, KvShape(c), layer, [dq, dk], -1, mb);
-            }
+            last[li] = ProjectionsBackward(c, g, layer, mb, heads);
         }
         // The conjugate of the forward all-reduce: column-parallel input gradients are summed over the TP group.
         // Sequence parallelism: the conjugate of the forward all-gather, a reduce-scatter to 1/TP of the tokens.

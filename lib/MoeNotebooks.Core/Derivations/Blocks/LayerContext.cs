@@ -53,7 +53,7 @@ internal sealed partial class LayerContext
         Training = st.Mode == WorkloadMode.Training;
         AttentionDp = st.Attention == AttentionPlacement.DataParallel;
         H = model.HiddenSize; S = model.SequenceLength; D = model.HeadDim; E = model.ElementBytes; F = model.FfnHiddenSize;
-        SequencesPerRank = model.Batch / ((long)st.DP * (AttentionDp ? st.EP : 1) * st.Microbatches);
+        SequencesPerRank = st.CP > 1 ? RoutingOutcome.ContextParallelSequences(model, st) : model.Batch / ((long)st.DP * (AttentionDp ? st.EP : 1) * st.Microbatches);
         TokensPerRank = RoutingOutcome.AttentionTokensPerRank(model, st);
         ActivationBytes = TokensPerRank * H * E;
         // Seed §2 splits the head dimension (d_k / 8 = 64) as well as the heads; Megatron splits heads only.
