@@ -5,7 +5,7 @@ using MoeNotebooks.Config;
 namespace MoeNotebooks.Cli;
 
 /// <summary>
-/// <c>moe search SCENARIO.json --gpus N [--top 5] [--microbatches 1,2,4] [--virtual-stages 1,2] [--distributed-optimizer both]</c>:
+/// <c>moe search SCENARIO.json --gpus N [--top 5] [--microbatches 1,2,4] [--virtual-stages 1,2] [--distributed-optimizer both] [--context-parallel 1,2]</c>:
 /// the fastest strategies and why; infeasible candidates counted by reason.
 /// </summary>
 public static class SearchVerb
@@ -18,6 +18,7 @@ public static class SearchVerb
         var mbText = options.Option("--microbatches", "");
         var vpText = options.Option("--virtual-stages", "");
         var distText = options.Option("--distributed-optimizer", "");
+        var cpText = options.Option("--context-parallel", "");
         options.Finish();
         // Every option is checked before the scenario is read or anything printed.
         int? gpusOption = gpusText == "" ? null : SweepVerb.ParseInt("--gpus", gpusText, 1, (int)Bounds.Gpus.Max);
@@ -27,6 +28,10 @@ public static class SearchVerb
         if (vpParts.Length > 64) throw new UsageException($"--virtual-stages lists {vpParts.Length} counts: give at most 64");
         IReadOnlyList<int>? virtualStages = vpText == "" ? null
             : vpParts.Select(t => SweepVerb.ParseInt("--virtual-stages", t.Trim(), 1, (int)Bounds.VirtualStages.Max)).ToArray();
+        var cpParts = cpText == "" ? [] : cpText.Split(',');
+        if (cpParts.Length > 64) throw new UsageException($"--context-parallel lists {cpParts.Length} sizes: give at most 64");
+        IReadOnlyList<int>? contextParallel = cpText == "" ? null
+            : cpParts.Select(t => SweepVerb.ParseInt("--context-parallel", t.Trim(), 1, (int)Bounds.ParallelSize.Max)).ToArray();
         IReadOnlyList<bool>? distributed = distText switch
         {
             "" => null,
@@ -40,7 +45,7 @@ public static class SearchVerb
         var scenario = Scenario.Load(path);
         var gpus = gpusOption ?? scenario.Hardware.GpuCount;
         var bar = new ProgressBar(stderr);
-        var result = StrategySearch.Run(scenario, gpus, new SearchOptions(top, microbatches, VirtualStages: virtualStages, DistributedOptimizer: distributed), bar);
+        var result = StrategySearch.Run(scenario, gpus, new SearchOptions(top, microbatches, VirtualStages: virtualStages, DistributedOptimizer: distributed, ContextParallel: contextParallel), bar);
         bar.Finish();
         var c = CultureInfo.InvariantCulture;
         stdout.WriteLine(string.Create(c, $"{scenario.Name} on {gpus} x {scenario.Hardware.Gpu.Name}: {result.Considered:N0} strategies, {result.Evaluated:N0} evaluated, {result.Rejected:N0} rejected, {result.Elapsed.TotalSeconds:F2} s"));

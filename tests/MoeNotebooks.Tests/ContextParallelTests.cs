@@ -213,3 +213,27 @@ public class ContextParallelTests
         Assert.Contains("strategy.contextParallelSize", Assert.Throws<ConfigException>(() => odd.CheckFits(moe, odd.GpuCount)).Message);
     }
 }
+
+public class ContextParallelSearchTests
+{
+    [Fact]
+    public void SearchEnumeratesContextParallelSizesAndCountsWhatItSkips()
+    {
+        // Oracle: a count by hand: 4 GPUs have 10 ordered (EP, TP, PP, DP) factorizations; with microbatches {1} and
+        // context-parallel sizes {1, 2, 4}: 30 candidates. On the dense GQA model (batch 4 x 512, 8 heads) EP > 1 is
+        // rejected (counted), CP > EP x DP cannot be carved (counted); CP = 2 and 4 over DP = 4 are evaluated.
+        var model = new ModelSpec("gqa", 2, 1024, 8, 4096, 0, 1, 4, 512) { KvHeads = 2, Causal = true }.Validated();
+        var template = new StrategySpec(1, 1, 1, 4) { Mode = WorkloadMode.Training };
+        var candidates = StrategySearch.Candidates(4, [1], template, null, null, [1, 2, 4]);
+        Assert.Equal(30, candidates.Count);
+        Assert.Equal(10, candidates.Count(c => c.CP == 4));
+        var scenario = new Scenario("dense", model, HardwareCatalog.Get("H100-SXM").WithGpus(4), template, CostModelSpec.Ideal);
+        var result = StrategySearch.Run(scenario, 4, new SearchOptions(Top: 40, Microbatches: [1], ContextParallel: [1, 2, 4], MaxDegreeOfParallelism: 1));
+        Assert.Equal(30, result.Considered);
+        Assert.Equal(result.Considered, result.Evaluated + result.Rejected);
+        Assert.Contains(result.Best, b => b.Strategy.CP == 2 && b.Strategy.DP == 4);
+        Assert.Contains(result.Best, b => b.Strategy.CP == 4 && b.Strategy.DP == 4);
+        Assert.Contains(result.RejectedByReason.Keys, r => r.Contains("strategy.ep", StringComparison.Ordinal));
+        Assert.Contains(result.RejectedByReason.Keys, r => r.Contains("contextParallelSize", StringComparison.Ordinal) || r.Contains("model.batch", StringComparison.Ordinal));
+    }
+}

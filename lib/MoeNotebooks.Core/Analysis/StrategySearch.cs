@@ -12,6 +12,8 @@ namespace MoeNotebooks.Analysis;
 /// rejected candidates are counted under their reason, not evaluated. <paramref name="VirtualStages"/>: model chunks per
 /// GPU tried (values above 1 use the interleaved schedule with PP &gt; 1; default: the scenario's).
 /// <paramref name="DistributedOptimizer"/>: with and/or without Megatron's distributed optimizer (default: the scenario's).
+/// <paramref name="ContextParallel"/>: context-parallel sizes tried, each carved out of the candidate's data-parallel ranks
+/// (default: the scenario's); sizes a candidate cannot take are rejected with their reason.
 /// </summary>
 public sealed record SearchOptions(
     int Top = 5,
@@ -20,7 +22,8 @@ public sealed record SearchOptions(
     int MaxDegreeOfParallelism = 0,
     bool SkipMemoryInfeasible = true,
     IReadOnlyList<int>? VirtualStages = null,
-    IReadOnlyList<bool>? DistributedOptimizer = null)
+    IReadOnlyList<bool>? DistributedOptimizer = null,
+    IReadOnlyList<int>? ContextParallel = null)
 {
     public static SearchOptions Default { get; } = new();
 }
@@ -71,12 +74,13 @@ public static class StrategySearch
     /// <paramref name="template"/> (default: a corrected forward pass) with the sizes replaced.
     /// </summary>
     public static IReadOnlyList<StrategySpec> Candidates(int gpus, IReadOnlyList<int>? microbatches = null, StrategySpec? template = null,
-        IReadOnlyList<int>? virtualStages = null, IReadOnlyList<bool>? distributedOptimizer = null)
+        IReadOnlyList<int>? virtualStages = null, IReadOnlyList<bool>? distributedOptimizer = null, IReadOnlyList<int>? contextParallel = null)
     {
         template ??= new StrategySpec(1, 1, 1, 1);
         var list = new List<StrategySpec>();
         var vps = (virtualStages ?? [template.VirtualStages]).Distinct().Order().ToArray();
         var dists = (distributedOptimizer ?? [template.UseDistributedOptimizer]).Distinct().Order().ToArray();
+        var cps = (contextParallel ?? [template.ContextParallelSize]).Distinct().Order().ToArray();
         foreach (var (ep, tp, pp, dp) in Factorizations(gpus))
         {
             var mbs = microbatches ?? DefaultMicrobatches(pp);
@@ -87,11 +91,13 @@ public static class StrategySearch
                 if (vp > 1 && pp == 1) continue;
                 var schedule = vp > 1 ? PipelineSchedule.Interleaved : template.Schedule == PipelineSchedule.Interleaved ? PipelineSchedule.OneFOneB : template.Schedule;
                 foreach (var dist in dists)
+                foreach (var cp in cps)
                     list.Add(template with
                     {
                         EP = ep, TP = tp, PP = pp, DP = dp, Derivation = Derivation.Corrected, Microbatches = mb,
                         VirtualStages = vp, Schedule = virtualStages is null ? template.Schedule : schedule,
                         UseDistributedOptimizer = dist, ZeroStage = dist ? 0 : template.ZeroStage,
+                        ContextParallelSize = cp,
                     });
             }
         }
@@ -123,7 +129,9 @@ public static class StrategySearch
             foreach (var mb in mbs) Validate.Positive("microbatches", mb);
         var clock = Stopwatch.StartNew();
         var hardware = scenario.Hardware.WithGpus(gpus);
-        var candidates = Candidates(gpus, options.Microbatches, scenario.Strategy, options.VirtualStages, options.DistributedOptimizer);
+        if (options.ContextParallel is { } cpSizes)
+            foreach (var cp in cpSizes) Validate.Positive("contextParallel", cp);
+        var candidates = Candidates(gpus, options.Microbatches, scenario.Strategy, options.VirtualStages, options.DistributedOptimizer, options.ContextParallel);
         // The whole search is bounded too: each candidate is bounded by the size guard, and their number by this.
         if (candidates.Count > MaxCandidates)
             throw new ConfigException("gpus", gpus.ToString(System.Globalization.CultureInfo.InvariantCulture),
