@@ -147,7 +147,8 @@ public sealed class ModernPredictor
             return (null, "hybrid Mamba/attention layers are not modelled (no Mamba block in the core)");
         if (run.Layers is null && !ModernArchitecture.Catalog.ContainsKey(run.Family))
             return (null, $"no architecture: the row gives none (\"{run.Arch}\") and no public config is in data/{ModernArchitecture.ResourceName}");
-        if (run.CP > 1) return (null, $"context parallelism CP = {run.CP} is not modelled yet (issue 12)");
+        if (run.CP > 1 && run.EP % run.CP != 0 && run.CP % run.EP != 0)
+            return (null, $"context parallelism CP = {run.CP} with EP = {run.EP}: neither divides the other (the core's CP rings tile EP ranks or whole replicas)");
         if (run.Sharding.Contains("Megatron-FSDP", StringComparison.OrdinalIgnoreCase))
             return (null, $"Megatron-FSDP ({run.Sharding}) over TP/PP is not modelled yet (issue 12)");
         if (run.EP > 1 && run.DP % run.EP != 0)
@@ -189,10 +190,21 @@ public sealed class ModernPredictor
 
     public Func<HardwareSpec, CostModel> CostOf { get; }
 
-    /// <summary>The strategy of the slice: the run's EP and TP over <paramref name="stages"/> stages, one replica, plain 1F1B, fused attention.</summary>
+    /// <summary>
+    /// Replicas of the run's EP x TP ranks one slice holds: 1, or with context parallelism over more ranks than EP the
+    /// CP / EP replicas one ring spans (Megatron's order tp-cp-ep-dp-pp puts the CP ranks right after TP; here they are
+    /// consecutive replicas, at stride TP x EP in the slice's rank order).
+    /// </summary>
+    public static int SliceReplicas(ModernRun run) => run.CP > run.EP ? run.CP / run.EP : 1;
+
+    /// <summary>Attention data-parallel ranks of the slice: EP x replicas / CP (EP without context parallelism).</summary>
+    public static int SliceAttentionRanks(ModernRun run) => run.EP * SliceReplicas(run) / run.CP;
+
+    /// <summary>The strategy of the slice: the run's EP, TP and CP over <paramref name="stages"/> stages, one replica (or one CP ring of them), plain 1F1B, fused attention.</summary>
     public static StrategySpec SliceStrategy(ModernScenario s, int stages, int microbatches) =>
-        new StrategySpec(s.Run.EP, s.Run.TP, stages, 1, Derivation.Corrected, microbatches)
+        new StrategySpec(s.Run.EP, s.Run.TP, stages, SliceReplicas(s.Run), Derivation.Corrected, microbatches)
         {
+            ContextParallelSize = s.Run.CP,
             Mode = WorkloadMode.Training,
             Recompute = s.Run.Recompute,
             Schedule = PipelineSchedule.OneFOneB,
@@ -201,7 +213,7 @@ public sealed class ModernPredictor
 
     /// <summary>The slice model: <paramref name="layersPerStage"/> x stages layers, EP x microbatches x micro-batch sequences.</summary>
     public static ModelSpec SliceModel(ModernScenario s, int stages, int layersPerStage, int microbatches, ModelSpec? model = null) =>
-        (model ?? s.Model) with { Layers = stages * layersPerStage, Batch = (long)s.Run.EP * microbatches * s.Run.MicroBatch };
+        (model ?? s.Model) with { Layers = stages * layersPerStage, Batch = (long)SliceAttentionRanks(s.Run) * microbatches * s.Run.MicroBatch };
 
     /// <summary>Layers per slice stage simulated: 1 and 2, or one and two repeats of the model's attention pattern (GPT-OSS alternates full and sliding layers).</summary>
     public static (int L1, int L2) SliceLayers(ModelSpec model) => model.AttentionPattern is { Count: > 1 } p ? (p.Count, 2 * p.Count) : (1, 2);
@@ -246,7 +258,10 @@ public sealed class ModernPredictor
     public static double DataParallelSeconds(ModernScenario s, HardwareSpec hardware, CostModel cost)
     {
         var r = s.Run;
-        if (r.DP <= 1) return 0;
+        // Weights are replicated over the CP ranks too: Megatron reduces over the data-parallel group with context
+        // parallelism, DP x CP ranks (experts: DP x CP / EP), the CP ranks adjacent to TP in its rank order.
+        var dp = r.DP * r.CP;
+        if (dp <= 1) return 0;
         var a = s.Architecture;
         var flops = s.ArchitectureFlops;
         // Parameters on the largest stage from the architecture's GEMM work (a linear layer of P parameters costs 6P FLOPs per token).
@@ -254,11 +269,11 @@ public sealed class ModernPredictor
         double denseParams = (flops.DenseGemms * perToken + (a.Experts > 0 ? 0 : 0)) / r.PP / r.TP + a.Vocabulary * a.HiddenSize / (double)r.TP;
         double expertParamsTotal = a.Experts > 0 ? (double)a.MoeLayers * a.Experts * a.MoeFfnHiddenSize * a.HiddenSize * (a.Swiglu ? 3 : 2) : 0;
         double expertParams = expertParamsTotal / r.PP / r.EP;
-        var real = new StrategySpec(r.EP, r.TP, r.PP, r.DP / r.EP) { RankOrder = "tp-ep-dp-pp" };
+        var real = new StrategySpec(r.EP, r.TP, r.PP, dp / r.EP) { RankOrder = "tp-ep-dp-pp" };
         var dpGroup = new List<int>();
-        for (var d = 0; d < r.DP / r.EP; d++)
+        for (var d = 0; d < dp / r.EP; d++)
             for (var e = 0; e < r.EP; e++) dpGroup.Add(real.Rank(d, 0, e, 0));
-        var edpGroup = Enumerable.Range(0, r.DP / r.EP).Select(d => real.Rank(d, 0, 0, 0)).ToArray();
+        var edpGroup = Enumerable.Range(0, dp / r.EP).Select(d => real.Rank(d, 0, 0, 0)).ToArray();
         double Sync(double parameters, int[] group) => group.Length < 2 ? 0
             : cost.Communication.Seconds(CollectivePattern.ReduceScatter, parameters * 4, group) + cost.Communication.Seconds(CollectivePattern.AllGather, parameters * 2, group);
         if (r.Framework == ModernFramework.MosaicMpt)

@@ -66,7 +66,7 @@ public class ContextParallelPropertyTests
                 Assert.Equal(Attention(whole), Attention(split));
             }
             var c2 = new LayerContextProbe(model, cpSt);
-            var instances = (double)(model.Layers + model.MtpLayers) * c.mb * cpSt.GpuCount;
+            var instances = (double)(model.Layers + model.MtpLayers) * c.mb * cpSt.GpuCount / cpSt.PP;   // each GPU runs its stage's layers
             var passes = c.mode == 0 ? 1 : c.mode == 1 ? 3 : 4;   // forward (+ backward x2) (+ recompute)
             var sendBytes = Enumerable.Range(0, split.Count).Where(op => split.Kind(op) == OpKind.ContextParallelSend).Sum(split.Bytes);
             Assert.Equal(instances * passes * (c.cp - 1) * c2.BlockBytes, sendBytes, 1e-9 * (1 + sendBytes));

@@ -237,3 +237,28 @@ public class ContextParallelSearchTests
         Assert.Contains(result.RejectedByReason.Keys, r => r.Contains("contextParallelSize", StringComparison.Ordinal) || r.Contains("model.batch", StringComparison.Ordinal));
     }
 }
+
+public class ContextParallelImportTests
+{
+    [Fact]
+    public void ALaunchWithContextParallelismImportsAndEvaluates()
+    {
+        // Oracle: Megatron's arguments by hand: world 2 x 8 = 16, DP = 16 / (TP 2 x PP 1 x CP 2) = 4, so the strategy
+        // is EP 1 x TP 2 x DP 8 (EDP over the 8 non-TP ranks) with CP 2 carved out: attention DP 4, microbatches
+        // 64 / (1 x 4) = 16; --cp-comm-type p2p is the priced ring (used, not listed), a2a is listed as not modelled.
+        const string launch = """
+            torchrun --nproc_per_node=8 --nnodes=2 pretrain_gpt.py --num-layers 4 --hidden-size 1024 --num-attention-heads 8 \
+                --seq-length 8192 --max-position-embeddings 8192 --micro-batch-size 1 --global-batch-size 64 --bf16 \
+                --tensor-model-parallel-size 2 --context-parallel-size 2 --cp-comm-type p2p --vocab-size 32000
+            """;
+        var r = MegatronImport.Parse(launch);
+        Assert.Equal((1, 2, 1, 8, 2), (r.Strategy.EP, r.Strategy.TP, r.Strategy.PP, r.Strategy.DP, r.Strategy.CP));
+        Assert.Equal((4, 16), (r.Strategy.AttentionDataParallelSize, r.Strategy.Microbatches));
+        Assert.DoesNotContain(r.NotModelled, n => n.Flag == "--cp-comm-type");
+        var scenario = Scenario.Parse(r.Scenario("imported", "DGX-H100").ToJsonString());
+        var dag = scenario.Strategy.BuildDag(scenario.Model);
+        Assert.Contains(Enumerable.Range(0, dag.Count), op => dag.Kind(op) == OpKind.ContextParallelSend);
+        var a2a = MegatronImport.Parse(launch.Replace("--cp-comm-type p2p", "--cp-comm-type a2a"));
+        Assert.Contains(a2a.NotModelled, n => n.Flag == "--cp-comm-type" && n.Reason.Contains("a2a"));
+    }
+}

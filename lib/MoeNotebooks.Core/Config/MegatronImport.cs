@@ -252,6 +252,12 @@ public static class MegatronImport
                         notModelled.Add(("--" + f, $"{v} with --recompute-method block: recomputation of some layers only is not modelled (all layers recomputed)"));
                 }
         }
+        // Context parallelism: Megatron-Core's default --cp-comm-type p2p is TE's ring attention, which the DAG prices.
+        if (byName.TryGetValue("cp-comm-type", out var cpComm))
+        {
+            used.Add(("--cp-comm-type", cpComm));
+            if (cpComm != "p2p") notModelled.Add(("--cp-comm-type", $"{cpComm}: only the ring (p2p) is priced; priced as p2p"));
+        }
         var a2a = Switch("moe-enable-deepep") ? MoeAllToAllOverlap.DeepEp : Switch("overlap-moe-expert-parallel-comm") ? MoeAllToAllOverlap.OneFOneB : MoeAllToAllOverlap.None;
         var strategy = new StrategySpec(ep, tp, pp, edp, Derivation.Corrected, microbatches)
         {
