@@ -119,6 +119,8 @@ internal sealed class CorrectedDerivation
     private OperatorDag BuildDag()
     {
         var plan = PipelinePlan.Build(_st.PP, _st.VirtualStages, _st.Microbatches, _st.Schedule, _training);
+        if (_training && _st.MoeAllToAllOverlap == MoeAllToAllOverlap.OneFOneB)
+            for (var s = 0; s < plan.Length; s++) plan[s] = PipelinePlan.MergedForwardBackward(plan[s]);
         // Outputs of each emitted item, per replica and per local rank: the next item's inputs.
         var outputs = new Dictionary<PipelineItem, int[][]>();
         var next = new int[_st.PP];
@@ -136,6 +138,32 @@ internal sealed class CorrectedDerivation
                     var item = plan[stage][next[stage]];
                     var input = InputOf(item);
                     if (input is not null && !outputs.ContainsKey(input.Value)) break;
+                    if (item.OverlapsNext && next[stage] + 1 < plan[stage].Count)
+                    {
+                        // A forward merged with the next item (a backward of another microbatch): both inputs first.
+                        var partner = plan[stage][next[stage] + 1];
+                        var partnerInput = InputOf(partner);
+                        if (partnerInput is not null && !outputs.ContainsKey(partnerInput.Value)) break;
+                        var fOut = new int[_builtReplicas][];
+                        var bOut = new int[_builtReplicas][];
+                        for (var dp = 0; dp < _builtReplicas; dp++)
+                        {
+                            var (f, b) = EmitMergedPair(dp, item, input is null ? null : outputs[input.Value][dp], partner, partnerInput is null ? null : outputs[partnerInput.Value][dp]);
+                            fOut[dp] = SendOnward(dp, item, f);
+                            bOut[dp] = SendOnward(dp, partner, b);
+                        }
+                        outputs[item with { OverlapsNext = false }] = fOut;
+                        outputs[partner] = bOut;
+                        if (partner.Microbatch == _st.Microbatches - 1 && LastMicrobatchOfChunk(plan[stage], next[stage] + 1))
+                        {
+                            if (_st.OverlapGradReduce) EmitGradientSync(partner.Chunk, gradientOps);
+                            else deferredSyncs.Add(partner.Chunk);
+                        }
+                        next[stage] += 2;
+                        remaining -= 2;
+                        progress = true;
+                        continue;
+                    }
                     var perReplica = new int[_builtReplicas][];
                     for (var dp0 = 0; dp0 < _builtReplicas; dp0 += _ringReplicas)
                     {
@@ -197,21 +225,7 @@ internal sealed class CorrectedDerivation
         var mb = item.Microbatch;
         var (first, count) = _chunkLayers[item.Chunk];
         var last = new int[n][];
-        for (var r = 0; r < n; r++)
-        {
-            last[r] = new int[gpus[r].Length];
-            if (input is null) Array.Fill(last[r], -1);
-            else
-            {
-                input[r].CopyTo(last[r], 0);
-                // Scatter/gather: the slices that arrived from another stage are all-gathered over each TP group.
-                if (ScatterGathered && InputOf(item) is { } from && StageOf(from.Chunk) != stage)
-                {
-                    _b.Phase = item.Backward ? OpPhase.BackwardData : OpPhase.Forward;
-                    _c.TensorGroupCollective(gpus[r], OpKind.PipelineAllGather, _activationBytes, -1, mb, last[r]);
-                }
-            }
-        }
+        for (var r = 0; r < n; r++) last[r] = ItemInput(gpus[r], item, input?[r]);
         LayerSite Site(int r, int layer) => new(gpus[r], layer, mb);
         var hasEmbedding = item.Chunk == 0 && _m.Vocabulary > 0;
         var hasOutput = item.Chunk == _chunkCount - 1 && _m.Vocabulary > 0;
@@ -251,6 +265,165 @@ internal sealed class CorrectedDerivation
         return last;
     }
 
+    /// <summary>Each local rank's first dependency of an item: its input (all-gathered over TP under scatter/gather), or -1.</summary>
+    private int[] ItemInput(int[] gpus, PipelineItem item, int[]? input)
+    {
+        var last = new int[gpus.Length];
+        if (input is null) { Array.Fill(last, -1); return last; }
+        input.CopyTo(last, 0);
+        // Scatter/gather: the slices that arrived from another stage are all-gathered over each TP group.
+        if (ScatterGathered && InputOf(item) is { } from && StageOf(from.Chunk) != StageOf(item.Chunk))
+        {
+            _b.Phase = item.Backward ? OpPhase.BackwardData : OpPhase.Forward;
+            _c.TensorGroupCollective(gpus, OpKind.PipelineAllGather, _activationBytes, -1, item.Microbatch, last);
+        }
+        return last;
+    }
+
+    /// <summary>
+    /// Megatron-Core's EP all-to-all overlap (<c>--overlap-moe-expert-parallel-comm</c>; combined_1f1b.py and
+    /// TransformerModelChunkSchedulePlan.run in megatron/core/models/common/model_chunk_schedule_plan.py): the forward
+    /// of one microbatch and the backward of another on the same stage, emitted as one merged step. The forward's
+    /// embedding runs first, then the backward's output layer (and multi-token-prediction depths) and, with full
+    /// recomputation, the recompute of the backward chunk's every layer (Megatron's VPP-stage recompute, whose
+    /// all-to-alls are exposed by design); then forward layer i is paired with backward layer (count - 1 - i), each
+    /// pair issued in the order of TransformerLayerSchedulePlan.run:
+    /// <code>
+    /// comm: combine_bwd | dispatch_fwd -> dispatch_bwd | combine_fwd
+    /// comp: attn_fwd    | mlp_bwd -> mlp_fwd           | attn_bwd
+    /// </code>
+    /// so each all-to-all waits only on its own microbatch and runs on the communication stream under the other
+    /// microbatch's compute; the scheduler then hides it exactly as far as that compute allows. Layers without a
+    /// partner run alone; the forward's output layer comes last. The DAG only orders the work: nothing is priced here.
+    /// DualPipe's F&amp;B chunk pairs (<see cref="PipelineItem.OverlapsNext"/>) can reuse this emission.
+    /// </summary>
+    private (int[] Forward, int[] Backward) EmitMergedPair(int dp, PipelineItem f, int[]? fInput, PipelineItem b, int[]? bInput)
+    {
+        var stage = StageOf(f.Chunk);
+        var gpus = StageGpus(dp, stage);
+        var lastF = ItemInput(gpus, f, fInput);
+        var lastB = ItemInput(gpus, b, bInput);
+        var (fFirst, fCount) = _chunkLayers[f.Chunk];
+        var (bFirst, bCount) = _chunkLayers[b.Chunk];
+        _b.Phase = OpPhase.Forward;
+        if (f.Chunk == 0 && _m.Vocabulary > 0) EmbeddingBlock.Instance.Emit(_c, BlockPass.Forward, new LayerSite(gpus, fFirst, f.Microbatch), lastF);
+        if (b.Chunk == _chunkCount - 1 && _m.Vocabulary > 0)
+        {
+            for (var layer = _m.Layers + _m.MtpLayers - 1; layer >= _m.Layers; layer--)
+            {
+                OutputLayerBlock.Instance.Emit(_c, BlockPass.Backward, new LayerSite(gpus, layer, b.Microbatch), lastB);
+                if (_st.Recompute) Layer(BlockPass.Recompute, gpus, layer, b.Microbatch, lastB);
+                Layer(BlockPass.Backward, gpus, layer, b.Microbatch, lastB);
+            }
+            OutputLayerBlock.Instance.Emit(_c, BlockPass.Backward, new LayerSite(gpus, bFirst + bCount - 1, b.Microbatch), lastB);
+        }
+        if (_st.Recompute)
+            for (var layer = bFirst; layer < bFirst + bCount; layer++) Layer(BlockPass.Recompute, gpus, layer, b.Microbatch, lastB);
+        var pairs = Math.Min(fCount, bCount);
+        for (var i = 0; i < pairs; i++)
+        {
+            var fw = new SegmentCursor(_b, OpPhase.Forward, LayerSegments(BlockPass.Forward, gpus, fFirst + i, f.Microbatch, lastF).GetEnumerator());
+            var bw = new SegmentCursor(_b, OpPhase.BackwardData, LayerSegments(BlockPass.Backward, gpus, bFirst + bCount - 1 - i, b.Microbatch, lastB).GetEnumerator());
+            bw.Next(MoeSegment.BeforeExchange);
+            bw.Next(MoeSegment.FirstExchange);    // combine backward (comm) ...
+            fw.Next(MoeSegment.BeforeExchange);   // ... under attention forward
+            bw.Next(MoeSegment.Experts);          // experts backward ...
+            fw.Next(MoeSegment.FirstExchange);    // ... over dispatch forward
+            bw.Next(MoeSegment.SecondExchange);   // dispatch backward ...
+            fw.Next(MoeSegment.Experts);          // ... under experts forward
+            fw.Next(MoeSegment.SecondExchange);   // combine forward ...
+            bw.Next(MoeSegment.After);            // ... under attention backward
+            fw.Next(MoeSegment.After);
+            fw.End();
+            bw.End();
+        }
+        for (var i = pairs; i < bCount; i++) Layer(BlockPass.Backward, gpus, bFirst + bCount - 1 - i, b.Microbatch, lastB);
+        _b.Phase = OpPhase.Forward;
+        for (var i = pairs; i < fCount; i++) Layer(BlockPass.Forward, gpus, fFirst + i, f.Microbatch, lastF);
+        if (f.Chunk == _chunkCount - 1 && _m.Vocabulary > 0)
+        {
+            _b.Phase = OpPhase.Forward;
+            OutputLayerBlock.Instance.Emit(_c, BlockPass.Forward, new LayerSite(gpus, fFirst + fCount - 1, f.Microbatch), lastF);
+            for (var layer = _m.Layers; layer < _m.Layers + _m.MtpLayers; layer++)
+            {
+                Layer(BlockPass.Forward, gpus, layer, f.Microbatch, lastF);
+                OutputLayerBlock.Instance.Emit(_c, BlockPass.Forward, new LayerSite(gpus, layer, f.Microbatch), lastF);
+            }
+        }
+        return (lastF, lastB);
+    }
+
+    /// <summary>
+    /// One layer's forward or backward in the five segments of <see cref="MoeBlock.Segments"/>: the forward's blocks
+    /// before the FFN run in the first segment, the backward's after it in the last; a dense FFN fills the experts
+    /// segment and leaves the exchange segments empty.
+    /// </summary>
+    private IEnumerable<MoeSegment> LayerSegments(BlockPass pass, int[] gpus, int layer, int mb, int[] last)
+    {
+        var blocks = _pattern.BlocksOf(layer);
+        var site = new LayerSite(gpus, layer, mb);
+        var ffn = blocks[^1];
+        if (pass != BlockPass.Backward)
+        {
+            for (var i = 0; i < blocks.Count - 1; i++) blocks[i].Emit(_c, pass, site, last);
+            if (ffn is MoeBlock moe)
+            {
+                foreach (var segment in moe.Segments(_c, pass, site, last)) yield return segment;
+                yield break;
+            }
+            yield return MoeSegment.BeforeExchange;
+            yield return MoeSegment.FirstExchange;
+            ffn.Emit(_c, pass, site, last);
+            yield return MoeSegment.Experts;
+            yield return MoeSegment.SecondExchange;
+            yield return MoeSegment.After;
+            yield break;
+        }
+        IEnumerable<MoeSegment> Ffn()
+        {
+            if (ffn is MoeBlock moe) return moe.Segments(_c, pass, site, last);
+            return Dense();
+            IEnumerable<MoeSegment> Dense()
+            {
+                yield return MoeSegment.BeforeExchange;
+                yield return MoeSegment.FirstExchange;
+                ffn.Emit(_c, pass, site, last);
+                yield return MoeSegment.Experts;
+                yield return MoeSegment.SecondExchange;
+                yield return MoeSegment.After;
+            }
+        }
+        foreach (var segment in Ffn())
+        {
+            if (segment == MoeSegment.After)
+            {
+                for (var i = blocks.Count - 2; i >= 0; i--) blocks[i].Emit(_c, pass, site, last);
+                for (var li = 0; li < gpus.Length; li++) _layerBackwardDone[(gpus[li], layer)] = last[li];
+            }
+            yield return segment;
+        }
+    }
+
+    /// <summary>Steps a layer's segments, keeping the builder's phase of that pass across the interleaving.</summary>
+    private sealed class SegmentCursor(DagBuilder builder, OpPhase phase, IEnumerator<MoeSegment> segments)
+    {
+        private OpPhase _phase = phase;
+
+        public void Next(MoeSegment expected)
+        {
+            builder.Phase = _phase;
+            if (!segments.MoveNext() || segments.Current != expected)
+                throw new InvalidOperationException($"layer segments out of step: expected {expected}");
+            _phase = builder.Phase;
+        }
+
+        public void End()
+        {
+            if (segments.MoveNext()) throw new InvalidOperationException("layer segments left over");
+            segments.Dispose();
+        }
+    }
+
     private bool ScatterGathered => _st.ScatterGather && _st.TP > 1;
 
     /// <summary>The item that consumes this one's outputs (the inverse of <see cref="InputOf"/>), or null for the first chunk's backward.</summary>
@@ -285,10 +458,15 @@ internal sealed class CorrectedDerivation
     /// </summary>
     private void Layer(BlockPass pass, int[][] gpus, int layer, int mb, int[][] last)
     {
+        if (gpus.Length == 1)
+        {
+            Layer(pass, gpus[0], layer, mb, last[0]);
+            return;
+        }
         var blocks = _pattern.BlocksOf(layer);
         void Emit(ILayerBlock block)
         {
-            if (gpus.Length > 1 && block is AttentionBlock attention)
+            if (block is AttentionBlock attention)
             {
                 attention.EmitRing(_c, pass, gpus.Select(g => new LayerSite(g, layer, mb)).ToArray(), last);
                 return;
@@ -303,6 +481,19 @@ internal sealed class CorrectedDerivation
         for (var i = blocks.Count - 1; i >= 0; i--) Emit(blocks[i]);
         for (var r = 0; r < gpus.Length; r++)
             for (var li = 0; li < gpus[r].Length; li++) _layerBackwardDone[(gpus[r][li], layer)] = last[r][li];
+    }
+
+    private void Layer(BlockPass pass, int[] gpus, int layer, int mb, int[] last)
+    {
+        var blocks = _pattern.BlocksOf(layer);
+        var site = new LayerSite(gpus, layer, mb);
+        if (pass != BlockPass.Backward)
+        {
+            foreach (var block in blocks) block.Emit(_c, pass, site, last);
+            return;
+        }
+        for (var i = blocks.Count - 1; i >= 0; i--) blocks[i].Emit(_c, pass, site, last);
+        for (var li = 0; li < gpus.Length; li++) _layerBackwardDone[(gpus[li], layer)] = last[li];
     }
 
     // ----- gradient synchronisation and optimizer ----------------------------------------------------------------

@@ -25,6 +25,8 @@ internal sealed partial class AttentionBlock
     /// <summary>Context-parallel attention over the stages of one or more replicas (one ring group), per-replica state in <paramref name="lasts"/>.</summary>
     public void EmitRing(LayerContext c, BlockPass pass, LayerSite[] sites, int[][] lasts)
     {
+        if (sites.Length * c.St.EP % c.St.CP != 0)
+            throw new InvalidOperationException($"a CP ring of {c.St.CP} ranks needs whole rings: {sites.Length} replica(s) of EP = {c.St.EP} ranks given");
         if (pass == BlockPass.Backward) RingBackward(c, sites, lasts);
         else RingForward(c, pass, sites, lasts);
     }
