@@ -211,6 +211,11 @@ public class ContextParallelTests
         var odd = new StrategySpec(2, 1, 1, 3) { Mode = WorkloadMode.Training, ContextParallelSize = 3 };
         var moe = new ModelSpec("moe", 2, 1024, 8, 1024, 8, 2, 6, 528).Validated();
         Assert.Contains("strategy.contextParallelSize", Assert.Throws<ConfigException>(() => odd.CheckFits(moe, odd.GpuCount)).Message);
+        // A ring over two replicas with Megatron's merged 1F1B all-to-all overlap (emitted one replica at a time): refused.
+        var moe8 = new ModelSpec("moe", 2, 1024, 8, 1024, 8, 2, 8, 512).Validated();
+        var merged = new StrategySpec(2, 1, 1, 4) { Mode = WorkloadMode.Training, ContextParallelSize = 4, MoeAllToAllOverlap = MoeAllToAllOverlap.OneFOneB, Microbatches = 2 };
+        Assert.Equal("strategy.contextParallelSize", Assert.Throws<ConfigException>(() => merged.CheckFits(moe8, merged.GpuCount)).Field);
+        (merged with { ContextParallelSize = 2 }).BuildDag(moe8);   // a ring inside the EP group is emitted with the merged steps
     }
 }
 
