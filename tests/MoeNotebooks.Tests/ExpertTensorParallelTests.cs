@@ -171,6 +171,28 @@ public class ExpertTensorParallelTests
         Assert.All(Enumerable.Range(0, a.Count).Where(op => a.Kind(op) == OpKind.PipelineSend), op => Assert.Equal(MiB, a.Bytes(op)));
     }
 
+    [Fact]
+    public void SearchEnumeratesExpertTensorParallelAndSequenceParallelAndCountsTheRejections()
+    {
+        // Oracle: hand enumeration on 2 GPUs, one microbatch. Factorizations EP x X x PP x EDP = 2: (1,1,1,2), (1,1,2,1),
+        // (1,2,1,1), (2,1,1,1). ETP "as TP": TP = X, 4 layouts. ETP 1: X must be 1 (3 factorizations), attention TP any
+        // divisor of the stage's GPUs other than 1 (that is the "as TP" layout): (1,1,1,2) and (2,1,1,1) give TP 2; (1,1,2,1)
+        // has one GPU a stage: 2 layouts. SP both: SP on TP 1 is skipped (the same run), so SP adds the 3 TP-2 layouts: 9.
+        // Searched, the 2 folded TP-2 layouts without SP are rejected naming strategy.sequenceParallel (Megatron's rule).
+        var template = new StrategySpec(1, 1, 1, 1) { Mode = WorkloadMode.Training };
+        var candidates = StrategySearch.Candidates(2, [1], template, expertTensorParallel: [null, 1], sequenceParallel: [false, true]);
+        Assert.Equal(9, candidates.Count);
+        Assert.Equal(3, candidates.Count(c => c.SequenceParallel));
+        Assert.Equal(4, candidates.Count(c => c.ETP != c.TP));
+        Assert.All(candidates, c => Assert.Equal(2, c.GpuCount));
+        var scenario = new Scenario("etp", Moe, HardwareCatalog.Get("DGX-H100").WithGpus(2), template, CostModelSpec.Ideal);
+        var result = StrategySearch.Run(scenario, 2, new SearchOptions(Top: 9, Microbatches: [1], SkipMemoryInfeasible: false, ExpertTensorParallel: [null, 1], SequenceParallel: [false, true]));
+        Assert.Equal(9, result.Considered);
+        var spRejections = result.RejectedByReason.Where(kv => kv.Key.Contains("strategy.sequenceParallel", StringComparison.Ordinal)).Sum(kv => kv.Value);
+        Assert.Equal(2, spRejections);
+        Assert.Contains(result.Best, b => b.Strategy.ETP != b.Strategy.TP);
+    }
+
     [Theory]
     [InlineData(2, 1, false, "strategy.sequenceParallel")]   // TP 2 folded without SP: Megatron's dispatcher needs it
     [InlineData(1, 2, false, "strategy.rankOrder")]          // a rank order other than the two laid out
