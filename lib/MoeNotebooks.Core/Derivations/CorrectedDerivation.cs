@@ -42,6 +42,12 @@ internal sealed class CorrectedDerivation
     private readonly long _e, _activationBytes;
     private readonly (int First, int Count)[] _chunkLayers;
     private readonly Dictionary<(int Gpu, int Layer), int> _layerBackwardDone = new();
+
+    /// <summary>DualPipe in training: microbatches enter from both ends, so each rank holds model stages s and pp - 1 - s.</summary>
+    private readonly bool _dualPipe;
+
+    /// <summary>Weight-gradient GEMMs a zero-bubble B pass deferred, per replica and item, until the item's W pass.</summary>
+    private readonly Dictionary<(int Dp, PipelineItem Item), List<DeferredWeightGradient>> _deferredWeightGradients = new();
     private Dictionary<int, int>? _lastBackward;
     private int[] _stepOf = [];
 
@@ -72,6 +78,7 @@ internal sealed class CorrectedDerivation
         _chunkCount = st.PP * st.VirtualStages;
         _chunkLayers = st.ChunkLayers(model.Layers);
         _builtReplicas = st.DP;
+        _dualPipe = _training && st.Schedule == PipelineSchedule.DualPipe;
         if (folding == DagFolding.Symmetric && st.DP > 1)
         {
             _builtReplicas = 1;
@@ -98,7 +105,21 @@ internal sealed class CorrectedDerivation
         return derivation.BuildDag();
     }
 
-    private int StageOf(int chunk) => chunk % _st.PP;
+    /// <summary>The pipeline rank running an item: chunk mod pp, or under DualPipe by its direction (<see cref="PipelinePlan.StageOf"/>).</summary>
+    private int StageOf(PipelineItem item) => PipelinePlan.StageOf(item, _st.PP);
+
+    /// <summary>
+    /// The pipeline ranks holding a chunk's weights: chunk mod pp, or under DualPipe both s and pp - 1 - s (DeepSeek-V3
+    /// report §3.2.1: "DualPipe requires keeping two copies of the model parameters"). The two copies are replicas of
+    /// the same weights, so their gradients are summed like data-parallel replicas' before the optimizer.
+    /// </summary>
+    private int[] PositionsOf(int chunk) => _dualPipe ? [chunk, _st.PP - 1 - chunk] : [chunk % _st.PP];
+
+    /// <summary>Replicas of every weight: 2 under DualPipe (each rank holds two stages), else 1.</summary>
+    private int Copies => ParameterCounts.DualPipeCopies(_st);
+
+    /// <summary>An item as the key of its outputs: a backward's B part stands for the whole backward (it produces dX).</summary>
+    private static PipelineItem Key(PipelineItem item) => item with { Part = PipelinePart.Full, OverlapsNext = false };
 
     private int[] StageGpus(int dp, int stage)
     {
@@ -118,6 +139,34 @@ internal sealed class CorrectedDerivation
         var gradientOps = new List<int>[_st.GpuCount];
         for (var g = 0; g < gradientOps.Length; g++) gradientOps[g] = new List<int>();
         var deferredSyncs = new List<int>();
+        // Where each stage issues the last backward (any part) of each of its chunks: the chunk's gradients are then
+        // complete on that rank. Under DualPipe a chunk's two copies finish on two ranks; its sync waits for both.
+        var lastBackward = new Dictionary<(int Chunk, int Direction), int>[_st.PP];
+        for (var stage = 0; stage < _st.PP; stage++)
+        {
+            lastBackward[stage] = new Dictionary<(int, int), int>();
+            for (var i = 0; i < plan[stage].Count; i++)
+                if (plan[stage][i].Backward) lastBackward[stage][(plan[stage][i].Chunk, plan[stage][i].Direction)] = i;
+        }
+        var copiesPending = new int[_chunkCount];
+        Array.Fill(copiesPending, Copies);
+        bool Ready(PipelineItem item) => InputOf(item) is not { } input || outputs.ContainsKey(input);
+        void Emit(PipelineItem item)
+        {
+            var perReplica = new int[_builtReplicas][];
+            for (var dp = 0; dp < _builtReplicas; dp++)
+                perReplica[dp] = SendOnward(dp, item, EmitItem(dp, item, InputOf(item) is { } input ? outputs[input][dp] : null));
+            outputs[Key(item)] = perReplica;
+        }
+        void AfterBackward(int stage, int index)
+        {
+            var item = plan[stage][index];
+            if (!item.Backward || lastBackward[stage][(item.Chunk, item.Direction)] != index || --copiesPending[item.Chunk] > 0) return;
+            // --overlap-grad-reduce: each chunk's buckets go as soon as its last backward is issued;
+            // without it Megatron reduces every bucket after the whole backward (finalize_model_grads).
+            if (_st.OverlapGradReduce) EmitGradientSync(item.Chunk, gradientOps);
+            else deferredSyncs.Add(item.Chunk);
+        }
         while (remaining > 0)
         {
             var progress = false;
@@ -126,21 +175,47 @@ internal sealed class CorrectedDerivation
                 while (next[stage] < plan[stage].Count)
                 {
                     var item = plan[stage][next[stage]];
-                    var input = InputOf(item);
-                    if (input is not null && !outputs.ContainsKey(input.Value)) break;
-                    var perReplica = new int[_builtReplicas][];
-                    for (var dp = 0; dp < _builtReplicas; dp++)
-                        perReplica[dp] = SendOnward(dp, item, EmitItem(dp, item, input is null ? null : outputs[input.Value][dp]));
-                    outputs[item] = perReplica;
-                    if (item.Backward && item.Microbatch == _st.Microbatches - 1 && LastMicrobatchOfChunk(plan[stage], next[stage]))
+                    var count = 1;
+                    if (item.Part == PipelinePart.WeightGradient)
                     {
-                        // --overlap-grad-reduce: each chunk's buckets go as soon as its last backward is issued;
-                        // without it Megatron reduces every bucket after the whole backward (finalize_model_grads).
-                        if (_st.OverlapGradReduce) EmitGradientSync(item.Chunk, gradientOps);
-                        else deferredSyncs.Add(item.Chunk);
+                        // Zero-bubble W: the weight gradients its B pass deferred (that B ran earlier on this stage).
+                        for (var dp = 0; dp < _builtReplicas; dp++)
+                        {
+                            var key = (dp, Key(item));
+                            foreach (var (gpuLayer, op) in _c.EmitWeightGradients(_deferredWeightGradients[key]))
+                                _layerBackwardDone[gpuLayer] = op;
+                            _deferredWeightGradients.Remove(key);
+                        }
                     }
-                    next[stage]++;
-                    remaining--;
+                    else if (item.OverlapsNext)
+                    {
+                        // A DualPipe F&B pair: both microbatches' chunks issued interleaved at their communication, so
+                        // one's all-to-all (and TP, pipeline) communication runs under the other's compute.
+                        var partner = plan[stage][next[stage] + 1];
+                        if (!Ready(item) || !Ready(partner)) break;
+                        if (item.Backward || !partner.Backward || partner.Part != PipelinePart.Full)
+                            throw new InvalidOperationException($"an overlapped pair is a forward then a whole backward, got {item} {partner}");
+                        var start = _b.Count;
+                        Emit(item);
+                        var mid = _b.Count;
+                        Emit(partner);
+                        var map = _b.Interleave(start, mid);
+                        int Remap(int op) => op >= start ? map[op - start] : op;
+                        foreach (var perReplica in new[] { outputs[Key(item)], outputs[Key(partner)] })
+                            foreach (var ops in perReplica)
+                                for (var li = 0; li < ops.Length; li++) ops[li] = Remap(ops[li]);
+                        foreach (var gpuLayer in _layerBackwardDone.Where(kv => kv.Value >= start).Select(kv => kv.Key).ToArray())
+                            _layerBackwardDone[gpuLayer] = Remap(_layerBackwardDone[gpuLayer]);
+                        count = 2;
+                    }
+                    else
+                    {
+                        if (!Ready(item)) break;
+                        Emit(item);
+                    }
+                    for (var k = 0; k < count; k++) AfterBackward(stage, next[stage] + k);
+                    next[stage] += count;
+                    remaining -= count;
                     progress = true;
                 }
             }
@@ -158,25 +233,18 @@ internal sealed class CorrectedDerivation
         return _b.Build();
     }
 
-    private static bool LastMicrobatchOfChunk(IReadOnlyList<PipelineItem> items, int index)
-    {
-        var item = items[index];
-        for (var i = index + 1; i < items.Count; i++)
-            if (items[i].Backward && items[i].Chunk == item.Chunk) return false;
-        return true;
-    }
-
     /// <summary>The item whose outputs feed this one: the previous chunk's forward, the next chunk's backward, or (for the last chunk) its own forward.</summary>
     private PipelineItem? InputOf(PipelineItem item)
     {
-        if (!item.Backward) return item.Chunk == 0 ? null : new PipelineItem(item.Chunk - 1, item.Microbatch, false);
-        return item.Chunk == _chunkCount - 1 ? item with { Backward = false } : item with { Chunk = item.Chunk + 1 };
+        var key = Key(item);
+        if (!item.Backward) return item.Chunk == 0 ? null : key with { Chunk = item.Chunk - 1 };
+        return item.Chunk == _chunkCount - 1 ? key with { Backward = false } : key with { Chunk = item.Chunk + 1 };
     }
 
     /// <summary>Emits one item on one replica's stage; returns the op each local rank's next consumer waits for.</summary>
     private int[] EmitItem(int dp, PipelineItem item, int[]? input)
     {
-        var stage = StageOf(item.Chunk);
+        var stage = StageOf(item);
         var gpus = StageGpus(dp, stage);
         var mb = item.Microbatch;
         var (first, count) = _chunkLayers[item.Chunk];
@@ -186,7 +254,7 @@ internal sealed class CorrectedDerivation
         {
             input.CopyTo(last, 0);
             // Scatter/gather: the slices that arrived from another stage are all-gathered over each TP group.
-            if (ScatterGathered && InputOf(item) is { } from && StageOf(from.Chunk) != stage)
+            if (ScatterGathered && InputOf(item) is { } from && StageOf(from) != stage)
             {
                 _b.Phase = item.Backward ? OpPhase.BackwardData : OpPhase.Forward;
                 _c.TensorGroupCollective(gpus, OpKind.PipelineAllGather, _activationBytes, -1, mb, last);
@@ -213,6 +281,11 @@ internal sealed class CorrectedDerivation
             }
             return last;
         }
+        return EmitBackward(dp, item, gpus, first, count, mb, last, lastSite, hasOutput);
+    }
+
+    private int[] EmitBackwardLayers(int[] gpus, int first, int count, int mb, int[] last, LayerSite lastSite, bool hasOutput)
+    {
         if (hasOutput)
         {
             for (var layer = _m.Layers + _m.MtpLayers - 1; layer >= _m.Layers; layer--)
@@ -232,13 +305,31 @@ internal sealed class CorrectedDerivation
         return last;
     }
 
+    /// <summary>
+    /// Emits a backward: whole (dX and dW of every GEMM in place), or a zero-bubble B pass whose dW GEMMs are held for
+    /// the item's W pass (<see cref="LayerContext.DeferredWeightGradients"/>).
+    /// </summary>
+    private int[] EmitBackward(int dp, PipelineItem item, int[] gpus, int first, int count, int mb, int[] last, LayerSite lastSite, bool hasOutput)
+    {
+        if (item.Part != PipelinePart.InputGradient) return EmitBackwardLayers(gpus, first, count, mb, last, lastSite, hasOutput);
+        var deferred = new List<DeferredWeightGradient>();
+        _c.DeferredWeightGradients = deferred;
+        try { return EmitBackwardLayers(gpus, first, count, mb, last, lastSite, hasOutput); }
+        finally
+        {
+            _c.DeferredWeightGradients = null;
+            _deferredWeightGradients[(dp, Key(item))] = deferred;
+        }
+    }
+
     private bool ScatterGathered => _st.ScatterGather && _st.TP > 1;
 
     /// <summary>The item that consumes this one's outputs (the inverse of <see cref="InputOf"/>), or null for the first chunk's backward.</summary>
     private PipelineItem? ConsumerOf(PipelineItem item)
     {
-        if (!item.Backward) return item.Chunk == _chunkCount - 1 ? item with { Backward = true } : item with { Chunk = item.Chunk + 1 };
-        return item.Chunk == 0 ? null : item with { Chunk = item.Chunk - 1 };
+        var key = Key(item);
+        if (!item.Backward) return item.Chunk == _chunkCount - 1 ? key with { Backward = true } : key with { Chunk = item.Chunk + 1 };
+        return item.Chunk == 0 ? null : key with { Chunk = item.Chunk - 1 };
     }
 
     /// <summary>
@@ -248,9 +339,9 @@ internal sealed class CorrectedDerivation
     /// </summary>
     private int[] SendOnward(int dp, PipelineItem item, int[] outputs)
     {
-        if (ConsumerOf(item) is not { } consumer || StageOf(consumer.Chunk) == StageOf(item.Chunk)) return outputs;
-        var fromGpus = StageGpus(dp, StageOf(item.Chunk));
-        var toGpus = StageGpus(dp, StageOf(consumer.Chunk));
+        if (ConsumerOf(item) is not { } consumer || StageOf(consumer) == StageOf(item)) return outputs;
+        var fromGpus = StageGpus(dp, StageOf(item));
+        var toGpus = StageGpus(dp, StageOf(consumer));
         _b.Phase = item.Backward ? OpPhase.BackwardData : OpPhase.Forward;
         var sends = new int[outputs.Length];
         for (var li = 0; li < outputs.Length; li++)
@@ -282,7 +373,7 @@ internal sealed class CorrectedDerivation
     /// </summary>
     private void EmitGradientSync(int chunk, List<int>[] gradientOps)
     {
-        var stage = StageOf(chunk);
+        var positions = PositionsOf(chunk);
         var (first, count) = _chunkLayers[chunk];
         // ZeRO 2-3 and Megatron's distributed optimizer reduce-scatter the gradient buckets (each rank keeps the
         // reduced 1/N it updates); otherwise they are all-reduced.
@@ -300,17 +391,18 @@ internal sealed class CorrectedDerivation
                     // Non-expert weights are shared by the data-parallel replicas and, with data-parallel attention,
                     // by the EP ranks too; expert weights only by the replicas.
                     if (er == 0 || !_c.AttentionDp)
-                        Sync(kind, SharedRanks(stage, er, tr, includeEp: _c.AttentionDp), p.NonExpert * _e, layer, gradientOps);
-                    Sync(kind, SharedRanks(stage, er, tr, includeEp: false), p.ExpertPerRank * _e, layer, gradientOps);
+                        Sync(kind, SharedRanks(positions, er, tr, includeEp: _c.AttentionDp), p.NonExpert * _e, layer, gradientOps);
+                    Sync(kind, SharedRanks(positions, er, tr, includeEp: false), p.ExpertPerRank * _e, layer, gradientOps);
                 }
             }
         }
     }
 
-    private int[] SharedRanks(int stage, int er, int tr, bool includeEp)
+    private int[] SharedRanks(int[] positions, int er, int tr, bool includeEp)
     {
         var ranks = new List<int>();
         for (var dp = 0; dp < _st.DP; dp++)
+        foreach (var stage in positions)
         {
             if (includeEp) for (var e = 0; e < _st.EP; e++) ranks.Add(_st.Rank(dp, stage, e, tr));
             else ranks.Add(_st.Rank(dp, stage, er, tr));
@@ -341,13 +433,13 @@ internal sealed class CorrectedDerivation
         for (var tr = 0; tr < _st.TP; tr++)
         {
             var g = _st.Rank(dp, pp, er, tr);
-            var p = ParameterCounts.OnStage(_m, _st, pp);
-            var shard = _st.ZeroStage >= 1 ? _st.DP : 1;
+            var p = ParameterCounts.OnRank(_m, _st, pp);
+            var shard = _st.ZeroStage >= 1 ? _st.DP * Copies : 1;
             // Mixed-precision Adam: read fp32 master, m, v and the bf16 gradient, write them back (2 x 14 bytes/param).
             // The distributed optimizer updates 1/N of each buffer, N the ranks that reduced it: DP x EP for the
             // non-expert weights under data-parallel attention, DP for expert weights.
             var bytes = _st.UseDistributedOptimizer
-                ? p.NonExpert * 28 / NonExpertSyncRanks + p.ExpertPerRank * 28 / _st.DP
+                ? p.NonExpert * 28 / NonExpertSyncRanks + p.ExpertPerRank * 28 / (_st.DP * Copies)
                 : p.Total * 28 / shard;
             var deps = gradientOps[g].Count > 0 ? gradientOps[g].Distinct().ToArray() : LastBackwardOn(g);
             steps[g] = _b.AddElementwise(g, bytes, -1, deps, index: 6);
@@ -356,14 +448,16 @@ internal sealed class CorrectedDerivation
         {
             // Megatron's distributed optimizer without --overlap-param-gather: after the step every bucket's updated
             // parameters are all-gathered over the ranks that reduce-scattered it (the same groups as the gradients).
+            // Under DualPipe per model stage: both copies' ranks gather it.
             for (var pp = 0; pp < _st.PP; pp++)
             {
                 var p = ParameterCounts.OnStage(_m, _st, pp);
+                var positions = PositionsOf(pp);
                 for (var er = 0; er < _st.EP; er++)
                 for (var tr = 0; tr < _st.TP; tr++)
                 {
-                    if (er == 0 || !_c.AttentionDp) Gather(SharedRanks(pp, er, tr, includeEp: _c.AttentionDp), p.NonExpert * _e);
-                    Gather(SharedRanks(pp, er, tr, includeEp: false), p.ExpertPerRank * _e);
+                    if (er == 0 || !_c.AttentionDp) Gather(SharedRanks(positions, er, tr, includeEp: _c.AttentionDp), p.NonExpert * _e);
+                    Gather(SharedRanks(positions, er, tr, includeEp: false), p.ExpertPerRank * _e);
                 }
             }
             return;
@@ -374,13 +468,13 @@ internal sealed class CorrectedDerivation
         for (var er = 0; er < _st.EP; er++)
         for (var tr = 0; tr < _st.TP; tr++)
         {
-            var ranks = Enumerable.Range(0, _st.DP).Select(dp => _st.Rank(dp, pp, er, tr)).ToArray();
+            var ranks = SharedRanks(PositionsOf(pp), er, tr, includeEp: false);
             _b.AddCommunication(OpKind.ParameterAllGather, _b.Group(ranks), ParameterCounts.OnStage(_m, _st, pp).Total * _e, -1, ranks.Select(g => steps[Rep(g)]).Distinct().ToArray());
         }
     }
 
     /// <summary>Ranks that share (and reduce) the non-expert gradients: the replicas, and the EP ranks under data-parallel attention.</summary>
-    private int NonExpertSyncRanks => _st.DP * (_c.AttentionDp ? _st.EP : 1);
+    private int NonExpertSyncRanks => _st.DP * Copies * (_c.AttentionDp ? _st.EP : 1);
 
     private void Gather(int[] ranks, long bytes)
     {
