@@ -151,11 +151,12 @@ internal sealed class CorrectedDerivation
         var copiesPending = new int[_chunkCount];
         Array.Fill(copiesPending, Copies);
         bool Ready(PipelineItem item) => InputOf(item) is not { } input || outputs.ContainsKey(input);
-        void Emit(PipelineItem item)
+        int[]? InputOn(int dp, PipelineItem item) => InputOf(item) is { } input ? outputs[input][dp] : null;
+        void Emit(PipelineItem item, int[][]? inputs = null)
         {
             var perReplica = new int[_builtReplicas][];
             for (var dp = 0; dp < _builtReplicas; dp++)
-                perReplica[dp] = SendOnward(dp, item, EmitItem(dp, item, InputOf(item) is { } input ? outputs[input][dp] : null));
+                perReplica[dp] = SendOnward(dp, item, EmitItem(dp, item, inputs is null ? InputOn(dp, item) : inputs[dp]));
             outputs[Key(item)] = perReplica;
         }
         void AfterBackward(int stage, int index)
@@ -195,10 +196,25 @@ internal sealed class CorrectedDerivation
                         if (!Ready(item) || !Ready(partner)) break;
                         if (item.Backward || !partner.Backward || partner.Part != PipelinePart.Full)
                             throw new InvalidOperationException($"an overlapped pair is a forward then a whole backward, got {item} {partner}");
+                        // deepseek-ai/DualPipe's _forward_backward_chunk receives both chunks' inputs before it starts
+                        // (recv forward, recv backward, then wait): both chunks start after a join of the two inputs.
+                        var joined = new int[_builtReplicas][];
+                        for (var dp = 0; dp < _builtReplicas; dp++)
+                        {
+                            var (f, bw) = (InputOn(dp, item), InputOn(dp, partner));
+                            var gpus = StageGpus(dp, stage);
+                            joined[dp] = new int[gpus.Length];
+                            _b.Phase = OpPhase.Forward;
+                            for (var li = 0; li < gpus.Length; li++)
+                            {
+                                int[] deps = [.. new[] { f?[li] ?? -1, bw?[li] ?? -1 }.Where(op => op >= 0).Distinct()];
+                                joined[dp][li] = deps.Length == 0 ? -1 : _b.AddElementwise(gpus[li], 0, -1, deps, index: 3, microbatch: item.Microbatch);
+                            }
+                        }
                         var start = _b.Count;
-                        Emit(item);
+                        Emit(item, joined);
                         var mid = _b.Count;
-                        Emit(partner);
+                        Emit(partner, joined);
                         var map = _b.Interleave(start, mid);
                         int Remap(int op) => op >= start ? map[op - start] : op;
                         foreach (var perReplica in new[] { outputs[Key(item)], outputs[Key(partner)] })
