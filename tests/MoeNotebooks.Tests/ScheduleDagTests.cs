@@ -124,9 +124,11 @@ public class ScheduleDagTests
     {
         // Oracle, by hand: MoE with EP 2 on 2 stages (one layer each), every compute operation 1 unit, every all-to-all
         // a = 0.5, other communication free. Under 1F1B a forward item waits for its dispatch and its combine: its compute
-        // spans (its operations) + 2a. In a DualPipe F&B pair the two chunks are issued alternately at each communication
-        // (B0 F0 B1 F1 ...): each all-to-all (a < 1) finishes while the other chunk's next segment (>= 1 operation)
-        // computes, so no compute operation of the pair waits on an all-to-all: the pair's compute runs back to back.
+        // spans (its operations) + 2a. A DualPipe F&B pair is issued layer by layer in the merged order (the backward's
+        // combine under the forward's attention, its experts over the forward's dispatch, the backward's dispatch under
+        // the forward's experts, the forward's combine under the backward's attention): each all-to-all (a < 1) finishes
+        // while the other chunk's next segment (>= 1 operation) computes, so once both chunks have started no compute
+        // operation of the pair waits on an all-to-all: the pair's compute runs back to back.
         var model = new ModelSpec("moe", 2, 256, 4, 512, 4, 2, 16, 64);
         const double a = 0.5;
         double[] Durations(OperatorDag d) => Enumerable.Range(0, d.Count).Select(op =>

@@ -208,66 +208,6 @@ public sealed class DagBuilder
         return id;
     }
 
-    /// <summary>
-    /// Interleaves the issue order of two independent runs of operations, the last ones appended: run A is
-    /// [<paramref name="start"/>, <paramref name="mid"/>), run B is [<paramref name="mid"/>, <see cref="Count"/>), and no
-    /// operation of B may depend on one of A. Each run is cut after every communication operation into segments, and
-    /// the segments are issued alternately, B's first: B0 A0 B1 A1 ... (each run keeps its own order, so the result is
-    /// still topological). On the scheduler's in-order streams each run's collective then
-    /// travels while the other run's next compute segment runs: the forward/backward chunk overlap of DeepSeek-V3's
-    /// DualPipe (technical report §3.2.1, Figure 4), expressed as an issue order. Returns the new id of every operation
-    /// of the two runs, indexed by old id - <paramref name="start"/>.
-    /// </summary>
-    public int[] Interleave(int start, int mid)
-    {
-        var end = _count;
-        if (start < 0 || mid < start || mid > end) throw new DagException($"interleave needs 0 <= start <= mid <= count, got {start}, {mid}, {end}");
-        for (var op = mid; op < end; op++)
-            for (var e = _predStart[op]; e < _predStart[op + 1]; e++)
-                if (_preds[e] >= start && _preds[e] < mid)
-                    throw new DagException($"cannot interleave: operation {op} ({_kinds[op]}) depends on operation {_preds[e]} of the other run");
-        List<(int From, int To)> Segments(int from, int to)
-        {
-            var list = new List<(int, int)>();
-            var s0 = from;
-            for (var op = from; op < to; op++)
-                if (_kinds[op].Category() == OpCategory.Communication) { list.Add((s0, op + 1)); s0 = op + 1; }
-            if (s0 < to) list.Add((s0, to));
-            return list;
-        }
-        var a = Segments(start, mid);
-        var b = Segments(mid, end);
-        var order = new List<int>(end - start);
-        for (var i = 0; i < Math.Max(a.Count, b.Count); i++)
-        {
-            if (i < b.Count) for (var op = b[i].From; op < b[i].To; op++) order.Add(op);
-            if (i < a.Count) for (var op = a[i].From; op < a[i].To; op++) order.Add(op);
-        }
-        var map = new int[end - start];
-        for (var i = 0; i < order.Count; i++) map[order[i] - start] = start + i;
-        int Remap(int op) => op >= start ? map[op - start] : op;
-        var preds = new int[_edgeCount - _predStart[start]];
-        var predStart = new int[end - start + 1];
-        var n = 0;
-        for (var i = 0; i < order.Count; i++)
-        {
-            var old = order[i];
-            for (var e = _predStart[old]; e < _predStart[old + 1]; e++) preds[n++] = Remap(_preds[e]);
-            predStart[i + 1] = n;
-        }
-        void Permute<T>(T[] array)
-        {
-            var copy = new T[order.Count];
-            for (var i = 0; i < order.Count; i++) copy[i] = array[order[i]];
-            copy.CopyTo(array, start);
-        }
-        Permute(_kinds); Permute(_phases); Permute(_gpus); Permute(_groups); Permute(_layers); Permute(_microbatches); Permute(_indices); Permute(_classes);
-        preds.CopyTo(_preds, _predStart[start]);
-        var baseEdge = _predStart[start];
-        for (var i = 1; i <= order.Count; i++) _predStart[start + i] = baseEdge + predStart[i];
-        return map;
-    }
-
     private void Grow(int capacity)
     {
         Array.Resize(ref _kinds, capacity);

@@ -132,6 +132,8 @@ internal sealed class CorrectedDerivation
     private OperatorDag BuildDag()
     {
         var plan = PipelinePlan.Build(_st.PP, _st.VirtualStages, _st.Microbatches, _st.Schedule, _training);
+        if (_training && _st.MoeAllToAllOverlap == MoeAllToAllOverlap.OneFOneB)
+            for (var s = 0; s < plan.Length; s++) plan[s] = PipelinePlan.MergedForwardBackward(plan[s]);
         // Outputs of each emitted item, per replica and per local rank: the next item's inputs.
         var outputs = new Dictionary<PipelineItem, int[][]>();
         var next = new int[_st.PP];
@@ -190,38 +192,27 @@ internal sealed class CorrectedDerivation
                     }
                     else if (item.OverlapsNext)
                     {
-                        // A DualPipe F&B pair: both microbatches' chunks issued interleaved at their communication, so
-                        // one's all-to-all (and TP, pipeline) communication runs under the other's compute.
+                        // A forward merged with the next item, a whole backward of another microbatch: Megatron-Core's
+                        // 1F1B all-to-all overlap, or a DualPipe F&B pair (DeepSeek-V3 report §3.2.1, Figure 4); both are
+                        // issued layer by layer so one microbatch's all-to-all runs under the other's compute.
                         var partner = plan[stage][next[stage] + 1];
                         if (!Ready(item) || !Ready(partner)) break;
                         if (item.Backward || !partner.Backward || partner.Part != PipelinePart.Full)
                             throw new InvalidOperationException($"an overlapped pair is a forward then a whole backward, got {item} {partner}");
-                        // deepseek-ai/DualPipe's _forward_backward_chunk receives both chunks' inputs before it starts
-                        // (recv forward, recv backward, then wait): both chunks start after a join of the two inputs.
-                        var joined = new int[_builtReplicas][];
+                        var fOut = new int[_builtReplicas][];
+                        var bOut = new int[_builtReplicas][];
                         for (var dp = 0; dp < _builtReplicas; dp++)
                         {
-                            var (f, bw) = (InputOn(dp, item), InputOn(dp, partner));
-                            var gpus = StageGpus(dp, stage);
-                            joined[dp] = new int[gpus.Length];
-                            _b.Phase = OpPhase.Forward;
-                            for (var li = 0; li < gpus.Length; li++)
-                            {
-                                int[] deps = [.. new[] { f?[li] ?? -1, bw?[li] ?? -1 }.Where(op => op >= 0).Distinct()];
-                                joined[dp][li] = deps.Length == 0 ? -1 : _b.AddElementwise(gpus[li], 0, -1, deps, index: 3, microbatch: item.Microbatch);
-                            }
+                            var (fIn, bIn) = (InputOn(dp, item), InputOn(dp, partner));
+                            // deepseek-ai/DualPipe's _forward_backward_chunk receives both chunks' inputs before it starts
+                            // (recv forward, recv backward, then wait): under DualPipe both chunks wait for a join of the two.
+                            if (_dualPipe) fIn = bIn = JoinInputs(StageGpus(dp, stage), fIn, bIn, item.Microbatch);
+                            var (f, b) = EmitMergedPair(dp, item, fIn, partner, bIn);
+                            fOut[dp] = SendOnward(dp, item, f);
+                            bOut[dp] = SendOnward(dp, partner, b);
                         }
-                        var start = _b.Count;
-                        Emit(item, joined);
-                        var mid = _b.Count;
-                        Emit(partner, joined);
-                        var map = _b.Interleave(start, mid);
-                        int Remap(int op) => op >= start ? map[op - start] : op;
-                        foreach (var perReplica in new[] { outputs[Key(item)], outputs[Key(partner)] })
-                            foreach (var ops in perReplica)
-                                for (var li = 0; li < ops.Length; li++) ops[li] = Remap(ops[li]);
-                        foreach (var gpuLayer in _layerBackwardDone.Where(kv => kv.Value >= start).Select(kv => kv.Key).ToArray())
-                            _layerBackwardDone[gpuLayer] = Remap(_layerBackwardDone[gpuLayer]);
+                        outputs[Key(item)] = fOut;
+                        outputs[Key(partner)] = bOut;
                         count = 2;
                     }
                     else
@@ -264,18 +255,7 @@ internal sealed class CorrectedDerivation
         var gpus = StageGpus(dp, stage);
         var mb = item.Microbatch;
         var (first, count) = _chunkLayers[item.Chunk];
-        var last = new int[gpus.Length];
-        if (input is null) Array.Fill(last, -1);
-        else
-        {
-            input.CopyTo(last, 0);
-            // Scatter/gather: the slices that arrived from another stage are all-gathered over each TP group.
-            if (ScatterGathered && InputOf(item) is { } from && StageOf(from) != stage)
-            {
-                _b.Phase = item.Backward ? OpPhase.BackwardData : OpPhase.Forward;
-                _c.TensorGroupCollective(gpus, OpKind.PipelineAllGather, _activationBytes, -1, mb, last);
-            }
-        }
+        var last = ItemInput(gpus, item, input);
         var site = new LayerSite(gpus, first, mb);
         var lastSite = new LayerSite(gpus, first + count - 1, mb);
         var hasEmbedding = item.Chunk == 0 && _m.Vocabulary > 0;
@@ -335,6 +315,179 @@ internal sealed class CorrectedDerivation
         {
             _c.DeferredWeightGradients = null;
             _deferredWeightGradients[(dp, Key(item))] = deferred;
+        }
+    }
+
+    /// <summary>Per local rank, a zero-byte join of two items' inputs (or the one present; null when neither is).</summary>
+    private int[]? JoinInputs(int[] gpus, int[]? a, int[]? b, int mb)
+    {
+        if (a is null && b is null) return null;
+        _b.Phase = OpPhase.Forward;
+        var joined = new int[gpus.Length];
+        for (var li = 0; li < gpus.Length; li++)
+        {
+            int[] deps = [.. new[] { a?[li] ?? -1, b?[li] ?? -1 }.Where(op => op >= 0).Distinct()];
+            joined[li] = deps.Length == 0 ? -1 : _b.AddElementwise(gpus[li], 0, -1, deps, index: 3, microbatch: mb);
+        }
+        return joined;
+    }
+
+    /// <summary>Each local rank's first dependency of an item: its input (all-gathered over TP under scatter/gather), or -1.</summary>
+    private int[] ItemInput(int[] gpus, PipelineItem item, int[]? input)
+    {
+        var last = new int[gpus.Length];
+        if (input is null) { Array.Fill(last, -1); return last; }
+        input.CopyTo(last, 0);
+        // Scatter/gather: the slices that arrived from another stage are all-gathered over each TP group.
+        if (ScatterGathered && InputOf(item) is { } from && StageOf(from) != StageOf(item))
+        {
+            _b.Phase = item.Backward ? OpPhase.BackwardData : OpPhase.Forward;
+            _c.TensorGroupCollective(gpus, OpKind.PipelineAllGather, _activationBytes, -1, item.Microbatch, last);
+        }
+        return last;
+    }
+
+    /// <summary>
+    /// Megatron-Core's EP all-to-all overlap (<c>--overlap-moe-expert-parallel-comm</c>; combined_1f1b.py and
+    /// TransformerModelChunkSchedulePlan.run in megatron/core/models/common/model_chunk_schedule_plan.py): the forward
+    /// of one microbatch and the backward of another on the same stage, emitted as one merged step. The forward's
+    /// embedding runs first, then the backward's output layer (and multi-token-prediction depths) and, with full
+    /// recomputation, the recompute of the backward chunk's every layer (Megatron's VPP-stage recompute, whose
+    /// all-to-alls are exposed by design); then forward layer i is paired with backward layer (count - 1 - i), each
+    /// pair issued in the order of TransformerLayerSchedulePlan.run:
+    /// <code>
+    /// comm: combine_bwd | dispatch_fwd -> dispatch_bwd | combine_fwd
+    /// comp: attn_fwd    | mlp_bwd -> mlp_fwd           | attn_bwd
+    /// </code>
+    /// so each all-to-all waits only on its own microbatch and runs on the communication stream under the other
+    /// microbatch's compute; the scheduler then hides it exactly as far as that compute allows. Layers without a
+    /// partner run alone; the forward's output layer comes last. The DAG only orders the work: nothing is priced here.
+    /// DualPipe's F&amp;B chunk pairs (<see cref="PipelineItem.OverlapsNext"/>) use the same emission.
+    /// </summary>
+    private (int[] Forward, int[] Backward) EmitMergedPair(int dp, PipelineItem f, int[]? fInput, PipelineItem b, int[]? bInput)
+    {
+        var stage = StageOf(f);
+        var gpus = StageGpus(dp, stage);
+        var lastF = ItemInput(gpus, f, fInput);
+        var lastB = ItemInput(gpus, b, bInput);
+        var (fFirst, fCount) = _chunkLayers[f.Chunk];
+        var (bFirst, bCount) = _chunkLayers[b.Chunk];
+        _b.Phase = OpPhase.Forward;
+        if (f.Chunk == 0 && _m.Vocabulary > 0) EmbeddingBlock.Instance.Emit(_c, BlockPass.Forward, new LayerSite(gpus, fFirst, f.Microbatch), lastF);
+        if (b.Chunk == _chunkCount - 1 && _m.Vocabulary > 0)
+        {
+            for (var layer = _m.Layers + _m.MtpLayers - 1; layer >= _m.Layers; layer--)
+            {
+                OutputLayerBlock.Instance.Emit(_c, BlockPass.Backward, new LayerSite(gpus, layer, b.Microbatch), lastB);
+                if (_st.Recompute) Layer(BlockPass.Recompute, gpus, layer, b.Microbatch, lastB);
+                Layer(BlockPass.Backward, gpus, layer, b.Microbatch, lastB);
+            }
+            OutputLayerBlock.Instance.Emit(_c, BlockPass.Backward, new LayerSite(gpus, bFirst + bCount - 1, b.Microbatch), lastB);
+        }
+        if (_st.Recompute)
+            for (var layer = bFirst; layer < bFirst + bCount; layer++) Layer(BlockPass.Recompute, gpus, layer, b.Microbatch, lastB);
+        var pairs = Math.Min(fCount, bCount);
+        for (var i = 0; i < pairs; i++)
+        {
+            var fw = new SegmentCursor(_b, OpPhase.Forward, LayerSegments(BlockPass.Forward, gpus, fFirst + i, f.Microbatch, lastF).GetEnumerator());
+            var bw = new SegmentCursor(_b, OpPhase.BackwardData, LayerSegments(BlockPass.Backward, gpus, bFirst + bCount - 1 - i, b.Microbatch, lastB).GetEnumerator());
+            bw.Next(MoeSegment.BeforeExchange);
+            bw.Next(MoeSegment.FirstExchange);    // combine backward (comm) ...
+            fw.Next(MoeSegment.BeforeExchange);   // ... under attention forward
+            bw.Next(MoeSegment.Experts);          // experts backward ...
+            fw.Next(MoeSegment.FirstExchange);    // ... over dispatch forward
+            bw.Next(MoeSegment.SecondExchange);   // dispatch backward ...
+            fw.Next(MoeSegment.Experts);          // ... under experts forward
+            fw.Next(MoeSegment.SecondExchange);   // combine forward ...
+            bw.Next(MoeSegment.After);            // ... under attention backward
+            fw.Next(MoeSegment.After);
+            fw.End();
+            bw.End();
+        }
+        for (var i = pairs; i < bCount; i++) Layer(BlockPass.Backward, gpus, bFirst + bCount - 1 - i, b.Microbatch, lastB);
+        _b.Phase = OpPhase.Forward;
+        for (var i = pairs; i < fCount; i++) Layer(BlockPass.Forward, gpus, fFirst + i, f.Microbatch, lastF);
+        if (f.Chunk == _chunkCount - 1 && _m.Vocabulary > 0)
+        {
+            _b.Phase = OpPhase.Forward;
+            OutputLayerBlock.Instance.Emit(_c, BlockPass.Forward, new LayerSite(gpus, fFirst + fCount - 1, f.Microbatch), lastF);
+            for (var layer = _m.Layers; layer < _m.Layers + _m.MtpLayers; layer++)
+            {
+                Layer(BlockPass.Forward, gpus, layer, f.Microbatch, lastF);
+                OutputLayerBlock.Instance.Emit(_c, BlockPass.Forward, new LayerSite(gpus, layer, f.Microbatch), lastF);
+            }
+        }
+        return (lastF, lastB);
+    }
+
+    /// <summary>
+    /// One layer's forward or backward in the five segments of <see cref="MoeBlock.Segments"/>: the forward's blocks
+    /// before the FFN run in the first segment, the backward's after it in the last; a dense FFN fills the experts
+    /// segment and leaves the exchange segments empty.
+    /// </summary>
+    private IEnumerable<MoeSegment> LayerSegments(BlockPass pass, int[] gpus, int layer, int mb, int[] last)
+    {
+        var blocks = _pattern.BlocksOf(layer);
+        var site = new LayerSite(gpus, layer, mb);
+        var ffn = blocks[^1];
+        if (pass != BlockPass.Backward)
+        {
+            for (var i = 0; i < blocks.Count - 1; i++) blocks[i].Emit(_c, pass, site, last);
+            if (ffn is MoeBlock moe)
+            {
+                foreach (var segment in moe.Segments(_c, pass, site, last)) yield return segment;
+                yield break;
+            }
+            yield return MoeSegment.BeforeExchange;
+            yield return MoeSegment.FirstExchange;
+            ffn.Emit(_c, pass, site, last);
+            yield return MoeSegment.Experts;
+            yield return MoeSegment.SecondExchange;
+            yield return MoeSegment.After;
+            yield break;
+        }
+        IEnumerable<MoeSegment> Ffn()
+        {
+            if (ffn is MoeBlock moe) return moe.Segments(_c, pass, site, last);
+            return Dense();
+            IEnumerable<MoeSegment> Dense()
+            {
+                yield return MoeSegment.BeforeExchange;
+                yield return MoeSegment.FirstExchange;
+                ffn.Emit(_c, pass, site, last);
+                yield return MoeSegment.Experts;
+                yield return MoeSegment.SecondExchange;
+                yield return MoeSegment.After;
+            }
+        }
+        foreach (var segment in Ffn())
+        {
+            if (segment == MoeSegment.After)
+            {
+                for (var i = blocks.Count - 2; i >= 0; i--) blocks[i].Emit(_c, pass, site, last);
+                for (var li = 0; li < gpus.Length; li++) _layerBackwardDone[(gpus[li], layer)] = last[li];
+            }
+            yield return segment;
+        }
+    }
+
+    /// <summary>Steps a layer's segments, keeping the builder's phase of that pass across the interleaving.</summary>
+    private sealed class SegmentCursor(DagBuilder builder, OpPhase phase, IEnumerator<MoeSegment> segments)
+    {
+        private OpPhase _phase = phase;
+
+        public void Next(MoeSegment expected)
+        {
+            builder.Phase = _phase;
+            if (!segments.MoveNext() || segments.Current != expected)
+                throw new InvalidOperationException($"layer segments out of step: expected {expected}");
+            _phase = builder.Phase;
+        }
+
+        public void End()
+        {
+            if (segments.MoveNext()) throw new InvalidOperationException("layer segments left over");
+            segments.Dispose();
         }
     }
 
