@@ -229,7 +229,7 @@ public class ContextParallelSearchTests
         // rejected (counted), CP > EP x DP cannot be carved (counted); CP = 2 and 4 over DP = 4 are evaluated.
         var model = new ModelSpec("gqa", 2, 1024, 8, 4096, 0, 1, 4, 512) { KvHeads = 2, Causal = true }.Validated();
         var template = new StrategySpec(1, 1, 1, 4) { Mode = WorkloadMode.Training };
-        var candidates = StrategySearch.Candidates(4, [1], template, null, null, [1, 2, 4]);
+        var candidates = StrategySearch.Candidates(4, [1], template, contextParallel: [1, 2, 4]);
         Assert.Equal(30, candidates.Count);
         Assert.Equal(10, candidates.Count(c => c.CP == 4));
         var scenario = new Scenario("dense", model, HardwareCatalog.Get("H100-SXM").WithGpus(4), template, CostModelSpec.Ideal);

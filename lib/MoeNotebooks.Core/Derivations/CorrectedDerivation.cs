@@ -42,6 +42,12 @@ internal sealed class CorrectedDerivation
     private readonly long _e, _activationBytes;
     private readonly (int First, int Count)[] _chunkLayers;
     private readonly Dictionary<(int Gpu, int Layer), int> _layerBackwardDone = new();
+
+    /// <summary>DualPipe in training: microbatches enter from both ends, so each rank holds model stages s and pp - 1 - s.</summary>
+    private readonly bool _dualPipe;
+
+    /// <summary>Weight-gradient GEMMs a zero-bubble B pass deferred, per replica and item, until the item's W pass.</summary>
+    private readonly Dictionary<(int Dp, PipelineItem Item), List<DeferredWeightGradient>> _deferredWeightGradients = new();
     private Dictionary<int, int>? _lastBackward;
     private int[] _stepOf = [];
 
@@ -56,8 +62,9 @@ internal sealed class CorrectedDerivation
     private readonly int _builtReplicas;
 
     /// <summary>
-    /// Data-parallel replicas one context-parallel ring spans (CP / EP when CP > EP, else 1): their items are emitted
-    /// together so the attention block can pass K/V blocks around the ring (<see cref="AttentionBlock.EmitRing"/>).
+    /// Folding units one context-parallel ring spans (<see cref="StrategySpec.ContextParallelUnits"/>, 1 when the ring
+    /// lies inside a unit): their items are emitted together so the attention block can pass K/V blocks around the ring
+    /// (<see cref="AttentionBlock.EmitRing"/>).
     /// </summary>
     private readonly int _ringReplicas;
     private readonly int[]? _representative;
@@ -77,18 +84,19 @@ internal sealed class CorrectedDerivation
         _activationBytes = _c.ActivationBytes;
         _chunkCount = st.PP * st.VirtualStages;
         _chunkLayers = st.ChunkLayers(model.Layers);
-        _builtReplicas = st.DP;
-        _ringReplicas = st.CP > st.EP ? st.CP / st.EP : 1;
-        if (folding == DagFolding.Symmetric && st.DP > _ringReplicas)
+        // Replicas are the stage's folding units (the DP replicas with ETP = TP; lcm(TP, EP x ETP) ranks each when folded).
+        _builtReplicas = st.FoldUnits;
+        _ringReplicas = st.ContextParallelUnits;
+        _dualPipe = _training && st.Schedule == PipelineSchedule.DualPipe;
+        if (folding == DagFolding.Symmetric && st.FoldUnits > _ringReplicas)
         {
-            // Context parallelism over whole replicas: the replicas of one CP ring are built together and stand for the others.
+            // Context parallelism over whole units: the units of one CP ring are built together and stand for the others.
             _builtReplicas = _ringReplicas;
             var representative = new int[st.GpuCount];
-            for (var dp = 0; dp < st.DP; dp++)
+            for (var dp = 0; dp < st.FoldUnits; dp++)
             for (var pp = 0; pp < st.PP; pp++)
-            for (var er = 0; er < st.EP; er++)
-            for (var tr = 0; tr < st.TP; tr++)
-                representative[st.Rank(dp, pp, er, tr)] = st.Rank(dp % _ringReplicas, pp, er, tr);
+            for (var li = 0; li < st.FoldUnitGpus; li++)
+                representative[st.UnitRank(dp, pp, li)] = st.UnitRank(dp % _ringReplicas, pp, li);
             _b.FoldOnto(representative);
             _representative = representative;
         }
@@ -106,13 +114,27 @@ internal sealed class CorrectedDerivation
         return derivation.BuildDag();
     }
 
-    private int StageOf(int chunk) => chunk % _st.PP;
+    /// <summary>The pipeline rank running an item: chunk mod pp, or under DualPipe by its direction (<see cref="PipelinePlan.StageOf"/>).</summary>
+    private int StageOf(PipelineItem item) => PipelinePlan.StageOf(item, _st.PP);
 
+    /// <summary>
+    /// The pipeline ranks holding a chunk's weights: chunk mod pp, or under DualPipe both s and pp - 1 - s (DeepSeek-V3
+    /// report §3.2.1: "DualPipe requires keeping two copies of the model parameters"). The two copies are replicas of
+    /// the same weights, so their gradients are summed like data-parallel replicas' before the optimizer.
+    /// </summary>
+    private int[] PositionsOf(int chunk) => _dualPipe ? [chunk, _st.PP - 1 - chunk] : [chunk % _st.PP];
+
+    /// <summary>Replicas of every weight: 2 under DualPipe (each rank holds two stages), else 1.</summary>
+    private int Copies => ParameterCounts.DualPipeCopies(_st);
+
+    /// <summary>An item as the key of its outputs: a backward's B part stands for the whole backward (it produces dX).</summary>
+    private static PipelineItem Key(PipelineItem item) => item with { Part = PipelinePart.Full, OverlapsNext = false };
+
+    /// <summary>One folding unit of a stage (with ETP = TP: replica dp's EP x TP GPUs, local rank er x TP + tr).</summary>
     private int[] StageGpus(int dp, int stage)
     {
-        var gpus = new int[_st.EP * _st.TP];
-        for (var er = 0; er < _st.EP; er++)
-            for (var tr = 0; tr < _st.TP; tr++) gpus[er * _st.TP + tr] = _st.Rank(dp, stage, er, tr);
+        var gpus = new int[_st.FoldUnitGpus];
+        for (var li = 0; li < gpus.Length; li++) gpus[li] = _st.UnitRank(dp, stage, li);
         return gpus;
     }
 
@@ -128,6 +150,43 @@ internal sealed class CorrectedDerivation
         var gradientOps = new List<int>[_st.GpuCount];
         for (var g = 0; g < gradientOps.Length; g++) gradientOps[g] = new List<int>();
         var deferredSyncs = new List<int>();
+        // Where each stage issues the last backward (any part) of each of its chunks: the chunk's gradients are then
+        // complete on that rank. Under DualPipe a chunk's two copies finish on two ranks; its sync waits for both.
+        var lastBackward = new Dictionary<(int Chunk, int Direction), int>[_st.PP];
+        for (var stage = 0; stage < _st.PP; stage++)
+        {
+            lastBackward[stage] = new Dictionary<(int, int), int>();
+            for (var i = 0; i < plan[stage].Count; i++)
+                if (plan[stage][i].Backward) lastBackward[stage][(plan[stage][i].Chunk, plan[stage][i].Direction)] = i;
+        }
+        var copiesPending = new int[_chunkCount];
+        Array.Fill(copiesPending, Copies);
+        bool Ready(PipelineItem item) => InputOf(item) is not { } input || outputs.ContainsKey(input);
+        int[]? InputOn(int dp, PipelineItem item) => InputOf(item) is { } input ? outputs[input][dp] : null;
+        void Emit(PipelineItem item, int[][]? inputs = null)
+        {
+            var perReplica = new int[_builtReplicas][];
+            if (_ringReplicas > 1)
+                for (var dp0 = 0; dp0 < _builtReplicas; dp0 += _ringReplicas)
+                {
+                    var ring = Enumerable.Range(dp0, _ringReplicas).ToArray();
+                    var emitted = EmitRingItem(ring, item, ring.Select(dp => inputs is null ? InputOn(dp, item) : inputs[dp]).ToArray());
+                    for (var r = 0; r < ring.Length; r++) perReplica[ring[r]] = SendOnward(ring[r], item, emitted[r]);
+                }
+            else
+                for (var dp = 0; dp < _builtReplicas; dp++)
+                    perReplica[dp] = SendOnward(dp, item, EmitItem(dp, item, inputs is null ? InputOn(dp, item) : inputs[dp]));
+            outputs[Key(item)] = perReplica;
+        }
+        void AfterBackward(int stage, int index)
+        {
+            var item = plan[stage][index];
+            if (!item.Backward || lastBackward[stage][(item.Chunk, item.Direction)] != index || --copiesPending[item.Chunk] > 0) return;
+            // --overlap-grad-reduce: each chunk's buckets go as soon as its last backward is issued;
+            // without it Megatron reduces every bucket after the whole backward (finalize_model_grads).
+            if (_st.OverlapGradReduce) EmitGradientSync(item.Chunk, gradientOps);
+            else deferredSyncs.Add(item.Chunk);
+        }
         while (remaining > 0)
         {
             var progress = false;
@@ -136,51 +195,51 @@ internal sealed class CorrectedDerivation
                 while (next[stage] < plan[stage].Count)
                 {
                     var item = plan[stage][next[stage]];
-                    var input = InputOf(item);
-                    if (input is not null && !outputs.ContainsKey(input.Value)) break;
-                    if (item.OverlapsNext && next[stage] + 1 < plan[stage].Count)
+                    var count = 1;
+                    if (item.Part == PipelinePart.WeightGradient)
                     {
-                        // A forward merged with the next item (a backward of another microbatch): both inputs first.
+                        // Zero-bubble W: the weight gradients its B pass deferred (that B ran earlier on this stage).
+                        for (var dp = 0; dp < _builtReplicas; dp++)
+                        {
+                            var key = (dp, Key(item));
+                            foreach (var (gpuLayer, op) in _c.EmitWeightGradients(_deferredWeightGradients[key]))
+                                _layerBackwardDone[gpuLayer] = op;
+                            _deferredWeightGradients.Remove(key);
+                        }
+                    }
+                    else if (item.OverlapsNext)
+                    {
+                        // A forward merged with the next item, a whole backward of another microbatch: Megatron-Core's
+                        // 1F1B all-to-all overlap, or a DualPipe F&B pair (DeepSeek-V3 report §3.2.1, Figure 4); both are
+                        // issued layer by layer so one microbatch's all-to-all runs under the other's compute.
                         var partner = plan[stage][next[stage] + 1];
-                        var partnerInput = InputOf(partner);
-                        if (partnerInput is not null && !outputs.ContainsKey(partnerInput.Value)) break;
+                        if (!Ready(item) || !Ready(partner)) break;
+                        if (item.Backward || !partner.Backward || partner.Part != PipelinePart.Full)
+                            throw new InvalidOperationException($"an overlapped pair is a forward then a whole backward, got {item} {partner}");
                         var fOut = new int[_builtReplicas][];
                         var bOut = new int[_builtReplicas][];
                         for (var dp = 0; dp < _builtReplicas; dp++)
                         {
-                            var (f, b) = EmitMergedPair(dp, item, input is null ? null : outputs[input.Value][dp], partner, partnerInput is null ? null : outputs[partnerInput.Value][dp]);
+                            var (fIn, bIn) = (InputOn(dp, item), InputOn(dp, partner));
+                            // deepseek-ai/DualPipe's _forward_backward_chunk receives both chunks' inputs before it starts
+                            // (recv forward, recv backward, then wait): under DualPipe both chunks wait for a join of the two.
+                            if (_dualPipe) fIn = bIn = JoinInputs(StageGpus(dp, stage), fIn, bIn, item.Microbatch);
+                            var (f, b) = EmitMergedPair(dp, item, fIn, partner, bIn);
                             fOut[dp] = SendOnward(dp, item, f);
                             bOut[dp] = SendOnward(dp, partner, b);
                         }
-                        outputs[item with { OverlapsNext = false }] = fOut;
-                        outputs[partner] = bOut;
-                        if (partner.Microbatch == _st.Microbatches - 1 && LastMicrobatchOfChunk(plan[stage], next[stage] + 1))
-                        {
-                            if (_st.OverlapGradReduce) EmitGradientSync(partner.Chunk, gradientOps);
-                            else deferredSyncs.Add(partner.Chunk);
-                        }
-                        next[stage] += 2;
-                        remaining -= 2;
-                        progress = true;
-                        continue;
+                        outputs[Key(item)] = fOut;
+                        outputs[Key(partner)] = bOut;
+                        count = 2;
                     }
-                    var perReplica = new int[_builtReplicas][];
-                    for (var dp0 = 0; dp0 < _builtReplicas; dp0 += _ringReplicas)
+                    else
                     {
-                        var ring = Enumerable.Range(dp0, _ringReplicas).ToArray();
-                        var emitted = EmitItem(ring, item, input is null ? null : ring.Select(dp => outputs[input.Value][dp]).ToArray());
-                        for (var r = 0; r < ring.Length; r++) perReplica[ring[r]] = SendOnward(ring[r], item, emitted[r]);
+                        if (!Ready(item)) break;
+                        Emit(item);
                     }
-                    outputs[item] = perReplica;
-                    if (item.Backward && item.Microbatch == _st.Microbatches - 1 && LastMicrobatchOfChunk(plan[stage], next[stage]))
-                    {
-                        // --overlap-grad-reduce: each chunk's buckets go as soon as its last backward is issued;
-                        // without it Megatron reduces every bucket after the whole backward (finalize_model_grads).
-                        if (_st.OverlapGradReduce) EmitGradientSync(item.Chunk, gradientOps);
-                        else deferredSyncs.Add(item.Chunk);
-                    }
-                    next[stage]++;
-                    remaining--;
+                    for (var k = 0; k < count; k++) AfterBackward(stage, next[stage] + k);
+                    next[stage] += count;
+                    remaining -= count;
                     progress = true;
                 }
             }
@@ -198,34 +257,62 @@ internal sealed class CorrectedDerivation
         return _b.Build();
     }
 
-    private static bool LastMicrobatchOfChunk(IReadOnlyList<PipelineItem> items, int index)
-    {
-        var item = items[index];
-        for (var i = index + 1; i < items.Count; i++)
-            if (items[i].Backward && items[i].Chunk == item.Chunk) return false;
-        return true;
-    }
-
     /// <summary>The item whose outputs feed this one: the previous chunk's forward, the next chunk's backward, or (for the last chunk) its own forward.</summary>
     private PipelineItem? InputOf(PipelineItem item)
     {
-        if (!item.Backward) return item.Chunk == 0 ? null : new PipelineItem(item.Chunk - 1, item.Microbatch, false);
-        return item.Chunk == _chunkCount - 1 ? item with { Backward = false } : item with { Chunk = item.Chunk + 1 };
+        var key = Key(item);
+        if (!item.Backward) return item.Chunk == 0 ? null : key with { Chunk = item.Chunk - 1 };
+        return item.Chunk == _chunkCount - 1 ? key with { Backward = false } : key with { Chunk = item.Chunk + 1 };
+    }
+
+    /// <summary>Emits one item on one replica's stage; returns the op each local rank's next consumer waits for.</summary>
+    private int[] EmitItem(int dp, PipelineItem item, int[]? input)
+    {
+        var stage = StageOf(item);
+        var gpus = StageGpus(dp, stage);
+        var mb = item.Microbatch;
+        var (first, count) = _chunkLayers[item.Chunk];
+        var last = ItemInput(gpus, item, input);
+        var site = new LayerSite(gpus, first, mb);
+        var lastSite = new LayerSite(gpus, first + count - 1, mb);
+        var hasEmbedding = item.Chunk == 0 && _m.Vocabulary > 0;
+        var hasOutput = item.Chunk == _chunkCount - 1 && _m.Vocabulary > 0;
+        if (!item.Backward)
+        {
+            _b.Phase = OpPhase.Forward;
+            if (hasEmbedding) EmbeddingBlock.Instance.Emit(_c, BlockPass.Forward, site, last);
+            for (var layer = first; layer < first + count; layer++) Layer(BlockPass.Forward, gpus, layer, mb, last);
+            if (hasOutput)
+            {
+                OutputLayerBlock.Instance.Emit(_c, BlockPass.Forward, lastSite, last);
+                // Multi-token-prediction depths after the main model: input + one layer, then the shared head and loss.
+                for (var layer = _m.Layers; layer < _m.Layers + _m.MtpLayers; layer++)
+                {
+                    Layer(BlockPass.Forward, gpus, layer, mb, last);
+                    OutputLayerBlock.Instance.Emit(_c, BlockPass.Forward, new LayerSite(gpus, layer, mb), last);
+                }
+            }
+            return last;
+        }
+        return EmitBackward(dp, item, gpus, first, count, mb, last, lastSite, hasOutput);
     }
 
     /// <summary>
-    /// Emits one item on the stages of <paramref name="replicas"/> (one replica, or the replicas one context-parallel
-    /// ring spans, emitted together); returns, per replica, the op each local rank's next consumer waits for.
+    /// Emits one item on the stages of the folding units one context-parallel ring spans, together (the attention
+    /// blocks pass K/V blocks between them; every other block runs per unit, as <see cref="EmitItem"/> does); returns,
+    /// per unit, the op each local rank's next consumer waits for. Whole backwards only (zero-bubble B/W splits and
+    /// merged pairs are refused with such rings, <see cref="StrategySpec"/>).
     /// </summary>
-    private int[][] EmitItem(int[] replicas, PipelineItem item, int[][]? input)
+    private int[][] EmitRingItem(int[] replicas, PipelineItem item, int[]?[] input)
     {
-        var stage = StageOf(item.Chunk);
+        if (item.Part != PipelinePart.Full) throw new InvalidOperationException($"a context-parallel ring over {replicas.Length} units emits whole items, got {item}");
+        var stage = StageOf(item);
         var n = replicas.Length;
         var gpus = replicas.Select(dp => StageGpus(dp, stage)).ToArray();
         var mb = item.Microbatch;
         var (first, count) = _chunkLayers[item.Chunk];
         var last = new int[n][];
-        for (var r = 0; r < n; r++) last[r] = ItemInput(gpus[r], item, input?[r]);
+        for (var r = 0; r < n; r++) last[r] = ItemInput(gpus[r], item, input[r]);
         LayerSite Site(int r, int layer) => new(gpus[r], layer, mb);
         var hasEmbedding = item.Chunk == 0 && _m.Vocabulary > 0;
         var hasOutput = item.Chunk == _chunkCount - 1 && _m.Vocabulary > 0;
@@ -237,7 +324,6 @@ internal sealed class CorrectedDerivation
             if (hasOutput)
             {
                 for (var r = 0; r < n; r++) OutputLayerBlock.Instance.Emit(_c, BlockPass.Forward, Site(r, first + count - 1), last[r]);
-                // Multi-token-prediction depths after the main model: input + one layer, then the shared head and loss.
                 for (var layer = _m.Layers; layer < _m.Layers + _m.MtpLayers; layer++)
                 {
                     Layer(BlockPass.Forward, gpus, layer, mb, last);
@@ -258,11 +344,62 @@ internal sealed class CorrectedDerivation
         }
         for (var layer = first + count - 1; layer >= first; layer--)
         {
+            if (_st.Recompute) Layer(BlockPass.Recompute, gpus, layer, mb, last);
+            Layer(BlockPass.Backward, gpus, layer, mb, last);
+        }
+        return last;
+    }
+
+    private int[] EmitBackwardLayers(int[] gpus, int first, int count, int mb, int[] last, LayerSite lastSite, bool hasOutput)
+    {
+        if (hasOutput)
+        {
+            for (var layer = _m.Layers + _m.MtpLayers - 1; layer >= _m.Layers; layer--)
+            {
+                OutputLayerBlock.Instance.Emit(_c, BlockPass.Backward, new LayerSite(gpus, layer, mb), last);
+                if (_st.Recompute) Layer(BlockPass.Recompute, gpus, layer, mb, last);
+                Layer(BlockPass.Backward, gpus, layer, mb, last);
+            }
+            OutputLayerBlock.Instance.Emit(_c, BlockPass.Backward, lastSite, last);
+        }
+        for (var layer = first + count - 1; layer >= first; layer--)
+        {
             // Full recomputation: rerun this layer's forward from its saved input just before its backward.
             if (_st.Recompute) Layer(BlockPass.Recompute, gpus, layer, mb, last);
             Layer(BlockPass.Backward, gpus, layer, mb, last);
         }
         return last;
+    }
+
+    /// <summary>
+    /// Emits a backward: whole (dX and dW of every GEMM in place), or a zero-bubble B pass whose dW GEMMs are held for
+    /// the item's W pass (<see cref="LayerContext.DeferredWeightGradients"/>).
+    /// </summary>
+    private int[] EmitBackward(int dp, PipelineItem item, int[] gpus, int first, int count, int mb, int[] last, LayerSite lastSite, bool hasOutput)
+    {
+        if (item.Part != PipelinePart.InputGradient) return EmitBackwardLayers(gpus, first, count, mb, last, lastSite, hasOutput);
+        var deferred = new List<DeferredWeightGradient>();
+        _c.DeferredWeightGradients = deferred;
+        try { return EmitBackwardLayers(gpus, first, count, mb, last, lastSite, hasOutput); }
+        finally
+        {
+            _c.DeferredWeightGradients = null;
+            _deferredWeightGradients[(dp, Key(item))] = deferred;
+        }
+    }
+
+    /// <summary>Per local rank, a zero-byte join of two items' inputs (or the one present; null when neither is).</summary>
+    private int[]? JoinInputs(int[] gpus, int[]? a, int[]? b, int mb)
+    {
+        if (a is null && b is null) return null;
+        _b.Phase = OpPhase.Forward;
+        var joined = new int[gpus.Length];
+        for (var li = 0; li < gpus.Length; li++)
+        {
+            int[] deps = [.. new[] { a?[li] ?? -1, b?[li] ?? -1 }.Where(op => op >= 0).Distinct()];
+            joined[li] = deps.Length == 0 ? -1 : _b.AddElementwise(gpus[li], 0, -1, deps, index: 3, microbatch: mb);
+        }
+        return joined;
     }
 
     /// <summary>Each local rank's first dependency of an item: its input (all-gathered over TP under scatter/gather), or -1.</summary>
@@ -272,7 +409,7 @@ internal sealed class CorrectedDerivation
         if (input is null) { Array.Fill(last, -1); return last; }
         input.CopyTo(last, 0);
         // Scatter/gather: the slices that arrived from another stage are all-gathered over each TP group.
-        if (ScatterGathered && InputOf(item) is { } from && StageOf(from.Chunk) != StageOf(item.Chunk))
+        if (ScatterGathered && InputOf(item) is { } from && StageOf(from) != StageOf(item))
         {
             _b.Phase = item.Backward ? OpPhase.BackwardData : OpPhase.Forward;
             _c.TensorGroupCollective(gpus, OpKind.PipelineAllGather, _activationBytes, -1, item.Microbatch, last);
@@ -295,11 +432,11 @@ internal sealed class CorrectedDerivation
     /// so each all-to-all waits only on its own microbatch and runs on the communication stream under the other
     /// microbatch's compute; the scheduler then hides it exactly as far as that compute allows. Layers without a
     /// partner run alone; the forward's output layer comes last. The DAG only orders the work: nothing is priced here.
-    /// DualPipe's F&amp;B chunk pairs (<see cref="PipelineItem.OverlapsNext"/>) can reuse this emission.
+    /// DualPipe's F&amp;B chunk pairs (<see cref="PipelineItem.OverlapsNext"/>) use the same emission.
     /// </summary>
     private (int[] Forward, int[] Backward) EmitMergedPair(int dp, PipelineItem f, int[]? fInput, PipelineItem b, int[]? bInput)
     {
-        var stage = StageOf(f.Chunk);
+        var stage = StageOf(f);
         var gpus = StageGpus(dp, stage);
         var lastF = ItemInput(gpus, f, fInput);
         var lastB = ItemInput(gpus, b, bInput);
@@ -424,13 +561,18 @@ internal sealed class CorrectedDerivation
         }
     }
 
-    private bool ScatterGathered => _st.ScatterGather && _st.TP > 1;
+    /// <summary>
+    /// Megatron-LM's scatter/gather of pipeline tensors, which it skips under sequence parallelism (p2p_communication:
+    /// "scatter_gather_tensors_in_pipeline and not sequence_parallel"): the activation is already 1/TP per rank.
+    /// </summary>
+    private bool ScatterGathered => _st.ScatterGather && _st.TP > 1 && !_c.SequenceParallel;
 
     /// <summary>The item that consumes this one's outputs (the inverse of <see cref="InputOf"/>), or null for the first chunk's backward.</summary>
     private PipelineItem? ConsumerOf(PipelineItem item)
     {
-        if (!item.Backward) return item.Chunk == _chunkCount - 1 ? item with { Backward = true } : item with { Chunk = item.Chunk + 1 };
-        return item.Chunk == 0 ? null : item with { Chunk = item.Chunk - 1 };
+        var key = Key(item);
+        if (!item.Backward) return item.Chunk == _chunkCount - 1 ? key with { Backward = true } : key with { Chunk = item.Chunk + 1 };
+        return item.Chunk == 0 ? null : key with { Chunk = item.Chunk - 1 };
     }
 
     /// <summary>
@@ -440,9 +582,9 @@ internal sealed class CorrectedDerivation
     /// </summary>
     private int[] SendOnward(int dp, PipelineItem item, int[] outputs)
     {
-        if (ConsumerOf(item) is not { } consumer || StageOf(consumer.Chunk) == StageOf(item.Chunk)) return outputs;
-        var fromGpus = StageGpus(dp, StageOf(item.Chunk));
-        var toGpus = StageGpus(dp, StageOf(consumer.Chunk));
+        if (ConsumerOf(item) is not { } consumer || StageOf(consumer) == StageOf(item)) return outputs;
+        var fromGpus = StageGpus(dp, StageOf(item));
+        var toGpus = StageGpus(dp, StageOf(consumer));
         _b.Phase = item.Backward ? OpPhase.BackwardData : OpPhase.Forward;
         var sends = new int[outputs.Length];
         for (var li = 0; li < outputs.Length; li++)
@@ -453,16 +595,11 @@ internal sealed class CorrectedDerivation
     // ----- layers: the blocks of the layer pattern -----------------------------------------------------------------
 
     /// <summary>
-    /// One layer's blocks on each replica's stage; with a context-parallel ring over several replicas the attention
-    /// block is emitted for all of them together (its K/V blocks travel between the replicas' ranks).
+    /// One layer's blocks on each unit of a context-parallel ring: the attention block for all of them together (its
+    /// K/V blocks travel between the units' ranks), every other block per unit.
     /// </summary>
     private void Layer(BlockPass pass, int[][] gpus, int layer, int mb, int[][] last)
     {
-        if (gpus.Length == 1)
-        {
-            Layer(pass, gpus[0], layer, mb, last[0]);
-            return;
-        }
         var blocks = _pattern.BlocksOf(layer);
         void Emit(ILayerBlock block)
         {
@@ -505,7 +642,7 @@ internal sealed class CorrectedDerivation
     /// </summary>
     private void EmitGradientSync(int chunk, List<int>[] gradientOps)
     {
-        var stage = StageOf(chunk);
+        var positions = PositionsOf(chunk);
         var (first, count) = _chunkLayers[chunk];
         // ZeRO 2-3 and Megatron's distributed optimizer reduce-scatter the gradient buckets (each rank keeps the
         // reduced 1/N it updates); otherwise they are all-reduced.
@@ -516,28 +653,46 @@ internal sealed class CorrectedDerivation
         for (var layer = top; layer >= first; layer--)
         {
             var p = layer >= _m.Layers ? ParameterCounts.PerMtpDepth(_m, _st) : ParameterCounts.PerLayer(_m, _st, layer);
-            for (var er = 0; er < _st.EP; er++)
+            for (var li = 0; li < _st.FoldUnitGpus; li++)
             {
-                for (var tr = 0; tr < _st.TP; tr++)
-                {
-                    // Non-expert weights are shared by the data-parallel replicas and, with data-parallel attention,
-                    // by the EP ranks too; expert weights only by the replicas.
-                    if (er == 0 || !_c.AttentionDp)
-                        Sync(kind, SharedRanks(stage, er, tr, includeEp: _c.AttentionDp), p.NonExpert * _e, layer, gradientOps);
-                    Sync(kind, SharedRanks(stage, er, tr, includeEp: false), p.ExpertPerRank * _e, layer, gradientOps);
-                }
+                // Non-expert weights are shared by the data-parallel replicas and, with data-parallel attention,
+                // by the EP ranks too (every rank of the stage with the same attention TP rank); expert weights only by
+                // the expert-data-parallel replicas (the same ETP and EP rank).
+                if (li < _st.TP || !_c.AttentionDp)
+                    Sync(kind, NonExpertRanks(positions, li), p.NonExpert * _e, layer, gradientOps);
+                if (li < _st.EP * _st.ETP)
+                    Sync(kind, ExpertRanks(positions, li), p.ExpertPerRank * _e, layer, gradientOps);
             }
         }
     }
 
-    private int[] SharedRanks(int stage, int er, int tr, bool includeEp)
+    /// <summary>
+    /// Ranks sharing local rank li's non-expert weights on the stages holding them: the attention data-parallel group
+    /// (same TP rank), or under tensor-parallel attention the replicas.
+    /// </summary>
+    private int[] NonExpertRanks(int[] positions, int li)
     {
         var ranks = new List<int>();
-        for (var dp = 0; dp < _st.DP; dp++)
+        for (var dp = 0; dp < _st.FoldUnits; dp++)
+        foreach (var stage in positions)
         {
-            if (includeEp) for (var e = 0; e < _st.EP; e++) ranks.Add(_st.Rank(dp, stage, e, tr));
-            else ranks.Add(_st.Rank(dp, stage, er, tr));
+            if (_c.AttentionDp)
+            {
+                for (var l = li % _st.TP; l < _st.FoldUnitGpus; l += _st.TP) ranks.Add(_st.UnitRank(dp, stage, l));
+            }
+            else ranks.Add(_st.UnitRank(dp, stage, li));
         }
+        return ranks.ToArray();
+    }
+
+    /// <summary>Ranks sharing local rank li's expert weights: the expert-data-parallel group (same ETP and EP rank in every expert replica).</summary>
+    private int[] ExpertRanks(int[] positions, int li)
+    {
+        var ranks = new List<int>();
+        var replica = _st.EP * _st.ETP;
+        for (var dp = 0; dp < _st.FoldUnits; dp++)
+        foreach (var stage in positions)
+            for (var l = li % replica; l < _st.FoldUnitGpus; l += replica) ranks.Add(_st.UnitRank(dp, stage, l));
         return ranks.ToArray();
     }
 
@@ -560,17 +715,16 @@ internal sealed class CorrectedDerivation
         var steps = _stepOf = new int[_st.GpuCount];
         for (var dp = 0; dp < _builtReplicas; dp++)
         for (var pp = 0; pp < _st.PP; pp++)
-        for (var er = 0; er < _st.EP; er++)
-        for (var tr = 0; tr < _st.TP; tr++)
+        for (var li = 0; li < _st.FoldUnitGpus; li++)
         {
-            var g = _st.Rank(dp, pp, er, tr);
-            var p = ParameterCounts.OnStage(_m, _st, pp);
-            var shard = _st.ZeroStage >= 1 ? _st.DP : 1;
+            var g = _st.UnitRank(dp, pp, li);
+            var p = ParameterCounts.OnRank(_m, _st, pp);
+            var shard = _st.ZeroStage >= 1 ? _st.DP * Copies : 1;
             // Mixed-precision Adam: read fp32 master, m, v and the bf16 gradient, write them back (2 x 14 bytes/param).
             // The distributed optimizer updates 1/N of each buffer, N the ranks that reduced it: DP x EP for the
             // non-expert weights under data-parallel attention, DP for expert weights.
             var bytes = _st.UseDistributedOptimizer
-                ? p.NonExpert * 28 / NonExpertSyncRanks + p.ExpertPerRank * 28 / _st.DP
+                ? p.NonExpert * 28 / NonExpertSyncRanks + p.ExpertPerRank * 28 / (_st.DP * Copies)
                 : p.Total * 28 / shard;
             var deps = gradientOps[g].Count > 0 ? gradientOps[g].Distinct().ToArray() : LastBackwardOn(g);
             steps[g] = _b.AddElementwise(g, bytes, -1, deps, index: 6);
@@ -579,14 +733,15 @@ internal sealed class CorrectedDerivation
         {
             // Megatron's distributed optimizer without --overlap-param-gather: after the step every bucket's updated
             // parameters are all-gathered over the ranks that reduce-scattered it (the same groups as the gradients).
+            // Under DualPipe per model stage: both copies' ranks gather it.
             for (var pp = 0; pp < _st.PP; pp++)
             {
                 var p = ParameterCounts.OnStage(_m, _st, pp);
-                for (var er = 0; er < _st.EP; er++)
-                for (var tr = 0; tr < _st.TP; tr++)
+                var positions = PositionsOf(pp);
+                for (var li = 0; li < _st.FoldUnitGpus; li++)
                 {
-                    if (er == 0 || !_c.AttentionDp) Gather(SharedRanks(pp, er, tr, includeEp: _c.AttentionDp), p.NonExpert * _e);
-                    Gather(SharedRanks(pp, er, tr, includeEp: false), p.ExpertPerRank * _e);
+                    if (li < _st.TP || !_c.AttentionDp) Gather(NonExpertRanks(positions, li), p.NonExpert * _e);
+                    if (li < _st.EP * _st.ETP) Gather(ExpertRanks(positions, li), p.ExpertPerRank * _e);
                 }
             }
             return;
@@ -594,16 +749,15 @@ internal sealed class CorrectedDerivation
         if (_st.ZeroStage < 2 || _st.DP < 2) return;
         // ZeRO 2-3: each replica updated its shard; gather the updated weights back.
         for (var pp = 0; pp < _st.PP; pp++)
-        for (var er = 0; er < _st.EP; er++)
-        for (var tr = 0; tr < _st.TP; tr++)
+        for (var li = 0; li < _st.FoldUnitGpus; li++)
         {
-            var ranks = Enumerable.Range(0, _st.DP).Select(dp => _st.Rank(dp, pp, er, tr)).ToArray();
+            var ranks = ExpertRanks(PositionsOf(pp), li);   // ZeRO is refused with ETP != TP: one rank's replicas
             _b.AddCommunication(OpKind.ParameterAllGather, _b.Group(ranks), ParameterCounts.OnStage(_m, _st, pp).Total * _e, -1, ranks.Select(g => steps[Rep(g)]).Distinct().ToArray());
         }
     }
 
     /// <summary>Ranks that share (and reduce) the non-expert gradients: the replicas, and the EP ranks under data-parallel attention.</summary>
-    private int NonExpertSyncRanks => _st.DP * (_c.AttentionDp ? _st.EP : 1);
+    private int NonExpertSyncRanks => (_c.AttentionDp ? _st.AttentionDataParallelSize : _st.DP) * Copies;
 
     private void Gather(int[] ranks, long bytes)
     {

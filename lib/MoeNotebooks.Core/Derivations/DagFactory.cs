@@ -65,10 +65,11 @@ public static class DagFactory
     /// </summary>
     public static double EstimateOperations(ModelSpec model, StrategySpec st, DagFolding folding = DagFolding.None)
     {
-        // Folded: one replica is built, or the replicas one context-parallel ring spans (CP / EP of them when CP > EP).
-        var built = st.CP > st.EP ? st.CP / st.EP : 1;
-        if (folding == DagFolding.Symmetric && st.Derivation != Derivation.Seed && st.DP > built)
-            return EstimateOperations(model, st with { DP = built }) + (double)model.Layers * st.GpuCount / st.DP * built * 2;
+        // Folded: one unit of each stage is built (one replica with ETP = TP, where this is the estimate at DP = 1), or the
+        // units one context-parallel ring spans.
+        var built = Math.Max(1, st.ContextParallelUnits);
+        if (folding == DagFolding.Symmetric && st.Derivation != Derivation.Seed && st.FoldUnits > built)
+            return EstimateOperations(model, st) / st.FoldUnits * built + (double)model.Layers * st.GpuCount / st.FoldUnits * built * 2;
         // Context parallelism: two products per head and a send and a merge per ring step.
         double heads = Math.Max(1, model.AttentionHeads / st.TP) * st.CP + (st.CP > 1 ? st.CP : 0);
         double experts = model.IsDense ? 2 : Math.Max(1, model.Experts / Math.Max(1, st.EP)) * Math.Max(1, st.AllToAllChunks);

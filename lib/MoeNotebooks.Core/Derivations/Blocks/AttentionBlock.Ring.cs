@@ -25,18 +25,23 @@ internal sealed partial class AttentionBlock
     /// <summary>Context-parallel attention over the stages of one or more replicas (one ring group), per-replica state in <paramref name="lasts"/>.</summary>
     public void EmitRing(LayerContext c, BlockPass pass, LayerSite[] sites, int[][] lasts)
     {
-        if (sites.Length * c.St.EP % c.St.CP != 0)
-            throw new InvalidOperationException($"a CP ring of {c.St.CP} ranks needs whole rings: {sites.Length} replica(s) of EP = {c.St.EP} ranks given");
+        if (sites.Length * sites[0].Gpus.Length / c.St.TP % c.St.CP != 0)
+            throw new InvalidOperationException($"a CP ring of {c.St.CP} ranks needs whole rings: {sites.Length} unit(s) of {sites[0].Gpus.Length / c.St.TP} attention ranks given");
         if (pass == BlockPass.Backward) RingBackward(c, sites, lasts);
         else RingForward(c, pass, sites, lasts);
     }
 
-    /// <summary>The ring's geometry over the flattened positions pos = r x (EP x TP) + er x TP + tr of the ring group's replicas.</summary>
-    private readonly record struct Ring(int Cp, int Ep, int Tp, int PerSite)
+    /// <summary>
+    /// The ring's geometry over the flattened positions pos = r x U + li of the ring group's folding units (U ranks each,
+    /// local rank li: attention tp = li mod TP, attention data-parallel index li / TP; with ETP = TP li = er x TP + tr).
+    /// </summary>
+    private readonly record struct Ring(int Cp, int Tp, int PerSite)
     {
-        public static Ring Of(LayerContext c, LayerSite[] sites) => new(c.St.CP, c.St.EP, c.St.TP, sites[0].Gpus.Length);
-        /// <summary>Attention data-parallel index j = r x EP + er (CP rank j mod CP).</summary>
-        private int J(int pos) => pos / PerSite * Ep + pos % PerSite / Tp;
+        public static Ring Of(LayerContext c, LayerSite[] sites) => new(c.St.CP, c.St.TP, sites[0].Gpus.Length);
+        /// <summary>Attention ranks of a unit (EP with ETP = TP).</summary>
+        private int A => PerSite / Tp;
+        /// <summary>Attention data-parallel index j = r x A + li / TP (CP rank j mod CP).</summary>
+        private int J(int pos) => pos / PerSite * A + pos % PerSite / Tp;
         public int CpRank(int pos) => J(pos) % Cp;
         /// <summary>The position of CP rank (own + <paramref name="shift"/>) mod CP in the same ring (same TP rank).</summary>
         public int Peer(int pos, int shift)
@@ -44,7 +49,7 @@ internal sealed partial class AttentionBlock
             var j = J(pos);
             var k = j % Cp;
             var target = j - k + ((k + shift) % Cp + Cp) % Cp;
-            return target / Ep * PerSite + target % Ep * Tp + pos % Tp;
+            return target / A * PerSite + target % A * Tp + pos % Tp;
         }
     }
 
