@@ -132,6 +132,31 @@ public class ContextParallelTests
     }
 
     [Fact]
+    public void RingsWorkUnderMoeParallelFoldingWithExpertTensorParallelism()
+    {
+        // Oracle: the CP = 1 layout on the same GPUs (FLOPs conserved, as above) and the folded DAG (the whole DAG).
+        // EP 2, ETP 1, TP 2 with sequence parallelism (Megatron's rule for etp != tp): a folding unit is lcm(2, 2) = 2
+        // ranks holding one attention rank, so a CP 2 ring spans two units; the ring's sends stay between equal TP ranks.
+        var moe = new ModelSpec("moe", 2, 1024, 8, 1024, 8, 2, 4, 512) { Causal = true }.Validated();
+        var st = new StrategySpec(2, 2, 1, 4) { Mode = WorkloadMode.Training, ExpertTensorParallelSize = 1, SequenceParallel = true, ContextParallelSize = 2 }.Validated();
+        Assert.Equal(2, st.ContextParallelUnits);
+        var dag = st.BuildDag(moe);
+        var whole = (st with { ContextParallelSize = 1 }).BuildDag(moe.Validated() with { Batch = 8 });
+        double Attention(OperatorDag d) => Ops(d, op => d.Category(op) == OpCategory.Attention).Sum(d.Flops);
+        // Batch 4 over attention DP 2 with CP 2 against batch 8 over attention DP 4: per sequence the ring's pairs equal
+        // the whole sequence's, so twice the sequences give twice the attention FLOPs.
+        Assert.Equal(2 * Attention(dag), Attention(whole));
+        Assert.Contains(Ops(dag, _ => true), op => dag.Kind(op) == OpKind.ContextParallelSend);
+        foreach (var op in Ops(dag, op => dag.Kind(op) == OpKind.ContextParallelSend))
+        {
+            var m = dag.GroupMembers(dag.Group(op));
+            Assert.Equal(m[0] % 2, m[1] % 2);
+        }
+        var cost = CostModel.RooflineIdeal(HardwareCatalog.Get("H100-SXM").WithGpus(8));
+        Assert.Equal(dag.CriticalPath(cost).TotalSeconds, st.BuildDag(moe, DagFolding.Symmetric).CriticalPath(cost).TotalSeconds, 9);
+    }
+
+    [Fact]
     public void WithFreeCommunicationTheStepMatchesTheUnsplitLayoutOnTheSameTokensPerGpu()
     {
         // Oracle (bound): with communication free, a CP = c step on sequences of S does on each GPU the linear work of
