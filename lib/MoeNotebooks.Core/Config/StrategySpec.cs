@@ -456,7 +456,6 @@ public sealed record StrategySpec(int EP, int TP, int PP, int DP, Derivation Der
         if (OverlapParamGather) unpriced.Add(("overlapParamGather", B(true), "false"));
         if (Schedule is PipelineSchedule.DualPipe or PipelineSchedule.ZeroBubbleH1 && Mode == WorkloadMode.Training)
             unpriced.Add(("schedule", $"\"{JsonObjectReader.Kebab(Schedule.ToString())}\"", "\"1f1b\" or \"interleaved\" (the schedule's plan and bubble are in PipelinePlan; the DAG does not split W from B yet)"));
-        if (MoeAllToAllOverlap == MoeAllToAllOverlap.DeepEp) unpriced.Add(("moeAllToAllOverlap", "\"deep-ep\"", "\"none\" or \"1f1b\" (DeepEP's kernels are priced by costModel.alltoall)"));
         if (unpriced.Count > 0)
         {
             var (field, value, fallback) = unpriced[0];

@@ -164,5 +164,15 @@ public sealed class CostModel(string name, IComputeCostModel compute, ICommunica
         return new Analysis.LinkFootprints(dag, topology.LinkCount, byGroup);
     }
 
+    /// <summary>
+    /// The fraction of each GPU's SMs an all-to-all takes from compute while it runs (0: none, as NCCL's copy-engine
+    /// and proxy-driven transfers are modelled). DeepEP's normal kernels run on <c>deepEpSms</c> SMs
+    /// (<see cref="Config.CostModelSpec.DeepEpSms"/>) out of the GPU's <see cref="Config.GpuSpec.SmCount"/>.
+    /// </summary>
+    public double AllToAllSmShare { get; init; }
+
+    /// <summary>What the scheduler needs to slow compute under SM-taking communication; null when nothing takes SMs.</summary>
+    public Analysis.ComputeShares? ComputeShares(OperatorDag dag) => AllToAllSmShare > 0 ? new Analysis.ComputeShares(dag, AllToAllSmShare) : null;
+
     public override string ToString() => Name;
 }
