@@ -5,7 +5,7 @@ using MoeNotebooks.Config;
 namespace MoeNotebooks.Cli;
 
 /// <summary>
-/// <c>moe search SCENARIO.json --gpus N [--top 5] [--microbatches 1,2,4] [--virtual-stages 1,2] [--distributed-optimizer both]</c>:
+/// <c>moe search SCENARIO.json --gpus N [--top 5] [--microbatches 1,2,4] [--virtual-stages 1,2] [--distributed-optimizer both] [--schedules 1f1b,zero-bubble-h1,dualpipe]</c>:
 /// the fastest strategies and why; infeasible candidates counted by reason.
 /// </summary>
 public static class SearchVerb
@@ -18,6 +18,7 @@ public static class SearchVerb
         var mbText = options.Option("--microbatches", "");
         var vpText = options.Option("--virtual-stages", "");
         var distText = options.Option("--distributed-optimizer", "");
+        var schedText = options.Option("--schedules", "");
         options.Finish();
         // Every option is checked before the scenario is read or anything printed.
         int? gpusOption = gpusText == "" ? null : SweepVerb.ParseInt("--gpus", gpusText, 1, (int)Bounds.Gpus.Max);
@@ -35,12 +36,22 @@ public static class SearchVerb
             "false" => [false],
             _ => throw new UsageException($"--distributed-optimizer {Cli.Shown(distText)}: must be both, true or false"),
         };
+        var schedParts = schedText == "" ? [] : schedText.Split(',');
+        if (schedParts.Length > 8) throw new UsageException($"--schedules lists {schedParts.Length} schedules: give at most 8");
+        IReadOnlyList<PipelineSchedule>? schedules = schedText == "" ? null : schedParts.Select(t => t.Trim() switch
+        {
+            "1f1b" => PipelineSchedule.OneFOneB,
+            "gpipe" => PipelineSchedule.Gpipe,
+            "zero-bubble-h1" or "zb-h1" => PipelineSchedule.ZeroBubbleH1,
+            "dualpipe" or "dual-pipe" => PipelineSchedule.DualPipe,
+            var other => throw new UsageException($"--schedules {Cli.Shown(other)}: must be a comma-separated list of 1f1b, gpipe, zero-bubble-h1, dualpipe (interleaving comes from --virtual-stages)"),
+        }).ToArray();
         IReadOnlyList<int>? microbatches = mbText == "" ? null
             : mbParts.Select(t => SweepVerb.ParseInt("--microbatches", t.Trim(), 1, (int)Bounds.Microbatches.Max)).ToArray();
         var scenario = Scenario.Load(path);
         var gpus = gpusOption ?? scenario.Hardware.GpuCount;
         var bar = new ProgressBar(stderr);
-        var result = StrategySearch.Run(scenario, gpus, new SearchOptions(top, microbatches, VirtualStages: virtualStages, DistributedOptimizer: distributed), bar);
+        var result = StrategySearch.Run(scenario, gpus, new SearchOptions(top, microbatches, VirtualStages: virtualStages, DistributedOptimizer: distributed, Schedules: schedules), bar);
         bar.Finish();
         var c = CultureInfo.InvariantCulture;
         stdout.WriteLine(string.Create(c, $"{scenario.Name} on {gpus} x {scenario.Hardware.Gpu.Name}: {result.Considered:N0} strategies, {result.Evaluated:N0} evaluated, {result.Rejected:N0} rejected, {result.Elapsed.TotalSeconds:F2} s"));

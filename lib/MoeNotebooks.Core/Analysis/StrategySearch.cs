@@ -12,6 +12,9 @@ namespace MoeNotebooks.Analysis;
 /// rejected candidates are counted under their reason, not evaluated. <paramref name="VirtualStages"/>: model chunks per
 /// GPU tried (values above 1 use the interleaved schedule with PP &gt; 1; default: the scenario's).
 /// <paramref name="DistributedOptimizer"/>: with and/or without Megatron's distributed optimizer (default: the scenario's).
+/// <paramref name="Schedules"/>: pipeline schedules tried with one virtual stage and PP &gt; 1 (default: the scenario's);
+/// a layout a schedule cannot run (DualPipe on an odd pipeline or with fewer than 2 x PP microbatches) is rejected with
+/// the reason counted.
 /// </summary>
 public sealed record SearchOptions(
     int Top = 5,
@@ -20,7 +23,8 @@ public sealed record SearchOptions(
     int MaxDegreeOfParallelism = 0,
     bool SkipMemoryInfeasible = true,
     IReadOnlyList<int>? VirtualStages = null,
-    IReadOnlyList<bool>? DistributedOptimizer = null)
+    IReadOnlyList<bool>? DistributedOptimizer = null,
+    IReadOnlyList<PipelineSchedule>? Schedules = null)
 {
     public static SearchOptions Default { get; } = new();
 }
@@ -71,7 +75,7 @@ public static class StrategySearch
     /// <paramref name="template"/> (default: a corrected forward pass) with the sizes replaced.
     /// </summary>
     public static IReadOnlyList<StrategySpec> Candidates(int gpus, IReadOnlyList<int>? microbatches = null, StrategySpec? template = null,
-        IReadOnlyList<int>? virtualStages = null, IReadOnlyList<bool>? distributedOptimizer = null)
+        IReadOnlyList<int>? virtualStages = null, IReadOnlyList<bool>? distributedOptimizer = null, IReadOnlyList<PipelineSchedule>? schedules = null)
     {
         template ??= new StrategySpec(1, 1, 1, 1);
         var list = new List<StrategySpec>();
@@ -86,11 +90,16 @@ public static class StrategySearch
                 // Virtual stages need a pipeline; a value above 1 selects Megatron's interleaved schedule.
                 if (vp > 1 && pp == 1) continue;
                 var schedule = vp > 1 ? PipelineSchedule.Interleaved : template.Schedule == PipelineSchedule.Interleaved ? PipelineSchedule.OneFOneB : template.Schedule;
+                schedule = virtualStages is null ? template.Schedule : schedule;
+                // Listed schedules apply to pipelines of one virtual stage (interleaving is chosen by the virtual stages);
+                // without a pipeline the schedule has nothing to order, so one candidate stands for all.
+                var tried = schedules is null || vp > 1 || pp == 1 ? [schedule] : schedules.Where(x => x != PipelineSchedule.Interleaved).Distinct().ToArray();
+                foreach (var sched in tried)
                 foreach (var dist in dists)
                     list.Add(template with
                     {
                         EP = ep, TP = tp, PP = pp, DP = dp, Derivation = Derivation.Corrected, Microbatches = mb,
-                        VirtualStages = vp, Schedule = virtualStages is null ? template.Schedule : schedule,
+                        VirtualStages = vp, Schedule = sched,
                         UseDistributedOptimizer = dist, ZeroStage = dist ? 0 : template.ZeroStage,
                     });
             }
@@ -123,7 +132,7 @@ public static class StrategySearch
             foreach (var mb in mbs) Validate.Positive("microbatches", mb);
         var clock = Stopwatch.StartNew();
         var hardware = scenario.Hardware.WithGpus(gpus);
-        var candidates = Candidates(gpus, options.Microbatches, scenario.Strategy, options.VirtualStages, options.DistributedOptimizer);
+        var candidates = Candidates(gpus, options.Microbatches, scenario.Strategy, options.VirtualStages, options.DistributedOptimizer, options.Schedules);
         // The whole search is bounded too: each candidate is bounded by the size guard, and their number by this.
         if (candidates.Count > MaxCandidates)
             throw new ConfigException("gpus", gpus.ToString(System.Globalization.CultureInfo.InvariantCulture),
