@@ -117,6 +117,8 @@ public class ScheduleDagTests
         var mem = MemoryModel.Estimate(model, st, HardwareCatalog.Get("H100-SXM") with { GpuCount = 4 });
         var one = MemoryModel.Estimate(model, st with { Schedule = PipelineSchedule.OneFOneB }, HardwareCatalog.Get("H100-SXM") with { GpuCount = 4 });
         for (var s = 0; s < 4; s++) Assert.Equal(2 * one.Stages[s].WeightsBytes, mem.Stages[s].WeightsBytes, 6);
+        Assert.Contains(MemoryModel.DualPipeNote, mem.ToString());   // what `moe evaluate` prints on its Memory line
+        Assert.DoesNotContain("DualPipe", one.ToString());
     }
 
     [Fact]
