@@ -41,6 +41,8 @@ public class FoldingPropertyTests
         // Tensor-parallel attention needs heads divisible by TP x EP and the batch by DP x microbatches only: keep
         // the case's batch (divisible by DP x EP x microbatches) and fall back to data-parallel attention otherwise.
         if (tensorAttention && s.Model.AttentionHeads % (st.TP * st.EP) != 0) st = st with { Attention = AttentionPlacement.DataParallel };
+        // Megatron-Core's EP all-to-all overlap hides the all-to-all of data-parallel attention (there is none otherwise).
+        if (st.MoeAllToAllOverlap == MoeAllToAllOverlap.OneFOneB) st = st with { Attention = AttentionPlacement.DataParallel };
         return (s with { Strategy = st }).Validated();
     }
 
@@ -64,8 +66,9 @@ public class FoldingPropertyTests
         var cost = s.CreateCostModel();
         var whole = s.BuildDag(DagFolding.None);
         var folded = s.BuildDagFor(cost);
-        // A fold the cost model does not keep symmetric is refused, never priced.
-        if (!folded.IsFolded && s.Strategy.DP > 1 && s.Strategy.Derivation == Derivation.Corrected)
+        // A fold the cost model does not keep symmetric is refused, never priced (replicas are the stage's folding
+        // units: DP of them with ETP = TP, fewer when MoE parallel folding makes a unit hold several expert replicas).
+        if (!folded.IsFolded && s.Strategy.FoldUnits > 1 && s.Strategy.Derivation == Derivation.Corrected)
             Assert.Throws<InvalidOperationException>(() => cost.Price(s.BuildDag(DagFolding.Symmetric)));
         var w = whole.CriticalPath(cost);
         var f = folded.CriticalPath(cost);
