@@ -29,14 +29,18 @@ public static class Scheduler
     /// <see cref="CostModel.Footprints"/>) operations sharing a link contend, and the result's durations are the
     /// contended ones.
     /// </summary>
-    public static CriticalPathResult Schedule(OperatorDag dag, double[] durations, string costModel = "given durations", LinkFootprints? links = null)
+    public static CriticalPathResult Schedule(OperatorDag dag, double[] durations, string costModel = "given durations", LinkFootprints? links = null) =>
+        Schedule(dag, durations, costModel, links, out _);
+
+    /// <summary><see cref="Schedule(OperatorDag, double[], string, LinkFootprints?)"/>, also handing out each operation's critical predecessor (-1 for none).</summary>
+    internal static CriticalPathResult Schedule(OperatorDag dag, double[] durations, string costModel, LinkFootprints? links, out int[] criticalPredecessor)
     {
         if (durations.Length != dag.Count)
             throw new ArgumentException($"durations has {durations.Length} entries but the DAG has {dag.Count} operations", nameof(durations));
         int n = dag.Count;
         var start = new double[n];
         var finish = new double[n];
-        var critPred = new int[n];
+        var critPred = criticalPredecessor = new int[n];
         var total = Run(dag, durations, start, finish, critPred, links);
         if (links is not null)
         {

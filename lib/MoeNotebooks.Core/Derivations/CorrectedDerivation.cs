@@ -56,8 +56,19 @@ internal sealed class CorrectedDerivation
     private readonly int _builtReplicas;
     private readonly int[]? _representative;
 
-    private CorrectedDerivation(ModelSpec model, StrategySpec st, DagFolding folding)
+    /// <summary>
+    /// Microbatches whose pipeline items are emitted: the strategy's, or fewer for microbatch-periodic extrapolation
+    /// (<see cref="Analysis.MicrobatchPeriodicity"/>): the shapes stay those of the strategy's microbatch (the layer
+    /// context is the strategy's), only the pipeline plan is that of <see cref="_planMicrobatches"/> microbatches.
+    /// </summary>
+    private readonly int _planMicrobatches;
+
+    /// <summary>Each emitted item's contiguous operation range (its layers and its onward send), in emission order.</summary>
+    private readonly List<ItemSpan> _items = new();
+
+    private CorrectedDerivation(ModelSpec model, StrategySpec st, DagFolding folding, int planMicrobatches = 0)
     {
+        _planMicrobatches = planMicrobatches > 0 ? planMicrobatches : st.Microbatches;
         _m = model;
         _st = st;
         _b = new DagBuilder(st.GpuCount, model.ElementBytes, model.Dtype, $"corrected derivation, {st}")
@@ -98,6 +109,18 @@ internal sealed class CorrectedDerivation
         return derivation.BuildDag();
     }
 
+    /// <summary>
+    /// The DAG of the strategy's microbatch shapes with only <paramref name="planMicrobatches"/> microbatches in the
+    /// pipeline plan, and the operation range of every emitted item (for <see cref="Analysis.MicrobatchPeriodicity"/>).
+    /// </summary>
+    internal static (OperatorDag Dag, IReadOnlyList<ItemSpan> Items) BuildWithItems(ModelSpec model, StrategySpec st, int planMicrobatches, DagFolding folding, double expectedOperations = 0)
+    {
+        var derivation = new CorrectedDerivation(model, st, folding, planMicrobatches);
+        derivation._b.Reserve(expectedOperations);
+        var dag = derivation.BuildDag();
+        return (dag, derivation._items);
+    }
+
     private int StageOf(int chunk) => chunk % _st.PP;
 
     private int[] StageGpus(int dp, int stage)
@@ -110,7 +133,7 @@ internal sealed class CorrectedDerivation
 
     private OperatorDag BuildDag()
     {
-        var plan = PipelinePlan.Build(_st.PP, _st.VirtualStages, _st.Microbatches, _st.Schedule, _training);
+        var plan = PipelinePlan.Build(_st.PP, _st.VirtualStages, _planMicrobatches, _st.Schedule, _training);
         // Outputs of each emitted item, per replica and per local rank: the next item's inputs.
         var outputs = new Dictionary<PipelineItem, int[][]>();
         var next = new int[_st.PP];
@@ -130,9 +153,13 @@ internal sealed class CorrectedDerivation
                     if (input is not null && !outputs.ContainsKey(input.Value)) break;
                     var perReplica = new int[_builtReplicas][];
                     for (var dp = 0; dp < _builtReplicas; dp++)
+                    {
+                        var first = _b.Count;
                         perReplica[dp] = SendOnward(dp, item, EmitItem(dp, item, input is null ? null : outputs[input.Value][dp]));
+                        _items.Add(new ItemSpan(dp, stage, next[stage], item, first, _b.Count));
+                    }
                     outputs[item] = perReplica;
-                    if (item.Backward && item.Microbatch == _st.Microbatches - 1 && LastMicrobatchOfChunk(plan[stage], next[stage]))
+                    if (item.Backward && item.Microbatch == _planMicrobatches - 1 && LastMicrobatchOfChunk(plan[stage], next[stage]))
                     {
                         // --overlap-grad-reduce: each chunk's buckets go as soon as its last backward is issued;
                         // without it Megatron reduces every bucket after the whole backward (finalize_model_grads).
@@ -394,3 +421,9 @@ internal sealed class CorrectedDerivation
     /// <summary>Layers per chunk: as even as possible, earlier chunks take the remainder.</summary>
     internal static (int First, int Count)[] SplitLayers(int layers, int stages) => PipelineLayers.Split(layers, stages, 1, null, null);
 }
+
+/// <summary>
+/// One emitted pipeline item: replica, stage, its position in the stage's plan, and the contiguous range
+/// [<see cref="First"/>, <see cref="End"/>) of operation ids it emitted (its layers and its onward send).
+/// </summary>
+internal readonly record struct ItemSpan(int Replica, int Stage, int Position, PipelineItem Item, int First, int End);
