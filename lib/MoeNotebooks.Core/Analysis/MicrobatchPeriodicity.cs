@@ -107,7 +107,10 @@ public static class MicrobatchPeriodicity
         var training = st.Mode == WorkloadMode.Training;
         var p = st.PP;
         // Never spend more on attempts than building the run whole would cost (or than the size guard allows).
-        var budget = Math.Min(DagFactory.EstimateOperations(scenario.Model, st, folding), DagFactory.MaxOperations);
+        var budget = Math.Min(DagFactory.EstimateOperations(scenario.Model, st, folding),
+            Math.Min(DagFactory.MaxOperations, DagFactory.MaxEstimatedSeconds / DagFactory.SecondsPerEstimatedOperation));
+        Built? last = null;
+        var lastMicrobatches = 0;
         var attempts = new Budget(budget);
         foreach (var steady in SteadyPeriodsTried)
         {
@@ -120,12 +123,13 @@ public static class MicrobatchPeriodicity
                 var mB = (training ? p + steady : steady + 2) + 1;
                 mB += ((m - mB) % modulus + modulus) % modulus;
                 if (mB >= m) return Refuse("nothing to gain: the whole run is as small as the parts to build");
-                if (!attempts.Spend(DagFactory.EstimateOperations(scenario.Model, st with { Microbatches = mB }, folding)))
-                    return Refuse("the attempts would cost more than building the run whole");
+                if (mB != lastMicrobatches && !attempts.Spend(DagFactory.EstimateOperations(scenario.Model, st with { Microbatches = mB }, folding)))
+                    return Refuse("the attempts would cost more than building the run whole (or than the size guard allows)");
                 try
                 {
-                    var b = BuildAndSchedule(scenario, cost, folding, mB);
+                    var b = mB == lastMicrobatches ? last : BuildAndSchedule(scenario, cost, folding, mB);
                     if (b is null) return null;
+                    (last, lastMicrobatches) = (b, mB);
                     for (var c = modulus == 1 ? 1 : 2; c <= periods; c++)
                         if (TryWith(scenario, cost, folding, b, mB, c, attempts) is { } result) return result;
                 }
@@ -197,6 +201,7 @@ public static class MicrobatchPeriodicity
             estimate = DagFactory.CheckSize(s.Model, s.Strategy with { Microbatches = microbatches });
             (dag, items) = CorrectedDerivation.BuildWithItems(s.Model, s.Strategy, microbatches, DagFolding.None, estimate);
         }
+        if (items is null) { Refuse("an item was emitted outside the plain item order (zero-bubble W, overlapped pair)"); return null; }
         // Link contention: a link's state is carried from operation to operation in id order, so links are streams too
         // (their predecessors must map by σ like the GPU streams'); the contention rule is homogeneous in time.
         var links = cost.Footprints(dag);

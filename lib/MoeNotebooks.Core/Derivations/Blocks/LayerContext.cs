@@ -53,7 +53,7 @@ internal sealed partial class LayerContext
         Training = st.Mode == WorkloadMode.Training;
         AttentionDp = st.Attention == AttentionPlacement.DataParallel;
         H = model.HiddenSize; S = model.SequenceLength; D = model.HeadDim; E = model.ElementBytes; F = model.FfnHiddenSize;
-        SequencesPerRank = model.Batch / ((long)st.DP * (AttentionDp ? st.EP : 1) * st.Microbatches);
+        SequencesPerRank = model.Batch / ((long)(AttentionDp ? st.AttentionDataParallelSize : st.DP) * st.Microbatches);
         TokensPerRank = RoutingOutcome.AttentionTokensPerRank(model, st);
         ActivationBytes = TokensPerRank * H * E;
         // Seed §2 splits the head dimension (d_k / 8 = 64) as well as the heads; Megatron splits heads only.
@@ -73,7 +73,7 @@ internal sealed partial class LayerContext
             // Routing: the EP group's tokens x topK spread over the experts by the routing distribution, capped by
             // the capacity factor (seed §1 assumes avg_tokens_per_expert, i.e. uniform, and no capacity limit).
             var processed = RoutingOutcome.Of(model, st)!.TokensPerExpert;
-            RoutedTokensPerRank = TokensPerRank * model.TopK;
+            RoutedTokensPerRank = MoeSourceTokensPerRank * model.TopK;
             ExpertTokensByChunk = new long[st.AllToAllChunks][];
             for (var c = 0; c < st.AllToAllChunks; c++)
                 ExpertTokensByChunk[c] = processed.Select(t => t / st.AllToAllChunks + (c < t % st.AllToAllChunks ? 1 : 0)).ToArray();
@@ -100,15 +100,44 @@ internal sealed partial class LayerContext
 
     public static ReadOnlySpan<int> Deps(int op) => op < 0 ? [] : new[] { op };
 
+    /// <summary>
+    /// Where weight-gradient GEMMs go while a zero-bubble input-gradient pass (B) is emitted: null (the default) emits
+    /// each dW right after its dX, as every schedule without a B/W split does; a list collects them instead, for the
+    /// schedule's weight-gradient pass (W) to issue later (<see cref="EmitWeightGradients"/>).
+    /// </summary>
+    public List<DeferredWeightGradient>? DeferredWeightGradients { get; set; }
+
     /// <summary>Adds dX = dY W^T (shape m x n . n x k) and dW = X^T dY (k x m . m x n); returns dX.</summary>
     public int Backward(OpKind kind, int g, MatmulShape fwd, int layer, ReadOnlySpan<int> deps, int index, int mb)
     {
         B.Phase = OpPhase.BackwardData;
         var dx = B.AddMatmul(kind, g, new(fwd.M, fwd.N, fwd.K, fwd.Batch), layer, deps, index, mb);
+        var dw = new MatmulShape(fwd.K, fwd.M, fwd.N, fwd.Batch);
+        // The attention products have no weights: their second GEMM (dK, dV) belongs to the input gradient and stays in B.
+        if (DeferredWeightGradients is { } deferred && kind.Category() != OpCategory.Attention)
+        {
+            // Zero-bubble B/W split (Qi et al. 2023 §2): dW needs only X and dY, both available now; it is issued later.
+            deferred.Add(new DeferredWeightGradient(kind, g, dw, layer, deps.ToArray(), index, mb));
+            return dx;
+        }
         B.Phase = OpPhase.BackwardWeight;
-        B.AddMatmul(kind, g, new(fwd.K, fwd.M, fwd.N, fwd.Batch), layer, deps, index, mb);
+        B.AddMatmul(kind, g, dw, layer, deps, index, mb);
         B.Phase = OpPhase.BackwardData;
         return dx;
+    }
+
+    /// <summary>
+    /// Issues deferred weight-gradient GEMMs (a zero-bubble W pass) in the order their B pass produced them; returns
+    /// the last op issued on each GPU for each layer, so gradient synchronisation can wait for it.
+    /// </summary>
+    public Dictionary<(int Gpu, int Layer), int> EmitWeightGradients(IReadOnlyList<DeferredWeightGradient> deferred)
+    {
+        B.Phase = OpPhase.BackwardWeight;
+        var done = new Dictionary<(int Gpu, int Layer), int>();
+        foreach (var w in deferred)
+            done[(w.Gpu, w.Layer)] = B.AddMatmul(w.Kind, w.Gpu, w.Shape, w.Layer, w.Deps, w.Index, w.Microbatch);
+        B.Phase = OpPhase.BackwardData;
+        return done;
     }
 
     // ----- linear layers under a precision recipe -------------------------------------------------------------------
@@ -150,6 +179,21 @@ internal sealed partial class LayerContext
     /// </summary>
     public bool SequenceParallel => St.SequenceParallel && St.TP > 1;
 
+    /// <summary>
+    /// The MoE block runs Megatron-Core's all-to-all token dispatcher on each rank's own tokens (sequence parallelism, or
+    /// MoE parallel folding with ETP != TP): router and permutation on the rank's T/TP tokens (T at TP = 1), all-to-all over
+    /// the EP group, all-gather over the ETP group before the experts and reduce-scatter after, all-to-all back
+    /// (MoEAlltoAllTokenDispatcher.token_permutation / token_unpermutation). Otherwise today's: every TP rank routes
+    /// all T tokens, experts TP-sharded, outputs all-reduced over TP.
+    /// </summary>
+    public bool ShardedDispatch => St.ETP != St.TP || SequenceParallel;
+
+    /// <summary>Tokens each rank routes and dispatches: T / TP under sequence parallelism, else T.</summary>
+    public long MoeSourceTokensPerRank => SequenceParallel ? TokensPerRank / St.TP : TokensPerRank;
+
+    /// <summary>One rank's [routed-from tokens, H] activation in bytes (the MoE block's input and output on this rank).</summary>
+    public long MoeSourceActivationBytes => MoeSourceTokensPerRank * H * E;
+
     /// <summary>Bytes of an elementwise pass over the block's [tokens, H] activations: 1/TP of them under sequence parallelism.</summary>
     public long SequenceShard(long bytes) => SequenceParallel ? bytes / St.TP : bytes;
 
@@ -160,3 +204,6 @@ internal sealed partial class LayerContext
             last[li] = B.AddElementwise(site.Gpus[li], bytes, site.Layer, Deps(last[li]), index: role, microbatch: site.Microbatch);
     }
 }
+
+/// <summary>A weight-gradient GEMM held back from a zero-bubble B pass: everything <see cref="DagBuilder.AddMatmul"/> needs.</summary>
+internal sealed record DeferredWeightGradient(OpKind Kind, int Gpu, MatmulShape Shape, int Layer, int[] Deps, int Index, int Microbatch);
