@@ -205,7 +205,9 @@ public static class MicrobatchPeriodicity
         // Link contention: a link's state is carried from operation to operation in id order, so links are streams too
         // (their predecessors must map by σ like the GPU streams'); the contention rule is homogeneous in time.
         var links = cost.Footprints(dag);
-        var result = Scheduler.Schedule(dag, cost.Price(dag), cost.Name, links, out var critPred);
+        // Communication taking SMs from compute (DeepEP-style all-to-all) couples streams in a way not proven here.
+        if (cost.ComputeShares(dag) is not null) { Refuse("communication takes SMs from compute (not proven periodic here)"); return null; }
+        var result = Scheduler.Schedule(dag, cost.Price(dag), cost.Name, links, null, out var critPred);
         var itemOf = new int[dag.Count];
         var offset = new int[dag.Count];
         Array.Fill(itemOf, -1);
