@@ -6,7 +6,11 @@ namespace MoeNotebooks.Cli;
 
 /// <summary>
 /// <c>moe search SCENARIO.json --gpus N [--top 5] [--microbatches 1,2,4] [--virtual-stages 1,2] [--distributed-optimizer both]
+<<<<<<< HEAD
 /// [--etp tp,1,2] [--sequence-parallel both] [--context-parallel 1,2]</c>:
+=======
+/// [--etp tp,1,2] [--sequence-parallel both] [--schedules 1f1b,zero-bubble-h1,dualpipe]</c>:
+>>>>>>> main
 /// the fastest strategies and why; infeasible candidates counted by reason.
 /// </summary>
 public static class SearchVerb
@@ -21,7 +25,11 @@ public static class SearchVerb
         var distText = options.Option("--distributed-optimizer", "");
         var etpText = options.Option("--etp", "");
         var spText = options.Option("--sequence-parallel", "");
+<<<<<<< HEAD
         var cpText = options.Option("--context-parallel", "");
+=======
+        var schedText = options.Option("--schedules", "");
+>>>>>>> main
         options.Finish();
         // Every option is checked before the scenario is read or anything printed.
         int? gpusOption = gpusText == "" ? null : SweepVerb.ParseInt("--gpus", gpusText, 1, (int)Bounds.Gpus.Max);
@@ -52,6 +60,16 @@ public static class SearchVerb
             "false" => [false],
             _ => throw new UsageException($"--sequence-parallel {Cli.Shown(spText)}: must be both, true or false"),
         };
+        var schedParts = schedText == "" ? [] : schedText.Split(',');
+        if (schedParts.Length > 8) throw new UsageException($"--schedules lists {schedParts.Length} schedules: give at most 8");
+        IReadOnlyList<PipelineSchedule>? schedules = schedText == "" ? null : schedParts.Select(t => t.Trim() switch
+        {
+            "1f1b" => PipelineSchedule.OneFOneB,
+            "gpipe" => PipelineSchedule.Gpipe,
+            "zero-bubble-h1" or "zb-h1" => PipelineSchedule.ZeroBubbleH1,
+            "dualpipe" or "dual-pipe" => PipelineSchedule.DualPipe,
+            var other => throw new UsageException($"--schedules {Cli.Shown(other)}: must be a comma-separated list of 1f1b, gpipe, zero-bubble-h1, dualpipe (interleaving comes from --virtual-stages)"),
+        }).ToArray();
         IReadOnlyList<int>? microbatches = mbText == "" ? null
             : mbParts.Select(t => SweepVerb.ParseInt("--microbatches", t.Trim(), 1, (int)Bounds.Microbatches.Max)).ToArray();
         var cpParts = cpText == "" ? [] : cpText.Split(',');
@@ -62,7 +80,11 @@ public static class SearchVerb
         var gpus = gpusOption ?? scenario.Hardware.GpuCount;
         var bar = new ProgressBar(stderr);
         var result = StrategySearch.Run(scenario, gpus, new SearchOptions(top, microbatches, VirtualStages: virtualStages, DistributedOptimizer: distributed,
+<<<<<<< HEAD
             ExpertTensorParallel: etps, SequenceParallel: sequenceParallel, ContextParallel: contextParallel), bar);
+=======
+            ExpertTensorParallel: etps, SequenceParallel: sequenceParallel, Schedules: schedules), bar);
+>>>>>>> main
         bar.Finish();
         var c = CultureInfo.InvariantCulture;
         stdout.WriteLine(string.Create(c, $"{scenario.Name} on {gpus} x {scenario.Hardware.Gpu.Name}: {result.Considered:N0} strategies, {result.Evaluated:N0} evaluated, {result.Rejected:N0} rejected, {result.Elapsed.TotalSeconds:F2} s"));

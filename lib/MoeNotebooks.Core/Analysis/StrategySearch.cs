@@ -16,8 +16,14 @@ namespace MoeNotebooks.Analysis;
 /// means "as TP" (today's layout), a number k lays the experts out as EP x k x EDP and tries every attention TP that
 /// divides the stage's GPUs (default: the scenario's). <paramref name="SequenceParallel"/>: with and/or without
 /// sequence parallelism (default: the scenario's; SP at TP = 1 is skipped when "without" is tried too, it is the same run).
+<<<<<<< HEAD
 /// <paramref name="ContextParallel"/>: context-parallel sizes tried, each carved out of the candidate's data-parallel ranks
 /// (default: the scenario's); sizes a candidate cannot take are rejected with their reason.
+=======
+/// <paramref name="Schedules"/>: pipeline schedules tried with one virtual stage and PP &gt; 1 (default: the scenario's);
+/// a layout a schedule cannot run (DualPipe on an odd pipeline or with fewer than 2 x PP microbatches) is rejected with
+/// the reason counted.
+>>>>>>> main
 /// </summary>
 public sealed record SearchOptions(
     int Top = 5,
@@ -29,7 +35,12 @@ public sealed record SearchOptions(
     IReadOnlyList<bool>? DistributedOptimizer = null,
     IReadOnlyList<int?>? ExpertTensorParallel = null,
     IReadOnlyList<bool>? SequenceParallel = null,
+<<<<<<< HEAD
     IReadOnlyList<int>? ContextParallel = null)
+=======
+
+    IReadOnlyList<PipelineSchedule>? Schedules = null)
+>>>>>>> main
 {
     public static SearchOptions Default { get; } = new();
 }
@@ -81,7 +92,12 @@ public static class StrategySearch
     /// </summary>
     public static IReadOnlyList<StrategySpec> Candidates(int gpus, IReadOnlyList<int>? microbatches = null, StrategySpec? template = null,
         IReadOnlyList<int>? virtualStages = null, IReadOnlyList<bool>? distributedOptimizer = null,
+<<<<<<< HEAD
         IReadOnlyList<int?>? expertTensorParallel = null, IReadOnlyList<bool>? sequenceParallel = null, IReadOnlyList<int>? contextParallel = null)
+=======
+        IReadOnlyList<int?>? expertTensorParallel = null, IReadOnlyList<bool>? sequenceParallel = null,
+        IReadOnlyList<PipelineSchedule>? schedules = null)
+>>>>>>> main
     {
         template ??= new StrategySpec(1, 1, 1, 1);
         var list = new List<StrategySpec>();
@@ -100,14 +116,19 @@ public static class StrategySearch
             foreach (var cp in cps)
             {
                 if (sp && tp == 1 && sps.Contains(false)) continue;   // SP at TP 1 is the same run as without
+<<<<<<< HEAD
                 AddCandidates(list, template with { ExpertTensorParallelSize = etp, SequenceParallel = sp, ContextParallelSize = cp }, ep, tp, pp, dp, microbatches, virtualStages, distributedOptimizer);
+=======
+                AddCandidates(list, template with { ExpertTensorParallelSize = etp, SequenceParallel = sp }, ep, tp, pp, dp, microbatches, virtualStages, distributedOptimizer, schedules);
+>>>>>>> main
             }
         }
         return list;
     }
 
     private static void AddCandidates(List<StrategySpec> list, StrategySpec template, int ep, int tp, int pp, int dp,
-        IReadOnlyList<int>? microbatches, IReadOnlyList<int>? virtualStages, IReadOnlyList<bool>? distributedOptimizer)
+        IReadOnlyList<int>? microbatches, IReadOnlyList<int>? virtualStages, IReadOnlyList<bool>? distributedOptimizer,
+        IReadOnlyList<PipelineSchedule>? schedules)
     {
         var vps = (virtualStages ?? [template.VirtualStages]).Distinct().Order().ToArray();
         var dists = (distributedOptimizer ?? [template.UseDistributedOptimizer]).Distinct().Order().ToArray();
@@ -119,11 +140,16 @@ public static class StrategySearch
                 // Virtual stages need a pipeline; a value above 1 selects Megatron's interleaved schedule.
                 if (vp > 1 && pp == 1) continue;
                 var schedule = vp > 1 ? PipelineSchedule.Interleaved : template.Schedule == PipelineSchedule.Interleaved ? PipelineSchedule.OneFOneB : template.Schedule;
+                schedule = virtualStages is null ? template.Schedule : schedule;
+                // Listed schedules apply to pipelines of one virtual stage (interleaving is chosen by the virtual stages);
+                // without a pipeline the schedule has nothing to order, so one candidate stands for all.
+                var tried = schedules is null || vp > 1 || pp == 1 ? [schedule] : schedules.Where(x => x != PipelineSchedule.Interleaved).Distinct().ToArray();
+                foreach (var sched in tried)
                 foreach (var dist in dists)
                     list.Add(template with
                     {
                         EP = ep, TP = tp, PP = pp, DP = dp, Derivation = Derivation.Corrected, Microbatches = mb,
-                        VirtualStages = vp, Schedule = virtualStages is null ? template.Schedule : schedule,
+                        VirtualStages = vp, Schedule = sched,
                         UseDistributedOptimizer = dist, ZeroStage = dist ? 0 : template.ZeroStage,
                     });
             }
@@ -158,7 +184,11 @@ public static class StrategySearch
         if (options.ContextParallel is { } cpSizes)
             foreach (var cp in cpSizes) Validate.Positive("contextParallel", cp);
         var candidates = Candidates(gpus, options.Microbatches, scenario.Strategy, options.VirtualStages, options.DistributedOptimizer,
+<<<<<<< HEAD
             options.ExpertTensorParallel, options.SequenceParallel, options.ContextParallel);
+=======
+            options.ExpertTensorParallel, options.SequenceParallel, options.Schedules);
+>>>>>>> main
         // The whole search is bounded too: each candidate is bounded by the size guard, and their number by this.
         if (candidates.Count > MaxCandidates)
             throw new ConfigException("gpus", gpus.ToString(System.Globalization.CultureInfo.InvariantCulture),

@@ -33,6 +33,7 @@ public static class DagFactory
         strategy.CheckFits(model, strategy.GpuCount);
         if (strategy.Derivation == Derivation.Corrected)
             model.CheckTensorParallel(strategy.TP, strategy.Attention == AttentionPlacement.DataParallel ? strategy.TP : strategy.TP * strategy.EP);
+        if (folding == DagFolding.Periodic) folding = DagFolding.Symmetric;
         if (strategy.Derivation == Derivation.Seed) folding = DagFolding.None;
         var estimate = CheckSize(model, strategy, folding);
         return strategy.Derivation switch
@@ -68,7 +69,7 @@ public static class DagFactory
         // Folded: one unit of each stage is built (one replica with ETP = TP, where this is the estimate at DP = 1), or the
         // units one context-parallel ring spans.
         var built = Math.Max(1, st.ContextParallelUnits);
-        if (folding == DagFolding.Symmetric && st.Derivation != Derivation.Seed && st.FoldUnits > built)
+        if (folding != DagFolding.None && st.Derivation != Derivation.Seed && st.FoldUnits > built)
             return EstimateOperations(model, st) / st.FoldUnits * built + (double)model.Layers * st.GpuCount / st.FoldUnits * built * 2;
         // Context parallelism: two products per head and a send and a merge per ring step.
         double heads = Math.Max(1, model.AttentionHeads / st.TP) * st.CP + (st.CP > 1 ? st.CP : 0);
@@ -91,4 +92,11 @@ public enum DagFolding
     /// construction); collectives keep their whole groups. Exact: same total, critical path and breakdowns.
     /// </summary>
     Symmetric,
+
+    /// <summary>
+    /// <see cref="Symmetric"/>, and for an evaluation (<see cref="Config.Scenario.Evaluate"/>) of many identical
+    /// microbatches, only enough microbatches built to see the schedule repeat, the rest extrapolated exactly
+    /// (<see cref="Analysis.MicrobatchPeriodicity"/>). A DAG built with it is the <see cref="Symmetric"/> one.
+    /// </summary>
+    Periodic,
 }
