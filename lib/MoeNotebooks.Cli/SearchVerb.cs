@@ -6,11 +6,7 @@ namespace MoeNotebooks.Cli;
 
 /// <summary>
 /// <c>moe search SCENARIO.json --gpus N [--top 5] [--microbatches 1,2,4] [--virtual-stages 1,2] [--distributed-optimizer both]
-<<<<<<< HEAD
-/// [--etp tp,1,2] [--sequence-parallel both] [--context-parallel 1,2]</c>:
-=======
-/// [--etp tp,1,2] [--sequence-parallel both] [--schedules 1f1b,zero-bubble-h1,dualpipe]</c>:
->>>>>>> main
+/// [--etp tp,1,2] [--sequence-parallel both] [--schedules 1f1b,zero-bubble-h1,dualpipe] [--context-parallel 1,2]</c>:
 /// the fastest strategies and why; infeasible candidates counted by reason.
 /// </summary>
 public static class SearchVerb
@@ -25,11 +21,8 @@ public static class SearchVerb
         var distText = options.Option("--distributed-optimizer", "");
         var etpText = options.Option("--etp", "");
         var spText = options.Option("--sequence-parallel", "");
-<<<<<<< HEAD
-        var cpText = options.Option("--context-parallel", "");
-=======
         var schedText = options.Option("--schedules", "");
->>>>>>> main
+        var cpText = options.Option("--context-parallel", "");
         options.Finish();
         // Every option is checked before the scenario is read or anything printed.
         int? gpusOption = gpusText == "" ? null : SweepVerb.ParseInt("--gpus", gpusText, 1, (int)Bounds.Gpus.Max);
@@ -80,11 +73,7 @@ public static class SearchVerb
         var gpus = gpusOption ?? scenario.Hardware.GpuCount;
         var bar = new ProgressBar(stderr);
         var result = StrategySearch.Run(scenario, gpus, new SearchOptions(top, microbatches, VirtualStages: virtualStages, DistributedOptimizer: distributed,
-<<<<<<< HEAD
-            ExpertTensorParallel: etps, SequenceParallel: sequenceParallel, ContextParallel: contextParallel), bar);
-=======
-            ExpertTensorParallel: etps, SequenceParallel: sequenceParallel, Schedules: schedules), bar);
->>>>>>> main
+            ExpertTensorParallel: etps, SequenceParallel: sequenceParallel, Schedules: schedules, ContextParallel: contextParallel), bar);
         bar.Finish();
         var c = CultureInfo.InvariantCulture;
         stdout.WriteLine(string.Create(c, $"{scenario.Name} on {gpus} x {scenario.Hardware.Gpu.Name}: {result.Considered:N0} strategies, {result.Evaluated:N0} evaluated, {result.Rejected:N0} rejected, {result.Elapsed.TotalSeconds:F2} s"));

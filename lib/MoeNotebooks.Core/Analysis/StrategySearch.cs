@@ -16,14 +16,11 @@ namespace MoeNotebooks.Analysis;
 /// means "as TP" (today's layout), a number k lays the experts out as EP x k x EDP and tries every attention TP that
 /// divides the stage's GPUs (default: the scenario's). <paramref name="SequenceParallel"/>: with and/or without
 /// sequence parallelism (default: the scenario's; SP at TP = 1 is skipped when "without" is tried too, it is the same run).
-<<<<<<< HEAD
-/// <paramref name="ContextParallel"/>: context-parallel sizes tried, each carved out of the candidate's data-parallel ranks
-/// (default: the scenario's); sizes a candidate cannot take are rejected with their reason.
-=======
 /// <paramref name="Schedules"/>: pipeline schedules tried with one virtual stage and PP &gt; 1 (default: the scenario's);
 /// a layout a schedule cannot run (DualPipe on an odd pipeline or with fewer than 2 x PP microbatches) is rejected with
 /// the reason counted.
->>>>>>> main
+/// <paramref name="ContextParallel"/>: context-parallel sizes tried, each carved out of the candidate's data-parallel ranks
+/// (default: the scenario's); sizes a candidate cannot take are rejected with their reason.
 /// </summary>
 public sealed record SearchOptions(
     int Top = 5,
@@ -35,12 +32,8 @@ public sealed record SearchOptions(
     IReadOnlyList<bool>? DistributedOptimizer = null,
     IReadOnlyList<int?>? ExpertTensorParallel = null,
     IReadOnlyList<bool>? SequenceParallel = null,
-<<<<<<< HEAD
+    IReadOnlyList<PipelineSchedule>? Schedules = null,
     IReadOnlyList<int>? ContextParallel = null)
-=======
-
-    IReadOnlyList<PipelineSchedule>? Schedules = null)
->>>>>>> main
 {
     public static SearchOptions Default { get; } = new();
 }
@@ -92,12 +85,8 @@ public static class StrategySearch
     /// </summary>
     public static IReadOnlyList<StrategySpec> Candidates(int gpus, IReadOnlyList<int>? microbatches = null, StrategySpec? template = null,
         IReadOnlyList<int>? virtualStages = null, IReadOnlyList<bool>? distributedOptimizer = null,
-<<<<<<< HEAD
-        IReadOnlyList<int?>? expertTensorParallel = null, IReadOnlyList<bool>? sequenceParallel = null, IReadOnlyList<int>? contextParallel = null)
-=======
         IReadOnlyList<int?>? expertTensorParallel = null, IReadOnlyList<bool>? sequenceParallel = null,
-        IReadOnlyList<PipelineSchedule>? schedules = null)
->>>>>>> main
+        IReadOnlyList<PipelineSchedule>? schedules = null, IReadOnlyList<int>? contextParallel = null)
     {
         template ??= new StrategySpec(1, 1, 1, 1);
         var list = new List<StrategySpec>();
@@ -116,11 +105,7 @@ public static class StrategySearch
             foreach (var cp in cps)
             {
                 if (sp && tp == 1 && sps.Contains(false)) continue;   // SP at TP 1 is the same run as without
-<<<<<<< HEAD
-                AddCandidates(list, template with { ExpertTensorParallelSize = etp, SequenceParallel = sp, ContextParallelSize = cp }, ep, tp, pp, dp, microbatches, virtualStages, distributedOptimizer);
-=======
-                AddCandidates(list, template with { ExpertTensorParallelSize = etp, SequenceParallel = sp }, ep, tp, pp, dp, microbatches, virtualStages, distributedOptimizer, schedules);
->>>>>>> main
+                AddCandidates(list, template with { ExpertTensorParallelSize = etp, SequenceParallel = sp, ContextParallelSize = cp }, ep, tp, pp, dp, microbatches, virtualStages, distributedOptimizer, schedules);
             }
         }
         return list;
@@ -184,11 +169,7 @@ public static class StrategySearch
         if (options.ContextParallel is { } cpSizes)
             foreach (var cp in cpSizes) Validate.Positive("contextParallel", cp);
         var candidates = Candidates(gpus, options.Microbatches, scenario.Strategy, options.VirtualStages, options.DistributedOptimizer,
-<<<<<<< HEAD
-            options.ExpertTensorParallel, options.SequenceParallel, options.ContextParallel);
-=======
-            options.ExpertTensorParallel, options.SequenceParallel, options.Schedules);
->>>>>>> main
+            options.ExpertTensorParallel, options.SequenceParallel, options.Schedules, options.ContextParallel);
         // The whole search is bounded too: each candidate is bounded by the size guard, and their number by this.
         if (candidates.Count > MaxCandidates)
             throw new ConfigException("gpus", gpus.ToString(System.Globalization.CultureInfo.InvariantCulture),

@@ -193,25 +193,24 @@ internal sealed class CorrectedDerivation
         void Emit(PipelineItem item, int[][]? inputs = null)
         {
             var perReplica = new int[_builtReplicas][];
-<<<<<<< HEAD
             if (_ringReplicas > 1)
+            {
+                // A context-parallel ring over several units is emitted as one interleaved span: no per-unit item spans.
+                _itemsComplete = false;
                 for (var dp0 = 0; dp0 < _builtReplicas; dp0 += _ringReplicas)
                 {
                     var ring = Enumerable.Range(dp0, _ringReplicas).ToArray();
                     var emitted = EmitRingItem(ring, item, ring.Select(dp => inputs is null ? InputOn(dp, item) : inputs[dp]).ToArray());
                     for (var r = 0; r < ring.Length; r++) perReplica[ring[r]] = SendOnward(ring[r], item, emitted[r]);
                 }
+            }
             else
-                for (var dp = 0; dp < _builtReplicas; dp++)
-                    perReplica[dp] = SendOnward(dp, item, EmitItem(dp, item, inputs is null ? InputOn(dp, item) : inputs[dp]));
-=======
             for (var dp = 0; dp < _builtReplicas; dp++)
             {
                 var first = _b.Count;
                 perReplica[dp] = SendOnward(dp, item, EmitItem(dp, item, inputs is null ? InputOn(dp, item) : inputs[dp]));
                 _items.Add(new ItemSpan(dp, StageOf(item), item, first, _b.Count));
             }
->>>>>>> main
             outputs[Key(item)] = perReplica;
         }
         void AfterBackward(int stage, int index)
