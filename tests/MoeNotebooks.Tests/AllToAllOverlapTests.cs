@@ -145,4 +145,25 @@ public class AllToAllOverlapTests
         Assert.Equal("\"1f1b\"", e.Value);
         Assert.True(e.Requirement.Contains(why, StringComparison.Ordinal), e.Requirement);
     }
+
+    [Fact]
+    public void The_overlap_keeps_one_more_microbatch_of_activations_live()
+    {
+        // Oracle: Megatron's combined 1F1B runs one extra warm-up forward (schedules.py: "num_warmup_microbatches + 1"),
+        // so with one stage two microbatches are in flight instead of one, and a two-stage pipeline's first stage three
+        // instead of two; the saved activations grow with them, weights and optimizer do not.
+        var model = new ModelSpec("moe", 4, 1024, 8, 2048, 8, 2, 16, 1024);
+        foreach (var (pp, plainInFlight) in new[] { (1, 1), (2, 2) })
+        {
+            var st = new StrategySpec(4, 1, pp, 1, Microbatches: 4) { Mode = WorkloadMode.Training };
+            if (pp > 1) st = st with { Schedule = PipelineSchedule.Interleaved, VirtualStages = 2 };
+            var hw = H100.WithGpus(st.GpuCount);
+            var plain = MemoryModel.Estimate(model, st, hw).Stages[0];
+            var overlap = MemoryModel.Estimate(model, st with { MoeAllToAllOverlap = MoeAllToAllOverlap.OneFOneB }, hw).Stages[0];
+            if (pp == 1) Assert.Equal(plainInFlight, plain.MicrobatchesInFlight);
+            Assert.Equal(plain.MicrobatchesInFlight + 1, overlap.MicrobatchesInFlight);
+            Assert.True(overlap.ActivationsBytes > plain.ActivationsBytes);
+            Assert.Equal(plain.OptimizerBytes, overlap.OptimizerBytes);
+        }
+    }
 }
