@@ -56,12 +56,22 @@ public class AllToAllOverlapTests
         const int m = 3;
         var plainDag = Plain(m).BuildDag(OneLayer);
         var overlapDag = (Plain(m) with { MoeAllToAllOverlap = MoeAllToAllOverlap.OneFOneB }).BuildDag(OneLayer);
-        var plain = Scheduler.Schedule(plainDag, Durations(plainDag, taf, tab, tef, teb, a)).TotalSeconds;
-        var overlap = Scheduler.Schedule(overlapDag, Durations(overlapDag, taf, tab, tef, teb, a)).TotalSeconds;
+        var plainResult = Scheduler.Schedule(plainDag, Durations(plainDag, taf, tab, tef, teb, a));
+        var overlapResult = Scheduler.Schedule(overlapDag, Durations(overlapDag, taf, tab, tef, teb, a));
+        var plain = plainResult.TotalSeconds;
+        var overlap = overlapResult.TotalSeconds;
         double f = taf + tef + 2 * a, b = teb + tab + 2 * a;
         Assert.Equal(m * (f + b), plain, 1e-9);
         var hidden = Math.Min(a, taf) + Math.Min(a, tab) + Math.Min(a, tef) + Math.Min(a, teb);
         Assert.Equal(m * (f + b) - (m - 1) * hidden, overlap, 1e-9);
+        // What `moe evaluate` reports (AllToAllExposure): 4m all-to-alls of a per GPU; none under compute in the plain
+        // run, (m - 1) x sum_i min(a, T_i) under the overlap.
+        var exposedPlain = AllToAllExposure.Of(plainResult)!;
+        var exposedOverlap = AllToAllExposure.Of(overlapResult)!;
+        Assert.Equal(4 * m * a, exposedPlain.Seconds, 1e-9);
+        Assert.Equal(0, exposedPlain.HiddenSeconds, 1e-9);
+        Assert.Equal(4 * m * a, exposedOverlap.Seconds, 1e-9);
+        Assert.Equal((m - 1) * hidden, exposedOverlap.HiddenSeconds, 1e-9);
     }
 
     [Fact]
