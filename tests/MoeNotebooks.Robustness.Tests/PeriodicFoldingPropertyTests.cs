@@ -34,8 +34,13 @@ public class PeriodicFoldingPropertyTests
     private static Scenario Widen(RandomCase c, int extra, int dp, int zero, string order, bool tensorAttention, int chunks, bool sp)
     {
         if (c.Derivation == Derivation.Seed) return c.Scenario;
-        var m = c.PP + extra;
-        if (c.Schedule == PipelineSchedule.DualPipe && m % 2 != 0) m++;   // DualPipe: an even count, half from each end
+        // Schedules with their own microbatch rules (DualPipe: even, >= 2 PP) keep them: the count is made even.
+        try { return WidenTo(c, c.PP + extra + (extra % 2), dp, zero, order, tensorAttention, chunks, sp); }
+        catch (ConfigException) { return c.Scenario; }
+    }
+
+    private static Scenario WidenTo(RandomCase c, int m, int dp, int zero, string order, bool tensorAttention, int chunks, bool sp)
+    {
         var wide = c with { DP = dp, Microbatches = m, Batch = c.Batch / (c.DP * c.Microbatches) * dp * m };
         var s = wide.Scenario;
         var st = s.Strategy with
