@@ -206,6 +206,10 @@ public class ExpertTensorParallelTests
         Assert.Equal(3, candidates.Count(c => c.SequenceParallel));
         Assert.Equal(4, candidates.Count(c => c.ETP != c.TP));
         Assert.All(candidates, c => Assert.Equal(2, c.GpuCount));
+        // SP alone: the 6 layouts once, the TP-1 ones without SP (Megatron-LM turns it off at TP 1), not dropped.
+        var spOnly = StrategySearch.Candidates(2, [1], template, expertTensorParallel: [null, 1], sequenceParallel: [true]);
+        Assert.Equal(6, spOnly.Count);
+        Assert.All(spOnly, c => Assert.Equal(c.TP > 1, c.SequenceParallel));
         var scenario = new Scenario("etp", Moe, HardwareCatalog.Get("DGX-H100").WithGpus(2), template, CostModelSpec.Ideal);
         var result = StrategySearch.Run(scenario, 2, new SearchOptions(Top: 9, Microbatches: [1], SkipMemoryInfeasible: false, ExpertTensorParallel: [null, 1], SequenceParallel: [false, true]));
         Assert.Equal(9, result.Considered);
