@@ -41,6 +41,8 @@ public class FoldingPropertyTests
         // Tensor-parallel attention needs heads divisible by TP x EP and the batch by DP x microbatches only: keep
         // the case's batch (divisible by DP x EP x microbatches) and fall back to data-parallel attention otherwise.
         if (tensorAttention && s.Model.AttentionHeads % (st.TP * st.EP) != 0) st = st with { Attention = AttentionPlacement.DataParallel };
+        // Megatron-Core's EP all-to-all overlap hides the all-to-all of data-parallel attention (there is none otherwise).
+        if (st.MoeAllToAllOverlap == MoeAllToAllOverlap.OneFOneB) st = st with { Attention = AttentionPlacement.DataParallel };
         return (s with { Strategy = st }).Validated();
     }
 
