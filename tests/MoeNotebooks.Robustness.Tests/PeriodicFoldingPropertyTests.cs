@@ -35,6 +35,7 @@ public class PeriodicFoldingPropertyTests
     {
         if (c.Derivation == Derivation.Seed) return c.Scenario;
         var m = c.PP + extra;
+        if (c.Schedule == PipelineSchedule.DualPipe && m % 2 != 0) m++;   // DualPipe: an even count >= 2 x pp (pp <= 3, m >= pp + 6)
         var wide = c with { DP = dp, Microbatches = m, Batch = c.Batch / (c.DP * c.Microbatches) * dp * m };
         var s = wide.Scenario;
         var st = s.Strategy with
