@@ -11,9 +11,14 @@ public sealed record AllToAllExposure(double Seconds, double HiddenSeconds)
 {
     public double ExposedSeconds => Seconds - HiddenSeconds;
 
-    /// <summary>Measured on the schedule of <paramref name="r"/>; null when the DAG has no all-to-all.</summary>
+    /// <summary>
+    /// Measured on the schedule of <paramref name="r"/>; null when the DAG has no all-to-all, or when the run was
+    /// extrapolated over microbatches (its DAG holds only the built microbatches: evaluate with
+    /// <c>DagFolding.Symmetric</c> to measure it).
+    /// </summary>
     public static AllToAllExposure? Of(CriticalPathResult r)
     {
+        if (r.Extrapolation is not null) return null;
         var dag = r.Dag;
         var n = dag.Count;
         var compute = new List<(double S, double F)>[dag.GpuCount];
