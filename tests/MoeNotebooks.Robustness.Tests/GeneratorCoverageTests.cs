@@ -24,6 +24,7 @@ public class GeneratorCoverageTests
         Assert.Contains(cases, c => c.DistributedOptimizer && c.Mode == WorkloadMode.Training && (c.DP > 1 || c.EP > 1));
         Assert.Contains(cases, c => !c.OverlapGradReduce && c.Mode == WorkloadMode.Training && (c.DP > 1 || c.EP > 1));
         Assert.Contains(cases, c => c.FirstStageLayers is not null && c.Mode == WorkloadMode.Training && c.Layers > c.PP);
+        Assert.Contains(cases, c => c.OverlapParamGather && c.Mode == WorkloadMode.Training && (c.DP > 1 || c.EP > 1));
         // And every case is valid as generated (the properties assume it).
         Assert.All(cases.Take(200), c => _ = c.Scenario);
     }

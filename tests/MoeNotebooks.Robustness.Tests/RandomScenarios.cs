@@ -23,11 +23,14 @@ public sealed record RandomCase(
     public bool OverlapGradReduce { get; init; } = true;
     public int? FirstStageLayers { get; init; }
 
+    /// <summary><c>--overlap-param-gather</c> (with the distributed optimizer only).</summary>
+    public bool OverlapParamGather { get; init; }
+
     public override string ToString() => string.Create(CultureInfo.InvariantCulture,
         $"{Derivation} {Preset} ({GpusPerNode}/node) {(Efficiency ? "typical-hopper" : "ideal")} {Dtype}; EP{EP} TP{TP} PP{PP} DP{DP} mb{Microbatches}; " +
         $"layers {Layers}, H {HiddenSize}, heads {Heads}, F {Ffn}, experts {Experts}, topK {TopK}, batch {Batch}, seq {Sequence}; " +
         $"{Mode} {Schedule}{(Recompute ? " recompute" : "")}{(Zipf > 0 ? $" zipf {Zipf}" : "")} {Kernel}{(Overlap ? "" : " blocking")}{(ScatterGather ? " scatter-gather" : "")}" +
-        $"{(DistributedOptimizer ? " dist-opt" : "")}{(OverlapGradReduce ? "" : " no-grad-overlap")}{(FirstStageLayers is { } f ? $" first-stage {f}" : "")}");
+        $"{(DistributedOptimizer ? " dist-opt" : "")}{(OverlapGradReduce ? "" : " no-grad-overlap")}{(FirstStageLayers is { } f ? $" first-stage {f}" : "")}{(OverlapParamGather ? " param-gather-overlap" : "")}");
 
     public ModelSpec Model => new("random", Layers, HiddenSize, Heads, Ffn, Experts, TopK, Batch, Sequence, ModelSpec.DtypeBytes[Dtype], Dtype)
     {
@@ -35,7 +38,8 @@ public sealed record RandomCase(
     };
 
     public StrategySpec Strategy => new(EP, TP, PP, DP, Derivation, Microbatches) { Mode = Mode, Schedule = Schedule, Recompute = Recompute, AttentionKernel = Kernel, OverlapCommunication = Overlap, ScatterGather = ScatterGather,
-        UseDistributedOptimizer = DistributedOptimizer, OverlapGradReduce = OverlapGradReduce, DecoderFirstPipelineNumLayers = FirstStageLayers };
+        UseDistributedOptimizer = DistributedOptimizer, OverlapGradReduce = OverlapGradReduce, DecoderFirstPipelineNumLayers = FirstStageLayers,
+        OverlapParamGather = OverlapParamGather };
 
     public HardwareSpec Hardware => HardwareCatalog.Get(Preset) with { GpuCount = Gpus, GpusPerNode = GpusPerNode };
 
@@ -49,6 +53,7 @@ public sealed record RandomCase(
         $", \"mode\": \"{JsonObjectReader.Kebab(Mode.ToString())}\", \"schedule\": \"{JsonObjectReader.Kebab(Schedule.ToString())}\", \"recompute\": {(Recompute ? "true" : "false")}" +
         $", \"attentionKernel\": \"{JsonObjectReader.Kebab(Kernel.ToString())}\", \"overlap\": {(Overlap ? "true" : "false")}, \"scatterGather\": {(ScatterGather ? "true" : "false")}" +
         $", \"useDistributedOptimizer\": {(DistributedOptimizer ? "true" : "false")}, \"overlapGradReduce\": {(OverlapGradReduce ? "true" : "false")}" +
+        (OverlapParamGather ? ", \"overlapParamGather\": true" : "") +
         (FirstStageLayers is { } f ? string.Create(CultureInfo.InvariantCulture, $", \"decoderFirstPipelineNumLayers\": {f}") : "");
 
     /// <summary>The same configuration as a scenario file, for the loader and CLI paths.</summary>
@@ -108,16 +113,18 @@ public static class RandomScenarios
         {
             DistributedOptimizer = megatron.DistributedOptimizer,
             OverlapGradReduce = megatron.OverlapGradReduce,
+            OverlapParamGather = megatron.DistributedOptimizer && megatron.OverlapParamGather,
             // Megatron's first-stage count: the other pp - 1 stages one layer each, the first the rest.
             FirstStageLayers = megatron.Uneven && pp > 1 ? layers - (pp - 1) : null,
         };
 
-    /// <summary>Distributed optimizer (1 in 4), no gradient-reduce overlap (1 in 4), explicit first-stage layers (1 in 3, with pp &gt; 1).</summary>
-    private static Gen<(bool DistributedOptimizer, bool OverlapGradReduce, bool Uneven)> Megatron =>
+    /// <summary>Distributed optimizer (1 in 4; with it --overlap-param-gather 1 in 2), no gradient-reduce overlap (1 in 4), explicit first-stage layers (1 in 3, with pp &gt; 1).</summary>
+    private static Gen<(bool DistributedOptimizer, bool OverlapGradReduce, bool Uneven, bool OverlapParamGather)> Megatron =>
         from distributed in Gen.Int[0, 3]
         from overlap in Gen.Int[0, 3]
         from uneven in Gen.Int[0, 2]
-        select (distributed == 0, overlap != 0, uneven == 0);
+        from paramGather in Gen.Bool
+        select (distributed == 0, overlap != 0, uneven == 0, paramGather);
 
     /// <summary>
     /// Forward pass (3 in 4) or training step with GPipe or 1F1B and optional recompute; uniform or Zipf routing;

@@ -448,11 +448,9 @@ public sealed record StrategySpec(int EP, int TP, int PP, int DP, Derivation Der
     /// </summary>
     private void CheckModelled(string? source)
     {
-        static string B(bool b) => b ? "true" : "false";
         var unpriced = new List<(string Field, string Value, string Default)>();
         if (ExpertTensorParallelSize is { } etp && etp != TP) unpriced.Add(("expertTensorParallelSize", etp.ToString(CultureInfo.InvariantCulture), "strategy.tp"));
         if (CP > 1) unpriced.Add(("contextParallelSize", CP.ToString(CultureInfo.InvariantCulture), "1"));
-        if (OverlapParamGather) unpriced.Add(("overlapParamGather", B(true), "false"));
         if (Schedule is PipelineSchedule.DualPipe or PipelineSchedule.ZeroBubbleH1 && Mode == WorkloadMode.Training)
             unpriced.Add(("schedule", $"\"{JsonObjectReader.Kebab(Schedule.ToString())}\"", "\"1f1b\" or \"interleaved\" (the schedule's plan and bubble are in PipelinePlan; the DAG does not split W from B yet)"));
         if (MoeAllToAllOverlap != MoeAllToAllOverlap.None) unpriced.Add(("moeAllToAllOverlap", $"\"{JsonObjectReader.Kebab(MoeAllToAllOverlap.ToString())}\"", "\"none\""));

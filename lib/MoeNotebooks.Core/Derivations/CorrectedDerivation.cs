@@ -30,7 +30,7 @@ namespace MoeNotebooks.Derivations;
 /// scores in HBM; layer norms and residual adds are memory-bound elementwise operations.</item>
 /// </list>
 /// </summary>
-internal sealed class CorrectedDerivation
+internal sealed partial class CorrectedDerivation
 {
     private readonly ModelSpec _m;
     private readonly StrategySpec _st;
@@ -129,8 +129,16 @@ internal sealed class CorrectedDerivation
                     var input = InputOf(item);
                     if (input is not null && !outputs.ContainsKey(input.Value)) break;
                     var perReplica = new int[_builtReplicas][];
-                    for (var dp = 0; dp < _builtReplicas; dp++)
-                        perReplica[dp] = SendOnward(dp, item, EmitItem(dp, item, input is null ? null : outputs[input.Value][dp]));
+                    if (GathersParameters(item))
+                    {
+                        // Parameters gathered per unit (ZeRO-3 / FSDP, or --overlap-param-gather): every replica's
+                        // stage emits the item unit by unit in lock step, so each gather joins all its members.
+                        var lasts = EmitItemGathered(item, input is null ? null : outputs[input.Value]);
+                        for (var dp = 0; dp < _builtReplicas; dp++) perReplica[dp] = SendOnward(dp, item, lasts[dp]);
+                    }
+                    else
+                        for (var dp = 0; dp < _builtReplicas; dp++)
+                            perReplica[dp] = SendOnward(dp, item, EmitItem(dp, item, input is null ? null : outputs[input.Value][dp]));
                     outputs[item] = perReplica;
                     if (item.Backward && item.Microbatch == _st.Microbatches - 1 && LastMicrobatchOfChunk(plan[stage], next[stage]))
                     {
@@ -176,60 +184,91 @@ internal sealed class CorrectedDerivation
     /// <summary>Emits one item on one replica's stage; returns the op each local rank's next consumer waits for.</summary>
     private int[] EmitItem(int dp, PipelineItem item, int[]? input)
     {
-        var stage = StageOf(item.Chunk);
-        var gpus = StageGpus(dp, stage);
-        var mb = item.Microbatch;
-        var (first, count) = _chunkLayers[item.Chunk];
+        var gpus = StageGpus(dp, StageOf(item.Chunk));
+        var last = ItemInput(gpus, item, input);
+        if (!item.Backward) _b.Phase = OpPhase.Forward;
+        foreach (var unit in UnitsOf(item)) EmitUnit(unit, gpus, item.Microbatch, last);
+        return last;
+    }
+
+    /// <summary>Each local rank's first dependency of an item: its input, all-gathered over TP when it arrived in slices.</summary>
+    private int[] ItemInput(int[] gpus, PipelineItem item, int[]? input)
+    {
         var last = new int[gpus.Length];
         if (input is null) Array.Fill(last, -1);
         else
         {
             input.CopyTo(last, 0);
             // Scatter/gather: the slices that arrived from another stage are all-gathered over each TP group.
-            if (ScatterGathered && InputOf(item) is { } from && StageOf(from.Chunk) != stage)
+            if (ScatterGathered && InputOf(item) is { } from && StageOf(from.Chunk) != StageOf(item.Chunk))
             {
                 _b.Phase = item.Backward ? OpPhase.BackwardData : OpPhase.Forward;
-                _c.TensorGroupCollective(gpus, OpKind.PipelineAllGather, _activationBytes, -1, mb, last);
+                _c.TensorGroupCollective(gpus, OpKind.PipelineAllGather, _activationBytes, -1, item.Microbatch, last);
             }
         }
-        var site = new LayerSite(gpus, first, mb);
-        var lastSite = new LayerSite(gpus, first + count - 1, mb);
+        return last;
+    }
+
+    /// <summary>What an item's units hold: the embedding, a transformer layer (or MTP depth), the output layer.</summary>
+    private enum UnitKind { Embedding, Layer, Output }
+
+    /// <summary>
+    /// A piece of an item with its own parameters, in issue order: an FSDP unit (PyTorch FSDP wraps each transformer
+    /// layer; Megatron-FSDP's fsdp_unit_modules are the layers too). A layer's backward unit includes its recompute.
+    /// </summary>
+    private readonly record struct ItemUnit(UnitKind Kind, int Layer, bool Backward);
+
+    /// <summary>The units of an item in the order it emits them (forward: embedding, layers, output, MTP depths; backward reversed).</summary>
+    private List<ItemUnit> UnitsOf(PipelineItem item)
+    {
+        var (first, count) = _chunkLayers[item.Chunk];
+        var lastLayer = first + count - 1;
         var hasEmbedding = item.Chunk == 0 && _m.Vocabulary > 0;
         var hasOutput = item.Chunk == _chunkCount - 1 && _m.Vocabulary > 0;
+        var units = new List<ItemUnit>(count + 2 + 2 * _m.MtpLayers);
         if (!item.Backward)
         {
-            _b.Phase = OpPhase.Forward;
-            if (hasEmbedding) EmbeddingBlock.Instance.Emit(_c, BlockPass.Forward, site, last);
-            for (var layer = first; layer < first + count; layer++) Layer(BlockPass.Forward, gpus, layer, mb, last);
+            if (hasEmbedding) units.Add(new(UnitKind.Embedding, first, false));
+            for (var layer = first; layer < first + count; layer++) units.Add(new(UnitKind.Layer, layer, false));
             if (hasOutput)
             {
-                OutputLayerBlock.Instance.Emit(_c, BlockPass.Forward, lastSite, last);
+                units.Add(new(UnitKind.Output, lastLayer, false));
                 // Multi-token-prediction depths after the main model: input + one layer, then the shared head and loss.
                 for (var layer = _m.Layers; layer < _m.Layers + _m.MtpLayers; layer++)
                 {
-                    Layer(BlockPass.Forward, gpus, layer, mb, last);
-                    OutputLayerBlock.Instance.Emit(_c, BlockPass.Forward, new LayerSite(gpus, layer, mb), last);
+                    units.Add(new(UnitKind.Layer, layer, false));
+                    units.Add(new(UnitKind.Output, layer, false));
                 }
             }
-            return last;
+            return units;
         }
         if (hasOutput)
         {
             for (var layer = _m.Layers + _m.MtpLayers - 1; layer >= _m.Layers; layer--)
             {
-                OutputLayerBlock.Instance.Emit(_c, BlockPass.Backward, new LayerSite(gpus, layer, mb), last);
-                if (_st.Recompute) Layer(BlockPass.Recompute, gpus, layer, mb, last);
-                Layer(BlockPass.Backward, gpus, layer, mb, last);
+                units.Add(new(UnitKind.Output, layer, true));
+                units.Add(new(UnitKind.Layer, layer, true));
             }
-            OutputLayerBlock.Instance.Emit(_c, BlockPass.Backward, lastSite, last);
+            units.Add(new(UnitKind.Output, lastLayer, true));
         }
-        for (var layer = first + count - 1; layer >= first; layer--)
+        for (var layer = lastLayer; layer >= first; layer--) units.Add(new(UnitKind.Layer, layer, true));
+        return units;
+    }
+
+    private void EmitUnit(ItemUnit unit, int[] gpus, int mb, int[] last)
+    {
+        var pass = unit.Backward ? BlockPass.Backward : BlockPass.Forward;
+        var site = new LayerSite(gpus, unit.Layer, mb);
+        switch (unit.Kind)
         {
-            // Full recomputation: rerun this layer's forward from its saved input just before its backward.
-            if (_st.Recompute) Layer(BlockPass.Recompute, gpus, layer, mb, last);
-            Layer(BlockPass.Backward, gpus, layer, mb, last);
+            case UnitKind.Embedding: EmbeddingBlock.Instance.Emit(_c, pass, site, last); break;
+            case UnitKind.Output: OutputLayerBlock.Instance.Emit(_c, pass, site, last); break;
+            default:
+                // Full recomputation: rerun this layer's forward from its saved input just before its backward.
+                if (unit.Backward && _st.Recompute) Layer(BlockPass.Recompute, gpus, unit.Layer, mb, last);
+                Layer(pass, gpus, unit.Layer, mb, last);
+                break;
         }
-        return last;
     }
 
     private bool ScatterGathered => _st.ScatterGather && _st.TP > 1;
@@ -282,6 +321,7 @@ internal sealed class CorrectedDerivation
     /// </summary>
     private void EmitGradientSync(int chunk, List<int>[] gradientOps)
     {
+        if (Fsdp) return;   // ZeRO-3 reduce-scatters each unit's gradient after its backward, every microbatch (CorrectedDerivation.Gathers.cs)
         var stage = StageOf(chunk);
         var (first, count) = _chunkLayers[chunk];
         // ZeRO 2-3 and Megatron's distributed optimizer reduce-scatter the gradient buckets (each rank keeps the
@@ -334,6 +374,7 @@ internal sealed class CorrectedDerivation
     private void EmitOptimizer(List<int>[] gradientOps)
     {
         _b.Phase = OpPhase.Update;
+        foreach (var (g, op) in _zeroGradientOps) gradientOps[g].Add(op);
         var steps = _stepOf = new int[_st.GpuCount];
         for (var dp = 0; dp < _builtReplicas; dp++)
         for (var pp = 0; pp < _st.PP; pp++)
@@ -346,19 +387,23 @@ internal sealed class CorrectedDerivation
             // Mixed-precision Adam: read fp32 master, m, v and the bf16 gradient, write them back (2 x 14 bytes/param).
             // The distributed optimizer updates 1/N of each buffer, N the ranks that reduced it: DP x EP for the
             // non-expert weights under data-parallel attention, DP for expert weights.
-            var bytes = _st.UseDistributedOptimizer
+            // ZeRO-3 shards like the distributed optimizer: over the ranks that gather and reduce each weight.
+            var bytes = _st.UseDistributedOptimizer || Fsdp
                 ? p.NonExpert * 28 / NonExpertSyncRanks + p.ExpertPerRank * 28 / _st.DP
                 : p.Total * 28 / shard;
             var deps = gradientOps[g].Count > 0 ? gradientOps[g].Distinct().ToArray() : LastBackwardOn(g);
             steps[g] = _b.AddElementwise(g, bytes, -1, deps, index: 6);
         }
-        if (_st.UseDistributedOptimizer)
+        // --overlap-param-gather: the updated parameters are gathered during the next step's forward (the gathers open
+        // this step's DAG, CorrectedDerivation.Gathers.cs).
+        if (_st.UseDistributedOptimizer && !ParamGatherOverlapped)
         {
             // Megatron's distributed optimizer without --overlap-param-gather: after the step every bucket's updated
-            // parameters are all-gathered over the ranks that reduce-scattered it (the same groups as the gradients).
+            // parameters are all-gathered over the ranks that reduce-scattered it (the same groups as the gradients),
+            // bucket by bucket (the buckets --overlap-param-gather spreads over the next forward, BucketParameters).
             for (var pp = 0; pp < _st.PP; pp++)
+            foreach (var p in BucketParameters(pp))
             {
-                var p = ParameterCounts.OnStage(_m, _st, pp);
                 for (var er = 0; er < _st.EP; er++)
                 for (var tr = 0; tr < _st.TP; tr++)
                 {
@@ -368,8 +413,10 @@ internal sealed class CorrectedDerivation
             }
             return;
         }
-        if (_st.ZeroStage < 2 || _st.DP < 2) return;
-        // ZeRO 2-3: each replica updated its shard; gather the updated weights back.
+        if (_st.UseDistributedOptimizer) return;
+        // ZeRO-3 keeps only its shard: the next step's forward gathers each unit (CorrectedDerivation.Gathers.cs).
+        if (_st.ZeroStage != 2 || _st.DP < 2) return;
+        // ZeRO-2: each replica updated its shard; gather the updated weights back.
         for (var pp = 0; pp < _st.PP; pp++)
         for (var er = 0; er < _st.EP; er++)
         for (var tr = 0; tr < _st.TP; tr++)
