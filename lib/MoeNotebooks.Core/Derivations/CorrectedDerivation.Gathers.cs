@@ -29,13 +29,81 @@ namespace MoeNotebooks.Derivations;
 /// </summary>
 internal sealed partial class CorrectedDerivation
 {
+    /// <summary>What an item's units hold: the embedding, a transformer layer (or MTP depth), the output layer.</summary>
+    private enum UnitKind { Embedding, Layer, Output }
+
+    /// <summary>
+    /// A piece of an item with its own parameters, in the order the item emits it: an FSDP unit (PyTorch FSDP wraps each
+    /// transformer layer; Megatron-FSDP's fsdp_unit_modules are the layers too). A layer's backward unit includes its
+    /// recompute. Emitted unit by unit, an item is the same operations in the same order as <see cref="EmitItem"/>.
+    /// </summary>
+    private readonly record struct ItemUnit(UnitKind Kind, int Layer, bool Backward);
+
+    /// <summary>The units of an item in the order it emits them (forward: embedding, layers, output, MTP depths; backward reversed).</summary>
+    private List<ItemUnit> UnitsOf(PipelineItem item)
+    {
+        var (first, count) = _chunkLayers[item.Chunk];
+        var lastLayer = first + count - 1;
+        var hasEmbedding = item.Chunk == 0 && _m.Vocabulary > 0;
+        var hasOutput = item.Chunk == _chunkCount - 1 && _m.Vocabulary > 0;
+        var units = new List<ItemUnit>(count + 2 + 2 * _m.MtpLayers);
+        if (!item.Backward)
+        {
+            if (hasEmbedding) units.Add(new(UnitKind.Embedding, first, false));
+            for (var layer = first; layer < first + count; layer++) units.Add(new(UnitKind.Layer, layer, false));
+            if (hasOutput)
+            {
+                units.Add(new(UnitKind.Output, lastLayer, false));
+                for (var layer = _m.Layers; layer < _m.Layers + _m.MtpLayers; layer++)
+                {
+                    units.Add(new(UnitKind.Layer, layer, false));
+                    units.Add(new(UnitKind.Output, layer, false));
+                }
+            }
+            return units;
+        }
+        if (hasOutput)
+        {
+            for (var layer = _m.Layers + _m.MtpLayers - 1; layer >= _m.Layers; layer--)
+            {
+                units.Add(new(UnitKind.Output, layer, true));
+                units.Add(new(UnitKind.Layer, layer, true));
+            }
+            units.Add(new(UnitKind.Output, lastLayer, true));
+        }
+        for (var layer = lastLayer; layer >= first; layer--) units.Add(new(UnitKind.Layer, layer, true));
+        return units;
+    }
+
+    private void EmitUnit(ItemUnit unit, int[] gpus, int mb, int[] last)
+    {
+        var pass = unit.Backward ? BlockPass.Backward : BlockPass.Forward;
+        var site = new LayerSite(gpus, unit.Layer, mb);
+        switch (unit.Kind)
+        {
+            case UnitKind.Embedding: EmbeddingBlock.Instance.Emit(_c, pass, site, last); break;
+            case UnitKind.Output: OutputLayerBlock.Instance.Emit(_c, pass, site, last); break;
+            default:
+                // Full recomputation: rerun this layer's forward from its saved input just before its backward.
+                if (unit.Backward && _st.Recompute) Layer(BlockPass.Recompute, gpus, unit.Layer, mb, last);
+                Layer(pass, gpus, unit.Layer, mb, last);
+                break;
+        }
+    }
+
     /// <summary>ZeRO-3: parameters sharded per unit and gathered around every use.</summary>
     private bool Fsdp => _st.ZeroStage >= 3;
 
     /// <summary>Megatron's distributed optimizer with --overlap-param-gather.</summary>
     private bool ParamGatherOverlapped => _st.UseDistributedOptimizer && _st.OverlapParamGather;
 
-    private bool GathersParameters(PipelineItem item) => Fsdp || (ParamGatherOverlapped && !item.Backward && item.Microbatch == 0);
+    /// <summary>
+    /// Items emitted unit by unit with gathers: every item under ZeRO-3, the first microbatch's forward of each chunk
+    /// with --overlap-param-gather. (ZeRO-3 and --overlap-param-gather are refused with the schedules that split or
+    /// merge passes, StrategySpec.CheckModelled, so these items are whole passes.)
+    /// </summary>
+    private bool GathersParameters(PipelineItem item) =>
+        item.Part == PipelinePart.Full && !item.OverlapsNext && (Fsdp || (ParamGatherOverlapped && !item.Backward && item.Microbatch == 0));
 
     /// <summary>The output layer is the embedding matrix itself (tied, one stage): it has no gradient of its own to reduce.</summary>
     private bool OutputTiedInPlace => _m.TieEmbeddings && _st.PP == 1;
@@ -66,9 +134,9 @@ internal sealed partial class CorrectedDerivation
     /// Emits an item on every built replica unit by unit, with each unit's parameter all-gather (prefetched one unit
     /// ahead) and, for ZeRO-3 in the backward, its gradient reduce-scatter; returns each replica's outputs.
     /// </summary>
-    private int[][] EmitItemGathered(PipelineItem item, int[][]? inputs)
+    private int[][] EmitItemGathered(PipelineItem item, int[]?[]? inputs)
     {
-        var stage = StageOf(item.Chunk);
+        var stage = StageOf(item);
         var mb = item.Microbatch;
         var n = _builtReplicas;
         var gpus = new int[n][];
@@ -215,8 +283,8 @@ internal sealed partial class CorrectedDerivation
         for (var er = 0; er < _st.EP; er++)
         for (var tr = 0; tr < _st.TP; tr++)
         {
-            if (er == 0 || !_c.AttentionDp) One(SharedRanks(stage, er, tr, includeEp: _c.AttentionDp), p.NonExpert * _e);
-            One(SharedRanks(stage, er, tr, includeEp: false), p.ExpertPerRank * _e);
+            if (er == 0 || !_c.AttentionDp) One(SharedRanks([stage], er, tr, includeEp: _c.AttentionDp), p.NonExpert * _e);
+            One(SharedRanks([stage], er, tr, includeEp: false), p.ExpertPerRank * _e);
         }
         return ops;
     }
