@@ -34,13 +34,16 @@ public class FoldingPropertyTests
         var s = wide.Scenario;
         var st = s.Strategy with
         {
-            ZeroStage = c.Mode == WorkloadMode.Training && !c.DistributedOptimizer ? zero : 0,   // the distributed optimizer is ZeRO-1 itself
+            // The distributed optimizer is ZeRO-1 itself; ZeRO-3 is refused with the merged 1F1B all-to-all overlap (2 then).
+            ZeroStage = c.Mode == WorkloadMode.Training && !c.DistributedOptimizer ? (zero == 3 && c.AllToAllOverlap == MoeAllToAllOverlap.OneFOneB ? 2 : zero) : 0,
             RankOrder = order,
             Attention = tensorAttention ? AttentionPlacement.TensorParallel : AttentionPlacement.DataParallel,
         };
         // Tensor-parallel attention needs heads divisible by TP x EP and the batch by DP x microbatches only: keep
         // the case's batch (divisible by DP x EP x microbatches) and fall back to data-parallel attention otherwise.
         if (tensorAttention && s.Model.AttentionHeads % (st.TP * st.EP) != 0) st = st with { Attention = AttentionPlacement.DataParallel };
+        // Megatron-Core's EP all-to-all overlap hides the all-to-all of data-parallel attention (there is none otherwise).
+        if (st.MoeAllToAllOverlap == MoeAllToAllOverlap.OneFOneB) st = st with { Attention = AttentionPlacement.DataParallel };
         return (s with { Strategy = st }).Validated();
     }
 
@@ -64,8 +67,9 @@ public class FoldingPropertyTests
         var cost = s.CreateCostModel();
         var whole = s.BuildDag(DagFolding.None);
         var folded = s.BuildDagFor(cost);
-        // A fold the cost model does not keep symmetric is refused, never priced.
-        if (!folded.IsFolded && s.Strategy.DP > 1 && s.Strategy.Derivation == Derivation.Corrected)
+        // A fold the cost model does not keep symmetric is refused, never priced (replicas are the stage's folding
+        // units: DP of them with ETP = TP, fewer when MoE parallel folding makes a unit hold several expert replicas).
+        if (!folded.IsFolded && s.Strategy.FoldUnits > 1 && s.Strategy.Derivation == Derivation.Corrected)
             Assert.Throws<InvalidOperationException>(() => cost.Price(s.BuildDag(DagFolding.Symmetric)));
         var w = whole.CriticalPath(cost);
         var f = folded.CriticalPath(cost);

@@ -25,6 +25,10 @@ public class GeneratorCoverageTests
         Assert.Contains(cases, c => !c.OverlapGradReduce && c.Mode == WorkloadMode.Training && (c.DP > 1 || c.EP > 1));
         Assert.Contains(cases, c => c.FirstStageLayers is not null && c.Mode == WorkloadMode.Training && c.Layers > c.PP);
         Assert.Contains(cases, c => c.OverlapParamGather && c.Mode == WorkloadMode.Training && (c.DP > 1 || c.EP > 1));
+        // Issue 12's all-to-all options: Megatron-Core's EP overlap with several microbatches, DeepEP's SMs under it and alone.
+        Assert.Contains(cases, c => c.AllToAllOverlap == MoeAllToAllOverlap.OneFOneB && c.Microbatches > 1);
+        Assert.Contains(cases, c => c.AllToAllOverlap == MoeAllToAllOverlap.OneFOneB && c.DeepEpSms is not null && c.Microbatches > 1);
+        Assert.Contains(cases, c => c.AllToAllOverlap == MoeAllToAllOverlap.DeepEp && c.EP > 1 && c.Mode == WorkloadMode.Training);
         // And every case is valid as generated (the properties assume it).
         Assert.All(cases.Take(200), c => _ = c.Scenario);
     }

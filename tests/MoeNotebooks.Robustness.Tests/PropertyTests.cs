@@ -52,6 +52,8 @@ public class PropertyTests
         {
             var s = c.Scenario;
             if (c.Derivation != Derivation.Corrected || c.Mode != WorkloadMode.Training) return;
+            // Both are refused (named) with the merged 1F1B all-to-all overlap.
+            if (s.Strategy.MoeAllToAllOverlap == MoeAllToAllOverlap.OneFOneB) return;
             var cost = s.CreateCostModel();
             double T(StrategySpec st) => (s with { Strategy = st }).Validated().BuildDag().CriticalPath(cost).TotalSeconds;
             double Uncontended(StrategySpec st)

@@ -280,11 +280,10 @@ internal sealed partial class CorrectedDerivation
             var deps = ranks.Select(g => depOf(Rep(g))).Where(d => d >= 0).Distinct().ToArray();
             ops.Add((_b.AddCommunication(kind, _b.Group(ranks), bytes, layer, deps, microbatch: mb), ranks));
         }
-        for (var er = 0; er < _st.EP; er++)
-        for (var tr = 0; tr < _st.TP; tr++)
+        for (var li = 0; li < _st.FoldUnitGpus; li++)
         {
-            if (er == 0 || !_c.AttentionDp) One(SharedRanks([stage], er, tr, includeEp: _c.AttentionDp), p.NonExpert * _e);
-            One(SharedRanks([stage], er, tr, includeEp: false), p.ExpertPerRank * _e);
+            if (li < _st.TP || !_c.AttentionDp) One(NonExpertRanks([stage], li), p.NonExpert * _e);
+            if (li < _st.EP * _st.ETP) One(ExpertRanks([stage], li), p.ExpertPerRank * _e);
         }
         return ops;
     }

@@ -78,7 +78,7 @@ public static class ParameterCounts
         if (!m.IsMoeLayer(layer)) return new(attention + FfnMatrices(m) * h * m.FfnHiddenSize / st.TP, 0);
         var gate = h * m.Experts;
         var shared = m.SharedExperts * FfnMatrices(m) * h * m.SharedExpertWidth / st.TP;
-        var experts = (long)(m.Experts / st.EP) * FfnMatrices(m) * h * m.ExpertFfnHiddenSize / st.TP;
+        var experts = (long)(m.Experts / st.EP) * FfnMatrices(m) * h * m.ExpertFfnHiddenSize / st.ETP;   // fc1/fc2 split over ETP (= TP unless folded)
         return new(attention + gate + shared, experts);
     }
 

@@ -18,7 +18,7 @@ internal sealed class MoeBlock : ILayerBlock
     /// Permute: read the rank's [T, H] tokens, write T x k copies in expert order. Unpermute: read the T x k expert
     /// outputs and their routing weights (4 bytes each), write [T, H]. Their backward passes move the same bytes.
     /// </summary>
-    private static long PermuteBytes(LayerContext c) => c.ActivationBytes + c.RoutedTokensPerRank * c.H * c.E;
+    private static long PermuteBytes(LayerContext c) => c.MoeSourceActivationBytes + c.RoutedTokensPerRank * c.H * c.E;
     private static long UnpermuteBytes(LayerContext c) => PermuteBytes(c) + c.RoutedTokensPerRank * 4;
 
     public void Emit(LayerContext c, BlockPass pass, LayerSite site, int[] last)
@@ -45,7 +45,7 @@ internal sealed class MoeBlock : ILayerBlock
         if (backward)
         {
             b.Phase = OpPhase.BackwardData;
-            c.Elementwise(site, 3 * c.ActivationBytes, 2, last);
+            c.Elementwise(site, c.SequenceShard(3 * c.ActivationBytes), 2, last);
         }
         var ffnInput = (int[])last.Clone();
         if (!backward) Router.Forward(c, pass, site, last);
@@ -85,7 +85,7 @@ internal sealed class MoeBlock : ILayerBlock
         if (shared is not null)
             for (var li = 0; li < gpus.Length; li++)
                 last[li] = b.AddElementwise(gpus[li], 0, site.Layer, [last[li], shared[li]], index: 3, microbatch: site.Microbatch);   // routed + shared
-        if (!backward) c.Elementwise(site, 3 * c.ActivationBytes, 2, last);   // residual add
+        if (!backward) c.Elementwise(site, c.SequenceShard(3 * c.ActivationBytes), 2, last);   // residual add
         yield return MoeSegment.After;
     }
 
