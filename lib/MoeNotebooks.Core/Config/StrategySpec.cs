@@ -511,9 +511,15 @@ public sealed record StrategySpec(int EP, int TP, int PP, int DP, Derivation Der
     /// </summary>
     private void CheckModelled(string? source)
     {
-        static string B(bool b) => b ? "true" : "false";
         var unpriced = new List<(string Field, string Value, string Default)>();
-        if (OverlapParamGather) unpriced.Add(("overlapParamGather", B(true), "false"));
+        // FSDP's per-unit gathers (and the first microbatch's bucket gathers) are emitted with whole passes; the
+        // schedules that split a backward (zero-bubble B/W) or merge two microbatches' passes (DualPipe, 1F1B all-to-all
+        // overlap) do not interleave them yet.
+        var splitOrMerged = Mode == WorkloadMode.Training && (Schedule is PipelineSchedule.DualPipe or PipelineSchedule.ZeroBubbleH1 || MoeAllToAllOverlap == MoeAllToAllOverlap.OneFOneB);
+        if (ZeroStage >= 3 && splitOrMerged)
+            unpriced.Add(("zero", "3", "0-2 with this schedule or moeAllToAllOverlap (ZeRO-3's per-layer gathers with split or merged passes are not priced yet)"));
+        if (OverlapParamGather && splitOrMerged)
+            unpriced.Add(("overlapParamGather", "true", "false with this schedule or moeAllToAllOverlap (the bucket gathers with split or merged passes are not priced yet)"));
         if (unpriced.Count > 0)
         {
             var (field, value, fallback) = unpriced[0];
@@ -541,6 +547,8 @@ public sealed record StrategySpec(int EP, int TP, int PP, int DP, Derivation Der
             throw new ConfigException("strategy.contextParallelSize", cp, $"and the {a} attention data-parallel ranks of a folding unit (lcm(tp, ep x etp) / tp, = ep with etp = tp): one must divide the other (CP groups tile a unit's ranks, or whole units)", source);
         if (CP > a && FoldUnits % (CP / a) != 0)
             throw new ConfigException("strategy.contextParallelSize", cp, $"spans {CP / a} folding units of {a} attention ranks: the stage's {FoldUnits} units must be a multiple of {CP / a}", source);
+        if (CP > a && (ZeroStage >= 3 || OverlapParamGather))
+            throw new ConfigException("strategy.contextParallelSize", cp, $"spans {CP / a} folding units of {a} attention ranks, whose per-unit parameter gathers (zero 3 / overlapParamGather) are not emitted with the ring yet: use contextParallelSize <= {a}, or zero <= 2 without overlapParamGather", source);
         if (CP > a && Mode == WorkloadMode.Training && (MoeAllToAllOverlap == MoeAllToAllOverlap.OneFOneB || Schedule is PipelineSchedule.ZeroBubbleH1 or PipelineSchedule.DualPipe))
             throw new ConfigException("strategy.contextParallelSize", cp, $"spans {CP / a} folding units of {a} attention ranks, which merged 1F1B steps (moeAllToAllOverlap \"1f1b\") and zero-bubble / DualPipe schedules do not emit together yet: use contextParallelSize <= {a}, or moeAllToAllOverlap \"none\" with schedule \"1f1b\" / \"interleaved\"", source);
     }
