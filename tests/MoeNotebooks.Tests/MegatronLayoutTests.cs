@@ -190,8 +190,9 @@ public class MegatronLayoutTests
     {
         // Oracle: honesty: a layout field the DAG does not model must not silently evaluate as if absent.
         var moe = new ModelSpec("moe", 4, 1024, 8, 4096, 8, 2, 32, 256);
-        // (Context parallelism, which this test used to pin, is priced since issue 12's ring attention.)
-        var st = new StrategySpec(4, 2, 1, 1) { Mode = WorkloadMode.Training, UseDistributedOptimizer = true, OverlapParamGather = true };
+        // (Context parallelism, which this test used to pin, is priced since issue 12's ring attention; overlapParamGather
+        // is priced too, except with merged passes such as the 1F1B all-to-all overlap.)
+        var st = new StrategySpec(4, 2, 1, 1) { Mode = WorkloadMode.Training, UseDistributedOptimizer = true, OverlapParamGather = true, MoeAllToAllOverlap = MoeAllToAllOverlap.OneFOneB };
         var e = Assert.Throws<ConfigException>(() => st.BuildDag(moe));
         Assert.Equal("strategy.overlapParamGather", e.Field);
         Assert.Contains("not priced", e.Message);
