@@ -66,6 +66,22 @@ public enum OpKind : byte
     SequenceAllGather,
     /// <summary>A multi-token-prediction depth's projection of [norm(h); norm(emb)] : [T, 2H] x [2H, H].</summary>
     MtpProjection,
+    /// <summary>Mamba-2 in-projection [T, H] x [H, (2 d_inner + 2 G N + heads)/TP] (z, x, B, C, dt; column-parallel).</summary>
+    MambaInProjection,
+    /// <summary>Mamba-2 out-projection [T, d_inner/TP] x [d_inner/TP, H] (row-parallel).</summary>
+    MambaOutProjection,
+    /// <summary>Mamba-2 causal depthwise conv1d over x, B, C with SiLU (memory-bound).</summary>
+    MambaConv,
+    /// <summary>One batched product of the SSD chunked scan (Dao and Gu 2024, arXiv:2405.21060 §6): C B^T, (L o C B^T) X, B^T X or C h per chunk.</summary>
+    MambaChunkScan,
+    /// <summary>SSD inter-chunk state passing and the dt/decay cumulative sums (memory-bound recurrence over chunks).</summary>
+    MambaStatePassing,
+    /// <summary>Mamba-2 gated RMSNorm: norm(y) x SiLU(z) over d_inner/TP (memory-bound).</summary>
+    MambaGatedNorm,
+    /// <summary>Latent MoE down-projection [T, H] x [H, latent] before the dispatch (Megatron --moe-latent-size).</summary>
+    MoeLatentDown,
+    /// <summary>Latent MoE up-projection [T, latent] x [latent, H] after the combine.</summary>
+    MoeLatentUp,
 }
 
 /// <summary>Which pass of a training step an operation belongs to.</summary>
@@ -106,8 +122,11 @@ public static class OpKindExtensions
 {
     public static OpCategory Category(this OpKind kind) => kind switch
     {
-        OpKind.AttentionScore or OpKind.AttentionValue => OpCategory.Attention,
-        OpKind.Elementwise or OpKind.Quantize or OpKind.RouterTopK or OpKind.Permute or OpKind.Unpermute => OpCategory.Elementwise,
+        // The SSD scan's batched products run in one fused kernel beside the sequence mixing, as flash attention does:
+        // priced by shape like every product, attributed to the sequence-mixing (attention) part.
+        OpKind.AttentionScore or OpKind.AttentionValue or OpKind.MambaChunkScan => OpCategory.Attention,
+        OpKind.Elementwise or OpKind.Quantize or OpKind.RouterTopK or OpKind.Permute or OpKind.Unpermute
+            or OpKind.MambaConv or OpKind.MambaStatePassing or OpKind.MambaGatedNorm => OpCategory.Elementwise,
         OpKind.AttentionAllReduce or OpKind.ExpertAllReduce or OpKind.AllToAllDispatch or OpKind.AllToAllCombine or OpKind.PipelineSend
             or OpKind.GradientAllReduce or OpKind.GradientReduceScatter or OpKind.ParameterAllGather or OpKind.PipelineAllGather
             or OpKind.SequenceReduceScatter or OpKind.SequenceAllGather => OpCategory.Communication,
@@ -120,7 +139,8 @@ public static class OpKindExtensions
     public static bool IsLinearLayer(this OpKind kind) => kind is OpKind.QProjection or OpKind.KProjection or OpKind.VProjection
         or OpKind.OutputProjection or OpKind.ExpertUp or OpKind.ExpertDown or OpKind.DenseUp or OpKind.DenseDown
         or OpKind.QDownProjection or OpKind.QUpProjection or OpKind.KvDownProjection or OpKind.KvUpProjection
-        or OpKind.SharedExpertUp or OpKind.SharedExpertDown or OpKind.MtpProjection;
+        or OpKind.SharedExpertUp or OpKind.SharedExpertDown or OpKind.MtpProjection
+        or OpKind.MambaInProjection or OpKind.MambaOutProjection or OpKind.MoeLatentDown or OpKind.MoeLatentUp;
 
     public static CollectivePattern Pattern(this OpKind kind) => kind switch
     {
@@ -188,6 +208,14 @@ public static class OpKindExtensions
         OpKind.SequenceReduceScatter => "Sequence_ReduceScatter",
         OpKind.SequenceAllGather => "Sequence_AllGather",
         OpKind.MtpProjection => "MTP projection",
+        OpKind.MambaInProjection => "Mamba in projection",
+        OpKind.MambaOutProjection => "Mamba out projection",
+        OpKind.MambaConv => "Mamba conv1d",
+        OpKind.MambaChunkScan => "SSD chunk scan",
+        OpKind.MambaStatePassing => "SSD state passing",
+        OpKind.MambaGatedNorm => "Mamba gated norm",
+        OpKind.MoeLatentDown => "Latent down projection",
+        OpKind.MoeLatentUp => "Latent up projection",
         _ => kind.ToString(),
     };
 }

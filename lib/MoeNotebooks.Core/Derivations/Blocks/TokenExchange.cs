@@ -28,7 +28,7 @@ internal static class TokenExchange
         var (gpus, layer, mb) = site;
         if (c.AttentionDp)
         {
-            if (c.St.TP > 1) c.TensorGroupCollective(gpus, OpKind.ExpertAllReduce, MaxLocalTokens(c, c.ExpertTokensByChunk[chunk]) * c.H * c.E, layer, mb, last, chunk);
+            if (c.St.TP > 1) c.TensorGroupCollective(gpus, OpKind.ExpertAllReduce, MaxLocalTokens(c, c.ExpertTokensByChunk[chunk]) * c.ExpertWidth * c.E, layer, mb, last, chunk);
             if (c.St.EP > 1) c.AllToAll(gpus, backward ? OpKind.AllToAllDispatch : OpKind.AllToAllCombine, a2aBytes, layer, mb, last, chunk);
         }
         else
@@ -60,6 +60,6 @@ internal static class TokenExchange
     {
         var chunks = c.St.AllToAllChunks;
         var routedShare = c.RoutedTokensPerRank / chunks + (chunk < c.RoutedTokensPerRank % chunks ? 1 : 0);
-        return Math.Max(routedShare, MaxLocalTokens(c, c.ExpertTokensByChunk[chunk])) * c.H * c.E;
+        return Math.Max(routedShare, MaxLocalTokens(c, c.ExpertTokensByChunk[chunk])) * c.ExpertWidth * c.E;
     }
 }
