@@ -24,6 +24,9 @@ public class GeneratorCoverageTests
         Assert.Contains(cases, c => c.DistributedOptimizer && c.Mode == WorkloadMode.Training && (c.DP > 1 || c.EP > 1));
         Assert.Contains(cases, c => !c.OverlapGradReduce && c.Mode == WorkloadMode.Training && (c.DP > 1 || c.EP > 1));
         Assert.Contains(cases, c => c.FirstStageLayers is not null && c.Mode == WorkloadMode.Training && c.Layers > c.PP);
+        // Hybrid patterns (issue 14's Mamba block), in training steps, with Mamba layers split over TP.
+        Assert.Contains(cases, c => c.HybridPattern is { } p && p.Contains('M') && c.Mode == WorkloadMode.Training && c.TP > 1);
+        Assert.Contains(cases, c => c.HybridPattern is { } p && p.Contains('M') && c.PP > 1);
         // And every case is valid as generated (the properties assume it).
         Assert.All(cases.Take(200), c => _ = c.Scenario);
     }

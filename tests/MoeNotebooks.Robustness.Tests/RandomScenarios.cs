@@ -23,16 +23,33 @@ public sealed record RandomCase(
     public bool OverlapGradReduce { get; init; } = true;
     public int? FirstStageLayers { get; init; }
 
+    /// <summary>A hybrid layer pattern (Megatron --hybrid-override-pattern: M, *, -, E; one 'E' at least) with its Mamba-2 sizes; null: attention + FFN layers.</summary>
+    public string? HybridPattern { get; init; }
+    public int MambaHeads { get; init; } = 1;
+    public int MambaHeadDim { get; init; } = 8;
+    public int MambaState { get; init; } = 4;
+    public int MambaChunk { get; init; } = 16;
+
     public override string ToString() => string.Create(CultureInfo.InvariantCulture,
         $"{Derivation} {Preset} ({GpusPerNode}/node) {(Efficiency ? "typical-hopper" : "ideal")} {Dtype}; EP{EP} TP{TP} PP{PP} DP{DP} mb{Microbatches}; " +
         $"layers {Layers}, H {HiddenSize}, heads {Heads}, F {Ffn}, experts {Experts}, topK {TopK}, batch {Batch}, seq {Sequence}; " +
         $"{Mode} {Schedule}{(Recompute ? " recompute" : "")}{(Zipf > 0 ? $" zipf {Zipf}" : "")} {Kernel}{(Overlap ? "" : " blocking")}{(ScatterGather ? " scatter-gather" : "")}" +
-        $"{(DistributedOptimizer ? " dist-opt" : "")}{(OverlapGradReduce ? "" : " no-grad-overlap")}{(FirstStageLayers is { } f ? $" first-stage {f}" : "")}");
+        $"{(DistributedOptimizer ? " dist-opt" : "")}{(OverlapGradReduce ? "" : " no-grad-overlap")}{(FirstStageLayers is { } f ? $" first-stage {f}" : "")}" +
+        $"{(HybridPattern is { } p ? $" hybrid {p} mamba {MambaHeads}x{MambaHeadDim} N {MambaState} Q {MambaChunk}" : "")}");
 
     public ModelSpec Model => new("random", Layers, HiddenSize, Heads, Ffn, Experts, TopK, Batch, Sequence, ModelSpec.DtypeBytes[Dtype], Dtype)
     {
         Routing = Zipf > 0 ? new RoutingSpec(RoutingDistribution.Zipf, Zipf) : RoutingSpec.Uniform,
+        HybridOverridePattern = HybridPattern,
+        MambaNumHeads = HybridPattern is null ? null : MambaHeads,
+        MambaHeadDim = MambaHeadDim,
+        MambaStateDim = MambaState,
+        MambaNumGroups = HybridPattern is null ? 8 : TP,
+        MambaChunkSize = MambaChunk,
     };
+
+    private string HybridJson => HybridPattern is null ? "" : string.Create(CultureInfo.InvariantCulture,
+        $", \"hybridOverridePattern\": \"{HybridPattern}\", \"mambaNumHeads\": {MambaHeads}, \"mambaHeadDim\": {MambaHeadDim}, \"mambaStateDim\": {MambaState}, \"mambaNumGroups\": {TP}, \"mambaChunkSize\": {MambaChunk}");
 
     public StrategySpec Strategy => new(EP, TP, PP, DP, Derivation, Microbatches) { Mode = Mode, Schedule = Schedule, Recompute = Recompute, AttentionKernel = Kernel, OverlapCommunication = Overlap, ScatterGather = ScatterGather,
         UseDistributedOptimizer = DistributedOptimizer, OverlapGradReduce = OverlapGradReduce, DecoderFirstPipelineNumLayers = FirstStageLayers };
@@ -56,7 +73,7 @@ public sealed record RandomCase(
         {
           "name": "random",
           "model": { "layers": {{Layers}}, "hiddenSize": {{HiddenSize}}, "attentionHeads": {{Heads}}, "ffnHiddenSize": {{Ffn}},
-                     "experts": {{Experts}}, "topK": {{TopK}}, "batch": {{Batch}}, "sequenceLength": {{Sequence}}, "dtype": "{{Dtype}}"{{RoutingJson}} },
+                     "experts": {{Experts}}, "topK": {{TopK}}, "batch": {{Batch}}, "sequenceLength": {{Sequence}}, "dtype": "{{Dtype}}"{{RoutingJson}}{{HybridJson}} },
           "hardware": { "preset": "{{Preset}}", "gpus": {{Gpus}}, "gpusPerNode": {{GpusPerNode}} },
           "strategy": { "ep": {{EP}}, "tp": {{TP}}, "pp": {{PP}}, "dp": {{DP}}, "microbatches": {{Microbatches}}, "derivation": "{{JsonObjectReader.Kebab(Derivation.ToString())}}"{{ExecutionJson}} },
           "costModel": {{(Efficiency ? "{ \"kind\": \"roofline-efficiency\", \"efficiency\": \"typical-hopper\" }" : "\"roofline-ideal\"")}}
@@ -99,6 +116,7 @@ public static class RandomScenarios
         from dtype in Dtype(hw.Preset)
         from execution in Execution
         from megatron in Megatron
+        from hybrid in Hybrid(layers)
         let heads = tp * headsPerRank
         let hidden = (long)heads * headDim
         let experts = ep * expertsPerRank
@@ -110,7 +128,26 @@ public static class RandomScenarios
             OverlapGradReduce = megatron.OverlapGradReduce,
             // Megatron's first-stage count: the other pp - 1 stages one layer each, the first the rest.
             FirstStageLayers = megatron.Uneven && pp > 1 ? layers - (pp - 1) : null,
+            HybridPattern = hybrid.Pattern,
+            MambaHeads = tp * hybrid.HeadsPerRank,
+            MambaHeadDim = hybrid.HeadDim,
+            MambaState = hybrid.State,
+            MambaChunk = hybrid.Chunk,
         };
+
+    /// <summary>
+    /// One case in four a hybrid: a pattern of the case's layer count over M, *, -, E with one position forced to 'E'
+    /// (the random models have experts); Mamba heads a multiple of TP (groups = TP), small heads, state and chunk.
+    /// </summary>
+    private static Gen<(string? Pattern, int HeadsPerRank, int HeadDim, int State, int Chunk)> Hybrid(int layers) =>
+        from draw in Gen.Int[0, 3]
+        from symbols in Gen.OneOf('M', '*', '-', 'E').Array[layers]
+        from forced in Gen.Int[0, layers - 1]
+        from headsPerRank in Gen.Int[1, 2]
+        from headDim in Gen.OneOf(4, 8, 16)
+        from state in Gen.OneOf(2, 4, 8)
+        from chunk in Gen.OneOf(8, 16, 64)
+        select (draw == 0 ? new string(symbols.Select((c, i) => i == forced ? 'E' : c).ToArray()) : null, headsPerRank, headDim, state, chunk);
 
     /// <summary>Distributed optimizer (1 in 4), no gradient-reduce overlap (1 in 4), explicit first-stage layers (1 in 3, with pp &gt; 1).</summary>
     private static Gen<(bool DistributedOptimizer, bool OverlapGradReduce, bool Uneven)> Megatron =>

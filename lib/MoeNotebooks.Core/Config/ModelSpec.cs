@@ -399,10 +399,12 @@ public sealed record ModelSpec(
         if (IsHybrid && HybridOverridePattern!.Contains('M'))
         {
             // Megatron-Core MambaMixer: "nheads must be evenly divisble by tp_size", "ngroups must be evenly divisible by tp_size".
-            if (MambaHeads % tp != 0)
-                throw new ConfigException("model.mambaNumHeads", I(MambaHeads), $"must be divisible by strategy.tp = {tp} (Mamba heads are split over TP)", source);
-            if (MambaNumGroups % tp != 0)
-                throw new ConfigException("model.mambaNumGroups", I(MambaNumGroups), $"must be divisible by strategy.tp = {tp} (each TP rank holds whole B/C groups)", source);
+            // The mixer is split over the attention TP group (TP, or TP x EP for tensor-parallel attention).
+            var ranks = attentionTp == tp ? $"strategy.tp = {tp}" : $"the attention tensor-parallel size {attentionTp}";
+            if (MambaHeads % attentionTp != 0)
+                throw new ConfigException("model.mambaNumHeads", I(MambaHeads), $"must be divisible by {ranks} (Mamba heads are split over TP)", source);
+            if (MambaNumGroups % attentionTp != 0)
+                throw new ConfigException("model.mambaNumGroups", I(MambaNumGroups), $"must be divisible by {ranks} (each TP rank holds whole B/C groups)", source);
         }
         if (SharedExperts > 0 && SharedExperts * SharedExpertWidth % tp != 0)
             throw new ConfigException("model.sharedExpertFfnHiddenSize", I(SharedExpertWidth), $"x sharedExperts must be divisible by strategy.tp = {tp}", source);
