@@ -8,7 +8,7 @@ namespace MoeNotebooks.Calibration;
 /// <summary>All-reduce validation for messages of at least 1 MiB: fitted lines in-sample and leave-one-size-out, and datasheet links.</summary>
 public static class CollectiveSuites
 {
-    public const double MinBytes = 1 << 20;
+    public const double MinBytes = LinkCalibration.MinBytes;
 
     public static string CaseId(CollectiveMeasurement m) => string.Create(CultureInfo.InvariantCulture,
         $"{m.System} {m.Collective} {m.Gpus} GPUs/{m.Nodes} node(s) {m.Bytes:G6} B");
@@ -99,35 +99,6 @@ public static class CollectiveSuites
         return (hw, Enumerable.Range(0, nodes).SelectMany(n => Enumerable.Range(n * hw.GpusPerNode, perNode)).ToArray());
     }
 
-    /// <summary>
-    /// The preset with its links replaced by what the system measured, one level at a time (calibration per level):
-    /// inside a node, the ring bus bandwidth and latency of the largest single-node all-reduce group (a ring's busbw
-    /// is its link bandwidth; no NVLS, as the ring measured); across nodes, the bandwidth and latency of a send/recv
-    /// between two nodes (one NIC). Rails and domains stay as the preset describes them. Null when the level has no
-    /// such rows; the rows used are named in <paramref name="notes"/>.
-    /// </summary>
-    public static HardwareSpec? CalibrateLevels(HardwareSpec preset, IReadOnlyList<CollectiveMeasurement> systemRows, List<string> notes)
-    {
-        var big = systemRows.Where(r => r.Bytes >= MinBytes).ToArray();
-        var intra = big.Where(r => r.Pattern == CollectivePattern.AllReduce && r.Nodes == 1).GroupBy(r => r.Gpus).MaxBy(g => g.Key);
-        var send = big.Where(r => r.Pattern == CollectivePattern.SendRecv && r.Nodes == 2).ToArray();
-        if (intra is null && send.Length == 0) return null;
-        var hw = preset with { Nvls = false };
-        if (intra is not null && intra.Select(r => r.Bytes).Distinct().Count() >= 2)
-        {
-            var fit = CollectiveFit.Fit(CollectivePattern.AllReduce, intra.Key, 1, intra.Select(r => (r.Bytes, r.Seconds)).ToArray());
-            hw = hw with { IntraNode = new LinkSpec(fit.BusBytesPerSecond, fit.LatencySeconds) };
-            notes.Add(string.Create(CultureInfo.InvariantCulture, $"intra-node link from all_reduce on {intra.Key} GPUs / 1 node: busbw {fit.BusBytesPerSecond / 1e9:F1} GB/s, latency {fit.LatencySeconds * 1e6:F1} us"));
-        }
-        if (send.Select(r => r.Bytes).Distinct().Count() >= 2)
-        {
-            var fit = CollectiveFit.Fit(CollectivePattern.SendRecv, 2, 2, send.Select(r => (r.Bytes, r.Seconds)).ToArray());
-            hw = hw with { InterNode = new LinkSpec(fit.BytesPerSecond, fit.LatencySeconds) };
-            notes.Add(string.Create(CultureInfo.InvariantCulture, $"NIC from send_recv between 2 nodes: {fit.BytesPerSecond / 1e9:F2} GB/s, latency {fit.LatencySeconds * 1e6:F1} us"));
-        }
-        return hw.Validated();
-    }
-
     private static CollectivePrice Predict(HardwareSpec preset, CollectiveMeasurement m)
     {
         var (hw, ranks) = Placed(preset, m.Gpus, m.Nodes);
@@ -137,7 +108,7 @@ public static class CollectiveSuites
     /// <summary>
     /// All-reduce at one level (intra-node or inter-node), messages >= 1 MiB, predicted by the topology model
     /// (<see cref="LinkCommunication"/>) on the system's preset: from the datasheet (<paramref name="calibrated"/>
-    /// false) or with links calibrated per level (<see cref="CalibrateLevels"/>; the all-reduce group the intra-node
+    /// false) or with links calibrated per level (<see cref="LinkCalibration.CalibrateLevels"/>; the all-reduce group the intra-node
     /// link was read from is in-sample, every other case is predicted; across nodes the rail count is chosen on the
     /// system's other inter-node groups, leaving the predicted group out).
     /// </summary>
@@ -156,7 +127,7 @@ public static class CollectiveSuites
             if (calibrated)
             {
                 var systemNotes = new List<string>();
-                var c = CalibrateLevels(preset, system.ToArray(), systemNotes);
+                var c = LinkCalibration.CalibrateLevels(preset, system.ToArray(), systemNotes);
                 if (c is null) { notes.Add($"{system.Key}: nothing to calibrate from; not compared"); continue; }
                 preset = c;
                 notes.AddRange(systemNotes.Select(n => $"{system.Key}: {n}"));

@@ -163,7 +163,7 @@ public sealed class ModernPredictor
         }
         else if (!ModernArchitecture.Catalog.TryGetValue(run.Family, out arch))
             return (null, $"architecture of {run.Family} not in data/{ModernArchitecture.ResourceName}");
-        var hardware = HardwareCatalog.Get(system).WithGpus(run.Gpus);
+        var hardware = LaunchedOn(HardwareCatalog.Get(system), run.Gpus);
         // The core's model from the row's columns: MHA, head dim hidden / heads, two-matrix FFN at the (expert) width.
         var experts = arch.Experts;
         var model = new ModelSpec(run.Family, arch.Layers, arch.HiddenSize, arch.AttentionHeads, experts > 0 ? arch.MoeFfnHiddenSize : arch.FfnHiddenSize,
@@ -223,6 +223,24 @@ public sealed class ModernPredictor
         var unit = new string(kinds);
         var share = layersPerStage / (double)pattern.Length;
         return (unit, kinds.Select(k => (k, unit.Insert(unit.IndexOf(k), k.ToString()), pattern.Count(ch => ch == k) * share - 1)).ToArray());
+    }
+
+    /// <summary>
+    /// The system as the row's job was placed on it. Megatron-Bridge's performance launcher (scripts/performance,
+    /// README "Slurm arguments", <c>--segment</c>) asks Slurm for NVLink-domain segments on rack-scale systems: "4-GPU-node
+    /// jobs use all nodes when the job has at most 18 nodes, otherwise the largest divisor of the node count up to 18".
+    /// A 256-GPU job on GB200/GB300 NVL72 racks (64 trays of 4) therefore runs in four 16-tray segments: NVLink domains
+    /// of 64 GPUs, not 72 (an EP 64 group never straddles two racks). Systems whose NVLink domain is one host are
+    /// unchanged.
+    /// </summary>
+    public static HardwareSpec LaunchedOn(HardwareSpec preset, int gpus)
+    {
+        var hardware = preset.WithGpus(gpus);
+        if (hardware.GpusPerNvlinkDomain <= hardware.GpusPerNode || gpus % hardware.GpusPerNode != 0) return hardware;
+        var nodes = gpus / hardware.GpusPerNode;
+        var domainNodes = hardware.GpusPerNvlinkDomain / hardware.GpusPerNode;
+        var segment = nodes <= domainNodes ? nodes : Enumerable.Range(1, domainNodes).Last(d => nodes % d == 0);
+        return (hardware with { NvlinkDomainGpus = segment * hardware.GpusPerNode }).Validated();
     }
 
     /// <summary>Layers per slice stage simulated: 1 and 2, or one and two repeats of the model's attention pattern (GPT-OSS alternates full and sliding layers).</summary>

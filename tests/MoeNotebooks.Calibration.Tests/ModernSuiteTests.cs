@@ -195,6 +195,22 @@ public class ModernSuiteTests
         Assert.Equal(big.Gpu, naive.Gpu);
     }
 
+    [Theory]
+    [InlineData("GB200-NVL72", 256, 64)]   // 64 trays: largest divisor of 64 up to 18 is 16 trays = 64 GPUs
+    [InlineData("GB300-NVL72", 64, 64)]    // 16 trays <= 18: one segment of all of them
+    [InlineData("GB200-NVL72", 8, 8)]      // 2 trays
+    [InlineData("GB200-NVL72", 288, 72)]   // 72 trays: 18-tray segments, whole racks
+    [InlineData("GB200-NVL72", 80, 40)]    // 20 trays: largest divisor up to 18 is 10
+    [InlineData("DGX-B200", 256, 8)]       // the NVLink domain is the host: unchanged
+    public void Jobs_on_rack_scale_systems_run_in_the_launchers_nvlink_segments(string preset, int gpus, int domain)
+    {
+        // Oracle: Megatron-Bridge scripts/performance/README.md, --segment: "4-GPU-node jobs use all nodes when the job
+        // has at most 18 nodes, otherwise the largest divisor of the node count up to 18" (by hand per case).
+        var hardware = ModernPredictor.LaunchedOn(HardwareCatalog.Get(preset), gpus);
+        Assert.Equal(gpus, hardware.GpuCount);
+        Assert.Equal(domain, hardware.GpusPerNvlinkDomain);
+    }
+
     [CalibrationDataFact]
     public void One_fit_per_generation_is_shown_beside_its_cross_validated_error()
     {

@@ -11,10 +11,10 @@ namespace MoeNotebooks.Tests;
 public class PipelinePlanTests
 {
     /// <summary>Per-item unit times: forward, input-gradient B, weight-gradient W, and an overlapped F&amp;B pair.</summary>
-    private sealed record Times(double F, double B, double W, double FB);
+    internal sealed record Times(double F, double B, double W, double FB);
 
     /// <summary>Makespan and each stage's busy time of a plan with zero-cost communication.</summary>
-    private static (double Makespan, double[] Busy) Simulate(IReadOnlyList<PipelineItem>[] plan, int chunks, Times t)
+    internal static (double Makespan, double[] Busy) Simulate(IReadOnlyList<PipelineItem>[] plan, int chunks, Times t)
     {
         var stages = plan.Length;
         var finish = new Dictionary<(int Chunk, int Mb, int Dir, bool Backward, PipelinePart Part), double>();

@@ -181,9 +181,12 @@ public static class MemoryModel
         var stages = new List<StageMemory>();
         for (var stage = 0; stage < st.PP; stage++)
         {
-            var p = seed ? SeedParameters(model, st) : ParameterCounts.OnStage(model, st, stage);
-            var nonExpertShard = (double)st.DP * (attentionDp ? st.EP : 1);
-            var expertShard = (double)st.DP;
+            // DualPipe: each rank holds two stages' weights (two copies of the model over the pipeline), sharded by a
+            // partitioned optimizer over both copies' replicas.
+            var p = seed ? SeedParameters(model, st) : ParameterCounts.OnRank(model, st, stage);
+            var copies = seed ? 1 : ParameterCounts.DualPipeCopies(st);
+            var nonExpertShard = (double)st.DP * copies * (attentionDp ? st.EP : 1);
+            var expertShard = (double)st.DP * copies;
             double Sharded(double bytesPerParam, bool partitioned) =>
                 bytesPerParam * (partitioned ? p.NonExpert / nonExpertShard + p.ExpertPerRank / expertShard : p.Total);
             var weights = Sharded(e, st.ZeroStage >= 3);

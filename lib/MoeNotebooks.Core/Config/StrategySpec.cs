@@ -403,6 +403,7 @@ public sealed record StrategySpec(int EP, int TP, int PP, int DP, Derivation Der
             return;
         }
         CheckModelled(source);
+        CheckAllToAllOverlap(model, source);
         // Sequence parallelism is priced for dense models (attention and dense FFN blocks); the MoE token exchange
         // from sequence-sharded tokens and the scatter/gather pipeline send are not priced yet.
         if (SequenceParallel && TP > 1 && !model.IsDense)
@@ -455,14 +456,34 @@ public sealed record StrategySpec(int EP, int TP, int PP, int DP, Derivation Der
         if (ExpertTensorParallelSize is { } etp && etp != TP) unpriced.Add(("expertTensorParallelSize", etp.ToString(CultureInfo.InvariantCulture), "strategy.tp"));
         if (CP > 1) unpriced.Add(("contextParallelSize", CP.ToString(CultureInfo.InvariantCulture), "1"));
         if (OverlapParamGather) unpriced.Add(("overlapParamGather", B(true), "false"));
-        if (Schedule is PipelineSchedule.DualPipe or PipelineSchedule.ZeroBubbleH1 && Mode == WorkloadMode.Training)
-            unpriced.Add(("schedule", $"\"{JsonObjectReader.Kebab(Schedule.ToString())}\"", "\"1f1b\" or \"interleaved\" (the schedule's plan and bubble are in PipelinePlan; the DAG does not split W from B yet)"));
-        if (MoeAllToAllOverlap != MoeAllToAllOverlap.None) unpriced.Add(("moeAllToAllOverlap", $"\"{JsonObjectReader.Kebab(MoeAllToAllOverlap.ToString())}\"", "\"none\""));
+        if (MoeAllToAllOverlap == MoeAllToAllOverlap.DeepEp) unpriced.Add(("moeAllToAllOverlap", "\"deep-ep\"", "\"none\" or \"1f1b\" (DeepEP's kernels are priced by costModel.alltoall)"));
         if (unpriced.Count > 0)
         {
             var (field, value, fallback) = unpriced[0];
             throw new ConfigException($"strategy.{field}", value, $"is not priced by the corrected derivation yet; use {fallback}", source);
         }
+    }
+
+    /// <summary>
+    /// Megatron-Core's EP all-to-all overlap needs what its argument checks ask for (megatron/training/arguments.py,
+    /// <c>--overlap-moe-expert-parallel-comm</c>): expert parallelism with all-to-all token exchange, a training run,
+    /// and with pipeline parallelism the interleaved schedule; here also one all-to-all chunk and overlapping streams.
+    /// </summary>
+    private void CheckAllToAllOverlap(ModelSpec model, string? source)
+    {
+        if (MoeAllToAllOverlap != MoeAllToAllOverlap.OneFOneB) return;
+        const string field = "strategy.moeAllToAllOverlap";
+        const string value = "\"1f1b\"";
+        string? why =
+            Mode != WorkloadMode.Training ? "overlaps one microbatch's forward with another's backward, so it needs \"mode\": \"training\""
+            : model.IsDense || EP < 2 ? "needs expert parallelism (strategy.ep > 1 and a model with experts), as Megatron's --overlap-moe-expert-parallel-comm asserts"
+            : Attention != AttentionPlacement.DataParallel ? "overlaps the all-to-all of data-parallel attention; with \"attention\": \"tensor-parallel\" there is none"
+            : Schedule is not (PipelineSchedule.OneFOneB or PipelineSchedule.Interleaved) ? $"runs in the 1F1B steady state: use \"schedule\": \"1f1b\" (pp = 1) or \"interleaved\", not \"{JsonObjectReader.Kebab(Schedule.ToString())}\""
+            : PP > 1 && VirtualStages < 2 ? "needs the interleaved schedule (virtualStages >= 2) when pp > 1, as Megatron asserts (virtual_pipeline_model_parallel_size must be set)"
+            : AllToAllChunks != 1 ? $"hides each all-to-all under the other microbatch's compute, not by chunking: use alltoallChunks 1 (it is {AllToAllChunks})"
+            : !OverlapCommunication ? "needs communication on its own stream: use \"overlap\": true"
+            : null;
+        if (why is not null) throw new ConfigException(field, value, why, source);
     }
 
     private (int First, int Count)[] ChunkLayersChecked(int layers, string? source)

@@ -98,16 +98,21 @@ public sealed record CollectiveFit(
 
 /// <summary>
 /// Communication priced by fitted latency-bandwidth lines (<see cref="CollectiveFit"/>) where a fit exists for the
-/// collective and the group's shape (GPUs, nodes), and by the datasheet <see cref="LinkCommunication"/> otherwise.
+/// collective and the group's shape (GPUs, nodes), and by the topology model <see cref="LinkCommunication"/> otherwise:
+/// on links calibrated per level from the same measurements (<see cref="LinkCalibration.CalibrateLevels"/>) when they
+/// come from one system and pin a level, else on the datasheet links.
 /// Within a group shape, the segment covering the message size is used; beyond the measured sizes the nearest segment
 /// extrapolates and a warning is collected in <see cref="Warnings"/>, as is every fallback to the datasheet.
 /// </summary>
-public sealed class CalibratedCommunication(HardwareSpec hardware, IReadOnlyList<CollectiveFit> fits, string source = "measurements", AllToAllImplementation allToAll = AllToAllImplementation.Nccl) : ICommunicationCostModel, ILinkTopology
+public sealed class CalibratedCommunication(HardwareSpec hardware, IReadOnlyList<CollectiveFit> fits, string source = "measurements", AllToAllImplementation allToAll = AllToAllImplementation.Nccl, HardwareSpec? levels = null, IReadOnlyList<string>? levelNotes = null) : ICommunicationCostModel, ILinkTopology
 {
     private readonly ILookup<(CollectivePattern, int, int), CollectiveFit> _fits = fits.ToLookup(f => (f.Pattern, f.Gpus, f.Nodes));
-    private readonly LinkCommunication _datasheet = new(hardware, allToAll);
+    private readonly LinkCommunication _datasheet = new(levels ?? hardware, allToAll);
 
-    /// <summary>The datasheet model that prices what no fit covers, and says which links a collective occupies.</summary>
+    /// <summary>
+    /// The topology model that prices what no fit covers (on links calibrated per level when <see cref="LevelNotes"/>
+    /// is not empty), and says which links a collective occupies.
+    /// </summary>
     public LinkCommunication Datasheet => _datasheet;
 
     public int LinkCount => _datasheet.LinkCount;
@@ -119,13 +124,25 @@ public sealed class CalibratedCommunication(HardwareSpec hardware, IReadOnlyList
 
     public HardwareSpec Hardware { get; } = hardware;
     public IReadOnlyList<CollectiveFit> Fits { get; } = fits;
+
+    /// <summary>What the per-level link calibration read (empty when the fallback uses the datasheet links).</summary>
+    public IReadOnlyList<string> LevelNotes { get; } = levels is null ? [] : levelNotes ?? [];
     public string Source { get; } = source;
     public string Name => $"calibrated-links({Source})";
 
     public IReadOnlyList<string> Warnings { get { lock (_gate) return _warnings.ToArray(); } }
 
-    public static CalibratedCommunication FromMeasurements(HardwareSpec hardware, IEnumerable<CollectiveMeasurement> measurements, string source = "measurements", IReadOnlyList<double>? breakpointsBytes = null, AllToAllImplementation allToAll = AllToAllImplementation.Nccl) =>
-        new(hardware, CollectiveFit.FitAll(measurements, breakpointsBytes), source, allToAll);
+    /// <summary>
+    /// Fits every measured group shape, and calibrates the links per level for the shapes not measured when the rows
+    /// come from one system (rows of several systems would mix their links).
+    /// </summary>
+    public static CalibratedCommunication FromMeasurements(HardwareSpec hardware, IEnumerable<CollectiveMeasurement> measurements, string source = "measurements", IReadOnlyList<double>? breakpointsBytes = null, AllToAllImplementation allToAll = AllToAllImplementation.Nccl)
+    {
+        var rows = measurements as IReadOnlyList<CollectiveMeasurement> ?? measurements.ToArray();
+        var notes = new List<string>();
+        var levels = rows.Select(r => r.System).Distinct(StringComparer.Ordinal).Count() == 1 ? LinkCalibration.CalibrateLevels(hardware, rows, notes) : null;
+        return new(hardware, CollectiveFit.FitAll(rows, breakpointsBytes), source, allToAll, levels, notes);
+    }
 
     /// <summary>The fit that prices this collective, or null when the datasheet link does.</summary>
     public CollectiveFit? FitFor(CollectivePattern pattern, double bytes, int gpus, int nodes)
@@ -145,7 +162,9 @@ public sealed class CalibratedCommunication(HardwareSpec hardware, IReadOnlyList
         if (fit is null)
         {
             Warn($"none:{pattern}:{gpus.Length}:{nodes.Count}",
-                $"no fitted {MeasurementCsv.NameOf(pattern)} for {gpus.Length} GPUs over {nodes.Count} node(s) in {Source}; using the datasheet link of {Hardware.Name}");
+                LevelNotes.Count > 0
+                    ? $"no fitted {MeasurementCsv.NameOf(pattern)} for {gpus.Length} GPUs over {nodes.Count} node(s) in {Source}; using the topology model on links calibrated per level ({string.Join("; ", LevelNotes)})"
+                    : $"no fitted {MeasurementCsv.NameOf(pattern)} for {gpus.Length} GPUs over {nodes.Count} node(s) in {Source}; using the datasheet link of {Hardware.Name}");
             return _datasheet.Seconds(pattern, bytesPerGpu, gpus);
         }
         if (!fit.Covers(bytesPerGpu))

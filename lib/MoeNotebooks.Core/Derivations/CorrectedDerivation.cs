@@ -42,6 +42,12 @@ internal sealed class CorrectedDerivation
     private readonly long _e, _activationBytes;
     private readonly (int First, int Count)[] _chunkLayers;
     private readonly Dictionary<(int Gpu, int Layer), int> _layerBackwardDone = new();
+
+    /// <summary>DualPipe in training: microbatches enter from both ends, so each rank holds model stages s and pp - 1 - s.</summary>
+    private readonly bool _dualPipe;
+
+    /// <summary>Weight-gradient GEMMs a zero-bubble B pass deferred, per replica and item, until the item's W pass.</summary>
+    private readonly Dictionary<(int Dp, PipelineItem Item), List<DeferredWeightGradient>> _deferredWeightGradients = new();
     private Dictionary<int, int>? _lastBackward;
     private int[] _stepOf = [];
 
@@ -72,6 +78,7 @@ internal sealed class CorrectedDerivation
         _chunkCount = st.PP * st.VirtualStages;
         _chunkLayers = st.ChunkLayers(model.Layers);
         _builtReplicas = st.DP;
+        _dualPipe = _training && st.Schedule == PipelineSchedule.DualPipe;
         if (folding == DagFolding.Symmetric && st.DP > 1)
         {
             _builtReplicas = 1;
@@ -98,7 +105,21 @@ internal sealed class CorrectedDerivation
         return derivation.BuildDag();
     }
 
-    private int StageOf(int chunk) => chunk % _st.PP;
+    /// <summary>The pipeline rank running an item: chunk mod pp, or under DualPipe by its direction (<see cref="PipelinePlan.StageOf"/>).</summary>
+    private int StageOf(PipelineItem item) => PipelinePlan.StageOf(item, _st.PP);
+
+    /// <summary>
+    /// The pipeline ranks holding a chunk's weights: chunk mod pp, or under DualPipe both s and pp - 1 - s (DeepSeek-V3
+    /// report §3.2.1: "DualPipe requires keeping two copies of the model parameters"). The two copies are replicas of
+    /// the same weights, so their gradients are summed like data-parallel replicas' before the optimizer.
+    /// </summary>
+    private int[] PositionsOf(int chunk) => _dualPipe ? [chunk, _st.PP - 1 - chunk] : [chunk % _st.PP];
+
+    /// <summary>Replicas of every weight: 2 under DualPipe (each rank holds two stages), else 1.</summary>
+    private int Copies => ParameterCounts.DualPipeCopies(_st);
+
+    /// <summary>An item as the key of its outputs: a backward's B part stands for the whole backward (it produces dX).</summary>
+    private static PipelineItem Key(PipelineItem item) => item with { Part = PipelinePart.Full, OverlapsNext = false };
 
     private int[] StageGpus(int dp, int stage)
     {
@@ -111,6 +132,8 @@ internal sealed class CorrectedDerivation
     private OperatorDag BuildDag()
     {
         var plan = PipelinePlan.Build(_st.PP, _st.VirtualStages, _st.Microbatches, _st.Schedule, _training);
+        if (_training && _st.MoeAllToAllOverlap == MoeAllToAllOverlap.OneFOneB)
+            for (var s = 0; s < plan.Length; s++) plan[s] = PipelinePlan.MergedForwardBackward(plan[s]);
         // Outputs of each emitted item, per replica and per local rank: the next item's inputs.
         var outputs = new Dictionary<PipelineItem, int[][]>();
         var next = new int[_st.PP];
@@ -118,6 +141,35 @@ internal sealed class CorrectedDerivation
         var gradientOps = new List<int>[_st.GpuCount];
         for (var g = 0; g < gradientOps.Length; g++) gradientOps[g] = new List<int>();
         var deferredSyncs = new List<int>();
+        // Where each stage issues the last backward (any part) of each of its chunks: the chunk's gradients are then
+        // complete on that rank. Under DualPipe a chunk's two copies finish on two ranks; its sync waits for both.
+        var lastBackward = new Dictionary<(int Chunk, int Direction), int>[_st.PP];
+        for (var stage = 0; stage < _st.PP; stage++)
+        {
+            lastBackward[stage] = new Dictionary<(int, int), int>();
+            for (var i = 0; i < plan[stage].Count; i++)
+                if (plan[stage][i].Backward) lastBackward[stage][(plan[stage][i].Chunk, plan[stage][i].Direction)] = i;
+        }
+        var copiesPending = new int[_chunkCount];
+        Array.Fill(copiesPending, Copies);
+        bool Ready(PipelineItem item) => InputOf(item) is not { } input || outputs.ContainsKey(input);
+        int[]? InputOn(int dp, PipelineItem item) => InputOf(item) is { } input ? outputs[input][dp] : null;
+        void Emit(PipelineItem item, int[][]? inputs = null)
+        {
+            var perReplica = new int[_builtReplicas][];
+            for (var dp = 0; dp < _builtReplicas; dp++)
+                perReplica[dp] = SendOnward(dp, item, EmitItem(dp, item, inputs is null ? InputOn(dp, item) : inputs[dp]));
+            outputs[Key(item)] = perReplica;
+        }
+        void AfterBackward(int stage, int index)
+        {
+            var item = plan[stage][index];
+            if (!item.Backward || lastBackward[stage][(item.Chunk, item.Direction)] != index || --copiesPending[item.Chunk] > 0) return;
+            // --overlap-grad-reduce: each chunk's buckets go as soon as its last backward is issued;
+            // without it Megatron reduces every bucket after the whole backward (finalize_model_grads).
+            if (_st.OverlapGradReduce) EmitGradientSync(item.Chunk, gradientOps);
+            else deferredSyncs.Add(item.Chunk);
+        }
         while (remaining > 0)
         {
             var progress = false;
@@ -126,21 +178,51 @@ internal sealed class CorrectedDerivation
                 while (next[stage] < plan[stage].Count)
                 {
                     var item = plan[stage][next[stage]];
-                    var input = InputOf(item);
-                    if (input is not null && !outputs.ContainsKey(input.Value)) break;
-                    var perReplica = new int[_builtReplicas][];
-                    for (var dp = 0; dp < _builtReplicas; dp++)
-                        perReplica[dp] = SendOnward(dp, item, EmitItem(dp, item, input is null ? null : outputs[input.Value][dp]));
-                    outputs[item] = perReplica;
-                    if (item.Backward && item.Microbatch == _st.Microbatches - 1 && LastMicrobatchOfChunk(plan[stage], next[stage]))
+                    var count = 1;
+                    if (item.Part == PipelinePart.WeightGradient)
                     {
-                        // --overlap-grad-reduce: each chunk's buckets go as soon as its last backward is issued;
-                        // without it Megatron reduces every bucket after the whole backward (finalize_model_grads).
-                        if (_st.OverlapGradReduce) EmitGradientSync(item.Chunk, gradientOps);
-                        else deferredSyncs.Add(item.Chunk);
+                        // Zero-bubble W: the weight gradients its B pass deferred (that B ran earlier on this stage).
+                        for (var dp = 0; dp < _builtReplicas; dp++)
+                        {
+                            var key = (dp, Key(item));
+                            foreach (var (gpuLayer, op) in _c.EmitWeightGradients(_deferredWeightGradients[key]))
+                                _layerBackwardDone[gpuLayer] = op;
+                            _deferredWeightGradients.Remove(key);
+                        }
                     }
-                    next[stage]++;
-                    remaining--;
+                    else if (item.OverlapsNext)
+                    {
+                        // A forward merged with the next item, a whole backward of another microbatch: Megatron-Core's
+                        // 1F1B all-to-all overlap, or a DualPipe F&B pair (DeepSeek-V3 report §3.2.1, Figure 4); both are
+                        // issued layer by layer so one microbatch's all-to-all runs under the other's compute.
+                        var partner = plan[stage][next[stage] + 1];
+                        if (!Ready(item) || !Ready(partner)) break;
+                        if (item.Backward || !partner.Backward || partner.Part != PipelinePart.Full)
+                            throw new InvalidOperationException($"an overlapped pair is a forward then a whole backward, got {item} {partner}");
+                        var fOut = new int[_builtReplicas][];
+                        var bOut = new int[_builtReplicas][];
+                        for (var dp = 0; dp < _builtReplicas; dp++)
+                        {
+                            var (fIn, bIn) = (InputOn(dp, item), InputOn(dp, partner));
+                            // deepseek-ai/DualPipe's _forward_backward_chunk receives both chunks' inputs before it starts
+                            // (recv forward, recv backward, then wait): under DualPipe both chunks wait for a join of the two.
+                            if (_dualPipe) fIn = bIn = JoinInputs(StageGpus(dp, stage), fIn, bIn, item.Microbatch);
+                            var (f, b) = EmitMergedPair(dp, item, fIn, partner, bIn);
+                            fOut[dp] = SendOnward(dp, item, f);
+                            bOut[dp] = SendOnward(dp, partner, b);
+                        }
+                        outputs[Key(item)] = fOut;
+                        outputs[Key(partner)] = bOut;
+                        count = 2;
+                    }
+                    else
+                    {
+                        if (!Ready(item)) break;
+                        Emit(item);
+                    }
+                    for (var k = 0; k < count; k++) AfterBackward(stage, next[stage] + k);
+                    next[stage] += count;
+                    remaining -= count;
                     progress = true;
                 }
             }
@@ -158,40 +240,22 @@ internal sealed class CorrectedDerivation
         return _b.Build();
     }
 
-    private static bool LastMicrobatchOfChunk(IReadOnlyList<PipelineItem> items, int index)
-    {
-        var item = items[index];
-        for (var i = index + 1; i < items.Count; i++)
-            if (items[i].Backward && items[i].Chunk == item.Chunk) return false;
-        return true;
-    }
-
     /// <summary>The item whose outputs feed this one: the previous chunk's forward, the next chunk's backward, or (for the last chunk) its own forward.</summary>
     private PipelineItem? InputOf(PipelineItem item)
     {
-        if (!item.Backward) return item.Chunk == 0 ? null : new PipelineItem(item.Chunk - 1, item.Microbatch, false);
-        return item.Chunk == _chunkCount - 1 ? item with { Backward = false } : item with { Chunk = item.Chunk + 1 };
+        var key = Key(item);
+        if (!item.Backward) return item.Chunk == 0 ? null : key with { Chunk = item.Chunk - 1 };
+        return item.Chunk == _chunkCount - 1 ? key with { Backward = false } : key with { Chunk = item.Chunk + 1 };
     }
 
     /// <summary>Emits one item on one replica's stage; returns the op each local rank's next consumer waits for.</summary>
     private int[] EmitItem(int dp, PipelineItem item, int[]? input)
     {
-        var stage = StageOf(item.Chunk);
+        var stage = StageOf(item);
         var gpus = StageGpus(dp, stage);
         var mb = item.Microbatch;
         var (first, count) = _chunkLayers[item.Chunk];
-        var last = new int[gpus.Length];
-        if (input is null) Array.Fill(last, -1);
-        else
-        {
-            input.CopyTo(last, 0);
-            // Scatter/gather: the slices that arrived from another stage are all-gathered over each TP group.
-            if (ScatterGathered && InputOf(item) is { } from && StageOf(from.Chunk) != stage)
-            {
-                _b.Phase = item.Backward ? OpPhase.BackwardData : OpPhase.Forward;
-                _c.TensorGroupCollective(gpus, OpKind.PipelineAllGather, _activationBytes, -1, mb, last);
-            }
-        }
+        var last = ItemInput(gpus, item, input);
         var site = new LayerSite(gpus, first, mb);
         var lastSite = new LayerSite(gpus, first + count - 1, mb);
         var hasEmbedding = item.Chunk == 0 && _m.Vocabulary > 0;
@@ -213,6 +277,11 @@ internal sealed class CorrectedDerivation
             }
             return last;
         }
+        return EmitBackward(dp, item, gpus, first, count, mb, last, lastSite, hasOutput);
+    }
+
+    private int[] EmitBackwardLayers(int[] gpus, int first, int count, int mb, int[] last, LayerSite lastSite, bool hasOutput)
+    {
         if (hasOutput)
         {
             for (var layer = _m.Layers + _m.MtpLayers - 1; layer >= _m.Layers; layer--)
@@ -232,13 +301,204 @@ internal sealed class CorrectedDerivation
         return last;
     }
 
+    /// <summary>
+    /// Emits a backward: whole (dX and dW of every GEMM in place), or a zero-bubble B pass whose dW GEMMs are held for
+    /// the item's W pass (<see cref="LayerContext.DeferredWeightGradients"/>).
+    /// </summary>
+    private int[] EmitBackward(int dp, PipelineItem item, int[] gpus, int first, int count, int mb, int[] last, LayerSite lastSite, bool hasOutput)
+    {
+        if (item.Part != PipelinePart.InputGradient) return EmitBackwardLayers(gpus, first, count, mb, last, lastSite, hasOutput);
+        var deferred = new List<DeferredWeightGradient>();
+        _c.DeferredWeightGradients = deferred;
+        try { return EmitBackwardLayers(gpus, first, count, mb, last, lastSite, hasOutput); }
+        finally
+        {
+            _c.DeferredWeightGradients = null;
+            _deferredWeightGradients[(dp, Key(item))] = deferred;
+        }
+    }
+
+    /// <summary>Per local rank, a zero-byte join of two items' inputs (or the one present; null when neither is).</summary>
+    private int[]? JoinInputs(int[] gpus, int[]? a, int[]? b, int mb)
+    {
+        if (a is null && b is null) return null;
+        _b.Phase = OpPhase.Forward;
+        var joined = new int[gpus.Length];
+        for (var li = 0; li < gpus.Length; li++)
+        {
+            int[] deps = [.. new[] { a?[li] ?? -1, b?[li] ?? -1 }.Where(op => op >= 0).Distinct()];
+            joined[li] = deps.Length == 0 ? -1 : _b.AddElementwise(gpus[li], 0, -1, deps, index: 3, microbatch: mb);
+        }
+        return joined;
+    }
+
+    /// <summary>Each local rank's first dependency of an item: its input (all-gathered over TP under scatter/gather), or -1.</summary>
+    private int[] ItemInput(int[] gpus, PipelineItem item, int[]? input)
+    {
+        var last = new int[gpus.Length];
+        if (input is null) { Array.Fill(last, -1); return last; }
+        input.CopyTo(last, 0);
+        // Scatter/gather: the slices that arrived from another stage are all-gathered over each TP group.
+        if (ScatterGathered && InputOf(item) is { } from && StageOf(from) != StageOf(item))
+        {
+            _b.Phase = item.Backward ? OpPhase.BackwardData : OpPhase.Forward;
+            _c.TensorGroupCollective(gpus, OpKind.PipelineAllGather, _activationBytes, -1, item.Microbatch, last);
+        }
+        return last;
+    }
+
+    /// <summary>
+    /// Megatron-Core's EP all-to-all overlap (<c>--overlap-moe-expert-parallel-comm</c>; combined_1f1b.py and
+    /// TransformerModelChunkSchedulePlan.run in megatron/core/models/common/model_chunk_schedule_plan.py): the forward
+    /// of one microbatch and the backward of another on the same stage, emitted as one merged step. The forward's
+    /// embedding runs first, then the backward's output layer (and multi-token-prediction depths) and, with full
+    /// recomputation, the recompute of the backward chunk's every layer (Megatron's VPP-stage recompute, whose
+    /// all-to-alls are exposed by design); then forward layer i is paired with backward layer (count - 1 - i), each
+    /// pair issued in the order of TransformerLayerSchedulePlan.run:
+    /// <code>
+    /// comm: combine_bwd | dispatch_fwd -> dispatch_bwd | combine_fwd
+    /// comp: attn_fwd    | mlp_bwd -> mlp_fwd           | attn_bwd
+    /// </code>
+    /// so each all-to-all waits only on its own microbatch and runs on the communication stream under the other
+    /// microbatch's compute; the scheduler then hides it exactly as far as that compute allows. Layers without a
+    /// partner run alone; the forward's output layer comes last. The DAG only orders the work: nothing is priced here.
+    /// DualPipe's F&amp;B chunk pairs (<see cref="PipelineItem.OverlapsNext"/>) use the same emission.
+    /// </summary>
+    private (int[] Forward, int[] Backward) EmitMergedPair(int dp, PipelineItem f, int[]? fInput, PipelineItem b, int[]? bInput)
+    {
+        var stage = StageOf(f);
+        var gpus = StageGpus(dp, stage);
+        var lastF = ItemInput(gpus, f, fInput);
+        var lastB = ItemInput(gpus, b, bInput);
+        var (fFirst, fCount) = _chunkLayers[f.Chunk];
+        var (bFirst, bCount) = _chunkLayers[b.Chunk];
+        _b.Phase = OpPhase.Forward;
+        if (f.Chunk == 0 && _m.Vocabulary > 0) EmbeddingBlock.Instance.Emit(_c, BlockPass.Forward, new LayerSite(gpus, fFirst, f.Microbatch), lastF);
+        if (b.Chunk == _chunkCount - 1 && _m.Vocabulary > 0)
+        {
+            for (var layer = _m.Layers + _m.MtpLayers - 1; layer >= _m.Layers; layer--)
+            {
+                OutputLayerBlock.Instance.Emit(_c, BlockPass.Backward, new LayerSite(gpus, layer, b.Microbatch), lastB);
+                if (_st.Recompute) Layer(BlockPass.Recompute, gpus, layer, b.Microbatch, lastB);
+                Layer(BlockPass.Backward, gpus, layer, b.Microbatch, lastB);
+            }
+            OutputLayerBlock.Instance.Emit(_c, BlockPass.Backward, new LayerSite(gpus, bFirst + bCount - 1, b.Microbatch), lastB);
+        }
+        if (_st.Recompute)
+            for (var layer = bFirst; layer < bFirst + bCount; layer++) Layer(BlockPass.Recompute, gpus, layer, b.Microbatch, lastB);
+        var pairs = Math.Min(fCount, bCount);
+        for (var i = 0; i < pairs; i++)
+        {
+            var fw = new SegmentCursor(_b, OpPhase.Forward, LayerSegments(BlockPass.Forward, gpus, fFirst + i, f.Microbatch, lastF).GetEnumerator());
+            var bw = new SegmentCursor(_b, OpPhase.BackwardData, LayerSegments(BlockPass.Backward, gpus, bFirst + bCount - 1 - i, b.Microbatch, lastB).GetEnumerator());
+            bw.Next(MoeSegment.BeforeExchange);
+            bw.Next(MoeSegment.FirstExchange);    // combine backward (comm) ...
+            fw.Next(MoeSegment.BeforeExchange);   // ... under attention forward
+            bw.Next(MoeSegment.Experts);          // experts backward ...
+            fw.Next(MoeSegment.FirstExchange);    // ... over dispatch forward
+            bw.Next(MoeSegment.SecondExchange);   // dispatch backward ...
+            fw.Next(MoeSegment.Experts);          // ... under experts forward
+            fw.Next(MoeSegment.SecondExchange);   // combine forward ...
+            bw.Next(MoeSegment.After);            // ... under attention backward
+            fw.Next(MoeSegment.After);
+            fw.End();
+            bw.End();
+        }
+        for (var i = pairs; i < bCount; i++) Layer(BlockPass.Backward, gpus, bFirst + bCount - 1 - i, b.Microbatch, lastB);
+        _b.Phase = OpPhase.Forward;
+        for (var i = pairs; i < fCount; i++) Layer(BlockPass.Forward, gpus, fFirst + i, f.Microbatch, lastF);
+        if (f.Chunk == _chunkCount - 1 && _m.Vocabulary > 0)
+        {
+            _b.Phase = OpPhase.Forward;
+            OutputLayerBlock.Instance.Emit(_c, BlockPass.Forward, new LayerSite(gpus, fFirst + fCount - 1, f.Microbatch), lastF);
+            for (var layer = _m.Layers; layer < _m.Layers + _m.MtpLayers; layer++)
+            {
+                Layer(BlockPass.Forward, gpus, layer, f.Microbatch, lastF);
+                OutputLayerBlock.Instance.Emit(_c, BlockPass.Forward, new LayerSite(gpus, layer, f.Microbatch), lastF);
+            }
+        }
+        return (lastF, lastB);
+    }
+
+    /// <summary>
+    /// One layer's forward or backward in the five segments of <see cref="MoeBlock.Segments"/>: the forward's blocks
+    /// before the FFN run in the first segment, the backward's after it in the last; a dense FFN fills the experts
+    /// segment and leaves the exchange segments empty.
+    /// </summary>
+    private IEnumerable<MoeSegment> LayerSegments(BlockPass pass, int[] gpus, int layer, int mb, int[] last)
+    {
+        var blocks = _pattern.BlocksOf(layer);
+        var site = new LayerSite(gpus, layer, mb);
+        var ffn = blocks[^1];
+        if (pass != BlockPass.Backward)
+        {
+            for (var i = 0; i < blocks.Count - 1; i++) blocks[i].Emit(_c, pass, site, last);
+            if (ffn is MoeBlock moe)
+            {
+                foreach (var segment in moe.Segments(_c, pass, site, last)) yield return segment;
+                yield break;
+            }
+            yield return MoeSegment.BeforeExchange;
+            yield return MoeSegment.FirstExchange;
+            ffn.Emit(_c, pass, site, last);
+            yield return MoeSegment.Experts;
+            yield return MoeSegment.SecondExchange;
+            yield return MoeSegment.After;
+            yield break;
+        }
+        IEnumerable<MoeSegment> Ffn()
+        {
+            if (ffn is MoeBlock moe) return moe.Segments(_c, pass, site, last);
+            return Dense();
+            IEnumerable<MoeSegment> Dense()
+            {
+                yield return MoeSegment.BeforeExchange;
+                yield return MoeSegment.FirstExchange;
+                ffn.Emit(_c, pass, site, last);
+                yield return MoeSegment.Experts;
+                yield return MoeSegment.SecondExchange;
+                yield return MoeSegment.After;
+            }
+        }
+        foreach (var segment in Ffn())
+        {
+            if (segment == MoeSegment.After)
+            {
+                for (var i = blocks.Count - 2; i >= 0; i--) blocks[i].Emit(_c, pass, site, last);
+                for (var li = 0; li < gpus.Length; li++) _layerBackwardDone[(gpus[li], layer)] = last[li];
+            }
+            yield return segment;
+        }
+    }
+
+    /// <summary>Steps a layer's segments, keeping the builder's phase of that pass across the interleaving.</summary>
+    private sealed class SegmentCursor(DagBuilder builder, OpPhase phase, IEnumerator<MoeSegment> segments)
+    {
+        private OpPhase _phase = phase;
+
+        public void Next(MoeSegment expected)
+        {
+            builder.Phase = _phase;
+            if (!segments.MoveNext() || segments.Current != expected)
+                throw new InvalidOperationException($"layer segments out of step: expected {expected}");
+            _phase = builder.Phase;
+        }
+
+        public void End()
+        {
+            if (segments.MoveNext()) throw new InvalidOperationException("layer segments left over");
+            segments.Dispose();
+        }
+    }
+
     private bool ScatterGathered => _st.ScatterGather && _st.TP > 1;
 
     /// <summary>The item that consumes this one's outputs (the inverse of <see cref="InputOf"/>), or null for the first chunk's backward.</summary>
     private PipelineItem? ConsumerOf(PipelineItem item)
     {
-        if (!item.Backward) return item.Chunk == _chunkCount - 1 ? item with { Backward = true } : item with { Chunk = item.Chunk + 1 };
-        return item.Chunk == 0 ? null : item with { Chunk = item.Chunk - 1 };
+        var key = Key(item);
+        if (!item.Backward) return item.Chunk == _chunkCount - 1 ? key with { Backward = true } : key with { Chunk = item.Chunk + 1 };
+        return item.Chunk == 0 ? null : key with { Chunk = item.Chunk - 1 };
     }
 
     /// <summary>
@@ -248,9 +508,9 @@ internal sealed class CorrectedDerivation
     /// </summary>
     private int[] SendOnward(int dp, PipelineItem item, int[] outputs)
     {
-        if (ConsumerOf(item) is not { } consumer || StageOf(consumer.Chunk) == StageOf(item.Chunk)) return outputs;
-        var fromGpus = StageGpus(dp, StageOf(item.Chunk));
-        var toGpus = StageGpus(dp, StageOf(consumer.Chunk));
+        if (ConsumerOf(item) is not { } consumer || StageOf(consumer) == StageOf(item)) return outputs;
+        var fromGpus = StageGpus(dp, StageOf(item));
+        var toGpus = StageGpus(dp, StageOf(consumer));
         _b.Phase = item.Backward ? OpPhase.BackwardData : OpPhase.Forward;
         var sends = new int[outputs.Length];
         for (var li = 0; li < outputs.Length; li++)
@@ -282,7 +542,7 @@ internal sealed class CorrectedDerivation
     /// </summary>
     private void EmitGradientSync(int chunk, List<int>[] gradientOps)
     {
-        var stage = StageOf(chunk);
+        var positions = PositionsOf(chunk);
         var (first, count) = _chunkLayers[chunk];
         // ZeRO 2-3 and Megatron's distributed optimizer reduce-scatter the gradient buckets (each rank keeps the
         // reduced 1/N it updates); otherwise they are all-reduced.
@@ -300,17 +560,18 @@ internal sealed class CorrectedDerivation
                     // Non-expert weights are shared by the data-parallel replicas and, with data-parallel attention,
                     // by the EP ranks too; expert weights only by the replicas.
                     if (er == 0 || !_c.AttentionDp)
-                        Sync(kind, SharedRanks(stage, er, tr, includeEp: _c.AttentionDp), p.NonExpert * _e, layer, gradientOps);
-                    Sync(kind, SharedRanks(stage, er, tr, includeEp: false), p.ExpertPerRank * _e, layer, gradientOps);
+                        Sync(kind, SharedRanks(positions, er, tr, includeEp: _c.AttentionDp), p.NonExpert * _e, layer, gradientOps);
+                    Sync(kind, SharedRanks(positions, er, tr, includeEp: false), p.ExpertPerRank * _e, layer, gradientOps);
                 }
             }
         }
     }
 
-    private int[] SharedRanks(int stage, int er, int tr, bool includeEp)
+    private int[] SharedRanks(int[] positions, int er, int tr, bool includeEp)
     {
         var ranks = new List<int>();
         for (var dp = 0; dp < _st.DP; dp++)
+        foreach (var stage in positions)
         {
             if (includeEp) for (var e = 0; e < _st.EP; e++) ranks.Add(_st.Rank(dp, stage, e, tr));
             else ranks.Add(_st.Rank(dp, stage, er, tr));
@@ -341,13 +602,13 @@ internal sealed class CorrectedDerivation
         for (var tr = 0; tr < _st.TP; tr++)
         {
             var g = _st.Rank(dp, pp, er, tr);
-            var p = ParameterCounts.OnStage(_m, _st, pp);
-            var shard = _st.ZeroStage >= 1 ? _st.DP : 1;
+            var p = ParameterCounts.OnRank(_m, _st, pp);
+            var shard = _st.ZeroStage >= 1 ? _st.DP * Copies : 1;
             // Mixed-precision Adam: read fp32 master, m, v and the bf16 gradient, write them back (2 x 14 bytes/param).
             // The distributed optimizer updates 1/N of each buffer, N the ranks that reduced it: DP x EP for the
             // non-expert weights under data-parallel attention, DP for expert weights.
             var bytes = _st.UseDistributedOptimizer
-                ? p.NonExpert * 28 / NonExpertSyncRanks + p.ExpertPerRank * 28 / _st.DP
+                ? p.NonExpert * 28 / NonExpertSyncRanks + p.ExpertPerRank * 28 / (_st.DP * Copies)
                 : p.Total * 28 / shard;
             var deps = gradientOps[g].Count > 0 ? gradientOps[g].Distinct().ToArray() : LastBackwardOn(g);
             steps[g] = _b.AddElementwise(g, bytes, -1, deps, index: 6);
@@ -356,14 +617,16 @@ internal sealed class CorrectedDerivation
         {
             // Megatron's distributed optimizer without --overlap-param-gather: after the step every bucket's updated
             // parameters are all-gathered over the ranks that reduce-scattered it (the same groups as the gradients).
+            // Under DualPipe per model stage: both copies' ranks gather it.
             for (var pp = 0; pp < _st.PP; pp++)
             {
                 var p = ParameterCounts.OnStage(_m, _st, pp);
+                var positions = PositionsOf(pp);
                 for (var er = 0; er < _st.EP; er++)
                 for (var tr = 0; tr < _st.TP; tr++)
                 {
-                    if (er == 0 || !_c.AttentionDp) Gather(SharedRanks(pp, er, tr, includeEp: _c.AttentionDp), p.NonExpert * _e);
-                    Gather(SharedRanks(pp, er, tr, includeEp: false), p.ExpertPerRank * _e);
+                    if (er == 0 || !_c.AttentionDp) Gather(SharedRanks(positions, er, tr, includeEp: _c.AttentionDp), p.NonExpert * _e);
+                    Gather(SharedRanks(positions, er, tr, includeEp: false), p.ExpertPerRank * _e);
                 }
             }
             return;
@@ -374,13 +637,13 @@ internal sealed class CorrectedDerivation
         for (var er = 0; er < _st.EP; er++)
         for (var tr = 0; tr < _st.TP; tr++)
         {
-            var ranks = Enumerable.Range(0, _st.DP).Select(dp => _st.Rank(dp, pp, er, tr)).ToArray();
+            var ranks = SharedRanks(PositionsOf(pp), er, tr, includeEp: false);
             _b.AddCommunication(OpKind.ParameterAllGather, _b.Group(ranks), ParameterCounts.OnStage(_m, _st, pp).Total * _e, -1, ranks.Select(g => steps[Rep(g)]).Distinct().ToArray());
         }
     }
 
     /// <summary>Ranks that share (and reduce) the non-expert gradients: the replicas, and the EP ranks under data-parallel attention.</summary>
-    private int NonExpertSyncRanks => _st.DP * (_c.AttentionDp ? _st.EP : 1);
+    private int NonExpertSyncRanks => _st.DP * Copies * (_c.AttentionDp ? _st.EP : 1);
 
     private void Gather(int[] ranks, long bytes)
     {

@@ -139,6 +139,16 @@ public static class ParameterCounts
         return p;
     }
 
+    /// <summary>
+    /// Parameters one pipeline rank holds: its stage's (<see cref="OnStage"/>), and under DualPipe in training also
+    /// stage pp - 1 - rank's, the second copy (DeepSeek-V3 report §3.2.1, Table 2: DualPipe keeps 2x the parameters).
+    /// </summary>
+    public static GpuParameters OnRank(ModelSpec m, StrategySpec st, int rank) =>
+        DualPipeCopies(st) == 2 ? OnStage(m, st, rank) + OnStage(m, st, st.PP - 1 - rank) : OnStage(m, st, rank);
+
+    /// <summary>Copies of every weight over the pipeline: 2 under DualPipe in training (each rank holds stages s and pp - 1 - s), else 1.</summary>
+    public static int DualPipeCopies(StrategySpec st) => st.Schedule == PipelineSchedule.DualPipe && st.Mode == WorkloadMode.Training ? 2 : 1;
+
     /// <summary>The whole model's parameters (one GPU, no sharding), with its active parameters per token.</summary>
     public static ModelParameters Of(ModelSpec m)
     {

@@ -53,6 +53,35 @@ public static class PipelinePlan
     }
 
     /// <summary>
+    /// A stage's 1F1B order as Megatron-Core runs it with <c>--overlap-moe-expert-parallel-comm</c>: one extra
+    /// warm-up forward ("we schedule one extra micro-batch forward step before the 1f1b stages ... to ensure the
+    /// forward and backward computations are independent in all 1f1b steps", megatron/core/pipeline_parallel/schedules.py;
+    /// with one stage combined_1f1b_schedule_for_no_pipelining runs F0 alone, then (F i+1, B i) pairs, then the last
+    /// backward alone), then each steady-state forward merged with the next backward (the forward is marked
+    /// <see cref="PipelineItem.OverlapsNext"/>), then the remaining backwards. Forwards and backwards keep their own order.
+    /// </summary>
+    public static IReadOnlyList<PipelineItem> MergedForwardBackward(IReadOnlyList<PipelineItem> items)
+    {
+        var forwards = items.Where(i => !i.Backward).ToList();
+        var backwards = items.Where(i => i.Backward).ToList();
+        // 1F1B's leading forwards are its warm-up plus the first steady-state forward, which now runs alone: the
+        // warm-up grows by one and the steady state pairs each following forward with the next backward.
+        var warmup = 0;
+        while (warmup < items.Count && !items[warmup].Backward) warmup++;
+        var merged = new List<PipelineItem>(items.Count);
+        merged.AddRange(forwards.Take(warmup));
+        int f = warmup, b = 0;
+        for (; f < forwards.Count && b < backwards.Count; f++, b++)
+        {
+            merged.Add(forwards[f] with { OverlapsNext = true });
+            merged.Add(backwards[b]);
+        }
+        for (; f < forwards.Count; f++) merged.Add(forwards[f]);
+        for (; b < backwards.Count; b++) merged.Add(backwards[b]);
+        return merged;
+    }
+
+    /// <summary>
     /// The stage (rank) that runs an item: chunk mod pp, or under DualPipe chunk (= model stage) s for direction 0
     /// and pp - 1 - s for direction 1 (each rank holds stages i and pp - 1 - i).
     /// </summary>

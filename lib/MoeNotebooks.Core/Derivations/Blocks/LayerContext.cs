@@ -103,15 +103,44 @@ internal sealed partial class LayerContext
 
     public static ReadOnlySpan<int> Deps(int op) => op < 0 ? [] : new[] { op };
 
+    /// <summary>
+    /// Where weight-gradient GEMMs go while a zero-bubble input-gradient pass (B) is emitted: null (the default) emits
+    /// each dW right after its dX, as every schedule without a B/W split does; a list collects them instead, for the
+    /// schedule's weight-gradient pass (W) to issue later (<see cref="EmitWeightGradients"/>).
+    /// </summary>
+    public List<DeferredWeightGradient>? DeferredWeightGradients { get; set; }
+
     /// <summary>Adds dX = dY W^T (shape m x n . n x k) and dW = X^T dY (k x m . m x n); returns dX.</summary>
     public int Backward(OpKind kind, int g, MatmulShape fwd, int layer, ReadOnlySpan<int> deps, int index, int mb)
     {
         B.Phase = OpPhase.BackwardData;
         var dx = B.AddMatmul(kind, g, new(fwd.M, fwd.N, fwd.K, fwd.Batch), layer, deps, index, mb);
+        var dw = new MatmulShape(fwd.K, fwd.M, fwd.N, fwd.Batch);
+        // The attention products have no weights: their second GEMM (dK, dV) belongs to the input gradient and stays in B.
+        if (DeferredWeightGradients is { } deferred && kind.Category() != OpCategory.Attention)
+        {
+            // Zero-bubble B/W split (Qi et al. 2023 §2): dW needs only X and dY, both available now; it is issued later.
+            deferred.Add(new DeferredWeightGradient(kind, g, dw, layer, deps.ToArray(), index, mb));
+            return dx;
+        }
         B.Phase = OpPhase.BackwardWeight;
-        B.AddMatmul(kind, g, new(fwd.K, fwd.M, fwd.N, fwd.Batch), layer, deps, index, mb);
+        B.AddMatmul(kind, g, dw, layer, deps, index, mb);
         B.Phase = OpPhase.BackwardData;
         return dx;
+    }
+
+    /// <summary>
+    /// Issues deferred weight-gradient GEMMs (a zero-bubble W pass) in the order their B pass produced them; returns
+    /// the last op issued on each GPU for each layer, so gradient synchronisation can wait for it.
+    /// </summary>
+    public Dictionary<(int Gpu, int Layer), int> EmitWeightGradients(IReadOnlyList<DeferredWeightGradient> deferred)
+    {
+        B.Phase = OpPhase.BackwardWeight;
+        var done = new Dictionary<(int Gpu, int Layer), int>();
+        foreach (var w in deferred)
+            done[(w.Gpu, w.Layer)] = B.AddMatmul(w.Kind, w.Gpu, w.Shape, w.Layer, w.Deps, w.Index, w.Microbatch);
+        B.Phase = OpPhase.BackwardData;
+        return done;
     }
 
     // ----- linear layers under a precision recipe -------------------------------------------------------------------
@@ -163,3 +192,6 @@ internal sealed partial class LayerContext
             last[li] = B.AddElementwise(site.Gpus[li], bytes, site.Layer, Deps(last[li]), index: role, microbatch: site.Microbatch);
     }
 }
+
+/// <summary>A weight-gradient GEMM held back from a zero-bubble B pass: everything <see cref="DagBuilder.AddMatmul"/> needs.</summary>
+internal sealed record DeferredWeightGradient(OpKind Kind, int Gpu, MatmulShape Shape, int Layer, int[] Deps, int Index, int Microbatch);

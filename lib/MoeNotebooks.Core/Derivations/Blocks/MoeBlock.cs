@@ -23,6 +23,21 @@ internal sealed class MoeBlock : ILayerBlock
 
     public void Emit(LayerContext c, BlockPass pass, LayerSite site, int[] last)
     {
+        foreach (var _ in Segments(c, pass, site, last)) { }
+    }
+
+    /// <summary>
+    /// Emits the block in five segments, yielding after each (the same operations in the same order as
+    /// <see cref="Emit"/>): <see cref="MoeSegment.BeforeExchange"/> (forward: gate, [top-k, permute]; backward: the
+    /// residual gradient, [unpermute backward]), <see cref="MoeSegment.FirstExchange"/> (forward: the dispatch
+    /// all-to-all; backward: the combine's backward all-to-all), <see cref="MoeSegment.Experts"/> (shared and routed
+    /// experts, the shared experts' TP all-reduce), <see cref="MoeSegment.SecondExchange"/> (forward: the experts' TP
+    /// all-reduce and the combine all-to-all; backward: the dispatch's backward all-to-all) and
+    /// <see cref="MoeSegment.After"/> (forward: [unpermute], residual; backward: [permute backward], router backward). Megatron-Core's EP overlap (<see cref="CorrectedDerivation"/>) interleaves the segments of one
+    /// microbatch's forward layer with another's backward layer; a plain run drains them in a row.
+    /// </summary>
+    public IEnumerable<MoeSegment> Segments(LayerContext c, BlockPass pass, LayerSite site, int[] last)
+    {
         var b = c.B;
         var backward = pass == BlockPass.Backward;
         var gpus = site.Gpus;
@@ -36,6 +51,7 @@ internal sealed class MoeBlock : ILayerBlock
         if (!backward) Router.Forward(c, pass, site, last);
         Latent(c, pass, site, last, up: backward);
         if (memoryOps) Pass(c, backward ? OpKind.Unpermute : OpKind.Permute, backward ? UnpermuteBytes(c) : PermuteBytes(c), site, last);
+        yield return MoeSegment.BeforeExchange;
         var blockInput = (int[])last.Clone();
         var chunkOutputs = new List<int>[gpus.Length];
         for (var li = 0; li < gpus.Length; li++) chunkOutputs[li] = new List<int>();
@@ -50,13 +66,19 @@ internal sealed class MoeBlock : ILayerBlock
             a2aBytes[ch] = TokenExchange.AllToAllBytes(c, ch);
             TokenExchange.Dispatch(c, pass, site, a2aBytes[ch], cur[ch], ch);
         }
+        yield return MoeSegment.FirstExchange;
         var shared = SharedExperts.Emit(c, pass, site, ffnInput);
         for (var ch = 0; ch < chunks; ch++)
         {
             RoutedExperts.Emit(c, pass, site, c.ExpertTokensByChunk[ch], cur[ch]);
+            // With one chunk the combine is its own segment (after the experts); with several each chunk's combine
+            // follows its experts (Megatron's EP overlap is refused with alltoallChunks > 1).
+            if (chunks == 1) yield return MoeSegment.Experts;
             TokenExchange.Combine(c, pass, site, a2aBytes[ch], cur[ch], ch);
             for (var li = 0; li < gpus.Length; li++) chunkOutputs[li].Add(cur[ch][li]);
         }
+        if (chunks > 1) yield return MoeSegment.Experts;
+        yield return MoeSegment.SecondExchange;
         for (var li = 0; li < gpus.Length; li++)
             last[li] = chunkOutputs[li].Count == 1 ? chunkOutputs[li][0] : b.AddElementwise(gpus[li], 0, site.Layer, chunkOutputs[li].Distinct().ToArray(), index: 3, microbatch: site.Microbatch);
         if (memoryOps) Pass(c, backward ? OpKind.Permute : OpKind.Unpermute, backward ? PermuteBytes(c) : UnpermuteBytes(c), site, last);
@@ -66,6 +88,7 @@ internal sealed class MoeBlock : ILayerBlock
             for (var li = 0; li < gpus.Length; li++)
                 last[li] = b.AddElementwise(gpus[li], 0, site.Layer, [last[li], shared[li]], index: 3, microbatch: site.Microbatch);   // routed + shared
         if (!backward) c.Elementwise(site, 3 * c.ActivationBytes, 2, last);   // residual add
+        yield return MoeSegment.After;
     }
 
     /// <summary>
@@ -97,4 +120,14 @@ internal sealed class MoeBlock : ILayerBlock
         for (var li = 0; li < site.Gpus.Length; li++)
             last[li] = c.B.AddMemoryBound(kind, site.Gpus[li], bytes, site.Layer, LayerContext.Deps(last[li]), microbatch: site.Microbatch);
     }
+}
+
+/// <summary>The segments <see cref="MoeBlock.Segments"/> yields after, in order.</summary>
+internal enum MoeSegment
+{
+    BeforeExchange,
+    FirstExchange,
+    Experts,
+    SecondExchange,
+    After,
 }
