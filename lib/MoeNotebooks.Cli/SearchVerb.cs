@@ -5,7 +5,8 @@ using MoeNotebooks.Config;
 namespace MoeNotebooks.Cli;
 
 /// <summary>
-/// <c>moe search SCENARIO.json --gpus N [--top 5] [--microbatches 1,2,4] [--virtual-stages 1,2] [--distributed-optimizer both]</c>:
+/// <c>moe search SCENARIO.json --gpus N [--top 5] [--microbatches 1,2,4] [--virtual-stages 1,2] [--distributed-optimizer both]
+/// [--etp tp,1,2] [--sequence-parallel both]</c>:
 /// the fastest strategies and why; infeasible candidates counted by reason.
 /// </summary>
 public static class SearchVerb
@@ -18,6 +19,8 @@ public static class SearchVerb
         var mbText = options.Option("--microbatches", "");
         var vpText = options.Option("--virtual-stages", "");
         var distText = options.Option("--distributed-optimizer", "");
+        var etpText = options.Option("--etp", "");
+        var spText = options.Option("--sequence-parallel", "");
         options.Finish();
         // Every option is checked before the scenario is read or anything printed.
         int? gpusOption = gpusText == "" ? null : SweepVerb.ParseInt("--gpus", gpusText, 1, (int)Bounds.Gpus.Max);
@@ -35,12 +38,26 @@ public static class SearchVerb
             "false" => [false],
             _ => throw new UsageException($"--distributed-optimizer {Cli.Shown(distText)}: must be both, true or false"),
         };
+        var etpParts = etpText == "" ? [] : etpText.Split(',');
+        if (etpParts.Length > 64) throw new UsageException($"--etp lists {etpParts.Length} sizes: give at most 64");
+        // "tp": the experts as tensor-parallel as attention (today's layout); a number: MoE parallel folding with that ETP.
+        IReadOnlyList<int?>? etps = etpText == "" ? null
+            : etpParts.Select(t => t.Trim() == "tp" ? (int?)null : SweepVerb.ParseInt("--etp", t.Trim(), 1, (int)Bounds.ParallelSize.Max)).ToArray();
+        IReadOnlyList<bool>? sequenceParallel = spText switch
+        {
+            "" => null,
+            "both" => [false, true],
+            "true" => [true],
+            "false" => [false],
+            _ => throw new UsageException($"--sequence-parallel {Cli.Shown(spText)}: must be both, true or false"),
+        };
         IReadOnlyList<int>? microbatches = mbText == "" ? null
             : mbParts.Select(t => SweepVerb.ParseInt("--microbatches", t.Trim(), 1, (int)Bounds.Microbatches.Max)).ToArray();
         var scenario = Scenario.Load(path);
         var gpus = gpusOption ?? scenario.Hardware.GpuCount;
         var bar = new ProgressBar(stderr);
-        var result = StrategySearch.Run(scenario, gpus, new SearchOptions(top, microbatches, VirtualStages: virtualStages, DistributedOptimizer: distributed), bar);
+        var result = StrategySearch.Run(scenario, gpus, new SearchOptions(top, microbatches, VirtualStages: virtualStages, DistributedOptimizer: distributed,
+            ExpertTensorParallel: etps, SequenceParallel: sequenceParallel), bar);
         bar.Finish();
         var c = CultureInfo.InvariantCulture;
         stdout.WriteLine(string.Create(c, $"{scenario.Name} on {gpus} x {scenario.Hardware.Gpu.Name}: {result.Considered:N0} strategies, {result.Evaluated:N0} evaluated, {result.Rejected:N0} rejected, {result.Elapsed.TotalSeconds:F2} s"));

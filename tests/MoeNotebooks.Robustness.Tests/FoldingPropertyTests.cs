@@ -67,8 +67,9 @@ public class FoldingPropertyTests
         var cost = s.CreateCostModel();
         var whole = s.BuildDag(DagFolding.None);
         var folded = s.BuildDagFor(cost);
-        // A fold the cost model does not keep symmetric is refused, never priced.
-        if (!folded.IsFolded && s.Strategy.DP > 1 && s.Strategy.Derivation == Derivation.Corrected)
+        // A fold the cost model does not keep symmetric is refused, never priced (replicas are the stage's folding
+        // units: DP of them with ETP = TP, fewer when MoE parallel folding makes a unit hold several expert replicas).
+        if (!folded.IsFolded && s.Strategy.FoldUnits > 1 && s.Strategy.Derivation == Derivation.Corrected)
             Assert.Throws<InvalidOperationException>(() => cost.Price(s.BuildDag(DagFolding.Symmetric)));
         var w = whole.CriticalPath(cost);
         var f = folded.CriticalPath(cost);

@@ -51,6 +51,95 @@ public class MegatronImportTests
             --moe-token-dispatcher-type flex --moe-enable-deepep --moe-grouped-gemm --moe-frobnicate 3
         """;
 
+    /// <summary>
+    /// Qwen3-30B-A3B's model flags as Megatron-LM / slime launch scripts write them (GQA 4 groups, kv-channels 128,
+    /// SwiGLU, untied, 128 experts top-8 of width 768) with MoE parallel folding TP 2 x ETP 1 x EP 8 and SP on 16 GPUs.
+    /// </summary>
+    internal const string Qwen3Moe = """
+        torchrun --nproc_per_node 8 --nnodes 2 pretrain_gpt.py --num-layers 48 --hidden-size 2048 --ffn-hidden-size 6144 \
+            --num-attention-heads 32 --group-query-attention --num-query-groups 4 --kv-channels 128 --swiglu \
+            --untie-embeddings-and-output-weights --normalization RMSNorm --position-embedding-type rope --qk-layernorm \
+            --num-experts 128 --moe-ffn-hidden-size 768 --moe-router-topk 8 --moe-layer-freq 1 --seq-length 4096 \
+            --vocab-size 151936 --bf16 --micro-batch-size 1 --global-batch-size 256 --tensor-model-parallel-size 2 \
+            --expert-model-parallel-size 8 --expert-tensor-parallel-size 1 --sequence-parallel --use-distributed-optimizer \
+            --overlap-grad-reduce --moe-grouped-gemm --moe-token-dispatcher-type alltoall
+        """;
+
+    /// <summary>
+    /// A DeepSeek-V3-shaped launch cut to 8 layers (the first dense, MLA, one shared expert, MTP, FP8 blockwise is not a
+    /// recipe here so the command uses tensorwise), flags as Megatron-LM's DeepSeek-V3 examples write them.
+    /// </summary>
+    internal const string DeepSeekV3Cut = """
+        torchrun --nproc_per_node 8 --nnodes 1 pretrain_gpt.py --num-layers 8 --hidden-size 7168 --ffn-hidden-size 18432 \
+            --num-attention-heads 128 --multi-latent-attention --q-lora-rank 1536 --kv-lora-rank 512 --qk-head-dim 128 \
+            --qk-pos-emb-head-dim 64 --v-head-dim 128 --swiglu --untie-embeddings-and-output-weights \
+            --num-experts 256 --moe-ffn-hidden-size 2048 --moe-shared-expert-intermediate-size 2048 --moe-router-topk 8 \
+            --moe-layer-freq "([0]*1+[1]*7)" --mtp-num-layers 1 --fp8-format e4m3 --fp8-recipe tensorwise \
+            --seq-length 4096 --vocab-size 129280 --bf16 --micro-batch-size 1 --global-batch-size 64 \
+            --pipeline-model-parallel-size 2 --expert-model-parallel-size 4 --sequence-parallel
+        """;
+
+    [Fact]
+    public void Qwen3LaunchReadsTheModelAsThePresetDescribesIt()
+    {
+        // Oracle: the preset data/models/qwen3-30b-a3b.json (from the Hugging Face config: 48 layers, H 2048, 32 heads,
+        // 4 KV heads of 128, SwiGLU, 128 experts top-8 of 768, untied); the vocabulary 151936 padded as Megatron's
+        // _vocab_size_with_padding does to a multiple of 128 x TP 2 = 256: 151936 / 256 = 593.5 -> 594 x 256 = 152064;
+        // layout by hand: world 16,
+        // attention DP = 16 / 2 = 8, EDP = 16 / (8 x 1) = 2, microbatches 256 / (1 x 8) = 32.
+        var r = MegatronImport.Parse(Qwen3Moe);
+        var preset = ModelPresets.Get("qwen3-30b-a3b", batch: 256);
+        var m = ModelSpec.Read(new JsonObjectReader(JsonDocument.Parse(r.Model.ToJsonString()).RootElement, "model", null));
+        Assert.Equal((preset.Layers, preset.HiddenSize, preset.AttentionHeads, preset.KeyValueHeads, preset.HeadDim), (m.Layers, m.HiddenSize, m.AttentionHeads, m.KeyValueHeads, m.HeadDim));
+        Assert.Equal((preset.Experts, preset.TopK, preset.ExpertFfnHiddenSize, preset.FfnActivation, preset.TieEmbeddings), (m.Experts, m.TopK, m.ExpertFfnHiddenSize, m.FfnActivation, m.TieEmbeddings));
+        Assert.Equal((preset.SequenceLength, preset.DenseLayers, preset.SharedExperts), (m.SequenceLength, m.DenseLayers, m.SharedExperts));
+        Assert.Equal(152064L, m.Vocabulary);
+        var s = r.Strategy;
+        Assert.Equal((8, 2, 1, 2, 1, 8, 32), (s.EP, s.TP, s.ETP, s.DP, s.PP, s.AttentionDataParallelSize, s.Microbatches));
+        Assert.True(s.SequenceParallel);
+        Assert.Contains("--ffn-hidden-size", r.NoEffect);   // every layer is MoE: the dense width is unused
+        Assert.Contains(r.NotModelled, n => n.Flag == "--qk-layernorm");
+        Assert.Empty(r.Unknown);
+        s.CheckFits(m, r.Gpus);   // the imported folded layout is priced (ETP != TP with SP)
+    }
+
+    [Fact]
+    public void DeepSeekLaunchReadsMlaSharedExpertDenseFirstLayersMtpAndFp8()
+    {
+        // Oracle: hand reading of Megatron's flags: MLA q 1536 / kv 512 / qk-nope 128 / rope 64 / v 128; one shared
+        // expert of 2048; --moe-layer-freq ([0]*1+[1]*7): first layer dense (width --ffn-hidden-size 18432), experts 2048;
+        // --mtp-num-layers 1; --fp8-format with the tensorwise recipe = Float8CurrentScaling = "fp8-current";
+        // vocabulary 129280 = 1010 x 128 (TP 1) unpadded.
+        var r = MegatronImport.Parse(DeepSeekV3Cut);
+        var md = r.Model;
+        Assert.Equal(18432L, (long)md["ffnHiddenSize"]!);
+        Assert.Equal(2048L, (long)md["moeFfnHiddenSize"]!);
+        Assert.Equal((1, 2048L), ((int)md["sharedExperts"]!, (long)md["sharedExpertFfnHiddenSize"]!));
+        Assert.Equal(1, (int)md["denseLayers"]!);
+        Assert.Equal(1, (int)md["mtpLayers"]!);
+        Assert.Equal("fp8-current", (string)md["precision"]!);
+        Assert.Equal(129280L, (long)md["vocabulary"]!);
+        var m = ModelSpec.Read(new JsonObjectReader(JsonDocument.Parse(md.ToJsonString()).RootElement, "model", null));
+        Assert.Equal(new MlaSpec(1536, 512, 128, 64, 128), m.Mla);
+        Assert.Empty(r.Unknown);
+        Assert.DoesNotContain(r.NotModelled, n => n.Flag is "--multi-latent-attention" or "--moe-layer-freq" or "--fp8-format" or "--swiglu");
+    }
+
+    [Theory]
+    [InlineData("1", 0, false)]
+    [InlineData("([0]*3+[1]*5)", 3, false)]
+    [InlineData("[0,0,1,1,1,1,1,1]", 2, false)]
+    [InlineData("2", 0, true)]                 // every second layer MoE: not a first-k-dense pattern
+    [InlineData("([1]*4+[0]*4)", 0, true)]     // dense last layers
+    [InlineData("[0]*99999999999+[1]", 0, true)]
+    public void MoeLayerFrequencyMapsTheFirstKDensePatternOnly(string value, int dense, bool listed)
+    {
+        // Oracle: Megatron's --moe-layer-freq semantics (an int N: every N-th layer MoE; a list: 1 = MoE per layer) on 8 layers.
+        var notModelled = new List<(string, string)>();
+        Assert.Equal(dense, MegatronImport.DenseLayersOf(value, 8, notModelled));
+        Assert.Equal(listed, notModelled.Count == 1);
+    }
+
     [Fact]
     public void Gpt3LaunchReadsAsTp8Pp16OnOneHundredTwentyEightGpus()
     {
@@ -71,7 +160,9 @@ public class MegatronImportTests
     public void MixtralExampleKeepsEveryFlagItCannotExpressListed()
     {
         // Oracle: hand derivation: world 2, EP 2 -> EDP = 2 / (1 x 2 x 1) = 1, attention DP = 2, microbatches 4 / (1 x 2) = 2;
-        // SP, distributed optimizer and both overlaps as given; GQA, SwiGLU and the missing vocabulary listed, not dropped.
+        // SP, distributed optimizer and both overlaps as given; GQA (2 query groups), SwiGLU and untied output weights
+        // read into the model (they were listed as not modelled before issue 11's model fields were mapped); the missing
+        // vocabulary listed, not dropped.
         var r = MegatronImport.Parse(Mixtral);
         Assert.Equal(2, r.Gpus);
         var s = r.Strategy;
@@ -81,9 +172,10 @@ public class MegatronImportTests
         Assert.Equal(896L, (long)r.Model["ffnHiddenSize"]!);
         Assert.Equal("fp32", (string)r.Model["dtype"]!);
         var listed = r.NotModelled.Select(n => n.Flag).ToArray();
-        Assert.Contains("--group-query-attention", listed);
-        Assert.Contains("--num-query-groups", listed);
-        Assert.Contains("--swiglu", listed);
+        Assert.Equal(2, (int)r.Model["kvHeads"]!);
+        Assert.Equal("swiglu", (string)r.Model["ffnActivation"]!);
+        Assert.False((bool)r.Model["tieEmbeddings"]!);
+        Assert.DoesNotContain("--swiglu", listed);
         Assert.Contains("(vocabulary)", listed);
         Assert.Empty(r.Unknown);
     }
@@ -111,6 +203,8 @@ public class MegatronImportTests
     [InlineData(Gpt3)]
     [InlineData(Mixtral)]
     [InlineData(FoldedMoe)]
+    [InlineData(Qwen3Moe)]
+    [InlineData(DeepSeekV3Cut)]
     public void ImportRoundTripsThroughTheScenarioAndBackToFlags(string command)
     {
         // Oracle: round trip: command -> scenario JSON -> strategy and model read back (StrategySpec.Read, ModelSpec.Read)

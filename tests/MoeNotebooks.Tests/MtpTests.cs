@@ -79,12 +79,18 @@ public sealed class MtpTests
     }
 
     [Fact]
-    public void Mtp_with_sequence_parallelism_is_refused_naming_the_field()
+    public void Mtp_with_sequence_parallelism_is_priced()
     {
-        // Oracle: the rule (the MTP input under sequence-sharded activations is not priced): one line naming the field.
+        // Was refused until the MTP input under sequence-sharded activations was priced (its hand byte counts are in
+        // ExpertTensorParallelTests.MtpInputUnderSequenceParallelismGathersItsShardedInput). Oracle here: SP keeps the
+        // GEMM list (Korthikanti §4.2.2) and leaves no TP all-reduce in the MTP depth.
         var m = ModelPresets.Get("llama3-8b", batch: 8, sequenceLength: 1024) with { Layers = 2, MtpLayers = 1 };
         var st = new StrategySpec(1, 2, 1, 1) { Mode = WorkloadMode.Training, SequenceParallel = true };
-        var e = Assert.Throws<ConfigException>(() => st.CheckFits(m, st.GpuCount));
-        Assert.Equal("strategy.sequenceParallel", e.Field);
+        st.CheckFits(m, st.GpuCount);
+        var dag = st.BuildDag(m);
+        var plain = (st with { SequenceParallel = false }).BuildDag(m);
+        string Gemms(OperatorDag d) => string.Join(";", Enumerable.Range(0, d.Count).Where(op => d.Kind(op).IsMatmulShaped()).Select(op => $"{d.Kind(op)}:{d.Shape(op)}").Order());
+        Assert.Equal(Gemms(plain), Gemms(dag));
+        Assert.DoesNotContain(Enumerable.Range(0, dag.Count), op => dag.Layer(op) == 2 && dag.Kind(op).Pattern() == CollectivePattern.AllReduce);
     }
 }

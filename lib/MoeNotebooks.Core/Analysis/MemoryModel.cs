@@ -140,7 +140,8 @@ public static class MemoryModel
             : 2 * headsPerRank * model.HeadDim + 2 * Math.Max(1.0, (double)model.KeyValueHeads / attnTp) * model.HeadDim;
         // Sequence parallelism (TP > 1): the norm inputs and the norm outputs the column-parallel GEMMs save (Megatron-Core
         // saves the sequence-sharded input and all-gathers it again in the backward) hold 1/TP of the tokens
-        // (Korthikanti et al. 2022 §4.2.2, Table 2: 34/t instead of 10 + 24/t). Dense models only (StrategySpec).
+        // (Korthikanti et al. 2022 §4.2.2, Table 2: 34/t instead of 10 + 24/t); in an MoE layer the router's input and
+        // logits too (each rank routes its own T/TP tokens).
         var sp = !seed && st.SequenceParallel && st.TP > 1 ? st.TP : 1;
         var attentionActs = e * tokens * (2 * h / sp + qkvo) + st.AttentionKernel switch
         {
@@ -151,11 +152,11 @@ public static class MemoryModel
         // FFN intermediates: up output and activation output (gated: the fused [2F] output and F). A model with dense
         // first layers is sized by its MoE layers.
         var intermediates = model.GatedFfn ? 3 : 2;
-        var expertFfnShard = seed ? model.ExpertFfnHiddenSize : model.ExpertFfnHiddenSize / st.TP;
+        var expertFfnShard = seed ? model.ExpertFfnHiddenSize : model.ExpertFfnHiddenSize / st.ETP;   // fc1/fc2 split over ETP
         var sharedShard = (double)model.SharedExperts * model.SharedExpertWidth / st.TP;
         var ffnActs = model.IsDense
             ? e * tokens * (2 * h / sp + intermediates * ffnShard)
-            : e * tokens * 2 * h + 4 * tokens * model.Experts + e * expertTokens * (model.ExpertInputWidth + intermediates * expertFfnShard) + e * tokens * intermediates * sharedShard;
+            : e * tokens * 2 * h / sp + 4 * tokens / sp * model.Experts + e * expertTokens * (model.ExpertInputWidth + intermediates * expertFfnShard) + e * tokens * intermediates * sharedShard;
         var perLayer = attentionActs + ffnActs;
         if (model.IsHybrid && !seed)
         {
@@ -174,7 +175,7 @@ public static class MemoryModel
                 _ => ffnActs,
             });
         }
-        var a2aBuffers = model.IsDense || (st.EP == 1 && !seed) ? 0 : 2 * e * Math.Max(tokens * model.TopK, expertTokens) * h;
+        var a2aBuffers = model.IsDense || (st.EP == 1 && !seed) ? 0 : 2 * e * Math.Max(tokens / sp * model.TopK, expertTokens) * model.ExpertInputWidth;
 
         var plan = PipelinePlan.Build(st.PP, st.VirtualStages, microbatches, st.Schedule, training);
         var chunkLayers = seed ? PipelineLayers.Split(model.Layers, st.PP, 1, null, null) : st.ChunkLayers(model.Layers);
@@ -182,10 +183,11 @@ public static class MemoryModel
         for (var stage = 0; stage < st.PP; stage++)
         {
             // DualPipe: each rank holds two stages' weights (two copies of the model over the pipeline), sharded by a
-            // partitioned optimizer over both copies' replicas.
+            // partitioned optimizer over both copies' replicas. Non-expert weights are shared by the attention
+            // data-parallel ranks (EP x DP with ETP = TP), experts by the expert-data-parallel ones.
             var p = seed ? SeedParameters(model, st) : ParameterCounts.OnRank(model, st, stage);
             var copies = seed ? 1 : ParameterCounts.DualPipeCopies(st);
-            var nonExpertShard = (double)st.DP * copies * (attentionDp ? st.EP : 1);
+            var nonExpertShard = (double)(attentionDp ? st.AttentionDataParallelSize : st.DP) * copies;
             var expertShard = (double)st.DP * copies;
             double Sharded(double bytesPerParam, bool partitioned) =>
                 bytesPerParam * (partitioned ? p.NonExpert / nonExpertShard + p.ExpertPerRank / expertShard : p.Total);

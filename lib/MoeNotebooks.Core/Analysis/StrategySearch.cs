@@ -12,6 +12,10 @@ namespace MoeNotebooks.Analysis;
 /// rejected candidates are counted under their reason, not evaluated. <paramref name="VirtualStages"/>: model chunks per
 /// GPU tried (values above 1 use the interleaved schedule with PP &gt; 1; default: the scenario's).
 /// <paramref name="DistributedOptimizer"/>: with and/or without Megatron's distributed optimizer (default: the scenario's).
+/// <paramref name="ExpertTensorParallel"/>: expert-tensor-parallel sizes tried (MoE parallel folding); null in the list
+/// means "as TP" (today's layout), a number k lays the experts out as EP x k x EDP and tries every attention TP that
+/// divides the stage's GPUs (default: the scenario's). <paramref name="SequenceParallel"/>: with and/or without
+/// sequence parallelism (default: the scenario's; SP at TP = 1 is skipped when "without" is tried too, it is the same run).
 /// </summary>
 public sealed record SearchOptions(
     int Top = 5,
@@ -20,7 +24,9 @@ public sealed record SearchOptions(
     int MaxDegreeOfParallelism = 0,
     bool SkipMemoryInfeasible = true,
     IReadOnlyList<int>? VirtualStages = null,
-    IReadOnlyList<bool>? DistributedOptimizer = null)
+    IReadOnlyList<bool>? DistributedOptimizer = null,
+    IReadOnlyList<int?>? ExpertTensorParallel = null,
+    IReadOnlyList<bool>? SequenceParallel = null)
 {
     public static SearchOptions Default { get; } = new();
 }
@@ -71,13 +77,35 @@ public static class StrategySearch
     /// <paramref name="template"/> (default: a corrected forward pass) with the sizes replaced.
     /// </summary>
     public static IReadOnlyList<StrategySpec> Candidates(int gpus, IReadOnlyList<int>? microbatches = null, StrategySpec? template = null,
-        IReadOnlyList<int>? virtualStages = null, IReadOnlyList<bool>? distributedOptimizer = null)
+        IReadOnlyList<int>? virtualStages = null, IReadOnlyList<bool>? distributedOptimizer = null,
+        IReadOnlyList<int?>? expertTensorParallel = null, IReadOnlyList<bool>? sequenceParallel = null)
     {
         template ??= new StrategySpec(1, 1, 1, 1);
         var list = new List<StrategySpec>();
+        var etps = (expertTensorParallel ?? [template.ExpertTensorParallelSize]).Distinct().OrderBy(e => e ?? 0).ToArray();
+        var sps = (sequenceParallel ?? [template.SequenceParallel]).Distinct().Order().ToArray();
+        // Factorizations of the GPUs as EP x (expert-side tensor size) x PP x EDP: with ETP "as TP" the second factor is
+        // TP itself (today's layouts); with ETP = k it must be k, and attention's TP is any divisor of the stage's GPUs.
+        foreach (var (ep, x, pp, dp) in Factorizations(gpus))
+        foreach (var etp in etps)
+        {
+            if (etp is { } k && k != x) continue;
+            var tps = etp is null ? [x] : MemoryModel.Divisors((long)ep * x * dp).Select(d => (int)d).Where(t => !(etps.Contains(null) && t == x)).ToArray();
+            foreach (var tp in tps)
+            foreach (var sp in sps)
+            {
+                if (sp && tp == 1 && sps.Contains(false)) continue;   // SP at TP 1 is the same run as without
+                AddCandidates(list, template with { ExpertTensorParallelSize = etp, SequenceParallel = sp }, ep, tp, pp, dp, microbatches, virtualStages, distributedOptimizer);
+            }
+        }
+        return list;
+    }
+
+    private static void AddCandidates(List<StrategySpec> list, StrategySpec template, int ep, int tp, int pp, int dp,
+        IReadOnlyList<int>? microbatches, IReadOnlyList<int>? virtualStages, IReadOnlyList<bool>? distributedOptimizer)
+    {
         var vps = (virtualStages ?? [template.VirtualStages]).Distinct().Order().ToArray();
         var dists = (distributedOptimizer ?? [template.UseDistributedOptimizer]).Distinct().Order().ToArray();
-        foreach (var (ep, tp, pp, dp) in Factorizations(gpus))
         {
             var mbs = microbatches ?? DefaultMicrobatches(pp);
             foreach (var mb in mbs.Distinct().Order())
@@ -95,7 +123,6 @@ public static class StrategySearch
                     });
             }
         }
-        return list;
     }
 
     /// <summary>
@@ -123,7 +150,8 @@ public static class StrategySearch
             foreach (var mb in mbs) Validate.Positive("microbatches", mb);
         var clock = Stopwatch.StartNew();
         var hardware = scenario.Hardware.WithGpus(gpus);
-        var candidates = Candidates(gpus, options.Microbatches, scenario.Strategy, options.VirtualStages, options.DistributedOptimizer);
+        var candidates = Candidates(gpus, options.Microbatches, scenario.Strategy, options.VirtualStages, options.DistributedOptimizer,
+            options.ExpertTensorParallel, options.SequenceParallel);
         // The whole search is bounded too: each candidate is bounded by the size guard, and their number by this.
         if (candidates.Count > MaxCandidates)
             throw new ConfigException("gpus", gpus.ToString(System.Globalization.CultureInfo.InvariantCulture),

@@ -42,13 +42,41 @@ public sealed record MegatronImportResult(
         Flag("num-layers", layers);
         Flag("hidden-size", (long)model["hiddenSize"]!);
         Flag("num-attention-heads", (int)model["attentionHeads"]!);
+        if ((int?)model["kvHeads"] is { } kv) { Flag("group-query-attention"); Flag("num-query-groups", kv); }
+        if ((long?)model["headDim"] is { } kc) Flag("kv-channels", kc);
+        if ((string?)model["ffnActivation"] == "swiglu") Flag("swiglu");
+        if ((bool?)model["tieEmbeddings"] == false) Flag("untie-embeddings-and-output-weights");
         if ((int?)model["experts"] is > 0 and var experts)
         {
             Flag("num-experts", experts);
             Flag("moe-router-topk", (int)model["topK"]!);
-            Flag("moe-ffn-hidden-size", (long)model["ffnHiddenSize"]!);
+            if ((long?)model["moeFfnHiddenSize"] is { } mf)
+            {
+                Flag("ffn-hidden-size", (long)model["ffnHiddenSize"]!);
+                Flag("moe-ffn-hidden-size", mf);
+            }
+            else Flag("moe-ffn-hidden-size", (long)model["ffnHiddenSize"]!);
+            if ((long?)model["sharedExpertFfnHiddenSize"] is { } se) Flag("moe-shared-expert-intermediate-size", se);
+            if ((int?)model["denseLayers"] is > 0 and var dl) Flag("moe-layer-freq", string.Create(c, $"([0]*{dl}+[1]*{layers - dl})"));
         }
         else Flag("ffn-hidden-size", (long)model["ffnHiddenSize"]!);
+        if (model["mla"] is JsonObject mla)
+        {
+            Flag("multi-latent-attention");
+            if ((long)mla["qLoraRank"]! > 0) Flag("q-lora-rank", (long)mla["qLoraRank"]!);
+            Flag("kv-lora-rank", (long)mla["kvLoraRank"]!);
+            Flag("qk-head-dim", (long)mla["qkNopeHeadDim"]!);
+            Flag("qk-pos-emb-head-dim", (long)mla["qkRopeHeadDim"]!);
+            Flag("v-head-dim", (long)mla["vHeadDim"]!);
+        }
+        if ((int?)model["mtpLayers"] is > 0 and var mtp) Flag("mtp-num-layers", mtp);
+        switch ((string?)model["precision"])
+        {
+            case "fp8-delayed": Flag("fp8-format", "hybrid"); Flag("fp8-recipe", "delayed"); break;
+            case "fp8-current": Flag("fp8-format", "hybrid"); Flag("fp8-recipe", "tensorwise"); break;
+            case "mxfp8": Flag("fp8-format", "e4m3"); Flag("fp8-recipe", "mxfp8"); break;
+            case "nvfp4": Flag("fp4-format", "e2m1"); Flag("fp4-recipe", "nvfp4"); break;
+        }
         Flag("seq-length", (long)model["sequenceLength"]!);
         if ((long?)model["vocabulary"] is > 0 and var v) Flag("vocab-size", v);
         var dtype = (string?)model["dtype"];
@@ -94,6 +122,7 @@ public static class MegatronImport
         "no-bias-swiglu-fusion", "no-bias-dropout-fusion", "moe-router-pre-softmax", "qk-layernorm", "manual-gc",
         "tp-comm-overlap", "defer-embedding-wgrad-compute", "no-save-optim", "no-save-rng",
         "log-throughput", "use-cpu-initialization", "moe-use-legacy-grouped-gemm", "calculate-per-token-loss",
+        "multi-latent-attention",
     };
 
     /// <summary>Flags known not to change a step's time: data, paths, optimiser hyper-parameters, logging, checkpoints.</summary>
@@ -111,22 +140,14 @@ public static class MegatronImport
     /// <summary>Flags Megatron has that change the step but this tool cannot say yet, with why.</summary>
     private static readonly Dictionary<string, string> NotModelledReasons = new(StringComparer.Ordinal)
     {
-        ["group-query-attention"] = "grouped-query attention is not in the model description yet (issue 11): K/V priced as full heads",
-        ["num-query-groups"] = "grouped-query attention is not in the model description yet (issue 11)",
-        ["swiglu"] = "gated FFNs (three matrices) are not in the model description yet (issue 11)",
-        ["kv-channels"] = "an explicit head dimension is not in the model description yet (issue 11)",
-        ["moe-shared-expert-intermediate-size"] = "shared experts are not in the model description yet (issue 11)",
-        ["moe-layer-freq"] = "dense-first layer patterns are not in the model description yet (issue 11)",
-        ["multi-latent-attention"] = "MLA is not in the model description yet (issue 11)",
-        ["fp8-format"] = "FP8 recipes are not in the precision description yet (issue 11); priced in the run's dtype",
-        ["fp8-recipe"] = "FP8 recipes are not in the precision description yet (issue 11)",
+        ["moe-layer-freq"] = "only the first-k-dense pattern ([0]*k+[1]*n, or 1) is in the model description; other MoE layer patterns are priced as every layer MoE",
         ["recompute-granularity"] = "only full recomputation is modelled; selective recomputation is priced as no recomputation",
         ["moe-expert-capacity-factor"] = "read as dropless: set model.routing.capacityFactor by hand",
         ["tp-comm-overlap"] = "TP communication overlap with GEMMs is not modelled",
         ["normalization"] = "RMSNorm and LayerNorm are priced alike (memory-bound elementwise)",
         ["position-embedding-type"] = "position embeddings are not priced",
         ["disable-bias-linear"] = "biases are not priced",
-        ["untie-embeddings-and-output-weights"] = "tied and untied output weights are priced alike (the output layer holds its own copy)",
+        ["qk-layernorm"] = "the per-head query/key norms (Qwen3, DeepSeek MLA) are not priced (memory-bound passes over Q and K)",
         ["moe-grouped-gemm"] = "experts are priced as one GEMM per expert with its real tokens (a grouped GEMM is not a separate kernel model yet)",
         ["no-masked-softmax-fusion"] = "the unfused softmax is priced only with strategy.attentionKernel = materialized (set it by hand)",
         ["use-flash-attn"] = "attention is priced as a fused (flash) kernel by default",
@@ -195,13 +216,58 @@ public static class MegatronImport
         var topK = Int("moe-router-topk") ?? (experts > 0 ? 2 : 1);
         var ffn = Long("ffn-hidden-size");
         var moeFfn = Long("moe-ffn-hidden-size");
-        if (experts > 0 && moeFfn is not null && ffn is not null && ffn != moeFfn)
-            notModelled.Add(("--ffn-hidden-size", "dense FFN layers beside MoE layers are not in the model description yet (issue 11): experts use --moe-ffn-hidden-size"));
-        var ffnSize = experts > 0 ? moeFfn ?? ffn ?? 4 * hidden : ffn ?? 4 * hidden;
+        // --moe-layer-freq: 1 (every layer MoE), or a Python list expression; the first-k-dense pattern maps to denseLayers.
+        var denseLayers = experts > 0 && byName.ContainsKey("moe-layer-freq") ? DenseLayersOf(Raw("moe-layer-freq")!, layers, notModelled) : 0;
+        // Every layer MoE: the dense width is unused and experts take --moe-ffn-hidden-size (Megatron's default: the
+        // dense width); with dense first layers both widths are kept.
+        var ffnSize = experts > 0 && denseLayers == 0 ? moeFfn ?? ffn ?? 4 * hidden : ffn ?? 4 * hidden;
+        if (experts > 0 && denseLayers == 0 && moeFfn is not null && ffn is not null && ffn != moeFfn) noEffect.Add("--ffn-hidden-size");
         var mbs = Long("micro-batch-size") ?? 1;
         var gbs = Required("global-batch-size");
         var vocab = Long("vocab-size");
         var dtype = Switch("bf16") ? "bf16" : Switch("fp16") ? "fp16" : "fp32";
+        // Attention shape: --group-query-attention with --num-query-groups (Megatron's default 1 group), --kv-channels.
+        int? kvHeads = null;
+        if (Switch("group-query-attention")) kvHeads = Int("num-query-groups") ?? 1;
+        else if (Int("num-query-groups") is not null)
+            notModelled.Add(("--num-query-groups", "has no effect without --group-query-attention (Megatron then uses one group per head); read as full heads"));
+        var kvChannels = Long("kv-channels");
+        var swiglu = Switch("swiglu");
+        var untie = Switch("untie-embeddings-and-output-weights");
+        var sharedExpertSize = Long("moe-shared-expert-intermediate-size");
+        var mtp = Int("mtp-num-layers");
+        JsonObject? mla = null;
+        if (Switch("multi-latent-attention"))
+        {
+            long Mla(string flag) => Long(flag) ?? throw new ConfigException("--" + flag, null, "is required with --multi-latent-attention (this importer does not assume a default)");
+            mla = new JsonObject
+            {
+                ["qLoraRank"] = Long("q-lora-rank") ?? 0,   // Megatron's None: queries without low-rank compression
+                ["kvLoraRank"] = Mla("kv-lora-rank"),
+                ["qkNopeHeadDim"] = Mla("qk-head-dim"),
+                ["qkRopeHeadDim"] = Mla("qk-pos-emb-head-dim"),
+                ["vHeadDim"] = Mla("v-head-dim"),
+            };
+        }
+        // FP8 (Megatron: --fp8-format e4m3|hybrid turns it on, --fp8-recipe delayed (default)|tensorwise|mxfp8|blockwise)
+        // and FP4 (--fp4-format e2m1, --fp4-recipe nvfp4) map to this tool's precision recipes (Transformer Engine's
+        // DelayedScaling, Float8CurrentScaling, MXFP8BlockScaling, NVFP4BlockScaling).
+        string? precision = null;
+        if (byName.ContainsKey("fp8-format"))
+        {
+            Raw("fp8-format");
+            var recipe = byName.ContainsKey("fp8-recipe") ? Raw("fp8-recipe") : "delayed";
+            precision = recipe switch { "delayed" => "fp8-delayed", "tensorwise" => "fp8-current", "mxfp8" => "mxfp8", _ => null };
+            if (precision is null) notModelled.Add(("--fp8-recipe", $"{recipe}: no matching precision recipe (known: delayed, tensorwise, mxfp8); priced in {dtype}"));
+        }
+        else if (byName.ContainsKey("fp4-format"))
+        {
+            Raw("fp4-format");
+            var recipe = byName.ContainsKey("fp4-recipe") ? Raw("fp4-recipe") : "nvfp4";
+            precision = recipe == "nvfp4" ? "nvfp4" : null;
+            if (precision is null) notModelled.Add(("--fp4-recipe", $"{recipe}: no matching precision recipe (known: nvfp4); priced in {dtype}"));
+        }
+        else if (byName.ContainsKey("fp8-recipe")) notModelled.Add(("--fp8-recipe", "has no effect without --fp8-format (Megatron trains in the base dtype)"));
 
         var tp = Int("tensor-model-parallel-size") ?? 1;
         var pp = Int("pipeline-model-parallel-size") ?? 1;
@@ -227,6 +293,13 @@ public static class MegatronImport
         foreach (var torchrun in new[] { "node-rank", "master-addr", "master-port", "rdzv-endpoint", "rdzv-backend", "rdzv-id" })
             if (byName.ContainsKey(torchrun)) noEffect.Add("--" + torchrun);
 
+        // Megatron pads the vocabulary to a multiple of --make-vocab-size-divisible-by (128) x TP (_vocab_size_with_padding);
+        // the logits GEMM and the embedding run on the padded size.
+        if (vocab is { } unpadded)
+        {
+            var multiple = (Long("make-vocab-size-divisible-by") ?? 128) * tp;
+            vocab = (unpadded + multiple - 1) / multiple * multiple;
+        }
         var etpValue = etp ?? tp;
         if (gpus % ((long)pp * ep * etpValue) != 0)
             throw new ConfigException("--expert-model-parallel-size", ep.ToString(CultureInfo.InvariantCulture), $"x expert-tensor-parallel {etpValue} x pipeline {pp} must divide the world size {gpus}");
@@ -288,6 +361,16 @@ public static class MegatronImport
             ["sequenceLength"] = seq,
             ["dtype"] = dtype,
         };
+        if (experts > 0 && denseLayers > 0 && moeFfn is { } mf) model["moeFfnHiddenSize"] = mf;
+        if (kvHeads is { } kv) model["kvHeads"] = kv;
+        if (kvChannels is { } kc) model["headDim"] = kc;
+        if (swiglu) model["ffnActivation"] = "swiglu";
+        if (untie) model["tieEmbeddings"] = false;
+        if (experts > 0 && sharedExpertSize is { } se) { model["sharedExperts"] = 1; model["sharedExpertFfnHiddenSize"] = se; }
+        if (denseLayers > 0) model["denseLayers"] = denseLayers;
+        if (mla is not null) model["mla"] = mla;
+        if (mtp is { } mt) model["mtpLayers"] = mt;
+        if (precision is not null) model["precision"] = precision;
         if (vocab is { } vv) model["vocabulary"] = vv;
         else notModelled.Add(("(vocabulary)", "no --vocab-size: the tokenizer's vocabulary is not read, so the embedding and output layer are left out (set model.vocabulary)"));
 
@@ -303,6 +386,40 @@ public static class MegatronImport
             else unknown.Add("--" + name + (value is null ? "" : " " + value));
         }
         return new MegatronImportResult(model, strategy, gpus, used, notModelled, noEffect.Distinct().ToArray(), unknown);
+    }
+
+    /// <summary>
+    /// Dense first layers of a --moe-layer-freq value: "1" (every layer MoE) is 0; a Python list expression such as
+    /// "([0]*3+[1]*58)" or "[0,0,1,1]" that is k zeros then ones gives k; any other pattern (e.g. an integer N > 1, every
+    /// N-th layer MoE) is listed as not modelled and read as every layer MoE.
+    /// </summary>
+    internal static int DenseLayersOf(string value, int layers, List<(string, string)> notModelled)
+    {
+        var text = value.Replace(" ", "", StringComparison.Ordinal).Trim('(', ')', '"', '\'');
+        if (text == "1") return 0;
+        var pattern = new List<int>();
+        foreach (var term in text.Split('+'))
+        {
+            var star = term.LastIndexOf('*');
+            var times = 1;
+            var list = term;
+            if (star >= 0 && term[..star].EndsWith(']'))
+            {
+                if (!int.TryParse(term[(star + 1)..], NumberStyles.None, CultureInfo.InvariantCulture, out times)) { pattern = null; break; }
+                list = term[..star];
+            }
+            if (!list.StartsWith('[') || !list.EndsWith(']')) { pattern = null; break; }
+            var items = list[1..^1].Split(',', StringSplitOptions.RemoveEmptyEntries);
+            if (items.Any(i => i is not ("0" or "1"))) { pattern = null; break; }
+            for (var t = 0; t < times && pattern.Count <= layers; t++) pattern.AddRange(items.Select(i => i == "1" ? 1 : 0));
+        }
+        var dense = pattern?.TakeWhile(x => x == 0).Count() ?? 0;
+        if (pattern is null || pattern.Count != layers || pattern.Skip(dense).Any(x => x == 0) || dense >= layers)
+        {
+            notModelled.Add(("--moe-layer-freq", $"{value}: {NotModelledReasons["moe-layer-freq"]}"));
+            return 0;
+        }
+        return dense;
     }
 
     private static bool LooksNumeric(string s) => double.TryParse(s, NumberStyles.Float, CultureInfo.InvariantCulture, out _);

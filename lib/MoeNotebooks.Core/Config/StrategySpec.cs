@@ -194,6 +194,36 @@ public sealed record StrategySpec(int EP, int TP, int PP, int DP, Derivation Der
     /// <summary>Expert-data-parallel size (replicas of each expert shard): GPUs per stage / (ETP x EP) = DP.</summary>
     public int ExpertDataParallelSize => DP;
 
+    /// <summary>
+    /// GPUs of one folding unit of a stage: the smallest block of consecutive ranks that holds whole attention TP groups
+    /// and whole expert ETP x EP replicas, lcm(TP, EP x ETP). With ETP = TP it is today's EP x TP stage group of one
+    /// replica. The DAG builds a stage as <see cref="FoldUnits"/> identical units (local rank li: attention tp = li mod TP;
+    /// experts etp = li mod ETP, ep = li / ETP mod EP).
+    /// </summary>
+    public int FoldUnitGpus => (int)Lcm(TP, (long)EP * ETP);
+
+    /// <summary>Folding units per stage: DP (EDP) with ETP = TP.</summary>
+    public int FoldUnits => StageGpuCount / FoldUnitGpus;
+
+    private static long Lcm(long a, long b)
+    {
+        long x = a, y = b;
+        while (y != 0) (x, y) = (y, x % y);
+        return a / x * b;
+    }
+
+    /// <summary>
+    /// Global rank of local rank <paramref name="li"/> of folding unit <paramref name="unit"/> on stage <paramref name="pp"/>:
+    /// with ETP = TP <see cref="Rank"/> (li = ep x TP + tp, unit = dp); otherwise the unit's ranks are consecutive and
+    /// nest like EP x TP in <see cref="RankOrder"/> ("tp-ep-pp-dp": li + U (pp + PP unit); "tp-ep-dp-pp", Megatron's: li + U (unit + units pp)).
+    /// </summary>
+    public int UnitRank(int unit, int pp, int li)
+    {
+        if (ETP == TP) return Rank(unit, pp, li / TP, li % TP);
+        var u = FoldUnitGpus;
+        return RankOrder == "tp-ep-dp-pp" ? li + u * (unit + FoldUnits * pp) : li + u * (pp + PP * unit);
+    }
+
     /// <summary>Whether any field beyond today's layout is in use (folding with ETP != TP, CP, SP, distributed optimizer, ...).</summary>
     public bool UsesFolding => ETP != TP || CP > 1;
 
@@ -404,14 +434,7 @@ public sealed record StrategySpec(int EP, int TP, int PP, int DP, Derivation Der
         }
         CheckModelled(source);
         CheckAllToAllOverlap(model, source);
-        // Sequence parallelism is priced for dense models (attention and dense FFN blocks); the MoE token exchange
-        // from sequence-sharded tokens and the scatter/gather pipeline send are not priced yet.
-        if (SequenceParallel && TP > 1 && !model.IsDense)
-            throw new ConfigException("strategy.sequenceParallel", "true", "is priced for dense models only (the MoE token exchange under sequence parallelism is not priced yet); use false, or a dense model (experts 0)", source);
-        if (SequenceParallel && TP > 1 && model.MtpLayers > 0)
-            throw new ConfigException("strategy.sequenceParallel", "true", $"cannot be combined with model.mtpLayers = {model.MtpLayers} (the MTP depths' input under sequence parallelism is not priced yet); set one of them off", source);
-        if (SequenceParallel && TP > 1 && ScatterGather)
-            throw new ConfigException("strategy.sequenceParallel", "true", "cannot be combined with strategy.scatterGather (the pipeline send of 1/TP-sharded activations is not priced yet); set one of them false", source);
+        CheckExpertTensorParallel(model, source);
         ChunkLayersChecked(model.Layers, source);
         if (model.AttentionHeads % TP != 0)
             throw new ConfigException("model.attentionHeads", I(model.AttentionHeads), $"must be divisible by strategy.tp = {TP} (heads are split over TP ranks)", source);
@@ -446,6 +469,38 @@ public sealed record StrategySpec(int EP, int TP, int PP, int DP, Derivation Der
     }
 
     /// <summary>
+    /// MoE parallel folding with ETP != TP and sequence parallelism with MoE, as Megatron-Core's MoEAlltoAllTokenDispatcher
+    /// runs them: every rank dispatches its own tokens (1/TP of the attention group's under SP), so TP > 1 needs SP
+    /// (Megatron-Core's MoELayer refuses MoE with TP > 1 without it in training); the unit of a stage is consecutive
+    /// ranks (<see cref="UnitRank"/>), so only the default and Megatron's rank orders are laid out.
+    /// </summary>
+    private void CheckExpertTensorParallel(ModelSpec model, string? source)
+    {
+        string I(long v) => v.ToString(CultureInfo.InvariantCulture);
+        if (ETP != TP)
+        {
+            if (model.IsDense)
+                throw new ConfigException("strategy.expertTensorParallelSize", I(ETP), $"has no experts to shard in a dense model (model.experts = 0); leave it unset or equal to strategy.tp = {TP}", source);
+            if (TP > 1 && !SequenceParallel)
+                throw new ConfigException("strategy.sequenceParallel", "false", $"must be true with strategy.expertTensorParallelSize = {ETP} != strategy.tp = {TP} > 1 (Megatron-Core's MoE token dispatcher takes sequence-parallel tokens when TP > 1)", source);
+            if (RankOrder is not ("tp-ep-pp-dp" or "tp-ep-dp-pp"))
+                throw new ConfigException("strategy.rankOrder", $"\"{RankOrder}\"", $"must be \"tp-ep-pp-dp\" or \"tp-ep-dp-pp\" with strategy.expertTensorParallelSize = {ETP} != strategy.tp (a folding unit is lcm(TP, EP x ETP) consecutive ranks)", source);
+            if (ZeroStage > 0)
+                throw new ConfigException("strategy.zero", I(ZeroStage), $"must be 0 with strategy.expertTensorParallelSize = {ETP} != strategy.tp (use \"useDistributedOptimizer\": true, Megatron's ZeRO-1 over DP and EDP)", source);
+            if (model.ExpertFfnHiddenSize % ETP != 0)
+                throw new ConfigException("model.moeFfnHiddenSize", I(model.ExpertFfnHiddenSize), $"must be divisible by strategy.expertTensorParallelSize = {ETP} (expert fc1/fc2 are split over the ETP ranks)", source);
+        }
+        if (SequenceParallel && TP > 1 && !model.IsDense)
+        {
+            if (Attention == AttentionPlacement.TensorParallel && EP > 1)
+                throw new ConfigException("strategy.sequenceParallel", "true", "cannot be combined with \"attention\": \"tensor-parallel\" and ep > 1 in an MoE model (Megatron-Core's dispatcher takes each rank's sequence shard); use \"data-parallel\"", source);
+            var tokens = MoeNotebooks.Derivations.RoutingOutcome.AttentionTokensPerRank(model, this);
+            if (tokens % TP != 0)
+                throw new ConfigException("model.sequenceLength", I(model.SequenceLength), $"gives {I(tokens)} tokens per attention rank and microbatch, not divisible by strategy.tp = {TP} (sequence parallelism gives each TP rank 1/TP of them)", source);
+        }
+    }
+
+    /// <summary>
     /// The corrected derivation prices today's layout and the fields implemented so far; a field it does not price yet
     /// is rejected naming it, rather than silently ignored.
     /// </summary>
@@ -453,7 +508,6 @@ public sealed record StrategySpec(int EP, int TP, int PP, int DP, Derivation Der
     {
         static string B(bool b) => b ? "true" : "false";
         var unpriced = new List<(string Field, string Value, string Default)>();
-        if (ExpertTensorParallelSize is { } etp && etp != TP) unpriced.Add(("expertTensorParallelSize", etp.ToString(CultureInfo.InvariantCulture), "strategy.tp"));
         if (CP > 1) unpriced.Add(("contextParallelSize", CP.ToString(CultureInfo.InvariantCulture), "1"));
         if (OverlapParamGather) unpriced.Add(("overlapParamGather", B(true), "false"));
         if (MoeAllToAllOverlap == MoeAllToAllOverlap.DeepEp) unpriced.Add(("moeAllToAllOverlap", "\"deep-ep\"", "\"none\" or \"1f1b\" (DeepEP's kernels are priced by costModel.alltoall)"));

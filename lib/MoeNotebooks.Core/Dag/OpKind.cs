@@ -66,6 +66,10 @@ public enum OpKind : byte
     SequenceAllGather,
     /// <summary>A multi-token-prediction depth's projection of [norm(h); norm(emb)] : [T, 2H] x [2H, H].</summary>
     MtpProjection,
+    /// <summary>MoE parallel folding / sequence parallelism: all-gather of the dispatched tokens over the expert-tensor-parallel group before the ETP-sharded experts (Megatron-Core MoEAlltoAllTokenDispatcher, gather_from_sequence_parallel_region over the ETP group; in backward the conjugate of the combine's reduce-scatter).</summary>
+    ExpertTensorAllGather,
+    /// <summary>The experts' row-parallel partial outputs reduce-scattered over the ETP group back to each rank's dispatched tokens (reduce_scatter_to_sequence_parallel_region), before the combine all-to-all.</summary>
+    ExpertTensorReduceScatter,
     /// <summary>Mamba-2 in-projection [T, H] x [H, (2 d_inner + 2 G N + heads)/TP] (z, x, B, C, dt; column-parallel).</summary>
     MambaInProjection,
     /// <summary>Mamba-2 out-projection [T, d_inner/TP] x [d_inner/TP, H] (row-parallel).</summary>
@@ -129,7 +133,8 @@ public static class OpKindExtensions
             or OpKind.MambaConv or OpKind.MambaStatePassing or OpKind.MambaGatedNorm => OpCategory.Elementwise,
         OpKind.AttentionAllReduce or OpKind.ExpertAllReduce or OpKind.AllToAllDispatch or OpKind.AllToAllCombine or OpKind.PipelineSend
             or OpKind.GradientAllReduce or OpKind.GradientReduceScatter or OpKind.ParameterAllGather or OpKind.PipelineAllGather
-            or OpKind.SequenceReduceScatter or OpKind.SequenceAllGather => OpCategory.Communication,
+            or OpKind.SequenceReduceScatter or OpKind.SequenceAllGather
+            or OpKind.ExpertTensorAllGather or OpKind.ExpertTensorReduceScatter => OpCategory.Communication,
         _ => OpCategory.Matmul,
     };
 
@@ -146,8 +151,8 @@ public static class OpKindExtensions
     {
         OpKind.AttentionAllReduce or OpKind.ExpertAllReduce or OpKind.GradientAllReduce => CollectivePattern.AllReduce,
         OpKind.AllToAllDispatch or OpKind.AllToAllCombine => CollectivePattern.AllToAll,
-        OpKind.GradientReduceScatter or OpKind.SequenceReduceScatter => CollectivePattern.ReduceScatter,
-        OpKind.ParameterAllGather or OpKind.PipelineAllGather or OpKind.SequenceAllGather => CollectivePattern.AllGather,
+        OpKind.GradientReduceScatter or OpKind.SequenceReduceScatter or OpKind.ExpertTensorReduceScatter => CollectivePattern.ReduceScatter,
+        OpKind.ParameterAllGather or OpKind.PipelineAllGather or OpKind.SequenceAllGather or OpKind.ExpertTensorAllGather => CollectivePattern.AllGather,
         OpKind.PipelineSend => CollectivePattern.SendRecv,
         _ => CollectivePattern.None,
     };
@@ -208,6 +213,8 @@ public static class OpKindExtensions
         OpKind.SequenceReduceScatter => "Sequence_ReduceScatter",
         OpKind.SequenceAllGather => "Sequence_AllGather",
         OpKind.MtpProjection => "MTP projection",
+        OpKind.ExpertTensorAllGather => "ExpertTensor_AllGather",
+        OpKind.ExpertTensorReduceScatter => "ExpertTensor_ReduceScatter",
         OpKind.MambaInProjection => "Mamba in projection",
         OpKind.MambaOutProjection => "Mamba out projection",
         OpKind.MambaConv => "Mamba conv1d",

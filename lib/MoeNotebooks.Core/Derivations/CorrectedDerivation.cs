@@ -77,17 +77,17 @@ internal sealed class CorrectedDerivation
         _activationBytes = _c.ActivationBytes;
         _chunkCount = st.PP * st.VirtualStages;
         _chunkLayers = st.ChunkLayers(model.Layers);
-        _builtReplicas = st.DP;
+        // Replicas are the stage's folding units (the DP replicas with ETP = TP; lcm(TP, EP x ETP) ranks each when folded).
+        _builtReplicas = st.FoldUnits;
         _dualPipe = _training && st.Schedule == PipelineSchedule.DualPipe;
-        if (folding == DagFolding.Symmetric && st.DP > 1)
+        if (folding == DagFolding.Symmetric && st.FoldUnits > 1)
         {
             _builtReplicas = 1;
             var representative = new int[st.GpuCount];
-            for (var dp = 0; dp < st.DP; dp++)
+            for (var dp = 0; dp < st.FoldUnits; dp++)
             for (var pp = 0; pp < st.PP; pp++)
-            for (var er = 0; er < st.EP; er++)
-            for (var tr = 0; tr < st.TP; tr++)
-                representative[st.Rank(dp, pp, er, tr)] = st.Rank(0, pp, er, tr);
+            for (var li = 0; li < st.FoldUnitGpus; li++)
+                representative[st.UnitRank(dp, pp, li)] = st.UnitRank(0, pp, li);
             _b.FoldOnto(representative);
             _representative = representative;
         }
@@ -121,11 +121,11 @@ internal sealed class CorrectedDerivation
     /// <summary>An item as the key of its outputs: a backward's B part stands for the whole backward (it produces dX).</summary>
     private static PipelineItem Key(PipelineItem item) => item with { Part = PipelinePart.Full, OverlapsNext = false };
 
+    /// <summary>One folding unit of a stage (with ETP = TP: replica dp's EP x TP GPUs, local rank er x TP + tr).</summary>
     private int[] StageGpus(int dp, int stage)
     {
-        var gpus = new int[_st.EP * _st.TP];
-        for (var er = 0; er < _st.EP; er++)
-            for (var tr = 0; tr < _st.TP; tr++) gpus[er * _st.TP + tr] = _st.Rank(dp, stage, er, tr);
+        var gpus = new int[_st.FoldUnitGpus];
+        for (var li = 0; li < gpus.Length; li++) gpus[li] = _st.UnitRank(dp, stage, li);
         return gpus;
     }
 
@@ -491,7 +491,11 @@ internal sealed class CorrectedDerivation
         }
     }
 
-    private bool ScatterGathered => _st.ScatterGather && _st.TP > 1;
+    /// <summary>
+    /// Megatron-LM's scatter/gather of pipeline tensors, which it skips under sequence parallelism (p2p_communication:
+    /// "scatter_gather_tensors_in_pipeline and not sequence_parallel"): the activation is already 1/TP per rank.
+    /// </summary>
+    private bool ScatterGathered => _st.ScatterGather && _st.TP > 1 && !_c.SequenceParallel;
 
     /// <summary>The item that consumes this one's outputs (the inverse of <see cref="InputOf"/>), or null for the first chunk's backward.</summary>
     private PipelineItem? ConsumerOf(PipelineItem item)
@@ -553,29 +557,46 @@ internal sealed class CorrectedDerivation
         for (var layer = top; layer >= first; layer--)
         {
             var p = layer >= _m.Layers ? ParameterCounts.PerMtpDepth(_m, _st) : ParameterCounts.PerLayer(_m, _st, layer);
-            for (var er = 0; er < _st.EP; er++)
+            for (var li = 0; li < _st.FoldUnitGpus; li++)
             {
-                for (var tr = 0; tr < _st.TP; tr++)
-                {
-                    // Non-expert weights are shared by the data-parallel replicas and, with data-parallel attention,
-                    // by the EP ranks too; expert weights only by the replicas.
-                    if (er == 0 || !_c.AttentionDp)
-                        Sync(kind, SharedRanks(positions, er, tr, includeEp: _c.AttentionDp), p.NonExpert * _e, layer, gradientOps);
-                    Sync(kind, SharedRanks(positions, er, tr, includeEp: false), p.ExpertPerRank * _e, layer, gradientOps);
-                }
+                // Non-expert weights are shared by the data-parallel replicas and, with data-parallel attention,
+                // by the EP ranks too (every rank of the stage with the same attention TP rank); expert weights only by
+                // the expert-data-parallel replicas (the same ETP and EP rank).
+                if (li < _st.TP || !_c.AttentionDp)
+                    Sync(kind, NonExpertRanks(positions, li), p.NonExpert * _e, layer, gradientOps);
+                if (li < _st.EP * _st.ETP)
+                    Sync(kind, ExpertRanks(positions, li), p.ExpertPerRank * _e, layer, gradientOps);
             }
         }
     }
 
-    private int[] SharedRanks(int[] positions, int er, int tr, bool includeEp)
+    /// <summary>
+    /// Ranks sharing local rank li's non-expert weights on the stages holding them: the attention data-parallel group
+    /// (same TP rank), or under tensor-parallel attention the replicas.
+    /// </summary>
+    private int[] NonExpertRanks(int[] positions, int li)
     {
         var ranks = new List<int>();
-        for (var dp = 0; dp < _st.DP; dp++)
+        for (var dp = 0; dp < _st.FoldUnits; dp++)
         foreach (var stage in positions)
         {
-            if (includeEp) for (var e = 0; e < _st.EP; e++) ranks.Add(_st.Rank(dp, stage, e, tr));
-            else ranks.Add(_st.Rank(dp, stage, er, tr));
+            if (_c.AttentionDp)
+            {
+                for (var l = li % _st.TP; l < _st.FoldUnitGpus; l += _st.TP) ranks.Add(_st.UnitRank(dp, stage, l));
+            }
+            else ranks.Add(_st.UnitRank(dp, stage, li));
         }
+        return ranks.ToArray();
+    }
+
+    /// <summary>Ranks sharing local rank li's expert weights: the expert-data-parallel group (same ETP and EP rank in every expert replica).</summary>
+    private int[] ExpertRanks(int[] positions, int li)
+    {
+        var ranks = new List<int>();
+        var replica = _st.EP * _st.ETP;
+        for (var dp = 0; dp < _st.FoldUnits; dp++)
+        foreach (var stage in positions)
+            for (var l = li % replica; l < _st.FoldUnitGpus; l += replica) ranks.Add(_st.UnitRank(dp, stage, l));
         return ranks.ToArray();
     }
 
@@ -598,10 +619,9 @@ internal sealed class CorrectedDerivation
         var steps = _stepOf = new int[_st.GpuCount];
         for (var dp = 0; dp < _builtReplicas; dp++)
         for (var pp = 0; pp < _st.PP; pp++)
-        for (var er = 0; er < _st.EP; er++)
-        for (var tr = 0; tr < _st.TP; tr++)
+        for (var li = 0; li < _st.FoldUnitGpus; li++)
         {
-            var g = _st.Rank(dp, pp, er, tr);
+            var g = _st.UnitRank(dp, pp, li);
             var p = ParameterCounts.OnRank(_m, _st, pp);
             var shard = _st.ZeroStage >= 1 ? _st.DP * Copies : 1;
             // Mixed-precision Adam: read fp32 master, m, v and the bf16 gradient, write them back (2 x 14 bytes/param).
@@ -622,11 +642,10 @@ internal sealed class CorrectedDerivation
             {
                 var p = ParameterCounts.OnStage(_m, _st, pp);
                 var positions = PositionsOf(pp);
-                for (var er = 0; er < _st.EP; er++)
-                for (var tr = 0; tr < _st.TP; tr++)
+                for (var li = 0; li < _st.FoldUnitGpus; li++)
                 {
-                    if (er == 0 || !_c.AttentionDp) Gather(SharedRanks(positions, er, tr, includeEp: _c.AttentionDp), p.NonExpert * _e);
-                    Gather(SharedRanks(positions, er, tr, includeEp: false), p.ExpertPerRank * _e);
+                    if (li < _st.TP || !_c.AttentionDp) Gather(NonExpertRanks(positions, li), p.NonExpert * _e);
+                    if (li < _st.EP * _st.ETP) Gather(ExpertRanks(positions, li), p.ExpertPerRank * _e);
                 }
             }
             return;
@@ -634,16 +653,15 @@ internal sealed class CorrectedDerivation
         if (_st.ZeroStage < 2 || _st.DP < 2) return;
         // ZeRO 2-3: each replica updated its shard; gather the updated weights back.
         for (var pp = 0; pp < _st.PP; pp++)
-        for (var er = 0; er < _st.EP; er++)
-        for (var tr = 0; tr < _st.TP; tr++)
+        for (var li = 0; li < _st.FoldUnitGpus; li++)
         {
-            var ranks = SharedRanks(PositionsOf(pp), er, tr, includeEp: false);
+            var ranks = ExpertRanks(PositionsOf(pp), li);   // ZeRO is refused with ETP != TP: one rank's replicas
             _b.AddCommunication(OpKind.ParameterAllGather, _b.Group(ranks), ParameterCounts.OnStage(_m, _st, pp).Total * _e, -1, ranks.Select(g => steps[Rep(g)]).Distinct().ToArray());
         }
     }
 
     /// <summary>Ranks that share (and reduce) the non-expert gradients: the replicas, and the EP ranks under data-parallel attention.</summary>
-    private int NonExpertSyncRanks => _st.DP * Copies * (_c.AttentionDp ? _st.EP : 1);
+    private int NonExpertSyncRanks => (_c.AttentionDp ? _st.AttentionDataParallelSize : _st.DP) * Copies;
 
     private void Gather(int[] ranks, long bytes)
     {

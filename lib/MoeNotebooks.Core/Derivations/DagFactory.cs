@@ -65,8 +65,9 @@ public static class DagFactory
     /// </summary>
     public static double EstimateOperations(ModelSpec model, StrategySpec st, DagFolding folding = DagFolding.None)
     {
-        if (folding == DagFolding.Symmetric && st.Derivation != Derivation.Seed && st.DP > 1)
-            return EstimateOperations(model, st with { DP = 1 }) + (double)model.Layers * st.GpuCount / st.DP * 2;
+        // Folded: one unit of each stage is built (one replica with ETP = TP, where this is the estimate at DP = 1).
+        if (folding == DagFolding.Symmetric && st.Derivation != Derivation.Seed && st.FoldUnits > 1)
+            return EstimateOperations(model, st) / st.FoldUnits + (double)model.Layers * st.GpuCount / st.FoldUnits * 2;
         double heads = Math.Max(1, model.AttentionHeads / st.TP);
         double experts = model.IsDense ? 2 : Math.Max(1, model.Experts / Math.Max(1, st.EP)) * Math.Max(1, st.AllToAllChunks);
         var perLayerPerGpu = 16 + 2 * heads + 2 * experts + 4 * st.AllToAllChunks;

@@ -87,7 +87,7 @@ public static class ParameterCounts
         var gate = h * m.Experts;
         var shared = m.SharedExperts * FfnMatrices(m) * h * m.SharedExpertWidth / st.TP;
         var latent = m.MoeLatentSize is { } l ? 2 * h * l : 0;   // [H -> latent] and [latent -> H], replicated over TP
-        var experts = (long)(m.Experts / st.EP) * FfnMatrices(m) * m.ExpertInputWidth * m.ExpertFfnHiddenSize / st.TP;
+        var experts = (long)(m.Experts / st.EP) * FfnMatrices(m) * m.ExpertInputWidth * m.ExpertFfnHiddenSize / st.ETP;   // fc1/fc2 split over ETP (= TP unless folded)
         return new(attention + gate + shared + latent, experts);
     }
 

@@ -34,16 +34,31 @@ public sealed record RoutingOutcome(IReadOnlyList<long> TokensPerExpert, long Ro
         }
     }
 
-    /// <summary>Tokens of one attention rank per microbatch: batch / (DP x attention-parallel EP x microbatches) sequences.</summary>
+    /// <summary>
+    /// Tokens of one attention rank per microbatch: batch / (attention data-parallel size x microbatches) sequences; the
+    /// attention data-parallel size is EP x DP with ETP = TP (EP x ETP x DP / TP under MoE parallel folding), DP under
+    /// tensor-parallel attention.
+    /// </summary>
     public static long AttentionTokensPerRank(ModelSpec model, StrategySpec st) =>
-        model.Batch / ((long)st.DP * (st.Attention == AttentionPlacement.DataParallel ? st.EP : 1) * st.Microbatches) * model.SequenceLength;
+        model.Batch / ((long)(st.Attention == AttentionPlacement.DataParallel ? st.AttentionDataParallelSize : st.DP) * st.Microbatches) * model.SequenceLength;
+
+    /// <summary>
+    /// Tokens routed over one expert replica (the EP x ETP ranks holding every expert once), per microbatch: the tokens of
+    /// its ranks' attention, EP x ETP / TP attention ranks' worth (EP of them with ETP = TP: today's EP group), or the
+    /// attention group's under tensor-parallel attention.
+    /// </summary>
+    public static long ExpertReplicaTokens(ModelSpec model, StrategySpec st)
+    {
+        var perRank = AttentionTokensPerRank(model, st);
+        if (st.Attention != AttentionPlacement.DataParallel) return perRank;
+        return st.ETP == st.TP ? perRank * st.EP : perRank * st.EP * st.ETP / st.TP;
+    }
 
     /// <summary>The routing of a scenario's MoE layers, or null for a dense model.</summary>
     public static RoutingOutcome? Of(ModelSpec model, StrategySpec st)
     {
         if (model.IsDense) return null;
-        var perRank = AttentionTokensPerRank(model, st);
-        var groupTokens = st.Attention == AttentionPlacement.DataParallel ? perRank * st.EP : perRank;
+        var groupTokens = ExpertReplicaTokens(model, st);
         var routed = groupTokens * model.TopK;
         var (processed, dropped) = model.Routing.Assign(routed, model.Experts);
         return new RoutingOutcome(processed, routed, dropped, model.Experts / st.EP);

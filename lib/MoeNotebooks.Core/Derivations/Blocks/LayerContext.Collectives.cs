@@ -20,7 +20,8 @@ internal sealed partial class LayerContext
     public void TensorGroupCollective(int[] gpus, OpKind kind, long bytes, int layer, int mb, int[] last, int index = -1)
     {
         if (St.TP == 1) return;
-        for (var er = 0; er < St.EP; er++)
+        // The unit's attention TP groups: TP consecutive local ranks each (EP of them with ETP = TP).
+        for (var er = 0; er < gpus.Length / St.TP; er++)
         {
             var members = gpus.AsSpan(er * St.TP, St.TP);
             var deps = last.AsSpan(er * St.TP, St.TP).ToArray().Where(x => x >= 0).Distinct().ToArray();
@@ -29,20 +30,50 @@ internal sealed partial class LayerContext
         }
     }
 
-    /// <summary>An all-to-all over each EP group (the ranks of equal TP rank) of the stage.</summary>
+    /// <summary>
+    /// Local rank of expert coordinates (etp, ep) in expert replica <paramref name="replica"/> of a folding unit:
+    /// etp + ETP (ep + EP replica) (Megatron's "etp-ep-edp" nesting; with ETP = TP, ep x TP + tp as attention's).
+    /// </summary>
+    public int ExpertLocalRank(int replica, int ep, int etp) => etp + St.ETP * (ep + St.EP * replica);
+
+    /// <summary>An all-to-all over each EP group (the ranks of equal ETP rank in one expert replica) of the stage.</summary>
     public void AllToAll(int[] gpus, OpKind kind, long bytesPerGpu, int layer, int mb, int[] last, int index)
     {
-        for (var tr = 0; tr < St.TP; tr++)
+        var replicas = gpus.Length / (St.EP * St.ETP);
+        for (var x = 0; x < replicas; x++)
+        for (var tr = 0; tr < St.ETP; tr++)
         {
             var members = new int[St.EP];
             var deps = new List<int>();
             for (var er = 0; er < St.EP; er++)
             {
-                members[er] = gpus[er * St.TP + tr];
-                if (last[er * St.TP + tr] >= 0) deps.Add(last[er * St.TP + tr]);
+                var li = ExpertLocalRank(x, er, tr);
+                members[er] = gpus[li];
+                if (last[li] >= 0) deps.Add(last[li]);
             }
             var op = B.AddCommunication(kind, B.Group(members), bytesPerGpu, layer, deps.Distinct().ToArray(), index, mb);
-            for (var er = 0; er < St.EP; er++) last[er * St.TP + tr] = op;
+            for (var er = 0; er < St.EP; er++) last[ExpertLocalRank(x, er, tr)] = op;
+        }
+    }
+
+    /// <summary>A collective of <paramref name="kind"/> over each expert-tensor-parallel group (ETP ranks holding one expert's shards); nothing with ETP = 1.</summary>
+    public void ExpertTensorCollective(int[] gpus, OpKind kind, long bytes, int layer, int mb, int[] last, int index = -1)
+    {
+        if (St.ETP == 1) return;
+        var replicas = gpus.Length / (St.EP * St.ETP);
+        for (var x = 0; x < replicas; x++)
+        for (var er = 0; er < St.EP; er++)
+        {
+            var members = new int[St.ETP];
+            var deps = new List<int>();
+            for (var tr = 0; tr < St.ETP; tr++)
+            {
+                var li = ExpertLocalRank(x, er, tr);
+                members[tr] = gpus[li];
+                if (last[li] >= 0) deps.Add(last[li]);
+            }
+            var op = B.AddCommunication(kind, B.Group(members), bytes, layer, deps.Distinct().ToArray(), index, mb);
+            for (var tr = 0; tr < St.ETP; tr++) last[ExpertLocalRank(x, er, tr)] = op;
         }
     }
 }

@@ -56,7 +56,7 @@ internal sealed partial class LayerContext
         Training = st.Mode == WorkloadMode.Training;
         AttentionDp = st.Attention == AttentionPlacement.DataParallel;
         H = model.HiddenSize; S = model.SequenceLength; D = model.HeadDim; E = model.ElementBytes; F = model.FfnHiddenSize;
-        SequencesPerRank = model.Batch / ((long)st.DP * (AttentionDp ? st.EP : 1) * st.Microbatches);
+        SequencesPerRank = model.Batch / ((long)(AttentionDp ? st.AttentionDataParallelSize : st.DP) * st.Microbatches);
         TokensPerRank = RoutingOutcome.AttentionTokensPerRank(model, st);
         ActivationBytes = TokensPerRank * H * E;
         // Seed §2 splits the head dimension (d_k / 8 = 64) as well as the heads; Megatron splits heads only.
@@ -76,7 +76,7 @@ internal sealed partial class LayerContext
             // Routing: the EP group's tokens x topK spread over the experts by the routing distribution, capped by
             // the capacity factor (seed §1 assumes avg_tokens_per_expert, i.e. uniform, and no capacity limit).
             var processed = RoutingOutcome.Of(model, st)!.TokensPerExpert;
-            RoutedTokensPerRank = TokensPerRank * model.TopK;
+            RoutedTokensPerRank = MoeSourceTokensPerRank * model.TopK;
             ExpertTokensByChunk = new long[st.AllToAllChunks][];
             for (var c = 0; c < st.AllToAllChunks; c++)
                 ExpertTokensByChunk[c] = processed.Select(t => t / st.AllToAllChunks + (c < t % st.AllToAllChunks ? 1 : 0)).ToArray();
@@ -181,6 +181,21 @@ internal sealed partial class LayerContext
     /// all-gathers restore the tokens before column-parallel GEMMs (Korthikanti et al. 2022 §4.2.2).
     /// </summary>
     public bool SequenceParallel => St.SequenceParallel && St.TP > 1;
+
+    /// <summary>
+    /// The MoE block runs Megatron-Core's all-to-all token dispatcher on each rank's own tokens (sequence parallelism, or
+    /// MoE parallel folding with ETP != TP): router and permutation on the rank's T/TP tokens (T at TP = 1), all-to-all over
+    /// the EP group, all-gather over the ETP group before the experts and reduce-scatter after, all-to-all back
+    /// (MoEAlltoAllTokenDispatcher.token_permutation / token_unpermutation). Otherwise today's: every TP rank routes
+    /// all T tokens, experts TP-sharded, outputs all-reduced over TP.
+    /// </summary>
+    public bool ShardedDispatch => St.ETP != St.TP || SequenceParallel;
+
+    /// <summary>Tokens each rank routes and dispatches: T / TP under sequence parallelism, else T.</summary>
+    public long MoeSourceTokensPerRank => SequenceParallel ? TokensPerRank / St.TP : TokensPerRank;
+
+    /// <summary>One rank's [routed-from tokens, H] activation in bytes (the MoE block's input and output on this rank).</summary>
+    public long MoeSourceActivationBytes => MoeSourceTokensPerRank * H * E;
 
     /// <summary>Bytes of an elementwise pass over the block's [tokens, H] activations: 1/TP of them under sequence parallelism.</summary>
     public long SequenceShard(long bytes) => SequenceParallel ? bytes / St.TP : bytes;

@@ -18,7 +18,7 @@ internal sealed class MoeBlock : ILayerBlock
     /// Permute: read the rank's [T, H] tokens, write T x k copies in expert order. Unpermute: read the T x k expert
     /// outputs and their routing weights (4 bytes each), write [T, H]. Their backward passes move the same bytes.
     /// </summary>
-    private static long PermuteBytes(LayerContext c) => c.TokensPerRank * c.ExpertWidth * c.E + c.RoutedTokensPerRank * c.ExpertWidth * c.E;
+    private static long PermuteBytes(LayerContext c) => c.MoeSourceTokensPerRank * c.ExpertWidth * c.E + c.RoutedTokensPerRank * c.ExpertWidth * c.E;
     private static long UnpermuteBytes(LayerContext c) => PermuteBytes(c) + c.RoutedTokensPerRank * 4;
 
     public void Emit(LayerContext c, BlockPass pass, LayerSite site, int[] last)
@@ -45,7 +45,7 @@ internal sealed class MoeBlock : ILayerBlock
         if (backward)
         {
             b.Phase = OpPhase.BackwardData;
-            c.Elementwise(site, 3 * c.ActivationBytes, 2, last);
+            c.Elementwise(site, c.SequenceShard(3 * c.ActivationBytes), 2, last);
         }
         var ffnInput = (int[])last.Clone();
         if (!backward) Router.Forward(c, pass, site, last);
@@ -87,7 +87,7 @@ internal sealed class MoeBlock : ILayerBlock
         if (shared is not null)
             for (var li = 0; li < gpus.Length; li++)
                 last[li] = b.AddElementwise(gpus[li], 0, site.Layer, [last[li], shared[li]], index: 3, microbatch: site.Microbatch);   // routed + shared
-        if (!backward) c.Elementwise(site, 3 * c.ActivationBytes, 2, last);   // residual add
+        if (!backward) c.Elementwise(site, c.SequenceShard(3 * c.ActivationBytes), 2, last);   // residual add
         yield return MoeSegment.After;
     }
 
@@ -99,7 +99,7 @@ internal sealed class MoeBlock : ILayerBlock
     private static void Latent(LayerContext c, BlockPass pass, LayerSite site, int[] last, bool up)
     {
         if (c.M.MoeLatentSize is not { } latent) return;
-        var t = c.TokensPerRank;
+        var t = c.MoeSourceTokensPerRank;   // the rank's routed-from tokens (1/TP of them under sequence parallelism)
         var kind = up ? OpKind.MoeLatentUp : OpKind.MoeLatentDown;
         var shape = up ? new MatmulShape(t, latent, c.H) : new MatmulShape(t, c.H, latent);
         for (var li = 0; li < site.Gpus.Length; li++)

@@ -23,22 +23,30 @@ internal sealed class MtpInputBlock : ILayerBlock
         {
             b.Phase = pass.ForwardPhase();
             c.Elementwise(site, c.ActivationBytes, 4, last);          // embedding lookup of the shifted tokens
-            c.Elementwise(site, 2 * c.ActivationBytes, 0, last);      // RMSNorm of the hidden state
-            c.Elementwise(site, 2 * c.ActivationBytes, 0, last);      // RMSNorm of the embedding
+            c.Elementwise(site, c.SequenceShard(2 * c.ActivationBytes), 0, last);      // RMSNorm of the hidden state
+            c.Elementwise(site, c.SequenceShard(2 * c.ActivationBytes), 0, last);      // RMSNorm of the embedding
+            // Sequence parallelism: the column-parallel eh_proj all-gathers its sequence-sharded [T/TP, 2H] input first
+            // (Megatron-Core ColumnParallelLinear with sequence_parallel; MultiTokenPredictionLayer).
+            if (c.SequenceParallel) c.TensorGroupCollective(gpus, OpKind.SequenceAllGather, 2 * c.ActivationBytes, layer, mb, last);
             for (var li = 0; li < gpus.Length; li++)
             {
                 var input = c.QuantizeInput(gpus[li], c.TokensPerRank * 2 * c.H, layer, last[li], mb);
                 last[li] = c.LinearForward(OpKind.MtpProjection, gpus[li], Projection(c), layer, LayerContext.Deps(input), -1, mb, pass);
             }
+            // gather_from_tensor_model_parallel_region of the [T, H/TP] outputs; under sequence parallelism the result is
+            // then scattered to the sequence-parallel region (a local split, no communication).
             if (c.St.TP > 1) c.TensorGroupCollective(gpus, OpKind.PipelineAllGather, c.ActivationBytes, layer, mb, last);
             return;
         }
         b.Phase = OpPhase.BackwardData;
+        // Sequence parallelism: the scatter's backward all-gathers the [T/TP, H] output gradient (the gather's is a split).
+        if (c.SequenceParallel) c.TensorGroupCollective(gpus, OpKind.SequenceAllGather, c.ActivationBytes, layer, mb, last);
         for (var li = 0; li < gpus.Length; li++)
             last[li] = c.LinearBackward(OpKind.MtpProjection, gpus[li], Projection(c), layer, LayerContext.Deps(last[li]), -1, mb);
-        // The column-parallel input's gradient [T, 2H] is summed over the TP group.
-        if (c.St.TP > 1) c.TensorGroupCollective(gpus, OpKind.AttentionAllReduce, 2 * c.ActivationBytes, layer, mb, last);
-        c.Elementwise(site, 2 * c.ActivationBytes, 0, last);          // the two RMSNorms' backward
-        c.Elementwise(site, 2 * c.ActivationBytes, 0, last);
+        // The column-parallel input's gradient [T, 2H] is summed over the TP group (reduce-scattered to T/TP under SP).
+        if (c.SequenceParallel) c.TensorGroupCollective(gpus, OpKind.SequenceReduceScatter, 2 * c.ActivationBytes, layer, mb, last);
+        else if (c.St.TP > 1) c.TensorGroupCollective(gpus, OpKind.AttentionAllReduce, 2 * c.ActivationBytes, layer, mb, last);
+        c.Elementwise(site, c.SequenceShard(2 * c.ActivationBytes), 0, last);          // the two RMSNorms' backward
+        c.Elementwise(site, c.SequenceShard(2 * c.ActivationBytes), 0, last);
     }
 }

@@ -4,7 +4,7 @@ namespace MoeNotebooks.Derivations;
 
 /// <summary>
 /// The routed experts of each EP rank: per local expert with tokens, up [m, H] x [H, F/TP] (gated: [H, 2F/TP]) and
-/// down [m, F/TP] x [F/TP, H] with F the expert width (H is the latent size under a latent MoE) (m = the tokens routed to that expert in this chunk); their
+/// down [m, F/TP] x [F/TP, H] with F the expert width (F/ETP under MoE parallel folding; H is the latent size under a latent MoE) (m = the tokens routed to that expert in this chunk); their
 /// outputs summed.
 /// </summary>
 internal static class RoutedExperts
@@ -13,12 +13,13 @@ internal static class RoutedExperts
     {
         var b = c.B;
         var (gpus, layer, mb) = site;
-        var f = c.M.ExpertFfnHiddenSize / c.St.TP;
+        // Expert fc1 column-split and fc2 row-split over the ETP ranks (ETP = TP unless folded).
+        var f = c.M.ExpertFfnHiddenSize / c.St.ETP;
         var activation = c.M.MoeMemoryBoundOps;
         for (var li = 0; li < gpus.Length; li++)
         {
             var g = gpus[li];
-            var er = li / c.St.TP;
+            var er = li / c.St.ETP % c.St.EP;
             var outs = new List<int>();
             for (var j = 0; j < c.ExpertsPerRank; j++)
             {

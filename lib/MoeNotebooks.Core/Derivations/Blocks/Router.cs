@@ -7,13 +7,14 @@ namespace MoeNotebooks.Derivations;
 /// recipes) and, with <see cref="Config.ModelSpec.MoeMemoryBoundOps"/>, its softmax/top-k over the FP32 logits:
 /// forward reads the logits and writes the probabilities (2 x T x E x 4 bytes) and the top-k weights and indices
 /// (T x k x 8); backward reads the gradient and probabilities and writes the logit gradient (3 x T x E x 4).
+/// Under sequence parallelism each rank routes its own T/TP tokens (Megatron-Core routes the sequence-parallel shard).
 /// </summary>
 internal static class Router
 {
-    private static MatmulShape Gate(LayerContext c) => new(c.TokensPerRank, c.H, c.M.Experts);
+    private static MatmulShape Gate(LayerContext c) => new(c.MoeSourceTokensPerRank, c.H, c.M.Experts);
 
     private static long TopKBytes(LayerContext c, bool backward) =>
-        backward ? 3 * c.TokensPerRank * c.M.Experts * 4 : 2 * c.TokensPerRank * c.M.Experts * 4 + c.TokensPerRank * c.M.TopK * 8;
+        backward ? 3 * c.MoeSourceTokensPerRank * c.M.Experts * 4 : 2 * c.MoeSourceTokensPerRank * c.M.Experts * 4 + c.MoeSourceTokensPerRank * c.M.TopK * 8;
 
     public static void Forward(LayerContext c, BlockPass pass, LayerSite site, int[] last)
     {

@@ -18,16 +18,20 @@ internal static class SharedExperts
         var f = c.M.SharedExperts * c.M.SharedExpertWidth / c.St.TP;
         var t = c.TokensPerRank;
         var outs = (int[])input.Clone();
+        // Sequence parallelism: the shared experts are a TP-sharded dense MLP (Megatron-Core SharedExpertMLP): all-gather
+        // the sequence-sharded tokens before fc1 and reduce-scatter after fc2 (the conjugates in backward).
+        if (c.SequenceParallel) c.TensorGroupCollective(gpus, OpKind.SequenceAllGather, c.ActivationBytes, layer, mb, outs);
         for (var li = 0; li < gpus.Length; li++)
         {
             if (pass != BlockPass.Backward)
             {
                 c.B.Phase = pass.ForwardPhase();
-                outs[li] = FfnGemms.Forward(c, pass, gpus[li], OpKind.SharedExpertUp, OpKind.SharedExpertDown, t, f, layer, input[li], -1, mb);
+                outs[li] = FfnGemms.Forward(c, pass, gpus[li], OpKind.SharedExpertUp, OpKind.SharedExpertDown, t, f, layer, outs[li], -1, mb);
             }
-            else outs[li] = FfnGemms.Backward(c, gpus[li], OpKind.SharedExpertUp, OpKind.SharedExpertDown, t, f, layer, input[li], -1, mb);
+            else outs[li] = FfnGemms.Backward(c, gpus[li], OpKind.SharedExpertUp, OpKind.SharedExpertDown, t, f, layer, outs[li], -1, mb);
         }
-        if (c.St.TP > 1) c.TensorGroupCollective(gpus, OpKind.ExpertAllReduce, c.ActivationBytes, layer, mb, outs);
+        if (c.SequenceParallel) c.TensorGroupCollective(gpus, OpKind.SequenceReduceScatter, c.ActivationBytes, layer, mb, outs);
+        else if (c.St.TP > 1) c.TensorGroupCollective(gpus, OpKind.ExpertAllReduce, c.ActivationBytes, layer, mb, outs);
         return outs;
     }
 }
