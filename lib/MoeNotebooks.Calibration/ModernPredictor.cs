@@ -51,9 +51,17 @@ public sealed record UnexpressedRun(ModernRun Run, string Reason);
 /// <param name="Preset">The model as the core describes it with its blocks (issue 11's preset with the row's batch and sequence, causal attention; MPT from its columns), with every layer MoE for the slice (<c>denseLayers</c> 0), no MTP depths (<c>mtpLayers</c> 0: priced by the FLOP factors) and no precision recipe; null when no preset exists for the family.</param>
 /// <param name="Recipe">The row's precision recipe as the core prices it (null: bf16).</param>
 /// <param name="RecipeNote">Why the recipe differs from the row's, when it must.</param>
+/// <param name="Launch">The row's published Megatron-Bridge launch settings (<see cref="BridgeLaunchCatalog"/>), null when none were found.</param>
+/// <param name="LaunchNote">Why <paramref name="Launch"/> is null (the row keeps plain settings).</param>
 public sealed record ModernScenario(ModernRun Run, ModernArchitecture Architecture, ModelSpec Model, HardwareSpec Hardware, int LayersPerStage, int VirtualStages, int MtpLayers,
-    ModelSpec? Preset = null, PrecisionRecipe? Recipe = null, string? RecipeNote = null)
+    ModelSpec? Preset = null, PrecisionRecipe? Recipe = null, string? RecipeNote = null, BridgeLaunch? Launch = null, string? LaunchNote = null)
 {
+    /// <summary>The all-to-all overlap the launch turns on, where the slice can price it (an MoE model with EP > 1).</summary>
+    public MoeAllToAllOverlap LaunchOverlap => Launch is { } l && Run.EP > 1 && Model.Experts > 0 ? l.Overlap : MoeAllToAllOverlap.None;
+
+    /// <summary>The all-to-all implementation the launch's dispatcher maps to (NCCL without a launch).</summary>
+    public AllToAllImplementation LaunchAllToAll => Launch?.AllToAll ?? AllToAllImplementation.Nccl;
+
     /// <summary>Megatron FLOPs per sequence of the architecture as the slice builds it: every layer MoE, no MTP.</summary>
     public MegatronFlops SliceArchitectureFlops => MegatronFlops.PerSequence(Architecture with { DenseLayers = 0 }, Run.SequenceLength, 0);
 
@@ -178,7 +186,8 @@ public sealed class ModernPredictor
         else if (FamilyPresets.TryGetValue(run.Family, out var presetName) && ModelPresets.Names.Contains(presetName))
             preset = (ModelPresets.Get(presetName, run.GlobalBatch, run.SequenceLength) with { DenseLayers = 0, Precision = null, MtpLayers = 0 }).Validated();   // MTP: by the FLOP factors, as the dense first layers
         var (recipe, recipeNote) = RecipeFor(run.Precision, hardware.Gpu);
-        return (new ModernScenario(run, arch, model, hardware, lps, v, mtp, preset, recipe, recipeNote), null);
+        var (launch, launchNote) = run.Framework == ModernFramework.MegatronBridge ? BridgeLaunchCatalog.Published.For(run) : (null, null);
+        return (new ModernScenario(run, arch, model, hardware, lps, v, mtp, preset, recipe, recipeNote, launch, launch is null ? launchNote : null), null);
     }
 
     public ModernPredictor(Func<HardwareSpec, CostModel> costModel) => CostOf = costModel;
@@ -188,15 +197,24 @@ public sealed class ModernPredictor
 
     public Func<HardwareSpec, CostModel> CostOf { get; }
 
-    /// <summary>The strategy of the slice: the run's EP and TP over <paramref name="stages"/> stages, one replica, plain 1F1B, fused attention.</summary>
-    public static StrategySpec SliceStrategy(ModernScenario s, int stages, int microbatches) =>
+    /// <summary>The strategy of the slice: the run's EP and TP over <paramref name="stages"/> stages, one replica, plain 1F1B, fused attention; <paramref name="overlap"/>: the launch's all-to-all overlap.</summary>
+    public static StrategySpec SliceStrategy(ModernScenario s, int stages, int microbatches, MoeAllToAllOverlap overlap = MoeAllToAllOverlap.None) =>
         new StrategySpec(s.Run.EP, s.Run.TP, stages, 1, Derivation.Corrected, microbatches)
         {
             Mode = WorkloadMode.Training,
             Recompute = s.Run.Recompute,
             Schedule = PipelineSchedule.OneFOneB,
             RankOrder = "tp-ep-dp-pp",
+            MoeAllToAllOverlap = overlap,
         }.Validated();
+
+    /// <summary>The cost model with the launch's all-to-all implementation (the same model when it is NCCL or the communication model is not the link model).</summary>
+    public CostModel CostFor(HardwareSpec hardware, AllToAllImplementation allToAll)
+    {
+        var cost = CostOf(hardware);
+        return allToAll != AllToAllImplementation.Nccl && cost.Communication is LinkCommunication link && link.AllToAll != allToAll
+            ? new CostModel(cost.Name, cost.Compute, new LinkCommunication(hardware, allToAll)) : cost;
+    }
 
     /// <summary>The slice model: <paramref name="layersPerStage"/> x stages layers, EP x microbatches x micro-batch sequences.</summary>
     public static ModelSpec SliceModel(ModernScenario s, int stages, int layersPerStage, int microbatches, ModelSpec? model = null) =>
@@ -246,24 +264,43 @@ public sealed class ModernPredictor
     /// <summary>Layers per slice stage simulated: 1 and 2, or one and two repeats of the model's attention pattern (GPT-OSS alternates full and sliding layers).</summary>
     public static (int L1, int L2) SliceLayers(ModelSpec model) => model.AttentionPattern is { Count: > 1 } p ? (p.Count, 2 * p.Count) : (1, 2);
 
-    /// <summary>The step under this predictor's cost model on <paramref name="hardware"/>, with interleaving <paramref name="virtualStages"/>.</summary>
-    public ModernStep Predict(ModernScenario s, HardwareSpec hardware, int virtualStages, bool priceDataParallel, ModelSpec? model = null)
+    /// <summary>
+    /// The step under this predictor's cost model on <paramref name="hardware"/>, with interleaving <paramref name="virtualStages"/>;
+    /// <paramref name="asLaunched"/>: with the row's published launch settings (<see cref="ModernScenario.Launch"/>): the
+    /// dispatcher's all-to-all implementation in the cost model and Megatron-Core's 1F1B all-to-all overlap in the slice.
+    /// With one slice stage (PP = 1) the overlap is in the slice's DAG. With PP > 1 Megatron runs it only interleaved, which
+    /// the two-stage slice (plain 1F1B) is not: there the per-microbatch time is the two-stage slice's less what the overlap
+    /// hides per microbatch in a one-stage slice of the same layers (the steady state pairs one microbatch's forward with
+    /// another's backward in every stage alike), part by part.
+    /// </summary>
+    public ModernStep Predict(ModernScenario s, HardwareSpec hardware, int virtualStages, bool priceDataParallel, ModelSpec? model = null, bool asLaunched = false)
     {
         var baseModel = model ?? s.Model;
-        var cost = CostOf(hardware);
+        var cost = asLaunched ? CostFor(hardware, s.LaunchAllToAll) : CostOf(hardware);
+        var overlap = asLaunched ? s.LaunchOverlap : MoeAllToAllOverlap.None;
         var stages = s.Run.PP > 1 ? 2 : 1;
         long ops = 0;
-        (StepParts PerMb, StepParts Edge) Slice(int l)
+        // One slice: the model <paramref name="build"/> makes for (slice stages, microbatches), at m1 and m2 microbatches.
+        (StepParts PerMb, StepParts Edge) SliceOf(Func<int, int, ModelSpec> build, int sliceStages, MoeAllToAllOverlap o)
         {
             var runs = new[] { SliceMicrobatches1, SliceMicrobatches2 }.Select(m =>
             {
-                var dag = SliceStrategy(s, stages, m).BuildDag(SliceModel(s, stages, l, m, baseModel));
+                var dag = SliceStrategy(s, sliceStages, m, o).BuildDag(build(sliceStages, m));
                 ops += dag.Count;
                 return StepParts.Of(dag.CriticalPath(cost));
             }).ToArray();
             var perMb = 1.0 / (SliceMicrobatches2 - SliceMicrobatches1) * (runs[1] - runs[0]);
-            return (perMb, runs[0] - (SliceMicrobatches1 + stages - 1) * perMb);
+            return (perMb, runs[0] - (SliceMicrobatches1 + sliceStages - 1) * perMb);
         }
+        (StepParts PerMb, StepParts Edge) LaunchedOf(Func<int, int, ModelSpec> build)
+        {
+            if (overlap == MoeAllToAllOverlap.None) return SliceOf(build, stages, overlap);
+            if (stages == 1) return SliceOf(build, 1, overlap);
+            var plain = SliceOf(build, stages, MoeAllToAllOverlap.None);
+            var hidden = SliceOf(build, 1, MoeAllToAllOverlap.None).PerMb - SliceOf(build, 1, overlap).PerMb;
+            return (plain.PerMb - hidden, plain.Edge);
+        }
+        (StepParts PerMb, StepParts Edge) Launched(int l) => LaunchedOf((st, m) => SliceModel(s, st, l, m, baseModel));
         var lps = s.LayersPerStage;
         StepParts perMb, edge;
         if (baseModel.IsHybrid)
@@ -271,17 +308,7 @@ public sealed class ModernPredictor
             // Hybrid layers differ by kind: the law extended per kind. Each kind's steady time per microbatch and edge
             // per layer is the difference between the base unit (one layer of each kind) and the unit with one more
             // of that kind; the stage is the base unit plus (count - 1) more layers of each kind.
-            (StepParts PerMb, StepParts Edge) Unit(string unit)
-            {
-                var runs = new[] { SliceMicrobatches1, SliceMicrobatches2 }.Select(m =>
-                {
-                    var dag = SliceStrategy(s, stages, m).BuildDag(HybridSliceModel(s, stages, unit, m, baseModel));
-                    ops += dag.Count;
-                    return StepParts.Of(dag.CriticalPath(cost));
-                }).ToArray();
-                var per = 1.0 / (SliceMicrobatches2 - SliceMicrobatches1) * (runs[1] - runs[0]);
-                return (per, runs[0] - (SliceMicrobatches1 + stages - 1) * per);
-            }
+            (StepParts PerMb, StepParts Edge) Unit(string unit) => LaunchedOf((st, m) => HybridSliceModel(s, st, unit, m, baseModel));
             var (unitBase, perKind) = HybridSlices(baseModel, lps);
             var b = Unit(unitBase);
             (perMb, edge) = b;
@@ -295,8 +322,8 @@ public sealed class ModernPredictor
         else
         {
             var (l1, l2) = SliceLayers(baseModel);
-            var one = Slice(l1);
-            var two = Slice(l2);
+            var one = Launched(l1);
+            var two = Launched(l2);
             var slope = (lps - l1) / (double)(l2 - l1);
             perMb = one.PerMb + slope * (two.PerMb - one.PerMb);
             edge = one.Edge + slope * (two.Edge - one.Edge);

@@ -27,7 +27,8 @@ public sealed record PartFactors(double Dense, double Expert, double Attention, 
 }
 
 /// <summary>The rungs of the ablation, each adding one kind of fact to the one before.</summary>
-public enum ModernRung { Naive, Architecture, Precision, Layout, Topology }
+/// <para><see cref="Launch"/>: the row's published Megatron-Bridge launch settings (all-to-all overlap, dispatcher); the same step as <see cref="Topology"/> where none were found or they change nothing the core prices.</para>
+public enum ModernRung { Naive, Architecture, Precision, Layout, Topology, Launch }
 
 /// <summary>One expressible row with everything each rung needs (no fitted factor applied yet).</summary>
 /// <param name="Steps">Per rung, the simulated step and the factors for what its DAG leaves out.</param>
@@ -35,11 +36,11 @@ public sealed record ModernRowModel(ModernScenario Scenario, IReadOnlyDictionary
 {
     public ModernRun Run => Scenario.Run;
 
-    /// <summary>The full model's step (all rungs on).</summary>
-    public ModernStep Topology => Steps[ModernRung.Topology].Step;
+    /// <summary>The full model's step (all rungs on, launch settings included).</summary>
+    public ModernStep Topology => Steps[ModernRung.Launch].Step;
 
-    /// <summary>Predicted step seconds under a fit at a rung.</summary>
-    public double Seconds(GenerationFit f, ModernRung rung = ModernRung.Topology)
+    /// <summary>Predicted step seconds under a fit at a rung (default: all rungs on).</summary>
+    public double Seconds(GenerationFit f, ModernRung rung = ModernRung.Launch)
     {
         var (step, k) = Steps[rung];
         var p = step.Parts;
@@ -51,7 +52,7 @@ public sealed record ModernRowModel(ModernScenario Scenario, IReadOnlyDictionary
     /// <summary>The predicted breakdown under a fit (all rungs on): seconds per part.</summary>
     public IReadOnlyDictionary<string, double> Breakdown(GenerationFit f)
     {
-        var (step, k) = Steps[ModernRung.Topology];
+        var (step, k) = Steps[ModernRung.Launch];
         var p = step.Parts;
         return new Dictionary<string, double>
         {
@@ -103,7 +104,9 @@ public sealed record ModernRowModel(ModernScenario Scenario, IReadOnlyDictionary
             gaps.Add((a.Mla is not null ? "MLA" : a.QueryGroups < a.AttentionHeads ? "GQA" : "attention") + " projections, SwiGLU and shared experts scaled by FLOPs (no model preset)");
         if (run.IsMoe) gaps.Add("expert GEMMs priced as one shape per expert at the balanced token count (no grouped-GEMM small-m penalty, issue 12)");
         if (a.DenseLayers > 0) gaps.Add($"the {a.DenseLayers} dense first layers priced by FLOPs (the slice is all MoE layers)");
-        if (run.IsMoe && run.EP > 8 && Scenario.Hardware.GpusPerNode <= 8) gaps.Add($"EP {run.EP} spans nodes: all-to-all priced as one flat exchange on datasheet NICs, no DeepEP/overlap with compute (issues 12, 13)");
+        if (Scenario.Launch is { } launch) gaps.AddRange(launch.Unexpressed().Select(u => $"launch setting not priced: {u}"));
+        else if (run.Framework == ModernFramework.MegatronBridge) gaps.Add($"plain launch settings: {Scenario.LaunchNote}");
+        if (run.IsMoe && run.EP > 8 && Scenario.Hardware.GpusPerNode <= 8 && Scenario.LaunchOverlap == MoeAllToAllOverlap.None) gaps.Add($"EP {run.EP} spans nodes: all-to-all priced as one flat exchange on datasheet NICs, no DeepEP/overlap with compute (issues 12, 13)");
         if (run.TokenDrop) gaps.Add("token dropping (capacity factor) not modelled: priced as dropless");
         if (a.Hybrid is not null) gaps.Add("Mamba-2 SSD scan priced as its chunk products by shape (no measured kernel efficiency); the conv1d, state passing and gated norm as memory-bound passes");
         if (a.MoeLatentSize is not null) gaps.Add("latent MoE projections taken as replicated over TP");
@@ -212,6 +215,7 @@ public static class ModernSuite
             steps[ModernRung.Precision] = (precision, k);
             steps[ModernRung.Layout] = (layout, k);
             steps[ModernRung.Topology] = (topology, k);
+            steps[ModernRung.Launch] = (ChangesPricing(s) ? predictor.Predict(s, hw, v, true, withRecipe, asLaunched: true) : topology, k);
             note = s.RecipeNote;
         }
         else
@@ -231,9 +235,14 @@ public static class ModernSuite
             steps[ModernRung.Precision] = (naive, withPrecision);
             steps[ModernRung.Layout] = (layout, withPrecision with { ExtraMemorySeconds = MoeMemorySeconds(s, layout) });
             steps[ModernRung.Topology] = (topology, withPrecision with { ExtraMemorySeconds = MoeMemorySeconds(s, topology) });
+            var launched = ChangesPricing(s) ? predictor.Predict(s, hw, v, priceDataParallel: true, asLaunched: true) : topology;
+            steps[ModernRung.Launch] = (launched, withPrecision with { ExtraMemorySeconds = MoeMemorySeconds(s, launched) });
         }
         return new ModernRowModel(s, steps, note);
     }
+
+    /// <summary>Whether the row's launch settings change what the core prices (all-to-all overlap or a non-NCCL dispatcher); otherwise the launch rung is the topology step.</summary>
+    public static bool ChangesPricing(ModernScenario s) => s.LaunchOverlap != MoeAllToAllOverlap.None || (s.LaunchAllToAll != AllToAllImplementation.Nccl && s.Run.EP > 1);
 
     /// <summary>
     /// The naive rung's hardware: the preset with NVLink domains of at most 8 GPUs, as a DGX-style node (an NVL72 rack
@@ -371,6 +380,7 @@ public static class ModernSuite
             Rung("+ precision recipe", "the precision recipe in the DAG (issue 11): linear-layer GEMMs at the recipe's peak with their quantize passes; attention, norms, logits and communication stay bf16", rows, r => r.Seconds(u, ModernRung.Precision)),
             Rung("+ Megatron-Core layout", "interleaved virtual stages in the pipeline law, distributed-optimizer reduce-scatter/all-gather over DP (and DP/EP for experts), FSDP gathers per microbatch, all exposed (context parallelism, expert-tensor folding, all-to-all overlap and DualPipe are not priced yet)", rows, r => r.Seconds(u, ModernRung.Layout)),
             Rung("+ topology", "the preset's NVLink domain (72 GPUs on NVL72 racks) for the all-to-all, pipeline and DP groups; the collectives themselves are the same in every rung", rows, r => r.Seconds(u, ModernRung.Topology)),
+            Rung("+ launch settings", "each Megatron-Bridge row as launched (data/validation/megatron-bridge-launches.json, NVIDIA's published performance configs): Megatron-Core's 1F1B all-to-all overlap where moe_a2a_overlap is set, DeepEP/HybridEP dispatchers as DeepEP normal all-to-alls; rows without published settings stay plain; selective recompute and CUDA graphs are not priced", rows, r => r.Seconds(u, ModernRung.Launch)),
             Rung("+ fitted efficiencies", "one fit per GPU generation (in-sample)", rows, r => r.Seconds(fits[r.Run.Generation])),
             new ModernAblationRung("+ fitted, leave-one-model-out", "the same fit without the predicted model's rows", lomo.Length == 0 ? null : Mape(lomo.Select(e => e.LomoErrorPct)),
                 lomo.GroupBy(e => e.TargetGroup).ToDictionary(g => g.Key, g => Mape(g.Select(e => e.LomoErrorPct)))),
@@ -397,6 +407,15 @@ public static class ModernSuite
             foreach (var (label, key) in new (string, Func<ModernRowResult, string>)[] { ("family", x => x.Row.Run.Family), ("hardware", x => x.Row.Run.System), ("precision", x => x.Row.Run.PrecisionName) })
                 foreach (var g in r.By(key).Where(g => rows.Any(x => key(x) == g.Key)))
                     notes.Add($"{label} {g.Key}: {g.Rows} rows, MAPE in-sample {F(g.InSample)} %, LOMO {F(g.Lomo)} %");
+            if (group != "mpt")
+            {
+                var launched = rows.Count(x => x.Row.Scenario.Launch is not null);
+                notes.Add($"launch settings (data/{BridgeLaunchCatalog.ResourceName}): {launched} of {rows.Length} rows as published, {rows.Length - launched} plain");
+                foreach (var x in rows)
+                    notes.Add($"launch {x.Row.Run.Id}: " + (x.Row.Scenario.Launch is { } l
+                        ? (ChangesPricing(x.Row.Scenario) ? "" : "(prices as plain) ") + l.Describe()
+                        : $"plain ({x.Row.Scenario.LaunchNote})"));
+            }
             var skipped = r.Unexpressed.Where(u => u.Run.TargetGroup == group).ToArray();
             foreach (var g in skipped.GroupBy(u => u.Reason)) notes.Add($"not expressed ({g.Count()} rows): {g.Key} -- {string.Join(", ", g.Select(u => u.Run.Family).Distinct())}");
             suites.Add(new ValidationSuite($"{Name} {group}",
@@ -428,6 +447,7 @@ public static class ModernSuite
             "+ precision recipe" => m.Seconds(u, ModernRung.Precision),
             "+ Megatron-Core layout" => m.Seconds(u, ModernRung.Layout),
             "+ topology" => m.Seconds(u, ModernRung.Topology),
+            "+ launch settings" => m.Seconds(u, ModernRung.Launch),
             "+ fitted efficiencies" => m.Seconds(r.Fits[m.Run.Generation]),
             _ => x.Row.Run.MeasuredIterationSeconds * x.Measured / x.LeaveOneModelOut,
         };

@@ -44,6 +44,8 @@ public class FoldingPropertyTests
         var attnTp = st.TP * st.EP;
         if (tensorAttention && (s.Model.AttentionHeads % attnTp != 0 || (s.Model.IsHybrid && (s.Model.MambaHeads % attnTp != 0 || s.Model.MambaNumGroups % attnTp != 0))))
             st = st with { Attention = AttentionPlacement.DataParallel };
+        // Megatron-Core's EP all-to-all overlap hides the all-to-all of data-parallel attention (there is none otherwise).
+        if (st.MoeAllToAllOverlap == MoeAllToAllOverlap.OneFOneB) st = st with { Attention = AttentionPlacement.DataParallel };
         return (s with { Strategy = st }).Validated();
     }
 

@@ -24,6 +24,10 @@ public class GeneratorCoverageTests
         Assert.Contains(cases, c => c.DistributedOptimizer && c.Mode == WorkloadMode.Training && (c.DP > 1 || c.EP > 1));
         Assert.Contains(cases, c => !c.OverlapGradReduce && c.Mode == WorkloadMode.Training && (c.DP > 1 || c.EP > 1));
         Assert.Contains(cases, c => c.FirstStageLayers is not null && c.Mode == WorkloadMode.Training && c.Layers > c.PP);
+        // Issue 12's all-to-all options: Megatron-Core's EP overlap with several microbatches, DeepEP's SMs under it and alone.
+        Assert.Contains(cases, c => c.AllToAllOverlap == MoeAllToAllOverlap.OneFOneB && c.Microbatches > 1);
+        Assert.Contains(cases, c => c.AllToAllOverlap == MoeAllToAllOverlap.OneFOneB && c.DeepEpSms is not null && c.Microbatches > 1);
+        Assert.Contains(cases, c => c.AllToAllOverlap == MoeAllToAllOverlap.DeepEp && c.EP > 1 && c.Mode == WorkloadMode.Training);
         // Hybrid patterns (issue 14's Mamba block), in training steps, with Mamba layers split over TP.
         Assert.Contains(cases, c => c.HybridPattern is { } p && p.Contains('M') && c.Mode == WorkloadMode.Training && c.TP > 1);
         Assert.Contains(cases, c => c.HybridPattern is { } p && p.Contains('M') && c.PP > 1);

@@ -23,6 +23,9 @@ public sealed record RandomCase(
     public bool OverlapGradReduce { get; init; } = true;
     public int? FirstStageLayers { get; init; }
 
+    /// <summary>Issue 12's all-to-all options: Megatron-Core's EP overlap, DeepEP (with a DeepEP cost model taking <see cref="DeepEpSms"/> SMs).</summary>
+    public MoeAllToAllOverlap AllToAllOverlap { get; init; }
+    public int? DeepEpSms { get; init; }
     /// <summary>A hybrid layer pattern (Megatron --hybrid-override-pattern: M, *, -, E; one 'E' at least) with its Mamba-2 sizes; null: attention + FFN layers.</summary>
     public string? HybridPattern { get; init; }
     public int MambaHeads { get; init; } = 1;
@@ -35,7 +38,8 @@ public sealed record RandomCase(
         $"layers {Layers}, H {HiddenSize}, heads {Heads}, F {Ffn}, experts {Experts}, topK {TopK}, batch {Batch}, seq {Sequence}; " +
         $"{Mode} {Schedule}{(Recompute ? " recompute" : "")}{(Zipf > 0 ? $" zipf {Zipf}" : "")} {Kernel}{(Overlap ? "" : " blocking")}{(ScatterGather ? " scatter-gather" : "")}" +
         $"{(DistributedOptimizer ? " dist-opt" : "")}{(OverlapGradReduce ? "" : " no-grad-overlap")}{(FirstStageLayers is { } f ? $" first-stage {f}" : "")}" +
-        $"{(HybridPattern is { } p ? $" hybrid {p} mamba {MambaHeads}x{MambaHeadDim} N {MambaState} Q {MambaChunk}" : "")}");
+        $"{(HybridPattern is { } p ? $" hybrid {p} mamba {MambaHeads}x{MambaHeadDim} N {MambaState} Q {MambaChunk}" : "")}" +
+        $"{(AllToAllOverlap != MoeAllToAllOverlap.None ? $" a2a {AllToAllOverlap}" : "")}{(DeepEpSms is { } sms ? $" deep-ep-normal {sms} SMs" : "")}");
 
     public ModelSpec Model => new("random", Layers, HiddenSize, Heads, Ffn, Experts, TopK, Batch, Sequence, ModelSpec.DtypeBytes[Dtype], Dtype)
     {
@@ -52,11 +56,12 @@ public sealed record RandomCase(
         $", \"hybridOverridePattern\": \"{HybridPattern}\", \"mambaNumHeads\": {MambaHeads}, \"mambaHeadDim\": {MambaHeadDim}, \"mambaStateDim\": {MambaState}, \"mambaNumGroups\": {TP}, \"mambaChunkSize\": {MambaChunk}");
 
     public StrategySpec Strategy => new(EP, TP, PP, DP, Derivation, Microbatches) { Mode = Mode, Schedule = Schedule, Recompute = Recompute, AttentionKernel = Kernel, OverlapCommunication = Overlap, ScatterGather = ScatterGather,
-        UseDistributedOptimizer = DistributedOptimizer, OverlapGradReduce = OverlapGradReduce, DecoderFirstPipelineNumLayers = FirstStageLayers };
+        UseDistributedOptimizer = DistributedOptimizer, OverlapGradReduce = OverlapGradReduce, DecoderFirstPipelineNumLayers = FirstStageLayers, MoeAllToAllOverlap = AllToAllOverlap };
 
     public HardwareSpec Hardware => HardwareCatalog.Get(Preset) with { GpuCount = Gpus, GpusPerNode = GpusPerNode };
 
-    public CostModelSpec CostModel => Efficiency ? new CostModelSpec(CostModelKind.RooflineEfficiency, EfficiencyTable.Get("typical-hopper")) : CostModelSpec.Ideal;
+    public CostModelSpec CostModel => (Efficiency ? new CostModelSpec(CostModelKind.RooflineEfficiency, EfficiencyTable.Get("typical-hopper")) : CostModelSpec.Ideal) is var c && DeepEpSms is { } sms
+        ? c with { AllToAll = AllToAllImplementation.DeepEpNormal, DeepEpSms = sms } : c;
 
     public Scenario Scenario => new Scenario("random", Model, Hardware, Strategy, CostModel).Validated();
 
@@ -66,7 +71,11 @@ public sealed record RandomCase(
         $", \"mode\": \"{JsonObjectReader.Kebab(Mode.ToString())}\", \"schedule\": \"{JsonObjectReader.Kebab(Schedule.ToString())}\", \"recompute\": {(Recompute ? "true" : "false")}" +
         $", \"attentionKernel\": \"{JsonObjectReader.Kebab(Kernel.ToString())}\", \"overlap\": {(Overlap ? "true" : "false")}, \"scatterGather\": {(ScatterGather ? "true" : "false")}" +
         $", \"useDistributedOptimizer\": {(DistributedOptimizer ? "true" : "false")}, \"overlapGradReduce\": {(OverlapGradReduce ? "true" : "false")}" +
-        (FirstStageLayers is { } f ? string.Create(CultureInfo.InvariantCulture, $", \"decoderFirstPipelineNumLayers\": {f}") : "");
+        (FirstStageLayers is { } f ? string.Create(CultureInfo.InvariantCulture, $", \"decoderFirstPipelineNumLayers\": {f}") : "") +
+        (AllToAllOverlap == MoeAllToAllOverlap.None ? "" : $", \"moeAllToAllOverlap\": \"{(AllToAllOverlap == MoeAllToAllOverlap.OneFOneB ? "1f1b" : "deep-ep")}\"");
+
+    private string CostModelJson => string.Create(CultureInfo.InvariantCulture,
+        $"{{ \"kind\": \"{(Efficiency ? "roofline-efficiency" : "roofline-ideal")}\"{(Efficiency ? ", \"efficiency\": \"typical-hopper\"" : "")}{(DeepEpSms is { } sms ? $", \"alltoall\": \"deep-ep-normal\", \"deepEpSms\": {sms}" : "")} }}");
 
     /// <summary>The same configuration as a scenario file, for the loader and CLI paths.</summary>
     public string Json => string.Create(CultureInfo.InvariantCulture, $$"""
@@ -76,7 +85,7 @@ public sealed record RandomCase(
                      "experts": {{Experts}}, "topK": {{TopK}}, "batch": {{Batch}}, "sequenceLength": {{Sequence}}, "dtype": "{{Dtype}}"{{RoutingJson}}{{HybridJson}} },
           "hardware": { "preset": "{{Preset}}", "gpus": {{Gpus}}, "gpusPerNode": {{GpusPerNode}} },
           "strategy": { "ep": {{EP}}, "tp": {{TP}}, "pp": {{PP}}, "dp": {{DP}}, "microbatches": {{Microbatches}}, "derivation": "{{JsonObjectReader.Kebab(Derivation.ToString())}}"{{ExecutionJson}} },
-          "costModel": {{(Efficiency ? "{ \"kind\": \"roofline-efficiency\", \"efficiency\": \"typical-hopper\" }" : "\"roofline-ideal\"")}}
+          "costModel": {{CostModelJson}}
         }
         """);
 }
@@ -116,6 +125,8 @@ public static class RandomScenarios
         from dtype in Dtype(hw.Preset)
         from execution in Execution
         from megatron in Megatron
+        from a2a in Gen.Int[0, 3]
+        from deepEpSms in Gen.OneOf(1, 20, 60)
         from hybrid in Hybrid(layers)
         let heads = tp * headsPerRank
         let hidden = (long)heads * headDim
@@ -128,6 +139,12 @@ public static class RandomScenarios
             OverlapGradReduce = megatron.OverlapGradReduce,
             // Megatron's first-stage count: the other pp - 1 stages one layer each, the first the rest.
             FirstStageLayers = megatron.Uneven && pp > 1 ? layers - (pp - 1) : null,
+            // Megatron-Core's EP overlap (1 in 4 where Megatron allows it here: training, EP > 1, 1F1B with one stage,
+            // overlapping streams); DeepEP's normal kernels with a random SM count (1 in 4), as Megatron's
+            // --moe-enable-deepep (the strategy value) when not overlapped.
+            AllToAllOverlap = a2a == 0 && execution.Mode == WorkloadMode.Training && ep > 1 && pp == 1 && execution.Schedule == PipelineSchedule.OneFOneB && execution.Overlap
+                ? MoeAllToAllOverlap.OneFOneB : a2a == 1 ? MoeAllToAllOverlap.DeepEp : MoeAllToAllOverlap.None,
+            DeepEpSms = a2a == 1 || (a2a == 0 && deepEpSms != 1) ? deepEpSms : null,
             HybridPattern = hybrid.Pattern,
             MambaHeads = tp * hybrid.HeadsPerRank,
             MambaHeadDim = hybrid.HeadDim,

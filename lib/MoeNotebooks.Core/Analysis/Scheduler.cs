@@ -22,14 +22,16 @@ namespace MoeNotebooks.Analysis;
 public static class Scheduler
 {
     /// <summary>Prices the DAG with <paramref name="cost"/> and schedules it.</summary>
-    public static CriticalPathResult CriticalPath(this OperatorDag dag, CostModel cost) => Schedule(dag, cost.Price(dag), cost.Name, cost.Footprints(dag));
+    public static CriticalPathResult CriticalPath(this OperatorDag dag, CostModel cost) => Schedule(dag, cost.Price(dag), cost.Name, cost.Footprints(dag), cost.ComputeShares(dag));
 
     /// <summary>
     /// Schedules with given durations (seconds, by operation id); with <paramref name="links"/> (from
     /// <see cref="CostModel.Footprints"/>) operations sharing a link contend, and the result's durations are the
     /// contended ones.
     /// </summary>
-    public static CriticalPathResult Schedule(OperatorDag dag, double[] durations, string costModel = "given durations", LinkFootprints? links = null)
+    /// <param name="shares">Communication that takes SMs from compute while it runs (<see cref="CostModel.ComputeShares"/>):
+    /// compute on the same GPU then runs at (1 - share) of its speed.</param>
+    public static CriticalPathResult Schedule(OperatorDag dag, double[] durations, string costModel = "given durations", LinkFootprints? links = null, ComputeShares? shares = null)
     {
         if (durations.Length != dag.Count)
             throw new ArgumentException($"durations has {durations.Length} entries but the DAG has {dag.Count} operations", nameof(durations));
@@ -37,13 +39,13 @@ public static class Scheduler
         var start = new double[n];
         var finish = new double[n];
         var critPred = new int[n];
-        var total = Run(dag, durations, start, finish, critPred, links);
-        if (links is not null)
+        var total = Run(dag, durations, start, finish, critPred, links, shares);
+        if (links is not null || shares is not null)
         {
-            // Durations as run: contention stretched some communication.
+            // Durations as run: contention stretched some communication, SM-taking communication some compute.
             var effective = (double[])durations.Clone();
             for (var op = 0; op < n; op++)
-                if (dag._groups[op] >= 0 && finish[op] - start[op] > durations[op]) effective[op] = finish[op] - start[op];
+                if ((dag._groups[op] >= 0 || shares is not null) && finish[op] - start[op] > durations[op]) effective[op] = finish[op] - start[op];
             durations = effective;
         }
         var path = new List<int>();
@@ -61,13 +63,13 @@ public static class Scheduler
     /// Only the total (the same number <see cref="Schedule"/> reports as <see cref="CriticalPathResult.TotalSeconds"/>),
     /// for sweeps and searches: no critical path or per-GPU usage. <paramref name="workspace"/> may be reused across calls.
     /// </summary>
-    public static double TotalSeconds(OperatorDag dag, ReadOnlySpan<double> durations, ScheduleWorkspace? workspace = null, LinkFootprints? links = null)
+    public static double TotalSeconds(OperatorDag dag, ReadOnlySpan<double> durations, ScheduleWorkspace? workspace = null, LinkFootprints? links = null, ComputeShares? shares = null)
     {
         if (durations.Length != dag.Count)
             throw new ArgumentException($"durations has {durations.Length} entries but the DAG has {dag.Count} operations", nameof(durations));
         workspace ??= new ScheduleWorkspace();
         workspace.Ensure(dag.Count);
-        return Run(dag, durations, workspace.Start.AsSpan(0, dag.Count), workspace.Finish.AsSpan(0, dag.Count), workspace.CritPred.AsSpan(0, dag.Count), links);
+        return Run(dag, durations, workspace.Start.AsSpan(0, dag.Count), workspace.Finish.AsSpan(0, dag.Count), workspace.CritPred.AsSpan(0, dag.Count), links, shares);
     }
 
     /// <summary>Prices and schedules, returning only the total (see <see cref="TotalSeconds(OperatorDag, ReadOnlySpan{double}, ScheduleWorkspace?)"/>).</summary>
@@ -77,12 +79,16 @@ public static class Scheduler
         workspace.Ensure(dag.Count);
         var durations = workspace.Durations.AsSpan(0, dag.Count);
         cost.Price(dag, durations);
-        return TotalSeconds(dag, durations, workspace, cost.Footprints(dag));
+        return TotalSeconds(dag, durations, workspace, cost.Footprints(dag), cost.ComputeShares(dag));
     }
 
     /// <summary>The one pass: start, finish and the critical predecessor of every operation; returns the latest finish.</summary>
-    private static double Run(OperatorDag dag, ReadOnlySpan<double> durations, Span<double> start, Span<double> finish, Span<int> critPred, LinkFootprints? links)
+    private static double Run(OperatorDag dag, ReadOnlySpan<double> durations, Span<double> start, Span<double> finish, Span<int> critPred, LinkFootprints? links, ComputeShares? shares = null)
     {
+        // Per GPU, the spans during which communication takes a share of its SMs (disjoint and ascending: each GPU's
+        // communication stream runs in order), and the first span a later compute operation can still meet.
+        var taken = shares is null ? null : new List<(double Start, double Finish, double Share)>[dag.GpuCount];
+        var takenFrom = shares is null ? null : new int[dag.GpuCount];
         var linkFree = links is null ? null : new double[links.LinkCount];
         var linkStart = links is null ? null : new double[links.LinkCount];
         int n = dag.Count, gpus = dag.GpuCount;
@@ -120,7 +126,7 @@ public static class Scheduler
                 var g = gpuOf[op];
                 if (computeFree[g] > ready) { ready = computeFree[g]; crit = lastCompute[g]; }
                 if (blocking && commFree[g] > ready) { ready = commFree[g]; crit = lastComm[g]; }
-                var f = ready + d;
+                var f = taken?[g] is { } spans ? Slowed(spans, ref takenFrom![g], ready, d) : ready + d;
                 start[op] = ready;
                 finish[op] = f;
                 computeFree[g] = f;
@@ -161,11 +167,43 @@ public static class Scheduler
                     lastComm[g] = op;
                     if (blocking) { computeFree[g] = f; lastCompute[g] = op; }
                 }
+                if (shares is not null && shares.Of(op) is var share and > 0 && f > ready)
+                    foreach (var g in m) (taken![g] ??= []).Add((ready, f, share));
                 if (f > total) total = f;
             }
             critPred[op] = crit;
         }
         return total;
+    }
+
+    /// <summary>
+    /// The finish of a compute operation needing <paramref name="d"/> seconds of the whole GPU, started at
+    /// <paramref name="ready"/>, while the spans of SM-taking communication already scheduled on its GPU leave it
+    /// (1 - share) of the SMs: it progresses at rate 1 outside the spans and (1 - share) inside. Communication issued
+    /// after the operation (a higher id) does not slow it: the builders issue each all-to-all before the compute it
+    /// runs beside (Megatron's EP overlap, the dispatch before the shared experts, chunk c + 1's dispatch before chunk
+    /// c's experts).
+    /// </summary>
+    private static double Slowed(List<(double Start, double Finish, double Share)> spans, ref int from, double ready, double d)
+    {
+        while (from < spans.Count && spans[from].Finish <= ready) from++;
+        var time = ready;
+        var left = d;
+        for (var i = from; i < spans.Count && left > 0; i++)
+        {
+            var (s, f, share) = spans[i];
+            if (s > time)
+            {
+                if (left <= s - time) return time + left;
+                left -= s - time;
+                time = s;
+            }
+            var rate = 1 - share;
+            if (left <= (f - time) * rate) return time + left / rate;
+            left -= (f - time) * rate;
+            time = f;
+        }
+        return time + left;
     }
 
     /// <summary>
@@ -286,6 +324,27 @@ public sealed class LinkFootprints
         if (g < 0) return default;
         return _byGroup[2 * g + (_dag._kinds[op] == OpKind.PipelineSend ? 1 : 0)];
     }
+}
+
+/// <summary>
+/// The share of a GPU's SMs each communication operation takes from compute while it runs: DeepEP's normal kernels
+/// drive the all-to-all from <c>deepEpSms</c> of the SMs; built by <see cref="CostModel.ComputeShares"/>.
+/// </summary>
+public sealed class ComputeShares
+{
+    private readonly OperatorDag _dag;
+
+    internal ComputeShares(OperatorDag dag, double allToAllShare)
+    {
+        _dag = dag;
+        AllToAllShare = allToAllShare;
+    }
+
+    /// <summary>The share an all-to-all (dispatch or combine) takes.</summary>
+    public double AllToAllShare { get; }
+
+    /// <summary>The share operation <paramref name="op"/> takes (0 for compute, sends and other collectives).</summary>
+    public double Of(int op) => _dag._groups[op] >= 0 && _dag._kinds[op].Pattern() == CollectivePattern.AllToAll ? AllToAllShare : 0;
 }
 
 /// <summary>Reusable buffers for <see cref="Scheduler.TotalSeconds(OperatorDag, ReadOnlySpan{double}, ScheduleWorkspace?)"/>; one per thread.</summary>

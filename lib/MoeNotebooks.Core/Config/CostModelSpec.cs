@@ -47,6 +47,25 @@ public sealed record CostModelSpec(CostModelKind Kind, EfficiencyTable? Efficien
     public AllToAllImplementation AllToAll { get; init; }
 
     /// <summary>
+    /// SMs DeepEP's normal kernels run on (<c>"deepEpSms"</c>, only with <c>"alltoall": "deep-ep-normal"</c>): while a
+    /// dispatch or combine runs, compute on that GPU keeps (SMs - deepEpSms) / SMs of its throughput. Default 20:
+    /// Megatron-Core's <c>--moe-deepep-num-sms</c> default (Megatron-LM MoE docs: "Tune the SM count allocated to
+    /// DeepEP communication kernels (default 20)"); DeepEP's README tests its normal kernels with 20-24 of an H800's
+    /// 132 SMs. The low-latency kernels take no SMs while they wait (their receive is a hook), so they take none here.
+    /// </summary>
+    public int DeepEpSms { get; init; } = DefaultDeepEpSms;
+
+    public const int DefaultDeepEpSms = 20;
+
+    /// <summary>
+    /// <c>"groupedGemm": true</c> (kind tile-wave): each EP rank's routed-expert GEMMs are priced as one grouped GEMM
+    /// (Megatron-Core's <c>--moe-grouped-gemm</c>, Transformer Engine GroupedLinear): per-expert tiles, waves shared
+    /// across the experts, one launch (<see cref="TileWaveCompute.GroupedMatmulSeconds"/>). Default false: one kernel
+    /// per expert, as before (the sequential expert loop Megatron runs without the flag).
+    /// </summary>
+    public bool GroupedGemm { get; init; }
+
+    /// <summary>
     /// A cost model by a single name, as a notebook parameter gives it: a kind that needs no options
     /// ("roofline-ideal", "tile-wave") or the name of an efficiency table in data/efficiency ("typical-hopper").
     /// </summary>
@@ -59,6 +78,18 @@ public sealed record CostModelSpec(CostModelKind Kind, EfficiencyTable? Efficien
     }
 
     public CostModel Create(HardwareSpec hardware)
+    {
+        var model = CreateModel(hardware);
+        if (GroupedGemm) model = new CostModel(model.Name + ", grouped expert GEMMs", model.Compute, model.Communication) { GroupedExpertGemms = true };
+        if (AllToAll != AllToAllImplementation.DeepEpNormal) return model;
+        var sms = hardware.Gpu.SmCount ?? throw new ConfigException("hardware.gpu.smCount", null,
+            $"is required by costModel.alltoall \"deep-ep-normal\" (its kernels take costModel.deepEpSms = {DeepEpSms} of the GPU's SMs; GPU \"{hardware.Gpu.Name}\" lists no SM count)");
+        if (DeepEpSms >= sms)
+            throw new ConfigException("costModel.deepEpSms", DeepEpSms.ToString(System.Globalization.CultureInfo.InvariantCulture), $"must be less than the GPU's {sms} SMs (hardware.gpu.smCount)");
+        return new CostModel(model.Name, model.Compute, model.Communication) { AllToAllSmShare = (double)DeepEpSms / sms, GroupedExpertGemms = model.GroupedExpertGemms };
+    }
+
+    private CostModel CreateModel(HardwareSpec hardware)
     {
         var links = new LinkCommunication(hardware, AllToAll);
         switch (Kind)
@@ -124,7 +155,16 @@ public sealed record CostModelSpec(CostModelKind Kind, EfficiencyTable? Efficien
         var system = r.OptionalString("system");
         var neighbors = r.OptionalInt("neighbors");
         var allToAll = r.OptionalString("alltoall") is { } a ? JsonObjectReader.ParseEnum<AllToAllImplementation>(r.Child("alltoall"), a, source) : AllToAllImplementation.Nccl;
+        var deepEpSms = r.OptionalInt("deepEpSms");
+        var groupedGemm = r.OptionalBool("groupedGemm") ?? false;
         r.Finish();
+        if (deepEpSms is { } dsms)
+        {
+            if (allToAll != AllToAllImplementation.DeepEpNormal)
+                throw new ConfigException(r.Child("deepEpSms"), dsms.ToString(System.Globalization.CultureInfo.InvariantCulture), $"applies only to \"alltoall\": \"deep-ep-normal\" (the kernels that run on SMs), not \"{JsonObjectReader.Kebab(allToAll.ToString())}\"", source);
+            if (dsms is < 1 or > 1024)
+                throw new ConfigException(r.Child("deepEpSms"), dsms.ToString(System.Globalization.CultureInfo.InvariantCulture), "must be an SM count from 1 to 1024 (and less than the GPU's SMs)", source);
+        }
 
         void OnlyFor(CostModelKind k, string key, string? shown, params CostModelKind[] also)
         {
@@ -133,6 +173,7 @@ public sealed record CostModelSpec(CostModelKind Kind, EfficiencyTable? Efficien
         }
         static string? Q(string? s) => s is null ? null : $"\"{s}\"";
         OnlyFor(CostModelKind.TileWave, "tiles", Q(tiles?.Name), CostModelKind.Calibrated);
+        OnlyFor(CostModelKind.TileWave, "groupedGemm", groupedGemm ? "true" : null);
         OnlyFor(CostModelKind.Calibrated, "gemm", Q(gemmPath));
         OnlyFor(CostModelKind.Calibrated, "gpu", Q(gpu));
         OnlyFor(CostModelKind.Calibrated, "communication", Q(commPath));
@@ -162,7 +203,7 @@ public sealed record CostModelSpec(CostModelKind Kind, EfficiencyTable? Efficien
             else if (system is not null) throw new ConfigException(r.Child("system"), $"\"{system}\"", "filters the \"communication\" file's rows; give \"communication\" too", source);
             calibration = new CalibrationSpec(gemmPath, gpu, gemm, commPath, system, comm, neighbors ?? 8);
         }
-        return Checked(new CostModelSpec(kind, table) { Tiles = tiles, Calibration = calibration, AllToAll = allToAll }, path, source);
+        return Checked(new CostModelSpec(kind, table) { Tiles = tiles, Calibration = calibration, AllToAll = allToAll, DeepEpSms = deepEpSms ?? DefaultDeepEpSms, GroupedGemm = groupedGemm }, path, source);
     }
 
     private static string Existing(string path, string field, string? source) =>

@@ -22,14 +22,19 @@ public sealed record MegatronImportResult(
     IReadOnlyList<string> Unknown)
 {
     /// <summary>The scenario JSON: model, hardware preset resized to the world size, strategy.</summary>
-    public JsonObject Scenario(string name, string hardwarePreset) => new()
+    public JsonObject Scenario(string name, string hardwarePreset) => new JsonObject
     {
         ["name"] = name,
         ["description"] = "Imported by moe import-megatron from a Megatron-LM launch command.",
         ["model"] = Model.DeepClone(),
         ["hardware"] = new JsonObject { ["preset"] = hardwarePreset, ["gpus"] = Gpus },
         ["strategy"] = Strategy.ToJson(),
-    };
+    }.Also(o =>
+    {
+        // --moe-enable-deepep: the all-to-all runs DeepEP's normal (training) kernels, priced by the cost model.
+        if (Strategy.MoeAllToAllOverlap == MoeAllToAllOverlap.DeepEp)
+            o["costModel"] = new JsonObject { ["kind"] = "roofline-ideal", ["alltoall"] = "deep-ep-normal" };
+    });
 
     /// <summary>The parallel and batch flags of <see cref="Strategy"/> back as a Megatron-LM argument list (the inverse of the import).</summary>
     public static string ToMegatronFlags(StrategySpec st, JsonObject model, int gpus)
@@ -462,5 +467,14 @@ public static class MegatronImport
         }
         if (inWord) words.Add(sb.ToString());
         return words;
+    }
+}
+
+internal static class JsonObjectExtensions
+{
+    public static JsonObject Also(this JsonObject o, Action<JsonObject> action)
+    {
+        action(o);
+        return o;
     }
 }

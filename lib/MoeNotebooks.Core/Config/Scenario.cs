@@ -18,6 +18,11 @@ public sealed record Scenario(string Name, ModelSpec Model, HardwareSpec Hardwar
         Strategy.CheckFits(Model, Hardware.GpuCount, source);
         if (Strategy.Derivation == Derivation.Corrected)
             Model.CheckTensorParallel(Strategy.TP, Strategy.Attention == AttentionPlacement.DataParallel ? Strategy.TP : Strategy.TP * Strategy.EP, source);
+        // Megatron's --moe-enable-deepep: DeepEP's kernels carry the all-to-all; the cost model prices them (their
+        // links and, for the normal kernels, the SMs they take from compute).
+        if (Strategy.MoeAllToAllOverlap == MoeAllToAllOverlap.DeepEp && CostModel.AllToAll is not (AllToAllImplementation.DeepEpNormal or AllToAllImplementation.DeepEpLowLatency))
+            throw new ConfigException("costModel.alltoall", $"\"{JsonObjectReader.Kebab(CostModel.AllToAll.ToString())}\"",
+                "must be \"deep-ep-normal\" (Megatron's training path) or \"deep-ep-low-latency\" when strategy.moeAllToAllOverlap is \"deep-ep\" (DeepEP's kernels carry the all-to-all); e.g. \"costModel\": {\"kind\": \"roofline-ideal\", \"alltoall\": \"deep-ep-normal\"}", source);
         Hardware.Gpu.PeakFor(Model.Dtype, "hardware.gpu.peakFlopsPerSecond");
         if (Model.Precision is { } recipe && !Hardware.Gpu.PeakFlopsPerSecond.ContainsKey(recipe.GemmDtype))
             throw new ConfigException("model.precision", $"\"{recipe.Name}\"",

@@ -510,7 +510,6 @@ public sealed record StrategySpec(int EP, int TP, int PP, int DP, Derivation Der
         var unpriced = new List<(string Field, string Value, string Default)>();
         if (CP > 1) unpriced.Add(("contextParallelSize", CP.ToString(CultureInfo.InvariantCulture), "1"));
         if (OverlapParamGather) unpriced.Add(("overlapParamGather", B(true), "false"));
-        if (MoeAllToAllOverlap == MoeAllToAllOverlap.DeepEp) unpriced.Add(("moeAllToAllOverlap", "\"deep-ep\"", "\"none\" or \"1f1b\" (DeepEP's kernels are priced by costModel.alltoall)"));
         if (unpriced.Count > 0)
         {
             var (field, value, fallback) = unpriced[0];

@@ -15,6 +15,17 @@ public interface IComputeCostModel
     double ElementwiseSeconds(double bytes);
 }
 
+/// <summary>
+/// A compute model that can price one expert's GEMM as a member of a grouped GEMM (all of a rank's experts in one
+/// kernel, as Megatron-Core's <c>--moe-grouped-gemm</c> runs them): each member keeps its own tiles (small m per
+/// expert pads its tiles), the waves are filled across the group, and the group pays one launch.
+/// </summary>
+public interface IGroupedGemmCostModel
+{
+    /// <summary>Seconds of one member of a grouped GEMM of <paramref name="groupSize"/> members.</summary>
+    double GroupedMatmulSeconds(MatmulShape member, string dtype, int elementBytes, int groupSize);
+}
+
 /// <summary>Prices communication over a group of GPUs.</summary>
 public interface ICommunicationCostModel
 {
@@ -50,6 +61,8 @@ public sealed class CostModel(string name, IComputeCostModel compute, ICommunica
     public double Seconds(OperatorDag dag, int op)
     {
         var kind = dag.Kind(op);
+        if (GroupedExpertGemms && dag.ExpertsPerRank > 0 && kind is OpKind.ExpertUp or OpKind.ExpertDown && Compute is IGroupedGemmCostModel grouped)
+            return grouped.GroupedMatmulSeconds(dag.Shape(op), dag.MatmulDtype(op), (int)Math.Ceiling(dag.MatmulOperandBytes(op)), dag.ExpertsPerRank);
         return kind.Category() switch
         {
             // Each matmul at its own datatype's peak: a precision recipe's GEMMs at fp8/fp4, the rest at the DAG's dtype.
@@ -120,11 +133,15 @@ public sealed class CostModel(string name, IComputeCostModel compute, ICommunica
         if (dag.IsFolded && !PricesFoldSymmetrically(dag))
             throw new InvalidOperationException($"cost model {Name} prices the replicas of the folded DAG '{dag.Description}' differently (their groups sit differently on the nodes): build it whole (DagFolding.None)");
         var classes = dag._classes;
-        var priced = new double[dag.PriceClassCount];
+        var classCount = dag.PriceClassCount;
+        // Grouped expert GEMMs are priced apart from other GEMMs of the same shape (classes are by shape): offset by the class count.
+        var grouped = GroupedExpertGemms && dag.ExpertsPerRank > 0 && Compute is IGroupedGemmCostModel;
+        var priced = new double[grouped ? 2 * classCount : classCount];
         var done = new bool[priced.Length];
         for (var op = 0; op < durations.Length; op++)
         {
             var c = classes[op];
+            if (grouped && dag._kinds[op] is OpKind.ExpertUp or OpKind.ExpertDown) c += classCount;
             if (!done[c])
             {
                 var t = Seconds(dag, op);
@@ -163,6 +180,22 @@ public sealed class CostModel(string name, IComputeCostModel compute, ICommunica
         }
         return new Analysis.LinkFootprints(dag, topology.LinkCount, byGroup);
     }
+
+    /// <summary>
+    /// The fraction of each GPU's SMs an all-to-all takes from compute while it runs (0: none, as NCCL's copy-engine
+    /// and proxy-driven transfers are modelled). DeepEP's normal kernels run on <c>deepEpSms</c> SMs
+    /// (<see cref="Config.CostModelSpec.DeepEpSms"/>) out of the GPU's <see cref="Config.GpuSpec.SmCount"/>.
+    /// </summary>
+    public double AllToAllSmShare { get; init; }
+
+    /// <summary>
+    /// Price routed-expert GEMMs as members of one grouped GEMM per rank (<see cref="IGroupedGemmCostModel"/>; the
+    /// tile-wave model) instead of one kernel each; <see cref="Config.CostModelSpec.GroupedGemm"/>.
+    /// </summary>
+    public bool GroupedExpertGemms { get; init; }
+
+    /// <summary>What the scheduler needs to slow compute under SM-taking communication; null when nothing takes SMs.</summary>
+    public Analysis.ComputeShares? ComputeShares(OperatorDag dag) => AllToAllSmShare > 0 ? new Analysis.ComputeShares(dag, AllToAllSmShare) : null;
 
     public override string ToString() => Name;
 }

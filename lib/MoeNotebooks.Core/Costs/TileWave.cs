@@ -109,7 +109,7 @@ public sealed record TileWaveEstimate(
 /// The kernel picks the fastest tile (either orientation). The GEMM cannot beat streaming its operands through HBM;
 /// a fixed launch time is added. Nothing here is fitted: the parameters are a <see cref="TileWaveTable"/>.
 /// </summary>
-public sealed class TileWaveCompute : IComputeCostModel
+public sealed class TileWaveCompute : IComputeCostModel, IGroupedGemmCostModel
 {
     public TileWaveCompute(GpuSpec gpu, TileWaveTable table, string? name = null)
     {
@@ -155,6 +155,32 @@ public sealed class TileWaveCompute : IComputeCostModel
     public double MatmulSeconds(MatmulShape shape, string dtype, int elementBytes) => Estimate(shape, dtype, elementBytes).Seconds;
 
     public double ElementwiseSeconds(double bytes) => bytes / (Gpu.HbmBytesPerSecond * Table.MemoryEfficiency);
+
+    /// <summary>
+    /// One expert's GEMM inside a grouped GEMM of <paramref name="groupSize"/> experts (CUTLASS / Transformer Engine
+    /// grouped GEMM: one kernel walks every member's output tiles with persistent CTAs): the member keeps its own
+    /// tiles, ceil(m / rows) x ceil(n / cols), so a small m per expert pads its last row of tiles, but its tiles share
+    /// the waves with the other members: its compute is tiles / SMs of a wave (the group's last partial wave, at most
+    /// one wave per grouped GEMM, is not charged), its operands stream through HBM as before, and it pays 1 / groupSize
+    /// of the kernel's launch. The tile is the one that is fastest for the member.
+    /// </summary>
+    public double GroupedMatmulSeconds(MatmulShape member, string dtype, int elementBytes, int groupSize)
+    {
+        if (groupSize < 1) throw new ArgumentOutOfRangeException(nameof(groupSize), groupSize, "a grouped GEMM has at least one member");
+        var perSm = AchievableFlopsPerSecond(dtype) / Sms;
+        var compute = double.PositiveInfinity;
+        foreach (var tile in Table.Tiles)
+        {
+            for (var o = 0; o < (tile.Rows == tile.Cols ? 1 : 2); o++)
+            {
+                long rows = o == 0 ? tile.Rows : tile.Cols, cols = o == 0 ? tile.Cols : tile.Rows;
+                var tiles = member.Batch * CeilDiv(member.M, rows) * CeilDiv(member.N, cols);
+                compute = Math.Min(compute, (double)tiles / Sms * 2.0 * rows * cols * (member.K + Table.KOverhead) / (perSm * tile.RelativeEfficiency));
+            }
+        }
+        var memory = member.Elements * elementBytes / (Gpu.HbmBytesPerSecond * Table.MemoryEfficiency);
+        return Math.Max(compute, memory) + Table.LaunchSeconds / groupSize;
+    }
 
     private static long CeilDiv(long a, long b) => (a + b - 1) / b;
 }

@@ -35,6 +35,9 @@ public sealed class DagBuilder
     public int ElementBytes { get; }
     public string Dtype { get; }
     public string Description { get; set; }
+
+    /// <summary>Routed experts per EP rank (one grouped GEMM), carried to <see cref="OperatorDag.ExpertsPerRank"/>.</summary>
+    public int ExpertsPerRank { get; set; }
     public int Count => _count;
 
     /// <summary>Phase given to the operations appended from now on.</summary>
@@ -238,6 +241,7 @@ public sealed class DagBuilder
         _predStart[..(_count + 1)], _preds[.._edgeCount], _groupMembers.ToArray(), _representative)
     {
         MatmulDtypes = [(Dtype, ElementBytes), .. _dtypes],
+        ExpertsPerRank = ExpertsPerRank,
     };
 
     /// <summary>Compares GPU groups by members (sorted), so a group is found without building a string key.</summary>

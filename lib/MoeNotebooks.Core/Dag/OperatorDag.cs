@@ -168,6 +168,13 @@ public sealed class OperatorDag
     /// <summary>Datatypes of matmuls: entry 0 is the DAG's <see cref="Dtype"/>, others a precision recipe's GEMM dtypes.</summary>
     internal (string Dtype, double OperandBytes)[] MatmulDtypes { get; init; } = [];
 
+    /// <summary>
+    /// Routed experts per EP rank whose GEMMs (<see cref="OpKind.ExpertUp"/>, <see cref="OpKind.ExpertDown"/> and their
+    /// gradients) one grouped-GEMM kernel runs together (Megatron-Core's <c>--moe-grouped-gemm</c>); 0 when the DAG has
+    /// none. Structure, not time: a cost model may price each member as its share of the grouped kernel.
+    /// </summary>
+    public int ExpertsPerRank { get; init; }
+
     /// <summary>The datatype a matmul runs in (the precision recipe's for linear layers, else <see cref="Dtype"/>); <see cref="Dtype"/> for other operations.</summary>
     public string MatmulDtype(int op) => MatmulDtypes.Length == 0 ? Dtype : MatmulDtypes[_classTable[_classes[op]].Dtype].Dtype;
 

@@ -71,6 +71,7 @@ internal sealed class CorrectedDerivation
             CommunicationOverlapsCompute = st.OverlapCommunication,
         };
         _c = new LayerContext(model, st, _b);
+        if (!model.IsDense) _b.ExpertsPerRank = _c.ExpertsPerRank;
         _pattern = LayerPattern.Of(model);
         _training = _c.Training;
         _e = model.ElementBytes;

@@ -1,0 +1,167 @@
+using MoeNotebooks.Analysis;
+using MoeNotebooks.Calibration;
+using MoeNotebooks.Config;
+using MoeNotebooks.Costs;
+using MoeNotebooks.Derivations;
+
+namespace MoeNotebooks.Calibration.Tests;
+
+/// <summary>Issue 14: each Megatron-Bridge row as launched (data/validation/megatron-bridge-launches.json).</summary>
+public class BridgeLaunchTests
+{
+    private static IReadOnlyList<ModernRun> Runs => ModernRun.Read(RealData.Data.PathOf(ModernSuite.File));
+
+    private static ModernScenario ScenarioOf(string id) =>
+        ModernPredictor.ScenarioOf(Runs.Single(r => r.Id == id)).Scenario ?? throw new InvalidOperationException($"{id} is not expressible");
+
+    [Fact]
+    public void The_file_loads_and_every_entry_names_its_source()
+    {
+        // Oracle: the file's own contract: every entry read from NVIDIA-NeMo/Megatron-Bridge's performance configs at
+        // a full commit, and every row looked for and not found says why.
+        var c = BridgeLaunchCatalog.Published;
+        Assert.True(c.Launches.Count >= 15, $"{c.Launches.Count} entries");
+        Assert.All(c.Launches, l =>
+        {
+            Assert.Equal("NVIDIA-NeMo/Megatron-Bridge", l.Source.Repo);
+            Assert.StartsWith("scripts/performance/configs/", l.Source.Path);
+            Assert.EndsWith("workload_base_configs.py", l.Source.Path);
+            Assert.Matches("^[0-9a-f]{40}$", l.Source.Commit);
+            Assert.NotEmpty(l.Releases);
+            Assert.Contains("_PRETRAIN_CONFIG_", l.Config);
+        });
+        Assert.NotEmpty(c.NotFound);
+        Assert.All(c.NotFound, n => Assert.False(string.IsNullOrWhiteSpace(n.Why)));
+    }
+
+    private const string Entry = """
+        { "family": "X", "gpu": "gb200", "precision": "bf16", "releases": ["26.04.01"], "config": "C",
+          "layout": { "tp": 1, "pp": 1, "ep": 8, "microBatch": 1, "globalBatch": 64 },
+          "moeA2aOverlap": false, "dispatcher": "DISPATCHER",
+          "source": { "repo": "NVIDIA-NeMo/Megatron-Bridge", "path": "scripts/performance/configs/x/x_workload_base_configs.py", "commit": "COMMIT" } }
+        """;
+
+    private static string File(string entry) => $$"""
+        { "source": "s", "mapping": { "moeA2aOverlap": "a", "dispatcher": "d", "ppLayout": "p", "recomputeModules": "r", "cudaGraph": "c" },
+          "launches": [ {{entry}} ], "notFound": [] }
+        """;
+
+    [Theory]
+    [InlineData("nvshmem", "0123456789012345678901234567890123456789", "launches[0].dispatcher", "\"nvshmem\"")]
+    [InlineData("hybridep", "abc", "launches[0].source.commit", "\"abc\"")]
+    public void Bad_values_are_rejected_naming_field_and_value(string dispatcher, string commit, string field, string value)
+    {
+        // Oracle: the project's rule for data files (ConfigException names the field, the value and what is valid).
+        var e = Assert.Throws<ConfigException>(() => BridgeLaunchCatalog.Parse(File(Entry.Replace("DISPATCHER", dispatcher).Replace("COMMIT", commit)), "test.json"));
+        Assert.Contains(field, e.Message);
+        Assert.Contains(value, e.Message);
+        var good = BridgeLaunchCatalog.Parse(File(Entry.Replace("DISPATCHER", "hybridep").Replace("COMMIT", new string('a', 40))), "test.json");
+        Assert.Equal(AllToAllImplementation.DeepEpNormal, good.Launches[0].AllToAll);
+        var unknown = Assert.Throws<ConfigException>(() => BridgeLaunchCatalog.Parse(File(Entry.Replace("DISPATCHER", "deepep").Replace("COMMIT", new string('a', 40)).Replace("\"config\"", "\"cuda_graph\": 1, \"config\"")), "test.json"));
+        Assert.Contains("cuda_graph", unknown.Message);
+    }
+
+    [CalibrationDataFact]
+    public void A_row_with_all_to_all_overlap_maps_to_the_1f1b_overlap_by_hand()
+    {
+        // Oracle (by hand from gpt_oss_workload_base_configs.py @ 07eea52): GPT_OSS_120B_PRETRAIN_CONFIG_GB200_BF16_V2 =
+        // GB200_BF16_V1 (EP 64, MBS 4, recompute_modules ["layernorm", "moe_act"]) with GBS 1280 and moe_a2a_overlap=True;
+        // no moe_flex_dispatcher_backend, so Megatron-Core's alltoall dispatcher (NCCL). PP 1: the slice holds the overlap.
+        var s = ScenarioOf("mbridge_26.04.01_GPT_OSS_120B_DGX-GB200_64g_BF16_tp1pp1ep64");
+        Assert.Equal("GPT_OSS_120B_PRETRAIN_CONFIG_GB200_BF16_V2", s.Launch!.Config);
+        var st = ModernPredictor.SliceStrategy(s, 1, ModernPredictor.SliceMicrobatches1, s.LaunchOverlap);
+        Assert.Equal(MoeAllToAllOverlap.OneFOneB, st.MoeAllToAllOverlap);
+        Assert.Equal((64, 1, 1), (st.EP, st.TP, st.PP));
+        Assert.Equal(AllToAllImplementation.Nccl, s.LaunchAllToAll);
+        Assert.Contains(s.Launch.Unexpressed(), u => u.Contains("layernorm, moe_act"));
+        Assert.True(ModernSuite.ChangesPricing(s));
+    }
+
+    [CalibrationDataFact]
+    public void A_row_without_overlap_maps_to_its_dispatcher_only_by_hand()
+    {
+        // Oracle (by hand from qwen3_workload_base_configs.py @ 01b2977): QWEN3_235B_A22B_PRETRAIN_CONFIG_GB200_FP8_MX_V2 =
+        // GB200_FP8_CS_V1 (PP 8, hybridep, CUDA graphs transformer_engine [attn, moe_router, moe_preprocess]) with 256 GPUs,
+        // EP 32, GBS 8192 and VP 3; moe_a2a_overlap left at WorkloadBaseConfig's False. HybridEP -> DeepEP normal.
+        var s = ScenarioOf("mbridge_26.04.01_Qwen3_235B_a22B_DGX-GB200_256g_MXFP8_tp1pp8ep32");
+        Assert.Equal("QWEN3_235B_A22B_PRETRAIN_CONFIG_GB200_FP8_MX_V2", s.Launch!.Config);
+        Assert.Equal(MoeAllToAllOverlap.None, s.LaunchOverlap);
+        Assert.Equal(MoeAllToAllOverlap.None, ModernPredictor.SliceStrategy(s, 2, 2, s.LaunchOverlap).MoeAllToAllOverlap);
+        Assert.Equal(AllToAllImplementation.DeepEpNormal, s.LaunchAllToAll);
+        Assert.Contains(s.Launch.Unexpressed(), u => u.Contains("transformer_engine [attn, moe_router, moe_preprocess]"));
+        // A row whose published layout differs from the stored config keeps plain settings and says why.
+        var kimi = ScenarioOf("mbridge_26.04.01_Kimi_K2_DGX-GB300_256g_MXFP8_tp1pp4ep64");
+        Assert.Null(kimi.Launch);
+        Assert.Contains("MBS 1", kimi.LaunchNote);
+    }
+
+    /// <summary>A small MoE row with a launch entry that turns the overlap on.</summary>
+    private static ModernScenario Small(int pp, int layers, int microbatches)
+    {
+        const int ep = 2, dp = 4;
+        var arch = new ModernArchitecture("toy-moe", layers, 1024, 8, 8, 128, 2048, 512, 8, 2, 0, 0, 32000, false, null, 0, 0, 0, null, "test");
+        var run = new ModernRun("toy", "test", "toy-moe", "toy-moe", ModernFramework.MegatronBridge, "26.04", "moe", "B200 (DGX-B200)", pp * dp, "BF16",
+            TrainingPrecision.Bf16, 512, (long)dp * microbatches, 1, 1, pp, null, 1, ep, dp, "distributed optimizer", false, 100, null, 1000, 0);
+        var hw = HardwareCatalog.Get("DGX-B200").WithGpus(run.Gpus);
+        var model = new ModelSpec("toy-moe", layers, 1024, 8, 512, 8, 2, run.GlobalBatch, 512) { Vocabulary = 32000 }.Validated();
+        var launch = new BridgeLaunch("toy-moe", "b200", "bf16", ["26.04"], "TOY", new LaunchLayout(1, pp, null, ep, 1, run.GlobalBatch), true, BridgeDispatcher.Alltoall,
+            null, null, null, null, new LaunchSource("r", "p", new string('0', 40)));
+        return new ModernScenario(run, arch, model, hw, (int)Math.Ceiling(layers / (double)pp), 1, 0, Launch: launch);
+    }
+
+    [Fact]
+    public void With_one_stage_the_launched_slice_law_matches_the_full_dag_with_the_overlap()
+    {
+        // Oracle: the full DAG of the replica (all microbatches) with moeAllToAllOverlap "1f1b", on the same cost model.
+        var s = Small(1, 4, 5);
+        var law = ModernPredictor.Datasheet.Predict(s, s.Hardware, 1, priceDataParallel: false, asLaunched: true).Parts.Total;
+        var plain = ModernPredictor.Datasheet.Predict(s, s.Hardware, 1, priceDataParallel: false).Parts.Total;
+        var st = new StrategySpec(2, 1, 1, 1, Derivation.Corrected, s.Run.Microbatches)
+        {
+            Mode = WorkloadMode.Training, Schedule = PipelineSchedule.OneFOneB, RankOrder = "tp-ep-dp-pp", MoeAllToAllOverlap = MoeAllToAllOverlap.OneFOneB,
+        }.Validated();
+        var full = st.BuildDag(s.Model with { Batch = 2L * s.Run.Microbatches }).CriticalPath(ModernPredictor.Datasheet.CostOf(s.Hardware)).TotalSeconds;
+        Assert.True(Math.Abs(law / full - 1) < 0.02, $"launched slice law {law * 1e3:F3} ms vs full DAG with overlap {full * 1e3:F3} ms");
+        Assert.True(law < plain, $"overlap {law * 1e3:F3} ms should hide some all-to-all of plain {plain * 1e3:F3} ms");
+    }
+
+    [Fact]
+    public void With_pipeline_stages_the_overlap_takes_off_what_a_one_stage_slice_hides_per_microbatch()
+    {
+        // Oracle (independent computation): the two-stage plain prediction less (m + p - 1) x the per-microbatch time the
+        // overlap hides in one-stage slices (the same layers per stage), extended to the stage's layers as the law does.
+        var s = Small(2, 8, 8);   // two stages: the slice is the whole pipeline depth, no middle stages
+        var p = ModernPredictor.Datasheet;
+        var plain = p.Predict(s, s.Hardware, 1, false).Parts.Total;
+        var launched = p.Predict(s, s.Hardware, 1, false, asLaunched: true).Parts.Total;
+        double PerMb(int layers, MoeAllToAllOverlap o)
+        {
+            double T(int m) => ModernPredictor.SliceStrategy(s, 1, m, o).BuildDag(ModernPredictor.SliceModel(s, 1, layers, m))
+                .CriticalPath(p.CostOf(s.Hardware)).TotalSeconds;
+            return (T(ModernPredictor.SliceMicrobatches2) - T(ModernPredictor.SliceMicrobatches1)) / (ModernPredictor.SliceMicrobatches2 - ModernPredictor.SliceMicrobatches1);
+        }
+        double Hidden(int l) => PerMb(l, MoeAllToAllOverlap.None) - PerMb(l, MoeAllToAllOverlap.OneFOneB);
+        var h1 = Hidden(1);
+        var hidden = h1 + (s.LayersPerStage - 1) * (Hidden(2) - h1);
+        var visits = s.Run.Microbatches + s.Run.PP - 1;
+        Assert.True(hidden > 0, "the overlap must hide something on an EP 2 slice");
+        Assert.Equal(plain - visits * hidden, launched, 1e-9 * plain);
+    }
+
+    [CalibrationDataFact]
+    public void Rows_without_settings_that_change_pricing_keep_the_topology_step()
+    {
+        // Oracle: by construction of the rung: the launch step is the topology step itself (same object) unless the
+        // row's launch turns the overlap on or names a non-NCCL dispatcher.
+        var suite = ModernSuite.Run(RealData.Data);
+        var bridge = suite.Rows.Where(r => r.Row.Run.Framework == ModernFramework.MegatronBridge).ToArray();
+        Assert.Contains(bridge, r => r.Row.Scenario.Launch is not null);
+        Assert.Contains(bridge, r => r.Row.Scenario.Launch is null);
+        foreach (var r in suite.Rows)
+        {
+            var same = ReferenceEquals(r.Row.Steps[ModernRung.Launch].Step, r.Row.Steps[ModernRung.Topology].Step);
+            Assert.Equal(!ModernSuite.ChangesPricing(r.Row.Scenario), same);
+        }
+        Assert.Contains(suite.Ablation, a => a.Name == "+ launch settings");
+    }
+}
