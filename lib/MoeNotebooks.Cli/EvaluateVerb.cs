@@ -2,7 +2,7 @@ using MoeNotebooks.Config;
 
 namespace MoeNotebooks.Cli;
 
-/// <summary><c>moe evaluate SCENARIO.json [--format table|json] [--sensitivity 0.1] [--fold symmetric|none]</c>.</summary>
+/// <summary><c>moe evaluate SCENARIO.json [--format table|json] [--sensitivity 0.1] [--fold periodic|symmetric|none]</c>.</summary>
 public static class EvaluateVerb
 {
     public static int Run(Options options, TextWriter stdout, TextWriter stderr)
@@ -10,14 +10,15 @@ public static class EvaluateVerb
         var path = options.Positional(0, "SCENARIO.json");
         var format = options.Option("--format", "table");
         var sensitivity = options.Option("--sensitivity", "");
-        var fold = options.Option("--fold", "symmetric");
+        var fold = options.Option("--fold", "periodic");
         options.Finish();
-        // symmetric: identical data-parallel replicas built once (exact); none: every GPU built (the oracle).
+        // periodic (default): symmetric + microbatch extrapolation; symmetric: identical data-parallel replicas built once (exact); none: every GPU built (the oracle).
         var folding = fold switch
         {
+            "periodic" => Derivations.DagFolding.Periodic,
             "symmetric" => Derivations.DagFolding.Symmetric,
             "none" => Derivations.DagFolding.None,
-            _ => throw new UsageException($"--fold = {Cli.Shown(fold)}: must be symmetric (build identical replicas once, exact) or none (build every GPU)"),
+            _ => throw new UsageException($"--fold = {Cli.Shown(fold)}: must be periodic (identical replicas built once and many identical microbatches extrapolated from a few, exact), symmetric (identical replicas built once, every microbatch) or none (build every GPU)"),
         };
         if (format is not ("json" or "table")) throw new UsageException($"--format = {Cli.Shown(format)}: must be table or json");
         double? speedup = null;
@@ -28,6 +29,8 @@ public static class EvaluateVerb
                 throw new UsageException($"--sensitivity = {Cli.Shown(sensitivity)}: must be a fraction in (0, 1) such as 0.1 (each operation kind 10% faster)");
             speedup = s;
         }
+        // The what-if table re-prices and re-schedules every operation: build every microbatch for it.
+        if (speedup is not null && folding == Derivations.DagFolding.Periodic) folding = Derivations.DagFolding.Symmetric;
         var evaluation = Scenario.Load(path).Evaluate(folding);
         if (format == "json") EvaluationJson.Write(evaluation, stdout, speedup);
         else EvaluationTable.Write(evaluation, stdout, speedup);

@@ -23,8 +23,18 @@ public static class EvaluationJson
             w.WriteEndArray();
             w.WriteString("model", EvaluationTable.ModelLine(e.Scenario.Model));
             if (e.Scenario.Model.Precision is { } precision) w.WriteString("precision", precision.Name);
-            w.WriteNumber("operations", e.Dag.RepresentedCount);
-            if (e.Dag.IsFolded) w.WriteNumber("builtOperations", e.Dag.Count);
+            w.WriteNumber("operations", r.Extrapolation?.Operations ?? e.Dag.RepresentedCount);
+            if (e.Dag.IsFolded || r.Extrapolation is not null) w.WriteNumber("builtOperations", e.Dag.Count);
+            if (r.Extrapolation is { } x)
+            {
+                w.WriteStartObject("extrapolation");
+                w.WriteNumber("microbatches", x.Microbatches);
+                w.WriteNumber("builtMicrobatches", x.BuiltMicrobatches);
+                w.WriteNumber("period", x.Period);
+                w.WriteNumber("shiftSeconds", x.ShiftSeconds);
+                w.WriteNumber("transientPeriods", x.TransientPeriods);
+                w.WriteEndObject();
+            }
             w.WriteString("formula", e.Formula.ToString());
             w.WriteStartArray("terms");
             foreach (var t in e.Formula.MatmulTerms)

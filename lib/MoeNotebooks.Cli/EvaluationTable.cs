@@ -29,7 +29,9 @@ public static class EvaluationTable
         o.WriteLine($"Model      {ModelLine(e.Scenario.Model)}");
         o.WriteLine($"Hardware   {e.Scenario.Hardware}");
         o.WriteLine($"Cost model {e.Cost.Name}");
-        o.WriteLine(e.Dag.IsFolded
+        if (r.Extrapolation is { } extrapolated)
+            o.WriteLine($"DAG        {extrapolated.Operations.ToString("N0", c)} operations, {e.Dag.Count.ToString("N0", c)} built: {extrapolated}{(e.Dag.IsFolded ? $", {e.Dag.FoldFactor} identical data-parallel replicas built once" : "")}");
+        else o.WriteLine(e.Dag.IsFolded
             ? $"DAG        {e.Dag.RepresentedCount.ToString("N0", c)} operations, folded to {e.Dag.Count.ToString("N0", c)} built ({e.Dag.FoldFactor} identical data-parallel replicas built once), {e.Dag.EdgeCount.ToString("N0", c)} edges"
             : $"DAG        {e.Dag.Count.ToString("N0", c)} operations, {e.Dag.EdgeCount.ToString("N0", c)} edges");
         o.WriteLine();
@@ -67,7 +69,7 @@ public static class EvaluationTable
             if (collectives.Count > 12) o.WriteLine(string.Create(c, $"  ... {collectives.Count - 12} more (--format json lists all)"));
         }
         o.WriteLine();
-        o.WriteLine(string.Create(c, $"Critical path: {r.CriticalPath.Count} operations (first 12, last 4)"));
+        o.WriteLine(string.Create(c, $"Critical path: {r.CriticalPath.Count} operations (first 12, last 4){(r.Extrapolation is { } ex ? $", of the {ex.BuiltMicrobatches} built microbatches" : "")}"));
         o.WriteLine("  start s      finish s     gpu  operation");
         var rows = r.CriticalPath.Count <= 16 ? r.CriticalPath : r.CriticalPath.Take(12).Concat(r.CriticalPath.Skip(r.CriticalPath.Count - 4));
         var i = 0;

@@ -6,7 +6,7 @@ namespace MoeNotebooks.Cli;
 
 /// <summary>
 /// <c>moe search SCENARIO.json --gpus N [--top 5] [--microbatches 1,2,4] [--virtual-stages 1,2] [--distributed-optimizer both]
-/// [--etp tp,1,2] [--sequence-parallel both]</c>:
+/// [--etp tp,1,2] [--sequence-parallel both] [--schedules 1f1b,zero-bubble-h1,dualpipe]</c>:
 /// the fastest strategies and why; infeasible candidates counted by reason.
 /// </summary>
 public static class SearchVerb
@@ -21,6 +21,7 @@ public static class SearchVerb
         var distText = options.Option("--distributed-optimizer", "");
         var etpText = options.Option("--etp", "");
         var spText = options.Option("--sequence-parallel", "");
+        var schedText = options.Option("--schedules", "");
         options.Finish();
         // Every option is checked before the scenario is read or anything printed.
         int? gpusOption = gpusText == "" ? null : SweepVerb.ParseInt("--gpus", gpusText, 1, (int)Bounds.Gpus.Max);
@@ -51,13 +52,23 @@ public static class SearchVerb
             "false" => [false],
             _ => throw new UsageException($"--sequence-parallel {Cli.Shown(spText)}: must be both, true or false"),
         };
+        var schedParts = schedText == "" ? [] : schedText.Split(',');
+        if (schedParts.Length > 8) throw new UsageException($"--schedules lists {schedParts.Length} schedules: give at most 8");
+        IReadOnlyList<PipelineSchedule>? schedules = schedText == "" ? null : schedParts.Select(t => t.Trim() switch
+        {
+            "1f1b" => PipelineSchedule.OneFOneB,
+            "gpipe" => PipelineSchedule.Gpipe,
+            "zero-bubble-h1" or "zb-h1" => PipelineSchedule.ZeroBubbleH1,
+            "dualpipe" or "dual-pipe" => PipelineSchedule.DualPipe,
+            var other => throw new UsageException($"--schedules {Cli.Shown(other)}: must be a comma-separated list of 1f1b, gpipe, zero-bubble-h1, dualpipe (interleaving comes from --virtual-stages)"),
+        }).ToArray();
         IReadOnlyList<int>? microbatches = mbText == "" ? null
             : mbParts.Select(t => SweepVerb.ParseInt("--microbatches", t.Trim(), 1, (int)Bounds.Microbatches.Max)).ToArray();
         var scenario = Scenario.Load(path);
         var gpus = gpusOption ?? scenario.Hardware.GpuCount;
         var bar = new ProgressBar(stderr);
         var result = StrategySearch.Run(scenario, gpus, new SearchOptions(top, microbatches, VirtualStages: virtualStages, DistributedOptimizer: distributed,
-            ExpertTensorParallel: etps, SequenceParallel: sequenceParallel), bar);
+            ExpertTensorParallel: etps, SequenceParallel: sequenceParallel, Schedules: schedules), bar);
         bar.Finish();
         var c = CultureInfo.InvariantCulture;
         stdout.WriteLine(string.Create(c, $"{scenario.Name} on {gpus} x {scenario.Hardware.Gpu.Name}: {result.Considered:N0} strategies, {result.Evaluated:N0} evaluated, {result.Rejected:N0} rejected, {result.Elapsed.TotalSeconds:F2} s"));

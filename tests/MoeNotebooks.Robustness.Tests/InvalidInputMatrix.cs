@@ -259,7 +259,7 @@ public class InvalidInputMatrix
     [InlineData(new[] { "evalute", "x.json" }, "error: unknown verb 'evalute'")]
     [InlineData(new[] { "evaluate", "x.json", "--fromat", "json" }, "error: unknown option --fromat")]
     [InlineData(new[] { "evaluate" }, "error: missing SCENARIO.json")]
-    [InlineData(new[] { "evaluate", "x.json", "--fold", "half" }, "error: --fold = half: must be symmetric")]
+    [InlineData(new[] { "evaluate", "x.json", "--fold", "half" }, "error: --fold = half: must be periodic")]
     public void Cli_usage_errors_exit_2_with_one_error_line(string[] args, string expected)
     {
         var (code, _, stderr) = Cli(args);

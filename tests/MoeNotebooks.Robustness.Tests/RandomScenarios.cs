@@ -131,18 +131,23 @@ public static class RandomScenarios
         let heads = tp * headsPerRank
         let hidden = (long)heads * headDim
         let experts = ep * expertsPerRank
-        select new RandomCase(Derivation.Corrected, hw.Preset, hw.PerNode, hw.Efficiency, dtype, ep, tp, pp, dp, mb,
-            layers, hidden, heads, hidden * ffnFactor, experts, Math.Min(topK, experts), (long)dp * ep * mb * sequencesPerRank, seq,
-            execution.Mode, execution.Schedule, execution.Recompute, execution.Zipf, execution.Kernel, execution.Overlap, execution.ScatterGather)
+        // DualPipe needs an even pipeline and at least 2 x pp microbatches, even (deepseek-ai/DualPipe): on an odd
+        // pipeline the draw falls back to 1F1B; its microbatches are 2 x pp.
+        let schedule = execution.Schedule == PipelineSchedule.DualPipe && pp % 2 != 0 ? PipelineSchedule.OneFOneB : execution.Schedule
+        let microbatches = schedule == PipelineSchedule.DualPipe ? 2 * pp : mb
+        select new RandomCase(Derivation.Corrected, hw.Preset, hw.PerNode, hw.Efficiency, dtype, ep, tp, pp, dp, microbatches,
+            layers, hidden, heads, hidden * ffnFactor, experts, Math.Min(topK, experts), (long)dp * ep * microbatches * sequencesPerRank, seq,
+            execution.Mode, schedule, execution.Recompute, execution.Zipf, execution.Kernel, execution.Overlap, execution.ScatterGather)
         {
             DistributedOptimizer = megatron.DistributedOptimizer,
             OverlapGradReduce = megatron.OverlapGradReduce,
-            // Megatron's first-stage count: the other pp - 1 stages one layer each, the first the rest.
-            FirstStageLayers = megatron.Uneven && pp > 1 ? layers - (pp - 1) : null,
+            // Megatron's first-stage count: the other pp - 1 stages one layer each, the first the rest (not with
+            // DualPipe, whose ranks hold stages s and pp - 1 - s).
+            FirstStageLayers = megatron.Uneven && pp > 1 && schedule != PipelineSchedule.DualPipe ? layers - (pp - 1) : null,
             // Megatron-Core's EP overlap (1 in 4 where Megatron allows it here: training, EP > 1, 1F1B with one stage,
             // overlapping streams); DeepEP's normal kernels with a random SM count (1 in 4), as Megatron's
             // --moe-enable-deepep (the strategy value) when not overlapped.
-            AllToAllOverlap = a2a == 0 && execution.Mode == WorkloadMode.Training && ep > 1 && pp == 1 && execution.Schedule == PipelineSchedule.OneFOneB && execution.Overlap
+            AllToAllOverlap = a2a == 0 && execution.Mode == WorkloadMode.Training && ep > 1 && pp == 1 && schedule == PipelineSchedule.OneFOneB && execution.Overlap
                 ? MoeAllToAllOverlap.OneFOneB : a2a == 1 ? MoeAllToAllOverlap.DeepEp : MoeAllToAllOverlap.None,
             DeepEpSms = a2a == 1 || (a2a == 0 && deepEpSms != 1) ? deepEpSms : null,
             HybridPattern = hybrid.Pattern,
@@ -174,12 +179,12 @@ public static class RandomScenarios
         select (distributed == 0, overlap != 0, uneven == 0);
 
     /// <summary>
-    /// Forward pass (3 in 4) or training step with GPipe or 1F1B and optional recompute; uniform or Zipf routing;
+    /// Forward pass (3 in 4) or training step with GPipe, 1F1B, ZB-H1 or DualPipe and optional recompute; uniform or Zipf routing;
     /// flash-style or materialized attention; communication overlapping compute (3 in 4) or blocking; scatter/gather sends.
     /// </summary>
     private static Gen<(WorkloadMode Mode, PipelineSchedule Schedule, bool Recompute, double Zipf, AttentionKernel Kernel, bool Overlap, bool ScatterGather)> Execution =>
         from training in Gen.Int[0, 3]
-        from schedule in Gen.OneOf(PipelineSchedule.Gpipe, PipelineSchedule.OneFOneB)
+        from schedule in Gen.OneOf(PipelineSchedule.Gpipe, PipelineSchedule.OneFOneB, PipelineSchedule.ZeroBubbleH1, PipelineSchedule.DualPipe)
         from recompute in Gen.Bool
         from zipf in Gen.OneOf(0.0, 0.0, 1.0, 1.5)
         from kernel in Gen.OneOf(AttentionKernel.Fused, AttentionKernel.Fused, AttentionKernel.Materialized, AttentionKernel.MaterializedDropout)

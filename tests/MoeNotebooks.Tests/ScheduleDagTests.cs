@@ -117,6 +117,8 @@ public class ScheduleDagTests
         var mem = MemoryModel.Estimate(model, st, HardwareCatalog.Get("H100-SXM") with { GpuCount = 4 });
         var one = MemoryModel.Estimate(model, st with { Schedule = PipelineSchedule.OneFOneB }, HardwareCatalog.Get("H100-SXM") with { GpuCount = 4 });
         for (var s = 0; s < 4; s++) Assert.Equal(2 * one.Stages[s].WeightsBytes, mem.Stages[s].WeightsBytes, 6);
+        Assert.Contains(MemoryModel.DualPipeNote, mem.ToString());   // what `moe evaluate` prints on its Memory line
+        Assert.DoesNotContain("DualPipe", one.ToString());
     }
 
     [Fact]
@@ -166,6 +168,30 @@ public class ScheduleDagTests
             }
         }
         Assert.Equal(2 * 5, pairs);   // hand count from the plan: m/2 - pp + 1 = 3 rounds of two pairs per rank, the first half unoverlapped (middle rank)
+    }
+
+    [Fact]
+    public void SearchEnumeratesTheSchedulesAndCountsWhatDualPipeCannotRun()
+    {
+        // Oracle: a count by hand. 4 GPUs have 10 ordered (EP, TP, PP, DP) factorizations: 6 with PP = 1 (one candidate,
+        // the schedule has nothing to order), 3 with PP = 2 and 1 with PP = 4 (three schedules each); with microbatches
+        // {4}: 6 + 4 x 3 = 18 candidates. DualPipe with PP = 4 needs >= 8 microbatches: it is rejected naming
+        // strategy.microbatches, counted under its reason (as are EP > 1 layouts of the dense model); the PP = 2 layouts
+        // without EP are evaluated under ZB-H1 and DualPipe alike.
+        var template = new StrategySpec(1, 1, 1, 1) { Mode = WorkloadMode.Training };
+        PipelineSchedule[] schedules = [PipelineSchedule.OneFOneB, PipelineSchedule.ZeroBubbleH1, PipelineSchedule.DualPipe];
+        var candidates = StrategySearch.Candidates(4, [4], template, schedules: schedules);
+        Assert.Equal(18, candidates.Count);
+        Assert.Equal(4, candidates.Count(c => c.Schedule == PipelineSchedule.DualPipe));
+        Assert.Equal(4, candidates.Count(c => c.Schedule == PipelineSchedule.ZeroBubbleH1));
+        var model = Dense(2) with { Layers = 4, Batch = 16 };
+        var scenario = new Scenario("dense", model, HardwareCatalog.Get("H100-SXM").WithGpus(4), template with { DP = 4 }, CostModelSpec.Ideal);
+        var result = StrategySearch.Run(scenario, 4, new SearchOptions(Top: 40, Microbatches: [4], MaxDegreeOfParallelism: 1, Schedules: schedules));
+        Assert.Equal(18, result.Considered);
+        Assert.Equal(result.Considered, result.Evaluated + result.Rejected);
+        Assert.Contains(result.RejectedByReason.Keys, r => r.Contains("strategy.microbatches", StringComparison.Ordinal) && r.Contains("DualPipe", StringComparison.Ordinal));
+        Assert.Contains(result.Best, b => b.Strategy.Schedule == PipelineSchedule.ZeroBubbleH1 && b.Strategy.PP == 2);
+        Assert.Contains(result.Best, b => b.Strategy.Schedule == PipelineSchedule.DualPipe && b.Strategy.PP == 2);
     }
 }
 

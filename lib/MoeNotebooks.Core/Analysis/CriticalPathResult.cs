@@ -57,10 +57,44 @@ public sealed class CriticalPathResult
             foreach (var op in criticalOps) byCategory[Key(dag.Category(op))] += durations[op];
             return byCategory;
         });
-        _breakdown = new(() =>
+        _breakdown = new(() => MeanOver(_perGpu.Value));
+    }
+
+    /// <summary>
+    /// The result of a run extrapolated from a built DAG of fewer microbatches (<see cref="MicrobatchPeriodicity"/>): the
+    /// totals, critical-path seconds by category and per-GPU usage are the whole run's; the DAG, the per-operation times,
+    /// the critical operations and the timeline are the built DAG's (<see cref="Extrapolation"/> says how many microbatches
+    /// it holds).
+    /// </summary>
+    internal CriticalPathResult(CriticalPathResult built, MicrobatchExtrapolation extrapolation, double totalSeconds,
+        IReadOnlyDictionary<string, double> criticalByCategory, GpuUsage[] perGpu)
+    {
+        Dag = built.Dag;
+        Durations = built.Durations;
+        _start = built._start;
+        _finish = built._finish;
+        CriticalOps = built.CriticalOps;
+        CostModel = built.CostModel;
+        TotalSeconds = totalSeconds;
+        Extrapolation = extrapolation;
+        _criticalPath = built._criticalPath;
+        _perGpu = new(() => perGpu);
+        _criticalByCategory = new(() => criticalByCategory);
+        _breakdown = new(() => MeanOver(perGpu));
+    }
+
+    /// <summary>
+    /// Set when the run was extrapolated over identical microbatches: <see cref="TotalSeconds"/>, <see cref="PerGpu"/>,
+    /// <see cref="BreakdownSeconds"/> and <see cref="CriticalPathSecondsByCategory"/> are the whole run's, while
+    /// <see cref="Dag"/>, <see cref="CriticalOps"/>, <see cref="CriticalPath"/>, the start/finish times and
+    /// <see cref="Timeline"/> describe the built DAG of <see cref="MicrobatchExtrapolation.BuiltMicrobatches"/> microbatches.
+    /// </summary>
+    public MicrobatchExtrapolation? Extrapolation { get; }
+
+    private static IReadOnlyDictionary<string, double> MeanOver(IReadOnlyList<GpuUsage> perGpu)
+    {
         {
-            var perGpu = _perGpu.Value;
-            var n = Math.Max(1, perGpu.Length);
+            var n = Math.Max(1, perGpu.Count);
             return new Dictionary<string, double>
             {
                 ["matmul"] = perGpu.Sum(g => g.MatmulSeconds) / n,
@@ -69,7 +103,7 @@ public sealed class CriticalPathResult
                 ["communication"] = perGpu.Sum(g => g.CommunicationSeconds) / n,
                 ["idle"] = perGpu.Sum(g => g.IdleSeconds) / n,
             };
-        });
+        }
     }
 
     public OperatorDag Dag { get; }

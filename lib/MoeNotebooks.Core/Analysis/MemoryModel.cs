@@ -42,10 +42,11 @@ public sealed record MemoryReport(
 {
     public bool Feasible => Overflow is null;
 
-    public override string ToString() => Feasible
+    public override string ToString() => (Feasible
         ? string.Create(CultureInfo.InvariantCulture, $"fits: {PeakBytesPerGpu / 1e9:F1} of {CapacityBytes / 1e9:F0} GB per GPU")
         : string.Create(CultureInfo.InvariantCulture,
-            $"does not fit: {PeakBytesPerGpu / 1e9:F1} GB needed per GPU, {CapacityBytes / 1e9:F0} GB available ({Overflow}); {FitHint}");
+            $"does not fit: {PeakBytesPerGpu / 1e9:F1} GB needed per GPU, {CapacityBytes / 1e9:F0} GB available ({Overflow}); {FitHint}"))
+        + (Notes.Contains(MemoryModel.DualPipeNote, StringComparison.Ordinal) ? $" ({MemoryModel.DualPipeNote})" : "");
 
     private string FitHint => SmallestFittingMicrobatches is { } m ? $"fits with {m} microbatches"
         : Notes.StartsWith("seed", StringComparison.Ordinal) ? "the seed layout has no microbatches; the corrected derivation can split the batch"
@@ -62,6 +63,9 @@ public sealed record MemoryReport(
 public static class MemoryModel
 {
     private const double AdamStateBytesPerParameter = 12;   // fp32 master weights, momentum and variance
+
+    /// <summary>What a DualPipe memory report says about its weights (DeepSeek-V3 report §3.2.1, Table 2: 2x parameters).</summary>
+    public const string DualPipeNote = "DualPipe: two parameter copies per GPU, stages s and pp - 1 - s";
 
     public static MemoryReport Estimate(ModelSpec model, StrategySpec st, HardwareSpec hardware)
     {
@@ -218,7 +222,8 @@ public static class MemoryModel
             var (component, bytes) = fullest.Components.MaxBy(c => c.Bytes);
             overflow = new MemoryOverflow(fullest.TotalBytes - capacity, component, bytes);
         }
-        var notes = seed ? "seed derivation: every GPU holds all tokens' activations" : "corrected derivation";
+        var notes = seed ? "seed derivation: every GPU holds all tokens' activations"
+            : ParameterCounts.DualPipeCopies(st) == 2 ? $"corrected derivation; {DualPipeNote}" : "corrected derivation";
         return new MemoryReport(stages, fullest.TotalBytes, capacity, overflow, microbatches, null, notes);
     }
 

@@ -130,6 +130,33 @@ public sealed class RuntimeFormula
         return output;
     }
 
+    /// <summary>
+    /// The formula of a run extrapolated over identical microbatches (<see cref="MicrobatchPeriodicity"/>): each term's
+    /// count is affine in the periods added, <c>count(a) + steps (count(b) - count(a))</c>, with <paramref name="a"/> and
+    /// <paramref name="b"/> the formulas of the two built DAGs (one period apart). Written flat (count x term). Null when
+    /// a count would be negative or overflow (the critical path is then not periodic term by term).
+    /// </summary>
+    internal static RuntimeFormula? Extrapolated(RuntimeFormula a, RuntimeFormula b, long steps)
+    {
+        var terms = new List<FormulaTerm>();
+        bool Add(long ca, long cb, FormulaTerm leaf)
+        {
+            var count = ca + steps * (cb - ca);
+            if (count < 0 || count > int.MaxValue) return false;
+            if (count > 0) terms.Add(count == 1 ? leaf : new RepeatTerm((int)count, [leaf], IsBlock: false));
+            return true;
+        }
+        var ma = a.MatmulTerms.ToDictionary(t => (t.M, t.K, t.N, t.Batch, t.Dtype), t => t.Count);
+        var mb = b.MatmulTerms.ToDictionary(t => (t.M, t.K, t.N, t.Batch, t.Dtype), t => t.Count);
+        foreach (var key in mb.Keys.Concat(ma.Keys.Except(mb.Keys)))
+            if (!Add(ma.GetValueOrDefault(key), mb.GetValueOrDefault(key), new GetTimeTerm(new MatmulShape(key.M, key.K, key.N, key.Batch), key.Dtype))) return null;
+        var na = a.OtherTerms.ToDictionary(t => (t.Name, t.Seconds), t => t.Count);
+        var nb = b.OtherTerms.ToDictionary(t => (t.Name, t.Seconds), t => t.Count);
+        foreach (var key in nb.Keys.Concat(na.Keys.Except(nb.Keys)))
+            if (!Add(na.GetValueOrDefault(key), nb.GetValueOrDefault(key), new NamedTerm(key.Name, key.Seconds))) return null;
+        return new RuntimeFormula(terms);
+    }
+
     private static bool SameRun(int[] ids, int a, int b, int length) =>
         ids.AsSpan(a, length).SequenceEqual(ids.AsSpan(b, length));
 

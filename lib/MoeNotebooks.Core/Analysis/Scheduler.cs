@@ -31,14 +31,18 @@ public static class Scheduler
     /// </summary>
     /// <param name="shares">Communication that takes SMs from compute while it runs (<see cref="CostModel.ComputeShares"/>):
     /// compute on the same GPU then runs at (1 - share) of its speed.</param>
-    public static CriticalPathResult Schedule(OperatorDag dag, double[] durations, string costModel = "given durations", LinkFootprints? links = null, ComputeShares? shares = null)
+    public static CriticalPathResult Schedule(OperatorDag dag, double[] durations, string costModel = "given durations", LinkFootprints? links = null, ComputeShares? shares = null) =>
+        Schedule(dag, durations, costModel, links, shares, out _);
+
+    /// <summary><see cref="Schedule(OperatorDag, double[], string, LinkFootprints?, ComputeShares?)"/>, also handing out each operation's critical predecessor (-1 for none).</summary>
+    internal static CriticalPathResult Schedule(OperatorDag dag, double[] durations, string costModel, LinkFootprints? links, ComputeShares? shares, out int[] criticalPredecessor)
     {
         if (durations.Length != dag.Count)
             throw new ArgumentException($"durations has {durations.Length} entries but the DAG has {dag.Count} operations", nameof(durations));
         int n = dag.Count;
         var start = new double[n];
         var finish = new double[n];
-        var critPred = new int[n];
+        var critPred = criticalPredecessor = new int[n];
         var total = Run(dag, durations, start, finish, critPred, links, shares);
         if (links is not null || shares is not null)
         {

@@ -16,6 +16,9 @@ namespace MoeNotebooks.Analysis;
 /// means "as TP" (today's layout), a number k lays the experts out as EP x k x EDP and tries every attention TP that
 /// divides the stage's GPUs (default: the scenario's). <paramref name="SequenceParallel"/>: with and/or without
 /// sequence parallelism (default: the scenario's; SP at TP = 1 is skipped when "without" is tried too, it is the same run).
+/// <paramref name="Schedules"/>: pipeline schedules tried with one virtual stage and PP &gt; 1 (default: the scenario's);
+/// a layout a schedule cannot run (DualPipe on an odd pipeline or with fewer than 2 x PP microbatches) is rejected with
+/// the reason counted.
 /// </summary>
 public sealed record SearchOptions(
     int Top = 5,
@@ -26,7 +29,9 @@ public sealed record SearchOptions(
     IReadOnlyList<int>? VirtualStages = null,
     IReadOnlyList<bool>? DistributedOptimizer = null,
     IReadOnlyList<int?>? ExpertTensorParallel = null,
-    IReadOnlyList<bool>? SequenceParallel = null)
+    IReadOnlyList<bool>? SequenceParallel = null,
+
+    IReadOnlyList<PipelineSchedule>? Schedules = null)
 {
     public static SearchOptions Default { get; } = new();
 }
@@ -78,7 +83,8 @@ public static class StrategySearch
     /// </summary>
     public static IReadOnlyList<StrategySpec> Candidates(int gpus, IReadOnlyList<int>? microbatches = null, StrategySpec? template = null,
         IReadOnlyList<int>? virtualStages = null, IReadOnlyList<bool>? distributedOptimizer = null,
-        IReadOnlyList<int?>? expertTensorParallel = null, IReadOnlyList<bool>? sequenceParallel = null)
+        IReadOnlyList<int?>? expertTensorParallel = null, IReadOnlyList<bool>? sequenceParallel = null,
+        IReadOnlyList<PipelineSchedule>? schedules = null)
     {
         template ??= new StrategySpec(1, 1, 1, 1);
         var list = new List<StrategySpec>();
@@ -95,14 +101,15 @@ public static class StrategySearch
             foreach (var sp in sps)
             {
                 if (sp && tp == 1 && sps.Contains(false)) continue;   // SP at TP 1 is the same run as without
-                AddCandidates(list, template with { ExpertTensorParallelSize = etp, SequenceParallel = sp }, ep, tp, pp, dp, microbatches, virtualStages, distributedOptimizer);
+                AddCandidates(list, template with { ExpertTensorParallelSize = etp, SequenceParallel = sp }, ep, tp, pp, dp, microbatches, virtualStages, distributedOptimizer, schedules);
             }
         }
         return list;
     }
 
     private static void AddCandidates(List<StrategySpec> list, StrategySpec template, int ep, int tp, int pp, int dp,
-        IReadOnlyList<int>? microbatches, IReadOnlyList<int>? virtualStages, IReadOnlyList<bool>? distributedOptimizer)
+        IReadOnlyList<int>? microbatches, IReadOnlyList<int>? virtualStages, IReadOnlyList<bool>? distributedOptimizer,
+        IReadOnlyList<PipelineSchedule>? schedules)
     {
         var vps = (virtualStages ?? [template.VirtualStages]).Distinct().Order().ToArray();
         var dists = (distributedOptimizer ?? [template.UseDistributedOptimizer]).Distinct().Order().ToArray();
@@ -114,11 +121,16 @@ public static class StrategySearch
                 // Virtual stages need a pipeline; a value above 1 selects Megatron's interleaved schedule.
                 if (vp > 1 && pp == 1) continue;
                 var schedule = vp > 1 ? PipelineSchedule.Interleaved : template.Schedule == PipelineSchedule.Interleaved ? PipelineSchedule.OneFOneB : template.Schedule;
+                schedule = virtualStages is null ? template.Schedule : schedule;
+                // Listed schedules apply to pipelines of one virtual stage (interleaving is chosen by the virtual stages);
+                // without a pipeline the schedule has nothing to order, so one candidate stands for all.
+                var tried = schedules is null || vp > 1 || pp == 1 ? [schedule] : schedules.Where(x => x != PipelineSchedule.Interleaved).Distinct().ToArray();
+                foreach (var sched in tried)
                 foreach (var dist in dists)
                     list.Add(template with
                     {
                         EP = ep, TP = tp, PP = pp, DP = dp, Derivation = Derivation.Corrected, Microbatches = mb,
-                        VirtualStages = vp, Schedule = virtualStages is null ? template.Schedule : schedule,
+                        VirtualStages = vp, Schedule = sched,
                         UseDistributedOptimizer = dist, ZeroStage = dist ? 0 : template.ZeroStage,
                     });
             }
@@ -151,7 +163,7 @@ public static class StrategySearch
         var clock = Stopwatch.StartNew();
         var hardware = scenario.Hardware.WithGpus(gpus);
         var candidates = Candidates(gpus, options.Microbatches, scenario.Strategy, options.VirtualStages, options.DistributedOptimizer,
-            options.ExpertTensorParallel, options.SequenceParallel);
+            options.ExpertTensorParallel, options.SequenceParallel, options.Schedules);
         // The whole search is bounded too: each candidate is bounded by the size guard, and their number by this.
         if (candidates.Count > MaxCandidates)
             throw new ConfigException("gpus", gpus.ToString(System.Globalization.CultureInfo.InvariantCulture),

@@ -81,20 +81,24 @@ public sealed record Scenario(string Name, ModelSpec Model, HardwareSpec Hardwar
 
     /// <summary>
     /// Builds, prices and schedules the DAG and derives the formula. By default the DAG is folded (data-parallel
-    /// replicas built once, <see cref="DagFolding.Symmetric"/>): the total, critical path and breakdowns are the whole
-    /// DAG's; <see cref="DagFolding.None"/> builds every GPU.
+    /// replicas built once, <see cref="DagFolding.Symmetric"/>) and a long run of identical microbatches is extrapolated
+    /// from a few built ones (<see cref="DagFolding.Periodic"/>, <see cref="CriticalPathResult.Extrapolation"/>): the
+    /// total, critical-path seconds by category and breakdowns are the whole run's; <see cref="DagFolding.None"/> builds every GPU.
     /// </summary>
-    public Evaluation Evaluate(DagFolding folding = DagFolding.Symmetric)
+    public Evaluation Evaluate(DagFolding folding = DagFolding.Periodic)
     {
         Validated();
         var cost = CreateCostModel();
-        var dag = BuildDagFor(cost, folding);
-        var result = dag.CriticalPath(cost);
+        // Many identical microbatches: build enough of them to see the schedule repeat and extrapolate the rest
+        // exactly (null when the strategy, the cost model or the built DAG does not allow it: then build it all).
+        var result = folding == DagFolding.Periodic ? MicrobatchPeriodicity.TryEvaluate(this, cost, DagFolding.Symmetric) : null;
+        var dag = result?.Dag ?? BuildDagFor(cost, folding == DagFolding.Periodic ? DagFolding.Symmetric : folding);
+        result ??= dag.CriticalPath(cost);
         // Bounded inputs price to finite times; if some combination still overflows, refuse it here rather than
         // hand an infinite total to a writer, a chart or a comparison.
         if (!double.IsFinite(result.TotalSeconds))
             throw new ConfigException("scenario", Name, "prices to a non-finite time (a bandwidth, peak or latency at the edge of its range); use physically sensible hardware numbers");
-        return new Evaluation(this, dag, cost, result, RuntimeFormula.FromCriticalPath(result), MemoryModel.Estimate(Model, Strategy, Hardware));
+        return new Evaluation(this, dag, cost, result, result.Extrapolation?.Formula ?? RuntimeFormula.FromCriticalPath(result), MemoryModel.Estimate(Model, Strategy, Hardware));
     }
 
     /// <summary>The memory verdict alone (no DAG is built).</summary>
@@ -110,8 +114,10 @@ public sealed record Evaluation(Scenario Scenario, OperatorDag Dag, CostModel Co
     public RoutingOutcome? Routing => Scenario.Strategy.Derivation == Derivation.Corrected ? RoutingOutcome.Of(Scenario.Model, Scenario.Strategy) : null;
 
     /// <summary>Every distinct collective and send, with the algorithm chosen and the bus bandwidth reached.</summary>
-    public IReadOnlyList<CollectiveUse> Collectives => CollectiveReport.Of(Dag, Cost);
+    public IReadOnlyList<CollectiveUse> Collectives => Result.Extrapolation?.Collectives ?? CollectiveReport.Of(Dag, Cost);
 
     /// <summary>How much the total drops if each operation kind or link class got <paramref name="speedup"/> faster.</summary>
-    public IReadOnlyList<SensitivityRow> Sensitivity(double speedup = 0.10) => Analysis.Sensitivity.Analyze(Result, Scenario.Hardware, speedup);
+    public IReadOnlyList<SensitivityRow> Sensitivity(double speedup = 0.10) => Result.Extrapolation is null
+        ? Analysis.Sensitivity.Analyze(Result, Scenario.Hardware, speedup)
+        : throw new ConfigException("fold", "periodic", "the what-if table re-schedules every operation, and this evaluation extrapolated its microbatches: evaluate with DagFolding.Symmetric (moe evaluate --fold symmetric)");
 }

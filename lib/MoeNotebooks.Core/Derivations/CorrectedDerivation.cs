@@ -62,8 +62,22 @@ internal sealed class CorrectedDerivation
     private readonly int _builtReplicas;
     private readonly int[]? _representative;
 
-    private CorrectedDerivation(ModelSpec model, StrategySpec st, DagFolding folding)
+    /// <summary>
+    /// Microbatches whose pipeline items are emitted: the strategy's, or fewer for microbatch-periodic extrapolation
+    /// (<see cref="Analysis.MicrobatchPeriodicity"/>): the shapes stay those of the strategy's microbatch (the layer
+    /// context is the strategy's), only the pipeline plan is that of <see cref="_planMicrobatches"/> microbatches.
+    /// </summary>
+    private readonly int _planMicrobatches;
+
+    /// <summary>Each emitted item's contiguous operation range (its layers and its onward send), in emission order.</summary>
+    private readonly List<ItemSpan> _items = new();
+
+    /// <summary>False once an item was emitted outside <see cref="_items"/> (a zero-bubble W pass, an overlapped pair).</summary>
+    private bool _itemsComplete = true;
+
+    private CorrectedDerivation(ModelSpec model, StrategySpec st, DagFolding folding, int planMicrobatches = 0)
     {
+        _planMicrobatches = planMicrobatches > 0 ? planMicrobatches : st.Microbatches;
         _m = model;
         _st = st;
         _b = new DagBuilder(st.GpuCount, model.ElementBytes, model.Dtype, $"corrected derivation, {st}")
@@ -106,6 +120,18 @@ internal sealed class CorrectedDerivation
         return derivation.BuildDag();
     }
 
+    /// <summary>
+    /// The DAG of the strategy's microbatch shapes with only <paramref name="planMicrobatches"/> microbatches in the
+    /// pipeline plan, and the operation range of every emitted item (for <see cref="Analysis.MicrobatchPeriodicity"/>).
+    /// </summary>
+    internal static (OperatorDag Dag, IReadOnlyList<ItemSpan>? Items) BuildWithItems(ModelSpec model, StrategySpec st, int planMicrobatches, DagFolding folding, double expectedOperations = 0)
+    {
+        var derivation = new CorrectedDerivation(model, st, folding, planMicrobatches);
+        derivation._b.Reserve(expectedOperations);
+        var dag = derivation.BuildDag();
+        return (dag, derivation._itemsComplete ? derivation._items : null);
+    }
+
     /// <summary>The pipeline rank running an item: chunk mod pp, or under DualPipe by its direction (<see cref="PipelinePlan.StageOf"/>).</summary>
     private int StageOf(PipelineItem item) => PipelinePlan.StageOf(item, _st.PP);
 
@@ -132,7 +158,7 @@ internal sealed class CorrectedDerivation
 
     private OperatorDag BuildDag()
     {
-        var plan = PipelinePlan.Build(_st.PP, _st.VirtualStages, _st.Microbatches, _st.Schedule, _training);
+        var plan = PipelinePlan.Build(_st.PP, _st.VirtualStages, _planMicrobatches, _st.Schedule, _training);
         if (_training && _st.MoeAllToAllOverlap == MoeAllToAllOverlap.OneFOneB)
             for (var s = 0; s < plan.Length; s++) plan[s] = PipelinePlan.MergedForwardBackward(plan[s]);
         // Outputs of each emitted item, per replica and per local rank: the next item's inputs.
@@ -159,7 +185,11 @@ internal sealed class CorrectedDerivation
         {
             var perReplica = new int[_builtReplicas][];
             for (var dp = 0; dp < _builtReplicas; dp++)
+            {
+                var first = _b.Count;
                 perReplica[dp] = SendOnward(dp, item, EmitItem(dp, item, inputs is null ? InputOn(dp, item) : inputs[dp]));
+                _items.Add(new ItemSpan(dp, StageOf(item), item, first, _b.Count));
+            }
             outputs[Key(item)] = perReplica;
         }
         void AfterBackward(int stage, int index)
@@ -182,6 +212,7 @@ internal sealed class CorrectedDerivation
                     var count = 1;
                     if (item.Part == PipelinePart.WeightGradient)
                     {
+                        _itemsComplete = false;
                         // Zero-bubble W: the weight gradients its B pass deferred (that B ran earlier on this stage).
                         for (var dp = 0; dp < _builtReplicas; dp++)
                         {
@@ -196,6 +227,7 @@ internal sealed class CorrectedDerivation
                         // A forward merged with the next item, a whole backward of another microbatch: Megatron-Core's
                         // 1F1B all-to-all overlap, or a DualPipe F&B pair (DeepSeek-V3 report §3.2.1, Figure 4); both are
                         // issued layer by layer so one microbatch's all-to-all runs under the other's compute.
+                        _itemsComplete = false;
                         var partner = plan[stage][next[stage] + 1];
                         if (!Ready(item) || !Ready(partner)) break;
                         if (item.Backward || !partner.Backward || partner.Part != PipelinePart.Full)
@@ -676,3 +708,9 @@ internal sealed class CorrectedDerivation
     /// <summary>Layers per chunk: as even as possible, earlier chunks take the remainder.</summary>
     internal static (int First, int Count)[] SplitLayers(int layers, int stages) => PipelineLayers.Split(layers, stages, 1, null, null);
 }
+
+/// <summary>
+/// One emitted pipeline item: replica, stage, and the contiguous range
+/// [<see cref="First"/>, <see cref="End"/>) of operation ids it emitted (its layers and its onward send).
+/// </summary>
+internal readonly record struct ItemSpan(int Replica, int Stage, PipelineItem Item, int First, int End);

@@ -33,6 +33,7 @@ public static class DagFactory
         strategy.CheckFits(model, strategy.GpuCount);
         if (strategy.Derivation == Derivation.Corrected)
             model.CheckTensorParallel(strategy.TP, strategy.Attention == AttentionPlacement.DataParallel ? strategy.TP : strategy.TP * strategy.EP);
+        if (folding == DagFolding.Periodic) folding = DagFolding.Symmetric;
         if (strategy.Derivation == Derivation.Seed) folding = DagFolding.None;
         var estimate = CheckSize(model, strategy, folding);
         return strategy.Derivation switch
@@ -66,7 +67,7 @@ public static class DagFactory
     public static double EstimateOperations(ModelSpec model, StrategySpec st, DagFolding folding = DagFolding.None)
     {
         // Folded: one unit of each stage is built (one replica with ETP = TP, where this is the estimate at DP = 1).
-        if (folding == DagFolding.Symmetric && st.Derivation != Derivation.Seed && st.FoldUnits > 1)
+        if (folding != DagFolding.None && st.Derivation != Derivation.Seed && st.FoldUnits > 1)
             return EstimateOperations(model, st) / st.FoldUnits + (double)model.Layers * st.GpuCount / st.FoldUnits * 2;
         double heads = Math.Max(1, model.AttentionHeads / st.TP);
         double experts = model.IsDense ? 2 : Math.Max(1, model.Experts / Math.Max(1, st.EP)) * Math.Max(1, st.AllToAllChunks);
@@ -88,4 +89,11 @@ public enum DagFolding
     /// construction); collectives keep their whole groups. Exact: same total, critical path and breakdowns.
     /// </summary>
     Symmetric,
+
+    /// <summary>
+    /// <see cref="Symmetric"/>, and for an evaluation (<see cref="Config.Scenario.Evaluate"/>) of many identical
+    /// microbatches, only enough microbatches built to see the schedule repeat, the rest extrapolated exactly
+    /// (<see cref="Analysis.MicrobatchPeriodicity"/>). A DAG built with it is the <see cref="Symmetric"/> one.
+    /// </summary>
+    Periodic,
 }

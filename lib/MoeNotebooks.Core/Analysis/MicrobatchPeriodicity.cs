@@ -1,0 +1,572 @@
+using System.Globalization;
+using MoeNotebooks.Config;
+using MoeNotebooks.Costs;
+using MoeNotebooks.Dag;
+using MoeNotebooks.Derivations;
+
+namespace MoeNotebooks.Analysis;
+
+/// <summary>
+/// How a run was extrapolated over identical microbatches (<see cref="MicrobatchPeriodicity"/>).
+/// </summary>
+/// <param name="Microbatches">Microbatches of the whole run (the strategy's).</param>
+/// <param name="BuiltMicrobatches">Microbatches in the built DAG that <see cref="CriticalPathResult.Dag"/> holds.</param>
+/// <param name="Period">Microbatches per period c: the schedule repeats every c microbatches, shifted by <see cref="ShiftSeconds"/>.</param>
+/// <param name="ShiftSeconds">Seconds the schedule moves per period (lambda x c, lambda the max-plus eigenvalue).</param>
+/// <param name="TransientPeriods">Steady-state periods before the repetition starts (k0).</param>
+/// <param name="Operations">Operations of the whole run's DAG (every GPU, every microbatch), of which none beyond the built ones were built.</param>
+/// <param name="OperationsByKind">The whole run's operations by kind.</param>
+public sealed record MicrobatchExtrapolation(
+    int Microbatches, int BuiltMicrobatches, int Period, double ShiftSeconds, int TransientPeriods, long Operations,
+    IReadOnlyDictionary<OpKind, long> OperationsByKind)
+{
+    /// <summary>The whole run's critical-path formula, flat (count x term), extrapolated like the totals.</summary>
+    public RuntimeFormula? Formula { get; init; }
+
+    /// <summary>The distinct collectives with their counts extrapolated (counts of built operations, as for a folded DAG).</summary>
+    public IReadOnlyList<CollectiveUse>? Collectives { get; init; }
+
+    public override string ToString() => string.Create(CultureInfo.InvariantCulture,
+        $"{Microbatches} microbatches extrapolated from {BuiltMicrobatches} built (period {Period}, +{ShiftSeconds:G6} s per period after {TransientPeriods})");
+}
+
+/// <summary>
+/// Exact extrapolation of a pipeline over identical microbatches (max-plus periodicity).
+/// <para><b>Why it is exact.</b> The scheduler computes, in id order, <c>start(x) = max(finish of x's data predecessors,
+/// finish of the previous operation on each stream x needs)</c> and <c>finish(x) = start(x) + d(x)</c>: a max-plus linear
+/// recursion. Number each stage's 1F1B steady state in periods (period i = the stage's pair F(w_s + i), B(i), w_s its
+/// warm-up count; forward-only runs: period i = F(i)); σ maps every operation of an item of microbatch k to the same
+/// operation of microbatch k + c. When microbatches are identical (same shapes and bytes, hence the same durations,
+/// and the same dependency and stream pattern: σ(pred(x)) = pred(σx)), the recursion is the same for every period, and
+/// max-plus maps are homogeneous: adding Δ to every input adds Δ to every output. So once the state entering a period
+/// (every finish time and stream-free time the later periods read) repeats up to a constant shift Δ after c periods,
+/// it repeats forever (by induction over the periods), which is the cyclicity theorem of max-plus algebra (Cohen,
+/// Dubois, Quadrat and Viot 1985; Baccelli, Cohen, Olsder and Quadrat, "Synchronization and Linearity", 1992, Thm 3.109)
+/// observed rather than assumed. The cool-down, gradient synchronisation and optimizer read only operations of the
+/// last periods, so with n more periods they are the same operations shifted by nΔ: the total is
+/// <c>T(m) = T(m1) + n Δ</c>. Critical-path seconds by category follow the same recursion (a critical predecessor is
+/// chosen by comparing times, which shift together), so the path's category sums grow by a constant vector per
+/// period; per-GPU busy, exposed-communication and idle times are measures of a timeline that is Δ-periodic between
+/// the transient and the tail, so they grow by a constant per period too. Every quantity is therefore affine in n,
+/// and two built DAGs (m1 and m1 + c microbatches) give it exactly: <c>R(m) = R(m1) + n (R(m1 + c) - R(m1))</c>.</para>
+/// <para><b>What is checked, not assumed</b> (on the built DAGs; any failure builds the whole DAG instead): the strategy
+/// uses only features this argument was proven and tested for (<see cref="WhyNot"/>); σ-consistency of every operation of the verified periods
+/// (kind, phase, GPU, group, layer, index, price class, data predecessors, stream predecessors, critical predecessor,
+/// and with link contention the previous operation on every link it occupies: the contention rule is built of max, min
+/// and + on times, so it is homogeneous too, and a link's state is carried in id order like a stream's);
+/// the time shift Δ and the category-vector shift are the same for every operation of at least two consecutive
+/// periods; every predecessor of a verified period and of the tail lies in the verified periods or the tail; the
+/// last operation is in the tail and strictly later than everything before it; the tail of the bigger built DAG is the
+/// σ-image of the smaller one's; and on every GPU the transient ends a period before the tail starts. Floating point:
+/// shifts agree to a relative 1e-12 (the whole DAG itself rounds at that level); the property test
+/// (FoldingPropertyTests) compares against the whole DAG.</para>
+/// </summary>
+public static class MicrobatchPeriodicity
+{
+    /// <summary>Fewest full steady periods the smaller built DAG holds beyond the transient; grown while no repetition is found.</summary>
+    private static readonly int[] SteadyPeriodsTried = [3, 6, 12, 24, 48];
+
+    /// <summary>Periods c tried (microbatches per repetition).</summary>
+    private const int MaxPeriod = 4;
+
+    /// <summary>
+    /// Why a strategy cannot be extrapolated over microbatches (null when it can be tried): only the layouts and options
+    /// the exactness argument and the property test cover. Any other field with a non-default value (a feature added
+    /// later, e.g. context parallelism, expert-tensor parallelism, zero-bubble or DualPipe schedules, all-to-all overlap,
+    /// parameter-gather overlap) refuses, so that new features stay correct until they are proven here.
+    /// </summary>
+    public static string? WhyNot(Scenario scenario)
+    {
+        var st = scenario.Strategy;
+        if (st.Derivation != Derivation.Corrected) return "the seed derivation is built whole";
+        if (st.Mode == WorkloadMode.Training && st.Schedule != PipelineSchedule.OneFOneB) return $"schedule {st.Schedule} is not proven periodic here (1F1B only)";
+        if (st.VirtualStages != 1) return "interleaved virtual stages are not proven periodic here";
+        // Every field this argument covers reset to its default: what remains must be the default strategy, so any
+        // other field in use (today's or a later one) refuses.
+        var known = st with
+        {
+            EP = 1, TP = 1, PP = 1, DP = 1, Microbatches = 1, Mode = WorkloadMode.Inference, Schedule = PipelineSchedule.OneFOneB,
+            Recompute = false, ZeroStage = 0, OverlapCommunication = true, AllToAllChunks = 1, Attention = AttentionPlacement.DataParallel,
+            ScatterGather = false, AttentionKernel = AttentionKernel.Fused, RankOrder = "tp-ep-pp-dp", SequenceParallel = false,
+            UseDistributedOptimizer = false, OverlapGradReduce = true, DecoderFirstPipelineNumLayers = null, DecoderLastPipelineNumLayers = null,
+        };
+        if (known != new StrategySpec(1, 1, 1, 1)) return "the strategy uses a feature not proven periodic here";
+        return null;
+    }
+
+    /// <summary>
+    /// Schedules the scenario by building fewer microbatches and extrapolating exactly (see the type's summary); null
+    /// when the strategy, the cost model or the built DAG does not allow it (the caller builds the whole DAG).
+    /// </summary>
+    public static CriticalPathResult? TryEvaluate(Scenario scenario, CostModel cost, DagFolding folding)
+    {
+        LastRefusal = WhyNot(scenario);
+        if (LastRefusal is not null) return null;
+        var st = scenario.Strategy;
+        var m = st.Microbatches;
+        var training = st.Mode == WorkloadMode.Training;
+        var p = st.PP;
+        // Never spend more on attempts than building the run whole would cost (or than the size guard allows).
+        var budget = Math.Min(DagFactory.EstimateOperations(scenario.Model, st, folding),
+            Math.Min(DagFactory.MaxOperations, DagFactory.MaxEstimatedSeconds / DagFactory.SecondsPerEstimatedOperation));
+        Built? last = null;
+        var lastMicrobatches = 0;
+        var attempts = new Budget(budget);
+        foreach (var steady in SteadyPeriodsTried)
+        {
+            // Full steady periods of a plan of m microbatches: 0 .. m - p (training); forward only 0 .. m - 2 (its last
+            // microbatch is the tail). B holds `steady` full periods plus one; its count is congruent to m modulo
+            // 12, so that m - (B - c) is a multiple of every period c tried (1 .. 4).
+            // First period 1 with the fewest microbatches, then periods 2-4 on one DAG whose count suits them all.
+            foreach (var (modulus, periods) in new[] { (1, 1), (12, MaxPeriod) })
+            {
+                var mB = (training ? p + steady : steady + 2) + 1;
+                mB += ((m - mB) % modulus + modulus) % modulus;
+                if (mB >= m) return Refuse("nothing to gain: the whole run is as small as the parts to build");
+                if (mB != lastMicrobatches && !attempts.Spend(DagFactory.EstimateOperations(scenario.Model, st with { Microbatches = mB }, folding)))
+                    return Refuse("the attempts would cost more than building the run whole (or than the size guard allows)");
+                try
+                {
+                    var b = mB == lastMicrobatches ? last : BuildAndSchedule(scenario, cost, folding, mB);
+                    if (b is null) return null;
+                    (last, lastMicrobatches) = (b, mB);
+                    for (var c = modulus == 1 ? 1 : 2; c <= periods; c++)
+                        if (TryWith(scenario, cost, folding, b, mB, c, attempts) is { } result) return result;
+                }
+                // A built part over the size guard: the whole DAG is bigger still, and the caller's guard says so.
+                catch (ConfigException) { return null; }
+            }
+        }
+        return null;
+    }
+
+    /// <summary>Operations the attempts may still build (estimated).</summary>
+    private sealed class Budget(double limit)
+    {
+        private double _spent;
+
+        public bool Spend(double operations)
+        {
+            _spent += operations;
+            return _spent <= limit;
+        }
+    }
+
+    /// <summary>Estimated operations built by an extrapolation (both built DAGs), for the size guard; null when it is not tried.</summary>
+    public static double? EstimateOperations(Scenario scenario, DagFolding folding)
+    {
+        if (WhyNot(scenario) is not null) return null;
+        var st = scenario.Strategy;
+        var m1 = st.Mode == WorkloadMode.Training ? st.PP + SteadyPeriodsTried[0] : SteadyPeriodsTried[0] + 2;
+        if (m1 + 1 > st.Microbatches) return null;
+        return DagFactory.EstimateOperations(scenario.Model, st with { Microbatches = m1 }, folding)
+            + DagFactory.EstimateOperations(scenario.Model, st with { Microbatches = m1 + 1 }, folding);
+    }
+
+    /// <summary>Why the last attempt on this thread did not extrapolate (diagnostics for tests and docs).</summary>
+    [ThreadStatic] public static string? LastRefusal;
+
+    private static CriticalPathResult? Refuse(string why)
+    {
+        LastRefusal = why;
+        if (Environment.GetEnvironmentVariable("MOE_DEBUG_PERIODIC") is not null) Console.Error.WriteLine("periodic: " + why);
+        return null;
+    }
+
+    private static void Dbg(string what)
+    {
+        if (Environment.GetEnvironmentVariable("MOE_DEBUG_PERIODIC") is not null) Console.Error.WriteLine("periodic:   " + what);
+    }
+
+    private sealed class Built
+    {
+        public required OperatorDag Dag;
+        public required IReadOnlyList<ItemSpan> Items;
+        public required CriticalPathResult Result;
+        public required int[] CritPred;
+        public required LinkFootprints? Links;
+        public required int[] ItemOf;      // per op: index into Items, or -1 (tail operations outside items)
+        public required int[] Offset;      // per op: position within its item
+        public required Dictionary<(int Replica, int Stage, int Chunk, bool Backward, int Microbatch), int> ItemIndex;
+    }
+
+    private static Built? BuildAndSchedule(Scenario s, CostModel cost, DagFolding folding, int microbatches)
+    {
+        if (folding != DagFolding.None && s.Strategy.DP == 1) folding = DagFolding.None;
+        var estimate = DagFactory.CheckSize(s.Model, s.Strategy with { Microbatches = microbatches }, folding);
+        var (dag, items) = CorrectedDerivation.BuildWithItems(s.Model, s.Strategy, microbatches, folding, estimate);
+        if (dag.IsFolded && !cost.PricesFoldSymmetrically(dag))
+        {
+            // The cost model prices replicas differently: build them all (as Scenario.BuildDagFor does).
+            estimate = DagFactory.CheckSize(s.Model, s.Strategy with { Microbatches = microbatches });
+            (dag, items) = CorrectedDerivation.BuildWithItems(s.Model, s.Strategy, microbatches, DagFolding.None, estimate);
+        }
+        if (items is null) { Refuse("an item was emitted outside the plain item order (zero-bubble W, overlapped pair)"); return null; }
+        // Link contention: a link's state is carried from operation to operation in id order, so links are streams too
+        // (their predecessors must map by σ like the GPU streams'); the contention rule is homogeneous in time.
+        var links = cost.Footprints(dag);
+        // Communication taking SMs from compute (DeepEP-style all-to-all) couples streams in a way not proven here.
+        if (cost.ComputeShares(dag) is not null) { Refuse("communication takes SMs from compute (not proven periodic here)"); return null; }
+        var result = Scheduler.Schedule(dag, cost.Price(dag), cost.Name, links, null, out var critPred);
+        var itemOf = new int[dag.Count];
+        var offset = new int[dag.Count];
+        Array.Fill(itemOf, -1);
+        var index = new Dictionary<(int, int, int, bool, int), int>();
+        for (var i = 0; i < items.Count; i++)
+        {
+            var it = items[i];
+            if (it.Item.Part != PipelinePart.Full || it.Item.Direction != 0 || it.Item.OverlapsNext) { Refuse("a pipeline item splits its backward or overlaps another"); return null; }
+            index[(it.Replica, it.Stage, it.Item.Chunk, it.Item.Backward, it.Item.Microbatch)] = i;
+            for (var op = it.First; op < it.End; op++) { itemOf[op] = i; offset[op] = op - it.First; }
+        }
+        return new Built { Dag = dag, Items = items, Result = result, CritPred = critPred, ItemOf = itemOf, Offset = offset, ItemIndex = index, Links = links };
+    }
+
+    /// <summary>The steady-state period of an item (see the type's summary); may be negative (warm-up) or past the last full period (cool-down).</summary>
+    private static int PeriodOf(StrategySpec st, int microbatches, ItemSpan it)
+    {
+        if (st.Mode != WorkloadMode.Training || it.Item.Backward) return it.Item.Microbatch;
+        var warmup = Math.Min(st.PP - it.Stage - 1, microbatches);
+        return it.Item.Microbatch - warmup;
+    }
+
+    private static CriticalPathResult? TryWith(Scenario s, CostModel cost, DagFolding folding, Built b, int mb, int c, Budget attempts)
+    {
+        var st = s.Strategy;
+        var m = st.Microbatches;
+        var training = st.Mode == WorkloadMode.Training;
+        var m1 = mb - c;
+        var lastFull = training ? mb - st.PP : mb - 2;    // last full period of B (forward only: the last microbatch is the tail)
+        var lastFullA = lastFull - c;
+
+        int Period(Built x, int microbatches, int op) =>
+            x.ItemOf[op] < 0 ? int.MaxValue : PeriodOf(st, microbatches, x.Items[x.ItemOf[op]]);
+
+        // σ: the same operation of the item c microbatches later (-1 when that item is not built).
+        int Sigma(Built x, int op, int shift)
+        {
+            var i = x.ItemOf[op];
+            if (i < 0) return -1;
+            var it = x.Items[i];
+            if (!x.ItemIndex.TryGetValue((it.Replica, it.Stage, it.Item.Chunk, it.Item.Backward, it.Item.Microbatch + shift), out var j)) return -1;
+            var target = x.Items[j];
+            return target.End - target.First == it.End - it.First ? target.First + (op - it.First) : -1;
+        }
+
+        var dag = b.Dag;
+        var n = dag.Count;
+        var stream = StreamPredecessors(dag, b.Links);
+        var start = b.Result;
+        var categories = CategoryPaths(dag, b.Result.Durations, b.CritPred);
+        var total = b.Result.TotalSeconds;
+        var tol = 1e-12 * Math.Max(total, 1e-300);
+
+        // Find the first period k0 from which every operation of periods k0 .. lastFull - c maps by σ onto an operation
+        // that is structurally the same and runs Δ later (at least two periods verified).
+        var byPeriod = new List<int>[Math.Max(0, lastFull + 1)];
+        for (var k = 0; k < byPeriod.Length; k++) byPeriod[k] = new List<int>();
+        for (var op = 0; op < n; op++)
+        {
+            var per = Period(b, mb, op);
+            if (per >= 0 && per <= lastFull) byPeriod[per].Add(op);
+        }
+        var delta = double.NaN;
+        var deltaPath = new double[4];
+        var k0 = -1;
+        for (var candidate = 0; candidate + c + 1 <= lastFull; candidate++)
+        {
+            var ok = true;
+            double dl = double.NaN;
+            var dp = new double[4];
+            // How many periods back a predecessor reaches: the induction beyond the built periods needs the verified
+            // window to be at least that long.
+            var reach = 0;
+            int Reach(int x, int q)
+            {
+                var pq = Period(b, mb, q);
+                return pq > lastFull ? int.MaxValue : Period(b, mb, x) - pq;
+            }
+            for (var per = candidate; per + c <= lastFull && ok; per++)
+            {
+                foreach (var x in byPeriod[per])
+                {
+                    var y = Sigma(b, x, c);
+                    if (y < 0 || !SameOperation(dag, x, y)) { ok = false; Dbg($"structure at period {per} op {dag.Name(x)} -> {(y < 0 ? "none" : dag.Name(y))}"); break; }
+                    // Data predecessors, stream predecessors and the critical predecessor map by σ.
+                    var px = dag.Predecessors(x);
+                    var py = dag.Predecessors(y);
+                    if (px.Length != py.Length) { ok = false; break; }
+                    for (var e = 0; e < px.Length && ok; e++)
+                    {
+                        ok = Sigma(b, px[e], c) == py[e];
+                        reach = Math.Max(reach, Reach(x, px[e]));
+                    }
+                    if (!ok) break;
+                    if (!stream.Maps(x, y, z => Sigma(b, z, c))) { ok = false; Dbg($"stream at period {per} op {dag.Name(x)}"); break; }
+                    stream.ForEach(x, q => reach = Math.Max(reach, Reach(x, q)));
+                    var cx = b.CritPred[x];
+                    var cy = b.CritPred[y];
+                    if (cx < 0 ? cy >= 0 : Sigma(b, cx, c) != cy) { ok = false; Dbg($"critical predecessor at period {per} op {dag.Name(x)}: {(cx < 0 ? "-" : dag.Name(cx))} vs {(cy < 0 ? "-" : dag.Name(cy))}"); break; }
+                    var d = start.FinishSeconds(y) - start.FinishSeconds(x);
+                    var ds = start.StartSeconds(y) - start.StartSeconds(x);
+                    if (double.IsNaN(dl)) { dl = d; for (var k = 0; k < 4; k++) dp[k] = categories[4 * y + k] - categories[4 * x + k]; }
+                    if (Math.Abs(d - dl) > tol || Math.Abs(ds - dl) > tol) { ok = false; Dbg($"shift at period {per} op {dag.Name(x)}: {d} / {ds} vs {dl}"); break; }
+                    for (var k = 0; k < 4 && ok; k++) ok = Math.Abs(categories[4 * y + k] - categories[4 * x + k] - dp[k]) <= tol;
+                    if (!ok) break;
+                }
+            }
+            Dbg($"B of {mb} microbatches, period {c}, k0 {candidate}: {(ok ? "repeats" : "no")}, shift {dl}, reach {reach}");
+            var window = lastFull - c - candidate + 1;
+            if (ok && !double.IsNaN(dl) && dl >= 0 && reach < int.MaxValue && window >= Math.Max(2, reach)) { k0 = candidate; delta = dl; deltaPath = dp; break; }
+        }
+        if (k0 < 0) return Refuse($"no repetition with period {c} found in the built periods");
+        if (!attempts.Spend(DagFactory.EstimateOperations(s.Model, st with { Microbatches = m1 }, folding)))
+            return Refuse("the attempts would cost more than building the run whole");
+        var a = BuildAndSchedule(s, cost, folding, m1);
+        if (a is null) return null;
+
+        // The tail (cool-down, gradient synchronisation, optimizer) reads only the tail and periods >= k0, in both DAGs.
+        foreach (var (x, full, count) in new[] { (a, lastFullA, m1), (b, lastFull, mb) })
+        {
+            var xs = StreamPredecessors(x.Dag, x.Links);
+            for (var op = 0; op < x.Dag.Count; op++)
+            {
+                var per = Period(x, count, op);
+                if (per <= full) continue;
+                foreach (var q in x.Dag.Predecessors(op)) if (Period(x, count, q) < k0) return Refuse("the tail reads the transient");
+                if (!xs.All(op, q => Period(x, count, q) >= k0)) return Refuse("the tail's streams read the transient");
+            }
+        }
+
+        // The tail of B is the σ-image of A's, operation by operation (cool-down items c microbatches later; operations
+        // outside items, such as gradient synchronisation and the optimizer, in the same order): same operation, data,
+        // stream and link predecessors mapped, finishing Δ later. (Id interleaving of stages may differ; it matters only
+        // through the predecessors on streams and links, which are compared.)
+        var tailA = Enumerable.Range(0, a.Dag.Count).Where(op => Period(a, m1, op) > lastFullA).ToArray();
+        var tailB = Enumerable.Range(0, n).Where(op => Period(b, mb, op) > lastFull).ToArray();
+        if (tailA.Length != tailB.Length) return Refuse("the tails differ in size");
+        var outsideA = tailA.Where(op => a.ItemOf[op] < 0).ToArray();
+        var outsideB = tailB.Where(op => b.ItemOf[op] < 0).ToArray();
+        if (outsideA.Length != outsideB.Length) return Refuse("the tails differ in size");
+        var outsidePos = new Dictionary<int, int>();
+        for (var i = 0; i < outsideA.Length; i++) outsidePos[outsideA[i]] = i;
+        int ImageInB(int opA)
+        {
+            if (outsidePos.TryGetValue(opA, out var pos)) return outsideB[pos];
+            var i = a.ItemOf[opA];
+            if (i < 0) return -1;
+            var it = a.Items[i];
+            if (!b.ItemIndex.TryGetValue((it.Replica, it.Stage, it.Item.Chunk, it.Item.Backward, it.Item.Microbatch + c), out var j)) return -1;
+            var target = b.Items[j];
+            return target.End - target.First == it.End - it.First ? target.First + (opA - it.First) : -1;
+        }
+        var streamA = StreamPredecessors(a.Dag, a.Links);
+        foreach (var x in tailA)
+        {
+            var y = ImageInB(x);
+            if (y < 0 || Period(b, mb, y) <= lastFull) return Refuse($"the tail operation {a.Dag.Name(x)} has no image");
+            if (!SameOperation(a.Dag, x, y, dag)) return Refuse($"the tails differ: {a.Dag.Name(x)} vs {dag.Name(y)}");
+            var px = a.Dag.Predecessors(x);
+            var py = dag.Predecessors(y);
+            if (px.Length != py.Length) return Refuse("the tails' predecessors differ");
+            for (var e = 0; e < px.Length; e++) if (ImageInB(px[e]) != py[e]) return Refuse("the tails' predecessors differ");
+            if (!StreamLinks.MapsAcross(streamA, x, stream, y, ImageInB)) return Refuse($"the tails' stream predecessors differ at {a.Dag.Name(x)}");
+            if (Math.Abs(b.Result.FinishSeconds(y) - a.Result.FinishSeconds(x) - delta) > tol) return Refuse("the tail does not shift by one period");
+        }
+
+        // The last operation lies in the tail and strictly after every earlier operation; on every GPU the transient
+        // (periods < k0) ends at least Δ before the tail starts (the timeline between them is Δ-periodic).
+        foreach (var (x, full, count) in new[] { (a, lastFullA, m1), (b, lastFull, mb) })
+        {
+            double lastTail = 0, lastOther = 0;
+            var transientEnd = new double[x.Dag.GpuCount];
+            var tailStart = new double[x.Dag.GpuCount];
+            Array.Fill(tailStart, double.PositiveInfinity);
+            for (var op = 0; op < x.Dag.Count; op++)
+            {
+                var per = Period(x, count, op);
+                double f = x.Result.FinishSeconds(op), st0 = x.Result.StartSeconds(op);
+                if (per > full) lastTail = Math.Max(lastTail, f); else lastOther = Math.Max(lastOther, f);
+                foreach (var g in x.Dag.Streams(op))
+                {
+                    if (per > full) tailStart[g] = Math.Min(tailStart[g], st0);
+                    else if (per < k0) transientEnd[g] = Math.Max(transientEnd[g], f);
+                }
+            }
+            if (!(lastTail > lastOther)) return Refuse("the last operation is not in the tail");
+            for (var g = 0; g < x.Dag.GpuCount; g++)
+                if (x.Dag.Representative(g) == g && transientEnd[g] + delta > tailStart[g] + tol) return Refuse("the transient overlaps the tail on a GPU");
+        }
+
+        var steps = (m - m1) / c;
+        var ta = a.Result.TotalSeconds;
+        var tb = b.Result.TotalSeconds;
+        if (Math.Abs(tb - ta - delta) > tol) return Refuse("the totals do not differ by one period");
+        double Affine(double x, double y) => x + steps * (y - x);
+        var totalM = Affine(ta, tb);
+
+        var critA = a.Result.CriticalPathSecondsByCategory;
+        var critB = b.Result.CriticalPathSecondsByCategory;
+        var critM = critA.ToDictionary(kv => kv.Key, kv => Affine(kv.Value, critB[kv.Key]));
+        var ua = a.Result.PerGpu;
+        var ub = b.Result.PerGpu;
+        var perGpu = new GpuUsage[ua.Count];
+        for (var g = 0; g < ua.Count; g++)
+        {
+            var idle = Affine(ua[g].IdleSeconds, ub[g].IdleSeconds);
+            perGpu[g] = new GpuUsage(g, Affine(ua[g].MatmulSeconds, ub[g].MatmulSeconds), Affine(ua[g].AttentionSeconds, ub[g].AttentionSeconds),
+                Affine(ua[g].ElementwiseSeconds, ub[g].ElementwiseSeconds), Affine(ua[g].CommunicationSeconds, ub[g].CommunicationSeconds),
+                Affine(ua[g].OverlappedCommunicationSeconds, ub[g].OverlappedCommunicationSeconds), idle > totalM * 1e-12 ? idle : 0);
+        }
+        var kindsA = WholeCountByKind(a.Dag);
+        var kindsB = WholeCountByKind(b.Dag);
+        var kinds = new Dictionary<OpKind, long>();
+        foreach (var k in kindsA.Keys.Union(kindsB.Keys))
+        {
+            long x = kindsA.GetValueOrDefault(k), y = kindsB.GetValueOrDefault(k);
+            kinds[k] = x + steps * (y - x);
+        }
+        var formula = RuntimeFormula.Extrapolated(RuntimeFormula.FromCriticalPath(a.Result), RuntimeFormula.FromCriticalPath(b.Result), steps);
+        if (formula is null) return Refuse("the critical-path formula is not periodic");
+        // Distinct collectives: the bigger DAG's rows with their counts extrapolated like the operations (rows that differ
+        // only in their group, identical in every reported field, are merged: a group is not reported).
+        var rowsA = CollectiveReport.Of(a.Dag, cost).GroupBy(r => r with { Count = 0 }).ToDictionary(g => g.Key, g => g.Sum(r => (long)r.Count));
+        var collectives = CollectiveReport.Of(b.Dag, cost).GroupBy(r => r with { Count = 0 })
+            .Select(g => g.Key with { Count = (int)(rowsA.GetValueOrDefault(g.Key) + steps * (g.Sum(r => (long)r.Count) - rowsA.GetValueOrDefault(g.Key))) })
+            .OrderByDescending(r => r.Seconds * r.Count).ThenBy(r => r.Kind).ToArray();
+        var ext = new MicrobatchExtrapolation(m, mb, c, delta, k0, kinds.Values.Sum(), kinds) { Formula = formula, Collectives = collectives };
+        return new CriticalPathResult(b.Result, ext, totalM, critM, perGpu);
+    }
+
+    /// <summary>Operations of the whole (unfolded) DAG by kind: each built operation weighted by what it stands for.</summary>
+    internal static Dictionary<OpKind, long> WholeCountByKind(OperatorDag dag)
+    {
+        var byKind = new Dictionary<OpKind, long>();
+        for (var op = 0; op < dag.Count; op++) byKind[dag.Kind(op)] = byKind.GetValueOrDefault(dag.Kind(op)) + dag.Multiplicity(op);
+        return byKind;
+    }
+
+    private static bool SameOperation(OperatorDag dag, int x, int y, OperatorDag? other = null)
+    {
+        var o = other ?? dag;
+        return dag.Kind(x) == o.Kind(y) && dag.Phase(x) == o.Phase(y) && dag.Gpu(x) == o.Gpu(y) && dag.Group(x) == o.Group(y)
+            && dag.Layer(x) == o.Layer(y) && dag.Index(x) == o.Index(y)
+            && dag._classTable[dag.PriceClassOf(x)] == o._classTable[o.PriceClassOf(y)]
+            && (other is null || dag.Group(x) < 0 || dag.GroupMembers(dag.Group(x)).SequenceEqual(o.GroupMembers(o.Group(y))));
+    }
+
+    /// <summary>
+    /// Per operation, the critical path's seconds by category up to and including it (4 doubles per operation:
+    /// matmul, attention, elementwise, communication): P(x) = P(critical predecessor of x) + d(x) in x's category.
+    /// </summary>
+    private static double[] CategoryPaths(OperatorDag dag, IReadOnlyList<double> durations, int[] critPred)
+    {
+        var paths = new double[4 * dag.Count];
+        for (var op = 0; op < dag.Count; op++)
+        {
+            var p = critPred[op];
+            if (p >= 0) for (var k = 0; k < 4; k++) paths[4 * op + k] = paths[4 * p + k];
+            paths[4 * op + (int)dag.Category(op)] += durations[op];
+        }
+        return paths;
+    }
+
+    /// <summary>
+    /// The stream predecessors the scheduler reads for each operation: on every stream it occupies (compute stream of
+    /// its GPU; communication streams of a collective's members; the compute streams too without overlap; a blocking
+    /// send's sender compute stream; every link it occupies when the cost model has contention), the previous operation issued there.
+    /// </summary>
+    private static StreamLinks StreamPredecessors(OperatorDag dag, LinkFootprints? footprints)
+    {
+        var blocking = !dag.CommunicationOverlapsCompute;
+        var lastLink = new int[footprints?.LinkCount ?? 0];
+        Array.Fill(lastLink, -1);
+        var lastCompute = new int[dag.GpuCount];
+        var lastComm = new int[dag.GpuCount];
+        Array.Fill(lastCompute, -1);
+        Array.Fill(lastComm, -1);
+        var start = new int[dag.Count + 1];
+        var links = new List<int>(dag.Count * 2);
+        for (var op = 0; op < dag.Count; op++)
+        {
+            start[op] = links.Count;
+            var group = dag.Group(op);
+            if (footprints is not null)
+                foreach (var l in footprints.Of(op))
+                {
+                    links.Add(lastLink[l]);
+                    lastLink[l] = op;
+                }
+            if (group < 0)
+            {
+                var g = dag.Gpu(op);
+                links.Add(lastCompute[g]);
+                if (blocking) links.Add(lastComm[g]);
+                lastCompute[g] = op;
+            }
+            else if (dag.Kind(op) == OpKind.PipelineSend)
+            {
+                if (!blocking) continue;
+                var g = dag.Gpu(op);
+                links.Add(lastCompute[g]);
+                lastCompute[g] = op;
+            }
+            else
+            {
+                foreach (var g in dag.Streams(op))
+                {
+                    links.Add(lastComm[g]);
+                    if (blocking) links.Add(lastCompute[g]);
+                }
+                foreach (var g in dag.Streams(op))
+                {
+                    lastComm[g] = op;
+                    if (blocking) lastCompute[g] = op;
+                }
+            }
+        }
+        start[dag.Count] = links.Count;
+        return new StreamLinks(start, links.ToArray());
+    }
+
+    private sealed record StreamLinks(int[] Start, int[] Links)
+    {
+        /// <summary>Whether y's stream predecessors are σ of x's, position by position.</summary>
+        public bool Maps(int x, int y, Func<int, int> sigma)
+        {
+            int sx = Start[x], ex = Start[x + 1], sy = Start[y], ey = Start[y + 1];
+            if (ex - sx != ey - sy) return false;
+            for (var i = 0; i < ex - sx; i++)
+            {
+                int px = Links[sx + i], py = Links[sy + i];
+                if (px < 0 ? py >= 0 : sigma(px) != py) return false;
+            }
+            return true;
+        }
+
+        /// <summary>Whether y's stream predecessors (in <paramref name="ly"/>) are the images of x's (in <paramref name="lx"/>).</summary>
+        public static bool MapsAcross(StreamLinks lx, int x, StreamLinks ly, int y, Func<int, int> image)
+        {
+            int sx = lx.Start[x], ex = lx.Start[x + 1], sy = ly.Start[y], ey = ly.Start[y + 1];
+            if (ex - sx != ey - sy) return false;
+            for (var i = 0; i < ex - sx; i++)
+            {
+                int px = lx.Links[sx + i], py = ly.Links[sy + i];
+                if (px < 0 ? py >= 0 : image(px) != py) return false;
+            }
+            return true;
+        }
+
+        public void ForEach(int op, Action<int> action)
+        {
+            for (var i = Start[op]; i < Start[op + 1]; i++) if (Links[i] >= 0) action(Links[i]);
+        }
+
+        /// <summary>Whether every stream predecessor of op satisfies the predicate (none: true).</summary>
+        public bool All(int op, Func<int, bool> predicate)
+        {
+            for (var i = Start[op]; i < Start[op + 1]; i++) if (Links[i] >= 0 && !predicate(Links[i])) return false;
+            return true;
+        }
+    }
+}

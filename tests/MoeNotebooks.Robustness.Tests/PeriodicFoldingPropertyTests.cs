@@ -1,0 +1,114 @@
+using CsCheck;
+using MoeNotebooks.Analysis;
+using MoeNotebooks.Config;
+using MoeNotebooks.Dag;
+using MoeNotebooks.Derivations;
+
+namespace MoeNotebooks.Robustness.Tests;
+
+/// <summary>
+/// Exactness of microbatch-periodic extrapolation (<see cref="DagFolding.Periodic"/>, <see cref="MicrobatchPeriodicity"/>).
+/// Oracle: the whole DAG (<see cref="DagFolding.None"/>: every GPU, every microbatch) of the same scenario, built,
+/// priced and scheduled by the same code. Over the random-scenario stream with the microbatch count widened so that
+/// pipelines run long enough to extrapolate (PP + 6 .. PP + 30 microbatches, the microbatch size kept), DP 1-3, ZeRO
+/// 0-3, rank orders, tensor-parallel attention, all-to-all chunks and sequence parallelism drawn on top: the
+/// extrapolated total, critical-path seconds by category, breakdowns, per-GPU usage, operation counts (whole and by
+/// kind) equal the whole DAG's, times to 1e-12 relative (busy times to 1e-12 of the total: the oracle sums finish - start
+/// at times up to the total), and the extrapolated formula evaluates to the whole path's length.
+/// </summary>
+public class PeriodicFoldingPropertyTests
+{
+    private static readonly string[] RankOrders = ["tp-ep-pp-dp", "dp-tp-ep-pp", "pp-dp-ep-tp"];
+
+    private static Gen<Scenario> Cases =>
+        from c in RandomScenarios.Valid()
+        from extra in Gen.Int[6, 30]
+        from dp in Gen.Int[1, 3]
+        from zero in Gen.Int[0, 3]
+        from order in Gen.OneOf(RankOrders)
+        from tensorAttention in Gen.Int[0, 3]
+        from chunks in Gen.Int[1, 2]
+        from sp in Gen.Int[0, 3]
+        select Widen(c, extra, dp, zero, order, tensorAttention == 0, chunks, sp == 0);
+
+    private static Scenario Widen(RandomCase c, int extra, int dp, int zero, string order, bool tensorAttention, int chunks, bool sp)
+    {
+        if (c.Derivation == Derivation.Seed) return c.Scenario;
+        var m = c.PP + extra;
+        var wide = c with { DP = dp, Microbatches = m, Batch = c.Batch / (c.DP * c.Microbatches) * dp * m };
+        var s = wide.Scenario;
+        var st = s.Strategy with
+        {
+            ZeroStage = c.Mode == WorkloadMode.Training && !c.DistributedOptimizer ? zero : 0,
+            RankOrder = order,
+            Attention = tensorAttention ? AttentionPlacement.TensorParallel : AttentionPlacement.DataParallel,
+        };
+        if (tensorAttention && s.Model.AttentionHeads % (st.TP * st.EP) != 0) st = st with { Attention = AttentionPlacement.DataParallel };
+        s = (s with { Strategy = st }).Validated();
+        // Options whose validity depends on the rest: drawn, kept only when the scenario stays valid.
+        foreach (var option in new Func<StrategySpec, StrategySpec>[] { x => x with { AllToAllChunks = chunks }, x => x with { SequenceParallel = sp && x.TP > 1 } })
+        {
+            try { s = (s with { Strategy = option(s.Strategy) }).Validated(); }
+            catch (ConfigException) { }
+        }
+        return s;
+    }
+
+    [Fact]
+    public void Extrapolated_run_has_the_whole_dags_total_critical_path_seconds_breakdowns_and_counts()
+    {
+        long tried = 0, extrapolated = 0;
+        var refusals = new Dictionary<string, int>();
+        Property.Check(Cases, s =>
+        {
+            if (MicrobatchPeriodicity.WhyNot(s) is null) tried++;
+            if (AssertExtrapolatedEqualsWhole(s)) extrapolated++;
+            else if (MicrobatchPeriodicity.LastRefusal is { } why) refusals[why] = refusals.GetValueOrDefault(why) + 1;
+        }, count: Math.Min(Property.Iterations, 2_000));
+        foreach (var (why, n) in refusals.OrderByDescending(kv => kv.Value)) Console.WriteLine($"  not extrapolated ({n}): {why}");
+        // Not vacuous: a good share of the cases it may try are extrapolated (the rest: too short to gain, no repetition
+        // within the budget, or link contention whose order is not periodic).
+        Assert.True(extrapolated > tried / 4, $"{extrapolated} of {tried} eligible cases extrapolated");
+        Console.WriteLine($"periodic extrapolation: {extrapolated} of {tried} eligible cases extrapolated");
+    }
+
+    /// <summary>Compares <see cref="Scenario.Evaluate"/> (periodic) with the whole DAG; returns whether it extrapolated.</summary>
+    internal static bool AssertExtrapolatedEqualsWhole(Scenario s)
+    {
+        var e = s.Evaluate(DagFolding.Periodic);
+        if (e.Result.Extrapolation is not { } x) return false;
+        var cost = s.CreateCostModel();
+        var whole = s.BuildDag(DagFolding.None);
+        var w = whole.CriticalPath(cost);
+        var f = e.Result;
+        Close(w.TotalSeconds, f.TotalSeconds, "total");
+        Assert.Equal(whole.Count, x.Operations);
+        foreach (var (kind, n) in whole.CountByKind()) Assert.Equal(n, x.OperationsByKind.GetValueOrDefault(kind));
+        foreach (var (k, v) in w.CriticalPathSecondsByCategory) Close(v, f.CriticalPathSecondsByCategory[k], $"critical {k}");
+        // Busy times are sums of (finish - start) at times up to the total, so the oracle itself rounds at 1e-12 of the
+        // total (not of a small busy time): they are compared at that scale.
+        var t = w.TotalSeconds;
+        foreach (var (k, v) in w.BreakdownSeconds) CloseTo(v, f.BreakdownSeconds[k], t, $"breakdown {k}");
+        Assert.Equal(w.PerGpu.Count, f.PerGpu.Count);
+        for (var g = 0; g < w.PerGpu.Count; g++)
+        {
+            GpuUsage a = w.PerGpu[g], b = f.PerGpu[g];
+            CloseTo(a.MatmulSeconds, b.MatmulSeconds, t, $"GPU {g} matmul");
+            CloseTo(a.AttentionSeconds, b.AttentionSeconds, t, $"GPU {g} attention");
+            CloseTo(a.ElementwiseSeconds, b.ElementwiseSeconds, t, $"GPU {g} elementwise");
+            CloseTo(a.CommunicationSeconds, b.CommunicationSeconds, w.TotalSeconds, $"GPU {g} communication");
+            CloseTo(a.OverlappedCommunicationSeconds, b.OverlappedCommunicationSeconds, w.TotalSeconds, $"GPU {g} overlapped");
+            CloseTo(a.IdleSeconds, b.IdleSeconds, w.TotalSeconds, $"GPU {g} idle");
+        }
+        // Formula: it evaluates to the critical path's length, as the whole DAG's does. (Term by term the two may differ
+        // where two routes tie in exact arithmetic and rounding picks either: the category sums above still agree.)
+        var formula = RuntimeFormula.FromCriticalPath(w);
+        CloseTo(formula.Evaluate(cost, whole.Dtype, whole.ElementBytes), e.Formula.Evaluate(cost, whole.Dtype, whole.ElementBytes), 1e3 * t, "formula");
+        return true;
+    }
+
+    internal static void Close(double expected, double actual, string what) => CloseTo(expected, actual, Math.Max(Math.Abs(expected), Math.Abs(actual)), what);
+
+    internal static void CloseTo(double expected, double actual, double scale, string what) =>
+        Assert.True(Math.Abs(expected - actual) <= 1e-12 * scale, $"{what}: whole DAG {expected:R}, extrapolated {actual:R}");
+}
