@@ -129,11 +129,6 @@ public class PropertyTests
     public void More_tokens_never_lower_the_total(bool efficiency)
     {
         var gen = from c in RandomScenarios.Valid()
-                  // Hybrid cases with a pipeline are left out of the monotonicity properties: with a stage of MoE-only layers
-                  // the NIC-contention scheduler delays an all-to-all behind other sends differently as sizes change, and the
-                  // total can fall (e.g. EP2 TP2 PP3, pattern "*--E", scatter/gather: 24 x 109 tokens 0.222 ms, 30 x 109 0.212 ms).
-                  // Reported to the scheduler's owner (issue 13's contention); hybrid cases still run every other property.
-                  where c.HybridPattern is null || c.PP == 1
                   from moreBatch in Gen.Int[0, 3]
                   from moreSeq in Gen.Int[0, 64]
                   where moreBatch + moreSeq > 0
@@ -153,11 +148,6 @@ public class PropertyTests
     public void Faster_gpus_never_raise_the_total()
     {
         var gen = from c in RandomScenarios.Valid()
-                  // Hybrid cases with a pipeline are left out of the monotonicity properties: with a stage of MoE-only layers
-                  // the NIC-contention scheduler delays an all-to-all behind other sends differently as sizes change, and the
-                  // total can fall (e.g. EP2 TP2 PP3, pattern "*--E", scatter/gather: 24 x 109 tokens 0.222 ms, 30 x 109 0.212 ms).
-                  // Reported to the scheduler's owner (issue 13's contention); hybrid cases still run every other property.
-                  where c.HybridPattern is null || c.PP == 1
                   from flops in Gen.Double[1, 4]
                   from hbm in Gen.Double[1, 4]
                   select (c, flops, hbm);
@@ -181,11 +171,6 @@ public class PropertyTests
     public void Faster_links_never_raise_the_total()
     {
         var gen = from c in RandomScenarios.Valid()
-                  // Hybrid cases with a pipeline are left out of the monotonicity properties: with a stage of MoE-only layers
-                  // the NIC-contention scheduler delays an all-to-all behind other sends differently as sizes change, and the
-                  // total can fall (e.g. EP2 TP2 PP3, pattern "*--E", scatter/gather: 24 x 109 tokens 0.222 ms, 30 x 109 0.212 ms).
-                  // Reported to the scheduler's owner (issue 13's contention); hybrid cases still run every other property.
-                  where c.HybridPattern is null || c.PP == 1
                   from bw in Gen.Double[1, 8]
                   from lat in Gen.Double[0, 1]
                   select (c, bw, lat);

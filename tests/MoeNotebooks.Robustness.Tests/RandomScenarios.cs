@@ -41,15 +41,15 @@ public sealed record RandomCase(
         $"{(HybridPattern is { } p ? $" hybrid {p} mamba {MambaHeads}x{MambaHeadDim} N {MambaState} Q {MambaChunk}" : "")}" +
         $"{(AllToAllOverlap != MoeAllToAllOverlap.None ? $" a2a {AllToAllOverlap}" : "")}{(DeepEpSms is { } sms ? $" deep-ep-normal {sms} SMs" : "")}");
 
-    public ModelSpec Model => new("random", Layers, HiddenSize, Heads, Ffn, Experts, TopK, Batch, Sequence, ModelSpec.DtypeBytes[Dtype], Dtype)
+    private ModelSpec Plain => new("random", Layers, HiddenSize, Heads, Ffn, Experts, TopK, Batch, Sequence, ModelSpec.DtypeBytes[Dtype], Dtype)
     {
         Routing = Zipf > 0 ? new RoutingSpec(RoutingDistribution.Zipf, Zipf) : RoutingSpec.Uniform,
-        HybridOverridePattern = HybridPattern,
-        MambaNumHeads = HybridPattern is null ? null : MambaHeads,
-        MambaHeadDim = MambaHeadDim,
-        MambaStateDim = MambaState,
-        MambaNumGroups = HybridPattern is null ? 8 : TP,
-        MambaChunkSize = MambaChunk,
+    };
+
+    public ModelSpec Model => HybridPattern is null ? Plain : Plain with
+    {
+        HybridOverridePattern = HybridPattern, MambaNumHeads = MambaHeads, MambaHeadDim = MambaHeadDim, MambaStateDim = MambaState,
+        MambaNumGroups = TP, MambaChunkSize = MambaChunk,
     };
 
     private string HybridJson => HybridPattern is null ? "" : string.Create(CultureInfo.InvariantCulture,
@@ -127,7 +127,6 @@ public static class RandomScenarios
         from megatron in Megatron
         from a2a in Gen.Int[0, 3]
         from deepEpSms in Gen.OneOf(1, 20, 60)
-        from hybrid in Hybrid(layers)
         let heads = tp * headsPerRank
         let hidden = (long)heads * headDim
         let experts = ep * expertsPerRank
@@ -150,15 +149,27 @@ public static class RandomScenarios
             AllToAllOverlap = a2a == 0 && execution.Mode == WorkloadMode.Training && ep > 1 && pp == 1 && schedule == PipelineSchedule.OneFOneB && execution.Overlap
                 ? MoeAllToAllOverlap.OneFOneB : a2a == 1 ? MoeAllToAllOverlap.DeepEp : MoeAllToAllOverlap.None,
             DeepEpSms = a2a == 1 || (a2a == 0 && deepEpSms != 1) ? deepEpSms : null,
+        };
+
+    /// <summary>
+    /// Hybrid cases (issue 14's Mamba block): a corrected-derivation case of the stream made a hybrid. Its own stream, so
+    /// the shared stream's cases (and the properties tuned on them) stay as they were.
+    /// </summary>
+    public static Gen<RandomCase> Hybrids() =>
+        from c in Corrected(false)
+        from hybrid in Hybrid(c.Layers)
+        where hybrid.Pattern is not null
+        select c with
+        {
             HybridPattern = hybrid.Pattern,
-            MambaHeads = tp * hybrid.HeadsPerRank,
+            MambaHeads = c.TP * hybrid.HeadsPerRank,
             MambaHeadDim = hybrid.HeadDim,
             MambaState = hybrid.State,
             MambaChunk = hybrid.Chunk,
         };
 
     /// <summary>
-    /// One case in four a hybrid: a pattern of the case's layer count over M, *, -, E with one position forced to 'E'
+    /// A hybrid pattern (three draws in four; null otherwise): a pattern of the case's layer count over M, *, -, E with one position forced to 'E'
     /// (the random models have experts); Mamba heads a multiple of TP (groups = TP), small heads, state and chunk.
     /// </summary>
     private static Gen<(string? Pattern, int HeadsPerRank, int HeadDim, int State, int Chunk)> Hybrid(int layers) =>
@@ -169,7 +180,7 @@ public static class RandomScenarios
         from headDim in Gen.OneOf(4, 8, 16)
         from state in Gen.OneOf(2, 4, 8)
         from chunk in Gen.OneOf(8, 16, 64)
-        select (draw == 0 ? new string(symbols.Select((c, i) => i == forced ? 'E' : c).ToArray()) : null, headsPerRank, headDim, state, chunk);
+        select (draw != 0 ? new string(symbols.Select((c, i) => i == forced ? 'E' : c).ToArray()) : null, headsPerRank, headDim, state, chunk);
 
     /// <summary>Distributed optimizer (1 in 4), no gradient-reduce overlap (1 in 4), explicit first-stage layers (1 in 3, with pp &gt; 1).</summary>
     private static Gen<(bool DistributedOptimizer, bool OverlapGradReduce, bool Uneven)> Megatron =>
