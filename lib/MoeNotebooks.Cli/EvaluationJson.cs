@@ -121,6 +121,16 @@ public static class EvaluationJson
                 w.WriteEndArray();
                 w.WriteEndObject();
             }
+            if (Analysis.AllToAllExposure.Of(e.Result) is { } a2a)
+            {
+                w.WriteStartObject("allToAll");
+                w.WriteString("overlap", Config.JsonObjectReader.Kebab(e.Scenario.Strategy.MoeAllToAllOverlap.ToString()));
+                w.WriteNumber("secondsPerGpu", a2a.Seconds);
+                w.WriteNumber("hiddenSecondsPerGpu", a2a.HiddenSeconds);
+                w.WriteNumber("exposedSecondsPerGpu", a2a.ExposedSeconds);
+                w.WriteNumber("smShareTaken", e.Cost.AllToAllSmShare);
+                w.WriteEndObject();
+            }
             if (sensitivitySpeedup is { } speedup)
             {
                 w.WriteStartObject("sensitivity");

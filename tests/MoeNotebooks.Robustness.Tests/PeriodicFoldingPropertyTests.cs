@@ -34,7 +34,13 @@ public class PeriodicFoldingPropertyTests
     private static Scenario Widen(RandomCase c, int extra, int dp, int zero, string order, bool tensorAttention, int chunks, bool sp)
     {
         if (c.Derivation == Derivation.Seed) return c.Scenario;
-        var m = c.PP + extra;
+        // Schedules with their own microbatch rules (DualPipe: even, >= 2 PP) keep them: the count is made even.
+        try { return WidenTo(c, c.PP + extra + (extra % 2), dp, zero, order, tensorAttention, chunks, sp); }
+        catch (ConfigException) { return c.Scenario; }
+    }
+
+    private static Scenario WidenTo(RandomCase c, int m, int dp, int zero, string order, bool tensorAttention, int chunks, bool sp)
+    {
         var wide = c with { DP = dp, Microbatches = m, Batch = c.Batch / (c.DP * c.Microbatches) * dp * m };
         var s = wide.Scenario;
         var st = s.Strategy with
@@ -111,4 +117,42 @@ public class PeriodicFoldingPropertyTests
 
     internal static void CloseTo(double expected, double actual, double scale, string what) =>
         Assert.True(Math.Abs(expected - actual) <= 1e-12 * scale, $"{what}: whole DAG {expected:R}, extrapolated {actual:R}");
+}
+
+/// <summary>Periodic extrapolation on the shipped training scenarios, and refusal of what it is not proven for. Oracle: the whole DAG.</summary>
+public class PeriodicFoldingTargetedTests
+{
+    private static Scenario Load(string name)
+    {
+        for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir is not null; dir = dir.Parent)
+        {
+            var path = Path.Combine(dir.FullName, "data", "scenarios", name + ".json");
+            if (File.Exists(path)) return Scenario.Load(path);
+        }
+        throw new FileNotFoundException($"data/scenarios/{name}.json not found above {AppContext.BaseDirectory}");
+    }
+
+    [Theory]
+    [InlineData("ep16-training")]
+    [InlineData("tp8-pp2-training")]
+    public void Shipped_training_runs_are_extrapolated_and_equal_the_whole_dag(string name)
+    {
+        var s = Load(name);
+        Assert.True(PeriodicFoldingPropertyTests.AssertExtrapolatedEqualsWhole(s), MicrobatchPeriodicity.LastRefusal);
+        var x = s.Evaluate().Result.Extrapolation!;
+        Assert.True(x.BuiltMicrobatches < x.Microbatches, $"{x}");
+    }
+
+    [Theory]
+    [InlineData(PipelineSchedule.Gpipe)]
+    [InlineData(PipelineSchedule.ZeroBubbleH1)]
+    public void Schedules_not_proven_periodic_are_built_whole(PipelineSchedule schedule)
+    {
+        var s = Load("ep16-training");
+        s = (s with { Strategy = s.Strategy with { Schedule = schedule } }).Validated();
+        Assert.NotNull(MicrobatchPeriodicity.WhyNot(s));
+        var e = s.Evaluate();
+        Assert.Null(e.Result.Extrapolation);
+        Assert.Equal(s.BuildDag().Count, e.Dag.RepresentedCount);
+    }
 }

@@ -56,12 +56,22 @@ public class AllToAllOverlapTests
         const int m = 3;
         var plainDag = Plain(m).BuildDag(OneLayer);
         var overlapDag = (Plain(m) with { MoeAllToAllOverlap = MoeAllToAllOverlap.OneFOneB }).BuildDag(OneLayer);
-        var plain = Scheduler.Schedule(plainDag, Durations(plainDag, taf, tab, tef, teb, a)).TotalSeconds;
-        var overlap = Scheduler.Schedule(overlapDag, Durations(overlapDag, taf, tab, tef, teb, a)).TotalSeconds;
+        var plainResult = Scheduler.Schedule(plainDag, Durations(plainDag, taf, tab, tef, teb, a));
+        var overlapResult = Scheduler.Schedule(overlapDag, Durations(overlapDag, taf, tab, tef, teb, a));
+        var plain = plainResult.TotalSeconds;
+        var overlap = overlapResult.TotalSeconds;
         double f = taf + tef + 2 * a, b = teb + tab + 2 * a;
         Assert.Equal(m * (f + b), plain, 1e-9);
         var hidden = Math.Min(a, taf) + Math.Min(a, tab) + Math.Min(a, tef) + Math.Min(a, teb);
         Assert.Equal(m * (f + b) - (m - 1) * hidden, overlap, 1e-9);
+        // What `moe evaluate` reports (AllToAllExposure): 4m all-to-alls of a per GPU; none under compute in the plain
+        // run, (m - 1) x sum_i min(a, T_i) under the overlap.
+        var exposedPlain = AllToAllExposure.Of(plainResult)!;
+        var exposedOverlap = AllToAllExposure.Of(overlapResult)!;
+        Assert.Equal(4 * m * a, exposedPlain.Seconds, 1e-9);
+        Assert.Equal(0, exposedPlain.HiddenSeconds, 1e-9);
+        Assert.Equal(4 * m * a, exposedOverlap.Seconds, 1e-9);
+        Assert.Equal((m - 1) * hidden, exposedOverlap.HiddenSeconds, 1e-9);
     }
 
     [Fact]
@@ -144,5 +154,26 @@ public class AllToAllOverlapTests
         Assert.Equal("strategy.moeAllToAllOverlap", e.Field);
         Assert.Equal("\"1f1b\"", e.Value);
         Assert.True(e.Requirement.Contains(why, StringComparison.Ordinal), e.Requirement);
+    }
+
+    [Fact]
+    public void The_overlap_keeps_one_more_microbatch_of_activations_live()
+    {
+        // Oracle: Megatron's combined 1F1B runs one extra warm-up forward (schedules.py: "num_warmup_microbatches + 1"),
+        // so with one stage two microbatches are in flight instead of one, and a two-stage pipeline's first stage three
+        // instead of two; the saved activations grow with them, weights and optimizer do not.
+        var model = new ModelSpec("moe", 4, 1024, 8, 2048, 8, 2, 16, 1024);
+        foreach (var (pp, plainInFlight) in new[] { (1, 1), (2, 2) })
+        {
+            var st = new StrategySpec(4, 1, pp, 1, Microbatches: 4) { Mode = WorkloadMode.Training };
+            if (pp > 1) st = st with { Schedule = PipelineSchedule.Interleaved, VirtualStages = 2 };
+            var hw = H100.WithGpus(st.GpuCount);
+            var plain = MemoryModel.Estimate(model, st, hw).Stages[0];
+            var overlap = MemoryModel.Estimate(model, st with { MoeAllToAllOverlap = MoeAllToAllOverlap.OneFOneB }, hw).Stages[0];
+            if (pp == 1) Assert.Equal(plainInFlight, plain.MicrobatchesInFlight);
+            Assert.Equal(plain.MicrobatchesInFlight + 1, overlap.MicrobatchesInFlight);
+            Assert.True(overlap.ActivationsBytes > plain.ActivationsBytes);
+            Assert.Equal(plain.OptimizerBytes, overlap.OptimizerBytes);
+        }
     }
 }

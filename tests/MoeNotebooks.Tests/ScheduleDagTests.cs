@@ -118,6 +118,9 @@ public class ScheduleDagTests
         var one = MemoryModel.Estimate(model, st with { Schedule = PipelineSchedule.OneFOneB }, HardwareCatalog.Get("H100-SXM") with { GpuCount = 4 });
         for (var s = 0; s < 4; s++) Assert.Equal(2 * one.Stages[s].WeightsBytes, mem.Stages[s].WeightsBytes, 6);
         Assert.Contains(MemoryModel.DualPipeNote, mem.ToString());   // what `moe evaluate` prints on its Memory line
+        // ZB-H1 keeps 1F1B's memory (Qi et al. §3.1: W passes hold no extra microbatch in flight).
+        var zb = MemoryModel.Estimate(model, st with { Schedule = PipelineSchedule.ZeroBubbleH1 }, HardwareCatalog.Get("H100-SXM") with { GpuCount = 4 });
+        Assert.Equal(one.PeakBytesPerGpu, zb.PeakBytesPerGpu);
         Assert.DoesNotContain("DualPipe", one.ToString());
     }
 
@@ -168,6 +171,21 @@ public class ScheduleDagTests
             }
         }
         Assert.Equal(2 * 5, pairs);   // hand count from the plan: m/2 - pp + 1 = 3 rounds of two pairs per rank, the first half unoverlapped (middle rank)
+    }
+
+    [Fact]
+    public void EachDualPipeParameterCopyCastsItsWeightsOnce()
+    {
+        // Oracle: Transformer Engine casts a linear layer's weight once per step, in its first microbatch
+        // (is_first_microbatch). Under DualPipe each rank holds two copies (stages s and pp - 1 - s) whose first
+        // microbatches are 0 (entering at rank 0) and m/2 (entering at rank pp - 1): by hand, one weight cast per
+        // linear layer per copy, so twice the weight casts of 1F1B on the same layout (which holds one copy).
+        var model = Dense(2) with { Precision = PrecisionRecipe.Get("fp8-current") };
+        var st = Pipeline(2, 4, PipelineSchedule.DualPipe);
+        int Casts(OperatorDag d) => Enumerable.Range(0, d.Count).Count(op => d.Kind(op) == OpKind.Quantize && d.Phase(op) == OpPhase.Forward && d.Predecessors(op).Length == 0);
+        var oneF = Casts((st with { Schedule = PipelineSchedule.OneFOneB }).BuildDag(model));
+        Assert.True(oneF > 0);
+        Assert.Equal(2 * oneF, Casts(st.BuildDag(model)));
     }
 
     [Fact]

@@ -182,6 +182,9 @@ public static class MemoryModel
         var a2aBuffers = model.IsDense || (st.EP == 1 && !seed) ? 0 : 2 * e * Math.Max(tokens / sp * model.TopK, expertTokens) * model.ExpertInputWidth;
 
         var plan = PipelinePlan.Build(st.PP, st.VirtualStages, microbatches, st.Schedule, training);
+        // Megatron-Core's EP all-to-all overlap runs one extra warm-up forward: one more microbatch's activations live.
+        if (training && !seed && st.MoeAllToAllOverlap == MoeAllToAllOverlap.OneFOneB)
+            for (var s = 0; s < plan.Length; s++) plan[s] = PipelinePlan.MergedForwardBackward(plan[s]);
         var chunkLayers = seed ? PipelineLayers.Split(model.Layers, st.PP, 1, null, null) : st.ChunkLayers(model.Layers);
         var stages = new List<StageMemory>();
         for (var stage = 0; stage < st.PP; stage++)

@@ -161,10 +161,17 @@ internal sealed partial class LayerContext
     /// </summary>
     public int LinearForward(OpKind kind, int g, MatmulShape shape, int layer, ReadOnlySpan<int> deps, int index, int mb, BlockPass pass)
     {
-        if (Quantization is null || pass != BlockPass.Forward || mb != 0) return B.AddMatmul(kind, g, shape, layer, deps, index, mb);
+        if (Quantization is null || pass != BlockPass.Forward || !FirstMicrobatchOfCopy(mb)) return B.AddMatmul(kind, g, shape, layer, deps, index, mb);
         var cast = B.AddMemoryBound(OpKind.Quantize, g, Quantization.QuantizeBytes(shape.K * shape.N, Training), layer, [], index, mb);
         return B.AddMatmul(kind, g, shape, layer, [.. deps, cast], index, mb);
     }
+
+    /// <summary>
+    /// The first microbatch a weight copy sees: 0, and under DualPipe in training also m / 2, the first microbatch
+    /// entering from the other end (it runs on the second parameter copy, cast on its own).
+    /// </summary>
+    private bool FirstMicrobatchOfCopy(int mb) =>
+        mb == 0 || (Training && St.Schedule == PipelineSchedule.DualPipe && mb == St.Microbatches / 2);
 
     /// <summary>A linear layer's dX and dW; under a quantizing recipe the output gradient is quantized first (row- and column-wise copies).</summary>
     public int LinearBackward(OpKind kind, int g, MatmulShape fwd, int layer, ReadOnlySpan<int> deps, int index, int mb)
