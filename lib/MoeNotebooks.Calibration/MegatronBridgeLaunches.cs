@@ -41,7 +41,7 @@ public sealed record LaunchLayout(int TP, int PP, int? VP, int EP, int MicroBatc
 public sealed record BridgeLaunch(
     string Family, string Gpu, string Precision, IReadOnlyList<string> Releases, string Config, LaunchLayout Layout,
     bool MoeA2aOverlap, BridgeDispatcher Dispatcher, string? PpLayout, IReadOnlyList<string>? RecomputeModules,
-    string? CudaGraphImpl, IReadOnlyList<string>? CudaGraphScope, LaunchSource Source)
+    string? CudaGraphImpl, IReadOnlyList<string>? CudaGraphScope, LaunchSource Source, string? Note = null)
 {
     /// <summary>The core's all-to-all implementation for the dispatcher: alltoall -> NCCL; deepep and hybridep -> DeepEP normal (see the data file's mapping).</summary>
     public AllToAllImplementation AllToAll => Dispatcher == BridgeDispatcher.Alltoall ? AllToAllImplementation.Nccl : AllToAllImplementation.DeepEpNormal;
@@ -160,7 +160,7 @@ public sealed record BridgeLaunchCatalog(string Source, IReadOnlyList<BridgeLaun
             var e = new BridgeLaunch(r.String("family"), r.String("gpu"), r.String("precision"), Strings(r, "releases") ?? [], r.String("config"), layout,
                 r.OptionalBool("moeA2aOverlap") ?? throw new ConfigException(r.Child("moeA2aOverlap"), "(missing)", "must be true or false", source),
                 JsonObjectReader.ParseEnum<BridgeDispatcher>(r.Child("dispatcher"), dispatcherText, source),
-                r.OptionalString("ppLayout"), Strings(r, "recomputeModules"), r.OptionalString("cudaGraphImpl"), Strings(r, "cudaGraphScope"), Src(r));
+                r.OptionalString("ppLayout"), Strings(r, "recomputeModules"), r.OptionalString("cudaGraphImpl"), Strings(r, "cudaGraphScope"), Src(r), r.OptionalString("note"));
             r.Finish();
             Key(r, e.Gpu, e.Precision);
             if (e.Releases.Count == 0) throw new ConfigException(r.Child("releases"), "[]", "must name at least one release the entry was read for", source);

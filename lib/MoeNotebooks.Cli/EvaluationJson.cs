@@ -129,6 +129,7 @@ public static class EvaluationJson
                 w.WriteNumber("hiddenSecondsPerGpu", a2a.HiddenSeconds);
                 w.WriteNumber("exposedSecondsPerGpu", a2a.ExposedSeconds);
                 w.WriteNumber("smShareTaken", e.Cost.AllToAllSmShare);
+                if (a2a.BuiltMicrobatches is { } built) w.WriteNumber("builtMicrobatches", built);
                 w.WriteEndObject();
             }
             if (sensitivitySpeedup is { } speedup)

@@ -39,7 +39,7 @@ public static class EvaluationTable
         o.WriteLine($"Memory     {e.Memory}");
         if (e.Routing is { } routing) o.WriteLine($"Routing    {e.Scenario.Model.Routing}: {routing}");
         if (Analysis.AllToAllExposure.Of(r) is { } a2a)
-            o.WriteLine(string.Create(c, $"All-to-all {a2a.Seconds:F4} s per GPU, {a2a.HiddenSeconds:F4} s of it under compute, {a2a.ExposedSeconds:F4} s exposed (moeAllToAllOverlap {JsonObjectReader.Kebab(e.Scenario.Strategy.MoeAllToAllOverlap.ToString())}{(e.Cost.AllToAllSmShare > 0 ? $"; DeepEP takes {e.Cost.AllToAllSmShare:P1} of the SMs while it runs" : "")})"));
+            o.WriteLine(string.Create(c, $"All-to-all {(a2a.BuiltMicrobatches is { } built ? $"(schedule of the {built} built microbatches) " : "")}{a2a.Seconds:F4} s per GPU, {a2a.HiddenSeconds:F4} s of it under compute, {a2a.ExposedSeconds:F4} s exposed (moeAllToAllOverlap {JsonObjectReader.Kebab(e.Scenario.Strategy.MoeAllToAllOverlap.ToString())}{(e.Cost.AllToAllSmShare > 0 ? $"; DeepEP takes {e.Cost.AllToAllSmShare:P1} of the SMs while it runs" : "")})"));
         var warnings = EvaluationWarnings.Of(e);
         if (warnings.Count > 0)
         {

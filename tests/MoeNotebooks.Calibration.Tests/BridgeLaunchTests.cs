@@ -95,6 +95,20 @@ public class BridgeLaunchTests
         Assert.Contains("MBS 1", kimi.LaunchNote);
     }
 
+    [CalibrationDataFact]
+    public void Every_expressible_moe_row_was_looked_up_and_found_or_listed_with_why()
+    {
+        // Oracle: the CSV's expressible Megatron-Bridge MoE rows: each has an entry or a notFound line in the data file
+        // (none falls through as "not collected"), and every entry names only releases of rows that exist.
+        var moe = Runs.Where(r => r.Framework == ModernFramework.MegatronBridge && r.IsMoe)
+            .Select(r => ModernPredictor.ScenarioOf(r).Scenario).OfType<ModernScenario>().ToArray();
+        Assert.True(moe.Length >= 50, $"{moe.Length} rows");
+        Assert.All(moe, s => Assert.True(s.Launch is not null || s.LaunchNote!.StartsWith("launch settings not found"), $"{s.Run.Id}: {s.LaunchNote}"));
+        foreach (var l in BridgeLaunchCatalog.Published.Launches)
+            foreach (var release in l.Releases)
+                Assert.Contains(moe, s => s.Launch == l && s.Run.Release == release);
+    }
+
     /// <summary>A small MoE row with a launch entry that turns the overlap on.</summary>
     private static ModernScenario Small(int pp, int layers, int microbatches)
     {

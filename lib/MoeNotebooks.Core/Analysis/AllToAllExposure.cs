@@ -7,7 +7,9 @@ namespace MoeNotebooks.Analysis;
 /// <see cref="Seconds"/> of all-to-all on a GPU's communication stream, <see cref="HiddenSeconds"/> of it while the
 /// GPU's compute stream was busy. Shows what Megatron-Core's EP overlap (<c>moeAllToAllOverlap</c>) buys.
 /// </summary>
-public sealed record AllToAllExposure(double Seconds, double HiddenSeconds)
+/// <param name="BuiltMicrobatches">When the run was extrapolated from fewer built microbatches
+/// (<see cref="CriticalPathResult.Extrapolation"/>), the measure is of that built schedule: its microbatch count; else null.</param>
+public sealed record AllToAllExposure(double Seconds, double HiddenSeconds, int? BuiltMicrobatches = null)
 {
     public double ExposedSeconds => Seconds - HiddenSeconds;
 
@@ -54,6 +56,6 @@ public sealed record AllToAllExposure(double Seconds, double HiddenSeconds)
                     hidden += Math.Max(0, Math.Min(f, busy[k].F) - Math.Max(s, busy[k].S));
             }
         }
-        return new AllToAllExposure(total / gpus, hidden / gpus);
+        return new AllToAllExposure(total / gpus, hidden / gpus, r.Extrapolation?.BuiltMicrobatches);
     }
 }
