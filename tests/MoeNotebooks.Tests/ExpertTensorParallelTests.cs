@@ -172,6 +172,27 @@ public class ExpertTensorParallelTests
     }
 
     [Fact]
+    public void SequenceParallelMoeLayerKeepsItsNormsAndRouterLogitsOnOneTensorParallelShare()
+    {
+        // Oracle: hand count of one layer's working set (a forward pass holds one layer's activations), EP 2 x TP 2,
+        // T = 1024 tokens a rank, H 1024, bf16, 8 experts: under SP the attention norm's input and output (2H a token,
+        // Korthikanti §4.2.2) and the MoE block's (2H) hold 1/TP of the tokens, and so do the router's FP32 logits
+        // (8 experts x 4 bytes a token, each rank routes its own T/TP): less by (2 x 1024 x 2 x 1024 x 2 + 1024 x 8 x 4)
+        // x (1 - 1/2) = 4,210,688 bytes. The all-to-all buffers stay (the busiest rank receives 2048 tokens either way).
+        var st = new StrategySpec(2, 2, 1, 1);
+        var hw = HardwareCatalog.Get("DGX-H100").WithGpus(4);
+        var plain = MemoryModel.Estimate(Moe, st, hw).Stages[0];
+        var sp = MemoryModel.Estimate(Moe, st with { SequenceParallel = true }, hw).Stages[0];
+        Assert.Equal(4_210_688, plain.ActivationsBytes - sp.ActivationsBytes, 6);
+        Assert.Equal(plain.AllToAllBufferBytes, sp.AllToAllBufferBytes);
+        // Folding ETP 1 under TP 2 (EP 4): each rank holds its 2 experts whole (F / ETP = 4096, not 4096 / TP) in each of
+        // the 2 layers: 2 layers x 2 experts x 2 matrices x 1024 x 4096 x 2 bytes = 64 MiB of expert weights.
+        var folded = new StrategySpec(4, 2, 1, 1) { ExpertTensorParallelSize = 1, SequenceParallel = true, Mode = WorkloadMode.Training };
+        Assert.Equal(2.0 * 2 * 2 * 1024 * 4096 * 2, MemoryModel.Estimate(Moe, folded, hw).Stages[0].WeightsBytes
+            - ParameterCounts.OnStage(Moe, folded, 0).NonExpert * 2.0, 6);
+    }
+
+    [Fact]
     public void SearchEnumeratesExpertTensorParallelAndSequenceParallelAndCountsTheRejections()
     {
         // Oracle: hand enumeration on 2 GPUs, one microbatch. Factorizations EP x X x PP x EDP = 2: (1,1,1,2), (1,1,2,1),
@@ -185,6 +206,10 @@ public class ExpertTensorParallelTests
         Assert.Equal(3, candidates.Count(c => c.SequenceParallel));
         Assert.Equal(4, candidates.Count(c => c.ETP != c.TP));
         Assert.All(candidates, c => Assert.Equal(2, c.GpuCount));
+        // SP alone: the 6 layouts once, the TP-1 ones without SP (Megatron-LM turns it off at TP 1), not dropped.
+        var spOnly = StrategySearch.Candidates(2, [1], template, expertTensorParallel: [null, 1], sequenceParallel: [true]);
+        Assert.Equal(6, spOnly.Count);
+        Assert.All(spOnly, c => Assert.Equal(c.TP > 1, c.SequenceParallel));
         var scenario = new Scenario("etp", Moe, HardwareCatalog.Get("DGX-H100").WithGpus(2), template, CostModelSpec.Ideal);
         var result = StrategySearch.Run(scenario, 2, new SearchOptions(Top: 9, Microbatches: [1], SkipMemoryInfeasible: false, ExpertTensorParallel: [null, 1], SequenceParallel: [false, true]));
         Assert.Equal(9, result.Considered);

@@ -101,7 +101,8 @@ public static class StrategySearch
             foreach (var sp in sps)
             {
                 if (sp && tp == 1 && sps.Contains(false)) continue;   // SP at TP 1 is the same run as without
-                AddCandidates(list, template with { ExpertTensorParallelSize = etp, SequenceParallel = sp }, ep, tp, pp, dp, microbatches, virtualStages, distributedOptimizer, schedules);
+                // Megatron-LM turns SP off at TP 1 (nothing to shard), so such a candidate is listed without it.
+                AddCandidates(list, template with { ExpertTensorParallelSize = etp, SequenceParallel = sp && tp > 1 }, ep, tp, pp, dp, microbatches, virtualStages, distributedOptimizer, schedules);
             }
         }
         return list;
