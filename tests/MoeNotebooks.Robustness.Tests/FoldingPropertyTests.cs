@@ -34,7 +34,8 @@ public class FoldingPropertyTests
         var s = wide.Scenario;
         var st = s.Strategy with
         {
-            ZeroStage = c.Mode == WorkloadMode.Training && !c.DistributedOptimizer ? zero : 0,   // the distributed optimizer is ZeRO-1 itself
+            // The distributed optimizer is ZeRO-1 itself; ZeRO-3 is refused with split or merged passes (2 then).
+            ZeroStage = c.Mode == WorkloadMode.Training && !c.DistributedOptimizer ? (zero == 3 && (c.AllToAllOverlap == MoeAllToAllOverlap.OneFOneB || c.Schedule is PipelineSchedule.ZeroBubbleH1 or PipelineSchedule.DualPipe) ? 2 : zero) : 0,
             RankOrder = order,
             Attention = tensorAttention ? AttentionPlacement.TensorParallel : AttentionPlacement.DataParallel,
         };

@@ -24,6 +24,7 @@ public class GeneratorCoverageTests
         Assert.Contains(cases, c => c.DistributedOptimizer && c.Mode == WorkloadMode.Training && (c.DP > 1 || c.EP > 1));
         Assert.Contains(cases, c => !c.OverlapGradReduce && c.Mode == WorkloadMode.Training && (c.DP > 1 || c.EP > 1));
         Assert.Contains(cases, c => c.FirstStageLayers is not null && c.Mode == WorkloadMode.Training && c.Layers > c.PP);
+        Assert.Contains(cases, c => c.OverlapParamGather && c.Mode == WorkloadMode.Training && (c.DP > 1 || c.EP > 1));
         // Issue 12's all-to-all options: Megatron-Core's EP overlap with several microbatches, DeepEP's SMs under it and alone.
         Assert.Contains(cases, c => c.AllToAllOverlap == MoeAllToAllOverlap.OneFOneB && c.Microbatches > 1);
         Assert.Contains(cases, c => c.AllToAllOverlap == MoeAllToAllOverlap.OneFOneB && c.DeepEpSms is not null && c.Microbatches > 1);

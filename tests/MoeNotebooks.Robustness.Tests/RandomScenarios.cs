@@ -23,6 +23,9 @@ public sealed record RandomCase(
     public bool OverlapGradReduce { get; init; } = true;
     public int? FirstStageLayers { get; init; }
 
+    /// <summary><c>--overlap-param-gather</c> (with the distributed optimizer only).</summary>
+    public bool OverlapParamGather { get; init; }
+
     /// <summary>Issue 12's all-to-all options: Megatron-Core's EP overlap, DeepEP (with a DeepEP cost model taking <see cref="DeepEpSms"/> SMs).</summary>
     public MoeAllToAllOverlap AllToAllOverlap { get; init; }
     public int? DeepEpSms { get; init; }
@@ -39,7 +42,7 @@ public sealed record RandomCase(
         $"{Mode} {Schedule}{(Recompute ? " recompute" : "")}{(Zipf > 0 ? $" zipf {Zipf}" : "")} {Kernel}{(Overlap ? "" : " blocking")}{(ScatterGather ? " scatter-gather" : "")}" +
         $"{(DistributedOptimizer ? " dist-opt" : "")}{(OverlapGradReduce ? "" : " no-grad-overlap")}{(FirstStageLayers is { } f ? $" first-stage {f}" : "")}" +
         $"{(HybridPattern is { } p ? $" hybrid {p} mamba {MambaHeads}x{MambaHeadDim} N {MambaState} Q {MambaChunk}" : "")}" +
-        $"{(AllToAllOverlap != MoeAllToAllOverlap.None ? $" a2a {AllToAllOverlap}" : "")}{(DeepEpSms is { } sms ? $" deep-ep-normal {sms} SMs" : "")}");
+        $"{(AllToAllOverlap != MoeAllToAllOverlap.None ? $" a2a {AllToAllOverlap}" : "")}{(DeepEpSms is { } sms ? $" deep-ep-normal {sms} SMs" : "")}{(OverlapParamGather ? " param-gather-overlap" : "")}");
 
     private ModelSpec Plain => new("random", Layers, HiddenSize, Heads, Ffn, Experts, TopK, Batch, Sequence, ModelSpec.DtypeBytes[Dtype], Dtype)
     {
@@ -56,7 +59,8 @@ public sealed record RandomCase(
         $", \"hybridOverridePattern\": \"{HybridPattern}\", \"mambaNumHeads\": {MambaHeads}, \"mambaHeadDim\": {MambaHeadDim}, \"mambaStateDim\": {MambaState}, \"mambaNumGroups\": {TP}, \"mambaChunkSize\": {MambaChunk}");
 
     public StrategySpec Strategy => new(EP, TP, PP, DP, Derivation, Microbatches) { Mode = Mode, Schedule = Schedule, Recompute = Recompute, AttentionKernel = Kernel, OverlapCommunication = Overlap, ScatterGather = ScatterGather,
-        UseDistributedOptimizer = DistributedOptimizer, OverlapGradReduce = OverlapGradReduce, DecoderFirstPipelineNumLayers = FirstStageLayers, MoeAllToAllOverlap = AllToAllOverlap };
+        UseDistributedOptimizer = DistributedOptimizer, OverlapGradReduce = OverlapGradReduce, DecoderFirstPipelineNumLayers = FirstStageLayers, MoeAllToAllOverlap = AllToAllOverlap,
+        OverlapParamGather = OverlapParamGather };
 
     public HardwareSpec Hardware => HardwareCatalog.Get(Preset) with { GpuCount = Gpus, GpusPerNode = GpusPerNode };
 
@@ -71,6 +75,7 @@ public sealed record RandomCase(
         $", \"mode\": \"{JsonObjectReader.Kebab(Mode.ToString())}\", \"schedule\": \"{JsonObjectReader.Kebab(Schedule.ToString())}\", \"recompute\": {(Recompute ? "true" : "false")}" +
         $", \"attentionKernel\": \"{JsonObjectReader.Kebab(Kernel.ToString())}\", \"overlap\": {(Overlap ? "true" : "false")}, \"scatterGather\": {(ScatterGather ? "true" : "false")}" +
         $", \"useDistributedOptimizer\": {(DistributedOptimizer ? "true" : "false")}, \"overlapGradReduce\": {(OverlapGradReduce ? "true" : "false")}" +
+        (OverlapParamGather ? ", \"overlapParamGather\": true" : "") +
         (FirstStageLayers is { } f ? string.Create(CultureInfo.InvariantCulture, $", \"decoderFirstPipelineNumLayers\": {f}") : "") +
         (AllToAllOverlap == MoeAllToAllOverlap.None ? "" : $", \"moeAllToAllOverlap\": \"{(AllToAllOverlap == MoeAllToAllOverlap.OneFOneB ? "1f1b" : "deep-ep")}\"");
 
@@ -140,6 +145,11 @@ public static class RandomScenarios
         {
             DistributedOptimizer = megatron.DistributedOptimizer,
             OverlapGradReduce = megatron.OverlapGradReduce,
+            // --overlap-param-gather is refused with split or merged passes (zero-bubble, DualPipe, the 1F1B all-to-all
+            // overlap): not priced together yet.
+            OverlapParamGather = megatron.DistributedOptimizer && megatron.OverlapParamGather
+                && schedule is not (PipelineSchedule.ZeroBubbleH1 or PipelineSchedule.DualPipe)
+                && !(a2a == 0 && execution.Mode == WorkloadMode.Training && ep > 1 && pp == 1 && schedule == PipelineSchedule.OneFOneB && execution.Overlap),
             // Megatron's first-stage count: the other pp - 1 stages one layer each, the first the rest (not with
             // DualPipe, whose ranks hold stages s and pp - 1 - s).
             FirstStageLayers = megatron.Uneven && pp > 1 && schedule != PipelineSchedule.DualPipe ? layers - (pp - 1) : null,
@@ -182,12 +192,13 @@ public static class RandomScenarios
         from chunk in Gen.OneOf(8, 16, 64)
         select (draw != 0 ? new string(symbols.Select((c, i) => i == forced ? 'E' : c).ToArray()) : null, headsPerRank, headDim, state, chunk);
 
-    /// <summary>Distributed optimizer (1 in 4), no gradient-reduce overlap (1 in 4), explicit first-stage layers (1 in 3, with pp &gt; 1).</summary>
-    private static Gen<(bool DistributedOptimizer, bool OverlapGradReduce, bool Uneven)> Megatron =>
+    /// <summary>Distributed optimizer (1 in 4; with it --overlap-param-gather 1 in 2), no gradient-reduce overlap (1 in 4), explicit first-stage layers (1 in 3, with pp &gt; 1).</summary>
+    private static Gen<(bool DistributedOptimizer, bool OverlapGradReduce, bool Uneven, bool OverlapParamGather)> Megatron =>
         from distributed in Gen.Int[0, 3]
         from overlap in Gen.Int[0, 3]
         from uneven in Gen.Int[0, 2]
-        select (distributed == 0, overlap != 0, uneven == 0);
+        from paramGather in Gen.Bool
+        select (distributed == 0, overlap != 0, uneven == 0, paramGather);
 
     /// <summary>
     /// Forward pass (3 in 4) or training step with GPipe, 1F1B, ZB-H1 or DualPipe and optional recompute; uniform or Zipf routing;

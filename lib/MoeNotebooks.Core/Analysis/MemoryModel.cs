@@ -73,6 +73,16 @@ public static class MemoryModel
         return report with { SmallestFittingMicrobatches = FirstFitting(model, st, hardware) };
     }
 
+    /// <summary>Parameters of the largest FSDP unit on a stage, on one rank: a layer, or the embedding / output layer.</summary>
+    private static long LargestUnitParameters(ModelSpec model, StrategySpec st, int stage)
+    {
+        long largest = 0;
+        foreach (var layer in ParameterCounts.LayerIndicesOnStage(model, st, stage)) largest = Math.Max(largest, ParameterCounts.PerLayer(model, st, layer).Total);
+        if (stage == st.PP - 1 && model.MtpLayers > 0) largest = Math.Max(largest, ParameterCounts.PerMtpDepth(model, st).Total);
+        if (model.Vocabulary > 0 && (stage == 0 || stage == st.PP - 1)) largest = Math.Max(largest, checked(model.Vocabulary * model.HiddenSize) / st.TP);
+        return largest;
+    }
+
     private static int? FirstFitting(ModelSpec model, StrategySpec st, HardwareSpec hardware)
     {
         if (st.Derivation == Derivation.Seed) return null;   // the seed's layout has no microbatches
@@ -199,6 +209,9 @@ public static class MemoryModel
             double Sharded(double bytesPerParam, bool partitioned) =>
                 bytesPerParam * (partitioned ? p.NonExpert / nonExpertShard + p.ExpertPerRank / expertShard : p.Total);
             var weights = Sharded(e, st.ZeroStage >= 3);
+            // ZeRO-3 / FSDP: besides the shard, only the gathered units live: the one computing and the one prefetched
+            // (limit_all_gathers keeps two), each a whole layer (or the embedding / output layer) on this rank.
+            if (st.ZeroStage >= 3 && !seed) weights += 2.0 * e * LargestUnitParameters(model, st, stage);
             var grads = training ? Sharded(e, st.ZeroStage >= 2) : 0;
             var optimizer = training ? Sharded(AdamStateBytesPerParameter, st.ZeroStage >= 1 || st.UseDistributedOptimizer) : 0;
             double activations;

@@ -506,10 +506,16 @@ public sealed record StrategySpec(int EP, int TP, int PP, int DP, Derivation Der
     /// </summary>
     private void CheckModelled(string? source)
     {
-        static string B(bool b) => b ? "true" : "false";
         var unpriced = new List<(string Field, string Value, string Default)>();
         if (CP > 1) unpriced.Add(("contextParallelSize", CP.ToString(CultureInfo.InvariantCulture), "1"));
-        if (OverlapParamGather) unpriced.Add(("overlapParamGather", B(true), "false"));
+        // FSDP's per-unit gathers (and the first microbatch's bucket gathers) are emitted with whole passes; the
+        // schedules that split a backward (zero-bubble B/W) or merge two microbatches' passes (DualPipe, 1F1B all-to-all
+        // overlap) do not interleave them yet.
+        var splitOrMerged = Mode == WorkloadMode.Training && (Schedule is PipelineSchedule.DualPipe or PipelineSchedule.ZeroBubbleH1 || MoeAllToAllOverlap == MoeAllToAllOverlap.OneFOneB);
+        if (ZeroStage >= 3 && splitOrMerged)
+            unpriced.Add(("zero", "3", "0-2 with this schedule or moeAllToAllOverlap (ZeRO-3's per-layer gathers with split or merged passes are not priced yet)"));
+        if (OverlapParamGather && splitOrMerged)
+            unpriced.Add(("overlapParamGather", "true", "false with this schedule or moeAllToAllOverlap (the bucket gathers with split or merged passes are not priced yet)"));
         if (unpriced.Count > 0)
         {
             var (field, value, fallback) = unpriced[0];

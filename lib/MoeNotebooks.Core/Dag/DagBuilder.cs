@@ -185,8 +185,37 @@ public sealed class DagBuilder
         return Append(OpKind.PipelineSend, from, group, -1, microbatch, -1, new PriceClass(PriceKind.Communication, OpKind.PipelineSend.Pattern(), default, bytes, group), deps);
     }
 
+    private List<int>?[]? _computeWaits;
+    private int _pendingWaits;
+
+    /// <summary>
+    /// The next compute operation appended on <paramref name="gpu"/> waits for <paramref name="op"/>, as a CUDA compute
+    /// stream waits on an event recorded after a collective (FSDP's compute stream waiting for a unit's parameter
+    /// all-gather before the unit's first kernel). Compute streams run in issue order, so every later kernel waits too.
+    /// </summary>
+    public void WaitBeforeNextCompute(int gpu, int op)
+    {
+        CheckGpu(gpu);
+        CheckBuilt(gpu);
+        if (op < 0 || op >= _count) throw new DagException($"a compute stream cannot wait for operation {op}: it does not exist yet");
+        _computeWaits ??= new List<int>?[GpuCount];
+        var waits = _computeWaits[gpu] ??= new List<int>();
+        if (waits.Contains(op)) return;
+        waits.Add(op);
+        _pendingWaits++;
+    }
+
     private int Append(OpKind kind, int gpu, int group, int layer, int microbatch, int index, PriceClass priceClass, ReadOnlySpan<int> deps)
     {
+        if (_pendingWaits > 0 && group < 0 && _computeWaits![gpu] is { Count: > 0 } waits)
+        {
+            var merged = new List<int>(deps.Length + waits.Count);
+            foreach (var d in deps) merged.Add(d);
+            foreach (var w in waits) if (!merged.Contains(w)) merged.Add(w);
+            _pendingWaits -= waits.Count;
+            waits.Clear();
+            return Append(kind, gpu, group, layer, microbatch, index, priceClass, merged.ToArray());
+        }
         var id = _count;
         foreach (var d in deps)
         {

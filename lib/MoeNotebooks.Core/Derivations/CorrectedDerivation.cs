@@ -30,7 +30,7 @@ namespace MoeNotebooks.Derivations;
 /// scores in HBM; layer norms and residual adds are memory-bound elementwise operations.</item>
 /// </list>
 /// </summary>
-internal sealed class CorrectedDerivation
+internal sealed partial class CorrectedDerivation
 {
     private readonly ModelSpec _m;
     private readonly StrategySpec _st;
@@ -184,12 +184,22 @@ internal sealed class CorrectedDerivation
         void Emit(PipelineItem item, int[][]? inputs = null)
         {
             var perReplica = new int[_builtReplicas][];
-            for (var dp = 0; dp < _builtReplicas; dp++)
+            if (GathersParameters(item))
             {
-                var first = _b.Count;
-                perReplica[dp] = SendOnward(dp, item, EmitItem(dp, item, inputs is null ? InputOn(dp, item) : inputs[dp]));
-                _items.Add(new ItemSpan(dp, StageOf(item), item, first, _b.Count));
+                // Parameters gathered per unit (ZeRO-3 / FSDP, or --overlap-param-gather): every replica's stage emits
+                // the item unit by unit in lock step, so each gather joins all its members (CorrectedDerivation.Gathers.cs).
+                // The replicas' operations interleave: no per-replica item spans (no periodic extrapolation).
+                _itemsComplete = false;
+                var lasts = EmitItemGathered(item, inputs ?? Enumerable.Range(0, _builtReplicas).Select(dp => InputOn(dp, item)).ToArray());
+                for (var dp = 0; dp < _builtReplicas; dp++) perReplica[dp] = SendOnward(dp, item, lasts[dp]);
             }
+            else
+                for (var dp = 0; dp < _builtReplicas; dp++)
+                {
+                    var first = _b.Count;
+                    perReplica[dp] = SendOnward(dp, item, EmitItem(dp, item, inputs is null ? InputOn(dp, item) : inputs[dp]));
+                    _items.Add(new ItemSpan(dp, StageOf(item), item, first, _b.Count));
+                }
             outputs[Key(item)] = perReplica;
         }
         void AfterBackward(int stage, int index)
@@ -579,6 +589,7 @@ internal sealed class CorrectedDerivation
     /// </summary>
     private void EmitGradientSync(int chunk, List<int>[] gradientOps)
     {
+        if (Fsdp) return;   // ZeRO-3 reduce-scatters each unit's gradient after its backward, every microbatch (CorrectedDerivation.Gathers.cs)
         var positions = PositionsOf(chunk);
         var (first, count) = _chunkLayers[chunk];
         // ZeRO 2-3 and Megatron's distributed optimizer reduce-scatter the gradient buckets (each rank keeps the
@@ -649,6 +660,7 @@ internal sealed class CorrectedDerivation
     private void EmitOptimizer(List<int>[] gradientOps)
     {
         _b.Phase = OpPhase.Update;
+        foreach (var (g, op) in _zeroGradientOps) gradientOps[g].Add(op);
         var steps = _stepOf = new int[_st.GpuCount];
         for (var dp = 0; dp < _builtReplicas; dp++)
         for (var pp = 0; pp < _st.PP; pp++)
@@ -660,21 +672,25 @@ internal sealed class CorrectedDerivation
             // Mixed-precision Adam: read fp32 master, m, v and the bf16 gradient, write them back (2 x 14 bytes/param).
             // The distributed optimizer updates 1/N of each buffer, N the ranks that reduced it: DP x EP for the
             // non-expert weights under data-parallel attention, DP for expert weights.
-            var bytes = _st.UseDistributedOptimizer
+            // ZeRO-3 shards like the distributed optimizer: over the ranks that gather and reduce each weight.
+            var bytes = _st.UseDistributedOptimizer || Fsdp
                 ? p.NonExpert * 28 / NonExpertSyncRanks + p.ExpertPerRank * 28 / (_st.DP * Copies)
                 : p.Total * 28 / shard;
             var deps = gradientOps[g].Count > 0 ? gradientOps[g].Distinct().ToArray() : LastBackwardOn(g);
             steps[g] = _b.AddElementwise(g, bytes, -1, deps, index: 6);
         }
-        if (_st.UseDistributedOptimizer)
+        // --overlap-param-gather: the updated parameters are gathered during the next step's forward (the gathers open
+        // this step's DAG, CorrectedDerivation.Gathers.cs).
+        if (_st.UseDistributedOptimizer && !ParamGatherOverlapped)
         {
             // Megatron's distributed optimizer without --overlap-param-gather: after the step every bucket's updated
-            // parameters are all-gathered over the ranks that reduce-scattered it (the same groups as the gradients).
+            // parameters are all-gathered over the ranks that reduce-scattered it (the same groups as the gradients),
+            // bucket by bucket (the buckets --overlap-param-gather spreads over the next forward, BucketParameters).
             // Under DualPipe per model stage: both copies' ranks gather it.
             for (var pp = 0; pp < _st.PP; pp++)
             {
-                var p = ParameterCounts.OnStage(_m, _st, pp);
                 var positions = PositionsOf(pp);
+                foreach (var p in BucketParameters(pp))
                 for (var li = 0; li < _st.FoldUnitGpus; li++)
                 {
                     if (li < _st.TP || !_c.AttentionDp) Gather(NonExpertRanks(positions, li), p.NonExpert * _e);
@@ -683,8 +699,10 @@ internal sealed class CorrectedDerivation
             }
             return;
         }
-        if (_st.ZeroStage < 2 || _st.DP < 2) return;
-        // ZeRO 2-3: each replica updated its shard; gather the updated weights back.
+        if (_st.UseDistributedOptimizer) return;
+        // ZeRO-3 keeps only its shard: the next step's forward gathers each unit (CorrectedDerivation.Gathers.cs).
+        if (_st.ZeroStage != 2 || _st.DP < 2) return;
+        // ZeRO-2: each replica updated its shard; gather the updated weights back.
         for (var pp = 0; pp < _st.PP; pp++)
         for (var li = 0; li < _st.FoldUnitGpus; li++)
         {
