@@ -23,7 +23,13 @@ public sealed record ModernArchitecture(
 {
     public const string ResourceName = "validation/modern-model-architectures.json";
 
-    public int MoeLayers => Experts > 0 ? Layers - DenseLayers : 0;
+    public int MoeLayers => Hybrid is { } hy ? hy.MoeLayers : Experts > 0 ? Layers - DenseLayers : 0;
+
+    /// <summary>A hybrid model's layer counts and Mamba sizes (Megatron's hybrid branch); null for a transformer.</summary>
+    public HybridArchitecture? Hybrid { get; init; }
+
+    /// <summary>Latent MoE width (--moe-latent-size); null when experts work on the hidden size.</summary>
+    public long? MoeLatentSize { get; init; }
 
     private static readonly Lazy<IReadOnlyDictionary<string, ModernArchitecture>> Embedded = new(() =>
     {
@@ -82,13 +88,24 @@ public sealed record ModernArchitecture(
                 throw new ConfigException(field, $"\"{m.Name}\"", "needs an attention pattern with one sliding-window layer in every n for Megatron's FLOP count", file);
             every = pattern.Count / windowed;
         }
+        HybridArchitecture? hybrid = m.IsHybrid
+            ? new HybridArchitecture(m.CountLayers(HybridLayerKind.Attention), m.CountLayers(HybridLayerKind.Mamba), m.CountLayers(HybridLayerKind.Mlp),
+                m.CountLayers(HybridLayerKind.Moe), m.MambaStateDim, m.MambaHeadDim, m.MambaNumGroups, m.MambaHeads, m.IsMoeLayer(m.Layers - 1))
+            : null;
         return new ModernArchitecture(
             family, m.Layers, m.HiddenSize, m.AttentionHeads, m.KeyValueHeads, m.HeadDim, m.FfnHiddenSize,
             m.IsDense ? 0 : m.ExpertFfnHiddenSize, m.Experts, m.IsDense ? 0 : m.TopK, (long)m.SharedExperts * m.SharedExpertWidth,
             m.IsDense ? 0 : m.DenseLayers, m.Vocabulary, m.GatedFfn, mla, m.SlidingWindow ?? 0, every, m.MtpLayers, older,
-            $"model preset \"{m.Name}\" (data/models); {source}");
+            $"model preset \"{m.Name}\" (data/models); {source}") { Hybrid = hybrid, MoeLatentSize = m.MoeLatentSize };
     }
 }
+
+/// <summary>
+/// What Megatron-LM's hybrid FLOP count reads of a hybrid model: its layers by kind (pattern symbols '*', 'M', '-', 'E')
+/// and the Mamba sizes; <see cref="LastLayerIsMoe"/> says what each MTP depth adds (an attention layer and, as the last
+/// layer, an MoE or dense layer: Megatron-Bridge's Nemotron-3 Super MTP pattern "*E").
+/// </summary>
+public sealed record HybridArchitecture(int AttentionLayers, int MambaLayers, int MlpLayers, int MoeLayers, long MambaStateDim, long MambaHeadDim, int MambaNumGroups, int MambaHeads, bool LastLayerIsMoe);
 
 /// <summary>
 /// Model FLOPs per sequence of one training step (forward + backward, no recompute), as Megatron-LM's
@@ -99,16 +116,29 @@ public sealed record ModernArchitecture(
 /// </summary>
 public sealed record MegatronFlops(double AttentionProjections, double AttentionCore, double DenseMlp, double RoutedExperts, double SharedExperts, double Logits, double MtpProjection)
 {
-    public double Total => AttentionProjections + AttentionCore + DenseMlp + RoutedExperts + SharedExperts + Logits + MtpProjection;
+    /// <summary>Mamba layers' in- and out-projections (hybrid models).</summary>
+    public double MambaProjections { get; init; }
 
-    /// <summary>Non-expert GEMMs: attention projections, dense MLPs, shared experts, MTP projection (logits apart).</summary>
-    public double DenseGemms => AttentionProjections + DenseMlp + SharedExperts + MtpProjection;
+    /// <summary>Mamba layers' scan, as Megatron counts it (7 d_in N per token).</summary>
+    public double MambaScan { get; init; }
+
+    /// <summary>Latent MoE's [H -> latent] and [latent -> H] projections.</summary>
+    public double LatentProjections { get; init; }
+
+    public double Total => AttentionProjections + AttentionCore + DenseMlp + RoutedExperts + SharedExperts + Logits + MtpProjection + MambaProjections + MambaScan + LatentProjections;
+
+    /// <summary>Non-expert GEMMs: attention projections, dense MLPs, shared experts, MTP projection, Mamba and latent projections (logits apart).</summary>
+    public double DenseGemms => AttentionProjections + DenseMlp + SharedExperts + MtpProjection + MambaProjections + LatentProjections;
+
+    /// <summary>Sequence mixing outside the GEMMs: core attention and the Mamba scan (the DAG's attention-category work).</summary>
+    public double SequenceMixing => AttentionCore + MambaScan;
 
     /// <summary>The count for a model, sequence length and MTP layers; <paramref name="swiglu"/> / <paramref name="slidingWindow"/> let a publisher's convention differ from the architecture.</summary>
     public static MegatronFlops PerSequence(ModernArchitecture a, long seq, int mtpLayers, bool? swiglu = null, bool? slidingWindow = null)
     {
         const double fb = 3, fma = 2;
         double h = a.HiddenSize, s = seq;
+        if (a.Hybrid is { } hy) return Hybrid(a, hy, s, mtpLayers, swiglu ?? a.Swiglu);
         var layers = a.Layers + mtpLayers;
         var lastIsMoe = a.Experts > 0 && a.MoeLayers > 0;
         var moeLayers = a.MoeLayers + (lastIsMoe ? mtpLayers : 0);
@@ -144,6 +174,45 @@ public sealed record MegatronFlops(double AttentionProjections, double Attention
         var mtp = fb * fma * mtpLayers * (3 * h + 2 * h * h);
         var logits = fb * fma * h * a.Vocabulary * (mtpLayers + 1);
         return new MegatronFlops(projections * s, core * s, dense * s, routed * s, shared * s, logits * s, mtp * s);
+    }
+
+    /// <summary>
+    /// Megatron-LM's hybrid branch (training.py <c>hybrid_flops</c>; Megatron-Bridge's flop_utils.py counts the same,
+    /// adding each MTP depth's pattern layers): per token and layer, forward, x3 for forward and backward —
+    /// attention 4 h p (h + h g / n + s / 2) with p = kv_channels n / h; MLP 4 F h (x1.5 SwiGLU); MoE 4 h F k
+    /// (latent: 4 L F k + 4 h L) + shared 4 h F_s; Mamba 2 h (2 d_in + 2 G N + heads) + 7 d_in N + 2 d_in h with
+    /// Megatron's d_in = 2 h (not heads x head dimension); logits 2 h V (1 + MTP depths). MTP depths add an attention
+    /// layer and the last layer's FFN kind each (no separate projection term in this branch).
+    /// </summary>
+    private static MegatronFlops Hybrid(ModernArchitecture a, HybridArchitecture hy, double s, int mtpLayers, bool swiglu)
+    {
+        double h = a.HiddenSize, n = a.AttentionHeads, g = a.QueryGroups, qp = (double)a.KvChannels * a.AttentionHeads;
+        var scale = swiglu ? 1.5 : 1.0;
+        var attention = hy.AttentionLayers + mtpLayers;
+        var moe = hy.MoeLayers + (hy.LastLayerIsMoe ? mtpLayers : 0);
+        var mlp = hy.MlpLayers + (hy.LastLayerIsMoe ? 0 : mtpLayers);
+        var projections = attention * 4 * qp * (h + h * g / n);
+        var core = attention * 4 * qp * s / 2;
+        var dense = mlp * 4 * a.FfnHiddenSize * h * scale;
+        double routed, latent = 0;
+        if (a.MoeLatentSize is { } l)
+        {
+            routed = moe * 4 * l * a.MoeFfnHiddenSize * a.TopK * scale;
+            latent = moe * 4 * h * l;
+        }
+        else routed = moe * 4 * h * a.MoeFfnHiddenSize * a.TopK * scale;
+        var shared = moe * 4 * h * a.SharedExpertFfnHiddenSize * scale;
+        var dIn = 2 * h;
+        var mambaProjections = hy.MambaLayers * (2 * h * (2 * dIn + 2.0 * hy.MambaNumGroups * hy.MambaStateDim + hy.MambaHeads) + 2 * dIn * h);
+        var scan = hy.MambaLayers * 7 * dIn * hy.MambaStateDim;
+        var logits = 2 * h * a.Vocabulary * (1 + mtpLayers);
+        const double fb = 3;
+        return new MegatronFlops(fb * projections * s, fb * core * s, fb * dense * s, fb * routed * s, fb * shared * s, fb * logits * s, 0)
+        {
+            MambaProjections = fb * mambaProjections * s,
+            MambaScan = fb * scan * s,
+            LatentProjections = fb * latent * s,
+        };
     }
 
     /// <summary>The count a row's publisher used: the architecture's, except where an older release counted otherwise.</summary>

@@ -126,7 +126,8 @@ public sealed class ModernPredictor
     public static readonly IReadOnlyDictionary<string, string> FamilyPresets = new Dictionary<string, string>
     {
         ["DeepSeek-V3"] = "deepseek-v3", ["Kimi-K2"] = "kimi-k2", ["Qwen3-30B-A3B"] = "qwen3-30b-a3b", ["Qwen3-235B-A22B"] = "qwen3-235b-a22b",
-        ["GPT-OSS-120B"] = "gpt-oss-120b", ["Llama-3-8B"] = "llama3-8b", ["Llama-3-70B"] = "llama3-70b", ["Llama-3.1-405B"] = "llama3-405b",
+        ["GPT-OSS-120B"] = "gpt-oss-120b", ["Nemotron-3-Nano"] = "nemotron3-nano", ["Nemotron-3-Super"] = "nemotron3-super", ["Nemotron-3-Ultra"] = "nemotron3-ultra",
+        ["Llama-3-8B"] = "llama3-8b", ["Llama-3-70B"] = "llama3-70b", ["Llama-3.1-405B"] = "llama3-405b",
     };
 
     /// <summary>The core's precision recipe for a row's precision.</summary>
@@ -151,8 +152,6 @@ public sealed class ModernPredictor
     /// <summary>The row as a scenario, or the reason it cannot be one yet.</summary>
     public static (ModernScenario? Scenario, string? Reason) ScenarioOf(ModernRun run)
     {
-        if (run.Family.StartsWith("Nemotron", StringComparison.OrdinalIgnoreCase))
-            return (null, "hybrid Mamba/attention layers are not modelled (no Mamba block in the core)");
         if (run.Layers is null && !ModernArchitecture.Catalog.ContainsKey(run.Family))
             return (null, $"no architecture: the row gives none (\"{run.Arch}\") and no public config is in data/{ModernArchitecture.ResourceName}");
         if (run.CP > 1 && run.EP % run.CP != 0 && run.CP % run.EP != 0)
@@ -233,6 +232,29 @@ public sealed class ModernPredictor
     public static ModelSpec SliceModel(ModernScenario s, int stages, int layersPerStage, int microbatches, ModelSpec? model = null) =>
         (model ?? s.Model) with { Layers = stages * layersPerStage, Batch = (long)SliceAttentionRanks(s.Run) * microbatches * s.Run.MicroBatch };
 
+    /// <summary>A hybrid slice: every stage holds the layers of <paramref name="unit"/> (pattern symbols), EP x microbatches x micro-batch sequences.</summary>
+    public static ModelSpec HybridSliceModel(ModernScenario s, int stages, string unit, int microbatches, ModelSpec model) =>
+        model with
+        {
+            Layers = stages * unit.Length,
+            HybridOverridePattern = string.Concat(Enumerable.Repeat(unit, stages)),
+            Batch = (long)s.Run.EP * microbatches * s.Run.MicroBatch,
+        };
+
+    /// <summary>
+    /// The per-kind slices of a hybrid model: a base unit with one layer of each kind its pattern has (in order of first
+    /// appearance) and, per kind, the unit with one more layer of that kind; the largest stage's layer counts per kind
+    /// (the pattern's counts over the stages' share of the layers).
+    /// </summary>
+    public static (string Base, IReadOnlyList<(char Kind, string Unit, double Extra)> PerKind) HybridSlices(ModelSpec model, int layersPerStage)
+    {
+        var pattern = model.HybridOverridePattern!;
+        var kinds = pattern.Distinct().ToArray();
+        var unit = new string(kinds);
+        var share = layersPerStage / (double)pattern.Length;
+        return (unit, kinds.Select(k => (k, unit.Insert(unit.IndexOf(k), k.ToString()), pattern.Count(ch => ch == k) * share - 1)).ToArray());
+    }
+
     /// <summary>
     /// The system as the row's job was placed on it. Megatron-Bridge's performance launcher (scripts/performance,
     /// README "Slurm arguments", <c>--segment</c>) asks Slurm for NVLink-domain segments on rack-scale systems: "4-GPU-node
@@ -272,32 +294,54 @@ public sealed class ModernPredictor
         var overlap = asLaunched ? s.LaunchOverlap : MoeAllToAllOverlap.None;
         var stages = s.Run.PP > 1 ? 2 : 1;
         long ops = 0;
-        (StepParts PerMb, StepParts Edge) Slice(int l, int sliceStages, MoeAllToAllOverlap o)
+        // One slice: the model <paramref name="build"/> makes for (slice stages, microbatches), at m1 and m2 microbatches.
+        (StepParts PerMb, StepParts Edge) SliceOf(Func<int, int, ModelSpec> build, int sliceStages, MoeAllToAllOverlap o)
         {
             var runs = new[] { SliceMicrobatches1, SliceMicrobatches2 }.Select(m =>
             {
-                var dag = SliceStrategy(s, sliceStages, m, o).BuildDag(SliceModel(s, sliceStages, l, m, baseModel));
+                var dag = SliceStrategy(s, sliceStages, m, o).BuildDag(build(sliceStages, m));
                 ops += dag.Count;
                 return StepParts.Of(dag.CriticalPath(cost));
             }).ToArray();
             var perMb = 1.0 / (SliceMicrobatches2 - SliceMicrobatches1) * (runs[1] - runs[0]);
             return (perMb, runs[0] - (SliceMicrobatches1 + sliceStages - 1) * perMb);
         }
-        (StepParts PerMb, StepParts Edge) Launched(int l)
+        (StepParts PerMb, StepParts Edge) LaunchedOf(Func<int, int, ModelSpec> build)
         {
-            if (overlap == MoeAllToAllOverlap.None) return Slice(l, stages, overlap);
-            if (stages == 1) return Slice(l, 1, overlap);
-            var plain = Slice(l, stages, MoeAllToAllOverlap.None);
-            var hidden = Slice(l, 1, MoeAllToAllOverlap.None).PerMb - Slice(l, 1, overlap).PerMb;
+            if (overlap == MoeAllToAllOverlap.None) return SliceOf(build, stages, overlap);
+            if (stages == 1) return SliceOf(build, 1, overlap);
+            var plain = SliceOf(build, stages, MoeAllToAllOverlap.None);
+            var hidden = SliceOf(build, 1, MoeAllToAllOverlap.None).PerMb - SliceOf(build, 1, overlap).PerMb;
             return (plain.PerMb - hidden, plain.Edge);
         }
-        var (l1, l2) = SliceLayers(baseModel);
-        var one = Launched(l1);
-        var two = Launched(l2);
+        (StepParts PerMb, StepParts Edge) Launched(int l) => LaunchedOf((st, m) => SliceModel(s, st, l, m, baseModel));
         var lps = s.LayersPerStage;
-        var slope = (lps - l1) / (double)(l2 - l1);
-        var perMb = one.PerMb + slope * (two.PerMb - one.PerMb);
-        var edge = one.Edge + slope * (two.Edge - one.Edge);
+        StepParts perMb, edge;
+        if (baseModel.IsHybrid)
+        {
+            // Hybrid layers differ by kind: the law extended per kind. Each kind's steady time per microbatch and edge
+            // per layer is the difference between the base unit (one layer of each kind) and the unit with one more
+            // of that kind; the stage is the base unit plus (count - 1) more layers of each kind.
+            (StepParts PerMb, StepParts Edge) Unit(string unit) => LaunchedOf((st, m) => HybridSliceModel(s, st, unit, m, baseModel));
+            var (unitBase, perKind) = HybridSlices(baseModel, lps);
+            var b = Unit(unitBase);
+            (perMb, edge) = b;
+            foreach (var (_, unit, extra) in perKind)
+            {
+                var k = Unit(unit);
+                perMb += extra * (k.PerMb - b.PerMb);
+                edge += extra * (k.Edge - b.Edge);
+            }
+        }
+        else
+        {
+            var (l1, l2) = SliceLayers(baseModel);
+            var one = Launched(l1);
+            var two = Launched(l2);
+            var slope = (lps - l1) / (double)(l2 - l1);
+            perMb = one.PerMb + slope * (two.PerMb - one.PerMb);
+            edge = one.Edge + slope * (two.Edge - one.Edge);
+        }
         var m = s.Run.Microbatches;
         var visits = m + (s.Run.PP - 1) / (double)virtualStages;
         // Middle stages carry no output layer: the p - 2 stages the slice does not hold fill and drain the pipeline
@@ -322,7 +366,7 @@ public sealed class ModernPredictor
         // Parameters on the largest stage from the architecture's GEMM work (a linear layer of P parameters costs 6P FLOPs per token).
         double perToken = 1.0 / r.SequenceLength / 6;
         double denseParams = (flops.DenseGemms * perToken + (a.Experts > 0 ? 0 : 0)) / r.PP / r.TP + a.Vocabulary * a.HiddenSize / (double)r.TP;
-        double expertParamsTotal = a.Experts > 0 ? (double)a.MoeLayers * a.Experts * a.MoeFfnHiddenSize * a.HiddenSize * (a.Swiglu ? 3 : 2) : 0;
+        double expertParamsTotal = a.Experts > 0 ? (double)a.MoeLayers * a.Experts * a.MoeFfnHiddenSize * (a.MoeLatentSize ?? a.HiddenSize) * (a.Swiglu ? 3 : 2) : 0;
         double expertParams = expertParamsTotal / r.PP / r.EP;
         var real = new StrategySpec(r.EP, r.TP, r.PP, dp / r.EP) { RankOrder = "tp-ep-dp-pp" };
         var dpGroup = new List<int>();

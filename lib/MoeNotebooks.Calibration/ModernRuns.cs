@@ -97,7 +97,13 @@ public sealed record ModernRun(
     public bool IsMoe => Experts is > 0 || Arch.StartsWith("moe", StringComparison.OrdinalIgnoreCase);
 
     /// <summary>"moe", "dense" (Megatron-Bridge dense) or "mpt": the groups the targets are set for.</summary>
-    public string TargetGroup => Framework == ModernFramework.MosaicMpt ? "mpt" : IsMoe ? "moe" : "dense";
+    public string TargetGroup => Framework == ModernFramework.MosaicMpt ? "mpt" : IsHybrid ? "hybrid" : IsMoe ? "moe" : "dense";
+
+    /// <summary>
+    /// A hybrid Mamba/attention model (Nemotron-3): reported as its own group beside the MoE rows (the MoE target applies)
+    /// until the per-generation fit is redone with them (see <see cref="ModernSuite.HybridRowsInFit"/>).
+    /// </summary>
+    public bool IsHybrid => Arch.Contains("hybrid", StringComparison.OrdinalIgnoreCase);
 
     public string PrecisionName => Precision switch
     {

@@ -108,6 +108,8 @@ public sealed record ModernRowModel(ModernScenario Scenario, IReadOnlyDictionary
         else if (run.Framework == ModernFramework.MegatronBridge) gaps.Add($"plain launch settings: {Scenario.LaunchNote}");
         if (run.IsMoe && run.EP > 8 && Scenario.Hardware.GpusPerNode <= 8 && Scenario.LaunchOverlap == MoeAllToAllOverlap.None) gaps.Add($"EP {run.EP} spans nodes: all-to-all priced as one flat exchange on datasheet NICs, no DeepEP/overlap with compute (issues 12, 13)");
         if (run.TokenDrop) gaps.Add("token dropping (capacity factor) not modelled: priced as dropless");
+        if (a.Hybrid is not null) gaps.Add("Mamba-2 SSD scan priced as its chunk products by shape (no measured kernel efficiency); the conv1d, state passing and gated norm as memory-bound passes");
+        if (a.MoeLatentSize is not null) gaps.Add("latent MoE projections taken as replicated over TP");
         if (PrecisionNote is not null) gaps.Add(PrecisionNote);
         if (Scenario.Preset is null && run.Precision != TrainingPrecision.Bf16) gaps.Add("quantize/cast passes of the recipe not priced");
         if (a.SlidingWindow > 0) gaps.Add("sliding-window attention at the tile model's efficiency for 128-token windows");
@@ -169,7 +171,7 @@ public static class ModernSuite
     public const string File = "training_modern_public.csv";
 
     /// <summary>Targets on leave-one-model-out MAPE (issue 14).</summary>
-    public static readonly IReadOnlyDictionary<string, double> TargetsPct = new Dictionary<string, double> { ["moe"] = 12, ["dense"] = 8, ["mpt"] = 10 };
+    public static readonly IReadOnlyDictionary<string, double> TargetsPct = new Dictionary<string, double> { ["moe"] = 12, ["dense"] = 8, ["mpt"] = 10, ["hybrid"] = 12 };
 
     private static readonly object Gate = new();
     private static readonly Dictionary<string, ModernSuiteResult> Cache = new();
@@ -203,7 +205,7 @@ public static class ModernSuite
             var slice = s.SliceArchitectureFlops;
             double R(double a, double b) => b > 0 ? a / b : 1;
             var k = run.Framework == ModernFramework.MosaicMpt ? PartFactors.One
-                : new PartFactors(R(full.DenseGemms, slice.DenseGemms), R(full.RoutedExperts, slice.RoutedExperts), R(full.AttentionCore, slice.AttentionCore), R(full.Logits, slice.Logits));
+                : new PartFactors(R(full.DenseGemms, slice.DenseGemms), R(full.RoutedExperts, slice.RoutedExperts), R(full.SequenceMixing, slice.SequenceMixing), R(full.Logits, slice.Logits));
             var withRecipe = (preset with { Precision = s.Recipe }).Validated();
             var arch = predictor.Predict(s, naiveHw, 1, false, preset);
             var precision = predictor.Predict(s, naiveHw, 1, false, withRecipe);
@@ -311,17 +313,30 @@ public static class ModernSuite
             }
             catch (ConfigException e) { unexpressed.Add(new UnexpressedRun(run, $"the core rejects the slice: {e.Message}")); }
         }
-        var fits = models.GroupBy(m => m.Run.Generation).ToDictionary(g => g.Key, g => Fit(g.Key, g.ToArray()));
+        var fits = models.GroupBy(m => m.Run.Generation).ToDictionary(g => g.Key, g => Fit(g.Key, g.Where(InFit).ToArray()));
         var results = new List<ModernRowResult>();
         foreach (var gen in models.GroupBy(m => m.Run.Generation))
         {
             var rows = gen.ToArray();
-            var lomo = rows.Select(r => r.Run.Family).Distinct().ToDictionary(f => f, f => Fit(gen.Key, rows.Where(r => r.Run.Family != f).ToArray()));
+            var fitted = rows.Where(InFit).ToArray();
+            // A held-out row's model is never in the fit: the generation's fit is already its leave-one-model-out fit.
+            var lomo = rows.Select(r => r.Run.Family).Distinct().ToDictionary(f => f, f => fitted.Any(r => r.Run.Family == f) ? Fit(gen.Key, fitted.Where(r => r.Run.Family != f).ToArray()) : fits[gen.Key]);
             foreach (var r in rows)
                 results.Add(new ModernRowResult(r, r.MeasuredMetric, r.Metric(r.Seconds(fits[gen.Key])), r.Metric(r.Seconds(lomo[r.Run.Family]))));
         }
         return new ModernSuiteResult(results, unexpressed, fits, Ablation(models, fits, results), ops);
     }
+
+    /// <summary>
+    /// Whether hybrid (Mamba) rows enter the per-generation fit. They became expressible after the fit was settled (issue
+    /// 14's Mamba block); until the fit is redone with them (the lead's refit), they are predicted out of sample with the
+    /// factors fitted on the other rows, and every figure of the rows fitted before stays as it was. With them in the fit
+    /// (measured when they landed): MoE LOMO 35.5 %, dense 9.6 % (past its 9.5 % regression bound), MPT 10.2 %.
+    /// </summary>
+    public const bool HybridRowsInFit = false;
+
+    /// <summary>Whether a row enters its generation's fit (see <see cref="HybridRowsInFit"/>).</summary>
+    public static bool InFit(ModernRowModel row) => HybridRowsInFit || row.Scenario.Architecture.Hybrid is null;
 
     /// <summary>
     /// Weight of the pull of each multiplier's logarithm towards 0 (factor 1) added to the MAPE (as a fraction): a factor
@@ -377,7 +392,8 @@ public static class ModernSuite
     {
         string F(double v) => v.ToString("F1", CultureInfo.InvariantCulture);
         var suites = new List<ValidationSuite>();
-        foreach (var (group, unit, what) in new[] { ("moe", "model TFLOP/s per GPU", "Megatron-Bridge MoE runs"), ("dense", "model TFLOP/s per GPU", "Megatron-Bridge dense runs"), ("mpt", "MFU %", "MosaicML MPT runs (FSDP, A100-40GB)") })
+        foreach (var (group, unit, what) in new[] { ("moe", "model TFLOP/s per GPU", "Megatron-Bridge MoE runs"), ("dense", "model TFLOP/s per GPU", "Megatron-Bridge dense runs"), ("mpt", "MFU %", "MosaicML MPT runs (FSDP, A100-40GB)"),
+            ("hybrid", "model TFLOP/s per GPU", "Megatron-Bridge hybrid Mamba MoE runs (Nemotron-3; the MoE target applies; apart from the MoE group until the fit is redone with them)") })
         {
             var rows = r.Rows.Where(x => x.Row.Run.TargetGroup == group).ToArray();
             var cases = rows.Select(x => new ValidationCase($"{x.Row.Run.Id} {x.Row.Run.Family} {x.Row.Run.System} {x.Row.Run.PrecisionName}", x.Measured, x.LeaveOneModelOut)).ToArray();
@@ -385,6 +401,8 @@ public static class ModernSuite
             {
                 $"predicted = leave-one-model-out (the generation's factors fitted without this model's rows); in-sample MAPE {F(Mape(rows.Select(x => x.InSampleErrorPct)))} %",
             };
+            if (!HybridRowsInFit && rows.Any(x => !InFit(x.Row)))
+                notes.Add($"held out of the fit: the hybrid Mamba rows ({string.Join(", ", rows.Where(x => !InFit(x.Row)).Select(x => x.Row.Run.Family).Distinct())}) are predicted with the fit of the other rows (added after the fit was settled; refit pending)");
             notes.AddRange(r.Fits.Values.Where(f => rows.Any(x => x.Row.Run.Generation == f.Generation)).Select(f => $"fit: {f}"));
             foreach (var (label, key) in new (string, Func<ModernRowResult, string>)[] { ("family", x => x.Row.Run.Family), ("hardware", x => x.Row.Run.System), ("precision", x => x.Row.Run.PrecisionName) })
                 foreach (var g in r.By(key).Where(g => rows.Any(x => key(x) == g.Key)))
@@ -398,7 +416,7 @@ public static class ModernSuite
                         ? (ChangesPricing(x.Row.Scenario) ? "" : "(prices as plain) ") + l.Describe()
                         : $"plain ({x.Row.Scenario.LaunchNote})"));
             }
-            var skipped = r.Unexpressed.Where(u => u.Run.Framework == ModernFramework.MosaicMpt == (group == "mpt") && (group == "mpt" || u.Run.IsMoe == (group == "moe"))).ToArray();
+            var skipped = r.Unexpressed.Where(u => u.Run.TargetGroup == group).ToArray();
             foreach (var g in skipped.GroupBy(u => u.Reason)) notes.Add($"not expressed ({g.Count()} rows): {g.Key} -- {string.Join(", ", g.Select(u => u.Run.Family).Distinct())}");
             suites.Add(new ValidationSuite($"{Name} {group}",
                 $"{what}: {unit} in the row's own FLOP convention, predicted from a pipeline slice of the DAG and the pipeline law, one calibrated description per GPU generation; {rows.Length} rows predicted, {skipped.Length} not expressed",

@@ -41,7 +41,10 @@ public class FoldingPropertyTests
         };
         // Tensor-parallel attention needs heads divisible by TP x EP and the batch by DP x microbatches only: keep
         // the case's batch (divisible by DP x EP x microbatches) and fall back to data-parallel attention otherwise.
-        if (tensorAttention && s.Model.AttentionHeads % (st.TP * st.EP) != 0) st = st with { Attention = AttentionPlacement.DataParallel };
+        // A hybrid's Mamba heads and groups are split over the same attention TP group (MambaMixer's asserts).
+        var attnTp = st.TP * st.EP;
+        if (tensorAttention && (s.Model.AttentionHeads % attnTp != 0 || (s.Model.IsHybrid && (s.Model.MambaHeads % attnTp != 0 || s.Model.MambaNumGroups % attnTp != 0))))
+            st = st with { Attention = AttentionPlacement.DataParallel };
         // Megatron-Core's EP all-to-all overlap hides the all-to-all of data-parallel attention (there is none otherwise).
         if (st.MoeAllToAllOverlap == MoeAllToAllOverlap.OneFOneB) st = st with { Attention = AttentionPlacement.DataParallel };
         return (s with { Strategy = st }).Validated();

@@ -29,18 +29,34 @@ public sealed record RandomCase(
     /// <summary>Issue 12's all-to-all options: Megatron-Core's EP overlap, DeepEP (with a DeepEP cost model taking <see cref="DeepEpSms"/> SMs).</summary>
     public MoeAllToAllOverlap AllToAllOverlap { get; init; }
     public int? DeepEpSms { get; init; }
+    /// <summary>A hybrid layer pattern (Megatron --hybrid-override-pattern: M, *, -, E; one 'E' at least) with its Mamba-2 sizes; null: attention + FFN layers.</summary>
+    public string? HybridPattern { get; init; }
+    public int MambaHeads { get; init; } = 1;
+    public int MambaHeadDim { get; init; } = 8;
+    public int MambaState { get; init; } = 4;
+    public int MambaChunk { get; init; } = 16;
 
     public override string ToString() => string.Create(CultureInfo.InvariantCulture,
         $"{Derivation} {Preset} ({GpusPerNode}/node) {(Efficiency ? "typical-hopper" : "ideal")} {Dtype}; EP{EP} TP{TP} PP{PP} DP{DP} mb{Microbatches}; " +
         $"layers {Layers}, H {HiddenSize}, heads {Heads}, F {Ffn}, experts {Experts}, topK {TopK}, batch {Batch}, seq {Sequence}; " +
         $"{Mode} {Schedule}{(Recompute ? " recompute" : "")}{(Zipf > 0 ? $" zipf {Zipf}" : "")} {Kernel}{(Overlap ? "" : " blocking")}{(ScatterGather ? " scatter-gather" : "")}" +
         $"{(DistributedOptimizer ? " dist-opt" : "")}{(OverlapGradReduce ? "" : " no-grad-overlap")}{(FirstStageLayers is { } f ? $" first-stage {f}" : "")}" +
+        $"{(HybridPattern is { } p ? $" hybrid {p} mamba {MambaHeads}x{MambaHeadDim} N {MambaState} Q {MambaChunk}" : "")}" +
         $"{(AllToAllOverlap != MoeAllToAllOverlap.None ? $" a2a {AllToAllOverlap}" : "")}{(DeepEpSms is { } sms ? $" deep-ep-normal {sms} SMs" : "")}{(OverlapParamGather ? " param-gather-overlap" : "")}");
 
-    public ModelSpec Model => new("random", Layers, HiddenSize, Heads, Ffn, Experts, TopK, Batch, Sequence, ModelSpec.DtypeBytes[Dtype], Dtype)
+    private ModelSpec Plain => new("random", Layers, HiddenSize, Heads, Ffn, Experts, TopK, Batch, Sequence, ModelSpec.DtypeBytes[Dtype], Dtype)
     {
         Routing = Zipf > 0 ? new RoutingSpec(RoutingDistribution.Zipf, Zipf) : RoutingSpec.Uniform,
     };
+
+    public ModelSpec Model => HybridPattern is null ? Plain : Plain with
+    {
+        HybridOverridePattern = HybridPattern, MambaNumHeads = MambaHeads, MambaHeadDim = MambaHeadDim, MambaStateDim = MambaState,
+        MambaNumGroups = TP, MambaChunkSize = MambaChunk,
+    };
+
+    private string HybridJson => HybridPattern is null ? "" : string.Create(CultureInfo.InvariantCulture,
+        $", \"hybridOverridePattern\": \"{HybridPattern}\", \"mambaNumHeads\": {MambaHeads}, \"mambaHeadDim\": {MambaHeadDim}, \"mambaStateDim\": {MambaState}, \"mambaNumGroups\": {TP}, \"mambaChunkSize\": {MambaChunk}");
 
     public StrategySpec Strategy => new(EP, TP, PP, DP, Derivation, Microbatches) { Mode = Mode, Schedule = Schedule, Recompute = Recompute, AttentionKernel = Kernel, OverlapCommunication = Overlap, ScatterGather = ScatterGather,
         UseDistributedOptimizer = DistributedOptimizer, OverlapGradReduce = OverlapGradReduce, DecoderFirstPipelineNumLayers = FirstStageLayers, MoeAllToAllOverlap = AllToAllOverlap,
@@ -71,7 +87,7 @@ public sealed record RandomCase(
         {
           "name": "random",
           "model": { "layers": {{Layers}}, "hiddenSize": {{HiddenSize}}, "attentionHeads": {{Heads}}, "ffnHiddenSize": {{Ffn}},
-                     "experts": {{Experts}}, "topK": {{TopK}}, "batch": {{Batch}}, "sequenceLength": {{Sequence}}, "dtype": "{{Dtype}}"{{RoutingJson}} },
+                     "experts": {{Experts}}, "topK": {{TopK}}, "batch": {{Batch}}, "sequenceLength": {{Sequence}}, "dtype": "{{Dtype}}"{{RoutingJson}}{{HybridJson}} },
           "hardware": { "preset": "{{Preset}}", "gpus": {{Gpus}}, "gpusPerNode": {{GpusPerNode}} },
           "strategy": { "ep": {{EP}}, "tp": {{TP}}, "pp": {{PP}}, "dp": {{DP}}, "microbatches": {{Microbatches}}, "derivation": "{{JsonObjectReader.Kebab(Derivation.ToString())}}"{{ExecutionJson}} },
           "costModel": {{CostModelJson}}
@@ -144,6 +160,37 @@ public static class RandomScenarios
                 ? MoeAllToAllOverlap.OneFOneB : a2a == 1 ? MoeAllToAllOverlap.DeepEp : MoeAllToAllOverlap.None,
             DeepEpSms = a2a == 1 || (a2a == 0 && deepEpSms != 1) ? deepEpSms : null,
         };
+
+    /// <summary>
+    /// Hybrid cases (issue 14's Mamba block): a corrected-derivation case of the stream made a hybrid. Its own stream, so
+    /// the shared stream's cases (and the properties tuned on them) stay as they were.
+    /// </summary>
+    public static Gen<RandomCase> Hybrids() =>
+        from c in Corrected(false)
+        from hybrid in Hybrid(c.Layers)
+        where hybrid.Pattern is not null
+        select c with
+        {
+            HybridPattern = hybrid.Pattern,
+            MambaHeads = c.TP * hybrid.HeadsPerRank,
+            MambaHeadDim = hybrid.HeadDim,
+            MambaState = hybrid.State,
+            MambaChunk = hybrid.Chunk,
+        };
+
+    /// <summary>
+    /// A hybrid pattern (three draws in four; null otherwise): a pattern of the case's layer count over M, *, -, E with one position forced to 'E'
+    /// (the random models have experts); Mamba heads a multiple of TP (groups = TP), small heads, state and chunk.
+    /// </summary>
+    private static Gen<(string? Pattern, int HeadsPerRank, int HeadDim, int State, int Chunk)> Hybrid(int layers) =>
+        from draw in Gen.Int[0, 3]
+        from symbols in Gen.OneOf('M', '*', '-', 'E').Array[layers]
+        from forced in Gen.Int[0, layers - 1]
+        from headsPerRank in Gen.Int[1, 2]
+        from headDim in Gen.OneOf(4, 8, 16)
+        from state in Gen.OneOf(2, 4, 8)
+        from chunk in Gen.OneOf(8, 16, 64)
+        select (draw != 0 ? new string(symbols.Select((c, i) => i == forced ? 'E' : c).ToArray()) : null, headsPerRank, headDim, state, chunk);
 
     /// <summary>Distributed optimizer (1 in 4; with it --overlap-param-gather 1 in 2), no gradient-reduce overlap (1 in 4), explicit first-stage layers (1 in 3, with pp &gt; 1).</summary>
     private static Gen<(bool DistributedOptimizer, bool OverlapGradReduce, bool Uneven, bool OverlapParamGather)> Megatron =>

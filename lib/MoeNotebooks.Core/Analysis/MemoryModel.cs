@@ -170,9 +170,26 @@ public static class MemoryModel
         var sharedShard = (double)model.SharedExperts * model.SharedExpertWidth / st.TP;
         var ffnActs = model.IsDense
             ? e * tokens * (2 * h / sp + intermediates * ffnShard)
-            : e * tokens * 2 * h / sp + 4 * tokens / sp * model.Experts + e * expertTokens * (h + intermediates * expertFfnShard) + e * tokens * intermediates * sharedShard;
+            : e * tokens * 2 * h / sp + 4 * tokens / sp * model.Experts + e * expertTokens * (model.ExpertInputWidth + intermediates * expertFfnShard) + e * tokens * intermediates * sharedShard;
         var perLayer = attentionActs + ffnActs;
-        var a2aBuffers = model.IsDense || (st.EP == 1 && !seed) ? 0 : 2 * e * Math.Max(tokens / sp * model.TopK, expertTokens) * h;
+        if (model.IsHybrid && !seed)
+        {
+            // Hybrid layers hold one block each: the mean over the pattern of what each kind saves. Mamba-2 (per rank):
+            // the norm input, the in-projection output, the conv output, the scan output y and the gated-norm output
+            // (e bytes per element), and the fp32 chunk states [heads/TP, P, N] per chunk of Q tokens.
+            var mambaTp = (double)attnTp;
+            var mambaActs = e * tokens * (2 * h / sp + (model.MambaInProjWidth + model.MambaConvDim + 2 * model.MambaInner) / mambaTp)
+                            + 4 * Math.Ceiling(tokens / model.MambaChunkSize) * model.MambaHeads / mambaTp * model.MambaHeadDim * model.MambaStateDim;
+            var denseActs = e * tokens * (2 * h / sp + intermediates * ffnShard);
+            perLayer = Enumerable.Range(0, model.Layers).Average(l => model.LayerKindOf(l) switch
+            {
+                HybridLayerKind.Mamba => mambaActs,
+                HybridLayerKind.Attention => attentionActs,
+                HybridLayerKind.Mlp => denseActs,
+                _ => ffnActs,
+            });
+        }
+        var a2aBuffers = model.IsDense || (st.EP == 1 && !seed) ? 0 : 2 * e * Math.Max(tokens / sp * model.TopK, expertTokens) * model.ExpertInputWidth;
 
         var plan = PipelinePlan.Build(st.PP, st.VirtualStages, microbatches, st.Schedule, training);
         // Megatron-Core's EP all-to-all overlap runs one extra warm-up forward: one more microbatch's activations live.

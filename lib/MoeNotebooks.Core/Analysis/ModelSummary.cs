@@ -26,6 +26,12 @@ public static class ModelSummary
         var p = ParameterCounts.Of(m);
         // Norm weights are parameters but not GEMM work: two per layer (weight and bias counted, 4H) and MLA's latent norms.
         var norms = 4.0 * m.HiddenSize * m.Layers + (m.Mla is { } mla ? (double)m.Layers * (mla.QLoraRank + mla.KvLoraRank) : 0);
+        if (m.IsHybrid)
+        {
+            // Hybrid layers have one pre-norm (H) each; a Mamba layer's conv1d, A, D, dt bias and gated-norm weights are no GEMM work.
+            var mamba = m.CountLayers(HybridLayerKind.Mamba);
+            norms = (double)m.HiddenSize * m.Layers + mamba * ((double)m.MambaConvDim * (m.MambaConvKernel + 1) + 3.0 * m.MambaHeads + m.MambaInner);
+        }
         var n = p.Active("output") - norms;
         // Multi-token-prediction depths: their layer, projection and one more pass through the shared output head
         // (norms apart: the layer's four H plus MLA's latent norms, and the depth's two RMSNorms).
@@ -33,8 +39,21 @@ public static class ModelSummary
         n += p.MtpActiveNonEmbedding - mtpNorms + (double)m.MtpLayers * m.Vocabulary * m.HiddenSize;
         double attention = 0;
         for (var layer = 0; layer < m.Layers + m.MtpLayers; layer++)
-            attention += 2.0 * m.AttentionHeads * (m.QkHeadDim + m.VHeadDim) * m.AttendedKeys(layer);
+            if (layer >= m.Layers || m.HasAttention(layer)) attention += 2.0 * m.AttentionHeads * (m.QkHeadDim + m.VHeadDim) * m.AttendedKeys(layer);
+        // Mamba-2 layers: the SSD chunked scan's products per token (Dao and Gu 2024 §6; MambaBlock), counted with attention as sequence mixing.
+        attention += m.CountLayers(HybridLayerKind.Mamba) * SsdScanFlopsPerToken(m);
         return (3 * (2 * n + attention), 3 * attention);
+    }
+
+    /// <summary>
+    /// Forward FLOPs per token of one Mamba-2 layer's SSD chunked scan with chunk Q = min(chunk size, s): the intra-chunk
+    /// C B^T (2 Q N per group), the masked product with X (2 Q P per head), the chunk states B^T X and the state output
+    /// C h (2 N P per head each).
+    /// </summary>
+    public static double SsdScanFlopsPerToken(ModelSpec m)
+    {
+        double q = Math.Min(m.MambaChunkSize, m.SequenceLength), n = m.MambaStateDim, p = m.MambaHeadDim;
+        return 2 * (q * n * m.MambaNumGroups + q * p * m.MambaHeads + 2 * n * p * m.MambaHeads);
     }
 
     /// <summary>
@@ -45,10 +64,10 @@ public static class ModelSummary
     public static double AllToAllBytesPerToken(ModelSpec m, int ep)
     {
         if (m.IsDense || ep <= 1) return 0;
-        var moeLayers = m.Layers - m.DenseLayers;
+        var moeLayers = m.IsHybrid ? m.CountLayers(HybridLayerKind.Moe) : m.Layers - m.DenseLayers;
         double bf16 = m.ElementBytes;
         var dispatch = m.Precision is { Fp8Dispatch: true } ? 1 + 4.0 / 128 : bf16;
-        var perDirection = (double)m.TopK * m.HiddenSize * (ep - 1) / ep;
+        var perDirection = (double)m.TopK * m.ExpertInputWidth * (ep - 1) / ep;   // a latent MoE moves latent-width tokens
         // Forward: dispatch + combine; backward: the gradients go the other way (both BF16).
         return moeLayers * perDirection * (dispatch + bf16 + 2 * bf16);
     }

@@ -43,6 +43,8 @@ public enum FfnActivation
     /// <summary>SiLU-gated (Llama, Mixtral, Qwen, DeepSeek, GPT-OSS).</summary>
     Swiglu,
     Geglu,
+    /// <summary>Squared ReLU, plain (two matrices): Nemotron-H / Nemotron-3 (Megatron --squared-relu; So et al. 2021, Primer).</summary>
+    SquaredRelu,
 }
 
 /// <summary>Attention span of a layer.</summary>

@@ -107,6 +107,67 @@ public sealed record ModelSpec(
     /// </summary>
     public bool MoeMemoryBoundOps { get; init; }
 
+    /// <summary>
+    /// Hybrid layer pattern, one character per layer as Megatron-LM's <c>--hybrid-override-pattern</c>
+    /// (megatron/core/ssm/mamba_hybrid_layer_allocation.py): <c>M</c> a Mamba-2 mixer, <c>*</c> self-attention,
+    /// <c>-</c> a dense MLP, <c>E</c> an MoE FFN; each layer is one such block with its pre-norm and residual
+    /// (Nemotron-H, Nemotron-3). Its length is <see cref="Layers"/>. Null: every layer is attention followed by an FFN.
+    /// </summary>
+    public string? HybridOverridePattern { get; init; }
+
+    /// <summary>Mamba-2 SSM state size N per group (Megatron --mamba-state-dim, default 128).</summary>
+    public long MambaStateDim { get; init; } = 128;
+
+    /// <summary>Mamba-2 head dimension P (Megatron --mamba-head-dim, default 64).</summary>
+    public long MambaHeadDim { get; init; } = 64;
+
+    /// <summary>Mamba-2 B/C groups G (Megatron --mamba-num-groups, default 8): heads share B and C within a group.</summary>
+    public int MambaNumGroups { get; init; } = 8;
+
+    /// <summary>Mamba-2 heads (Megatron --mamba-num-heads); null: d_inner = expand x H with expand 2, heads = d_inner / head dim (MambaMixer).</summary>
+    public int? MambaNumHeads { get; init; }
+
+    /// <summary>Taps of the Mamba mixer's causal depthwise convolution (MambaMixer d_conv, default 4).</summary>
+    public int MambaConvKernel { get; init; } = 4;
+
+    /// <summary>Chunk length Q of the SSD chunked scan (MambaMixer chunk_size, Megatron-Core default 128; the Mamba-2 paper, arXiv:2405.21060 §6, uses 256).</summary>
+    public long MambaChunkSize { get; init; } = 128;
+
+    /// <summary>
+    /// Latent MoE (Nemotron-3 Super/Ultra, Megatron --moe-latent-size): routed experts work in a latent width; a
+    /// [H -> latent] projection before the dispatch and [latent -> H] after the combine; null = experts on H.
+    /// </summary>
+    public long? MoeLatentSize { get; init; }
+
+    /// <summary>True when the model is a hybrid (<see cref="HybridOverridePattern"/> given).</summary>
+    public bool IsHybrid => HybridOverridePattern is not null;
+
+    /// <summary>What layer <paramref name="layer"/> is: in a hybrid model its pattern symbol; otherwise attention + FFN.</summary>
+    public HybridLayerKind LayerKindOf(int layer) => HybridOverridePattern is { } p
+        ? HybridLayerKinds.Of(p[layer % p.Length])
+        : HybridLayerKind.AttentionAndFfn;
+
+    /// <summary>Whether layer <paramref name="layer"/> has self-attention.</summary>
+    public bool HasAttention(int layer) => LayerKindOf(layer) is HybridLayerKind.Attention or HybridLayerKind.AttentionAndFfn;
+
+    /// <summary>Layers of a kind in the hybrid pattern (0 for a model without one).</summary>
+    public int CountLayers(HybridLayerKind kind) => HybridOverridePattern?.Count(ch => HybridLayerKinds.Of(ch) == kind) ?? 0;
+
+    /// <summary>Mamba-2 heads in effect: <see cref="MambaNumHeads"/>, or 2H / head dimension.</summary>
+    public int MambaHeads => MambaNumHeads ?? (int)(2 * HiddenSize / MambaHeadDim);
+
+    /// <summary>Mamba-2 inner width d_inner = heads x head dimension.</summary>
+    public long MambaInner => (long)MambaHeads * MambaHeadDim;
+
+    /// <summary>Channels of the causal convolution: x, B and C, d_inner + 2 G N.</summary>
+    public long MambaConvDim => MambaInner + 2L * MambaNumGroups * MambaStateDim;
+
+    /// <summary>Output width of the in-projection [z, x, B, C, dt]: 2 d_inner + 2 G N + heads.</summary>
+    public long MambaInProjWidth => 2 * MambaInner + 2L * MambaNumGroups * MambaStateDim + MambaHeads;
+
+    /// <summary>Width of the tokens the routed experts see and the all-to-all moves: the latent size, or H.</summary>
+    public long ExpertInputWidth => MoeLatentSize ?? HiddenSize;
+
     /// <summary>Mixed-precision recipe; null = everything in <see cref="Dtype"/> (the founding behaviour).</summary>
     public PrecisionRecipe? Precision { get; init; }
 
@@ -114,7 +175,7 @@ public sealed record ModelSpec(
     public bool IsDense => Experts == 0;
 
     /// <summary>Whether layer <paramref name="layer"/> has routed experts.</summary>
-    public bool IsMoeLayer(int layer) => !IsDense && layer >= DenseLayers;
+    public bool IsMoeLayer(int layer) => !IsDense && (IsHybrid ? LayerKindOf(layer) == HybridLayerKind.Moe : layer >= DenseLayers);
 
     /// <summary>Attention span of a layer.</summary>
     public AttentionLayerKind AttentionKindOf(int layer) =>
@@ -149,6 +210,14 @@ public sealed record ModelSpec(
             double h = HiddenSize, e = Experts;
             var attention = 4 * h * Math.Max(h, (double)AttentionHeads * Math.Max(QkHeadDim, VHeadDim));
             var ffn = 3 * h * FfnHiddenSize + (IsDense ? 0 : e * (h + 3 * h * ExpertFfnHiddenSize) + (double)SharedExperts * 3 * h * SharedExpertWidth);
+            if (IsHybrid)
+            {
+                // Hybrid layers are one block each; bound every layer by the largest (Mamba: in- and out-projection; latent MoE: its two projections).
+                var mamba = h * MambaInProjWidth + (double)MambaInner * h + (double)MambaConvDim * MambaConvKernel;
+                var latent = MoeLatentSize is { } ls ? 2 * h * ls + e * (h + 3.0 * ls * ExpertFfnHiddenSize) + (double)SharedExperts * 3 * h * SharedExpertWidth : 0;
+                var largest = Math.Max(Math.Max(attention, ffn), Math.Max(mamba, latent));
+                return Layers * largest + MtpLayers * (attention + Math.Max(ffn, latent) + 2 * h * h) + 2.0 * Vocabulary * h;
+            }
             return Layers * (attention + ffn) + MtpLayers * (attention + ffn + 2 * h * h) + 2.0 * Vocabulary * h;   // MTP depths: a layer + a [2H -> H] projection each
         }
     }
@@ -259,6 +328,7 @@ public sealed record ModelSpec(
         if (MoeFfnHiddenSize is { } moeFfn) Validate.Within(F("moeFfnHiddenSize"), moeFfn, Bounds.FfnHiddenSize, source);
         if (SharedExpertFfnHiddenSize is { } sharedFfn) Validate.Within(F("sharedExpertFfnHiddenSize"), sharedFfn, Bounds.FfnHiddenSize, source);
         Validate.Within(F("sharedExperts"), SharedExperts, Bounds.SharedExperts, source);
+        ValidateHybrid(F, source);
         // Parameters (in doubles: the product can pass 2^63 before the bound refuses it): every count derived from
         // them (per GPU, per stage, bytes x 16 for training) then fits 64 bits and doubles exactly enough.
         var parameters = TotalParameters;
@@ -269,6 +339,45 @@ public sealed record ModelSpec(
         else if (Routing != RoutingSpec.Uniform)
             throw new ConfigException(F("routing"), Routing.ToString(), "applies only to models with experts (model.experts > 0)", source);
         return this;
+    }
+
+    private void ValidateHybrid(Func<string, string> F, string? source)
+    {
+        string I(long v) => v.ToString(CultureInfo.InvariantCulture);
+        Validate.Within(F("mambaStateDim"), MambaStateDim, Bounds.MambaStateDim, source);
+        Validate.Within(F("mambaHeadDim"), MambaHeadDim, Bounds.MambaHeadDim, source);
+        Validate.Within(F("mambaNumGroups"), MambaNumGroups, Bounds.MambaGroups, source);
+        if (MambaNumHeads is { } mh) Validate.Within(F("mambaNumHeads"), mh, Bounds.MambaHeads, source);
+        Validate.Within(F("mambaConvKernel"), MambaConvKernel, Bounds.MambaConvKernel, source);
+        Validate.Within(F("mambaChunkSize"), MambaChunkSize, Bounds.MambaChunkSize, source);
+        if (MoeLatentSize is { } latent)
+        {
+            Validate.Within(F("moeLatentSize"), latent, Bounds.HiddenSize, source);
+            if (IsDense) throw new ConfigException(F("moeLatentSize"), I(latent), "needs a model with experts (model.experts > 0): it is the width the routed experts work in", source);
+        }
+        if (HybridOverridePattern is not { } pattern) return;
+        if (pattern.Length != Layers)
+            throw new ConfigException(F("hybridOverridePattern"), $"\"{pattern}\" ({pattern.Length} symbols)",
+                $"must have one symbol per layer: layers = {Layers}", source);
+        for (var i = 0; i < pattern.Length; i++)
+            if (!HybridLayerKinds.IsSymbol(pattern[i]))
+                throw new ConfigException($"{F("hybridOverridePattern")}[{i}]", $"'{pattern[i].ToString()}'",
+                    "must be one of 'M' (Mamba-2), '*' (attention), '-' (dense MLP), 'E' (MoE), as Megatron-LM's --hybrid-override-pattern", source);
+        if (pattern.Contains('E') && IsDense)
+            throw new ConfigException(F("hybridOverridePattern"), $"\"{pattern}\"", "has MoE layers ('E') but model.experts = 0: give experts and topK", source);
+        if (!IsDense && !pattern.Contains('E'))
+            throw new ConfigException(F("experts"), I(Experts), "must be 0 when hybridOverridePattern has no MoE layer ('E')", source);
+        if (DenseLayers > 0)
+            throw new ConfigException(F("denseLayers"), I(DenseLayers), "does not apply with hybridOverridePattern (its '-' symbols are the dense layers)", source);
+        if (AttentionPattern is not null || SlidingWindow is not null)
+            throw new ConfigException(F("attentionPattern"), null, "sliding-window attention is not modelled in hybrid models (hybridOverridePattern): leave attentionPattern and slidingWindow out", source);
+        if (!pattern.Contains('M')) return;
+        if (MambaNumHeads is null && 2 * HiddenSize % MambaHeadDim != 0)
+            throw new ConfigException(F("mambaHeadDim"), I(MambaHeadDim), $"must divide d_inner = 2 x hiddenSize = {2 * HiddenSize} (or give mambaNumHeads)", source);
+        if (MambaHeads % MambaNumGroups != 0)
+            throw new ConfigException(F("mambaNumGroups"), I(MambaNumGroups), $"must divide the Mamba heads ({MambaHeads}): heads share B and C within a group (Megatron-Core MambaMixer)", source);
+        Validate.Product($"{F("batch")} x {F("sequenceLength")} x {F("hiddenSize")} x Mamba in-projection width x 2",
+            Batch * SequenceLength, HiddenSize, MambaInProjWidth, 2);
     }
 
     /// <summary>
@@ -287,6 +396,16 @@ public sealed record ModelSpec(
                 $"must be divisible by the attention tensor-parallel size {attentionTp} (KV heads split over TP) or divide it (KV heads replicated, one per rank); valid kvHeads: multiples or divisors of {attentionTp}", source);
         if (!IsDense && ExpertFfnHiddenSize % tp != 0)
             throw new ConfigException("model.moeFfnHiddenSize", I(ExpertFfnHiddenSize), $"must be divisible by strategy.tp = {tp} (experts are tensor-parallel)", source);
+        if (IsHybrid && HybridOverridePattern!.Contains('M'))
+        {
+            // Megatron-Core MambaMixer: "nheads must be evenly divisble by tp_size", "ngroups must be evenly divisible by tp_size".
+            // The mixer is split over the attention TP group (TP, or TP x EP for tensor-parallel attention).
+            var ranks = attentionTp == tp ? $"strategy.tp = {tp}" : $"the attention tensor-parallel size {attentionTp}";
+            if (MambaHeads % attentionTp != 0)
+                throw new ConfigException("model.mambaNumHeads", I(MambaHeads), $"must be divisible by {ranks} (Mamba heads are split over TP)", source);
+            if (MambaNumGroups % attentionTp != 0)
+                throw new ConfigException("model.mambaNumGroups", I(MambaNumGroups), $"must be divisible by {ranks} (each TP rank holds whole B/C groups)", source);
+        }
         if (SharedExperts > 0 && SharedExperts * SharedExpertWidth % tp != 0)
             throw new ConfigException("model.sharedExpertFfnHiddenSize", I(SharedExpertWidth), $"x sharedExperts must be divisible by strategy.tp = {tp}", source);
     }
@@ -329,6 +448,20 @@ public sealed record ModelSpec(
             MtpLayers = r.OptionalInt("mtpLayers") ?? 0,
             MoeMemoryBoundOps = r.OptionalBool("moeMemoryBoundOps") ?? false,
             Precision = ReadPrecision(r),
+            HybridOverridePattern = r.OptionalString("hybridOverridePattern"),
+            MoeLatentSize = r.OptionalLong("moeLatentSize"),
+        };
+        var mambaFields = new[] { "mambaStateDim", "mambaHeadDim", "mambaNumGroups", "mambaNumHeads", "mambaConvKernel", "mambaChunkSize" };
+        if (m.HybridOverridePattern is null && mambaFields.FirstOrDefault(r.Has) is { } stray)
+            throw new ConfigException(r.Child(stray), JsonObjectReader.Raw(r.Element(stray)!.Value), "needs model.hybridOverridePattern with Mamba layers ('M')", r.Source);
+        m = m with
+        {
+            MambaStateDim = r.OptionalLong("mambaStateDim") ?? m.MambaStateDim,
+            MambaHeadDim = r.OptionalLong("mambaHeadDim") ?? m.MambaHeadDim,
+            MambaNumGroups = r.OptionalInt("mambaNumGroups") ?? m.MambaNumGroups,
+            MambaNumHeads = r.OptionalInt("mambaNumHeads"),
+            MambaConvKernel = r.OptionalInt("mambaConvKernel") ?? m.MambaConvKernel,
+            MambaChunkSize = r.OptionalLong("mambaChunkSize") ?? m.MambaChunkSize,
         };
         if (r.OptionalLong("headDim") is { } headDim) m = m with { HeadDim = headDim };
         // Documentation a preset file carries beside the numbers.
@@ -402,6 +535,17 @@ public sealed record ModelSpec(
             w.WriteNumber("sharedExperts", SharedExperts);
             if (SharedExpertFfnHiddenSize is { } sf) w.WriteNumber("sharedExpertFfnHiddenSize", sf);
             w.WriteNumber("denseLayers", DenseLayers);
+            if (MoeLatentSize is { } latent) w.WriteNumber("moeLatentSize", latent);
+            if (HybridOverridePattern is { } hybrid)
+            {
+                w.WriteString("hybridOverridePattern", hybrid);
+                w.WriteNumber("mambaStateDim", MambaStateDim);
+                w.WriteNumber("mambaHeadDim", MambaHeadDim);
+                w.WriteNumber("mambaNumGroups", MambaNumGroups);
+                if (MambaNumHeads is { } mh) w.WriteNumber("mambaNumHeads", mh);
+                w.WriteNumber("mambaConvKernel", MambaConvKernel);
+                w.WriteNumber("mambaChunkSize", MambaChunkSize);
+            }
             if (MtpLayers > 0) w.WriteNumber("mtpLayers", MtpLayers);
             w.WriteBoolean("moeMemoryBoundOps", MoeMemoryBoundOps);
             w.WriteNumber("vocabulary", Vocabulary);

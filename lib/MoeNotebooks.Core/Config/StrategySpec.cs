@@ -428,6 +428,8 @@ public sealed record StrategySpec(int EP, int TP, int PP, int DP, Derivation Der
                     "the seed derivation reproduces the founding document's two layouts only: EP=n with TP=PP=DP=1, or TP x PP with EP=DP=1, one microbatch; use \"derivation\": \"corrected\" for others", source);
             if (model.AttentionHeads % TP != 0)
                 throw new ConfigException("model.attentionHeads", I(model.AttentionHeads), $"must be divisible by strategy.tp = {TP}", source);
+            if (model.IsHybrid)
+                throw new ConfigException("model.hybridOverridePattern", $"\"{model.HybridOverridePattern}\"", "needs \"derivation\": \"corrected\" (the seed derivation is the founding document's attention + MoE layers)", source);
             if (model.HiddenSize % TP != 0 || model.HeadDim % TP != 0)
                 throw new ConfigException("model.hiddenSize", I(model.HiddenSize), $"must make hiddenSize and head dimension divisible by strategy.tp = {TP}", source);
             if (model.Layers % PP != 0)

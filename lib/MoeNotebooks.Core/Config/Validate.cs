@@ -122,6 +122,12 @@ public static class Bounds
     public static readonly Bound Batch = new(1, 1 << 24, "sequences", "global batches are at most tens of thousands of sequences");
     public static readonly Bound Parameters = new(1, 1e16, "parameters", "the largest published models have a few trillion");
     public static readonly Bound SequenceLength = new(1, 1 << 24, "tokens", "published contexts are at most ten million tokens");
+    public static readonly Bound MambaStateDim = new(1, 1 << 16, "", "published Mamba-2 state sizes are 64-256");
+    public static readonly Bound MambaHeadDim = new(1, 1 << 16, "", "published Mamba-2 head dimensions are 64-128");
+    public static readonly Bound MambaGroups = new(1, 1 << 16, "groups", "published Mamba-2 models use 1-8 B/C groups");
+    public static readonly Bound MambaHeads = new(1, 1 << 20, "heads", "published Mamba-2 models have at most a few hundred heads");
+    public static readonly Bound MambaConvKernel = new(1, 1 << 10, "taps", "Mamba's causal convolution has 4 taps");
+    public static readonly Bound MambaChunkSize = new(1, 1 << 16, "tokens", "the SSD kernels use chunks of 64-256 tokens");
 
     // Hardware (H100: 989e12 bf16 FLOP/s, 3.35e12 B/s, 80e9 B; NVLink 450e9 B/s; InfiniBand latency ~5e-6 s).
     public static readonly Bound PeakFlopsPerSecond = new(1e9, 1e18, "FLOP/s", "one GPU: 1 GFLOP/s to 1 EFLOP/s");

@@ -70,6 +70,22 @@ public enum OpKind : byte
     ExpertTensorAllGather,
     /// <summary>The experts' row-parallel partial outputs reduce-scattered over the ETP group back to each rank's dispatched tokens (reduce_scatter_to_sequence_parallel_region), before the combine all-to-all.</summary>
     ExpertTensorReduceScatter,
+    /// <summary>Mamba-2 in-projection [T, H] x [H, (2 d_inner + 2 G N + heads)/TP] (z, x, B, C, dt; column-parallel).</summary>
+    MambaInProjection,
+    /// <summary>Mamba-2 out-projection [T, d_inner/TP] x [d_inner/TP, H] (row-parallel).</summary>
+    MambaOutProjection,
+    /// <summary>Mamba-2 causal depthwise conv1d over x, B, C with SiLU (memory-bound).</summary>
+    MambaConv,
+    /// <summary>One batched product of the SSD chunked scan (Dao and Gu 2024, arXiv:2405.21060 §6): C B^T, (L o C B^T) X, B^T X or C h per chunk.</summary>
+    MambaChunkScan,
+    /// <summary>SSD inter-chunk state passing and the dt/decay cumulative sums (memory-bound recurrence over chunks).</summary>
+    MambaStatePassing,
+    /// <summary>Mamba-2 gated RMSNorm: norm(y) x SiLU(z) over d_inner/TP (memory-bound).</summary>
+    MambaGatedNorm,
+    /// <summary>Latent MoE down-projection [T, H] x [H, latent] before the dispatch (Megatron --moe-latent-size).</summary>
+    MoeLatentDown,
+    /// <summary>Latent MoE up-projection [T, latent] x [latent, H] after the combine.</summary>
+    MoeLatentUp,
     /// <summary>
     /// Context parallelism (Transformer Engine AttnFuncWithCPAndKVP2P, cp_comm_type "p2p"): a point-to-point send of a
     /// K/V block (forward) or of a K/V block and/or its gradient (backward) to the next rank of the CP ring.
@@ -115,8 +131,11 @@ public static class OpKindExtensions
 {
     public static OpCategory Category(this OpKind kind) => kind switch
     {
-        OpKind.AttentionScore or OpKind.AttentionValue => OpCategory.Attention,
-        OpKind.Elementwise or OpKind.Quantize or OpKind.RouterTopK or OpKind.Permute or OpKind.Unpermute => OpCategory.Elementwise,
+        // The SSD scan's batched products run in one fused kernel beside the sequence mixing, as flash attention does:
+        // priced by shape like every product, attributed to the sequence-mixing (attention) part.
+        OpKind.AttentionScore or OpKind.AttentionValue or OpKind.MambaChunkScan => OpCategory.Attention,
+        OpKind.Elementwise or OpKind.Quantize or OpKind.RouterTopK or OpKind.Permute or OpKind.Unpermute
+            or OpKind.MambaConv or OpKind.MambaStatePassing or OpKind.MambaGatedNorm => OpCategory.Elementwise,
         OpKind.AttentionAllReduce or OpKind.ExpertAllReduce or OpKind.AllToAllDispatch or OpKind.AllToAllCombine or OpKind.PipelineSend
             or OpKind.GradientAllReduce or OpKind.GradientReduceScatter or OpKind.ParameterAllGather or OpKind.PipelineAllGather
             or OpKind.SequenceReduceScatter or OpKind.SequenceAllGather
@@ -133,7 +152,8 @@ public static class OpKindExtensions
     public static bool IsLinearLayer(this OpKind kind) => kind is OpKind.QProjection or OpKind.KProjection or OpKind.VProjection
         or OpKind.OutputProjection or OpKind.ExpertUp or OpKind.ExpertDown or OpKind.DenseUp or OpKind.DenseDown
         or OpKind.QDownProjection or OpKind.QUpProjection or OpKind.KvDownProjection or OpKind.KvUpProjection
-        or OpKind.SharedExpertUp or OpKind.SharedExpertDown or OpKind.MtpProjection;
+        or OpKind.SharedExpertUp or OpKind.SharedExpertDown or OpKind.MtpProjection
+        or OpKind.MambaInProjection or OpKind.MambaOutProjection or OpKind.MoeLatentDown or OpKind.MoeLatentUp;
 
     public static CollectivePattern Pattern(this OpKind kind) => kind switch
     {
@@ -207,6 +227,14 @@ public static class OpKindExtensions
         OpKind.MtpProjection => "MTP projection",
         OpKind.ExpertTensorAllGather => "ExpertTensor_AllGather",
         OpKind.ExpertTensorReduceScatter => "ExpertTensor_ReduceScatter",
+        OpKind.MambaInProjection => "Mamba in projection",
+        OpKind.MambaOutProjection => "Mamba out projection",
+        OpKind.MambaConv => "Mamba conv1d",
+        OpKind.MambaChunkScan => "SSD chunk scan",
+        OpKind.MambaStatePassing => "SSD state passing",
+        OpKind.MambaGatedNorm => "Mamba gated norm",
+        OpKind.MoeLatentDown => "Latent down projection",
+        OpKind.MoeLatentUp => "Latent up projection",
         OpKind.ContextParallelSend => "ContextParallel_KV_Send",
         _ => kind.ToString(),
     };

@@ -74,12 +74,32 @@ public static class ParameterCounts
         long h = m.HiddenSize;
         var attnTp = st.Attention == AttentionPlacement.DataParallel ? st.TP : st.TP * st.EP;
         var (split, replicated) = Attention(m, attnTp);
-        var attention = split / attnTp + replicated + 2 * 2 * h;                // Q, K, V, O shards + two layer norms
+        var kind = m.LayerKindOf(layer);
+        switch (kind)
+        {
+            // Hybrid layers: one block and one pre-norm each.
+            case HybridLayerKind.Mamba: return new(Mamba(m, attnTp) + h, 0);
+            case HybridLayerKind.Attention: return new(split / attnTp + replicated + h, 0);
+            case HybridLayerKind.Mlp: return new(FfnMatrices(m) * h * m.FfnHiddenSize / st.TP + h, 0);
+        }
+        var attention = kind == HybridLayerKind.Moe ? h : split / attnTp + replicated + 2 * 2 * h;   // Q, K, V, O shards + two layer norms
         if (!m.IsMoeLayer(layer)) return new(attention + FfnMatrices(m) * h * m.FfnHiddenSize / st.TP, 0);
         var gate = h * m.Experts;
         var shared = m.SharedExperts * FfnMatrices(m) * h * m.SharedExpertWidth / st.TP;
-        var experts = (long)(m.Experts / st.EP) * FfnMatrices(m) * h * m.ExpertFfnHiddenSize / st.ETP;   // fc1/fc2 split over ETP (= TP unless folded)
-        return new(attention + gate + shared, experts);
+        var latent = m.MoeLatentSize is { } l ? 2 * h * l : 0;   // [H -> latent] and [latent -> H], replicated over TP
+        var experts = (long)(m.Experts / st.EP) * FfnMatrices(m) * m.ExpertInputWidth * m.ExpertFfnHiddenSize / st.ETP;   // fc1/fc2 split over ETP (= TP unless folded)
+        return new(attention + gate + shared + latent, experts);
+    }
+
+    /// <summary>
+    /// One Mamba-2 mixer's parameters on one of <paramref name="tp"/> ranks (Megatron-Core MambaMixer): in-projection
+    /// H x (2 d_inner + 2 G N + heads), conv1d weight and bias conv_dim x (d_conv + 1), A_log, D and dt_bias per head,
+    /// the gated norm's d_inner weights and the out-projection d_inner x H, all split over TP.
+    /// </summary>
+    public static long Mamba(ModelSpec m, int tp)
+    {
+        long h = m.HiddenSize;
+        return h * m.MambaInProjWidth / tp + m.MambaConvDim / tp * (m.MambaConvKernel + 1) + 3L * m.MambaHeads / tp + m.MambaInner / tp + m.MambaInner / tp * h;
     }
 
     /// <summary>
@@ -89,7 +109,9 @@ public static class ParameterCounts
     public static GpuParameters PerMtpDepth(ModelSpec m, StrategySpec st)
     {
         long h = m.HiddenSize;
-        return PerLayer(m, st, m.Layers - 1) + new GpuParameters(2 * h * h / st.TP + 2 * h, 0);
+        // A hybrid model's depth is its attention block followed by its last layer's block (Nemotron-3 Super: "*E").
+        var layer = m.IsHybrid ? PerLayer(m with { HybridOverridePattern = "*" }, st, 0) + PerLayer(m, st, m.Layers - 1) : PerLayer(m, st, m.Layers - 1);
+        return layer + new GpuParameters(2 * h * h / st.TP + 2 * h, 0);
     }
 
     /// <summary>Layers held by a pipeline stage (over all its virtual chunks).</summary>
@@ -132,7 +154,7 @@ public static class ParameterCounts
     {
         var one = new StrategySpec(1, 1, 1, 1);
         long total = 0, active = 0;
-        var f = FfnMatrices(m) * m.HiddenSize;
+        var f = FfnMatrices(m) * m.ExpertInputWidth;
         for (var layer = 0; layer < m.Layers; layer++)
         {
             var p = PerLayer(m, one, layer);

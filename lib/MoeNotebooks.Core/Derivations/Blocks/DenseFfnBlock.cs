@@ -44,28 +44,29 @@ internal sealed class DenseFfnBlock : ILayerBlock
 internal static class FfnGemms
 {
     /// <summary>Up-projection shape: [m, H] x [H, f] or, gated, [H, 2f] (gate and up fused).</summary>
-    public static MatmulShape Up(LayerContext c, long m, long f) => new(m, c.H, c.M.GatedFfn ? 2 * f : f);
+    /// <param name="width">The FFN's input and output width: H, or a latent MoE's latent size for routed experts.</param>
+    public static MatmulShape Up(LayerContext c, long m, long f, long? width = null) => new(m, width ?? c.H, c.M.GatedFfn ? 2 * f : f);
 
-    public static MatmulShape Down(LayerContext c, long m, long f) => new(m, f, c.H);
+    public static MatmulShape Down(LayerContext c, long m, long f, long? width = null) => new(m, f, width ?? c.H);
 
     /// <summary>Activation HBM bytes: plain reads and writes [m, f] (2); gated reads [m, 2f] and writes [m, f] (3). Backward: plain 3, gated 5.</summary>
     public static long ActivationBytes(LayerContext c, long m, long f, bool backward) =>
         (c.M.GatedFfn ? (backward ? 5 : 3) : (backward ? 3 : 2)) * m * f * c.E;
 
     /// <param name="activation">Emit the activation pass (routed experts of the founding model's derivation have none).</param>
-    public static int Forward(LayerContext c, BlockPass pass, int g, OpKind upKind, OpKind downKind, long m, long f, int layer, int dep, int index, int mb, bool activation = true)
+    public static int Forward(LayerContext c, BlockPass pass, int g, OpKind upKind, OpKind downKind, long m, long f, int layer, int dep, int index, int mb, bool activation = true, long? width = null)
     {
         var b = c.B;
-        var input = c.QuantizeInput(g, m * c.H, layer, dep, mb);
-        var up = c.LinearForward(upKind, g, Up(c, m, f), layer, LayerContext.Deps(input), index, mb, pass);
+        var input = c.QuantizeInput(g, m * (width ?? c.H), layer, dep, mb);
+        var up = c.LinearForward(upKind, g, Up(c, m, f, width), layer, LayerContext.Deps(input), index, mb, pass);
         var act = activation ? b.AddElementwise(g, ActivationBytes(c, m, f, false), layer, [up], index: 7, microbatch: mb) : up;
-        return c.LinearForward(downKind, g, Down(c, m, f), layer, [c.QuantizeInput(g, m * f, layer, act, mb)], index, mb, pass);
+        return c.LinearForward(downKind, g, Down(c, m, f, width), layer, [c.QuantizeInput(g, m * f, layer, act, mb)], index, mb, pass);
     }
 
-    public static int Backward(LayerContext c, int g, OpKind upKind, OpKind downKind, long m, long f, int layer, int dep, int index, int mb, bool activation = true)
+    public static int Backward(LayerContext c, int g, OpKind upKind, OpKind downKind, long m, long f, int layer, int dep, int index, int mb, bool activation = true, long? width = null)
     {
-        var down = c.LinearBackward(downKind, g, Down(c, m, f), layer, LayerContext.Deps(dep), index, mb);
+        var down = c.LinearBackward(downKind, g, Down(c, m, f, width), layer, LayerContext.Deps(dep), index, mb);
         var act = activation ? c.B.AddElementwise(g, ActivationBytes(c, m, f, true), layer, [down], index: 7, microbatch: mb) : down;
-        return c.LinearBackward(upKind, g, Up(c, m, f), layer, [act], index, mb);
+        return c.LinearBackward(upKind, g, Up(c, m, f, width), layer, [act], index, mb);
     }
 }

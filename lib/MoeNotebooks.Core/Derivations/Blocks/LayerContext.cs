@@ -29,6 +29,9 @@ internal sealed partial class LayerContext
     public long SequencesPerRank { get; }
     public long TokensPerRank { get; }
 
+    /// <summary>Width of the tokens routed experts see and the all-to-all moves: H, or the latent size of a latent MoE.</summary>
+    public long ExpertWidth => M.ExpertInputWidth;
+
     /// <summary>One rank's [tokens, H] activation in bytes.</summary>
     public long ActivationBytes { get; }
 

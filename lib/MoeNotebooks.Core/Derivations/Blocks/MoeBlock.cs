@@ -18,7 +18,7 @@ internal sealed class MoeBlock : ILayerBlock
     /// Permute: read the rank's [T, H] tokens, write T x k copies in expert order. Unpermute: read the T x k expert
     /// outputs and their routing weights (4 bytes each), write [T, H]. Their backward passes move the same bytes.
     /// </summary>
-    private static long PermuteBytes(LayerContext c) => c.MoeSourceActivationBytes + c.RoutedTokensPerRank * c.H * c.E;
+    private static long PermuteBytes(LayerContext c) => c.MoeSourceTokensPerRank * c.ExpertWidth * c.E + c.RoutedTokensPerRank * c.ExpertWidth * c.E;
     private static long UnpermuteBytes(LayerContext c) => PermuteBytes(c) + c.RoutedTokensPerRank * 4;
 
     public void Emit(LayerContext c, BlockPass pass, LayerSite site, int[] last)
@@ -49,6 +49,7 @@ internal sealed class MoeBlock : ILayerBlock
         }
         var ffnInput = (int[])last.Clone();
         if (!backward) Router.Forward(c, pass, site, last);
+        Latent(c, pass, site, last, up: backward);
         if (memoryOps) Pass(c, backward ? OpKind.Unpermute : OpKind.Permute, backward ? UnpermuteBytes(c) : PermuteBytes(c), site, last);
         yield return MoeSegment.BeforeExchange;
         var blockInput = (int[])last.Clone();
@@ -81,12 +82,37 @@ internal sealed class MoeBlock : ILayerBlock
         for (var li = 0; li < gpus.Length; li++)
             last[li] = chunkOutputs[li].Count == 1 ? chunkOutputs[li][0] : b.AddElementwise(gpus[li], 0, site.Layer, chunkOutputs[li].Distinct().ToArray(), index: 3, microbatch: site.Microbatch);
         if (memoryOps) Pass(c, backward ? OpKind.Permute : OpKind.Unpermute, backward ? PermuteBytes(c) : UnpermuteBytes(c), site, last);
+        Latent(c, pass, site, last, up: !backward);
         if (backward) Router.Backward(c, site, last);
         if (shared is not null)
             for (var li = 0; li < gpus.Length; li++)
                 last[li] = b.AddElementwise(gpus[li], 0, site.Layer, [last[li], shared[li]], index: 3, microbatch: site.Microbatch);   // routed + shared
         if (!backward) c.Elementwise(site, c.SequenceShard(3 * c.ActivationBytes), 2, last);   // residual add
         yield return MoeSegment.After;
+    }
+
+    /// <summary>
+    /// Latent MoE (<see cref="Config.ModelSpec.MoeLatentSize"/>, Megatron --moe-latent-size): the [T, H] x [H, latent]
+    /// projection after the router and before the permutation, and [T, latent] x [latent, H] after the unpermutation;
+    /// taken as replicated over the TP ranks, like the router (its TP split is not modelled). Nothing without a latent size.
+    /// </summary>
+    private static void Latent(LayerContext c, BlockPass pass, LayerSite site, int[] last, bool up)
+    {
+        if (c.M.MoeLatentSize is not { } latent) return;
+        var t = c.MoeSourceTokensPerRank;   // the rank's routed-from tokens (1/TP of them under sequence parallelism)
+        var kind = up ? OpKind.MoeLatentUp : OpKind.MoeLatentDown;
+        var shape = up ? new MatmulShape(t, latent, c.H) : new MatmulShape(t, c.H, latent);
+        for (var li = 0; li < site.Gpus.Length; li++)
+        {
+            var g = site.Gpus[li];
+            if (pass == BlockPass.Backward) last[li] = c.LinearBackward(kind, g, shape, site.Layer, LayerContext.Deps(last[li]), -1, site.Microbatch);
+            else
+            {
+                c.B.Phase = pass.ForwardPhase();
+                var input = c.QuantizeInput(g, t * shape.K, site.Layer, last[li], site.Microbatch);
+                last[li] = c.LinearForward(kind, g, shape, site.Layer, LayerContext.Deps(input), -1, site.Microbatch, pass);
+            }
+        }
     }
 
     private static void Pass(LayerContext c, OpKind kind, long bytes, LayerSite site, int[] last)

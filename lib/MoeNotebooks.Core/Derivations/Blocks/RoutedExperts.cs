@@ -4,7 +4,7 @@ namespace MoeNotebooks.Derivations;
 
 /// <summary>
 /// The routed experts of each EP rank: per local expert with tokens, up [m, H] x [H, F/TP] (gated: [H, 2F/TP]) and
-/// down [m, F/TP] x [F/TP, H] with F the expert width (F/ETP under MoE parallel folding) (m = the tokens routed to that expert in this chunk); their
+/// down [m, F/TP] x [F/TP, H] with F the expert width (F/ETP under MoE parallel folding; H is the latent size under a latent MoE) (m = the tokens routed to that expert in this chunk); their
 /// outputs summed.
 /// </summary>
 internal static class RoutedExperts
@@ -29,9 +29,9 @@ internal static class RoutedExperts
                 if (pass != BlockPass.Backward)
                 {
                     b.Phase = pass.ForwardPhase();
-                    outs.Add(FfnGemms.Forward(c, pass, g, OpKind.ExpertUp, OpKind.ExpertDown, m, f, layer, last[li], expert, mb, activation));
+                    outs.Add(FfnGemms.Forward(c, pass, g, OpKind.ExpertUp, OpKind.ExpertDown, m, f, layer, last[li], expert, mb, activation, c.ExpertWidth));
                 }
-                else outs.Add(FfnGemms.Backward(c, g, OpKind.ExpertUp, OpKind.ExpertDown, m, f, layer, last[li], expert, mb, activation));
+                else outs.Add(FfnGemms.Backward(c, g, OpKind.ExpertUp, OpKind.ExpertDown, m, f, layer, last[li], expert, mb, activation, c.ExpertWidth));
             }
             last[li] = outs.Count switch
             {

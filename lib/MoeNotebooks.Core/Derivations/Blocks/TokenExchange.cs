@@ -28,7 +28,7 @@ internal static class TokenExchange
     }
 
     /// <summary>The busiest rank's gathered expert input of one chunk, [tokens of its experts, H] (the ETP all-gather / reduce-scatter message).</summary>
-    public static long ExpertInputBytes(LayerContext c, int chunk) => MaxLocalTokens(c, c.ExpertTokensByChunk[chunk]) * c.H * c.E;
+    public static long ExpertInputBytes(LayerContext c, int chunk) => MaxLocalTokens(c, c.ExpertTokensByChunk[chunk]) * c.ExpertWidth * c.E;
 
     public static void Combine(LayerContext c, BlockPass pass, LayerSite site, long a2aBytes, int[] last, int chunk)
     {
@@ -44,7 +44,7 @@ internal static class TokenExchange
         }
         else if (c.AttentionDp)
         {
-            if (c.St.TP > 1) c.TensorGroupCollective(gpus, OpKind.ExpertAllReduce, MaxLocalTokens(c, c.ExpertTokensByChunk[chunk]) * c.H * c.E, layer, mb, last, chunk);
+            if (c.St.TP > 1) c.TensorGroupCollective(gpus, OpKind.ExpertAllReduce, MaxLocalTokens(c, c.ExpertTokensByChunk[chunk]) * c.ExpertWidth * c.E, layer, mb, last, chunk);
             if (c.St.EP > 1) c.AllToAll(gpus, backward ? OpKind.AllToAllDispatch : OpKind.AllToAllCombine, a2aBytes, layer, mb, last, chunk);
         }
         else
@@ -81,6 +81,6 @@ internal static class TokenExchange
         var routedShare = c.RoutedTokensPerRank / chunks + (chunk < c.RoutedTokensPerRank % chunks ? 1 : 0);
         var local = MaxLocalTokens(c, c.ExpertTokensByChunk[chunk]);
         var received = c.ShardedDispatch ? (local + c.St.ETP - 1) / c.St.ETP : local;
-        return Math.Max(routedShare, received) * c.H * c.E;
+        return Math.Max(routedShare, received) * c.ExpertWidth * c.E;
     }
 }
