@@ -159,7 +159,7 @@ public sealed class ModernPredictor
         if (run.Sharding.Contains("Megatron-FSDP", StringComparison.OrdinalIgnoreCase))
             return (null, $"Megatron-FSDP ({run.Sharding}) over TP/PP is not modelled yet (issue 12)");
         if (run.EP > 1 && run.DP % run.EP != 0)
-            return (null, $"EP = {run.EP} larger than DP = {run.DP} (experts folded over TP x DP) is not modelled yet (issue 12)");
+            return (null, $"EP = {run.EP} larger than DP = {run.DP}: the core prices MoE parallel folding (expertTensorParallelSize, issue 12) but this suite's two-stage slice does not fold experts over TP x DP yet");
         var system = SystemPresets.TryGetValue(run.System, out var names)
             ? names.FirstOrDefault(n => HardwareCatalog.Names.Contains(n, StringComparer.OrdinalIgnoreCase)) : null;
         if (system is null) return (null, $"no hardware preset for {run.System} (issues 11 and 13 add the presets)");

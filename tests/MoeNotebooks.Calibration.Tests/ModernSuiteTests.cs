@@ -311,19 +311,22 @@ public class ModernTargetTests
         ModernSuiteResult.Mape(Suite.Rows.Where(r => r.Row.Run.TargetGroup == group).Select(r => r.LomoErrorPct));
 
     [CalibrationDataFact]
-    public void Moe_lomo_mape_TARGET_12pct_MISSED_regression_bound_46pct()
+    public void Moe_lomo_mape_TARGET_12pct_MISSED_regression_bound_31pct()
     {
+        // Stop 11: 44.9 -> 29.9 % on the same 57 rows: jobs on NVL72 racks placed in the launcher's 64-GPU NVLink
+        // segments (EP 64 no longer straddles two racks: 42.1 -> 31.8 %), then each row as launched (Megatron-Bridge's
+        // published moe_a2a_overlap / DeepEP settings: 31.8 -> 29.4 %) and the layouts of issue 12. Bound = achieved + 1.
         // The bound was 37 % while every multi-node collective was priced as one ring through one NIC per GPU. With
         // topology-aware collectives (issue 13: NCCL's ring over all 8 rails, hierarchical and NVLS forms) the DGX-B200
         // MoE runs' data-parallel and gradient collectives are several times faster and those 14 rows come out faster
         // (47.4 % with only them); the DGX-B300 and GB200 / GB300 NVL72 presets (issue 11 item 5) add 43 MoE rows.
         // Achieved on all 57 rows: 44.9 %; bound = achieved + 1.
         var mape = Lomo("moe");
-        Assert.True(mape <= 46, $"MoE leave-one-model-out MAPE {mape:F1} % (target 12 %, regression bound 46 %)");
+        Assert.True(mape <= 31, $"MoE leave-one-model-out MAPE {mape:F1} % (target 12 %, regression bound 31 %)");
     }
 
     [CalibrationDataFact]
-    public void Dense_lomo_mape_TARGET_8pct_MISSED_regression_bound_10_9pct()
+    public void Dense_lomo_mape_TARGET_8pct_MISSED_regression_bound_10_5pct()
     {
         // Only the DGX-B200 Llama-3-8B rows were expressible until the GB200/GB300/B300 presets landed (issue 11 item 5,
         // with issue 13's collectives); the test now covers the rest of the dense rows and the target is missed: 8.9 %
@@ -331,9 +334,21 @@ public class ModernTargetTests
         // the six CP = 2 Llama-3.1-405B rows (DGX-B200 TP4 PP8, GB300 TP2 PP8), which were listed as not expressible:
         // their LOMO errors are -8.0, -7.5, -20.3, -22.3, -17.2, -15.5 % (the GB300 FP8 rows without CP at TP4 PP8 are
         // -16 / -17 %), and with them in the Blackwell fit the 23 earlier rows move 7.9 -> 8.6 %: 10.0 % on 29 rows.
-        // The set of rows changed, not the predictions of a fixed set; the bound follows the achieved figure.
+        // The set of rows changed, not the predictions of a fixed set; the bound follows the achieved figure (9.5 % on 29
+        // rows after every issue-12 layout and the launch settings landed; bound = achieved + 1).
         var mape = Lomo("dense");
-        Assert.True(mape <= 10.9, $"dense leave-one-model-out MAPE {mape:F1} % (target 8 %, regression bound 10.9 %)");
+        Assert.True(mape <= 10.5, $"dense leave-one-model-out MAPE {mape:F1} % (target 8 %, regression bound 10.5 %)");
+    }
+
+    [CalibrationDataFact]
+    public void Hybrid_lomo_mape_TARGET_12pct_MISSED_regression_bound_55pct()
+    {
+        // The 18 Nemotron-3 hybrid (Mamba-2 + attention + MoE) rows expressible since the Mamba block landed, predicted
+        // with the Blackwell fit made without them (ModernSuite.HybridRowsInFit = false: in the fit they moved the
+        // per-layer overhead from ~1 to 4 ms and pushed the dense rows past their bound). Achieved 53.4 %, mostly too
+        // fast: the SSD scan and conv1d are priced by shape with no measured kernel efficiency. Bound = achieved + 1.6.
+        var mape = Lomo("hybrid");
+        Assert.True(mape <= 55, $"hybrid leave-one-model-out MAPE {mape:F1} % (target 12 %, regression bound 55 %)");
     }
 
     [CalibrationDataFact]
