@@ -145,6 +145,19 @@ public class PeriodicFoldingTargetedTests
         Assert.True(x.BuiltMicrobatches < x.Microbatches, $"{x}");
     }
 
+    [Fact]
+    public void The_what_if_table_of_an_extrapolated_run_is_the_built_runs()
+    {
+        // Oracle: the same scenario evaluated with every microbatch built (DagFolding.Symmetric). The what-if re-schedules
+        // every operation, so on an extrapolated evaluation (notebook 05 asks for it) it must re-evaluate, not refuse.
+        var s = Load("tp8-pp2-training");
+        var extrapolated = s.Evaluate();
+        Assert.NotNull(extrapolated.Result.Extrapolation);
+        var built = s.Evaluate(DagFolding.Symmetric);
+        Assert.Null(built.Result.Extrapolation);
+        Assert.Equal(built.Sensitivity(0.1), extrapolated.Sensitivity(0.1));
+    }
+
     [Theory]
     [InlineData(PipelineSchedule.Gpipe)]
     [InlineData(PipelineSchedule.ZeroBubbleH1)]

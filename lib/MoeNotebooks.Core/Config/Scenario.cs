@@ -116,8 +116,12 @@ public sealed record Evaluation(Scenario Scenario, OperatorDag Dag, CostModel Co
     /// <summary>Every distinct collective and send, with the algorithm chosen and the bus bandwidth reached.</summary>
     public IReadOnlyList<CollectiveUse> Collectives => Result.Extrapolation?.Collectives ?? CollectiveReport.Of(Dag, Cost);
 
-    /// <summary>How much the total drops if each operation kind or link class got <paramref name="speedup"/> faster.</summary>
+    /// <summary>
+    /// How much the total drops if each operation kind or link class got <paramref name="speedup"/> faster. The what-if
+    /// re-schedules every operation, so an evaluation that extrapolated its microbatches is evaluated again with every
+    /// microbatch built (<see cref="DagFolding.Symmetric"/>: the same total, exactly, and slower).
+    /// </summary>
     public IReadOnlyList<SensitivityRow> Sensitivity(double speedup = 0.10) => Result.Extrapolation is null
         ? Analysis.Sensitivity.Analyze(Result, Scenario.Hardware, speedup)
-        : throw new ConfigException("fold", "periodic", "the what-if table re-schedules every operation, and this evaluation extrapolated its microbatches: evaluate with DagFolding.Symmetric (moe evaluate --fold symmetric)");
+        : Scenario.Evaluate(DagFolding.Symmetric).Sensitivity(speedup);
 }

@@ -549,32 +549,18 @@ internal sealed partial class CorrectedDerivation
         if (pass != BlockPass.Backward)
         {
             for (var i = 0; i < blocks.Count - 1; i++) blocks[i].Emit(_c, pass, site, last);
-            if (ffn is MoeBlock moe)
-            {
-                foreach (var segment in moe.Segments(_c, pass, site, last)) yield return segment;
-                yield break;
-            }
+            foreach (var segment in Ffn()) yield return segment;
+            yield break;
+        }
+        IEnumerable<MoeSegment> Ffn() => ffn is MoeBlock moe ? moe.Segments(_c, pass, site, last) : Dense();
+        IEnumerable<MoeSegment> Dense()
+        {
             yield return MoeSegment.BeforeExchange;
             yield return MoeSegment.FirstExchange;
             ffn.Emit(_c, pass, site, last);
             yield return MoeSegment.Experts;
             yield return MoeSegment.SecondExchange;
             yield return MoeSegment.After;
-            yield break;
-        }
-        IEnumerable<MoeSegment> Ffn()
-        {
-            if (ffn is MoeBlock moe) return moe.Segments(_c, pass, site, last);
-            return Dense();
-            IEnumerable<MoeSegment> Dense()
-            {
-                yield return MoeSegment.BeforeExchange;
-                yield return MoeSegment.FirstExchange;
-                ffn.Emit(_c, pass, site, last);
-                yield return MoeSegment.Experts;
-                yield return MoeSegment.SecondExchange;
-                yield return MoeSegment.After;
-            }
         }
         foreach (var segment in Ffn())
         {

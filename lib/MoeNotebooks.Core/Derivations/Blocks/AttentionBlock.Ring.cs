@@ -85,15 +85,11 @@ internal sealed partial class AttentionBlock
         {
             var (gpus, _, _) = sites[r];
             var last = lasts[r];
-            if (c.SequenceParallel)
-            {
-                c.Elementwise(sites[r], c.SequenceShard(2 * c.ActivationBytes), 0, last);
-                c.TensorGroupCollective(gpus, OpKind.SequenceAllGather, c.ActivationBytes, layer, mb, last);
-            }
+            c.PreNormGather(sites[r], last);
             for (var li = 0; li < gpus.Length; li++)
             {
                 var g = gpus[li];
-                var norm = c.SequenceParallel ? last[li] : b.AddElementwise(g, 2 * c.ActivationBytes, layer, LayerContext.Deps(last[li]), index: 0, microbatch: mb);
+                var norm = c.PreNorm(sites[r], li, last);
                 var (pq, pk, pv) = Projections(c, pass, g, layer, mb, norm);
                 q[r * ring.PerSite + li] = pq;
                 held[r * ring.PerSite + li] = pk == pv ? [pk] : [pk, pv];
@@ -199,9 +195,7 @@ internal sealed partial class AttentionBlock
             var (gpus, _, _) = sites[r];
             var last = lasts[r];
             for (var li = 0; li < gpus.Length; li++) last[li] = ProjectionsBackward(c, gpus[li], layer, mb, [merged[r * ring.PerSite + li]]);
-            if (c.SequenceParallel) c.TensorGroupCollective(gpus, OpKind.SequenceReduceScatter, c.ActivationBytes, layer, mb, last);
-            else c.AllReduceAttentionGroups(gpus, OpKind.AttentionAllReduce, c.ActivationBytes, layer, mb, last);
-            c.Elementwise(sites[r], c.SequenceShard(2 * c.ActivationBytes), 0, last);   // the pre-norm's backward
+            c.MixerBackwardTail(sites[r], last);
         }
     }
 }

@@ -32,16 +32,11 @@ internal sealed partial class AttentionBlock : ILayerBlock
         var b = c.B;
         b.Phase = pass.ForwardPhase();
         var (gpus, layer, mb) = site;
-        if (c.SequenceParallel)
-        {
-            // The pre-norm on this rank's 1/TP of the tokens, then the all-gather restoring all tokens for Q, K, V.
-            c.Elementwise(site, c.SequenceShard(2 * c.ActivationBytes), 0, last);
-            c.TensorGroupCollective(gpus, OpKind.SequenceAllGather, c.ActivationBytes, layer, mb, last);
-        }
+        c.PreNormGather(site, last);
         for (var li = 0; li < gpus.Length; li++)
         {
             var g = gpus[li];
-            var norm = c.SequenceParallel ? last[li] : b.AddElementwise(g, 2 * c.ActivationBytes, layer, LayerContext.Deps(last[li]), index: 0, microbatch: mb);
+            var norm = c.PreNorm(site, li, last);
             var (q, k, v) = Projections(c, pass, g, layer, mb, norm);
             var heads = new int[c.HeadsPerRank];
             var rankInAttention = c.AttentionDp ? li % c.St.TP : li;
@@ -114,8 +109,6 @@ internal sealed partial class AttentionBlock : ILayerBlock
         }
         // The conjugate of the forward all-reduce: column-parallel input gradients are summed over the TP group.
         // Sequence parallelism: the conjugate of the forward all-gather, a reduce-scatter to 1/TP of the tokens.
-        if (c.SequenceParallel) c.TensorGroupCollective(gpus, OpKind.SequenceReduceScatter, c.ActivationBytes, layer, mb, last);
-        else c.AllReduceAttentionGroups(gpus, OpKind.AttentionAllReduce, c.ActivationBytes, layer, mb, last);
-        c.Elementwise(site, c.SequenceShard(2 * c.ActivationBytes), 0, last);   // the pre-norm's backward
+        c.MixerBackwardTail(site, last);
     }
 }

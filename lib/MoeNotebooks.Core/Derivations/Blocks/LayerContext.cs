@@ -213,6 +213,33 @@ internal sealed partial class LayerContext
         for (var li = 0; li < site.Gpus.Length; li++)
             last[li] = B.AddElementwise(site.Gpus[li], bytes, site.Layer, Deps(last[li]), index: role, microbatch: site.Microbatch);
     }
+
+    /// <summary>
+    /// A token mixer's (attention, Mamba) pre-norm, first part: under sequence parallelism the norm on this rank's 1/TP
+    /// of the tokens and the all-gather restoring all of them (last[li] is then the gather); without it nothing here,
+    /// the norm is per rank in <see cref="PreNorm"/>.
+    /// </summary>
+    public void PreNormGather(LayerSite site, int[] last)
+    {
+        if (!SequenceParallel) return;
+        Elementwise(site, SequenceShard(2 * ActivationBytes), 0, last);
+        TensorGroupCollective(site.Gpus, OpKind.SequenceAllGather, ActivationBytes, site.Layer, site.Microbatch, last);
+    }
+
+    /// <summary>The operation local rank <paramref name="li"/>'s mixer input waits for: the gather under sequence parallelism, else its pre-norm.</summary>
+    public int PreNorm(LayerSite site, int li, int[] last) =>
+        SequenceParallel ? last[li] : B.AddElementwise(site.Gpus[li], 2 * ActivationBytes, site.Layer, Deps(last[li]), index: 0, microbatch: site.Microbatch);
+
+    /// <summary>
+    /// A token mixer's backward tail: the conjugate of the forward's tensor-parallel collective (reduce-scatter to 1/TP
+    /// of the tokens under sequence parallelism, else the all-reduce of the attention groups), then the pre-norm's backward.
+    /// </summary>
+    public void MixerBackwardTail(LayerSite site, int[] last)
+    {
+        if (SequenceParallel) TensorGroupCollective(site.Gpus, OpKind.SequenceReduceScatter, ActivationBytes, site.Layer, site.Microbatch, last);
+        else AllReduceAttentionGroups(site.Gpus, OpKind.AttentionAllReduce, ActivationBytes, site.Layer, site.Microbatch, last);
+        Elementwise(site, SequenceShard(2 * ActivationBytes), 0, last);
+    }
 }
 
 /// <summary>A weight-gradient GEMM held back from a zero-bubble B pass: everything <see cref="DagBuilder.AddMatmul"/> needs.</summary>

@@ -73,15 +73,11 @@ internal sealed class MambaBlock : ILayerBlock
         var (gpus, layer, mb) = site;
         var s = Shapes(c);
         var t = c.TokensPerRank;
-        if (c.SequenceParallel)
-        {
-            c.Elementwise(site, c.SequenceShard(2 * c.ActivationBytes), 0, last);
-            c.TensorGroupCollective(gpus, OpKind.SequenceAllGather, c.ActivationBytes, layer, mb, last);
-        }
+        c.PreNormGather(site, last);
         for (var li = 0; li < gpus.Length; li++)
         {
             var g = gpus[li];
-            var norm = c.SequenceParallel ? last[li] : b.AddElementwise(g, 2 * c.ActivationBytes, layer, LayerContext.Deps(last[li]), index: 0, microbatch: mb);
+            var norm = c.PreNorm(site, li, last);
             var input = c.QuantizeInput(g, t * c.H, layer, norm, mb);
             var inProj = c.LinearForward(OpKind.MambaInProjection, g, s.InProjection, layer, [input], -1, mb, pass);
             var conv = b.AddMemoryBound(OpKind.MambaConv, g, s.ConvBytes, layer, [inProj], microbatch: mb);
@@ -122,8 +118,6 @@ internal sealed class MambaBlock : ILayerBlock
             var conv = b.AddMemoryBound(OpKind.MambaConv, g, s.ConvBytes / 2 * 3, layer, [scores, states], microbatch: mb);
             last[li] = c.LinearBackward(OpKind.MambaInProjection, g, s.InProjection, layer, [conv], -1, mb);
         }
-        if (c.SequenceParallel) c.TensorGroupCollective(gpus, OpKind.SequenceReduceScatter, c.ActivationBytes, layer, mb, last);
-        else c.AllReduceAttentionGroups(gpus, OpKind.AttentionAllReduce, c.ActivationBytes, layer, mb, last);
-        c.Elementwise(site, c.SequenceShard(2 * c.ActivationBytes), 0, last);   // the pre-norm's backward
+        c.MixerBackwardTail(site, last);
     }
 }
