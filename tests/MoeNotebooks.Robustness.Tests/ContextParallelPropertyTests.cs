@@ -75,7 +75,7 @@ public class ContextParallelPropertyTests
             var t = split.CriticalPath(cost).TotalSeconds;
             Assert.True(double.IsFinite(t) && t > 0, $"{t}");
             Assert.Equal(t, cpSt.BuildDag(model, DagFolding.Symmetric).CriticalPath(cost).TotalSeconds, 9);
-        }, iter: 200);
+        }, iter: (int)Property.Iterations);
     }
 
     /// <summary>The block a rank passes around the ring, by hand: tokens / rank x kv heads / TP (MLA: heads / TP) x (d_qk + d_v) x 2 bytes.</summary>

@@ -4,12 +4,12 @@ namespace MoeNotebooks.Robustness.Tests;
 
 /// <summary>
 /// The hybrid case stream (<see cref="RandomScenarios.Hybrids"/>: Megatron hybrid patterns over M, *, -, E with Mamba-2
-/// layers split over TP): 2,000 cases, each evaluated whole and folded. Oracles: the schedule's own bounds (the total is
+/// layers split over TP): 10,000 cases (MOE_PROPERTY_ITER), each evaluated whole and folded. Oracles: the schedule's own bounds (the total is
 /// at least the longest operation and at most their sum, finite) and the whole DAG for the folded one.
 /// </summary>
 public class HybridPropertyTests
 {
-    private const long Cases = 2_000;
+    private static long Cases => Property.Iterations;
 
     [Fact]
     public void Hybrid_stream_covers_mamba_layers_under_tp_pipelines_and_training()
@@ -44,6 +44,6 @@ public class HybridPropertyTests
         {
             var s = (c with { DP = 2, Batch = c.Batch / c.DP * 2 }).Scenario;
             FoldingPropertyTests.AssertFoldedEqualsWhole(s);
-        }, 500);
+        }, Property.Iterations);
     }
 }
