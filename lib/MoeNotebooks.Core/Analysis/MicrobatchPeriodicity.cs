@@ -64,6 +64,21 @@ public sealed record MicrobatchExtrapolation(
 public static class MicrobatchPeriodicity
 {
     /// <summary>Fewest full steady periods the smaller built DAG holds beyond the transient; grown while no repetition is found.</summary>
+
+    /// <summary>
+    /// Operation <paramref name="op"/> of DAG <paramref name="from"/> as it stands in DAG <paramref name="to"/>, in the item
+    /// <paramref name="shift"/> microbatches later (same replica, stage, chunk and pass; same offset inside the item);
+    /// -1 when that item is not built or has another size.
+    /// </summary>
+    private static int Counterpart(Built from, Built to, int op, int shift)
+    {
+        var i = from.ItemOf[op];
+        if (i < 0) return -1;
+        var it = from.Items[i];
+        if (!to.ItemIndex.TryGetValue((it.Replica, it.Stage, it.Item.Chunk, it.Item.Backward, it.Item.Microbatch + shift), out var j)) return -1;
+        var target = to.Items[j];
+        return target.End - target.First == it.End - it.First ? target.First + (op - it.First) : -1;
+    }
     private static readonly int[] SteadyPeriodsTried = [3, 6, 12, 24, 48];
 
     /// <summary>Periods c tried (microbatches per repetition).</summary>
@@ -243,15 +258,7 @@ public static class MicrobatchPeriodicity
             x.ItemOf[op] < 0 ? int.MaxValue : PeriodOf(st, microbatches, x.Items[x.ItemOf[op]]);
 
         // σ: the same operation of the item c microbatches later (-1 when that item is not built).
-        int Sigma(Built x, int op, int shift)
-        {
-            var i = x.ItemOf[op];
-            if (i < 0) return -1;
-            var it = x.Items[i];
-            if (!x.ItemIndex.TryGetValue((it.Replica, it.Stage, it.Item.Chunk, it.Item.Backward, it.Item.Microbatch + shift), out var j)) return -1;
-            var target = x.Items[j];
-            return target.End - target.First == it.End - it.First ? target.First + (op - it.First) : -1;
-        }
+        static int Sigma(Built x, int op, int shift) => Counterpart(x, x, op, shift);
 
         var dag = b.Dag;
         var n = dag.Count;
@@ -353,12 +360,7 @@ public static class MicrobatchPeriodicity
         int ImageInB(int opA)
         {
             if (outsidePos.TryGetValue(opA, out var pos)) return outsideB[pos];
-            var i = a.ItemOf[opA];
-            if (i < 0) return -1;
-            var it = a.Items[i];
-            if (!b.ItemIndex.TryGetValue((it.Replica, it.Stage, it.Item.Chunk, it.Item.Backward, it.Item.Microbatch + c), out var j)) return -1;
-            var target = b.Items[j];
-            return target.End - target.First == it.End - it.First ? target.First + (opA - it.First) : -1;
+            return Counterpart(a, b, opA, c);
         }
         var streamA = StreamPredecessors(a.Dag, a.Links);
         foreach (var x in tailA)
