@@ -4,6 +4,7 @@ using System.Globalization;
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using MoeNotebooks.Config;
+using MoeNotebooks.Costs;
 using MoeNotebooks.Dag;
 using MoeNotebooks.Derivations;
 
@@ -453,6 +454,21 @@ public sealed class Sweep
 
         private Func<Scenario, DagFolding, OperatorDag>? _get;
 
+        private OperatorDag? _footprintsDag;
+        private readonly Dictionary<(HardwareSpec, CostModelSpec), LinkFootprints?> _footprints = [];
+
+        /// <summary>
+        /// <c>cost.Footprints(dag)</c>, kept while the DAG repeats: the links of a group depend on the DAG's groups and on
+        /// the communication model, which is made from the hardware and the cost-model description alone.
+        /// </summary>
+        public LinkFootprints? FootprintsOf(OperatorDag dag, Scenario scenario, CostModel cost)
+        {
+            if (!ReferenceEquals(dag, _footprintsDag)) { _footprints.Clear(); _footprintsDag = dag; }
+            var key = (scenario.Hardware, scenario.CostModel);
+            if (!_footprints.TryGetValue(key, out var links)) _footprints[key] = links = cost.Footprints(dag);
+            return links;
+        }
+
         private OperatorDag Get(Scenario scenario, DagFolding folding)
         {
             if (_last.TryGetValue(folding, out var last) && last.Model == scenario.Model && last.Strategy == scenario.Strategy) return last.Dag;
@@ -494,7 +510,9 @@ public sealed class Sweep
         var values = LabelsOf(choice);
         try
         {
-            var e = QuickEvaluation.Run(scenario, null, worker.Workspace, breakdown, structures is null ? null : worker.Structures(structures));
+            var e = structures is null
+                ? QuickEvaluation.Run(scenario, null, worker.Workspace, breakdown)
+                : QuickEvaluation.Run(scenario, null, worker.Workspace, breakdown, worker.Structures(structures), worker.FootprintsOf);
             var memory = MemoryModel.Estimate(scenario.Model, scenario.Strategy, scenario.Hardware);
             return new SweepRow(index, values, true, null, scenario.Hardware.GpuCount, (int)Math.Min(e.Dag.RepresentedCount, int.MaxValue), e.TotalSeconds,
                 e.Breakdown?["matmul"] ?? double.NaN, e.Breakdown?["attention"] ?? double.NaN, e.Breakdown?["elementwise"] ?? double.NaN,
@@ -518,7 +536,8 @@ internal static class QuickEvaluation
     /// <paramref name="scenario"/> must be validated; <paramref name="dag"/>, when given, must be its DAG: a DAG depends on
     /// the model and the strategy only (<see cref="Scenario.BuildDag"/>), so sweeps reuse it while those repeat.
     /// </summary>
-    public static Outcome Run(Scenario scenario, OperatorDag? dag, ScheduleWorkspace workspace, bool breakdown, Func<Scenario, DagFolding, OperatorDag>? structures = null)
+    public static Outcome Run(Scenario scenario, OperatorDag? dag, ScheduleWorkspace workspace, bool breakdown, Func<Scenario, DagFolding, OperatorDag>? structures = null,
+        Func<OperatorDag, Scenario, CostModel, LinkFootprints?>? footprints = null)
     {
         var cost = scenario.CreateCostModel();
         if (dag is not null && dag.IsFolded && !cost.PricesFoldSymmetrically(dag)) dag = null;
@@ -530,8 +549,9 @@ internal static class QuickEvaluation
         }
         dag ??= scenario.BuildDagFor(cost);
         if (!breakdown) return new(dag, dag.TotalSeconds(cost, workspace), null);
-        var result = dag.CriticalPath(cost);
-        return new(dag, result.TotalSeconds, result.BreakdownSeconds);
+        // The total and the breakdown of dag.CriticalPath(cost), without the critical path or fresh buffers.
+        var (total, mean) = dag.TotalAndBreakdown(cost, workspace, footprints is null ? cost.Footprints(dag) : footprints(dag, scenario, cost));
+        return new(dag, total, mean);
     }
 
     /// <summary>A reason that groups alike failures: the field and the requirement, without the file or the value.</summary>
