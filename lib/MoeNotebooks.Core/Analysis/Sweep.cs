@@ -541,13 +541,9 @@ internal static class QuickEvaluation
     {
         var cost = scenario.CreateCostModel();
         if (dag is not null && dag.IsFolded && !cost.PricesFoldSymmetrically(dag)) dag = null;
-        if (dag is null && structures is not null)
-        {
-            // What Scenario.BuildDagFor builds: folded, or whole when this cost model prices the replicas differently.
-            dag = structures(scenario, DagFolding.Symmetric);
-            if (dag.IsFolded && !cost.PricesFoldSymmetrically(dag)) dag = structures(scenario, DagFolding.None);
-        }
-        dag ??= scenario.BuildDagFor(cost);
+        // Scenario.BuildDagFor's choice (folded, or less folded when this cost model prices the symmetric ranks
+        // differently), with the sweep's DAG of this structure where it has one.
+        dag ??= structures is null ? scenario.BuildDagFor(cost) : scenario.BuildDagFor(cost, DagFolding.Symmetric, f => structures(scenario, f));
         if (!breakdown) return new(dag, dag.TotalSeconds(cost, workspace), null);
         // The total and the breakdown of dag.CriticalPath(cost), without the critical path or fresh buffers.
         var (total, mean) = dag.TotalAndBreakdown(cost, workspace, footprints is null ? cost.Footprints(dag) : footprints(dag, scenario, cost));
