@@ -8,14 +8,15 @@ using MoeNotebooks.Derivations;
 namespace MoeNotebooks.Calibration;
 
 /// <summary>Seconds of one training step by what the time is spent on (critical-path attribution); every part scales on its own.</summary>
+/// <param name="Ssd">The Mamba-2 mixer's kernels between its projections (causal conv1d, the SSD Triton kernels, state passing, gated norm): 0 without Mamba layers.</param>
 /// <param name="TensorParallel">Tensor-parallel collectives of the layers (the TP all-reduces, and under sequence parallelism the reduce-scatters and all-gathers); apart from <paramref name="OtherCommunication"/> so that Transformer Engine's TP communication overlap can expose only its share.</param>
-public sealed record StepParts(double DenseGemm, double Logits, double ExpertGemm, double Attention, double Elementwise, double AllToAll, double OtherCommunication, double TensorParallel = 0)
+public sealed record StepParts(double DenseGemm, double Logits, double ExpertGemm, double Attention, double Elementwise, double AllToAll, double OtherCommunication, double Ssd = 0, double TensorParallel = 0)
 {
     public static StepParts Zero { get; } = new(0, 0, 0, 0, 0, 0, 0);
-    public double Total => DenseGemm + Logits + ExpertGemm + Attention + Elementwise + AllToAll + OtherCommunication + TensorParallel;
-    public static StepParts operator +(StepParts a, StepParts b) => new(a.DenseGemm + b.DenseGemm, a.Logits + b.Logits, a.ExpertGemm + b.ExpertGemm, a.Attention + b.Attention, a.Elementwise + b.Elementwise, a.AllToAll + b.AllToAll, a.OtherCommunication + b.OtherCommunication, a.TensorParallel + b.TensorParallel);
+    public double Total => DenseGemm + Logits + ExpertGemm + Attention + Elementwise + AllToAll + OtherCommunication + Ssd + TensorParallel;
+    public static StepParts operator +(StepParts a, StepParts b) => new(a.DenseGemm + b.DenseGemm, a.Logits + b.Logits, a.ExpertGemm + b.ExpertGemm, a.Attention + b.Attention, a.Elementwise + b.Elementwise, a.AllToAll + b.AllToAll, a.OtherCommunication + b.OtherCommunication, a.Ssd + b.Ssd, a.TensorParallel + b.TensorParallel);
     public static StepParts operator -(StepParts a, StepParts b) => a + (-1) * b;
-    public static StepParts operator *(double k, StepParts a) => new(k * a.DenseGemm, k * a.Logits, k * a.ExpertGemm, k * a.Attention, k * a.Elementwise, k * a.AllToAll, k * a.OtherCommunication, k * a.TensorParallel);
+    public static StepParts operator *(double k, StepParts a) => new(k * a.DenseGemm, k * a.Logits, k * a.ExpertGemm, k * a.Attention, k * a.Elementwise, k * a.AllToAll, k * a.OtherCommunication, k * a.Ssd, k * a.TensorParallel);
 
     /// <summary>The layers' tensor-parallel collectives: AttentionAllReduce and ExpertAllReduce (the FFN's TP all-reduce), and sequence parallelism's reduce-scatters and all-gathers.</summary>
     public static bool IsTensorParallel(OpKind kind) => kind is OpKind.AttentionAllReduce or OpKind.ExpertAllReduce or OpKind.SequenceReduceScatter or OpKind.SequenceAllGather;
@@ -23,11 +24,12 @@ public sealed record StepParts(double DenseGemm, double Logits, double ExpertGem
     /// <summary>Critical-path seconds of a scheduled DAG by part; sums to its total.</summary>
     public static StepParts Of(CriticalPathResult r)
     {
-        double d = 0, l = 0, e = 0, a = 0, el = 0, x = 0, o = 0, tp = 0;
+        double d = 0, l = 0, e = 0, a = 0, el = 0, x = 0, o = 0, ssd = 0, tp = 0;
         foreach (var op in r.CriticalOps)
         {
             var t = r.Durations[op];
             var kind = r.Dag.Kind(op);
+            if (kind is OpKind.MambaChunkScan or OpKind.MambaConv or OpKind.MambaStatePassing or OpKind.MambaGatedNorm) { ssd += t; continue; }
             switch (kind.Category())
             {
                 case OpCategory.Attention: a += t; break;
@@ -38,11 +40,11 @@ public sealed record StepParts(double DenseGemm, double Logits, double ExpertGem
                 default:
                     if (kind == OpKind.Logits) l += t;
                     else if (kind is OpKind.ExpertUp or OpKind.ExpertDown or OpKind.Gate) e += t;
-                    else d += t;   // attention projections (MHA/GQA/MLA), dense FFN, shared experts
+                    else d += t;   // attention projections (MHA/GQA/MLA), dense FFN, shared experts, Mamba projections
                     break;
             }
         }
-        return new StepParts(d, l, e, a, el, x, o, tp);
+        return new StepParts(d, l, e, a, el, x, o, ssd, tp);
     }
 }
 
