@@ -457,7 +457,8 @@ public static class ModernSuite
                 foreach (var x in rows)
                     notes.Add($"launch {x.Row.Run.Id}: " + (x.Row.Scenario.Launch is { } l
                         ? (ChangesPricing(x.Row.Scenario) ? "" : "(prices as plain) ") + l.Describe()
-                        : $"plain ({x.Row.Scenario.LaunchNote})"));
+                        : $"plain ({x.Row.Scenario.LaunchNote})")
+                        + (x.Row.Scenario.SequenceParallel ? $"; Llama recipe: sequence parallel, TE userbuffers TP overlap {(x.Row.Scenario.TpCommOverlap ? "on (1/16 of the TP collectives exposed)" : "off (NVFP4)")}" : ""));
             }
             var skipped = r.Unexpressed.Where(u => u.Run.TargetGroup == group).ToArray();
             foreach (var g in skipped.GroupBy(u => u.Reason)) notes.Add($"not expressed ({g.Count()} rows): {g.Key} -- {string.Join(", ", g.Select(u => u.Run.Family).Distinct())}");
