@@ -138,8 +138,17 @@ public static class MicrobatchPeriodicity
                 var mB = (training ? p + steady : steady + 2) + 1;
                 mB += ((m - mB) % modulus + modulus) % modulus;
                 if (mB >= m) return Refuse("nothing to gain: the whole run is as small as the parts to build");
-                if (mB != lastMicrobatches && !attempts.Spend(DagFactory.EstimateOperations(scenario.Model, st with { Microbatches = mB }, folding)))
-                    return Refuse("the attempts would cost more than building the run whole (or than the size guard allows)");
+                if (mB != lastMicrobatches)
+                {
+                    // An extrapolation builds two DAGs (mB and mB - c microbatches): refuse before building the first when
+                    // the pair cannot fit the budget, rather than after (a deep pipeline's built part is itself large).
+                    var estB = DagFactory.EstimateOperations(scenario.Model, st with { Microbatches = mB }, folding);
+                    var estA = DagFactory.EstimateOperations(scenario.Model, st with { Microbatches = mB - periods }, folding);
+                    if (!attempts.Fits(estB + estA))
+                        return Refuse(string.Create(CultureInfo.InvariantCulture,
+                            $"the two parts to build ({mB} and {mB - periods} of {m} microbatches, about {estB + estA:E2} operations) cost more than building the run whole or than the size guard allows ({budget:E2})"));
+                    attempts.Spend(estB);
+                }
                 try
                 {
                     var b = mB == lastMicrobatches ? last : BuildAndSchedule(scenario, cost, folding, mB);
@@ -165,6 +174,9 @@ public static class MicrobatchPeriodicity
             _spent += operations;
             return _spent <= limit;
         }
+
+        /// <summary>Whether that many more operations stay within the budget (spends nothing).</summary>
+        public bool Fits(double operations) => _spent + operations <= limit;
     }
 
     /// <summary>Estimated operations built by an extrapolation (both built DAGs), for the size guard; null when it is not tried.</summary>
