@@ -217,27 +217,33 @@ public static class StrategySearch
             MaxDegreeOfParallelism = options.MaxDegreeOfParallelism > 0 ? options.MaxDegreeOfParallelism : Environment.ProcessorCount,
             CancellationToken = cancellation,
         };
-        // First the verdicts that build nothing, cheapest first: validity, memory, the caller's hook, then the size guard
-        // on what would be built (the extrapolation's two built parts where it applies, else the whole folded DAG).
+        // First the verdicts that build nothing: validity, the size guard on what would be built (the extrapolation's two
+        // built parts where it applies, else the whole folded DAG), memory, the caller's hook.
         Parallel.For(0, candidates.Count, parallel, i =>
         {
             var candidate = scenario with { Hardware = hardware, Strategy = candidates[i] };
             try
             {
                 candidate.Validated();
+                // The size guard before the memory estimate: a formula, while the memory verdict routes tokens over the
+                // experts (a hostile expert count would cost more there than the whole search).
+                estimates[i] = BuiltOperations(candidate, out var tooLarge);
+                if (tooLarge is not null) throw tooLarge;
                 if (options.SkipMemoryInfeasible && !MemoryModel.Estimate(candidate.Model, candidate.Strategy, candidate.Hardware).Feasible)
                     reasons[i] = $"memory: does not fit in {candidate.Hardware.Gpu.HbmCapacityBytes / 1e9:F0} GB per GPU (MemoryModel)";
                 reasons[i] ??= options.InfeasibleReason?.Invoke(candidate);
-                if (reasons[i] is null) estimates[i] = BuiltOperations(candidate);
             }
             catch (ConfigException e) { reasons[i] = QuickEvaluation.Reason(e); }
             catch (DagException e) { reasons[i] = e.Message; }
         });
         var estimatedSeconds = 0.0;
-        for (var i = 0; i < candidates.Count; i++) if (reasons[i] is null) estimatedSeconds += estimates[i] * Derivations.DagFactory.SecondsPerEstimatedOperation;
+        // Over every valid candidate not shown infeasible in memory, those over the size guard included (their memory was
+        // not estimated): a space of huge candidates is refused up front rather than half searched.
+        for (var i = 0; i < candidates.Count; i++)
+            if (reasons[i] is null || reasons[i] == TooLarge) estimatedSeconds += estimates[i] * Derivations.DagFactory.SecondsPerEstimatedOperation;
         if (estimatedSeconds / Math.Max(1, parallel.MaxDegreeOfParallelism) > MaxSearchSeconds)
             throw new ConfigException("gpus", gpus.ToString(System.Globalization.CultureInfo.InvariantCulture),
-                $"would take about {estimatedSeconds / Math.Max(1, parallel.MaxDegreeOfParallelism):F0} s to search ({reasons.Count(r => r is null):N0} of {candidates.Count:N0} candidates fit in memory, of up to {scenario.Model.Layers} layers); the limit is about {MaxSearchSeconds:F0} s: search fewer GPUs, a smaller model or fewer --microbatches");
+                $"would take about {estimatedSeconds / Math.Max(1, parallel.MaxDegreeOfParallelism):F0} s to search ({candidates.Count:N0} candidates of up to {scenario.Model.Layers} layers, {reasons.Count(r => r is null):N0} of them fit in memory); the limit is about {MaxSearchSeconds:F0} s: search fewer GPUs, a smaller model or fewer --microbatches");
         long rejected = reasons.LongCount(r => r is not null);
         long done = rejected;
         progress?.Report(new SweepProgress(done, candidates.Count, rejected, clock.Elapsed));
@@ -296,21 +302,18 @@ public static class StrategySearch
     private static CriticalPathResult? Extrapolated(Scenario candidate, Costs.CostModel cost) =>
         MicrobatchPeriodicity.WhyNot(candidate) is null ? MicrobatchPeriodicity.TryEvaluate(candidate, cost, Derivations.DagFolding.Symmetric) : null;
 
+    private const string TooLarge = "strategy: too large to evaluate (over the size guard, even the parts the periodic extrapolation would build)";
+
     /// <summary>
     /// Operations an evaluation of the candidate builds (estimated): the extrapolation's two built parts where it applies
-    /// and is smaller, else the whole folded DAG; either checked against the size guard (throws its one line).
+    /// and is smaller, else the whole folded DAG; <paramref name="tooLarge"/> is the size guard's verdict on it.
     /// </summary>
-    private static double BuiltOperations(Scenario candidate)
+    private static double BuiltOperations(Scenario candidate, out ConfigException? tooLarge)
     {
         var whole = Derivations.DagFactory.EstimateOperations(candidate.Model, candidate.Strategy, Derivations.DagFolding.Symmetric);
-        if (MicrobatchPeriodicity.EstimateOperations(candidate, Derivations.DagFolding.Symmetric) is { } built && built < whole)
-        {
-            if (built > Derivations.DagFactory.MaxOperations || built * Derivations.DagFactory.SecondsPerEstimatedOperation > Derivations.DagFactory.MaxEstimatedSeconds)
-                throw new ConfigException("strategy", candidate.Strategy.ToString(), "too large to evaluate: even the parts the periodic extrapolation builds are over the size guard");
-            return built;
-        }
-        try { Derivations.DagFactory.CheckSize(candidate.Model, candidate.Strategy, Derivations.DagFolding.Symmetric); }
-        catch (ConfigException) { throw new ConfigException("strategy", candidate.Strategy.ToString(), "too large to evaluate: the folded DAG is over the size guard (and the periodic extrapolation does not apply or saves nothing)"); }
-        return whole;
+        var built = MicrobatchPeriodicity.EstimateOperations(candidate, Derivations.DagFolding.Symmetric) is { } parts && parts < whole ? parts : whole;
+        tooLarge = built > Derivations.DagFactory.MaxOperations || built * Derivations.DagFactory.SecondsPerEstimatedOperation > Derivations.DagFactory.MaxEstimatedSeconds
+            ? new ConfigException("strategy", candidate.Strategy.ToString(), TooLarge["strategy: ".Length..]) : null;
+        return built;
     }
 }
