@@ -73,6 +73,18 @@ public sealed class OperatorDag
     /// </summary>
     public bool IsFolded => _representative is not null;
 
+    /// <summary>
+    /// Rank folding (<see cref="DagBuilder.FoldRanksOnto"/>): every symmetry of the fold as a GPU permutation (the
+    /// identity first); null for a DAG folded over data-parallel replicas only or built whole.
+    /// </summary>
+    internal int[][]? Symmetries { get; init; }
+
+    /// <summary>Per symmetry: whether it moves ranks within a unit (rather than only whole data-parallel replicas).</summary>
+    internal bool[]? SymmetryMovesRanks { get; init; }
+
+    /// <summary>What was folded, in words (e.g. "8 TP ranks x 2 DP replicas -> 1 representative per stage"); empty when nothing was.</summary>
+    public string FoldDescription { get; init; } = "";
+
     /// <summary>GPUs each representative stands for (1 for a DAG built whole).</summary>
     public int FoldFactor { get; }
 
@@ -174,6 +186,15 @@ public sealed class OperatorDag
     /// none. Structure, not time: a cost model may price each member as its share of the grouped kernel.
     /// </summary>
     public int ExpertsPerRank { get; init; }
+
+    /// <summary>
+    /// Attention heads per rank whose score and value products (<see cref="OpKind.AttentionScore"/>,
+    /// <see cref="OpKind.AttentionValue"/> and their gradients) one fused attention kernel runs together: FlashAttention
+    /// launches one grid over sequences x heads x query blocks (Dao, FlashAttention-2, arXiv:2307.08691 §3.2
+    /// "Parallelism"), each context-parallel ring step one such kernel. 0 when the DAG has no fused attention (the
+    /// materialized-scores kernels of 2021). Structure, not time: a cost model may price each head as its share of the kernel.
+    /// </summary>
+    public int AttentionHeadsPerRank { get; init; }
 
     /// <summary>The datatype a matmul runs in (the precision recipe's for linear layers, else <see cref="Dtype"/>); <see cref="Dtype"/> for other operations.</summary>
     public string MatmulDtype(int op) => MatmulDtypes.Length == 0 ? Dtype : MatmulDtypes[_classTable[_classes[op]].Dtype].Dtype;
