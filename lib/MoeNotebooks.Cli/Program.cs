@@ -71,6 +71,7 @@ namespace MoeNotebooks.Cli
             catch (Exception e) when (e is not OutOfMemoryException)
             {
                 // A bug, not bad input: still one line and no stack trace on the user's terminal, but a distinct exit code.
+                if (Environment.GetEnvironmentVariable("MOE_DEBUG_STACK") is not null) err.WriteLine(e.ToString());
                 Error(err, $"internal error ({e.GetType().Name}: {ConfigException.Visible(e.Message, 200)}); please report it with the input");
                 return 70;
             }

@@ -121,14 +121,8 @@ public class HostileResourceTests
     [InlineData("2147483647")]
     public void Search_over_huge_gpu_counts_is_refused_or_bounded(string gpus)
     {
-        // Refused up front (too many candidates, or too long to search), or finished well within the time limit with
-        // every candidate accounted for: memory is now judged before the search time is estimated, so a space whose
-        // candidates are all invalid or do not fit (2^20 GPUs for the 16-expert ep16 model) completes in about a second.
         var r = Hostile.Process(["search", "data/scenarios/ep16.json".Repo(), "--gpus", gpus], timeoutSeconds: 60);
-        Assert.False(r.TimedOut, $"search over {gpus} GPUs did not finish");
-        if (r.Code == 2) { Hostile.Refused(r, "gpus"); return; }
-        Assert.True(r.Code == 0, $"exit {r.Code}: {Hostile.Tail(r.Err)}");
-        Assert.Matches(@"\d[\d,]* strategies, 0 evaluated, \d[\d,]* rejected", r.Out);
+        Hostile.Refused(r, "gpus");
     }
 
     [Fact]

@@ -208,6 +208,23 @@ public static class StrategySearch
         if (candidates.Count > MaxCandidates)
             throw new ConfigException("gpus", gpus.ToString(System.Globalization.CultureInfo.InvariantCulture),
                 $"gives {candidates.Count:N0} candidate strategies (EP x TP x PP x DP factorizations x microbatch counts); the limit is {MaxCandidates:N0}: search fewer GPUs or fewer --microbatches");
+        // The search-time estimate before anything else (a formula per candidate, as a hostile expert count makes even the
+        // memory verdict costly): what each candidate would build, the periodic extrapolation's parts where it applies.
+        var estimatedSeconds = 0.0;
+        foreach (var c in candidates)
+        {
+            double built;
+            try { built = Derivations.DagFactory.EstimateOperations(scenario.Model, c, Derivations.DagFolding.Symmetric); }
+            catch (ConfigException) { continue; }
+            // A valid candidate the periodic extrapolation applies to builds only its parts.
+            try { built = BuiltOperations((scenario with { Hardware = hardware, Strategy = c }).Validated(), out _); }
+            catch (ConfigException) { }
+            estimatedSeconds += built * Derivations.DagFactory.SecondsPerEstimatedOperation;
+        }
+        var cores = Math.Max(1, options.MaxDegreeOfParallelism > 0 ? options.MaxDegreeOfParallelism : Environment.ProcessorCount);
+        if (estimatedSeconds / cores > MaxSearchSeconds)
+            throw new ConfigException("gpus", gpus.ToString(System.Globalization.CultureInfo.InvariantCulture),
+                $"would take about {estimatedSeconds / cores:F0} s to search ({candidates.Count:N0} candidates of up to {scenario.Model.Layers} layers); the limit is about {MaxSearchSeconds:F0} s: search fewer GPUs, a smaller model or fewer --microbatches");
         var totals = new double[candidates.Count];
         var reasons = new string?[candidates.Count];
         var operations = new int[candidates.Count];
@@ -236,14 +253,6 @@ public static class StrategySearch
             catch (ConfigException e) { reasons[i] = QuickEvaluation.Reason(e); }
             catch (DagException e) { reasons[i] = e.Message; }
         });
-        var estimatedSeconds = 0.0;
-        // Over every valid candidate not shown infeasible in memory, those over the size guard included (their memory was
-        // not estimated): a space of huge candidates is refused up front rather than half searched.
-        for (var i = 0; i < candidates.Count; i++)
-            if (reasons[i] is null || reasons[i] == TooLarge) estimatedSeconds += estimates[i] * Derivations.DagFactory.SecondsPerEstimatedOperation;
-        if (estimatedSeconds / Math.Max(1, parallel.MaxDegreeOfParallelism) > MaxSearchSeconds)
-            throw new ConfigException("gpus", gpus.ToString(System.Globalization.CultureInfo.InvariantCulture),
-                $"would take about {estimatedSeconds / Math.Max(1, parallel.MaxDegreeOfParallelism):F0} s to search ({candidates.Count:N0} candidates of up to {scenario.Model.Layers} layers, {reasons.Count(r => r is null):N0} of them fit in memory); the limit is about {MaxSearchSeconds:F0} s: search fewer GPUs, a smaller model or fewer --microbatches");
         long rejected = reasons.LongCount(r => r is not null);
         long done = rejected;
         progress?.Report(new SweepProgress(done, candidates.Count, rejected, clock.Elapsed));
