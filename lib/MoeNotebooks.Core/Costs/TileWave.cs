@@ -167,17 +167,7 @@ public sealed class TileWaveCompute : IComputeCostModel, IGroupedGemmCostModel, 
     public double GroupedMatmulSeconds(MatmulShape member, string dtype, int elementBytes, int groupSize)
     {
         if (groupSize < 1) throw new ArgumentOutOfRangeException(nameof(groupSize), groupSize, "a grouped GEMM has at least one member");
-        var perSm = AchievableFlopsPerSecond(dtype) / Sms;
-        var compute = double.PositiveInfinity;
-        foreach (var tile in Table.Tiles)
-        {
-            for (var o = 0; o < (tile.Rows == tile.Cols ? 1 : 2); o++)
-            {
-                long rows = o == 0 ? tile.Rows : tile.Cols, cols = o == 0 ? tile.Cols : tile.Rows;
-                var tiles = member.Batch * CeilDiv(member.M, rows) * CeilDiv(member.N, cols);
-                compute = Math.Min(compute, (double)tiles / Sms * 2.0 * rows * cols * (member.K + Table.KOverhead) / (perSm * tile.RelativeEfficiency));
-            }
-        }
+        var compute = SharedWaveComputeSeconds(member, dtype);
         var memory = member.Elements * elementBytes / (Gpu.HbmBytesPerSecond * Table.MemoryEfficiency);
         return Math.Max(compute, memory) + Table.LaunchSeconds / groupSize;
     }
@@ -194,6 +184,20 @@ public sealed class TileWaveCompute : IComputeCostModel, IGroupedGemmCostModel, 
     public double FusedAttentionSeconds(MatmulShape head, string dtype, int elementBytes, int heads)
     {
         if (heads < 1) throw new ArgumentOutOfRangeException(nameof(heads), heads, "a fused attention kernel has at least one head");
+        var compute = SharedWaveComputeSeconds(head, dtype);
+        double mk = (double)head.M * head.K, kn = (double)head.K * head.N, mn = (double)head.M * head.N;
+        var streamed = head.Batch * (mk + kn + mn - Math.Max(mk, Math.Max(kn, mn)));
+        var memory = streamed * elementBytes / (Gpu.HbmBytesPerSecond * Table.MemoryEfficiency);
+        return Math.Max(compute, memory) + Table.LaunchSeconds / heads;
+    }
+
+    /// <summary>
+    /// Compute time of one member's own output tiles when they share waves with other members of one kernel (grouped
+    /// GEMM experts, fused-attention heads): tiles / SMs of a wave with the tile, in either orientation, that is fastest
+    /// for the member; no partial-wave charge.
+    /// </summary>
+    private double SharedWaveComputeSeconds(MatmulShape member, string dtype)
+    {
         var perSm = AchievableFlopsPerSecond(dtype) / Sms;
         var compute = double.PositiveInfinity;
         foreach (var tile in Table.Tiles)
@@ -201,14 +205,11 @@ public sealed class TileWaveCompute : IComputeCostModel, IGroupedGemmCostModel, 
             for (var o = 0; o < (tile.Rows == tile.Cols ? 1 : 2); o++)
             {
                 long rows = o == 0 ? tile.Rows : tile.Cols, cols = o == 0 ? tile.Cols : tile.Rows;
-                var tiles = head.Batch * CeilDiv(head.M, rows) * CeilDiv(head.N, cols);
-                compute = Math.Min(compute, (double)tiles / Sms * 2.0 * rows * cols * (head.K + Table.KOverhead) / (perSm * tile.RelativeEfficiency));
+                var tiles = member.Batch * CeilDiv(member.M, rows) * CeilDiv(member.N, cols);
+                compute = Math.Min(compute, (double)tiles / Sms * 2.0 * rows * cols * (member.K + Table.KOverhead) / (perSm * tile.RelativeEfficiency));
             }
         }
-        double mk = (double)head.M * head.K, kn = (double)head.K * head.N, mn = (double)head.M * head.N;
-        var streamed = head.Batch * (mk + kn + mn - Math.Max(mk, Math.Max(kn, mn)));
-        var memory = streamed * elementBytes / (Gpu.HbmBytesPerSecond * Table.MemoryEfficiency);
-        return Math.Max(compute, memory) + Table.LaunchSeconds / heads;
+        return compute;
     }
 
     private static long CeilDiv(long a, long b) => (a + b - 1) / b;
