@@ -172,6 +172,75 @@ public class ModernSuiteTests
         Assert.True(Math.Abs(law / full - 1) < 0.02, $"slice law {law * 1e3:F3} ms vs full DAG {full * 1e3:F3} ms");
     }
 
+    /// <summary>A small MoE row with TP 2 and EP 8 over DP 4 (EP larger than DP: Megatron folds the experts, ETP 1).</summary>
+    private static ModernScenario SmallFolded(int pp, int layers, int microbatches)
+    {
+        var arch = new ModernArchitecture("toy-moe", layers, 1024, 8, 8, 128, 2048, 512, 8, 2, 0, 0, 32000, false, null, 0, 0, 0, null, "test");
+        const int tp = 2, ep = 8, dp = 4;
+        var run = new ModernRun("toy-folded", "test", "toy-moe", "toy-moe", ModernFramework.MegatronBridge, "26.04", "moe", "B200 (DGX-B200)", pp * tp * dp, "BF16",
+            TrainingPrecision.Bf16, 512, (long)dp * microbatches, 1, tp, pp, null, 1, ep, dp, "distributed optimizer", false, 100, null, 1000, 0);
+        var hw = HardwareCatalog.Get("DGX-B200").WithGpus(run.Gpus);
+        var model = new ModelSpec("toy-moe", layers, 1024, 8, 512, 8, 2, run.GlobalBatch, 512) { Vocabulary = 32000 }.Validated();
+        return new ModernScenario(run, arch, model, hw, (int)Math.Ceiling(layers / (double)pp), 1, 0);
+    }
+
+    [Fact]
+    public void Ep_larger_than_dp_folds_the_experts_as_megatron_core_lays_them_out()
+    {
+        // Oracle (hand, Megatron-Core parallel_state): TP 2 x DP 4 = 8 GPUs per stage hold the experts as ETP x EP x EDP;
+        // EP 8 with the default ETP = TP = 2 would need 16, so ETP = 1 and EDP = 8 / (8 x 1) = 1. The folding unit is
+        // lcm(TP 2, EP 8 x ETP 1) = 8 GPUs: the whole stage, with 8 / TP = 4 attention data-parallel ranks. Dense
+        // gradients reduce over the DP group of rank 0 in the order tp-cp-dp-pp, {0, 2, 4, 6}; expert gradients over the
+        // EDP group {0} (nothing to reduce).
+        var s = SmallFolded(2, 4, 4);
+        Assert.True(ModernPredictor.FoldsExperts(s.Run));
+        Assert.Equal(1, ModernPredictor.ExpertTensorParallel(s.Run));
+        Assert.Equal(8, ModernPredictor.FoldUnitGpus(s.Run));
+        Assert.Equal(4, ModernPredictor.SliceAttentionRanks(s.Run));
+        var st = ModernPredictor.SliceStrategy(s, 2, 2);
+        Assert.Equal((8, 2, 1, 1, 16), (st.EP, st.TP, st.ETP, st.DP, st.GpuCount));
+        Assert.Equal(4, st.AttentionDataParallelSize);
+        Assert.True(st.SequenceParallel);   // Megatron-Core asserts sequence parallelism with TP > 1 and EP > 1
+        Assert.Equal(4L * 2 * 1, ModernPredictor.SliceModel(s, 2, 2, 2).Batch);
+        var real = new StrategySpec(8, 2, 2, 1) { ExpertTensorParallelSize = 1 };
+        Assert.Equal([0, 2, 4, 6], real.MegatronGroup(0, "dp"));
+        Assert.Equal([0], real.MegatronGroup(0, "edp"));
+        // Rows that divide DP keep the unfolded slice (ETP = TP), and a row whose EP divides neither DP nor TP x DP is listed with the reason.
+        Assert.False(ModernPredictor.FoldsExperts(Small(2, 2, 4, 4).Run));
+        var odd = s.Run with { EP = 16 };
+        Assert.False(ModernPredictor.FoldsExperts(odd));
+        var (none, reason) = ModernPredictor.ScenarioOf(odd with { Family = "Qwen3-30B-A3B" });
+        Assert.Null(none);
+        Assert.Contains("EP = 16 divides neither DP = 4 nor the GPUs of a stage TP x DP = 8", reason);
+    }
+
+    [Theory]
+    [InlineData(2, 4, 4)]   // two stages of two layers
+    [InlineData(4, 8, 8)]   // four stages (the slice holds two), 8 microbatches
+    public void Folded_slice_law_matches_the_full_folded_dag(int pp, int layers, int microbatches)
+    {
+        // Oracle: the full DAG of the folded layout (every stage of the 8-GPU unit, every microbatch: EP 8 x TP 2 x ETP 1,
+        // sequence parallel, Megatron order) scheduled on the same cost model.
+        var s = SmallFolded(pp, layers, microbatches);
+        var law = ModernPredictor.Datasheet.Predict(s, s.Hardware, 1, priceDataParallel: false).Parts.Total;
+        var st = new StrategySpec(8, 2, pp, 1, Derivation.Corrected, microbatches)
+        {
+            Mode = WorkloadMode.Training, ExpertTensorParallelSize = 1, SequenceParallel = true, RankOrder = "tp-ep-dp-pp",
+        }.Validated();
+        var full = st.BuildDag(s.Model with { Batch = 4L * microbatches * s.Run.MicroBatch }).CriticalPath(ModernPredictor.Datasheet.CostOf(s.Hardware)).TotalSeconds;
+        Assert.True(Math.Abs(law / full - 1) < 0.02, $"slice law {law * 1e3:F3} ms vs full folded DAG {full * 1e3:F3} ms");
+    }
+
+    [CalibrationDataFact]
+    public void The_ep_larger_than_dp_moe_row_is_predicted_folded()
+    {
+        // Oracle: the file's one MoE row with EP 64 over TP 2 x DP 32 (Qwen3-235B-A22B on 64 GB200): predicted, not listed.
+        var row = Runs.Single(r => r.TargetGroup == "moe" && r.EP > r.DP);
+        Assert.Equal((2, 64, 32), (row.TP, row.EP, row.DP));
+        Assert.Contains(Suite.Rows, x => x.Row.Run.Id == row.Id);
+        Assert.DoesNotContain(Suite.Unexpressed, u => u.Run.TargetGroup == "moe");
+    }
+
     [Fact]
     public void Interleaving_enters_through_the_bubble_term_within_a_few_percent_of_the_full_dag()
     {
@@ -311,8 +380,11 @@ public class ModernTargetTests
         ModernSuiteResult.Mape(Suite.Rows.Where(r => r.Row.Run.TargetGroup == group).Select(r => r.LomoErrorPct));
 
     [CalibrationDataFact]
-    public void Moe_lomo_mape_TARGET_12pct_MISSED_regression_bound_31pct()
+    public void Moe_lomo_mape_TARGET_12pct_MISSED_regression_bound_29pct()
     {
+        // Stop 12: 29.9 % on 57 rows -> 28.2 % on 58: the EP 64 > DP 32 row (Qwen3-235B-A22B, TP 2) predicted with its
+        // experts folded over TP x DP (ETP 1) and the per-generation fit restarted until Nelder-Mead stops gaining.
+        // Bound = achieved + under a point.
         // Stop 11: 44.9 -> 29.9 % on the same 57 rows: jobs on NVL72 racks placed in the launcher's 64-GPU NVLink
         // segments (EP 64 no longer straddles two racks: 42.1 -> 31.8 %), then each row as launched (Megatron-Bridge's
         // published moe_a2a_overlap / DeepEP settings: 31.8 -> 29.4 %) and the layouts of issue 12. Bound = achieved + 1.
@@ -322,7 +394,7 @@ public class ModernTargetTests
         // (47.4 % with only them); the DGX-B300 and GB200 / GB300 NVL72 presets (issue 11 item 5) add 43 MoE rows.
         // Achieved on all 57 rows: 44.9 %; bound = achieved + 1.
         var mape = Lomo("moe");
-        Assert.True(mape <= 31, $"MoE leave-one-model-out MAPE {mape:F1} % (target 12 %, regression bound 31 %)");
+        Assert.True(mape <= 29, $"MoE leave-one-model-out MAPE {mape:F1} % (target 12 %, regression bound 29 %)");
     }
 
     [CalibrationDataFact]
