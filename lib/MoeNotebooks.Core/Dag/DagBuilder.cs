@@ -38,6 +38,9 @@ public sealed partial class DagBuilder
 
     /// <summary>Routed experts per EP rank (one grouped GEMM), carried to <see cref="OperatorDag.ExpertsPerRank"/>.</summary>
     public int ExpertsPerRank { get; set; }
+
+    /// <summary>Attention heads per rank one fused attention kernel runs together, carried to <see cref="OperatorDag.AttentionHeadsPerRank"/>.</summary>
+    public int AttentionHeadsPerRank { get; set; }
     public int Count => _count;
 
     /// <summary>Phase given to the operations appended from now on.</summary>
@@ -286,6 +289,7 @@ public sealed partial class DagBuilder
         FoldDescription = FoldDescription,
         MatmulDtypes = [(Dtype, ElementBytes), .. _dtypes],
         ExpertsPerRank = ExpertsPerRank,
+        AttentionHeadsPerRank = AttentionHeadsPerRank,
     };
 
     /// <summary>Compares GPU groups by members (sorted), so a group is found without building a string key.</summary>
