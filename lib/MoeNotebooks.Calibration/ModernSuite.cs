@@ -14,18 +14,47 @@ namespace MoeNotebooks.Calibration;
 /// <param name="OverheadMicroseconds">Framework overhead per layer per microbatch on the critical path (launches, routing syncs).</param>
 /// <param name="Ssd">Multiplier on the Mamba-2 mixer's kernels (<see cref="StepParts.Ssd"/>: mamba_ssm's Triton SSD kernels, causal conv1d, gated norm),
 /// priced as the slower of their products and the HBM bytes they stream: how far the Triton kernels fall short of that on this generation.</param>
-public sealed record GenerationFit(string Generation, double Gemm, double GroupedGemm, double Attention, double AllToAll, double MemoryBound, double DataParallelExposed, double OverheadMicroseconds, int Rows, double Ssd = 1)
+/// <param name="ExpertLaunchMicroseconds">Host time to launch one local expert's forward work in an MoE layer (see <see cref="PartFactors.ExpertLaunches"/>).</param>
+public sealed record GenerationFit(string Generation, double Gemm, double GroupedGemm, double Attention, double AllToAll, double MemoryBound, double DataParallelExposed, double OverheadMicroseconds, int Rows, double Ssd = 1,
+    double ExpertLaunchMicroseconds = 0)
 {
     public static GenerationFit Unfitted(string generation) => new(generation, 1, 1, 1, 1, 1, 1, 0, 0);
 
     public override string ToString() => string.Create(CultureInfo.InvariantCulture,
-        $"{Generation} ({Rows} rows): GEMM x{Gemm:F2}, grouped GEMM x{GroupedGemm:F2}, attention x{Attention:F2}, all-to-all x{AllToAll:F2}, memory-bound x{MemoryBound:F2}, Mamba SSD kernels x{Ssd:F2}, DP sync exposed {DataParallelExposed:P0}, overhead {OverheadMicroseconds:F0} us per layer-microbatch");
+        $"{Generation} ({Rows} rows): GEMM x{Gemm:F2}, grouped GEMM x{GroupedGemm:F2}, attention x{Attention:F2}, all-to-all x{AllToAll:F2}, memory-bound x{MemoryBound:F2}, Mamba SSD kernels x{Ssd:F2}, DP sync exposed {DataParallelExposed:P0}, overhead {OverheadMicroseconds:F0} us per layer-microbatch, host launch {ExpertLaunchMicroseconds:F0} us per local expert per MoE-layer forward");
 }
 
 /// <summary>Multipliers on a step's parts for what its DAG leaves out (FLOP ratios), and memory-bound seconds it lacks.</summary>
-public sealed record PartFactors(double Dense, double Expert, double Attention, double Logits, double ExtraMemorySeconds = 0)
+/// <param name="ExpertLaunches">
+/// Host-launched expert forwards per MoE-layer visit: the rank's local experts (experts / EP), twice with full recompute
+/// (the forward runs again before the backward); 0 for dense models and where a full-iteration CUDA graph replays the
+/// step. Why they can be exposed: Megatron-Core's dropless token dispatchers bring the tokens-per-expert counts to the
+/// host (Transformer Engine's GroupedLinear takes m_splits as host integers), so every MoE layer's forward waits for the
+/// GPU to drain and then launches its expert work from the host, and Transformer Engine's grouped linear runs as one
+/// GEMM (with its quantize kernels under FP8 recipes) per local expert. When the host's launches take longer than the
+/// GPU's expert forward, the GPU idles for the difference: per visit max(0, launches x host time per expert - expert
+/// forward seconds) (<see cref="ModernRowModel.ExposedLaunchSeconds"/>).
+/// </param>
+/// <param name="MoeLayerShare">Share of the layer visits that are MoE layers (the dense first layers launch no experts).</param>
+/// <param name="ExpertForwardShare">Share of the expert GEMM time that is forward (1/3; 2/4 with full recompute).</param>
+public sealed record PartFactors(double Dense, double Expert, double Attention, double Logits, double ExtraMemorySeconds = 0,
+    double ExpertLaunches = 0, double MoeLayerShare = 0, double ExpertForwardShare = 1.0 / 3)
 {
     public static PartFactors One { get; } = new(1, 1, 1, 1);
+
+    /// <summary>The host-launch fields of a scenario: local experts per MoE-layer forward (none under a full-iteration CUDA graph), MoE share, forward share.</summary>
+    public PartFactors WithExpertLaunches(ModernScenario s)
+    {
+        var a = s.Architecture;
+        if (a.Experts == 0 || s.Run.EP < 1 || a.Layers == 0) return this with { ExpertLaunches = 0, MoeLayerShare = 0 };
+        var graphed = s.Launch?.CudaGraphImpl == "full_iteration";
+        return this with
+        {
+            ExpertLaunches = graphed ? 0 : a.Experts / (double)s.Run.EP * (s.Run.Recompute ? 2 : 1),
+            MoeLayerShare = a.MoeLayers / (double)a.Layers,
+            ExpertForwardShare = s.Run.Recompute ? 0.5 : 1.0 / 3,
+        };
+    }
 }
 
 /// <summary>The rungs of the ablation, each adding one kind of fact to the one before.</summary>
@@ -48,7 +77,22 @@ public sealed record ModernRowModel(ModernScenario Scenario, IReadOnlyDictionary
         var p = step.Parts;
         return f.Gemm * (k.Dense * p.DenseGemm + k.Logits * p.Logits) + f.GroupedGemm * k.Expert * p.ExpertGemm + f.Attention * k.Attention * p.Attention
             + f.MemoryBound * (p.Elementwise + k.ExtraMemorySeconds) + f.AllToAll * p.AllToAll + p.OtherCommunication + f.Ssd * p.Ssd
-            + f.DataParallelExposed * step.DataParallelSeconds + f.OverheadMicroseconds * 1e-6 * step.LayerMicrobatches;
+            + f.DataParallelExposed * step.DataParallelSeconds + f.OverheadMicroseconds * 1e-6 * step.LayerMicrobatches
+            + ExposedLaunchSeconds(f, rung);
+    }
+
+    /// <summary>
+    /// Seconds the GPU idles while the host launches the local experts' forward work after each MoE layer's token-count
+    /// synchronisation (<see cref="PartFactors.ExpertLaunches"/>): per MoE-layer visit, max(0, launches x the fitted host
+    /// time per expert - the expert forward seconds of that visit under the fit), times the MoE-layer visits.
+    /// </summary>
+    public double ExposedLaunchSeconds(GenerationFit f, ModernRung rung = ModernRung.Launch)
+    {
+        var (step, k) = Steps[rung];
+        var visits = step.LayerMicrobatches * k.MoeLayerShare;
+        if (k.ExpertLaunches <= 0 || visits <= 0 || f.ExpertLaunchMicroseconds <= 0) return 0;
+        var expertForward = f.GroupedGemm * k.Expert * step.Parts.ExpertGemm * k.ExpertForwardShare / visits;
+        return visits * Math.Max(0, k.ExpertLaunches * f.ExpertLaunchMicroseconds * 1e-6 - expertForward);
     }
 
     /// <summary>The predicted breakdown under a fit (all rungs on): seconds per part.</summary>
@@ -68,6 +112,7 @@ public sealed record ModernRowModel(ModernScenario Scenario, IReadOnlyDictionary
             ["other communication"] = p.OtherCommunication,
             ["DP sync exposed"] = f.DataParallelExposed * step.DataParallelSeconds,
             ["framework overhead"] = f.OverheadMicroseconds * 1e-6 * step.LayerMicrobatches,
+            ["expert launches exposed"] = ExposedLaunchSeconds(f),
         };
     }
 
@@ -91,7 +136,7 @@ public sealed record ModernRowModel(ModernScenario Scenario, IReadOnlyDictionary
             ("dense GEMMs and logits", keep * (b["dense GEMMs"] + b["logits"])),
             ("all-to-all exposed", keep * b["all-to-all exposed"]),
             ("other communication", keep * b["other communication"]),
-            ("elementwise and overhead", keep * (b["elementwise"] + b["framework overhead"])),
+            ("elementwise and overhead", keep * (b["elementwise"] + b["framework overhead"] + b["expert launches exposed"])),
             ("pipeline bubble", bubbleShare * pipeline),
             ("DP sync exposed", b["DP sync exposed"]),
         ];
@@ -218,7 +263,7 @@ public static class ModernSuite
             steps[ModernRung.Precision] = (precision, k);
             steps[ModernRung.Layout] = (layout, k);
             steps[ModernRung.Topology] = (topology, k);
-            steps[ModernRung.Launch] = (ChangesPricing(s) ? predictor.Predict(s, hw, v, true, withRecipe, asLaunched: true) : topology, k);
+            steps[ModernRung.Launch] = (ChangesPricing(s) ? predictor.Predict(s, hw, v, true, withRecipe, asLaunched: true) : topology, run.Framework == ModernFramework.MosaicMpt ? k : k.WithExpertLaunches(s));
             note = s.RecipeNote;
         }
         else
@@ -239,7 +284,7 @@ public static class ModernSuite
             steps[ModernRung.Layout] = (layout, withPrecision with { ExtraMemorySeconds = MoeMemorySeconds(s, layout) });
             steps[ModernRung.Topology] = (topology, withPrecision with { ExtraMemorySeconds = MoeMemorySeconds(s, topology) });
             var launched = ChangesPricing(s) ? predictor.Predict(s, hw, v, priceDataParallel: true, asLaunched: true) : topology;
-            steps[ModernRung.Launch] = (launched, withPrecision with { ExtraMemorySeconds = MoeMemorySeconds(s, launched) });
+            steps[ModernRung.Launch] = (launched, (withPrecision with { ExtraMemorySeconds = MoeMemorySeconds(s, launched) }).WithExpertLaunches(s));
         }
         return new ModernRowModel(s, steps, note);
     }
@@ -374,16 +419,18 @@ public static class ModernSuite
     private static GenerationFit FitShared(string generation, IReadOnlyList<ModernRowModel> rows, bool withSsd)
     {
         var ssd = withSsd;
+        // x[7]: the host time per local expert launch (10 x[7]^2 us, only where some row launches experts); x[8]: the SSD factor.
+        var launches = rows.Any(r => r.Steps[ModernRung.Launch].Factors.ExpertLaunches > 0);
         GenerationFit Of(double[] x) => new(generation, Math.Exp(x[0]), Math.Exp(x[1]), Math.Exp(x[2]), Math.Exp(x[3]), Math.Exp(x[4]), 1 / (1 + Math.Exp(-x[5])), 100 * x[6] * x[6], rows.Count,
-            ssd ? Math.Exp(x[7]) : 1);
+            ssd ? Math.Exp(x[8]) : 1, launches ? 10 * x[7] * x[7] : 0);
         double Objective(double[] x)
         {
             var f = Of(x);
             var mape = rows.Average(r => Math.Abs(r.Seconds(f) / r.Run.MeasuredIterationSeconds - 1));
-            return mape + PriorWeight * (x[0] * x[0] + x[1] * x[1] + x[2] * x[2] + x[3] * x[3] + x[4] * x[4] + x[5] * x[5] / 16 + (ssd ? x[7] * x[7] : 0));
+            return mape + PriorWeight * (x[0] * x[0] + x[1] * x[1] + x[2] * x[2] + x[3] * x[3] + x[4] * x[4] + x[5] * x[5] / 16 + (ssd ? x[8] * x[8] : 0));
         }
-        double[] start = ssd ? [0, 0, 0, 0, 0, 0, 0.3, 0] : [0, 0, 0, 0, 0, 0, 0.3];
-        double[] steps = ssd ? [0.3, 0.3, 0.3, 0.3, 0.3, 1, 0.3, 0.3] : [0.3, 0.3, 0.3, 0.3, 0.3, 1, 0.3];
+        double[] start = ssd ? [0, 0, 0, 0, 0, 0, 0.3, 1, 0] : [0, 0, 0, 0, 0, 0, 0.3, 1];
+        double[] steps = ssd ? [0.3, 0.3, 0.3, 0.3, 0.3, 1, 0.3, 0.5, 0.3] : [0.3, 0.3, 0.3, 0.3, 0.3, 1, 0.3, 0.5];
         var (best, value, _) = NelderMead.Minimize(Objective, start, steps, maxIterations: 3000, tolerance: 1e-10);
         // Nelder-Mead stalls on the kinks of an absolute-error objective: restarted from its best point with a fresh simplex
         // until a restart gains nothing (at most four), the fit no longer depends on where the first simplex collapsed.

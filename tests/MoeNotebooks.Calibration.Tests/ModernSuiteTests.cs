@@ -242,6 +242,34 @@ public class ModernSuiteTests
     }
 
     [Fact]
+    public void Expert_launches_are_exposed_only_where_the_host_is_slower_than_the_experts_forward()
+    {
+        // Oracle (hand): a toy row, 8 experts over EP 2 = 4 local experts per MoE layer, every layer MoE, no recompute. A
+        // step of 1,000 layer-microbatch visits whose expert GEMMs take 3 s (1 s of it forward: 1 ms per visit). Host time
+        // 400 us per local expert: 4 x 0.4 = 1.6 ms of launches per visit, 0.6 ms more than the GPU's expert forward, so
+        // 1,000 x 0.6 ms = 0.6 s idle. At 200 us: 0.8 ms < 1 ms, nothing exposed. Full recompute launches the forward
+        // twice (8 launches) against a forward share of 2/4 of the expert time. A full-iteration CUDA graph replays the
+        // step without host launches: nothing exposed.
+        var s = Small(1, 2, 4, 4);
+        var step = new ModernStep(StepParts.Zero with { ExpertGemm = 3 }, 0, 1000, 0);
+        var k = PartFactors.One.WithExpertLaunches(s);
+        Assert.Equal((4.0, 1.0, 1.0 / 3), (k.ExpertLaunches, k.MoeLayerShare, k.ExpertForwardShare));
+        ModernRowModel Row(PartFactors f) => new(s, Enum.GetValues<ModernRung>().ToDictionary(r => r, _ => (step, f)), null);
+        var fit = GenerationFit.Unfitted("blackwell") with { ExpertLaunchMicroseconds = 400 };
+        Assert.Equal(0.6, Row(k).ExposedLaunchSeconds(fit), 9);
+        Assert.Equal(3 + 0.6, Row(k).Seconds(fit), 9);
+        Assert.Equal(0, Row(k).ExposedLaunchSeconds(fit with { ExpertLaunchMicroseconds = 200 }));
+        var recompute = PartFactors.One.WithExpertLaunches(s with { Run = s.Run with { Recompute = true } });
+        Assert.Equal((8.0, 0.5), (recompute.ExpertLaunches, recompute.ExpertForwardShare));
+        // 8 x 0.4 = 3.2 ms against 3 s x 1/2 / 1,000 = 1.5 ms per visit: 1.7 ms x 1,000.
+        Assert.Equal(1.7, Row(recompute).ExposedLaunchSeconds(fit), 9);
+        var launch = BridgeLaunchCatalog.Published.Launches.First(l => l.CudaGraphImpl == "full_iteration");
+        Assert.Equal(0, PartFactors.One.WithExpertLaunches(s with { Launch = launch }).ExpertLaunches);
+        // A dense model launches no experts.
+        Assert.Equal(0, PartFactors.One.WithExpertLaunches(s with { Architecture = s.Architecture with { Experts = 0 } }).ExpertLaunches);
+    }
+
+    [Fact]
     public void Interleaving_enters_through_the_bubble_term_within_a_few_percent_of_the_full_dag()
     {
         // Oracle: the full interleaved DAG. The slice runs plain 1F1B; the law puts v into the bubble (p - 1) / v only.
@@ -380,11 +408,13 @@ public class ModernTargetTests
         ModernSuiteResult.Mape(Suite.Rows.Where(r => r.Row.Run.TargetGroup == group).Select(r => r.LomoErrorPct));
 
     [CalibrationDataFact]
-    public void Moe_lomo_mape_TARGET_12pct_MISSED_regression_bound_29pct()
+    public void Moe_lomo_mape_TARGET_12pct_MISSED_regression_bound_27_5pct()
     {
         // Stop 12: 29.9 % on 57 rows -> 28.2 % on 58: the EP 64 > DP 32 row (Qwen3-235B-A22B, TP 2) predicted with its
-        // experts folded over TP x DP (ETP 1) and the per-generation fit restarted until Nelder-Mead stops gaining.
-        // Bound = achieved + under a point.
+        // experts folded over TP x DP (ETP 1) and the per-generation fit restarted until Nelder-Mead stops gaining; then
+        // 28.2 -> 26.5 %: the local experts' host launches after each MoE layer's token-count sync exposed where they
+        // outlast the GPU's expert forward (none under full-iteration CUDA graphs), one host time per expert fitted per
+        // generation (Qwen3-30B-A3B 31.8 -> 21.9 %, DeepSeek-V3 14.3 -> 12.9 %). Bound = achieved + 1.
         // Stop 11: 44.9 -> 29.9 % on the same 57 rows: jobs on NVL72 racks placed in the launcher's 64-GPU NVLink
         // segments (EP 64 no longer straddles two racks: 42.1 -> 31.8 %), then each row as launched (Megatron-Bridge's
         // published moe_a2a_overlap / DeepEP settings: 31.8 -> 29.4 %) and the layouts of issue 12. Bound = achieved + 1.
@@ -394,7 +424,7 @@ public class ModernTargetTests
         // (47.4 % with only them); the DGX-B300 and GB200 / GB300 NVL72 presets (issue 11 item 5) add 43 MoE rows.
         // Achieved on all 57 rows: 44.9 %; bound = achieved + 1.
         var mape = Lomo("moe");
-        Assert.True(mape <= 29, $"MoE leave-one-model-out MAPE {mape:F1} % (target 12 %, regression bound 29 %)");
+        Assert.True(mape <= 27.5, $"MoE leave-one-model-out MAPE {mape:F1} % (target 12 %, regression bound 27.5 %)");
     }
 
     [CalibrationDataFact]
