@@ -266,14 +266,13 @@ public sealed class ModernPredictor
         {
             // Folded experts: ETP 1 and sequence parallelism (Megatron-Core requires it with TP > 1 and EP > 1); else as before.
             ExpertTensorParallelSize = FoldsExperts(s.Run) ? 1 : null,
-            SequenceParallel = FoldsExperts(s.Run),
             ContextParallelSize = s.Run.CP,
             Mode = WorkloadMode.Training,
             Recompute = s.Run.Recompute,
             Schedule = PipelineSchedule.OneFOneB,
             RankOrder = "tp-ep-dp-pp",
             MoeAllToAllOverlap = overlap,
-            SequenceParallel = s.SequenceParallel,
+            SequenceParallel = s.SequenceParallel || FoldsExperts(s.Run),
         }.Validated();
 
     /// <summary>The cost model with the launch's all-to-all implementation (the same model when it is NCCL or the communication model is not the link model).</summary>
