@@ -352,6 +352,16 @@ public class ModernTargetTests
     }
 
     [CalibrationDataFact]
+    public void Megatron_fsdp_lomo_mape_TARGET_8pct_MISSED_regression_bound_30pct()
+    {
+        // The six Megatron-FSDP Llama-3 rows (listed as not expressible until per-layer ZeRO-3 entered the slice),
+        // predicted with the Blackwell fit made without them: 29.1 %, all too fast (their launch configs offload 20 to 40
+        // layers' activations to the CPU, not priced). Bound = achieved + 0.9.
+        var mape = Lomo("megatron-fsdp");
+        Assert.True(mape <= 30, $"Megatron-FSDP leave-one-model-out MAPE {mape:F1} % (target 8 %, regression bound 30 %)");
+    }
+
+    [CalibrationDataFact]
     public void Mpt_lomo_mape_TARGET_10pct_MISSED_regression_bound_11_5pct()
     {
         var mape = Lomo("mpt");
