@@ -59,6 +59,14 @@ public sealed record ModernScenario(ModernRun Run, ModernArchitecture Architectu
     /// <summary>The all-to-all overlap the launch turns on, where the slice can price it (an MoE model with EP > 1).</summary>
     public MoeAllToAllOverlap LaunchOverlap => Launch is { } l && Run.EP > 1 && Model.Experts > 0 ? l.Overlap : MoeAllToAllOverlap.None;
 
+    /// <summary>
+    /// Whether the run's framework computes attention in one fused flash kernel whose score matrix stays on chip, priced so
+    /// (<see cref="FusedAttentionCompute"/>): MosaicML's MPT benchmarks run llm-foundry's Triton FlashAttention
+    /// (scripts/train/benchmarking/submit_benchmarks.py, <c>--attn_impl</c> default "triton"). Megatron-Bridge's rows
+    /// (Transformer Engine's fused attention) keep the GEMM pricing their Blackwell fit was made with.
+    /// </summary>
+    public bool FusedAttentionKernel => Run.Framework == ModernFramework.MosaicMpt;
+
     /// <summary>The all-to-all implementation the launch's dispatcher maps to (NCCL without a launch).</summary>
     public AllToAllImplementation LaunchAllToAll => Launch?.AllToAll ?? AllToAllImplementation.Nccl;
 
@@ -312,6 +320,8 @@ public sealed class ModernPredictor
     {
         var baseModel = model ?? s.Model;
         var cost = asLaunched ? CostFor(hardware, s.LaunchAllToAll) : CostOf(hardware);
+        if (s.FusedAttentionKernel && cost.Compute is TileWaveCompute tileWave)
+            cost = new CostModel($"{cost.Name}+fused-attention", new FusedAttentionCompute(tileWave), cost.Communication) { AllToAllSmShare = cost.AllToAllSmShare, GroupedExpertGemms = cost.GroupedExpertGemms };
         var overlap = asLaunched ? s.LaunchOverlap : MoeAllToAllOverlap.None;
         var stages = s.Run.PP > 1 ? 2 : 1;
         // Fully sharded runs carry their data-parallel group in the slice as ZeRO-3 (per-layer gathers in the DAG).

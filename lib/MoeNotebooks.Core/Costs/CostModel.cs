@@ -26,6 +26,17 @@ public interface IGroupedGemmCostModel
     double GroupedMatmulSeconds(MatmulShape member, string dtype, int elementBytes, int groupSize);
 }
 
+/// <summary>
+/// A compute model that prices the attention products itself (<see cref="OpCategory.Attention"/>: the score and value
+/// products and their backward), e.g. as one fused flash kernel whose score matrix never reaches HBM. Compute models
+/// without it price attention products as GEMMs of their shapes.
+/// </summary>
+public interface IAttentionCostModel
+{
+    /// <summary>Seconds of one attention product of <paramref name="kind"/> with <paramref name="shape"/> (times its batch).</summary>
+    double AttentionSeconds(OpKind kind, MatmulShape shape, string dtype, int elementBytes);
+}
+
 /// <summary>Prices communication over a group of GPUs.</summary>
 public interface ICommunicationCostModel
 {
@@ -67,6 +78,7 @@ public sealed class CostModel(string name, IComputeCostModel compute, ICommunica
         {
             // Each matmul at its own datatype's peak: a precision recipe's GEMMs at fp8/fp4, the rest at the DAG's dtype.
             // Cost models take whole bytes per element, so FP4 operands (0.5 byte) are priced as 1.
+            OpCategory.Attention when Compute is IAttentionCostModel attention => attention.AttentionSeconds(kind, dag.Shape(op), dag.MatmulDtype(op), (int)Math.Ceiling(dag.MatmulOperandBytes(op))),
             OpCategory.Matmul or OpCategory.Attention => Compute.MatmulSeconds(dag.Shape(op), dag.MatmulDtype(op), (int)Math.Ceiling(dag.MatmulOperandBytes(op))),
             OpCategory.Elementwise => Compute.ElementwiseSeconds(dag.Bytes(op)),
             _ => Communication.Seconds(kind.Pattern(), dag.Bytes(op), dag.Participants(op)),

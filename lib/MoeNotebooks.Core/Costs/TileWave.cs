@@ -184,3 +184,32 @@ public sealed class TileWaveCompute : IComputeCostModel, IGroupedGemmCostModel
 
     private static long CeilDiv(long a, long b) => (a + b - 1) / b;
 }
+
+/// <summary>
+/// The tile/wave model with attention run as one fused flash kernel (FlashAttention, Dao et al. 2022, arXiv:2205.14135
+/// §3.1; its Triton port that MosaicML's llm-foundry runs with <c>attn_impl: triton</c>): the score and value products
+/// keep their tile-quantized compute, but the [queries x keys] score / probability matrix stays in on-chip memory, so
+/// each product streams only its [sequence x head dim] operands through HBM (the shape's elements less its largest
+/// plane, which is the score matrix whenever the sequence exceeds the head dimension). Every other operation is priced
+/// by <see cref="Inner"/> unchanged. Use it only for DAGs built with a fused attention kernel: with materialized scores
+/// the products really do read and write the score matrix.
+/// </summary>
+public sealed class FusedAttentionCompute(TileWaveCompute inner) : IComputeCostModel, IGroupedGemmCostModel, IAttentionCostModel
+{
+    public TileWaveCompute Inner { get; } = inner;
+    public string Name => $"{Inner.Name}+fused-attention";
+
+    public double MatmulSeconds(MatmulShape shape, string dtype, int elementBytes) => Inner.MatmulSeconds(shape, dtype, elementBytes);
+    public double ElementwiseSeconds(double bytes) => Inner.ElementwiseSeconds(bytes);
+    public double GroupedMatmulSeconds(MatmulShape member, string dtype, int elementBytes, int groupSize) => Inner.GroupedMatmulSeconds(member, dtype, elementBytes, groupSize);
+
+    public double AttentionSeconds(OpKind kind, MatmulShape shape, string dtype, int elementBytes)
+    {
+        if (kind is not (OpKind.AttentionScore or OpKind.AttentionValue)) return Inner.MatmulSeconds(shape, dtype, elementBytes);
+        var estimate = Inner.Estimate(shape, dtype, elementBytes);
+        double mk = (double)shape.M * shape.K, kn = (double)shape.K * shape.N, mn = (double)shape.M * shape.N;
+        var streamed = shape.Batch * (mk + kn + mn - Math.Max(mk, Math.Max(kn, mn)));
+        var memory = streamed * elementBytes / (Inner.Gpu.HbmBytesPerSecond * Inner.Table.MemoryEfficiency);
+        return Math.Max(estimate.ComputeSeconds, memory) + estimate.LaunchSeconds;
+    }
+}

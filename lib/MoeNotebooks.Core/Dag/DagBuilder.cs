@@ -146,7 +146,9 @@ public sealed class DagBuilder
         CheckGpu(gpu);
         CheckBuilt(gpu);
         var dtype = _kindDtype.GetValueOrDefault(kind);
-        return Append(kind, gpu, -1, layer, microbatch, index, new PriceClass(PriceKind.Matmul, CollectivePattern.None, shape, 0, -1, dtype), deps);
+        // Attention products get their own price classes: a compute model may price them as a fused kernel (IAttentionCostModel).
+        var priceKind = kind.Category() == OpCategory.Attention ? PriceKind.Attention : PriceKind.Matmul;
+        return Append(kind, gpu, -1, layer, microbatch, index, new PriceClass(priceKind, CollectivePattern.None, shape, 0, -1, dtype), deps);
     }
 
     /// <summary>A memory-bound elementwise operation moving <paramref name="bytes"/> through HBM.</summary>

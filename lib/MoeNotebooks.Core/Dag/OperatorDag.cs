@@ -226,4 +226,4 @@ public sealed class OperatorDag
 internal readonly record struct PriceClass(PriceKind Kind, CollectivePattern Pattern, MatmulShape Shape, long Bytes, int Group, byte Dtype = 0);
 
 /// <summary>How an operation is priced: a matmul-shaped kernel, memory-bound bytes, or a collective.</summary>
-internal enum PriceKind : byte { Matmul, Elementwise, Communication }
+internal enum PriceKind : byte { Matmul, Elementwise, Communication, Attention }
