@@ -12,13 +12,14 @@ public static class EvaluateVerb
         var sensitivity = options.Option("--sensitivity", "");
         var fold = options.Option("--fold", "periodic");
         options.Finish();
-        // periodic (default): symmetric + microbatch extrapolation; symmetric: identical data-parallel replicas built once (exact); none: every GPU built (the oracle).
+        // periodic (default): symmetric + microbatch extrapolation; symmetric: identical data-parallel replicas and TP/EP ranks built once (exact); replicas: replicas only; none: every GPU built (the oracle).
         var folding = fold switch
         {
             "periodic" => Derivations.DagFolding.Periodic,
             "symmetric" => Derivations.DagFolding.Symmetric,
+            "replicas" => Derivations.DagFolding.Replicas,
             "none" => Derivations.DagFolding.None,
-            _ => throw new UsageException($"--fold = {Cli.Shown(fold)}: must be periodic (identical replicas built once and many identical microbatches extrapolated from a few, exact), symmetric (identical replicas built once, every microbatch) or none (build every GPU)"),
+            _ => throw new UsageException($"--fold = {Cli.Shown(fold)}: must be periodic (identical replicas built once and many identical microbatches extrapolated from a few, exact), symmetric (identical replicas and TP/EP ranks built once, every microbatch), replicas (identical replicas built once) or none (build every GPU)"),
         };
         if (format is not ("json" or "table")) throw new UsageException($"--format = {Cli.Shown(format)}: must be table or json");
         double? speedup = null;

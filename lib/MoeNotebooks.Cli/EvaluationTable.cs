@@ -30,10 +30,12 @@ public static class EvaluationTable
         o.WriteLine($"Hardware   {e.Scenario.Hardware}");
         o.WriteLine($"Cost model {e.Cost.Name}");
         if (r.Extrapolation is { } extrapolated)
-            o.WriteLine($"DAG        {extrapolated.Operations.ToString("N0", c)} operations, {e.Dag.Count.ToString("N0", c)} built: {extrapolated}{(e.Dag.IsFolded ? $", {e.Dag.FoldFactor} identical data-parallel replicas built once" : "")}");
+            o.WriteLine($"DAG        {extrapolated.Operations.ToString("N0", c)} operations, {e.Dag.Count.ToString("N0", c)} built: {extrapolated}{(e.Dag.IsFolded ? $", {e.Dag.FoldFactor} identical GPUs per representative" : "")}");
         else o.WriteLine(e.Dag.IsFolded
-            ? $"DAG        {e.Dag.RepresentedCount.ToString("N0", c)} operations, folded to {e.Dag.Count.ToString("N0", c)} built ({e.Dag.FoldFactor} identical data-parallel replicas built once), {e.Dag.EdgeCount.ToString("N0", c)} edges"
+            ? $"DAG        {e.Dag.RepresentedCount.ToString("N0", c)} operations, folded to {e.Dag.Count.ToString("N0", c)} built ({e.Dag.FoldFactor} identical GPUs per representative), {e.Dag.EdgeCount.ToString("N0", c)} edges"
             : $"DAG        {e.Dag.Count.ToString("N0", c)} operations, {e.Dag.EdgeCount.ToString("N0", c)} edges");
+        // What the symmetry fold built once (exact: RankSymmetry, DagFolding.Symmetric).
+        if (e.Dag.IsFolded && e.Dag.FoldDescription.Length > 0) o.WriteLine($"Folded     {e.Dag.FoldDescription}");
         o.WriteLine();
         o.WriteLine(string.Create(c, $"Total      {r.TotalSeconds,12:F4} s"));
         o.WriteLine($"Memory     {e.Memory}");

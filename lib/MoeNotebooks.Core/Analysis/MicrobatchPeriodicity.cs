@@ -207,9 +207,11 @@ public static class MicrobatchPeriodicity
 
     private static Built? BuildAndSchedule(Scenario s, CostModel cost, DagFolding folding, int microbatches)
     {
-        if (folding != DagFolding.None && s.Strategy.DP == 1) folding = DagFolding.None;
+        if (folding != DagFolding.None && s.Strategy.DP == 1 && RankSymmetry.Of(s.Model, s.Strategy) is null) folding = DagFolding.None;
         var estimate = DagFactory.CheckSize(s.Model, s.Strategy with { Microbatches = microbatches }, folding);
         var (dag, items) = CorrectedDerivation.BuildWithItems(s.Model, s.Strategy, microbatches, folding, estimate);
+        if (dag.Symmetries is not null && !cost.PricesFoldSymmetrically(dag))
+            (dag, items) = CorrectedDerivation.BuildWithItems(s.Model, s.Strategy, microbatches, DagFolding.Replicas, DagFactory.CheckSize(s.Model, s.Strategy with { Microbatches = microbatches }, DagFolding.Replicas));
         if (dag.IsFolded && !cost.PricesFoldSymmetrically(dag))
         {
             // The cost model prices replicas differently: build them all (as Scenario.BuildDagFor does).

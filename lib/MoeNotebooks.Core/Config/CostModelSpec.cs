@@ -66,6 +66,14 @@ public sealed record CostModelSpec(CostModelKind Kind, EfficiencyTable? Efficien
     public bool GroupedGemm { get; init; }
 
     /// <summary>
+    /// <c>"ncclProtocols": true</c> (or a table name such as <c>"nccl-2.28"</c>): all-reduce, reduce-scatter and
+    /// all-gather are priced per NCCL algorithm and protocol (LL / LL128 / Simple) with NCCL's tuner tables
+    /// (<see cref="NcclTuning"/>, <c>data/collectives/</c>), the fastest chosen and reported. Default null: one latency
+    /// per step from the hardware description, as before (the founding scenarios keep their totals).
+    /// </summary>
+    public NcclTuning? NcclProtocols { get; init; }
+
+    /// <summary>
     /// A cost model by a single name, as a notebook parameter gives it: a kind that needs no options
     /// ("roofline-ideal", "tile-wave") or the name of an efficiency table in data/efficiency ("typical-hopper").
     /// </summary>
@@ -91,7 +99,7 @@ public sealed record CostModelSpec(CostModelKind Kind, EfficiencyTable? Efficien
 
     private CostModel CreateModel(HardwareSpec hardware)
     {
-        var links = new LinkCommunication(hardware, AllToAll);
+        var links = new LinkCommunication(hardware, AllToAll, NcclProtocols);
         switch (Kind)
         {
             case CostModelKind.RooflineIdeal:
@@ -157,6 +165,17 @@ public sealed record CostModelSpec(CostModelKind Kind, EfficiencyTable? Efficien
         var allToAll = r.OptionalString("alltoall") is { } a ? JsonObjectReader.ParseEnum<AllToAllImplementation>(r.Child("alltoall"), a, source) : AllToAllImplementation.Nccl;
         var deepEpSms = r.OptionalInt("deepEpSms");
         var groupedGemm = r.OptionalBool("groupedGemm") ?? false;
+        NcclTuning? protocols = null;
+        if (r.Element("ncclProtocols") is { } np)
+        {
+            protocols = np.ValueKind switch
+            {
+                System.Text.Json.JsonValueKind.True => NcclTuning.Default,
+                System.Text.Json.JsonValueKind.False => null,
+                System.Text.Json.JsonValueKind.String => NcclTuning.Get(np.GetString()!, r.Child("ncclProtocols"), source),
+                _ => throw new ConfigException(r.Child("ncclProtocols"), JsonObjectReader.Raw(np), "must be true, false or the name of an NCCL tuning table (\"nccl-2.28\")", source),
+            };
+        }
         r.Finish();
         if (deepEpSms is { } dsms)
         {
@@ -203,7 +222,7 @@ public sealed record CostModelSpec(CostModelKind Kind, EfficiencyTable? Efficien
             else if (system is not null) throw new ConfigException(r.Child("system"), $"\"{system}\"", "filters the \"communication\" file's rows; give \"communication\" too", source);
             calibration = new CalibrationSpec(gemmPath, gpu, gemm, commPath, system, comm, neighbors ?? 8);
         }
-        return Checked(new CostModelSpec(kind, table) { Tiles = tiles, Calibration = calibration, AllToAll = allToAll, DeepEpSms = deepEpSms ?? DefaultDeepEpSms, GroupedGemm = groupedGemm }, path, source);
+        return Checked(new CostModelSpec(kind, table) { Tiles = tiles, Calibration = calibration, AllToAll = allToAll, DeepEpSms = deepEpSms ?? DefaultDeepEpSms, GroupedGemm = groupedGemm, NcclProtocols = protocols }, path, source);
     }
 
     private static string Existing(string path, string field, string? source) =>

@@ -76,7 +76,10 @@ public sealed record Scenario(string Name, ModelSpec Model, HardwareSpec Hardwar
     public OperatorDag BuildDagFor(CostModel cost, DagFolding folding = DagFolding.Symmetric)
     {
         var dag = BuildDag(folding);
-        return dag.IsFolded && !cost.PricesFoldSymmetrically(dag) ? BuildDag(DagFolding.None) : dag;
+        if (!dag.IsFolded || cost.PricesFoldSymmetrically(dag)) return dag;
+        // Ranks folded but not priced symmetrically: fold the replicas only, else build whole.
+        if (dag.Symmetries is not null && (dag = BuildDag(DagFolding.Replicas)).IsFolded && cost.PricesFoldSymmetrically(dag)) return dag;
+        return BuildDag(DagFolding.None);
     }
 
     /// <summary>

@@ -53,7 +53,7 @@ public static class CollectiveReport
                 && cc.FitFor(pattern, bytes, gpus.Length, CountNodes(cc, gpus)) is not null;
             var algbw = seconds > 0 ? bytes / seconds : 0;
             rows.Add(new CollectiveUse(kind, pattern, gpus.Length, price?.Domains ?? 1, bytes, count, seconds,
-                fitted ? "fit" : price is null ? "-" : CollectivePrice.JsonName(price.Algorithm),
+                fitted ? "fit" : price is null ? "-" : price.Label,
                 algbw * LinkCommunication.AlgorithmFactor(pattern, gpus.Length),
                 fitted ? 0 : price?.IntraDomainSeconds ?? 0, fitted ? 0 : price?.InterDomainSeconds ?? 0));
         }

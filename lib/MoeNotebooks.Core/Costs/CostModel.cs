@@ -110,6 +110,7 @@ public sealed class CostModel(string name, IComputeCostModel compute, ICommunica
     public bool PricesFoldSymmetrically(OperatorDag dag)
     {
         if (dag._classMembers is not { } classes) return true;
+        if (dag.Symmetries is not null) return RankFoldPricing.Keeps(this, dag);
         var table = dag._classTable;
         var image = Array.Empty<int>();
         for (var c = 0; c < table.Length; c++)

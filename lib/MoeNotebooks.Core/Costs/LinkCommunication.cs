@@ -63,6 +63,12 @@ public sealed record CollectivePrice(
     public static CollectivePrice Nothing(CollectivePattern pattern, double bytes, int gpus) =>
         new(pattern, CollectiveAlgorithm.None, bytes, gpus, gpus > 0 ? 1 : 0, gpus, 0, 0, 0, 0, 0, []);
 
+    /// <summary>NCCL's protocol of the chosen candidate when the model prices protocols (<c>costModel.ncclProtocols</c>); null otherwise.</summary>
+    public CollectiveProtocol? Protocol { get; init; }
+
+    /// <summary>Every (algorithm, protocol) pair priced when the model prices protocols; empty otherwise.</summary>
+    public IReadOnlyList<(CollectiveAlgorithm Algorithm, CollectiveProtocol Protocol, double Seconds)> ProtocolCandidates { get; init; } = [];
+
     /// <summary>Message bytes per second (nccl-tests' algbw).</summary>
     public double AlgorithmBytesPerSecond => Seconds > 0 ? Bytes / Seconds : double.PositiveInfinity;
 
@@ -73,7 +79,13 @@ public sealed record CollectivePrice(
     public bool UsesNetwork => Domains > 1;
 
     public override string ToString() => string.Create(CultureInfo.InvariantCulture,
-        $"{MeasurementCsv.NameOf(Pattern)} {Bytes:G4} B on {Gpus} GPUs ({Domains} NVLink domain(s) x {GpusPerDomain}): {JsonName(Algorithm)}, {Seconds * 1e6:F1} us, busbw {BusBytesPerSecond / 1e9:F1} GB/s");
+        $"{MeasurementCsv.NameOf(Pattern)} {Bytes:G4} B on {Gpus} GPUs ({Domains} NVLink domain(s) x {GpusPerDomain}): {JsonName(Algorithm)}{(Protocol is { } p ? "/" + ProtocolName(p) : "")}, {Seconds * 1e6:F1} us, busbw {BusBytesPerSecond / 1e9:F1} GB/s");
+
+    /// <summary>The algorithm's name with the protocol when one was chosen ("ring/LL128"), as tables and JSON show it.</summary>
+    public string Label => JsonName(Algorithm) + (Protocol is { } p ? "/" + ProtocolName(p) : "");
+
+    /// <summary>NCCL's name of a protocol: "LL", "LL128", "Simple".</summary>
+    public static string ProtocolName(CollectiveProtocol p) => p switch { CollectiveProtocol.Ll => "LL", CollectiveProtocol.Ll128 => "LL128", _ => "Simple" };
 
     /// <summary>The algorithm's name in JSON and tables ("ring", "tree", "hierarchical", "nvls", "direct", "pxn", "deep-ep-normal", ...).</summary>
     public static string JsonName(CollectiveAlgorithm a) => JsonObjectReader.Kebab(a.ToString());
@@ -103,9 +115,24 @@ public sealed record CollectivePrice(
 /// low-latency sends directly (same links as NCCL's exchange).</item>
 /// <item>A send: NVLink (one peer link on a mesh) inside a domain, one NIC across.</item>
 /// </list>
-/// Protocol choice (LL/LL128/Simple) is not modelled: one latency per step from the description.
+/// Without <see cref="Protocols"/> one latency per step comes from the description (no protocol choice). With it
+/// (<c>costModel.ncclProtocols</c>), all-reduce, reduce-scatter and all-gather are priced as NCCL's tuner prices them
+/// (<see cref="NcclTuning"/>, src/graph/tuning.cc): for each of NCCL's algorithms (ring; tree across NVLink domains;
+/// NVLS inside one) and each protocol (LL, LL128, Simple), time = latency + bytes / algorithm bandwidth with
+/// <list type="bullet">
+/// <item>latency: ring <c>base + (nsteps - nInter)·intra + nInter·inter</c> (nsteps 2(p-1) for all-reduce, p-1 for
+/// reduce-scatter / all-gather; nInter 2(N-1) / N-1; across domains a step inside one costs at least the network post
+/// overhead, x3 for Simple; with one GPU per domain the tree's network step is used; Simple across domains x the
+/// plateau factor); tree <c>base + 2((G-1)·intra + floor(log2 N)·inter)</c>; NVLS its NVLink step (+ network step
+/// across domains);</item>
+/// <item>bus bandwidth: the link model's (ring and tree <c>min(nvl, A)</c>, one GPU per domain <c>A</c>) times the
+/// algorithm factor (tree .92) and the protocol factor (ring LL .5, LL128 .92; tree LL 1/3.8, LL128 120/128), LL
+/// capped at NCCL's llMaxBw; algorithm bandwidth = bus x p / nsteps for the ring, x .5 x the size correction for the
+/// tree; NVLS as without protocols.</item>
+/// </list>
+/// The project's hierarchical candidate is not one of NCCL's algorithms and is not offered with protocols.
 /// </summary>
-public sealed class LinkCommunication(HardwareSpec hardware, AllToAllImplementation allToAll = AllToAllImplementation.Nccl) : ICommunicationCostModel, ILinkTopology
+public sealed class LinkCommunication(HardwareSpec hardware, AllToAllImplementation allToAll = AllToAllImplementation.Nccl, NcclTuning? protocols = null) : ICommunicationCostModel, ILinkTopology
 {
     /// <summary>NCCL tuning.cc: tree busBw = min(busBw x .9, maxTreeBw); the cap is not modelled.</summary>
     public const double TreeBandwidthFactor = 0.9;
@@ -115,7 +142,12 @@ public sealed class LinkCommunication(HardwareSpec hardware, AllToAllImplementat
 
     public HardwareSpec Hardware { get; } = hardware;
     public AllToAllImplementation AllToAll { get; } = allToAll;
-    public string Name => AllToAll == AllToAllImplementation.Nccl ? "topology-links" : $"topology-links({JsonObjectReader.Kebab(AllToAll.ToString())})";
+
+    /// <summary>NCCL's tuner tables when protocols are priced (<c>costModel.ncclProtocols</c>); null: one latency per step from the description.</summary>
+    public NcclTuning? Protocols { get; } = protocols;
+
+    public string Name => (AllToAll == AllToAllImplementation.Nccl ? "topology-links" : $"topology-links({JsonObjectReader.Kebab(AllToAll.ToString())})")
+        + (Protocols is { } t ? $"+protocols({t.Name})" : "");
 
     public double Seconds(CollectivePattern pattern, double bytesPerGpu, ReadOnlySpan<int> gpus) => Price(pattern, bytesPerGpu, gpus).Seconds;
 
@@ -167,6 +199,8 @@ public sealed class LinkCommunication(HardwareSpec hardware, AllToAllImplementat
     {
         if (bytesPerGpu <= 0 || gpus.Length < 2 || pattern == CollectivePattern.None) return CollectivePrice.Nothing(pattern, bytesPerGpu, gpus.Length);
         var shape = Shape(gpus);
+        if (Protocols is { } tuning && pattern is CollectivePattern.AllReduce or CollectivePattern.ReduceScatter or CollectivePattern.AllGather)
+            return PriceProtocols(tuning, pattern, bytesPerGpu, shape);
         var intra = Hardware.IntraNode;
         var inter = Hardware.InterNode;
         double p = shape.Gpus, n = shape.Domains, g = shape.MaxPerDomain, B = bytesPerGpu, A = shape.RailBytesPerSecond;
@@ -280,6 +314,61 @@ public sealed class LinkCommunication(HardwareSpec hardware, AllToAllImplementat
         (chosen, var seconds) = candidates.MinBy(c => c.Item2);
         (latency, intraSeconds, interSeconds) = Levels(pattern, chosen, shape, B, nvlRing, ringBus, railShare);
         return new CollectivePrice(pattern, chosen, B, shape.Gpus, shape.Domains, shape.MaxPerDomain, seconds, latency, intraSeconds, interSeconds, A, candidates);
+    }
+
+    /// <summary>
+    /// All-reduce, reduce-scatter or all-gather priced per (algorithm, protocol) as NCCL's tuner does (see the class
+    /// summary); the fastest pair is chosen, every pair listed.
+    /// </summary>
+    private CollectivePrice PriceProtocols(NcclTuning t, CollectivePattern pattern, double bytes, GroupShape shape)
+    {
+        var intra = Hardware.IntraNode;
+        double p = shape.Gpus, n = shape.Domains, g = shape.MaxPerDomain, B = bytes;
+        var nvlRing = intra.RingBytesPerSecond(shape.MaxPerDomain);
+        var allReduce = pattern == CollectivePattern.AllReduce;
+        // The bus bandwidth of the description's links: NVLink inside one domain; across domains the slower of NVLink
+        // and the domain's rails (only the rails when every domain holds one GPU of the group).
+        var bus = shape.Domains == 1 ? nvlRing : shape.MaxPerDomain > 1 ? Math.Min(nvlRing, shape.RailBytesPerSecond) : shape.RailBytesPerSecond;
+        var nicBound = shape.Domains > 1 && (shape.MaxPerDomain == 1 || shape.RailBytesPerSecond < nvlRing);
+        double nsteps = allReduce ? 2 * (p - 1) : p - 1;
+        double nInter = n == 1 ? 0 : allReduce ? 2 * (n - 1) : n - 1;
+        var llMax = t.LlMaxBusBytesPerSecond(Hardware.Gpu.Architecture, shape.Domains);
+        var all = new List<(CollectiveAlgorithm Algorithm, CollectiveProtocol Protocol, double Seconds, double Latency)>(7);
+        foreach (var proto in Enum.GetValues<CollectiveProtocol>())
+        {
+            var ring = t.Ring;
+            var intraLat = ring.NvlinkStepLatencySeconds[proto];
+            if (n > 1) intraLat = Math.Max(intraLat, t.NetOverheadSeconds * (proto == CollectiveProtocol.Simple ? t.SimpleNetOverheadFactor : 1));
+            // One GPU per domain: NCCL takes the tree's network latency for the ring too ("latencies fully exposed").
+            var interLat = shape.MaxPerDomain == 1 ? t.Tree.NetworkStepLatencySeconds[proto] : ring.NetworkStepLatencySeconds[proto];
+            var lat = ring.BaseLatencySeconds[proto] + (nsteps - nInter) * intraLat + nInter * interLat;
+            if (allReduce && n > 1 && proto == CollectiveProtocol.Simple) lat *= t.RingPlateauLatencyFactor;
+            var ringBus = bus * ring.AlgorithmBandwidthFactor * ring.ProtocolBandwidthFactor[proto];
+            if (proto == CollectiveProtocol.Ll) ringBus = Math.Min(ringBus, llMax);
+            all.Add((CollectiveAlgorithm.Ring, proto, lat + B / (ringBus * p / nsteps), lat));
+            if (allReduce && n > 1)
+            {
+                var tree = t.Tree;
+                var treeLat = tree.BaseLatencySeconds[proto]
+                    + 2 * ((g - 1) * tree.NvlinkStepLatencySeconds[proto] + Math.Floor(Math.Log2(n)) * tree.NetworkStepLatencySeconds[proto]);
+                var treeBus = bus * tree.AlgorithmBandwidthFactor * tree.ProtocolBandwidthFactor[proto];
+                if (proto == CollectiveProtocol.Ll) treeBus = Math.Min(treeBus, llMax);
+                all.Add((CollectiveAlgorithm.Tree, proto, treeLat + B / (TreeRatio * treeBus * tree.Correction(proto, B)), treeLat));
+            }
+        }
+        // NVLS inside one NVSwitch domain: Simple only, as in NCCL; the switch reduces, each GPU sends and receives B once.
+        if (allReduce && shape.Domains == 1 && Hardware.Nvls && intra.PeerBytesPerSecond is null)
+            all.Add((CollectiveAlgorithm.Nvls, CollectiveProtocol.Simple, t.NvlsNvlinkStepLatencySeconds + B / (Hardware.NvlsEfficiency * intra.BytesPerSecond), t.NvlsNvlinkStepLatencySeconds));
+        var best = all.MinBy(c => c.Seconds);
+        var perAlgorithm = all.GroupBy(c => c.Algorithm).Select(grp => (grp.Key, grp.Min(c => c.Seconds))).ToArray();
+        var bandwidthTerm = best.Seconds - best.Latency;
+        var onNic = best.Algorithm != CollectiveAlgorithm.Nvls && nicBound;
+        return new CollectivePrice(pattern, best.Algorithm, B, shape.Gpus, shape.Domains, shape.MaxPerDomain, best.Seconds, best.Latency,
+            onNic ? 0 : bandwidthTerm, onNic ? bandwidthTerm : 0, shape.RailBytesPerSecond, perAlgorithm)
+        {
+            Protocol = best.Protocol,
+            ProtocolCandidates = all.Select(c => (c.Algorithm, c.Protocol, c.Seconds)).ToArray(),
+        };
     }
 
     /// <summary>A reduce-scatter (or all-gather) over G GPUs of one domain: its time with latency, and the latency.</summary>

@@ -6,7 +6,7 @@ namespace MoeNotebooks.Dag;
 /// Appends operations to a DAG. An operation's dependencies must already exist, so ids are a topological
 /// order and a cycle cannot be built: a reference to an operation that does not exist yet is rejected.
 /// </summary>
-public sealed class DagBuilder
+public sealed partial class DagBuilder
 {
     // Struct-of-arrays grown by doubling (no object per operation); Build() trims them into the OperatorDag.
     private OpKind[] _kinds = new OpKind[64];
@@ -223,6 +223,12 @@ public sealed class DagBuilder
             waits.Clear();
             return Append(kind, gpu, group, layer, microbatch, index, priceClass, merged.ToArray());
         }
+        if (_rankRep is not null)
+        {
+            // Rank folding (DagBuilder.RankFold.cs): a non-representative's operation is its representative's, checked.
+            var counterpart = RankFoldCounterpart(kind, gpu, group, layer, microbatch, index, priceClass, ref deps);
+            if (counterpart >= 0) return counterpart;
+        }
         var id = _count;
         foreach (var d in deps)
         {
@@ -244,6 +250,7 @@ public sealed class DagBuilder
         }
         _kinds[id] = kind; _phases[id] = Phase; _gpus[id] = gpu; _groups[id] = group; _layers[id] = layer; _microbatches[id] = microbatch; _indices[id] = index; _classes[id] = cls;
         _count++;
+        if (_rankRep is not null) RankFoldRecord(id, gpu, group);
         return id;
     }
 
@@ -274,8 +281,11 @@ public sealed class DagBuilder
         Description, GpuCount, ElementBytes, Dtype, CommunicationOverlapsCompute,
         _kinds[.._count], _phases[.._count], _gpus[.._count], _groups[.._count], _layers[.._count], _microbatches[.._count], _indices[.._count],
         _classes[.._count], _classTable.ToArray(),
-        _predStart[..(_count + 1)], _preds[.._edgeCount], _groupMembers.ToArray(), _representative)
+        _predStart[..(_count + 1)], _preds[.._edgeCount], _groupMembers.ToArray(), FoldedRepresentative())
     {
+        Symmetries = _symmetries,
+        SymmetryMovesRanks = _movesRanks,
+        FoldDescription = FoldDescription,
         MatmulDtypes = [(Dtype, ElementBytes), .. _dtypes],
         ExpertsPerRank = ExpertsPerRank,
     };

@@ -73,6 +73,18 @@ public sealed class OperatorDag
     /// </summary>
     public bool IsFolded => _representative is not null;
 
+    /// <summary>
+    /// Rank folding (<see cref="DagBuilder.FoldRanksOnto"/>): every symmetry of the fold as a GPU permutation (the
+    /// identity first); null for a DAG folded over data-parallel replicas only or built whole.
+    /// </summary>
+    internal int[][]? Symmetries { get; init; }
+
+    /// <summary>Per symmetry: whether it moves ranks within a unit (rather than only whole data-parallel replicas).</summary>
+    internal bool[]? SymmetryMovesRanks { get; init; }
+
+    /// <summary>What was folded, in words (e.g. "8 TP ranks x 2 DP replicas -> 1 representative per stage"); empty when nothing was.</summary>
+    public string FoldDescription { get; init; } = "";
+
     /// <summary>GPUs each representative stands for (1 for a DAG built whole).</summary>
     public int FoldFactor { get; }
 

@@ -103,7 +103,8 @@ internal sealed partial class CorrectedDerivation
         _builtReplicas = st.FoldUnits;
         _ringReplicas = st.ContextParallelUnits;
         _dualPipe = _training && st.Schedule == PipelineSchedule.DualPipe;
-        if (folding == DagFolding.Symmetric && st.FoldUnits > _ringReplicas)
+        var foldReplicas = folding is DagFolding.Symmetric or DagFolding.Replicas && st.FoldUnits > _ringReplicas;
+        if (foldReplicas)
         {
             // Context parallelism over whole units: the units of one CP ring are built together and stand for the others.
             _builtReplicas = _ringReplicas;
@@ -114,7 +115,11 @@ internal sealed partial class CorrectedDerivation
                 representative[st.UnitRank(dp, pp, li)] = st.UnitRank(dp % _ringReplicas, pp, li);
             _b.FoldOnto(representative);
             _representative = representative;
+            _b.FoldDescription = $"{st.FoldUnits} DP replicas -> 1 representative per stage";
         }
+        // Symmetric ranks within a unit (TP, and EP under uniform routing): RankSymmetry.cs.
+        if (folding == DagFolding.Symmetric && RankSymmetry.Of(model, st) is { } ranks)
+            ranks.Declare(_b, st, foldReplicas ? st.FoldUnits : 1, "");
     }
 
     /// <summary>The GPU whose operations stand for <paramref name="gpu"/> (replica 0's image when folded).</summary>
@@ -124,9 +129,18 @@ internal sealed partial class CorrectedDerivation
     /// <param name="folding">Build every GPU, or one data-parallel replica standing for all (exact, see <see cref="_builtReplicas"/>).</param>
     public static OperatorDag Build(ModelSpec model, StrategySpec st, double expectedOperations = 0, DagFolding folding = DagFolding.None)
     {
-        var derivation = new CorrectedDerivation(model, st, folding);
-        derivation._b.Reserve(expectedOperations);
-        return derivation.BuildDag();
+        try
+        {
+            var derivation = new CorrectedDerivation(model, st, folding);
+            derivation._b.Reserve(expectedOperations);
+            return derivation.BuildDag();
+        }
+        catch (RankFoldException e) when (folding == DagFolding.Symmetric)
+        {
+            if (Environment.GetEnvironmentVariable("MOE_DEBUG_FOLD") is not null) Console.Error.WriteLine("rank fold: " + e.Message);
+            // A folded rank issued other operations than its representative: fold replicas only.
+            return Build(model, st, expectedOperations, DagFolding.Replicas);
+        }
     }
 
     /// <summary>
@@ -135,10 +149,17 @@ internal sealed partial class CorrectedDerivation
     /// </summary>
     internal static (OperatorDag Dag, IReadOnlyList<ItemSpan>? Items) BuildWithItems(ModelSpec model, StrategySpec st, int planMicrobatches, DagFolding folding, double expectedOperations = 0)
     {
-        var derivation = new CorrectedDerivation(model, st, folding, planMicrobatches);
-        derivation._b.Reserve(expectedOperations);
-        var dag = derivation.BuildDag();
-        return (dag, derivation._itemsComplete ? derivation._items : null);
+        try
+        {
+            var derivation = new CorrectedDerivation(model, st, folding, planMicrobatches);
+            derivation._b.Reserve(expectedOperations);
+            var dag = derivation.BuildDag();
+            return (dag, derivation._itemsComplete ? derivation._items : null);
+        }
+        catch (RankFoldException) when (folding == DagFolding.Symmetric)
+        {
+            return BuildWithItems(model, st, planMicrobatches, DagFolding.Replicas, expectedOperations);
+        }
     }
 
     /// <summary>The pipeline rank running an item: chunk mod pp, or under DualPipe by its direction (<see cref="PipelinePlan.StageOf"/>).</summary>

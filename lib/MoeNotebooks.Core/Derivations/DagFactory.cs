@@ -69,8 +69,10 @@ public static class DagFactory
         // Folded: one unit of each stage is built (one replica with ETP = TP, where this is the estimate at DP = 1), or the
         // units one context-parallel ring spans.
         var built = Math.Max(1, st.ContextParallelUnits);
-        if (folding != DagFolding.None && st.Derivation != Derivation.Seed && st.FoldUnits > built)
-            return EstimateOperations(model, st) / st.FoldUnits * built + (double)model.Layers * st.GpuCount / st.FoldUnits * built * 2;
+        // Ranks folded within a unit (RankSymmetry): 1 / (TP x EP) of the unit's operations, collectives counted whole.
+        var ranks = folding is DagFolding.None or DagFolding.Replicas || st.Derivation == Derivation.Seed ? 1 : RankSymmetry.FactorOf(model, st);
+        if (folding != DagFolding.None && st.Derivation != Derivation.Seed && (st.FoldUnits > built || ranks > 1))
+            return EstimateOperations(model, st) / st.FoldUnits * built / ranks + (double)model.Layers * st.GpuCount / st.FoldUnits * built * 2;
         // Context parallelism: two products per head and a send and a merge per ring step.
         double heads = Math.Max(1, model.AttentionHeads / st.TP) * st.CP + (st.CP > 1 ? st.CP : 0);
         double experts = model.IsDense ? 2 : Math.Max(1, model.Experts / Math.Max(1, st.EP)) * Math.Max(1, st.AllToAllChunks);
@@ -89,9 +91,18 @@ public enum DagFolding
 
     /// <summary>
     /// One representative per symmetry class: data-parallel replica 0 stands for every replica (identical by
-    /// construction); collectives keep their whole groups. Exact: same total, critical path and breakdowns.
+    /// construction), and within it TP rank 0 for its TP group and, under uniform routing, EP rank 0 for its EP group
+    /// (<see cref="RankSymmetry"/>, checked operation by operation as it is built); collectives keep their whole
+    /// groups. Exact: same total, critical path and breakdowns.
     /// </summary>
     Symmetric,
+
+    /// <summary>
+    /// Data-parallel replicas only (replica 0 stands for every replica), ranks within a replica built whole: the fold
+    /// <see cref="Symmetric"/> falls back to when a rank fold is not exact (a cost model pricing the images differently,
+    /// links shared between ranks' images).
+    /// </summary>
+    Replicas,
 
     /// <summary>
     /// <see cref="Symmetric"/>, and for an evaluation (<see cref="Config.Scenario.Evaluate"/>) of many identical
