@@ -61,7 +61,7 @@ public sealed record ModernScenario(ModernRun Run, ModernArchitecture Architectu
 
     /// <summary>
     /// Whether the run's framework computes attention in one fused flash kernel whose score matrix stays on chip, priced so
-    /// (<see cref="FusedAttentionCompute"/>): MosaicML's MPT benchmarks run llm-foundry's Triton FlashAttention
+    /// (<see cref="CostModel.FusedAttentionHeads"/>: each head's products as its share of one kernel over the rank's heads): MosaicML's MPT benchmarks run llm-foundry's Triton FlashAttention
     /// (scripts/train/benchmarking/submit_benchmarks.py, <c>--attn_impl</c> default "triton"). Megatron-Bridge's rows
     /// (Transformer Engine's fused attention) keep the GEMM pricing their Blackwell fit was made with.
     /// </summary>
@@ -320,8 +320,8 @@ public sealed class ModernPredictor
     {
         var baseModel = model ?? s.Model;
         var cost = asLaunched ? CostFor(hardware, s.LaunchAllToAll) : CostOf(hardware);
-        if (s.FusedAttentionKernel && cost.Compute is TileWaveCompute tileWave)
-            cost = new CostModel($"{cost.Name}+fused-attention", new FusedAttentionCompute(tileWave), cost.Communication) { AllToAllSmShare = cost.AllToAllSmShare, GroupedExpertGemms = cost.GroupedExpertGemms };
+        if (s.FusedAttentionKernel && !cost.FusedAttentionHeads)
+            cost = new CostModel($"{cost.Name}+fused-attention", cost.Compute, cost.Communication) { AllToAllSmShare = cost.AllToAllSmShare, GroupedExpertGemms = cost.GroupedExpertGemms, FusedAttentionHeads = true };
         var overlap = asLaunched ? s.LaunchOverlap : MoeAllToAllOverlap.None;
         var stages = s.Run.PP > 1 ? 2 : 1;
         // Fully sharded runs carry their data-parallel group in the slice as ZeRO-3 (per-layer gathers in the DAG).

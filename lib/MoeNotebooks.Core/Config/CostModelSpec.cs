@@ -66,6 +66,16 @@ public sealed record CostModelSpec(CostModelKind Kind, EfficiencyTable? Efficien
     public bool GroupedGemm { get; init; }
 
     /// <summary>
+    /// <c>"fusedAttention": true</c> (kind tile-wave): each rank's attention score and value products (and their
+    /// gradients) are priced per head as its share of one fused attention kernel over the rank's heads, as
+    /// FlashAttention / cuDNN fused attention run them (one grid over sequences x heads x query blocks, the scores kept
+    /// on chip: <see cref="TileWaveCompute.FusedAttentionSeconds"/>). Applies to DAGs built with the fused attention
+    /// kernel (<c>strategy.attentionKernel</c> "fused", the default). Default false: one kernel per head whose scores
+    /// stream through HBM, as before.
+    /// </summary>
+    public bool FusedAttention { get; init; }
+
+    /// <summary>
     /// <c>"ncclProtocols": true</c> (or a table name such as <c>"nccl-2.28"</c>): all-reduce, reduce-scatter and
     /// all-gather are priced per NCCL algorithm and protocol (LL / LL128 / Simple) with NCCL's tuner tables
     /// (<see cref="NcclTuning"/>, <c>data/collectives/</c>), the fastest chosen and reported. Default null: one latency
@@ -89,12 +99,13 @@ public sealed record CostModelSpec(CostModelKind Kind, EfficiencyTable? Efficien
     {
         var model = CreateModel(hardware);
         if (GroupedGemm) model = new CostModel(model.Name + ", grouped expert GEMMs", model.Compute, model.Communication) { GroupedExpertGemms = true };
+        if (FusedAttention) model = new CostModel(model.Name + ", fused attention", model.Compute, model.Communication) { GroupedExpertGemms = model.GroupedExpertGemms, FusedAttentionHeads = true };
         if (AllToAll != AllToAllImplementation.DeepEpNormal) return model;
         var sms = hardware.Gpu.SmCount ?? throw new ConfigException("hardware.gpu.smCount", null,
             $"is required by costModel.alltoall \"deep-ep-normal\" (its kernels take costModel.deepEpSms = {DeepEpSms} of the GPU's SMs; GPU \"{hardware.Gpu.Name}\" lists no SM count)");
         if (DeepEpSms >= sms)
             throw new ConfigException("costModel.deepEpSms", DeepEpSms.ToString(System.Globalization.CultureInfo.InvariantCulture), $"must be less than the GPU's {sms} SMs (hardware.gpu.smCount)");
-        return new CostModel(model.Name, model.Compute, model.Communication) { AllToAllSmShare = (double)DeepEpSms / sms, GroupedExpertGemms = model.GroupedExpertGemms };
+        return new CostModel(model.Name, model.Compute, model.Communication) { AllToAllSmShare = (double)DeepEpSms / sms, GroupedExpertGemms = model.GroupedExpertGemms, FusedAttentionHeads = model.FusedAttentionHeads };
     }
 
     private CostModel CreateModel(HardwareSpec hardware)
@@ -165,6 +176,7 @@ public sealed record CostModelSpec(CostModelKind Kind, EfficiencyTable? Efficien
         var allToAll = r.OptionalString("alltoall") is { } a ? JsonObjectReader.ParseEnum<AllToAllImplementation>(r.Child("alltoall"), a, source) : AllToAllImplementation.Nccl;
         var deepEpSms = r.OptionalInt("deepEpSms");
         var groupedGemm = r.OptionalBool("groupedGemm") ?? false;
+        var fusedAttention = r.OptionalBool("fusedAttention") ?? false;
         NcclTuning? protocols = null;
         if (r.Element("ncclProtocols") is { } np)
         {
@@ -193,6 +205,7 @@ public sealed record CostModelSpec(CostModelKind Kind, EfficiencyTable? Efficien
         static string? Q(string? s) => s is null ? null : $"\"{s}\"";
         OnlyFor(CostModelKind.TileWave, "tiles", Q(tiles?.Name), CostModelKind.Calibrated);
         OnlyFor(CostModelKind.TileWave, "groupedGemm", groupedGemm ? "true" : null);
+        OnlyFor(CostModelKind.TileWave, "fusedAttention", fusedAttention ? "true" : null);
         OnlyFor(CostModelKind.Calibrated, "gemm", Q(gemmPath));
         OnlyFor(CostModelKind.Calibrated, "gpu", Q(gpu));
         OnlyFor(CostModelKind.Calibrated, "communication", Q(commPath));
@@ -222,7 +235,7 @@ public sealed record CostModelSpec(CostModelKind Kind, EfficiencyTable? Efficien
             else if (system is not null) throw new ConfigException(r.Child("system"), $"\"{system}\"", "filters the \"communication\" file's rows; give \"communication\" too", source);
             calibration = new CalibrationSpec(gemmPath, gpu, gemm, commPath, system, comm, neighbors ?? 8);
         }
-        return Checked(new CostModelSpec(kind, table) { Tiles = tiles, Calibration = calibration, AllToAll = allToAll, DeepEpSms = deepEpSms ?? DefaultDeepEpSms, GroupedGemm = groupedGemm, NcclProtocols = protocols }, path, source);
+        return Checked(new CostModelSpec(kind, table) { Tiles = tiles, Calibration = calibration, AllToAll = allToAll, DeepEpSms = deepEpSms ?? DefaultDeepEpSms, GroupedGemm = groupedGemm, FusedAttention = fusedAttention, NcclProtocols = protocols }, path, source);
     }
 
     private static string Existing(string path, string field, string? source) =>

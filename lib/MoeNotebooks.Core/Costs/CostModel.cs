@@ -27,14 +27,13 @@ public interface IGroupedGemmCostModel
 }
 
 /// <summary>
-/// A compute model that prices the attention products itself (<see cref="OpCategory.Attention"/>: the score and value
-/// products and their backward), e.g. as one fused flash kernel whose score matrix never reaches HBM. Compute models
-/// without it price attention products as GEMMs of their shapes.
+/// A compute model that can price one head's attention product as its share of a fused attention kernel over all of a
+/// rank's heads (<see cref="TileWaveCompute.FusedAttentionSeconds"/>).
 /// </summary>
-public interface IAttentionCostModel
+public interface IFusedAttentionCostModel
 {
-    /// <summary>Seconds of one attention product of <paramref name="kind"/> with <paramref name="shape"/> (times its batch).</summary>
-    double AttentionSeconds(OpKind kind, MatmulShape shape, string dtype, int elementBytes);
+    /// <summary>Seconds of one head's product inside a fused kernel of <paramref name="heads"/> heads.</summary>
+    double FusedAttentionSeconds(MatmulShape head, string dtype, int elementBytes, int heads);
 }
 
 /// <summary>Prices communication over a group of GPUs.</summary>
@@ -74,11 +73,12 @@ public sealed class CostModel(string name, IComputeCostModel compute, ICommunica
         var kind = dag.Kind(op);
         if (GroupedExpertGemms && dag.ExpertsPerRank > 0 && kind is OpKind.ExpertUp or OpKind.ExpertDown && Compute is IGroupedGemmCostModel grouped)
             return grouped.GroupedMatmulSeconds(dag.Shape(op), dag.MatmulDtype(op), (int)Math.Ceiling(dag.MatmulOperandBytes(op)), dag.ExpertsPerRank);
+        if (FusedAttentionHeads && dag.AttentionHeadsPerRank > 0 && kind is OpKind.AttentionScore or OpKind.AttentionValue && Compute is IFusedAttentionCostModel fused)
+            return fused.FusedAttentionSeconds(dag.Shape(op), dag.MatmulDtype(op), (int)Math.Ceiling(dag.MatmulOperandBytes(op)), dag.AttentionHeadsPerRank);
         return kind.Category() switch
         {
             // Each matmul at its own datatype's peak: a precision recipe's GEMMs at fp8/fp4, the rest at the DAG's dtype.
             // Cost models take whole bytes per element, so FP4 operands (0.5 byte) are priced as 1.
-            OpCategory.Attention when Compute is IAttentionCostModel attention => attention.AttentionSeconds(kind, dag.Shape(op), dag.MatmulDtype(op), (int)Math.Ceiling(dag.MatmulOperandBytes(op))),
             OpCategory.Matmul or OpCategory.Attention => Compute.MatmulSeconds(dag.Shape(op), dag.MatmulDtype(op), (int)Math.Ceiling(dag.MatmulOperandBytes(op))),
             OpCategory.Elementwise => Compute.ElementwiseSeconds(dag.Bytes(op)),
             _ => Communication.Seconds(kind.Pattern(), dag.Bytes(op), dag.Participants(op)),
@@ -149,12 +149,15 @@ public sealed class CostModel(string name, IComputeCostModel compute, ICommunica
         var classCount = dag.PriceClassCount;
         // Grouped expert GEMMs are priced apart from other GEMMs of the same shape (classes are by shape): offset by the class count.
         var grouped = GroupedExpertGemms && dag.ExpertsPerRank > 0 && Compute is IGroupedGemmCostModel;
-        var priced = new double[grouped ? 2 * classCount : classCount];
+        // Fused attention heads likewise (offset by twice the class count).
+        var fusedAttention = FusedAttentionHeads && dag.AttentionHeadsPerRank > 0 && Compute is IFusedAttentionCostModel;
+        var priced = new double[fusedAttention ? 3 * classCount : grouped ? 2 * classCount : classCount];
         var done = new bool[priced.Length];
         for (var op = 0; op < durations.Length; op++)
         {
             var c = classes[op];
             if (grouped && dag._kinds[op] is OpKind.ExpertUp or OpKind.ExpertDown) c += classCount;
+            else if (fusedAttention && dag._kinds[op] is OpKind.AttentionScore or OpKind.AttentionValue) c += 2 * classCount;
             if (!done[c])
             {
                 var t = Seconds(dag, op);
@@ -206,6 +209,14 @@ public sealed class CostModel(string name, IComputeCostModel compute, ICommunica
     /// tile-wave model) instead of one kernel each; <see cref="Config.CostModelSpec.GroupedGemm"/>.
     /// </summary>
     public bool GroupedExpertGemms { get; init; }
+
+    /// <summary>
+    /// Price each head's attention products as its share of one fused attention kernel per rank
+    /// (<see cref="IFusedAttentionCostModel"/>; the tile-wave model): waves shared across the heads, one launch, no HBM
+    /// traffic for the scores; <see cref="Config.CostModelSpec.FusedAttention"/>. Only DAGs built with the fused
+    /// attention kernel have heads to share (<see cref="OperatorDag.AttentionHeadsPerRank"/>).
+    /// </summary>
+    public bool FusedAttentionHeads { get; init; }
 
     /// <summary>What the scheduler needs to slow compute under SM-taking communication; null when nothing takes SMs.</summary>
     public Analysis.ComputeShares? ComputeShares(OperatorDag dag) => AllToAllSmShare > 0 ? new Analysis.ComputeShares(dag, AllToAllSmShare) : null;

@@ -109,7 +109,7 @@ public sealed record TileWaveEstimate(
 /// The kernel picks the fastest tile (either orientation). The GEMM cannot beat streaming its operands through HBM;
 /// a fixed launch time is added. Nothing here is fitted: the parameters are a <see cref="TileWaveTable"/>.
 /// </summary>
-public sealed class TileWaveCompute : IComputeCostModel, IGroupedGemmCostModel
+public sealed class TileWaveCompute : IComputeCostModel, IGroupedGemmCostModel, IFusedAttentionCostModel
 {
     public TileWaveCompute(GpuSpec gpu, TileWaveTable table, string? name = null)
     {
@@ -182,34 +182,34 @@ public sealed class TileWaveCompute : IComputeCostModel, IGroupedGemmCostModel
         return Math.Max(compute, memory) + Table.LaunchSeconds / groupSize;
     }
 
-    private static long CeilDiv(long a, long b) => (a + b - 1) / b;
-}
-
-/// <summary>
-/// The tile/wave model with attention run as one fused flash kernel (FlashAttention, Dao et al. 2022, arXiv:2205.14135
-/// §3.1; its Triton port that MosaicML's llm-foundry runs with <c>attn_impl: triton</c>): the score and value products
-/// keep their tile-quantized compute, but the [queries x keys] score / probability matrix stays in on-chip memory, so
-/// each product streams only its [sequence x head dim] operands through HBM (the shape's elements less its largest
-/// plane, which is the score matrix whenever the sequence exceeds the head dimension). Every other operation is priced
-/// by <see cref="Inner"/> unchanged. Use it only for DAGs built with a fused attention kernel: with materialized scores
-/// the products really do read and write the score matrix.
-/// </summary>
-public sealed class FusedAttentionCompute(TileWaveCompute inner) : IComputeCostModel, IGroupedGemmCostModel, IAttentionCostModel
-{
-    public TileWaveCompute Inner { get; } = inner;
-    public string Name => $"{Inner.Name}+fused-attention";
-
-    public double MatmulSeconds(MatmulShape shape, string dtype, int elementBytes) => Inner.MatmulSeconds(shape, dtype, elementBytes);
-    public double ElementwiseSeconds(double bytes) => Inner.ElementwiseSeconds(bytes);
-    public double GroupedMatmulSeconds(MatmulShape member, string dtype, int elementBytes, int groupSize) => Inner.GroupedMatmulSeconds(member, dtype, elementBytes, groupSize);
-
-    public double AttentionSeconds(OpKind kind, MatmulShape shape, string dtype, int elementBytes)
+    /// <summary>
+    /// One head's score or value product (or its gradient) inside a fused attention kernel over <paramref name="heads"/>
+    /// heads (FlashAttention: one grid over sequences x heads x query blocks, Dao, FlashAttention-2, arXiv:2307.08691
+    /// §3.2; each head's score and probability tiles stay in shared memory, §3.1): the head keeps its own tiles and
+    /// shares the waves with the other heads, as a grouped GEMM member (<see cref="GroupedMatmulSeconds"/>); HBM carries
+    /// only the two operands that are not the sequence x sequence matrix (Q and K^T for the scores, V and the output for
+    /// the value product): the largest of the three matrices, the scores or probabilities, is never written. It pays
+    /// 1 / heads of the kernel's launch.
+    /// </summary>
+    public double FusedAttentionSeconds(MatmulShape head, string dtype, int elementBytes, int heads)
     {
-        if (kind is not (OpKind.AttentionScore or OpKind.AttentionValue)) return Inner.MatmulSeconds(shape, dtype, elementBytes);
-        var estimate = Inner.Estimate(shape, dtype, elementBytes);
-        double mk = (double)shape.M * shape.K, kn = (double)shape.K * shape.N, mn = (double)shape.M * shape.N;
-        var streamed = shape.Batch * (mk + kn + mn - Math.Max(mk, Math.Max(kn, mn)));
-        var memory = streamed * elementBytes / (Inner.Gpu.HbmBytesPerSecond * Inner.Table.MemoryEfficiency);
-        return Math.Max(estimate.ComputeSeconds, memory) + estimate.LaunchSeconds;
+        if (heads < 1) throw new ArgumentOutOfRangeException(nameof(heads), heads, "a fused attention kernel has at least one head");
+        var perSm = AchievableFlopsPerSecond(dtype) / Sms;
+        var compute = double.PositiveInfinity;
+        foreach (var tile in Table.Tiles)
+        {
+            for (var o = 0; o < (tile.Rows == tile.Cols ? 1 : 2); o++)
+            {
+                long rows = o == 0 ? tile.Rows : tile.Cols, cols = o == 0 ? tile.Cols : tile.Rows;
+                var tiles = head.Batch * CeilDiv(head.M, rows) * CeilDiv(head.N, cols);
+                compute = Math.Min(compute, (double)tiles / Sms * 2.0 * rows * cols * (head.K + Table.KOverhead) / (perSm * tile.RelativeEfficiency));
+            }
+        }
+        double mk = (double)head.M * head.K, kn = (double)head.K * head.N, mn = (double)head.M * head.N;
+        var streamed = head.Batch * (mk + kn + mn - Math.Max(mk, Math.Max(kn, mn)));
+        var memory = streamed * elementBytes / (Gpu.HbmBytesPerSecond * Table.MemoryEfficiency);
+        return Math.Max(compute, memory) + Table.LaunchSeconds / heads;
     }
+
+    private static long CeilDiv(long a, long b) => (a + b - 1) / b;
 }

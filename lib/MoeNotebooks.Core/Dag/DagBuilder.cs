@@ -38,6 +38,9 @@ public sealed partial class DagBuilder
 
     /// <summary>Routed experts per EP rank (one grouped GEMM), carried to <see cref="OperatorDag.ExpertsPerRank"/>.</summary>
     public int ExpertsPerRank { get; set; }
+
+    /// <summary>Attention heads per rank one fused attention kernel runs together, carried to <see cref="OperatorDag.AttentionHeadsPerRank"/>.</summary>
+    public int AttentionHeadsPerRank { get; set; }
     public int Count => _count;
 
     /// <summary>Phase given to the operations appended from now on.</summary>
@@ -146,9 +149,7 @@ public sealed partial class DagBuilder
         CheckGpu(gpu);
         CheckBuilt(gpu);
         var dtype = _kindDtype.GetValueOrDefault(kind);
-        // Attention products get their own price classes: a compute model may price them as a fused kernel (IAttentionCostModel).
-        var priceKind = kind.Category() == OpCategory.Attention ? PriceKind.Attention : PriceKind.Matmul;
-        return Append(kind, gpu, -1, layer, microbatch, index, new PriceClass(priceKind, CollectivePattern.None, shape, 0, -1, dtype), deps);
+        return Append(kind, gpu, -1, layer, microbatch, index, new PriceClass(PriceKind.Matmul, CollectivePattern.None, shape, 0, -1, dtype), deps);
     }
 
     /// <summary>A memory-bound elementwise operation moving <paramref name="bytes"/> through HBM.</summary>
@@ -288,6 +289,7 @@ public sealed partial class DagBuilder
         FoldDescription = FoldDescription,
         MatmulDtypes = [(Dtype, ElementBytes), .. _dtypes],
         ExpertsPerRank = ExpertsPerRank,
+        AttentionHeadsPerRank = AttentionHeadsPerRank,
     };
 
     /// <summary>Compares GPU groups by members (sorted), so a group is found without building a string key.</summary>

@@ -187,6 +187,15 @@ public sealed class OperatorDag
     /// </summary>
     public int ExpertsPerRank { get; init; }
 
+    /// <summary>
+    /// Attention heads per rank whose score and value products (<see cref="OpKind.AttentionScore"/>,
+    /// <see cref="OpKind.AttentionValue"/> and their gradients) one fused attention kernel runs together: FlashAttention
+    /// launches one grid over sequences x heads x query blocks (Dao, FlashAttention-2, arXiv:2307.08691 §3.2
+    /// "Parallelism"), each context-parallel ring step one such kernel. 0 when the DAG has no fused attention (the
+    /// materialized-scores kernels of 2021). Structure, not time: a cost model may price each head as its share of the kernel.
+    /// </summary>
+    public int AttentionHeadsPerRank { get; init; }
+
     /// <summary>The datatype a matmul runs in (the precision recipe's for linear layers, else <see cref="Dtype"/>); <see cref="Dtype"/> for other operations.</summary>
     public string MatmulDtype(int op) => MatmulDtypes.Length == 0 ? Dtype : MatmulDtypes[_classTable[_classes[op]].Dtype].Dtype;
 
@@ -238,4 +247,4 @@ public sealed class OperatorDag
 internal readonly record struct PriceClass(PriceKind Kind, CollectivePattern Pattern, MatmulShape Shape, long Bytes, int Group, byte Dtype = 0);
 
 /// <summary>How an operation is priced: a matmul-shaped kernel, memory-bound bytes, or a collective.</summary>
-internal enum PriceKind : byte { Matmul, Elementwise, Communication, Attention }
+internal enum PriceKind : byte { Matmul, Elementwise, Communication }

@@ -93,6 +93,7 @@ internal sealed partial class CorrectedDerivation
         };
         _c = new LayerContext(model, st, _b);
         if (!model.IsDense) _b.ExpertsPerRank = _c.ExpertsPerRank;
+        if (st.AttentionKernel == AttentionKernel.Fused) _b.AttentionHeadsPerRank = _c.HeadsPerRank;
         _pattern = LayerPattern.Of(model);
         _training = _c.Training;
         _e = model.ElementBytes;
