@@ -1,5 +1,6 @@
 using MoeNotebooks.Analysis;
 using MoeNotebooks.Config;
+using MoeNotebooks.Derivations;
 
 namespace MoeNotebooks.Perf.Tests;
 
@@ -78,6 +79,66 @@ public class SweepTests
             Assert.Equal(e.TotalSeconds, row.TotalSeconds);
             Assert.Equal(e.Result.BreakdownSeconds["communication"], row.CommunicationSeconds);
             Assert.Equal(e.Dag.RepresentedCount, row.Operations);   // the whole DAG's count (Evaluate folds replicas; Dag.Count is the built part)
+        }
+    }
+
+    /// <summary>
+    /// The founding sweep's axes (data/sweeps/founding-4800.json: sequence length, batch, eight layouts, three GPUs, two
+    /// cost models) plus rank orders and node sizes under which some cost models price data-parallel replicas differently
+    /// (the sweep then builds the DAG whole, as Scenario.BuildDagFor does), drawn at random so that points repeat.
+    /// </summary>
+    private static string FoundingLikeGrid(int count, int seed) => Grid("""
+        { "model.sequenceLength": [1024, 4096, 9216, 32768], "model.batch": [512, 2048],
+          "strategy": [{ "ep": 16 }, { "ep": 8, "dp": 2 }, { "ep": 4, "dp": 4 }, { "ep": 4, "tp": 4 }, { "ep": 2, "tp": 8 },
+                       { "tp": 8, "pp": 2 }, { "tp": 8, "pp": 2, "microbatches": 4 }, { "ep": 8, "pp": 2, "microbatches": 2 },
+                       { "ep": 4, "dp": 4, "rankOrder": "pp-dp-ep-tp" }, { "ep": 4, "pp": 2, "dp": 2, "microbatches": 2, "rankOrder": "pp-dp-ep-tp" }],
+          "hardware.gpusPerNode": [2, 8],
+          "hardware.preset": ["H100-SXM", "H200", "A100-80GB"],
+          "costModel": ["roofline-ideal", { "kind": "roofline-efficiency", "efficiency": "typical-hopper" }] }
+        """, $$"""{ "count": {{count}}, "seed": {{seed}} }""");
+
+    [Fact]
+    public void Structure_reuse_gives_the_csv_of_fresh_evaluation_byte_for_byte()
+    {
+        // Oracle: every point evaluated from scratch (Reuse = false: its own scenario parsed, its own DAG built, priced
+        // and scheduled). With reuse, a structure's DAG is built once for the whole sweep and re-priced for every GPU
+        // and cost model, and a repeated point takes its first draw's row. Small batches make structures and points
+        // recur across batches; a zero cache budget makes later batches rebuild; two threads split structures.
+        var sweep = Sweep.Parse(FoundingLikeGrid(400, 11));
+        var fresh = Csv(sweep, new SweepOptions(1, BatchSize: 4096) { Reuse = false });
+        var lines = fresh.Split('\n', StringSplitOptions.RemoveEmptyEntries);
+        Assert.Equal(401, lines.Length);
+        // Not vacuous: points repeat (within and across batches), structures are shared by several points, folded
+        // (data-parallel) DAGs occur.
+        var rows = sweep.Rows(new SweepOptions(1) { Reuse = false }).ToArray();
+        var points = rows.Select(r => string.Join('|', r.Values)).ToArray();
+        Assert.True(points.Distinct().Count() < 380, $"{points.Distinct().Count()} distinct points of 400");
+        Assert.True(rows.Select(r => string.Join('|', r.Values.Take(4))).Distinct().Count() < 200);
+        Assert.True(rows.Count(r => r.Valid) > 300, $"{rows.Count(r => r.Valid)} valid points of 400");
+        Assert.Contains(rows, r => r.Valid && sweep.ScenarioAt(r.Index).Strategy.DP > 1);   // folded DAGs occur
+        Assert.Equal(fresh, Csv(sweep, new SweepOptions(1, BatchSize: 4096)));
+        Assert.Equal(fresh, Csv(sweep, new SweepOptions(1, BatchSize: 37)));
+        Assert.Equal(fresh, Csv(sweep, new SweepOptions(2, BatchSize: 50) { StructureCacheOperations = 0 }));
+        Assert.Equal(fresh, Csv(sweep, new SweepOptions(2, BatchSize: 64)));
+    }
+
+    [Fact]
+    public void Reused_structure_rows_equal_a_fresh_evaluation_of_random_points()
+    {
+        // Oracle: Scenario.Evaluate(DagFolding.Symmetric) of each point's scenario, a DAG built fresh for that point
+        // alone (folded, or whole when the cost model prices the replicas differently), priced and scheduled.
+        var sweep = Sweep.Parse(FoundingLikeGrid(300, 5));
+        var rows = sweep.Rows(new SweepOptions(2, BatchSize: 100)).ToArray();
+        var rng = new Random(17);
+        foreach (var row in rows.Where(r => r.Valid).OrderBy(_ => rng.Next()).Take(120))
+        {
+            var e = sweep.ScenarioAt(row.Index).Evaluate(DagFolding.Symmetric);
+            Assert.Equal(e.TotalSeconds, row.TotalSeconds);
+            foreach (var (key, value) in new[] { ("matmul", row.MatmulSeconds), ("attention", row.AttentionSeconds), ("elementwise", row.ElementwiseSeconds),
+                         ("communication", row.CommunicationSeconds), ("idle", row.IdleSeconds) })
+                Assert.Equal(e.Result.BreakdownSeconds[key], value);
+            Assert.Equal(e.Dag.RepresentedCount, row.Operations);
+            Assert.Equal(e.Memory.PeakBytesPerGpu, row.PeakBytesPerGpu);
         }
     }
 

@@ -91,7 +91,7 @@ public sealed class CriticalPathResult
     /// </summary>
     public MicrobatchExtrapolation? Extrapolation { get; }
 
-    private static IReadOnlyDictionary<string, double> MeanOver(IReadOnlyList<GpuUsage> perGpu)
+    internal static IReadOnlyDictionary<string, double> MeanOver(IReadOnlyList<GpuUsage> perGpu)
     {
         {
             var n = Math.Max(1, perGpu.Count);

@@ -86,6 +86,21 @@ public static class Scheduler
         return TotalSeconds(dag, durations, workspace, cost.Footprints(dag), cost.ComputeShares(dag));
     }
 
+    /// <summary>
+    /// The total and the breakdown (<see cref="CriticalPathResult.BreakdownSeconds"/>) without the critical path: the
+    /// same pass and the same usage measure as <see cref="CriticalPath"/>, into <paramref name="workspace"/>'s buffers,
+    /// so both are those of <see cref="CriticalPath"/> bit for bit (what a sweep row needs). <paramref name="links"/>
+    /// must be <c>cost.Footprints(dag)</c> (a sweep keeps them while the DAG, hardware and cost model repeat).
+    /// </summary>
+    internal static (double TotalSeconds, IReadOnlyDictionary<string, double> Breakdown) TotalAndBreakdown(this OperatorDag dag, CostModel cost, ScheduleWorkspace workspace, LinkFootprints? links)
+    {
+        workspace.Ensure(dag.Count);
+        var durations = workspace.Durations.AsSpan(0, dag.Count);
+        cost.Price(dag, durations);
+        var total = TotalSeconds(dag, durations, workspace, links, cost.ComputeShares(dag));
+        return (total, MeanUsage(dag, workspace.Start.AsSpan(0, dag.Count), workspace.Finish.AsSpan(0, dag.Count), total, workspace));
+    }
+
     /// <summary>The one pass: start, finish and the critical predecessor of every operation; returns the latest finish.</summary>
     private static double Run(OperatorDag dag, ReadOnlySpan<double> durations, Span<double> start, Span<double> finish, Span<int> critPred, LinkFootprints? links, ComputeShares? shares = null)
     {
@@ -236,12 +251,61 @@ public static class Scheduler
     }
 
     /// <summary>Per-GPU busy time by category, exposed communication (not under compute) and idle time.</summary>
-    internal static GpuUsage[] Usage(OperatorDag dag, double[] start, double[] finish, double total)
+    internal static GpuUsage[] Usage(OperatorDag dag, ReadOnlySpan<double> start, ReadOnlySpan<double> finish, double total)
+    {
+        var gpus = dag.GpuCount;
+        var v = UsageValues(dag, start, finish, total, new ScheduleWorkspace());
+        var usage = new GpuUsage[gpus];
+        for (var g = 0; g < gpus; g++)
+            if (dag.Representative(g) == g) usage[g] = new GpuUsage(g, v[6 * g], v[6 * g + 1], v[6 * g + 2], v[6 * g + 3], v[6 * g + 4], v[6 * g + 5]);
+        for (var g = 0; g < gpus; g++)
+            if (dag.Representative(g) != g) usage[g] = usage[dag.Representative(g)] with { Gpu = g };
+        return usage;
+    }
+
+    /// <summary>
+    /// <see cref="CriticalPathResult.BreakdownSeconds"/> from the same measure as <see cref="Usage"/>, without a record per
+    /// GPU: the same sums in the same order (<see cref="CriticalPathResult.MeanOver"/>), so the same numbers bit for bit.
+    /// </summary>
+    internal static IReadOnlyDictionary<string, double> MeanUsage(OperatorDag dag, ReadOnlySpan<double> start, ReadOnlySpan<double> finish, double total, ScheduleWorkspace workspace)
+    {
+        var gpus = dag.GpuCount;
+        var v = UsageValues(dag, start, finish, total, workspace);
+        double mm = 0, at = 0, el = 0, comm = 0, idle = 0;
+        for (var g = 0; g < gpus; g++)
+        {
+            var r = 6 * dag.Representative(g);
+            mm += v[r];
+            at += v[r + 1];
+            el += v[r + 2];
+            comm += v[r + 3];
+            idle += v[r + 5];
+        }
+        var n = Math.Max(1, gpus);
+        return new Dictionary<string, double>
+        {
+            ["matmul"] = mm / n,
+            ["attention"] = at / n,
+            ["elementwise"] = el / n,
+            ["communication"] = comm / n,
+            ["idle"] = idle / n,
+        };
+    }
+
+    /// <summary>
+    /// Per representative GPU g, at 6g .. 6g + 5: matmul, attention, elementwise, exposed communication, overlapped
+    /// communication and idle seconds (other GPUs' entries are not written); buffers from <paramref name="w"/>.
+    /// </summary>
+    private static double[] UsageValues(OperatorDag dag, ReadOnlySpan<double> start, ReadOnlySpan<double> finish, double total, ScheduleWorkspace w)
     {
         int gpus = dag.GpuCount, n = dag.Count;
-        var byCategory = new double[gpus, 3];
-        var computeCount = new int[gpus + 1];
-        var commCount = new int[gpus + 1];
+        var byCategory = w.Rent(ref w.UsageByCategory, 3 * gpus);
+        var values = w.Rent(ref w.UsageValues, 6 * gpus);
+        var computeCount = w.Rent(ref w.ComputeCount, gpus + 1);
+        var commCount = w.Rent(ref w.CommCount, gpus + 1);
+        Array.Clear(byCategory, 0, 3 * gpus);
+        Array.Clear(computeCount, 0, gpus + 1);
+        Array.Clear(commCount, 0, gpus + 1);
         for (var op = 0; op < n; op++)
         {
             if (dag.Category(op) == OpCategory.Communication)
@@ -250,10 +314,12 @@ public static class Scheduler
                 computeCount[dag.Gpu(op) + 1]++;
         }
         for (var g = 0; g < gpus; g++) { computeCount[g + 1] += computeCount[g]; commCount[g + 1] += commCount[g]; }
-        var computeOps = new int[computeCount[gpus]];
-        var commOps = new int[commCount[gpus]];
-        var ci = (int[])computeCount.Clone();
-        var mi = (int[])commCount.Clone();
+        var computeOps = w.Rent(ref w.ComputeOps, computeCount[gpus]);
+        var commOps = w.Rent(ref w.CommOps, commCount[gpus]);
+        var ci = w.Rent(ref w.ComputeNext, gpus + 1);
+        var mi = w.Rent(ref w.CommNext, gpus + 1);
+        Array.Copy(computeCount, ci, gpus + 1);
+        Array.Copy(commCount, mi, gpus + 1);
         for (var op = 0; op < n; op++)
         {
             var cat = dag.Category(op);
@@ -263,11 +329,10 @@ public static class Scheduler
             {
                 var g = dag.Gpu(op);
                 computeOps[ci[g]++] = op;
-                byCategory[g, (int)cat] += finish[op] - start[op];
+                byCategory[3 * g + (int)cat] += finish[op] - start[op];
             }
         }
-        var usage = new GpuUsage[gpus];
-        var intervals = new List<(double Start, double Finish)>();
+        var intervals = w.Intervals;
         for (var g = 0; g < gpus; g++)
         {
             // A folded GPU's usage is its representative's (computed first: representatives have the smallest ids of
@@ -291,15 +356,18 @@ public static class Scheduler
                 for (var b = a; b < computeCount[g + 1] && start[computeOps[b]] < f; b++)
                     overlap += Math.Max(0, Math.Min(f, finish[computeOps[b]]) - Math.Max(s, start[computeOps[b]]));
             }
-            double mm = byCategory[g, 0], at = byCategory[g, 1], el = byCategory[g, 2];
+            double mm = byCategory[3 * g], at = byCategory[3 * g + 1], el = byCategory[3 * g + 2];
             var exposed = commBusy - overlap;
             // Idle is what is left; a remainder within rounding of the total is reported as exactly zero.
             var idle = total - mm - at - el - exposed;
-            usage[g] = new GpuUsage(g, mm, at, el, exposed, overlap, idle > total * 1e-12 ? idle : 0);
+            values[6 * g] = mm;
+            values[6 * g + 1] = at;
+            values[6 * g + 2] = el;
+            values[6 * g + 3] = exposed;
+            values[6 * g + 4] = overlap;
+            values[6 * g + 5] = idle > total * 1e-12 ? idle : 0;
         }
-        for (var g = 0; g < gpus; g++)
-            if (dag.Representative(g) != g) usage[g] = usage[dag.Representative(g)] with { Gpu = g };
-        return usage;
+        return values;
     }
 }
 
@@ -356,6 +424,16 @@ public sealed class ScheduleWorkspace
 {
     internal double[] Start = [], Finish = [], Durations = [];
     internal int[] CritPred = [];
+    // Buffers of the per-GPU usage measure.
+    internal double[] UsageByCategory = [], UsageValues = [];
+    internal int[] ComputeCount = [], CommCount = [], ComputeOps = [], CommOps = [], ComputeNext = [], CommNext = [];
+    internal readonly List<(double Start, double Finish)> Intervals = [];
+
+    internal T[] Rent<T>(ref T[] buffer, int length)
+    {
+        if (buffer.Length < length) buffer = new T[Math.Max(length, 2 * buffer.Length)];
+        return buffer;
+    }
 
     internal void Ensure(int n)
     {

@@ -4,6 +4,7 @@ using System.Globalization;
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using MoeNotebooks.Config;
+using MoeNotebooks.Costs;
 using MoeNotebooks.Dag;
 using MoeNotebooks.Derivations;
 
@@ -28,6 +29,17 @@ public sealed record SweepRandom(int Count, int Seed);
 /// <summary>How a sweep runs. <paramref name="Breakdown"/> adds per-category mean GPU seconds to every row (costs a second pass over the schedule).</summary>
 public sealed record SweepOptions(int MaxDegreeOfParallelism = 0, int BatchSize = 4096, bool Breakdown = true)
 {
+    /// <summary>
+    /// Reuse what provably repeats (the default): one DAG per structure (model and strategy, <see cref="Scenario.BuildDag"/>)
+    /// for the whole sweep, re-priced and re-scheduled for every hardware and cost model, and one evaluation per distinct
+    /// point (a random sweep draws some points more than once; the same point gives the same row). False evaluates every
+    /// point from scratch, its own DAG built fresh: the oracle the reuse is tested against (same CSV, byte for byte).
+    /// </summary>
+    public bool Reuse { get; init; } = true;
+
+    /// <summary>Most operations the sweep keeps built across batches (about 45 bytes each); beyond it a structure met again in a later batch is rebuilt.</summary>
+    public long StructureCacheOperations { get; init; } = 4_000_000;
+
     public static SweepOptions Default { get; } = new();
     internal int Threads => MaxDegreeOfParallelism > 0 ? MaxDegreeOfParallelism : Environment.ProcessorCount;
 }
@@ -306,13 +318,23 @@ public sealed class Sweep
             foreach (var row in rows) yield return row;
     }
 
-    /// <summary>Batches of rows in index order; each batch is evaluated in parallel, choices are drawn sequentially.</summary>
+    /// <summary>
+    /// Batches of rows in index order; each batch is evaluated in parallel, choices are drawn sequentially. With
+    /// <see cref="SweepOptions.Reuse"/>, a point drawn before (same value on every axis, hence the same scenario) takes
+    /// the earlier row with its own index, and points that share a structure (model and strategy: the DAG depends on
+    /// nothing else) are evaluated one after another on one DAG, built once for the whole sweep while the cache's
+    /// budget lasts. Only the evaluation order changes: rows keep their index, so the output does not.
+    /// </summary>
     private IEnumerable<SweepRow[]> Batches(SweepOptions options, CancellationToken cancellation)
     {
         var batch = Math.Max(1, options.BatchSize);
         var rng = Random is null ? null : new Random(Random.Seed);
         var parallel = new ParallelOptions { MaxDegreeOfParallelism = options.Threads, CancellationToken = cancellation };
         var workers = new ConcurrentBag<Worker>();
+        var structures = options.Reuse ? new StructureCache(options.StructureCacheOperations) : null;
+        // Rows of points already evaluated, by grid position (only a random sweep repeats points); bounded in count.
+        var seen = options.Reuse && Random is not null ? new Dictionary<long, SweepRow>() : null;
+        const int MaxRemembered = 1 << 20;
         for (long from = 0; from < Count; from += batch)
         {
             var to = Math.Min(Count, from + batch);
@@ -327,18 +349,34 @@ public sealed class Sweep
             var rows = new SweepRow[choices.Length];
             var scenarios = new Scenario?[choices.Length];
             var start = from;
-            // 1. Read every point's scenario (invalid ones become rows here).
-            Parallel.For(0, choices.Length, parallel, i =>
+            // 0. Points drawn before take that row; a point drawn twice in this batch is evaluated once (its first draw).
+            var sameAs = new int[choices.Length];
+            Array.Fill(sameAs, -1);
+            var firsts = seen is null ? null : new Dictionary<long, int>();
+            var fresh = new List<int>(choices.Length);
+            for (var i = 0; i < choices.Length; i++)
             {
+                if (seen is not null)
+                {
+                    var key = GridPosition(choices[i]);
+                    if (seen.TryGetValue(key, out var earlier)) { rows[i] = earlier with { Index = start + i }; continue; }
+                    if (firsts!.TryGetValue(key, out var first)) { sameAs[i] = first; continue; }
+                    firsts[key] = i;
+                }
+                fresh.Add(i);
+            }
+            // 1. Read every point's scenario (invalid ones become rows here).
+            Parallel.For(0, fresh.Count, parallel, k =>
+            {
+                var i = fresh[k];
                 try { scenarios[i] = ScenarioFor(choices[i], start + i); }
                 catch (ConfigException e) { rows[i] = Invalid(start + i, LabelsOf(choices[i]), QuickEvaluation.Reason(e)); }
                 catch (DagException e) { rows[i] = Invalid(start + i, LabelsOf(choices[i]), e.Message); }
             });
             // 2. Evaluate points that share model and strategy (hence the DAG) one after another on one worker.
-            //    Only the evaluation order changes: rows keep their index, so the output does not.
             var groups = new Dictionary<(ModelSpec, StrategySpec), int>();
             var order = new List<(int Group, int Index)>(choices.Length);
-            for (var i = 0; i < choices.Length; i++)
+            foreach (var i in fresh)
             {
                 if (scenarios[i] is not { } sc) continue;
                 if (!groups.TryGetValue((sc.Model, sc.Strategy), out var gid)) groups[(sc.Model, sc.Strategy)] = gid = groups.Count;
@@ -353,13 +391,27 @@ public sealed class Sweep
                         for (var k = range.Item1; k < range.Item2; k++)
                         {
                             var i = order[k].Index;
-                            rows[i] = Evaluate(start + i, choices[i], scenarios[i]!, worker, options.Breakdown);
+                            rows[i] = Evaluate(start + i, choices[i], scenarios[i]!, worker, structures, options.Breakdown);
                         }
                         return worker;
                     },
                     workers.Add);
+            // 3. Repeated points: the row of their first draw, with their own index.
+            for (var i = 0; i < choices.Length; i++)
+                if (sameAs[i] >= 0) rows[i] = rows[sameAs[i]] with { Index = start + i };
+            if (seen is not null)
+                foreach (var i in fresh)
+                    if (seen.Count < MaxRemembered) seen[GridPosition(choices[i])] = rows[i];
             yield return rows;
         }
+    }
+
+    /// <summary>A point's position in the full grid (mixed radix, last axis fastest): equal positions are equal points.</summary>
+    private long GridPosition(int[] choice)
+    {
+        long p = 0;
+        for (var a = 0; a < choice.Length; a++) p = p * Axes[a].Values.Count + choice[a];
+        return p;
     }
 
     /// <summary>Streams rows as CSV (invariant culture, round-trip doubles): header, then one line per point in index order.</summary>
@@ -386,13 +438,64 @@ public sealed class Sweep
     private static string Csv(string field) =>
         field.AsSpan().IndexOfAny(",\"\n\r") < 0 ? field : "\"" + field.Replace("\"", "\"\"", StringComparison.Ordinal) + "\"";
 
-    /// <summary>Per-thread state: the last DAG built (reused when model and strategy repeat) and schedule buffers.</summary>
+    /// <summary>Per-thread state: the last DAG used (reused while model and strategy repeat) and schedule buffers.</summary>
     private sealed class Worker
     {
-        public ModelSpec? Model;
-        public StrategySpec? Strategy;
-        public OperatorDag? Dag;
         public readonly ScheduleWorkspace Workspace = new();
+        private readonly Dictionary<DagFolding, (ModelSpec Model, StrategySpec Strategy, OperatorDag Dag)> _last = [];
+        private StructureCache? _shared;
+
+        /// <summary>The sweep's DAGs, remembering the last one of each folding (points of one structure come in a row).</summary>
+        public Func<Scenario, DagFolding, OperatorDag> Structures(StructureCache shared)
+        {
+            _shared = shared;
+            return _get ??= Get;
+        }
+
+        private Func<Scenario, DagFolding, OperatorDag>? _get;
+
+        private OperatorDag? _footprintsDag;
+        private readonly Dictionary<(HardwareSpec, CostModelSpec), LinkFootprints?> _footprints = [];
+
+        /// <summary>
+        /// <c>cost.Footprints(dag)</c>, kept while the DAG repeats: the links of a group depend on the DAG's groups and on
+        /// the communication model, which is made from the hardware and the cost-model description alone.
+        /// </summary>
+        public LinkFootprints? FootprintsOf(OperatorDag dag, Scenario scenario, CostModel cost)
+        {
+            if (!ReferenceEquals(dag, _footprintsDag)) { _footprints.Clear(); _footprintsDag = dag; }
+            var key = (scenario.Hardware, scenario.CostModel);
+            if (!_footprints.TryGetValue(key, out var links)) _footprints[key] = links = cost.Footprints(dag);
+            return links;
+        }
+
+        private OperatorDag Get(Scenario scenario, DagFolding folding)
+        {
+            if (_last.TryGetValue(folding, out var last) && last.Model == scenario.Model && last.Strategy == scenario.Strategy) return last.Dag;
+            var dag = _shared!.Get(scenario, folding);
+            _last[folding] = (scenario.Model, scenario.Strategy, dag);
+            return dag;
+        }
+    }
+
+    /// <summary>
+    /// The DAGs of a sweep by structure: a DAG depends on the model and the strategy only (<see cref="Scenario.BuildDag"/>),
+    /// folded or whole; shared by the workers, up to a budget of operations (past it, nothing more is kept).
+    /// </summary>
+    internal sealed class StructureCache(long budgetOperations)
+    {
+        private readonly ConcurrentDictionary<(ModelSpec Model, StrategySpec Strategy, DagFolding Folding), OperatorDag> _dags = new();
+        private long _operations;
+
+        public OperatorDag Get(Scenario scenario, DagFolding folding)
+        {
+            var key = (scenario.Model, scenario.Strategy, folding);
+            if (_dags.TryGetValue(key, out var dag)) return dag;
+            dag = scenario.BuildDag(folding);
+            if (Interlocked.Add(ref _operations, dag.Count) <= budgetOperations) dag = _dags.GetOrAdd(key, dag);
+            else Interlocked.Add(ref _operations, -dag.Count);
+            return dag;
+        }
     }
 
     private string[] LabelsOf(int[] choice)
@@ -402,13 +505,14 @@ public sealed class Sweep
         return values;
     }
 
-    private SweepRow Evaluate(long index, int[] choice, Scenario scenario, Worker worker, bool breakdown)
+    private SweepRow Evaluate(long index, int[] choice, Scenario scenario, Worker worker, StructureCache? structures, bool breakdown)
     {
         var values = LabelsOf(choice);
         try
         {
-            var e = QuickEvaluation.Run(scenario, worker.Model == scenario.Model && worker.Strategy == scenario.Strategy ? worker.Dag : null, worker.Workspace, breakdown);
-            (worker.Model, worker.Strategy, worker.Dag) = (scenario.Model, scenario.Strategy, e.Dag);
+            var e = structures is null
+                ? QuickEvaluation.Run(scenario, null, worker.Workspace, breakdown)
+                : QuickEvaluation.Run(scenario, null, worker.Workspace, breakdown, worker.Structures(structures), worker.FootprintsOf);
             var memory = MemoryModel.Estimate(scenario.Model, scenario.Strategy, scenario.Hardware);
             return new SweepRow(index, values, true, null, scenario.Hardware.GpuCount, (int)Math.Min(e.Dag.RepresentedCount, int.MaxValue), e.TotalSeconds,
                 e.Breakdown?["matmul"] ?? double.NaN, e.Breakdown?["attention"] ?? double.NaN, e.Breakdown?["elementwise"] ?? double.NaN,
@@ -432,14 +536,18 @@ internal static class QuickEvaluation
     /// <paramref name="scenario"/> must be validated; <paramref name="dag"/>, when given, must be its DAG: a DAG depends on
     /// the model and the strategy only (<see cref="Scenario.BuildDag"/>), so sweeps reuse it while those repeat.
     /// </summary>
-    public static Outcome Run(Scenario scenario, OperatorDag? dag, ScheduleWorkspace workspace, bool breakdown)
+    public static Outcome Run(Scenario scenario, OperatorDag? dag, ScheduleWorkspace workspace, bool breakdown, Func<Scenario, DagFolding, OperatorDag>? structures = null,
+        Func<OperatorDag, Scenario, CostModel, LinkFootprints?>? footprints = null)
     {
         var cost = scenario.CreateCostModel();
         if (dag is not null && dag.IsFolded && !cost.PricesFoldSymmetrically(dag)) dag = null;
-        dag ??= scenario.BuildDagFor(cost);
+        // Scenario.BuildDagFor's choice (folded, or less folded when this cost model prices the symmetric ranks
+        // differently), with the sweep's DAG of this structure where it has one.
+        dag ??= structures is null ? scenario.BuildDagFor(cost) : scenario.BuildDagFor(cost, DagFolding.Symmetric, f => structures(scenario, f));
         if (!breakdown) return new(dag, dag.TotalSeconds(cost, workspace), null);
-        var result = dag.CriticalPath(cost);
-        return new(dag, result.TotalSeconds, result.BreakdownSeconds);
+        // The total and the breakdown of dag.CriticalPath(cost), without the critical path or fresh buffers.
+        var (total, mean) = dag.TotalAndBreakdown(cost, workspace, footprints is null ? cost.Footprints(dag) : footprints(dag, scenario, cost));
+        return new(dag, total, mean);
     }
 
     /// <summary>A reason that groups alike failures: the field and the requirement, without the file or the value.</summary>

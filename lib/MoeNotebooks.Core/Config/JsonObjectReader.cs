@@ -11,7 +11,8 @@ namespace MoeNotebooks.Config;
 public sealed class JsonObjectReader
 {
     private readonly JsonElement _element;
-    private readonly HashSet<string> _known = new(StringComparer.Ordinal);
+    // Sized for the largest readers (the model reads about 45 keys) so that reading one never regrows the set.
+    private readonly HashSet<string> _known = new(48, StringComparer.Ordinal);
 
     public JsonObjectReader(JsonElement element, string path, string? source)
     {

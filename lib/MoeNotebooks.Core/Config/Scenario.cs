@@ -73,13 +73,16 @@ public sealed record Scenario(string Name, ModelSpec Model, HardwareSpec Hardwar
     /// The DAG to price with <paramref name="cost"/>: folded when <paramref name="folding"/> asks for it and the cost
     /// model keeps the replicas identical (<see cref="Costs.CostModel.PricesFoldSymmetrically"/>), otherwise whole.
     /// </summary>
-    public OperatorDag BuildDagFor(CostModel cost, DagFolding folding = DagFolding.Symmetric)
+    public OperatorDag BuildDagFor(CostModel cost, DagFolding folding = DagFolding.Symmetric) => BuildDagFor(cost, folding, BuildDag);
+
+    /// <summary>The same choice, with the DAGs taken from <paramref name="build"/> (a sweep's DAGs by structure).</summary>
+    internal OperatorDag BuildDagFor(CostModel cost, DagFolding folding, Func<DagFolding, OperatorDag> build)
     {
-        var dag = BuildDag(folding);
+        var dag = build(folding);
         if (!dag.IsFolded || cost.PricesFoldSymmetrically(dag)) return dag;
         // Ranks folded but not priced symmetrically: fold the replicas only, else build whole.
-        if (dag.Symmetries is not null && (dag = BuildDag(DagFolding.Replicas)).IsFolded && cost.PricesFoldSymmetrically(dag)) return dag;
-        return BuildDag(DagFolding.None);
+        if (dag.Symmetries is not null && (dag = build(DagFolding.Replicas)).IsFolded && cost.PricesFoldSymmetrically(dag)) return dag;
+        return build(DagFolding.None);
     }
 
     /// <summary>

@@ -97,12 +97,8 @@ public sealed partial class DagBuilder
         if (_kinds[counterpart] != kind || _phases[counterpart] != Phase || _layers[counterpart] != layer || _microbatches[counterpart] != microbatch
             || pc != priceClass with { Group = pc.Group })
             throw new RankFoldException($"{kind} on GPU {gpu} (layer {layer}, microbatch {microbatch}) differs from its representative's operation {counterpart} ({_kinds[counterpart]})");
-        var mine = Distinct(deps).ToArray();
         var start = _predStart[counterpart];
-        var theirsPreds = _preds.AsSpan(start, _predStart[counterpart + 1] - start).ToArray();
-        Array.Sort(mine);
-        Array.Sort(theirsPreds);
-        if (!mine.AsSpan().SequenceEqual(theirsPreds))
+        if (!SameSet(deps, _preds.AsSpan(start, _predStart[counterpart + 1] - start)))
             throw new RankFoldException($"{kind} on GPU {gpu} (layer {layer}, microbatch {microbatch}) waits for other operations than its representative's");
         return counterpart;
     }
@@ -119,6 +115,22 @@ public sealed partial class DagBuilder
             if (!IsBuilt(g) || IsRankRep(g)) continue;
             if (Next(g) != id) throw new RankFoldException($"GPU {g} takes part in operation {id} out of step with its representative {_rankRep![g]}");
         }
+    }
+
+    /// <summary>Whether <paramref name="deps"/> (duplicates allowed) holds exactly the distinct <paramref name="preds"/>; no allocation for short lists.</summary>
+    private static bool SameSet(ReadOnlySpan<int> deps, ReadOnlySpan<int> preds)
+    {
+        if (deps.Length < preds.Length) return false;
+        if (preds.Length > 16)
+        {
+            var set = new HashSet<int>(preds.ToArray());
+            foreach (var d in deps) if (!set.Contains(d)) return false;
+            var mine = new HashSet<int>(deps.ToArray());
+            return mine.Count == set.Count;
+        }
+        foreach (var d in deps) if (preds.IndexOf(d) < 0) return false;
+        foreach (var p in preds) if (deps.IndexOf(p) < 0) return false;
+        return true;
     }
 
     /// <summary>Whether two groups hold the same members' classes (as multisets).</summary>
