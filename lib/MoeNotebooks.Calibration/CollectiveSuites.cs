@@ -99,10 +99,10 @@ public static class CollectiveSuites
         return (hw, Enumerable.Range(0, nodes).SelectMany(n => Enumerable.Range(n * hw.GpusPerNode, perNode)).ToArray());
     }
 
-    private static CollectivePrice Predict(HardwareSpec preset, CollectiveMeasurement m)
+    private static CollectivePrice Predict(HardwareSpec preset, CollectiveMeasurement m, NcclTuning? protocols = null)
     {
         var (hw, ranks) = Placed(preset, m.Gpus, m.Nodes);
-        return new LinkCommunication(hw).Price(m.Pattern, m.Bytes, ranks);
+        return new LinkCommunication(hw, protocols: protocols).Price(m.Pattern, m.Bytes, ranks);
     }
 
     /// <summary>
@@ -112,8 +112,14 @@ public static class CollectiveSuites
     /// link was read from is in-sample, every other case is predicted; across nodes the rail count is chosen on the
     /// system's other inter-node groups, leaving the predicted group out).
     /// </summary>
-    public static ValidationSuite ByLevel(IReadOnlyList<CollectiveMeasurement> rows, Level level, bool calibrated)
+    /// <remarks>
+    /// With <paramref name="protocols"/> (datasheet only), the model prices NCCL's algorithms per protocol with NCCL's
+    /// tuner latencies (<see cref="NcclTuning"/>) instead of the description's one latency per step: suite
+    /// <c>collectives-datasheet-protocols-*</c>.
+    /// </remarks>
+    public static ValidationSuite ByLevel(IReadOnlyList<CollectiveMeasurement> rows, Level level, bool calibrated, NcclTuning? protocols = null)
     {
+        if (calibrated && protocols is not null) throw new ArgumentException("protocols are compared on datasheet links only (the calibrated latency already holds the protocol measured)", nameof(protocols));
         var cases = new List<ValidationCase>();
         var notes = new List<string>();
         foreach (var system in rows.GroupBy(r => r.System).OrderBy(g => g.Key, StringComparer.Ordinal))
@@ -133,6 +139,20 @@ public static class CollectiveSuites
                 notes.AddRange(systemNotes.Select(n => $"{system.Key}: {n}"));
             }
             var groups = system.Where(r => r.Pattern == CollectivePattern.AllReduce && IsAt(r, level) && r.Bytes >= MinBytes).GroupBy(r => (r.Gpus, r.Nodes)).OrderBy(g => g.Key).ToArray();
+            if (level == Level.InterNode && !calibrated && protocols is null)
+            {
+                // What the inter-node rows say about the network, straight from the data: each group's bus bandwidth at
+                // its largest size against the send/recv between one GPU of each node (one GPU pair, so one NIC path).
+                var pair = system.Where(r => r.Pattern == CollectivePattern.SendRecv && r.Nodes == 2 && r.Gpus == 2).MaxBy(r => r.Bytes);
+                foreach (var group in groups)
+                {
+                    var top = group.MaxBy(r => r.Bytes)!;
+                    var bus = top.Bytes / top.Seconds * LinkCommunication.AlgorithmFactor(CollectivePattern.AllReduce, top.Gpus);
+                    var vsPair = pair is null ? "" : string.Create(CultureInfo.InvariantCulture, $" = {bus / (pair.Bytes / pair.Seconds):F2} x the one-pair send/recv ({pair.Bytes / pair.Seconds / 1e9:F2} GB/s at {pair.Bytes:G3} B)");
+                    notes.Add(string.Create(CultureInfo.InvariantCulture,
+                        $"{system.Key}: measured {group.Key.Gpus} GPUs / {group.Key.Nodes} nodes ({group.Key.Gpus / group.Key.Nodes} per node): busbw {bus / 1e9:F1} GB/s at {top.Bytes:G3} B{vsPair}"));
+                }
+            }
             foreach (var group in groups)
             {
                 var hw = preset;
@@ -148,13 +168,15 @@ public static class CollectiveSuites
                 }
                 foreach (var m in group.OrderBy(r => r.Bytes))
                 {
-                    var price = Predict(hw, m);
-                    cases.Add(new ValidationCase($"{CaseId(m)} [{CollectivePrice.JsonName(price.Algorithm)}]", m.Seconds * 1e6, price.Seconds * 1e6));
+                    var price = Predict(hw, m, protocols);
+                    cases.Add(new ValidationCase($"{CaseId(m)} [{price.Label}]", m.Seconds * 1e6, price.Seconds * 1e6));
                 }
             }
         }
-        var what = calibrated ? "links calibrated per level (intra-node ring busbw from the largest single-node all-reduce; NIC from the 2-node send/recv, rails per node chosen on the other inter-node groups)" : "datasheet links of the DGX presets";
-        return new ValidationSuite($"collectives-{(calibrated ? "by-level" : "datasheet")}-{LevelName(level)}",
+        var what = calibrated ? "links calibrated per level (intra-node ring busbw from the largest single-node all-reduce; NIC from the 2-node send/recv, rails per node chosen on the other inter-node groups)"
+            : protocols is not null ? $"datasheet links of the DGX presets and NCCL's tuner per protocol ({protocols.Name}: LL / LL128 / Simple latencies and bandwidth factors; ring, tree, NVLS)"
+            : "datasheet links of the DGX presets";
+        return new ValidationSuite($"collectives-{(calibrated ? "by-level" : protocols is not null ? "datasheet-protocols" : "datasheet")}-{LevelName(level)}",
             $"All-reduce time for messages >= 1 MiB, {LevelName(level)} groups only, topology model (ring / tree / hierarchical / NVLS chosen per size) with {what}",
             "us", null, cases, notes);
     }

@@ -1,3 +1,5 @@
+using MoeNotebooks.Costs;
+
 namespace MoeNotebooks.Calibration;
 
 /// <summary>Runs every validation suite on the shared measurements.</summary>
@@ -18,6 +20,8 @@ public static class Validation
             CollectiveSuites.Datasheet(comm),
             CollectiveSuites.ByLevel(comm, CollectiveSuites.Level.IntraNode, calibrated: false),
             CollectiveSuites.ByLevel(comm, CollectiveSuites.Level.InterNode, calibrated: false),
+            CollectiveSuites.ByLevel(comm, CollectiveSuites.Level.IntraNode, calibrated: false, NcclTuning.Default),
+            CollectiveSuites.ByLevel(comm, CollectiveSuites.Level.InterNode, calibrated: false, NcclTuning.Default),
             CollectiveSuites.ByLevel(comm, CollectiveSuites.Level.IntraNode, calibrated: true),
             CollectiveSuites.ByLevel(comm, CollectiveSuites.Level.InterNode, calibrated: true),
             TrainingSuite.Run(training, predictor),

@@ -351,4 +351,28 @@ public class ReportedBusBandwidthTests
             Assert.Equal(bus, price.BusBytesPerSecond / 1e9, 0.1);
         }
     }
+
+    [Fact]
+    public void AllReduceBusBandwidthAt1GiBWithNcclProtocols()
+    {
+        // With costModel.ncclProtocols (NCCL 2.28's tuner latencies, data/collectives/nccl-2.28.json):
+        // DGX-H100 x 2: ring/Simple, (8.4 + 28 x 3.4 + 2 x 14) x 1.4 = 184.24 us + 2^30 / (400 x 16/30 GB/s) = 5.2174 ms -> 385.9 GB/s.
+        // DGX-A100 x 2: ring/Simple, 184.24 us + 2^30 / (200 x 16/30 GB/s) = 10.2506 ms -> 196.4 GB/s.
+        // GB200 NVL72: NVLS/Simple, 25 us + 2^30 / (0.61 x 900 GB/s) = 1.98081 ms -> 1.9722 x 542.07 = 1069.1 GB/s
+        // (the ring/Simple would take 491.2 us + 2^30 / (900 x 72/142 GB/s) = 2.8442 ms, 744.6 GB/s).
+        var cases = new (string Preset, int Gpus, CollectiveAlgorithm Algorithm, double BusGBps)[]
+        {
+            ("DGX-H100", 16, CollectiveAlgorithm.Ring, 385.9),
+            ("DGX-A100", 16, CollectiveAlgorithm.Ring, 196.4),
+            ("GB200-NVL72", 72, CollectiveAlgorithm.Nvls, 1069.1),
+        };
+        foreach (var (preset, gpus, algorithm, bus) in cases)
+        {
+            var price = new LinkCommunication(HardwareCatalog.Get(preset).WithGpus(gpus), protocols: NcclTuning.Default)
+                .Price(CollectivePattern.AllReduce, GiB, Enumerable.Range(0, gpus).ToArray());
+            Assert.Equal(algorithm, price.Algorithm);
+            Assert.Equal(CollectiveProtocol.Simple, price.Protocol);
+            Assert.Equal(bus, price.BusBytesPerSecond / 1e9, 0.1);
+        }
+    }
 }

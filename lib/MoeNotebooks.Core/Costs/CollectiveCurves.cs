@@ -4,7 +4,14 @@ using MoeNotebooks.Dag;
 namespace MoeNotebooks.Costs;
 
 /// <summary>One point of a collective's time-versus-size curve on one topology.</summary>
-public sealed record CollectiveCurvePoint(string Topology, CollectivePattern Pattern, double Bytes, double Seconds, CollectiveAlgorithm Algorithm, double BusBytesPerSecond);
+public sealed record CollectiveCurvePoint(string Topology, CollectivePattern Pattern, double Bytes, double Seconds, CollectiveAlgorithm Algorithm, double BusBytesPerSecond)
+{
+    /// <summary>The NCCL protocol chosen when the sweep priced protocols; null otherwise.</summary>
+    public CollectiveProtocol? Protocol { get; init; }
+
+    /// <summary>"ring", or "ring/LL128" with protocols.</summary>
+    public string Label => CollectivePrice.JsonName(Algorithm) + (Protocol is { } p ? "/" + CollectivePrice.ProtocolName(p) : "");
+}
 
 /// <summary>A named placement of a group on a hardware description, for comparing topologies.</summary>
 public sealed record CollectiveTopology(string Name, HardwareSpec Hardware, int[] Group);
@@ -38,18 +45,19 @@ public static class CollectiveCurves
         return sizes;
     }
 
-    public static IReadOnlyList<CollectiveCurvePoint> Sweep(IEnumerable<CollectiveTopology> topologies, IEnumerable<CollectivePattern> patterns, IEnumerable<double> sizes)
+    /// <summary>Every topology x pattern x size; with <paramref name="protocols"/> priced per NCCL protocol as <c>costModel.ncclProtocols</c> does.</summary>
+    public static IReadOnlyList<CollectiveCurvePoint> Sweep(IEnumerable<CollectiveTopology> topologies, IEnumerable<CollectivePattern> patterns, IEnumerable<double> sizes, NcclTuning? protocols = null)
     {
         var points = new List<CollectiveCurvePoint>();
         var sizeList = sizes.ToArray();
         foreach (var t in topologies)
         {
-            var link = new LinkCommunication(t.Hardware);
+            var link = new LinkCommunication(t.Hardware, protocols: protocols);
             foreach (var pattern in patterns)
                 foreach (var bytes in sizeList)
                 {
                     var price = link.Price(pattern, bytes, t.Group);
-                    points.Add(new CollectiveCurvePoint(t.Name, pattern, bytes, price.Seconds, price.Algorithm, price.BusBytesPerSecond));
+                    points.Add(new CollectiveCurvePoint(t.Name, pattern, bytes, price.Seconds, price.Algorithm, price.BusBytesPerSecond) { Protocol = price.Protocol });
                 }
         }
         return points;
