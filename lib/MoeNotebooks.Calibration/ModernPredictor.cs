@@ -8,22 +8,24 @@ using MoeNotebooks.Derivations;
 namespace MoeNotebooks.Calibration;
 
 /// <summary>Seconds of one training step by what the time is spent on (critical-path attribution); every part scales on its own.</summary>
-public sealed record StepParts(double DenseGemm, double Logits, double ExpertGemm, double Attention, double Elementwise, double AllToAll, double OtherCommunication)
+/// <param name="Ssd">The Mamba-2 mixer's kernels between its projections (causal conv1d, the SSD Triton kernels, state passing, gated norm): 0 without Mamba layers.</param>
+public sealed record StepParts(double DenseGemm, double Logits, double ExpertGemm, double Attention, double Elementwise, double AllToAll, double OtherCommunication, double Ssd = 0)
 {
     public static StepParts Zero { get; } = new(0, 0, 0, 0, 0, 0, 0);
-    public double Total => DenseGemm + Logits + ExpertGemm + Attention + Elementwise + AllToAll + OtherCommunication;
-    public static StepParts operator +(StepParts a, StepParts b) => new(a.DenseGemm + b.DenseGemm, a.Logits + b.Logits, a.ExpertGemm + b.ExpertGemm, a.Attention + b.Attention, a.Elementwise + b.Elementwise, a.AllToAll + b.AllToAll, a.OtherCommunication + b.OtherCommunication);
+    public double Total => DenseGemm + Logits + ExpertGemm + Attention + Elementwise + AllToAll + OtherCommunication + Ssd;
+    public static StepParts operator +(StepParts a, StepParts b) => new(a.DenseGemm + b.DenseGemm, a.Logits + b.Logits, a.ExpertGemm + b.ExpertGemm, a.Attention + b.Attention, a.Elementwise + b.Elementwise, a.AllToAll + b.AllToAll, a.OtherCommunication + b.OtherCommunication, a.Ssd + b.Ssd);
     public static StepParts operator -(StepParts a, StepParts b) => a + (-1) * b;
-    public static StepParts operator *(double k, StepParts a) => new(k * a.DenseGemm, k * a.Logits, k * a.ExpertGemm, k * a.Attention, k * a.Elementwise, k * a.AllToAll, k * a.OtherCommunication);
+    public static StepParts operator *(double k, StepParts a) => new(k * a.DenseGemm, k * a.Logits, k * a.ExpertGemm, k * a.Attention, k * a.Elementwise, k * a.AllToAll, k * a.OtherCommunication, k * a.Ssd);
 
     /// <summary>Critical-path seconds of a scheduled DAG by part; sums to its total.</summary>
     public static StepParts Of(CriticalPathResult r)
     {
-        double d = 0, l = 0, e = 0, a = 0, el = 0, x = 0, o = 0;
+        double d = 0, l = 0, e = 0, a = 0, el = 0, x = 0, o = 0, ssd = 0;
         foreach (var op in r.CriticalOps)
         {
             var t = r.Durations[op];
             var kind = r.Dag.Kind(op);
+            if (kind is OpKind.MambaChunkScan or OpKind.MambaConv or OpKind.MambaStatePassing or OpKind.MambaGatedNorm) { ssd += t; continue; }
             switch (kind.Category())
             {
                 case OpCategory.Attention: a += t; break;
@@ -33,11 +35,11 @@ public sealed record StepParts(double DenseGemm, double Logits, double ExpertGem
                 default:
                     if (kind == OpKind.Logits) l += t;
                     else if (kind is OpKind.ExpertUp or OpKind.ExpertDown or OpKind.Gate) e += t;
-                    else d += t;   // attention projections (MHA/GQA/MLA), dense FFN, shared experts
+                    else d += t;   // attention projections (MHA/GQA/MLA), dense FFN, shared experts, Mamba projections
                     break;
             }
         }
-        return new StepParts(d, l, e, a, el, x, o);
+        return new StepParts(d, l, e, a, el, x, o, ssd);
     }
 }
 

@@ -107,8 +107,8 @@ public sealed record ModernRun(
     public bool IsMegatronFsdp => Framework == ModernFramework.MegatronBridge && Sharding.Contains("Megatron-FSDP", StringComparison.OrdinalIgnoreCase);
 
     /// <summary>
-    /// A hybrid Mamba/attention model (Nemotron-3): reported as its own group beside the MoE rows (the MoE target applies)
-    /// until the per-generation fit is redone with them (see <see cref="ModernSuite.HybridRowsInFit"/>).
+    /// A hybrid Mamba/attention model (Nemotron-3): reported as its own group beside the MoE rows (the MoE target applies);
+    /// in the per-generation fit they alone fit the Mamba SSD factor (see <see cref="ModernSuite.HybridRowsInFit"/>).
     /// </summary>
     public bool IsHybrid => Arch.Contains("hybrid", StringComparison.OrdinalIgnoreCase);
 

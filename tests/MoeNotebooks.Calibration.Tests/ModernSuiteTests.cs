@@ -341,14 +341,28 @@ public class ModernTargetTests
     }
 
     [CalibrationDataFact]
-    public void Hybrid_lomo_mape_TARGET_12pct_MISSED_regression_bound_55pct()
+    public void Hybrid_lomo_mape_TARGET_12pct_MISSED_regression_bound_21pct()
     {
-        // The 18 Nemotron-3 hybrid (Mamba-2 + attention + MoE) rows expressible since the Mamba block landed, predicted
-        // with the Blackwell fit made without them (ModernSuite.HybridRowsInFit = false: in the fit they moved the
-        // per-layer overhead from ~1 to 4 ms and pushed the dense rows past their bound). Achieved 53.4 %, mostly too
-        // fast: the SSD scan and conv1d are priced by shape with no measured kernel efficiency. Bound = achieved + 1.6.
+        // The 18 Nemotron-3 hybrid (Mamba-2 + attention + MoE) rows in the Blackwell fit (ModernSuite.HybridRowsInFit):
+        // the Mamba mixer priced as mamba_ssm's kernels by their HBM bytes, their shortfall fitted once per generation
+        // (the SSD factor, from the hybrid rows of the other models in leave-one-model-out). 53.4 % (SSD by shape, held
+        // out) -> 50.5 % (kernel bytes, held out) -> 20.0 % (in the fit). Bound = achieved + 1.
         var mape = Lomo("hybrid");
-        Assert.True(mape <= 55, $"hybrid leave-one-model-out MAPE {mape:F1} % (target 12 %, regression bound 55 %)");
+        Assert.True(mape <= 21, $"hybrid leave-one-model-out MAPE {mape:F1} % (target 12 %, regression bound 21 %)");
+    }
+
+    [CalibrationDataFact]
+    public void Hybrid_rows_in_the_fit_leave_the_other_rows_as_they_were()
+    {
+        // Oracle: the two-stage fit's definition: the shared factors are fitted on the rows without Mamba layers, so the
+        // Blackwell fit with the hybrid rows equals the fit of the other rows alone in every shared factor, and only the
+        // SSD factor (fitted on the hybrid rows, > 1: the Triton kernels fall short of the HBM-bytes bound) differs.
+        var blackwell = Suite.Rows.Where(r => r.Row.Run.Generation == "blackwell").Select(r => r.Row).ToArray();
+        var without = ModernSuite.Fit("blackwell", blackwell.Where(r => r.Scenario.Architecture.Hybrid is null).ToArray());
+        var with = Suite.Fits["blackwell"];
+        Assert.Equal(without with { Rows = with.Rows, Ssd = with.Ssd }, with);
+        Assert.True(with.Ssd > 1, $"SSD factor {with.Ssd:F2}");
+        Assert.Equal(1, without.Ssd);
     }
 
     [CalibrationDataFact]

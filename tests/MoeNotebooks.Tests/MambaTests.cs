@@ -1,5 +1,6 @@
 using MoeNotebooks.Analysis;
 using MoeNotebooks.Config;
+using MoeNotebooks.Costs;
 using MoeNotebooks.Dag;
 using MoeNotebooks.Derivations;
 
@@ -29,37 +30,86 @@ public sealed class MambaTests
         // in_proj [T, H] x [H, 2 d_inner + 2 G N + heads] = [512, 256] x [256, 512 + 64 + 8 = 584]; out_proj [512, 256] x [256, 256].
         Assert.Equal(new MatmulShape(512, 256, 584), dag.Shape(Ops(dag, OpKind.MambaInProjection).Single()));
         Assert.Equal(new MatmulShape(512, 256, 256), dag.Shape(Ops(dag, OpKind.MambaOutProjection).Single()));
-        // Scan: C B^T [64, 16] x [16, 64] over c x G = 16; (L o CB^T) X [64, 64] x [64, 32] over c x heads = 64;
-        // chunk states B^T X [16, 64] x [64, 32] over 64; state output C h [64, 16] x [16, 32] over 64.
+        // The SSD kernels' products, in mamba_ssm's order (_chunk_state_fwd, _bmm_chunk_fwd, _chunk_scan_fwd): chunk
+        // states B^T X [16, 64] x [64, 32] over c x heads = 64; C B^T [64, 16] x [16, 64] over c x G = 16; the chunk scan
+        // accumulates C h and (L o CB^T) X into one tile, [64, 16 + 64] x [16 + 64, 32] over 64.
         var scan = Ops(dag, OpKind.MambaChunkScan).Select(dag.Shape).ToArray();
-        Assert.Equal(new MatmulShape[] { new(64, 16, 64, 16), new(64, 64, 32, 64), new(16, 64, 32, 64), new(64, 16, 32, 64) }, scan);
+        Assert.Equal(new MatmulShape[] { new(16, 64, 32, 64), new(64, 16, 64, 16), new(64, 80, 32, 64) }, scan);
         // Scan FLOPs 2 T (Q N G + Q P heads + 2 N P heads) = 2 x 512 x (2048 + 16384 + 8192) = 27,262,976.
         Assert.Equal(27_262_976, Ops(dag, OpKind.MambaChunkScan).Sum(dag.Flops));
         Assert.Equal(27_262_976 / 512.0 / 2, ModelSummary.SsdScanFlopsPerToken(Tiny()) / 2);
-        // Conv1d over x, B, C (256 + 2 x 2 x 16 = 320 channels): read and write T x 320 bf16 = 655,360 bytes.
-        Assert.Equal(655_360, dag.Bytes(Ops(dag, OpKind.MambaConv).Single()));
-        // Gated norm: read y and z, write the result, T x 256 each = 786,432 bytes.
-        Assert.Equal(786_432, dag.Bytes(Ops(dag, OpKind.MambaGatedNorm).Single()));
-        // State passing: fp32 states [heads 8, P 32, N 16] read and written per chunk (8 x 16,384 x 2 = 262,144) and
-        // the per-token dt, dA cumulative sums (512 x 8 x 4 x 2 = 32,768).
-        Assert.Equal(294_912, dag.Bytes(Ops(dag, OpKind.MambaStatePassing).Single()));
+        // HBM bytes of each kernel, by hand (bf16 E = 2, fp32 4; X = T x 256 = 131,072, B or C = T x G N = 16,384,
+        // states S = c heads P N = 32,768, CB = c G Q^2 = 65,536, dt per token and head 4,096; two sequences per rank,
+        // so MambaMixer's layout copies run):
+        // conv: copy zxBCdt (2 x 512 x 584 x 2 = 1,196,032) + read and write xBC (2 x 512 x 320 x 2 = 655,360).
+        Assert.Equal(1_851_392, dag.Bytes(Ops(dag, OpKind.MambaConv).Single()));
+        // chunk state: cumsum (dt 8,192 + dt, dA fp32 32,768) + x 262,144 + B 32,768 + dt, dA 32,768 + states fp32 131,072.
+        // bmm: read C, B (65,536) + write CB fp32 (262,144). chunk scan: CB 262,144 + x 262,144 + C 32,768 + states bf16
+        // 65,536 + dt, dA 32,768 + y 262,144.
+        Assert.Equal(new[] { 499_712.0, 327_680, 917_504 }, Ops(dag, OpKind.MambaChunkScan).Select(dag.Bytes).ToArray());
+        // Gated norm: read y and z, write the result (3 x 262,144) + the output layout copy (2 x 262,144).
+        Assert.Equal(1_310_720, dag.Bytes(Ops(dag, OpKind.MambaGatedNorm).Single()));
+        // State passing: read the fp32 states, write them in bf16: 32,768 x (4 + 2).
+        Assert.Equal(196_608, dag.Bytes(Ops(dag, OpKind.MambaStatePassing).Single()));
         // The attention layer is layer 1 alone; the Mamba layer has no attention product.
         Assert.All(Ops(dag, OpKind.AttentionScore), op => Assert.Equal(1, dag.Layer(op)));
         Assert.All(Ops(dag, OpKind.MambaChunkScan), op => Assert.Equal(0, dag.Layer(op)));
     }
 
     [Fact]
-    public void The_backward_doubles_every_product_and_recompute_reruns_the_forward()
+    public void The_backward_doubles_every_projection_and_recompute_reruns_the_forward()
     {
         // Oracle: dX = dY W^T and dW = X^T dY each cost what the forward product costs (2x in all); full recomputation
         // reruns the forward products once.
         var st = new StrategySpec(1, 1, 1, 1) { Mode = WorkloadMode.Training, Recompute = true };
         var dag = st.BuildDag(Tiny());
         foreach (var kind in new[] { OpKind.MambaInProjection, OpKind.MambaOutProjection, OpKind.MambaChunkScan })
+            Assert.Equal(Ops(dag, kind).Sum(dag.Flops), Ops(dag, kind, OpPhase.Recompute).Sum(dag.Flops));
+        foreach (var kind in new[] { OpKind.MambaInProjection, OpKind.MambaOutProjection })
+            Assert.Equal(2 * Ops(dag, kind).Sum(dag.Flops), Ops(dag, kind, OpPhase.BackwardData).Sum(dag.Flops) + Ops(dag, kind, OpPhase.BackwardWeight).Sum(dag.Flops));
+    }
+
+    [Fact]
+    public void The_ssd_backward_runs_mamba_ssm_kernels_by_hand()
+    {
+        // Oracle: mamba_ssm's _mamba_chunk_scan_combined_bwd (ssd_combined.py), kernel by kernel, by hand for the tiny
+        // layer (Q 64, N 16, P 32, c 8, G 2, heads 8). Products: CB and the chunk states recomputed (2,097,152 +
+        // 4,194,304), dstates = dout^T C (4,194,304), dx over the forward scan's tile (20,971,520), dB = x dstates^T and
+        // dC = dout states^T (4,194,304 each), dCB = dout x^T (2 x 64 x 32 x 64 x 64 = 16,777,216), the two
+        // _bmm_chunk_bwd (2 x 64 x 64 x 16 x 32 = 4,194,304), ddA from (dout x^T) o CB (16,777,216): 77,594,624 FLOPs,
+        // no weight gradient.
+        var dag = new StrategySpec(1, 1, 1, 1) { Mode = WorkloadMode.Training }.BuildDag(Tiny());
+        Assert.Equal(77_594_624, Ops(dag, OpKind.MambaChunkScan, OpPhase.BackwardData).Sum(dag.Flops));
+        Assert.Empty(Ops(dag, OpKind.MambaChunkScan, OpPhase.BackwardWeight));
+        // Bytes of the backward's kernels by hand (see the forward test for the element counts): gated norm backward
+        // (dy layout copy 524,288 + read dy, y, z and write dy, dz 1,310,720), conv recomputed (655,360) and backward
+        // (read xBC, dxBC_conv, write dxBC 983,040 + the dzxBCdt layout copy 1,196,032), state passing recomputed in
+        // fp32 (cumsum 40,960 + 2 x 131,072) and backward (read states, dstates fp32 262,144, write both bf16 131,072).
+        Assert.Equal(1_835_008, dag.Bytes(Ops(dag, OpKind.MambaGatedNorm, OpPhase.BackwardData).Single()));
+        Assert.Equal(new[] { 655_360.0, 2_179_072 }, Ops(dag, OpKind.MambaConv, OpPhase.BackwardData).Select(dag.Bytes).ToArray());
+        Assert.Equal(new[] { 303_104.0, 393_216 }, Ops(dag, OpKind.MambaStatePassing, OpPhase.BackwardData).Select(dag.Bytes).ToArray());
+        // The SSD kernels: bmm and chunk state recomputed (327,680, 499,712); dstates (C 32,768 + dout 262,144 + dA
+        // 16,384 + dstates fp32 131,072); dx (x, dout, dx 786,432 + CB 262,144 + dt, dA 32,768 + B 32,768 + dstates
+        // 65,536 + ddt 16,384); dB (x 262,144 + dstates 65,536 + dt, dA 32,768 + B, dB 65,536 + ddA 16,384); dC (states
+        // 65,536 + dout 262,144 + dA 16,384 + C, dC 65,536 + ddA 16,384); dCB (x, dout 524,288 + dt, dA 32,768 + dCB
+        // 262,144); the two bmm backward (2 x (3 x 32,768 + 262,144)); ddA (x, dout 524,288 + dt, dA 32,768 + CB
+        // 262,144 + ddA and the cumsum backward 16,384 + 16,384 + 16,384).
+        Assert.Equal(new[] { 327_680.0, 499_712, 442_368, 1_196_032, 442_368, 425_984, 819_200, 720_896, 868_352 },
+            Ops(dag, OpKind.MambaChunkScan, OpPhase.BackwardData).Select(dag.Bytes).ToArray());
+    }
+
+    [Fact]
+    public void A_fused_ssd_kernel_costs_the_slower_of_its_products_and_its_bytes()
+    {
+        // Oracle: the definition of a fused kernel's price, max(products by shape, bytes / HBM), checked against the
+        // cost model's own two terms for every SSD kernel of the tiny layer.
+        var dag = new StrategySpec(1, 1, 1, 1) { Mode = WorkloadMode.Training }.BuildDag(Tiny());
+        var h100 = HardwareCatalog.Get("H100-SXM").WithGpus(1);
+        var cost = new CostModel("tile-wave", new TileWaveCompute(h100.Gpu, TileWaveTable.Get("hopper")), new LinkCommunication(h100));
+        foreach (var op in Ops(dag, OpKind.MambaChunkScan, null))
         {
-            var forward = Ops(dag, kind).Sum(dag.Flops);
-            Assert.Equal(forward, Ops(dag, kind, OpPhase.Recompute).Sum(dag.Flops));
-            Assert.Equal(2 * forward, Ops(dag, kind, OpPhase.BackwardData).Sum(dag.Flops) + Ops(dag, kind, OpPhase.BackwardWeight).Sum(dag.Flops));
+            var products = cost.Compute.MatmulSeconds(dag.Shape(op), dag.MatmulDtype(op), (int)dag.MatmulOperandBytes(op));
+            Assert.Equal(Math.Max(products, cost.Compute.ElementwiseSeconds(dag.KernelBytes(op))), cost.Seconds(dag, op));
         }
     }
 
@@ -113,9 +163,13 @@ public sealed class MambaTests
         var core = 2 * 32 * (128 + 128) * keys;
         var scan = 2 * (128 * 128 * 8 + 128 * 64 * 64 + 2 * 128 * 64 * 64);   // Q N G + Q P heads + 2 N P heads, Q = 128
         var expected = 3 * (2 * (mamba + 2 * moe + attention + V * H) + core + scan);
-        var dag = new StrategySpec(1, 1, 1, 1) { Mode = WorkloadMode.Training }.BuildDag(m);
-        Assert.Equal(expected, Enumerable.Range(0, dag.Count).Sum(dag.Flops) / m.Tokens, expected * 1e-9);
         Assert.Equal(expected, ModelSummary.TrainingFlopsPerToken(m).Total, expected * 1e-9);
+        // The DAG runs the SSD backward as mamba_ssm's kernels (see The_ssd_backward_runs_mamba_ssm_kernels_by_hand):
+        // per token 2 (3 Q N G + 5 N P heads + 3 Q P heads), CB and the chunk states recomputed, not 2x the forward.
+        var ssdBackward = 2.0 * (3 * 128 * 128 * 8 + 5 * 128 * 64 * 64 + 3 * 128 * 64 * 64);
+        var executed = expected - 2 * scan + ssdBackward;
+        var dag = new StrategySpec(1, 1, 1, 1) { Mode = WorkloadMode.Training }.BuildDag(m);
+        Assert.Equal(executed, Enumerable.Range(0, dag.Count).Sum(dag.Flops) / m.Tokens, executed * 1e-9);
     }
 
     [Fact]
@@ -176,7 +230,7 @@ public sealed class MambaTests
         var dag = scenario.Strategy.BuildDag(scenario.Model);
         Assert.Equal(23 * 4 * 8, Ops(dag, OpKind.MambaInProjection).Length);
         Assert.Equal(23 * 4 * 8, Ops(dag, OpKind.MambaConv).Length);
-        Assert.Equal(4 * 23 * 4 * 8, Ops(dag, OpKind.MambaChunkScan).Length);
+        Assert.Equal(3 * 23 * 4 * 8, Ops(dag, OpKind.MambaChunkScan).Length);   // chunk state, bmm, chunk scan
         var total = dag.CriticalPath(scenario.CreateCostModel()).TotalSeconds;
         Assert.True(total > 0 && double.IsFinite(total));
     }

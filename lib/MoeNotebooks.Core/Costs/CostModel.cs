@@ -79,7 +79,10 @@ public sealed class CostModel(string name, IComputeCostModel compute, ICommunica
         {
             // Each matmul at its own datatype's peak: a precision recipe's GEMMs at fp8/fp4, the rest at the DAG's dtype.
             // Cost models take whole bytes per element, so FP4 operands (0.5 byte) are priced as 1.
-            OpCategory.Matmul or OpCategory.Attention => Compute.MatmulSeconds(dag.Shape(op), dag.MatmulDtype(op), (int)Math.Ceiling(dag.MatmulOperandBytes(op))),
+            // A fused kernel (DagBuilder.AddFusedKernel): the slower of its products and the bytes it streams.
+            OpCategory.Matmul or OpCategory.Attention => dag.KernelBytes(op) is > 0 and var kernelBytes
+                ? Math.Max(Compute.MatmulSeconds(dag.Shape(op), dag.MatmulDtype(op), (int)Math.Ceiling(dag.MatmulOperandBytes(op))), Compute.ElementwiseSeconds(kernelBytes))
+                : Compute.MatmulSeconds(dag.Shape(op), dag.MatmulDtype(op), (int)Math.Ceiling(dag.MatmulOperandBytes(op))),
             OpCategory.Elementwise => Compute.ElementwiseSeconds(dag.Bytes(op)),
             _ => Communication.Seconds(kind.Pattern(), dag.Bytes(op), dag.Participants(op)),
         };

@@ -152,6 +152,24 @@ public sealed partial class DagBuilder
         return Append(kind, gpu, -1, layer, microbatch, index, new PriceClass(PriceKind.Matmul, CollectivePattern.None, shape, 0, -1, dtype), deps);
     }
 
+    /// <summary>
+    /// A fused kernel whose products (<paramref name="products"/>: its FLOPs, priced by shape like every product) run
+    /// while it streams <paramref name="hbmBytes"/> of tensors through HBM (every tensor it reads and writes, once);
+    /// the cost model prices it as the slower of the two. The Mamba-2 SSD kernels are such kernels: small batched
+    /// products inside Triton kernels that read and write fp32 states and chunk matrices.
+    /// </summary>
+    public int AddFusedKernel(OpKind kind, int gpu, MatmulShape products, long hbmBytes, int layer, ReadOnlySpan<int> deps, int index = -1, int microbatch = 0)
+    {
+        if (!kind.IsMatmulShaped()) throw new DagException($"{kind} is not a matmul-shaped operation");
+        if (products.M <= 0 || products.K <= 0 || products.N <= 0 || products.Batch <= 0)
+            throw new DagException(string.Create(CultureInfo.InvariantCulture, $"{kind} on GPU {gpu}: shape must be positive, got b={products.Batch}, m={products.M}, k={products.K}, n={products.N}"));
+        if (hbmBytes <= 0) throw new DagException($"{kind}: a fused kernel's HBM bytes must be > 0, got {hbmBytes}");
+        CheckGpu(gpu);
+        CheckBuilt(gpu);
+        var dtype = _kindDtype.GetValueOrDefault(kind);
+        return Append(kind, gpu, -1, layer, microbatch, index, new PriceClass(PriceKind.Matmul, CollectivePattern.None, products, hbmBytes, -1, dtype), deps);
+    }
+
     /// <summary>A memory-bound elementwise operation moving <paramref name="bytes"/> through HBM.</summary>
     public int AddElementwise(int gpu, long bytes, int layer, ReadOnlySpan<int> deps, int index = -1, int microbatch = 0)
     {

@@ -202,8 +202,13 @@ public sealed class OperatorDag
     /// <summary>Bytes per operand element of a matmul (0.5 for FP4); <see cref="ElementBytes"/> for other operations.</summary>
     public double MatmulOperandBytes(int op) => MatmulDtypes.Length == 0 ? ElementBytes : MatmulDtypes[_classTable[_classes[op]].Dtype].OperandBytes;
 
-    /// <summary>Bytes moved: payload per GPU for communication, read+write for elementwise, operands for matmuls.</summary>
-    public double Bytes(int op) => _kinds[op].IsMatmulShaped() ? Shape(op).Elements * MatmulOperandBytes(op) : _classTable[_classes[op]].Bytes;
+    /// <summary>Bytes moved: payload per GPU for communication, read+write for elementwise, operands for matmuls (a fused kernel's streamed bytes, <see cref="KernelBytes"/>, when it has them).</summary>
+    public double Bytes(int op) => _kinds[op].IsMatmulShaped()
+        ? (_classTable[_classes[op]].Bytes is > 0 and var k ? k : Shape(op).Elements * MatmulOperandBytes(op))
+        : _classTable[_classes[op]].Bytes;
+
+    /// <summary>HBM bytes a fused kernel streams beside its products (<see cref="DagBuilder.AddFusedKernel"/>); 0 for a plain product and for every other operation.</summary>
+    public double KernelBytes(int op) => _kinds[op].IsMatmulShaped() ? _classTable[_classes[op]].Bytes : 0;
 
     public double Flops(int op) => _kinds[op].IsMatmulShaped() ? Shape(op).Flops : 0;
 
