@@ -111,7 +111,7 @@ public sealed record ModernRowModel(ModernScenario Scenario, IReadOnlyDictionary
         else if (run.Framework == ModernFramework.MegatronBridge) gaps.Add($"plain launch settings: {Scenario.LaunchNote}");
         if (run.IsMoe && run.EP > 8 && Scenario.Hardware.GpusPerNode <= 8 && Scenario.LaunchOverlap == MoeAllToAllOverlap.None) gaps.Add($"EP {run.EP} spans nodes: all-to-all priced as one flat exchange on datasheet NICs, no DeepEP/overlap with compute (issues 12, 13)");
         if (run.TokenDrop) gaps.Add("token dropping (capacity factor) not modelled: priced as dropless");
-        if (a.Hybrid is not null) gaps.Add("Mamba-2 SSD scan priced as its chunk products by shape (no measured kernel efficiency); the conv1d, state passing and gated norm as memory-bound passes");
+        if (a.Hybrid is not null) gaps.Add("Mamba-2 mixer kernels (mamba_ssm's SSD Triton kernels, conv1d, gated norm) priced by the HBM bytes they stream, their shortfall one fitted factor per generation (no measured kernel efficiency)");
         if (a.MoeLatentSize is not null) gaps.Add("latent MoE projections taken as replicated over TP");
         if (PrecisionNote is not null) gaps.Add(PrecisionNote);
         if (Scenario.Preset is null && run.Precision != TrainingPrecision.Bf16) gaps.Add("quantize/cast passes of the recipe not priced");

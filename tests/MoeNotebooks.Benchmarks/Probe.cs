@@ -27,6 +27,9 @@ public static class Probe
             var s = Workloads.Megatron1T(mb);
             Time(w, $"1T mb={mb} build+price+schedule", 3, () => s.BuildDag().CriticalPath(s.CreateCostModel()).TotalSeconds);
         }
+        var sweep = MoeNotebooks.Analysis.Sweep.Load(Path.Combine(Workloads.RepoRoot, "data", "sweeps", "founding-4800.json"));
+        foreach (var reuse in new[] { true, false })
+            Time(w, $"founding-4800 sweep, 1 thread, reuse {reuse}", 3, () => sweep.Run(_ => { }, new SweepOptions(1) { Reuse = reuse }).Valid);
         var syn = Workloads.Synthetic(1_000_000);
         var c = CostModel.RooflineIdeal(HardwareCatalog.Get("H100-SXM").WithGpus(64));
         Time(w, "synthetic 1e6 price+schedule", 5, () => syn.CriticalPath(c).TotalSeconds);

@@ -172,6 +172,27 @@ public class NcclProtocolTests
         Assert.Contains("protocols(nccl-2.28)", model.Communication.Name);
     }
 
+    [Fact]
+    public void EvaluateReportsTheAlgorithmAndProtocolOfEachCollective()
+    {
+        // The founding TP8 x PP2 forward pass on two DGX H100 nodes with costModel.ncclProtocols: each TP all-reduce
+        // (8 GPUs, one node, 1.678e11 B per GPU) is priced by the tuner; the table shows the pair, and its time equals the
+        // tuner's price of that collective (oracle: LinkCommunication.Price, derived by hand in the tests above).
+        var s = Scenario.Load(TestPaths.Scenario("tp8-pp2"));
+        s = s with { Hardware = HardwareCatalog.Get("DGX-H100").WithGpus(16), CostModel = s.CostModel with { NcclProtocols = NcclTuning.Default } };
+        var e = s.Evaluate();
+        var allReduces = e.Collectives.Where(c => c.Pattern == CollectivePattern.AllReduce).ToArray();
+        Assert.NotEmpty(allReduces);
+        var tuner = new LinkCommunication(s.Hardware, protocols: NcclTuning.Default);
+        foreach (var c in allReduces)
+        {
+            var price = tuner.Price(CollectivePattern.AllReduce, c.BytesPerGpu, Enumerable.Range(0, c.Gpus).ToArray());
+            Assert.Equal(price.Label, c.Algorithm);
+            Assert.Matches(@"^(ring|tree|nvls)/(LL|LL128|Simple)$", c.Algorithm);
+            Assert.Equal(price.Seconds, c.Seconds, price.Seconds * 1e-12);
+        }
+    }
+
     [Theory]
     [InlineData("ring.protocolBandwidthFactor.ll", "0")]
     [InlineData("ring.protocolBandwidthFactor.simple", "1.5")]
