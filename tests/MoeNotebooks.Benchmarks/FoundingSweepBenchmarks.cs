@@ -11,7 +11,7 @@ namespace MoeNotebooks.Benchmarks;
 /// <c>Reuse</c> = true is what <c>moe sweep</c> does (one DAG per structure, a repeated draw takes its first row);
 /// false evaluates every point from scratch (the oracle of the reuse tests). Evaluations per second = 4,800 / mean.
 /// Pin it to one core as the target says: <c>taskset -c 0 dotnet run -c Release --project tests/MoeNotebooks.Benchmarks
-/// -- --filter '*FoundingSweep*' --inProcess</c> (docs/performance.md).
+/// -- --filter '*FoundingSweep*'</c> (docs/performance.md).
 /// </summary>
 [MemoryDiagnoser]
 [SimpleJob(RunStrategy.Monitoring, launchCount: 1, warmupCount: 1, iterationCount: 5)]
