@@ -19,7 +19,7 @@ namespace MoeNotebooks.Cli
             ("evaluate", "evaluate SCENARIO.json [--format table|json] [--sensitivity 0.1] [--fold periodic|symmetric|none]   runtime, critical path, breakdown, formula terms, memory, what-if", EvaluateVerb.Run),
             ("formula", "formula  SCENARIO.json                         the runtime as the founding document writes it", FormulaVerb.Run),
             ("sweep", "sweep    GRID.json [--out results.csv] [--threads N] [--breakdown true|false]   grid or random sweep to CSV, progress on stderr", SweepVerb.Run),
-            ("search", "search   SCENARIO.json --gpus N [--top 5] [--microbatches 1,2,4] [--virtual-stages 1,2] [--distributed-optimizer both|true|false] [--etp tp,1,2] [--sequence-parallel both|true|false] [--schedules 1f1b,zero-bubble-h1,dualpipe] [--context-parallel 1,2]   fastest EP/TP/ETP/PP/DP/VP/SP/CP/microbatch/optimizer/schedule strategies for N GPUs", SearchVerb.Run),
+            ("search", "search   SCENARIO.json --gpus N [--top 5] [--microbatches 1,2,4] [--virtual-stages 1,2] [--distributed-optimizer both|true|false] [--etp tp,1,2] [--sequence-parallel both|true|false] [--schedules 1f1b,zero-bubble-h1,dualpipe] [--context-parallel 1,2] [--recompute both|true|false] [--micro-batch-size 1,2,4]   fastest EP/TP/ETP/PP/DP/VP/SP/CP/microbatch/recompute/optimizer/schedule strategies for N GPUs", SearchVerb.Run),
             ("import-megatron", "import-megatron \"COMMAND\"|FILE [--gpus N] [--hardware H100-SXM] [--name NAME] [--out SCENARIO.json]   a Megatron-LM launch command as a scenario; unread flags listed", ImportMegatronVerb.Run),
             ("validate", "validate [--format table|json] [--data DIR] [--ablation sc21]    cost models vs published GEMM, collective and training measurements", ValidateVerb.Run),
             ("report", "report   [NOTEBOOK.ipynb ...] [--out DIR] [--shared-assets]   run every notebook (or those named), write self-contained HTML reports and the index (default reports/)", ReportVerb.Run),
@@ -71,6 +71,7 @@ namespace MoeNotebooks.Cli
             catch (Exception e) when (e is not OutOfMemoryException)
             {
                 // A bug, not bad input: still one line and no stack trace on the user's terminal, but a distinct exit code.
+                if (Environment.GetEnvironmentVariable("MOE_DEBUG_STACK") is not null) err.WriteLine(e.ToString());
                 Error(err, $"internal error ({e.GetType().Name}: {ConfigException.Visible(e.Message, 200)}); please report it with the input");
                 return 70;
             }

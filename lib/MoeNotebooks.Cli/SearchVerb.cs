@@ -6,7 +6,7 @@ namespace MoeNotebooks.Cli;
 
 /// <summary>
 /// <c>moe search SCENARIO.json --gpus N [--top 5] [--microbatches 1,2,4] [--virtual-stages 1,2] [--distributed-optimizer both]
-/// [--etp tp,1,2] [--sequence-parallel both] [--schedules 1f1b,zero-bubble-h1,dualpipe] [--context-parallel 1,2]</c>:
+/// [--etp tp,1,2] [--sequence-parallel both] [--schedules 1f1b,zero-bubble-h1,dualpipe] [--context-parallel 1,2] [--recompute both] [--micro-batch-size 1,2]</c>:
 /// the fastest strategies and why; infeasible candidates counted by reason.
 /// </summary>
 public static class SearchVerb
@@ -23,7 +23,22 @@ public static class SearchVerb
         var spText = options.Option("--sequence-parallel", "");
         var schedText = options.Option("--schedules", "");
         var cpText = options.Option("--context-parallel", "");
+        var rcText = options.Option("--recompute", "");
+        var mbsText = options.Option("--micro-batch-size", "");
         options.Finish();
+        IReadOnlyList<bool>? recompute = rcText switch
+        {
+            "" => null,
+            "both" => [false, true],
+            "true" => [true],
+            "false" => [false],
+            _ => throw new UsageException($"--recompute {Cli.Shown(rcText)}: must be both, true or false"),
+        };
+        var mbsParts = mbsText == "" ? [] : mbsText.Split(',');
+        if (mbsParts.Length > 64) throw new UsageException($"--micro-batch-size lists {mbsParts.Length} sizes: give at most 64");
+        if (mbsText != "" && mbText != "") throw new UsageException("--micro-batch-size and --microbatches both given: give one (the size sets the count per data-parallel size)");
+        IReadOnlyList<int>? microBatchSizes = mbsText == "" ? null
+            : mbsParts.Select(t => SweepVerb.ParseInt("--micro-batch-size", t.Trim(), 1, (int)Bounds.Microbatches.Max)).ToArray();
         // Every option is checked before the scenario is read or anything printed.
         int? gpusOption = gpusText == "" ? null : SweepVerb.ParseInt("--gpus", gpusText, 1, (int)Bounds.Gpus.Max);
         var mbParts = mbText == "" ? [] : mbText.Split(',');
@@ -73,7 +88,8 @@ public static class SearchVerb
         var gpus = gpusOption ?? scenario.Hardware.GpuCount;
         var bar = new ProgressBar(stderr);
         var result = StrategySearch.Run(scenario, gpus, new SearchOptions(top, microbatches, VirtualStages: virtualStages, DistributedOptimizer: distributed,
-            ExpertTensorParallel: etps, SequenceParallel: sequenceParallel, Schedules: schedules, ContextParallel: contextParallel), bar);
+            ExpertTensorParallel: etps, SequenceParallel: sequenceParallel, Schedules: schedules, ContextParallel: contextParallel,
+            Recompute: recompute, MicroBatchSizes: microBatchSizes), bar);
         bar.Finish();
         var c = CultureInfo.InvariantCulture;
         stdout.WriteLine(string.Create(c, $"{scenario.Name} on {gpus} x {scenario.Hardware.Gpu.Name}: {result.Considered:N0} strategies, {result.Evaluated:N0} evaluated, {result.Rejected:N0} rejected, {result.Elapsed.TotalSeconds:F2} s"));

@@ -145,6 +145,39 @@ public class PeriodicFoldingTargetedTests
         Assert.True(x.BuiltMicrobatches < x.Microbatches, $"{x}");
     }
 
+    /// <summary>
+    /// Deep pipelines across nodes (8 A100s per node, one stage per node at TP 8, several stages per node below), the
+    /// shape of Megatron-1T at a size still buildable whole. Oracle: the whole DAG (<see cref="DagFolding.None"/>). Before
+    /// contention was recognised as inert these were refused (the NIC order of forward and backward sends follows the
+    /// driver's readiness sweeps, which are not periodic in the microbatch): each must now extrapolate.
+    /// </summary>
+    [Theory]
+    [InlineData(8, 2, 1, 32)]
+    [InlineData(16, 1, 2, 48)]
+    [InlineData(16, 2, 1, 40)]
+    [InlineData(32, 1, 1, 88)]
+    [InlineData(64, 1, 1, 136)]
+    public void Deep_pipelines_across_nodes_extrapolate_and_equal_the_whole_dag(int pp, int tp, int dp, int microbatches)
+    {
+        var s = DeepPipeline(pp, tp, dp, microbatches);
+        Assert.True(PeriodicFoldingPropertyTests.AssertExtrapolatedEqualsWhole(s), MicrobatchPeriodicity.LastRefusal);
+        var x = s.Evaluate().Result.Extrapolation!;
+        Assert.True(x.BuiltMicrobatches < x.Microbatches, $"{x}");
+    }
+
+    /// <summary>A GPT-style 1F1B training step with recompute on A100 DGX nodes: one layer per stage.</summary>
+    internal static Scenario DeepPipeline(int pp, int tp, int dp, int microbatches) => Scenario.Parse($$"""
+        {
+          "name": "deep-pp{{pp}}",
+          "model": { "name": "gpt", "layers": {{pp}}, "hiddenSize": 2048, "attentionHeads": 16, "ffnHiddenSize": 8192, "experts": 0,
+                     "topK": 1, "batch": {{microbatches * dp}}, "sequenceLength": 1024, "vocabulary": 51200, "dtype": "fp16" },
+          "hardware": { "preset": "A100-80GB", "gpus": {{pp * tp * dp}} },
+          "strategy": { "ep": 1, "tp": {{tp}}, "pp": {{pp}}, "dp": {{dp}}, "derivation": "corrected", "mode": "training",
+                        "microbatches": {{microbatches}}, "recompute": true, "schedule": "1f1b" },
+          "costModel": "roofline-ideal"
+        }
+        """).Validated();
+
     [Fact]
     public void The_what_if_table_of_an_extrapolated_run_is_the_built_runs()
     {

@@ -138,8 +138,17 @@ public static class MicrobatchPeriodicity
                 var mB = (training ? p + steady : steady + 2) + 1;
                 mB += ((m - mB) % modulus + modulus) % modulus;
                 if (mB >= m) return Refuse("nothing to gain: the whole run is as small as the parts to build");
-                if (mB != lastMicrobatches && !attempts.Spend(DagFactory.EstimateOperations(scenario.Model, st with { Microbatches = mB }, folding)))
-                    return Refuse("the attempts would cost more than building the run whole (or than the size guard allows)");
+                if (mB != lastMicrobatches)
+                {
+                    // An extrapolation builds two DAGs (mB and mB - c microbatches): refuse before building the first when
+                    // the pair cannot fit the budget, rather than after (a deep pipeline's built part is itself large).
+                    var estB = DagFactory.EstimateOperations(scenario.Model, st with { Microbatches = mB }, folding);
+                    var estA = DagFactory.EstimateOperations(scenario.Model, st with { Microbatches = mB - periods }, folding);
+                    if (!attempts.Fits(estB + estA))
+                        return Refuse(string.Create(CultureInfo.InvariantCulture,
+                            $"the two parts to build ({mB} and {mB - periods} of {m} microbatches, about {estB + estA:E2} operations) cost more than building the run whole or than the size guard allows ({budget:E2})"));
+                    attempts.Spend(estB);
+                }
                 try
                 {
                     var b = mB == lastMicrobatches ? last : BuildAndSchedule(scenario, cost, folding, mB);
@@ -165,6 +174,9 @@ public static class MicrobatchPeriodicity
             _spent += operations;
             return _spent <= limit;
         }
+
+        /// <summary>Whether that many more operations stay within the budget (spends nothing).</summary>
+        public bool Fits(double operations) => _spent + operations <= limit;
     }
 
     /// <summary>Estimated operations built by an extrapolation (both built DAGs), for the size guard; null when it is not tried.</summary>
@@ -200,6 +212,7 @@ public static class MicrobatchPeriodicity
         public required CriticalPathResult Result;
         public required int[] CritPred;
         public required LinkFootprints? Links;
+        public required LinkFootprints? Inert;   // the links, when no two operations overlap on one (then Links is null)
         public required int[] ItemOf;      // per op: index into Items, or -1 (tail operations outside items)
         public required int[] Offset;      // per op: position within its item
         public required Dictionary<(int Replica, int Stage, int Chunk, bool Backward, int Microbatch), int> ItemIndex;
@@ -224,7 +237,26 @@ public static class MicrobatchPeriodicity
         var links = cost.Footprints(dag);
         // Communication taking SMs from compute (DeepEP-style all-to-all) couples streams in a way not proven here.
         if (cost.ComputeShares(dag) is not null) { Refuse("communication takes SMs from compute (not proven periodic here)"); return null; }
-        var result = Scheduler.Schedule(dag, cost.Price(dag), cost.Name, links, null, out var critPred);
+        var durations = cost.Price(dag);
+        CriticalPathResult result;
+        int[] critPred;
+        LinkFootprints? inert = null;
+        // Contention that never bites: when no two operations on a link overlap in the contention-free schedule, the
+        // contended schedule is the same schedule (LinksInert); the links then impose no order, so the periodicity is
+        // checked on data and streams alone, and the extrapolated run's links are checked for overlap at the end. This
+        // is what deep pipelines need: the driver's emission order on a NIC (forward sends of stage s against backward
+        // sends of stage s + 1) follows its readiness sweeps, which are not periodic in the microbatch.
+        if (links is not null)
+        {
+            var free = Scheduler.Schedule(dag, durations, cost.Name, null, null, out var freePred);
+            if (LinksInert(dag, links, free, 0))
+            {
+                (result, critPred, inert, links) = (free, freePred, links, null);
+                Dbg($"{microbatches} microbatches: no operations overlap on a link; contention is inert");
+            }
+            else result = Scheduler.Schedule(dag, durations, cost.Name, links, null, out critPred);
+        }
+        else result = Scheduler.Schedule(dag, durations, cost.Name, null, null, out critPred);
         var itemOf = new int[dag.Count];
         var offset = new int[dag.Count];
         Array.Fill(itemOf, -1);
@@ -236,7 +268,7 @@ public static class MicrobatchPeriodicity
             index[(it.Replica, it.Stage, it.Item.Chunk, it.Item.Backward, it.Item.Microbatch)] = i;
             for (var op = it.First; op < it.End; op++) { itemOf[op] = i; offset[op] = op - it.First; }
         }
-        return new Built { Dag = dag, Items = items, Result = result, CritPred = critPred, ItemOf = itemOf, Offset = offset, ItemIndex = index, Links = links };
+        return new Built { Dag = dag, Items = items, Result = result, CritPred = critPred, ItemOf = itemOf, Offset = offset, ItemIndex = index, Links = links, Inert = inert };
     }
 
     /// <summary>The steady-state period of an item (see the type's summary); may be negative (warm-up) or past the last full period (cool-down).</summary>
@@ -311,7 +343,7 @@ public static class MicrobatchPeriodicity
                         reach = Math.Max(reach, Reach(x, px[e]));
                     }
                     if (!ok) break;
-                    if (!stream.Maps(x, y, z => Sigma(b, z, c))) { ok = false; Dbg($"stream at period {per} op {dag.Name(x)}"); break; }
+                    if (!stream.Maps(x, y, z => Sigma(b, z, c))) { ok = false; Dbg($"stream at period {per} op {dag.Name(x)}: [{string.Join(", ", stream.List(x).Select(q => q < 0 ? "-" : dag.Name(q) + "/" + Sigma(b, q, c)))}] vs {dag.Name(y)} [{string.Join(", ", stream.List(y).Select(q => q < 0 ? "-" : dag.Name(q) + "#" + q))}]"); break; }
                     stream.ForEach(x, q => reach = Math.Max(reach, Reach(x, q)));
                     var cx = b.CritPred[x];
                     var cy = b.CritPred[y];
@@ -403,6 +435,9 @@ public static class MicrobatchPeriodicity
         }
 
         var steps = (m - m1) / c;
+        if ((a.Inert is null) != (b.Inert is null)) return Refuse("link contention bites in one built DAG and not in the other");
+        if (b.Inert is { } footprints && !ExtrapolatedLinksInert(st, b, footprints, mb, lastFull, c, steps - 1, delta, tol))
+            return Refuse("operations would overlap on a link in the extrapolated periods (contention not proven periodic)");
         var ta = a.Result.TotalSeconds;
         var tb = b.Result.TotalSeconds;
         if (Math.Abs(tb - ta - delta) > tol) return Refuse("the totals do not differ by one period");
@@ -440,6 +475,62 @@ public static class MicrobatchPeriodicity
             .OrderByDescending(r => r.Seconds * r.Count).ThenBy(r => r.Kind).ToArray();
         var ext = new MicrobatchExtrapolation(m, mb, c, delta, k0, kinds.Values.Sum(), kinds) { Formula = formula, Collectives = collectives };
         return new CriticalPathResult(b.Result, ext, totalM, critM, perGpu);
+    }
+
+    /// <summary>
+    /// Whether no two operations of positive duration overlap on any link in a contention-free schedule (touching
+    /// allowed; <paramref name="tol"/> seconds of rounding). Then the contended schedule is the same: the scheduler's
+    /// <c>Contend</c> delays an operation only when the span committed on one of its links overlaps its own, and that
+    /// span is always a single earlier operation's (spans merge only on overlap), so by induction in id order every
+    /// operation starts and finishes as without contention.
+    /// </summary>
+    private static bool LinksInert(OperatorDag dag, LinkFootprints links, CriticalPathResult free, double tol)
+    {
+        var spans = new List<(double Start, double Finish)>?[links.LinkCount];
+        for (var op = 0; op < dag.Count; op++)
+        {
+            if (dag.Group(op) < 0) continue;
+            var ls = links.Of(op);
+            if (ls.IsEmpty || !(free.FinishSeconds(op) > free.StartSeconds(op))) continue;
+            foreach (var l in ls) (spans[l] ??= []).Add((free.StartSeconds(op), free.FinishSeconds(op)));
+        }
+        return spans.All(list => Disjoint(list, tol));
+    }
+
+    private static bool Disjoint(List<(double Start, double Finish)>? list, double tol)
+    {
+        if (list is null) return true;
+        list.Sort((x, y) => x.Start.CompareTo(y.Start));
+        for (var i = 1; i < list.Count; i++) if (list[i - 1].Finish > list[i].Start + tol) return false;
+        return true;
+    }
+
+    /// <summary>
+    /// The link spans of the whole run, as the extrapolation places them: B's operations up to its last full period
+    /// where they are, its last c periods repeated <paramref name="repeats"/> times <paramref name="delta"/> apart, and
+    /// its tail <paramref name="repeats"/> x Δ later; true when no two overlap on a link (so contention stays inert in
+    /// the whole run too, and the contention-free extrapolation is the contended run's).
+    /// </summary>
+    private static bool ExtrapolatedLinksInert(StrategySpec strategy, Built b, LinkFootprints links, int mb, int lastFull, int c, int repeats, double delta, double tol)
+    {
+        var st = b.Result;
+        var dag = b.Dag;
+        var spans = new List<(double Start, double Finish)>?[links.LinkCount];
+        for (var op = 0; op < dag.Count; op++)
+        {
+            if (dag.Group(op) < 0) continue;
+            var ls = links.Of(op);
+            double s0 = st.StartSeconds(op), f0 = st.FinishSeconds(op);
+            if (ls.IsEmpty || !(f0 > s0)) continue;
+            var per = b.ItemOf[op] < 0 ? int.MaxValue : PeriodOf(strategy, mb, b.Items[b.ItemOf[op]]);
+            var (from, to) = per > lastFull ? (repeats, repeats) : per > lastFull - c ? (0, repeats) : (0, 0);
+            foreach (var l in ls)
+            {
+                var list = spans[l] ??= [];
+                for (var j = from; j <= to; j++) list.Add((s0 + j * delta, f0 + j * delta));
+            }
+        }
+        return spans.All(list => Disjoint(list, tol));
     }
 
     /// <summary>Operations of the whole (unfolded) DAG by kind: each built operation weighted by what it stands for.</summary>
@@ -560,6 +651,8 @@ public static class MicrobatchPeriodicity
             }
             return true;
         }
+
+        public IEnumerable<int> List(int op) { for (var i = Start[op]; i < Start[op + 1]; i++) yield return Links[i]; }
 
         public void ForEach(int op, Action<int> action)
         {

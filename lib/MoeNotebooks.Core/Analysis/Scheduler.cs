@@ -394,8 +394,15 @@ public sealed class LinkFootprints
     {
         var g = _dag._groups[op];
         if (g < 0) return default;
-        return _byGroup[2 * g + (_dag._kinds[op].IsPointToPoint() ? 1 : 0)];
+        return _byGroup[Slot(_dag, op, g)];
     }
+
+    /// <summary>
+    /// The footprint slot of an operation of group <paramref name="g"/>: 3g for a collective, 3g + 1 for a send from the
+    /// group's first (lowest) GPU, 3g + 2 for a send from its last (the direction matters: NICs are full duplex).
+    /// </summary>
+    internal static int Slot(OperatorDag dag, int op, int g) =>
+        !dag._kinds[op].IsPointToPoint() ? 3 * g : dag._gpus[op] == dag._groupMembers[g][0] ? 3 * g + 1 : 3 * g + 2;
 }
 
 /// <summary>

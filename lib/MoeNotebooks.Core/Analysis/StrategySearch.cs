@@ -21,6 +21,10 @@ namespace MoeNotebooks.Analysis;
 /// the reason counted.
 /// <paramref name="ContextParallel"/>: context-parallel sizes tried, each carved out of the candidate's data-parallel ranks
 /// (default: the scenario's); sizes a candidate cannot take are rejected with their reason.
+/// <paramref name="Recompute"/>: with and/or without full activation recomputation (default: the scenario's).
+/// <paramref name="MicroBatchSizes"/>: Megatron's <c>--micro-batch-size</c> values tried (sequences per microbatch and
+/// replica); each gives the microbatch count batch / (DP x size) of a candidate, sizes that do not divide the replica's
+/// batch are rejected with their reason. Replaces <paramref name="Microbatches"/> when given.
 /// </summary>
 public sealed record SearchOptions(
     int Top = 5,
@@ -33,7 +37,9 @@ public sealed record SearchOptions(
     IReadOnlyList<int?>? ExpertTensorParallel = null,
     IReadOnlyList<bool>? SequenceParallel = null,
     IReadOnlyList<PipelineSchedule>? Schedules = null,
-    IReadOnlyList<int>? ContextParallel = null)
+    IReadOnlyList<int>? ContextParallel = null,
+    IReadOnlyList<bool>? Recompute = null,
+    IReadOnlyList<int>? MicroBatchSizes = null)
 {
     public static SearchOptions Default { get; } = new();
 }
@@ -86,8 +92,22 @@ public static class StrategySearch
     public static IReadOnlyList<StrategySpec> Candidates(int gpus, IReadOnlyList<int>? microbatches = null, StrategySpec? template = null,
         IReadOnlyList<int>? virtualStages = null, IReadOnlyList<bool>? distributedOptimizer = null,
         IReadOnlyList<int?>? expertTensorParallel = null, IReadOnlyList<bool>? sequenceParallel = null,
-        IReadOnlyList<PipelineSchedule>? schedules = null, IReadOnlyList<int>? contextParallel = null)
+        IReadOnlyList<PipelineSchedule>? schedules = null, IReadOnlyList<int>? contextParallel = null,
+        IReadOnlyList<bool>? recompute = null, IReadOnlyList<int>? microBatchSizes = null, long batch = 0) =>
+        Candidates(gpus, microbatches, template, virtualStages, distributedOptimizer, expertTensorParallel, sequenceParallel, schedules,
+            contextParallel, recompute, microBatchSizes, batch, out _);
+
+    /// <summary>
+    /// As above; <paramref name="indivisible"/> counts the (candidate, micro-batch size) pairs left out because the size
+    /// does not divide the replica's batch (<paramref name="batch"/> / DP).
+    /// </summary>
+    public static IReadOnlyList<StrategySpec> Candidates(int gpus, IReadOnlyList<int>? microbatches, StrategySpec? template,
+        IReadOnlyList<int>? virtualStages, IReadOnlyList<bool>? distributedOptimizer,
+        IReadOnlyList<int?>? expertTensorParallel, IReadOnlyList<bool>? sequenceParallel,
+        IReadOnlyList<PipelineSchedule>? schedules, IReadOnlyList<int>? contextParallel,
+        IReadOnlyList<bool>? recompute, IReadOnlyList<int>? microBatchSizes, long batch, out long indivisible)
     {
+        indivisible = 0;
         template ??= new StrategySpec(1, 1, 1, 1);
         var list = new List<StrategySpec>();
         var etps = (expertTensorParallel ?? [template.ExpertTensorParallelSize]).Distinct().OrderBy(e => e ?? 0).ToArray();
@@ -106,7 +126,19 @@ public static class StrategySearch
             {
                 if (sp && tp == 1 && sps.Contains(false)) continue;   // SP at TP 1 is the same run as without
                 // Megatron-LM turns SP off at TP 1 (nothing to shard), so such a candidate is listed without it.
-                AddCandidates(list, template with { ExpertTensorParallelSize = etp, SequenceParallel = sp && tp > 1, ContextParallelSize = cp }, ep, tp, pp, dp, microbatches, virtualStages, distributedOptimizer, schedules);
+                foreach (var rc in (recompute ?? [template.Recompute]).Distinct().Order())
+                {
+                    var mbs = microbatches;
+                    if (microBatchSizes is not null)
+                    {
+                        // --micro-batch-size: the count follows from the replica's batch; a size that does not divide it is left out.
+                        var fitting = microBatchSizes.Distinct().Where(size => size > 0 && batch % ((long)dp * size) == 0).ToArray();
+                        indivisible += microBatchSizes.Distinct().Count() - fitting.Length;
+                        mbs = fitting.Select(size => (int)(batch / ((long)dp * size))).ToArray();
+                        if (mbs.Count == 0) continue;
+                    }
+                    AddCandidates(list, template with { ExpertTensorParallelSize = etp, SequenceParallel = sp && tp > 1, ContextParallelSize = cp, Recompute = rc }, ep, tp, pp, dp, mbs, virtualStages, distributedOptimizer, schedules);
+                }
             }
         }
         return list;
@@ -170,41 +202,76 @@ public static class StrategySearch
         if (options.ContextParallel is { } cpSizes)
             foreach (var cp in cpSizes) Validate.Positive("contextParallel", cp);
         var candidates = Candidates(gpus, options.Microbatches, scenario.Strategy, options.VirtualStages, options.DistributedOptimizer,
-            options.ExpertTensorParallel, options.SequenceParallel, options.Schedules, options.ContextParallel);
+            options.ExpertTensorParallel, options.SequenceParallel, options.Schedules, options.ContextParallel,
+            options.Recompute, options.MicroBatchSizes, scenario.Model.Batch, out var indivisible);
         // The whole search is bounded too: each candidate is bounded by the size guard, and their number by this.
         if (candidates.Count > MaxCandidates)
             throw new ConfigException("gpus", gpus.ToString(System.Globalization.CultureInfo.InvariantCulture),
                 $"gives {candidates.Count:N0} candidate strategies (EP x TP x PP x DP factorizations x microbatch counts); the limit is {MaxCandidates:N0}: search fewer GPUs or fewer --microbatches");
+        // The search-time estimate before anything else (a formula per candidate, as a hostile expert count makes even the
+        // memory verdict costly): what each candidate would build, the periodic extrapolation's parts where it applies.
         var estimatedSeconds = 0.0;
         foreach (var c in candidates)
         {
-            try { estimatedSeconds += Derivations.DagFactory.EstimateOperations(scenario.Model, c, Derivations.DagFolding.Symmetric) * Derivations.DagFactory.SecondsPerEstimatedOperation; }
+            double built;
+            try { built = Derivations.DagFactory.EstimateOperations(scenario.Model, c, Derivations.DagFolding.Symmetric); }
+            catch (ConfigException) { continue; }
+            // A valid candidate the periodic extrapolation applies to builds only its parts.
+            try { built = BuiltOperations((scenario with { Hardware = hardware, Strategy = c }).Validated(), out _); }
             catch (ConfigException) { }
+            estimatedSeconds += built * Derivations.DagFactory.SecondsPerEstimatedOperation;
         }
-        if (estimatedSeconds / Math.Max(1, Environment.ProcessorCount) > MaxSearchSeconds)
+        var cores = Math.Max(1, options.MaxDegreeOfParallelism > 0 ? options.MaxDegreeOfParallelism : Environment.ProcessorCount);
+        if (estimatedSeconds / cores > MaxSearchSeconds)
             throw new ConfigException("gpus", gpus.ToString(System.Globalization.CultureInfo.InvariantCulture),
-                $"would take about {estimatedSeconds / Math.Max(1, Environment.ProcessorCount):F0} s to search ({candidates.Count:N0} candidates of up to {scenario.Model.Layers} layers); the limit is about {MaxSearchSeconds:F0} s: search fewer GPUs, a smaller model or fewer --microbatches");
+                $"would take about {estimatedSeconds / cores:F0} s to search ({candidates.Count:N0} candidates of up to {scenario.Model.Layers} layers); the limit is about {MaxSearchSeconds:F0} s: search fewer GPUs, a smaller model or fewer --microbatches");
         var totals = new double[candidates.Count];
         var reasons = new string?[candidates.Count];
         var operations = new int[candidates.Count];
-        long done = 0, rejected = 0;
+        var estimates = new double[candidates.Count];
         var parallel = new ParallelOptions
         {
             MaxDegreeOfParallelism = options.MaxDegreeOfParallelism > 0 ? options.MaxDegreeOfParallelism : Environment.ProcessorCount,
             CancellationToken = cancellation,
         };
-        var workspaces = new ConcurrentBag<ScheduleWorkspace>();
-        Parallel.For(0, candidates.Count, parallel, () => workspaces.TryTake(out var w) ? w : new ScheduleWorkspace(), (i, _, workspace) =>
+        // First the verdicts that build nothing: validity, the size guard on what would be built (the extrapolation's two
+        // built parts where it applies, else the whole folded DAG), memory, the caller's hook.
+        Parallel.For(0, candidates.Count, parallel, i =>
         {
             var candidate = scenario with { Hardware = hardware, Strategy = candidates[i] };
             try
             {
                 candidate.Validated();
-                Derivations.DagFactory.CheckSize(candidate.Model, candidate.Strategy, Derivations.DagFolding.Symmetric);   // before the memory estimate: refuse huge ones for nothing
+                // The size guard before the memory estimate: a formula, while the memory verdict routes tokens over the
+                // experts (a hostile expert count would cost more there than the whole search).
+                estimates[i] = BuiltOperations(candidate, out var tooLarge);
+                if (tooLarge is not null) throw tooLarge;
                 if (options.SkipMemoryInfeasible && !MemoryModel.Estimate(candidate.Model, candidate.Strategy, candidate.Hardware).Feasible)
                     reasons[i] = $"memory: does not fit in {candidate.Hardware.Gpu.HbmCapacityBytes / 1e9:F0} GB per GPU (MemoryModel)";
                 reasons[i] ??= options.InfeasibleReason?.Invoke(candidate);
-                if (reasons[i] is null)
+            }
+            catch (ConfigException e) { reasons[i] = QuickEvaluation.Reason(e); }
+            catch (DagException e) { reasons[i] = e.Message; }
+        });
+        long rejected = reasons.LongCount(r => r is not null);
+        long done = rejected;
+        progress?.Report(new SweepProgress(done, candidates.Count, rejected, clock.Elapsed));
+        // Most expensive first, so that the cores finish together.
+        var order = Enumerable.Range(0, candidates.Count).Where(i => reasons[i] is null).OrderByDescending(i => estimates[i]).ToArray();
+        var workspaces = new ConcurrentBag<ScheduleWorkspace>();
+        Parallel.For(0, order.Length, parallel, () => workspaces.TryTake(out var w) ? w : new ScheduleWorkspace(), (k, _, workspace) =>
+        {
+            var i = order[k];
+            var candidate = scenario with { Hardware = hardware, Strategy = candidates[i] };
+            try
+            {
+                var cost = candidate.CreateCostModel();
+                if (Extrapolated(candidate, cost) is { } r)
+                {
+                    totals[i] = r.TotalSeconds;
+                    operations[i] = (int)Math.Min(r.Extrapolation!.Operations, int.MaxValue);
+                }
+                else
                 {
                     var e = QuickEvaluation.Run(candidate, null, workspace, breakdown: false);
                     totals[i] = e.TotalSeconds;
@@ -215,13 +282,14 @@ public static class StrategySearch
             catch (DagException e) { reasons[i] = e.Message; }
             if (reasons[i] is not null) Interlocked.Increment(ref rejected);
             var d = Interlocked.Increment(ref done);
-            if (progress is not null && (d % 16 == 0 || d == candidates.Count))
+            if (progress is not null && (d % 4 == 0 || d == candidates.Count))
                 progress.Report(new SweepProgress(d, candidates.Count, Interlocked.Read(ref rejected), clock.Elapsed));
             return workspace;
         }, workspaces.Add);
 
         var byReason = new SortedDictionary<string, long>(StringComparer.Ordinal);
         foreach (var r in reasons) if (r is not null) byReason[r] = byReason.GetValueOrDefault(r) + 1;
+        if (indivisible > 0) byReason["micro-batch size: does not divide the replica's batch (model.batch / DP)"] = indivisible;
         // Fastest first; ties keep candidate order, so the result does not depend on threads.
         var best = Enumerable.Range(0, candidates.Count)
             .Where(i => reasons[i] is null)
@@ -231,11 +299,30 @@ public static class StrategySearch
             {
                 var s = scenario with { Hardware = hardware, Strategy = candidates[i] };
                 var cost = s.CreateCostModel();
-                var result = s.BuildDagFor(cost).CriticalPath(cost);
+                var result = Extrapolated(s, cost) ?? s.BuildDagFor(cost).CriticalPath(cost);
                 return new SearchCandidate(candidates[i], result.TotalSeconds, operations[i], result.BreakdownSeconds, result.CriticalPathSecondsByCategory);
             })
             .ToArray();
         var evaluated = reasons.LongCount(r => r is null);
-        return new SearchResult(scenario, gpus, candidates.Count, evaluated, best, byReason, clock.Elapsed);
+        return new SearchResult(scenario, gpus, candidates.Count + indivisible, evaluated, best, byReason, clock.Elapsed);
+    }
+
+    /// <summary>The periodic extrapolation of a candidate (<see cref="MicrobatchPeriodicity"/>), null when it does not apply.</summary>
+    private static CriticalPathResult? Extrapolated(Scenario candidate, Costs.CostModel cost) =>
+        MicrobatchPeriodicity.WhyNot(candidate) is null ? MicrobatchPeriodicity.TryEvaluate(candidate, cost, Derivations.DagFolding.Symmetric) : null;
+
+    private const string TooLarge = "strategy: too large to evaluate (over the size guard, even the parts the periodic extrapolation would build)";
+
+    /// <summary>
+    /// Operations an evaluation of the candidate builds (estimated): the extrapolation's two built parts where it applies
+    /// and is smaller, else the whole folded DAG; <paramref name="tooLarge"/> is the size guard's verdict on it.
+    /// </summary>
+    private static double BuiltOperations(Scenario candidate, out ConfigException? tooLarge)
+    {
+        var whole = Derivations.DagFactory.EstimateOperations(candidate.Model, candidate.Strategy, Derivations.DagFolding.Symmetric);
+        var built = MicrobatchPeriodicity.EstimateOperations(candidate, Derivations.DagFolding.Symmetric) is { } parts && parts < whole ? parts : whole;
+        tooLarge = built > Derivations.DagFactory.MaxOperations || built * Derivations.DagFactory.SecondsPerEstimatedOperation > Derivations.DagFactory.MaxEstimatedSeconds
+            ? new ConfigException("strategy", candidate.Strategy.ToString(), TooLarge["strategy: ".Length..]) : null;
+        return built;
     }
 }

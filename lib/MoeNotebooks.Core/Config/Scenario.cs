@@ -98,7 +98,13 @@ public sealed record Scenario(string Name, ModelSpec Model, HardwareSpec Hardwar
         // Many identical microbatches: build enough of them to see the schedule repeat and extrapolate the rest
         // exactly (null when the strategy, the cost model or the built DAG does not allow it: then build it all).
         var result = folding == DagFolding.Periodic ? MicrobatchPeriodicity.TryEvaluate(this, cost, DagFolding.Symmetric) : null;
-        var dag = result?.Dag ?? BuildDagFor(cost, folding == DagFolding.Periodic ? DagFolding.Symmetric : folding);
+        OperatorDag dag;
+        try { dag = result?.Dag ?? BuildDagFor(cost, folding == DagFolding.Periodic ? DagFolding.Symmetric : folding); }
+        catch (ConfigException e) when (folding == DagFolding.Periodic && MicrobatchPeriodicity.LastRefusal is { } why)
+        {
+            // Over the size guard whole: say why the extrapolation, which would have built less, did not apply.
+            throw new ConfigException(e.Field, e.Value, $"{e.Requirement}; not extrapolated over microbatches: {why}", e.Source);
+        }
         result ??= dag.CriticalPath(cost);
         // Bounded inputs price to finite times; if some combination still overflows, refuse it here rather than
         // hand an infinite total to a writer, a chart or a comparison.

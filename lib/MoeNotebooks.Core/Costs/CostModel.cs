@@ -180,7 +180,11 @@ public sealed class CostModel(string name, IComputeCostModel compute, ICommunica
     public Analysis.LinkFootprints? Footprints(OperatorDag dag)
     {
         if (Communication is not ILinkTopology topology) return null;
-        var byGroup = new int[2 * dag.GroupCount][];
+        // Per group three slots: its collectives, a send from its first member, a send from its last member. A send's
+        // group lists its two GPUs in ascending order whatever the direction, so the direction comes from the sending
+        // GPU (the operation's): a send occupies the sender's NIC egress and the receiver's ingress (full duplex), so an
+        // activation going s -> s + 1 and a gradient coming back s + 1 -> s do not contend.
+        var byGroup = new int[3 * dag.GroupCount][];
         var scratch = new List<int>();
         var empty = Array.Empty<int>();
         for (var i = 0; i < byGroup.Length; i++) byGroup[i] = empty;
@@ -190,11 +194,18 @@ public sealed class CostModel(string name, IComputeCostModel compute, ICommunica
         {
             var g = groups[op];
             if (g < 0) continue;
-            var send = dag._kinds[op].IsPointToPoint();
-            var slot = 2 * g + (send ? 1 : 0);
+            var slot = Analysis.LinkFootprints.Slot(dag, op, g);
             if (done[slot]) continue;
             done[slot] = true;
-            topology.Links(send ? CollectivePattern.SendRecv : dag.Kind(op).Pattern(), dag.GroupMembers(g), scratch);
+            var members = dag.GroupMembers(g);
+            if (slot == 3 * g) topology.Links(dag.Kind(op).Pattern(), members, scratch);
+            else if (slot == 3 * g + 1) topology.Links(CollectivePattern.SendRecv, members, scratch);
+            else
+            {
+                var reversed = members.ToArray();
+                Array.Reverse(reversed);
+                topology.Links(CollectivePattern.SendRecv, reversed, scratch);
+            }
             byGroup[slot] = scratch.ToArray();
         }
         return new Analysis.LinkFootprints(dag, topology.LinkCount, byGroup);

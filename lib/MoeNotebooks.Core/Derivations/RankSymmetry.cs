@@ -44,6 +44,7 @@ internal sealed class RankSymmetry
         if (st.EP > 1)
         {
             if (model.IsDense) kept = "dense model";
+            else if (model.Experts < st.EP) kept = "fewer experts than EP ranks";   // an invalid layout, estimated before validation (searches)
             else if (RoutingOutcome.Of(model, st) is not { } routing) kept = "no routing";
             else
             {
