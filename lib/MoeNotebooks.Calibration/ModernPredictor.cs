@@ -9,18 +9,22 @@ namespace MoeNotebooks.Calibration;
 
 /// <summary>Seconds of one training step by what the time is spent on (critical-path attribution); every part scales on its own.</summary>
 /// <param name="Ssd">The Mamba-2 mixer's kernels between its projections (causal conv1d, the SSD Triton kernels, state passing, gated norm): 0 without Mamba layers.</param>
-public sealed record StepParts(double DenseGemm, double Logits, double ExpertGemm, double Attention, double Elementwise, double AllToAll, double OtherCommunication, double Ssd = 0)
+/// <param name="TensorParallel">Tensor-parallel collectives of the layers (the TP all-reduces, and under sequence parallelism the reduce-scatters and all-gathers); apart from <paramref name="OtherCommunication"/> so that Transformer Engine's TP communication overlap can expose only its share.</param>
+public sealed record StepParts(double DenseGemm, double Logits, double ExpertGemm, double Attention, double Elementwise, double AllToAll, double OtherCommunication, double Ssd = 0, double TensorParallel = 0)
 {
     public static StepParts Zero { get; } = new(0, 0, 0, 0, 0, 0, 0);
-    public double Total => DenseGemm + Logits + ExpertGemm + Attention + Elementwise + AllToAll + OtherCommunication + Ssd;
-    public static StepParts operator +(StepParts a, StepParts b) => new(a.DenseGemm + b.DenseGemm, a.Logits + b.Logits, a.ExpertGemm + b.ExpertGemm, a.Attention + b.Attention, a.Elementwise + b.Elementwise, a.AllToAll + b.AllToAll, a.OtherCommunication + b.OtherCommunication, a.Ssd + b.Ssd);
+    public double Total => DenseGemm + Logits + ExpertGemm + Attention + Elementwise + AllToAll + OtherCommunication + Ssd + TensorParallel;
+    public static StepParts operator +(StepParts a, StepParts b) => new(a.DenseGemm + b.DenseGemm, a.Logits + b.Logits, a.ExpertGemm + b.ExpertGemm, a.Attention + b.Attention, a.Elementwise + b.Elementwise, a.AllToAll + b.AllToAll, a.OtherCommunication + b.OtherCommunication, a.Ssd + b.Ssd, a.TensorParallel + b.TensorParallel);
     public static StepParts operator -(StepParts a, StepParts b) => a + (-1) * b;
-    public static StepParts operator *(double k, StepParts a) => new(k * a.DenseGemm, k * a.Logits, k * a.ExpertGemm, k * a.Attention, k * a.Elementwise, k * a.AllToAll, k * a.OtherCommunication, k * a.Ssd);
+    public static StepParts operator *(double k, StepParts a) => new(k * a.DenseGemm, k * a.Logits, k * a.ExpertGemm, k * a.Attention, k * a.Elementwise, k * a.AllToAll, k * a.OtherCommunication, k * a.Ssd, k * a.TensorParallel);
+
+    /// <summary>The layers' tensor-parallel collectives: AttentionAllReduce and ExpertAllReduce (the FFN's TP all-reduce), and sequence parallelism's reduce-scatters and all-gathers.</summary>
+    public static bool IsTensorParallel(OpKind kind) => kind is OpKind.AttentionAllReduce or OpKind.ExpertAllReduce or OpKind.SequenceReduceScatter or OpKind.SequenceAllGather;
 
     /// <summary>Critical-path seconds of a scheduled DAG by part; sums to its total.</summary>
     public static StepParts Of(CriticalPathResult r)
     {
-        double d = 0, l = 0, e = 0, a = 0, el = 0, x = 0, o = 0, ssd = 0;
+        double d = 0, l = 0, e = 0, a = 0, el = 0, x = 0, o = 0, ssd = 0, tp = 0;
         foreach (var op in r.CriticalOps)
         {
             var t = r.Durations[op];
@@ -31,6 +35,7 @@ public sealed record StepParts(double DenseGemm, double Logits, double ExpertGem
                 case OpCategory.Attention: a += t; break;
                 case OpCategory.Elementwise: el += t; break;
                 case OpCategory.Communication when kind is OpKind.AllToAllDispatch or OpKind.AllToAllCombine: x += t; break;
+                case OpCategory.Communication when IsTensorParallel(kind): tp += t; break;
                 case OpCategory.Communication: o += t; break;
                 default:
                     if (kind == OpKind.Logits) l += t;
@@ -39,7 +44,7 @@ public sealed record StepParts(double DenseGemm, double Logits, double ExpertGem
                     break;
             }
         }
-        return new StepParts(d, l, e, a, el, x, o, ssd);
+        return new StepParts(d, l, e, a, el, x, o, ssd, tp);
     }
 }
 
@@ -62,12 +67,19 @@ public sealed record ModernScenario(ModernRun Run, ModernArchitecture Architectu
     public MoeAllToAllOverlap LaunchOverlap => Launch is { } l && Run.EP > 1 && Model.Experts > 0 ? l.Overlap : MoeAllToAllOverlap.None;
 
     /// <summary>
-    /// Whether the run's framework computes attention in one fused flash kernel whose score matrix stays on chip, priced so
-    /// (<see cref="CostModel.FusedAttentionHeads"/>: each head's products as its share of one kernel over the rank's heads): MosaicML's MPT benchmarks run llm-foundry's Triton FlashAttention
-    /// (scripts/train/benchmarking/submit_benchmarks.py, <c>--attn_impl</c> default "triton"). Megatron-Bridge's rows
-    /// (Transformer Engine's fused attention) keep the GEMM pricing their Blackwell fit was made with.
+    /// Megatron-Bridge's Llama recipes (megatron.bridge.recipes.llama: llama3_8b/70b, llama31_405b pretrain configs) run
+    /// tensor parallelism with sequence parallelism (<c>sequence_parallel=True</c>): dense Megatron-Bridge rows with TP > 1
+    /// are sliced with it (reduce-scatter / all-gather instead of the TP all-reduce, norms on 1/TP of the tokens).
     /// </summary>
-    public bool FusedAttentionKernel => Run.Framework == ModernFramework.MosaicMpt;
+    public bool SequenceParallel => Run.Framework == ModernFramework.MegatronBridge && Run.TP > 1 && Architecture.Experts == 0 && Architecture.Hybrid is null;
+
+    /// <summary>
+    /// Transformer Engine's userbuffers TP communication overlap as the Llama performance scripts launch it
+    /// (Megatron-Bridge scripts/performance/configs/llama/llama3_llm_pretrain.py, commit 2a0d46e, and
+    /// llama31_llm_pretrain.py, commit 0013c9a: <c>tp_comm_overlap_cfg = userbuffers_*_b200_*</c> and
+    /// <c>tp_comm_overlap = False if precision == "nvfp4"</c>): on for the sequence-parallel dense rows except NVFP4.
+    /// </summary>
+    public bool TpCommOverlap => SequenceParallel && Run.Precision != TrainingPrecision.Nvfp4;
 
     /// <summary>The all-to-all implementation the launch's dispatcher maps to (NCCL without a launch).</summary>
     public AllToAllImplementation LaunchAllToAll => Launch?.AllToAll ?? AllToAllImplementation.Nccl;
@@ -209,7 +221,7 @@ public sealed class ModernPredictor
     public ModernPredictor(Func<HardwareSpec, CostModel> costModel) => CostOf = costModel;
 
     /// <summary>Tile-wave compute on the GPU's tile table and datasheet links: nothing fitted.</summary>
-    public static ModernPredictor Datasheet { get; } = new(h => new CostModel($"tile-wave({h.Gpu.Architecture})", new TileWaveCompute(h.Gpu, TileWaveTable.For(h.Gpu)), new LinkCommunication(h)));
+    public static ModernPredictor Datasheet { get; } = new(h => new CostModel($"tile-wave({h.Gpu.Architecture}), fused attention", new TileWaveCompute(h.Gpu, TileWaveTable.For(h.Gpu)), new LinkCommunication(h)) { FusedAttentionHeads = true });
 
     public Func<HardwareSpec, CostModel> CostOf { get; }
 
@@ -249,6 +261,7 @@ public sealed class ModernPredictor
             Schedule = PipelineSchedule.OneFOneB,
             RankOrder = "tp-ep-dp-pp",
             MoeAllToAllOverlap = overlap,
+            SequenceParallel = s.SequenceParallel,
         }.Validated();
 
     /// <summary>The cost model with the launch's all-to-all implementation (the same model when it is NCCL or the communication model is not the link model).</summary>
@@ -256,7 +269,7 @@ public sealed class ModernPredictor
     {
         var cost = CostOf(hardware);
         return allToAll != AllToAllImplementation.Nccl && cost.Communication is LinkCommunication link && link.AllToAll != allToAll
-            ? new CostModel(cost.Name, cost.Compute, new LinkCommunication(hardware, allToAll)) : cost;
+            ? new CostModel(cost.Name, cost.Compute, new LinkCommunication(hardware, allToAll)) { GroupedExpertGemms = cost.GroupedExpertGemms, FusedAttentionHeads = cost.FusedAttentionHeads, AllToAllSmShare = cost.AllToAllSmShare } : cost;
     }
 
     /// <summary>The slice model: <paramref name="layersPerStage"/> x stages layers, EP x microbatches x micro-batch sequences.</summary>
@@ -322,8 +335,6 @@ public sealed class ModernPredictor
     {
         var baseModel = model ?? s.Model;
         var cost = asLaunched ? CostFor(hardware, s.LaunchAllToAll) : CostOf(hardware);
-        if (s.FusedAttentionKernel && !cost.FusedAttentionHeads)
-            cost = new CostModel($"{cost.Name}+fused-attention", cost.Compute, cost.Communication) { AllToAllSmShare = cost.AllToAllSmShare, GroupedExpertGemms = cost.GroupedExpertGemms, FusedAttentionHeads = true };
         var overlap = asLaunched ? s.LaunchOverlap : MoeAllToAllOverlap.None;
         var stages = s.Run.PP > 1 ? 2 : 1;
         // Fully sharded runs carry their data-parallel group in the slice as ZeRO-3 (per-layer gathers in the DAG).

@@ -23,8 +23,22 @@ public sealed record GenerationFit(string Generation, double Gemm, double Groupe
 }
 
 /// <summary>Multipliers on a step's parts for what its DAG leaves out (FLOP ratios), and memory-bound seconds it lacks.</summary>
-public sealed record PartFactors(double Dense, double Expert, double Attention, double Logits, double ExtraMemorySeconds = 0)
+/// <param name="TensorParallelExposed">Share of the critical path's tensor-parallel collectives left exposed (<see cref="TpCommOverlapExposedShare"/> under Transformer Engine's TP communication overlap, else 1).</param>
+public sealed record PartFactors(double Dense, double Expert, double Attention, double Logits, double ExtraMemorySeconds = 0, double TensorParallelExposed = 1)
 {
+    /// <summary>
+    /// Exposed share of a layer's TP collectives under Transformer Engine's userbuffers comm+GEMM overlap as the
+    /// Llama performance configs set it (userbuffers_*_b200_h8192_tp2 / h16384_tp4: qkv_fprop, fc1_fprop, proj_dgrad and
+    /// fc2_dgrad "ring_exchange", qkv/fc1 dgrad and wgrad "bulk", proj_fprop and fc2_fprop "pipeline"). With sequence
+    /// parallelism a layer has 8 TP collectives of equal bytes (forward: all-gather before QKV and FC1, reduce-scatter
+    /// after the projection and FC2; backward the conjugates). Ring exchange pipelines the all-gather's TP chunks behind
+    /// the GEMM's chunks (the first chunk is local): none exposed; bulk overlaps the dgrad reduce-scatter with the wgrad
+    /// GEMM: none exposed; the pipelined reduce-scatter splits the GEMM in 4 (Transformer Engine's default num_splits for
+    /// "pipeline") and only the last chunk's reduce-scatter is exposed: 1/4 of each of the two forward reduce-scatters.
+    /// Exposed: 2 x 1/4 of 8 collectives = 1/16. Holds while a chunk's transfer is shorter than its GEMM chunk (NVLink).
+    /// </summary>
+    public const double TpCommOverlapExposedShare = 2 * (1.0 / 4) / 8;
+
     public static PartFactors One { get; } = new(1, 1, 1, 1);
 }
 
@@ -47,7 +61,7 @@ public sealed record ModernRowModel(ModernScenario Scenario, IReadOnlyDictionary
         var (step, k) = Steps[rung];
         var p = step.Parts;
         return f.Gemm * (k.Dense * p.DenseGemm + k.Logits * p.Logits) + f.GroupedGemm * k.Expert * p.ExpertGemm + f.Attention * k.Attention * p.Attention
-            + f.MemoryBound * (p.Elementwise + k.ExtraMemorySeconds) + f.AllToAll * p.AllToAll + p.OtherCommunication + f.Ssd * p.Ssd
+            + f.MemoryBound * (p.Elementwise + k.ExtraMemorySeconds) + f.AllToAll * p.AllToAll + p.OtherCommunication + f.Ssd * p.Ssd + k.TensorParallelExposed * p.TensorParallel
             + f.DataParallelExposed * step.DataParallelSeconds + f.OverheadMicroseconds * 1e-6 * step.LayerMicrobatches;
     }
 
@@ -65,7 +79,7 @@ public sealed record ModernRowModel(ModernScenario Scenario, IReadOnlyDictionary
             ["Mamba SSD kernels"] = f.Ssd * p.Ssd,
             ["elementwise"] = f.MemoryBound * (p.Elementwise + k.ExtraMemorySeconds),
             ["all-to-all exposed"] = f.AllToAll * p.AllToAll,
-            ["other communication"] = p.OtherCommunication,
+            ["other communication"] = p.OtherCommunication + k.TensorParallelExposed * p.TensorParallel,
             ["DP sync exposed"] = f.DataParallelExposed * step.DataParallelSeconds,
             ["framework overhead"] = f.OverheadMicroseconds * 1e-6 * step.LayerMicrobatches,
         };
@@ -220,7 +234,8 @@ public static class ModernSuite
             steps[ModernRung.Precision] = (precision, k);
             steps[ModernRung.Layout] = (layout, k);
             steps[ModernRung.Topology] = (topology, k);
-            steps[ModernRung.Launch] = (ChangesPricing(s) ? predictor.Predict(s, hw, v, true, withRecipe, asLaunched: true) : topology, k);
+            steps[ModernRung.Launch] = (ChangesPricing(s) ? predictor.Predict(s, hw, v, true, withRecipe, asLaunched: true) : topology,
+                s.TpCommOverlap ? k with { TensorParallelExposed = PartFactors.TpCommOverlapExposedShare } : k);
             note = s.RecipeNote;
         }
         else
@@ -458,7 +473,8 @@ public static class ModernSuite
                 foreach (var x in rows)
                     notes.Add($"launch {x.Row.Run.Id}: " + (x.Row.Scenario.Launch is { } l
                         ? (ChangesPricing(x.Row.Scenario) ? "" : "(prices as plain) ") + l.Describe()
-                        : $"plain ({x.Row.Scenario.LaunchNote})"));
+                        : $"plain ({x.Row.Scenario.LaunchNote})")
+                        + (x.Row.Scenario.SequenceParallel ? $"; Llama recipe: sequence parallel, TE userbuffers TP overlap {(x.Row.Scenario.TpCommOverlap ? "on (1/16 of the TP collectives exposed)" : "off (NVFP4)")}" : ""));
             }
             var skipped = r.Unexpressed.Where(u => u.Run.TargetGroup == group).ToArray();
             foreach (var g in skipped.GroupBy(u => u.Reason)) notes.Add($"not expressed ({g.Count()} rows): {g.Key} -- {string.Join(", ", g.Select(u => u.Run.Family).Distinct())}");

@@ -326,7 +326,7 @@ public class ModernTargetTests
     }
 
     [CalibrationDataFact]
-    public void Dense_lomo_mape_TARGET_8pct_MISSED_regression_bound_10_5pct()
+    public void Dense_lomo_mape_TARGET_8pct_MISSED_regression_bound_10pct()
     {
         // Only the DGX-B200 Llama-3-8B rows were expressible until the GB200/GB300/B300 presets landed (issue 11 item 5,
         // with issue 13's collectives); the test now covers the rest of the dense rows and the target is missed: 8.9 %
@@ -336,8 +336,12 @@ public class ModernTargetTests
         // -16 / -17 %), and with them in the Blackwell fit the 23 earlier rows move 7.9 -> 8.6 %: 10.0 % on 29 rows.
         // The set of rows changed, not the predictions of a fixed set; the bound follows the achieved figure (9.5 % on 29
         // rows after every issue-12 layout and the launch settings landed; bound = achieved + 1).
+        // Then the dense rows as Megatron-Bridge launches them: Transformer Engine's fused attention priced as one kernel
+        // over a rank's heads (the score matrix on chip, waves and launch shared: the CP ring rows had paid a 5 us launch
+        // per head and ring step), sequence parallelism in the Llama recipes, and TE's userbuffers TP overlap exposing
+        // 1/16 of the TP collectives (off for NVFP4, as the scripts set it): 9.5 -> 9.4 % (in-sample 8.5 -> 6.7 %).
         var mape = Lomo("dense");
-        Assert.True(mape <= 10.5, $"dense leave-one-model-out MAPE {mape:F1} % (target 8 %, regression bound 10.5 %)");
+        Assert.True(mape <= 10, $"dense leave-one-model-out MAPE {mape:F1} % (target 8 %, regression bound 10 %)");
     }
 
     [CalibrationDataFact]

@@ -1,0 +1,92 @@
+using MoeNotebooks.Analysis;
+using MoeNotebooks.Calibration;
+using MoeNotebooks.Config;
+using MoeNotebooks.Costs;
+using MoeNotebooks.Dag;
+using MoeNotebooks.Derivations;
+
+namespace MoeNotebooks.Calibration.Tests;
+
+/// <summary>Issue 14, dense Megatron-Bridge rows as launched: fused attention, sequence parallelism and TE's TP communication overlap.</summary>
+public class DenseLaunchTests
+{
+    private static IReadOnlyList<ModernRun> Runs => ModernRun.Read(RealData.Data.PathOf(ModernSuite.File));
+
+    private static ModernScenario Scenario(string id)
+    {
+        var (s, reason) = ModernPredictor.ScenarioOf(Runs.Single(r => r.Id == id));
+        return s ?? throw new InvalidOperationException(reason);
+    }
+
+    [Fact]
+    public void The_exposed_share_under_userbuffers_overlap_is_one_sixteenth()
+    {
+        // Oracle (hand, from the userbuffers configs the Llama scripts use): 8 TP collectives of equal bytes per layer
+        // under sequence parallelism; ring-exchange all-gathers and bulk dgrad reduce-scatters hidden; the two forward
+        // reduce-scatters pipelined in 4 GEMM chunks expose their last chunk: 2 x (1/4) / 8 = 0.0625.
+        Assert.Equal(0.0625, PartFactors.TpCommOverlapExposedShare, 15);
+    }
+
+    [CalibrationDataFact]
+    public void Llama_rows_run_sequence_parallel_and_overlap_tp_communication_except_nvfp4()
+    {
+        // Oracle: Megatron-Bridge's Llama scripts (llama31_llm_pretrain.py: tp_comm_overlap = False if precision ==
+        // "nvfp4"; recipes with sequence_parallel=True): the GB300 405B TP4 FP8 row overlaps, the NVFP4 row of the same
+        // layout does not, the TP1 8B row has neither (Megatron turns sequence parallelism off at TP 1).
+        var fp8 = Scenario("mbridge_26.04.01_LLAMA3_1_405B_DGX-GB300_256g_FP8_tp4pp8epn/a");
+        var nvfp4 = Scenario("mbridge_26.04.01_LLAMA3_1_405B_DGX-GB300_256g_NVFP4_tp4pp8epn/a");
+        var tp1 = Scenario("mbridge_25.11_LLAMA3_8B_DGX-GB300_8g_FP8CSFP8_tp1pp1ep1");
+        Assert.True(fp8.SequenceParallel && fp8.TpCommOverlap);
+        Assert.True(nvfp4.SequenceParallel && !nvfp4.TpCommOverlap);
+        Assert.False(tp1.SequenceParallel || tp1.TpCommOverlap);
+        Assert.True(ModernPredictor.SliceStrategy(fp8, 2, 2).SequenceParallel);
+        Assert.False(ModernPredictor.SliceStrategy(tp1, 1, 2).SequenceParallel);
+    }
+
+    [CalibrationDataFact]
+    public void The_launch_rung_exposes_a_sixteenth_of_the_tp_collectives_and_changes_nothing_else()
+    {
+        // Oracle (hand): the launch rung of a dense row prices the same step as the topology rung; only the TP part is
+        // multiplied by 1/16, so under any fit Topology - Launch = (1 - 1/16) x TensorParallel seconds; for NVFP4 0.
+        var fit = new GenerationFit("test", 0.9, 1.1, 1.2, 1, 1.3, 0.5, 100, 1);
+        var fp8 = ModernSuite.Model(Scenario("mbridge_26.04.01_LLAMA3_1_405B_DGX-GB300_256g_FP8_tp4pp8epn/a"), ModernPredictor.Datasheet);
+        var launch = fp8.Steps[ModernRung.Launch];
+        Assert.Same(fp8.Steps[ModernRung.Topology].Step, launch.Step);
+        Assert.True(launch.Step.Parts.TensorParallel > 0);
+        Assert.Equal((1 - 1.0 / 16) * launch.Step.Parts.TensorParallel, fp8.Seconds(fit, ModernRung.Topology) - fp8.Seconds(fit, ModernRung.Launch), 9);
+        var nvfp4 = ModernSuite.Model(Scenario("mbridge_26.04.01_LLAMA3_1_405B_DGX-GB300_256g_NVFP4_tp4pp8epn/a"), ModernPredictor.Datasheet);
+        Assert.Equal(nvfp4.Seconds(fit, ModernRung.Topology), nvfp4.Seconds(fit, ModernRung.Launch), 12);
+    }
+
+    [Fact]
+    public void Step_parts_put_the_tp_collectives_on_the_critical_path_in_their_own_part()
+    {
+        // Oracle: an independent sum over the scheduled critical path by op kind: the TP part is exactly the seconds of
+        // the critical sequence-parallel reduce-scatters and all-gathers (TP all-reduces without SP), the other
+        // communication part the rest; the parts still sum to the schedule's total.
+        var model = ModelPresets.Get("llama3-8b", batch: 4, sequenceLength: 2048) with { Layers = 2 };
+        foreach (var sp in new[] { true, false })
+        {
+            var st = new StrategySpec(1, 4, 1, 1, Derivation.Corrected, 2) { Mode = WorkloadMode.Training, SequenceParallel = sp }.Validated();
+            var hw = HardwareCatalog.Get("DGX-B200").WithGpus(4);
+            var r = st.BuildDag(model).CriticalPath(ModernPredictor.Datasheet.CostOf(hw));
+            var parts = StepParts.Of(r);
+            double Sum(Func<OpKind, bool> which) => r.CriticalOps.Where(op => which(r.Dag.Kind(op))).Sum(op => r.Durations[op]);
+            var tp = Sum(k => k is OpKind.SequenceReduceScatter or OpKind.SequenceAllGather or OpKind.AttentionAllReduce or OpKind.ExpertAllReduce);
+            Assert.True(tp > 0);
+            Assert.Equal(tp, parts.TensorParallel, 12);
+            Assert.Equal(Sum(k => k.Category() == OpCategory.Communication) - tp, parts.OtherCommunication, 12);
+            Assert.Equal(r.TotalSeconds, parts.Total, 9);
+        }
+    }
+
+    [Fact]
+    public void The_datasheet_predictor_prices_attention_as_one_fused_kernel_per_rank_also_as_launched()
+    {
+        // Oracle: Transformer Engine's fused attention (cuDNN / flash) runs all of a rank's heads in one kernel; the
+        // predictor's cost model says so, and the launched cost model (DeepEP all-to-all) keeps it.
+        var hw = HardwareCatalog.Get("GB200-NVL72").WithGpus(72);
+        Assert.True(ModernPredictor.Datasheet.CostOf(hw).FusedAttentionHeads);
+        Assert.True(ModernPredictor.Datasheet.CostFor(hw, AllToAllImplementation.DeepEpNormal).FusedAttentionHeads);
+    }
+}
