@@ -67,7 +67,9 @@ public class ModernFsdpTests
         // step cannot hide behind compute.
         var s = Scenario(Mpt70b);
         var datasheet = ModernPredictor.Datasheet.Predict(s, s.Hardware, 1, priceDataParallel: true, s.Preset);
-        var free = new ModernPredictor(h => new CostModel("free communication", ModernPredictor.Datasheet.CostOf(h).Compute, new FreeCommunication()))
+        var free = new ModernPredictor(h => ModernPredictor.Datasheet.CostOf(h) is var c
+                ? new CostModel("free communication", c.Compute, new FreeCommunication()) { FusedAttentionHeads = c.FusedAttentionHeads, GroupedExpertGemms = c.GroupedExpertGemms }
+                : throw new InvalidOperationException())
             .Predict(s, s.Hardware, 1, priceDataParallel: true, s.Preset);
         Assert.Equal(0, datasheet.DataParallelSeconds);
         Assert.True(datasheet.Parts.OtherCommunication > 0, "no gather on the critical path");
