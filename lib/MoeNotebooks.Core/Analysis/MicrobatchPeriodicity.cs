@@ -158,7 +158,8 @@ public static class MicrobatchPeriodicity
                         if (TryWith(scenario, cost, folding, b, mB, c, attempts) is { } result) return result;
                 }
                 // A built part over the size guard: the whole DAG is bigger still, and the caller's guard says so.
-                catch (ConfigException) { return null; }
+                // (Typically: the cost model does not price the folded ranks alike, so the part is rebuilt unfolded.)
+                catch (ConfigException e) { return Refuse($"a built part ({mB} microbatches) was refused: {e.Requirement}"); }
             }
         }
         return null;
