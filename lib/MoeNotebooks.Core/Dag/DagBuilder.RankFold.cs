@@ -66,6 +66,29 @@ public sealed partial class DagBuilder
         return ops[k];
     }
 
+    /// <summary>Whether <paramref name="gpu"/> is built but folded onto another rank (its operations are its representative's).</summary>
+    public bool IsFoldedRank(int gpu) => _rankRep is not null && IsBuilt(gpu) && _rankRep[gpu] != gpu;
+
+    /// <summary>The rank representative of a built GPU (itself without rank folding).</summary>
+    public int RankRepresentative(int gpu) => _rankRep is null ? gpu : _rankRep[gpu];
+
+    /// <summary>
+    /// A folded rank's operations up to where its representative's sequence stands now are taken as issued, unchecked:
+    /// for a derivation loop that emits the same per-rank operations for every rank of a site and has just emitted the
+    /// representative's (the loop body depends on the rank only through its GPU id and head or expert labels). Waits
+    /// queued for its next compute operation went to the representative's counterpart. What follows is checked again.
+    /// </summary>
+    public void CatchUp(int gpu)
+    {
+        if (!IsFoldedRank(gpu)) throw new DagException($"GPU {gpu} is not a folded rank");
+        _position![gpu] = _repOps![_rankRep![gpu]].Count;
+        if (_computeWaits?[gpu] is { Count: > 0 } waits)
+        {
+            _pendingWaits -= waits.Count;
+            waits.Clear();
+        }
+    }
+
     /// <summary>-1 when the operation is to be built (it involves a representative), else its checked counterpart.</summary>
     private int RankFoldCounterpart(OpKind kind, int gpu, int group, int layer, int microbatch, int index, PriceClass priceClass, ref ReadOnlySpan<int> deps)
     {

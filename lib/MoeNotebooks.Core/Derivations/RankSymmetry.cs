@@ -44,7 +44,8 @@ internal sealed class RankSymmetry
         if (st.EP > 1)
         {
             if (model.IsDense) kept = "dense model";
-            else if (model.Experts < st.EP) kept = "fewer experts than EP ranks";   // an invalid layout, estimated before validation (searches)
+            // An invalid layout estimated before validation (searches): fewer experts than EP ranks, or not divisible.
+            else if (model.Experts % st.EP != 0) kept = "experts not divisible by EP";
             else if (RoutingOutcome.Of(model, st) is not { } routing) kept = "no routing";
             else
             {

@@ -35,6 +35,7 @@ internal sealed partial class AttentionBlock : ILayerBlock
         c.PreNormGather(site, last);
         for (var li = 0; li < gpus.Length; li++)
         {
+            if (c.SkipFoldedRank(gpus, li, last)) continue;
             var g = gpus[li];
             var norm = c.PreNorm(site, li, last);
             var (q, k, v) = Projections(c, pass, g, layer, mb, norm);
@@ -95,6 +96,7 @@ internal sealed partial class AttentionBlock : ILayerBlock
         if (c.SequenceParallel) c.TensorGroupCollective(gpus, OpKind.SequenceAllGather, c.ActivationBytes, layer, mb, last);
         for (var li = 0; li < gpus.Length; li++)
         {
+            if (c.SkipFoldedRank(gpus, li, last)) continue;
             var g = gpus[li];
             var o = c.LinearBackward(OpKind.OutputProjection, g, Output(c), layer, [last[li]], -1, mb);
             var heads = new int[c.HeadsPerRank];

@@ -26,6 +26,7 @@ internal sealed class DenseFfnBlock : ILayerBlock
         if (c.SequenceParallel) c.TensorGroupCollective(gpus, OpKind.SequenceAllGather, c.ActivationBytes, layer, mb, last);
         for (var li = 0; li < gpus.Length; li++)
         {
+            if (c.SkipFoldedRank(gpus, li, last)) continue;
             var g = gpus[li];
             if (pass != BlockPass.Backward)
             {

@@ -104,6 +104,24 @@ internal sealed partial class LayerContext
     public static ReadOnlySpan<int> Deps(int op) => op < 0 ? [] : new[] { op };
 
     /// <summary>
+    /// Rank folding (<see cref="RankSymmetry"/>): true when <paramref name="gpus"/>[<paramref name="li"/>] is folded onto
+    /// a rank of the same site emitted earlier in this loop; then its result is the representative's and its operations
+    /// are skipped (<see cref="DagBuilder.CatchUp"/>). Only for loop bodies whose operations depend on the rank through
+    /// its GPU id and head or expert labels alone; the folding property test (whole DAG as oracle) covers them.
+    /// </summary>
+    public bool SkipFoldedRank(int[] gpus, int li, int[] last)
+    {
+        var g = gpus[li];
+        // A zero-bubble B pass defers weight gradients per GPU to its W pass: emit them all (checked) instead.
+        if (DeferredWeightGradients is not null || !B.IsFoldedRank(g)) return false;
+        var r = Array.IndexOf(gpus, B.RankRepresentative(g), 0, li);
+        if (r < 0) return false;
+        last[li] = last[r];
+        B.CatchUp(g);
+        return true;
+    }
+
+    /// <summary>
     /// Where weight-gradient GEMMs go while a zero-bubble input-gradient pass (B) is emitted: null (the default) emits
     /// each dW right after its dX, as every schedule without a B/W split does; a list collects them instead, for the
     /// schedule's weight-gradient pass (W) to issue later (<see cref="EmitWeightGradients"/>).

@@ -18,6 +18,8 @@ internal static class RoutedExperts
         var activation = c.M.MoeMemoryBoundOps;
         for (var li = 0; li < gpus.Length; li++)
         {
+            // A folded rank's experts receive its representative's tokens (RankSymmetry folds EP ranks only then).
+            if (c.SkipFoldedRank(gpus, li, last)) continue;
             var g = gpus[li];
             var er = li / c.St.ETP % c.St.EP;
             var outs = new List<int>();
