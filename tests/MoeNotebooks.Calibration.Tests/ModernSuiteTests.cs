@@ -345,14 +345,16 @@ public class ModernTargetTests
     }
 
     [CalibrationDataFact]
-    public void Hybrid_lomo_mape_TARGET_12pct_MISSED_regression_bound_21pct()
+    public void Hybrid_lomo_mape_TARGET_12pct_MISSED_regression_bound_14pct()
     {
         // The 18 Nemotron-3 hybrid (Mamba-2 + attention + MoE) rows in the Blackwell fit (ModernSuite.HybridRowsInFit):
         // the Mamba mixer priced as mamba_ssm's kernels by their HBM bytes, their shortfall fitted once per generation
         // (the SSD factor, from the hybrid rows of the other models in leave-one-model-out). 53.4 % (SSD by shape, held
-        // out) -> 50.5 % (kernel bytes, held out) -> 20.0 % (in the fit). Bound = achieved + 1.
+        // out) -> 50.5 % (kernel bytes, held out) -> 20.0 % (in the fit) -> 12.7 % with the dense rows' launch work
+        // (main at 45a43ea: per-layer overhead 3.6 ms, SSD x1.53). Bound = achieved + 1.3 (the shared fit still moves
+        // as the other groups land).
         var mape = Lomo("hybrid");
-        Assert.True(mape <= 21, $"hybrid leave-one-model-out MAPE {mape:F1} % (target 12 %, regression bound 21 %)");
+        Assert.True(mape <= 14, $"hybrid leave-one-model-out MAPE {mape:F1} % (target 12 %, regression bound 14 %)");
     }
 
     [CalibrationDataFact]
