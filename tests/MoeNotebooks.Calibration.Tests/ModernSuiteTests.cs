@@ -465,7 +465,8 @@ public class ModernTargetTests
         // Blackwell fit with the hybrid rows equals the fit of the other rows alone in every shared factor, and only the
         // SSD factor (fitted on the hybrid rows, > 1: the Triton kernels fall short of the HBM-bytes bound) differs.
         var blackwell = Suite.Rows.Where(r => r.Row.Run.Generation == "blackwell").Select(r => r.Row).ToArray();
-        var without = ModernSuite.Fit("blackwell", blackwell.Where(r => r.Scenario.Architecture.Hybrid is null).ToArray());
+        // (The rows held out of every fit, the Megatron-FSDP ones, ModernSuite.InFit, are out of both.)
+        var without = ModernSuite.Fit("blackwell", blackwell.Where(r => r.Scenario.Architecture.Hybrid is null && ModernSuite.InFit(r)).ToArray());
         var with = Suite.Fits["blackwell"];
         Assert.Equal(without with { Rows = with.Rows, Ssd = with.Ssd }, with);
         Assert.True(with.Ssd > 1, $"SSD factor {with.Ssd:F2}");
@@ -473,10 +474,24 @@ public class ModernTargetTests
     }
 
     [CalibrationDataFact]
-    public void Mpt_lomo_mape_TARGET_10pct_MISSED_regression_bound_11_5pct()
+    public void Megatron_fsdp_lomo_mape_TARGET_8pct_MISSED_regression_bound_30pct()
     {
+        // The six Megatron-FSDP Llama-3 rows (listed as not expressible until per-layer ZeRO-3 entered the slice),
+        // predicted with the Blackwell fit made without them: 29.1 %, all too fast (their launch configs offload 20 to 40
+        // layers' activations to the CPU, not priced). Bound = achieved + 0.9.
+        var mape = Lomo("megatron-fsdp");
+        Assert.True(mape <= 30, $"Megatron-FSDP leave-one-model-out MAPE {mape:F1} % (target 8 %, regression bound 30 %)");
+    }
+
+    [CalibrationDataFact]
+    public void Mpt_lomo_mape_TARGET_10pct_MET_regression_bound_8pct()
+    {
+        // 10.2 % while FSDP was a fitted exposed share of per-microbatch gathers and attention was priced as two GEMMs
+        // writing the score matrix to HBM; per-layer FSDP in the slice's DAG (10.8 %), then llm-foundry's fused Triton
+        // flash attention (scores on chip, CostModel.FusedAttentionHeads; the hd-64 models were memory-bound on a score matrix
+        // the kernel never writes): 7.5 % on the 78 rows. Bound = achieved + 0.5; the target (10 %) is met.
         var mape = Lomo("mpt");
-        Assert.True(mape <= 11.5, $"MPT leave-one-model-out MAPE {mape:F1} % (target 10 %, regression bound 11.5 %)");
+        Assert.True(mape <= 8, $"MPT leave-one-model-out MAPE {mape:F1} % (target 10 %, regression bound 8 %)");
     }
 
     [Fact]
