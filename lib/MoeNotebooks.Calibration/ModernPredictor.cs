@@ -127,8 +127,13 @@ public sealed record ModernStep(StepParts Parts, double DataParallelSeconds, dou
 /// part of t for the p - 2 middle stages, which have no output layer. The law is checked against the full DAG of small
 /// replicas (within 2 %, interleaved within 5 %: the slice runs plain 1F1B and v enters only the bubble term).</para>
 /// <para>Data-parallel synchronisation (Megatron's distributed optimizer: gradients reduce-scattered in fp32, parameters
-/// all-gathered in bf16, over DP for dense and DP/EP for expert parameters; FSDP: per microbatch two all-gathers and one
-/// reduce-scatter of all parameters) is priced on its own from the real rank placement (Megatron order tp-ep-dp-pp).</para>
+/// all-gathered in bf16, over DP for dense and DP/EP for expert parameters) is priced on its own from the real rank
+/// placement (Megatron order tp-ep-dp-pp). Fully sharded runs (<see cref="ShardsParameters"/>: MPT's FSDP FULL_SHARD,
+/// Megatron-FSDP) are simulated with their whole data-parallel group as ZeRO-3 instead, built folded (replica 0 stands
+/// for all, the collectives keep their whole groups): each layer's parameters all-gathered before its forward and again
+/// before its recompute (or backward), its gradient reduce-scattered after its backward, one layer prefetched and at most
+/// two gathered (limit_all_gathers), all inside the slice's DAG (CorrectedDerivation.Gathers), so what the gathers cost
+/// is what the schedule leaves exposed.</para>
 /// </summary>
 public sealed class ModernPredictor
 {
@@ -178,10 +183,14 @@ public sealed class ModernPredictor
             return (null, $"no architecture: the row gives none (\"{run.Arch}\") and no public config is in data/{ModernArchitecture.ResourceName}");
         if (run.CP > 1 && run.EP % run.CP != 0 && run.CP % run.EP != 0)
             return (null, $"context parallelism CP = {run.CP} with EP = {run.EP}: neither divides the other (the core's CP rings tile EP ranks or whole replicas)");
-        if (run.Sharding.Contains("Megatron-FSDP", StringComparison.OrdinalIgnoreCase))
-            return (null, $"Megatron-FSDP ({run.Sharding}) over TP/PP is not modelled yet (issue 12)");
-        if (run.EP > 1 && run.DP % run.EP != 0)
-            return (null, $"EP = {run.EP} larger than DP = {run.DP}: the core prices MoE parallel folding (expertTensorParallelSize, issue 12) but this suite's two-stage slice does not fold experts over TP x DP yet");
+        if (ShardsParameters(run) && (run.CP > 1 || run.PP > 1 || run.EP > 1))
+            return (null, $"fully sharded data parallelism ({run.Sharding}) with CP = {run.CP}, PP = {run.PP}, EP = {run.EP}: the suite's FSDP slice holds TP x DP ranks only (the core refuses ZeRO-3 gathers with CP rings spanning replicas)");
+        if (run.EP > 1 && run.DP % run.EP != 0 && !FoldsExperts(run))
+            return (null, run.CP > 1
+                ? $"EP = {run.EP} does not divide DP = {run.DP} with context parallelism CP = {run.CP}: the slice folds experts over TP x DP only without CP"
+                : $"EP = {run.EP} divides neither DP = {run.DP} nor the GPUs of a stage TP x DP = {run.TP * run.DP}: no expert-parallel layout (EP x ETP x EDP = TP x DP) holds it");
+        if (FoldsExperts(run) && run.IsHybrid && !FoldHybridRows)
+            return (null, $"EP = {run.EP} larger than DP = {run.DP}: the slice folds experts over TP x DP (ETP 1) for the MoE rows; the hybrid rows enter when the hybrid fit takes them (ModernPredictor.FoldHybridRows)");
         var system = SystemPresets.TryGetValue(run.System, out var names)
             ? names.FirstOrDefault(n => HardwareCatalog.Names.Contains(n, StringComparer.OrdinalIgnoreCase)) : null;
         if (system is null) return (null, $"no hardware preset for {run.System} (issues 11 and 13 add the presets)");
@@ -225,22 +234,66 @@ public sealed class ModernPredictor
     /// CP / EP replicas one ring spans (Megatron's order tp-cp-ep-dp-pp puts the CP ranks right after TP; here they are
     /// consecutive replicas, at stride TP x EP in the slice's rank order).
     /// </summary>
-    public static int SliceReplicas(ModernRun run) => run.CP > run.EP ? run.CP / run.EP : 1;
+    public static int SliceReplicas(ModernRun run) => FoldsExperts(run) ? FoldUnitGpus(run) / run.EP : run.CP > run.EP ? run.CP / run.EP : 1;
 
-    /// <summary>Attention data-parallel ranks of the slice: EP x replicas / CP (EP without context parallelism).</summary>
-    public static int SliceAttentionRanks(ModernRun run) => run.EP * SliceReplicas(run) / run.CP;
+    /// <summary>
+    /// Runs whose parameters, gradients and optimizer states are fully sharded over the data-parallel ranks: MosaicML's
+    /// MPT benchmarks (composer FSDP FULL_SHARD, llm-foundry scripts/train/benchmarking/submit_benchmarks.py sets
+    /// <c>limit_all_gathers: True</c>, mixed precision PURE: bf16 parameters, gradients and reduction) and Megatron-Bridge's
+    /// Megatron-FSDP rows (scripts/performance/utils/helpers.py <c>set_megatron_fsdp_overrides</c>:
+    /// <c>data_parallel_sharding_strategy = "optim_grads_params"</c>, i.e. ZeRO-3, per transformer layer unit). Their
+    /// data-parallel communication is per-layer gathers and reduce-scatters inside the step, priced in the slice's DAG.
+    /// </summary>
+    public static bool ShardsParameters(ModernRun run) =>
+        run.Framework == ModernFramework.MosaicMpt || run.Sharding.Contains("FSDP", StringComparison.OrdinalIgnoreCase);
+
+    /// <summary>Data-parallel replicas the slice carries as ZeRO-3 (folded): the run's DP for a fully sharded run with <paramref name="priceDataParallel"/>, else 1.</summary>
+    public static int ShardedReplicas(ModernRun run, bool priceDataParallel) => priceDataParallel && ShardsParameters(run) && run.DP > 1 ? run.DP : 1;
+
+    /// <summary>Attention data-parallel ranks of the slice: EP x replicas / CP (EP without context parallelism); folded, the unit's TP x DP ranks / TP.</summary>
+    public static int SliceAttentionRanks(ModernRun run) => FoldsExperts(run) ? FoldUnitGpus(run) / run.TP : run.EP * SliceReplicas(run) / run.CP;
+
+    /// <summary>
+    /// Whether the run folds its experts over the attention ranks (Megatron-Core's MoE parallel folding, Liu et al.
+    /// 2025): EP larger than DP (EP does not divide DP) means the expert layout ETP x EP x EDP covers the TP x DP ranks of
+    /// a stage with ETP = 1, as Megatron-Core's parallel_state builds the expert groups over the same ranks (the default
+    /// ETP = TP would need EP x TP > TP x DP GPUs). Without CP only, and EP must divide TP x DP.
+    /// </summary>
+    public static bool FoldsExperts(ModernRun run) =>
+        run.EP > 1 && run.DP % run.EP != 0 && run.CP == 1 && run.TP > 1 && (long)run.TP * run.DP % run.EP == 0;
+
+    /// <summary>
+    /// Whether hybrid (Mamba) rows with EP larger than DP are folded and predicted like the MoE rows. Off until the hybrid
+    /// slice is validated on them: folded today, the five Nemotron-3-Super rows come out at 81 % MAPE (hybrid group 53 -> 73 %).
+    /// </summary>
+    public const bool FoldHybridRows = false;
+
+    /// <summary><c>--expert-tensor-parallel-size</c> the slice uses: 1 when the run folds its experts (<see cref="FoldsExperts"/>), else TP (Megatron's default).</summary>
+    public static int ExpertTensorParallel(ModernRun run) => FoldsExperts(run) ? 1 : run.TP;
+
+    /// <summary>GPUs of one folding unit, lcm(TP, EP x ETP): the smallest block of ranks holding whole TP groups and whole EP groups.</summary>
+    public static int FoldUnitGpus(ModernRun run)
+    {
+        long a = run.TP, b = (long)run.EP * ExpertTensorParallel(run), x = a, y = b;
+        while (y != 0) (x, y) = (y, x % y);
+        return checked((int)(a / x * b));
+    }
 
     /// <summary>The strategy of the slice: the run's EP, TP and CP over <paramref name="stages"/> stages, one replica (or one CP ring of them), plain 1F1B, fused attention; <paramref name="overlap"/>: the launch's all-to-all overlap.</summary>
-    public static StrategySpec SliceStrategy(ModernScenario s, int stages, int microbatches, MoeAllToAllOverlap overlap = MoeAllToAllOverlap.None) =>
-        new StrategySpec(s.Run.EP, s.Run.TP, stages, SliceReplicas(s.Run), Derivation.Corrected, microbatches)
+    /// <para><paramref name="sharded"/> > 1: that many data-parallel replicas sharded as ZeRO-3 (a fully sharded run, <see cref="ShardedReplicas"/>).</para>
+    public static StrategySpec SliceStrategy(ModernScenario s, int stages, int microbatches, MoeAllToAllOverlap overlap = MoeAllToAllOverlap.None, int sharded = 1) =>
+        new StrategySpec(s.Run.EP, s.Run.TP, stages, sharded > 1 ? sharded : SliceReplicas(s.Run), Derivation.Corrected, microbatches)
         {
+            // Folded experts: ETP 1 and sequence parallelism (Megatron-Core requires it with TP > 1 and EP > 1); else as before.
+            ExpertTensorParallelSize = FoldsExperts(s.Run) ? 1 : null,
+            ZeroStage = sharded > 1 ? 3 : 0,
             ContextParallelSize = s.Run.CP,
             Mode = WorkloadMode.Training,
             Recompute = s.Run.Recompute,
             Schedule = PipelineSchedule.OneFOneB,
             RankOrder = "tp-ep-dp-pp",
             MoeAllToAllOverlap = overlap,
-            SequenceParallel = s.SequenceParallel,
+            SequenceParallel = s.SequenceParallel || FoldsExperts(s.Run),
         }.Validated();
 
     /// <summary>The cost model with the launch's all-to-all implementation (the same model when it is NCCL or the communication model is not the link model).</summary>
@@ -252,8 +305,8 @@ public sealed class ModernPredictor
     }
 
     /// <summary>The slice model: <paramref name="layersPerStage"/> x stages layers, EP x microbatches x micro-batch sequences.</summary>
-    public static ModelSpec SliceModel(ModernScenario s, int stages, int layersPerStage, int microbatches, ModelSpec? model = null) =>
-        (model ?? s.Model) with { Layers = stages * layersPerStage, Batch = (long)SliceAttentionRanks(s.Run) * microbatches * s.Run.MicroBatch };
+    public static ModelSpec SliceModel(ModernScenario s, int stages, int layersPerStage, int microbatches, ModelSpec? model = null, int sharded = 1) =>
+        (model ?? s.Model) with { Layers = stages * layersPerStage, Batch = (long)SliceAttentionRanks(s.Run) * Math.Max(1, sharded) * microbatches * s.Run.MicroBatch };
 
     /// <summary>A hybrid slice: every stage holds the layers of <paramref name="unit"/> (pattern symbols), EP x microbatches x micro-batch sequences.</summary>
     public static ModelSpec HybridSliceModel(ModernScenario s, int stages, string unit, int microbatches, ModelSpec model) =>
@@ -261,7 +314,7 @@ public sealed class ModernPredictor
         {
             Layers = stages * unit.Length,
             HybridOverridePattern = string.Concat(Enumerable.Repeat(unit, stages)),
-            Batch = (long)s.Run.EP * microbatches * s.Run.MicroBatch,
+            Batch = (long)SliceAttentionRanks(s.Run) * microbatches * s.Run.MicroBatch,
         };
 
     /// <summary>
@@ -316,13 +369,20 @@ public sealed class ModernPredictor
         var cost = asLaunched ? CostFor(hardware, s.LaunchAllToAll) : CostOf(hardware);
         var overlap = asLaunched ? s.LaunchOverlap : MoeAllToAllOverlap.None;
         var stages = s.Run.PP > 1 ? 2 : 1;
+        // Fully sharded runs carry their data-parallel group in the slice as ZeRO-3 (per-layer gathers in the DAG).
+        var sharded = ShardedReplicas(s.Run, priceDataParallel);
         long ops = 0;
         // One slice: the model <paramref name="build"/> makes for (slice stages, microbatches), at m1 and m2 microbatches.
         (StepParts PerMb, StepParts Edge) SliceOf(Func<int, int, ModelSpec> build, int sliceStages, MoeAllToAllOverlap o)
         {
             var runs = new[] { SliceMicrobatches1, SliceMicrobatches2 }.Select(m =>
             {
-                var dag = SliceStrategy(s, sliceStages, m, o).BuildDag(build(sliceStages, m));
+                var strategy = SliceStrategy(s, sliceStages, m, o, sharded);
+                var sliceModel = build(sliceStages, m);
+                // Sharded replicas are identical: one is built and stands for all (exact, DagFolding.Symmetric), unless the
+                // cost model prices them differently (then the whole group is built).
+                var dag = sharded > 1 ? strategy.BuildDag(sliceModel, DagFolding.Symmetric) : strategy.BuildDag(sliceModel);
+                if (dag.IsFolded && !cost.PricesFoldSymmetrically(dag)) dag = strategy.BuildDag(sliceModel);
                 ops += dag.Count;
                 return StepParts.Of(dag.CriticalPath(cost));
             }).ToArray();
@@ -337,7 +397,7 @@ public sealed class ModernPredictor
             var hidden = SliceOf(build, 1, MoeAllToAllOverlap.None).PerMb - SliceOf(build, 1, overlap).PerMb;
             return (plain.PerMb - hidden, plain.Edge);
         }
-        (StepParts PerMb, StepParts Edge) Launched(int l) => LaunchedOf((st, m) => SliceModel(s, st, l, m, baseModel));
+        (StepParts PerMb, StepParts Edge) Launched(int l) => LaunchedOf((st, m) => SliceModel(s, st, l, m, baseModel, sharded));
         var lps = s.LayersPerStage;
         StepParts perMb, edge;
         if (baseModel.IsHybrid)
@@ -391,21 +451,22 @@ public sealed class ModernPredictor
         double denseParams = (flops.DenseGemms * perToken + (a.Experts > 0 ? 0 : 0)) / r.PP / r.TP + a.Vocabulary * a.HiddenSize / (double)r.TP;
         double expertParamsTotal = a.Experts > 0 ? (double)a.MoeLayers * a.Experts * a.MoeFfnHiddenSize * (a.MoeLatentSize ?? a.HiddenSize) * (a.Swiglu ? 3 : 2) : 0;
         double expertParams = expertParamsTotal / r.PP / r.EP;
+        double Sync(double parameters, int[] group) => group.Length < 2 ? 0
+            : cost.Communication.Seconds(CollectivePattern.ReduceScatter, parameters * 4, group) + cost.Communication.Seconds(CollectivePattern.AllGather, parameters * 2, group);
+        // Fully sharded runs gather and reduce per layer inside the step: priced in the slice's DAG (see the class summary).
+        if (ShardsParameters(r)) return 0;
+        if (FoldsExperts(r))
+        {
+            // Folded: dense weights over the DP ranks of TP rank 0 (Megatron order tp-cp-dp-pp), expert weights (1 / (EP x ETP)
+            // of them per rank) over the expert-data-parallel group, EDP = TP x DP / (EP x ETP) ranks (order etp-ep-edp-pp).
+            var folded = new StrategySpec(r.EP, r.TP, r.PP, r.TP * r.DP / (r.EP * ExpertTensorParallel(r))) { ExpertTensorParallelSize = ExpertTensorParallel(r) };
+            return Sync(denseParams, folded.MegatronGroup(0, "dp")) + Sync(expertParamsTotal / r.PP / (r.EP * ExpertTensorParallel(r)), folded.MegatronGroup(0, "edp"));
+        }
         var real = new StrategySpec(r.EP, r.TP, r.PP, dp / r.EP) { RankOrder = "tp-ep-dp-pp" };
         var dpGroup = new List<int>();
         for (var d = 0; d < dp / r.EP; d++)
             for (var e = 0; e < r.EP; e++) dpGroup.Add(real.Rank(d, 0, e, 0));
         var edpGroup = Enumerable.Range(0, dp / r.EP).Select(d => real.Rank(d, 0, 0, 0)).ToArray();
-        double Sync(double parameters, int[] group) => group.Length < 2 ? 0
-            : cost.Communication.Seconds(CollectivePattern.ReduceScatter, parameters * 4, group) + cost.Communication.Seconds(CollectivePattern.AllGather, parameters * 2, group);
-        if (r.Framework == ModernFramework.MosaicMpt)
-        {
-            // FSDP full shard, bf16 parameters: every microbatch gathers the parameters for forward and again for backward
-            // and reduce-scatters the gradients.
-            var all = dpGroup.ToArray();
-            var per = 2 * cost.Communication.Seconds(CollectivePattern.AllGather, denseParams * 2, all) + cost.Communication.Seconds(CollectivePattern.ReduceScatter, denseParams * 2, all);
-            return per * r.Microbatches;
-        }
         return Sync(denseParams, dpGroup.ToArray()) + Sync(expertParams, edpGroup);
     }
 }

@@ -96,8 +96,15 @@ public sealed record ModernRun(
 
     public bool IsMoe => Experts is > 0 || Arch.StartsWith("moe", StringComparison.OrdinalIgnoreCase);
 
-    /// <summary>"moe", "dense" (Megatron-Bridge dense) or "mpt": the groups the targets are set for.</summary>
-    public string TargetGroup => Framework == ModernFramework.MosaicMpt ? "mpt" : IsHybrid ? "hybrid" : IsMoe ? "moe" : "dense";
+    /// <summary>"moe", "dense" (Megatron-Bridge dense), "mpt", "hybrid" or "megatron-fsdp": the groups the targets are set for.</summary>
+    public string TargetGroup => Framework == ModernFramework.MosaicMpt ? "mpt" : IsHybrid ? "hybrid" : IsMegatronFsdp ? "megatron-fsdp" : IsMoe ? "moe" : "dense";
+
+    /// <summary>
+    /// A Megatron-Bridge run with Megatron-FSDP (the dense Llama-3 rows "FSDP = 64"): reported as its own group (the dense
+    /// target applies) and kept out of the per-generation fit (<see cref="ModernSuite.InFit"/>): their published launch
+    /// configs offload activations to the CPU, which the core does not price.
+    /// </summary>
+    public bool IsMegatronFsdp => Framework == ModernFramework.MegatronBridge && Sharding.Contains("Megatron-FSDP", StringComparison.OrdinalIgnoreCase);
 
     /// <summary>
     /// A hybrid Mamba/attention model (Nemotron-3): reported as its own group beside the MoE rows (the MoE target applies);

@@ -14,17 +14,32 @@ namespace MoeNotebooks.Calibration;
 /// <param name="OverheadMicroseconds">Framework overhead per layer per microbatch on the critical path (launches, routing syncs).</param>
 /// <param name="Ssd">Multiplier on the Mamba-2 mixer's kernels (<see cref="StepParts.Ssd"/>: mamba_ssm's Triton SSD kernels, causal conv1d, gated norm),
 /// priced as the slower of their products and the HBM bytes they stream: how far the Triton kernels fall short of that on this generation.</param>
-public sealed record GenerationFit(string Generation, double Gemm, double GroupedGemm, double Attention, double AllToAll, double MemoryBound, double DataParallelExposed, double OverheadMicroseconds, int Rows, double Ssd = 1)
+/// <param name="ExpertLaunchMicroseconds">Host time to launch one local expert's forward work in an MoE layer (see <see cref="PartFactors.ExpertLaunches"/>).</param>
+public sealed record GenerationFit(string Generation, double Gemm, double GroupedGemm, double Attention, double AllToAll, double MemoryBound, double DataParallelExposed, double OverheadMicroseconds, int Rows, double Ssd = 1,
+    double ExpertLaunchMicroseconds = 0)
 {
     public static GenerationFit Unfitted(string generation) => new(generation, 1, 1, 1, 1, 1, 1, 0, 0);
 
     public override string ToString() => string.Create(CultureInfo.InvariantCulture,
-        $"{Generation} ({Rows} rows): GEMM x{Gemm:F2}, grouped GEMM x{GroupedGemm:F2}, attention x{Attention:F2}, all-to-all x{AllToAll:F2}, memory-bound x{MemoryBound:F2}, Mamba SSD kernels x{Ssd:F2}, DP sync exposed {DataParallelExposed:P0}, overhead {OverheadMicroseconds:F0} us per layer-microbatch");
+        $"{Generation} ({Rows} rows): GEMM x{Gemm:F2}, grouped GEMM x{GroupedGemm:F2}, attention x{Attention:F2}, all-to-all x{AllToAll:F2}, memory-bound x{MemoryBound:F2}, Mamba SSD kernels x{Ssd:F2}, DP sync exposed {DataParallelExposed:P0}, overhead {OverheadMicroseconds:F0} us per layer-microbatch, host launch {ExpertLaunchMicroseconds:F0} us per local expert per MoE-layer forward");
 }
 
 /// <summary>Multipliers on a step's parts for what its DAG leaves out (FLOP ratios), and memory-bound seconds it lacks.</summary>
+/// <param name="ExpertLaunches">
+/// Host-launched expert forwards per MoE-layer visit: the rank's local experts (experts / EP), twice with full recompute
+/// (the forward runs again before the backward); 0 for dense models and where a full-iteration CUDA graph replays the
+/// step. Why they can be exposed: Megatron-Core's dropless token dispatchers bring the tokens-per-expert counts to the
+/// host (Transformer Engine's GroupedLinear takes m_splits as host integers), so every MoE layer's forward waits for the
+/// GPU to drain and then launches its expert work from the host, and Transformer Engine's grouped linear runs as one
+/// GEMM (with its quantize kernels under FP8 recipes) per local expert. When the host's launches take longer than the
+/// GPU's expert forward, the GPU idles for the difference: per visit max(0, launches x host time per expert - expert
+/// forward seconds) (<see cref="ModernRowModel.ExposedLaunchSeconds"/>).
+/// </param>
+/// <param name="MoeLayerShare">Share of the layer visits that are MoE layers (the dense first layers launch no experts).</param>
+/// <param name="ExpertForwardShare">Share of the expert GEMM time that is forward (1/3; 2/4 with full recompute).</param>
 /// <param name="TensorParallelExposed">Share of the critical path's tensor-parallel collectives left exposed (<see cref="TpCommOverlapExposedShare"/> under Transformer Engine's TP communication overlap, else 1).</param>
-public sealed record PartFactors(double Dense, double Expert, double Attention, double Logits, double ExtraMemorySeconds = 0, double TensorParallelExposed = 1)
+public sealed record PartFactors(double Dense, double Expert, double Attention, double Logits, double ExtraMemorySeconds = 0, double TensorParallelExposed = 1,
+    double ExpertLaunches = 0, double MoeLayerShare = 0, double ExpertForwardShare = 1.0 / 3)
 {
     /// <summary>
     /// Exposed share of a layer's TP collectives under Transformer Engine's userbuffers comm+GEMM overlap as the
@@ -40,6 +55,20 @@ public sealed record PartFactors(double Dense, double Expert, double Attention, 
     public const double TpCommOverlapExposedShare = 2 * (1.0 / 4) / 8;
 
     public static PartFactors One { get; } = new(1, 1, 1, 1);
+
+    /// <summary>The host-launch fields of a scenario: local experts per MoE-layer forward (none under a full-iteration CUDA graph), MoE share, forward share.</summary>
+    public PartFactors WithExpertLaunches(ModernScenario s)
+    {
+        var a = s.Architecture;
+        if (a.Experts == 0 || s.Run.EP < 1 || a.Layers == 0) return this with { ExpertLaunches = 0, MoeLayerShare = 0 };
+        var graphed = s.Launch?.CudaGraphImpl == "full_iteration";
+        return this with
+        {
+            ExpertLaunches = graphed ? 0 : a.Experts / (double)s.Run.EP * (s.Run.Recompute ? 2 : 1),
+            MoeLayerShare = a.MoeLayers / (double)a.Layers,
+            ExpertForwardShare = s.Run.Recompute ? 0.5 : 1.0 / 3,
+        };
+    }
 }
 
 /// <summary>The rungs of the ablation, each adding one kind of fact to the one before.</summary>
@@ -62,7 +91,22 @@ public sealed record ModernRowModel(ModernScenario Scenario, IReadOnlyDictionary
         var p = step.Parts;
         return f.Gemm * (k.Dense * p.DenseGemm + k.Logits * p.Logits) + f.GroupedGemm * k.Expert * p.ExpertGemm + f.Attention * k.Attention * p.Attention
             + f.MemoryBound * (p.Elementwise + k.ExtraMemorySeconds) + f.AllToAll * p.AllToAll + p.OtherCommunication + f.Ssd * p.Ssd + k.TensorParallelExposed * p.TensorParallel
-            + f.DataParallelExposed * step.DataParallelSeconds + f.OverheadMicroseconds * 1e-6 * step.LayerMicrobatches;
+            + f.DataParallelExposed * step.DataParallelSeconds + f.OverheadMicroseconds * 1e-6 * step.LayerMicrobatches
+            + ExposedLaunchSeconds(f, rung);
+    }
+
+    /// <summary>
+    /// Seconds the GPU idles while the host launches the local experts' forward work after each MoE layer's token-count
+    /// synchronisation (<see cref="PartFactors.ExpertLaunches"/>): per MoE-layer visit, max(0, launches x the fitted host
+    /// time per expert - the expert forward seconds of that visit under the fit), times the MoE-layer visits.
+    /// </summary>
+    public double ExposedLaunchSeconds(GenerationFit f, ModernRung rung = ModernRung.Launch)
+    {
+        var (step, k) = Steps[rung];
+        var visits = step.LayerMicrobatches * k.MoeLayerShare;
+        if (k.ExpertLaunches <= 0 || visits <= 0 || f.ExpertLaunchMicroseconds <= 0) return 0;
+        var expertForward = f.GroupedGemm * k.Expert * step.Parts.ExpertGemm * k.ExpertForwardShare / visits;
+        return visits * Math.Max(0, k.ExpertLaunches * f.ExpertLaunchMicroseconds * 1e-6 - expertForward);
     }
 
     /// <summary>The predicted breakdown under a fit (all rungs on): seconds per part.</summary>
@@ -82,6 +126,7 @@ public sealed record ModernRowModel(ModernScenario Scenario, IReadOnlyDictionary
             ["other communication"] = p.OtherCommunication + k.TensorParallelExposed * p.TensorParallel,
             ["DP sync exposed"] = f.DataParallelExposed * step.DataParallelSeconds,
             ["framework overhead"] = f.OverheadMicroseconds * 1e-6 * step.LayerMicrobatches,
+            ["expert launches exposed"] = ExposedLaunchSeconds(f),
         };
     }
 
@@ -105,7 +150,7 @@ public sealed record ModernRowModel(ModernScenario Scenario, IReadOnlyDictionary
             ("dense GEMMs and logits", keep * (b["dense GEMMs"] + b["logits"])),
             ("all-to-all exposed", keep * b["all-to-all exposed"]),
             ("other communication", keep * b["other communication"]),
-            ("elementwise and overhead", keep * (b["elementwise"] + b["framework overhead"])),
+            ("elementwise and overhead", keep * (b["elementwise"] + b["framework overhead"] + b["expert launches exposed"])),
             ("pipeline bubble", bubbleShare * pipeline),
             ("DP sync exposed", b["DP sync exposed"]),
         ];
@@ -132,9 +177,11 @@ public sealed record ModernRowModel(ModernScenario Scenario, IReadOnlyDictionary
         if (a.SlidingWindow > 0) gaps.Add("sliding-window attention at the tile model's efficiency for 128-token windows");
         if (Scenario.MtpLayers > 0) gaps.Add("MTP layer priced as FLOPs on the logits and layer parts");
         if (run.PP > 1 && Scenario.Architecture.Layers % run.PP != 0) gaps.Add($"uneven pipeline ({a.Layers} layers over PP {run.PP}): the largest stage assumed everywhere (issue 12)");
+        if (run.IsMegatronFsdp)
+            gaps.Add("Megatron-FSDP as launched offloads activations to the CPU (cpu_offloading_num_layers): not priced; the rows are held out of the fit");
         if (run.Framework == ModernFramework.MosaicMpt)
         {
-            gaps.Add("FSDP gathers priced per microbatch with a fitted exposed fraction, not per layer with prefetch (issue 12)");
+            gaps.Add("FSDP per-layer gathers and reduce-scatters priced on the preset's datasheet links (NCCL over RoCE not measured)");
             if (run.SequenceLength >= 16384) gaps.Add($"long sequence ({run.SequenceLength}): FlashAttention efficiency at this length priced by the tile model");
             gaps.Add("ALiBi bias not priced");
         }
@@ -188,7 +235,7 @@ public static class ModernSuite
     public const string File = "training_modern_public.csv";
 
     /// <summary>Targets on leave-one-model-out MAPE (issue 14).</summary>
-    public static readonly IReadOnlyDictionary<string, double> TargetsPct = new Dictionary<string, double> { ["moe"] = 12, ["dense"] = 8, ["mpt"] = 10, ["hybrid"] = 12 };
+    public static readonly IReadOnlyDictionary<string, double> TargetsPct = new Dictionary<string, double> { ["moe"] = 12, ["dense"] = 8, ["mpt"] = 10, ["hybrid"] = 12, ["megatron-fsdp"] = 8 };
 
     private static readonly object Gate = new();
     private static readonly Dictionary<string, ModernSuiteResult> Cache = new();
@@ -232,8 +279,9 @@ public static class ModernSuite
             steps[ModernRung.Precision] = (precision, k);
             steps[ModernRung.Layout] = (layout, k);
             steps[ModernRung.Topology] = (topology, k);
+            var launchFactors = s.TpCommOverlap ? k with { TensorParallelExposed = PartFactors.TpCommOverlapExposedShare } : k;
             steps[ModernRung.Launch] = (ChangesPricing(s) ? predictor.Predict(s, hw, v, true, withRecipe, asLaunched: true) : topology,
-                s.TpCommOverlap ? k with { TensorParallelExposed = PartFactors.TpCommOverlapExposedShare } : k);
+                run.Framework == ModernFramework.MosaicMpt ? launchFactors : launchFactors.WithExpertLaunches(s));
             note = s.RecipeNote;
         }
         else
@@ -254,7 +302,7 @@ public static class ModernSuite
             steps[ModernRung.Layout] = (layout, withPrecision with { ExtraMemorySeconds = MoeMemorySeconds(s, layout) });
             steps[ModernRung.Topology] = (topology, withPrecision with { ExtraMemorySeconds = MoeMemorySeconds(s, topology) });
             var launched = ChangesPricing(s) ? predictor.Predict(s, hw, v, priceDataParallel: true, asLaunched: true) : topology;
-            steps[ModernRung.Launch] = (launched, withPrecision with { ExtraMemorySeconds = MoeMemorySeconds(s, launched) });
+            steps[ModernRung.Launch] = (launched, (withPrecision with { ExtraMemorySeconds = MoeMemorySeconds(s, launched) }).WithExpertLaunches(s));
         }
         return new ModernRowModel(s, steps, note);
     }
@@ -355,8 +403,19 @@ public static class ModernSuite
     /// </summary>
     public const bool HybridRowsInFit = true;
 
-    /// <summary>Whether a row enters its generation's fit (see <see cref="HybridRowsInFit"/>).</summary>
-    public static bool InFit(ModernRowModel row) => HybridRowsInFit || row.Scenario.Architecture.Hybrid is null;
+    /// <summary>
+    /// Whether the Megatron-FSDP rows enter the per-generation fit. They became expressible (per-layer FSDP in the slice's
+    /// DAG) after the Blackwell fit was settled, and their published launch configs offload the activations of 20 to 40
+    /// of the 80 layers to the CPU (Megatron-Bridge scripts/performance/configs/llama/llama3_workload_base_configs.py,
+    /// <c>cpu_offloading_num_layers</c> with <c>use_megatron_fsdp</c>), which the core does not price: in the fit they pulled
+    /// the per-layer overhead from 0.97 to 0.42 ms and the dense group's leave-one-model-out MAPE from 9.5 to 15.1 %.
+    /// Until offloading is priced they are predicted out of sample with the factors fitted on the other rows.
+    /// </summary>
+    public const bool MegatronFsdpRowsInFit = false;
+
+    /// <summary>Whether a row enters its generation's fit (see <see cref="HybridRowsInFit"/> and <see cref="MegatronFsdpRowsInFit"/>).</summary>
+    public static bool InFit(ModernRowModel row) =>
+        (HybridRowsInFit || row.Scenario.Architecture.Hybrid is null) && (MegatronFsdpRowsInFit || !row.Run.IsMegatronFsdp);
 
     /// <summary>
     /// Weight of the pull of each multiplier's logarithm towards 0 (factor 1) added to the MAPE (as a fraction): a factor
@@ -364,6 +423,16 @@ public static class ModernSuite
     /// share of the DP synchronisation is pulled (a sixteenth as hard, on its logit) towards one half.
     /// </summary>
     public const double PriorWeight = 0.05;
+
+    /// <summary>Nelder-Mead restarts of the shared fit from its best point (0: the single run the fit had before).</summary>
+    public const int MaxRestarts = 4;
+
+    /// <summary>
+    /// Whether the fit prices the experts' exposed host launches (<see cref="PartFactors.ExpertLaunches"/>). Off: with the
+    /// dense rows' TP overlap and fused attention merged, fitting the host time per expert (143 us) takes MoE LOMO 24.5 %
+    /// but the dense rows to 10.3 %, past their 10 % bound; the mechanism stays built and tested, the fit leaves it at 0.
+    /// </summary>
+    public const bool PriceExpertLaunches = false;
 
     /// <summary>
     /// The factors of one generation minimising MAPE over <paramref name="rows"/> (no rows: unfitted), in two stages when
@@ -389,17 +458,27 @@ public static class ModernSuite
     private static GenerationFit FitShared(string generation, IReadOnlyList<ModernRowModel> rows, bool withSsd)
     {
         var ssd = withSsd;
+        // x[7]: the host time per local expert launch (10 x[7]^2 us, only where some row launches experts); x[8]: the SSD factor.
+        var launches = PriceExpertLaunches && rows.Any(r => r.Steps[ModernRung.Launch].Factors.ExpertLaunches > 0);
         GenerationFit Of(double[] x) => new(generation, Math.Exp(x[0]), Math.Exp(x[1]), Math.Exp(x[2]), Math.Exp(x[3]), Math.Exp(x[4]), 1 / (1 + Math.Exp(-x[5])), 100 * x[6] * x[6], rows.Count,
-            ssd ? Math.Exp(x[7]) : 1);
+            ssd ? Math.Exp(x[8]) : 1, launches ? 10 * x[7] * x[7] : 0);
         double Objective(double[] x)
         {
             var f = Of(x);
             var mape = rows.Average(r => Math.Abs(r.Seconds(f) / r.Run.MeasuredIterationSeconds - 1));
-            return mape + PriorWeight * (x[0] * x[0] + x[1] * x[1] + x[2] * x[2] + x[3] * x[3] + x[4] * x[4] + x[5] * x[5] / 16 + (ssd ? x[7] * x[7] : 0));
+            return mape + PriorWeight * (x[0] * x[0] + x[1] * x[1] + x[2] * x[2] + x[3] * x[3] + x[4] * x[4] + x[5] * x[5] / 16 + (ssd ? x[8] * x[8] : 0));
         }
-        var (best, _, _) = ssd
-            ? NelderMead.Minimize(Objective, [0, 0, 0, 0, 0, 0, 0.3, 0], [0.3, 0.3, 0.3, 0.3, 0.3, 1, 0.3, 0.3], maxIterations: 3000, tolerance: 1e-10)
-            : NelderMead.Minimize(Objective, [0, 0, 0, 0, 0, 0, 0.3], [0.3, 0.3, 0.3, 0.3, 0.3, 1, 0.3], maxIterations: 3000, tolerance: 1e-10);
+        double[] start = ssd ? [0, 0, 0, 0, 0, 0, 0.3, 1, 0] : [0, 0, 0, 0, 0, 0, 0.3, 1];
+        double[] steps = ssd ? [0.3, 0.3, 0.3, 0.3, 0.3, 1, 0.3, 0.5, 0.3] : [0.3, 0.3, 0.3, 0.3, 0.3, 1, 0.3, 0.5];
+        var (best, value, _) = NelderMead.Minimize(Objective, start, steps, maxIterations: 3000, tolerance: 1e-10);
+        // Nelder-Mead stalls on the kinks of an absolute-error objective: restarted from its best point with a fresh simplex
+        // until a restart gains nothing (at most four), the fit no longer depends on where the first simplex collapsed.
+        for (var restart = 0; restart < MaxRestarts; restart++)
+        {
+            var (x, v, _) = NelderMead.Minimize(Objective, best, steps, maxIterations: 3000, tolerance: 1e-10);
+            if (v >= value - 1e-7) break;
+            (best, value) = (x, v);
+        }
         return Of(best);
     }
 
@@ -421,7 +500,7 @@ public static class ModernSuite
             Rung("naive", "the row's columns as the founding model description writes them: MHA with head dim hidden/heads, two-matrix FFN at the expert width, every layer MoE, no causal mask, bf16 everywhere; plain 1F1B, no DP sync; NVLink domains of at most 8 GPUs; tile-wave GEMMs, the main branch's collectives", rows, r => r.Seconds(u, ModernRung.Naive)),
             Rung("+ architecture", "the model preset's blocks in the DAG (issue 11): GQA/MLA projections, SwiGLU, shared experts, router and token permutation passes, causal and sliding-window attention; dense first layers and MTP by FLOP ratios (the slice is all MoE layers); MPT: causal attention", rows, r => r.Seconds(u, ModernRung.Architecture)),
             Rung("+ precision recipe", "the precision recipe in the DAG (issue 11): linear-layer GEMMs at the recipe's peak with their quantize passes; attention, norms, logits and communication stay bf16", rows, r => r.Seconds(u, ModernRung.Precision)),
-            Rung("+ Megatron-Core layout", "interleaved virtual stages in the pipeline law, distributed-optimizer reduce-scatter/all-gather over DP (and DP/EP for experts), FSDP gathers per microbatch, all exposed (context parallelism is in the slice's DAG; expert-tensor folding, all-to-all overlap and DualPipe are not priced yet)", rows, r => r.Seconds(u, ModernRung.Layout)),
+            Rung("+ Megatron-Core layout", "interleaved virtual stages in the pipeline law, distributed-optimizer reduce-scatter/all-gather over DP (and DP/EP for experts), all exposed; fully sharded runs (MPT FSDP, Megatron-FSDP) as ZeRO-3 in the slice's DAG, per-layer gathers with one-layer prefetch (context parallelism is in the slice's DAG; expert-tensor folding, all-to-all overlap and DualPipe are not priced yet)", rows, r => r.Seconds(u, ModernRung.Layout)),
             Rung("+ topology", "the preset's NVLink domain (72 GPUs on NVL72 racks) for the all-to-all, pipeline and DP groups; the collectives themselves are the same in every rung", rows, r => r.Seconds(u, ModernRung.Topology)),
             Rung("+ launch settings", "each Megatron-Bridge row as launched (data/validation/megatron-bridge-launches.json, NVIDIA's published performance configs): Megatron-Core's 1F1B all-to-all overlap where moe_a2a_overlap is set, DeepEP/HybridEP dispatchers as DeepEP normal all-to-alls; rows without published settings stay plain; selective recompute and CUDA graphs are not priced", rows, r => r.Seconds(u, ModernRung.Launch)),
             Rung("+ fitted efficiencies", "one fit per GPU generation (in-sample)", rows, r => r.Seconds(fits[r.Run.Generation])),
@@ -436,7 +515,8 @@ public static class ModernSuite
         string F(double v) => v.ToString("F1", CultureInfo.InvariantCulture);
         var suites = new List<ValidationSuite>();
         foreach (var (group, unit, what) in new[] { ("moe", "model TFLOP/s per GPU", "Megatron-Bridge MoE runs"), ("dense", "model TFLOP/s per GPU", "Megatron-Bridge dense runs"), ("mpt", "MFU %", "MosaicML MPT runs (FSDP, A100-40GB)"),
-            ("hybrid", "model TFLOP/s per GPU", "Megatron-Bridge hybrid Mamba MoE runs (Nemotron-3; the MoE target applies; the Mamba SSD factor fitted on them, the shared factors on the other rows)") })
+            ("hybrid", "model TFLOP/s per GPU", "Megatron-Bridge hybrid Mamba MoE runs (Nemotron-3; the MoE target applies; the Mamba SSD factor fitted on them, the shared factors on the other rows)"),
+            ("megatron-fsdp", "model TFLOP/s per GPU", "Megatron-Bridge dense runs with Megatron-FSDP (per-layer ZeRO-3 in the slice's DAG; the dense target applies; apart from the dense group and out of the fit: CPU activation offloading not priced)") })
         {
             var rows = r.Rows.Where(x => x.Row.Run.TargetGroup == group).ToArray();
             var cases = rows.Select(x => new ValidationCase($"{x.Row.Run.Id} {x.Row.Run.Family} {x.Row.Run.System} {x.Row.Run.PrecisionName}", x.Measured, x.LeaveOneModelOut)).ToArray();
@@ -444,7 +524,9 @@ public static class ModernSuite
             {
                 $"predicted = leave-one-model-out (the generation's factors fitted without this model's rows); in-sample MAPE {F(Mape(rows.Select(x => x.InSampleErrorPct)))} %",
             };
-            if (!HybridRowsInFit && rows.Any(x => !InFit(x.Row)))
+            if (!MegatronFsdpRowsInFit && rows.Any(x => x.Row.Run.IsMegatronFsdp))
+                notes.Add("held out of the fit: the Megatron-FSDP rows are predicted with the fit of the other rows (their launch configs offload activations to the CPU, cpu_offloading_num_layers, not priced)");
+            if (!HybridRowsInFit && rows.Any(x => x.Row.Scenario.Architecture.Hybrid is not null))
                 notes.Add($"held out of the fit: the hybrid Mamba rows ({string.Join(", ", rows.Where(x => !InFit(x.Row)).Select(x => x.Row.Run.Family).Distinct())}) are predicted with the fit of the other rows (added after the fit was settled; refit pending)");
             notes.AddRange(r.Fits.Values.Where(f => rows.Any(x => x.Row.Run.Generation == f.Generation)).Select(f => $"fit: {f}"));
             foreach (var (label, key) in new (string, Func<ModernRowResult, string>)[] { ("family", x => x.Row.Run.Family), ("hardware", x => x.Row.Run.System), ("precision", x => x.Row.Run.PrecisionName) })

@@ -172,6 +172,103 @@ public class ModernSuiteTests
         Assert.True(Math.Abs(law / full - 1) < 0.02, $"slice law {law * 1e3:F3} ms vs full DAG {full * 1e3:F3} ms");
     }
 
+    /// <summary>A small MoE row with TP 2 and EP 8 over DP 4 (EP larger than DP: Megatron folds the experts, ETP 1).</summary>
+    private static ModernScenario SmallFolded(int pp, int layers, int microbatches)
+    {
+        var arch = new ModernArchitecture("toy-moe", layers, 1024, 8, 8, 128, 2048, 512, 8, 2, 0, 0, 32000, false, null, 0, 0, 0, null, "test");
+        const int tp = 2, ep = 8, dp = 4;
+        var run = new ModernRun("toy-folded", "test", "toy-moe", "toy-moe", ModernFramework.MegatronBridge, "26.04", "moe", "B200 (DGX-B200)", pp * tp * dp, "BF16",
+            TrainingPrecision.Bf16, 512, (long)dp * microbatches, 1, tp, pp, null, 1, ep, dp, "distributed optimizer", false, 100, null, 1000, 0);
+        var hw = HardwareCatalog.Get("DGX-B200").WithGpus(run.Gpus);
+        var model = new ModelSpec("toy-moe", layers, 1024, 8, 512, 8, 2, run.GlobalBatch, 512) { Vocabulary = 32000 }.Validated();
+        return new ModernScenario(run, arch, model, hw, (int)Math.Ceiling(layers / (double)pp), 1, 0);
+    }
+
+    [Fact]
+    public void Ep_larger_than_dp_folds_the_experts_as_megatron_core_lays_them_out()
+    {
+        // Oracle (hand, Megatron-Core parallel_state): TP 2 x DP 4 = 8 GPUs per stage hold the experts as ETP x EP x EDP;
+        // EP 8 with the default ETP = TP = 2 would need 16, so ETP = 1 and EDP = 8 / (8 x 1) = 1. The folding unit is
+        // lcm(TP 2, EP 8 x ETP 1) = 8 GPUs: the whole stage, with 8 / TP = 4 attention data-parallel ranks. Dense
+        // gradients reduce over the DP group of rank 0 in the order tp-cp-dp-pp, {0, 2, 4, 6}; expert gradients over the
+        // EDP group {0} (nothing to reduce).
+        var s = SmallFolded(2, 4, 4);
+        Assert.True(ModernPredictor.FoldsExperts(s.Run));
+        Assert.Equal(1, ModernPredictor.ExpertTensorParallel(s.Run));
+        Assert.Equal(8, ModernPredictor.FoldUnitGpus(s.Run));
+        Assert.Equal(4, ModernPredictor.SliceAttentionRanks(s.Run));
+        var st = ModernPredictor.SliceStrategy(s, 2, 2);
+        Assert.Equal((8, 2, 1, 1, 16), (st.EP, st.TP, st.ETP, st.DP, st.GpuCount));
+        Assert.Equal(4, st.AttentionDataParallelSize);
+        Assert.True(st.SequenceParallel);   // Megatron-Core asserts sequence parallelism with TP > 1 and EP > 1
+        Assert.Equal(4L * 2 * 1, ModernPredictor.SliceModel(s, 2, 2, 2).Batch);
+        var real = new StrategySpec(8, 2, 2, 1) { ExpertTensorParallelSize = 1 };
+        Assert.Equal([0, 2, 4, 6], real.MegatronGroup(0, "dp"));
+        Assert.Equal([0], real.MegatronGroup(0, "edp"));
+        // Rows that divide DP keep the unfolded slice (ETP = TP), and a row whose EP divides neither DP nor TP x DP is listed with the reason.
+        Assert.False(ModernPredictor.FoldsExperts(Small(2, 2, 4, 4).Run));
+        var odd = s.Run with { EP = 16 };
+        Assert.False(ModernPredictor.FoldsExperts(odd));
+        var (none, reason) = ModernPredictor.ScenarioOf(odd with { Family = "Qwen3-30B-A3B" });
+        Assert.Null(none);
+        Assert.Contains("EP = 16 divides neither DP = 4 nor the GPUs of a stage TP x DP = 8", reason);
+    }
+
+    [Theory]
+    [InlineData(2, 4, 4)]   // two stages of two layers
+    [InlineData(4, 8, 8)]   // four stages (the slice holds two), 8 microbatches
+    public void Folded_slice_law_matches_the_full_folded_dag(int pp, int layers, int microbatches)
+    {
+        // Oracle: the full DAG of the folded layout (every stage of the 8-GPU unit, every microbatch: EP 8 x TP 2 x ETP 1,
+        // sequence parallel, Megatron order) scheduled on the same cost model.
+        var s = SmallFolded(pp, layers, microbatches);
+        var law = ModernPredictor.Datasheet.Predict(s, s.Hardware, 1, priceDataParallel: false).Parts.Total;
+        var st = new StrategySpec(8, 2, pp, 1, Derivation.Corrected, microbatches)
+        {
+            Mode = WorkloadMode.Training, ExpertTensorParallelSize = 1, SequenceParallel = true, RankOrder = "tp-ep-dp-pp",
+        }.Validated();
+        var full = st.BuildDag(s.Model with { Batch = 4L * microbatches * s.Run.MicroBatch }).CriticalPath(ModernPredictor.Datasheet.CostOf(s.Hardware)).TotalSeconds;
+        Assert.True(Math.Abs(law / full - 1) < 0.02, $"slice law {law * 1e3:F3} ms vs full folded DAG {full * 1e3:F3} ms");
+    }
+
+    [CalibrationDataFact]
+    public void The_ep_larger_than_dp_moe_row_is_predicted_folded()
+    {
+        // Oracle: the file's one MoE row with EP 64 over TP 2 x DP 32 (Qwen3-235B-A22B on 64 GB200): predicted, not listed.
+        var row = Runs.Single(r => r.TargetGroup == "moe" && r.EP > r.DP);
+        Assert.Equal((2, 64, 32), (row.TP, row.EP, row.DP));
+        Assert.Contains(Suite.Rows, x => x.Row.Run.Id == row.Id);
+        Assert.DoesNotContain(Suite.Unexpressed, u => u.Run.TargetGroup == "moe");
+    }
+
+    [Fact]
+    public void Expert_launches_are_exposed_only_where_the_host_is_slower_than_the_experts_forward()
+    {
+        // Oracle (hand): a toy row, 8 experts over EP 2 = 4 local experts per MoE layer, every layer MoE, no recompute. A
+        // step of 1,000 layer-microbatch visits whose expert GEMMs take 3 s (1 s of it forward: 1 ms per visit). Host time
+        // 400 us per local expert: 4 x 0.4 = 1.6 ms of launches per visit, 0.6 ms more than the GPU's expert forward, so
+        // 1,000 x 0.6 ms = 0.6 s idle. At 200 us: 0.8 ms < 1 ms, nothing exposed. Full recompute launches the forward
+        // twice (8 launches) against a forward share of 2/4 of the expert time. A full-iteration CUDA graph replays the
+        // step without host launches: nothing exposed.
+        var s = Small(1, 2, 4, 4);
+        var step = new ModernStep(StepParts.Zero with { ExpertGemm = 3 }, 0, 1000, 0);
+        var k = PartFactors.One.WithExpertLaunches(s);
+        Assert.Equal((4.0, 1.0, 1.0 / 3), (k.ExpertLaunches, k.MoeLayerShare, k.ExpertForwardShare));
+        ModernRowModel Row(PartFactors f) => new(s, Enum.GetValues<ModernRung>().ToDictionary(r => r, _ => (step, f)), null);
+        var fit = GenerationFit.Unfitted("blackwell") with { ExpertLaunchMicroseconds = 400 };
+        Assert.Equal(0.6, Row(k).ExposedLaunchSeconds(fit), 9);
+        Assert.Equal(3 + 0.6, Row(k).Seconds(fit), 9);
+        Assert.Equal(0, Row(k).ExposedLaunchSeconds(fit with { ExpertLaunchMicroseconds = 200 }));
+        var recompute = PartFactors.One.WithExpertLaunches(s with { Run = s.Run with { Recompute = true } });
+        Assert.Equal((8.0, 0.5), (recompute.ExpertLaunches, recompute.ExpertForwardShare));
+        // 8 x 0.4 = 3.2 ms against 3 s x 1/2 / 1,000 = 1.5 ms per visit: 1.7 ms x 1,000.
+        Assert.Equal(1.7, Row(recompute).ExposedLaunchSeconds(fit), 9);
+        var launch = BridgeLaunchCatalog.Published.Launches.First(l => l.CudaGraphImpl == "full_iteration");
+        Assert.Equal(0, PartFactors.One.WithExpertLaunches(s with { Launch = launch }).ExpertLaunches);
+        // A dense model launches no experts.
+        Assert.Equal(0, PartFactors.One.WithExpertLaunches(s with { Architecture = s.Architecture with { Experts = 0 } }).ExpertLaunches);
+    }
+
     [Fact]
     public void Interleaving_enters_through_the_bubble_term_within_a_few_percent_of_the_full_dag()
     {
@@ -311,8 +408,12 @@ public class ModernTargetTests
         ModernSuiteResult.Mape(Suite.Rows.Where(r => r.Row.Run.TargetGroup == group).Select(r => r.LomoErrorPct));
 
     [CalibrationDataFact]
-    public void Moe_lomo_mape_TARGET_12pct_MISSED_regression_bound_31pct()
+    public void Moe_lomo_mape_TARGET_12pct_MISSED_regression_bound_27_5pct()
     {
+        // Stop 12: 29.9 % on 57 rows -> 28.2 % on 58: the EP 64 > DP 32 row (Qwen3-235B-A22B, TP 2) predicted with its
+        // experts folded over TP x DP (ETP 1) and the per-generation fit restarted until Nelder-Mead stops gaining;
+        // after the dense rows' TP overlap and fused attention merged: 26.4 % (the exposed expert host launches, which
+        // took it to 24.5 %, are built but held at 0 in the fit: ModernSuite.PriceExpertLaunches). Bound = achieved + 1.
         // Stop 11: 44.9 -> 29.9 % on the same 57 rows: jobs on NVL72 racks placed in the launcher's 64-GPU NVLink
         // segments (EP 64 no longer straddles two racks: 42.1 -> 31.8 %), then each row as launched (Megatron-Bridge's
         // published moe_a2a_overlap / DeepEP settings: 31.8 -> 29.4 %) and the layouts of issue 12. Bound = achieved + 1.
@@ -322,7 +423,7 @@ public class ModernTargetTests
         // (47.4 % with only them); the DGX-B300 and GB200 / GB300 NVL72 presets (issue 11 item 5) add 43 MoE rows.
         // Achieved on all 57 rows: 44.9 %; bound = achieved + 1.
         var mape = Lomo("moe");
-        Assert.True(mape <= 31, $"MoE leave-one-model-out MAPE {mape:F1} % (target 12 %, regression bound 31 %)");
+        Assert.True(mape <= 27.5, $"MoE leave-one-model-out MAPE {mape:F1} % (target 12 %, regression bound 27.5 %)");
     }
 
     [CalibrationDataFact]
@@ -364,7 +465,8 @@ public class ModernTargetTests
         // Blackwell fit with the hybrid rows equals the fit of the other rows alone in every shared factor, and only the
         // SSD factor (fitted on the hybrid rows, > 1: the Triton kernels fall short of the HBM-bytes bound) differs.
         var blackwell = Suite.Rows.Where(r => r.Row.Run.Generation == "blackwell").Select(r => r.Row).ToArray();
-        var without = ModernSuite.Fit("blackwell", blackwell.Where(r => r.Scenario.Architecture.Hybrid is null).ToArray());
+        // (The rows held out of every fit, the Megatron-FSDP ones, ModernSuite.InFit, are out of both.)
+        var without = ModernSuite.Fit("blackwell", blackwell.Where(r => r.Scenario.Architecture.Hybrid is null && ModernSuite.InFit(r)).ToArray());
         var with = Suite.Fits["blackwell"];
         Assert.Equal(without with { Rows = with.Rows, Ssd = with.Ssd }, with);
         Assert.True(with.Ssd > 1, $"SSD factor {with.Ssd:F2}");
@@ -372,10 +474,24 @@ public class ModernTargetTests
     }
 
     [CalibrationDataFact]
-    public void Mpt_lomo_mape_TARGET_10pct_MISSED_regression_bound_11_5pct()
+    public void Megatron_fsdp_lomo_mape_TARGET_8pct_MISSED_regression_bound_30pct()
     {
+        // The six Megatron-FSDP Llama-3 rows (listed as not expressible until per-layer ZeRO-3 entered the slice),
+        // predicted with the Blackwell fit made without them: 29.1 %, all too fast (their launch configs offload 20 to 40
+        // layers' activations to the CPU, not priced). Bound = achieved + 0.9.
+        var mape = Lomo("megatron-fsdp");
+        Assert.True(mape <= 30, $"Megatron-FSDP leave-one-model-out MAPE {mape:F1} % (target 8 %, regression bound 30 %)");
+    }
+
+    [CalibrationDataFact]
+    public void Mpt_lomo_mape_TARGET_10pct_MET_regression_bound_8pct()
+    {
+        // 10.2 % while FSDP was a fitted exposed share of per-microbatch gathers and attention was priced as two GEMMs
+        // writing the score matrix to HBM; per-layer FSDP in the slice's DAG (10.8 %), then llm-foundry's fused Triton
+        // flash attention (scores on chip, CostModel.FusedAttentionHeads; the hd-64 models were memory-bound on a score matrix
+        // the kernel never writes): 7.5 % on the 78 rows. Bound = achieved + 0.5; the target (10 %) is met.
         var mape = Lomo("mpt");
-        Assert.True(mape <= 11.5, $"MPT leave-one-model-out MAPE {mape:F1} % (target 10 %, regression bound 11.5 %)");
+        Assert.True(mape <= 8, $"MPT leave-one-model-out MAPE {mape:F1} % (target 10 %, regression bound 8 %)");
     }
 
     [Fact]
