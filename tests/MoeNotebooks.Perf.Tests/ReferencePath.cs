@@ -40,7 +40,10 @@ internal static class ReferencePath
         double Finish(int op, double ready, double d)
         {
             if (topology is null || d <= 0) return ready + d;
-            topology.Links(dag.Kind(op).IsPointToPoint() ? CollectivePattern.SendRecv : dag.Kind(op).Pattern(), dag.Participants(op), links);
+            // A send occupies its sender's NIC egress and its receiver's ingress (full duplex): the pair in sending order.
+            var members = dag.Participants(op).ToArray();
+            if (dag.Kind(op).IsPointToPoint() && members[0] != dag.Gpu(op)) Array.Reverse(members);
+            topology.Links(dag.Kind(op).IsPointToPoint() ? CollectivePattern.SendRecv : dag.Kind(op).Pattern(), members, links);
             var delay = 0.0;
             foreach (var l in links)
                 if (spans.TryGetValue(l, out var span) && span.End > ready && span.Start < ready + d)

@@ -199,7 +199,16 @@ public class PropertyTests
                 HbmBytesPerSecond = gpu.HbmBytesPerSecond * x.hbm,
             };
             var fast = s with { Hardware = s.Hardware with { Gpu = faster } };
-            double before = Total(s), after = Total(fast);
+            // Scheduled on the priced durations without link contention: every duration can only shrink, and the
+            // streams' max-plus start times are monotone in them. The greedy NIC contention is a list schedule and
+            // not monotone (a shorter kernel can move a send into a busier window of its NIC: 3.4 % on case 7971 of
+            // this stream, a 1-GPU-per-node ZB-H1 step, once sends became directional); that anomaly is documented.
+            double Uncontended(Scenario sc)
+            {
+                var dag = sc.BuildDag();
+                return Scheduler.Schedule(dag, sc.CreateCostModel().Price(dag)).TotalSeconds;
+            }
+            double before = Uncontended(s), after = Uncontended(fast);
             Assert.True(after <= before, $"GPU x{x.flops} FLOP/s, x{x.hbm} HBM: {after} s > {before} s");
         });
     }
