@@ -272,12 +272,7 @@ public sealed class ModernPredictor
     public static int ExpertTensorParallel(ModernRun run) => FoldsExperts(run) ? 1 : run.TP;
 
     /// <summary>GPUs of one folding unit, lcm(TP, EP x ETP): the smallest block of ranks holding whole TP groups and whole EP groups.</summary>
-    public static int FoldUnitGpus(ModernRun run)
-    {
-        long a = run.TP, b = (long)run.EP * ExpertTensorParallel(run), x = a, y = b;
-        while (y != 0) (x, y) = (y, x % y);
-        return checked((int)(a / x * b));
-    }
+    public static int FoldUnitGpus(ModernRun run) => checked((int)StrategySpec.FoldUnitGpusOf(run.TP, run.EP, ExpertTensorParallel(run)));
 
     /// <summary>The strategy of the slice: the run's EP, TP and CP over <paramref name="stages"/> stages, one replica (or one CP ring of them), plain 1F1B, fused attention; <paramref name="overlap"/>: the launch's all-to-all overlap.</summary>
     /// <para><paramref name="sharded"/> > 1: that many data-parallel replicas sharded as ZeRO-3 (a fully sharded run, <see cref="ShardedReplicas"/>).</para>

@@ -200,7 +200,10 @@ public sealed record StrategySpec(int EP, int TP, int PP, int DP, Derivation Der
     /// replica. The DAG builds a stage as <see cref="FoldUnits"/> identical units (local rank li: attention tp = li mod TP;
     /// experts etp = li mod ETP, ep = li / ETP mod EP).
     /// </summary>
-    public int FoldUnitGpus => (int)Lcm(TP, (long)EP * ETP);
+    public int FoldUnitGpus => (int)FoldUnitGpusOf(TP, EP, ETP);
+
+    /// <summary>lcm(<paramref name="tp"/>, <paramref name="ep"/> x <paramref name="etp"/>): the GPUs of one folding unit (<see cref="FoldUnitGpus"/>) for any layout, also one that is not a whole strategy (the validation suite's slices).</summary>
+    public static long FoldUnitGpusOf(int tp, int ep, int etp) => Lcm(tp, (long)ep * etp);
 
     /// <summary>Folding units per stage: DP (EDP) with ETP = TP.</summary>
     public int FoldUnits => StageGpuCount / FoldUnitGpus;
