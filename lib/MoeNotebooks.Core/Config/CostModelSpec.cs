@@ -110,7 +110,11 @@ public sealed record CostModelSpec(CostModelKind Kind, EfficiencyTable? Efficien
 
     private CostModel CreateModel(HardwareSpec hardware)
     {
-        var links = new LinkCommunication(hardware, AllToAll, NcclProtocols);
+        // DeepEP's kernels priced as they move bytes (per-node de-duplication, the low-latency kernels' fixed cost).
+        var links = new LinkCommunication(hardware, AllToAll, NcclProtocols)
+        {
+            DeepEp = AllToAll is AllToAllImplementation.DeepEpNormal or AllToAllImplementation.DeepEpLowLatency ? DeepEpKernels.Default : null,
+        };
         switch (Kind)
         {
             case CostModelKind.RooflineIdeal:

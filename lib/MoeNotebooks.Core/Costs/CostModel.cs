@@ -84,9 +84,20 @@ public sealed class CostModel(string name, IComputeCostModel compute, ICommunica
                 ? Math.Max(Compute.MatmulSeconds(dag.Shape(op), dag.MatmulDtype(op), (int)Math.Ceiling(dag.MatmulOperandBytes(op))), Compute.ElementwiseSeconds(kernelBytes))
                 : Compute.MatmulSeconds(dag.Shape(op), dag.MatmulDtype(op), (int)Math.Ceiling(dag.MatmulOperandBytes(op))),
             OpCategory.Elementwise => Compute.ElementwiseSeconds(dag.Bytes(op)),
-            _ => Communication.Seconds(kind.Pattern(), dag.Bytes(op), dag.Participants(op)),
+            _ => CommunicationSeconds(dag, kind.Pattern(), dag.Bytes(op), dag.Participants(op)),
         };
     }
+
+    /// <summary>
+    /// Seconds of a collective of <paramref name="pattern"/> over <paramref name="gpus"/> in <paramref name="dag"/>: an
+    /// all-to-all (only EP dispatch and combine have that pattern) goes to <see cref="ITokenExchangeCostModel"/> with the
+    /// DAG's routing when the communication model prices routing (DeepEP's kernels); everything else to
+    /// <see cref="ICommunicationCostModel.Seconds"/>. The fold checks price images through here too.
+    /// </summary>
+    internal double CommunicationSeconds(OperatorDag dag, CollectivePattern pattern, double bytes, ReadOnlySpan<int> gpus) =>
+        pattern == CollectivePattern.AllToAll && dag.RoutedTopK > 0 && dag.ExpertsPerRank > 0 && Communication is ITokenExchangeCostModel tokens
+            ? tokens.TokenExchangeSeconds(bytes, gpus, new TokenRouting(dag.RoutedTopK, dag.ExpertsPerRank))
+            : Communication.Seconds(pattern, bytes, gpus);
 
     /// <summary>
     /// Durations of every operation, indexed by operation id. Each price class of the DAG (identical shape, bytes or
@@ -128,14 +139,14 @@ public sealed class CostModel(string name, IComputeCostModel compute, ICommunica
                 if (members.Length != streams.Length * dag.FoldFactor) return false;
                 continue;
             }
-            var baseline = Communication.Seconds(pc.Pattern, pc.Bytes, members);
+            var baseline = CommunicationSeconds(dag, pc.Pattern, pc.Bytes, members);
             if (image.Length != members.Length) image = new int[members.Length];
             for (var k = 1; k < dag.FoldFactor; k++)
             {
                 for (var j = 0; j < members.Length; j++) image[j] = classes[members[j]]![k];
                 Array.Sort(image);
                 // Bitwise: the scheduler's equality across replicas is exact, so the prices must be too.
-                if (Communication.Seconds(pc.Pattern, pc.Bytes, image) != baseline) return false;
+                if (CommunicationSeconds(dag, pc.Pattern, pc.Bytes, image) != baseline) return false;
             }
         }
         return true;

@@ -27,13 +27,13 @@ internal static class RankFoldPricing
             var pc = table[c];
             if (pc.Kind != PriceKind.Communication) continue;
             var members = dag._groupMembers[pc.Group];
-            var baseline = cost.Communication.Seconds(pc.Pattern, pc.Bytes, members);
+            var baseline = cost.CommunicationSeconds(dag, pc.Pattern, pc.Bytes, members);
             if (image.Length != members.Length) image = new int[members.Length];
             for (var s = 1; s < symmetries.Length; s++)
             {
                 if (!Image(symmetries[s], members, image)) continue;
                 // Bitwise: the scheduler's equality across images is exact, so the prices must be too.
-                if (cost.Communication.Seconds(pc.Pattern, pc.Bytes, image) != baseline) return Why($"price of {pc.Pattern} over [{string.Join(",", members)}] differs on [{string.Join(",", image)}]");
+                if (cost.CommunicationSeconds(dag, pc.Pattern, pc.Bytes, image) != baseline) return Why($"price of {pc.Pattern} over [{string.Join(",", members)}] differs on [{string.Join(",", image)}]");
             }
         }
         if (cost.Communication is not ILinkTopology links) return true;

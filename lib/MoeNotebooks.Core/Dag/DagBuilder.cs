@@ -41,6 +41,9 @@ public sealed partial class DagBuilder
 
     /// <summary>Attention heads per rank one fused attention kernel runs together, carried to <see cref="OperatorDag.AttentionHeadsPerRank"/>.</summary>
     public int AttentionHeadsPerRank { get; set; }
+
+    /// <summary>Experts per routed token, carried to <see cref="OperatorDag.RoutedTopK"/>.</summary>
+    public int RoutedTopK { get; set; }
     public int Count => _count;
 
     /// <summary>Phase given to the operations appended from now on.</summary>
@@ -308,6 +311,7 @@ public sealed partial class DagBuilder
         MatmulDtypes = [(Dtype, ElementBytes), .. _dtypes],
         ExpertsPerRank = ExpertsPerRank,
         AttentionHeadsPerRank = AttentionHeadsPerRank,
+        RoutedTopK = RoutedTopK,
     };
 
     /// <summary>Compares GPU groups by members (sorted), so a group is found without building a string key.</summary>

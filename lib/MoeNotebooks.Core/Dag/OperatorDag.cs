@@ -188,6 +188,14 @@ public sealed class OperatorDag
     public int ExpertsPerRank { get; init; }
 
     /// <summary>
+    /// Experts each routed token goes to (the model's topK) when the DAG has routed experts, 0 otherwise. The EP
+    /// all-to-all bytes count every token-expert pair; with <see cref="ExpertsPerRank"/> this lets a cost model price a
+    /// kernel that sends a token once per destination (DeepEP's normal kernels, <see cref="Costs.TokenRouting"/>).
+    /// Structure, not time.
+    /// </summary>
+    public int RoutedTopK { get; init; }
+
+    /// <summary>
     /// Attention heads per rank whose score and value products (<see cref="OpKind.AttentionScore"/>,
     /// <see cref="OpKind.AttentionValue"/> and their gradients) one fused attention kernel runs together: FlashAttention
     /// launches one grid over sequences x heads x query blocks (Dao, FlashAttention-2, arXiv:2307.08691 §3.2
