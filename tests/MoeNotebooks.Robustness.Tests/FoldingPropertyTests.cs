@@ -11,7 +11,7 @@ namespace MoeNotebooks.Robustness.Tests;
 /// the replicas kept whole). Oracle: the whole DAG (<see cref="DagFolding.None"/>) of the same scenario, built, priced
 /// and scheduled by the same code. Over the random-scenario stream (10,000 cases), with the data-parallel degree
 /// widened to 1-4, ZeRO stages 0-3, attention placed data- or tensor-parallel over EP and every rank order drawn on
-/// top, the folded total, critical path (operation by operation: kind, phase, layer, microbatch, duration, start),
+/// top, and NVLink ports contended in half the cases (<c>costModel.nvlinkContention</c>), the folded total, critical path (operation by operation: kind, phase, layer, microbatch, duration, start),
 /// breakdowns, per-GPU usage and operation counts equal the whole DAG's to 1e-12 relative.
 /// </summary>
 public class FoldingPropertyTests
@@ -25,11 +25,13 @@ public class FoldingPropertyTests
         from zero in Gen.Int[0, 3]
         from order in Gen.OneOf(RankOrders)
         from tensorAttention in Gen.Int[0, 3]
-        select Widen(c, dp, zero, order, tensorAttention == 0);
+        from ports in Gen.Int[0, 1]
+        select Widen(c, dp, zero, order, tensorAttention == 0, ports == 1);
 
-    private static Scenario Widen(RandomCase c, int dp, int zero, string order, bool tensorAttention)
+    private static Scenario Widen(RandomCase c, int dp, int zero, string order, bool tensorAttention, bool nvlinkPorts = false)
     {
         if (c.Derivation == Derivation.Seed) return c.Scenario;
+        if (nvlinkPorts) c = c with { NvlinkContention = true };
         var wide = c with { DP = dp, Batch = c.Batch / c.DP * dp };
         var s = wide.Scenario;
         var st = s.Strategy with

@@ -29,6 +29,9 @@ public sealed record RandomCase(
     /// <summary>Issue 12's all-to-all options: Megatron-Core's EP overlap, DeepEP (with a DeepEP cost model taking <see cref="DeepEpSms"/> SMs).</summary>
     public MoeAllToAllOverlap AllToAllOverlap { get; init; }
     public int? DeepEpSms { get; init; }
+
+    /// <summary>NVLink ports contended in the scheduler (<c>costModel.nvlinkContention</c>).</summary>
+    public bool NvlinkContention { get; init; }
     /// <summary>A hybrid layer pattern (Megatron --hybrid-override-pattern: M, *, -, E; one 'E' at least) with its Mamba-2 sizes; null: attention + FFN layers.</summary>
     public string? HybridPattern { get; init; }
     public int MambaHeads { get; init; } = 1;
@@ -42,7 +45,7 @@ public sealed record RandomCase(
         $"{Mode} {Schedule}{(Recompute ? " recompute" : "")}{(Zipf > 0 ? $" zipf {Zipf}" : "")} {Kernel}{(Overlap ? "" : " blocking")}{(ScatterGather ? " scatter-gather" : "")}" +
         $"{(DistributedOptimizer ? " dist-opt" : "")}{(OverlapGradReduce ? "" : " no-grad-overlap")}{(FirstStageLayers is { } f ? $" first-stage {f}" : "")}" +
         $"{(HybridPattern is { } p ? $" hybrid {p} mamba {MambaHeads}x{MambaHeadDim} N {MambaState} Q {MambaChunk}" : "")}" +
-        $"{(AllToAllOverlap != MoeAllToAllOverlap.None ? $" a2a {AllToAllOverlap}" : "")}{(DeepEpSms is { } sms ? $" deep-ep-normal {sms} SMs" : "")}{(OverlapParamGather ? " param-gather-overlap" : "")}");
+        $"{(AllToAllOverlap != MoeAllToAllOverlap.None ? $" a2a {AllToAllOverlap}" : "")}{(DeepEpSms is { } sms ? $" deep-ep-normal {sms} SMs" : "")}{(OverlapParamGather ? " param-gather-overlap" : "")}{(NvlinkContention ? " nvlink-ports" : "")}");
 
     private ModelSpec Plain => new("random", Layers, HiddenSize, Heads, Ffn, Experts, TopK, Batch, Sequence, ModelSpec.DtypeBytes[Dtype], Dtype)
     {
@@ -64,8 +67,8 @@ public sealed record RandomCase(
 
     public HardwareSpec Hardware => HardwareCatalog.Get(Preset) with { GpuCount = Gpus, GpusPerNode = GpusPerNode };
 
-    public CostModelSpec CostModel => (Efficiency ? new CostModelSpec(CostModelKind.RooflineEfficiency, EfficiencyTable.Get("typical-hopper")) : CostModelSpec.Ideal) is var c && DeepEpSms is { } sms
-        ? c with { AllToAll = AllToAllImplementation.DeepEpNormal, DeepEpSms = sms } : c;
+    public CostModelSpec CostModel => ((Efficiency ? new CostModelSpec(CostModelKind.RooflineEfficiency, EfficiencyTable.Get("typical-hopper")) : CostModelSpec.Ideal) is var c && DeepEpSms is { } sms
+        ? c with { AllToAll = AllToAllImplementation.DeepEpNormal, DeepEpSms = sms } : c) with { NvlinkContention = NvlinkContention };
 
     public Scenario Scenario => new Scenario("random", Model, Hardware, Strategy, CostModel).Validated();
 
@@ -80,7 +83,7 @@ public sealed record RandomCase(
         (AllToAllOverlap == MoeAllToAllOverlap.None ? "" : $", \"moeAllToAllOverlap\": \"{(AllToAllOverlap == MoeAllToAllOverlap.OneFOneB ? "1f1b" : "deep-ep")}\"");
 
     private string CostModelJson => string.Create(CultureInfo.InvariantCulture,
-        $"{{ \"kind\": \"{(Efficiency ? "roofline-efficiency" : "roofline-ideal")}\"{(Efficiency ? ", \"efficiency\": \"typical-hopper\"" : "")}{(DeepEpSms is { } sms ? $", \"alltoall\": \"deep-ep-normal\", \"deepEpSms\": {sms}" : "")} }}");
+        $"{{ \"kind\": \"{(Efficiency ? "roofline-efficiency" : "roofline-ideal")}\"{(Efficiency ? ", \"efficiency\": \"typical-hopper\"" : "")}{(DeepEpSms is { } sms ? $", \"alltoall\": \"deep-ep-normal\", \"deepEpSms\": {sms}" : "")}{(NvlinkContention ? ", \"nvlinkContention\": true" : "")} }}");
 
     /// <summary>The same configuration as a scenario file, for the loader and CLI paths.</summary>
     public string Json => string.Create(CultureInfo.InvariantCulture, $$"""

@@ -57,6 +57,22 @@ public class RankFoldingTests
     }
 
     [Fact]
+    public void Nvlink_ports_contended_inside_a_node_fold_ranks_exactly()
+    {
+        // tp8-pp2-training relaid to TP4 x PP2 on one 8-GPU node with NVLink ports contended: every pipeline send runs
+        // inside the node beside the TP collectives on the same ports. Each TP rank's port is its representative's, so
+        // the four TP ranks still fold, and the folded schedule equals the whole one (the oracle).
+        var baseCase = Shipped("tp8-pp2-training");
+        var s = Relaid(baseCase, st => st with { TP = 4 });
+        s = s with { CostModel = s.CostModel with { NvlinkContention = true } };
+        Assert.True(FoldingPropertyTests.AssertFoldedEqualsWhole(s, out var description));
+        Assert.Equal("4 TP ranks -> 1 representative per stage", description);
+        // Not vacuous: the ports do bite here (the total moves against the same layout without them).
+        var free = (s with { CostModel = s.CostModel with { NvlinkContention = false } }).Evaluate().TotalSeconds;
+        Assert.NotEqual(free, s.Evaluate().TotalSeconds);
+    }
+
+    [Fact]
     public void Skewed_routing_keeps_the_ep_ranks_apart_and_folds_tp()
     {
         // ep16-training routes with Zipf s = 1 skew: EP rank 0 holds the hottest experts, so EP ranks differ; the TP

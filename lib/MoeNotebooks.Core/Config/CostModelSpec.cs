@@ -84,6 +84,14 @@ public sealed record CostModelSpec(CostModelKind Kind, EfficiencyTable? Efficien
     public NcclTuning? NcclProtocols { get; init; }
 
     /// <summary>
+    /// <c>"nvlinkContention": true</c>: NVLink ports contend in the scheduler as NICs do (<see cref="LinkCommunication.NvlinkContention"/>):
+    /// a pipeline send inside a node runs beside a collective on the sender's or receiver's NVLink port and the two
+    /// share it. Default false (the founding scenarios keep their totals; a GPU's collectives already queue on its
+    /// communication stream, so only sends meet collectives or each other on a port).
+    /// </summary>
+    public bool NvlinkContention { get; init; }
+
+    /// <summary>
     /// A cost model by a single name, as a notebook parameter gives it: a kind that needs no options
     /// ("roofline-ideal", "tile-wave") or the name of an efficiency table in data/efficiency ("typical-hopper").
     /// </summary>
@@ -113,6 +121,7 @@ public sealed record CostModelSpec(CostModelKind Kind, EfficiencyTable? Efficien
         // DeepEP's kernels priced as they move bytes (per-node de-duplication, the low-latency kernels' fixed cost).
         var links = new LinkCommunication(hardware, AllToAll, NcclProtocols)
         {
+            NvlinkContention = NvlinkContention,
             DeepEp = AllToAll is AllToAllImplementation.DeepEpNormal or AllToAllImplementation.DeepEpLowLatency ? DeepEpKernels.Default : null,
         };
         switch (Kind)
@@ -181,6 +190,7 @@ public sealed record CostModelSpec(CostModelKind Kind, EfficiencyTable? Efficien
         var deepEpSms = r.OptionalInt("deepEpSms");
         var groupedGemm = r.OptionalBool("groupedGemm") ?? false;
         var fusedAttention = r.OptionalBool("fusedAttention") ?? false;
+        var nvlinkContention = r.OptionalBool("nvlinkContention") ?? false;
         NcclTuning? protocols = null;
         if (r.Element("ncclProtocols") is { } np)
         {
@@ -215,6 +225,8 @@ public sealed record CostModelSpec(CostModelKind Kind, EfficiencyTable? Efficien
         OnlyFor(CostModelKind.Calibrated, "communication", Q(commPath));
         OnlyFor(CostModelKind.Calibrated, "system", Q(system));
         OnlyFor(CostModelKind.Calibrated, "neighbors", neighbors?.ToString(System.Globalization.CultureInfo.InvariantCulture));
+        if (nvlinkContention && kind == CostModelKind.Calibrated && commPath is not null)
+            throw new ConfigException(r.Child("nvlinkContention"), "true", "applies to the link model (kinds roofline-ideal, roofline-efficiency, tile-wave, or calibrated without \"communication\"), not to a calibrated communication fit", source);
 
         CalibrationSpec? calibration = null;
         if (kind == CostModelKind.Calibrated)
@@ -239,7 +251,7 @@ public sealed record CostModelSpec(CostModelKind Kind, EfficiencyTable? Efficien
             else if (system is not null) throw new ConfigException(r.Child("system"), $"\"{system}\"", "filters the \"communication\" file's rows; give \"communication\" too", source);
             calibration = new CalibrationSpec(gemmPath, gpu, gemm, commPath, system, comm, neighbors ?? 8);
         }
-        return Checked(new CostModelSpec(kind, table) { Tiles = tiles, Calibration = calibration, AllToAll = allToAll, DeepEpSms = deepEpSms ?? DefaultDeepEpSms, GroupedGemm = groupedGemm, FusedAttention = fusedAttention, NcclProtocols = protocols }, path, source);
+        return Checked(new CostModelSpec(kind, table) { Tiles = tiles, Calibration = calibration, AllToAll = allToAll, DeepEpSms = deepEpSms ?? DefaultDeepEpSms, GroupedGemm = groupedGemm, FusedAttention = fusedAttention, NcclProtocols = protocols, NvlinkContention = nvlinkContention }, path, source);
     }
 
     private static string Existing(string path, string field, string? source) =>

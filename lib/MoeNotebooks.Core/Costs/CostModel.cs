@@ -197,6 +197,12 @@ public sealed class CostModel(string name, IComputeCostModel compute, ICommunica
         // activation going s -> s + 1 and a gradient coming back s + 1 -> s do not contend.
         var byGroup = new int[3 * dag.GroupCount][];
         var scratch = new List<int>();
+        // NVLink ports (opt-in) after the topology's links, a send side and a receive side per GPU; in a folded DAG each
+        // GPU's port is its representative's (see INvlinkPortTopology).
+        var ports = Communication is INvlinkPortTopology { ContendsNvlinkPorts: true } np ? np : null;
+        var portBase = topology.LinkCount;
+        List<int> egress = [], ingress = [];
+        var seen = new HashSet<int>();
         var empty = Array.Empty<int>();
         for (var i = 0; i < byGroup.Length; i++) byGroup[i] = empty;
         var done = new bool[byGroup.Length];
@@ -209,17 +215,25 @@ public sealed class CostModel(string name, IComputeCostModel compute, ICommunica
             if (done[slot]) continue;
             done[slot] = true;
             var members = dag.GroupMembers(g);
-            if (slot == 3 * g) topology.Links(dag.Kind(op).Pattern(), members, scratch);
-            else if (slot == 3 * g + 1) topology.Links(CollectivePattern.SendRecv, members, scratch);
-            else
+            var pattern = slot == 3 * g ? dag.Kind(op).Pattern() : CollectivePattern.SendRecv;
+            var ordered = members;
+            if (slot == 3 * g + 2)
             {
                 var reversed = members.ToArray();
                 Array.Reverse(reversed);
-                topology.Links(CollectivePattern.SendRecv, reversed, scratch);
+                ordered = reversed;
+            }
+            topology.Links(pattern, ordered, scratch);
+            if (ports is not null)
+            {
+                ports.NvlinkPorts(pattern, ordered, egress, ingress);
+                seen.Clear();
+                foreach (var e in egress) if (seen.Add(portBase + 2 * dag.Representative(e))) scratch.Add(portBase + 2 * dag.Representative(e));
+                foreach (var i in ingress) if (seen.Add(portBase + 2 * dag.Representative(i) + 1)) scratch.Add(portBase + 2 * dag.Representative(i) + 1);
             }
             byGroup[slot] = scratch.ToArray();
         }
-        return new Analysis.LinkFootprints(dag, topology.LinkCount, byGroup);
+        return new Analysis.LinkFootprints(dag, portBase + (ports is null ? 0 : 2 * dag.GpuCount), byGroup);
     }
 
     /// <summary>

@@ -132,7 +132,7 @@ public sealed record CollectivePrice(
 /// </list>
 /// The project's hierarchical candidate is not one of NCCL's algorithms and is not offered with protocols.
 /// </summary>
-public sealed class LinkCommunication(HardwareSpec hardware, AllToAllImplementation allToAll = AllToAllImplementation.Nccl, NcclTuning? protocols = null) : ICommunicationCostModel, ILinkTopology, ITokenExchangeCostModel
+public sealed class LinkCommunication(HardwareSpec hardware, AllToAllImplementation allToAll = AllToAllImplementation.Nccl, NcclTuning? protocols = null) : ICommunicationCostModel, ILinkTopology, ITokenExchangeCostModel, INvlinkPortTopology
 {
     /// <summary>NCCL tuning.cc: tree busBw = min(busBw x .9, maxTreeBw); the cap is not modelled.</summary>
     public const double TreeBandwidthFactor = 0.9;
@@ -157,6 +157,12 @@ public sealed class LinkCommunication(HardwareSpec hardware, AllToAllImplementat
 
     public string Name => (AllToAll == AllToAllImplementation.Nccl ? "topology-links" : $"topology-links({JsonObjectReader.Kebab(AllToAll.ToString())}{(DeepEp is { } k && AllToAll is AllToAllImplementation.DeepEpNormal or AllToAllImplementation.DeepEpLowLatency ? ", " + k.Name : "")})")
         + (Protocols is { } t ? $"+protocols({t.Name})" : "");
+
+    /// <summary>
+    /// Whether each GPU's NVLink port (its send side and its receive side) is a contended link for the scheduler
+    /// (<c>costModel.nvlinkContention</c>; <see cref="NvlinkPorts"/>). Default false.
+    /// </summary>
+    public bool NvlinkContention { get; init; }
 
     /// <summary>Whether dispatch and combine are priced as DeepEP's kernels move bytes (<see cref="DeepEp"/> set and a DeepEP implementation chosen).</summary>
     public bool PricesDeepEpKernels => DeepEp is not null && AllToAll is AllToAllImplementation.DeepEpNormal or AllToAllImplementation.DeepEpLowLatency;
@@ -500,6 +506,37 @@ public sealed class LinkCommunication(HardwareSpec hardware, AllToAllImplementat
 
     private int NicTotal => (Hardware.GpuCount + Hardware.GpusPerNode - 1) / Hardware.GpusPerNode * Hardware.NicsPerNode;
 
+    public bool ContendsNvlinkPorts => NvlinkContention && Hardware.IntraNode.PeerBytesPerSecond is null;
+
+    /// <summary>
+    /// The NVLink ports an operation occupies when <see cref="NvlinkContention"/> is on: a send inside one NVLink domain
+    /// the sender's send side and the receiver's receive side (a send across domains goes over NICs, <see cref="Links"/>);
+    /// a collective both sides of every member that shares its domain with another member (ring, tree, NVLS, the
+    /// hierarchical stages and the all-to-all's NVLink share all run through them; a member alone in its domain only
+    /// uses its NIC). Each operation is taken to use the whole port while it runs (NCCL's collectives and a send at the
+    /// pair bandwidth are priced at the port's bandwidth), so two of them at once share it, the link's work conserved.
+    /// Meshes of peer links (MI300X, H100 NVL) have a link per pair, not one port: not contended there (a stated
+    /// simplification).
+    /// </summary>
+    public void NvlinkPorts(CollectivePattern pattern, ReadOnlySpan<int> gpus, List<int> egress, List<int> ingress)
+    {
+        egress.Clear();
+        ingress.Clear();
+        if (!ContendsNvlinkPorts || gpus.Length < 2 || pattern == CollectivePattern.None) return;
+        if (pattern == CollectivePattern.SendRecv)
+        {
+            int a = gpus[0], b = gpus[^1];
+            if (a != b && Hardware.DomainOf(a) == Hardware.DomainOf(b)) { egress.Add(a); ingress.Add(b); }
+            return;
+        }
+        foreach (var g in gpus)
+        {
+            var d = Hardware.DomainOf(g);
+            foreach (var o in gpus)
+                if (o != g && Hardware.DomainOf(o) == d) { egress.Add(g); ingress.Add(g); break; }
+        }
+    }
+
     public void Links(CollectivePattern pattern, ReadOnlySpan<int> gpus, List<int> into)
     {
         into.Clear();
@@ -515,6 +552,22 @@ public sealed class LinkCommunication(HardwareSpec hardware, AllToAllImplementat
         foreach (var g in gpus)
             if (seen.Add(Hardware.NicOf(g))) { into.Add(2 * Hardware.NicOf(g)); into.Add(2 * Hardware.NicOf(g) + 1); }
     }
+}
+
+/// <summary>
+/// A communication model whose GPUs' NVLink ports contend (<see cref="LinkCommunication.NvlinkContention"/>): which
+/// GPUs' port send sides and receive sides an operation occupies. <see cref="CostModel.Footprints"/> adds them as links
+/// after <see cref="ILinkTopology.LinkCount"/>, one pair per GPU, each GPU of a folded DAG mapped to its representative
+/// (every member of a symmetry class uses its port exactly as the representative does, so the folded schedule sees the
+/// representative's port timeline, which is every member's).
+/// </summary>
+public interface INvlinkPortTopology
+{
+    /// <summary>Whether ports contend at all.</summary>
+    bool ContendsNvlinkPorts { get; }
+
+    /// <summary>Writes the GPUs whose port send side (<paramref name="egress"/>) and receive side (<paramref name="ingress"/>) the operation occupies.</summary>
+    void NvlinkPorts(CollectivePattern pattern, ReadOnlySpan<int> gpus, List<int> egress, List<int> ingress);
 }
 
 /// <summary>A communication model that can say which links a collective occupies (for contention in the scheduler).</summary>

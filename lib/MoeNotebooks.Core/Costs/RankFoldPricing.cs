@@ -37,6 +37,22 @@ internal static class RankFoldPricing
             }
         }
         if (cost.Communication is not ILinkTopology links) return true;
+        // NVLink ports (opt-in) are mapped to each class's representative (CostModel.Footprints), which is exact when
+        // an operation and its images under a symmetry never share a GPU: otherwise the whole DAG would have the
+        // operation and its image on one port at once, which the folded schedule cannot see.
+        if (cost.Communication is INvlinkPortTopology { ContendsNvlinkPorts: true })
+            for (var c = 0; c < table.Length; c++)
+            {
+                if (table[c].Kind != PriceKind.Communication) continue;
+                var members = dag._groupMembers[table[c].Group];
+                if (image.Length != members.Length) image = new int[members.Length];
+                for (var s = 1; s < symmetries.Length; s++)
+                {
+                    if (!Image(symmetries[s], members, image)) continue;
+                    if (image.Intersect(members).Any())
+                        return Why($"the image [{string.Join(",", image)}] of [{string.Join(",", members)}] shares a GPU with it (NVLink ports)");
+                }
+            }
         // Links of the built communication (collectives by pattern, sends as SendRecv, as CostModel.Footprints takes them).
         var used = new HashSet<int>();
         var scratch = new List<int>();
