@@ -207,6 +207,9 @@ public sealed class CostModel(string name, IComputeCostModel compute, ICommunica
         for (var i = 0; i < byGroup.Length; i++) byGroup[i] = empty;
         var done = new bool[byGroup.Length];
         var groups = dag._groups;
+        // A rank-folded DAG whose ranks share links with their images: each link folded onto its owner's representative's.
+        var owners = dag.Symmetries is not null && RankFoldPricing.LinkFoldOf(this, dag, topology) == RankFoldPricing.LinkFold.Projected
+            ? (ILinkOwners)Communication : null;
         for (var op = 0; op < dag.Count; op++)
         {
             var g = groups[op];
@@ -224,8 +227,15 @@ public sealed class CostModel(string name, IComputeCostModel compute, ICommunica
                 ordered = reversed;
             }
             topology.Links(pattern, ordered, scratch);
+            if (owners is not null)
+            {
+                var projected = scratch.Select(l => owners.SameLinkOf(l, dag.Representative(owners.OwnerOf(l)))).Distinct().ToArray();
+                scratch.Clear();
+                scratch.AddRange(projected);
+            }
             if (ports is not null)
             {
+                // Ports after the topology's links (never projected as NIC links are: they map to representatives here).
                 ports.NvlinkPorts(pattern, ordered, egress, ingress);
                 seen.Clear();
                 foreach (var e in egress) if (seen.Add(portBase + 2 * dag.Representative(e))) scratch.Add(portBase + 2 * dag.Representative(e));
