@@ -113,6 +113,7 @@ public sealed class Sweep
         GridSize = 1;
         foreach (var a in axes) GridSize = Validate.Product("grid (number of combinations)", GridSize, a.Values.Count);
         Count = random?.Count ?? GridSize;
+        _sections = SectionCache.For(baseScenario, axes);
         if (Count > MaxPoints)
             throw new ConfigException(random is null ? "grid (number of combinations)" : "random.count", Count.ToString(CultureInfo.InvariantCulture),
                 string.Create(CultureInfo.InvariantCulture, $"must be at most {MaxPoints:N0} points (about a day at 1,000 points per second); split the sweep"), source);
@@ -270,13 +271,103 @@ public sealed class Sweep
         return ScenarioFor(choice, index);
     }
 
-    private Scenario ScenarioFor(int[] choice, long index)
+    internal Scenario ScenarioFor(int[] choice, long index)
     {
+        if (_sections is { } sections && sections.Compose(this, choice) is { } composed)
+            return composed with { Name = string.Create(CultureInfo.InvariantCulture, $"{composed.Name}#{index}") };
         var values = new string[Axes.Count];
         for (var a = 0; a < values.Length; a++) values[a] = Axes[a].Values[choice[a]];
         var node = Apply(_base, Axes.Select(a => a.Field).ToArray(), values);
         var scenario = Scenario.Parse(node.ToJsonString());
         return scenario with { Name = string.Create(CultureInfo.InvariantCulture, $"{scenario.Name}#{index}") };
+    }
+
+    /// <summary>The per-section reader of this sweep's points, or null when an axis sets something outside the four sections.</summary>
+    private readonly SectionCache? _sections;
+
+    /// <summary>
+    /// A point's scenario read section by section: <see cref="Scenario.Parse"/> reads the model, hardware, strategy and
+    /// cost-model objects each on its own (<c>ModelSpec.Read(r.Object("model"))</c>, ...) and only then checks how they
+    /// fit together (<see cref="Scenario.Validated"/>). Each section of a point is the base's section with the values of
+    /// the axes that fall inside it, so it takes as many distinct values as those axes have combinations (96 models,
+    /// 8 strategies, 3 GPUs and 2 cost models in the founding sweep, instead of 2,970 whole scenarios): each is read
+    /// once, from exactly the JSON text the whole point would hold there, by the same reader, and the records are
+    /// shared. The scenario is then assembled and validated as <see cref="Scenario.Parse"/> does. A section that fails
+    /// to read sends its points down the whole-document path, so that an invalid point reports the very error the
+    /// whole document gives first (the document-wide checks run before any section is read).
+    /// </summary>
+    private sealed class SectionCache
+    {
+        private static readonly string[] Names = ["model", "hardware", "strategy", "costModel"];
+        private readonly JsonObject _base;
+        private readonly string _name, _description;
+        private readonly int[][] _axes; // per section, the axes inside it
+        private readonly System.Collections.Concurrent.ConcurrentDictionary<long, object?>[] _read;
+
+        private SectionCache(JsonObject baseNode, string name, string description, int[][] axes)
+        {
+            _base = baseNode;
+            _name = name;
+            _description = description;
+            _axes = axes;
+            _read = new System.Collections.Concurrent.ConcurrentDictionary<long, object?>[Names.Length];
+            for (var s = 0; s < Names.Length; s++) _read[s] = new();
+        }
+
+        public static SectionCache? For(JsonObject baseNode, IReadOnlyList<SweepAxis> axes)
+        {
+            var bySection = new List<int>[Names.Length];
+            for (var s = 0; s < Names.Length; s++) bySection[s] = [];
+            for (var a = 0; a < axes.Count; a++)
+            {
+                var section = Array.IndexOf(Names, axes[a].Field.Split('.')[0]);
+                if (section < 0) return null;
+                bySection[section].Add(a);
+            }
+            // The base's name and description, as Scenario.Parse reads them (the base was read whole when loaded).
+            using var doc = JsonObjectReader.Parse(baseNode.ToJsonString(), null);
+            var r = new JsonObjectReader(doc.RootElement, "", null);
+            return new SectionCache(baseNode, r.OptionalString("name") ?? "scenario", r.OptionalString("description") ?? "", [.. bySection.Select(l => l.ToArray())]);
+        }
+
+        /// <summary>The point's scenario, validated; null when one of its sections does not read (the caller reads the whole document).</summary>
+        public Scenario? Compose(Sweep sweep, int[] choice)
+        {
+            var parts = new object?[Names.Length];
+            for (var s = 0; s < Names.Length; s++)
+            {
+                long key = 0;
+                foreach (var a in _axes[s]) key = key * sweep.Axes[a].Values.Count + choice[a];
+                parts[s] = _read[s].GetOrAdd(key, static (_, x) => x.Cache.Read(x.Section, x.Sweep, x.Choice), (Cache: this, Section: s, Sweep: sweep, Choice: choice));
+                if (parts[s] is null) return null;
+            }
+            return new Scenario(_name, (ModelSpec)parts[0]!, (HardwareSpec)parts[1]!, (StrategySpec)parts[2]!, (CostModelSpec)parts[3]!, _description).Validated();
+        }
+
+        /// <summary>Section <paramref name="s"/> of the point, read as <see cref="Scenario.Parse"/> reads it from the whole document; null when it does not read.</summary>
+        private object? Read(int s, Sweep sweep, int[] choice)
+        {
+            var name = Names[s];
+            var node = new JsonObject();
+            if (_base[name] is { } section) node[name] = section.DeepClone();
+            var fields = _axes[s].Select(a => sweep.Axes[a].Field).ToArray();
+            var values = _axes[s].Select(a => sweep.Axes[a].Values[choice[a]]).ToArray();
+            node = Apply(node, fields, values);
+            try
+            {
+                using var doc = JsonObjectReader.Parse(node.ToJsonString(), null);
+                var r = new JsonObjectReader(doc.RootElement, "", null);
+                return s switch
+                {
+                    0 => ModelSpec.Read(r.Object("model")),
+                    1 => HardwareSpec.Read(r.Object("hardware")),
+                    2 => StrategySpec.Read(r.Object("strategy")),
+                    _ => r.Element("costModel") is { } c ? CostModelSpec.Read(c, "costModel", null) : CostModelSpec.Ideal,
+                };
+            }
+            catch (ConfigException) { return null; }
+            catch (DagException) { return null; }
+        }
     }
 
     /// <summary>Evaluates every point, calling <paramref name="onRow"/> in index order (on the calling thread).</summary>
