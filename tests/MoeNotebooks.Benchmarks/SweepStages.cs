@@ -32,7 +32,7 @@ public static class SweepStages
         if (only is not null)
         {
             // One stage in a loop, for a sampling profiler (perf with DOTNET_PerfMapEnabled=1).
-            var sc = choices.Select((c, i) => sweep.ScenarioFor(c, i)).ToArray();
+            var sc = choices.Select((c, i) => sweep.ScenarioFor(c, i, true)).ToArray();
             var cm = sc.Select(x => x.CreateCostModel()).ToArray();
             var dg = sc.Select(x => x.BuildDag(DagFolding.Symmetric)).ToArray();
             var clock = Stopwatch.StartNew();
@@ -40,7 +40,7 @@ public static class SweepStages
                 for (var i = 0; i < sc.Length; i++)
                     _ = only switch
                     {
-                        "scenario" => sweep.ScenarioFor(choices[i], i).Name.Length,
+                        "scenario" => sweep.ScenarioFor(choices[i], i, true).Name.Length,
                         "build" => sc[i].BuildDag(DagFolding.Symmetric).Count,
                         "fold" => cm[i].PricesFoldSymmetrically(dg[i]) ? 1 : 0,
                         "price" => cm[i].Price(dg[i]).Length,
@@ -64,7 +64,7 @@ public static class SweepStages
             }
             var sw = Stopwatch.StartNew();
             var scenarios = new Scenario[choices.Count];
-            for (var i = 0; i < choices.Count; i++) scenarios[i] = sweep.ScenarioFor(choices[i], i);
+            for (var i = 0; i < choices.Count; i++) scenarios[i] = sweep.ScenarioFor(choices[i], i, true);
             Add("scenario (clone, set, serialize, parse, validate)", sw.ElapsedTicks);
 
             sw.Restart();

@@ -271,9 +271,9 @@ public sealed class Sweep
         return ScenarioFor(choice, index);
     }
 
-    internal Scenario ScenarioFor(int[] choice, long index)
+    internal Scenario ScenarioFor(int[] choice, long index, bool bySection = false)
     {
-        if (_sections is { } sections && sections.Compose(this, choice) is { } composed)
+        if (bySection && _sections is { } sections && sections.Compose(this, choice) is { } composed)
             return composed with { Name = string.Create(CultureInfo.InvariantCulture, $"{composed.Name}#{index}") };
         var values = new string[Axes.Count];
         for (var a = 0; a < values.Length; a++) values[a] = Axes[a].Values[choice[a]];
@@ -460,7 +460,7 @@ public sealed class Sweep
             Parallel.For(0, fresh.Count, parallel, k =>
             {
                 var i = fresh[k];
-                try { scenarios[i] = ScenarioFor(choices[i], start + i); }
+                try { scenarios[i] = ScenarioFor(choices[i], start + i, options.Reuse); }
                 catch (ConfigException e) { rows[i] = Invalid(start + i, LabelsOf(choices[i]), QuickEvaluation.Reason(e)); }
                 catch (DagException e) { rows[i] = Invalid(start + i, LabelsOf(choices[i]), e.Message); }
             });
@@ -578,6 +578,34 @@ public sealed class Sweep
         private readonly ConcurrentDictionary<(ModelSpec Model, StrategySpec Strategy, DagFolding Folding), OperatorDag> _dags = new();
         private long _operations;
 
+        // Memory verdicts by the very model, strategy and hardware records (a sweep reading points by section shares
+        // them between points that differ only in the cost model); at most MaxVerdicts kept.
+        private readonly ConcurrentDictionary<(object Model, object Strategy, object Hardware), MemoryReport> _memory = new(SameRecords.Instance);
+        private const int MaxVerdicts = 1 << 20;
+
+        /// <summary><see cref="MemoryModel.Estimate"/> of the point (a pure function of its model, strategy and hardware), once per such triple.</summary>
+        public MemoryReport Memory(Scenario scenario)
+        {
+            var key = ((object)scenario.Model, (object)scenario.Strategy, (object)scenario.Hardware);
+            if (_memory.TryGetValue(key, out var report)) return report;
+            report = MemoryModel.Estimate(scenario.Model, scenario.Strategy, scenario.Hardware);
+            if (_memory.Count < MaxVerdicts) _memory.TryAdd(key, report);
+            return report;
+        }
+
+        /// <summary>Keys equal when they hold the same three instances (no record hashing: equal records that are distinct instances just miss).</summary>
+        private sealed class SameRecords : IEqualityComparer<(object Model, object Strategy, object Hardware)>
+        {
+            public static readonly SameRecords Instance = new();
+
+            public bool Equals((object Model, object Strategy, object Hardware) x, (object Model, object Strategy, object Hardware) y) =>
+                ReferenceEquals(x.Model, y.Model) && ReferenceEquals(x.Strategy, y.Strategy) && ReferenceEquals(x.Hardware, y.Hardware);
+
+            public int GetHashCode((object Model, object Strategy, object Hardware) k) =>
+                HashCode.Combine(System.Runtime.CompilerServices.RuntimeHelpers.GetHashCode(k.Model), System.Runtime.CompilerServices.RuntimeHelpers.GetHashCode(k.Strategy),
+                    System.Runtime.CompilerServices.RuntimeHelpers.GetHashCode(k.Hardware));
+        }
+
         public OperatorDag Get(Scenario scenario, DagFolding folding)
         {
             var key = (scenario.Model, scenario.Strategy, folding);
@@ -604,7 +632,7 @@ public sealed class Sweep
             var e = structures is null
                 ? QuickEvaluation.Run(scenario, null, worker.Workspace, breakdown)
                 : QuickEvaluation.Run(scenario, null, worker.Workspace, breakdown, worker.Structures(structures), worker.FootprintsOf);
-            var memory = MemoryModel.Estimate(scenario.Model, scenario.Strategy, scenario.Hardware);
+            var memory = structures is null ? MemoryModel.Estimate(scenario.Model, scenario.Strategy, scenario.Hardware) : structures.Memory(scenario);
             return new SweepRow(index, values, true, null, scenario.Hardware.GpuCount, (int)Math.Min(e.Dag.RepresentedCount, int.MaxValue), e.TotalSeconds,
                 e.Breakdown?["matmul"] ?? double.NaN, e.Breakdown?["attention"] ?? double.NaN, e.Breakdown?["elementwise"] ?? double.NaN,
                 e.Breakdown?["communication"] ?? double.NaN, e.Breakdown?["idle"] ?? double.NaN)
