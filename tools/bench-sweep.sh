@@ -20,18 +20,19 @@ variants=("$@")
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 echo "# $(date -u '+%Y-%m-%d %H:%M:%S') UTC, $(nproc) cores; load before: $(uptime | sed 's/.*load average: //')"
-printf '%-10s %-22s %8s %8s %14s\n' variant run cpu_s wall_s rate
+printf '%-10s %-22s %8s %8s %14s %14s\n' variant run cpu_s wall_s rate rate_per_cpu_s
 run() { # label dir env pin what
-    local label=$1 dir=$2 env=$3 pin=$4 what=$5 prefix=() t rate=""
+    local label=$1 dir=$2 env=$3 pin=$4 what=$5 prefix=() t rate="" cpurate=""
     [ "$pin" = pinned ] && prefix=(taskset -c 0)
     if [ "$what" = sweep ]; then
         env ${env//,/ } /usr/bin/time -f '%U %S %e' -o "$out/t" "${prefix[@]}" "$dir/moe" sweep data/sweeps/founding-4800.json --threads 1 --out "$out/$label.csv" >"$out/log" 2>&1
-        rate=$(grep -o '([0-9,]* per second)' "$out/log" | tr -d '(),' | cut -d' ' -f1)
+        rate=$(grep -o '([0-9,]* per second' "$out/log" | tr -d '(,' | cut -d' ' -f1)
+        cpurate=$(grep -o '[0-9,]* per CPU second' "$out/log" | tr -d ',' | cut -d' ' -f1 || true)
     else
         env ${env//,/ } /usr/bin/time -f '%U %S %e' -o "$out/t" "${prefix[@]}" "$dir/moe" evaluate data/scenarios/ep16.json >"$out/log" 2>&1
     fi
     read -r u s e <"$out/t"
-    printf '%-10s %-22s %8.2f %8.2f %14s\n' "$label" "$what $pin" "$(echo "$u + $s" | bc)" "$e" "${rate:+$rate/s}"
+    printf '%-10s %-22s %8.2f %8.2f %14s %14s\n' "$label" "$what $pin" "$(echo "$u + $s" | bc)" "$e" "${rate:+$rate/s}" "${cpurate:+$cpurate/s}"
 }
 for ((r = 1; r <= rounds; r++)); do
     for what in sweep evaluate; do

@@ -86,6 +86,12 @@ public sealed record SweepSummary(long Total, long Valid, long Invalid, IReadOnl
 
     /// <summary>The fastest valid point that fits in memory, if any.</summary>
     public SweepRow? FastestFitting { get; init; }
+
+    /// <summary>
+    /// CPU time the process spent while the sweep ran (all its threads: the workers, the garbage collector, the JIT).
+    /// On a shared machine the wall time <see cref="Elapsed"/> also counts time spent waiting for a core; this does not.
+    /// </summary>
+    public TimeSpan CpuTime { get; init; }
 }
 
 /// <summary>
@@ -374,6 +380,7 @@ public sealed class Sweep
     public SweepSummary Run(Action<SweepRow> onRow, SweepOptions? options = null, IProgress<SweepProgress>? progress = null, CancellationToken cancellation = default)
     {
         var clock = Stopwatch.StartNew();
+        var cpu0 = Process.GetCurrentProcess().TotalProcessorTime;
         long valid = 0, invalid = 0, done = 0;
         var reasons = new SortedDictionary<string, long>(StringComparer.Ordinal);
         SweepRow? fastest = null, fastestFitting = null;
@@ -399,7 +406,10 @@ public sealed class Sweep
             done += rows.Length;
             progress?.Report(new SweepProgress(done, Count, invalid, clock.Elapsed));
         }
-        return new SweepSummary(Count, valid, invalid, reasons, fastest, clock.Elapsed) { MemoryInfeasible = memoryInfeasible, FastestFitting = fastestFitting };
+        return new SweepSummary(Count, valid, invalid, reasons, fastest, clock.Elapsed)
+        {
+            MemoryInfeasible = memoryInfeasible, FastestFitting = fastestFitting, CpuTime = Process.GetCurrentProcess().TotalProcessorTime - cpu0,
+        };
     }
 
     /// <summary>Every row in index order, evaluated in parallel batches as the enumeration proceeds (no DataFrame needed).</summary>
