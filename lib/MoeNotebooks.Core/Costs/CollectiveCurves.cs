@@ -16,6 +16,13 @@ public sealed record CollectiveCurvePoint(string Topology, CollectivePattern Pat
 /// <summary>A named placement of a group on a hardware description, for comparing topologies.</summary>
 public sealed record CollectiveTopology(string Name, HardwareSpec Hardware, int[] Group);
 
+/// <summary>One EP dispatch (or combine) priced by one all-to-all implementation (<see cref="CollectiveCurves.TokenExchange"/>).</summary>
+public sealed record TokenExchangePoint(int ExpertParallel, int Domains, AllToAllImplementation Implementation, double Bytes, double Seconds, double IntraDomainSeconds, double InterDomainSeconds)
+{
+    /// <summary>"nccl", "pxn", "deep-ep-normal", "deep-ep-low-latency".</summary>
+    public string Name => Config.JsonObjectReader.Kebab(Implementation.ToString());
+}
+
 /// <summary>Collective time versus message size per topology, priced by <see cref="LinkCommunication"/>.</summary>
 public static class CollectiveCurves
 {
@@ -43,6 +50,31 @@ public static class CollectiveCurves
         var sizes = new List<double>();
         for (var b = minBytes; b <= maxBytes; b *= 2) sizes.Add(b);
         return sizes;
+    }
+
+    /// <summary>
+    /// One EP dispatch of <paramref name="tokensPerRank"/> tokens routed top-<paramref name="topK"/> over
+    /// <paramref name="experts"/> experts, on EP ranks 0..EP-1 of <paramref name="preset"/> (its GPUs per node filled in
+    /// order), priced by each all-to-all implementation with the routing (<see cref="LinkCommunication.PriceTokenExchange"/>;
+    /// DeepEP with <see cref="DeepEpKernels.Default"/>): the bytes are every token-expert pair's, as the DAG carries them.
+    /// </summary>
+    public static IReadOnlyList<TokenExchangePoint> TokenExchange(HardwareSpec preset, IEnumerable<int> expertParallel, int experts, int topK, double tokensPerRank, double bytesPerToken)
+    {
+        var points = new List<TokenExchangePoint>();
+        foreach (var ep in expertParallel)
+        {
+            if (ep < 2 || experts % ep != 0) throw new ArgumentException($"EP {ep} must be at least 2 and divide the {experts} experts", nameof(expertParallel));
+            var hw = preset.WithGpus(Math.Max(ep, preset.GpusPerNode));
+            var group = Enumerable.Range(0, ep).ToArray();
+            var bytes = tokensPerRank * topK * bytesPerToken;
+            var routing = new TokenRouting(topK, experts / ep);
+            foreach (var impl in Enum.GetValues<AllToAllImplementation>())
+            {
+                var price = new LinkCommunication(hw, impl) { DeepEp = DeepEpKernels.Default }.PriceTokenExchange(bytes, group, routing);
+                points.Add(new TokenExchangePoint(ep, price.Domains, impl, bytes, price.Seconds, price.IntraDomainSeconds, price.InterDomainSeconds));
+            }
+        }
+        return points;
     }
 
     /// <summary>Every topology x pattern x size; with <paramref name="protocols"/> priced per NCCL protocol as <c>costModel.ncclProtocols</c> does.</summary>

@@ -471,6 +471,12 @@ public sealed class LinkCommunication(HardwareSpec hardware, AllToAllImplementat
             CollectiveAlgorithm.Hierarchical => (lat,
                 (pattern == CollectivePattern.AllReduce ? 2 : 1) * (g - 1) / g * B / nvlRing,
                 (pattern == CollectivePattern.AllReduce ? 2 : 1) * (n - 1) / n * (B / g) / railShare),
+            // All-to-all: the intra-domain share on NVLink and the rest on the rail share, at once (as priced above; PXN's
+            // and DeepEP's forwarded bytes not counted here). A send: one NIC.
+            _ when pattern == CollectivePattern.AllToAll => (lat,
+                (shape.MinPerDomain - 1.0) / p * B / Hardware.IntraNode.BytesPerSecond,
+                (p - shape.MinPerDomain) / p * B / railShare),
+            _ when pattern == CollectivePattern.SendRecv => (lat, 0, B / Hardware.InterNode.BytesPerSecond),
             _ => (lat, 0, (shape.Gpus - 1.0) / p * B / railShare),
         };
     }
