@@ -189,8 +189,6 @@ public sealed class ModernPredictor
             return (null, run.CP > 1
                 ? $"EP = {run.EP} does not divide DP = {run.DP} with context parallelism CP = {run.CP}: the slice folds experts over TP x DP only without CP"
                 : $"EP = {run.EP} divides neither DP = {run.DP} nor the GPUs of a stage TP x DP = {run.TP * run.DP}: no expert-parallel layout (EP x ETP x EDP = TP x DP) holds it");
-        if (FoldsExperts(run) && run.IsHybrid && !FoldHybridRows)
-            return (null, $"EP = {run.EP} larger than DP = {run.DP}: the slice folds experts over TP x DP (ETP 1) for the MoE rows; the hybrid rows enter when the hybrid fit takes them (ModernPredictor.FoldHybridRows)");
         var system = SystemPresets.TryGetValue(run.System, out var names)
             ? names.FirstOrDefault(n => HardwareCatalog.Names.Contains(n, StringComparer.OrdinalIgnoreCase)) : null;
         if (system is null) return (null, $"no hardware preset for {run.System} (issues 11 and 13 add the presets)");
@@ -255,18 +253,19 @@ public sealed class ModernPredictor
 
     /// <summary>
     /// Whether the run folds its experts over the attention ranks (Megatron-Core's MoE parallel folding, Liu et al.
-    /// 2025): EP larger than DP (EP does not divide DP) means the expert layout ETP x EP x EDP covers the TP x DP ranks of
-    /// a stage with ETP = 1, as Megatron-Core's parallel_state builds the expert groups over the same ranks (the default
-    /// ETP = TP would need EP x TP > TP x DP GPUs). Without CP only, and EP must divide TP x DP.
+    /// 2025): the expert layout ETP x EP x EDP covers the TP x DP ranks of a stage with ETP = 1, as Megatron-Core's
+    /// parallel_state builds the expert groups over the same ranks. Two reasons, without CP only and with EP dividing TP x DP:
+    /// EP larger than DP (EP does not divide DP: the default ETP = TP would need EP x TP > TP x DP GPUs), and a
+    /// Megatron-Bridge row with TP > 1, because Megatron-Bridge's MoE performance configs set
+    /// <c>expert_tensor_parallel_size=1</c> in their base configs (scripts/performance/configs/nemotronh/
+    /// nemotron_3_workload_base_configs.py BASE_NEMOTRON_3_NANO_CONFIG / BASE_NEMOTRON_3_SUPER_CONFIG, and
+    /// qwen/qwen3_workload_base_configs.py BASE_QWEN3_235B_A22B_CONFIG, which its TP 2 presets inherit): the row's
+    /// columns give no ETP, the launcher's default is 1. In the file this adds one row, Nemotron-3-Ultra TP 2 x EP 64 x DP
+    /// 128 on GB200: with ETP = TP its EP groups spanned TP x EP = 128 GPUs, two 64-GPU NVLink segments.
     /// </summary>
     public static bool FoldsExperts(ModernRun run) =>
-        run.EP > 1 && run.DP % run.EP != 0 && run.CP == 1 && run.TP > 1 && (long)run.TP * run.DP % run.EP == 0;
-
-    /// <summary>
-    /// Whether hybrid (Mamba) rows with EP larger than DP are folded and predicted like the MoE rows. Off until the hybrid
-    /// slice is validated on them: folded today, the five Nemotron-3-Super rows come out at 81 % MAPE (hybrid group 53 -> 73 %).
-    /// </summary>
-    public const bool FoldHybridRows = false;
+        run.EP > 1 && run.CP == 1 && run.TP > 1 && (long)run.TP * run.DP % run.EP == 0
+        && (run.DP % run.EP != 0 || run.Framework == ModernFramework.MegatronBridge);
 
     /// <summary><c>--expert-tensor-parallel-size</c> the slice uses: 1 when the run folds its experts (<see cref="FoldsExperts"/>), else TP (Megatron's default).</summary>
     public static int ExpertTensorParallel(ModernRun run) => FoldsExperts(run) ? 1 : run.TP;

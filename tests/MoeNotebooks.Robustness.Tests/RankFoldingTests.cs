@@ -85,6 +85,36 @@ public class RankFoldingTests
         Assert.Equal("8 TP ranks x 2 DP replicas -> 1 representative per stage", both);
     }
 
+    /// <summary>
+    /// DeepSeek-V3's placement in small (data/scenarios/deepseek-v3.json's shape): EP 16 over two H800 nodes, PP 2 and
+    /// DP 2 across nodes, training with the distributed optimizer. Each EP rank's pipeline sends and gradient
+    /// all-reduces use its own NIC, which the EP all-to-all occupies too, so the images of the representative's traffic
+    /// share links with built traffic. With one NIC per GPU the links fold with their GPUs (RankFoldPricing's projected
+    /// links); with two GPUs per NIC the EP ranks behind one NIC contend and stay apart. Oracle: the whole DAG.
+    /// </summary>
+    [Theory]
+    [InlineData(8, 1, "16 EP ranks x 2 DP replicas -> 1 representative per stage")]
+    [InlineData(8, 2, "16 EP ranks x 2 DP replicas -> 1 representative per stage")]
+    [InlineData(4, 1, "2 DP replicas -> 1 representative per stage")]
+    public void Deepseek_v3_placement_folds_ep_ranks_with_their_nics(int nicsPerNode, int tp, string folded)
+    {
+        var s = Scenario.Parse($$"""
+            { "name": "dsv3-small",
+              "model": { "layers": 4, "hiddenSize": 512, "attentionHeads": 8, "ffnHiddenSize": 1024, "experts": 32, "topK": 2,
+                         "batch": 128, "sequenceLength": 256, "dtype": "bf16" },
+              "hardware": { "preset": "H800", "gpus": {{32 * tp * 2}}, "nicsPerNode": {{nicsPerNode}} },
+              "strategy": { "ep": 16, "tp": {{tp}}, "pp": 2, "dp": 2, "mode": "training", "microbatches": 4, "schedule": "1f1b",
+                            "useDistributedOptimizer": true } }
+            """).Validated();
+        Assert.True(FoldingPropertyTests.AssertFoldedEqualsWhole(s, out var description));
+        Assert.Equal(tp > 1 ? folded.Replace("16 EP", "2 TP ranks x 16 EP", StringComparison.Ordinal) : folded, description);
+        // Not vacuous: contention bites in the whole DAG (its total differs from the schedule without links).
+        var cost = s.CreateCostModel();
+        var whole = s.BuildDag(DagFolding.None);
+        var durations = cost.Price(whole);
+        Assert.NotEqual(Analysis.Scheduler.Schedule(whole, durations).TotalSeconds, Analysis.Scheduler.Schedule(whole, durations, cost.Name, cost.Footprints(whole)).TotalSeconds);
+    }
+
     [Fact]
     public void Builder_refuses_a_folded_rank_that_issues_other_operations()
     {

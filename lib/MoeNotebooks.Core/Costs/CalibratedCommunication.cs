@@ -104,7 +104,7 @@ public sealed record CollectiveFit(
 /// Within a group shape, the segment covering the message size is used; beyond the measured sizes the nearest segment
 /// extrapolates and a warning is collected in <see cref="Warnings"/>, as is every fallback to the datasheet.
 /// </summary>
-public sealed class CalibratedCommunication(HardwareSpec hardware, IReadOnlyList<CollectiveFit> fits, string source = "measurements", AllToAllImplementation allToAll = AllToAllImplementation.Nccl, HardwareSpec? levels = null, IReadOnlyList<string>? levelNotes = null) : ICommunicationCostModel, ILinkTopology
+public sealed class CalibratedCommunication(HardwareSpec hardware, IReadOnlyList<CollectiveFit> fits, string source = "measurements", AllToAllImplementation allToAll = AllToAllImplementation.Nccl, HardwareSpec? levels = null, IReadOnlyList<string>? levelNotes = null) : ICommunicationCostModel, ILinkTopology, ILinkOwners
 {
     private readonly ILookup<(CollectivePattern, int, int), CollectiveFit> _fits = fits.ToLookup(f => (f.Pattern, f.Gpus, f.Nodes));
     private readonly LinkCommunication _datasheet = new(levels ?? hardware, allToAll);
@@ -118,6 +118,10 @@ public sealed class CalibratedCommunication(HardwareSpec hardware, IReadOnlyList
     public int LinkCount => _datasheet.LinkCount;
 
     public void Links(CollectivePattern pattern, ReadOnlySpan<int> gpus, List<int> into) => _datasheet.Links(pattern, gpus, into);
+
+    public int OwnerOf(int link) => _datasheet.OwnerOf(link);
+
+    public int SameLinkOf(int link, int gpu) => _datasheet.SameLinkOf(link, gpu);
     private readonly List<string> _warnings = new();
     private readonly HashSet<string> _warned = new(StringComparer.Ordinal);
     private readonly object _gate = new();

@@ -193,6 +193,9 @@ public sealed class CostModel(string name, IComputeCostModel compute, ICommunica
         for (var i = 0; i < byGroup.Length; i++) byGroup[i] = empty;
         var done = new bool[byGroup.Length];
         var groups = dag._groups;
+        // A rank-folded DAG whose ranks share links with their images: each link folded onto its owner's representative's.
+        var owners = dag.Symmetries is not null && RankFoldPricing.LinkFoldOf(this, dag, topology) == RankFoldPricing.LinkFold.Projected
+            ? (ILinkOwners)Communication : null;
         for (var op = 0; op < dag.Count; op++)
         {
             var g = groups[op];
@@ -209,7 +212,7 @@ public sealed class CostModel(string name, IComputeCostModel compute, ICommunica
                 Array.Reverse(reversed);
                 topology.Links(CollectivePattern.SendRecv, reversed, scratch);
             }
-            byGroup[slot] = scratch.ToArray();
+            byGroup[slot] = owners is null ? scratch.ToArray() : scratch.Select(l => owners.SameLinkOf(l, dag.Representative(owners.OwnerOf(l)))).Distinct().ToArray();
         }
         return new Analysis.LinkFootprints(dag, topology.LinkCount, byGroup);
     }

@@ -132,7 +132,7 @@ public sealed record CollectivePrice(
 /// </list>
 /// The project's hierarchical candidate is not one of NCCL's algorithms and is not offered with protocols.
 /// </summary>
-public sealed partial class LinkCommunication(HardwareSpec hardware, AllToAllImplementation allToAll = AllToAllImplementation.Nccl, NcclTuning? protocols = null) : ICommunicationCostModel, ILinkTopology
+public sealed partial class LinkCommunication(HardwareSpec hardware, AllToAllImplementation allToAll = AllToAllImplementation.Nccl, NcclTuning? protocols = null) : ICommunicationCostModel, ILinkTopology, ILinkOwners
 {
     /// <summary>NCCL tuning.cc: tree busBw = min(busBw x .9, maxTreeBw); the cap is not modelled.</summary>
     public const double TreeBandwidthFactor = 0.9;
@@ -443,6 +443,30 @@ public sealed partial class LinkCommunication(HardwareSpec hardware, AllToAllImp
         foreach (var g in gpus)
             if (seen.Add(Hardware.NicOf(g))) { into.Add(2 * Hardware.NicOf(g)); into.Add(2 * Hardware.NicOf(g) + 1); }
     }
+
+    /// <summary>
+    /// With one NIC per GPU (<see cref="HardwareSpec.NicsPerNode"/> = <see cref="HardwareSpec.GpusPerNode"/>) NIC n
+    /// serves GPU n alone (<see cref="HardwareSpec.NicOf"/>(g) = g), so both its links carry only that GPU's traffic;
+    /// with fewer NICs than GPUs a NIC is shared (-1).
+    /// </summary>
+    public int OwnerOf(int link) => Hardware.NicsPerNode == Hardware.GpusPerNode && link >= 0 && link / 2 < Hardware.GpuCount ? link / 2 : -1;
+
+    /// <summary>The same side (egress 2n, ingress 2n + 1) of <paramref name="gpu"/>'s NIC.</summary>
+    public int SameLinkOf(int link, int gpu) => 2 * Hardware.NicOf(gpu) + (link & 1);
+}
+
+/// <summary>
+/// A link topology that can say which links carry a single GPU's traffic only (every operation occupying such a link
+/// has that GPU among its members), and name the same link of another GPU: what exact rank folding needs to fold the
+/// links with the ranks (<see cref="RankFoldPricing"/>).
+/// </summary>
+public interface ILinkOwners
+{
+    /// <summary>The one GPU whose traffic occupies <paramref name="link"/>; -1 when several GPUs share it.</summary>
+    int OwnerOf(int link);
+
+    /// <summary>The link of <paramref name="gpu"/> that plays the role <paramref name="link"/> plays for its owner.</summary>
+    int SameLinkOf(int link, int gpu);
 }
 
 /// <summary>A communication model that can say which links a collective occupies (for contention in the scheduler).</summary>

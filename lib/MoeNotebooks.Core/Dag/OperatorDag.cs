@@ -82,6 +82,11 @@ public sealed class OperatorDag
     /// <summary>Per symmetry: whether it moves ranks within a unit (rather than only whole data-parallel replicas).</summary>
     internal bool[]? SymmetryMovesRanks { get; init; }
 
+    /// <summary>How the last communication model asked schedules this rank-folded DAG's links (<see cref="Costs.RankFoldPricing.LinkFoldOf"/>).</summary>
+    internal LinkFoldCache? _linkFold;
+
+    internal sealed record LinkFoldCache(object Communication, Costs.RankFoldPricing.LinkFold Fold);
+
     /// <summary>What was folded, in words (e.g. "8 TP ranks x 2 DP replicas -> 1 representative per stage"); empty when nothing was.</summary>
     public string FoldDescription { get; init; } = "";
 
