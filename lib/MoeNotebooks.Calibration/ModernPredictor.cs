@@ -81,6 +81,17 @@ public sealed record ModernScenario(ModernRun Run, ModernArchitecture Architectu
     /// </summary>
     public bool TpCommOverlap => SequenceParallel && Run.Precision != TrainingPrecision.Nvfp4;
 
+    /// <summary>
+    /// Whether the pipeline split counts the embedding and the loss as one layer slot each (Megatron-Core's
+    /// <c>account_for_embedding_in_pipeline_split</c> / <c>account_for_loss_in_pipeline_split</c>): L + 2 slots over the
+    /// PP x VP virtual stages, so the first virtual stage holds one layer fewer and the last stage's last chunk holds the
+    /// output layer in place of a transformer layer. Megatron-Bridge's Llama-3.1-405B recipe sets both
+    /// (src/megatron/bridge/recipes/llama/llama31_405b.py, commit 3594df9, <c>model_config</c> defaults True; 126 + 2 = 128
+    /// slots over PP 8 or 16 and VP 4 or 8). Set by <see cref="ModernPredictor.ScenarioOf"/> for the recipes in
+    /// <see cref="ModernPredictor.EmbeddingAndLossInPipelineSplit"/> when the slots divide evenly, as Megatron-Core requires.
+    /// </summary>
+    public bool LossInPipelineSplit { get; init; }
+
     /// <summary>The all-to-all implementation the launch's dispatcher maps to (NCCL without a launch).</summary>
     public AllToAllImplementation LaunchAllToAll => Launch?.AllToAll ?? AllToAllImplementation.Nccl;
 
@@ -157,6 +168,18 @@ public sealed class ModernPredictor
         ["Llama-3-8B"] = "llama3-8b", ["Llama-3-70B"] = "llama3-70b", ["Llama-3.1-405B"] = "llama3-405b",
     };
 
+    /// <summary>
+    /// Families whose Megatron-Bridge recipe counts the embedding and the loss in the pipeline split
+    /// (<see cref="ModernScenario.LossInPipelineSplit"/>): Llama-3.1-405B (recipes/llama/llama31_405b.py, commit 3594df9).
+    /// The Llama-3 8B / 70B recipes do not set them (70B's 80 + 2 slots would not divide over PP 4 x VP 5).
+    /// </summary>
+    public static readonly IReadOnlySet<string> EmbeddingAndLossInPipelineSplit = new HashSet<string> { "Llama-3.1-405B" };
+
+    /// <summary>Whether the run's pipeline split holds the embedding and loss as layer slots: its recipe sets it, PP > 1, and L + 2 divides over PP x VP.</summary>
+    public static bool LossInPipelineSplit(ModernRun run, int layers) =>
+        run.Framework == ModernFramework.MegatronBridge && run.PP > 1 && EmbeddingAndLossInPipelineSplit.Contains(run.Family)
+        && (layers + 2) % (run.PP * (run.VP ?? 1)) == 0;
+
     /// <summary>The core's precision recipe for a row's precision.</summary>
     public static string RecipeName(TrainingPrecision p) => p switch
     {
@@ -209,7 +232,9 @@ public sealed class ModernPredictor
         try { model = model.Validated(); }
         catch (ConfigException e) { return (null, $"the core cannot describe it: {e.Message}"); }
         var v = run.VP ?? 1;
-        var lps = v * (int)Math.Ceiling(arch.Layers / (double)(run.PP * v));
+        var split = LossInPipelineSplit(run, arch.Layers);
+        // With the embedding and loss as slots the middle stages hold (L + 2) / PP layers, the last one fewer and the logits.
+        var lps = split ? (arch.Layers + 2) / run.PP : v * (int)Math.Ceiling(arch.Layers / (double)(run.PP * v));
         var mtp = run.MtpLayersOverride ?? arch.MtpLayers;
         ModelSpec? preset = null;
         if (run.Framework == ModernFramework.MosaicMpt) preset = (model with { Causal = true }).Validated();
@@ -217,7 +242,7 @@ public sealed class ModernPredictor
             preset = (ModelPresets.Get(presetName, run.GlobalBatch, run.SequenceLength) with { DenseLayers = 0, Precision = null, MtpLayers = 0 }).Validated();   // MTP: by the FLOP factors, as the dense first layers
         var (recipe, recipeNote) = RecipeFor(run.Precision, hardware.Gpu);
         var (launch, launchNote) = run.Framework == ModernFramework.MegatronBridge ? BridgeLaunchCatalog.Published.For(run) : (null, null);
-        return (new ModernScenario(run, arch, model, hardware, lps, v, mtp, preset, recipe, recipeNote, launch, launch is null ? launchNote : null), null);
+        return (new ModernScenario(run, arch, model, hardware, lps, v, mtp, preset, recipe, recipeNote, launch, launch is null ? launchNote : null) { LossInPipelineSplit = split }, null);
     }
 
     public ModernPredictor(Func<HardwareSpec, CostModel> costModel) => CostOf = costModel;
@@ -418,6 +443,16 @@ public sealed class ModernPredictor
             var slope = (lps - l1) / (double)(l2 - l1);
             perMb = one.PerMb + slope * (two.PerMb - one.PerMb);
             edge = one.Edge + slope * (two.Edge - one.Edge);
+            if (s.LossInPipelineSplit && s.Run.PP > 1)
+            {
+                // The loss takes a layer's slot: the last stage holds lps - 1 layers and the logits, every other stage lps
+                // layers without them. The steady state runs at the slower of the two (a middle stage unless the logits
+                // cost more than a layer); with the middle stage's time the logits leave every visit, and the law's
+                // subtraction of the middle stages' logits below is then zero.
+                var last = one.PerMb + (lps - 1 - l1) / (double)(l2 - l1) * (two.PerMb - one.PerMb);
+                var middleStage = perMb - (StepParts.Zero with { Logits = perMb.Logits });
+                perMb = last.Total > middleStage.Total ? last : middleStage;
+            }
         }
         var m = s.Run.Microbatches;
         var visits = m + (s.Run.PP - 1) / (double)virtualStages;

@@ -180,7 +180,7 @@ public sealed record ModernRowModel(ModernScenario Scenario, IReadOnlyDictionary
         if (Scenario.Preset is null && run.Precision != TrainingPrecision.Bf16) gaps.Add("quantize/cast passes of the recipe not priced");
         if (a.SlidingWindow > 0) gaps.Add("sliding-window attention at the tile model's efficiency for 128-token windows");
         if (Scenario.MtpLayers > 0) gaps.Add("MTP layer priced as FLOPs on the logits and layer parts");
-        if (run.PP > 1 && Scenario.Architecture.Layers % run.PP != 0) gaps.Add($"uneven pipeline ({a.Layers} layers over PP {run.PP}): the largest stage assumed everywhere (issue 12)");
+        if (run.PP > 1 && Scenario.Architecture.Layers % run.PP != 0 && !Scenario.LossInPipelineSplit) gaps.Add($"uneven pipeline ({a.Layers} layers over PP {run.PP}): the largest stage assumed everywhere (issue 12)");
         if (run.IsMegatronFsdp)
             gaps.Add("Megatron-FSDP as launched offloads activations to the CPU (cpu_offloading_num_layers): not priced; the rows are held out of the fit");
         if (run.Framework == ModernFramework.MosaicMpt)

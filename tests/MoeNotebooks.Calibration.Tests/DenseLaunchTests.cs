@@ -89,4 +89,64 @@ public class DenseLaunchTests
         Assert.True(ModernPredictor.Datasheet.CostOf(hw).FusedAttentionHeads);
         Assert.True(ModernPredictor.Datasheet.CostFor(hw, AllToAllImplementation.DeepEpNormal).FusedAttentionHeads);
     }
+
+    [CalibrationDataFact]
+    public void The_405b_recipe_counts_embedding_and_loss_in_the_pipeline_split()
+    {
+        // Oracle: Megatron-Bridge's llama31_405b.py (commit 3594df9) sets account_for_embedding_in_pipeline_split and
+        // account_for_loss_in_pipeline_split; 126 + 2 = 128 slots divide over PP 16 x VP 4 / 8 and PP 8 x VP 4 / 8, so
+        // the middle stages hold 128 / PP layers (8 and 16, by hand). The 70B / 8B recipes do not set them.
+        var pp16 = Scenario("mbridge_26.04.01_LLAMA3_1_405B_DGX-GB200_256g_MXFP8_tp4pp16epn/a");
+        var pp8 = Scenario("mbridge_26.04.01_LLAMA3_1_405B_DGX-GB300_256g_FP8_tp4pp8epn/a");
+        Assert.True(pp16.LossInPipelineSplit && pp8.LossInPipelineSplit);
+        Assert.Equal(8, pp16.LayersPerStage);
+        Assert.Equal(16, pp8.LayersPerStage);
+        Assert.False(Scenario("mbridge_26.04.01_LLAMA3_70B_DGX-GB200_64g_MXFP8_tp2pp4epn/a").LossInPipelineSplit);
+        Assert.False(Scenario("mbridge_25.11_LLAMA3_8B_DGX-GB300_8g_FP8CSFP8_tp1pp1ep1").LossInPipelineSplit);
+    }
+
+    private static ModernScenario DenseToy(int microbatches, long vocabulary)
+    {
+        const int pp = 4, layers = 6, dp = 1;   // 6 + 2 slots over 4 stages: 2 layers per middle stage, the last 1 + logits
+        var arch = new ModernArchitecture("toy-dense", layers, 1024, 8, 8, 128, 4096, 0, 0, 0, 0, 0, vocabulary, false, null, 0, 0, 0, null, "test");
+        var run = new ModernRun("toy", "test", "toy-dense", "toy-dense", ModernFramework.MegatronBridge, "26.04", "dense", "B200 (DGX-B200)", pp * dp, "BF16",
+            TrainingPrecision.Bf16, 1024, (long)dp * microbatches, 1, 1, pp, null, 1, 1, dp, "distributed optimizer", false, 100, null, 1000, 0);
+        var hw = HardwareCatalog.Get("DGX-B200").WithGpus(run.Gpus);
+        var model = new ModelSpec("toy-dense", layers, 1024, 8, 4096, 0, 1, run.GlobalBatch, 1024) { Vocabulary = vocabulary }.Validated();
+        return new ModernScenario(run, arch, model, hw, 2, 1, 0);
+    }
+
+    [Fact]
+    public void With_the_loss_in_the_split_the_logits_leave_the_steady_state_when_a_layer_costs_more()
+    {
+        // Oracle (the pipeline law by hand): without the split the logits part is (m + (p - 1) / v - (p - 2) / v) t + r =
+        // (m + 1) t + r (v = 1), linear in m, so t and r follow from two plain predictions at m = 8 and 12. With the
+        // loss in the split a middle stage (2 layers, no logits) is slower than the last (1 layer + logits of a 4096-token
+        // vocabulary), so the logits leave every visit: the logits part is r alone and every other part is unchanged.
+        var p = ModernPredictor.Datasheet;
+        ModernStep Step(int m, bool split) { var s = DenseToy(m, 4096) with { LossInPipelineSplit = split }; return p.Predict(s, s.Hardware, 1, priceDataParallel: false); }
+        var plain8 = Step(8, false).Parts;
+        var t = (Step(12, false).Parts.Logits - plain8.Logits) / 4;
+        var r = plain8.Logits - (8 + 1) * t;
+        var split8 = Step(8, true).Parts;
+        Assert.True(t > 0);
+        Assert.Equal(r, split8.Logits, 1e-9 * plain8.Total);
+        Assert.Equal((plain8 with { Logits = 0 }).Total, (split8 with { Logits = 0 }).Total, 1e-12 * plain8.Total);
+        Assert.Equal(plain8.DenseGemm, split8.DenseGemm, 1e-12 * plain8.Total);
+    }
+
+    [Fact]
+    public void With_the_loss_in_the_split_a_last_stage_heavier_than_a_layer_sets_the_pace()
+    {
+        // Oracle (hand): with a 256k vocabulary the logits cost more than a layer, so the last stage (one layer fewer, the
+        // logits) is the slowest: the step is faster than without the split by (m + 1) x one layer's time per microbatch
+        // at most, and still carries logits in its steady state (more than the edge alone).
+        var p = ModernPredictor.Datasheet;
+        ModernStep Step(int m, bool split) { var s = DenseToy(m, 262144) with { LossInPipelineSplit = split }; return p.Predict(s, s.Hardware, 1, priceDataParallel: false); }
+        var plain = Step(8, false).Parts;
+        var split = Step(8, true).Parts;
+        Assert.True(split.Total < plain.Total, $"split {split.Total} vs plain {plain.Total}");
+        Assert.Equal(plain.Logits, split.Logits, 1e-12 * plain.Total);
+        Assert.True(split.DenseGemm < plain.DenseGemm);
+    }
 }

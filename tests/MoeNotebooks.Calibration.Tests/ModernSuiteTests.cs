@@ -467,8 +467,12 @@ public class ModernTargetTests
     }
 
     [CalibrationDataFact]
-    public void Dense_lomo_mape_TARGET_8pct_MISSED_regression_bound_10pct()
+    public void Dense_lomo_mape_TARGET_8pct_MET_regression_bound_8pct()
     {
+        // Stop 21: Llama-3.1-405B's pipeline split as its recipe sets it (account_for_embedding/loss_in_pipeline_split:
+        // the last stage holds one layer fewer and the logits, so the middle stages set the pace without the logits):
+        // 9.9 -> 7.4 % (the 405B rows had been 7-18 % too slow out of sample, the 8B / 70B rows too fast). The target is
+        // met; the bound is the target.
         // Only the DGX-B200 Llama-3-8B rows were expressible until the GB200/GB300/B300 presets landed (issue 11 item 5,
         // with issue 13's collectives); the test now covers the rest of the dense rows and the target is missed: 8.9 %
         // on them. Bound = achieved + under a point, as for the other targets. Issue 12's context parallelism expresses
@@ -482,7 +486,7 @@ public class ModernTargetTests
         // per head and ring step), sequence parallelism in the Llama recipes, and TE's userbuffers TP overlap exposing
         // 1/16 of the TP collectives (off for NVFP4, as the scripts set it): 9.5 -> 9.4 % (in-sample 8.5 -> 6.7 %).
         var mape = Lomo("dense");
-        Assert.True(mape <= 10, $"dense leave-one-model-out MAPE {mape:F1} % (target 8 %, regression bound 10 %)");
+        Assert.True(mape <= 8, $"dense leave-one-model-out MAPE {mape:F1} % (target 8 %, met)");
     }
 
     [CalibrationDataFact]
@@ -538,13 +542,15 @@ public class ModernTargetTests
     }
 
     [CalibrationDataFact]
-    public void Megatron_fsdp_lomo_mape_TARGET_8pct_MISSED_regression_bound_30pct()
+    public void Megatron_fsdp_lomo_mape_TARGET_8pct_MISSED_regression_bound_20_5pct()
     {
+        // Stop 21: with the 405B pipeline split in the Blackwell fit (the dense rows' factors move): 24.0 -> 19.6 %.
+        // Bound = achieved + 0.9.
         // The six Megatron-FSDP Llama-3 rows (listed as not expressible until per-layer ZeRO-3 entered the slice),
         // predicted with the Blackwell fit made without them: 29.1 %, all too fast (their launch configs offload 20 to 40
         // layers' activations to the CPU, not priced). Bound = achieved + 0.9.
         var mape = Lomo("megatron-fsdp");
-        Assert.True(mape <= 30, $"Megatron-FSDP leave-one-model-out MAPE {mape:F1} % (target 8 %, regression bound 30 %)");
+        Assert.True(mape <= 20.5, $"Megatron-FSDP leave-one-model-out MAPE {mape:F1} % (target 8 %, regression bound 20.5 %)");
     }
 
     [CalibrationDataFact]
