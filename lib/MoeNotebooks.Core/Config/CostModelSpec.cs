@@ -118,11 +118,11 @@ public sealed record CostModelSpec(CostModelKind Kind, EfficiencyTable? Efficien
 
     private CostModel CreateModel(HardwareSpec hardware)
     {
-        // DeepEP's kernels priced as they move bytes (per-node de-duplication, the low-latency kernels' fixed cost).
+        // DeepEP's low-latency kernels pay their measured fixed cost (the normal kernels' de-duplication needs no table).
         var links = new LinkCommunication(hardware, AllToAll, NcclProtocols)
         {
             NvlinkContention = NvlinkContention,
-            DeepEp = AllToAll is AllToAllImplementation.DeepEpNormal or AllToAllImplementation.DeepEpLowLatency ? DeepEpKernels.Default : null,
+            DeepEp = AllToAll == AllToAllImplementation.DeepEpLowLatency ? DeepEpKernels.Default : null,
         };
         switch (Kind)
         {

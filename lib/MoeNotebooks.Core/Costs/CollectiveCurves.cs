@@ -55,7 +55,7 @@ public static class CollectiveCurves
     /// <summary>
     /// One EP dispatch of <paramref name="tokensPerRank"/> tokens routed top-<paramref name="topK"/> over
     /// <paramref name="experts"/> experts, on EP ranks 0..EP-1 of <paramref name="preset"/> (its GPUs per node filled in
-    /// order), priced by each all-to-all implementation with the routing (<see cref="LinkCommunication.PriceTokenExchange"/>;
+    /// order), priced by each all-to-all implementation with the routing (<see cref="LinkCommunication.PriceRouted"/>;
     /// DeepEP with <see cref="DeepEpKernels.Default"/>): the bytes are every token-expert pair's, as the DAG carries them.
     /// </summary>
     public static IReadOnlyList<TokenExchangePoint> TokenExchange(HardwareSpec preset, IEnumerable<int> expertParallel, int experts, int topK, double tokensPerRank, double bytesPerToken)
@@ -67,10 +67,9 @@ public static class CollectiveCurves
             var hw = preset.WithGpus(Math.Max(ep, preset.GpusPerNode));
             var group = Enumerable.Range(0, ep).ToArray();
             var bytes = tokensPerRank * topK * bytesPerToken;
-            var routing = new TokenRouting(topK, experts / ep);
             foreach (var impl in Enum.GetValues<AllToAllImplementation>())
             {
-                var price = new LinkCommunication(hw, impl) { DeepEp = DeepEpKernels.Default }.PriceTokenExchange(bytes, group, routing);
+                var price = new LinkCommunication(hw, impl) { DeepEp = DeepEpKernels.Default }.PriceRouted(bytes, group, topK, experts / ep);
                 points.Add(new TokenExchangePoint(ep, price.Domains, impl, bytes, price.Seconds, price.IntraDomainSeconds, price.InterDomainSeconds));
             }
         }

@@ -73,6 +73,9 @@ public sealed class CostModel(string name, IComputeCostModel compute, ICommunica
         var kind = dag.Kind(op);
         if (GroupedExpertGemms && dag.ExpertsPerRank > 0 && kind is OpKind.ExpertUp or OpKind.ExpertDown && Compute is IGroupedGemmCostModel grouped)
             return grouped.GroupedMatmulSeconds(dag.Shape(op), dag.MatmulDtype(op), (int)Math.Ceiling(dag.MatmulOperandBytes(op)), dag.ExpertsPerRank);
+        // An MoE dispatch or combine priced knowing its fan-out (top-k of experts per rank x EP): DeepEP de-duplicates.
+        if (dag.RouterTopK > 1 && dag.ExpertsPerRank > 0 && kind is OpKind.AllToAllDispatch or OpKind.AllToAllCombine && Communication is IRoutedAllToAllCostModel routed)
+            return routed.RoutedAllToAllSeconds(dag.Bytes(op), dag.Participants(op), dag.RouterTopK, dag.ExpertsPerRank);
         if (FusedAttentionHeads && dag.AttentionHeadsPerRank > 0 && kind is OpKind.AttentionScore or OpKind.AttentionValue && Compute is IFusedAttentionCostModel fused)
             return fused.FusedAttentionSeconds(dag.Shape(op), dag.MatmulDtype(op), (int)Math.Ceiling(dag.MatmulOperandBytes(op)), dag.AttentionHeadsPerRank);
         return kind.Category() switch
@@ -90,13 +93,13 @@ public sealed class CostModel(string name, IComputeCostModel compute, ICommunica
 
     /// <summary>
     /// Seconds of a collective of <paramref name="pattern"/> over <paramref name="gpus"/> in <paramref name="dag"/>: an
-    /// all-to-all (only EP dispatch and combine have that pattern) goes to <see cref="ITokenExchangeCostModel"/> with the
-    /// DAG's routing when the communication model prices routing (DeepEP's kernels); everything else to
-    /// <see cref="ICommunicationCostModel.Seconds"/>. The fold checks price images through here too.
+    /// all-to-all (only EP dispatch and combine have that pattern) goes to <see cref="IRoutedAllToAllCostModel"/> with the
+    /// DAG's fan-out as <see cref="Seconds(OperatorDag, int)"/> prices it (DeepEP de-duplicates); everything else to
+    /// <see cref="ICommunicationCostModel.Seconds"/>. The fold checks price images through here, so they check the price used.
     /// </summary>
     internal double CommunicationSeconds(OperatorDag dag, CollectivePattern pattern, double bytes, ReadOnlySpan<int> gpus) =>
-        pattern == CollectivePattern.AllToAll && dag.RoutedTopK > 0 && dag.ExpertsPerRank > 0 && Communication is ITokenExchangeCostModel tokens
-            ? tokens.TokenExchangeSeconds(bytes, gpus, new TokenRouting(dag.RoutedTopK, dag.ExpertsPerRank))
+        pattern == CollectivePattern.AllToAll && dag.RouterTopK > 1 && dag.ExpertsPerRank > 0 && Communication is IRoutedAllToAllCostModel routed
+            ? routed.RoutedAllToAllSeconds(bytes, gpus, dag.RouterTopK, dag.ExpertsPerRank)
             : Communication.Seconds(pattern, bytes, gpus);
 
     /// <summary>
@@ -159,6 +162,17 @@ public sealed class CostModel(string name, IComputeCostModel compute, ICommunica
             throw new ArgumentException($"durations has {durations.Length} entries but the DAG has {dag.Count} operations", nameof(durations));
         if (dag.IsFolded && !PricesFoldSymmetrically(dag))
             throw new InvalidOperationException($"cost model {Name} prices the replicas of the folded DAG '{dag.Description}' differently (their groups sit differently on the nodes): build it whole (DagFolding.None)");
+        PriceFoldChecked(dag, durations);
+    }
+
+    /// <summary>
+    /// <see cref="Price(OperatorDag, Span{double})"/> for a DAG the caller has already checked with
+    /// <see cref="PricesFoldSymmetrically"/> for this cost model (<see cref="Scenario.BuildDagFor(CostModel, Derivations.DagFolding)"/>
+    /// chose it so): the check prices every communication class under every symmetry, as much again as pricing the DAG.
+    /// </summary>
+    internal void PriceFoldChecked(OperatorDag dag, Span<double> durations)
+    {
+        System.Diagnostics.Debug.Assert(durations.Length == dag.Count);
         var classes = dag._classes;
         var classCount = dag.PriceClassCount;
         // Grouped expert GEMMs are priced apart from other GEMMs of the same shape (classes are by shape): offset by the class count.

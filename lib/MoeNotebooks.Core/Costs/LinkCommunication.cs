@@ -132,7 +132,7 @@ public sealed record CollectivePrice(
 /// </list>
 /// The project's hierarchical candidate is not one of NCCL's algorithms and is not offered with protocols.
 /// </summary>
-public sealed class LinkCommunication(HardwareSpec hardware, AllToAllImplementation allToAll = AllToAllImplementation.Nccl, NcclTuning? protocols = null) : ICommunicationCostModel, ILinkTopology, ILinkOwners, ITokenExchangeCostModel, INvlinkPortTopology
+public sealed partial class LinkCommunication(HardwareSpec hardware, AllToAllImplementation allToAll = AllToAllImplementation.Nccl, NcclTuning? protocols = null) : ICommunicationCostModel, ILinkTopology, ILinkOwners, INvlinkPortTopology
 {
     /// <summary>NCCL tuning.cc: tree busBw = min(busBw x .9, maxTreeBw); the cap is not modelled.</summary>
     public const double TreeBandwidthFactor = 0.9;
@@ -147,15 +147,15 @@ public sealed class LinkCommunication(HardwareSpec hardware, AllToAllImplementat
     public NcclTuning? Protocols { get; } = protocols;
 
     /// <summary>
-    /// DeepEP's kernels as they move bytes (<see cref="PriceTokenExchange"/>), used when <see cref="AllToAll"/> is
-    /// <see cref="AllToAllImplementation.DeepEpNormal"/> or <see cref="AllToAllImplementation.DeepEpLowLatency"/>; null
-    /// (the default of this constructor): DeepEP priced on the links as NCCL's exchange of every token-expert pair, as
-    /// before. <c>costModel.alltoall: "deep-ep-*"</c> in a scenario sets <see cref="DeepEpKernels.Default"/>; a caller
-    /// building its own model opts in with <c>new LinkCommunication(hw, AllToAllImplementation.DeepEpNormal) { DeepEp = DeepEpKernels.Default }</c>.
+    /// DeepEP's kernel table (<see cref="DeepEpKernels"/>): with <see cref="AllToAll"/> =
+    /// <see cref="AllToAllImplementation.DeepEpLowLatency"/> the all-to-all pays the low-latency kernels' fixed cost
+    /// (derived from DeepEP's published latencies) instead of the link latency; null (this constructor's default): the
+    /// link latency, as before. <c>costModel.alltoall: "deep-ep-low-latency"</c> in a scenario sets
+    /// <see cref="DeepEpKernels.Default"/>. (The normal kernels' de-duplication needs no table: <see cref="PriceRouted"/>.)
     /// </summary>
     public DeepEpKernels? DeepEp { get; init; }
 
-    public string Name => (AllToAll == AllToAllImplementation.Nccl ? "topology-links" : $"topology-links({JsonObjectReader.Kebab(AllToAll.ToString())}{(DeepEp is { } k && AllToAll is AllToAllImplementation.DeepEpNormal or AllToAllImplementation.DeepEpLowLatency ? ", " + k.Name : "")})")
+    public string Name => (AllToAll == AllToAllImplementation.Nccl ? "topology-links" : $"topology-links({JsonObjectReader.Kebab(AllToAll.ToString())}{(PricesLowLatencyKernels ? ", " + DeepEp!.Name : "")})")
         + (Protocols is { } t ? $"+protocols({t.Name})" : "");
 
     /// <summary>
@@ -164,63 +164,8 @@ public sealed class LinkCommunication(HardwareSpec hardware, AllToAllImplementat
     /// </summary>
     public bool NvlinkContention { get; init; }
 
-    /// <summary>Whether dispatch and combine are priced as DeepEP's kernels move bytes (<see cref="DeepEp"/> set and a DeepEP implementation chosen).</summary>
-    public bool PricesDeepEpKernels => DeepEp is not null && AllToAll is AllToAllImplementation.DeepEpNormal or AllToAllImplementation.DeepEpLowLatency;
-
-    public double TokenExchangeSeconds(double bytesPerGpu, ReadOnlySpan<int> gpus, TokenRouting routing) => PriceTokenExchange(bytesPerGpu, gpus, routing).Seconds;
-
-    /// <summary>
-    /// An EP dispatch or combine whose <paramref name="bytesPerGpu"/> (B) count every token-expert pair (the DAG's
-    /// bytes: T x topK rows of the hidden state), priced as the chosen implementation moves them. Symbols as in the
-    /// class summary, with k = topK, m experts per rank, E = m·p experts in the group, a token's share of B being B/k,
-    /// and h(x) = <see cref="TokenRouting.HitProbability"/>(E, x, k) the chance that a token needs a given set of x experts:
-    /// <list type="bullet">
-    /// <item>NCCL and PXN (and DeepEP without <see cref="DeepEp"/>): <see cref="Price"/>'s all-to-all, every pair sent.</item>
-    /// <item>DeepEP normal kernels, de-duplicated (deepseek-ai/DeepEP docs/legacy.md: "forwarding data from NVLink domain
-    /// to RDMA domain"; csrc/kernels/internode.cu): inside one domain a token is copied once to each rank that holds one
-    /// of its experts: <c>L + (p-1)·h(m)·B/k / nvl</c>. Across N domains a token crosses the network once per
-    /// destination domain, to the GPU on its own rail there, <c>(N-1)·h(mG)·B/k</c> over the GPU's rail share A/G, and
-    /// every GPU forwards what reaches it from the N domains (its own included) over NVLink to the other G-1 ranks that
-    /// need it, <c>N·(G-1)·h(m)·B/k</c> at nvl; both at once: <c>L + max(RDMA, NVLink)</c>. Uniform routing is assumed
-    /// (the DAG's bytes are the busiest rank's; node-limited routing, DeepSeek-V3's M = 4, is not modelled).</item>
-    /// <item>DeepEP low-latency kernels: every pair straight to its destination (IBGDA RDMA across domains, NVLink inside),
-    /// <c>(G-1)/p·B</c> on NVLink and <c>(p-G)/p·B</c> on the rail share, plus the kernels' fixed cost
-    /// (<see cref="DeepEpKernels.LowLatencyKernelSeconds"/>) instead of the link latency; no routing needed.</item>
-    /// </list>
-    /// </summary>
-    public CollectivePrice PriceTokenExchange(double bytesPerGpu, ReadOnlySpan<int> gpus, TokenRouting routing)
-    {
-        if (routing.TopK < 1 || routing.ExpertsPerRank < 1)
-            throw new ArgumentOutOfRangeException(nameof(routing), routing, "topK and experts per rank must be at least 1");
-        if (!PricesDeepEpKernels || AllToAll == AllToAllImplementation.DeepEpLowLatency || bytesPerGpu <= 0 || gpus.Length < 2)
-            return Price(CollectivePattern.AllToAll, bytesPerGpu, gpus);
-        var shape = Shape(gpus);
-        var intra = Hardware.IntraNode;
-        double p = shape.Gpus, n = shape.Domains, g = shape.MaxPerDomain, B = bytesPerGpu;
-        var k = Math.Min(routing.TopK, routing.ExpertsPerRank * shape.Gpus);
-        var experts = routing.ExpertsPerRank * shape.Gpus;
-        var perToken = B / routing.TopK;
-        var hitRank = TokenRouting.HitProbability(experts, routing.ExpertsPerRank, k);
-        double nvlBytes, rdmaSeconds = 0, latency;
-        if (shape.Domains == 1)
-        {
-            nvlBytes = (p - 1) * hitRank * perToken;
-            latency = intra.LatencySeconds;
-        }
-        else
-        {
-            var hitDomain = TokenRouting.HitProbability(experts, routing.ExpertsPerRank * shape.MaxPerDomain, k);
-            rdmaSeconds = (n - 1) * hitDomain * perToken / (shape.RailBytesPerSecond / g);
-            nvlBytes = n * (g - 1) * hitRank * perToken;
-            latency = Hardware.InterNode.LatencySeconds;
-        }
-        var nvlSeconds = nvlBytes / intra.BytesPerSecond;
-        // On a mesh each peer link carries one peer's share.
-        if (intra.PeerBytesPerSecond is { } peer && nvlBytes > 0) nvlSeconds = Math.Max(nvlSeconds, hitRank * perToken * (shape.Domains == 1 ? 1 : n) / peer);
-        var seconds = latency + Math.Max(nvlSeconds, rdmaSeconds);
-        return new CollectivePrice(CollectivePattern.AllToAll, CollectiveAlgorithm.DeepEpNormal, B, shape.Gpus, shape.Domains, shape.MaxPerDomain,
-            seconds, latency, nvlSeconds, rdmaSeconds, shape.RailBytesPerSecond, [(CollectiveAlgorithm.DeepEpNormal, seconds)]);
-    }
+    /// <summary>Whether the low-latency kernels' fixed cost is priced (<see cref="DeepEp"/> set and <see cref="AllToAll"/> low-latency).</summary>
+    public bool PricesLowLatencyKernels => DeepEp is not null && AllToAll == AllToAllImplementation.DeepEpLowLatency;
 
     public double Seconds(CollectivePattern pattern, double bytesPerGpu, ReadOnlySpan<int> gpus) => Price(pattern, bytesPerGpu, gpus).Seconds;
 
@@ -302,7 +247,7 @@ public sealed class LinkCommunication(HardwareSpec hardware, AllToAllImplementat
                     // Every implementation stays on NVLink inside one domain (DeepEP's low-latency kernels too, with NVLink allowed).
                     var t = (p - 1) / p * B / intra.BytesPerSecond;
                     if (intra.PeerBytesPerSecond is { } peer) t = Math.Max(t, B / p / peer);
-                    if (PricesDeepEpKernels && AllToAll == AllToAllImplementation.DeepEpLowLatency)
+                    if (PricesLowLatencyKernels)
                     {
                         var ll = DeepEp!.LowLatencyKernelSeconds;
                         return new CollectivePrice(pattern, CollectiveAlgorithm.DeepEpLowLatency, B, shape.Gpus, 1, shape.MaxPerDomain, ll + t, ll, t, 0, A, [(CollectiveAlgorithm.DeepEpLowLatency, ll + t)]);
@@ -379,7 +324,7 @@ public sealed class LinkCommunication(HardwareSpec hardware, AllToAllImplementat
                         // Low-latency kernels: each GPU sends straight to every destination (RDMA across, NVLink inside),
                         // the same bytes on the same links as NCCL's direct exchange; their lower launch latency and
                         // SM-free overlap are not modelled. With DeepEP's kernel table the fixed cost is the kernels' measured one.
-                        candidates.Add((CollectiveAlgorithm.DeepEpLowLatency, (PricesDeepEpKernels ? DeepEp!.LowLatencyKernelSeconds : inter.LatencySeconds) + Math.Max(nvlTime, nicTime)));
+                        candidates.Add((CollectiveAlgorithm.DeepEpLowLatency, (PricesLowLatencyKernels ? DeepEp!.LowLatencyKernelSeconds : inter.LatencySeconds) + Math.Max(nvlTime, nicTime)));
                         break;
                 }
                 break;

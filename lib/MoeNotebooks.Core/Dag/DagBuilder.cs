@@ -39,11 +39,11 @@ public sealed partial class DagBuilder
     /// <summary>Routed experts per EP rank (one grouped GEMM), carried to <see cref="OperatorDag.ExpertsPerRank"/>.</summary>
     public int ExpertsPerRank { get; set; }
 
+    /// <summary>The router's top-k (experts per routed token), carried to <see cref="OperatorDag.RouterTopK"/>.</summary>
+    public int RouterTopK { get; set; }
+
     /// <summary>Attention heads per rank one fused attention kernel runs together, carried to <see cref="OperatorDag.AttentionHeadsPerRank"/>.</summary>
     public int AttentionHeadsPerRank { get; set; }
-
-    /// <summary>Experts per routed token, carried to <see cref="OperatorDag.RoutedTopK"/>.</summary>
-    public int RoutedTopK { get; set; }
     public int Count => _count;
 
     /// <summary>Phase given to the operations appended from now on.</summary>
@@ -310,8 +310,8 @@ public sealed partial class DagBuilder
         FoldDescription = FoldDescription,
         MatmulDtypes = [(Dtype, ElementBytes), .. _dtypes],
         ExpertsPerRank = ExpertsPerRank,
+        RouterTopK = RouterTopK,
         AttentionHeadsPerRank = AttentionHeadsPerRank,
-        RoutedTopK = RoutedTopK,
     };
 
     /// <summary>Compares GPU groups by members (sorted), so a group is found without building a string key.</summary>
