@@ -318,8 +318,8 @@ public static class ModernSuite
         return new ModernRowModel(s, steps, note);
     }
 
-    /// <summary>Whether the row's launch settings change what the core prices (all-to-all overlap or a non-NCCL dispatcher); otherwise the launch rung is the topology step.</summary>
-    public static bool ChangesPricing(ModernScenario s) => s.LaunchOverlap != MoeAllToAllOverlap.None || (s.LaunchAllToAll != AllToAllImplementation.Nccl && s.Run.EP > 1);
+    /// <summary>Whether the row's launch settings change what the core prices (all-to-all overlap, a non-NCCL dispatcher, or a fused grouped MLP over a clamped GLU); otherwise the launch rung is the topology step.</summary>
+    public static bool ChangesPricing(ModernScenario s) => s.LaunchOverlap != MoeAllToAllOverlap.None || (s.LaunchAllToAll != AllToAllImplementation.Nccl && s.Run.EP > 1) || s.LaunchFusedGroupedMlp;
 
     /// <summary>
     /// The naive rung's hardware: the preset with NVLink domains of at most 8 GPUs, as a DGX-style node (an NVL72 rack
