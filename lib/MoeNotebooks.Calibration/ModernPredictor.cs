@@ -63,6 +63,12 @@ public sealed record UnexpressedRun(ModernRun Run, string Reason);
 public sealed record ModernScenario(ModernRun Run, ModernArchitecture Architecture, ModelSpec Model, HardwareSpec Hardware, int LayersPerStage, int VirtualStages, int MtpLayers,
     ModelSpec? Preset = null, PrecisionRecipe? Recipe = null, string? RecipeNote = null, BridgeLaunch? Launch = null, string? LaunchNote = null)
 {
+    /// <summary>
+    /// Layers whose linear-layer GEMMs stay BF16 under the row's recipe: the family's NVFP4 recipe's BF16 tail
+    /// (<see cref="ModernArchitecture.Nvfp4LayersAtEndInBf16"/>) when the row runs NVFP4 and the GPU prices it, else 0.
+    /// </summary>
+    public int Bf16TailLayers => Recipe?.Name == "nvfp4" && Preset is not null ? Architecture.Nvfp4LayersAtEndInBf16 : 0;
+
     /// <summary>The all-to-all overlap the launch turns on, where the slice can price it (an MoE model with EP > 1).</summary>
     public MoeAllToAllOverlap LaunchOverlap => Launch is { } l && Run.EP > 1 && Model.Experts > 0 ? l.Overlap : MoeAllToAllOverlap.None;
 
@@ -80,6 +86,9 @@ public sealed record ModernScenario(ModernRun Run, ModernArchitecture Architectu
     /// <c>tp_comm_overlap = False if precision == "nvfp4"</c>): on for the sequence-parallel dense rows except NVFP4.
     /// </summary>
     public bool TpCommOverlap => SequenceParallel && Run.Precision != TrainingPrecision.Nvfp4;
+
+    /// <summary>Whether the launch fuses the routed experts' grouped MLP (<see cref="BridgeLaunch.CutedslFusedGroupedMlp"/>) where that changes what the slice prices: a model whose GLU is clamped.</summary>
+    public bool LaunchFusedGroupedMlp => Launch?.CutedslFusedGroupedMlp == true && Preset?.ActivationClampValue is not null && Model.Experts > 0;
 
     /// <summary>
     /// Whether the pipeline split counts the embedding and the loss as one layer slot each (Megatron-Core's
@@ -126,6 +135,15 @@ public sealed record ModernScenario(ModernRun Run, ModernArchitecture Architectu
 public sealed record ModernStep(StepParts Parts, double DataParallelSeconds, double LayerMicrobatches, long SimulatedOperations, double BubbleSeconds = 0)
 {
     public double Seconds => Parts.Total + DataParallelSeconds;
+
+    /// <summary>
+    /// (1 - <paramref name="w"/>) <paramref name="a"/> + <paramref name="w"/> <paramref name="b"/> part by part (the
+    /// visits of <paramref name="a"/>, both steps' operations): a stage whose layers run two ways in the share w : 1 - w,
+    /// exact under the pipeline law where both steps have the same layers, visits and edges (the law is linear in the layers).
+    /// </summary>
+    public static ModernStep Mix(ModernStep a, ModernStep b, double w) =>
+        new((1 - w) * a.Parts + w * b.Parts, (1 - w) * a.DataParallelSeconds + w * b.DataParallelSeconds, a.LayerMicrobatches,
+            a.SimulatedOperations + b.SimulatedOperations, (1 - w) * a.BubbleSeconds + w * b.BubbleSeconds);
 }
 
 /// <summary>
@@ -300,7 +318,8 @@ public sealed class ModernPredictor
 
     /// <summary>The strategy of the slice: the run's EP, TP and CP over <paramref name="stages"/> stages, one replica (or one CP ring of them), plain 1F1B, fused attention; <paramref name="overlap"/>: the launch's all-to-all overlap.</summary>
     /// <para><paramref name="sharded"/> > 1: that many data-parallel replicas sharded as ZeRO-3 (a fully sharded run, <see cref="ShardedReplicas"/>).</para>
-    public static StrategySpec SliceStrategy(ModernScenario s, int stages, int microbatches, MoeAllToAllOverlap overlap = MoeAllToAllOverlap.None, int sharded = 1) =>
+    /// <para><paramref name="fusedGroupedMlp"/>: the launch's CuTe DSL fused grouped MLP (<see cref="ModernScenario.LaunchFusedGroupedMlp"/>).</para>
+    public static StrategySpec SliceStrategy(ModernScenario s, int stages, int microbatches, MoeAllToAllOverlap overlap = MoeAllToAllOverlap.None, int sharded = 1, bool fusedGroupedMlp = false) =>
         new StrategySpec(s.Run.EP, s.Run.TP, stages, sharded > 1 ? sharded : SliceReplicas(s.Run), Derivation.Corrected, microbatches)
         {
             // Folded experts: ETP 1 and sequence parallelism (Megatron-Core requires it with TP > 1 and EP > 1); else as before.
@@ -313,6 +332,7 @@ public sealed class ModernPredictor
             RankOrder = "tp-ep-dp-pp",
             MoeAllToAllOverlap = overlap,
             SequenceParallel = s.SequenceParallel || FoldsExperts(s.Run),
+            CutedslFusedGroupedMlp = fusedGroupedMlp,
         }.Validated();
 
     /// <summary>The cost model with the launch's all-to-all implementation (the same model when it is NCCL or the communication model is not the link model).</summary>
@@ -387,6 +407,7 @@ public sealed class ModernPredictor
         var baseModel = model ?? s.Model;
         var cost = asLaunched ? CostFor(hardware, s.LaunchAllToAll) : CostOf(hardware);
         var overlap = asLaunched ? s.LaunchOverlap : MoeAllToAllOverlap.None;
+        var fusedMlp = asLaunched && s.LaunchFusedGroupedMlp;
         var stages = s.Run.PP > 1 ? 2 : 1;
         // Fully sharded runs carry their data-parallel group in the slice as ZeRO-3 (per-layer gathers in the DAG).
         var sharded = ShardedReplicas(s.Run, priceDataParallel);
@@ -396,7 +417,7 @@ public sealed class ModernPredictor
         {
             var runs = new[] { SliceMicrobatches1, SliceMicrobatches2 }.Select(m =>
             {
-                var strategy = SliceStrategy(s, sliceStages, m, o, sharded);
+                var strategy = SliceStrategy(s, sliceStages, m, o, sharded, fusedMlp);
                 var sliceModel = build(sliceStages, m);
                 // Sharded replicas are identical: one is built and stands for all (exact, DagFolding.Symmetric), unless the
                 // cost model prices them differently (then the whole group is built).

@@ -73,6 +73,9 @@ public sealed class CostModel(string name, IComputeCostModel compute, ICommunica
         var kind = dag.Kind(op);
         if (GroupedExpertGemms && dag.ExpertsPerRank > 0 && kind is OpKind.ExpertUp or OpKind.ExpertDown && Compute is IGroupedGemmCostModel grouped)
             return grouped.GroupedMatmulSeconds(dag.Shape(op), dag.MatmulDtype(op), (int)Math.Ceiling(dag.MatmulOperandBytes(op)), dag.ExpertsPerRank);
+        // An MoE dispatch or combine priced knowing its fan-out (top-k of experts per rank x EP): DeepEP de-duplicates.
+        if (dag.RouterTopK > 1 && dag.ExpertsPerRank > 0 && kind is OpKind.AllToAllDispatch or OpKind.AllToAllCombine && Communication is IRoutedAllToAllCostModel routed)
+            return routed.RoutedAllToAllSeconds(dag.Bytes(op), dag.Participants(op), dag.RouterTopK, dag.ExpertsPerRank);
         if (FusedAttentionHeads && dag.AttentionHeadsPerRank > 0 && kind is OpKind.AttentionScore or OpKind.AttentionValue && Compute is IFusedAttentionCostModel fused)
             return fused.FusedAttentionSeconds(dag.Shape(op), dag.MatmulDtype(op), (int)Math.Ceiling(dag.MatmulOperandBytes(op)), dag.AttentionHeadsPerRank);
         return kind.Category() switch
@@ -148,6 +151,17 @@ public sealed class CostModel(string name, IComputeCostModel compute, ICommunica
             throw new ArgumentException($"durations has {durations.Length} entries but the DAG has {dag.Count} operations", nameof(durations));
         if (dag.IsFolded && !PricesFoldSymmetrically(dag))
             throw new InvalidOperationException($"cost model {Name} prices the replicas of the folded DAG '{dag.Description}' differently (their groups sit differently on the nodes): build it whole (DagFolding.None)");
+        PriceFoldChecked(dag, durations);
+    }
+
+    /// <summary>
+    /// <see cref="Price(OperatorDag, Span{double})"/> for a DAG the caller has already checked with
+    /// <see cref="PricesFoldSymmetrically"/> for this cost model (<see cref="Scenario.BuildDagFor(CostModel, Derivations.DagFolding)"/>
+    /// chose it so): the check prices every communication class under every symmetry, as much again as pricing the DAG.
+    /// </summary>
+    internal void PriceFoldChecked(OperatorDag dag, Span<double> durations)
+    {
+        System.Diagnostics.Debug.Assert(durations.Length == dag.Count);
         var classes = dag._classes;
         var classCount = dag.PriceClassCount;
         // Grouped expert GEMMs are priced apart from other GEMMs of the same shape (classes are by shape): offset by the class count.
