@@ -31,6 +31,13 @@ public sealed record ModernArchitecture(
     /// <summary>Latent MoE width (--moe-latent-size); null when experts work on the hidden size.</summary>
     public long? MoeLatentSize { get; init; }
 
+    /// <summary>
+    /// Layers at the end of the stack whose linear-layer GEMMs the family's NVFP4 training recipe keeps in BF16
+    /// (Megatron's <c>first_last_layers_bf16</c> with <c>num_layers_at_end_in_bf16</c>); 0 when its NVFP4 recipe
+    /// quantizes every layer. From the data file's optional <c>nvfp4LayersAtEndInBf16</c> (with its source).
+    /// </summary>
+    public int Nvfp4LayersAtEndInBf16 { get; init; }
+
     private static readonly Lazy<IReadOnlyDictionary<string, ModernArchitecture>> Embedded = new(() =>
     {
         using var stream = typeof(ModernArchitecture).Assembly.GetManifestResourceStream(ResourceName)
@@ -65,6 +72,16 @@ public sealed record ModernArchitecture(
                 c.Finish();
             }
             var a = FromModel(family, ModelPresets.Preset(presetName).Model, older, r.String("source"), $"{r.Path}.preset", source);
+            if (r.Has("nvfp4LayersAtEndInBf16"))
+            {
+                var t = r.Object("nvfp4LayersAtEndInBf16");
+                var n = t.Int("layers");
+                t.String("source");
+                t.Finish();
+                if (n < 0 || n >= a.Layers)
+                    throw new ConfigException(t.Child("layers"), n.ToString(CultureInfo.InvariantCulture), $"must be within [0, {a.Layers}) (the model's {a.Layers} layers; at least one stays NVFP4)", source);
+                a = a with { Nvfp4LayersAtEndInBf16 = n };
+            }
             r.Finish();
             if (!result.TryAdd(a.Family, a)) throw new ConfigException($"{r.Path}.family", $"\"{a.Family}\"", "appears twice", source);
         }

@@ -63,6 +63,12 @@ public sealed record UnexpressedRun(ModernRun Run, string Reason);
 public sealed record ModernScenario(ModernRun Run, ModernArchitecture Architecture, ModelSpec Model, HardwareSpec Hardware, int LayersPerStage, int VirtualStages, int MtpLayers,
     ModelSpec? Preset = null, PrecisionRecipe? Recipe = null, string? RecipeNote = null, BridgeLaunch? Launch = null, string? LaunchNote = null)
 {
+    /// <summary>
+    /// Layers whose linear-layer GEMMs stay BF16 under the row's recipe: the family's NVFP4 recipe's BF16 tail
+    /// (<see cref="ModernArchitecture.Nvfp4LayersAtEndInBf16"/>) when the row runs NVFP4 and the GPU prices it, else 0.
+    /// </summary>
+    public int Bf16TailLayers => Recipe?.Name == "nvfp4" && Preset is not null ? Architecture.Nvfp4LayersAtEndInBf16 : 0;
+
     /// <summary>The all-to-all overlap the launch turns on, where the slice can price it (an MoE model with EP > 1).</summary>
     public MoeAllToAllOverlap LaunchOverlap => Launch is { } l && Run.EP > 1 && Model.Experts > 0 ? l.Overlap : MoeAllToAllOverlap.None;
 
@@ -134,6 +140,15 @@ public sealed record ModernScenario(ModernRun Run, ModernArchitecture Architectu
 public sealed record ModernStep(StepParts Parts, double DataParallelSeconds, double LayerMicrobatches, long SimulatedOperations, double BubbleSeconds = 0)
 {
     public double Seconds => Parts.Total + DataParallelSeconds;
+
+    /// <summary>
+    /// (1 - <paramref name="w"/>) <paramref name="a"/> + <paramref name="w"/> <paramref name="b"/> part by part (the
+    /// visits of <paramref name="a"/>, both steps' operations): a stage whose layers run two ways in the share w : 1 - w,
+    /// exact under the pipeline law where both steps have the same layers, visits and edges (the law is linear in the layers).
+    /// </summary>
+    public static ModernStep Mix(ModernStep a, ModernStep b, double w) =>
+        new((1 - w) * a.Parts + w * b.Parts, (1 - w) * a.DataParallelSeconds + w * b.DataParallelSeconds, a.LayerMicrobatches,
+            a.SimulatedOperations + b.SimulatedOperations, (1 - w) * a.BubbleSeconds + w * b.BubbleSeconds);
 }
 
 /// <summary>

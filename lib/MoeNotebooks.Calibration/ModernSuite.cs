@@ -210,6 +210,8 @@ public sealed record ModernRowModel(ModernScenario Scenario, IReadOnlyDictionary
         if (run.TokenDrop) gaps.Add("token dropping (capacity factor) not modelled: priced as dropless");
         if (a.Hybrid is not null) gaps.Add("Mamba-2 mixer kernels (mamba_ssm's SSD Triton kernels, conv1d, gated norm) priced by the HBM bytes they stream, their shortfall one fitted factor per generation (no measured kernel efficiency)");
         if (a.MoeLatentSize is not null) gaps.Add("latent MoE projections taken as replicated over TP");
+        if (Scenario.Bf16TailLayers > 0)
+            gaps.Add($"the NVFP4 recipe's last {Scenario.Bf16TailLayers} of {a.Layers} layers priced in BF16 (nemotron_3_super_bf16_with_nvfp4_mixed; which recipe ran this release is not stated); per-module quantization choices (te_quant.cfg) not priced");
         if (PrecisionNote is not null) gaps.Add(PrecisionNote);
         if (Scenario.Preset is null && run.Precision != TrainingPrecision.Bf16) gaps.Add("quantize/cast passes of the recipe not priced");
         if (a.SlidingWindow > 0) gaps.Add("sliding-window attention at the tile model's efficiency for 128-token windows");
@@ -311,16 +313,25 @@ public static class ModernSuite
             var k = run.Framework == ModernFramework.MosaicMpt ? PartFactors.One
                 : new PartFactors(R(full.DenseGemms, slice.DenseGemms), R(full.RoutedExperts, slice.RoutedExperts), R(full.SequenceMixing, slice.SequenceMixing), R(full.Logits, slice.Logits));
             var withRecipe = (preset with { Precision = s.Recipe }).Validated();
+            // A recipe that keeps the last layers' GEMMs in BF16 (Megatron's num_layers_at_end_in_bf16): the step mixes the
+            // recipe's and BF16's in the layer share of those layers (ModernStep.Mix).
+            var tail = s.Bf16TailLayers / (double)s.Architecture.Layers;
+            var bf16 = tail > 0 ? (preset with { Precision = PrecisionRecipe.Get("bf16") }).Validated() : null;
+            ModernStep Recipe(HardwareSpec h, int stages, bool dp, bool launched = false)
+            {
+                var q = predictor.Predict(s, h, stages, dp, withRecipe, launched);
+                return bf16 is null ? q : ModernStep.Mix(q, predictor.Predict(s, h, stages, dp, bf16, launched), tail);
+            }
             var arch = predictor.Predict(s, naiveHw, 1, false, preset);
-            var precision = predictor.Predict(s, naiveHw, 1, false, withRecipe);
-            var layout = predictor.Predict(s, naiveHw, v, true, withRecipe);
-            var topology = ReferenceEquals(naiveHw, hw) ? layout : predictor.Predict(s, hw, v, true, withRecipe);
+            var precision = Recipe(naiveHw, 1, false);
+            var layout = Recipe(naiveHw, v, true);
+            var topology = ReferenceEquals(naiveHw, hw) ? layout : Recipe(hw, v, true);
             steps[ModernRung.Architecture] = (arch, k);
             steps[ModernRung.Precision] = (precision, k);
             steps[ModernRung.Layout] = (layout, k);
             steps[ModernRung.Topology] = (topology, k);
             var launchFactors = s.TpCommOverlap ? k with { TensorParallelExposed = PartFactors.TpCommOverlapExposedShare } : k;
-            steps[ModernRung.Launch] = (ChangesPricing(s) ? predictor.Predict(s, hw, v, true, withRecipe, asLaunched: true) : topology,
+            steps[ModernRung.Launch] = (ChangesPricing(s) ? Recipe(hw, v, true, launched: true) : topology,
                 run.Framework == ModernFramework.MosaicMpt ? launchFactors : launchFactors.WithExpertLaunches(s).WithCpuOffload(s));
             note = s.RecipeNote;
         }

@@ -68,7 +68,7 @@ public static class SweepVerb
         finally { bar.Finish(); }   // an error line starts on its own line, never after the bar's carriage return
         bar.Finish();
         var c = CultureInfo.InvariantCulture;
-        stderr.WriteLine(string.Create(c, $"{summary.Total:N0} points: {summary.Valid:N0} valid, {summary.Invalid:N0} invalid, {summary.Elapsed.TotalSeconds:F2} s ({summary.Total / Math.Max(1e-9, summary.Elapsed.TotalSeconds):N0} per second){(outPath == "-" ? "" : $" -> {outPath}")}"));
+        stderr.WriteLine(string.Create(c, $"{summary.Total:N0} points: {summary.Valid:N0} valid, {summary.Invalid:N0} invalid, {summary.Elapsed.TotalSeconds:F2} s ({summary.Total / Math.Max(1e-9, summary.Elapsed.TotalSeconds):N0} per second; {summary.CpuTime.TotalSeconds:F2} s of CPU, {summary.Total / Math.Max(1e-9, summary.CpuTime.TotalSeconds):N0} per CPU second){(outPath == "-" ? "" : $" -> {outPath}")}"));
         foreach (var (reason, count) in summary.InvalidByReason)
             stderr.WriteLine(string.Create(c, $"  {count,8:N0} invalid: {reason}"));
         if (summary.MemoryInfeasible > 0)

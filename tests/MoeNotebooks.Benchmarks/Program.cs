@@ -13,5 +13,10 @@ if (args is ["--probe"])
     Probe.Run(Console.Out);
     return 0;
 }
+if (args is ["--sweep-stages", ..])
+{
+    SweepStages.Run(Console.Out, args.Length > 1 ? int.Parse(args[1], System.Globalization.CultureInfo.InvariantCulture) : 4, args.Length > 2 ? args[2] : null);
+    return 0;
+}
 BenchmarkSwitcher.FromAssembly(typeof(Workloads).Assembly).Run(args);
 return 0;

@@ -484,7 +484,7 @@ public class ModernTargetTests
     }
 
     [CalibrationDataFact]
-    public void Hybrid_lomo_mape_TARGET_12pct_MET_regression_bound_11pct()
+    public void Hybrid_lomo_mape_TARGET_12pct_MET_regression_bound_9_6pct()
     {
         // The 18 Nemotron-3 hybrid (Mamba-2 + attention + MoE) rows in the Blackwell fit (ModernSuite.HybridRowsInFit):
         // the Mamba mixer priced as mamba_ssm's kernels by their HBM bytes, their shortfall fitted once per generation
@@ -492,9 +492,10 @@ public class ModernTargetTests
         // out) -> 50.5 % (kernel bytes, held out) -> 20.0 % (in the fit) -> 12.7 % with the dense rows' launch work
         // (main at 45a43ea: per-layer overhead 3.6 ms, SSD x1.53) -> 12.2 % on main at 0eac293 -> 10.0 % on 23 rows with the
         // five Super TP2 x EP64 x DP32 rows folded and the Ultra TP2 row at ETP 1 (Megatron-Bridge's
-        // expert_tensor_parallel_size=1). Bound = achieved + 1 (the shared fit still moves as the other groups land).
+        // expert_tensor_parallel_size=1) -> 8.6 % with the Super NVFP4 recipe's last 14 of 88 layers in BF16
+        // (nemotron_3_super_bf16_with_nvfp4_mixed). Bound = achieved + 1 (the shared fit still moves as the other groups land).
         var mape = Lomo("hybrid");
-        Assert.True(mape <= 11, $"hybrid leave-one-model-out MAPE {mape:F1} % (target 12 %, regression bound 11 %)");
+        Assert.True(mape <= 9.6, $"hybrid leave-one-model-out MAPE {mape:F1} % (target 12 %, regression bound 9.6 %)");
     }
 
     [CalibrationDataFact]

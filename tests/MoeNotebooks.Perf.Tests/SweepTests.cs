@@ -123,6 +123,30 @@ public class SweepTests
     }
 
     [Fact]
+    public void Points_read_by_section_give_the_rows_and_reasons_of_whole_documents()
+    {
+        // Oracle: Reuse = false reads every point's whole scenario document (Scenario.Parse); with reuse each model,
+        // hardware, strategy and cost-model section is read once and the scenario assembled and validated. Values that
+        // fail inside a section (a negative or non-integer length, an unknown preset or cost model, ep 0), several
+        // sections failing at once (the whole document names the first it meets), and combinations that fail only
+        // together (ep x dp != GPUs) must give the same rows and reasons, byte for byte.
+        var sweep = Sweep.Parse(Grid("""
+            { "model.sequenceLength": [4096, -5, "long"], "model.batch": [1024, 0],
+              "hardware.preset": ["H100-SXM", "no-such-gpu"], "hardware.gpus": [16, 8],
+              "strategy.ep": [16, 8, 0], "strategy.dp": [1, 2],
+              "costModel": ["roofline-ideal", "no-such-model"] }
+            """));
+        var whole = Csv(sweep, new SweepOptions(1) { Reuse = false });
+        var rows = sweep.Rows(new SweepOptions(1) { Reuse = false }).ToArray();
+        // Not vacuous: valid points, and invalid ones failing in each section and across sections.
+        Assert.Contains(rows, r => r.Valid);
+        foreach (var field in new[] { "model.sequenceLength", "model.batch", "hardware", "strategy.ep", "costModel", "strategy.ep x tp x pp x dp" })
+            Assert.Contains(rows, r => !r.Valid && r.Reason!.StartsWith(field, StringComparison.Ordinal));
+        Assert.Equal(whole, Csv(sweep, new SweepOptions(1)));
+        Assert.Equal(whole, Csv(sweep, new SweepOptions(2, BatchSize: 7)));
+    }
+
+    [Fact]
     public void Reused_structure_rows_equal_a_fresh_evaluation_of_random_points()
     {
         // Oracle: Scenario.Evaluate(DagFolding.Symmetric) of each point's scenario, a DAG built fresh for that point

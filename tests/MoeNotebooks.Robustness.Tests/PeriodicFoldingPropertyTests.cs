@@ -165,6 +165,43 @@ public class PeriodicFoldingTargetedTests
         Assert.True(x.BuiltMicrobatches < x.Microbatches, $"{x}");
     }
 
+    /// <summary>
+    /// Megatron-1T's shape in small (TP 8 filling a node, PP across nodes, DP 2-3 replicas on other nodes): the
+    /// data-parallel gradient all-reduces span every replica's NIC and overlap the cool-down's pipeline sends, so
+    /// contention bites, in the tail only (MicrobatchPeriodicity.TailContention). Oracle: the whole DAG
+    /// (DagFolding.None); not vacuous: contention delays operations of the whole DAG (some finish later than without
+    /// links), and the run is extrapolated.
+    /// </summary>
+    [Theory]
+    [InlineData(8, 2, 2, 64)]
+    [InlineData(8, 2, 3, 64)]
+    [InlineData(16, 1, 2, 48)]
+    public void Data_parallel_deep_pipelines_contending_in_the_tail_extrapolate_and_equal_the_whole_dag(int pp, int tp, int dp, int microbatches)
+    {
+        // One node per stage and replica (gpusPerNode = TP, a NIC per GPU), two layers of hidden 8192 per stage: the
+        // steady state's sends never overlap, the tail's gradient all-reduces across the replicas do.
+        var s = Scenario.Parse($$"""
+            {
+              "name": "deep-dp{{dp}}-pp{{pp}}",
+              "model": { "name": "gpt", "layers": {{2 * pp}}, "hiddenSize": 8192, "attentionHeads": 8, "ffnHiddenSize": 32768, "experts": 0,
+                         "topK": 1, "batch": {{microbatches * dp}}, "sequenceLength": 2048, "vocabulary": 51200, "dtype": "fp16" },
+              "hardware": { "preset": "A100-80GB", "gpus": {{pp * tp * dp}}, "gpusPerNode": {{tp}} },
+              "strategy": { "ep": 1, "tp": {{tp}}, "pp": {{pp}}, "dp": {{dp}}, "derivation": "corrected", "mode": "training",
+                            "microbatches": {{microbatches}}, "recompute": true, "schedule": "1f1b" },
+              "costModel": "roofline-ideal"
+            }
+            """).Validated();
+        Assert.True(PeriodicFoldingPropertyTests.AssertExtrapolatedEqualsWhole(s), MicrobatchPeriodicity.LastRefusal);
+        var x = s.Evaluate().Result.Extrapolation!;
+        Assert.True(x.BuiltMicrobatches < x.Microbatches, $"{x}");
+        var cost = s.CreateCostModel();
+        var whole = s.BuildDag(DagFolding.None);
+        var durations = cost.Price(whole);
+        var free = Scheduler.Schedule(whole, durations);
+        var contended = Scheduler.Schedule(whole, durations, cost.Name, cost.Footprints(whole));
+        Assert.Contains(Enumerable.Range(0, whole.Count), op => contended.FinishSeconds(op) != free.FinishSeconds(op));
+    }
+
     /// <summary>A GPT-style 1F1B training step with recompute on A100 DGX nodes: one layer per stage.</summary>
     internal static Scenario DeepPipeline(int pp, int tp, int dp, int microbatches) => Scenario.Parse($$"""
         {

@@ -213,7 +213,9 @@ public static class MicrobatchPeriodicity
         public required CriticalPathResult Result;
         public required int[] CritPred;
         public required LinkFootprints? Links;
-        public required LinkFootprints? Inert;   // the links, when no two operations overlap on one (then Links is null)
+        public required LinkFootprints? Inert;   // the links, when no two operations overlap on one (then Links is null) or only tail operations contend
+        public required bool[]? TailLinks;       // contention only among tail operations: the operations whose links are streams (null: all)
+        public required bool[]? HotLinks;        // with TailLinks: the links where tail operations overlap (the others are inert)
         public required int[] ItemOf;      // per op: index into Items, or -1 (tail operations outside items)
         public required int[] Offset;      // per op: position within its item
         public required Dictionary<(int Replica, int Stage, int Chunk, bool Backward, int Microbatch), int> ItemIndex;
@@ -239,25 +241,6 @@ public static class MicrobatchPeriodicity
         // Communication taking SMs from compute (DeepEP-style all-to-all) couples streams in a way not proven here.
         if (cost.ComputeShares(dag) is not null) { Refuse("communication takes SMs from compute (not proven periodic here)"); return null; }
         var durations = cost.Price(dag);
-        CriticalPathResult result;
-        int[] critPred;
-        LinkFootprints? inert = null;
-        // Contention that never bites: when no two operations on a link overlap in the contention-free schedule, the
-        // contended schedule is the same schedule (LinksInert); the links then impose no order, so the periodicity is
-        // checked on data and streams alone, and the extrapolated run's links are checked for overlap at the end. This
-        // is what deep pipelines need: the driver's emission order on a NIC (forward sends of stage s against backward
-        // sends of stage s + 1) follows its readiness sweeps, which are not periodic in the microbatch.
-        if (links is not null)
-        {
-            var free = Scheduler.Schedule(dag, durations, cost.Name, null, null, out var freePred);
-            if (LinksInert(dag, links, free, 0))
-            {
-                (result, critPred, inert, links) = (free, freePred, links, null);
-                Dbg($"{microbatches} microbatches: no operations overlap on a link; contention is inert");
-            }
-            else result = Scheduler.Schedule(dag, durations, cost.Name, links, null, out critPred);
-        }
-        else result = Scheduler.Schedule(dag, durations, cost.Name, null, null, out critPred);
         var itemOf = new int[dag.Count];
         var offset = new int[dag.Count];
         Array.Fill(itemOf, -1);
@@ -269,7 +252,41 @@ public static class MicrobatchPeriodicity
             index[(it.Replica, it.Stage, it.Item.Chunk, it.Item.Backward, it.Item.Microbatch)] = i;
             for (var op = it.First; op < it.End; op++) { itemOf[op] = i; offset[op] = op - it.First; }
         }
-        return new Built { Dag = dag, Items = items, Result = result, CritPred = critPred, ItemOf = itemOf, Offset = offset, ItemIndex = index, Links = links, Inert = inert };
+        CriticalPathResult result;
+        int[] critPred;
+        LinkFootprints? inert = null;
+        bool[]? tailLinks = null, hotLinks = null;
+        // Contention that never bites: when no two operations on a link overlap in the contention-free schedule, the
+        // contended schedule is the same schedule (LinksInert); the links then impose no order, so the periodicity is
+        // checked on data and streams alone, and the extrapolated run's links are checked for overlap at the end. This
+        // is what deep pipelines need: the driver's emission order on a NIC (forward sends of stage s against backward
+        // sends of stage s + 1) follows its readiness sweeps, which are not periodic in the microbatch.
+        // Contention that bites in the tail only (TailContention: data-parallel gradient all-reduces against the
+        // cool-down's sends): the steady periods are checked without links, the tail with the links among tail
+        // operations as streams.
+        if (links is not null)
+        {
+            var free = Scheduler.Schedule(dag, durations, cost.Name, null, null, out var freePred);
+            if (LinksInert(dag, links, free, 0))
+            {
+                (result, critPred, inert, links) = (free, freePred, links, null);
+                Dbg($"{microbatches} microbatches: no operations overlap on a link; contention is inert");
+            }
+            else
+            {
+                result = Scheduler.Schedule(dag, durations, cost.Name, links, null, out critPred);
+                var lastFull = s.Strategy.Mode == WorkloadMode.Training ? microbatches - s.Strategy.PP : microbatches - 2;
+                var tail = new bool[dag.Count];
+                for (var op = 0; op < dag.Count; op++) tail[op] = itemOf[op] < 0 || PeriodOf(s.Strategy, microbatches, items[itemOf[op]]) > lastFull;
+                if (TailContention(dag, links, free, result, tail) is { } hot)
+                {
+                    (inert, tailLinks, hotLinks) = (links, tail, hot);
+                    Dbg($"{microbatches} microbatches: operations overlap on links in the tail only; contention is periodic");
+                }
+            }
+        }
+        else result = Scheduler.Schedule(dag, durations, cost.Name, null, null, out critPred);
+        return new Built { Dag = dag, Items = items, Result = result, CritPred = critPred, ItemOf = itemOf, Offset = offset, ItemIndex = index, Links = links, Inert = inert, TailLinks = tailLinks, HotLinks = hotLinks };
     }
 
     /// <summary>The steady-state period of an item (see the type's summary); may be negative (warm-up) or past the last full period (cool-down).</summary>
@@ -297,7 +314,7 @@ public static class MicrobatchPeriodicity
 
         var dag = b.Dag;
         var n = dag.Count;
-        var stream = StreamPredecessors(dag, b.Links);
+        var stream = StreamPredecessors(dag, b.Links, b.TailLinks, b.HotLinks);
         var start = b.Result;
         var categories = CategoryPaths(dag, b.Result.Durations, b.CritPred);
         var total = b.Result.TotalSeconds;
@@ -370,7 +387,7 @@ public static class MicrobatchPeriodicity
         // The tail (cool-down, gradient synchronisation, optimizer) reads only the tail and periods >= k0, in both DAGs.
         foreach (var (x, full, count) in new[] { (a, lastFullA, m1), (b, lastFull, mb) })
         {
-            var xs = StreamPredecessors(x.Dag, x.Links);
+            var xs = StreamPredecessors(x.Dag, x.Links, x.TailLinks, x.HotLinks);
             for (var op = 0; op < x.Dag.Count; op++)
             {
                 var per = Period(x, count, op);
@@ -397,7 +414,7 @@ public static class MicrobatchPeriodicity
             if (outsidePos.TryGetValue(opA, out var pos)) return outsideB[pos];
             return Counterpart(a, b, opA, c);
         }
-        var streamA = StreamPredecessors(a.Dag, a.Links);
+        var streamA = StreamPredecessors(a.Dag, a.Links, a.TailLinks, a.HotLinks);
         foreach (var x in tailA)
         {
             var y = ImageInB(x);
@@ -436,8 +453,9 @@ public static class MicrobatchPeriodicity
         }
 
         var steps = (m - m1) / c;
-        if ((a.Inert is null) != (b.Inert is null)) return Refuse("link contention bites in one built DAG and not in the other");
-        if (b.Inert is { } footprints && !ExtrapolatedLinksInert(st, b, footprints, mb, lastFull, c, steps - 1, delta, tol))
+        if ((a.Inert is null) != (b.Inert is null) || (a.HotLinks is null) != (b.HotLinks is null)
+            || (a.HotLinks is { } hotA && !hotA.AsSpan().SequenceEqual(b.HotLinks))) return Refuse("link contention bites in one built DAG and not in the other, or on other links");
+        if (b.Inert is { } footprints && !ExtrapolatedLinksInert(st, b, footprints, mb, lastFull, c, steps - 1, delta, tol, b.HotLinks))
             return Refuse("operations would overlap on a link in the extrapolated periods (contention not proven periodic)");
         var ta = a.Result.TotalSeconds;
         var tb = b.Result.TotalSeconds;
@@ -512,11 +530,15 @@ public static class MicrobatchPeriodicity
     /// its tail <paramref name="repeats"/> x Δ later; true when no two overlap on a link (so contention stays inert in
     /// the whole run too, and the contention-free extrapolation is the contended run's).
     /// </summary>
-    private static bool ExtrapolatedLinksInert(StrategySpec strategy, Built b, LinkFootprints links, int mb, int lastFull, int c, int repeats, double delta, double tol)
+    private static bool ExtrapolatedLinksInert(StrategySpec strategy, Built b, LinkFootprints links, int mb, int lastFull, int c, int repeats, double delta, double tol, bool[]? hotLinks = null)
     {
         var st = b.Result;
         var dag = b.Dag;
         var spans = new List<(double Start, double Finish)>?[links.LinkCount];
+        // Tail contention: on the links where the tail contends its spans are kept apart and must start after every
+        // other span ends; on the others every span is disjoint, as without contention.
+        var tailStart = hotLinks is not null ? new double[links.LinkCount] : null;
+        if (tailStart is not null) Array.Fill(tailStart, double.PositiveInfinity);
         for (var op = 0; op < dag.Count; op++)
         {
             if (dag.Group(op) < 0) continue;
@@ -527,11 +549,65 @@ public static class MicrobatchPeriodicity
             var (from, to) = per > lastFull ? (repeats, repeats) : per > lastFull - c ? (0, repeats) : (0, 0);
             foreach (var l in ls)
             {
+                if (hotLinks is not null && hotLinks[l] && per > lastFull)
+                {
+                    tailStart![l] = Math.Min(tailStart[l], s0 + repeats * delta);
+                    continue;
+                }
                 var list = spans[l] ??= [];
                 for (var j = from; j <= to; j++) list.Add((s0 + j * delta, f0 + j * delta));
             }
         }
-        return spans.All(list => Disjoint(list, tol));
+        if (!spans.All(list => Disjoint(list, tol))) return false;
+        if (tailStart is not null)
+            for (var l = 0; l < spans.Length; l++)
+                if (spans[l] is { Count: > 0 } list && list.Max(x => x.Finish) > tailStart[l] + tol) return false;
+        return true;
+    }
+
+    /// <summary>
+    /// The links where contention bites, when it bites only among tail operations (cool-down, gradient
+    /// synchronisation, optimizer), else null. Conditions, on the built DAG: the contended schedule gives every steady
+    /// operation (not <paramref name="tail"/>) its contention-free times, and no two steady operations overlap on a
+    /// link; a link is hot when two of its operations overlap in the contended schedule, and on a hot link every steady
+    /// operation ends before any tail operation starts.
+    /// <para>Why the tail then contends among its own operations only, in their id order on the hot links: on a link
+    /// where no two contended spans overlap, the committed span is always one operation's (spans merge only on
+    /// overlap), which no later operation overlaps, so the link delays nothing whatever the order operations reach it
+    /// in. On a hot link, a steady operation processed after a tail one lies wholly before the committed tail span
+    /// (no delay, span unchanged), and a tail operation meets a steady span only wholly before it (no delay, span
+    /// replaced). So the links are streams of the tail only, restricted to the hot links, and the A/B tail comparison
+    /// checks their order like the other streams'; the extrapolated run's spans are checked the same way
+    /// (<see cref="ExtrapolatedLinksInert"/>).</para>
+    /// </summary>
+    private static bool[]? TailContention(OperatorDag dag, LinkFootprints links, CriticalPathResult free, CriticalPathResult contended, bool[] tail)
+    {
+        var steady = new List<(double Start, double Finish)>?[links.LinkCount];
+        var all = new List<(double Start, double Finish)>?[links.LinkCount];
+        var tailStart = new double[links.LinkCount];
+        Array.Fill(tailStart, double.PositiveInfinity);
+        for (var op = 0; op < dag.Count; op++)
+        {
+            if (!tail[op] && (contended.StartSeconds(op) != free.StartSeconds(op) || contended.FinishSeconds(op) != free.FinishSeconds(op))) return null;
+            if (dag.Group(op) < 0) continue;
+            var ls = links.Of(op);
+            double s0 = contended.StartSeconds(op), f0 = contended.FinishSeconds(op);
+            if (ls.IsEmpty || !(f0 > s0)) continue;
+            foreach (var l in ls)
+            {
+                (all[l] ??= []).Add((s0, f0));
+                if (tail[op]) tailStart[l] = Math.Min(tailStart[l], s0);
+                else (steady[l] ??= []).Add((s0, f0));
+            }
+        }
+        if (!steady.All(list => Disjoint(list, 0))) return null;
+        var hot = new bool[links.LinkCount];
+        for (var l = 0; l < hot.Length; l++)
+        {
+            hot[l] = !Disjoint(all[l], 0);
+            if (hot[l] && steady[l] is { Count: > 0 } list && list.Max(x => x.Finish) > tailStart[l]) return null;
+        }
+        return hot;
     }
 
     /// <summary>Operations of the whole (unfolded) DAG by kind: each built operation weighted by what it stands for.</summary>
@@ -572,7 +648,7 @@ public static class MicrobatchPeriodicity
     /// its GPU; communication streams of a collective's members; the compute streams too without overlap; a blocking
     /// send's sender compute stream; every link it occupies when the cost model has contention), the previous operation issued there.
     /// </summary>
-    private static StreamLinks StreamPredecessors(OperatorDag dag, LinkFootprints? footprints)
+    private static StreamLinks StreamPredecessors(OperatorDag dag, LinkFootprints? footprints, bool[]? linkOps = null, bool[]? hotLinks = null)
     {
         var blocking = !dag.CommunicationOverlapsCompute;
         var lastLink = new int[footprints?.LinkCount ?? 0];
@@ -587,9 +663,10 @@ public static class MicrobatchPeriodicity
         {
             start[op] = links.Count;
             var group = dag.Group(op);
-            if (footprints is not null)
+            if (footprints is not null && (linkOps is null || linkOps[op]))
                 foreach (var l in footprints.Of(op))
                 {
+                    if (hotLinks is not null && !hotLinks[l]) continue;
                     links.Add(lastLink[l]);
                     lastLink[l] = op;
                 }

@@ -86,6 +86,12 @@ public sealed record SweepSummary(long Total, long Valid, long Invalid, IReadOnl
 
     /// <summary>The fastest valid point that fits in memory, if any.</summary>
     public SweepRow? FastestFitting { get; init; }
+
+    /// <summary>
+    /// CPU time the process spent while the sweep ran (all its threads: the workers, the garbage collector, the JIT).
+    /// On a shared machine the wall time <see cref="Elapsed"/> also counts time spent waiting for a core; this does not.
+    /// </summary>
+    public TimeSpan CpuTime { get; init; }
 }
 
 /// <summary>
@@ -113,6 +119,7 @@ public sealed class Sweep
         GridSize = 1;
         foreach (var a in axes) GridSize = Validate.Product("grid (number of combinations)", GridSize, a.Values.Count);
         Count = random?.Count ?? GridSize;
+        _sections = SectionCache.For(baseScenario, axes);
         if (Count > MaxPoints)
             throw new ConfigException(random is null ? "grid (number of combinations)" : "random.count", Count.ToString(CultureInfo.InvariantCulture),
                 string.Create(CultureInfo.InvariantCulture, $"must be at most {MaxPoints:N0} points (about a day at 1,000 points per second); split the sweep"), source);
@@ -270,8 +277,10 @@ public sealed class Sweep
         return ScenarioFor(choice, index);
     }
 
-    private Scenario ScenarioFor(int[] choice, long index)
+    internal Scenario ScenarioFor(int[] choice, long index, bool bySection = false)
     {
+        if (bySection && _sections is { } sections && sections.Compose(this, choice) is { } composed)
+            return composed with { Name = string.Create(CultureInfo.InvariantCulture, $"{composed.Name}#{index}") };
         var values = new string[Axes.Count];
         for (var a = 0; a < values.Length; a++) values[a] = Axes[a].Values[choice[a]];
         var node = Apply(_base, Axes.Select(a => a.Field).ToArray(), values);
@@ -279,10 +288,99 @@ public sealed class Sweep
         return scenario with { Name = string.Create(CultureInfo.InvariantCulture, $"{scenario.Name}#{index}") };
     }
 
+    /// <summary>The per-section reader of this sweep's points, or null when an axis sets something outside the four sections.</summary>
+    private readonly SectionCache? _sections;
+
+    /// <summary>
+    /// A point's scenario read section by section: <see cref="Scenario.Parse"/> reads the model, hardware, strategy and
+    /// cost-model objects each on its own (<c>ModelSpec.Read(r.Object("model"))</c>, ...) and only then checks how they
+    /// fit together (<see cref="Scenario.Validated"/>). Each section of a point is the base's section with the values of
+    /// the axes that fall inside it, so it takes as many distinct values as those axes have combinations (96 models,
+    /// 8 strategies, 3 GPUs and 2 cost models in the founding sweep, instead of 2,970 whole scenarios): each is read
+    /// once, from exactly the JSON text the whole point would hold there, by the same reader, and the records are
+    /// shared. The scenario is then assembled and validated as <see cref="Scenario.Parse"/> does. A section that fails
+    /// to read sends its points down the whole-document path, so that an invalid point reports the very error the
+    /// whole document gives first (the document-wide checks run before any section is read).
+    /// </summary>
+    private sealed class SectionCache
+    {
+        private static readonly string[] Names = ["model", "hardware", "strategy", "costModel"];
+        private readonly JsonObject _base;
+        private readonly string _name, _description;
+        private readonly int[][] _axes; // per section, the axes inside it
+        private readonly System.Collections.Concurrent.ConcurrentDictionary<long, object?>[] _read;
+
+        private SectionCache(JsonObject baseNode, string name, string description, int[][] axes)
+        {
+            _base = baseNode;
+            _name = name;
+            _description = description;
+            _axes = axes;
+            _read = new System.Collections.Concurrent.ConcurrentDictionary<long, object?>[Names.Length];
+            for (var s = 0; s < Names.Length; s++) _read[s] = new();
+        }
+
+        public static SectionCache? For(JsonObject baseNode, IReadOnlyList<SweepAxis> axes)
+        {
+            var bySection = new List<int>[Names.Length];
+            for (var s = 0; s < Names.Length; s++) bySection[s] = [];
+            for (var a = 0; a < axes.Count; a++)
+            {
+                var section = Array.IndexOf(Names, axes[a].Field.Split('.')[0]);
+                if (section < 0) return null;
+                bySection[section].Add(a);
+            }
+            // The base's name and description, as Scenario.Parse reads them (the base was read whole when loaded).
+            using var doc = JsonObjectReader.Parse(baseNode.ToJsonString(), null);
+            var r = new JsonObjectReader(doc.RootElement, "", null);
+            return new SectionCache(baseNode, r.OptionalString("name") ?? "scenario", r.OptionalString("description") ?? "", [.. bySection.Select(l => l.ToArray())]);
+        }
+
+        /// <summary>The point's scenario, validated; null when one of its sections does not read (the caller reads the whole document).</summary>
+        public Scenario? Compose(Sweep sweep, int[] choice)
+        {
+            var parts = new object?[Names.Length];
+            for (var s = 0; s < Names.Length; s++)
+            {
+                long key = 0;
+                foreach (var a in _axes[s]) key = key * sweep.Axes[a].Values.Count + choice[a];
+                parts[s] = _read[s].GetOrAdd(key, static (_, x) => x.Cache.Read(x.Section, x.Sweep, x.Choice), (Cache: this, Section: s, Sweep: sweep, Choice: choice));
+                if (parts[s] is null) return null;
+            }
+            return new Scenario(_name, (ModelSpec)parts[0]!, (HardwareSpec)parts[1]!, (StrategySpec)parts[2]!, (CostModelSpec)parts[3]!, _description).Validated();
+        }
+
+        /// <summary>Section <paramref name="s"/> of the point, read as <see cref="Scenario.Parse"/> reads it from the whole document; null when it does not read.</summary>
+        private object? Read(int s, Sweep sweep, int[] choice)
+        {
+            var name = Names[s];
+            var node = new JsonObject();
+            if (_base[name] is { } section) node[name] = section.DeepClone();
+            var fields = _axes[s].Select(a => sweep.Axes[a].Field).ToArray();
+            var values = _axes[s].Select(a => sweep.Axes[a].Values[choice[a]]).ToArray();
+            node = Apply(node, fields, values);
+            try
+            {
+                using var doc = JsonObjectReader.Parse(node.ToJsonString(), null);
+                var r = new JsonObjectReader(doc.RootElement, "", null);
+                return s switch
+                {
+                    0 => ModelSpec.Read(r.Object("model")),
+                    1 => HardwareSpec.Read(r.Object("hardware")),
+                    2 => StrategySpec.Read(r.Object("strategy")),
+                    _ => r.Element("costModel") is { } c ? CostModelSpec.Read(c, "costModel", null) : CostModelSpec.Ideal,
+                };
+            }
+            catch (ConfigException) { return null; }
+            catch (DagException) { return null; }
+        }
+    }
+
     /// <summary>Evaluates every point, calling <paramref name="onRow"/> in index order (on the calling thread).</summary>
     public SweepSummary Run(Action<SweepRow> onRow, SweepOptions? options = null, IProgress<SweepProgress>? progress = null, CancellationToken cancellation = default)
     {
         var clock = Stopwatch.StartNew();
+        var cpu0 = Process.GetCurrentProcess().TotalProcessorTime;
         long valid = 0, invalid = 0, done = 0;
         var reasons = new SortedDictionary<string, long>(StringComparer.Ordinal);
         SweepRow? fastest = null, fastestFitting = null;
@@ -308,7 +406,10 @@ public sealed class Sweep
             done += rows.Length;
             progress?.Report(new SweepProgress(done, Count, invalid, clock.Elapsed));
         }
-        return new SweepSummary(Count, valid, invalid, reasons, fastest, clock.Elapsed) { MemoryInfeasible = memoryInfeasible, FastestFitting = fastestFitting };
+        return new SweepSummary(Count, valid, invalid, reasons, fastest, clock.Elapsed)
+        {
+            MemoryInfeasible = memoryInfeasible, FastestFitting = fastestFitting, CpuTime = Process.GetCurrentProcess().TotalProcessorTime - cpu0,
+        };
     }
 
     /// <summary>Every row in index order, evaluated in parallel batches as the enumeration proceeds (no DataFrame needed).</summary>
@@ -369,7 +470,7 @@ public sealed class Sweep
             Parallel.For(0, fresh.Count, parallel, k =>
             {
                 var i = fresh[k];
-                try { scenarios[i] = ScenarioFor(choices[i], start + i); }
+                try { scenarios[i] = ScenarioFor(choices[i], start + i, options.Reuse); }
                 catch (ConfigException e) { rows[i] = Invalid(start + i, LabelsOf(choices[i]), QuickEvaluation.Reason(e)); }
                 catch (DagException e) { rows[i] = Invalid(start + i, LabelsOf(choices[i]), e.Message); }
             });
@@ -487,6 +588,34 @@ public sealed class Sweep
         private readonly ConcurrentDictionary<(ModelSpec Model, StrategySpec Strategy, DagFolding Folding), OperatorDag> _dags = new();
         private long _operations;
 
+        // Memory verdicts by the very model, strategy and hardware records (a sweep reading points by section shares
+        // them between points that differ only in the cost model); at most MaxVerdicts kept.
+        private readonly ConcurrentDictionary<(object Model, object Strategy, object Hardware), MemoryReport> _memory = new(SameRecords.Instance);
+        private const int MaxVerdicts = 1 << 20;
+
+        /// <summary><see cref="MemoryModel.Estimate"/> of the point (a pure function of its model, strategy and hardware), once per such triple.</summary>
+        public MemoryReport Memory(Scenario scenario)
+        {
+            var key = ((object)scenario.Model, (object)scenario.Strategy, (object)scenario.Hardware);
+            if (_memory.TryGetValue(key, out var report)) return report;
+            report = MemoryModel.Estimate(scenario.Model, scenario.Strategy, scenario.Hardware);
+            if (_memory.Count < MaxVerdicts) _memory.TryAdd(key, report);
+            return report;
+        }
+
+        /// <summary>Keys equal when they hold the same three instances (no record hashing: equal records that are distinct instances just miss).</summary>
+        private sealed class SameRecords : IEqualityComparer<(object Model, object Strategy, object Hardware)>
+        {
+            public static readonly SameRecords Instance = new();
+
+            public bool Equals((object Model, object Strategy, object Hardware) x, (object Model, object Strategy, object Hardware) y) =>
+                ReferenceEquals(x.Model, y.Model) && ReferenceEquals(x.Strategy, y.Strategy) && ReferenceEquals(x.Hardware, y.Hardware);
+
+            public int GetHashCode((object Model, object Strategy, object Hardware) k) =>
+                HashCode.Combine(System.Runtime.CompilerServices.RuntimeHelpers.GetHashCode(k.Model), System.Runtime.CompilerServices.RuntimeHelpers.GetHashCode(k.Strategy),
+                    System.Runtime.CompilerServices.RuntimeHelpers.GetHashCode(k.Hardware));
+        }
+
         public OperatorDag Get(Scenario scenario, DagFolding folding)
         {
             var key = (scenario.Model, scenario.Strategy, folding);
@@ -513,7 +642,7 @@ public sealed class Sweep
             var e = structures is null
                 ? QuickEvaluation.Run(scenario, null, worker.Workspace, breakdown)
                 : QuickEvaluation.Run(scenario, null, worker.Workspace, breakdown, worker.Structures(structures), worker.FootprintsOf);
-            var memory = MemoryModel.Estimate(scenario.Model, scenario.Strategy, scenario.Hardware);
+            var memory = structures is null ? MemoryModel.Estimate(scenario.Model, scenario.Strategy, scenario.Hardware) : structures.Memory(scenario);
             return new SweepRow(index, values, true, null, scenario.Hardware.GpuCount, (int)Math.Min(e.Dag.RepresentedCount, int.MaxValue), e.TotalSeconds,
                 e.Breakdown?["matmul"] ?? double.NaN, e.Breakdown?["attention"] ?? double.NaN, e.Breakdown?["elementwise"] ?? double.NaN,
                 e.Breakdown?["communication"] ?? double.NaN, e.Breakdown?["idle"] ?? double.NaN)

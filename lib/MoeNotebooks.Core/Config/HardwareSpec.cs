@@ -214,6 +214,7 @@ public sealed record HardwareSpec(
 
     public HardwareSpec Validated(string path = "hardware", string? source = null)
     {
+        if (ValidatedOnce.Has(this)) return this;
         Validate.NotEmpty($"{path}.name", Name);
         Gpu.Validated($"{path}.gpu", source);
         Validate.Positive($"{path}.gpus", GpuCount);
@@ -240,6 +241,7 @@ public sealed record HardwareSpec(
                 throw new ConfigException($"{path}.nicsPerNode", n.ToString(CultureInfo.InvariantCulture),
                     $"must divide gpusPerNode = {GpusPerNode} (each NIC serves the same number of GPUs)", source);
         }
+        ValidatedOnce.Remember(this);
         return this;
     }
 

@@ -242,6 +242,7 @@ public sealed record ModelSpec(
     /// <summary>Throws <see cref="ConfigException"/> naming the first invalid field.</summary>
     public ModelSpec Validated(string path = "model", string? source = null)
     {
+        if (ValidatedOnce.Has(this)) return this;
         string F(string f) => $"{path}.{f}";
         string Show(long v) => v.ToString(CultureInfo.InvariantCulture);
         Validate.NotEmpty(F("name"), Name);
@@ -338,6 +339,7 @@ public sealed record ModelSpec(
         if (!IsDense) Routing.Validated(Experts, F("routing"), source);
         else if (Routing != RoutingSpec.Uniform)
             throw new ConfigException(F("routing"), Routing.ToString(), "applies only to models with experts (model.experts > 0)", source);
+        ValidatedOnce.Remember(this);
         return this;
     }
 

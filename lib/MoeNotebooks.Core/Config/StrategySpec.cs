@@ -339,6 +339,7 @@ public sealed record StrategySpec(int EP, int TP, int PP, int DP, Derivation Der
 
     public StrategySpec Validated(string path = "strategy", string? source = null)
     {
+        if (ValidatedOnce.Has(this)) return this;
         Validate.Positive($"{path}.ep", EP);
         Validate.Positive($"{path}.tp", TP);
         Validate.Positive($"{path}.pp", PP);
@@ -404,6 +405,7 @@ public sealed record StrategySpec(int EP, int TP, int PP, int DP, Derivation Der
             throw new ConfigException($"{path}.useDistributedOptimizer", "true", $"already partitions optimizer states (ZeRO-1); leave strategy.zero at 0 (it is {ZeroStage})", source);
         if (OverlapParamGather && !UseDistributedOptimizer)
             throw new ConfigException($"{path}.overlapParamGather", "true", "needs \"useDistributedOptimizer\": true (Megatron gathers parameters only with the distributed optimizer)", source);
+        ValidatedOnce.Remember(this);
         return this;
     }
 

@@ -161,3 +161,20 @@ public static class Bounds
     public static readonly Bound TileSide = new(1, 4096, "elements", "GEMM tiles are 64-256 on a side");
     public static readonly Bound Neighbors = new(0, 1024, "neighbours", "a handful of nearby measured shapes");
 }
+
+/// <summary>
+/// The description records that have passed their <c>Validated()</c> checks, by reference. The records are immutable and
+/// the checks read nothing but the record (the path and source only name fields in a message), so an instance that
+/// passed once passes again: <c>Scenario.Validated</c> and <c>StrategySpec.CheckFits</c> re-validate their parts, which a
+/// sweep assembles from shared, already-read sections for every point. A <c>with</c> copy is another instance and is
+/// checked on its own; records compare by value, so nothing here enters their equality.
+/// </summary>
+internal static class ValidatedOnce
+{
+    private static readonly System.Runtime.CompilerServices.ConditionalWeakTable<object, object> Passed = new();
+    private static readonly object Yes = new();
+
+    public static bool Has(object record) => Passed.TryGetValue(record, out _);
+
+    public static void Remember(object record) => Passed.AddOrUpdate(record, Yes);
+}
