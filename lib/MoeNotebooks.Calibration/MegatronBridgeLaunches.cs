@@ -41,7 +41,7 @@ public sealed record LaunchLayout(int TP, int PP, int? VP, int EP, int MicroBatc
 public sealed record BridgeLaunch(
     string Family, string Gpu, string Precision, IReadOnlyList<string> Releases, string Config, LaunchLayout Layout,
     bool MoeA2aOverlap, BridgeDispatcher Dispatcher, string? PpLayout, IReadOnlyList<string>? RecomputeModules,
-    string? CudaGraphImpl, IReadOnlyList<string>? CudaGraphScope, LaunchSource Source, string? Note = null)
+    string? CudaGraphImpl, IReadOnlyList<string>? CudaGraphScope, LaunchSource Source, string? Note = null, bool CutedslFusedGroupedMlp = false)
 {
     /// <summary>The core's all-to-all implementation for the dispatcher: alltoall -> NCCL; deepep and hybridep -> DeepEP normal (see the data file's mapping).</summary>
     public AllToAllImplementation AllToAll => Dispatcher == BridgeDispatcher.Alltoall ? AllToAllImplementation.Nccl : AllToAllImplementation.DeepEpNormal;
@@ -64,6 +64,7 @@ public sealed record BridgeLaunch(
     /// <summary>One line for the validation notes: what was applied and from where.</summary>
     public string Describe() =>
         $"{Config}: a2a overlap {(MoeA2aOverlap ? "1f1b" : "off")}, dispatcher {JsonObjectReader.Kebab(Dispatcher.ToString())} -> {JsonObjectReader.Kebab(AllToAll.ToString())}"
+        + (CutedslFusedGroupedMlp ? ", CuTe DSL fused grouped MLP" : "")
         + (Unexpressed() is { Count: > 0 } u ? "; not priced: " + string.Join("; ", u) : "") + $" ({Source})";
 }
 
@@ -162,7 +163,8 @@ public sealed record BridgeLaunchCatalog(string Source, IReadOnlyList<BridgeLaun
             var e = new BridgeLaunch(r.String("family"), r.String("gpu"), r.String("precision"), Strings(r, "releases") ?? [], r.String("config"), layout,
                 r.OptionalBool("moeA2aOverlap") ?? throw new ConfigException(r.Child("moeA2aOverlap"), "(missing)", "must be true or false", source),
                 JsonObjectReader.ParseEnum<BridgeDispatcher>(r.Child("dispatcher"), dispatcherText, source),
-                r.OptionalString("ppLayout"), Strings(r, "recomputeModules"), r.OptionalString("cudaGraphImpl"), Strings(r, "cudaGraphScope"), Src(r), r.OptionalString("note"));
+                r.OptionalString("ppLayout"), Strings(r, "recomputeModules"), r.OptionalString("cudaGraphImpl"), Strings(r, "cudaGraphScope"), Src(r), r.OptionalString("note"),
+                r.OptionalBool("cutedslFusedGroupedMlp") ?? false);
             r.Finish();
             Key(r, e.Gpu, e.Precision);
             if (e.Releases.Count == 0) throw new ConfigException(r.Child("releases"), "[]", "must name at least one release the entry was read for", source);
@@ -182,6 +184,7 @@ public sealed record BridgeLaunchCatalog(string Source, IReadOnlyList<BridgeLaun
         foreach (var k in new[] { "versions", "denseRows" }) root.OptionalString(k);
         var mapping = root.Object("mapping");
         foreach (var k in new[] { "moeA2aOverlap", "dispatcher", "ppLayout", "recomputeModules", "cudaGraph" }) mapping.String(k);
+        mapping.OptionalString("cutedslFusedGroupedMlp");   // documented where entries carry the field
         mapping.Finish();
         var catalog = new BridgeLaunchCatalog(root.String("source"), launches, notFound);
         root.Finish();

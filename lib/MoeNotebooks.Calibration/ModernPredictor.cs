@@ -87,6 +87,9 @@ public sealed record ModernScenario(ModernRun Run, ModernArchitecture Architectu
     /// </summary>
     public bool TpCommOverlap => SequenceParallel && Run.Precision != TrainingPrecision.Nvfp4;
 
+    /// <summary>Whether the launch fuses the routed experts' grouped MLP (<see cref="BridgeLaunch.CutedslFusedGroupedMlp"/>) where that changes what the slice prices: a model whose GLU is clamped.</summary>
+    public bool LaunchFusedGroupedMlp => Launch?.CutedslFusedGroupedMlp == true && Preset?.ActivationClampValue is not null && Model.Experts > 0;
+
     /// <summary>
     /// Whether the pipeline split counts the embedding and the loss as one layer slot each (Megatron-Core's
     /// <c>account_for_embedding_in_pipeline_split</c> / <c>account_for_loss_in_pipeline_split</c>): L + 2 slots over the
@@ -358,7 +361,8 @@ public sealed class ModernPredictor
 
     /// <summary>The strategy of the slice: the run's EP, TP and CP over <paramref name="stages"/> stages, one replica (or one CP ring of them), plain 1F1B, fused attention; <paramref name="overlap"/>: the launch's all-to-all overlap.</summary>
     /// <para><paramref name="sharded"/> > 1: that many data-parallel replicas sharded as ZeRO-3 (a fully sharded run, <see cref="ShardedReplicas"/>).</para>
-    public static StrategySpec SliceStrategy(ModernScenario s, int stages, int microbatches, MoeAllToAllOverlap overlap = MoeAllToAllOverlap.None, int sharded = 1) =>
+    /// <para><paramref name="fusedGroupedMlp"/>: the launch's CuTe DSL fused grouped MLP (<see cref="ModernScenario.LaunchFusedGroupedMlp"/>).</para>
+    public static StrategySpec SliceStrategy(ModernScenario s, int stages, int microbatches, MoeAllToAllOverlap overlap = MoeAllToAllOverlap.None, int sharded = 1, bool fusedGroupedMlp = false) =>
         new StrategySpec(s.Run.EP, s.Run.TP, stages, sharded > 1 ? sharded : SliceReplicas(s.Run), Derivation.Corrected, microbatches)
         {
             // Folded experts: ETP 1 and sequence parallelism (Megatron-Core requires it with TP > 1 and EP > 1); else as before.
@@ -371,6 +375,7 @@ public sealed class ModernPredictor
             RankOrder = "tp-ep-dp-pp",
             MoeAllToAllOverlap = overlap,
             SequenceParallel = s.SequenceParallel || FoldsExperts(s.Run),
+            CutedslFusedGroupedMlp = fusedGroupedMlp,
         }.Validated();
 
     /// <summary>The cost model with the launch's all-to-all implementation (the same model when it is NCCL or the communication model is not the link model).</summary>
@@ -445,6 +450,7 @@ public sealed class ModernPredictor
         var baseModel = model ?? s.Model;
         var cost = asLaunched ? CostFor(hardware, s.LaunchAllToAll) : CostOf(hardware);
         var overlap = asLaunched ? s.LaunchOverlap : MoeAllToAllOverlap.None;
+        var fusedMlp = asLaunched && s.LaunchFusedGroupedMlp;
         var stages = s.Run.PP > 1 ? 2 : 1;
         // Fully sharded runs carry their data-parallel group in the slice as ZeRO-3 (per-layer gathers in the DAG).
         var sharded = ShardedReplicas(s.Run, priceDataParallel);
@@ -454,7 +460,7 @@ public sealed class ModernPredictor
         {
             var runs = new[] { SliceMicrobatches1, SliceMicrobatches2 }.Select(m =>
             {
-                var strategy = SliceStrategy(s, sliceStages, m, o, sharded);
+                var strategy = SliceStrategy(s, sliceStages, m, o, sharded, fusedMlp);
                 var sliceModel = build(sliceStages, m);
                 // Sharded replicas are identical: one is built and stands for all (exact, DagFolding.Symmetric), unless the
                 // cost model prices them differently (then the whole group is built).

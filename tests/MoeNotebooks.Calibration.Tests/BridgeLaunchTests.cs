@@ -179,4 +179,30 @@ public class BridgeLaunchTests
         }
         Assert.Contains(suite.Ablation, a => a.Name == "+ launch settings");
     }
+
+    [Fact]
+    public void Gpt_oss_mxfp8_launches_fuse_the_grouped_mlp_and_drop_the_clamp_passes()
+    {
+        // Oracle: scripts/performance/configs/gpt_oss/gpt_oss_workload_base_configs.py @ 07eea52: GB300, GB200 and B300
+        // FP8_MX_V2 set cutedsl_fused_grouped_mlp=True; the BF16 configs do not. Under it the slice's routed experts
+        // carry no clamp operations (the CuTe DSL kernels clamp inside); the BF16 rows keep them.
+        var c = BridgeLaunchCatalog.Published;
+        var oss = c.Launches.Where(l => l.Family == "GPT-OSS-120B").ToArray();
+        Assert.Equal(["GPT_OSS_120B_PRETRAIN_CONFIG_B300_FP8_MX_V2", "GPT_OSS_120B_PRETRAIN_CONFIG_GB200_FP8_MX_V2", "GPT_OSS_120B_PRETRAIN_CONFIG_GB300_FP8_MX_V2"],
+            oss.Where(l => l.CutedslFusedGroupedMlp).Select(l => l.Config).OrderBy(x => x, StringComparer.Ordinal).ToArray());
+        Assert.All(oss.Where(l => l.Precision == "bf16"), l => Assert.False(l.CutedslFusedGroupedMlp));
+        var mx = ScenarioOf("mbridge_26.08_GPT_OSS_120B_DGX-GB300_64g_MXFP8_tp1pp1ep16");
+        var bf = ScenarioOf("mbridge_26.04.01_GPT_OSS_120B_DGX-GB300_64g_BF16_tp1pp1ep64");
+        Assert.True(mx.LaunchFusedGroupedMlp);
+        Assert.True(ModernSuite.ChangesPricing(mx));
+        Assert.False(bf.LaunchFusedGroupedMlp);
+        int Clamps(ModernScenario s, bool fused)
+        {
+            var dag = ModernPredictor.SliceStrategy(s, 1, 2, fusedGroupedMlp: fused).BuildDag(ModernPredictor.SliceModel(s, 1, 2, 2, s.Preset));
+            return Enumerable.Range(0, dag.Count).Count(op => dag.Kind(op) == MoeNotebooks.Dag.OpKind.Elementwise && dag.Index(op) == MoeNotebooks.Dag.OpKindExtensions.ActivationClampRole);
+        }
+        Assert.Equal(0, Clamps(mx, fused: true));
+        Assert.True(Clamps(mx, fused: false) > 0);
+        Assert.True(Clamps(bf, fused: false) > 0);
+    }
 }

@@ -442,8 +442,14 @@ public class ModernTargetTests
         ModernSuiteResult.Mape(Suite.Rows.Where(r => r.Row.Run.TargetGroup == group).Select(r => r.LomoErrorPct));
 
     [CalibrationDataFact]
-    public void Moe_lomo_mape_TARGET_12pct_MISSED_regression_bound_27_5pct()
+    public void Moe_lomo_mape_TARGET_12pct_MISSED_regression_bound_24_7pct()
     {
+        // Then DeepEP's normal kernels priced as they send (each token once per distinct destination node over RDMA and
+        // once per distinct rank over NVLink, LinkCommunication.PriceRouted): 24.1 -> 23.8 %, the DeepSeek-V3 DGX-B200
+        // EP 32 DeepEP row -51 -> -17 %, DeepSeek-V3 LOMO 11.6 -> 9.4 %. Bound = achieved + 0.9.
+        // Stop 21: 26.4 -> 24.1 %: the experts' exposed host launches in the fit as a second stage fitted on the MoE rows
+        // only (127 us per local expert on Blackwell; the shared factors as without it, so no dense row moves);
+        // Qwen3-30B-A3B LOMO 26.2 -> 16.6 % (its micro-batch-1 MXFP8 B200 rows +71 / +64 -> +25 / +20 %). Bound = achieved + 0.9.
         // Stop 12: 29.9 % on 57 rows -> 28.2 % on 58: the EP 64 > DP 32 row (Qwen3-235B-A22B, TP 2) predicted with its
         // experts folded over TP x DP (ETP 1) and the per-generation fit restarted until Nelder-Mead stops gaining;
         // after the dense rows' TP overlap and fused attention merged: 26.4 % (the exposed expert host launches, which
@@ -457,7 +463,7 @@ public class ModernTargetTests
         // (47.4 % with only them); the DGX-B300 and GB200 / GB300 NVL72 presets (issue 11 item 5) add 43 MoE rows.
         // Achieved on all 57 rows: 44.9 %; bound = achieved + 1.
         var mape = Lomo("moe");
-        Assert.True(mape <= 27.5, $"MoE leave-one-model-out MAPE {mape:F1} % (target 12 %, regression bound 27.5 %)");
+        Assert.True(mape <= 24.7, $"MoE leave-one-model-out MAPE {mape:F1} % (target 12 %, regression bound 24.7 %)");
     }
 
     [CalibrationDataFact]
@@ -511,6 +517,29 @@ public class ModernTargetTests
         Assert.Equal(without with { Rows = with.Rows, Ssd = with.Ssd }, with);
         Assert.True(with.Ssd > 1, $"SSD factor {with.Ssd:F2}");
         Assert.Equal(1, without.Ssd);
+    }
+
+    [CalibrationDataFact]
+    public void Expert_launches_in_the_fit_leave_every_row_without_experts_as_it_was()
+    {
+        // Oracle: the staged fit's definition (ModernSuite.Fit): the shared factors are fitted with the experts' host
+        // launches held at 0, then the host time per local expert on the MoE rows that launch experts with the shared
+        // factors held. So the Blackwell fit with the term equals the fit without it in every other factor, and every
+        // row that launches no experts (dense, Megatron-FSDP, hybrid, full-iteration CUDA graphs) predicts the same
+        // seconds to the last bit; the term itself is positive (the Qwen3-30B-A3B micro-batch-1 rows ask for it).
+        var blackwell = Suite.Rows.Where(r => r.Row.Run.Generation == "blackwell").Select(r => r.Row).ToArray();
+        var fitted = blackwell.Where(ModernSuite.InFit).ToArray();
+        var with = ModernSuite.Fit("blackwell", fitted, priceExpertLaunches: true);
+        var without = ModernSuite.Fit("blackwell", fitted, priceExpertLaunches: false);
+        Assert.Equal(0, without.ExpertLaunchMicroseconds);
+        Assert.True(with.ExpertLaunchMicroseconds > 0, $"host time per expert {with.ExpertLaunchMicroseconds:F0} us");
+        Assert.Equal(without with { ExpertLaunchMicroseconds = with.ExpertLaunchMicroseconds }, with);
+        var still = blackwell.Where(r => !ModernSuite.LaunchesExperts(r)).ToArray();
+        Assert.Contains(still, r => r.Run.TargetGroup == "dense");
+        Assert.Contains(still, r => r.Run.TargetGroup == "hybrid");
+        Assert.All(still, r => Assert.Equal(r.Seconds(without), r.Seconds(with)));
+        // Non-vacuity: some MoE row does move.
+        Assert.Contains(blackwell.Where(ModernSuite.LaunchesExperts), r => r.Seconds(with) > r.Seconds(without));
     }
 
     [CalibrationDataFact]

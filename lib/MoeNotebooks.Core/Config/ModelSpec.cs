@@ -73,6 +73,15 @@ public sealed record ModelSpec(
 
     public FfnActivation FfnActivation { get; init; } = FfnActivation.Gelu;
 
+    /// <summary>
+    /// Clamp of the gated FFN's fc1 output before the activation (Megatron-Core <c>activation_func_clamp_value</c>;
+    /// GPT-OSS: 7.0, Megatron-Bridge GPTOSSProvider): the gate half clamped above at the value, the linear half to
+    /// [-value, value]. Megatron-Core runs it unfused ahead of the fused GLU kernel (megatron/core/fusions/
+    /// fused_bias_geglu.py <c>weighted_bias_quick_geglu_impl</c>: chunk, two <c>clamp</c>s and a <c>torch.cat</c>), so it
+    /// costs memory-bound passes of its own (the FFN chain of the derivation prices them); null = no clamp.
+    /// </summary>
+    public double? ActivationClampValue { get; init; }
+
     /// <summary>Gated linear unit FFN (three matrices; Megatron fuses gate and up into one [H, 2F] GEMM).</summary>
     public bool GatedFfn => FfnActivation is FfnActivation.Swiglu or FfnActivation.Geglu;
 
@@ -282,6 +291,13 @@ public sealed record ModelSpec(
         }
         else if (SlidingWindow is not null)
             throw new ConfigException(F("attentionPattern"), null, "is required with slidingWindow: say which layers slide, e.g. [\"sliding\", \"full\"] to alternate, or [\"sliding\"] for all", source);
+        if (ActivationClampValue is { } clamp)
+        {
+            if (!double.IsFinite(clamp) || clamp <= 0)
+                throw new ConfigException(F("activationClampValue"), Validate.Show(clamp), "must be a positive finite number (Megatron-Core activation_func_clamp_value, e.g. 7.0 for GPT-OSS)", source);
+            if (!GatedFfn)
+                throw new ConfigException(F("activationClampValue"), Validate.Show(clamp), $"applies only to gated FFNs (ffnActivation \"swiglu\" or \"geglu\"; this model's is \"{JsonObjectReader.Kebab(FfnActivation.ToString())}\"): Megatron-Core clamps the gate and linear halves of fc1", source);
+        }
         if (MoeFfnHiddenSize is { } mf) Validate.Positive(F("moeFfnHiddenSize"), mf);
         if (SharedExpertFfnHiddenSize is { } sf) Validate.Positive(F("sharedExpertFfnHiddenSize"), sf);
         Validate.Within(F("mtpLayers"), MtpLayers, Bounds.MtpLayers, source);
@@ -443,6 +459,7 @@ public sealed record ModelSpec(
             AttentionPattern = r.Element("attentionPattern") is { } p ? ReadPattern(p, r.Child("attentionPattern"), r.Source) : null,
             Mla = r.Has("mla") ? MlaSpec.Read(r.Object("mla")) : null,
             FfnActivation = r.Enum("ffnActivation", FfnActivation.Gelu),
+            ActivationClampValue = r.OptionalDouble("activationClampValue"),
             MoeFfnHiddenSize = r.OptionalLong("moeFfnHiddenSize"),
             SharedExperts = r.OptionalInt("sharedExperts") ?? 0,
             SharedExpertFfnHiddenSize = r.OptionalLong("sharedExpertFfnHiddenSize"),
@@ -531,6 +548,7 @@ public sealed record ModelSpec(
             }
             w.WriteNumber("ffnHiddenSize", FfnHiddenSize);
             w.WriteString("ffnActivation", JsonObjectReader.Kebab(FfnActivation.ToString()));
+            if (ActivationClampValue is { } clamp) w.WriteNumber("activationClampValue", clamp);
             w.WriteNumber("experts", Experts);
             w.WriteNumber("topK", TopK);
             if (MoeFfnHiddenSize is { } mf) w.WriteNumber("moeFfnHiddenSize", mf);

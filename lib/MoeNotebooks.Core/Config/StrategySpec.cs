@@ -177,6 +177,14 @@ public sealed record StrategySpec(int EP, int TP, int PP, int DP, Derivation Der
     /// <summary>How the MoE all-to-all is hidden; <see cref="MoeAllToAllOverlap.None"/> (a plain run) by default.</summary>
     public MoeAllToAllOverlap MoeAllToAllOverlap { get; init; } = MoeAllToAllOverlap.None;
 
+    /// <summary>
+    /// Megatron-Bridge <c>cutedsl_fused_grouped_mlp</c> (Transformer Engine's op fuser with
+    /// <c>NVTE_CUTEDSL_FUSED_GROUPED_MLP=1</c>): the routed experts' grouped MLP runs as CuTe DSL kernels that apply the
+    /// GLU, its clamp included, inside the grouped GEMMs. Priced: the routed experts pay no separate clamp passes
+    /// (<see cref="ModelSpec.ActivationClampValue"/>); the rest of the chain is priced as without it. False by default.
+    /// </summary>
+    public bool CutedslFusedGroupedMlp { get; init; }
+
     /// <summary>Effective expert tensor-parallel size (TP unless set).</summary>
     public int ETP => ExpertTensorParallelSize ?? TP;
 
@@ -621,6 +629,7 @@ public sealed record StrategySpec(int EP, int TP, int PP, int DP, Derivation Der
         Add("decoderFirstPipelineNumLayers", DecoderFirstPipelineNumLayers, DecoderFirstPipelineNumLayers is null);
         Add("decoderLastPipelineNumLayers", DecoderLastPipelineNumLayers, DecoderLastPipelineNumLayers is null);
         Add("moeAllToAllOverlap", K(MoeAllToAllOverlap), MoeAllToAllOverlap == d.MoeAllToAllOverlap);
+        Add("cutedslFusedGroupedMlp", CutedslFusedGroupedMlp, !CutedslFusedGroupedMlp);
         return o;
     }
 
@@ -655,6 +664,7 @@ public sealed record StrategySpec(int EP, int TP, int PP, int DP, Derivation Der
             DecoderFirstPipelineNumLayers = r.OptionalInt("decoderFirstPipelineNumLayers"),
             DecoderLastPipelineNumLayers = r.OptionalInt("decoderLastPipelineNumLayers"),
             MoeAllToAllOverlap = r.Enum("moeAllToAllOverlap", defaults.MoeAllToAllOverlap),
+            CutedslFusedGroupedMlp = r.OptionalBool("cutedslFusedGroupedMlp") ?? false,
         };
         r.Finish();
         return s.Validated(r.Path, r.Source);

@@ -132,7 +132,7 @@ public sealed record CollectivePrice(
 /// </list>
 /// The project's hierarchical candidate is not one of NCCL's algorithms and is not offered with protocols.
 /// </summary>
-public sealed class LinkCommunication(HardwareSpec hardware, AllToAllImplementation allToAll = AllToAllImplementation.Nccl, NcclTuning? protocols = null) : ICommunicationCostModel, ILinkTopology, ILinkOwners
+public sealed partial class LinkCommunication(HardwareSpec hardware, AllToAllImplementation allToAll = AllToAllImplementation.Nccl, NcclTuning? protocols = null) : ICommunicationCostModel, ILinkTopology, ILinkOwners
 {
     /// <summary>NCCL tuning.cc: tree busBw = min(busBw x .9, maxTreeBw); the cap is not modelled.</summary>
     public const double TreeBandwidthFactor = 0.9;

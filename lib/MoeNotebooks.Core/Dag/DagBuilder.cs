@@ -39,6 +39,9 @@ public sealed partial class DagBuilder
     /// <summary>Routed experts per EP rank (one grouped GEMM), carried to <see cref="OperatorDag.ExpertsPerRank"/>.</summary>
     public int ExpertsPerRank { get; set; }
 
+    /// <summary>The router's top-k (experts per routed token), carried to <see cref="OperatorDag.RouterTopK"/>.</summary>
+    public int RouterTopK { get; set; }
+
     /// <summary>Attention heads per rank one fused attention kernel runs together, carried to <see cref="OperatorDag.AttentionHeadsPerRank"/>.</summary>
     public int AttentionHeadsPerRank { get; set; }
     public int Count => _count;
@@ -307,6 +310,7 @@ public sealed partial class DagBuilder
         FoldDescription = FoldDescription,
         MatmulDtypes = [(Dtype, ElementBytes), .. _dtypes],
         ExpertsPerRank = ExpertsPerRank,
+        RouterTopK = RouterTopK,
         AttentionHeadsPerRank = AttentionHeadsPerRank,
     };
 

@@ -178,6 +178,7 @@ public static class OpKindExtensions
         7 => "Activation",
         AttentionSoftmaxRole => "Attention_Softmax",
         ContextParallelMergeRole => "ContextParallel_Merge",
+        ActivationClampRole => "Activation_Clamp",
         _ => "Elementwise",
     };
 
@@ -186,6 +187,9 @@ public static class OpKindExtensions
 
     /// <summary>Elementwise role of a context-parallel ring step's merge: the partial output (forward) or dQ/dKV (backward) added into the running result.</summary>
     public const int ContextParallelMergeRole = 9;
+
+    /// <summary>Elementwise role of the unfused clamp of a gated FFN's fc1 output ahead of its activation (<see cref="Config.ModelSpec.ActivationClampValue"/>).</summary>
+    public const int ActivationClampRole = 10;
 
     /// <summary>Short label used in tables and the formula.</summary>
     public static string Label(this OpKind kind) => kind switch

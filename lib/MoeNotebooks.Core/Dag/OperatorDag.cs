@@ -193,6 +193,13 @@ public sealed class OperatorDag
     public int ExpertsPerRank { get; init; }
 
     /// <summary>
+    /// Experts each routed token goes to (the router's top-k) when the DAG's all-to-alls carry routed copies; 0 when it
+    /// has none. Structure, not time: with <see cref="ExpertsPerRank"/> it says how a dispatch fans out, so a cost model
+    /// whose all-to-all de-duplicates copies (DeepEP, <see cref="Costs.IRoutedAllToAllCostModel"/>) can price what it sends.
+    /// </summary>
+    public int RouterTopK { get; init; }
+
+    /// <summary>
     /// Attention heads per rank whose score and value products (<see cref="OpKind.AttentionScore"/>,
     /// <see cref="OpKind.AttentionValue"/> and their gradients) one fused attention kernel runs together: FlashAttention
     /// launches one grid over sequences x heads x query blocks (Dao, FlashAttention-2, arXiv:2307.08691 §3.2

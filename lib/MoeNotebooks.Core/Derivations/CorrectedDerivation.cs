@@ -92,7 +92,7 @@ internal sealed partial class CorrectedDerivation
             CommunicationOverlapsCompute = st.OverlapCommunication,
         };
         _c = new LayerContext(model, st, _b);
-        if (!model.IsDense) _b.ExpertsPerRank = _c.ExpertsPerRank;
+        if (!model.IsDense) { _b.ExpertsPerRank = _c.ExpertsPerRank; _b.RouterTopK = model.TopK; }
         if (st.AttentionKernel == AttentionKernel.Fused) _b.AttentionHeadsPerRank = _c.HeadsPerRank;
         _pattern = LayerPattern.Of(model);
         _training = _c.Training;

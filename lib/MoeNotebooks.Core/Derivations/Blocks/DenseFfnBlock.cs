@@ -54,13 +54,29 @@ internal static class FfnGemms
     public static long ActivationBytes(LayerContext c, long m, long f, bool backward) =>
         (c.M.GatedFfn ? (backward ? 5 : 3) : (backward ? 3 : 2)) * m * f * c.E;
 
+    /// <summary>
+    /// HBM bytes of the unfused clamp ahead of a gated activation (<see cref="Config.ModelSpec.ActivationClampValue"/>),
+    /// as Megatron-Core runs it (megatron/core/fusions/fused_bias_geglu.py, <c>weighted_bias_quick_geglu_impl</c>:
+    /// <c>x_glu, x_linear = input.chunk(2, -1)</c>, <c>x_glu.clamp(max=c)</c>, <c>x_linear.clamp(-c, c)</c>, then
+    /// <c>torch.cat</c> of the two into the fused kernel's input). Forward: each clamp reads and writes its [m, f] half
+    /// (4 m f), the cat reads and writes [m, 2f] (4 m f): 8 m f elements. Backward (autograd): the cat's backward is two
+    /// views (no copy); each clamp's backward reads its gradient and saved input and writes the masked gradient (2 x 3 m f);
+    /// the chunk's backward writes the two halves into one [m, 2f] gradient (reads and writes 2 m f each: 4 m f): 10 m f.
+    /// 0 without a clamp, without a gated FFN, or for routed experts (<paramref name="upKind"/> ExpertUp) under
+    /// <see cref="Config.StrategySpec.CutedslFusedGroupedMlp"/>, whose fused grouped MLP clamps inside its kernels.
+    /// </summary>
+    public static long ActivationClampBytes(LayerContext c, OpKind upKind, long m, long f, bool backward) =>
+        c.M.ActivationClampValue is null || !c.M.GatedFfn || (upKind == OpKind.ExpertUp && c.St.CutedslFusedGroupedMlp) ? 0 : (backward ? 10 : 8) * m * f * c.E;
+
     /// <param name="activation">Emit the activation pass (routed experts of the founding model's derivation have none).</param>
     public static int Forward(LayerContext c, BlockPass pass, int g, OpKind upKind, OpKind downKind, long m, long f, int layer, int dep, int index, int mb, bool activation = true, long? width = null)
     {
         var b = c.B;
         var input = c.QuantizeInput(g, m * (width ?? c.H), layer, dep, mb);
         var up = c.LinearForward(upKind, g, Up(c, m, f, width), layer, LayerContext.Deps(input), index, mb, pass);
-        var act = activation ? b.AddElementwise(g, ActivationBytes(c, m, f, false), layer, [up], index: 7, microbatch: mb) : up;
+        var clamped = activation && ActivationClampBytes(c, upKind, m, f, false) > 0
+            ? b.AddElementwise(g, ActivationClampBytes(c, upKind, m, f, false), layer, [up], index: OpKindExtensions.ActivationClampRole, microbatch: mb) : up;
+        var act = activation ? b.AddElementwise(g, ActivationBytes(c, m, f, false), layer, [clamped], index: 7, microbatch: mb) : up;
         return c.LinearForward(downKind, g, Down(c, m, f, width), layer, [c.QuantizeInput(g, m * f, layer, act, mb)], index, mb, pass);
     }
 
@@ -68,6 +84,8 @@ internal static class FfnGemms
     {
         var down = c.LinearBackward(downKind, g, Down(c, m, f, width), layer, LayerContext.Deps(dep), index, mb);
         var act = activation ? c.B.AddElementwise(g, ActivationBytes(c, m, f, true), layer, [down], index: 7, microbatch: mb) : down;
+        if (activation && ActivationClampBytes(c, upKind, m, f, true) > 0)
+            act = c.B.AddElementwise(g, ActivationClampBytes(c, upKind, m, f, true), layer, [act], index: OpKindExtensions.ActivationClampRole, microbatch: mb);
         return c.LinearBackward(upKind, g, Up(c, m, f, width), layer, [act], index, mb);
     }
 }
