@@ -28,7 +28,7 @@ public sealed record GenerationFit(string Generation, double Gemm, double Groupe
 /// <param name="ExpertLaunches">
 /// Host-launched expert forwards per MoE-layer visit: the rank's local experts (experts / EP), twice with full recompute
 /// (the forward runs again before the backward); 0 for dense models, for hybrid (Mamba) models (not priced, see
-/// <see cref="WithExpertLaunches"/>) and where a full-iteration CUDA graph replays the
+/// <see cref="WithExpertLaunches"/>), for token-drop runs (padded to capacity: no host sync) and where a full-iteration CUDA graph replays the
 /// step. Why they can be exposed: Megatron-Core's dropless token dispatchers bring the tokens-per-expert counts to the
 /// host (Transformer Engine's GroupedLinear takes m_splits as host integers), so every MoE layer's forward waits for the
 /// GPU to drain and then launches its expert work from the host, and Transformer Engine's grouped linear runs as one
@@ -83,9 +83,14 @@ public sealed record PartFactors(double Dense, double Expert, double Attention, 
         // 12.2 -> 15.1 %, the Super EP 8 rows 20-25 % too slow): one host time per expert does not hold across them.
         if (a.Experts == 0 || s.Run.EP < 1 || a.Layers == 0 || a.Hybrid is not null) return this with { ExpertLaunches = 0, MoeLayerShare = 0 };
         var graphed = s.Launch?.CudaGraphImpl == "full_iteration";
+        // Token-drop rows never wait for the GPU: Megatron-Bridge's apply_moe_token_drop (capacity factor 1.0,
+        // moe_pad_expert_input_to_capacity=True, alltoall dispatcher only) makes Megatron-Core's alltoall dispatcher
+        // drop and pad, whose tokens-per-expert counts are host constants (the capacity; preprocess returns a CPU
+        // torch.full and sets no cuda_sync_point, token_dispatcher.py), so the host launches the experts ahead of the GPU.
+        var synced = !s.Run.TokenDrop;
         return this with
         {
-            ExpertLaunches = graphed ? 0 : a.Experts / (double)s.Run.EP * (s.Run.Recompute ? 2 : 1),
+            ExpertLaunches = graphed || !synced ? 0 : a.Experts / (double)s.Run.EP * (s.Run.Recompute ? 2 : 1),
             MoeLayerShare = a.MoeLayers / (double)a.Layers,
             ExpertForwardShare = s.Run.Recompute ? 0.5 : 1.0 / 3,
         };

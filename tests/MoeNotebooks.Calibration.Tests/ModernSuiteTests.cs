@@ -301,6 +301,11 @@ public class ModernSuiteTests
         Assert.Equal(0, PartFactors.One.WithExpertLaunches(s with { Launch = launch }).ExpertLaunches);
         // A dense model launches no experts.
         Assert.Equal(0, PartFactors.One.WithExpertLaunches(s with { Architecture = s.Architecture with { Experts = 0 } }).ExpertLaunches);
+        // A token-drop run pads every expert to its capacity (Megatron-Bridge's apply_moe_token_drop): the counts are host
+        // constants, no sync, the host launches ahead of the GPU: nothing exposed.
+        var tokenDrop = s with { Run = s.Run with { Model = s.Run.Model + " tokendrop" } };
+        Assert.True(tokenDrop.Run.TokenDrop);
+        Assert.Equal(0, PartFactors.One.WithExpertLaunches(tokenDrop).ExpertLaunches);
     }
 
     [Fact]
@@ -442,8 +447,10 @@ public class ModernTargetTests
         ModernSuiteResult.Mape(Suite.Rows.Where(r => r.Row.Run.TargetGroup == group).Select(r => r.LomoErrorPct));
 
     [CalibrationDataFact]
-    public void Moe_lomo_mape_TARGET_12pct_MISSED_regression_bound_24_7pct()
+    public void Moe_lomo_mape_TARGET_12pct_MISSED_regression_bound_23_6pct()
     {
+        // After the other groups' landings (dense 405B pipeline split, hybrid ETP 1, GPT-OSS physics): 22.8 %; token-drop
+        // rows launch their experts without a host sync (padded to capacity): 22.7 %. Bound = achieved + 0.9.
         // Then DeepEP's normal kernels priced as they send (each token once per distinct destination node over RDMA and
         // once per distinct rank over NVLink, LinkCommunication.PriceRouted): 24.1 -> 23.8 %, the DeepSeek-V3 DGX-B200
         // EP 32 DeepEP row -51 -> -17 %, DeepSeek-V3 LOMO 11.6 -> 9.4 %. Bound = achieved + 0.9.
@@ -463,7 +470,7 @@ public class ModernTargetTests
         // (47.4 % with only them); the DGX-B300 and GB200 / GB300 NVL72 presets (issue 11 item 5) add 43 MoE rows.
         // Achieved on all 57 rows: 44.9 %; bound = achieved + 1.
         var mape = Lomo("moe");
-        Assert.True(mape <= 24.7, $"MoE leave-one-model-out MAPE {mape:F1} % (target 12 %, regression bound 24.7 %)");
+        Assert.True(mape <= 23.6, $"MoE leave-one-model-out MAPE {mape:F1} % (target 12 %, regression bound 23.6 %)");
     }
 
     [CalibrationDataFact]

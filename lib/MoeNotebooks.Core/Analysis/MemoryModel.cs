@@ -73,6 +73,14 @@ public static class MemoryModel
         return report with { SmallestFittingMicrobatches = FirstFitting(model, st, hardware) };
     }
 
+    /// <summary>
+    /// <see cref="Estimate"/> without <see cref="MemoryReport.SmallestFittingMicrobatches"/> (null here): the verdict,
+    /// peak and stages at the strategy's own microbatch count, which is all a sweep row shows. The search for the
+    /// smallest fitting count estimates up to 32 other counts, most of the cost when a layout does not fit.
+    /// </summary>
+    internal static MemoryReport EstimateAtMicrobatches(ModelSpec model, StrategySpec st, HardwareSpec hardware) =>
+        EstimateFixed(model, st, hardware, st.Microbatches);
+
     /// <summary>Parameters of the largest FSDP unit on a stage, on one rank: a layer, or the embedding / output layer.</summary>
     private static long LargestUnitParameters(ModelSpec model, StrategySpec st, int stage)
     {

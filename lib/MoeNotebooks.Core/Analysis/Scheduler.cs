@@ -90,13 +90,15 @@ public static class Scheduler
     /// The total and the breakdown (<see cref="CriticalPathResult.BreakdownSeconds"/>) without the critical path: the
     /// same pass and the same usage measure as <see cref="CriticalPath"/>, into <paramref name="workspace"/>'s buffers,
     /// so both are those of <see cref="CriticalPath"/> bit for bit (what a sweep row needs). <paramref name="links"/>
-    /// must be <c>cost.Footprints(dag)</c> (a sweep keeps them while the DAG, hardware and cost model repeat).
+    /// must be <c>cost.Footprints(dag)</c> (a sweep keeps them while the DAG, hardware and cost model repeat). A folded
+    /// <paramref name="dag"/> must be one <paramref name="cost"/> prices symmetrically (the caller's
+    /// <see cref="Config.Scenario.BuildDagFor(CostModel, Derivations.DagFolding)"/> checked it; not checked again).
     /// </summary>
     internal static (double TotalSeconds, IReadOnlyDictionary<string, double> Breakdown) TotalAndBreakdown(this OperatorDag dag, CostModel cost, ScheduleWorkspace workspace, LinkFootprints? links)
     {
         workspace.Ensure(dag.Count);
         var durations = workspace.Durations.AsSpan(0, dag.Count);
-        cost.Price(dag, durations);
+        cost.PriceFoldChecked(dag, durations);
         var total = TotalSeconds(dag, durations, workspace, links, cost.ComputeShares(dag));
         return (total, MeanUsage(dag, workspace.Start.AsSpan(0, dag.Count), workspace.Finish.AsSpan(0, dag.Count), total, workspace));
     }

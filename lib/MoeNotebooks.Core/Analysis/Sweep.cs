@@ -593,12 +593,15 @@ public sealed class Sweep
         private readonly ConcurrentDictionary<(object Model, object Strategy, object Hardware), MemoryReport> _memory = new(SameRecords.Instance);
         private const int MaxVerdicts = 1 << 20;
 
-        /// <summary><see cref="MemoryModel.Estimate"/> of the point (a pure function of its model, strategy and hardware), once per such triple.</summary>
+        /// <summary>
+        /// The memory verdict and peak of the point (<see cref="MemoryModel.EstimateAtMicrobatches"/>: what the row shows,
+        /// the same numbers as <see cref="MemoryModel.Estimate"/>; a pure function of the model, strategy and hardware), once per such triple.
+        /// </summary>
         public MemoryReport Memory(Scenario scenario)
         {
             var key = ((object)scenario.Model, (object)scenario.Strategy, (object)scenario.Hardware);
             if (_memory.TryGetValue(key, out var report)) return report;
-            report = MemoryModel.Estimate(scenario.Model, scenario.Strategy, scenario.Hardware);
+            report = MemoryModel.EstimateAtMicrobatches(scenario.Model, scenario.Strategy, scenario.Hardware);
             if (_memory.Count < MaxVerdicts) _memory.TryAdd(key, report);
             return report;
         }

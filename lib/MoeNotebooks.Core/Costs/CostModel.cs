@@ -151,6 +151,17 @@ public sealed class CostModel(string name, IComputeCostModel compute, ICommunica
             throw new ArgumentException($"durations has {durations.Length} entries but the DAG has {dag.Count} operations", nameof(durations));
         if (dag.IsFolded && !PricesFoldSymmetrically(dag))
             throw new InvalidOperationException($"cost model {Name} prices the replicas of the folded DAG '{dag.Description}' differently (their groups sit differently on the nodes): build it whole (DagFolding.None)");
+        PriceFoldChecked(dag, durations);
+    }
+
+    /// <summary>
+    /// <see cref="Price(OperatorDag, Span{double})"/> for a DAG the caller has already checked with
+    /// <see cref="PricesFoldSymmetrically"/> for this cost model (<see cref="Scenario.BuildDagFor(CostModel, Derivations.DagFolding)"/>
+    /// chose it so): the check prices every communication class under every symmetry, as much again as pricing the DAG.
+    /// </summary>
+    internal void PriceFoldChecked(OperatorDag dag, Span<double> durations)
+    {
+        System.Diagnostics.Debug.Assert(durations.Length == dag.Count);
         var classes = dag._classes;
         var classCount = dag.PriceClassCount;
         // Grouped expert GEMMs are priced apart from other GEMMs of the same shape (classes are by shape): offset by the class count.

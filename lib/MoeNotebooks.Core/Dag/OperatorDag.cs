@@ -261,7 +261,17 @@ public sealed class OperatorDag
 }
 
 /// <summary>What a cost model needs to price an operation; operations with equal classes get equal durations.</summary>
-internal readonly record struct PriceClass(PriceKind Kind, CollectivePattern Pattern, MatmulShape Shape, long Bytes, int Group, byte Dtype = 0);
+internal readonly record struct PriceClass(PriceKind Kind, CollectivePattern Pattern, MatmulShape Shape, long Bytes, int Group, byte Dtype = 0)
+{
+    // Every field compared and hashed directly (the builder looks up a class per operation appended); the same
+    // equality as the generated one.
+    public bool Equals(PriceClass other) =>
+        Kind == other.Kind && Pattern == other.Pattern && Bytes == other.Bytes && Group == other.Group && Dtype == other.Dtype
+        && Shape.M == other.Shape.M && Shape.K == other.Shape.K && Shape.N == other.Shape.N && Shape.Batch == other.Shape.Batch;
+
+    public override int GetHashCode() =>
+        HashCode.Combine((int)Kind | (int)Pattern << 8 | Dtype << 16, Bytes, Group, Shape.M, Shape.K, Shape.N, Shape.Batch);
+}
 
 /// <summary>How an operation is priced: a matmul-shaped kernel, memory-bound bytes, or a collective.</summary>
 internal enum PriceKind : byte { Matmul, Elementwise, Communication }
