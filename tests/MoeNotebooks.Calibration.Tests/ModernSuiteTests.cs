@@ -552,15 +552,18 @@ public class ModernTargetTests
     }
 
     [CalibrationDataFact]
-    public void Megatron_fsdp_lomo_mape_TARGET_8pct_MISSED_regression_bound_20_5pct()
+    public void Megatron_fsdp_lomo_mape_TARGET_8pct_MISSED_regression_bound_12_2pct()
     {
+        // Stop 21, then: their launches' CPU activation offloading (20, 40 and 92 layers) priced by bytes over the host link
+        // (NVLink-C2C), overlapped with the next layer as Transformer Engine's double buffer does: 19.6 -> 11.3 %, still
+        // out of the fit (all six too fast: ModernSuite.MegatronFsdpRowsInFit). Bound = achieved + 0.9.
         // Stop 21: with the 405B pipeline split in the Blackwell fit (the dense rows' factors move): 24.0 -> 19.6 %.
         // Bound = achieved + 0.9.
         // The six Megatron-FSDP Llama-3 rows (listed as not expressible until per-layer ZeRO-3 entered the slice),
         // predicted with the Blackwell fit made without them: 29.1 %, all too fast (their launch configs offload 20 to 40
         // layers' activations to the CPU, not priced). Bound = achieved + 0.9.
         var mape = Lomo("megatron-fsdp");
-        Assert.True(mape <= 20.5, $"Megatron-FSDP leave-one-model-out MAPE {mape:F1} % (target 8 %, regression bound 20.5 %)");
+        Assert.True(mape <= 12.2, $"Megatron-FSDP leave-one-model-out MAPE {mape:F1} % (target 8 %, regression bound 12.2 %)");
     }
 
     [CalibrationDataFact]
