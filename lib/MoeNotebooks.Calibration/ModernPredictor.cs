@@ -101,6 +101,14 @@ public sealed record ModernScenario(ModernRun Run, ModernArchitecture Architectu
     /// </summary>
     public bool LossInPipelineSplit { get; init; }
 
+    /// <summary>
+    /// Transformer layers whose activations the launch offloads to host memory (Megatron-Core's
+    /// <c>cpu_offloading_num_layers</c> with <c>cpu_offloading_activations</c>; 0: none), from
+    /// <see cref="ModernPredictor.CpuOffloadingNumLayers"/>. Priced by <see cref="ModernPredictor.OffloadBytesPerLayer"/>
+    /// over the hardware's <see cref="HardwareSpec.HostLink"/> (<see cref="PartFactors.OffloadLayerVisits"/>).
+    /// </summary>
+    public int CpuOffloadedLayers { get; init; }
+
     /// <summary>The all-to-all implementation the launch's dispatcher maps to (NCCL without a launch).</summary>
     public AllToAllImplementation LaunchAllToAll => Launch?.AllToAll ?? AllToAllImplementation.Nccl;
 
@@ -198,6 +206,41 @@ public sealed class ModernPredictor
         run.Framework == ModernFramework.MegatronBridge && run.PP > 1 && EmbeddingAndLossInPipelineSplit.Contains(run.Family)
         && (layers + 2) % (run.PP * (run.VP ?? 1)) == 0;
 
+    /// <summary>
+    /// <c>cpu_offloading_num_layers</c> of the Megatron-FSDP launch configs, by (family, GPU of the config, precision):
+    /// NVIDIA-NeMo/Megatron-Bridge scripts/performance/configs/llama/llama3_workload_base_configs.py (commit 00919dc:
+    /// LLAMA3_70B_PRETRAIN_CONFIG_GB200_FP8_CS 40, GB300_FP8_CS 20, both micro-batch 2 and use_megatron_fsdp) and
+    /// llama31_workload_base_configs.py (commit 0013c9a: LLAMA31_405B_PRETRAIN_CONFIG_GB200_FP8_CS_V1 92 with TP 2 and
+    /// use_megatron_fsdp; the V2 configs turn FSDP and offloading off). Launch facts for the Megatron-FSDP rows only
+    /// (a row with FSDP and a config without offloading would read 0).
+    /// </summary>
+    public static readonly IReadOnlyDictionary<(string Family, string System, TrainingPrecision Precision), int> CpuOffloadingNumLayers =
+        new Dictionary<(string, string, TrainingPrecision), int>
+        {
+            [("Llama-3-70B", "GB200-NVL72", TrainingPrecision.Fp8CurrentScaling)] = 40,
+            [("Llama-3-70B", "GB300-NVL72", TrainingPrecision.Fp8CurrentScaling)] = 20,
+            [("Llama-3.1-405B", "GB200-NVL72", TrainingPrecision.Fp8CurrentScaling)] = 92,
+        };
+
+    /// <summary>Layers the row's launch offloads to the CPU: <see cref="CpuOffloadingNumLayers"/> for Megatron-FSDP rows, else 0.</summary>
+    public static int CpuOffloadedLayers(ModernRun run) =>
+        run.IsMegatronFsdp && CpuOffloadingNumLayers.TryGetValue((run.Family, run.System, run.Precision), out var n) ? n : 0;
+
+    /// <summary>
+    /// Bytes one offloaded layer moves to the host per microbatch (and back before its backward): the activations a
+    /// layer saves for its backward on one rank, as <see cref="MemoryModel"/> counts them (norm inputs, Q/K/V and the
+    /// attention output, flash softmax statistics, FFN input and gated intermediates, at the model's element bytes),
+    /// taken as the difference between a two-layer and a one-layer stage of the row's model at one microbatch under the
+    /// row's TP and sequence parallelism (the logits cancel).
+    /// </summary>
+    public static double OffloadBytesPerLayer(ModernScenario s)
+    {
+        var m = s.Preset ?? s.Model;
+        var st = new StrategySpec(1, s.Run.TP, 1, 1, Derivation.Corrected, 1) { Mode = WorkloadMode.Training, SequenceParallel = s.SequenceParallel }.Validated();
+        double Activations(int layers) => MemoryModel.Estimate(m with { Layers = layers, Batch = s.Run.MicroBatch }, st, s.Hardware).Stages[0].ActivationsBytes;
+        return Activations(2) - Activations(1);
+    }
+
     /// <summary>The core's precision recipe for a row's precision.</summary>
     public static string RecipeName(TrainingPrecision p) => p switch
     {
@@ -260,7 +303,7 @@ public sealed class ModernPredictor
             preset = (ModelPresets.Get(presetName, run.GlobalBatch, run.SequenceLength) with { DenseLayers = 0, Precision = null, MtpLayers = 0 }).Validated();   // MTP: by the FLOP factors, as the dense first layers
         var (recipe, recipeNote) = RecipeFor(run.Precision, hardware.Gpu);
         var (launch, launchNote) = run.Framework == ModernFramework.MegatronBridge ? BridgeLaunchCatalog.Published.For(run) : (null, null);
-        return (new ModernScenario(run, arch, model, hardware, lps, v, mtp, preset, recipe, recipeNote, launch, launch is null ? launchNote : null) { LossInPipelineSplit = split }, null);
+        return (new ModernScenario(run, arch, model, hardware, lps, v, mtp, preset, recipe, recipeNote, launch, launch is null ? launchNote : null) { LossInPipelineSplit = split, CpuOffloadedLayers = CpuOffloadedLayers(run) }, null);
     }
 
     public ModernPredictor(Func<HardwareSpec, CostModel> costModel) => CostOf = costModel;

@@ -102,7 +102,7 @@ public sealed record ModernRun(
     /// <summary>
     /// A Megatron-Bridge run with Megatron-FSDP (the dense Llama-3 rows "FSDP = 64"): reported as its own group (the dense
     /// target applies) and kept out of the per-generation fit (<see cref="ModernSuite.InFit"/>): their published launch
-    /// configs offload activations to the CPU, which the core does not price.
+    /// configs offload activations to the CPU (priced over the host link since stop 21, a one-sided residual left).
     /// </summary>
     public bool IsMegatronFsdp => Framework == ModernFramework.MegatronBridge && Sharding.Contains("Megatron-FSDP", StringComparison.OrdinalIgnoreCase);
 

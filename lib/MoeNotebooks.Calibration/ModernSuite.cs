@@ -39,9 +39,26 @@ public sealed record GenerationFit(string Generation, double Gemm, double Groupe
 /// <param name="MoeLayerShare">Share of the layer visits that are MoE layers (the dense first layers launch no experts).</param>
 /// <param name="ExpertForwardShare">Share of the expert GEMM time that is forward (1/3; 2/4 with full recompute).</param>
 /// <param name="TensorParallelExposed">Share of the critical path's tensor-parallel collectives left exposed (<see cref="TpCommOverlapExposedShare"/> under Transformer Engine's TP communication overlap, else 1).</param>
+/// <param name="OffloadLayerVisits">Offloaded layer-microbatch visits on the critical path (offloaded layers x microbatches; 0: no CPU offloading).</param>
+/// <param name="OffloadSecondsPerLayer">Seconds one offloaded layer's activations take over the host link, each way (bytes / host-link bandwidth + latency).</param>
 public sealed record PartFactors(double Dense, double Expert, double Attention, double Logits, double ExtraMemorySeconds = 0, double TensorParallelExposed = 1,
-    double ExpertLaunches = 0, double MoeLayerShare = 0, double ExpertForwardShare = 1.0 / 3)
+    double ExpertLaunches = 0, double MoeLayerShare = 0, double ExpertForwardShare = 1.0 / 3, double OffloadLayerVisits = 0, double OffloadSecondsPerLayer = 0)
 {
+    /// <summary>
+    /// The CPU activation offloading fields of a scenario (<see cref="ModernScenario.CpuOffloadedLayers"/>): N offloaded
+    /// layers x m microbatches visits (one pipeline stage: Megatron-FSDP rows run PP 1), each moving
+    /// <see cref="ModernPredictor.OffloadBytesPerLayer"/> over the GPU's host link; unchanged without offloading or host link.
+    /// </summary>
+    public PartFactors WithCpuOffload(ModernScenario s)
+    {
+        if (s.CpuOffloadedLayers <= 0 || s.Hardware.HostLink is not { } link) return this;
+        return this with
+        {
+            OffloadLayerVisits = (double)s.CpuOffloadedLayers * s.Run.Microbatches,
+            OffloadSecondsPerLayer = ModernPredictor.OffloadBytesPerLayer(s) / link.BytesPerSecond + link.LatencySeconds,
+        };
+    }
+
     /// <summary>
     /// Exposed share of a layer's TP collectives under Transformer Engine's userbuffers comm+GEMM overlap as the
     /// Llama performance configs set it (userbuffers_*_b200_h8192_tp2 / h16384_tp4: qkv_fprop, fc1_fprop, proj_dgrad and
@@ -101,7 +118,27 @@ public sealed record ModernRowModel(ModernScenario Scenario, IReadOnlyDictionary
         return f.Gemm * (k.Dense * p.DenseGemm + k.Logits * p.Logits) + f.GroupedGemm * k.Expert * p.ExpertGemm + f.Attention * k.Attention * p.Attention
             + f.MemoryBound * (p.Elementwise + k.ExtraMemorySeconds) + f.AllToAll * p.AllToAll + p.OtherCommunication + f.Ssd * p.Ssd + k.TensorParallelExposed * p.TensorParallel
             + f.DataParallelExposed * step.DataParallelSeconds + f.OverheadMicroseconds * 1e-6 * step.LayerMicrobatches
-            + ExposedLaunchSeconds(f, rung);
+            + ExposedLaunchSeconds(f, rung) + ExposedOffloadSeconds(f, rung);
+    }
+
+    /// <summary>
+    /// Seconds CPU activation offloading leaves on the critical path (<see cref="PartFactors.OffloadLayerVisits"/>). As
+    /// Transformer Engine's double-buffered offload handler runs it (Megatron-Core's cpu_offloading_context): a layer's
+    /// saved activations are copied to the host on their own stream while the next layer computes its forward, and the
+    /// next layer's forward waits for that copy; in the backward the layer's activations are reloaded while the layer
+    /// above computes its backward. Per offloaded layer-microbatch, with x the transfer seconds and t the forward seconds
+    /// of one layer under the fit (its GEMM, attention and memory-bound parts per layer-microbatch, one third of the
+    /// layer's work without recomputation; the backward twice that): max(0, x - t) + max(0, x - 2 t).
+    /// </summary>
+    public double ExposedOffloadSeconds(GenerationFit f, ModernRung rung = ModernRung.Launch)
+    {
+        var (step, k) = Steps[rung];
+        if (k.OffloadLayerVisits <= 0 || step.LayerMicrobatches <= 0) return 0;
+        var p = step.Parts;
+        var layerSeconds = (f.Gemm * k.Dense * p.DenseGemm + f.GroupedGemm * k.Expert * p.ExpertGemm + f.Attention * k.Attention * p.Attention + f.MemoryBound * (p.Elementwise + k.ExtraMemorySeconds)) / step.LayerMicrobatches;
+        var forward = layerSeconds / 3;
+        var x = k.OffloadSecondsPerLayer;
+        return k.OffloadLayerVisits * (Math.Max(0, x - forward) + Math.Max(0, x - 2 * forward));
     }
 
     /// <summary>
@@ -136,6 +173,7 @@ public sealed record ModernRowModel(ModernScenario Scenario, IReadOnlyDictionary
             ["DP sync exposed"] = f.DataParallelExposed * step.DataParallelSeconds,
             ["framework overhead"] = f.OverheadMicroseconds * 1e-6 * step.LayerMicrobatches,
             ["expert launches exposed"] = ExposedLaunchSeconds(f),
+            ["CPU offload exposed"] = ExposedOffloadSeconds(f),
         };
     }
 
@@ -159,7 +197,7 @@ public sealed record ModernRowModel(ModernScenario Scenario, IReadOnlyDictionary
             ("dense GEMMs and logits", keep * (b["dense GEMMs"] + b["logits"])),
             ("all-to-all exposed", keep * b["all-to-all exposed"]),
             ("other communication", keep * b["other communication"]),
-            ("elementwise and overhead", keep * (b["elementwise"] + b["framework overhead"] + b["expert launches exposed"])),
+            ("elementwise and overhead", keep * (b["elementwise"] + b["framework overhead"] + b["expert launches exposed"] + b["CPU offload exposed"])),
             ("pipeline bubble", bubbleShare * pipeline),
             ("DP sync exposed", b["DP sync exposed"]),
         ];
@@ -189,7 +227,9 @@ public sealed record ModernRowModel(ModernScenario Scenario, IReadOnlyDictionary
         if (Scenario.MtpLayers > 0) gaps.Add("MTP layer priced as FLOPs on the logits and layer parts");
         if (run.PP > 1 && Scenario.Architecture.Layers % run.PP != 0 && !Scenario.LossInPipelineSplit) gaps.Add($"uneven pipeline ({a.Layers} layers over PP {run.PP}): the largest stage assumed everywhere (issue 12)");
         if (run.IsMegatronFsdp)
-            gaps.Add("Megatron-FSDP as launched offloads activations to the CPU (cpu_offloading_num_layers): not priced; the rows are held out of the fit");
+            gaps.Add(Scenario.CpuOffloadedLayers > 0 && Scenario.Hardware.HostLink is not null
+                ? $"CPU activation offloading of {Scenario.CpuOffloadedLayers} layers priced by bytes over the host link, overlapped with the next layer (TE's double buffer); the host link's bandwidth under two GPUs' traffic ASSUMED (an even split of NVLink-C2C)"
+                : "Megatron-FSDP as launched offloads activations to the CPU (cpu_offloading_num_layers): not priced (no offload count or no host link in the description)");
         if (run.Framework == ModernFramework.MosaicMpt)
         {
             gaps.Add("FSDP per-layer gathers and reduce-scatters priced on the preset's datasheet links (NCCL over RoCE not measured)");
@@ -301,7 +341,7 @@ public static class ModernSuite
             steps[ModernRung.Topology] = (topology, k);
             var launchFactors = s.TpCommOverlap ? k with { TensorParallelExposed = PartFactors.TpCommOverlapExposedShare } : k;
             steps[ModernRung.Launch] = (ChangesPricing(s) ? Recipe(hw, v, true, launched: true) : topology,
-                run.Framework == ModernFramework.MosaicMpt ? launchFactors : launchFactors.WithExpertLaunches(s));
+                run.Framework == ModernFramework.MosaicMpt ? launchFactors : launchFactors.WithExpertLaunches(s).WithCpuOffload(s));
             note = s.RecipeNote;
         }
         else
@@ -430,6 +470,11 @@ public static class ModernSuite
     /// <c>cpu_offloading_num_layers</c> with <c>use_megatron_fsdp</c>), which the core does not price: in the fit they pulled
     /// the per-layer overhead from 0.97 to 0.42 ms and the dense group's leave-one-model-out MAPE from 9.5 to 15.1 %.
     /// Until offloading is priced they are predicted out of sample with the factors fitted on the other rows.
+    /// Offloading is priced now (<see cref="ModernRowModel.ExposedOffloadSeconds"/>: 24.0 -> 11.3 % out of the fit, after
+    /// the 405B pipeline split); they stay out: all six are still too fast (+1 to +19 %, mean +11 %), so something specific
+    /// to them is still missing (the host link's share under two GPUs' traffic is ASSUMED, Megatron-FSDP's own buffers
+    /// and copies are not priced), and in the fit they bend the shared factors (GEMM x1.06 -> x1.14) for every group:
+    /// measured with them in, Megatron-FSDP 9.1 %, dense 7.4 -> 7.7 %, MoE 26.4 -> 26.7 %, hybrid 9.9 -> 10.2 %.
     /// </summary>
     public const bool MegatronFsdpRowsInFit = false;
 
@@ -577,7 +622,7 @@ public static class ModernSuite
         var suites = new List<ValidationSuite>();
         foreach (var (group, unit, what) in new[] { ("moe", "model TFLOP/s per GPU", "Megatron-Bridge MoE runs"), ("dense", "model TFLOP/s per GPU", "Megatron-Bridge dense runs"), ("mpt", "MFU %", "MosaicML MPT runs (FSDP, A100-40GB)"),
             ("hybrid", "model TFLOP/s per GPU", "Megatron-Bridge hybrid Mamba MoE runs (Nemotron-3; the MoE target applies; the Mamba SSD factor fitted on them, the shared factors on the other rows)"),
-            ("megatron-fsdp", "model TFLOP/s per GPU", "Megatron-Bridge dense runs with Megatron-FSDP (per-layer ZeRO-3 in the slice's DAG; the dense target applies; apart from the dense group and out of the fit: CPU activation offloading not priced)") })
+            ("megatron-fsdp", "model TFLOP/s per GPU", "Megatron-Bridge dense runs with Megatron-FSDP (per-layer ZeRO-3 in the slice's DAG; the dense target applies; apart from the dense group and out of the fit: their launches' CPU activation offloading priced over the host link, a one-sided residual left)") })
         {
             var rows = r.Rows.Where(x => x.Row.Run.TargetGroup == group).ToArray();
             var cases = rows.Select(x => new ValidationCase($"{x.Row.Run.Id} {x.Row.Run.Family} {x.Row.Run.System} {x.Row.Run.PrecisionName}", x.Measured, x.LeaveOneModelOut)).ToArray();
@@ -586,7 +631,7 @@ public static class ModernSuite
                 $"predicted = leave-one-model-out (the generation's factors fitted without this model's rows); in-sample MAPE {F(Mape(rows.Select(x => x.InSampleErrorPct)))} %",
             };
             if (!MegatronFsdpRowsInFit && rows.Any(x => x.Row.Run.IsMegatronFsdp))
-                notes.Add("held out of the fit: the Megatron-FSDP rows are predicted with the fit of the other rows (their launch configs offload activations to the CPU, cpu_offloading_num_layers, not priced)");
+                notes.Add("held out of the fit: the Megatron-FSDP rows are predicted with the fit of the other rows (their launch configs offload 20-92 layers' activations to the CPU, cpu_offloading_num_layers, priced over the host link; all still too fast, see ModernSuite.MegatronFsdpRowsInFit)");
             if (!HybridRowsInFit && rows.Any(x => x.Row.Scenario.Architecture.Hybrid is not null))
                 notes.Add($"held out of the fit: the hybrid Mamba rows ({string.Join(", ", rows.Where(x => !InFit(x.Row)).Select(x => x.Row.Run.Family).Distinct())}) are predicted with the fit of the other rows (added after the fit was settled; refit pending)");
             notes.AddRange(r.Fits.Values.Where(f => rows.Any(x => x.Row.Run.Generation == f.Generation)).Select(f => $"fit: {f}"));

@@ -149,4 +149,34 @@ public class DenseLaunchTests
         Assert.Equal(plain.Logits, split.Logits, 1e-12 * plain.Total);
         Assert.True(split.DenseGemm < plain.DenseGemm);
     }
+
+    [CalibrationDataFact]
+    public void Megatron_fsdp_rows_offload_their_launch_configs_layers_priced_by_bytes_over_the_host_link()
+    {
+        // Oracle (hand): llama3_workload_base_configs.py (commit 00919dc) offloads 40 layers on GB200 FP8-CS at micro-batch 2;
+        // the row has GBS 256 over DP 64: m = 2, so 80 offloaded layer-microbatch visits. Bytes per layer (MemoryModel's
+        // count, Llama-3-70B, TP 1, 2 x 8192 = 16384 tokens, bf16): per token 2 x (2h + 2h + 2 h_kv + 2h + 3f) + 4 heads =
+        // 2 x (6 x 8192 + 2 x 1024 + 3 x 28672) + 4 x 64 = 274,688 B, so 4,500,488,192 B per layer; over GB200's host link
+        // (225 GB/s per GPU per direction, 5 us) x = 0.020002170 s. The exposed seconds are 80 x (max(0, x - t) + max(0,
+        // x - 2t)) with t a third of a layer-microbatch's GEMM, attention and memory-bound seconds under the fit, summed
+        // here from the breakdown; the step without the offload fields is that much shorter.
+        var s = Scenario("mbridge_25.11_LLAMA3_70B_DGX-GB200_64g_FP8CS_tp1pp1ep1");
+        Assert.Equal(40, s.CpuOffloadedLayers);
+        Assert.Equal(4_500_488_192.0, ModernPredictor.OffloadBytesPerLayer(s), 0);
+        var row = ModernSuite.Model(s, ModernPredictor.Datasheet);
+        var (step, k) = row.Steps[ModernRung.Launch];
+        Assert.Equal(80, k.OffloadLayerVisits);
+        Assert.Equal(4_500_488_192.0 / 225e9 + 5e-6, k.OffloadSecondsPerLayer, 12);
+        var fit = new GenerationFit("test", 1.1, 1.2, 1.3, 1, 1.2, 0.5, 1000, 1);
+        var b = row.Breakdown(fit);
+        var t = (b["dense GEMMs"] + b["expert GEMMs"] + b["attention"] + b["elementwise"]) / step.LayerMicrobatches / 3;
+        var x = k.OffloadSecondsPerLayer;
+        var exposed = 80 * (Math.Max(0, x - t) + Math.Max(0, x - 2 * t));
+        Assert.True(exposed > 0, $"x {x * 1e3:F2} ms, forward {t * 1e3:F2} ms");
+        Assert.Equal(exposed, b["CPU offload exposed"], 12);
+        var without = row with { Steps = new Dictionary<ModernRung, (ModernStep, PartFactors)>(row.Steps) { [ModernRung.Launch] = (step, k with { OffloadLayerVisits = 0 }) } };
+        Assert.Equal(exposed, row.Seconds(fit) - without.Seconds(fit), 12);
+        // A dense row without FSDP offloads nothing.
+        Assert.Equal(0, Scenario("mbridge_26.04.01_LLAMA3_70B_DGX-GB300_64g_MXFP8_tp1pp4epn/a").CpuOffloadedLayers);
+    }
 }

@@ -497,7 +497,7 @@ public class ModernTargetTests
     }
 
     [CalibrationDataFact]
-    public void Hybrid_lomo_mape_TARGET_12pct_MET_regression_bound_9_6pct()
+    public void Hybrid_lomo_mape_TARGET_12pct_MET_regression_bound_8pct()
     {
         // The 18 Nemotron-3 hybrid (Mamba-2 + attention + MoE) rows in the Blackwell fit (ModernSuite.HybridRowsInFit):
         // the Mamba mixer priced as mamba_ssm's kernels by their HBM bytes, their shortfall fitted once per generation
@@ -506,9 +506,11 @@ public class ModernTargetTests
         // (main at 45a43ea: per-layer overhead 3.6 ms, SSD x1.53) -> 12.2 % on main at 0eac293 -> 10.0 % on 23 rows with the
         // five Super TP2 x EP64 x DP32 rows folded and the Ultra TP2 row at ETP 1 (Megatron-Bridge's
         // expert_tensor_parallel_size=1) -> 8.6 % with the Super NVFP4 recipe's last 14 of 88 layers in BF16
-        // (nemotron_3_super_bf16_with_nvfp4_mixed). Bound = achieved + 1 (the shared fit still moves as the other groups land).
+        // (nemotron_3_super_bf16_with_nvfp4_mixed) -> 6.8 % on main at ca25d9e, once the Super B200/B300/GB200 rows carry their
+        // perf-recipe launches (hybridep) and DeepEP's per-node de-duplication prices the B200 EP 64 rows (-29/-31 -> +9/-3 %).
+        // Bound = achieved + 1.2 (the shared fit still moves as the other groups land).
         var mape = Lomo("hybrid");
-        Assert.True(mape <= 9.6, $"hybrid leave-one-model-out MAPE {mape:F1} % (target 12 %, regression bound 9.6 %)");
+        Assert.True(mape <= 8, $"hybrid leave-one-model-out MAPE {mape:F1} % (target 12 %, regression bound 8 %)");
     }
 
     [CalibrationDataFact]
@@ -550,15 +552,18 @@ public class ModernTargetTests
     }
 
     [CalibrationDataFact]
-    public void Megatron_fsdp_lomo_mape_TARGET_8pct_MISSED_regression_bound_20_5pct()
+    public void Megatron_fsdp_lomo_mape_TARGET_8pct_MISSED_regression_bound_12_2pct()
     {
+        // Stop 21, then: their launches' CPU activation offloading (20, 40 and 92 layers) priced by bytes over the host link
+        // (NVLink-C2C), overlapped with the next layer as Transformer Engine's double buffer does: 19.6 -> 11.3 %, still
+        // out of the fit (all six too fast: ModernSuite.MegatronFsdpRowsInFit). Bound = achieved + 0.9.
         // Stop 21: with the 405B pipeline split in the Blackwell fit (the dense rows' factors move): 24.0 -> 19.6 %.
         // Bound = achieved + 0.9.
         // The six Megatron-FSDP Llama-3 rows (listed as not expressible until per-layer ZeRO-3 entered the slice),
         // predicted with the Blackwell fit made without them: 29.1 %, all too fast (their launch configs offload 20 to 40
         // layers' activations to the CPU, not priced). Bound = achieved + 0.9.
         var mape = Lomo("megatron-fsdp");
-        Assert.True(mape <= 20.5, $"Megatron-FSDP leave-one-model-out MAPE {mape:F1} % (target 8 %, regression bound 20.5 %)");
+        Assert.True(mape <= 12.2, $"Megatron-FSDP leave-one-model-out MAPE {mape:F1} % (target 8 %, regression bound 12.2 %)");
     }
 
     [CalibrationDataFact]

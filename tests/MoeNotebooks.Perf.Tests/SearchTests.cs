@@ -16,6 +16,43 @@ public class SearchTests
     }
 
     [Fact]
+    public void A_dense_model_lists_ep_1_only_and_counts_the_rest_under_the_validation_reason()
+    {
+        // Oracle: the candidate list (StrategySearch.Candidates, the same factorizations) and StrategySpec's own
+        // validation message for EP > 1 on a dense model; the verdict is the one validation gave before the filter.
+        // Megatron-1T on 16 GPUs: nothing fits in memory, so nothing is built.
+        var scenario = Repo.Scenario("megatron-1t");
+        Assert.True(scenario.Model.IsDense);
+        var all = StrategySearch.Candidates(16, null, scenario.Strategy);
+        var ep = all.Count(c => c.EP > 1);
+        Assert.True(ep > 0);
+        var st = all.First(c => c.EP > 1);
+        var why = Assert.Throws<ConfigException>(() => (scenario with { Strategy = st, Hardware = scenario.Hardware.WithGpus(16) }).Validated());
+        var result = StrategySearch.Run(scenario, 16);
+        Assert.Equal(all.Count, result.Considered);
+        Assert.Equal(result.Considered, result.Evaluated + result.Rejected);
+        Assert.Equal(ep, result.RejectedByReason[$"{why.Field}: {why.Requirement}"]);
+    }
+
+    [Fact]
+    public void The_templates_uneven_pipeline_split_is_kept_where_it_splits_the_pipeline()
+    {
+        // Oracle by hand: 61 layers with 3 on the first and 2 on the last stage (DeepSeek-V3's file) leave 56 for the
+        // other stages: kept at PP 4 (56 / 2 = 28) and PP 16 (56 / 14 = 4), not at PP 8 (56 / 6), 32 (56 / 30) or 64 (56 / 62
+        // = 0 layers); PP 2 needs first + last = 61 (no) and PP 1 has no first or last stage: Megatron's even split there.
+        var template = new StrategySpec(1, 1, 1, 1) with { DecoderFirstPipelineNumLayers = 3, DecoderLastPipelineNumLayers = 2 };
+        var list = StrategySearch.Candidates(64, [64], template, null, null, null, null, null, null, null, null, 0, out _, layers: 61);
+        foreach (var c in list)
+        {
+            var kept = c.PP is 4 or 16;
+            Assert.Equal(kept ? 3 : null, c.DecoderFirstPipelineNumLayers);
+            Assert.Equal(kept ? 2 : null, c.DecoderLastPipelineNumLayers);
+        }
+        Assert.Contains(list, c => c.PP == 16);
+        Assert.Contains(list, c => c.PP == 8);
+    }
+
+    [Fact]
     public void Search_returns_valid_strategies_for_N_gpus_sorted_by_total()
     {
         var scenario = Repo.Scenario("tp8-pp2");

@@ -105,7 +105,7 @@ public static class StrategySearch
         IReadOnlyList<int>? virtualStages, IReadOnlyList<bool>? distributedOptimizer,
         IReadOnlyList<int?>? expertTensorParallel, IReadOnlyList<bool>? sequenceParallel,
         IReadOnlyList<PipelineSchedule>? schedules, IReadOnlyList<int>? contextParallel,
-        IReadOnlyList<bool>? recompute, IReadOnlyList<int>? microBatchSizes, long batch, out long indivisible)
+        IReadOnlyList<bool>? recompute, IReadOnlyList<int>? microBatchSizes, long batch, out long indivisible, int layers = 0)
     {
         indivisible = 0;
         template ??= new StrategySpec(1, 1, 1, 1);
@@ -137,7 +137,7 @@ public static class StrategySearch
                         mbs = fitting.Select(size => (int)(batch / ((long)dp * size))).ToArray();
                         if (mbs.Count == 0) continue;
                     }
-                    AddCandidates(list, template with { ExpertTensorParallelSize = etp, SequenceParallel = sp && tp > 1, ContextParallelSize = cp, Recompute = rc }, ep, tp, pp, dp, mbs, virtualStages, distributedOptimizer, schedules);
+                    AddCandidates(list, template with { ExpertTensorParallelSize = etp, SequenceParallel = sp && tp > 1, ContextParallelSize = cp, Recompute = rc }, ep, tp, pp, dp, mbs, virtualStages, distributedOptimizer, schedules, layers);
                 }
             }
         }
@@ -146,7 +146,7 @@ public static class StrategySearch
 
     private static void AddCandidates(List<StrategySpec> list, StrategySpec template, int ep, int tp, int pp, int dp,
         IReadOnlyList<int>? microbatches, IReadOnlyList<int>? virtualStages, IReadOnlyList<bool>? distributedOptimizer,
-        IReadOnlyList<PipelineSchedule>? schedules)
+        IReadOnlyList<PipelineSchedule>? schedules, int layers)
     {
         var vps = (virtualStages ?? [template.VirtualStages]).Distinct().Order().ToArray();
         var dists = (distributedOptimizer ?? [template.UseDistributedOptimizer]).Distinct().Order().ToArray();
@@ -162,6 +162,15 @@ public static class StrategySearch
                 // Listed schedules apply to pipelines of one virtual stage (interleaving is chosen by the virtual stages);
                 // without a pipeline the schedule has nothing to order, so one candidate stands for all.
                 var tried = schedules is null || vp > 1 || pp == 1 ? [schedule] : schedules.Where(x => x != PipelineSchedule.Interleaved).Distinct().ToArray();
+                // The template's uneven first/last stage (--decoder-first/last-pipeline-num-layers) where it splits this
+                // pipeline, else Megatron's even split (the layers a stage holds are the template's choice for its PP).
+                var (first, last) = (template.DecoderFirstPipelineNumLayers, template.DecoderLastPipelineNumLayers);
+                if (layers > 0 && (first is not null || last is not null))
+                {
+                    // (Without a pipeline there is no first or last stage: StrategySpec refuses them at PP 1.)
+                    try { if (pp < 2) (first, last) = (null, null); else PipelineLayers.Split(layers, pp, vp, first, last); }
+                    catch (ConfigException) { (first, last) = (null, null); }
+                }
                 foreach (var sched in tried)
                 foreach (var dist in dists)
                     list.Add(template with
@@ -169,6 +178,7 @@ public static class StrategySearch
                         EP = ep, TP = tp, PP = pp, DP = dp, Derivation = Derivation.Corrected, Microbatches = mb,
                         VirtualStages = vp, Schedule = sched,
                         UseDistributedOptimizer = dist, ZeroStage = dist ? 0 : template.ZeroStage,
+                        DecoderFirstPipelineNumLayers = first, DecoderLastPipelineNumLayers = last,
                     });
             }
         }
@@ -203,28 +213,19 @@ public static class StrategySearch
             foreach (var cp in cpSizes) Validate.Positive("contextParallel", cp);
         var candidates = Candidates(gpus, options.Microbatches, scenario.Strategy, options.VirtualStages, options.DistributedOptimizer,
             options.ExpertTensorParallel, options.SequenceParallel, options.Schedules, options.ContextParallel,
-            options.Recompute, options.MicroBatchSizes, scenario.Model.Batch, out var indivisible);
+            options.Recompute, options.MicroBatchSizes, scenario.Model.Batch, out var indivisible, scenario.Model.Layers);
+        // A dense model takes EP = 1 only (StrategySpec's validation says so for each): counted, not listed.
+        long denseEp = 0;
+        if (scenario.Model.IsDense && candidates.Any(c => c.EP > 1))
+        {
+            var kept = candidates.Where(c => c.EP == 1).ToArray();
+            denseEp = candidates.Count - kept.Length;
+            candidates = kept;
+        }
         // The whole search is bounded too: each candidate is bounded by the size guard, and their number by this.
         if (candidates.Count > MaxCandidates)
             throw new ConfigException("gpus", gpus.ToString(System.Globalization.CultureInfo.InvariantCulture),
                 $"gives {candidates.Count:N0} candidate strategies (EP x TP x PP x DP factorizations x microbatch counts); the limit is {MaxCandidates:N0}: search fewer GPUs or fewer --microbatches");
-        // The search-time estimate before anything else (a formula per candidate, as a hostile expert count makes even the
-        // memory verdict costly): what each candidate would build, the periodic extrapolation's parts where it applies.
-        var estimatedSeconds = 0.0;
-        foreach (var c in candidates)
-        {
-            double built;
-            try { built = Derivations.DagFactory.EstimateOperations(scenario.Model, c, Derivations.DagFolding.Symmetric); }
-            catch (ConfigException) { continue; }
-            // A valid candidate the periodic extrapolation applies to builds only its parts.
-            try { built = BuiltOperations((scenario with { Hardware = hardware, Strategy = c }).Validated(), out _); }
-            catch (ConfigException) { }
-            estimatedSeconds += built * Derivations.DagFactory.SecondsPerEstimatedOperation;
-        }
-        var cores = Math.Max(1, options.MaxDegreeOfParallelism > 0 ? options.MaxDegreeOfParallelism : Environment.ProcessorCount);
-        if (estimatedSeconds / cores > MaxSearchSeconds)
-            throw new ConfigException("gpus", gpus.ToString(System.Globalization.CultureInfo.InvariantCulture),
-                $"would take about {estimatedSeconds / cores:F0} s to search ({candidates.Count:N0} candidates of up to {scenario.Model.Layers} layers); the limit is about {MaxSearchSeconds:F0} s: search fewer GPUs, a smaller model or fewer --microbatches");
         var totals = new double[candidates.Count];
         var reasons = new string?[candidates.Count];
         var operations = new int[candidates.Count];
@@ -253,6 +254,16 @@ public static class StrategySearch
             catch (ConfigException e) { reasons[i] = QuickEvaluation.Reason(e); }
             catch (DagException e) { reasons[i] = e.Message; }
         });
+        // The search-time estimate, over the candidates that will be evaluated (the verdicts above build nothing, and
+        // the size guard comes before the memory verdict, so hostile sizes are refused by formula): what each would
+        // build, the periodic extrapolation's parts where it applies.
+        var estimatedSeconds = 0.0;
+        for (var i = 0; i < candidates.Count; i++)
+            if (reasons[i] is null) estimatedSeconds += estimates[i] * Derivations.DagFactory.SecondsPerEstimatedOperation;
+        var cores = Math.Max(1, parallel.MaxDegreeOfParallelism);
+        if (estimatedSeconds / cores > MaxSearchSeconds)
+            throw new ConfigException("gpus", gpus.ToString(System.Globalization.CultureInfo.InvariantCulture),
+                $"would take about {estimatedSeconds / cores:F0} s to search ({reasons.Count(r => r is null):N0} of {candidates.Count:N0} candidates left after the memory and size verdicts, of up to {scenario.Model.Layers} layers); the limit is about {MaxSearchSeconds:F0} s: search fewer GPUs, a smaller model or fewer --microbatches");
         long rejected = reasons.LongCount(r => r is not null);
         long done = rejected;
         progress?.Report(new SweepProgress(done, candidates.Count, rejected, clock.Elapsed));
@@ -290,6 +301,7 @@ public static class StrategySearch
         var byReason = new SortedDictionary<string, long>(StringComparer.Ordinal);
         foreach (var r in reasons) if (r is not null) byReason[r] = byReason.GetValueOrDefault(r) + 1;
         if (indivisible > 0) byReason["micro-batch size: does not divide the replica's batch (model.batch / DP)"] = indivisible;
+        if (denseEp > 0) byReason[DenseEp] = byReason.GetValueOrDefault(DenseEp) + denseEp;
         // Fastest first; ties keep candidate order, so the result does not depend on threads.
         var best = Enumerable.Range(0, candidates.Count)
             .Where(i => reasons[i] is null)
@@ -304,12 +316,14 @@ public static class StrategySearch
             })
             .ToArray();
         var evaluated = reasons.LongCount(r => r is null);
-        return new SearchResult(scenario, gpus, candidates.Count + indivisible, evaluated, best, byReason, clock.Elapsed);
+        return new SearchResult(scenario, gpus, candidates.Count + indivisible + denseEp, evaluated, best, byReason, clock.Elapsed);
     }
 
     /// <summary>The periodic extrapolation of a candidate (<see cref="MicrobatchPeriodicity"/>), null when it does not apply.</summary>
     private static CriticalPathResult? Extrapolated(Scenario candidate, Costs.CostModel cost) =>
         MicrobatchPeriodicity.WhyNot(candidate) is null ? MicrobatchPeriodicity.TryEvaluate(candidate, cost, Derivations.DagFolding.Symmetric) : null;
+
+    private const string DenseEp = "strategy.ep: must be 1 for a dense model (model.experts = 0)";
 
     private const string TooLarge = "strategy: too large to evaluate (over the size guard, even the parts the periodic extrapolation would build)";
 

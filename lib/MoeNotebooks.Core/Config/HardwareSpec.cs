@@ -197,6 +197,12 @@ public sealed record HardwareSpec(
     /// </summary>
     public double NvlsEfficiency { get; init; } = 1.0;
 
+    /// <summary>
+    /// A GPU's link to its host CPU's memory, per GPU and direction (null: not described): what CPU offloading of
+    /// activations or weights moves its bytes over (PCIe on DGX systems, NVLink-C2C on Grace superchips).
+    /// </summary>
+    public LinkSpec? HostLink { get; init; }
+
     /// <summary>The host (node) of a GPU.</summary>
     public int NodeOf(int gpu) => gpu / GpusPerNode;
 
@@ -226,6 +232,7 @@ public sealed record HardwareSpec(
                     $"must be a multiple or a divisor of gpusPerNode = {GpusPerNode} (a domain spans whole hosts, or a host holds whole domains)", source);
         }
         Validate.Within($"{path}.nvlsEfficiency", NvlsEfficiency, Bounds.NvlsEfficiency, source);
+        HostLink?.Validated($"{path}.hostLink", source);
         if (NicCount is { } n)
         {
             Validate.Positive($"{path}.nicsPerNode", n);
@@ -259,6 +266,7 @@ public sealed record HardwareSpec(
                 NicCount = r.OptionalInt("nicsPerNode") ?? entry.NicCount,
                 Nvls = r.OptionalBool("nvls") ?? entry.Nvls,
                 NvlsEfficiency = r.OptionalDouble("nvlsEfficiency") ?? entry.NvlsEfficiency,
+                HostLink = r.Has("hostLink") ? LinkSpec.Read(r.Object("hostLink")) : entry.HostLink,
             };
         }
         else
@@ -276,6 +284,7 @@ public sealed record HardwareSpec(
                 NicCount = r.OptionalInt("nicsPerNode"),
                 Nvls = r.OptionalBool("nvls") ?? false,
                 NvlsEfficiency = r.OptionalDouble("nvlsEfficiency") ?? 1.0,
+                HostLink = r.Has("hostLink") ? LinkSpec.Read(r.Object("hostLink")) : null,
             };
         }
         r.Finish();
