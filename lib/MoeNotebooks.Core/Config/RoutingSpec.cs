@@ -86,9 +86,14 @@ public sealed record RoutingSpec(RoutingDistribution Distribution = RoutingDistr
             assigned += counts[i];
             remainders[i] = (exact - counts[i], i);
         }
-        // Largest remainders first, ties to the lower expert id: deterministic and exact.
-        foreach (var (_, e) in remainders.OrderByDescending(r => r.Fraction).ThenBy(r => r.Expert).Take((int)(routedTokens - assigned)))
-            counts[e]++;
+        // Largest remainders first, ties to the lower expert id: deterministic and exact (a total order, so an in-place
+        // sort gives the order a stable LINQ sort gave, without its key arrays: a hostile expert count stays in memory).
+        var left = (int)(routedTokens - assigned);
+        if (left > 0)
+        {
+            Array.Sort(remainders, static (a, b) => a.Fraction != b.Fraction ? b.Fraction.CompareTo(a.Fraction) : a.Expert.CompareTo(b.Expert));
+            for (var i = 0; i < left; i++) counts[remainders[i].Expert]++;
+        }
         long dropped = 0;
         if (CapacityFactor is { } c)
         {

@@ -87,13 +87,15 @@ public sealed partial class DagBuilder
     }
 
     /// <summary>
-    /// Reserves room for an estimated operation count (and twice as many edges), capped at 2^26 operations so a loose
-    /// estimate cannot claim gigabytes up front; nothing happens for an estimate of 0 or less.
+    /// Reserves room for an estimated operation count (and twice as many edges), capped at 2^22 operations so a loose
+    /// estimate cannot claim gigabytes up front (at 2^26 an estimate within the size guard for 2^20 experts reserved
+    /// more than a 768 MB heap while the DAG built was small); past the cap the arrays grow by doubling as operations
+    /// come. Nothing happens for an estimate of 0 or less.
     /// </summary>
     public void Reserve(double expectedOperations)
     {
         if (expectedOperations <= 0) return;
-        EnsureCapacity((int)Math.Min(expectedOperations, 1 << 26), (int)Math.Min(2 * expectedOperations, 1 << 27));
+        EnsureCapacity((int)Math.Min(expectedOperations, 1 << 22), (int)Math.Min(2 * expectedOperations, 1 << 23));
     }
 
     /// <summary>A GPU group (deduplicated); members must be distinct valid GPUs.</summary>
