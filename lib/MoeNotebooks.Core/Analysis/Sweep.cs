@@ -304,7 +304,7 @@ public sealed class Sweep
     /// </summary>
     private sealed class SectionCache
     {
-        private static readonly string[] Names = ["model", "hardware", "strategy", "costModel"];
+        private static readonly string[] Names = Scenario.Sections;
         private readonly JsonObject _base;
         private readonly string _name, _description;
         private readonly int[][] _axes; // per section, the axes inside it
@@ -363,13 +363,7 @@ public sealed class Sweep
             {
                 using var doc = JsonObjectReader.Parse(node.ToJsonString(), null);
                 var r = new JsonObjectReader(doc.RootElement, "", null);
-                return s switch
-                {
-                    0 => ModelSpec.Read(r.Object("model")),
-                    1 => HardwareSpec.Read(r.Object("hardware")),
-                    2 => StrategySpec.Read(r.Object("strategy")),
-                    _ => r.Element("costModel") is { } c ? CostModelSpec.Read(c, "costModel", null) : CostModelSpec.Ideal,
-                };
+                return Scenario.ReadSection(r, s, null);
             }
             catch (ConfigException) { return null; }
             catch (DagException) { return null; }

@@ -49,13 +49,30 @@ public sealed record Scenario(string Name, ModelSpec Model, HardwareSpec Hardwar
         var r = new JsonObjectReader(doc.RootElement, "", source);
         var name = r.OptionalString("name") ?? (source is null ? "scenario" : Path.GetFileNameWithoutExtension(source));
         var description = r.OptionalString("description") ?? "";
-        var model = ModelSpec.Read(r.Object("model"));
-        var hardware = HardwareSpec.Read(r.Object("hardware"));
-        var strategy = StrategySpec.Read(r.Object("strategy"));
-        var cost = r.Element("costModel") is { } c ? CostModelSpec.Read(c, "costModel", source) : CostModelSpec.Ideal;
+        var model = (ModelSpec)ReadSection(r, 0, source);
+        var hardware = (HardwareSpec)ReadSection(r, 1, source);
+        var strategy = (StrategySpec)ReadSection(r, 2, source);
+        var cost = (CostModelSpec)ReadSection(r, 3, source);
         r.Finish();
         return new Scenario(name, model, hardware, strategy, cost, description).Validated(source);
     }
+
+    /// <summary>The four sections of a scenario document, in the order <see cref="Parse"/> reads them.</summary>
+    internal static readonly string[] Sections = ["model", "hardware", "strategy", "costModel"];
+
+    /// <summary>
+    /// Section <paramref name="section"/> (an index into <see cref="Sections"/>) of the document <paramref name="r"/>
+    /// reads, as <see cref="Parse"/> reads it (a sweep reads its points' sections one by one through here too); a
+    /// missing cost model is the ideal roofline.
+    /// </summary>
+    internal static object ReadSection(JsonObjectReader r, int section, string? source) => section switch
+    {
+        0 => ModelSpec.Read(r.Object("model")),
+        1 => HardwareSpec.Read(r.Object("hardware")),
+        2 => StrategySpec.Read(r.Object("strategy")),
+        3 => r.Element("costModel") is { } c ? CostModelSpec.Read(c, "costModel", source) : CostModelSpec.Ideal,
+        _ => throw new ArgumentOutOfRangeException(nameof(section), section, "a scenario has four sections"),
+    };
 
     /// <summary>The same scenario on a catalog preset's GPUs, keeping the GPU count.</summary>
     public Scenario OnHardware(string preset) =>

@@ -49,7 +49,7 @@ public static class CollectiveReport
             var bytes = dag.Bytes(op);
             // The price the schedule used (CostModel.Seconds: a routed all-to-all knows its fan-out, DeepEP de-duplicates).
             var seconds = cost.Seconds(dag, op);
-            var routed = dag.RouterTopK > 1 && dag.ExpertsPerRank > 0 && kind is OpKind.AllToAllDispatch or OpKind.AllToAllCombine;
+            var routed = pattern == CollectivePattern.AllToAll && dag.HasRoutedAllToAll;
             var price = routed && cost.Communication is LinkCommunication rl ? rl.PriceRouted(bytes, gpus, dag.RouterTopK, dag.ExpertsPerRank) : links?.Price(pattern, bytes, gpus);
             var fitted = price is not null && cost.Communication is CalibratedCommunication cc
                 && cc.FitFor(pattern, bytes, gpus.Length, CountNodes(cc, gpus)) is not null;

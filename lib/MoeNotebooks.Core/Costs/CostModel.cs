@@ -73,9 +73,6 @@ public sealed class CostModel(string name, IComputeCostModel compute, ICommunica
         var kind = dag.Kind(op);
         if (GroupedExpertGemms && dag.ExpertsPerRank > 0 && kind is OpKind.ExpertUp or OpKind.ExpertDown && Compute is IGroupedGemmCostModel grouped)
             return grouped.GroupedMatmulSeconds(dag.Shape(op), dag.MatmulDtype(op), (int)Math.Ceiling(dag.MatmulOperandBytes(op)), dag.ExpertsPerRank);
-        // An MoE dispatch or combine priced knowing its fan-out (top-k of experts per rank x EP): DeepEP de-duplicates.
-        if (dag.RouterTopK > 1 && dag.ExpertsPerRank > 0 && kind is OpKind.AllToAllDispatch or OpKind.AllToAllCombine && Communication is IRoutedAllToAllCostModel routed)
-            return routed.RoutedAllToAllSeconds(dag.Bytes(op), dag.Participants(op), dag.RouterTopK, dag.ExpertsPerRank);
         if (FusedAttentionHeads && dag.AttentionHeadsPerRank > 0 && kind is OpKind.AttentionScore or OpKind.AttentionValue && Compute is IFusedAttentionCostModel fused)
             return fused.FusedAttentionSeconds(dag.Shape(op), dag.MatmulDtype(op), (int)Math.Ceiling(dag.MatmulOperandBytes(op)), dag.AttentionHeadsPerRank);
         return kind.Category() switch
@@ -98,7 +95,7 @@ public sealed class CostModel(string name, IComputeCostModel compute, ICommunica
     /// <see cref="ICommunicationCostModel.Seconds"/>. The fold checks price images through here, so they check the price used.
     /// </summary>
     internal double CommunicationSeconds(OperatorDag dag, CollectivePattern pattern, double bytes, ReadOnlySpan<int> gpus) =>
-        pattern == CollectivePattern.AllToAll && dag.RouterTopK > 1 && dag.ExpertsPerRank > 0 && Communication is IRoutedAllToAllCostModel routed
+        pattern == CollectivePattern.AllToAll && dag.HasRoutedAllToAll && Communication is IRoutedAllToAllCostModel routed
             ? routed.RoutedAllToAllSeconds(bytes, gpus, dag.RouterTopK, dag.ExpertsPerRank)
             : Communication.Seconds(pattern, bytes, gpus);
 

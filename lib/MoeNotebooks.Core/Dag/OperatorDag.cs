@@ -199,6 +199,9 @@ public sealed class OperatorDag
     /// </summary>
     public int RouterTopK { get; init; }
 
+    /// <summary>Whether the DAG's all-to-alls (EP dispatch and combine) carry routed copies whose fan-out <see cref="RouterTopK"/> and <see cref="ExpertsPerRank"/> describe.</summary>
+    internal bool HasRoutedAllToAll => RouterTopK > 1 && ExpertsPerRank > 0;
+
     /// <summary>
     /// Attention heads per rank whose score and value products (<see cref="OpKind.AttentionScore"/>,
     /// <see cref="OpKind.AttentionValue"/> and their gradients) one fused attention kernel runs together: FlashAttention

@@ -74,8 +74,8 @@ internal static class FfnGemms
         var b = c.B;
         var input = c.QuantizeInput(g, m * (width ?? c.H), layer, dep, mb);
         var up = c.LinearForward(upKind, g, Up(c, m, f, width), layer, LayerContext.Deps(input), index, mb, pass);
-        var clamped = activation && ActivationClampBytes(c, upKind, m, f, false) > 0
-            ? b.AddElementwise(g, ActivationClampBytes(c, upKind, m, f, false), layer, [up], index: OpKindExtensions.ActivationClampRole, microbatch: mb) : up;
+        var clampBytes = activation ? ActivationClampBytes(c, upKind, m, f, false) : 0;
+        var clamped = clampBytes > 0 ? b.AddElementwise(g, clampBytes, layer, [up], index: OpKindExtensions.ActivationClampRole, microbatch: mb) : up;
         var act = activation ? b.AddElementwise(g, ActivationBytes(c, m, f, false), layer, [clamped], index: 7, microbatch: mb) : up;
         return c.LinearForward(downKind, g, Down(c, m, f, width), layer, [c.QuantizeInput(g, m * f, layer, act, mb)], index, mb, pass);
     }
@@ -84,8 +84,8 @@ internal static class FfnGemms
     {
         var down = c.LinearBackward(downKind, g, Down(c, m, f, width), layer, LayerContext.Deps(dep), index, mb);
         var act = activation ? c.B.AddElementwise(g, ActivationBytes(c, m, f, true), layer, [down], index: 7, microbatch: mb) : down;
-        if (activation && ActivationClampBytes(c, upKind, m, f, true) > 0)
-            act = c.B.AddElementwise(g, ActivationClampBytes(c, upKind, m, f, true), layer, [act], index: OpKindExtensions.ActivationClampRole, microbatch: mb);
+        var clampBytes = activation ? ActivationClampBytes(c, upKind, m, f, true) : 0;
+        if (clampBytes > 0) act = c.B.AddElementwise(g, clampBytes, layer, [act], index: OpKindExtensions.ActivationClampRole, microbatch: mb);
         return c.LinearBackward(upKind, g, Up(c, m, f, width), layer, [act], index, mb);
     }
 }
