@@ -176,16 +176,6 @@ public sealed class ModernPredictor
 {
     public const int SliceMicrobatches1 = 2, SliceMicrobatches2 = 4;
 
-    /// <summary>System names the suite maps each hardware column to, in order of preference (the first preset found is used).</summary>
-    public static readonly IReadOnlyDictionary<string, string[]> SystemPresets = new Dictionary<string, string[]>
-    {
-        ["A100-40GB"] = ["A100-40GB"],
-        ["DGX-B200"] = ["DGX-B200"],
-        ["DGX-B300"] = ["DGX-B300", "B300"],
-        ["GB200-NVL72"] = ["GB200-NVL72", "GB200 NVL72", "GB200"],
-        ["GB300-NVL72"] = ["GB300-NVL72", "GB300 NVL72", "GB300"],
-    };
-
     /// <summary>The model preset (data/models, issue 11) each Megatron-Bridge family is.</summary>
     public static readonly IReadOnlyDictionary<string, string> FamilyPresets = new Dictionary<string, string>
     {
@@ -273,9 +263,8 @@ public sealed class ModernPredictor
             return (null, run.CP > 1
                 ? $"EP = {run.EP} does not divide DP = {run.DP} with context parallelism CP = {run.CP}: the slice folds experts over TP x DP only without CP"
                 : $"EP = {run.EP} divides neither DP = {run.DP} nor the GPUs of a stage TP x DP = {run.TP * run.DP}: no expert-parallel layout (EP x ETP x EDP = TP x DP) holds it");
-        var system = SystemPresets.TryGetValue(run.System, out var names)
-            ? names.FirstOrDefault(n => HardwareCatalog.Names.Contains(n, StringComparer.OrdinalIgnoreCase)) : null;
-        if (system is null) return (null, $"no hardware preset for {run.System} (issues 11 and 13 add the presets)");
+        // The gpu label resolved over the hardware catalog (ModernSystems); an unknown label names itself and the valid labels.
+        if (ModernSystems.Resolve(run.GpuLabel) is not { Preset: { } system }) return (null, ModernSystems.Resolve(run.GpuLabel).Reason);
         ModernArchitecture? arch;
         if (run.Framework == ModernFramework.MosaicMpt)
         {

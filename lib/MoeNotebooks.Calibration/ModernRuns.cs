@@ -80,19 +80,18 @@ public sealed record ModernRun(
     /// <summary>The step time the published throughput implies: global batch x sequence / (GPUs x tokens/s per GPU).</summary>
     public double MeasuredIterationSeconds => GlobalBatch * (double)SequenceLength / (Gpus * MeasuredTokensPerSecondPerGpu);
 
-    /// <summary>The GPU generation one calibrated description covers ("ampere", "blackwell").</summary>
-    public string Generation => GpuLabel.StartsWith("A100", StringComparison.OrdinalIgnoreCase) ? "ampere" : "blackwell";
+    /// <summary>
+    /// The GPU generation one calibrated description covers: the architecture of the hardware preset the label resolves
+    /// to (<see cref="ModernSystems"/>: "ampere", "hopper", "blackwell", "cdna3"), "unknown" when it resolves to none.
+    /// </summary>
+    public string Generation => ModernSystems.Resolve(GpuLabel).Generation;
 
-    /// <summary>Short hardware name: A100-40GB, DGX-B200, DGX-B300, GB200-NVL72, GB300-NVL72.</summary>
-    public string System => GpuLabel switch
-    {
-        var g when g.StartsWith("A100-40GB", StringComparison.OrdinalIgnoreCase) => "A100-40GB",
-        var g when g.StartsWith("GB200", StringComparison.OrdinalIgnoreCase) => "GB200-NVL72",
-        var g when g.StartsWith("GB300", StringComparison.OrdinalIgnoreCase) => "GB300-NVL72",
-        var g when g.StartsWith("B200", StringComparison.OrdinalIgnoreCase) => "DGX-B200",
-        var g when g.StartsWith("B300", StringComparison.OrdinalIgnoreCase) => "DGX-B300",
-        _ => GpuLabel,
-    };
+    /// <summary>
+    /// The hardware preset the label resolves to (<see cref="ModernSystems"/>): A100-40GB, DGX-B200, DGX-B300,
+    /// GB200-NVL72, GB300-NVL72 for the carried rows, DGX-H100 for "H100 (DGX-H100)" or "H100-80GB", H200 for "H200";
+    /// the label itself when it names no preset (the row is then not expressed, <see cref="ModernPredictor.ScenarioOf"/>).
+    /// </summary>
+    public string System => ModernSystems.Resolve(GpuLabel).Preset ?? GpuLabel;
 
     public bool IsMoe => Experts is > 0 || Arch.StartsWith("moe", StringComparison.OrdinalIgnoreCase);
 
@@ -150,24 +149,30 @@ public sealed record ModernRun(
         throw new ConfigException(field, $"\"{label}\"", "must be bf16, FP8, FP8-CS, MXFP8 / FP8-MX or NVFP4");
     }
 
-    public static IReadOnlyList<ModernRun> Read(string path)
+    /// <param name="requireMeasured">False for runs to predict (<c>moe predict</c>): the measured columns (tflops_per_gpu,
+    /// tokens_per_s_per_gpu, mfu_pct) may be empty, read as NaN (<see cref="HasMeasurement"/> false).</param>
+    public static IReadOnlyList<ModernRun> Read(string path, bool requireMeasured = true)
     {
         if (!File.Exists(path)) throw new ConfigException("file", $"\"{path}\"", "not found (modern training runs CSV)");
         using var reader = new StreamReader(path);
-        return Read(reader, path);
+        return Read(reader, path, requireMeasured);
     }
 
-    public static IReadOnlyList<ModernRun> Read(TextReader reader, string source)
+    public static IReadOnlyList<ModernRun> Read(TextReader reader, string source, bool requireMeasured = true)
     {
         var table = CsvTable.Read(reader, source);
         table.Require("case_id", "source", "model", "arch", "gpu", "num_gpus", "precision", "seq_len", "global_batch_seqs", "micro_batch",
             "TP", "PP", "VP", "CP", "EP", "DP", "sharding", "recompute", "tflops_per_gpu", "mfu_pct", "tokens_per_s_per_gpu",
             "layers", "hidden", "ffn_hidden", "heads", "kv_heads", "vocab", "experts", "topk", "shared_experts", "params_total_B");
-        return table.Rows.Select(Row).ToArray();
+        return table.Rows.Select(r => Row(r, requireMeasured)).ToArray();
     }
 
-    private static ModernRun Row(CsvRow r)
+    /// <summary>Whether the row carries its published throughput (false for a run read only to be predicted).</summary>
+    public bool HasMeasurement => double.IsFinite(MeasuredTokensPerSecondPerGpu) && MeasuredTokensPerSecondPerGpu > 0;
+
+    private static ModernRun Row(CsvRow r, bool requireMeasured)
     {
+        double Measured(string c) => requireMeasured || r.OptionalString(c) is not null ? r.PositiveDouble(c) : double.NaN;
         int I(string c) => checked((int)r.PositiveLong(c));
         // Layout columns: empty or "n/a" means the dimension is not used (size 1) -- MPT rows leave CP/EP empty.
         int Dim(string c) => r.OptionalString(c) is null or "n/a" ? 1 : I(c);
@@ -189,7 +194,7 @@ public sealed record ModernRun(
             I("num_gpus"), r.String("precision"), PrecisionOf(r.String("precision"), $"line {r.Line}, column precision"),
             r.PositiveLong("seq_len"), r.PositiveLong("global_batch_seqs"), I("micro_batch"),
             Dim("TP"), Dim("PP"), r.OptionalString("VP") is null or "n/a" ? null : I("VP"), Dim("CP"), Dim("EP"), I("DP"),
-            r.String("sharding"), recompute, r.PositiveDouble("tflops_per_gpu"), OptDouble("mfu_pct"), r.PositiveDouble("tokens_per_s_per_gpu"), r.Line)
+            r.String("sharding"), recompute, Measured("tflops_per_gpu"), OptDouble("mfu_pct"), Measured("tokens_per_s_per_gpu"), r.Line)
         {
             Layers = OptLong("layers") is { } l ? checked((int)l) : null,
             Hidden = OptLong("hidden"),

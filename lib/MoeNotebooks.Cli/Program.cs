@@ -21,7 +21,8 @@ namespace MoeNotebooks.Cli
             ("sweep", "sweep    GRID.json [--out results.csv] [--threads N] [--breakdown true|false]   grid or random sweep to CSV, progress on stderr", SweepVerb.Run),
             ("search", "search   SCENARIO.json --gpus N [--top 5] [--microbatches 1,2,4] [--virtual-stages 1,2] [--distributed-optimizer both|true|false] [--etp tp,1,2] [--sequence-parallel both|true|false] [--schedules 1f1b,zero-bubble-h1,dualpipe] [--context-parallel 1,2] [--recompute both|true|false] [--micro-batch-size 1,2,4]   fastest EP/TP/ETP/PP/DP/VP/SP/CP/microbatch/recompute/optimizer/schedule strategies for N GPUs", SearchVerb.Run),
             ("import-megatron", "import-megatron \"COMMAND\"|FILE [--gpus N] [--hardware H100-SXM] [--name NAME] [--out SCENARIO.json]   a Megatron-LM launch command as a scenario; unread flags listed", ImportMegatronVerb.Run),
-            ("validate", "validate [--format table|json] [--data DIR] [--ablation sc21]    cost models vs published GEMM, collective and training measurements", ValidateVerb.Run),
+            ("validate", "validate [--format table|json] [--data DIR] [--ablation sc21|modern] [--write-fits FILE]    cost models vs published GEMM, collective and training measurements; --write-fits: the training-modern fits as data", ValidateVerb.Run),
+            ("predict", "predict  [RUNS.csv] --model deepseek-v3 --system DGX-H100 --gpus 256 --precision bf16 --global-batch 2048 [--micro-batch 1] [--tp 1] [--pp 1] [--vp N] [--cp 1] [--ep 1] [--seq-length N] [--release 25.11] [--recompute false] [--format table|json]   one training run's step (or every row of a training_modern CSV) from the carried per-generation fits", PredictVerb.Run),
             ("report", "report   [NOTEBOOK.ipynb ...] [--out DIR] [--shared-assets]   run every notebook (or those named), write self-contained HTML reports and the index (default reports/)", ReportVerb.Run),
         ];
 
