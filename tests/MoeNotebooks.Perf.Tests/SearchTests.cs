@@ -111,6 +111,26 @@ public class SearchTests
     }
 
     [Fact]
+    public void The_best_candidates_breakdowns_equal_the_whole_dags()
+    {
+        // Oracle: the whole (folded) DAG of each returned candidate, built and scheduled without the periodic
+        // extrapolation; the search keeps the extrapolation's breakdowns instead of evaluating the best again.
+        var scenario = Repo.Scenario("tp8-pp2-training");
+        var result = StrategySearch.Run(scenario, 16, new SearchOptions(Top: 5, Microbatches: [16, 64]));
+        Assert.Contains(result.Best, b => MicrobatchPeriodicity.WhyNot(scenario with { Strategy = b.Strategy, Hardware = scenario.Hardware.WithGpus(16) }) is null);
+        foreach (var b in result.Best)
+        {
+            var s = scenario with { Strategy = b.Strategy, Hardware = scenario.Hardware.WithGpus(16) };
+            var cost = s.CreateCostModel();
+            var whole = s.BuildDagFor(cost).CriticalPath(cost);
+            Assert.Equal(whole.TotalSeconds, b.TotalSeconds, whole.TotalSeconds * 1e-12);
+            Assert.Equal(whole.BreakdownSeconds.Keys.Order(), b.BreakdownSeconds.Keys.Order());
+            foreach (var (k, v) in whole.BreakdownSeconds) Assert.Equal(v, b.BreakdownSeconds[k], Math.Max(1e-15, v * 1e-12));
+            foreach (var (k, v) in whole.CriticalPathSecondsByCategory) Assert.Equal(v, b.CriticalPathSecondsByCategory[k], Math.Max(1e-15, v * 1e-12));
+        }
+    }
+
+    [Fact]
     public void Search_is_deterministic_across_thread_counts()
     {
         var scenario = Repo.Scenario("ep16");

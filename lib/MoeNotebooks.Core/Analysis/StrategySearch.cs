@@ -230,6 +230,9 @@ public static class StrategySearch
         var reasons = new string?[candidates.Count];
         var operations = new int[candidates.Count];
         var estimates = new double[candidates.Count];
+        // The breakdowns an extrapolated evaluation already computed, kept (not its DAG) so that the best are not
+        // evaluated twice; null where the quick path ran without them.
+        var breakdowns = new (IReadOnlyDictionary<string, double> Breakdown, IReadOnlyDictionary<string, double> Path)?[candidates.Count];
         var parallel = new ParallelOptions
         {
             MaxDegreeOfParallelism = options.MaxDegreeOfParallelism > 0 ? options.MaxDegreeOfParallelism : Environment.ProcessorCount,
@@ -281,6 +284,7 @@ public static class StrategySearch
                 {
                     totals[i] = r.TotalSeconds;
                     operations[i] = (int)Math.Min(r.Extrapolation!.Operations, int.MaxValue);
+                    breakdowns[i] = (r.BreakdownSeconds, r.CriticalPathSecondsByCategory);
                 }
                 else
                 {
@@ -309,9 +313,12 @@ public static class StrategySearch
             .Take(options.Top)
             .Select(i =>
             {
+                if (breakdowns[i] is { } kept)
+                    return new SearchCandidate(candidates[i], totals[i], operations[i], kept.Breakdown, kept.Path);
+                // The quick path priced without breakdowns: this one is evaluated again, whole, for them.
                 var s = scenario with { Hardware = hardware, Strategy = candidates[i] };
                 var cost = s.CreateCostModel();
-                var result = Extrapolated(s, cost) ?? s.BuildDagFor(cost).CriticalPath(cost);
+                var result = s.BuildDagFor(cost).CriticalPath(cost);
                 return new SearchCandidate(candidates[i], result.TotalSeconds, operations[i], result.BreakdownSeconds, result.CriticalPathSecondsByCategory);
             })
             .ToArray();
