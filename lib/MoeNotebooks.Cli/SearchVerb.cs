@@ -6,8 +6,9 @@ namespace MoeNotebooks.Cli;
 
 /// <summary>
 /// <c>moe search SCENARIO.json --gpus N [--top 5] [--microbatches 1,2,4] [--virtual-stages 1,2] [--distributed-optimizer both]
-/// [--etp tp,1,2] [--sequence-parallel both] [--schedules 1f1b,zero-bubble-h1,dualpipe] [--context-parallel 1,2] [--recompute both] [--micro-batch-size 1,2]</c>:
-/// the fastest strategies and why; infeasible candidates counted by reason.
+/// [--etp tp,1,2] [--sequence-parallel both] [--schedules 1f1b,zero-bubble-h1,dualpipe] [--context-parallel 1,2] [--recompute both] [--micro-batch-size 1,2] [--prune true|false]</c>:
+/// the fastest strategies and why; infeasible candidates counted by reason; candidates whose lower bound is above the
+/// k-th best are skipped unless <c>--prune false</c>.
 /// </summary>
 public static class SearchVerb
 {
@@ -25,7 +26,14 @@ public static class SearchVerb
         var cpText = options.Option("--context-parallel", "");
         var rcText = options.Option("--recompute", "");
         var mbsText = options.Option("--micro-batch-size", "");
+        var pruneText = options.Option("--prune", "true");
         options.Finish();
+        var prune = pruneText switch
+        {
+            "true" => true,
+            "false" => false,
+            _ => throw new UsageException($"--prune {Cli.Shown(pruneText)}: must be true or false"),
+        };
         IReadOnlyList<bool>? recompute = rcText switch
         {
             "" => null,
@@ -89,10 +97,10 @@ public static class SearchVerb
         var bar = new ProgressBar(stderr);
         var result = StrategySearch.Run(scenario, gpus, new SearchOptions(top, microbatches, VirtualStages: virtualStages, DistributedOptimizer: distributed,
             ExpertTensorParallel: etps, SequenceParallel: sequenceParallel, Schedules: schedules, ContextParallel: contextParallel,
-            Recompute: recompute, MicroBatchSizes: microBatchSizes), bar);
+            Recompute: recompute, MicroBatchSizes: microBatchSizes, Prune: prune), bar);
         bar.Finish();
         var c = CultureInfo.InvariantCulture;
-        stdout.WriteLine(string.Create(c, $"{scenario.Name} on {gpus} x {scenario.Hardware.Gpu.Name}: {result.Considered:N0} strategies, {result.Evaluated:N0} evaluated, {result.Rejected:N0} rejected, {result.Elapsed.TotalSeconds:F2} s"));
+        stdout.WriteLine(string.Create(c, $"{scenario.Name} on {gpus} x {scenario.Hardware.Gpu.Name}: {result.Considered:N0} strategies, {result.Evaluated:N0} valid ({result.Evaluated - result.Pruned:N0} evaluated, {result.Pruned:N0} skipped: their lower bound is slower than the top {top}), {result.Rejected:N0} rejected, {result.Elapsed.TotalSeconds:F2} s"));
         stdout.WriteLine();
         stdout.WriteLine("rank  strategy                                                  total s    matmul  attention  elementwise  communication    idle   (mean s per GPU)");
         var rank = 0;

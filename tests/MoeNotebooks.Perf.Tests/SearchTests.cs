@@ -131,6 +131,24 @@ public class SearchTests
     }
 
     [Fact]
+    public void Pruning_by_the_lower_bound_keeps_the_exhaustive_searchs_best()
+    {
+        // Oracle: the same search with every valid candidate evaluated (Prune: false).
+        var scenario = Repo.Scenario("tp8-pp2-training");
+        var options = new SearchOptions(Top: 3, Microbatches: [4, 8, 16, 32, 64, 128]);
+        var pruned = StrategySearch.Run(scenario, 16, options);
+        var all = StrategySearch.Run(scenario, 16, options with { Prune = false });
+        Assert.True(pruned.Pruned > 0, "nothing was pruned: the test would not check the bound");
+        Assert.Equal(0, all.Pruned);
+        Assert.Equal(all.Best.Select(b => (b.Strategy, b.TotalSeconds)), pruned.Best.Select(b => (b.Strategy, b.TotalSeconds)));
+        Assert.Equal(all.Evaluated, pruned.Evaluated);
+        Assert.Equal(pruned.Considered, pruned.Evaluated + pruned.Rejected);
+        var one = StrategySearch.Run(scenario, 16, options with { MaxDegreeOfParallelism = 1 });
+        Assert.Equal(pruned.Pruned, one.Pruned);
+        Assert.Equal(pruned.RejectedByReason, one.RejectedByReason);
+    }
+
+    [Fact]
     public void Search_is_deterministic_across_thread_counts()
     {
         var scenario = Repo.Scenario("ep16");

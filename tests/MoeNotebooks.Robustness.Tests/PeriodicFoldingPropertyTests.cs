@@ -20,7 +20,7 @@ public class PeriodicFoldingPropertyTests
 {
     private static readonly string[] RankOrders = ["tp-ep-pp-dp", "dp-tp-ep-pp", "pp-dp-ep-tp"];
 
-    private static Gen<Scenario> Cases =>
+    internal static Gen<Scenario> Cases =>
         from c in RandomScenarios.Valid()
         from extra in Gen.Int[6, 30]
         from dp in Gen.Int[1, 3]

@@ -221,7 +221,12 @@ public static class MicrobatchPeriodicity
         public required Dictionary<(int Replica, int Stage, int Chunk, bool Backward, int Microbatch), int> ItemIndex;
     }
 
-    private static Built? BuildAndSchedule(Scenario s, CostModel cost, DagFolding folding, int microbatches)
+    /// <summary>
+    /// The scenario's DAG with <paramref name="microbatches"/> microbatches of its own size (the plan's count, not the
+    /// strategy's), folded as far as <paramref name="cost"/> prices the folded ranks alike (as Scenario.BuildDagFor does);
+    /// the size guard applies to what is built.
+    /// </summary>
+    internal static (OperatorDag Dag, IReadOnlyList<ItemSpan>? Items) BuildPart(Scenario s, CostModel cost, DagFolding folding, int microbatches)
     {
         if (folding != DagFolding.None && s.Strategy.DP == 1 && RankSymmetry.Of(s.Model, s.Strategy) is null) folding = DagFolding.None;
         var estimate = DagFactory.CheckSize(s.Model, s.Strategy with { Microbatches = microbatches }, folding);
@@ -234,6 +239,12 @@ public static class MicrobatchPeriodicity
             estimate = DagFactory.CheckSize(s.Model, s.Strategy with { Microbatches = microbatches });
             (dag, items) = CorrectedDerivation.BuildWithItems(s.Model, s.Strategy, microbatches, DagFolding.None, estimate);
         }
+        return (dag, items);
+    }
+
+    private static Built? BuildAndSchedule(Scenario s, CostModel cost, DagFolding folding, int microbatches)
+    {
+        var (dag, items) = BuildPart(s, cost, folding, microbatches);
         if (items is null) { Refuse("an item was emitted outside the plain item order (zero-bubble W, overlapped pair)"); return null; }
         // Link contention: a link's state is carried from operation to operation in id order, so links are streams too
         // (their predecessors must map by σ like the GPU streams'); the contention rule is homogeneous in time.

@@ -25,6 +25,8 @@ namespace MoeNotebooks.Analysis;
 /// <paramref name="MicroBatchSizes"/>: Megatron's <c>--micro-batch-size</c> values tried (sequences per microbatch and
 /// replica); each gives the microbatch count batch / (DP x size) of a candidate, sizes that do not divide the replica's
 /// batch are rejected with their reason. Replaces <paramref name="Microbatches"/> when given.
+/// <paramref name="Prune"/>: skip candidates whose lower bound (<see cref="SearchBound"/>) is above the k-th best total
+/// found so far (they cannot enter the top k); off evaluates every valid candidate.
 /// </summary>
 public sealed record SearchOptions(
     int Top = 5,
@@ -39,7 +41,8 @@ public sealed record SearchOptions(
     IReadOnlyList<PipelineSchedule>? Schedules = null,
     IReadOnlyList<int>? ContextParallel = null,
     IReadOnlyList<bool>? Recompute = null,
-    IReadOnlyList<int>? MicroBatchSizes = null)
+    IReadOnlyList<int>? MicroBatchSizes = null,
+    bool Prune = true)
 {
     public static SearchOptions Default { get; } = new();
 }
@@ -60,7 +63,8 @@ public sealed record SearchResult(
     long Evaluated,
     IReadOnlyList<SearchCandidate> Best,
     IReadOnlyDictionary<string, long> RejectedByReason,
-    TimeSpan Elapsed)
+    TimeSpan Elapsed,
+    long Pruned = 0)
 {
     public long Rejected => RejectedByReason.Values.Sum();
 }
@@ -270,9 +274,46 @@ public static class StrategySearch
         long rejected = reasons.LongCount(r => r is not null);
         long done = rejected;
         progress?.Report(new SweepProgress(done, candidates.Count, rejected, clock.Elapsed));
-        // Most expensive first, so that the cores finish together.
-        var order = Enumerable.Range(0, candidates.Count).Where(i => reasons[i] is null).OrderByDescending(i => estimates[i]).ToArray();
+        var valid = Enumerable.Range(0, candidates.Count).Where(i => reasons[i] is null).ToArray();
+        // Lower bounds (SearchBound: a three-microbatch DAG each), where pruning may skip anything: a candidate whose bound
+        // is above the k-th best total found so far cannot enter the top k.
+        var bounds = new double[candidates.Count];
+        var round = Math.Max(options.Top, PruneRound);
+        if (options.Prune && valid.Length > round)
+            Parallel.For(0, valid.Length, parallel, k =>
+            {
+                var i = valid[k];
+                var candidate = scenario with { Hardware = hardware, Strategy = candidates[i] };
+                try { bounds[i] = SearchBound.LowerBoundSeconds(candidate, candidate.CreateCostModel()); }
+                catch (ConfigException) { bounds[i] = 0; }   // the evaluation gives the reason
+                catch (DagException) { bounds[i] = 0; }
+            });
+        // Lowest bound first, in fixed-size rounds (the same rounds whatever the thread count, so the result and the counts
+        // do not depend on threads): before each round the k-th best total so far is the threshold; within a round,
+        // most expensive first, so that the cores finish together.
+        var byBound = valid.OrderBy(i => bounds[i]).ThenBy(i => i).ToArray();
+        var found = new List<double>();
+        long pruned = 0;
         var workspaces = new ConcurrentBag<ScheduleWorkspace>();
+        for (var from = 0; from < byBound.Length; from += round)
+        {
+            var threshold = options.Prune && found.Count >= options.Top ? found.Order().ElementAt(options.Top - 1) * (1 + PruneTolerance) : double.PositiveInfinity;
+            var order = byBound.Skip(from).Take(round).Where(i => !(bounds[i] > threshold)).OrderByDescending(i => estimates[i]).ToArray();
+            foreach (var i in byBound.Skip(from).Take(round))
+                if (bounds[i] > threshold)
+                {
+                    (reasons[i], totals[i]) = (Pruned, double.NaN);
+                    pruned++;
+                    var d = Interlocked.Increment(ref done);
+                    progress?.Report(new SweepProgress(d, candidates.Count, Interlocked.Read(ref rejected), clock.Elapsed));
+                }
+            EvaluateAll(order);
+            foreach (var i in order) if (reasons[i] is null) found.Add(totals[i]);
+        }
+        // Pruned candidates are valid: counted as evaluated (settled by their bound), not as rejected.
+        foreach (var i in valid) if (ReferenceEquals(reasons[i], Pruned)) reasons[i] = null;
+
+        void EvaluateAll(int[] order) =>
         Parallel.For(0, order.Length, parallel, () => workspaces.TryTake(out var w) ? w : new ScheduleWorkspace(), (k, _, workspace) =>
         {
             var i = order[k];
@@ -308,7 +349,7 @@ public static class StrategySearch
         if (denseEp > 0) byReason[DenseEp] = byReason.GetValueOrDefault(DenseEp) + denseEp;
         // Fastest first; ties keep candidate order, so the result does not depend on threads.
         var best = Enumerable.Range(0, candidates.Count)
-            .Where(i => reasons[i] is null)
+            .Where(i => reasons[i] is null && !double.IsNaN(totals[i]))
             .OrderBy(i => totals[i]).ThenBy(i => i)
             .Take(options.Top)
             .Select(i =>
@@ -323,12 +364,21 @@ public static class StrategySearch
             })
             .ToArray();
         var evaluated = reasons.LongCount(r => r is null);
-        return new SearchResult(scenario, gpus, candidates.Count + indivisible + denseEp, evaluated, best, byReason, clock.Elapsed);
+        return new SearchResult(scenario, gpus, candidates.Count + indivisible + denseEp, evaluated, best, byReason, clock.Elapsed, pruned);
     }
 
     /// <summary>The periodic extrapolation of a candidate (<see cref="MicrobatchPeriodicity"/>), null when it does not apply.</summary>
     private static CriticalPathResult? Extrapolated(Scenario candidate, Costs.CostModel cost) =>
         MicrobatchPeriodicity.WhyNot(candidate) is null ? MicrobatchPeriodicity.TryEvaluate(candidate, cost, Derivations.DagFolding.Symmetric) : null;
+
+    /// <summary>Candidates evaluated between two updates of the pruning threshold (fixed, so that results do not depend on threads).</summary>
+    private const int PruneRound = 8;
+
+    /// <summary>Relative margin above the k-th best total before a bound prunes (a pruned candidate is strictly slower).</summary>
+    private const double PruneTolerance = 1e-9;
+
+    /// <summary>Marks a candidate skipped by its bound while the search runs (reset to valid before the result).</summary>
+    private static readonly string Pruned = new("pruned");
 
     private const string DenseEp = "strategy.ep: must be 1 for a dense model (model.experts = 0)";
 

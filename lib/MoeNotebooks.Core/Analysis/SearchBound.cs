@@ -1,0 +1,123 @@
+using MoeNotebooks.Config;
+using MoeNotebooks.Costs;
+using MoeNotebooks.Dag;
+
+namespace MoeNotebooks.Analysis;
+
+/// <summary>
+/// A lower bound on a candidate's step time from a three-microbatch DAG, so that a search can skip candidates that
+/// cannot reach its top k without building them whole (<see cref="StrategySearch"/>).
+/// <para>The argument. <see cref="Scheduler"/> runs every GPU's operations on two streams, compute and communication
+/// (collectives take every member's communication stream; without overlap they and the sends also take the compute
+/// streams), one operation at a time per stream, each no shorter than its priced duration (link contention and
+/// SM-taking communication only stretch durations), never before its predecessors are done. So for any stream S the
+/// step lasts at least head_S + W_S + tail_S: W_S, the priced seconds of S's operations (it is busy at least that
+/// long); head_S, the least time before any of them can start, the shortest of their longest dependency paths; tail_S,
+/// the least time after any of them ends, the shortest of their longest paths to a descendant. The
+/// paths are taken through operations of the operation's own microbatch only (a subset of the edges, so still a lower
+/// bound), which makes them the same in a DAG of m microbatches as in one of three: the builder emits microbatch j's
+/// operations and their edges among themselves alike for every middle microbatch (0 &lt; j &lt; m - 1); only the first
+/// (the FP8 weight casts, the gradient reset) and the last (gradient synchronisation triggered after it) differ. With the
+/// three-microbatch DAG's microbatches 0, 1 and 2 standing for the first, every middle one and the last,
+/// W_g(m) = W_g(0) + (m - 2) W_g(1) + W_g(2), and head and tail are minima over the same operations.</para>
+/// <para>Where that likeness is not what the builder does, no bound is given (0): fewer than four microbatches (nothing to
+/// gain), zero-bubble W deferral and DualPipe (a microbatch's weight gradients move with the schedule), the MoE
+/// all-to-all overlap (operations of two microbatches merged in pairs), ZeRO-3 / FSDP parameter gathers (shared by the
+/// microbatches of a layer). The search checks the bound against the evaluated totals in its tests (bound &lt;= total
+/// over random scenarios; the pruned search's best equal the exhaustive search's).</para>
+/// </summary>
+public static class SearchBound
+{
+    /// <summary>Microbatches built for the bound: the first, one middle, the last.</summary>
+    public const int BuiltMicrobatches = 3;
+
+    /// <summary>Why no bound is given for this strategy (null: a bound is given).</summary>
+    public static string? WhyNot(StrategySpec st)
+    {
+        if (st.Microbatches <= BuiltMicrobatches) return "nothing to gain: the run has no more microbatches than the bound builds";
+        if (st.Schedule is PipelineSchedule.ZeroBubbleH1 or PipelineSchedule.DualPipe) return "weight gradients move with the schedule";
+        if (st.MoeAllToAllOverlap != MoeAllToAllOverlap.None) return "operations of two microbatches are merged in pairs";
+        if (st.ZeroStage >= 3) return "parameter gathers are shared by the microbatches of a layer";
+        return null;
+    }
+
+    /// <summary>Operations the bound builds (estimated), 0 when none is given.</summary>
+    public static double EstimateOperations(Scenario candidate, Derivations.DagFolding folding) =>
+        WhyNot(candidate.Strategy) is null
+            ? Derivations.DagFactory.EstimateOperations(candidate.Model, candidate.Strategy with { Microbatches = BuiltMicrobatches }, folding)
+            : 0;
+
+    /// <summary>
+    /// The lower bound in seconds on <paramref name="candidate"/>'s step under <paramref name="cost"/> (the candidate's own
+    /// cost model); 0 where <see cref="WhyNot"/> gives a reason.
+    /// </summary>
+    public static double LowerBoundSeconds(Scenario candidate, CostModel cost)
+    {
+        var st = candidate.Strategy;
+        if (WhyNot(st) is not null) return 0;
+        // Three microbatches of the candidate's own size (the plan's count; the model's batch is not re-derived).
+        var (dag, _) = MicrobatchPeriodicity.BuildPart(candidate, cost, Derivations.DagFolding.Symmetric, BuiltMicrobatches);
+        return LowerBoundSeconds(dag, cost.Price(dag), st.Microbatches);
+    }
+
+    /// <summary>
+    /// The bound on a run of <paramref name="microbatches"/> microbatches from a DAG of <see cref="BuiltMicrobatches"/>
+    /// (microbatch 1 stands for every middle one) with its priced <paramref name="durations"/>.
+    /// </summary>
+    public static double LowerBoundSeconds(OperatorDag dag, ReadOnlySpan<double> durations, int microbatches)
+    {
+        if (microbatches < BuiltMicrobatches) throw new ArgumentOutOfRangeException(nameof(microbatches), microbatches, $"the bound stands for at least {BuiltMicrobatches} microbatches");
+        var n = dag.Count;
+        // Longest same-microbatch path ending at each operation's start (ids are topological: predecessors come first).
+        var before = new double[n];
+        for (var op = 0; op < n; op++)
+        {
+            var mb = dag.Microbatch(op);
+            var best = 0.0;
+            foreach (var pred in dag.Predecessors(op))
+                if (dag.Microbatch(pred) == mb) best = Math.Max(best, before[pred] + durations[pred]);
+            before[op] = best;
+        }
+        // Longest same-microbatch path after each operation's end, in reverse id order.
+        var after = new double[n];
+        for (var op = n - 1; op >= 0; op--)
+        {
+            var mb = dag.Microbatch(op);
+            var tail = after[op] + durations[op];
+            foreach (var pred in dag.Predecessors(op))
+                if (dag.Microbatch(pred) == mb) after[pred] = Math.Max(after[pred], tail);
+        }
+        // Per GPU two streams (Scheduler.Run): compute (index g) and communication (index gpus + g).
+        var gpus = dag.GpuCount;
+        var blocking = !dag.CommunicationOverlapsCompute;
+        var work = new double[2 * gpus];
+        var head = new double[2 * gpus];
+        var end = new double[2 * gpus];
+        Array.Fill(head, double.PositiveInfinity);
+        Array.Fill(end, double.PositiveInfinity);
+        void Occupy(int stream, int op, double seconds)
+        {
+            work[stream] += seconds;
+            head[stream] = Math.Min(head[stream], before[op]);
+            end[stream] = Math.Min(end[stream], after[op]);
+        }
+        for (var op = 0; op < n; op++)
+        {
+            var seconds = dag.Microbatch(op) == 1 ? (microbatches - 2) * durations[op] : durations[op];
+            if (dag.Group(op) < 0) Occupy(dag.Gpu(op), op, seconds);
+            // A send goes over its own link; without overlap it blocks its sender's compute stream.
+            else if (dag.Kind(op).IsPointToPoint()) { if (blocking) Occupy(dag.Gpu(op), op, seconds); }
+            // A collective takes every member's communication stream, and without overlap their compute streams too.
+            else
+                foreach (var g in dag.Streams(op))
+                {
+                    Occupy(gpus + g, op, seconds);
+                    if (blocking) Occupy(g, op, seconds);
+                }
+        }
+        var bound = 0.0;
+        for (var stream = 0; stream < 2 * gpus; stream++)
+            if (work[stream] > 0) bound = Math.Max(bound, head[stream] + work[stream] + end[stream]);
+        return bound;
+    }
+}
