@@ -54,7 +54,8 @@ public sealed record BridgeLaunch(
     {
         var list = new List<string>();
         if (RecomputeModules is { Count: > 0 } rm) list.Add($"selective recompute of {string.Join(", ", rm)} (the core has whole-layer recompute only)");
-        // A full-iteration graph is priced (no expert launches exposed, PartFactors.ExpertLaunches); scoped graphs capture
+        // A full-iteration graph is priced (no expert launches exposed and no per-layer framework overhead:
+        // PartFactors.ExpertLaunches, PartFactors.HostOverheadShare); scoped graphs capture
         // attention, router and preprocessing but not the experts, whose launches stay priced as exposed.
         if (CudaGraphImpl is { } g && g != "none" && g != "full_iteration") list.Add($"CUDA graphs {g}{(CudaGraphScope is { Count: > 0 } sc ? $" [{string.Join(", ", sc)}]" : "")} (the captured attention/router launches are not separated from the per-layer overhead; the experts' launches are priced as uncaptured)");
         if (PpLayout is { } pl) list.Add($"pipeline layout \"{pl}\" (largest rank unchanged; MTP and loss on the last chunk not separated)");

@@ -309,6 +309,29 @@ public class ModernSuiteTests
     }
 
     [Fact]
+    public void A_full_iteration_cuda_graph_pays_no_per_layer_framework_overhead()
+    {
+        // Oracle (hand): 1,000 layer-microbatch visits at 2,000 us of fitted overhead each = 2 s on top of 3 s of expert
+        // GEMMs; a launch replaying the whole step as one CUDA graph (cuda_graph_impl "full_iteration" in the launch file)
+        // pays none of it, a scoped graph (attention, router, preprocessing captured) all of it, and so does a dense row.
+        var s = Small(1, 2, 4, 4);
+        var step = new ModernStep(StepParts.Zero with { ExpertGemm = 3 }, 0, 1000, 0);
+        ModernRowModel Row(PartFactors f) => new(s, Enum.GetValues<ModernRung>().ToDictionary(r => r, _ => (step, f)), null);
+        var fit = GenerationFit.Unfitted("blackwell") with { OverheadMicroseconds = 2000 };
+        var plain = PartFactors.One.WithExpertLaunches(s);
+        Assert.Equal(1, plain.HostOverheadShare);
+        Assert.Equal(5, Row(plain).Seconds(fit), 9);
+        Assert.Equal(2, Row(plain).Breakdown(fit)["framework overhead"], 9);
+        var full = PartFactors.One.WithExpertLaunches(s with { Launch = BridgeLaunchCatalog.Published.Launches.First(l => l.CudaGraphImpl == "full_iteration") });
+        Assert.Equal(0, full.HostOverheadShare);
+        Assert.Equal(3, Row(full).Seconds(fit), 9);
+        Assert.Equal(0, Row(full).Breakdown(fit)["framework overhead"]);
+        var scoped = BridgeLaunchCatalog.Published.Launches.First(l => l.CudaGraphImpl == "transformer_engine");
+        Assert.Equal(1, PartFactors.One.WithExpertLaunches(s with { Launch = scoped }).HostOverheadShare);
+        Assert.Equal(1, PartFactors.One.WithExpertLaunches(s with { Architecture = s.Architecture with { Experts = 0 } }).HostOverheadShare);
+    }
+
+    [Fact]
     public void Interleaving_enters_through_the_bubble_term_within_a_few_percent_of_the_full_dag()
     {
         // Oracle: the full interleaved DAG. The slice runs plain 1F1B; the law puts v into the bubble (p - 1) / v only.
