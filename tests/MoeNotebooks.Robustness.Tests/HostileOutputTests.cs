@@ -193,6 +193,8 @@ public class HostileOutputTests
         { ["search", "SCEN", "--microbatches", "1,0"], "--microbatches" },
         { ["search", "SCEN", "--microbatches", "1,,2"], "--microbatches" },
         { ["search", "SCEN", "--microbatches", "2147483647"], "--microbatches" },
+        { ["search", "SCEN", "--prune", "maybe"], "--prune" },
+        { ["search", "SCEN", "--prune", "\u001b[31mtrue"], "--prune" },
         { ["sweep", "SCEN", "--threads", "-1"], "--threads" },
         { ["sweep", "SCEN", "--threads", "100000"], "--threads" },
         { ["sweep", "SCEN", "--breakdown", "yes"], "--breakdown" },
