@@ -56,15 +56,22 @@ public static class SearchBound
         var st = candidate.Strategy;
         if (WhyNot(st) is not null) return 0;
         // Three microbatches of the candidate's own size (the plan's count; the model's batch is not re-derived).
-        var (dag, _) = MicrobatchPeriodicity.BuildPart(candidate, cost, Derivations.DagFolding.Symmetric, BuiltMicrobatches);
-        return LowerBoundSeconds(dag, cost.Price(dag), st.Microbatches);
+        var (dag, items) = MicrobatchPeriodicity.BuildPart(candidate, cost, Derivations.DagFolding.Symmetric, BuiltMicrobatches);
+        return LowerBoundSeconds(dag, cost.Price(dag), st.Microbatches, items?.Select(i => (i.First, i.End)).ToArray());
     }
 
     /// <summary>
     /// The bound on a run of <paramref name="microbatches"/> microbatches from a DAG of <see cref="BuiltMicrobatches"/>
     /// (microbatch 1 stands for every middle one) with its priced <paramref name="durations"/>.
+    /// <para><paramref name="items"/>: the id ranges [First, End) of the pipeline items (one stage's forward or backward of
+    /// one microbatch, emitted as one contiguous run of operations), when the builder emitted them so. Inside an item a
+    /// stream's next operation b after a cannot start before a path from a reaches it: where b waits on a directly, or
+    /// through one operation p that waits on a (a GEMM, the tensor-parallel all-reduce p, the next GEMM), the stream
+    /// spends at least d(a) + d(p) from a's start to b's start instead of d(a). Streams run in id order, so these spans
+    /// add up along the stream; an item's operations and edges are the same for every middle microbatch, so the sums
+    /// extrapolate as the work does.</para>
     /// </summary>
-    public static double LowerBoundSeconds(OperatorDag dag, ReadOnlySpan<double> durations, int microbatches)
+    public static double LowerBoundSeconds(OperatorDag dag, double[] durations, int microbatches, IReadOnlyList<(int First, int End)>? items = null)
     {
         if (microbatches < BuiltMicrobatches) throw new ArgumentOutOfRangeException(nameof(microbatches), microbatches, $"the bound stands for at least {BuiltMicrobatches} microbatches");
         var n = dag.Count;
@@ -95,15 +102,41 @@ public static class SearchBound
         var end = new double[2 * gpus];
         Array.Fill(head, double.PositiveInfinity);
         Array.Fill(end, double.PositiveInfinity);
+        // The item each operation belongs to (-1: none), and each stream's previous operation.
+        var itemOf = new int[n];
+        Array.Fill(itemOf, -1);
+        if (items is not null)
+            for (var i = 0; i < items.Count; i++)
+                for (var op = items[i].First; op < items[i].End; op++) itemOf[op] = i;
+        var previous = new int[2 * gpus];
+        Array.Fill(previous, -1);
+        double Weight(int op) => dag.Microbatch(op) == 1 ? microbatches - 2 : 1;
+        // Least seconds from a's start to b's start along a path a -> b or a -> p -> b (0 when there is none).
+        double Reach(int a, int b)
+        {
+            var best = 0.0;
+            foreach (var p in dag.Predecessors(b))
+            {
+                if (p == a) best = Math.Max(best, durations[a]);
+                else if (p > a)
+                    foreach (var q in dag.Predecessors(p))
+                        if (q == a) { best = Math.Max(best, durations[a] + durations[p]); break; }
+            }
+            return best;
+        }
         void Occupy(int stream, int op, double seconds)
         {
             work[stream] += seconds;
             head[stream] = Math.Min(head[stream], before[op]);
             end[stream] = Math.Min(end[stream], after[op]);
+            var a = previous[stream];
+            if (a >= 0 && itemOf[a] >= 0 && itemOf[a] == itemOf[op])
+                work[stream] += Weight(a) * Math.Max(0, Reach(a, op) - durations[a]);
+            previous[stream] = op;
         }
         for (var op = 0; op < n; op++)
         {
-            var seconds = dag.Microbatch(op) == 1 ? (microbatches - 2) * durations[op] : durations[op];
+            var seconds = Weight(op) * durations[op];
             if (dag.Group(op) < 0) Occupy(dag.Gpu(op), op, seconds);
             // A send goes over its own link; without overlap it blocks its sender's compute stream.
             else if (dag.Kind(op).IsPointToPoint()) { if (blocking) Occupy(dag.Gpu(op), op, seconds); }

@@ -278,8 +278,7 @@ public static class StrategySearch
         // Lower bounds (SearchBound: a three-microbatch DAG each), where pruning may skip anything: a candidate whose bound
         // is above the k-th best total found so far cannot enter the top k.
         var bounds = new double[candidates.Count];
-        var round = Math.Max(options.Top, PruneRound);
-        if (options.Prune && valid.Length > round)
+        if (options.Prune && valid.Length > options.Top)
             Parallel.For(0, valid.Length, parallel, k =>
             {
                 var i = valid[k];
@@ -295,11 +294,12 @@ public static class StrategySearch
         var found = new List<double>();
         long pruned = 0;
         var workspaces = new ConcurrentBag<ScheduleWorkspace>();
-        for (var from = 0; from < byBound.Length; from += round)
+        // The first round holds k candidates (what it takes to have a threshold), the later ones PruneRound each.
+        for (int from = 0, size = options.Top; from < byBound.Length; from += size, size = PruneRound)
         {
             var threshold = options.Prune && found.Count >= options.Top ? found.Order().ElementAt(options.Top - 1) * (1 + PruneTolerance) : double.PositiveInfinity;
-            var order = byBound.Skip(from).Take(round).Where(i => !(bounds[i] > threshold)).OrderByDescending(i => estimates[i]).ToArray();
-            foreach (var i in byBound.Skip(from).Take(round))
+            var order = byBound.Skip(from).Take(size).Where(i => !(bounds[i] > threshold)).OrderByDescending(i => estimates[i]).ToArray();
+            foreach (var i in byBound.Skip(from).Take(size))
                 if (bounds[i] > threshold)
                 {
                     (reasons[i], totals[i]) = (Pruned, double.NaN);
@@ -371,8 +371,9 @@ public static class StrategySearch
     private static CriticalPathResult? Extrapolated(Scenario candidate, Costs.CostModel cost) =>
         MicrobatchPeriodicity.WhyNot(candidate) is null ? MicrobatchPeriodicity.TryEvaluate(candidate, cost, Derivations.DagFolding.Symmetric) : null;
 
-    /// <summary>Candidates evaluated between two updates of the pruning threshold (fixed, so that results do not depend on threads).</summary>
-    private const int PruneRound = 8;
+    /// <summary>Candidates evaluated between two updates of the pruning threshold after the first k (fixed, so that results
+    /// do not depend on threads; a multiple of this machine's two cores).</summary>
+    private const int PruneRound = 4;
 
     /// <summary>Relative margin above the k-th best total before a bound prunes (a pruned candidate is strictly slower).</summary>
     private const double PruneTolerance = 1e-9;
