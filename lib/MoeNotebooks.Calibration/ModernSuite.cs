@@ -125,8 +125,15 @@ public sealed record ModernRowModel(ModernScenario Scenario, IReadOnlyDictionary
         var p = step.Parts;
         return f.Gemm * (k.Dense * p.DenseGemm + k.Logits * p.Logits) + f.GroupedGemm * k.Expert * p.ExpertGemm + f.Attention * k.Attention * p.Attention
             + f.MemoryBound * (p.Elementwise + k.ExtraMemorySeconds) + f.AllToAll * p.AllToAll + p.OtherCommunication + f.Ssd * p.Ssd + k.TensorParallelExposed * p.TensorParallel
-            + f.DataParallelExposed * step.DataParallelSeconds + k.HostOverheadShare * f.OverheadMicroseconds * 1e-6 * step.LayerMicrobatches
+            + f.DataParallelExposed * step.DataParallelSeconds + FrameworkOverheadSeconds(f, rung)
             + ExposedLaunchSeconds(f, rung) + ExposedOffloadSeconds(f, rung);
+    }
+
+    /// <summary>The fitted per-layer-microbatch framework overhead on the critical path, none under a full-iteration CUDA graph (<see cref="PartFactors.HostOverheadShare"/>).</summary>
+    public double FrameworkOverheadSeconds(GenerationFit f, ModernRung rung = ModernRung.Launch)
+    {
+        var (step, k) = Steps[rung];
+        return k.HostOverheadShare * f.OverheadMicroseconds * 1e-6 * step.LayerMicrobatches;
     }
 
     /// <summary>
@@ -179,7 +186,7 @@ public sealed record ModernRowModel(ModernScenario Scenario, IReadOnlyDictionary
             ["all-to-all exposed"] = f.AllToAll * p.AllToAll,
             ["other communication"] = p.OtherCommunication + k.TensorParallelExposed * p.TensorParallel,
             ["DP sync exposed"] = f.DataParallelExposed * step.DataParallelSeconds,
-            ["framework overhead"] = k.HostOverheadShare * f.OverheadMicroseconds * 1e-6 * step.LayerMicrobatches,
+            ["framework overhead"] = FrameworkOverheadSeconds(f),
             ["expert launches exposed"] = ExposedLaunchSeconds(f),
             ["CPU offload exposed"] = ExposedOffloadSeconds(f),
         };

@@ -19,7 +19,8 @@ namespace MoeNotebooks.Analysis;
 /// operations and their edges among themselves alike for every middle microbatch (0 &lt; j &lt; m - 1); only the first
 /// (the FP8 weight casts, the gradient reset) and the last (gradient synchronisation triggered after it) differ. With the
 /// three-microbatch DAG's microbatches 0, 1 and 2 standing for the first, every middle one and the last,
-/// W_g(m) = W_g(0) + (m - 2) W_g(1) + W_g(2), and head and tail are minima over the same operations.</para>
+/// W_S(m) = W_S(0) + (m - 2) W_S(1) + W_S(2), and head and tail are minima over the same operations. (Under
+/// --overlap-param-gather only the first microbatch's forward gathers, which the built first microbatch holds.)</para>
 /// <para>Where that likeness is not what the builder does, no bound is given (0): fewer than four microbatches (nothing to
 /// gain), zero-bubble W deferral and DualPipe (a microbatch's weight gradients move with the schedule), the MoE
 /// all-to-all overlap (operations of two microbatches merged in pairs), ZeRO-3 / FSDP parameter gathers (shared by the
@@ -40,12 +41,6 @@ public static class SearchBound
         if (st.ZeroStage >= 3) return "parameter gathers are shared by the microbatches of a layer";
         return null;
     }
-
-    /// <summary>Operations the bound builds (estimated), 0 when none is given.</summary>
-    public static double EstimateOperations(Scenario candidate, Derivations.DagFolding folding) =>
-        WhyNot(candidate.Strategy) is null
-            ? Derivations.DagFactory.EstimateOperations(candidate.Model, candidate.Strategy with { Microbatches = BuiltMicrobatches }, folding)
-            : 0;
 
     /// <summary>
     /// The lower bound in seconds on <paramref name="candidate"/>'s step under <paramref name="cost"/> (the candidate's own
