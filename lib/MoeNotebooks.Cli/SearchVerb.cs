@@ -28,12 +28,7 @@ public static class SearchVerb
         var mbsText = options.Option("--micro-batch-size", "");
         var pruneText = options.Option("--prune", "true");
         options.Finish();
-        var prune = pruneText switch
-        {
-            "true" => true,
-            "false" => false,
-            _ => throw new UsageException($"--prune {Cli.Shown(pruneText)}: must be true or false"),
-        };
+        var prune = SweepVerb.ParseBool("--prune", pruneText);
         IReadOnlyList<bool>? recompute = rcText switch
         {
             "" => null,

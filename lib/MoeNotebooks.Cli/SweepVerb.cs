@@ -17,12 +17,7 @@ public static class SweepVerb
         var defaultOut = DefaultOut(path);
         var outPath = options.Option("--out", defaultOut);
         var threads = ParseInt("--threads", options.Option("--threads", "0"), 0, 1024);
-        var breakdown = options.Option("--breakdown", "true") switch
-        {
-            "true" => true,
-            "false" => false,
-            var v => throw new UsageException($"--breakdown = {Cli.Shown(v)}: must be true or false"),
-        };
+        var breakdown = ParseBool("--breakdown", options.Option("--breakdown", "true"));
         options.Finish();
         var sweep = Sweep.Load(path);
         var sweepOptions = new SweepOptions(threads, Breakdown: breakdown);
@@ -86,6 +81,13 @@ public static class SweepVerb
         var root = MoeNotebooks.Costs.CalibrationData.RepositoryRoot(Environment.CurrentDirectory);
         return root is null ? "-" : Path.Combine(root, "artifacts", "sweeps", Path.GetFileNameWithoutExtension(gridPath) + ".csv");
     }
+
+    internal static bool ParseBool(string name, string text) => text switch
+    {
+        "true" => true,
+        "false" => false,
+        _ => throw new UsageException($"{name} = {Cli.Shown(text)}: must be true or false"),
+    };
 
     internal static int ParseInt(string name, string text, int min, int max = int.MaxValue) =>
         int.TryParse(text, NumberStyles.Integer, CultureInfo.InvariantCulture, out var v) && v >= min && v <= max

@@ -14,7 +14,6 @@ public class SearchBoundPropertyTests
     [Fact]
     public void The_bound_is_at_most_the_whole_dags_total_and_not_vacuous()
     {
-        long bounded = 0, tight = 0;
         var ratios = new List<double>();
         Property.Check(PeriodicFoldingPropertyTests.Cases, s =>
         {
@@ -23,16 +22,15 @@ public class SearchBoundPropertyTests
             var bound = SearchBound.LowerBoundSeconds(s, cost);
             var total = s.BuildDag(DagFolding.None).CriticalPath(cost).TotalSeconds;
             Assert.True(bound <= total * (1 + 1e-12), $"bound {bound:R} s above the whole DAG's {total:R} s for {s.Strategy}");
-            bounded++;
             ratios.Add(bound / total);
-            if (bound >= 0.5 * total) tight++;
         }, count: Math.Min(Property.Iterations, 4_000));
-        ratios.Sort();
-        Console.WriteLine($"ratios: min {ratios[0]:F3} q25 {ratios[ratios.Count / 4]:F3} median {ratios[ratios.Count / 2]:F3} q75 {ratios[3 * ratios.Count / 4]:F3} max {ratios[^1]:F6}");
-        // Not vacuous: the bound is given for many cases and is at least half the step for most of those (measured at
-        // 1,000 cases: 351 bounded, median bound / step 0.98).
+        // Not vacuous: the bound is given for many cases and is at least half the step for most of those (measured,
+        // 4,000 cases at seeds 1-5: 1,388 bounded at seed 1, median bound / step 0.987-0.991).
+        var bounded = ratios.Count;
+        var tight = ratios.Count(r => r >= 0.5);
         Assert.True(bounded > 100, $"only {bounded} cases bounded");
         Assert.True(tight > bounded / 2, $"{tight} of {bounded} bounds are at least half the step");
-        Console.WriteLine($"search bound: {bounded} cases bounded, {tight} within a factor 2 of the step");
+        ratios.Sort();
+        Console.WriteLine($"search bound: {bounded} cases bounded, {tight} within a factor 2 of the step; bound / step min {ratios[0]:F3} q25 {ratios[bounded / 4]:F3} median {ratios[bounded / 2]:F3} q75 {ratios[3 * bounded / 4]:F3} max {ratios[^1]:F6}");
     }
 }

@@ -292,6 +292,7 @@ public static class StrategySearch
         // most expensive first, so that the cores finish together.
         var byBound = valid.OrderBy(i => bounds[i]).ThenBy(i => i).ToArray();
         var found = new List<double>();
+        var skipped = new bool[candidates.Count];
         long pruned = 0;
         var workspaces = new ConcurrentBag<ScheduleWorkspace>();
         // The first round holds k candidates (what it takes to have a threshold), the later ones PruneRound each.
@@ -302,7 +303,7 @@ public static class StrategySearch
             foreach (var i in byBound.Skip(from).Take(size))
                 if (bounds[i] > threshold)
                 {
-                    (reasons[i], totals[i]) = (Pruned, double.NaN);
+                    skipped[i] = true;
                     pruned++;
                     var d = Interlocked.Increment(ref done);
                     progress?.Report(new SweepProgress(d, candidates.Count, Interlocked.Read(ref rejected), clock.Elapsed));
@@ -310,8 +311,7 @@ public static class StrategySearch
             EvaluateAll(order);
             foreach (var i in order) if (reasons[i] is null) found.Add(totals[i]);
         }
-        // Pruned candidates are valid: counted as evaluated (settled by their bound), not as rejected.
-        foreach (var i in valid) if (ReferenceEquals(reasons[i], Pruned)) reasons[i] = null;
+        // Skipped candidates stay valid (no reason): counted as evaluated, settled by their bound, not as rejected.
 
         void EvaluateAll(int[] order) =>
         Parallel.For(0, order.Length, parallel, () => workspaces.TryTake(out var w) ? w : new ScheduleWorkspace(), (k, _, workspace) =>
@@ -349,7 +349,7 @@ public static class StrategySearch
         if (denseEp > 0) byReason[DenseEp] = byReason.GetValueOrDefault(DenseEp) + denseEp;
         // Fastest first; ties keep candidate order, so the result does not depend on threads.
         var best = Enumerable.Range(0, candidates.Count)
-            .Where(i => reasons[i] is null && !double.IsNaN(totals[i]))
+            .Where(i => reasons[i] is null && !skipped[i])
             .OrderBy(i => totals[i]).ThenBy(i => i)
             .Take(options.Top)
             .Select(i =>
@@ -377,9 +377,6 @@ public static class StrategySearch
 
     /// <summary>Relative margin above the k-th best total before a bound prunes (a pruned candidate is strictly slower).</summary>
     private const double PruneTolerance = 1e-9;
-
-    /// <summary>Marks a candidate skipped by its bound while the search runs (reset to valid before the result).</summary>
-    private static readonly string Pruned = new("pruned");
 
     private const string DenseEp = "strategy.ep: must be 1 for a dense model (model.experts = 0)";
 
