@@ -49,11 +49,13 @@ public sealed record BridgeLaunch(
     /// <summary>The overlap option the strategy gets.</summary>
     public MoeAllToAllOverlap Overlap => MoeA2aOverlap ? MoeAllToAllOverlap.OneFOneB : MoeAllToAllOverlap.None;
 
+    /// <summary>The launch's <c>recompute_modules</c> as the core's selective recomputation (<see cref="StrategySpec.RecomputeModules"/>).</summary>
+    public MoeNotebooks.Config.RecomputeModules Recomputes => RecomputeModules is { Count: > 0 } rm ? RecomputeModulesText.Parse($"{Config}.recompute_modules", rm) : MoeNotebooks.Config.RecomputeModules.None;
+
     /// <summary>Settings the core cannot express, as one line each (listed, not priced).</summary>
     public IReadOnlyList<string> Unexpressed()
     {
         var list = new List<string>();
-        if (RecomputeModules is { Count: > 0 } rm) list.Add($"selective recompute of {string.Join(", ", rm)} (the core has whole-layer recompute only)");
         // A full-iteration graph is priced (no expert launches exposed and no per-layer framework overhead:
         // PartFactors.ExpertLaunches, PartFactors.HostOverheadShare); scoped graphs capture
         // attention, router and preprocessing but not the experts, whose launches stay priced as exposed.
@@ -66,6 +68,7 @@ public sealed record BridgeLaunch(
     public string Describe() =>
         $"{Config}: a2a overlap {(MoeA2aOverlap ? "1f1b" : "off")}, dispatcher {JsonObjectReader.Kebab(Dispatcher.ToString())} -> {JsonObjectReader.Kebab(AllToAll.ToString())}"
         + (CutedslFusedGroupedMlp ? ", CuTe DSL fused grouped MLP" : "")
+        + (RecomputeModules is { Count: > 0 } rm ? $", selective recompute of {string.Join(", ", rm)}" : "")
         + (Unexpressed() is { Count: > 0 } u ? "; not priced: " + string.Join("; ", u) : "") + $" ({Source})";
 }
 

@@ -360,6 +360,8 @@ public sealed class ModernPredictor
             ContextParallelSize = s.Run.CP,
             Mode = WorkloadMode.Training,
             Recompute = s.Run.Recompute,
+            // The launch's selective recomputation (recompute_modules), unless the row recomputes whole layers.
+            RecomputeModules = s.Run.Recompute ? RecomputeModules.None : s.Launch?.Recomputes ?? RecomputeModules.None,
             Schedule = PipelineSchedule.OneFOneB,
             RankOrder = "tp-ep-dp-pp",
             MoeAllToAllOverlap = overlap,

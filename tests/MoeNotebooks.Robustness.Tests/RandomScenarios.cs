@@ -30,6 +30,9 @@ public sealed record RandomCase(
     public MoeAllToAllOverlap AllToAllOverlap { get; init; }
     public int? DeepEpSms { get; init; }
 
+    /// <summary>Megatron-Core's selective recomputation (<c>--recompute-modules</c>), training without full recompute only.</summary>
+    public RecomputeModules RecomputeModules { get; init; }
+
     /// <summary>NVLink ports contended in the scheduler (<c>costModel.nvlinkContention</c>).</summary>
     public bool NvlinkContention { get; init; }
     /// <summary>A hybrid layer pattern (Megatron --hybrid-override-pattern: M, *, -, E; one 'E' at least) with its Mamba-2 sizes; null: attention + FFN layers.</summary>
@@ -45,7 +48,8 @@ public sealed record RandomCase(
         $"{Mode} {Schedule}{(Recompute ? " recompute" : "")}{(Zipf > 0 ? $" zipf {Zipf}" : "")} {Kernel}{(Overlap ? "" : " blocking")}{(ScatterGather ? " scatter-gather" : "")}" +
         $"{(DistributedOptimizer ? " dist-opt" : "")}{(OverlapGradReduce ? "" : " no-grad-overlap")}{(FirstStageLayers is { } f ? $" first-stage {f}" : "")}" +
         $"{(HybridPattern is { } p ? $" hybrid {p} mamba {MambaHeads}x{MambaHeadDim} N {MambaState} Q {MambaChunk}" : "")}" +
-        $"{(AllToAllOverlap != MoeAllToAllOverlap.None ? $" a2a {AllToAllOverlap}" : "")}{(DeepEpSms is { } sms ? $" deep-ep-normal {sms} SMs" : "")}{(OverlapParamGather ? " param-gather-overlap" : "")}{(NvlinkContention ? " nvlink-ports" : "")}");
+        $"{(AllToAllOverlap != MoeAllToAllOverlap.None ? $" a2a {AllToAllOverlap}" : "")}{(DeepEpSms is { } sms ? $" deep-ep-normal {sms} SMs" : "")}{(OverlapParamGather ? " param-gather-overlap" : "")}{(NvlinkContention ? " nvlink-ports" : "")}" +
+        $"{(RecomputeModules != RecomputeModules.None ? $" recompute-modules {string.Join(",", RecomputeModules.MegatronNames())}" : "")}");
 
     private ModelSpec Plain => new("random", Layers, HiddenSize, Heads, Ffn, Experts, TopK, Batch, Sequence, ModelSpec.DtypeBytes[Dtype], Dtype)
     {
@@ -63,7 +67,7 @@ public sealed record RandomCase(
 
     public StrategySpec Strategy => new(EP, TP, PP, DP, Derivation, Microbatches) { Mode = Mode, Schedule = Schedule, Recompute = Recompute, AttentionKernel = Kernel, OverlapCommunication = Overlap, ScatterGather = ScatterGather,
         UseDistributedOptimizer = DistributedOptimizer, OverlapGradReduce = OverlapGradReduce, DecoderFirstPipelineNumLayers = FirstStageLayers, MoeAllToAllOverlap = AllToAllOverlap,
-        OverlapParamGather = OverlapParamGather };
+        OverlapParamGather = OverlapParamGather, RecomputeModules = RecomputeModules };
 
     public HardwareSpec Hardware => HardwareCatalog.Get(Preset) with { GpuCount = Gpus, GpusPerNode = GpusPerNode };
 
@@ -79,6 +83,7 @@ public sealed record RandomCase(
         $", \"attentionKernel\": \"{JsonObjectReader.Kebab(Kernel.ToString())}\", \"overlap\": {(Overlap ? "true" : "false")}, \"scatterGather\": {(ScatterGather ? "true" : "false")}" +
         $", \"useDistributedOptimizer\": {(DistributedOptimizer ? "true" : "false")}, \"overlapGradReduce\": {(OverlapGradReduce ? "true" : "false")}" +
         (OverlapParamGather ? ", \"overlapParamGather\": true" : "") +
+        (RecomputeModules == RecomputeModules.None ? "" : $", \"recomputeModules\": [{string.Join(", ", RecomputeModules.MegatronNames().Select(n => $"\"{n}\""))}]") +
         (FirstStageLayers is { } f ? string.Create(CultureInfo.InvariantCulture, $", \"decoderFirstPipelineNumLayers\": {f}") : "") +
         (AllToAllOverlap == MoeAllToAllOverlap.None ? "" : $", \"moeAllToAllOverlap\": \"{(AllToAllOverlap == MoeAllToAllOverlap.OneFOneB ? "1f1b" : "deep-ep")}\"");
 
@@ -180,6 +185,16 @@ public static class RandomScenarios
             MambaState = hybrid.State,
             MambaChunk = hybrid.Chunk,
         };
+
+    /// <summary>
+    /// Selective recomputation cases: training cases of the corrected stream without full recomputation, with a random
+    /// non-empty set of Megatron's recompute modules. Its own stream, so the shared stream's cases stay as they were.
+    /// </summary>
+    public static Gen<RandomCase> SelectiveRecomputes() =>
+        from c in Corrected(false)
+        where c.Mode == WorkloadMode.Training && !c.Recompute
+        from modules in Gen.Int[1, 127]
+        select c with { RecomputeModules = (RecomputeModules)modules };
 
     /// <summary>
     /// A hybrid pattern (three draws in four; null otherwise): a pattern of the case's layer count over M, *, -, E with one position forced to 'E'

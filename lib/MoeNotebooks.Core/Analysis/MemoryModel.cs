@@ -179,6 +179,34 @@ public static class MemoryModel
         var ffnActs = model.IsDense
             ? e * tokens * (2 * h / sp + intermediates * ffnShard)
             : e * tokens * 2 * h / sp + 4 * tokens / sp * model.Experts + e * expertTokens * (model.ExpertInputWidth + intermediates * expertFfnShard) + e * tokens * intermediates * sharedShard;
+        // Selective recomputation (strategy.recomputeModules): what each listed module no longer keeps per layer and microbatch.
+        if (!seed && training && st.RecomputeModules != RecomputeModules.None)
+        {
+            bool R(RecomputeModules m) => (st.RecomputeModules & m) != 0;
+            // layernorm: the norm output the following GEMM saved (one of the 2 h per norm above).
+            if (R(RecomputeModules.Layernorm)) { attentionActs -= e * tokens * h / sp; ffnActs -= e * tokens * h / sp; }
+            // core_attn: the materialized scores (a fused kernel keeps nothing beyond Q, K, V and O, saved anyway).
+            if (R(RecomputeModules.CoreAttn) && st.AttentionKernel != AttentionKernel.Fused)
+                attentionActs -= (st.AttentionKernel == AttentionKernel.MaterializedDropout ? 2 * e + 1 : e) * scoresPerLayer;
+            // mla_up_proj: the up-projected Q, K and V per head.
+            if (R(RecomputeModules.MlaUpProj) && model.Mla is { } m) attentionActs -= e * tokens * headsPerRank * (2 * m.QkHeadDim + m.VHeadDim);
+            if (model.IsDense)
+            {
+                // mlp: the FFN keeps only its input.
+                if (R(RecomputeModules.Mlp)) ffnActs -= e * tokens * intermediates * ffnShard;
+            }
+            else if (R(RecomputeModules.Moe))
+            {
+                // moe: the MoE layer keeps only its input (and the norm's, above).
+                ffnActs = e * tokens * (R(RecomputeModules.Layernorm) ? 1 : 2) * h / sp;
+            }
+            else
+            {
+                // moe_act: the experts' activation output; shared_experts: the shared experts' intermediates.
+                if (R(RecomputeModules.MoeAct)) ffnActs -= e * expertTokens * expertFfnShard;
+                if (R(RecomputeModules.SharedExperts)) ffnActs -= e * tokens * intermediates * sharedShard;
+            }
+        }
         var perLayer = attentionActs + ffnActs;
         if (model.IsHybrid && !seed)
         {
@@ -189,6 +217,8 @@ public static class MemoryModel
             var mambaActs = e * tokens * (2 * h / sp + (model.MambaInProjWidth + model.MambaConvDim + 2 * model.MambaInner) / mambaTp)
                             + 4 * Math.Ceiling(tokens / model.MambaChunkSize) * model.MambaHeads / mambaTp * model.MambaHeadDim * model.MambaStateDim;
             var denseActs = e * tokens * (2 * h / sp + intermediates * ffnShard);
+            if (training && (st.RecomputeModules & RecomputeModules.Layernorm) != 0) { mambaActs -= e * tokens * h / sp; denseActs -= e * tokens * h / sp; }
+            if (training && (st.RecomputeModules & RecomputeModules.Mlp) != 0) denseActs -= e * tokens * intermediates * ffnShard;
             perLayer = Enumerable.Range(0, model.Layers).Average(l => model.LayerKindOf(l) switch
             {
                 HybridLayerKind.Mamba => mambaActs,

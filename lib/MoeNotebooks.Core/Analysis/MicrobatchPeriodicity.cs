@@ -101,7 +101,7 @@ public static class MicrobatchPeriodicity
         var known = st with
         {
             EP = 1, TP = 1, PP = 1, DP = 1, Microbatches = 1, Mode = WorkloadMode.Inference, Schedule = PipelineSchedule.OneFOneB,
-            Recompute = false, ZeroStage = 0, OverlapCommunication = true, AllToAllChunks = 1, Attention = AttentionPlacement.DataParallel,
+            Recompute = false, RecomputeModules = RecomputeModules.None, ZeroStage = 0, OverlapCommunication = true, AllToAllChunks = 1, Attention = AttentionPlacement.DataParallel,
             ScatterGather = false, AttentionKernel = AttentionKernel.Fused, RankOrder = "tp-ep-pp-dp", SequenceParallel = false,
             UseDistributedOptimizer = false, OverlapGradReduce = true, DecoderFirstPipelineNumLayers = null, DecoderLastPipelineNumLayers = null,
         };

@@ -100,6 +100,7 @@ public sealed record MegatronImportResult(
         if (st.OverlapGradReduce) Flag("overlap-grad-reduce");
         if (st.OverlapParamGather) Flag("overlap-param-gather");
         if (st.Recompute) { Flag("recompute-granularity", "full"); Flag("recompute-method", "uniform"); Flag("recompute-num-layers", 1); }
+        if (st.RecomputeModules != RecomputeModules.None) { Flag("recompute-granularity", "selective"); Flag("recompute-modules", string.Join(" ", st.RecomputeModules.MegatronNames())); }
         if (st.DecoderFirstPipelineNumLayers is { } f) Flag("decoder-first-pipeline-num-layers", f);
         if (st.DecoderLastPipelineNumLayers is { } l) Flag("decoder-last-pipeline-num-layers", l);
         if (st.MoeAllToAllOverlap == MoeAllToAllOverlap.DeepEp) { Flag("moe-token-dispatcher-type", "flex"); Flag("moe-enable-deepep"); }
@@ -146,7 +147,7 @@ public static class MegatronImport
     private static readonly Dictionary<string, string> NotModelledReasons = new(StringComparer.Ordinal)
     {
         ["moe-layer-freq"] = "only the first-k-dense pattern ([0]*k+[1]*n, or 1) is in the model description; other MoE layer patterns are priced as every layer MoE",
-        ["recompute-granularity"] = "only full recomputation is modelled; selective recomputation is priced as no recomputation",
+        ["recompute-granularity"] = "must be full or selective",
         ["moe-expert-capacity-factor"] = "read as dropless: set model.routing.capacityFactor by hand",
         ["tp-comm-overlap"] = "TP communication overlap with GEMMs is not modelled",
         ["normalization"] = "RMSNorm and LayerNorm are priced alike (memory-bound elementwise)",
@@ -175,6 +176,9 @@ public static class MegatronImport
             else if (!Switches.Contains(name) && i + 1 < tokens.Count && !tokens[i + 1].StartsWith("--", StringComparison.Ordinal))
             {
                 value = tokens[++i];
+                // --recompute-modules takes a list of module names (nargs '*').
+                while (name == "recompute-modules" && i + 1 < tokens.Count && !tokens[i + 1].StartsWith("--", StringComparison.Ordinal))
+                    value += " " + tokens[++i];
                 // Multi-valued flags (--split a,b,c is one token; --rampup-batch-size 16 16 5859375 is three).
                 while (i + 1 < tokens.Count && !tokens[i + 1].StartsWith("--", StringComparison.Ordinal) && LooksNumeric(tokens[i + 1]) && LooksNumeric(value))
                     value += " " + tokens[++i];
@@ -317,10 +321,18 @@ public static class MegatronImport
         var microbatches = checked((int)(gbs / (mbs * dataParallel)));
 
         var recompute = false;
+        var recomputeModules = RecomputeModules.None;
         if (byName.TryGetValue("recompute-granularity", out var granularity))
         {
             used.Add(("--recompute-granularity", granularity));
             if (granularity == "full") recompute = true;
+            else if (granularity == "selective")
+            {
+                // Megatron's default list is ["core_attn"] (TransformerConfig.recompute_modules).
+                var names = byName.TryGetValue("recompute-modules", out var list) ? (list ?? "").Split(' ', StringSplitOptions.RemoveEmptyEntries) : ["core_attn"];
+                if (list is not null) used.Add(("--recompute-modules", list));
+                recomputeModules = RecomputeModulesText.Parse("--recompute-modules", names);
+            }
             else notModelled.Add(("--recompute-granularity", $"{granularity}: {NotModelledReasons["recompute-granularity"]}"));
             foreach (var f in new[] { "recompute-method", "recompute-num-layers" })
                 if (byName.TryGetValue(f, out var v))
@@ -343,6 +355,7 @@ public static class MegatronImport
             Schedule = vp > 1 ? PipelineSchedule.Interleaved : PipelineSchedule.OneFOneB,
             VirtualStages = vp,
             Recompute = recompute,
+            RecomputeModules = recomputeModules,
             ExpertTensorParallelSize = etp,
             ContextParallelSize = cp,
             SequenceParallel = Switch("sequence-parallel"),

@@ -150,9 +150,13 @@ internal sealed partial class AttentionBlock
             var (gpus, _, _) = sites[r];
             var last = lasts[r];
             c.Elementwise(sites[r], c.SequenceShard(3 * c.ActivationBytes), 1, last);
+            c.RecomputeNorm(sites[r], last);
             if (c.SequenceParallel) c.TensorGroupCollective(gpus, OpKind.SequenceAllGather, c.ActivationBytes, layer, mb, last);
             for (var li = 0; li < gpus.Length; li++)
+            {
+                last[li] = RecomputeMlaUp(c, gpus[li], layer, mb, last[li]);
                 dOut[r * ring.PerSite + li] = c.LinearBackward(OpKind.OutputProjection, gpus[li], Output(c), layer, [last[li]], -1, mb);
+            }
         }
         var kvBytes = RingBlockBytes(c);
         var held = new int[n][];

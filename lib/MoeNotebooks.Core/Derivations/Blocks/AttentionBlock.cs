@@ -86,21 +86,53 @@ internal sealed partial class AttentionBlock : ILayerBlock
         return c.LinearBackward(OpKind.VProjection, g, KvShape(c), layer, [dq, dk], -1, mb);
     }
 
+    /// <summary>
+    /// Selective recomputation of multi-head latent attention's up-projections (<c>mla_up_proj</c>): q_up and kv_up run
+    /// again before the attention's backward needs their outputs (the core's Q, K and V); returns the last of them.
+    /// <paramref name="dep"/> when not listed or the model has no MLA.
+    /// </summary>
+    private static int RecomputeMlaUp(LayerContext c, int g, int layer, int mb, int dep) =>
+        c.M.Mla is not null && c.Recomputes(Config.RecomputeModules.MlaUpProj) ? c.InRecompute(() => MlaProjections.RecomputeUp(c, g, layer, mb, dep)) : dep;
+
+    /// <summary>
+    /// Selective recomputation of the attention core (<c>core_attn</c>): every head's score and value products (and the
+    /// softmax pass over materialized scores) run again before the output projection's backward; returns their join.
+    /// <paramref name="dep"/> when not listed.
+    /// </summary>
+    private static int RecomputeCore(LayerContext c, int g, int layer, int mb, int rankInAttention, int dep)
+    {
+        if (!c.Recomputes(Config.RecomputeModules.CoreAttn)) return dep;
+        return c.InRecompute(() =>
+        {
+            var b = c.B;
+            var scores = new int[c.HeadsPerRank];
+            for (var hr = 0; hr < c.HeadsPerRank; hr++)
+                scores[hr] = b.AddMatmul(OpKind.AttentionScore, g, Score(c, layer), layer, LayerContext.Deps(dep), rankInAttention * c.HeadsPerRank + hr, mb);
+            var softmax = c.ScoreBytes.Forward > 0 ? b.AddElementwise(g, c.ScoreBytes.Forward, layer, scores, index: OpKindExtensions.AttentionSoftmaxRole, microbatch: mb) : -1;
+            var heads = new int[c.HeadsPerRank];
+            for (var hr = 0; hr < c.HeadsPerRank; hr++)
+                heads[hr] = b.AddMatmul(OpKind.AttentionValue, g, Value(c, layer), layer, softmax >= 0 ? [softmax] : [scores[hr]], rankInAttention * c.HeadsPerRank + hr, mb);
+            return heads.Length == 1 ? heads[0] : b.AddElementwise(g, 0, layer, heads, index: 3, microbatch: mb);
+        });
+    }
+
     private static void Backward(LayerContext c, LayerSite site, int[] last)
     {
         var b = c.B;
         var (gpus, layer, mb) = site;
         b.Phase = OpPhase.BackwardData;
         c.Elementwise(site, c.SequenceShard(3 * c.ActivationBytes), 1, last);
+        c.RecomputeNorm(site, last);
         // Sequence parallelism: the conjugate of the forward reduce-scatter gathers the output gradient's tokens.
         if (c.SequenceParallel) c.TensorGroupCollective(gpus, OpKind.SequenceAllGather, c.ActivationBytes, layer, mb, last);
         for (var li = 0; li < gpus.Length; li++)
         {
             if (c.SkipFoldedRank(gpus, li, last)) continue;
             var g = gpus[li];
+            var rankInAttention = c.AttentionDp ? li % c.St.TP : li;
+            last[li] = RecomputeCore(c, g, layer, mb, rankInAttention, RecomputeMlaUp(c, g, layer, mb, last[li]));
             var o = c.LinearBackward(OpKind.OutputProjection, g, Output(c), layer, [last[li]], -1, mb);
             var heads = new int[c.HeadsPerRank];
-            var rankInAttention = c.AttentionDp ? li % c.St.TP : li;
             var dProbs = new int[c.HeadsPerRank];
             for (var hr = 0; hr < c.HeadsPerRank; hr++)
                 dProbs[hr] = c.Backward(OpKind.AttentionValue, g, Value(c, layer), layer, [o], rankInAttention * c.HeadsPerRank + hr, mb);

@@ -10,7 +10,10 @@ internal sealed class DenseFfnBlock : ILayerBlock
 {
     public static DenseFfnBlock Instance { get; } = new();
 
-    public void Emit(LayerContext c, BlockPass pass, LayerSite site, int[] last)
+    public void Emit(LayerContext c, BlockPass pass, LayerSite site, int[] last) => Emit(c, pass, site, last, residual: true);
+
+    /// <param name="residual">Emit the forward's residual add (false: the MLP alone, as <c>mlp</c> recomputation reruns it).</param>
+    private static void Emit(LayerContext c, BlockPass pass, LayerSite site, int[] last, bool residual)
     {
         var b = c.B;
         var (gpus, layer, mb) = site;
@@ -20,6 +23,10 @@ internal sealed class DenseFfnBlock : ILayerBlock
         {
             b.Phase = OpPhase.BackwardData;
             c.Elementwise(site, c.SequenceShard(3 * c.ActivationBytes), 2, last);
+            // Selective recomputation: the pre-MLP norm (layernorm) and the MLP's forward (mlp) again, then its backward.
+            c.RecomputeNorm(site, last);
+            if (c.Recomputes(Config.RecomputeModules.Mlp)) c.InRecompute(() => { Emit(c, BlockPass.Recompute, site, last, residual: false); return 0; });
+            b.Phase = OpPhase.BackwardData;
         }
         // Sequence parallelism: all-gather the tokens before the column-parallel up projection (forward) or the
         // row-parallel down projection's backward (the conjugate of the forward reduce-scatter).
@@ -37,7 +44,7 @@ internal sealed class DenseFfnBlock : ILayerBlock
         }
         if (c.SequenceParallel) c.TensorGroupCollective(gpus, OpKind.SequenceReduceScatter, c.ActivationBytes, layer, mb, last);
         else if (c.St.TP > 1) c.TensorGroupCollective(gpus, OpKind.ExpertAllReduce, c.ActivationBytes, layer, mb, last);
-        if (pass != BlockPass.Backward) c.Elementwise(site, c.SequenceShard(3 * c.ActivationBytes), 2, last);   // residual add
+        if (pass != BlockPass.Backward && residual) c.Elementwise(site, c.SequenceShard(3 * c.ActivationBytes), 2, last);   // residual add
     }
 }
 
@@ -80,8 +87,17 @@ internal static class FfnGemms
         return c.LinearForward(downKind, g, Down(c, m, f, width), layer, [c.QuantizeInput(g, m * f, layer, act, mb)], index, mb, pass);
     }
 
-    public static int Backward(LayerContext c, int g, OpKind upKind, OpKind downKind, long m, long f, int layer, int dep, int index, int mb, bool activation = true, long? width = null)
+    /// <param name="recomputeActivation">Selective recomputation of the activation (<c>moe_act</c>): its forward (and the
+    /// clamp's) runs again before the down projection's backward, whose weight gradient needs the activation output.</param>
+    public static int Backward(LayerContext c, int g, OpKind upKind, OpKind downKind, long m, long f, int layer, int dep, int index, int mb, bool activation = true, long? width = null, bool recomputeActivation = false)
     {
+        if (activation && recomputeActivation)
+            dep = c.InRecompute(() =>
+            {
+                var clampBytes = ActivationClampBytes(c, upKind, m, f, false);
+                var clamped = clampBytes > 0 ? c.B.AddElementwise(g, clampBytes, layer, LayerContext.Deps(dep), index: OpKindExtensions.ActivationClampRole, microbatch: mb) : dep;
+                return c.B.AddElementwise(g, ActivationBytes(c, m, f, false), layer, LayerContext.Deps(clamped), index: 7, microbatch: mb);
+            });
         var down = c.LinearBackward(downKind, g, Down(c, m, f, width), layer, LayerContext.Deps(dep), index, mb);
         var act = activation ? c.B.AddElementwise(g, ActivationBytes(c, m, f, true), layer, [down], index: 7, microbatch: mb) : down;
         var clampBytes = activation ? ActivationClampBytes(c, upKind, m, f, true) : 0;

@@ -225,6 +225,32 @@ internal sealed partial class LayerContext
     /// <summary>Bytes of an elementwise pass over the block's [tokens, H] activations: 1/TP of them under sequence parallelism.</summary>
     public long SequenceShard(long bytes) => SequenceParallel ? bytes / St.TP : bytes;
 
+    /// <summary>Whether selective recomputation (<see cref="StrategySpec.RecomputeModules"/>) lists <paramref name="module"/> in a training run.</summary>
+    public bool Recomputes(RecomputeModules module) => Training && (St.RecomputeModules & module) != 0;
+
+    /// <summary>
+    /// Runs <paramref name="emit"/> with the builder in the recompute phase, then restores the phase: the operations a
+    /// selectively recomputed module emits inside a backward.
+    /// </summary>
+    public T InRecompute<T>(Func<T> emit)
+    {
+        var phase = B.Phase;
+        B.Phase = OpPhase.Recompute;
+        try { return emit(); }
+        finally { B.Phase = phase; }
+    }
+
+    /// <summary>
+    /// Selective recomputation of a pre-norm (<c>layernorm</c>): at the start of its block's backward, the norm over the
+    /// block's input runs again (reads and writes [T, H]; 1/TP of the tokens under sequence parallelism), because
+    /// the GEMMs' weight gradients need its output, which the forward did not keep. Nothing unless listed.
+    /// </summary>
+    public void RecomputeNorm(LayerSite site, int[] last)
+    {
+        if (!Recomputes(RecomputeModules.Layernorm)) return;
+        InRecompute(() => { Elementwise(site, SequenceShard(2 * ActivationBytes), 0, last); return 0; });
+    }
+
     /// <summary>Per local rank: an elementwise pass of <paramref name="bytes"/> after last[li] (norm, residual, ...).</summary>
     public void Elementwise(LayerSite site, long bytes, int role, int[] last)
     {

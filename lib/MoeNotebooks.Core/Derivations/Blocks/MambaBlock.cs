@@ -161,6 +161,7 @@ internal sealed class MambaBlock : ILayerBlock
         var d = BackwardShapes(s);
         b.Phase = OpPhase.BackwardData;
         c.Elementwise(site, c.SequenceShard(3 * c.ActivationBytes), 1, last);
+        c.RecomputeNorm(site, last);
         if (c.SequenceParallel) c.TensorGroupCollective(gpus, OpKind.SequenceAllGather, c.ActivationBytes, layer, mb, last);
         for (var li = 0; li < gpus.Length; li++)
         {

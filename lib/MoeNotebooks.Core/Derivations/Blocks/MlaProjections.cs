@@ -43,6 +43,18 @@ internal static class MlaProjections
         return (q, kv, kv);
     }
 
+    /// <summary>
+    /// The up-projections again (selective recomputation, <c>mla_up_proj</c>): q_up [T, qLoraRank] x [qLoraRank, heads/TP x
+    /// (qkNope + qkRope)] when queries are low-rank, and kv_up [T, kvLoraRank] x [kvLoraRank, heads/TP x (qkNope + vHead)],
+    /// from their saved normed latents, after <paramref name="dep"/>; returns the last. The caller sets the phase.
+    /// </summary>
+    public static int RecomputeUp(LayerContext c, int g, int layer, int mb, int dep)
+    {
+        var (qDownShape, qUpShape, _, kvUpShape) = Shapes(c);
+        if (qDownShape is not null) dep = c.LinearForward(OpKind.QUpProjection, g, qUpShape, layer, LayerContext.Deps(dep), -1, mb, BlockPass.Recompute);
+        return c.LinearForward(OpKind.KvUpProjection, g, kvUpShape, layer, LayerContext.Deps(dep), -1, mb, BlockPass.Recompute);
+    }
+
     /// <summary>Emits the backward of the projections from the heads' query/key/value gradients; returns the input gradient op.</summary>
     public static int Backward(LayerContext c, int g, int layer, int mb, int[] heads)
     {

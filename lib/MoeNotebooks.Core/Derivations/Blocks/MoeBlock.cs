@@ -27,6 +27,20 @@ internal sealed class MoeBlock : ILayerBlock
     }
 
     /// <summary>
+    /// Selective recomputation at the start of the block's backward: the pre-MLP norm (<c>layernorm</c>) and, with
+    /// <c>moe</c>, the whole MoE forward without its residual add (router, permutation, dispatch, experts, combine,
+    /// unpermutation: Megatron-Core checkpoints the MoE layer's forward, all-to-alls included). The routed experts'
+    /// activation (<c>moe_act</c>) and the shared experts (<c>shared_experts</c>) are recomputed where their backward
+    /// starts (<see cref="RoutedExperts"/>, <see cref="SharedExperts"/>), unless <c>moe</c> already reran them.
+    /// </summary>
+    private void RecomputeAtBackward(LayerContext c, LayerSite site, int[] last)
+    {
+        c.RecomputeNorm(site, last);
+        if (c.Recomputes(Config.RecomputeModules.Moe))
+            c.InRecompute(() => { foreach (var _ in Segments(c, BlockPass.Recompute, site, last, residual: false)) { } return 0; });
+    }
+
+    /// <summary>
     /// Emits the block in five segments, yielding after each (the same operations in the same order as
     /// <see cref="Emit"/>): <see cref="MoeSegment.BeforeExchange"/> (forward: gate, [top-k, permute]; backward: the
     /// residual gradient, [unpermute backward]), <see cref="MoeSegment.FirstExchange"/> (forward: the dispatch
@@ -36,7 +50,8 @@ internal sealed class MoeBlock : ILayerBlock
     /// <see cref="MoeSegment.After"/> (forward: [unpermute], residual; backward: [permute backward], router backward). Megatron-Core's EP overlap (<see cref="CorrectedDerivation"/>) interleaves the segments of one
     /// microbatch's forward layer with another's backward layer; a plain run drains them in a row.
     /// </summary>
-    public IEnumerable<MoeSegment> Segments(LayerContext c, BlockPass pass, LayerSite site, int[] last)
+    /// <param name="residual">Emit the forward's residual add (false: the MoE layer alone, as <c>moe</c> recomputation reruns it).</param>
+    public IEnumerable<MoeSegment> Segments(LayerContext c, BlockPass pass, LayerSite site, int[] last, bool residual = true)
     {
         var b = c.B;
         var backward = pass == BlockPass.Backward;
@@ -46,6 +61,7 @@ internal sealed class MoeBlock : ILayerBlock
         {
             b.Phase = OpPhase.BackwardData;
             c.Elementwise(site, c.SequenceShard(3 * c.ActivationBytes), 2, last);
+            RecomputeAtBackward(c, site, last);
         }
         var ffnInput = (int[])last.Clone();
         if (!backward) Router.Forward(c, pass, site, last);
@@ -87,7 +103,7 @@ internal sealed class MoeBlock : ILayerBlock
         if (shared is not null)
             for (var li = 0; li < gpus.Length; li++)
                 last[li] = b.AddElementwise(gpus[li], 0, site.Layer, [last[li], shared[li]], index: 3, microbatch: site.Microbatch);   // routed + shared
-        if (!backward) c.Elementwise(site, c.SequenceShard(3 * c.ActivationBytes), 2, last);   // residual add
+        if (!backward && residual) c.Elementwise(site, c.SequenceShard(3 * c.ActivationBytes), 2, last);   // residual add
         yield return MoeSegment.After;
     }
 

@@ -16,6 +16,8 @@ internal static class RoutedExperts
         // Expert fc1 column-split and fc2 row-split over the ETP ranks (ETP = TP unless folded).
         var f = c.M.ExpertFfnHiddenSize / c.St.ETP;
         var activation = c.M.MoeMemoryBoundOps;
+        // Selective recomputation of the experts' activation (moe_act), unless the whole MoE layer was rerun.
+        var recomputeActivation = c.Recomputes(Config.RecomputeModules.MoeAct) && !c.Recomputes(Config.RecomputeModules.Moe);
         for (var li = 0; li < gpus.Length; li++)
         {
             // A folded rank's experts receive its representative's tokens (RankSymmetry folds EP ranks only then).
@@ -33,7 +35,7 @@ internal static class RoutedExperts
                     b.Phase = pass.ForwardPhase();
                     outs.Add(FfnGemms.Forward(c, pass, g, OpKind.ExpertUp, OpKind.ExpertDown, m, f, layer, last[li], expert, mb, activation, c.ExpertWidth));
                 }
-                else outs.Add(FfnGemms.Backward(c, g, OpKind.ExpertUp, OpKind.ExpertDown, m, f, layer, last[li], expert, mb, activation, c.ExpertWidth));
+                else outs.Add(FfnGemms.Backward(c, g, OpKind.ExpertUp, OpKind.ExpertDown, m, f, layer, last[li], expert, mb, activation, c.ExpertWidth, recomputeActivation));
             }
             last[li] = outs.Count switch
             {

@@ -28,7 +28,17 @@ internal static class SharedExperts
                 c.B.Phase = pass.ForwardPhase();
                 outs[li] = FfnGemms.Forward(c, pass, gpus[li], OpKind.SharedExpertUp, OpKind.SharedExpertDown, t, f, layer, outs[li], -1, mb);
             }
-            else outs[li] = FfnGemms.Backward(c, gpus[li], OpKind.SharedExpertUp, OpKind.SharedExpertDown, t, f, layer, outs[li], -1, mb);
+            else
+            {
+                // Selective recomputation (shared_experts, unless the whole MoE layer was rerun): the forward again first.
+                if (c.Recomputes(Config.RecomputeModules.SharedExperts) && !c.Recomputes(Config.RecomputeModules.Moe))
+                {
+                    var g = gpus[li];
+                    var dep = outs[li];
+                    outs[li] = c.InRecompute(() => FfnGemms.Forward(c, BlockPass.Recompute, g, OpKind.SharedExpertUp, OpKind.SharedExpertDown, t, f, layer, dep, -1, mb));
+                }
+                outs[li] = FfnGemms.Backward(c, gpus[li], OpKind.SharedExpertUp, OpKind.SharedExpertDown, t, f, layer, outs[li], -1, mb);
+            }
         }
         if (c.SequenceParallel) c.TensorGroupCollective(gpus, OpKind.SequenceReduceScatter, c.ActivationBytes, layer, mb, outs);
         else if (c.St.TP > 1) c.TensorGroupCollective(gpus, OpKind.ExpertAllReduce, c.ActivationBytes, layer, mb, outs);
