@@ -76,6 +76,13 @@ public sealed class NotebookOutputTests(ITestOutputHelper output)
         // numbers TopologyCommunicationTests derive by hand).
         var notebook = await Run("05-beyond-the-seed.ipynb");
         Assert.True(notebook.Cells.Count > 40);
+        // Section 2's selective recomputation: one line per module set and full recomputation; oracle: full
+        // recomputation reruns every forward operation, each selective set only some of them, so it costs the most time.
+        var lines = Stdout(notebook).SelectMany(t => t.Split('\n')).Where(l => l.Contains("% step time", StringComparison.Ordinal)).ToArray();
+        double Percent(string l) => double.Parse(l[(l.IndexOf(": +", StringComparison.Ordinal) + 3)..l.IndexOf(" %", StringComparison.Ordinal)], System.Globalization.CultureInfo.InvariantCulture);
+        var full = Assert.Single(lines, l => l.StartsWith("full: +", StringComparison.Ordinal));
+        Assert.Contains(lines, l => l.StartsWith("moe: +", StringComparison.Ordinal));
+        Assert.All(lines.Where(l => l != full), l => Assert.True(Percent(l) < Percent(full), $"{l} vs {full}"));
     }
 
     [Fact]

@@ -180,6 +180,7 @@ public static class MemoryModel
             ? e * tokens * (2 * h / sp + intermediates * ffnShard)
             : e * tokens * 2 * h / sp + 4 * tokens / sp * model.Experts + e * expertTokens * (model.ExpertInputWidth + intermediates * expertFfnShard) + e * tokens * intermediates * sharedShard;
         // Selective recomputation (strategy.recomputeModules): what each listed module no longer keeps per layer and microbatch.
+        var keptWithoutSelective = attentionActs + ffnActs;
         if (!seed && training && st.RecomputeModules != RecomputeModules.None)
         {
             bool R(RecomputeModules m) => (st.RecomputeModules & m) != 0;
@@ -208,6 +209,8 @@ public static class MemoryModel
             }
         }
         var perLayer = attentionActs + ffnActs;
+        // The backward of one layer at a time holds what its recompute brings back (full: the whole layer, below).
+        var selectiveWorkingSet = keptWithoutSelective - perLayer;
         if (model.IsHybrid && !seed)
         {
             // Hybrid layers hold one block each: the mean over the pattern of what each kind saves. Mamba-2 (per rank):
@@ -264,7 +267,7 @@ public static class MemoryModel
                 inFlight = PipelinePlan.PeakInFlight(plan[stage]);
                 var logits = model.Vocabulary > 0 ? 4.0 * tokens * model.Vocabulary / st.TP : 0;
                 activations = PeakLiveActivationBytes(plan[stage], chunkLayers, st.Recompute ? e * tokens * h / sp : perLayer, logits)
-                              + (st.Recompute ? perLayer : 0);
+                              + (st.Recompute ? perLayer : selectiveWorkingSet);
             }
             stages.Add(new StageMemory(stage, weights, grads, optimizer, activations, a2aBuffers, inFlight));
         }
