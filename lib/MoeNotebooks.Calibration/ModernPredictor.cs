@@ -109,6 +109,9 @@ public sealed record ModernScenario(ModernRun Run, ModernArchitecture Architectu
     /// </summary>
     public int CpuOffloadedLayers { get; init; }
 
+    /// <summary>The launch's selective recomputation (<c>recompute_modules</c>), unless the row recomputes whole layers (none without a launch).</summary>
+    public RecomputeModules LaunchRecomputeModules => Run.Recompute ? RecomputeModules.None : Launch?.Recomputes ?? RecomputeModules.None;
+
     /// <summary>The all-to-all implementation the launch's dispatcher maps to (NCCL without a launch).</summary>
     public AllToAllImplementation LaunchAllToAll => Launch?.AllToAll ?? AllToAllImplementation.Nccl;
 
@@ -351,7 +354,9 @@ public sealed class ModernPredictor
     /// <summary>The strategy of the slice: the run's EP, TP and CP over <paramref name="stages"/> stages, one replica (or one CP ring of them), plain 1F1B, fused attention; <paramref name="overlap"/>: the launch's all-to-all overlap.</summary>
     /// <para><paramref name="sharded"/> > 1: that many data-parallel replicas sharded as ZeRO-3 (a fully sharded run, <see cref="ShardedReplicas"/>).</para>
     /// <para><paramref name="fusedGroupedMlp"/>: the launch's CuTe DSL fused grouped MLP (<see cref="ModernScenario.LaunchFusedGroupedMlp"/>).</para>
-    public static StrategySpec SliceStrategy(ModernScenario s, int stages, int microbatches, MoeAllToAllOverlap overlap = MoeAllToAllOverlap.None, int sharded = 1, bool fusedGroupedMlp = false) =>
+    /// <para><paramref name="recomputeModules"/>: the launch's selective recomputation (<see cref="ModernScenario.LaunchRecomputeModules"/>).</para>
+    public static StrategySpec SliceStrategy(ModernScenario s, int stages, int microbatches, MoeAllToAllOverlap overlap = MoeAllToAllOverlap.None, int sharded = 1, bool fusedGroupedMlp = false,
+        RecomputeModules recomputeModules = RecomputeModules.None) =>
         new StrategySpec(s.Run.EP, s.Run.TP, stages, sharded > 1 ? sharded : SliceReplicas(s.Run), Derivation.Corrected, microbatches)
         {
             // Folded experts: ETP 1 and sequence parallelism (Megatron-Core requires it with TP > 1 and EP > 1); else as before.
@@ -360,8 +365,7 @@ public sealed class ModernPredictor
             ContextParallelSize = s.Run.CP,
             Mode = WorkloadMode.Training,
             Recompute = s.Run.Recompute,
-            // The launch's selective recomputation (recompute_modules), unless the row recomputes whole layers.
-            RecomputeModules = s.Run.Recompute ? RecomputeModules.None : s.Launch?.Recomputes ?? RecomputeModules.None,
+            RecomputeModules = recomputeModules,
             Schedule = PipelineSchedule.OneFOneB,
             RankOrder = "tp-ep-dp-pp",
             MoeAllToAllOverlap = overlap,
@@ -442,6 +446,7 @@ public sealed class ModernPredictor
         var cost = asLaunched ? CostFor(hardware, s.LaunchAllToAll) : CostOf(hardware);
         var overlap = asLaunched ? s.LaunchOverlap : MoeAllToAllOverlap.None;
         var fusedMlp = asLaunched && s.LaunchFusedGroupedMlp;
+        var recomputeModules = asLaunched ? s.LaunchRecomputeModules : RecomputeModules.None;
         var stages = s.Run.PP > 1 ? 2 : 1;
         // Fully sharded runs carry their data-parallel group in the slice as ZeRO-3 (per-layer gathers in the DAG).
         var sharded = ShardedReplicas(s.Run, priceDataParallel);
@@ -451,7 +456,7 @@ public sealed class ModernPredictor
         {
             var runs = new[] { SliceMicrobatches1, SliceMicrobatches2 }.Select(m =>
             {
-                var strategy = SliceStrategy(s, sliceStages, m, o, sharded, fusedMlp);
+                var strategy = SliceStrategy(s, sliceStages, m, o, sharded, fusedMlp, recomputeModules);
                 var sliceModel = build(sliceStages, m);
                 // Sharded replicas are identical: one is built and stands for all (exact, DagFolding.Symmetric), unless the
                 // cost model prices them differently (then the whole group is built).

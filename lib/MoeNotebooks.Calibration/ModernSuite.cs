@@ -382,8 +382,9 @@ public static class ModernSuite
         return new ModernRowModel(s, steps, note);
     }
 
-    /// <summary>Whether the row's launch settings change what the core prices (all-to-all overlap, a non-NCCL dispatcher, or a fused grouped MLP over a clamped GLU); otherwise the launch rung is the topology step.</summary>
-    public static bool ChangesPricing(ModernScenario s) => s.LaunchOverlap != MoeAllToAllOverlap.None || (s.LaunchAllToAll != AllToAllImplementation.Nccl && s.Run.EP > 1) || s.LaunchFusedGroupedMlp;
+    /// <summary>Whether the row's launch settings change what the core prices (all-to-all overlap, a non-NCCL dispatcher, a fused grouped MLP over a clamped GLU, or selective recomputation); otherwise the launch rung is the topology step.</summary>
+    public static bool ChangesPricing(ModernScenario s) => s.LaunchOverlap != MoeAllToAllOverlap.None || (s.LaunchAllToAll != AllToAllImplementation.Nccl && s.Run.EP > 1) || s.LaunchFusedGroupedMlp
+        || s.LaunchRecomputeModules != RecomputeModules.None;
 
     /// <summary>
     /// The naive rung's hardware: the preset with NVLink domains of at most 8 GPUs, as a DGX-style node (an NVL72 rack
