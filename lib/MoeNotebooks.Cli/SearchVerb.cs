@@ -6,7 +6,7 @@ namespace MoeNotebooks.Cli;
 
 /// <summary>
 /// <c>moe search SCENARIO.json --gpus N [--top 5] [--microbatches 1,2,4] [--virtual-stages 1,2] [--distributed-optimizer both]
-/// [--etp tp,1,2] [--sequence-parallel both] [--schedules 1f1b,zero-bubble-h1,dualpipe] [--context-parallel 1,2] [--recompute both] [--micro-batch-size 1,2] [--prune true|false]</c>:
+/// [--etp tp,1,2] [--sequence-parallel both] [--schedules 1f1b,zero-bubble-h1,dualpipe] [--context-parallel 1,2] [--recompute both] [--recompute-modules none,layernorm+moe_act] [--micro-batch-size 1,2] [--prune true|false]</c>:
 /// the fastest strategies and why; infeasible candidates counted by reason; candidates whose lower bound is above the
 /// k-th best are skipped unless <c>--prune false</c>.
 /// </summary>
@@ -25,6 +25,7 @@ public static class SearchVerb
         var schedText = options.Option("--schedules", "");
         var cpText = options.Option("--context-parallel", "");
         var rcText = options.Option("--recompute", "");
+        var rmText = options.Option("--recompute-modules", "");
         var mbsText = options.Option("--micro-batch-size", "");
         var pruneText = options.Option("--prune", "true");
         options.Finish();
@@ -37,6 +38,11 @@ public static class SearchVerb
             "false" => [false],
             _ => throw new UsageException($"--recompute {Cli.Shown(rcText)}: must be both, true or false"),
         };
+        // --recompute-modules none,layernorm+moe_act,moe: selective sets (Megatron's module names joined by '+'), tried where full recompute is off.
+        var rmParts = rmText == "" ? [] : rmText.Split(',');
+        if (rmParts.Length > 16) throw new UsageException($"--recompute-modules lists {rmParts.Length} sets: give at most 16");
+        IReadOnlyList<RecomputeModules>? recomputeModules = rmText == "" ? null
+            : rmParts.Select(set => set.Trim() == "none" ? RecomputeModules.None : RecomputeModulesText.Parse("--recompute-modules", set.Split('+').Select(n => n.Trim()))).ToArray();
         var mbsParts = mbsText == "" ? [] : mbsText.Split(',');
         if (mbsParts.Length > 64) throw new UsageException($"--micro-batch-size lists {mbsParts.Length} sizes: give at most 64");
         if (mbsText != "" && mbText != "") throw new UsageException("--micro-batch-size and --microbatches both given: give one (the size sets the count per data-parallel size)");
@@ -92,7 +98,7 @@ public static class SearchVerb
         var bar = new ProgressBar(stderr);
         var result = StrategySearch.Run(scenario, gpus, new SearchOptions(top, microbatches, VirtualStages: virtualStages, DistributedOptimizer: distributed,
             ExpertTensorParallel: etps, SequenceParallel: sequenceParallel, Schedules: schedules, ContextParallel: contextParallel,
-            Recompute: recompute, MicroBatchSizes: microBatchSizes, Prune: prune), bar);
+            Recompute: recompute, MicroBatchSizes: microBatchSizes, Prune: prune, RecomputeModules: recomputeModules), bar);
         bar.Finish();
         var c = CultureInfo.InvariantCulture;
         stdout.WriteLine(string.Create(c, $"{scenario.Name} on {gpus} x {scenario.Hardware.Gpu.Name}: {result.Considered:N0} strategies, {result.Evaluated:N0} valid ({result.Evaluated - result.Pruned:N0} evaluated, {result.Pruned:N0} skipped: their lower bound is slower than the top {top}), {result.Rejected:N0} rejected, {result.Elapsed.TotalSeconds:F2} s"));

@@ -195,6 +195,8 @@ public class HostileOutputTests
         { ["search", "SCEN", "--microbatches", "2147483647"], "--microbatches" },
         { ["search", "SCEN", "--prune", "maybe"], "--prune" },
         { ["search", "SCEN", "--prune", "\u001b[31mtrue"], "--prune" },
+        { ["search", "SCEN", "--recompute-modules", "moe_act+\u001b[31mmoe"], "--recompute-modules" },
+        { ["search", "SCEN", "--recompute-modules", "none,,moe"], "--recompute-modules" },
         { ["sweep", "SCEN", "--threads", "-1"], "--threads" },
         { ["sweep", "SCEN", "--threads", "100000"], "--threads" },
         { ["sweep", "SCEN", "--breakdown", "yes"], "--breakdown" },

@@ -102,6 +102,19 @@ public sealed class SelectiveRecomputeTests
     }
 
     [Fact]
+    public void Search_tries_each_recompute_setting_once_per_layout()
+    {
+        // Oracle: counting. Full recomputation, none and moe_act are three settings per layout; full carries no modules;
+        // modules alone do not add full recomputation.
+        var plain = StrategySearch.Candidates(8, [2], Training(), recompute: [false]);
+        var all = StrategySearch.Candidates(8, [2], Training(), recompute: [false, true], recomputeModules: [RecomputeModules.None, RecomputeModules.MoeAct]);
+        Assert.Equal(3 * plain.Count, all.Count);
+        Assert.All(all.Where(s => s.Recompute), s => Assert.Equal(RecomputeModules.None, s.RecomputeModules));
+        Assert.Equal(plain.Count, all.Count(s => s.RecomputeModules == RecomputeModules.MoeAct));
+        Assert.DoesNotContain(StrategySearch.Candidates(8, [2], Training(), recomputeModules: [RecomputeModules.MoeAct]), s => s.Recompute);
+    }
+
+    [Fact]
     public void Megatron_flags_import_and_export_the_module_list()
     {
         // Oracle: Megatron-LM's arguments: --recompute-granularity selective with --recompute-modules (nargs '*'),

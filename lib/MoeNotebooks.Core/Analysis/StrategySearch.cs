@@ -21,7 +21,10 @@ namespace MoeNotebooks.Analysis;
 /// the reason counted.
 /// <paramref name="ContextParallel"/>: context-parallel sizes tried, each carved out of the candidate's data-parallel ranks
 /// (default: the scenario's); sizes a candidate cannot take are rejected with their reason.
-/// <paramref name="Recompute"/>: with and/or without full activation recomputation (default: the scenario's).
+/// <paramref name="Recompute"/>: with and/or without full activation recomputation (default: the scenario's; without
+/// it when only <paramref name="RecomputeModules"/> is given).
+/// <paramref name="RecomputeModules"/>: selective recomputation sets tried where full recomputation is off (Megatron's
+/// <c>--recompute-modules</c>; <see cref="Config.RecomputeModules.None"/> for none; default: the scenario's).
 /// <paramref name="MicroBatchSizes"/>: Megatron's <c>--micro-batch-size</c> values tried (sequences per microbatch and
 /// replica); each gives the microbatch count batch / (DP x size) of a candidate, sizes that do not divide the replica's
 /// batch are rejected with their reason. Replaces <paramref name="Microbatches"/> when given.
@@ -42,7 +45,8 @@ public sealed record SearchOptions(
     IReadOnlyList<int>? ContextParallel = null,
     IReadOnlyList<bool>? Recompute = null,
     IReadOnlyList<int>? MicroBatchSizes = null,
-    bool Prune = true)
+    bool Prune = true,
+    IReadOnlyList<RecomputeModules>? RecomputeModules = null)
 {
     public static SearchOptions Default { get; } = new();
 }
@@ -97,9 +101,9 @@ public static class StrategySearch
         IReadOnlyList<int>? virtualStages = null, IReadOnlyList<bool>? distributedOptimizer = null,
         IReadOnlyList<int?>? expertTensorParallel = null, IReadOnlyList<bool>? sequenceParallel = null,
         IReadOnlyList<PipelineSchedule>? schedules = null, IReadOnlyList<int>? contextParallel = null,
-        IReadOnlyList<bool>? recompute = null, IReadOnlyList<int>? microBatchSizes = null, long batch = 0) =>
+        IReadOnlyList<bool>? recompute = null, IReadOnlyList<int>? microBatchSizes = null, long batch = 0, IReadOnlyList<RecomputeModules>? recomputeModules = null) =>
         Candidates(gpus, microbatches, template, virtualStages, distributedOptimizer, expertTensorParallel, sequenceParallel, schedules,
-            contextParallel, recompute, microBatchSizes, batch, out _);
+            contextParallel, recompute, microBatchSizes, batch, out _, recomputeModules: recomputeModules);
 
     /// <summary>
     /// As above; <paramref name="indivisible"/> counts the (candidate, micro-batch size) pairs left out because the size
@@ -109,10 +113,17 @@ public static class StrategySearch
         IReadOnlyList<int>? virtualStages, IReadOnlyList<bool>? distributedOptimizer,
         IReadOnlyList<int?>? expertTensorParallel, IReadOnlyList<bool>? sequenceParallel,
         IReadOnlyList<PipelineSchedule>? schedules, IReadOnlyList<int>? contextParallel,
-        IReadOnlyList<bool>? recompute, IReadOnlyList<int>? microBatchSizes, long batch, out long indivisible, int layers = 0)
+        IReadOnlyList<bool>? recompute, IReadOnlyList<int>? microBatchSizes, long batch, out long indivisible, int layers = 0,
+        IReadOnlyList<RecomputeModules>? recomputeModules = null)
     {
         indivisible = 0;
         template ??= new StrategySpec(1, 1, 1, 1);
+        // The recompute settings tried: full recomputation (no modules), or none / a selective set.
+        var recomputes = new List<(bool Full, RecomputeModules Modules)>();
+        foreach (var full in (recompute ?? (recomputeModules is null ? [template.Recompute] : [false])).Distinct().Order())
+            if (full) recomputes.Add((true, Config.RecomputeModules.None));
+            else foreach (var modules in (recomputeModules ?? [template.Recompute ? Config.RecomputeModules.None : template.RecomputeModules]).Distinct().Order())
+                recomputes.Add((false, modules));
         var list = new List<StrategySpec>();
         var etps = (expertTensorParallel ?? [template.ExpertTensorParallelSize]).Distinct().OrderBy(e => e ?? 0).ToArray();
         var sps = (sequenceParallel ?? [template.SequenceParallel]).Distinct().Order().ToArray();
@@ -130,7 +141,7 @@ public static class StrategySearch
             {
                 if (sp && tp == 1 && sps.Contains(false)) continue;   // SP at TP 1 is the same run as without
                 // Megatron-LM turns SP off at TP 1 (nothing to shard), so such a candidate is listed without it.
-                foreach (var rc in (recompute ?? [template.Recompute]).Distinct().Order())
+                foreach (var (rc, modules) in recomputes)
                 {
                     var mbs = microbatches;
                     if (microBatchSizes is not null)
@@ -141,7 +152,7 @@ public static class StrategySearch
                         mbs = fitting.Select(size => (int)(batch / ((long)dp * size))).ToArray();
                         if (mbs.Count == 0) continue;
                     }
-                    AddCandidates(list, template with { ExpertTensorParallelSize = etp, SequenceParallel = sp && tp > 1, ContextParallelSize = cp, Recompute = rc }, ep, tp, pp, dp, mbs, virtualStages, distributedOptimizer, schedules, layers);
+                    AddCandidates(list, template with { ExpertTensorParallelSize = etp, SequenceParallel = sp && tp > 1, ContextParallelSize = cp, Recompute = rc, RecomputeModules = modules }, ep, tp, pp, dp, mbs, virtualStages, distributedOptimizer, schedules, layers);
                 }
             }
         }
@@ -217,7 +228,7 @@ public static class StrategySearch
             foreach (var cp in cpSizes) Validate.Positive("contextParallel", cp);
         var candidates = Candidates(gpus, options.Microbatches, scenario.Strategy, options.VirtualStages, options.DistributedOptimizer,
             options.ExpertTensorParallel, options.SequenceParallel, options.Schedules, options.ContextParallel,
-            options.Recompute, options.MicroBatchSizes, scenario.Model.Batch, out var indivisible, scenario.Model.Layers);
+            options.Recompute, options.MicroBatchSizes, scenario.Model.Batch, out var indivisible, scenario.Model.Layers, options.RecomputeModules);
         // A dense model takes EP = 1 only (StrategySpec's validation says so for each): counted, not listed.
         long denseEp = 0;
         if (scenario.Model.IsDense && candidates.Any(c => c.EP > 1))
