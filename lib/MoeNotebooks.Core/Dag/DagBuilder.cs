@@ -301,11 +301,11 @@ public sealed partial class DagBuilder
         if (gpu < 0 || gpu >= GpuCount) throw new DagException($"GPU {gpu} is outside 0..{GpuCount - 1}");
     }
 
+    /// <summary>The DAG of the operations added so far; it takes the builder's arrays as they are (no copy to their exact size).</summary>
     public OperatorDag Build() => new(
         Description, GpuCount, ElementBytes, Dtype, CommunicationOverlapsCompute,
-        _kinds[.._count], _phases[.._count], _gpus[.._count], _groups[.._count], _layers[.._count], _microbatches[.._count], _indices[.._count],
-        _classes[.._count], _classTable.ToArray(),
-        _predStart[..(_count + 1)], _preds[.._edgeCount], _groupMembers.ToArray(), FoldedRepresentative())
+        _kinds, _phases, _gpus, _groups, _layers, _microbatches, _indices, _classes, _classTable.ToArray(),
+        _predStart, _preds, _groupMembers.ToArray(), FoldedRepresentative(), _count, _edgeCount)
     {
         Symmetries = _symmetries,
         SymmetryMovesRanks = _movesRanks,

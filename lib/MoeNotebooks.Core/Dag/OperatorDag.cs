@@ -15,8 +15,12 @@ public sealed class OperatorDag
         string description, int gpuCount, int elementBytes, string dtype, bool communicationOverlapsCompute,
         OpKind[] kinds, OpPhase[] phases, int[] gpus, int[] groups, int[] layers, int[] microbatches, int[] indices,
         int[] classes, PriceClass[] classTable,
-        int[] predStart, int[] preds, int[][] groupMembers, int[]? representative = null)
+        int[] predStart, int[] preds, int[][] groupMembers, int[]? representative = null, int count = -1, int edgeCount = -1)
     {
+        // The builder hands over its arrays without copying them to their exact size: only the first count operations
+        // (and edgeCount edges, count + 1 edge offsets) are the DAG's; what lies beyond is never read.
+        _count = count < 0 ? kinds.Length : count;
+        _edgeCount = edgeCount < 0 ? preds.Length : edgeCount;
         Description = description;
         GpuCount = gpuCount;
         ElementBytes = elementBytes;
@@ -147,8 +151,9 @@ public sealed class OperatorDag
     /// <summary>True: communication has its own stream per GPU; false: it occupies the compute stream too.</summary>
     public bool CommunicationOverlapsCompute { get; }
 
-    public int Count => _kinds.Length;
-    public int EdgeCount => _preds.Length;
+    public int Count => _count;
+    public int EdgeCount => _edgeCount;
+    private readonly int _count, _edgeCount;
     public int GroupCount => _groupMembers.Length;
 
     public OpKind Kind(int op) => _kinds[op];
@@ -256,7 +261,7 @@ public sealed class OperatorDag
     public IReadOnlyDictionary<OpKind, int> CountByKind()
     {
         var counts = new Dictionary<OpKind, int>();
-        foreach (var k in _kinds) counts[k] = counts.GetValueOrDefault(k) + 1;
+        for (var op = 0; op < _count; op++) counts[_kinds[op]] = counts.GetValueOrDefault(_kinds[op]) + 1;
         return counts;
     }
 
