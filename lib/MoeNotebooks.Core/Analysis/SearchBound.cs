@@ -119,33 +119,75 @@ public static class SearchBound
             }
             return best;
         }
-        void Occupy(int stream, int op, double seconds)
+        // The streams each operation takes, in id order (each stream runs its operations in that order).
+        void ForStreams(int op, Action<int> visit)
         {
-            work[stream] += seconds;
-            head[stream] = Math.Min(head[stream], before[op]);
-            end[stream] = Math.Min(end[stream], after[op]);
-            var a = previous[stream];
-            if (a >= 0 && itemOf[a] >= 0 && itemOf[a] == itemOf[op])
-                work[stream] += Weight(a) * Math.Max(0, Reach(a, op) - durations[a]);
-            previous[stream] = op;
-        }
-        for (var op = 0; op < n; op++)
-        {
-            var seconds = Weight(op) * durations[op];
-            if (dag.Group(op) < 0) Occupy(dag.Gpu(op), op, seconds);
+            if (dag.Group(op) < 0) visit(dag.Gpu(op));
             // A send goes over its own link; without overlap it blocks its sender's compute stream.
-            else if (dag.Kind(op).IsPointToPoint()) { if (blocking) Occupy(dag.Gpu(op), op, seconds); }
+            else if (dag.Kind(op).IsPointToPoint()) { if (blocking) visit(dag.Gpu(op)); }
             // A collective takes every member's communication stream, and without overlap their compute streams too.
             else
                 foreach (var g in dag.Streams(op))
                 {
-                    Occupy(gpus + g, op, seconds);
-                    if (blocking) Occupy(g, op, seconds);
+                    visit(gpus + g);
+                    if (blocking) visit(g);
                 }
         }
+        // First pass: each stream's first and last operation outside the update phase (gradient reset, gradient
+        // synchronisation, optimizer), x_first and x_last. Update operations before x_first take the stream before it
+        // (init), those after x_last after it (tail); x_first starts no earlier than its own longest path, and the run
+        // lasts at least x_last's longest path beyond its end. Where x_first is the first microbatch's and x_last the
+        // last's, those paths are the same in the run of m microbatches as here (the builder emits the first and the last
+        // microbatch alike for every m; streams keep id order), else the minima over the stream's operations stand in.
+        var firstX = new int[2 * gpus];
+        var lastX = new int[2 * gpus];
+        Array.Fill(firstX, -1);
+        Array.Fill(lastX, -1);
+        for (var op = 0; op < n; op++)
+        {
+            if (dag.Phase(op) == OpPhase.Update) continue;
+            var x = op;
+            ForStreams(op, stream =>
+            {
+                if (firstX[stream] < 0) firstX[stream] = x;
+                lastX[stream] = x;
+            });
+        }
+        var initWork = new double[2 * gpus];
+        var tailWork = new double[2 * gpus];
+        for (var op = 0; op < n; op++)
+        {
+            var x = op;
+            var update = dag.Phase(op) == OpPhase.Update;
+            ForStreams(op, stream =>
+            {
+                if (update && (firstX[stream] < 0 || x < firstX[stream])) { initWork[stream] += durations[x]; return; }   // emitted once in every run
+                if (update && x > lastX[stream]) { tailWork[stream] += durations[x]; return; }
+                work[stream] += Weight(x) * durations[x];
+                if (!update)
+                {
+                    head[stream] = Math.Min(head[stream], before[x]);
+                    end[stream] = Math.Min(end[stream], after[x]);
+                }
+                var a = previous[stream];
+                if (a >= 0 && itemOf[a] >= 0 && itemOf[a] == itemOf[x])
+                    work[stream] += Weight(a) * Math.Max(0, Reach(a, x) - durations[a]);
+                previous[stream] = x;
+            });
+        }
         var bound = 0.0;
+        var last = BuiltMicrobatches - 1;
         for (var stream = 0; stream < 2 * gpus; stream++)
-            if (work[stream] > 0) bound = Math.Max(bound, head[stream] + work[stream] + end[stream]);
+        {
+            if (firstX[stream] < 0)
+            {
+                bound = Math.Max(bound, initWork[stream] + tailWork[stream] + work[stream]);
+                continue;
+            }
+            var h = dag.Microbatch(firstX[stream]) == 0 ? Math.Max(head[stream], before[firstX[stream]]) : head[stream];
+            var t = dag.Microbatch(lastX[stream]) == last ? Math.Max(end[stream], after[lastX[stream]]) : end[stream];
+            bound = Math.Max(bound, Math.Max(h, initWork[stream]) + work[stream] + Math.Max(t, tailWork[stream]));
+        }
         return bound;
     }
 }
