@@ -149,6 +149,29 @@ public class SearchTests
     }
 
     [Fact]
+    public void A_search_over_the_time_limit_runs_when_pruning_settles_enough_and_is_refused_otherwise()
+    {
+        // Oracle: the same search under the default limit (its exhaustive and searched estimates, its best). With the
+        // limit between what the pruned search does and what an exhaustive one would, the pruned search runs and finds
+        // the same best; the exhaustive one is refused with one line; below the bounds' own cost both are refused. The
+        // checks count estimated work, so the verdicts do not depend on the machine (one thread: one core's estimate).
+        var scenario = Repo.Scenario("tp8-pp2-training");
+        var options = new SearchOptions(Top: 3, Microbatches: [4, 8, 16, 32, 64, 128], MaxDegreeOfParallelism: 1);
+        var free = StrategySearch.Run(scenario, 16, options);
+        Assert.True(free.Pruned > 0 && free.SearchedEstimateSeconds < free.ExhaustiveEstimateSeconds,
+            $"searched {free.SearchedEstimateSeconds} s of {free.ExhaustiveEstimateSeconds} s: the test needs pruning to save work");
+        var between = (free.SearchedEstimateSeconds + free.ExhaustiveEstimateSeconds) / 2;
+        var staged = StrategySearch.Run(scenario, 16, options with { MaxSeconds = between });
+        Assert.Equal(free.Best.Select(b => (b.Strategy, b.TotalSeconds)), staged.Best.Select(b => (b.Strategy, b.TotalSeconds)));
+        var refused = Assert.Throws<ConfigException>(() => StrategySearch.Run(scenario, 16, options with { MaxSeconds = between, Prune = false }));
+        Assert.Contains("would take about", refused.Message);
+        Assert.DoesNotContain('\n', refused.Message);
+        var tiny = Assert.Throws<ConfigException>(() => StrategySearch.Run(scenario, 16, options with { MaxSeconds = free.SearchedEstimateSeconds / 1000 }));
+        Assert.Contains("the limit is about", tiny.Message);
+        Assert.Throws<ConfigException>(() => StrategySearch.Run(scenario, 16, options with { MaxSeconds = double.NaN }));
+    }
+
+    [Fact]
     public void Search_is_deterministic_across_thread_counts()
     {
         var scenario = Repo.Scenario("ep16");

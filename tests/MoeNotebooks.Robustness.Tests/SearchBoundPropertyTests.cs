@@ -1,3 +1,5 @@
+using CsCheck;
+using MoeNotebooks.Config;
 using MoeNotebooks.Analysis;
 using MoeNotebooks.Derivations;
 
@@ -32,5 +34,54 @@ public class SearchBoundPropertyTests
         Assert.True(tight > bounded / 2, $"{tight} of {bounded} bounds are at least half the step");
         ratios.Sort();
         Console.WriteLine($"search bound: {bounded} cases bounded, {tight} within a factor 2 of the step; bound / step min {ratios[0]:F3} q25 {ratios[bounded / 4]:F3} median {ratios[bounded / 2]:F3} q75 {ratios[3 * bounded / 4]:F3} max {ratios[^1]:F6}");
+    }
+}
+
+/// <summary>
+/// The search's lower bound with context parallelism (the ring attention's sends inside each item), over the context
+/// parallel stream's layouts made long enough for a bound (4-10 microbatches, training, with and without recompute).
+/// Oracle: the whole DAG (<see cref="DagFolding.None"/>) of the same scenario.
+/// </summary>
+public class SearchBoundContextParallelPropertyTests
+{
+    [Fact]
+    public void The_bound_with_context_parallelism_is_at_most_the_whole_dags_total()
+    {
+        var gen =
+            from cp in Gen.OneOf(2, 4)
+            from epFactor in Gen.OneOf(0, 1, 2)
+            from tp in Gen.Int[1, 2]
+            from pp in Gen.Int[1, 3]
+            from mb in Gen.Int[4, 10]
+            from moe in Gen.Bool
+            from mla in Gen.Bool
+            from causal in Gen.Bool
+            from recompute in Gen.Bool
+            from chunk in Gen.Int[1, 24]
+            from replicas in Gen.Int[1, 2]
+            from preset in Gen.OneOf("DGX-H100", "H100-SXM")
+            select (cp, ep: moe ? new[] { cp / 2, cp, 2 * cp }[epFactor] : 1, tp, pp, mb, moe, mla, causal, recompute, seq: 2L * cp * chunk, replicas, preset);
+        var ratios = new List<double>();
+        Property.Check(gen, c =>
+        {
+            var dp = (c.ep >= c.cp ? 1 : c.cp / c.ep) * c.replicas;
+            var heads = 2 * c.tp;
+            var model = new ModelSpec("cp", 2 * c.pp, 64L * heads, heads, 128, c.moe ? 4 * c.ep : 0, c.moe ? 2 : 1, (long)c.ep * dp * c.mb, c.seq)
+            {
+                Causal = c.causal,
+                KvHeads = c.mla ? null : c.tp,
+                Mla = c.mla ? new MlaSpec(0, 32, 32, 16, 32) : null,
+            };
+            var st = new StrategySpec(c.ep, c.tp, c.pp, dp, Microbatches: c.mb) { Mode = WorkloadMode.Training, Recompute = c.recompute, ContextParallelSize = c.cp };
+            var s = new Scenario("cp-bound", model, HardwareCatalog.Get(c.preset).WithGpus(st.GpuCount), st, CostModelSpec.Ideal).Validated();
+            var cost = s.CreateCostModel();
+            var bound = SearchBound.LowerBoundSeconds(s, cost);
+            var total = s.BuildDag(DagFolding.None).CriticalPath(cost).TotalSeconds;
+            Assert.True(bound <= total * (1 + 1e-12), $"bound {bound:R} s above the whole DAG's {total:R} s for {st}");
+            if (bound > 0) ratios.Add(bound / total);
+        }, count: Math.Min(Property.Iterations, 1_000));
+        Assert.True(ratios.Count > 100, $"only {ratios.Count} cases bounded");
+        ratios.Sort();
+        Console.WriteLine($"search bound with CP: {ratios.Count} bounded; bound / step min {ratios[0]:F3} median {ratios[ratios.Count / 2]:F3} max {ratios[^1]:F6}");
     }
 }

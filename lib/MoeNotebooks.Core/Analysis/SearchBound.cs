@@ -10,21 +10,27 @@ namespace MoeNotebooks.Analysis;
 /// <para>The argument. <see cref="Scheduler"/> runs every GPU's operations on two streams, compute and communication
 /// (collectives take every member's communication stream; without overlap they and the sends also take the compute
 /// streams), one operation at a time per stream, each no shorter than its priced duration (link contention and
-/// SM-taking communication only stretch durations), never before its predecessors are done. So for any stream S the
-/// step lasts at least head_S + W_S + tail_S: W_S, the priced seconds of S's operations (it is busy at least that
-/// long); head_S, the least time before any of them can start, the shortest of their longest dependency paths; tail_S,
-/// the least time after any of them ends, the shortest of their longest paths to a descendant. The
+/// SM-taking communication only stretch durations), never before its predecessors are done, each stream in id order.
+/// So for any stream S the step lasts at least max(head_S, I_S) + W_S + max(tail_S, U_S): I_S and U_S, the priced
+/// seconds of the update-phase operations (gradient reset; gradient synchronisation, optimizer) before S's first other
+/// operation x_first and after its last one x_last; W_S, the priced seconds of everything between (the stream is busy at
+/// least that long); head_S, the longest dependency path ending at x_first (x_first runs first and cannot start
+/// earlier), or the shortest such path over S's operations where x_first is not the first microbatch's; tail_S, the
+/// longest path after x_last (it runs last), or the shortest over S's operations where x_last is not the last
+/// microbatch's. On the last stage of a 1F1B pipeline head and tail are the pipeline's fill and drain. The
 /// paths are taken through operations of the operation's own microbatch only (a subset of the edges, so still a lower
 /// bound), which makes them the same in a DAG of m microbatches as in one of three: the builder emits microbatch j's
 /// operations and their edges among themselves alike for every middle microbatch (0 &lt; j &lt; m - 1); only the first
 /// (the FP8 weight casts, the gradient reset) and the last (gradient synchronisation triggered after it) differ. With the
 /// three-microbatch DAG's microbatches 0, 1 and 2 standing for the first, every middle one and the last,
-/// W_S(m) = W_S(0) + (m - 2) W_S(1) + W_S(2), and head and tail are minima over the same operations. (Under
+/// W_S(m) = W_S(0) + (m - 2) W_S(1) + W_S(2); x_first and x_last, where they are the first and the last microbatch's,
+/// are the same operations with the same paths (streams keep id order, the first and last items open and close each
+/// stage's plan), and the minima are over the same operations. (Under
 /// --overlap-param-gather only the first microbatch's forward gathers, which the built first microbatch holds.)</para>
 /// <para>Where that likeness is not what the builder does, no bound is given (0): fewer than four microbatches (nothing to
 /// gain), zero-bubble W deferral and DualPipe (a microbatch's weight gradients move with the schedule), the MoE
 /// all-to-all overlap (operations of two microbatches merged in pairs), ZeRO-3 / FSDP parameter gathers (shared by the
-/// microbatches of a layer). The search checks the bound against the evaluated totals in its tests (bound &lt;= total
+/// microbatches of a layer), interleaved virtual stages (a three-microbatch interleaved plan is not the run's). The search checks the bound against the evaluated totals in its tests (bound &lt;= total
 /// over random scenarios; the pruned search's best equal the exhaustive search's).</para>
 /// </summary>
 public static class SearchBound
@@ -39,6 +45,8 @@ public static class SearchBound
         if (st.Schedule is PipelineSchedule.ZeroBubbleH1 or PipelineSchedule.DualPipe) return "weight gradients move with the schedule";
         if (st.MoeAllToAllOverlap != MoeAllToAllOverlap.None) return "operations of two microbatches are merged in pairs";
         if (st.ZeroStage >= 3) return "parameter gathers are shared by the microbatches of a layer";
+        // An interleaved plan of three microbatches is not the run's (Megatron's interleaving needs at least PP microbatches).
+        if (st.VirtualStages > 1) return "interleaved virtual stages: the three-microbatch plan is not the run's";
         return null;
     }
 

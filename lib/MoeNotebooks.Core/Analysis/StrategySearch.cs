@@ -30,6 +30,9 @@ namespace MoeNotebooks.Analysis;
 /// batch are rejected with their reason. Replaces <paramref name="Microbatches"/> when given.
 /// <paramref name="Prune"/>: skip candidates whose lower bound (<see cref="SearchBound"/>) is above the k-th best total
 /// found so far (they cannot enter the top k); off evaluates every valid candidate.
+/// <paramref name="MaxSeconds"/>: the longest search accepted, estimated from what the candidates build (spread over the
+/// cores): over it exhaustively, a pruned search goes on while its bounds and first round fit, and after the first round
+/// while the candidates its bounds cannot settle fit the rest; otherwise it is refused with one line.
 /// </summary>
 public sealed record SearchOptions(
     int Top = 5,
@@ -46,7 +49,8 @@ public sealed record SearchOptions(
     IReadOnlyList<bool>? Recompute = null,
     IReadOnlyList<int>? MicroBatchSizes = null,
     bool Prune = true,
-    IReadOnlyList<RecomputeModules>? RecomputeModules = null)
+    IReadOnlyList<RecomputeModules>? RecomputeModules = null,
+    double MaxSeconds = StrategySearch.MaxSearchSeconds)
 {
     public static SearchOptions Default { get; } = new();
 }
@@ -70,6 +74,12 @@ public sealed record SearchResult(
     TimeSpan Elapsed,
     long Pruned = 0)
 {
+    /// <summary>The search-time estimate of evaluating every valid candidate (seconds over the cores), what the guard compares with <see cref="SearchOptions.MaxSeconds"/>.</summary>
+    public double ExhaustiveEstimateSeconds { get; init; }
+
+    /// <summary>Of <see cref="ExhaustiveEstimateSeconds"/>, what this search was estimated to do: the bounds and the candidates evaluated.</summary>
+    public double SearchedEstimateSeconds { get; init; }
+
     public long Rejected => RejectedByReason.Values.Sum();
 }
 
@@ -220,6 +230,8 @@ public static class StrategySearch
     {
         options ??= SearchOptions.Default;
         if (options.Top <= 0) throw new ConfigException("top", options.Top.ToString(System.Globalization.CultureInfo.InvariantCulture), "must be a positive integer (>= 1)");
+        if (!(options.MaxSeconds > 0) || double.IsInfinity(options.MaxSeconds))
+            throw new ConfigException("maxSeconds", options.MaxSeconds.ToString(System.Globalization.CultureInfo.InvariantCulture), "must be a positive, finite number of seconds");
         if (options.Microbatches is { } mbs)
             foreach (var mb in mbs) Validate.Positive("microbatches", mb);
         var clock = Stopwatch.StartNew();
@@ -279,17 +291,33 @@ public static class StrategySearch
         for (var i = 0; i < candidates.Count; i++)
             if (reasons[i] is null) estimatedSeconds += estimates[i] * Derivations.DagFactory.SecondsPerEstimatedOperation;
         var cores = Math.Max(1, parallel.MaxDegreeOfParallelism);
-        if (estimatedSeconds / cores > MaxSearchSeconds)
-            throw new ConfigException("gpus", gpus.ToString(System.Globalization.CultureInfo.InvariantCulture),
-                $"would take about {estimatedSeconds / cores:F0} s to search ({reasons.Count(r => r is null):N0} of {candidates.Count:N0} candidates left after the memory and size verdicts, of up to {scenario.Model.Layers} layers); the limit is about {MaxSearchSeconds:F0} s: search fewer GPUs, a smaller model or fewer --microbatches");
+        var limit = options.MaxSeconds;
+        var valid = Enumerable.Range(0, candidates.Count).Where(i => reasons[i] is null).ToArray();
+        ConfigException TooLong(double seconds, string what) => new("gpus", gpus.ToString(System.Globalization.CultureInfo.InvariantCulture),
+            $"would take about {seconds:F0} s to search ({what}, of up to {scenario.Model.Layers} layers); the limit is about {limit:F0} s: search fewer GPUs, a smaller model or fewer --microbatches");
+        var exhaustive = $"{valid.Length:N0} of {candidates.Count:N0} candidates left after the memory and size verdicts";
+        // Over the limit evaluated exhaustively, the search may still fit by pruning: when the bounds (a three-microbatch
+        // DAG each) and the first round fit, it goes on, and after the first round, with a threshold known, the candidates
+        // the bound cannot settle must fit the rest of the limit (checked below).
+        // The staged checks count estimated work, not the clock, so that a search's verdict does not depend on the machine's load.
+        var staged = estimatedSeconds / cores > limit;
+        var prunes = options.Prune && valid.Length > options.Top;
+        var boundSeconds = prunes
+            ? valid.Sum(i => Derivations.DagFactory.EstimateOperations(scenario.Model, candidates[i] with { Microbatches = SearchBound.BuiltMicrobatches }, Derivations.DagFolding.Symmetric))
+              * Derivations.DagFactory.SecondsPerEstimatedOperation / cores
+            : 0;
+        if (staged)
+        {
+            if (!prunes) throw TooLong(estimatedSeconds / cores, exhaustive);
+            if (boundSeconds > limit) throw TooLong(estimatedSeconds / cores, exhaustive + $"; their lower bounds alone about {boundSeconds:F0} s");
+        }
         long rejected = reasons.LongCount(r => r is not null);
         long done = rejected;
         progress?.Report(new SweepProgress(done, candidates.Count, rejected, clock.Elapsed));
-        var valid = Enumerable.Range(0, candidates.Count).Where(i => reasons[i] is null).ToArray();
         // Lower bounds (SearchBound: a three-microbatch DAG each), where pruning may skip anything: a candidate whose bound
         // is above the k-th best total found so far cannot enter the top k.
         var bounds = new double[candidates.Count];
-        if (options.Prune && valid.Length > options.Top)
+        if (prunes)
             Parallel.For(0, valid.Length, parallel, k =>
             {
                 var i = valid[k];
@@ -301,7 +329,13 @@ public static class StrategySearch
         // Lowest bound first, in fixed-size rounds (the same rounds whatever the thread count, so the result and the counts
         // do not depend on threads): before each round the k-th best total so far is the threshold; within a round,
         // most expensive first, so that the cores finish together.
-        var byBound = valid.OrderBy(i => bounds[i]).ThenBy(i => i).ToArray();
+        // Candidates without a bound (0: SearchBound.WhyNot) last: every one is evaluated anyway, and the bounded ones
+        // with the lowest bounds give the first threshold.
+        var byBound = valid.OrderBy(i => prunes && bounds[i] == 0 ? 1 : 0).ThenBy(i => bounds[i]).ThenBy(i => i).ToArray();
+        double Seconds(IEnumerable<int> which) => which.Sum(i => estimates[i]) * Derivations.DagFactory.SecondsPerEstimatedOperation / cores;
+        var searched = boundSeconds;
+        if (staged && searched + Seconds(byBound.Take(options.Top)) > limit)
+            throw TooLong(searched + Seconds(byBound.Take(options.Top)), exhaustive + $"; the lower bounds and the first {options.Top} to evaluate");
         var found = new List<double>();
         var skipped = new bool[candidates.Count];
         long pruned = 0;
@@ -310,6 +344,12 @@ public static class StrategySearch
         for (int from = 0, size = options.Top; from < byBound.Length; from += size, size = PruneRound)
         {
             var threshold = options.Prune && found.Count >= options.Top ? found.Order().ElementAt(options.Top - 1) * (1 + PruneTolerance) : double.PositiveInfinity;
+            // A staged search (over the limit exhaustively): once the first round gives a threshold, the candidates whose
+            // bound does not settle them (the threshold only falls) must fit what is left of the limit.
+            if (staged && from == options.Top && byBound.Skip(from).Where(i => !(bounds[i] > threshold)).ToArray() is var unsettled
+                && searched + Seconds(unsettled) > limit)
+                throw TooLong(searched + Seconds(unsettled),
+                    exhaustive + $"; after the bounds and the first {options.Top}, {unsettled.Length:N0} whose lower bound is below the top {options.Top} so far still to evaluate, {unsettled.Count(i => bounds[i] == 0):N0} of them without a bound ({SearchBound.WhyNot(candidates[unsettled.FirstOrDefault(i => bounds[i] == 0, unsettled[0])]) ?? "see SearchBound.WhyNot"})");
             var order = byBound.Skip(from).Take(size).Where(i => !(bounds[i] > threshold)).OrderByDescending(i => estimates[i]).ToArray();
             foreach (var i in byBound.Skip(from).Take(size))
                 if (bounds[i] > threshold)
@@ -320,6 +360,7 @@ public static class StrategySearch
                     progress?.Report(new SweepProgress(d, candidates.Count, Interlocked.Read(ref rejected), clock.Elapsed));
                 }
             EvaluateAll(order);
+            searched += Seconds(order);
             foreach (var i in order) if (reasons[i] is null) found.Add(totals[i]);
         }
         // Skipped candidates stay valid (no reason): counted as evaluated, settled by their bound, not as rejected.
@@ -375,7 +416,11 @@ public static class StrategySearch
             })
             .ToArray();
         var evaluated = reasons.LongCount(r => r is null);
-        return new SearchResult(scenario, gpus, candidates.Count + indivisible + denseEp, evaluated, best, byReason, clock.Elapsed, pruned);
+        return new SearchResult(scenario, gpus, candidates.Count + indivisible + denseEp, evaluated, best, byReason, clock.Elapsed, pruned)
+        {
+            ExhaustiveEstimateSeconds = estimatedSeconds / cores,
+            SearchedEstimateSeconds = searched,
+        };
     }
 
     /// <summary>The periodic extrapolation of a candidate (<see cref="MicrobatchPeriodicity"/>), null when it does not apply.</summary>
