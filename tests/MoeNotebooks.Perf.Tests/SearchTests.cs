@@ -172,6 +172,23 @@ public class SearchTests
     }
 
     [Fact]
+    public void Interleaved_candidates_on_deep_pipelines_are_searched_without_a_bound()
+    {
+        // Regression: the bound's three-microbatch part of an interleaved candidate with more than three stages is a plan
+        // Megatron cannot run (it deadlocks); such candidates get no bound (SearchBound.WhyNot) and are evaluated.
+        // Oracle: the exhaustive search (Prune: false) of the same space.
+        var seed = Repo.Scenario("tp8-pp2-training");
+        var scenario = seed with { Model = seed.Model with { Layers = 16 } };   // room for 4-8 stages x 2 chunks
+        var options = new SearchOptions(Top: 40, Microbatches: [8, 16], VirtualStages: [1, 2], SkipMemoryInfeasible: false);   // the bound, not the memory verdict, is under test
+        var st = new StrategySpec(1, 2, 4, 2, Microbatches: 8) { Mode = WorkloadMode.Training, Schedule = PipelineSchedule.Interleaved, VirtualStages = 2 };
+        Assert.NotNull(SearchBound.WhyNot(st));
+        var pruned = StrategySearch.Run(scenario, 16, options);
+        var all = StrategySearch.Run(scenario, 16, options with { Prune = false });
+        Assert.Contains(all.Best, b => b.Strategy.VirtualStages == 2 && b.Strategy.PP >= 4);
+        Assert.Equal(all.Best.Select(b => (b.Strategy, b.TotalSeconds)), pruned.Best.Select(b => (b.Strategy, b.TotalSeconds)));
+    }
+
+    [Fact]
     public void Search_is_deterministic_across_thread_counts()
     {
         var scenario = Repo.Scenario("ep16");
