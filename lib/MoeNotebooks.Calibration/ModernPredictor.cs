@@ -109,8 +109,12 @@ public sealed record ModernScenario(ModernRun Run, ModernArchitecture Architectu
     /// </summary>
     public int CpuOffloadedLayers { get; init; }
 
-    /// <summary>The launch's selective recomputation (<c>recompute_modules</c>), unless the row recomputes whole layers (none without a launch).</summary>
-    public RecomputeModules LaunchRecomputeModules => Run.Recompute ? RecomputeModules.None : Launch?.Recomputes ?? RecomputeModules.None;
+    /// <summary>
+    /// The selective recomputation priced: the run's own (<see cref="ModernRun.RecomputeModules"/>, a user's description)
+    /// or else its launch's <c>recompute_modules</c>; none when the row recomputes whole layers or has neither.
+    /// </summary>
+    public RecomputeModules LaunchRecomputeModules =>
+        Run.Recompute ? RecomputeModules.None : Run.RecomputeModules != RecomputeModules.None ? Run.RecomputeModules : Launch?.Recomputes ?? RecomputeModules.None;
 
     /// <summary>The all-to-all implementation the launch's dispatcher maps to (NCCL without a launch).</summary>
     public AllToAllImplementation LaunchAllToAll => Launch?.AllToAll ?? AllToAllImplementation.Nccl;

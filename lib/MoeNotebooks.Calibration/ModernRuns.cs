@@ -68,6 +68,9 @@ public sealed record ModernRun(
     public int? SharedExperts { get; init; }
     public double? ParamsTotalBillions { get; init; }
 
+    /// <summary>Selective recomputation the run was described with (<c>moe predict --recompute-modules</c>); none from a CSV row, whose launch gives it (<see cref="ModernScenario.LaunchRecomputeModules"/>).</summary>
+    public RecomputeModules RecomputeModules { get; init; }
+
     /// <summary>Megatron-Bridge's token-drop variant (capacity factor) rather than dropless routing.</summary>
     public bool TokenDrop => Model.Contains("tokendrop", StringComparison.OrdinalIgnoreCase);
 

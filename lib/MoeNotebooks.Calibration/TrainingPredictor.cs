@@ -9,7 +9,8 @@ namespace MoeNotebooks.Calibration;
 /// <param name="SequenceLength">Null: the model preset's.</param>
 /// <param name="Release">A Megatron-Bridge release ("25.11"): the run is launched as NVIDIA's published config of that release launches it, where one matches.</param>
 public sealed record TrainingRunRequest(string Model, string System, int Gpus, string Precision, long GlobalBatch, int MicroBatch = 1,
-    int TP = 1, int PP = 1, int? VP = null, int CP = 1, int EP = 1, long? SequenceLength = null, string Release = "", bool Recompute = false);
+    int TP = 1, int PP = 1, int? VP = null, int CP = 1, int EP = 1, long? SequenceLength = null, string Release = "", bool Recompute = false,
+    RecomputeModules RecomputeModules = RecomputeModules.None);
 
 /// <summary>One run's predicted step under the carried fits.</summary>
 /// <param name="ModelTflopsPerGpu">Model TFLOP/s per GPU by Megatron-LM's <c>num_floating_point_operations</c> (no recompute), the row's published convention.</param>
@@ -19,6 +20,9 @@ public sealed record TrainingRunRequest(string Model, string System, int Gpus, s
 public sealed record RunPrediction(ModernRun Run, string System, string Generation, FitChoice Fit, double StepSeconds, double ModelTflopsPerGpu,
     double TokensPerSecondPerGpu, double MfuPct, IReadOnlyList<(string Part, double Seconds)> Breakdown, IReadOnlyList<string> Warnings)
 {
+    /// <summary>The selective recomputation priced (the run's own, else its launch's; <see cref="ModernScenario.LaunchRecomputeModules"/>).</summary>
+    public RecomputeModules RecomputeModules { get; init; }
+
     /// <summary>The row's published figure in its own metric (TFLOP/s per GPU; MFU % for MPT), null when the row carries none.</summary>
     public double? Measured => !Run.HasMeasurement ? null : Run.Framework == ModernFramework.MosaicMpt ? Run.MeasuredMfuPct : Run.MeasuredTflopsPerGpu;
 
@@ -79,13 +83,15 @@ public static class TrainingPredictor
             throw new ConfigException("--global-batch", I(q.GlobalBatch), $"must be a multiple of DP x micro-batch = {dp} x {q.MicroBatch} (DP = GPUs / (TP x PP x CP) = {dp})");
         if (q.GlobalBatch / ((long)dp * q.MicroBatch) > MaxMicrobatches)
             throw new ConfigException("--global-batch", I(q.GlobalBatch), $"gives more than {I(MaxMicrobatches)} microbatches per step at DP {dp} x micro-batch {q.MicroBatch}");
+        if (q.Recompute && q.RecomputeModules != RecomputeModules.None)
+            throw new ConfigException("--recompute-modules", string.Join(",", q.RecomputeModules.MegatronNames()), "cannot be combined with --recompute true: Megatron's --recompute-granularity is full or selective, not both");
         if (q.Release.Length > 0 && !System.Text.RegularExpressions.Regex.IsMatch(q.Release, @"^\d{2}\.\d{2}(\.\d{2})?$"))
             throw new ConfigException("--release", q.Release, "must be a Megatron-Bridge release as YY.MM or YY.MM.PP, e.g. 25.11 or 26.04.01");
         var a = ModernArchitecture.Catalog[match.Family];
         var arch = a.Hybrid is not null ? "moe (hybrid Mamba)" : a.Experts > 0 ? "moe" : "dense";
         var id = q.Release.Length > 0 ? $"user_{q.Release}" : "user";
         return new ModernRun(id, "moe predict", match.Family, match.Family, ModernFramework.MegatronBridge, q.Release, arch, q.System, q.Gpus, q.Precision, precision,
-            sequence, q.GlobalBatch, q.MicroBatch, q.TP, q.PP, q.VP, q.CP, q.EP, dp, "", q.Recompute, double.NaN, null, double.NaN, 0);
+            sequence, q.GlobalBatch, q.MicroBatch, q.TP, q.PP, q.VP, q.CP, q.EP, dp, "", q.Recompute, double.NaN, null, double.NaN, 0) { RecomputeModules = q.RecomputeModules };
     }
 
     /// <summary>The prediction of one run; a <see cref="ConfigException"/> (field "run") when it cannot be written as a scenario.</summary>
@@ -144,7 +150,8 @@ public static class TrainingPredictor
         var tokens = run.GlobalBatch * (double)run.SequenceLength / (run.Gpus * seconds);
         var flopsPerGpu = s.PublishedFlops.Total * run.GlobalBatch / (run.Gpus * seconds);
         var breakdown = row.Breakdown(choice.Fit).Select(k => (k.Key, k.Value)).ToArray();
-        return (new RunPrediction(run, s.Hardware.Name, run.Generation, choice, seconds, flopsPerGpu / 1e12, tokens, 100 * flopsPerGpu / s.Hardware.Gpu.PeakFor("bf16"), breakdown, warnings), null);
+        return (new RunPrediction(run, s.Hardware.Name, run.Generation, choice, seconds, flopsPerGpu / 1e12, tokens, 100 * flopsPerGpu / s.Hardware.Gpu.PeakFor("bf16"), breakdown, warnings)
+            { RecomputeModules = s.LaunchRecomputeModules }, null);
     }
 
     private static readonly Lazy<IReadOnlyDictionary<string, GenerationRange>?> Ranges = new(() =>

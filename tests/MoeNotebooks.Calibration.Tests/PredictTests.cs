@@ -221,4 +221,20 @@ public class PredictTests
         Assert.Equal(100 * p.ModelTflopsPerGpu * 1e12 / 989e12, p.MfuPct, 6);
         Assert.All(p.Breakdown, b => Assert.True(double.IsFinite(b.Seconds)));
     }
+
+    [CalibrationDataFact]
+    public void A_described_run_prices_its_selective_recompute_between_none_and_full()
+    {
+        // Oracle: ordering. Selective recomputation reruns part of what full recomputation reruns, so the step lies
+        // between none and full; the run's own modules are what is priced (and reported), and full excludes selective.
+        TrainingRunRequest Run(bool full = false, RecomputeModules modules = RecomputeModules.None) =>
+            new("qwen3-30b-a3b", "DGX-B200", 8, "mxfp8", 512, 4, EP: 8, Recompute: full, RecomputeModules: modules);
+        var none = TrainingPredictor.Predict(Run());
+        var some = TrainingPredictor.Predict(Run(modules: RecomputeModules.Moe));
+        var full = TrainingPredictor.Predict(Run(full: true));
+        Assert.True(none.StepSeconds < some.StepSeconds && some.StepSeconds < full.StepSeconds, $"{none.StepSeconds} < {some.StepSeconds} < {full.StepSeconds}");
+        Assert.Equal(RecomputeModules.Moe, some.RecomputeModules);
+        Assert.Equal(RecomputeModules.None, none.RecomputeModules);
+        Assert.Throws<ConfigException>(() => TrainingPredictor.Predict(Run(full: true, modules: RecomputeModules.MoeAct)));
+    }
 }

@@ -197,6 +197,7 @@ public class HostileOutputTests
         { ["search", "SCEN", "--prune", "\u001b[31mtrue"], "--prune" },
         { ["search", "SCEN", "--recompute-modules", "moe_act+\u001b[31mmoe"], "--recompute-modules" },
         { ["search", "SCEN", "--recompute-modules", "none,,moe"], "--recompute-modules" },
+        { ["predict", "--recompute-modules", "moe_act,\u001b[31mmoe"], "--recompute-modules" },
         { ["sweep", "SCEN", "--threads", "-1"], "--threads" },
         { ["sweep", "SCEN", "--threads", "100000"], "--threads" },
         { ["sweep", "SCEN", "--breakdown", "yes"], "--breakdown" },

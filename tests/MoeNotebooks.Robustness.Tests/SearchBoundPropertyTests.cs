@@ -85,3 +85,27 @@ public class SearchBoundContextParallelPropertyTests
         Console.WriteLine($"search bound with CP: {ratios.Count} bounded; bound / step min {ratios[0]:F3} median {ratios[ratios.Count / 2]:F3} max {ratios[^1]:F6}");
     }
 }
+
+/// <summary>
+/// The search's lower bound with selective recomputation (<see cref="RandomScenarios.SelectiveRecomputes"/> made long
+/// enough for a bound: 2 PP + 6 microbatches). Oracle: the whole DAG (<see cref="DagFolding.None"/>) of the same scenario.
+/// </summary>
+public class SearchBoundSelectiveRecomputePropertyTests
+{
+    [Fact]
+    public void The_bound_with_selective_recomputation_is_at_most_the_whole_dags_total()
+    {
+        long bounded = 0;
+        Property.Check(RandomScenarios.SelectiveRecomputes(), c =>
+        {
+            var m = 2 * c.PP + 6;
+            var s = (c with { Microbatches = m, Batch = c.Batch / c.Microbatches * m }).Scenario;
+            var cost = s.CreateCostModel();
+            var bound = SearchBound.LowerBoundSeconds(s, cost);
+            var total = s.BuildDag(DagFolding.None).CriticalPath(cost).TotalSeconds;
+            Assert.True(bound <= total * (1 + 1e-12), $"bound {bound:R} s above the whole DAG's {total:R} s for {s.Strategy}");
+            if (bound > 0) bounded++;
+        }, count: Math.Min(Property.Iterations, 1_000));
+        Assert.True(bounded > 100, $"only {bounded} cases bounded");
+    }
+}
