@@ -25,8 +25,7 @@ internal sealed class DenseFfnBlock : ILayerBlock
             c.Elementwise(site, c.SequenceShard(3 * c.ActivationBytes), 2, last);
             // Selective recomputation: the pre-MLP norm (layernorm) and the MLP's forward (mlp) again, then its backward.
             c.RecomputeNorm(site, last);
-            if (c.Recomputes(Config.RecomputeModules.Mlp)) c.InRecompute(() => { Emit(c, BlockPass.Recompute, site, last, residual: false); return 0; });
-            b.Phase = OpPhase.BackwardData;
+            if (c.Recomputes(Config.RecomputeModules.Mlp)) c.InRecompute(() => Emit(c, BlockPass.Recompute, site, last, residual: false));
         }
         // Sequence parallelism: all-gather the tokens before the column-parallel up projection (forward) or the
         // row-parallel down projection's backward (the conjugate of the forward reduce-scatter).

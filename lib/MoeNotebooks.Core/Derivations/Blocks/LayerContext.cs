@@ -240,6 +240,9 @@ internal sealed partial class LayerContext
         finally { B.Phase = phase; }
     }
 
+    /// <inheritdoc cref="InRecompute{T}(Func{T})"/>
+    public void InRecompute(Action emit) => InRecompute(() => { emit(); return 0; });
+
     /// <summary>
     /// Selective recomputation of a pre-norm (<c>layernorm</c>): at the start of its block's backward, the norm over the
     /// block's input runs again (reads and writes [T, H]; 1/TP of the tokens under sequence parallelism), because
@@ -248,7 +251,7 @@ internal sealed partial class LayerContext
     public void RecomputeNorm(LayerSite site, int[] last)
     {
         if (!Recomputes(RecomputeModules.Layernorm)) return;
-        InRecompute(() => { Elementwise(site, SequenceShard(2 * ActivationBytes), 0, last); return 0; });
+        InRecompute(() => Elementwise(site, SequenceShard(2 * ActivationBytes), 0, last));
     }
 
     /// <summary>Per local rank: an elementwise pass of <paramref name="bytes"/> after last[li] (norm, residual, ...).</summary>

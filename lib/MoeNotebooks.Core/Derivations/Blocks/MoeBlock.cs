@@ -37,7 +37,7 @@ internal sealed class MoeBlock : ILayerBlock
     {
         c.RecomputeNorm(site, last);
         if (c.Recomputes(Config.RecomputeModules.Moe))
-            c.InRecompute(() => { foreach (var _ in Segments(c, BlockPass.Recompute, site, last, residual: false)) { } return 0; });
+            c.InRecompute(() => { foreach (var _ in Segments(c, BlockPass.Recompute, site, last, residual: false)) { } });
     }
 
     /// <summary>
