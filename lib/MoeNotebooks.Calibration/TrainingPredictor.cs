@@ -84,7 +84,7 @@ public static class TrainingPredictor
         if (q.GlobalBatch / ((long)dp * q.MicroBatch) > MaxMicrobatches)
             throw new ConfigException("--global-batch", I(q.GlobalBatch), $"gives more than {I(MaxMicrobatches)} microbatches per step at DP {dp} x micro-batch {q.MicroBatch}");
         if (q.Recompute && q.RecomputeModules != RecomputeModules.None)
-            throw new ConfigException("--recompute-modules", string.Join(",", q.RecomputeModules.MegatronNames()), "cannot be combined with --recompute true: Megatron's --recompute-granularity is full or selective, not both");
+            throw new ConfigException("--recompute-modules", q.RecomputeModules.ToText(), "cannot be combined with --recompute true: Megatron's --recompute-granularity is full or selective, not both");
         if (q.Release.Length > 0 && !System.Text.RegularExpressions.Regex.IsMatch(q.Release, @"^\d{2}\.\d{2}(\.\d{2})?$"))
             throw new ConfigException("--release", q.Release, "must be a Megatron-Bridge release as YY.MM or YY.MM.PP, e.g. 25.11 or 26.04.01");
         var a = ModernArchitecture.Catalog[match.Family];

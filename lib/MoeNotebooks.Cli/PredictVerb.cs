@@ -48,8 +48,7 @@ public static class PredictVerb
                 var v => throw new ConfigException("--recompute", v, "must be true or false (full activation recompute)"),
             };
             // Megatron's selective recompute modules, comma- or '+'-separated (--recompute-modules layernorm,moe_act).
-            var modules = flags["--recompute-modules"].Length == 0 ? RecomputeModules.None
-                : RecomputeModulesText.Parse("--recompute-modules", flags["--recompute-modules"].Split([',', '+']).Select(n => n.Trim()));
+            var modules = flags["--recompute-modules"].Length == 0 ? RecomputeModules.None : RecomputeModulesText.ParseSet("--recompute-modules", flags["--recompute-modules"]);
             var request = new TrainingRunRequest(Required("--model"), Required("--system"), Int("--gpus", Required("--gpus")), Required("--precision"),
                 Long("--global-batch", Required("--global-batch")), Int("--micro-batch", "1"), Int("--tp", "1"), Int("--pp", "1"),
                 flags["--vp"].Length > 0 ? Int("--vp", "") : null, Int("--cp", "1"), Int("--ep", "1"),
@@ -69,7 +68,7 @@ public static class PredictVerb
         foreach (var p in predicted)
         {
             var r = p.Run;
-            o.WriteLine($"{Cli.Shown(r.Id)}: {Cli.Shown(r.Family)} on {p.System} ({p.Generation}), {r.Gpus} GPUs, {r.PrecisionName}, TP {r.TP} PP {r.PP} VP {(r.VP is { } v ? v.ToString(CultureInfo.InvariantCulture) : "-")} CP {r.CP} EP {r.EP} DP {r.DP}, global batch {r.GlobalBatch} x {r.SequenceLength} tokens, micro-batch {r.MicroBatch}{(r.Recompute ? ", full recompute" : "")}{(p.RecomputeModules != RecomputeModules.None ? $", selective recompute {string.Join(" ", p.RecomputeModules.MegatronNames())}" : "")}");
+            o.WriteLine($"{Cli.Shown(r.Id)}: {Cli.Shown(r.Family)} on {p.System} ({p.Generation}), {r.Gpus} GPUs, {r.PrecisionName}, TP {r.TP} PP {r.PP} VP {(r.VP is { } v ? v.ToString(CultureInfo.InvariantCulture) : "-")} CP {r.CP} EP {r.EP} DP {r.DP}, global batch {r.GlobalBatch} x {r.SequenceLength} tokens, micro-batch {r.MicroBatch}{(r.Recompute ? ", full recompute" : "")}{(p.RecomputeModules != RecomputeModules.None ? $", selective recompute {p.RecomputeModules.ToText()}" : "")}");
             o.WriteLine($"  step {F(p.StepSeconds, "F3")} s, {F(p.TokensPerSecondPerGpu, "F0")} tokens/s per GPU, {F(p.ModelTflopsPerGpu)} model TFLOP/s per GPU (Megatron FLOPs), MFU {F(p.MfuPct)} % of the bf16 peak");
             if (p.Measured is { } m && p.Predicted is { } q && p.ErrorPct is { } e)
                 o.WriteLine($"  published {F(m)} {(r.Framework == ModernFramework.MosaicMpt ? "MFU %" : "TFLOP/s per GPU")}, predicted {F(q)}: {(e >= 0 ? "+" : "")}{F(e)} %");

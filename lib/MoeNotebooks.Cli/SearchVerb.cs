@@ -30,19 +30,12 @@ public static class SearchVerb
         var pruneText = options.Option("--prune", "true");
         options.Finish();
         var prune = SweepVerb.ParseBool("--prune", pruneText);
-        IReadOnlyList<bool>? recompute = rcText switch
-        {
-            "" => null,
-            "both" => [false, true],
-            "true" => [true],
-            "false" => [false],
-            _ => throw new UsageException($"--recompute {Cli.Shown(rcText)}: must be both, true or false"),
-        };
+        var recompute = ParseBoth("--recompute", rcText);
         // --recompute-modules none,layernorm+moe_act,moe: selective sets (Megatron's module names joined by '+'), tried where full recompute is off.
         var rmParts = rmText == "" ? [] : rmText.Split(',');
         if (rmParts.Length > 16) throw new UsageException($"--recompute-modules lists {rmParts.Length} sets: give at most 16");
         IReadOnlyList<RecomputeModules>? recomputeModules = rmText == "" ? null
-            : rmParts.Select(set => set.Trim() == "none" ? RecomputeModules.None : RecomputeModulesText.Parse("--recompute-modules", set.Split('+').Select(n => n.Trim()))).ToArray();
+            : rmParts.Select(set => RecomputeModulesText.ParseSet("--recompute-modules", set)).ToArray();
         var mbsParts = mbsText == "" ? [] : mbsText.Split(',');
         if (mbsParts.Length > 64) throw new UsageException($"--micro-batch-size lists {mbsParts.Length} sizes: give at most 64");
         if (mbsText != "" && mbText != "") throw new UsageException("--micro-batch-size and --microbatches both given: give one (the size sets the count per data-parallel size)");
@@ -56,27 +49,13 @@ public static class SearchVerb
         if (vpParts.Length > 64) throw new UsageException($"--virtual-stages lists {vpParts.Length} counts: give at most 64");
         IReadOnlyList<int>? virtualStages = vpText == "" ? null
             : vpParts.Select(t => SweepVerb.ParseInt("--virtual-stages", t.Trim(), 1, (int)Bounds.VirtualStages.Max)).ToArray();
-        IReadOnlyList<bool>? distributed = distText switch
-        {
-            "" => null,
-            "both" => [false, true],
-            "true" => [true],
-            "false" => [false],
-            _ => throw new UsageException($"--distributed-optimizer {Cli.Shown(distText)}: must be both, true or false"),
-        };
+        var distributed = ParseBoth("--distributed-optimizer", distText);
         var etpParts = etpText == "" ? [] : etpText.Split(',');
         if (etpParts.Length > 64) throw new UsageException($"--etp lists {etpParts.Length} sizes: give at most 64");
         // "tp": the experts as tensor-parallel as attention (today's layout); a number: MoE parallel folding with that ETP.
         IReadOnlyList<int?>? etps = etpText == "" ? null
             : etpParts.Select(t => t.Trim() == "tp" ? (int?)null : SweepVerb.ParseInt("--etp", t.Trim(), 1, (int)Bounds.ParallelSize.Max)).ToArray();
-        IReadOnlyList<bool>? sequenceParallel = spText switch
-        {
-            "" => null,
-            "both" => [false, true],
-            "true" => [true],
-            "false" => [false],
-            _ => throw new UsageException($"--sequence-parallel {Cli.Shown(spText)}: must be both, true or false"),
-        };
+        var sequenceParallel = ParseBoth("--sequence-parallel", spText);
         var schedParts = schedText == "" ? [] : schedText.Split(',');
         if (schedParts.Length > 8) throw new UsageException($"--schedules lists {schedParts.Length} schedules: give at most 8");
         IReadOnlyList<PipelineSchedule>? schedules = schedText == "" ? null : schedParts.Select(t => t.Trim() switch
@@ -120,4 +99,14 @@ public static class SearchVerb
         }
         return 0;
     }
+
+    /// <summary>An option tried both ways or one: "both" -> [false, true], "true", "false"; "" -> null (the scenario's).</summary>
+    private static IReadOnlyList<bool>? ParseBoth(string name, string text) => text switch
+    {
+        "" => null,
+        "both" => [false, true],
+        "true" => [true],
+        "false" => [false],
+        _ => throw new UsageException($"{name} {Cli.Shown(text)}: must be both, true or false"),
+    };
 }

@@ -49,7 +49,7 @@ public sealed record RandomCase(
         $"{(DistributedOptimizer ? " dist-opt" : "")}{(OverlapGradReduce ? "" : " no-grad-overlap")}{(FirstStageLayers is { } f ? $" first-stage {f}" : "")}" +
         $"{(HybridPattern is { } p ? $" hybrid {p} mamba {MambaHeads}x{MambaHeadDim} N {MambaState} Q {MambaChunk}" : "")}" +
         $"{(AllToAllOverlap != MoeAllToAllOverlap.None ? $" a2a {AllToAllOverlap}" : "")}{(DeepEpSms is { } sms ? $" deep-ep-normal {sms} SMs" : "")}{(OverlapParamGather ? " param-gather-overlap" : "")}{(NvlinkContention ? " nvlink-ports" : "")}" +
-        $"{(RecomputeModules != RecomputeModules.None ? $" recompute-modules {string.Join(",", RecomputeModules.MegatronNames())}" : "")}");
+        $"{(RecomputeModules != RecomputeModules.None ? $" recompute-modules {RecomputeModules.ToText()}" : "")}");
 
     private ModelSpec Plain => new("random", Layers, HiddenSize, Heads, Ffn, Experts, TopK, Batch, Sequence, ModelSpec.DtypeBytes[Dtype], Dtype)
     {
@@ -68,6 +68,9 @@ public sealed record RandomCase(
     public StrategySpec Strategy => new(EP, TP, PP, DP, Derivation, Microbatches) { Mode = Mode, Schedule = Schedule, Recompute = Recompute, AttentionKernel = Kernel, OverlapCommunication = Overlap, ScatterGather = ScatterGather,
         UseDistributedOptimizer = DistributedOptimizer, OverlapGradReduce = OverlapGradReduce, DecoderFirstPipelineNumLayers = FirstStageLayers, MoeAllToAllOverlap = AllToAllOverlap,
         OverlapParamGather = OverlapParamGather, RecomputeModules = RecomputeModules };
+
+    /// <summary>The same case with <paramref name="microbatches"/> microbatches of the same size (the batch scaled with them).</summary>
+    public RandomCase WithMicrobatches(int microbatches) => this with { Microbatches = microbatches, Batch = Batch / Microbatches * microbatches };
 
     public HardwareSpec Hardware => HardwareCatalog.Get(Preset) with { GpuCount = Gpus, GpusPerNode = GpusPerNode };
 

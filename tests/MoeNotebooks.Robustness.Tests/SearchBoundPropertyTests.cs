@@ -1,4 +1,3 @@
-using CsCheck;
 using MoeNotebooks.Config;
 using MoeNotebooks.Analysis;
 using MoeNotebooks.Derivations;
@@ -13,6 +12,19 @@ namespace MoeNotebooks.Robustness.Tests;
 /// </summary>
 public class SearchBoundPropertyTests
 {
+    /// <summary>
+    /// The bound over the whole DAG's step (<see cref="DagFolding.None"/>: every GPU, every microbatch), built, priced and
+    /// scheduled under the scenario's cost model; asserts the bound is not above it (0: no bound given).
+    /// </summary>
+    internal static double BoundOverWholeStep(Scenario s)
+    {
+        var cost = s.CreateCostModel();
+        var bound = SearchBound.LowerBoundSeconds(s, cost);
+        var total = s.BuildDag(DagFolding.None).CriticalPath(cost).TotalSeconds;
+        Assert.True(bound <= total * (1 + 1e-12), $"bound {bound:R} s above the whole DAG's {total:R} s for {s.Strategy}");
+        return bound / total;
+    }
+
     [Fact]
     public void The_bound_is_at_most_the_whole_dags_total_and_not_vacuous()
     {
@@ -20,11 +32,7 @@ public class SearchBoundPropertyTests
         Property.Check(PeriodicFoldingPropertyTests.Cases, s =>
         {
             if (SearchBound.WhyNot(s.Strategy) is not null) return;
-            var cost = s.CreateCostModel();
-            var bound = SearchBound.LowerBoundSeconds(s, cost);
-            var total = s.BuildDag(DagFolding.None).CriticalPath(cost).TotalSeconds;
-            Assert.True(bound <= total * (1 + 1e-12), $"bound {bound:R} s above the whole DAG's {total:R} s for {s.Strategy}");
-            ratios.Add(bound / total);
+            ratios.Add(BoundOverWholeStep(s));
         }, count: Math.Min(Property.Iterations, 4_000));
         // Not vacuous: the bound is given for many cases and is at least half the step for most of those (measured,
         // 4,000 cases at seeds 1-5: 1,388 bounded at seed 1, median bound / step 0.987-0.991).
@@ -39,7 +47,8 @@ public class SearchBoundPropertyTests
 
 /// <summary>
 /// The search's lower bound with context parallelism (the ring attention's sends inside each item), over the context
-/// parallel stream's layouts made long enough for a bound (4-10 microbatches, training, with and without recompute).
+/// parallel stream's layouts (<see cref="ContextParallelPropertyTests.Cases"/>) made long enough for a bound: up to 3
+/// stages, 4-10 microbatches, training with and without recompute.
 /// Oracle: the whole DAG (<see cref="DagFolding.None"/>) of the same scenario.
 /// </summary>
 public class SearchBoundContextParallelPropertyTests
@@ -47,38 +56,12 @@ public class SearchBoundContextParallelPropertyTests
     [Fact]
     public void The_bound_with_context_parallelism_is_at_most_the_whole_dags_total()
     {
-        var gen =
-            from cp in Gen.OneOf(2, 4)
-            from epFactor in Gen.OneOf(0, 1, 2)
-            from tp in Gen.Int[1, 2]
-            from pp in Gen.Int[1, 3]
-            from mb in Gen.Int[4, 10]
-            from moe in Gen.Bool
-            from mla in Gen.Bool
-            from causal in Gen.Bool
-            from recompute in Gen.Bool
-            from chunk in Gen.Int[1, 24]
-            from replicas in Gen.Int[1, 2]
-            from preset in Gen.OneOf("DGX-H100", "H100-SXM")
-            select (cp, ep: moe ? new[] { cp / 2, cp, 2 * cp }[epFactor] : 1, tp, pp, mb, moe, mla, causal, recompute, seq: 2L * cp * chunk, replicas, preset);
         var ratios = new List<double>();
-        Property.Check(gen, c =>
+        Property.Check(ContextParallelPropertyTests.Cases(maxPp: 3, minMicrobatches: 4, maxMicrobatches: 10, minMode: 1), c =>
         {
-            var dp = (c.ep >= c.cp ? 1 : c.cp / c.ep) * c.replicas;
-            var heads = 2 * c.tp;
-            var model = new ModelSpec("cp", 2 * c.pp, 64L * heads, heads, 128, c.moe ? 4 * c.ep : 0, c.moe ? 2 : 1, (long)c.ep * dp * c.mb, c.seq)
-            {
-                Causal = c.causal,
-                KvHeads = c.mla ? null : c.tp,
-                Mla = c.mla ? new MlaSpec(0, 32, 32, 16, 32) : null,
-            };
-            var st = new StrategySpec(c.ep, c.tp, c.pp, dp, Microbatches: c.mb) { Mode = WorkloadMode.Training, Recompute = c.recompute, ContextParallelSize = c.cp };
-            var s = new Scenario("cp-bound", model, HardwareCatalog.Get(c.preset).WithGpus(st.GpuCount), st, CostModelSpec.Ideal).Validated();
-            var cost = s.CreateCostModel();
-            var bound = SearchBound.LowerBoundSeconds(s, cost);
-            var total = s.BuildDag(DagFolding.None).CriticalPath(cost).TotalSeconds;
-            Assert.True(bound <= total * (1 + 1e-12), $"bound {bound:R} s above the whole DAG's {total:R} s for {st}");
-            if (bound > 0) ratios.Add(bound / total);
+            var st = c.Strategy with { ContextParallelSize = c.Cp };
+            var s = new Scenario("cp-bound", c.Model, HardwareCatalog.Get("DGX-H100").WithGpus(st.GpuCount), st, CostModelSpec.Ideal).Validated();
+            if (SearchBoundPropertyTests.BoundOverWholeStep(s) is > 0 and var ratio) ratios.Add(ratio);
         }, count: Math.Min(Property.Iterations, 1_000));
         Assert.True(ratios.Count > 100, $"only {ratios.Count} cases bounded");
         ratios.Sort();
@@ -98,13 +81,8 @@ public class SearchBoundSelectiveRecomputePropertyTests
         long bounded = 0;
         Property.Check(RandomScenarios.SelectiveRecomputes(), c =>
         {
-            var m = 2 * c.PP + 6;
-            var s = (c with { Microbatches = m, Batch = c.Batch / c.Microbatches * m }).Scenario;
-            var cost = s.CreateCostModel();
-            var bound = SearchBound.LowerBoundSeconds(s, cost);
-            var total = s.BuildDag(DagFolding.None).CriticalPath(cost).TotalSeconds;
-            Assert.True(bound <= total * (1 + 1e-12), $"bound {bound:R} s above the whole DAG's {total:R} s for {s.Strategy}");
-            if (bound > 0) bounded++;
+            var s = c.WithMicrobatches(2 * c.PP + 6).Scenario;
+            if (SearchBoundPropertyTests.BoundOverWholeStep(s) > 0) bounded++;
         }, count: Math.Min(Property.Iterations, 1_000));
         Assert.True(bounded > 100, $"only {bounded} cases bounded");
     }

@@ -35,8 +35,8 @@ public class SelectiveRecomputePropertyTests
         var refusals = new Dictionary<string, int>();
         Property.Check(RandomScenarios.SelectiveRecomputes(), c =>
         {
-            var m = 2 * c.PP + 6;   // even and >= 2 PP (DualPipe's rule), long enough for a period
-            if (PeriodicFoldingPropertyTests.AssertExtrapolatedEqualsWhole((c with { Microbatches = m, Batch = c.Batch / c.Microbatches * m }).Scenario)) extrapolated++;
+            // 2 PP + 6: even and >= 2 PP (DualPipe's rule), long enough for a period.
+            if (PeriodicFoldingPropertyTests.AssertExtrapolatedEqualsWhole(c.WithMicrobatches(2 * c.PP + 6).Scenario)) extrapolated++;
             else if (MicrobatchPeriodicity.LastRefusal is { } why) refusals[why] = refusals.GetValueOrDefault(why) + 1;
         }, Cases);
         Assert.True(extrapolated > 0, "no case was extrapolated: " + string.Join("; ", refusals.OrderByDescending(kv => kv.Value).Take(4).Select(kv => $"{kv.Value} x {kv.Key}")));

@@ -146,9 +146,25 @@ public sealed class SelectiveRecomputeTests
     [Fact]
     public void Scenario_json_round_trips_the_module_list()
     {
+        // Oracle: the round trip (StrategySpec.ToJson read back by StrategySpec.Read equals the strategy).
         var st = Training() with { RecomputeModules = RecomputeModules.Moe | RecomputeModules.Layernorm };
         using var doc = JsonDocument.Parse(st.ToJson().ToJsonString());
         Assert.Equal(st, StrategySpec.Read(new JsonObjectReader(doc.RootElement, "strategy", null)));
         Assert.Contains("recompute layernorm moe", st.ToString());
+    }
+
+    [Fact]
+    public void Command_line_sets_read_and_print_as_megatron_lists_them()
+    {
+        // Oracle: Megatron's module strings (TransformerConfig.recompute_modules) and its command line's
+        // space-separated list; a value outside the seven modules is not a set of them.
+        Assert.Equal(RecomputeModules.Layernorm | RecomputeModules.MoeAct, RecomputeModulesText.ParseSet("f", "layernorm+moe_act"));
+        Assert.Equal(RecomputeModules.Layernorm | RecomputeModules.MoeAct, RecomputeModulesText.ParseSet("f", "moe_act, layernorm"));
+        Assert.Equal(RecomputeModules.None, RecomputeModulesText.ParseSet("f", "none"));
+        Assert.Equal("layernorm moe_act", (RecomputeModules.MoeAct | RecomputeModules.Layernorm).ToText());
+        Assert.Equal("none", RecomputeModules.None.ToText());
+        Assert.Equal(7, RecomputeModulesText.All.MegatronNames().Count);
+        var e = Assert.Throws<ConfigException>(() => (Training() with { RecomputeModules = (RecomputeModules)128 }).Validated());
+        Assert.Contains("must combine only Megatron's modules", e.Message);
     }
 }

@@ -181,11 +181,12 @@ public static class MemoryModel
             : e * tokens * 2 * h / sp + 4 * tokens / sp * model.Experts + e * expertTokens * (model.ExpertInputWidth + intermediates * expertFfnShard) + e * tokens * intermediates * sharedShard;
         // Selective recomputation (strategy.recomputeModules): what each listed module no longer keeps per layer and microbatch.
         var keptWithoutSelective = attentionActs + ffnActs;
+        bool R(RecomputeModules m) => !seed && training && (st.RecomputeModules & m) != 0;
+        var normOutput = e * tokens * h / sp;   // what a norm's output saved for the following GEMM holds (one of its 2 h)
         if (!seed && training && st.RecomputeModules != RecomputeModules.None)
         {
-            bool R(RecomputeModules m) => (st.RecomputeModules & m) != 0;
-            // layernorm: the norm output the following GEMM saved (one of the 2 h per norm above).
-            if (R(RecomputeModules.Layernorm)) { attentionActs -= e * tokens * h / sp; ffnActs -= e * tokens * h / sp; }
+            // layernorm: the norm output the following GEMM saved.
+            if (R(RecomputeModules.Layernorm)) { attentionActs -= normOutput; ffnActs -= normOutput; }
             // core_attn: the materialized scores (a fused kernel keeps nothing beyond Q, K, V and O, saved anyway).
             if (R(RecomputeModules.CoreAttn) && st.AttentionKernel != AttentionKernel.Fused)
                 attentionActs -= (st.AttentionKernel == AttentionKernel.MaterializedDropout ? 2 * e + 1 : e) * scoresPerLayer;
@@ -199,7 +200,7 @@ public static class MemoryModel
             else if (R(RecomputeModules.Moe))
             {
                 // moe: the MoE layer keeps only its input (and the norm's, above).
-                ffnActs = e * tokens * (R(RecomputeModules.Layernorm) ? 1 : 2) * h / sp;
+                ffnActs = (R(RecomputeModules.Layernorm) ? 1 : 2) * normOutput;
             }
             else
             {
@@ -220,8 +221,8 @@ public static class MemoryModel
             var mambaActs = e * tokens * (2 * h / sp + (model.MambaInProjWidth + model.MambaConvDim + 2 * model.MambaInner) / mambaTp)
                             + 4 * Math.Ceiling(tokens / model.MambaChunkSize) * model.MambaHeads / mambaTp * model.MambaHeadDim * model.MambaStateDim;
             var denseActs = e * tokens * (2 * h / sp + intermediates * ffnShard);
-            if (training && (st.RecomputeModules & RecomputeModules.Layernorm) != 0) { mambaActs -= e * tokens * h / sp; denseActs -= e * tokens * h / sp; }
-            if (training && (st.RecomputeModules & RecomputeModules.Mlp) != 0) denseActs -= e * tokens * intermediates * ffnShard;
+            if (R(RecomputeModules.Layernorm)) { mambaActs -= normOutput; denseActs -= normOutput; }
+            if (R(RecomputeModules.Mlp)) denseActs -= e * tokens * intermediates * ffnShard;
             perLayer = Enumerable.Range(0, model.Layers).Average(l => model.LayerKindOf(l) switch
             {
                 HybridLayerKind.Mamba => mambaActs,

@@ -50,6 +50,12 @@ public static class SearchBound
         return null;
     }
 
+    /// <summary>Operations the bound builds (estimated), 0 when none is given.</summary>
+    public static double EstimateOperations(Scenario candidate, Derivations.DagFolding folding) =>
+        WhyNot(candidate.Strategy) is null
+            ? Derivations.DagFactory.EstimateOperations(candidate.Model, candidate.Strategy with { Microbatches = BuiltMicrobatches }, folding)
+            : 0;
+
     /// <summary>
     /// The lower bound in seconds on <paramref name="candidate"/>'s step under <paramref name="cost"/> (the candidate's own
     /// cost model); 0 where <see cref="WhyNot"/> gives a reason.

@@ -287,12 +287,12 @@ public static class StrategySearch
         // The search-time estimate, over the candidates that will be evaluated (the verdicts above build nothing, and
         // the size guard comes before the memory verdict, so hostile sizes are refused by formula): what each would
         // build, the periodic extrapolation's parts where it applies.
-        var estimatedSeconds = 0.0;
-        for (var i = 0; i < candidates.Count; i++)
-            if (reasons[i] is null) estimatedSeconds += estimates[i] * Derivations.DagFactory.SecondsPerEstimatedOperation;
         var cores = Math.Max(1, parallel.MaxDegreeOfParallelism);
+        // Seconds of evaluating these candidates, estimated from what each builds, spread over the cores.
+        double Seconds(IEnumerable<int> which) => which.Sum(i => estimates[i]) * Derivations.DagFactory.SecondsPerEstimatedOperation / cores;
         var limit = options.MaxSeconds;
         var valid = Enumerable.Range(0, candidates.Count).Where(i => reasons[i] is null).ToArray();
+        var exhaustiveSeconds = Seconds(valid);
         ConfigException TooLong(double seconds, string what) => new("gpus", gpus.ToString(System.Globalization.CultureInfo.InvariantCulture),
             $"would take about {seconds:F0} s to search ({what}, of up to {scenario.Model.Layers} layers); the limit is about {limit:F0} s: search fewer GPUs, a smaller model or fewer --microbatches");
         var exhaustive = $"{valid.Length:N0} of {candidates.Count:N0} candidates left after the memory and size verdicts";
@@ -300,16 +300,16 @@ public static class StrategySearch
         // DAG each) and the first round fit, it goes on, and after the first round, with a threshold known, the candidates
         // the bound cannot settle must fit the rest of the limit (checked below).
         // The staged checks count estimated work, not the clock, so that a search's verdict does not depend on the machine's load.
-        var staged = estimatedSeconds / cores > limit;
+        var staged = exhaustiveSeconds > limit;
         var prunes = options.Prune && valid.Length > options.Top;
         var boundSeconds = prunes
-            ? valid.Sum(i => Derivations.DagFactory.EstimateOperations(scenario.Model, candidates[i] with { Microbatches = SearchBound.BuiltMicrobatches }, Derivations.DagFolding.Symmetric))
+            ? valid.Sum(i => SearchBound.EstimateOperations(scenario with { Hardware = hardware, Strategy = candidates[i] }, Derivations.DagFolding.Symmetric))
               * Derivations.DagFactory.SecondsPerEstimatedOperation / cores
             : 0;
         if (staged)
         {
-            if (!prunes) throw TooLong(estimatedSeconds / cores, exhaustive);
-            if (boundSeconds > limit) throw TooLong(estimatedSeconds / cores, exhaustive + $"; their lower bounds alone about {boundSeconds:F0} s");
+            if (!prunes) throw TooLong(exhaustiveSeconds, exhaustive);
+            if (boundSeconds > limit) throw TooLong(exhaustiveSeconds, exhaustive + $"; their lower bounds alone about {boundSeconds:F0} s");
         }
         long rejected = reasons.LongCount(r => r is not null);
         long done = rejected;
@@ -332,10 +332,9 @@ public static class StrategySearch
         // Candidates without a bound (0: SearchBound.WhyNot) last: every one is evaluated anyway, and the bounded ones
         // with the lowest bounds give the first threshold.
         var byBound = valid.OrderBy(i => prunes && bounds[i] == 0 ? 1 : 0).ThenBy(i => bounds[i]).ThenBy(i => i).ToArray();
-        double Seconds(IEnumerable<int> which) => which.Sum(i => estimates[i]) * Derivations.DagFactory.SecondsPerEstimatedOperation / cores;
         var searched = boundSeconds;
-        if (staged && searched + Seconds(byBound.Take(options.Top)) > limit)
-            throw TooLong(searched + Seconds(byBound.Take(options.Top)), exhaustive + $"; the lower bounds and the first {options.Top} to evaluate");
+        if (staged && searched + Seconds(byBound.Take(options.Top)) is var firstRound && firstRound > limit)
+            throw TooLong(firstRound, exhaustive + $"; the lower bounds and the first {options.Top} to evaluate");
         var found = new List<double>();
         var skipped = new bool[candidates.Count];
         long pruned = 0;
@@ -347,9 +346,12 @@ public static class StrategySearch
             // A staged search (over the limit exhaustively): once the first round gives a threshold, the candidates whose
             // bound does not settle them (the threshold only falls) must fit what is left of the limit.
             if (staged && from == options.Top && byBound.Skip(from).Where(i => !(bounds[i] > threshold)).ToArray() is var unsettled
-                && searched + Seconds(unsettled) > limit)
-                throw TooLong(searched + Seconds(unsettled),
-                    exhaustive + $"; after the bounds and the first {options.Top}, {unsettled.Length:N0} whose lower bound is below the top {options.Top} so far still to evaluate, {unsettled.Count(i => bounds[i] == 0):N0} of them without a bound ({SearchBound.WhyNot(candidates[unsettled.FirstOrDefault(i => bounds[i] == 0, unsettled[0])]) ?? "see SearchBound.WhyNot"})");
+                && searched + Seconds(unsettled) is var rest && rest > limit)
+            {
+                var unbounded = unsettled.Where(i => bounds[i] == 0).ToArray();
+                throw TooLong(rest, exhaustive + $"; after the bounds and the first {options.Top}, {unsettled.Length:N0} whose lower bound is below the top {options.Top} so far still to evaluate"
+                    + (unbounded.Length > 0 ? $", {unbounded.Length:N0} of them without a bound ({SearchBound.WhyNot(candidates[unbounded[0]]) ?? "its bound could not be built"})" : ""));
+            }
             var order = byBound.Skip(from).Take(size).Where(i => !(bounds[i] > threshold)).OrderByDescending(i => estimates[i]).ToArray();
             foreach (var i in byBound.Skip(from).Take(size))
                 if (bounds[i] > threshold)
@@ -418,7 +420,7 @@ public static class StrategySearch
         var evaluated = reasons.LongCount(r => r is null);
         return new SearchResult(scenario, gpus, candidates.Count + indivisible + denseEp, evaluated, best, byReason, clock.Elapsed, pruned)
         {
-            ExhaustiveEstimateSeconds = estimatedSeconds / cores,
+            ExhaustiveEstimateSeconds = exhaustiveSeconds,
             SearchedEstimateSeconds = searched,
         };
     }

@@ -100,7 +100,7 @@ public sealed record MegatronImportResult(
         if (st.OverlapGradReduce) Flag("overlap-grad-reduce");
         if (st.OverlapParamGather) Flag("overlap-param-gather");
         if (st.Recompute) { Flag("recompute-granularity", "full"); Flag("recompute-method", "uniform"); Flag("recompute-num-layers", 1); }
-        if (st.RecomputeModules != RecomputeModules.None) { Flag("recompute-granularity", "selective"); Flag("recompute-modules", string.Join(" ", st.RecomputeModules.MegatronNames())); }
+        if (st.RecomputeModules != RecomputeModules.None) { Flag("recompute-granularity", "selective"); Flag("recompute-modules", st.RecomputeModules.ToText()); }
         if (st.DecoderFirstPipelineNumLayers is { } f) Flag("decoder-first-pipeline-num-layers", f);
         if (st.DecoderLastPipelineNumLayers is { } l) Flag("decoder-last-pipeline-num-layers", l);
         if (st.MoeAllToAllOverlap == MoeAllToAllOverlap.DeepEp) { Flag("moe-token-dispatcher-type", "flex"); Flag("moe-enable-deepep"); }

@@ -39,13 +39,25 @@ public static class RecomputeModulesText
         (RecomputeModules.MoeAct, "moe_act"), (RecomputeModules.SharedExperts, "shared_experts"), (RecomputeModules.Mlp, "mlp"), (RecomputeModules.Moe, "moe"),
     ];
 
-    private static string Valid => string.Join(", ", Names.Select(n => n.Name));
+    /// <summary>Megatron's module strings, comma-separated (for messages).</summary>
+    public static string Valid { get; } = string.Join(", ", Names.Select(n => n.Name));
+
+    /// <summary>Every module: a value with other bits set is not a set of Megatron's modules.</summary>
+    public static RecomputeModules All { get; } = Names.Aggregate(RecomputeModules.None, (all, n) => all | n.Flag);
 
     /// <summary>Megatron's module strings of <paramref name="modules"/>, in Megatron's documentation order.</summary>
     public static IReadOnlyList<string> MegatronNames(this RecomputeModules modules) =>
         Names.Where(n => (modules & n.Flag) != 0).Select(n => n.Name).ToArray();
 
-    public static string MegatronName(this RecomputeModules module) => Names.Single(n => n.Flag == module).Name;
+    /// <summary>The modules as Megatron's command line lists them (<c>layernorm moe_act</c>), or <c>none</c>.</summary>
+    public static string ToText(this RecomputeModules modules) => modules == RecomputeModules.None ? "none" : string.Join(" ", modules.MegatronNames());
+
+    /// <summary>
+    /// One set written on a command line: <c>none</c>, or module strings joined by <c>+</c> or <c>,</c>
+    /// (<c>layernorm+moe_act</c>); errors name <paramref name="field"/>.
+    /// </summary>
+    public static RecomputeModules ParseSet(string field, string text) =>
+        text.Trim() == "none" ? RecomputeModules.None : Parse(field, text.Split(['+', ',']).Select(n => n.Trim()));
 
     /// <summary>One Megatron module string; a clear error naming <paramref name="field"/> and the valid names otherwise.</summary>
     public static RecomputeModules Parse(string field, string name, string? source = null)

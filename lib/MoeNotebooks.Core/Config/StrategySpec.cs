@@ -332,7 +332,7 @@ public sealed record StrategySpec(int EP, int TP, int PP, int DP, Derivation Der
                 _ => JsonObjectReader.Kebab(Schedule.ToString()),
             });
         if (Recompute) extras.Add("recompute");
-        if (RecomputeModules != RecomputeModules.None) extras.Add($"recompute {string.Join(" ", RecomputeModules.MegatronNames())}");
+        if (RecomputeModules != RecomputeModules.None) extras.Add($"recompute {RecomputeModules.ToText()}");
         if (ZeroStage > 0) extras.Add($"ZeRO-{ZeroStage}");
         if (!OverlapCommunication) extras.Add("no overlap");
         if (AllToAllChunks > 1) extras.Add($"{AllToAllChunks} all-to-all chunks");
@@ -374,10 +374,10 @@ public sealed record StrategySpec(int EP, int TP, int PP, int DP, Derivation Der
         Validate.Within($"{path}.microbatches", Microbatches, Bounds.Microbatches, source);
         Validate.Within($"{path}.virtualStages", VirtualStages, Bounds.VirtualStages, source);
         Validate.Within($"{path}.alltoallChunks", AllToAllChunks, Bounds.AllToAllChunks, source);
-        if ((int)RecomputeModules is < 0 or > 127)
-            throw new ConfigException($"{path}.recomputeModules", ((int)RecomputeModules).ToString(CultureInfo.InvariantCulture), "must combine only Megatron's modules (core_attn, mla_up_proj, layernorm, moe_act, shared_experts, mlp, moe)", source);
+        if ((RecomputeModules & ~RecomputeModulesText.All) != 0)
+            throw new ConfigException($"{path}.recomputeModules", ((int)RecomputeModules).ToString(CultureInfo.InvariantCulture), $"must combine only Megatron's modules ({RecomputeModulesText.Valid})", source);
         if (Recompute && RecomputeModules != RecomputeModules.None)
-            throw new ConfigException($"{path}.recomputeModules", string.Join(", ", RecomputeModules.MegatronNames()),
+            throw new ConfigException($"{path}.recomputeModules", RecomputeModules.ToText(),
                 "cannot be combined with \"recompute\": true: Megatron's --recompute-granularity is full or selective, not both", source);
         if (ZeroStage is < 0 or > 3)
             throw new ConfigException($"{path}.zero", ZeroStage.ToString(CultureInfo.InvariantCulture), "must be 0, 1, 2 or 3", source);

@@ -15,12 +15,12 @@ public sealed class OperatorDag
         string description, int gpuCount, int elementBytes, string dtype, bool communicationOverlapsCompute,
         OpKind[] kinds, OpPhase[] phases, int[] gpus, int[] groups, int[] layers, int[] microbatches, int[] indices,
         int[] classes, PriceClass[] classTable,
-        int[] predStart, int[] preds, int[][] groupMembers, int[]? representative = null, int count = -1, int edgeCount = -1)
+        int[] predStart, int[] preds, int[][] groupMembers, int[]? representative, int count, int edgeCount)
     {
         // The builder hands over its arrays without copying them to their exact size: only the first count operations
         // (and edgeCount edges, count + 1 edge offsets) are the DAG's; what lies beyond is never read.
-        _count = count < 0 ? kinds.Length : count;
-        _edgeCount = edgeCount < 0 ? preds.Length : edgeCount;
+        _count = count;
+        _edgeCount = edgeCount;
         Description = description;
         GpuCount = gpuCount;
         ElementBytes = elementBytes;
