@@ -172,16 +172,22 @@ public class SearchTests
     }
 
     [Fact]
-    public void Interleaved_candidates_on_deep_pipelines_are_searched_without_a_bound()
+    public void Interleaved_candidates_on_deep_pipelines_are_bounded_by_their_plain_run_and_searched_alike()
     {
-        // Regression: the bound's three-microbatch part of an interleaved candidate with more than three stages is a plan
-        // Megatron cannot run (it deadlocks); such candidates get no bound (SearchBound.WhyNot) and are evaluated.
+        // Regression: the bound's three-microbatch part of an interleaved candidate with more than three stages was a
+        // plan Megatron cannot run (it deadlocked). Interleaved candidates whose layers are alike are now bounded by their
+        // plain 1F1B run (SearchBound, class summary); with dense first layers they get no bound and are evaluated.
         // Oracle: the exhaustive search (Prune: false) of the same space.
         var seed = Repo.Scenario("tp8-pp2-training");
         var scenario = seed with { Model = seed.Model with { Layers = 16 } };   // room for 4-8 stages x 2 chunks
         var options = new SearchOptions(Top: 40, Microbatches: [8, 16], VirtualStages: [1, 2], SkipMemoryInfeasible: false);   // the bound, not the memory verdict, is under test
         var st = new StrategySpec(1, 2, 4, 2, Microbatches: 8) { Mode = WorkloadMode.Training, Schedule = PipelineSchedule.Interleaved, VirtualStages = 2 };
-        Assert.NotNull(SearchBound.WhyNot(st));
+        Assert.Null(SearchBound.WhyNot(scenario.Model, st));
+        var candidate = (scenario with { Strategy = st, Hardware = scenario.Hardware.WithGpus(st.GpuCount), Model = scenario.Model with { Batch = st.DP * st.Microbatches * 16 } }).Validated();   // micro-batch 16 as the seed's
+        var bound = SearchBound.LowerBoundSeconds(candidate, candidate.CreateCostModel());
+        var total = candidate.BuildDag(Derivations.DagFolding.None).CriticalPath(candidate.CreateCostModel()).TotalSeconds;
+        Assert.InRange(bound, 0.5 * total, total);
+        Assert.NotNull(SearchBound.WhyNot(scenario.Model with { Experts = 8, TopK = 2, DenseLayers = 1 }, st));
         var pruned = StrategySearch.Run(scenario, 16, options);
         var all = StrategySearch.Run(scenario, 16, options with { Prune = false });
         Assert.Contains(all.Best, b => b.Strategy.VirtualStages == 2 && b.Strategy.PP >= 4);

@@ -1,3 +1,4 @@
+using CsCheck;
 using MoeNotebooks.Config;
 using MoeNotebooks.Analysis;
 using MoeNotebooks.Derivations;
@@ -31,7 +32,7 @@ public class SearchBoundPropertyTests
         var ratios = new List<double>();
         Property.Check(PeriodicFoldingPropertyTests.Cases, s =>
         {
-            if (SearchBound.WhyNot(s.Strategy) is not null) return;
+            if (SearchBound.WhyNot(s.Model, s.Strategy) is not null) return;
             ratios.Add(BoundOverWholeStep(s));
         }, count: Math.Min(Property.Iterations, 4_000));
         // Not vacuous: the bound is given for many cases and is at least half the step for most of those (measured,
@@ -85,5 +86,58 @@ public class SearchBoundSelectiveRecomputePropertyTests
             if (SearchBoundPropertyTests.BoundOverWholeStep(s) > 0) bounded++;
         }, count: Math.Min(Property.Iterations, 1_000));
         Assert.True(bounded > 100, $"only {bounded} cases bounded");
+    }
+}
+
+/// <summary>
+/// The search's lower bound for interleaved virtual stages, taken from the candidate's plain 1F1B run
+/// (<see cref="SearchBound"/>, class summary): the random-scenario stream widened to long pipelines
+/// (<see cref="PeriodicFoldingPropertyTests.Cases"/>) made interleaved, 2-4 chunks per stage over 2-4 stages, PP x 2-4
+/// microbatches, where the layers divide over the chunks. Oracle: the whole interleaved DAG (<see cref="DagFolding.None"/>).
+/// </summary>
+public class SearchBoundInterleavedPropertyTests
+{
+    private static Gen<Scenario?> Cases =>
+        from s in PeriodicFoldingPropertyTests.Cases
+        from v in Gen.Int[2, 4]
+        from pp in Gen.Int[2, 4]
+        from rounds in Gen.Int[2, 4]
+        select Interleaved(s, v, pp, rounds);
+
+    /// <summary>The scenario with <paramref name="pp"/> stages of <paramref name="v"/> chunks and PP x rounds microbatches of its micro-batch size; null when not valid.</summary>
+    private static Scenario? Interleaved(Scenario s, int v, int pp, int rounds)
+    {
+        var st = s.Strategy;
+        if (st.Derivation != Derivation.Corrected || st.Schedule is not (PipelineSchedule.OneFOneB or PipelineSchedule.Interleaved)) return null;
+        var layers = pp * v * Math.Max(1, s.Model.Layers / (pp * v));
+        var m = pp * rounds;
+        var microBatch = s.Model.Batch / (st.DP * st.Microbatches);
+        var interleaved = st with { PP = pp, VirtualStages = v, Schedule = PipelineSchedule.Interleaved, Microbatches = m, DecoderFirstPipelineNumLayers = null, DecoderLastPipelineNumLayers = null };
+        try
+        {
+            return (s with
+            {
+                Model = s.Model with { Layers = layers, Batch = microBatch * st.DP * m },
+                Strategy = interleaved,
+                Hardware = s.Hardware.WithGpus(interleaved.GpuCount),
+            }).Validated();
+        }
+        catch (ConfigException) { return null; }
+    }
+
+    [Fact]
+    public void The_interleaved_bound_is_at_most_the_whole_dags_total()
+    {
+        var ratios = new List<double>();
+        long unbounded = 0;
+        Property.Check(Cases, s =>
+        {
+            if (s is null) return;
+            if (SearchBound.WhyNot(s.Model, s.Strategy) is not null) { unbounded++; return; }
+            if (SearchBoundPropertyTests.BoundOverWholeStep(s) is > 0 and var ratio) ratios.Add(ratio);
+        }, count: Math.Min(Property.Iterations, 2_000));
+        Assert.True(ratios.Count > 200, $"only {ratios.Count} interleaved cases bounded ({unbounded} without a bound)");
+        ratios.Sort();
+        Console.WriteLine($"interleaved search bound: {ratios.Count} bounded, {unbounded} without; bound / step min {ratios[0]:F3} q25 {ratios[ratios.Count / 4]:F3} median {ratios[ratios.Count / 2]:F3} max {ratios[^1]:F6}");
     }
 }

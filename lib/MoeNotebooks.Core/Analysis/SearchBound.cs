@@ -30,30 +30,65 @@ namespace MoeNotebooks.Analysis;
 /// <para>Where that likeness is not what the builder does, no bound is given (0): fewer than four microbatches (nothing to
 /// gain), zero-bubble W deferral and DualPipe (a microbatch's weight gradients move with the schedule), the MoE
 /// all-to-all overlap (operations of two microbatches merged in pairs), ZeRO-3 / FSDP parameter gathers (shared by the
-/// microbatches of a layer), interleaved virtual stages (a three-microbatch interleaved plan is not the run's). The search checks the bound against the evaluated totals in its tests (bound &lt;= total
+/// microbatches of a layer), interleaved virtual stages over layers that differ (see below). The search checks the bound against the evaluated totals in its tests (bound &lt;= total
 /// over random scenarios; the pruned search's best equal the exhaustive search's).</para>
+/// <para>Interleaved virtual stages (v chunks per stage, <see cref="PipelineSchedule.Interleaved"/>). A three-microbatch
+/// interleaved plan is not the run's (Megatron interleaves at least PP microbatches; on deeper pipelines such a plan
+/// deadlocks), so the bound is taken from the same candidate run as plain 1F1B (v = 1), where every layer of the model is
+/// alike (<see cref="LayersAlike"/>) and the layers divide evenly over PP x v chunks. Then each stage holds the same L / PP
+/// layers either way (v chunks of L / (PP v)), with the embedding on the first stage and the output layer on the last,
+/// and interleaving only adds operations (a send per chunk boundary): every stream's work W_S is at least the plain
+/// run's. A stage's first operation waits at least for the first microbatch's first chunk on every earlier stage, whose
+/// layers are 1/v of that stage's, and its sends: the plain run's fill path scaled by 1/v is no longer (each of its
+/// terms is a layer's or a send's, scaled down), and the drain likewise. The update phase (gradient reset, gradient
+/// synchronisation, optimizer), which interleaving splits per chunk, is left out (zero seconds), as are the spans inside
+/// items (a plain item holds v chunks whose boundary is no dependency when interleaved). So the bound is
+/// max_S (head_S / v + W_S + tail_S / v) over the plain three-microbatch DAG, with update operations at zero. Checked
+/// against the whole interleaved DAG over random scenarios (SearchBoundInterleavedPropertyTests).</para>
 /// </summary>
 public static class SearchBound
 {
     /// <summary>Microbatches built for the bound: the first, one middle, the last.</summary>
     public const int BuiltMicrobatches = 3;
 
-    /// <summary>Why no bound is given for this strategy (null: a bound is given).</summary>
-    public static string? WhyNot(StrategySpec st)
+    /// <summary>Why no bound is given for this candidate (null: a bound is given).</summary>
+    public static string? WhyNot(ModelSpec model, StrategySpec st)
     {
         if (st.Microbatches <= BuiltMicrobatches) return "nothing to gain: the run has no more microbatches than the bound builds";
         if (st.Schedule is PipelineSchedule.ZeroBubbleH1 or PipelineSchedule.DualPipe) return "weight gradients move with the schedule";
         if (st.MoeAllToAllOverlap != MoeAllToAllOverlap.None) return "operations of two microbatches are merged in pairs";
         if (st.ZeroStage >= 3) return "parameter gathers are shared by the microbatches of a layer";
-        // An interleaved plan of three microbatches is not the run's (Megatron's interleaving needs at least PP microbatches).
-        if (st.VirtualStages > 1) return "interleaved virtual stages: the three-microbatch plan is not the run's";
+        // An interleaved plan of three microbatches is not the run's (Megatron's interleaving needs at least PP microbatches):
+        // bounded through the plain 1F1B run where that is admissible (class summary).
+        if (st.VirtualStages > 1 && InterleavedWhyNot(model, st) is { } why) return why;
         return null;
     }
 
+    /// <summary>
+    /// Whether every transformer layer of the model is built alike: no dense first layers in an MoE model, no hybrid or
+    /// attention-kind pattern, no MTP depths. (Routing and the precision recipe are the same for every layer.)
+    /// </summary>
+    public static bool LayersAlike(ModelSpec model) =>
+        !model.IsHybrid && (model.IsDense || model.DenseLayers == 0) && model.MtpLayers == 0
+        && (model.AttentionPattern is null || model.AttentionPattern.Distinct().Count() <= 1);
+
+    private static string? InterleavedWhyNot(ModelSpec model, StrategySpec st)
+    {
+        if (!LayersAlike(model))
+            return "interleaved virtual stages over layers that differ (dense first layers, a layer pattern or MTP depths): the plain 1F1B plan's stages hold other layers";
+        if (st.DecoderFirstPipelineNumLayers is not null || st.DecoderLastPipelineNumLayers is not null || model.Layers % (st.PP * st.VirtualStages) != 0)
+            return "interleaved virtual stages with uneven chunks: the plain 1F1B plan's stages hold other layers";
+        return null;
+    }
+
+    /// <summary>The candidate as plain 1F1B (one chunk per stage), whose three-microbatch DAG bounds an interleaved candidate.</summary>
+    private static StrategySpec Plain(StrategySpec st) =>
+        st.VirtualStages > 1 ? st with { VirtualStages = 1, Schedule = PipelineSchedule.OneFOneB } : st;
+
     /// <summary>Operations the bound builds (estimated), 0 when none is given.</summary>
     public static double EstimateOperations(Scenario candidate, Derivations.DagFolding folding) =>
-        WhyNot(candidate.Strategy) is null
-            ? Derivations.DagFactory.EstimateOperations(candidate.Model, candidate.Strategy with { Microbatches = BuiltMicrobatches }, folding)
+        WhyNot(candidate.Model, candidate.Strategy) is null
+            ? Derivations.DagFactory.EstimateOperations(candidate.Model, Plain(candidate.Strategy) with { Microbatches = BuiltMicrobatches }, folding)
             : 0;
 
     /// <summary>
@@ -63,7 +98,17 @@ public static class SearchBound
     public static double LowerBoundSeconds(Scenario candidate, CostModel cost)
     {
         var st = candidate.Strategy;
-        if (WhyNot(st) is not null) return 0;
+        if (WhyNot(candidate.Model, st) is not null) return 0;
+        if (st.VirtualStages > 1)
+        {
+            // Interleaved: the plain 1F1B run's three microbatches, update operations at zero, fill and drain scaled by 1 / v.
+            var plain = candidate with { Strategy = Plain(st) };
+            var (plainDag, _) = MicrobatchPeriodicity.BuildPart(plain, cost, Derivations.DagFolding.Symmetric, BuiltMicrobatches);
+            var durations = cost.Price(plainDag);
+            for (var op = 0; op < plainDag.Count; op++)
+                if (plainDag.Phase(op) == OpPhase.Update) durations[op] = 0;
+            return LowerBoundSeconds(plainDag, durations, st.Microbatches, items: null, fillDrainScale: 1.0 / st.VirtualStages);
+        }
         // Three microbatches of the candidate's own size (the plan's count; the model's batch is not re-derived).
         var (dag, items) = MicrobatchPeriodicity.BuildPart(candidate, cost, Derivations.DagFolding.Symmetric, BuiltMicrobatches);
         return LowerBoundSeconds(dag, cost.Price(dag), st.Microbatches, items?.Select(i => (i.First, i.End)).ToArray());
@@ -80,7 +125,8 @@ public static class SearchBound
     /// add up along the stream; an item's operations and edges are the same for every middle microbatch, so the sums
     /// extrapolate as the work does.</para>
     /// </summary>
-    public static double LowerBoundSeconds(OperatorDag dag, double[] durations, int microbatches, IReadOnlyList<(int First, int End)>? items = null)
+    /// <param name="fillDrainScale">Factor on each stream's head and tail paths (1; 1 / v for an interleaved candidate bounded by its plain run).</param>
+    public static double LowerBoundSeconds(OperatorDag dag, double[] durations, int microbatches, IReadOnlyList<(int First, int End)>? items = null, double fillDrainScale = 1)
     {
         if (microbatches < BuiltMicrobatches) throw new ArgumentOutOfRangeException(nameof(microbatches), microbatches, $"the bound stands for at least {BuiltMicrobatches} microbatches");
         var n = dag.Count;
@@ -200,7 +246,7 @@ public static class SearchBound
             }
             var h = dag.Microbatch(firstX[stream]) == 0 ? Math.Max(head[stream], before[firstX[stream]]) : head[stream];
             var t = dag.Microbatch(lastX[stream]) == last ? Math.Max(end[stream], after[lastX[stream]]) : end[stream];
-            bound = Math.Max(bound, Math.Max(h, initWork[stream]) + work[stream] + Math.Max(t, tailWork[stream]));
+            bound = Math.Max(bound, Math.Max(fillDrainScale * h, initWork[stream]) + work[stream] + Math.Max(fillDrainScale * t, tailWork[stream]));
         }
         return bound;
     }

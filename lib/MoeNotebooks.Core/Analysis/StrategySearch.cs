@@ -350,7 +350,7 @@ public static class StrategySearch
             {
                 var unbounded = unsettled.Where(i => bounds[i] == 0).ToArray();
                 throw TooLong(rest, exhaustive + $"; after the bounds and the first {options.Top}, {unsettled.Length:N0} whose lower bound is below the top {options.Top} so far still to evaluate"
-                    + (unbounded.Length > 0 ? $", {unbounded.Length:N0} of them without a bound ({SearchBound.WhyNot(candidates[unbounded[0]]) ?? "its bound could not be built"})" : ""));
+                    + (unbounded.Length > 0 ? $", {unbounded.Length:N0} of them without a bound ({SearchBound.WhyNot(scenario.Model, candidates[unbounded[0]]) ?? "its bound could not be built"})" : ""));
             }
             var order = byBound.Skip(from).Take(size).Where(i => !(bounds[i] > threshold)).OrderByDescending(i => estimates[i]).ToArray();
             foreach (var i in byBound.Skip(from).Take(size))
