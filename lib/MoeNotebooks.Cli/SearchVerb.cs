@@ -94,8 +94,8 @@ public static class SearchVerb
         {
             stdout.WriteLine();
             stdout.WriteLine("rejected");
-            foreach (var (reason, count) in result.RejectedByReason)
-                stdout.WriteLine(string.Create(c, $"  {count,6:N0}  {reason}"));
+            foreach (var line in result.RejectedGrouped)
+                stdout.WriteLine(string.Create(c, $"  {line.Count,6:N0}  {line.Text}"));
         }
         return 0;
     }

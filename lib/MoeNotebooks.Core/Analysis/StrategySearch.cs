@@ -81,6 +81,9 @@ public sealed record SearchResult(
     public double SearchedEstimateSeconds { get; init; }
 
     public long Rejected => RejectedByReason.Values.Sum();
+
+    /// <summary>The rejections grouped for reading: reasons that differ only in one number on one line (<see cref="RejectionGroups"/>), most frequent first.</summary>
+    public IReadOnlyList<RejectionGroup> RejectedGrouped => RejectionGroups.Of(RejectedByReason);
 }
 
 /// <summary>
