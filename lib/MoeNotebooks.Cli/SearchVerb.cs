@@ -6,9 +6,9 @@ namespace MoeNotebooks.Cli;
 
 /// <summary>
 /// <c>moe search SCENARIO.json --gpus N [--top 5] [--microbatches 1,2,4] [--virtual-stages 1,2] [--distributed-optimizer both]
-/// [--etp tp,1,2] [--sequence-parallel both] [--schedules 1f1b,zero-bubble-h1,dualpipe] [--context-parallel 1,2] [--recompute both] [--recompute-modules none,layernorm+moe_act] [--micro-batch-size 1,2] [--prune true|false]</c>:
+/// [--etp tp,1,2] [--sequence-parallel both] [--schedules 1f1b,zero-bubble-h1,dualpipe] [--context-parallel 1,2] [--recompute both] [--recompute-modules none,layernorm+moe_act] [--micro-batch-size 1,2] [--prune true|false] [--max-seconds 300]</c>:
 /// the fastest strategies and why; infeasible candidates counted by reason; candidates whose lower bound is above the
-/// k-th best are skipped unless <c>--prune false</c>.
+/// k-th best are skipped unless <c>--prune false</c>; a search estimated to take longer than <c>--max-seconds</c> (300) is refused.
 /// </summary>
 public static class SearchVerb
 {
@@ -28,8 +28,11 @@ public static class SearchVerb
         var rmText = options.Option("--recompute-modules", "");
         var mbsText = options.Option("--micro-batch-size", "");
         var pruneText = options.Option("--prune", "true");
+        var maxSecondsText = options.Option("--max-seconds", "");
         options.Finish();
         var prune = SweepVerb.ParseBool("--prune", pruneText);
+        // The search-time guard's limit (estimated seconds of work, not the clock), at most a day.
+        var maxSeconds = maxSecondsText == "" ? StrategySearch.MaxSearchSeconds : SweepVerb.ParseInt("--max-seconds", maxSecondsText, 1, 86_400);
         var recompute = ParseBoth("--recompute", rcText);
         // --recompute-modules none,layernorm+moe_act,moe: selective sets (Megatron's module names joined by '+'), tried where full recompute is off.
         var rmParts = rmText == "" ? [] : rmText.Split(',');
@@ -77,7 +80,7 @@ public static class SearchVerb
         var bar = new ProgressBar(stderr);
         var result = StrategySearch.Run(scenario, gpus, new SearchOptions(top, microbatches, VirtualStages: virtualStages, DistributedOptimizer: distributed,
             ExpertTensorParallel: etps, SequenceParallel: sequenceParallel, Schedules: schedules, ContextParallel: contextParallel,
-            Recompute: recompute, MicroBatchSizes: microBatchSizes, Prune: prune, RecomputeModules: recomputeModules), bar);
+            Recompute: recompute, MicroBatchSizes: microBatchSizes, Prune: prune, RecomputeModules: recomputeModules, MaxSeconds: maxSeconds), bar);
         bar.Finish();
         var c = CultureInfo.InvariantCulture;
         stdout.WriteLine(string.Create(c, $"{scenario.Name} on {gpus} x {scenario.Hardware.Gpu.Name}: {result.Considered:N0} strategies, {result.Evaluated:N0} valid ({result.Evaluated - result.Pruned:N0} evaluated, {result.Pruned:N0} skipped: their lower bound is slower than the top {top}), {result.Rejected:N0} rejected, {result.Elapsed.TotalSeconds:F2} s"));

@@ -14,6 +14,18 @@ public class CliTests
     }
 
     [Fact]
+    public void SearchTimeLimitIsTheMaxSecondsOption()
+    {
+        // Oracle: the library's guard (StrategySearch.Run with SearchOptions.MaxSeconds): Megatron-1T's default space on
+        // 3,072 GPUs is estimated at tens of seconds, over a 1 s limit and well under the default 300 s; the refusal names the option.
+        var (code, output, error) = Run("search", TestPaths.Scenario("megatron-1t"), "--gpus", "3072", "--max-seconds", "1");
+        Assert.NotEqual(0, code);
+        Assert.Equal("", output);
+        Assert.Contains("the limit is about 1 s", error);
+        Assert.Contains("--max-seconds", error);
+    }
+
+    [Fact]
     public void EvaluateJsonReportsTheSeedTermsAndATotal()
     {
         // Oracle: the founding document's EP=16 terms per 4 layers (see SeedFormulaTests for the full formula).

@@ -297,7 +297,7 @@ public static class StrategySearch
         var valid = Enumerable.Range(0, candidates.Count).Where(i => reasons[i] is null).ToArray();
         var exhaustiveSeconds = Seconds(valid);
         ConfigException TooLong(double seconds, string what) => new("gpus", gpus.ToString(System.Globalization.CultureInfo.InvariantCulture),
-            $"would take about {seconds:F0} s to search ({what}, of up to {scenario.Model.Layers} layers); the limit is about {limit:F0} s: search fewer GPUs, a smaller model or fewer --microbatches");
+            $"would take about {seconds:F0} s to search ({what}, of up to {scenario.Model.Layers} layers); the limit is about {limit:F0} s: search fewer GPUs, a smaller model or fewer --microbatches, or allow more time (moe search --max-seconds, SearchOptions.MaxSeconds)");
         var exhaustive = $"{valid.Length:N0} of {candidates.Count:N0} candidates left after the memory and size verdicts";
         // Over the limit evaluated exhaustively, the search may still fit by pruning: when the bounds (a three-microbatch
         // DAG each) and the first round fit, it goes on, and after the first round, with a threshold known, the candidates
