@@ -217,13 +217,16 @@ internal sealed partial class CorrectedDerivation
             var perReplica = new int[_builtReplicas][];
             if (_ringReplicas > 1)
             {
-                // A context-parallel ring over several units is emitted as one interleaved span: no per-unit item spans.
-                _itemsComplete = false;
+                // A context-parallel ring over several units is emitted as one interleaved span, the item of its first unit:
+                // the same operations in the same order for every microbatch (what microbatch periodicity and the search
+                // bound read from item spans).
                 for (var dp0 = 0; dp0 < _builtReplicas; dp0 += _ringReplicas)
                 {
+                    var first = _b.Count;
                     var ring = Enumerable.Range(dp0, _ringReplicas).ToArray();
                     var emitted = EmitRingItem(ring, item, ring.Select(dp => inputs is null ? InputOn(dp, item) : inputs[dp]).ToArray());
                     for (var r = 0; r < ring.Length; r++) perReplica[ring[r]] = SendOnward(ring[r], item, emitted[r]);
+                    _items.Add(new ItemSpan(dp0, StageOf(item), item, first, _b.Count));
                 }
             }
             else if (GathersParameters(item))
@@ -835,7 +838,8 @@ internal sealed partial class CorrectedDerivation
 }
 
 /// <summary>
-/// One emitted pipeline item: replica, stage, and the contiguous range
+/// One emitted pipeline item: replica (for a context-parallel ring over several units, the first of them: the span holds
+/// the whole ring), stage, and the contiguous range
 /// [<see cref="First"/>, <see cref="End"/>) of operation ids it emitted (its layers and its onward send).
 /// </summary>
 internal readonly record struct ItemSpan(int Replica, int Stage, PipelineItem Item, int First, int End);

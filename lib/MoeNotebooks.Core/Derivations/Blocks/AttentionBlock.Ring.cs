@@ -159,8 +159,10 @@ internal sealed partial class AttentionBlock
             }
         }
         var kvBytes = RingBlockBytes(c);
+        // The first step sends the K/V block saved by the forward: posted when the attention's backward starts (after the
+        // output projection's dgrad), as Transformer Engine's ring backward posts it on entry, not before its layer's backward.
         var held = new int[n][];
-        for (var pos = 0; pos < n; pos++) held[pos] = [];
+        for (var pos = 0; pos < n; pos++) held[pos] = [dOut[pos]];
         var merged = new int[n];
         Array.Fill(merged, -1);
         var dScores = new int[c.HeadsPerRank];
