@@ -14,6 +14,19 @@ public class CliTests
     }
 
     [Fact]
+    public void SearchWithNothingValidSaysWhatWouldLetLayoutsThrough()
+    {
+        // Oracle: the memory model's verdict on DeepSeek-V3 as shipped (data/scenarios/deepseek-v3.json: 122.9 GB per GPU
+        // at its own layout, BF16, no recomputation), and the default microbatch counts (powers of two to 4 x PP), which
+        // leave micro-batches of several sequences: no layout of 2,048 GPUs fits in 80 GB.
+        var (code, output, _) = Run("search", TestPaths.Scenario("deepseek-v3"), "--gpus", "2048");
+        Assert.Equal(0, code);
+        Assert.Contains(" 0 valid", output);
+        Assert.Contains("no valid candidate: the ", output);
+        Assert.Contains("--micro-batch-size 1,2", output);
+    }
+
+    [Fact]
     public void SearchTimeLimitIsTheMaxSecondsOption()
     {
         // Oracle: the library's guard (StrategySearch.Run with SearchOptions.MaxSeconds): Megatron-1T's default space on

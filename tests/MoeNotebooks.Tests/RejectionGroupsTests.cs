@@ -30,6 +30,20 @@ public class RejectionGroupsTests
     }
 
     [Fact]
+    public void A_number_in_scientific_notation_is_one_value()
+    {
+        var reasons = new Dictionary<string, long>
+        {
+            ["would build about 2.71E+007 operations"] = 1,
+            ["would build about 1.03E+008 operations"] = 2,
+            ["would build about 5.98E+007 operations"] = 3,
+        };
+        var line = Assert.Single(RejectionGroups.Of(reasons));
+        Assert.Equal("would build about {2.71E+007, 5.98E+007, 1.03E+008} operations", line.Text);
+        Assert.Equal(6, line.Count);
+    }
+
+    [Fact]
     public void Long_value_lists_are_cut_with_a_count()
     {
         var reasons = Enumerable.Range(1, RejectionGroups.ListedValues + 3).ToDictionary(i => $"strategy.dp = {i}: too many", _ => 1L);

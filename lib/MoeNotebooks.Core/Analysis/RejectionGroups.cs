@@ -21,7 +21,8 @@ public static class RejectionGroups
     /// <summary>Values listed in a group's braces before the rest are counted ("... and 12 more").</summary>
     public const int ListedValues = 8;
 
-    private static readonly Regex Number = new(@"\d+(?:[.,]\d+)*", RegexOptions.CultureInvariant);
+    // A number: digits with thousands separators or a decimal point, and an exponent (1.03E+007 is one value).
+    private static readonly Regex Number = new(@"\d+(?:[.,]\d+)*(?:[eE][+-]?\d+)?", RegexOptions.CultureInvariant);
 
     public static IReadOnlyList<RejectionGroup> Of(IReadOnlyDictionary<string, long> rejectedByReason)
     {
