@@ -26,8 +26,9 @@ namespace MoeNotebooks.Analysis;
 /// <paramref name="RecomputeModules"/>: selective recomputation sets tried where full recomputation is off (Megatron's
 /// <c>--recompute-modules</c>; <see cref="Config.RecomputeModules.None"/> for none; default: the scenario's).
 /// <paramref name="MicroBatchSizes"/>: Megatron's <c>--micro-batch-size</c> values tried (sequences per microbatch and
-/// replica); each gives the microbatch count batch / (DP x size) of a candidate, sizes that do not divide the replica's
-/// batch are rejected with their reason. Replaces <paramref name="Microbatches"/> when given.
+/// rank that takes whole sequences); each gives the microbatch count batch / (ranks x size) of a candidate, the ranks being
+/// its attention data-parallel size (the stage's EP x ETP x DP GPUs over TP x CP) with data-parallel attention, else DP;
+/// sizes that do not divide the batch per rank are rejected with their reason. Replaces <paramref name="Microbatches"/> when given.
 /// <paramref name="Prune"/>: skip candidates whose lower bound (<see cref="SearchBound"/>) is above the k-th best total
 /// found so far (they cannot enter the top k); off evaluates every valid candidate.
 /// <paramref name="MaxSeconds"/>: the longest search accepted, estimated from what the candidates build (spread over the
@@ -120,7 +121,7 @@ public static class StrategySearch
 
     /// <summary>
     /// As above; <paramref name="indivisible"/> counts the (candidate, micro-batch size) pairs left out because the size
-    /// does not divide the replica's batch (<paramref name="batch"/> / DP).
+    /// does not divide the batch per rank that takes whole sequences (<paramref name="batch"/> / attention data-parallel ranks).
     /// </summary>
     public static IReadOnlyList<StrategySpec> Candidates(int gpus, IReadOnlyList<int>? microbatches, StrategySpec? template,
         IReadOnlyList<int>? virtualStages, IReadOnlyList<bool>? distributedOptimizer,
@@ -159,10 +160,15 @@ public static class StrategySearch
                     var mbs = microbatches;
                     if (microBatchSizes is not null)
                     {
-                        // --micro-batch-size: the count follows from the replica's batch; a size that does not divide it is left out.
-                        var fitting = microBatchSizes.Distinct().Where(size => size > 0 && batch % ((long)dp * size) == 0).ToArray();
+                        // --micro-batch-size: sequences per microbatch on each rank that takes whole sequences, so the count is
+                        // the batch over those ranks and the size; a size that does not divide it is left out. Those ranks are,
+                        // as StrategySpec validates them, the stage's EP x ETP x DP GPUs over TP x CP with data-parallel
+                        // attention (DeepSeek-V3's EP 64 x DP 2: 128 ranks, not 2), else the DP replicas.
+                        var stageGpus = (long)ep * x * dp;
+                        var ranks = template.Attention == AttentionPlacement.DataParallel && stageGpus % ((long)tp * cp) == 0 ? stageGpus / ((long)tp * cp) : dp;
+                        var fitting = microBatchSizes.Distinct().Where(size => size > 0 && batch % (ranks * size) == 0).ToArray();
                         indivisible += microBatchSizes.Distinct().Count() - fitting.Length;
-                        mbs = fitting.Select(size => (int)(batch / ((long)dp * size))).ToArray();
+                        mbs = fitting.Select(size => (int)(batch / (ranks * size))).ToArray();
                         if (mbs.Count == 0) continue;
                     }
                     AddCandidates(list, template with { ExpertTensorParallelSize = etp, SequenceParallel = sp && tp > 1, ContextParallelSize = cp, Recompute = rc, RecomputeModules = modules }, ep, tp, pp, dp, mbs, virtualStages, distributedOptimizer, schedules, layers);
@@ -402,7 +408,7 @@ public static class StrategySearch
 
         var byReason = new SortedDictionary<string, long>(StringComparer.Ordinal);
         foreach (var r in reasons) if (r is not null) byReason[r] = byReason.GetValueOrDefault(r) + 1;
-        if (indivisible > 0) byReason["micro-batch size: does not divide the replica's batch (model.batch / DP)"] = indivisible;
+        if (indivisible > 0) byReason["micro-batch size: does not divide the batch per rank that takes whole sequences (model.batch / attention data-parallel ranks)"] = indivisible;
         if (denseEp > 0) byReason[DenseEp] = byReason.GetValueOrDefault(DenseEp) + denseEp;
         // Fastest first; ties keep candidate order, so the result does not depend on threads.
         var best = Enumerable.Range(0, candidates.Count)
