@@ -167,4 +167,19 @@ public sealed class SelectiveRecomputeTests
         var e = Assert.Throws<ConfigException>(() => (Training() with { RecomputeModules = (RecomputeModules)128 }).Validated());
         Assert.Contains("must combine only Megatron's modules", e.Message);
     }
+
+    [Fact]
+    public void Shipped_deepseek_v3_with_selective_recomputation_fits_where_the_published_bf16_layout_does_not()
+    {
+        // Oracle: the published scenario (same model, hardware and layout; the files differ only in recomputeModules) and
+        // the memory model's verdicts: 122.9 GB per GPU as published in BF16, 76.4 GB with layernorm, mla_up_proj, moe_act.
+        var published = Scenario.Load(TestPaths.Scenario("deepseek-v3"));
+        var recompute = Scenario.Load(TestPaths.Scenario("deepseek-v3-recompute"));
+        Assert.Equal(RecomputeModules.Layernorm | RecomputeModules.MlaUpProj | RecomputeModules.MoeAct, recompute.Strategy.RecomputeModules);
+        Assert.Equal(published.Strategy with { RecomputeModules = recompute.Strategy.RecomputeModules }, recompute.Strategy);
+        Assert.Equal(published.Model, recompute.Model);
+        Assert.Equal(published.Hardware, recompute.Hardware);
+        Assert.False(MemoryModel.Estimate(published.Model, published.Strategy, published.Hardware).Feasible);
+        Assert.True(MemoryModel.Estimate(recompute.Model, recompute.Strategy, recompute.Hardware).Feasible);
+    }
 }
