@@ -83,7 +83,7 @@ public sealed record SearchResult(
 
     public long Rejected => RejectedByReason.Values.Sum();
 
-    /// <summary>The rejections grouped for reading: reasons that differ only in one number on one line (<see cref="RejectionGroups"/>), most frequent first.</summary>
+    /// <summary>The rejections grouped for reading: reasons that differ only in their numbers on one line with the values (<see cref="RejectionGroups"/>), most frequent first.</summary>
     public IReadOnlyList<RejectionGroup> RejectedGrouped => RejectionGroups.Of(RejectedByReason);
 }
 
