@@ -103,7 +103,7 @@ public static class SearchVerb
         if (result.Evaluated == 0)
         {
             // Nothing to rank: say what would let layouts through (memory is the usual wall at scale).
-            var memory = result.RejectedByReason.Where(r => r.Key.StartsWith("memory:", StringComparison.Ordinal)).Sum(r => r.Value);
+            var memory = result.RejectedForMemory;
             stdout.WriteLine();
             stdout.WriteLine(memory > 0
                 ? string.Create(c, $"no valid candidate: the {memory:N0} layouts valid otherwise do not fit in memory; try smaller microbatches (--micro-batch-size 1,2), recomputation (--recompute both, --recompute-modules layernorm+moe_act), the distributed optimizer (--distributed-optimizer both) or more GPUs")

@@ -104,8 +104,7 @@ public class SearchTests
                 try { s.Validated(); } catch (ConfigException) { return false; }
                 return !MemoryModel.Estimate(s.Model, s.Strategy, s.Hardware).Feasible;
             });
-        var memoryRejected = result.RejectedByReason.Where(r => r.Key.StartsWith("memory:", StringComparison.Ordinal)).Sum(r => r.Value);
-        Assert.Equal(infeasible, memoryRejected);
+        Assert.Equal(infeasible, result.RejectedForMemory);
         var unchecked_ = StrategySearch.Run(scenario, 16, new SearchOptions(Top: 3, Microbatches: [16, 64], SkipMemoryInfeasible: false));
         Assert.Equal(result.Evaluated + infeasible, unchecked_.Evaluated);
     }
@@ -186,6 +185,8 @@ public class SearchTests
         var candidate = (scenario with { Strategy = st, Hardware = scenario.Hardware.WithGpus(st.GpuCount), Model = scenario.Model with { Batch = st.DP * st.Microbatches * 16 } }).Validated();   // micro-batch 16 as the seed's
         var bound = SearchBound.LowerBoundSeconds(candidate, candidate.CreateCostModel());
         var total = candidate.BuildDag(Derivations.DagFolding.None).CriticalPath(candidate.CreateCostModel()).TotalSeconds;
+        // Admissible (oracle: the whole interleaved DAG) and not vacuous: at least half the step (over random interleaved
+        // cases SearchBoundInterleavedPropertyTests measured bound / step q25 0.56-0.60, median 0.69-0.72).
         Assert.InRange(bound, 0.5 * total, total);
         Assert.NotNull(SearchBound.WhyNot(scenario.Model with { Experts = 8, TopK = 2, DenseLayers = 1 }, st));
         var pruned = StrategySearch.Run(scenario, 16, options);

