@@ -20,9 +20,10 @@ public class DerivationTests
         var ops = FirstLayerOnGpu0(dag).ToList();
         Assert.Equal(new MatmulShape(10240000, 8192, 1024), ops.Single(o => o.Kind == OpKind.QProjection).Shape);   // [T,H] x [H,H/8]
         Assert.Equal(new MatmulShape(10240000, 1024, 8192), ops.Single(o => o.Kind == OpKind.OutputProjection).Shape); // [T,H/8] x [H/8,H]
-        var scores = ops.Where(o => o.Kind == OpKind.AttentionScore).ToList();
-        Assert.Equal(2, scores.Count);                                                   // 16 heads / 8 ranks
-        Assert.All(scores, s => Assert.Equal(new MatmulShape(10000, 512, 10000, 1024), s.Shape)); // full head dim 512, per sequence
+        var scores = Enumerable.Range(0, dag.Count).Where(op => dag.Gpu(op) == 0 && dag.Layer(op) == 0 && dag.Microbatch(op) == 0 && dag.Phase(op) == OpPhase.Forward && dag.Kind(op) == OpKind.AttentionScore).ToList();
+        var score = Assert.Single(scores);                                              // the rank's heads, one repeated product
+        Assert.Equal(2, dag.Repeat(score));                                             // 16 heads / 8 ranks
+        Assert.Equal(new MatmulShape(10000, 512, 10000, 1024), dag.Shape(score));      // full head dim 512, per sequence
         var ups = ops.Where(o => o.Kind == OpKind.ExpertUp).ToList();
         Assert.Equal(16, ups.Count);                                                     // every expert, sharded over TP
         Assert.All(ups, u => Assert.Equal(new MatmulShape(640000, 8192, 4096), u.Shape)); // [T/16, H] x [H, F/8]

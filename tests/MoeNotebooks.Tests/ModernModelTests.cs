@@ -52,14 +52,16 @@ public sealed class ModernModelTests
     private static int[] Ops(OperatorDag dag, OpKind kind, int layer, OpPhase phase = OpPhase.Forward) =>
         Enumerable.Range(0, dag.Count).Where(op => dag.Kind(op) == kind && dag.Layer(op) == layer && dag.Phase(op) == phase).ToArray();
 
+    /// <summary><paramref name="count"/> products of <paramref name="shape"/> (a repeated operation counts its products: a rank's heads).</summary>
     private static void AssertOps(OperatorDag dag, OpKind kind, int layer, int count, MatmulShape shape)
     {
         var ops = Ops(dag, kind, layer);
-        Assert.True(count == ops.Length, $"{kind} in layer {layer}: {ops.Length} ops, expected {count}");
+        var products = ops.Sum(dag.Repeat);
+        Assert.True(count == products, $"{kind} in layer {layer}: {products} products in {ops.Length} ops, expected {count}");
         foreach (var op in ops)
         {
             Assert.Equal(shape, dag.Shape(op));
-            Assert.Equal(2.0 * shape.Batch * shape.M * shape.K * shape.N, dag.Flops(op));
+            Assert.Equal(dag.Repeat(op) * 2.0 * shape.Batch * shape.M * shape.K * shape.N, dag.Flops(op));
         }
     }
 

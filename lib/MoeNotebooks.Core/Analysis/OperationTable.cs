@@ -43,11 +43,13 @@ public static class OperationTable
             if (dag.Gpu(op) != gpu || dag.Layer(op) != layer || dag.Microbatch(op) != microbatch || !dag.Kind(op).IsMatmulShaped()) continue;
             if (phase is { } p && dag.Phase(op) != p) continue;
             var key = (dag.Kind(op), dag.Phase(op), dag.Shape(op));
-            if (index.TryGetValue(key, out var i)) { rows[i] = rows[i] with { Count = rows[i].Count + 1 }; continue; }
+            // A repeated product (a fused attention kernel's heads) counts its products; the row's figures are each product's.
+            var repeat = dag.Repeat(op);
+            if (index.TryGetValue(key, out var i)) { rows[i] = rows[i] with { Count = rows[i].Count + repeat }; continue; }
             var s = dag.Shape(op);
             index[key] = rows.Count;
-            rows.Add(new OperationRow(dag.Kind(op).Label(), dag.Phase(op).ToString(), 1, s.Batch, s.M, s.K, s.N, Bracket(s),
-                dag.Flops(op), dag.Bytes(op), cost.Seconds(dag, op), dag.MatmulDtype(op)));
+            rows.Add(new OperationRow(dag.Kind(op).Label(), dag.Phase(op).ToString(), repeat, s.Batch, s.M, s.K, s.N, Bracket(s),
+                dag.Flops(op) / repeat, dag.Bytes(op) / repeat, cost.Seconds(dag, op) / repeat, dag.MatmulDtype(op)));
         }
         return rows;
     }

@@ -240,17 +240,28 @@ public static class Scheduler
         foreach (var l in links)
         {
             double s = linkStart[l], e = linkEnd[l];
-            if (e > ready && s < ready + d) delay = Math.Max(delay, e - Math.Max(ready, s));
+            if (Overlap(ready, ready + d, s, e)) delay = Math.Max(delay, e - Math.Max(ready, s));
         }
         var f = ready + d + delay;
         foreach (var l in links)
         {
             double s = linkStart[l], e = linkEnd[l];
-            if (e > ready && s < f) { linkStart[l] = Math.Min(s, ready); linkEnd[l] = Math.Max(e, f); }
-            else if (ready >= e) { linkStart[l] = ready; linkEnd[l] = f; }
+            if (Overlap(ready, f, s, e)) { linkStart[l] = Math.Min(s, ready); linkEnd[l] = Math.Max(e, f); }
+            else if (ready >= e || Touch(e, ready)) { linkStart[l] = ready; linkEnd[l] = f; }
         }
         return f;
     }
+
+    /// <summary>
+    /// Whether the spans [a, b] and [s, e] overlap by more than rounding: spans that meet end to start (one's end equal
+    /// to the other's start up to 1e-12 relative, <see cref="Touch"/>) only touch. Times are sums of durations, and a sum
+    /// taken in another order (one repeated product for n heads, n products one after another) may differ by an ulp;
+    /// without the tolerance that ulp would count as an overlap and delay by a whole transfer.
+    /// </summary>
+    private static bool Overlap(double a, double b, double s, double e) => e > a && s < b && !Touch(e, a) && !Touch(b, s);
+
+    /// <summary>Whether a span ending at <paramref name="end"/> meets one starting at <paramref name="start"/> within 1e-12 relative.</summary>
+    private static bool Touch(double end, double start) => end - start <= 1e-12 * Math.Max(Math.Abs(end), Math.Abs(start));
 
     /// <summary>Per-GPU busy time by category, exposed communication (not under compute) and idle time.</summary>
     internal static GpuUsage[] Usage(OperatorDag dag, ReadOnlySpan<double> start, ReadOnlySpan<double> finish, double total)

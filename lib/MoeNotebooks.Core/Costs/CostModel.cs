@@ -67,8 +67,15 @@ public sealed class CostModel(string name, IComputeCostModel compute, ICommunica
     public double GetTime(long m, long k, long n, string dtype = "bf16") =>
         Compute.MatmulSeconds(new MatmulShape(m, k, n), dtype, ModelSpec.DtypeBytes[dtype]);
 
-    /// <summary>Seconds for one operation of a DAG.</summary>
+    /// <summary>Seconds for one operation of a DAG (a repeated product, <see cref="OperatorDag.Repeat"/>: that many products back to back).</summary>
     public double Seconds(OperatorDag dag, int op)
+    {
+        var one = SecondsOfOne(dag, op);
+        var repeat = dag.Repeat(op);
+        return repeat == 1 ? one : one * repeat;
+    }
+
+    private double SecondsOfOne(OperatorDag dag, int op)
     {
         var kind = dag.Kind(op);
         if (GroupedExpertGemms && dag.ExpertsPerRank > 0 && kind is OpKind.ExpertUp or OpKind.ExpertDown && Compute is IGroupedGemmCostModel grouped)

@@ -158,6 +158,28 @@ public sealed partial class DagBuilder
     }
 
     /// <summary>
+    /// <paramref name="repeat"/> identical products of <paramref name="shape"/> issued back to back on one GPU with the same
+    /// dependencies, as one operation (the heads of one fused attention kernel: FlashAttention runs a rank's heads in one
+    /// grid). Exact for the schedule: on one stream, n products that become ready together start when the stream frees
+    /// and end the sum of their durations later, whatever their order, and nothing else can run between them on that
+    /// stream; so the operation takes n times one product's seconds (<see cref="Costs.CostModel.Seconds"/>), its FLOPs and
+    /// bytes are n products', and <see cref="OperatorDag.Repeat"/> keeps n for the formula and tables. Its index is the
+    /// first product's (the first head's). <paramref name="repeat"/> = 1 is <see cref="AddMatmul"/>.
+    /// </summary>
+    public int AddRepeatedMatmul(OpKind kind, int gpu, MatmulShape shape, int repeat, int layer, ReadOnlySpan<int> deps, int index = -1, int microbatch = 0)
+    {
+        if (repeat < 1) throw new DagException($"{kind} on GPU {gpu}: a repeated product needs repeat >= 1, got {repeat}");
+        if (repeat == 1) return AddMatmul(kind, gpu, shape, layer, deps, index, microbatch);
+        if (!kind.IsMatmulShaped()) throw new DagException($"{kind} is not a matmul-shaped operation");
+        if (shape.M <= 0 || shape.K <= 0 || shape.N <= 0 || shape.Batch <= 0)
+            throw new DagException(string.Create(CultureInfo.InvariantCulture, $"{kind} on GPU {gpu}: shape must be positive, got b={shape.Batch}, m={shape.M}, k={shape.K}, n={shape.N}"));
+        CheckGpu(gpu);
+        CheckBuilt(gpu);
+        var dtype = _kindDtype.GetValueOrDefault(kind);
+        return Append(kind, gpu, -1, layer, microbatch, index, new PriceClass(PriceKind.Matmul, CollectivePattern.None, shape, 0, -1, dtype, repeat - 1), deps);
+    }
+
+    /// <summary>
     /// A fused kernel whose products (<paramref name="products"/>: its FLOPs, priced by shape like every product) run
     /// while it streams <paramref name="hbmBytes"/> of tensors through HBM (every tensor it reads and writes, once);
     /// the cost model prices it as the slower of the two. The Mamba-2 SSD kernels are such kernels: small batched

@@ -184,8 +184,15 @@ public sealed class OperatorDag
     /// <summary>Head or expert index within the layer, or -1.</summary>
     public int Index(int op) => _indices[op];
 
-    /// <summary>The matmul shape; <c>default</c> for an operation that is not matmul-shaped.</summary>
+    /// <summary>The matmul shape (of each product, for a repeated operation); <c>default</c> for an operation that is not matmul-shaped.</summary>
     public MatmulShape Shape(int op) => _classTable[_classes[op]].Shape;
+
+    /// <summary>
+    /// How many identical products of <see cref="Shape"/> the operation stands for, run back to back on its GPU's
+    /// stream (<see cref="DagBuilder.AddRepeatedMatmul"/>: the heads of one fused attention kernel); 1 for every other
+    /// operation. Its FLOPs, bytes and seconds are that many products'.
+    /// </summary>
+    public int Repeat(int op) => _classTable[_classes[op]].Repeats + 1;
 
     /// <summary>Datatypes of matmuls: entry 0 is the DAG's <see cref="Dtype"/>, others a precision recipe's GEMM dtypes.</summary>
     internal (string Dtype, double OperandBytes)[] MatmulDtypes { get; init; } = [];
@@ -224,13 +231,13 @@ public sealed class OperatorDag
 
     /// <summary>Bytes moved: payload per GPU for communication, read+write for elementwise, operands for matmuls (a fused kernel's streamed bytes, <see cref="KernelBytes"/>, when it has them).</summary>
     public double Bytes(int op) => _kinds[op].IsMatmulShaped()
-        ? (_classTable[_classes[op]].Bytes is > 0 and var k ? k : Shape(op).Elements * MatmulOperandBytes(op))
+        ? (_classTable[_classes[op]].Bytes is > 0 and var k ? k : Shape(op).Elements * MatmulOperandBytes(op)) * Repeat(op)
         : _classTable[_classes[op]].Bytes;
 
     /// <summary>HBM bytes a fused kernel streams beside its products (<see cref="DagBuilder.AddFusedKernel"/>); 0 for a plain product and for every other operation.</summary>
     public double KernelBytes(int op) => _kinds[op].IsMatmulShaped() ? _classTable[_classes[op]].Bytes : 0;
 
-    public double Flops(int op) => _kinds[op].IsMatmulShaped() ? Shape(op).Flops : 0;
+    public double Flops(int op) => _kinds[op].IsMatmulShaped() ? Shape(op).Flops * Repeat(op) : 0;
 
     public ReadOnlySpan<int> Predecessors(int op) => new(_preds, _predStart[op], _predStart[op + 1] - _predStart[op]);
 
@@ -249,7 +256,8 @@ public sealed class OperatorDag
         };
         var what = kind == OpKind.Elementwise ? OpKindExtensions.ElementwiseRole(_indices[op]) : kind.ToString();
         var index = _indices[op] < 0 || kind.Category() == OpCategory.Elementwise ? ""
-            : kind is OpKind.ExpertUp or OpKind.ExpertDown ? $"[e{_indices[op]}]" : $"[h{_indices[op]}]";
+            : kind is OpKind.ExpertUp or OpKind.ExpertDown ? $"[e{_indices[op]}]"
+            : Repeat(op) > 1 ? $"[h{_indices[op]}..h{_indices[op] + Repeat(op) - 1}]" : $"[h{_indices[op]}]";
         var where = _groups[op] < 0 ? $"@gpu{_gpus[op]}" : $"@gpus{{{Members(_groupMembers[_groups[op]])}}}";
         return $"{mb}{layer}{phase}{what}{index}{where}";
     }
@@ -269,16 +277,17 @@ public sealed class OperatorDag
 }
 
 /// <summary>What a cost model needs to price an operation; operations with equal classes get equal durations.</summary>
-internal readonly record struct PriceClass(PriceKind Kind, CollectivePattern Pattern, MatmulShape Shape, long Bytes, int Group, byte Dtype = 0)
+/// <param name="Repeats">Identical products the operation stands for, issued back to back on its GPU (<see cref="DagBuilder.AddRepeatedMatmul"/>) less one: 0 for every other operation.</param>
+internal readonly record struct PriceClass(PriceKind Kind, CollectivePattern Pattern, MatmulShape Shape, long Bytes, int Group, byte Dtype = 0, int Repeats = 0)
 {
     // Every field compared and hashed directly (the builder looks up a class per operation appended); the same
     // equality as the generated one.
     public bool Equals(PriceClass other) =>
-        Kind == other.Kind && Pattern == other.Pattern && Bytes == other.Bytes && Group == other.Group && Dtype == other.Dtype
+        Kind == other.Kind && Pattern == other.Pattern && Bytes == other.Bytes && Group == other.Group && Dtype == other.Dtype && Repeats == other.Repeats
         && Shape.M == other.Shape.M && Shape.K == other.Shape.K && Shape.N == other.Shape.N && Shape.Batch == other.Shape.Batch;
 
     public override int GetHashCode() =>
-        HashCode.Combine((int)Kind | (int)Pattern << 8 | Dtype << 16, Bytes, Group, Shape.M, Shape.K, Shape.N, Shape.Batch);
+        HashCode.Combine((int)Kind | (int)Pattern << 8 | Dtype << 16, Bytes, Group ^ Repeats << 20, Shape.M, Shape.K, Shape.N, Shape.Batch);
 }
 
 /// <summary>How an operation is priced: a matmul-shaped kernel, memory-bound bytes, or a collective.</summary>

@@ -44,6 +44,20 @@ public static class DagFactory
     }
 
     /// <summary>
+    /// <see cref="BuildDag"/> with one attention product per head (the corrected derivation's oracle for its repeated
+    /// products, <see cref="CorrectedDerivation.BuildHeadsApart"/>); the seed derivation is per head already.
+    /// </summary>
+    internal static OperatorDag BuildDagHeadsApart(this StrategySpec strategy, ModelSpec model, DagFolding folding = DagFolding.None)
+    {
+        if (strategy.Derivation != Derivation.Corrected) return strategy.BuildDag(model, folding);
+        strategy.CheckFits(model, strategy.GpuCount);
+        model.CheckTensorParallel(strategy.TP, strategy.Attention == AttentionPlacement.DataParallel ? strategy.TP : strategy.TP * strategy.EP);
+        if (folding == DagFolding.Periodic) folding = DagFolding.Symmetric;
+        CheckSize(model, strategy, folding);
+        return CorrectedDerivation.BuildHeadsApart(model, strategy, folding);
+    }
+
+    /// <summary>
     /// The size guard: refuses (one line naming the scenario fields that drive the size) a configuration whose DAG
     /// would exceed <see cref="MaxOperations"/> or whose evaluation would take more than <see cref="MaxEstimatedSeconds"/>;
     /// returns the operation estimate. Costs nothing: no DAG is built.
@@ -61,7 +75,8 @@ public static class DagFactory
 
     /// <summary>
     /// An upper estimate of the operations the derivation builds: per GPU and layer, the projections, norms,
-    /// collectives, two products per local head and per local expert; times microbatches; times four for a
+    /// collectives, two products per local expert and the attention products (two per local head in the seed derivation
+    /// and per context-parallel ring step, else two repeated products); times microbatches; times four for a
     /// training step with recomputation (forward, recompute, dX, dW).
     /// </summary>
     public static double EstimateOperations(ModelSpec model, StrategySpec st, DagFolding folding = DagFolding.None)
@@ -73,8 +88,10 @@ public static class DagFactory
         var ranks = folding is DagFolding.None or DagFolding.Replicas || st.Derivation == Derivation.Seed ? 1 : RankSymmetry.FactorOf(model, st);
         if (folding != DagFolding.None && st.Derivation != Derivation.Seed && (st.FoldUnits > built || ranks > 1))
             return EstimateOperations(model, st) / st.FoldUnits * built / ranks + (double)model.Layers * st.GpuCount / st.FoldUnits * built * 2;
-        // Context parallelism: two products per head and a send and a merge per ring step.
-        double heads = Math.Max(1, model.AttentionHeads / st.TP) * st.CP + (st.CP > 1 ? st.CP : 0);
+        // Context parallelism: two products per head and a send and a merge per ring step; otherwise the corrected
+        // derivation emits a rank's heads as one repeated product each (DagBuilder.AddRepeatedMatmul), the seed one per head.
+        double heads = st.CP > 1 ? Math.Max(1, model.AttentionHeads / st.TP) * st.CP + st.CP
+            : st.Derivation == Derivation.Seed ? Math.Max(1, model.AttentionHeads / st.TP) : 1;
         double experts = model.IsDense ? 2 : Math.Max(1, model.Experts / Math.Max(1, st.EP)) * Math.Max(1, st.AllToAllChunks);
         var perLayerPerGpu = 16 + 2 * heads + 2 * experts + 4 * st.AllToAllChunks;
         var passes = st.Mode == WorkloadMode.Training ? (st.Recompute ? 4.0 : 3.0) : 1.0;

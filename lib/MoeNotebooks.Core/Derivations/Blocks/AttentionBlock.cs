@@ -5,7 +5,8 @@ namespace MoeNotebooks.Derivations;
 /// <summary>
 /// Pre-norm self-attention with its residual: layer norm, the projections (MHA/GQA: column-parallel Q [T, H] x
 /// [H, heads/TP x d] and K, V [T, H] x [H, kvHeads/TP x d], Megatron-LM splitting heads, never the head dimension;
-/// MLA: see <see cref="MlaProjections"/>), per-head score and value products batched over sequences (each query's
+/// MLA: see <see cref="MlaProjections"/>), the rank's heads' score and value products batched over sequences, one repeated
+/// operation each (<see cref="DagBuilder.AddRepeatedMatmul"/>; each query's
 /// attended keys as N: causal and sliding-window masks, <see cref="Config.ModelSpec.AttendedKeys"/>; softmax fused
 /// flash-style, or a softmax/dropout pass over scores in HBM by <see cref="Config.StrategySpec.AttentionKernel"/>),
 /// row-parallel output [T, heads/TP x dv] x [heads/TP x dv, H], the TP all-reduce, then residual add + the next norm.
@@ -39,16 +40,13 @@ internal sealed partial class AttentionBlock : ILayerBlock
             var g = gpus[li];
             var norm = c.PreNorm(site, li, last);
             var (q, k, v) = Projections(c, pass, g, layer, mb, norm);
-            var heads = new int[c.HeadsPerRank];
-            var rankInAttention = c.AttentionDp ? li % c.St.TP : li;
-            var scores = new int[c.HeadsPerRank];
-            for (var hr = 0; hr < c.HeadsPerRank; hr++)
-                scores[hr] = b.AddMatmul(OpKind.AttentionScore, g, Score(c, layer), layer, [q, k], rankInAttention * c.HeadsPerRank + hr, mb);
+            var firstHead = (c.AttentionDp ? li % c.St.TP : li) * c.HeadsPerRank;
+            // The rank's heads' products, one repeated operation each (DagBuilder.AddRepeatedMatmul: back to back on the stream).
+            var scores = c.PerHead((hr, n) => b.AddRepeatedMatmul(OpKind.AttentionScore, g, Score(c, layer), n, layer, [q, k], firstHead + hr, mb));
             // Materialized scores: the softmax (and dropout) pass over [sequences, heads, s, s] in HBM sits between
             // the two products; a fused kernel keeps it on chip.
             var softmax = c.ScoreBytes.Forward > 0 ? b.AddElementwise(g, c.ScoreBytes.Forward, layer, scores, index: OpKindExtensions.AttentionSoftmaxRole, microbatch: mb) : -1;
-            for (var hr = 0; hr < c.HeadsPerRank; hr++)
-                heads[hr] = b.AddMatmul(OpKind.AttentionValue, g, Value(c, layer), layer, softmax >= 0 ? [softmax, v] : [scores[hr], v], rankInAttention * c.HeadsPerRank + hr, mb);
+            var heads = c.PerHead((hr, n) => b.AddRepeatedMatmul(OpKind.AttentionValue, g, Value(c, layer), n, layer, softmax >= 0 ? [softmax, v] : [scores[hr], v], firstHead + hr, mb));
             last[li] = OutputForward(c, pass, g, layer, mb, heads);
         }
         if (c.SequenceParallel) c.TensorGroupCollective(gpus, OpKind.SequenceReduceScatter, c.ActivationBytes, layer, mb, last);
@@ -99,19 +97,15 @@ internal sealed partial class AttentionBlock : ILayerBlock
     /// softmax pass over materialized scores) run again before the output projection's backward; returns their join.
     /// <paramref name="dep"/> when not listed.
     /// </summary>
-    private static int RecomputeCore(LayerContext c, int g, int layer, int mb, int rankInAttention, int dep)
+    private static int RecomputeCore(LayerContext c, int g, int layer, int mb, int firstHead, int dep)
     {
         if (!c.Recomputes(Config.RecomputeModules.CoreAttn)) return dep;
         return c.InRecompute(() =>
         {
             var b = c.B;
-            var scores = new int[c.HeadsPerRank];
-            for (var hr = 0; hr < c.HeadsPerRank; hr++)
-                scores[hr] = b.AddMatmul(OpKind.AttentionScore, g, Score(c, layer), layer, LayerContext.Deps(dep), rankInAttention * c.HeadsPerRank + hr, mb);
+            var scores = c.PerHead((hr, n) => b.AddRepeatedMatmul(OpKind.AttentionScore, g, Score(c, layer), n, layer, LayerContext.Deps(dep), firstHead + hr, mb));
             var softmax = c.ScoreBytes.Forward > 0 ? b.AddElementwise(g, c.ScoreBytes.Forward, layer, scores, index: OpKindExtensions.AttentionSoftmaxRole, microbatch: mb) : -1;
-            var heads = new int[c.HeadsPerRank];
-            for (var hr = 0; hr < c.HeadsPerRank; hr++)
-                heads[hr] = b.AddMatmul(OpKind.AttentionValue, g, Value(c, layer), layer, softmax >= 0 ? [softmax] : [scores[hr]], rankInAttention * c.HeadsPerRank + hr, mb);
+            var heads = c.PerHead((hr, n) => b.AddRepeatedMatmul(OpKind.AttentionValue, g, Value(c, layer), n, layer, softmax >= 0 ? [softmax] : [scores[hr]], firstHead + hr, mb));
             return heads.Length == 1 ? heads[0] : b.AddElementwise(g, 0, layer, heads, index: 3, microbatch: mb);
         });
     }
@@ -129,16 +123,12 @@ internal sealed partial class AttentionBlock : ILayerBlock
         {
             if (c.SkipFoldedRank(gpus, li, last)) continue;
             var g = gpus[li];
-            var rankInAttention = c.AttentionDp ? li % c.St.TP : li;
-            last[li] = RecomputeCore(c, g, layer, mb, rankInAttention, RecomputeMlaUp(c, g, layer, mb, last[li]));
+            var firstHead = (c.AttentionDp ? li % c.St.TP : li) * c.HeadsPerRank;
+            last[li] = RecomputeCore(c, g, layer, mb, firstHead, RecomputeMlaUp(c, g, layer, mb, last[li]));
             var o = c.LinearBackward(OpKind.OutputProjection, g, Output(c), layer, [last[li]], -1, mb);
-            var heads = new int[c.HeadsPerRank];
-            var dProbs = new int[c.HeadsPerRank];
-            for (var hr = 0; hr < c.HeadsPerRank; hr++)
-                dProbs[hr] = c.Backward(OpKind.AttentionValue, g, Value(c, layer), layer, [o], rankInAttention * c.HeadsPerRank + hr, mb);
+            var dProbs = c.PerHead((hr, n) => c.Backward(OpKind.AttentionValue, g, Value(c, layer), layer, [o], firstHead + hr, mb, n));
             var softmax = c.ScoreBytes.Backward > 0 ? b.AddElementwise(g, c.ScoreBytes.Backward, layer, dProbs, index: OpKindExtensions.AttentionSoftmaxRole, microbatch: mb) : -1;
-            for (var hr = 0; hr < c.HeadsPerRank; hr++)
-                heads[hr] = c.Backward(OpKind.AttentionScore, g, Score(c, layer), layer, softmax >= 0 ? [softmax] : [dProbs[hr]], rankInAttention * c.HeadsPerRank + hr, mb);
+            var heads = c.PerHead((hr, n) => c.Backward(OpKind.AttentionScore, g, Score(c, layer), layer, softmax >= 0 ? [softmax] : [dProbs[hr]], firstHead + hr, mb, n));
             last[li] = ProjectionsBackward(c, g, layer, mb, heads);
         }
         // The conjugate of the forward all-reduce: column-parallel input gradients are summed over the TP group.

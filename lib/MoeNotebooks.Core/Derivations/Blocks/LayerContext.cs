@@ -48,6 +48,24 @@ internal sealed partial class LayerContext
     /// <summary>HBM bytes of the softmax (and dropout) passes over materialized scores (0 with a fused kernel).</summary>
     public (long Forward, long Backward) ScoreBytes { get; }
 
+    /// <summary>
+    /// One attention product per head (the oracle, <see cref="CorrectedDerivation.BuildHeadsApart"/>) instead of one
+    /// repeated product for all of a rank's heads (<see cref="DagBuilder.AddRepeatedMatmul"/>, the default).
+    /// </summary>
+    public bool HeadsApart { get; init; }
+
+    /// <summary>
+    /// A rank's heads' products of one kind, emitted by <paramref name="emit"/>(head, repeat): one repeated product
+    /// (head 0, repeat = heads), or with <see cref="HeadsApart"/> one per head (repeat 1).
+    /// </summary>
+    public int[] PerHead(Func<int, int, int> emit)
+    {
+        var n = HeadsApart ? HeadsPerRank : 1;
+        var ops = new int[n];
+        for (var hr = 0; hr < n; hr++) ops[hr] = emit(hr, HeadsPerRank / n);
+        return ops;
+    }
+
     public LayerContext(ModelSpec model, StrategySpec st, DagBuilder builder)
     {
         M = model;
@@ -128,11 +146,16 @@ internal sealed partial class LayerContext
     /// </summary>
     public List<DeferredWeightGradient>? DeferredWeightGradients { get; set; }
 
-    /// <summary>Adds dX = dY W^T (shape m x n . n x k) and dW = X^T dY (k x m . m x n); returns dX.</summary>
-    public int Backward(OpKind kind, int g, MatmulShape fwd, int layer, ReadOnlySpan<int> deps, int index, int mb)
+    /// <summary>
+    /// Adds dX = dY W^T (shape m x n . n x k) and dW = X^T dY (k x m . m x n); returns dX. <paramref name="repeat"/> > 1:
+    /// that many identical products' gradients (a fused attention kernel's heads, <see cref="DagBuilder.AddRepeatedMatmul"/>),
+    /// all dX then all dW; the stream runs them back to back either way.
+    /// </summary>
+    public int Backward(OpKind kind, int g, MatmulShape fwd, int layer, ReadOnlySpan<int> deps, int index, int mb, int repeat = 1)
     {
+        if (repeat > 1 && kind.Category() != OpCategory.Attention) throw new DagException($"{kind}: only attention products are repeated");
         B.Phase = OpPhase.BackwardData;
-        var dx = B.AddMatmul(kind, g, new(fwd.M, fwd.N, fwd.K, fwd.Batch), layer, deps, index, mb);
+        var dx = B.AddRepeatedMatmul(kind, g, new(fwd.M, fwd.N, fwd.K, fwd.Batch), repeat, layer, deps, index, mb);
         var dw = new MatmulShape(fwd.K, fwd.M, fwd.N, fwd.Batch);
         // The attention products have no weights: their second GEMM (dK, dV) belongs to the input gradient and stays in B.
         if (DeferredWeightGradients is { } deferred && kind.Category() != OpCategory.Attention)
@@ -142,7 +165,7 @@ internal sealed partial class LayerContext
             return dx;
         }
         B.Phase = OpPhase.BackwardWeight;
-        B.AddMatmul(kind, g, dw, layer, deps, index, mb);
+        B.AddRepeatedMatmul(kind, g, dw, repeat, layer, deps, index, mb);
         B.Phase = OpPhase.BackwardData;
         return dx;
     }
