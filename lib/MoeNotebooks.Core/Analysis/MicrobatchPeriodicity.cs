@@ -624,8 +624,18 @@ public static class MicrobatchPeriodicity
     /// <summary>Operations of the whole (unfolded) DAG by kind: each built operation weighted by what it stands for.</summary>
     internal static Dictionary<OpKind, long> WholeCountByKind(OperatorDag dag)
     {
-        var byKind = new Dictionary<OpKind, long>();
-        for (var op = 0; op < dag.Count; op++) byKind[dag.Kind(op)] = byKind.GetValueOrDefault(dag.Kind(op)) + dag.Multiplicity(op);
+        // Counted in an array by kind (a dictionary update per operation cost 4 % of a Megatron-1T evaluate), then
+        // listed in order of first appearance, as the dictionary was filled before.
+        var counts = new long[byte.MaxValue + 1];
+        var order = new List<OpKind>();
+        for (var op = 0; op < dag.Count; op++)
+        {
+            var kind = dag.Kind(op);
+            if (counts[(byte)kind] == 0) order.Add(kind);
+            counts[(byte)kind] += dag.Multiplicity(op);
+        }
+        var byKind = new Dictionary<OpKind, long>(order.Count);
+        foreach (var kind in order) byKind[kind] = counts[(byte)kind];
         return byKind;
     }
 
