@@ -29,12 +29,13 @@ public sealed class ActivationClampTests
         var dag = new StrategySpec(1, 1, 1, 1) { Mode = WorkloadMode.Training }.BuildDag(m);
         foreach (var layer in new[] { 0, 1 })
         {
+            // One pass per expert (experts with equal tokens are one repeated pass, OperatorDag.Repeat).
             var forward = ClampOps(dag, layer, OpPhase.Forward);
-            Assert.Equal(128, forward.Length);
-            Assert.All(forward, op => Assert.Equal(5_898_240.0, dag.Bytes(op)));
+            Assert.Equal(128, forward.Sum(dag.Repeat));
+            Assert.All(forward, op => Assert.Equal(5_898_240.0 * dag.Repeat(op), dag.Bytes(op)));
             var backward = ClampOps(dag, layer, OpPhase.BackwardData);
-            Assert.Equal(128, backward.Length);
-            Assert.All(backward, op => Assert.Equal(7_372_800.0, dag.Bytes(op)));
+            Assert.Equal(128, backward.Sum(dag.Repeat));
+            Assert.All(backward, op => Assert.Equal(7_372_800.0 * dag.Repeat(op), dag.Bytes(op)));
         }
         // Each clamp sits between the expert's up projection and its activation (forward), after the activation's
         // backward and before the up projection's backward (backward).
@@ -52,7 +53,7 @@ public sealed class ActivationClampTests
         var with = st.BuildDag(m);
         var without = st.BuildDag(m with { ActivationClampValue = null });
         var clampOps = Enumerable.Range(0, with.Count).Where(op => with.Kind(op) == OpKind.Elementwise && with.Index(op) == OpKindExtensions.ActivationClampRole).ToArray();
-        Assert.Equal(2 * 2 * 128, clampOps.Length);
+        Assert.Equal(2 * 2 * 128, clampOps.Sum(with.Repeat));   // passes (a run of experts with equal tokens is one repeated pass)
         Assert.Equal(without.Count + clampOps.Length, with.Count);
         double Total(OperatorDag d) => Enumerable.Range(0, d.Count).Where(op => d.Category(op) == OpCategory.Elementwise).Sum(d.Bytes);
         Assert.Equal(Total(without) + clampOps.Sum(with.Bytes), Total(with), 1e-6);

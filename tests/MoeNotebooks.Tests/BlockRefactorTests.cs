@@ -13,7 +13,7 @@ namespace MoeNotebooks.Tests;
 /// preserving. Oracle: per-operation fingerprints (kind, phase, GPU, group members, layer, microbatch, index, shape,
 /// bytes, price class, dependencies) captured from the pre-refactor monolithic CorrectedDerivation (commit 2a3cd56)
 /// into Data/dag-fingerprints.json; every DAG built now with one attention product per head (the derivation's oracle
-/// form, <c>BuildDagHeadsApart</c>; by default a rank's heads are one repeated product, whose schedule
+/// form, <c>BuildDagProductsApart</c>; by default a rank's heads are one repeated product, whose schedule
 /// RepeatedProductTests checks against this form) must hash to the same text, operation by operation.
 /// Regenerate only on purpose: MOE_WRITE_DAG_FINGERPRINTS=1 dotnet test --filter BlockRefactor.
 /// </summary>
@@ -71,7 +71,7 @@ public sealed class BlockRefactorTests
     public void Dags_are_identical_operation_by_operation_to_the_pre_refactor_builder()
     {
         var computed = new SortedDictionary<string, (int Operations, string Sha256)>(StringComparer.Ordinal);
-        foreach (var (name, model, strategy) in Variants()) computed[name] = Fingerprint(strategy.BuildDagHeadsApart(model));
+        foreach (var (name, model, strategy) in Variants()) computed[name] = Fingerprint(strategy.BuildDagProductsApart(model));
         if (Environment.GetEnvironmentVariable("MOE_WRITE_DAG_FINGERPRINTS") == "1")
         {
             var json = JsonSerializer.Serialize(computed.ToDictionary(kv => kv.Key, kv => new { operations = kv.Value.Operations, sha256 = kv.Value.Sha256 }),

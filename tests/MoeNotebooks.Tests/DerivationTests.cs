@@ -8,10 +8,11 @@ namespace MoeNotebooks.Tests;
 /// <summary>Oracle: shapes derived by hand from Megatron-LM's sharding rules for the founding model (T = 10,240,000, H = 8192, 16 heads, F = 32768, 16 experts).</summary>
 public class DerivationTests
 {
-    private static IEnumerable<(OpKind Kind, MatmulShape Shape)> FirstLayerOnGpu0(OperatorDag dag) =>
+    /// <summary>The matmul-shaped operations of layer 0 on GPU 0, with the products each stands for (<see cref="OperatorDag.Repeat"/>).</summary>
+    private static IEnumerable<(OpKind Kind, MatmulShape Shape, int Products)> FirstLayerOnGpu0(OperatorDag dag) =>
         Enumerable.Range(0, dag.Count)
             .Where(op => dag.Gpu(op) == 0 && dag.Layer(op) == 0 && dag.Kind(op).IsMatmulShaped())
-            .Select(op => (dag.Kind(op), dag.Shape(op)));
+            .Select(op => (dag.Kind(op), dag.Shape(op), dag.Repeat(op)));
 
     [Fact]
     public void TensorParallelUsesColumnThenRowParallelShapesWithFullHeads()
@@ -25,7 +26,7 @@ public class DerivationTests
         Assert.Equal(2, dag.Repeat(score));                                             // 16 heads / 8 ranks
         Assert.Equal(new MatmulShape(10000, 512, 10000, 1024), dag.Shape(score));      // full head dim 512, per sequence
         var ups = ops.Where(o => o.Kind == OpKind.ExpertUp).ToList();
-        Assert.Equal(16, ups.Count);                                                     // every expert, sharded over TP
+        Assert.Equal(16, ups.Sum(u => u.Products));                                      // every expert, sharded over TP
         Assert.All(ups, u => Assert.Equal(new MatmulShape(640000, 8192, 4096), u.Shape)); // [T/16, H] x [H, F/8]
     }
 

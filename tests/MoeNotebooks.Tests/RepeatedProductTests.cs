@@ -72,10 +72,10 @@ public sealed class RepeatedProductTests
     [InlineData("tp8-pp2-training")]
     public void Founding_scenarios_schedule_as_with_one_product_per_head(string name)
     {
-        // Oracle: the per-head DAG of the same scenario (BuildDagHeadsApart), whole, priced and scheduled the same way.
+        // Oracle: the per-head DAG of the same scenario (BuildDagProductsApart), whole, priced and scheduled the same way.
         var s = Scenario.Load(TestPaths.Scenario(name));
         var cost = s.CreateCostModel();
-        var apart = s.Strategy.BuildDagHeadsApart(s.Model).CriticalPath(cost);
+        var apart = s.Strategy.BuildDagProductsApart(s.Model).CriticalPath(cost);
         var dag = s.BuildDag();
         var repeated = dag.CriticalPath(cost);
         Assert.True(dag.Count < apart.Dag.Count, $"{name}: {dag.Count} operations, per head {apart.Dag.Count}");

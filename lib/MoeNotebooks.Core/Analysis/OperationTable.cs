@@ -64,8 +64,10 @@ public static class OperationTable
             if (dag.Participants(op).IndexOf(gpu) < 0) continue;
             var name = dag.Kind(op) == OpKind.Elementwise ? OpKindExtensions.ElementwiseRole(dag.Index(op)) : dag.Kind(op).Label();
             var i = rows.FindIndex(r => r.Item1 == name);
-            if (i >= 0) rows[i] = (name, rows[i].Item2 + 1, rows[i].Item3, rows[i].Item4);
-            else rows.Add((name, 1, dag.Bytes(op), cost.Seconds(dag, op)));
+            // A repeated pass (a run of experts' activations) counts its passes; the row's figures are each pass's.
+            var repeat = dag.Repeat(op);
+            if (i >= 0) rows[i] = (name, rows[i].Item2 + repeat, rows[i].Item3, rows[i].Item4);
+            else rows.Add((name, repeat, dag.Bytes(op) / repeat, cost.Seconds(dag, op) / repeat));
         }
         return rows;
     }

@@ -73,7 +73,7 @@ public sealed record StrategyProfile(
                 matmuls += times;
                 matmulSeconds += times * result.Durations[op];
                 // Tokens an expert processes: rows of its up projection (forward only, so training counts once).
-                if (kind == OpKind.ExpertUp && dag.Phase(op) == OpPhase.Forward) expertTokens[dag.Gpu(op)] += dag.Shape(op).M * (double)dag.Shape(op).Batch;
+                if (kind == OpKind.ExpertUp && dag.Phase(op) == OpPhase.Forward) expertTokens[dag.Gpu(op)] += dag.Shape(op).M * (double)dag.Shape(op).Batch * dag.Repeat(op);
             }
         }
 

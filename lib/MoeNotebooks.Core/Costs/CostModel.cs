@@ -90,7 +90,7 @@ public sealed class CostModel(string name, IComputeCostModel compute, ICommunica
             OpCategory.Matmul or OpCategory.Attention => dag.KernelBytes(op) is > 0 and var kernelBytes
                 ? Math.Max(Compute.MatmulSeconds(dag.Shape(op), dag.MatmulDtype(op), (int)Math.Ceiling(dag.MatmulOperandBytes(op))), Compute.ElementwiseSeconds(kernelBytes))
                 : Compute.MatmulSeconds(dag.Shape(op), dag.MatmulDtype(op), (int)Math.Ceiling(dag.MatmulOperandBytes(op))),
-            OpCategory.Elementwise => Compute.ElementwiseSeconds(dag.Bytes(op)),
+            OpCategory.Elementwise => Compute.ElementwiseSeconds(dag.BytesEach(op)),   // one pass; Seconds counts the repeats
             _ => CommunicationSeconds(dag, kind.Pattern(), dag.Bytes(op), dag.Participants(op)),
         };
     }

@@ -136,13 +136,19 @@ public sealed partial class DagBuilder
     }
 
     /// <summary>A memory-bound operation of a named kind (quantize, router top-k, permute, ...) moving <paramref name="bytes"/> through HBM.</summary>
-    public int AddMemoryBound(OpKind kind, int gpu, long bytes, int layer, ReadOnlySpan<int> deps, int index = -1, int microbatch = 0)
+    public int AddMemoryBound(OpKind kind, int gpu, long bytes, int layer, ReadOnlySpan<int> deps, int index = -1, int microbatch = 0, int repeat = 1)
     {
         if (kind.Category() != OpCategory.Elementwise) throw new DagException($"{kind} is not a memory-bound operation");
         if (bytes < 0) throw new DagException($"{kind}: bytes must be >= 0, got {bytes}");
+        CheckRepeat(kind, gpu, repeat);
         CheckGpu(gpu);
         CheckBuilt(gpu);
-        return Append(kind, gpu, -1, layer, microbatch, index, new PriceClass(PriceKind.Elementwise, CollectivePattern.None, default, bytes, -1), deps);
+        return Append(kind, gpu, -1, layer, microbatch, index, new PriceClass(PriceKind.Elementwise, CollectivePattern.None, default, bytes, -1, 0, repeat - 1), deps);
+    }
+
+    private static void CheckRepeat(OpKind kind, int gpu, int repeat)
+    {
+        if (repeat < 1) throw new DagException($"{kind} on GPU {gpu}: a repeated product needs repeat >= 1, got {repeat}");
     }
 
     /// <summary>A matmul-shaped compute operation (projection, attention product, gate, expert GEMM).</summary>
@@ -160,7 +166,8 @@ public sealed partial class DagBuilder
     /// <summary>
     /// <paramref name="repeat"/> identical products of <paramref name="shape"/> issued back to back on one GPU with the same
     /// dependencies, as one operation (the heads of one fused attention kernel: FlashAttention runs a rank's heads in one
-    /// grid). Exact for the schedule: on one stream, n products that become ready together start when the stream frees
+    /// grid; a rank's experts that receive equal tokens, whose GEMMs and passes run one expert after another). The
+    /// memory-bound passes take a repeat too (<see cref="AddElementwise"/>, <see cref="AddMemoryBound"/>). Exact for the schedule: on one stream, n products that become ready together start when the stream frees
     /// and end the sum of their durations later, whatever their order, and nothing else can run between them on that
     /// stream; so the operation takes n times one product's seconds (<see cref="Costs.CostModel.Seconds"/>), its FLOPs and
     /// bytes are n products', and <see cref="OperatorDag.Repeat"/> keeps n for the formula and tables. Its index is the
@@ -168,7 +175,7 @@ public sealed partial class DagBuilder
     /// </summary>
     public int AddRepeatedMatmul(OpKind kind, int gpu, MatmulShape shape, int repeat, int layer, ReadOnlySpan<int> deps, int index = -1, int microbatch = 0)
     {
-        if (repeat < 1) throw new DagException($"{kind} on GPU {gpu}: a repeated product needs repeat >= 1, got {repeat}");
+        CheckRepeat(kind, gpu, repeat);
         if (repeat == 1) return AddMatmul(kind, gpu, shape, layer, deps, index, microbatch);
         if (!kind.IsMatmulShaped()) throw new DagException($"{kind} is not a matmul-shaped operation");
         if (shape.M <= 0 || shape.K <= 0 || shape.N <= 0 || shape.Batch <= 0)
@@ -198,12 +205,13 @@ public sealed partial class DagBuilder
     }
 
     /// <summary>A memory-bound elementwise operation moving <paramref name="bytes"/> through HBM.</summary>
-    public int AddElementwise(int gpu, long bytes, int layer, ReadOnlySpan<int> deps, int index = -1, int microbatch = 0)
+    public int AddElementwise(int gpu, long bytes, int layer, ReadOnlySpan<int> deps, int index = -1, int microbatch = 0, int repeat = 1)
     {
         if (bytes < 0) throw new DagException($"elementwise bytes must be >= 0, got {bytes}");
+        CheckRepeat(OpKind.Elementwise, gpu, repeat);
         CheckGpu(gpu);
         CheckBuilt(gpu);
-        return Append(OpKind.Elementwise, gpu, -1, layer, microbatch, index, new PriceClass(PriceKind.Elementwise, CollectivePattern.None, default, bytes, -1), deps);
+        return Append(OpKind.Elementwise, gpu, -1, layer, microbatch, index, new PriceClass(PriceKind.Elementwise, CollectivePattern.None, default, bytes, -1, 0, repeat - 1), deps);
     }
 
     /// <summary>

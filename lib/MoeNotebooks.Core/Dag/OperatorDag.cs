@@ -188,9 +188,9 @@ public sealed class OperatorDag
     public MatmulShape Shape(int op) => _classTable[_classes[op]].Shape;
 
     /// <summary>
-    /// How many identical products of <see cref="Shape"/> the operation stands for, run back to back on its GPU's
-    /// stream (<see cref="DagBuilder.AddRepeatedMatmul"/>: the heads of one fused attention kernel); 1 for every other
-    /// operation. Its FLOPs, bytes and seconds are that many products'.
+    /// How many identical products (or memory-bound passes) the operation stands for, run back to back on its GPU's
+    /// stream (<see cref="DagBuilder.AddRepeatedMatmul"/>: the heads of one fused attention kernel, a rank's experts with
+    /// equal tokens); 1 for every other operation. Its FLOPs, bytes and seconds are that many products'.
     /// </summary>
     public int Repeat(int op) => _classTable[_classes[op]].Repeats + 1;
 
@@ -232,7 +232,10 @@ public sealed class OperatorDag
     /// <summary>Bytes moved: payload per GPU for communication, read+write for elementwise, operands for matmuls (a fused kernel's streamed bytes, <see cref="KernelBytes"/>, when it has them).</summary>
     public double Bytes(int op) => _kinds[op].IsMatmulShaped()
         ? (_classTable[_classes[op]].Bytes is > 0 and var k ? k : Shape(op).Elements * MatmulOperandBytes(op)) * Repeat(op)
-        : _classTable[_classes[op]].Bytes;
+        : _classTable[_classes[op]].Bytes * (double)Repeat(op);
+
+    /// <summary>Bytes of one pass of a memory-bound or communication operation (<see cref="Bytes"/> over <see cref="Repeat"/>): what its price reads.</summary>
+    internal double BytesEach(int op) => _classTable[_classes[op]].Bytes;
 
     /// <summary>HBM bytes a fused kernel streams beside its products (<see cref="DagBuilder.AddFusedKernel"/>); 0 for a plain product and for every other operation.</summary>
     public double KernelBytes(int op) => _kinds[op].IsMatmulShaped() ? _classTable[_classes[op]].Bytes : 0;
@@ -256,11 +259,13 @@ public sealed class OperatorDag
         };
         var what = kind == OpKind.Elementwise ? OpKindExtensions.ElementwiseRole(_indices[op]) : kind.ToString();
         var index = _indices[op] < 0 || kind.Category() == OpCategory.Elementwise ? ""
-            : kind is OpKind.ExpertUp or OpKind.ExpertDown ? $"[e{_indices[op]}]"
-            : Repeat(op) > 1 ? $"[h{_indices[op]}..h{_indices[op] + Repeat(op) - 1}]" : $"[h{_indices[op]}]";
+            : Range(kind is OpKind.ExpertUp or OpKind.ExpertDown ? "e" : "h", _indices[op], Repeat(op));
         var where = _groups[op] < 0 ? $"@gpu{_gpus[op]}" : $"@gpus{{{Members(_groupMembers[_groups[op]])}}}";
         return $"{mb}{layer}{phase}{what}{index}{where}";
     }
+
+    /// <summary>"[h3]", or for a repeated operation the range it stands for, "[h0..h15]".</summary>
+    private static string Range(string what, int first, int repeat) => repeat > 1 ? $"[{what}{first}..{what}{first + repeat - 1}]" : $"[{what}{first}]";
 
     private static string Members(int[] gpus) =>
         gpus.Length <= 4 ? string.Join(",", gpus) : string.Create(CultureInfo.InvariantCulture, $"{gpus[0]},{gpus[1]},..,{gpus[^1]}");
@@ -277,7 +282,7 @@ public sealed class OperatorDag
 }
 
 /// <summary>What a cost model needs to price an operation; operations with equal classes get equal durations.</summary>
-/// <param name="Repeats">Identical products the operation stands for, issued back to back on its GPU (<see cref="DagBuilder.AddRepeatedMatmul"/>) less one: 0 for every other operation.</param>
+/// <param name="Repeats">Identical products or passes the operation stands for, issued back to back on its GPU (<see cref="DagBuilder.AddRepeatedMatmul"/>) less one: 0 for every other operation.</param>
 internal readonly record struct PriceClass(PriceKind Kind, CollectivePattern Pattern, MatmulShape Shape, long Bytes, int Group, byte Dtype = 0, int Repeats = 0)
 {
     // Every field compared and hashed directly (the builder looks up a class per operation appended); the same

@@ -82,7 +82,7 @@ internal sealed partial class CorrectedDerivation
     /// <summary>False once an item was emitted outside <see cref="_items"/> (a zero-bubble W pass, an overlapped pair).</summary>
     private bool _itemsComplete = true;
 
-    private CorrectedDerivation(ModelSpec model, StrategySpec st, DagFolding folding, int planMicrobatches = 0, bool headsApart = false)
+    private CorrectedDerivation(ModelSpec model, StrategySpec st, DagFolding folding, int planMicrobatches = 0, bool productsApart = false)
     {
         _planMicrobatches = planMicrobatches > 0 ? planMicrobatches : st.Microbatches;
         _m = model;
@@ -91,7 +91,7 @@ internal sealed partial class CorrectedDerivation
         {
             CommunicationOverlapsCompute = st.OverlapCommunication,
         };
-        _c = new LayerContext(model, st, _b) { HeadsApart = headsApart };
+        _c = new LayerContext(model, st, _b) { ProductsApart = productsApart };
         if (!model.IsDense) { _b.ExpertsPerRank = _c.ExpertsPerRank; _b.RouterTopK = model.TopK; }
         if (st.AttentionKernel == AttentionKernel.Fused) _b.AttentionHeadsPerRank = _c.HeadsPerRank;
         _pattern = LayerPattern.Of(model);
@@ -145,14 +145,14 @@ internal sealed partial class CorrectedDerivation
     }
 
     /// <summary>
-    /// The DAG with one attention product per head (<see cref="LayerContext.HeadsApart"/>) instead of one repeated product
+    /// The DAG with one attention product per head (<see cref="LayerContext.ProductsApart"/>) instead of one repeated product
     /// per rank and kind: the oracle of the repeated products (same schedule, see <see cref="DagBuilder.AddRepeatedMatmul"/>),
     /// and the DAG this derivation built before them, operation by operation.
     /// </summary>
-    internal static OperatorDag BuildHeadsApart(ModelSpec model, StrategySpec st, DagFolding folding = DagFolding.None)
+    internal static OperatorDag BuildProductsApart(ModelSpec model, StrategySpec st, DagFolding folding = DagFolding.None)
     {
-        try { return new CorrectedDerivation(model, st, folding, headsApart: true).BuildDag(); }
-        catch (RankFoldException) when (folding == DagFolding.Symmetric) { return BuildHeadsApart(model, st, DagFolding.Replicas); }
+        try { return new CorrectedDerivation(model, st, folding, productsApart: true).BuildDag(); }
+        catch (RankFoldException) when (folding == DagFolding.Symmetric) { return BuildProductsApart(model, st, DagFolding.Replicas); }
     }
 
     /// <summary>

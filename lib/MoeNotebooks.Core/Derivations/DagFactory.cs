@@ -45,16 +45,16 @@ public static class DagFactory
 
     /// <summary>
     /// <see cref="BuildDag"/> with one attention product per head (the corrected derivation's oracle for its repeated
-    /// products, <see cref="CorrectedDerivation.BuildHeadsApart"/>); the seed derivation is per head already.
+    /// products, <see cref="CorrectedDerivation.BuildProductsApart"/>); the seed derivation is per head already.
     /// </summary>
-    internal static OperatorDag BuildDagHeadsApart(this StrategySpec strategy, ModelSpec model, DagFolding folding = DagFolding.None)
+    internal static OperatorDag BuildDagProductsApart(this StrategySpec strategy, ModelSpec model, DagFolding folding = DagFolding.None)
     {
         if (strategy.Derivation != Derivation.Corrected) return strategy.BuildDag(model, folding);
         strategy.CheckFits(model, strategy.GpuCount);
         model.CheckTensorParallel(strategy.TP, strategy.Attention == AttentionPlacement.DataParallel ? strategy.TP : strategy.TP * strategy.EP);
         if (folding == DagFolding.Periodic) folding = DagFolding.Symmetric;
         CheckSize(model, strategy, folding);
-        return CorrectedDerivation.BuildHeadsApart(model, strategy, folding);
+        return CorrectedDerivation.BuildProductsApart(model, strategy, folding);
     }
 
     /// <summary>
@@ -75,8 +75,9 @@ public static class DagFactory
 
     /// <summary>
     /// An upper estimate of the operations the derivation builds: per GPU and layer, the projections, norms,
-    /// collectives, two products per local expert and the attention products (two per local head in the seed derivation
-    /// and per context-parallel ring step, else two repeated products); times microbatches; times four for a
+    /// collectives, the experts' GEMMs (per local expert, or per run of experts with equal tokens under uniform routing)
+    /// and the attention products (two per local head in the seed derivation and per context-parallel ring step, else two
+    /// repeated products); times microbatches; times four for a
     /// training step with recomputation (forward, recompute, dX, dW).
     /// </summary>
     public static double EstimateOperations(ModelSpec model, StrategySpec st, DagFolding folding = DagFolding.None)
@@ -92,7 +93,11 @@ public static class DagFactory
         // derivation emits a rank's heads as one repeated product each (DagBuilder.AddRepeatedMatmul), the seed one per head.
         double heads = st.CP > 1 ? Math.Max(1, model.AttentionHeads / st.TP) * st.CP + st.CP
             : st.Derivation == Derivation.Seed ? Math.Max(1, model.AttentionHeads / st.TP) : 1;
-        double experts = model.IsDense ? 2 : Math.Max(1, model.Experts / Math.Max(1, st.EP)) * Math.Max(1, st.AllToAllChunks);
+        // Routed experts: per local expert; the corrected derivation emits a run of experts with equal tokens as one
+        // repeated product, and uniform routing gives a rank's experts at most two token counts (the remainder's +1).
+        var localExperts = Math.Max(1, model.Experts / Math.Max(1, st.EP));
+        if (st.Derivation != Derivation.Seed && model.Routing.Distribution == RoutingDistribution.Uniform) localExperts = Math.Min(localExperts, 2);
+        double experts = model.IsDense ? 2 : localExperts * Math.Max(1, st.AllToAllChunks);
         var perLayerPerGpu = 16 + 2 * heads + 2 * experts + 4 * st.AllToAllChunks;
         var passes = st.Mode == WorkloadMode.Training ? (st.Recompute ? 4.0 : 3.0) : 1.0;
         var layerInstances = (double)model.Layers / st.PP * st.GpuCount * st.Microbatches;

@@ -106,7 +106,8 @@ internal sealed partial class AttentionBlock : ILayerBlock
             var scores = c.PerHead((hr, n) => b.AddRepeatedMatmul(OpKind.AttentionScore, g, Score(c, layer), n, layer, LayerContext.Deps(dep), firstHead + hr, mb));
             var softmax = c.ScoreBytes.Forward > 0 ? b.AddElementwise(g, c.ScoreBytes.Forward, layer, scores, index: OpKindExtensions.AttentionSoftmaxRole, microbatch: mb) : -1;
             var heads = c.PerHead((hr, n) => b.AddRepeatedMatmul(OpKind.AttentionValue, g, Value(c, layer), n, layer, softmax >= 0 ? [softmax] : [scores[hr]], firstHead + hr, mb));
-            return heads.Length == 1 ? heads[0] : b.AddElementwise(g, 0, layer, heads, index: 3, microbatch: mb);
+            // The heads' outputs joined on the stream (one head: none), repeated or not, as one head at a time.
+            return c.HeadsPerRank == 1 ? heads[0] : b.AddElementwise(g, 0, layer, heads, index: 3, microbatch: mb);
         });
     }
 

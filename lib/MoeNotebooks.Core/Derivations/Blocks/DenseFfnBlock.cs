@@ -75,32 +75,34 @@ internal static class FfnGemms
         c.M.ActivationClampValue is null || !c.M.GatedFfn || (upKind == OpKind.ExpertUp && c.St.CutedslFusedGroupedMlp) ? 0 : (backward ? 10 : 8) * m * f * c.E;
 
     /// <param name="activation">Emit the activation pass (routed experts of the founding model's derivation have none).</param>
-    public static int Forward(LayerContext c, BlockPass pass, int g, OpKind upKind, OpKind downKind, long m, long f, int layer, int dep, int index, int mb, bool activation = true, long? width = null)
+    /// <param name="repeat">Experts with these tokens run one after another (<see cref="DagBuilder.AddRepeatedMatmul"/>): every GEMM and pass that many times.</param>
+    public static int Forward(LayerContext c, BlockPass pass, int g, OpKind upKind, OpKind downKind, long m, long f, int layer, int dep, int index, int mb, bool activation = true, long? width = null, int repeat = 1)
     {
         var b = c.B;
-        var input = c.QuantizeInput(g, m * (width ?? c.H), layer, dep, mb);
-        var up = c.LinearForward(upKind, g, Up(c, m, f, width), layer, LayerContext.Deps(input), index, mb, pass);
+        var input = c.QuantizeInput(g, m * (width ?? c.H), layer, dep, mb, repeat);
+        var up = c.LinearForward(upKind, g, Up(c, m, f, width), layer, LayerContext.Deps(input), index, mb, pass, repeat);
         var clampBytes = activation ? ActivationClampBytes(c, upKind, m, f, false) : 0;
-        var clamped = clampBytes > 0 ? b.AddElementwise(g, clampBytes, layer, [up], index: OpKindExtensions.ActivationClampRole, microbatch: mb) : up;
-        var act = activation ? b.AddElementwise(g, ActivationBytes(c, m, f, false), layer, [clamped], index: 7, microbatch: mb) : up;
-        return c.LinearForward(downKind, g, Down(c, m, f, width), layer, [c.QuantizeInput(g, m * f, layer, act, mb)], index, mb, pass);
+        var clamped = clampBytes > 0 ? b.AddElementwise(g, clampBytes, layer, [up], index: OpKindExtensions.ActivationClampRole, microbatch: mb, repeat: repeat) : up;
+        var act = activation ? b.AddElementwise(g, ActivationBytes(c, m, f, false), layer, [clamped], index: 7, microbatch: mb, repeat: repeat) : up;
+        return c.LinearForward(downKind, g, Down(c, m, f, width), layer, [c.QuantizeInput(g, m * f, layer, act, mb, repeat)], index, mb, pass, repeat);
     }
 
     /// <param name="recomputeActivation">Selective recomputation of the activation (<c>moe_act</c>): its forward (and the
     /// clamp's) runs again before the down projection's backward, whose weight gradient needs the activation output.</param>
-    public static int Backward(LayerContext c, int g, OpKind upKind, OpKind downKind, long m, long f, int layer, int dep, int index, int mb, bool activation = true, long? width = null, bool recomputeActivation = false)
+    /// <param name="repeat">As in <see cref="Forward"/>.</param>
+    public static int Backward(LayerContext c, int g, OpKind upKind, OpKind downKind, long m, long f, int layer, int dep, int index, int mb, bool activation = true, long? width = null, bool recomputeActivation = false, int repeat = 1)
     {
         if (activation && recomputeActivation)
             dep = c.InRecompute(() =>
             {
                 var clampBytes = ActivationClampBytes(c, upKind, m, f, false);
-                var clamped = clampBytes > 0 ? c.B.AddElementwise(g, clampBytes, layer, LayerContext.Deps(dep), index: OpKindExtensions.ActivationClampRole, microbatch: mb) : dep;
-                return c.B.AddElementwise(g, ActivationBytes(c, m, f, false), layer, LayerContext.Deps(clamped), index: 7, microbatch: mb);
+                var clamped = clampBytes > 0 ? c.B.AddElementwise(g, clampBytes, layer, LayerContext.Deps(dep), index: OpKindExtensions.ActivationClampRole, microbatch: mb, repeat: repeat) : dep;
+                return c.B.AddElementwise(g, ActivationBytes(c, m, f, false), layer, LayerContext.Deps(clamped), index: 7, microbatch: mb, repeat: repeat);
             });
-        var down = c.LinearBackward(downKind, g, Down(c, m, f, width), layer, LayerContext.Deps(dep), index, mb);
-        var act = activation ? c.B.AddElementwise(g, ActivationBytes(c, m, f, true), layer, [down], index: 7, microbatch: mb) : down;
+        var down = c.LinearBackward(downKind, g, Down(c, m, f, width), layer, LayerContext.Deps(dep), index, mb, repeat);
+        var act = activation ? c.B.AddElementwise(g, ActivationBytes(c, m, f, true), layer, [down], index: 7, microbatch: mb, repeat: repeat) : down;
         var clampBytes = activation ? ActivationClampBytes(c, upKind, m, f, true) : 0;
-        if (clampBytes > 0) act = c.B.AddElementwise(g, clampBytes, layer, [act], index: OpKindExtensions.ActivationClampRole, microbatch: mb);
-        return c.LinearBackward(upKind, g, Up(c, m, f, width), layer, [act], index, mb);
+        if (clampBytes > 0) act = c.B.AddElementwise(g, clampBytes, layer, [act], index: OpKindExtensions.ActivationClampRole, microbatch: mb, repeat: repeat);
+        return c.LinearBackward(upKind, g, Up(c, m, f, width), layer, [act], index, mb, repeat);
     }
 }

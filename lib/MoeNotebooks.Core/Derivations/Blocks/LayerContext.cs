@@ -49,18 +49,19 @@ internal sealed partial class LayerContext
     public (long Forward, long Backward) ScoreBytes { get; }
 
     /// <summary>
-    /// One attention product per head (the oracle, <see cref="CorrectedDerivation.BuildHeadsApart"/>) instead of one
-    /// repeated product for all of a rank's heads (<see cref="DagBuilder.AddRepeatedMatmul"/>, the default).
+    /// One attention product per head and one expert's GEMMs and passes per expert (the oracle,
+    /// <see cref="CorrectedDerivation.BuildProductsApart"/>) instead of one repeated product for all of a rank's heads and
+    /// for each run of its experts that receive equal tokens (<see cref="DagBuilder.AddRepeatedMatmul"/>, the default).
     /// </summary>
-    public bool HeadsApart { get; init; }
+    public bool ProductsApart { get; init; }
 
     /// <summary>
     /// A rank's heads' products of one kind, emitted by <paramref name="emit"/>(head, repeat): one repeated product
-    /// (head 0, repeat = heads), or with <see cref="HeadsApart"/> one per head (repeat 1).
+    /// (head 0, repeat = heads), or with <see cref="ProductsApart"/> one per head (repeat 1).
     /// </summary>
     public int[] PerHead(Func<int, int, int> emit)
     {
-        var n = HeadsApart ? HeadsPerRank : 1;
+        var n = ProductsApart ? HeadsPerRank : 1;
         var ops = new int[n];
         for (var hr = 0; hr < n; hr++) ops[hr] = emit(hr, HeadsPerRank / n);
         return ops;
@@ -148,12 +149,11 @@ internal sealed partial class LayerContext
 
     /// <summary>
     /// Adds dX = dY W^T (shape m x n . n x k) and dW = X^T dY (k x m . m x n); returns dX. <paramref name="repeat"/> > 1:
-    /// that many identical products' gradients (a fused attention kernel's heads, <see cref="DagBuilder.AddRepeatedMatmul"/>),
-    /// all dX then all dW; the stream runs them back to back either way.
+    /// that many identical products' gradients (a fused attention kernel's heads, experts with equal tokens,
+    /// <see cref="DagBuilder.AddRepeatedMatmul"/>), all dX then all dW; the stream runs them back to back either way.
     /// </summary>
     public int Backward(OpKind kind, int g, MatmulShape fwd, int layer, ReadOnlySpan<int> deps, int index, int mb, int repeat = 1)
     {
-        if (repeat > 1 && kind.Category() != OpCategory.Attention) throw new DagException($"{kind}: only attention products are repeated");
         B.Phase = OpPhase.BackwardData;
         var dx = B.AddRepeatedMatmul(kind, g, new(fwd.M, fwd.N, fwd.K, fwd.Batch), repeat, layer, deps, index, mb);
         var dw = new MatmulShape(fwd.K, fwd.M, fwd.N, fwd.Batch);
@@ -161,7 +161,7 @@ internal sealed partial class LayerContext
         if (DeferredWeightGradients is { } deferred && kind.Category() != OpCategory.Attention)
         {
             // Zero-bubble B/W split (Qi et al. 2023 §2): dW needs only X and dY, both available now; it is issued later.
-            deferred.Add(new DeferredWeightGradient(kind, g, dw, layer, deps.ToArray(), index, mb));
+            deferred.Add(new DeferredWeightGradient(kind, g, dw, layer, deps.ToArray(), index, mb, repeat));
             return dx;
         }
         B.Phase = OpPhase.BackwardWeight;
@@ -179,7 +179,7 @@ internal sealed partial class LayerContext
         B.Phase = OpPhase.BackwardWeight;
         var done = new Dictionary<(int Gpu, int Layer), int>();
         foreach (var w in deferred)
-            done[(w.Gpu, w.Layer)] = B.AddMatmul(w.Kind, w.Gpu, w.Shape, w.Layer, w.Deps, w.Index, w.Microbatch);
+            done[(w.Gpu, w.Layer)] = B.AddRepeatedMatmul(w.Kind, w.Gpu, w.Shape, w.Repeat, w.Layer, w.Deps, w.Index, w.Microbatch);
         B.Phase = OpPhase.BackwardData;
         return done;
     }
@@ -190,21 +190,21 @@ internal sealed partial class LayerContext
     /// Quantizes an activation of <paramref name="elements"/> before low-precision GEMMs (with the transposed copy the
     /// weight gradient needs in training); returns the op the GEMMs wait for (<paramref name="dep"/> when no recipe quantizes).
     /// </summary>
-    public int QuantizeInput(int g, long elements, int layer, int dep, int mb)
+    public int QuantizeInput(int g, long elements, int layer, int dep, int mb, int repeat = 1)
     {
         if (Quantization is null) return dep;
-        return B.AddMemoryBound(OpKind.Quantize, g, Quantization.QuantizeBytes(elements, Training), layer, Deps(dep), microbatch: mb);
+        return B.AddMemoryBound(OpKind.Quantize, g, Quantization.QuantizeBytes(elements, Training), layer, Deps(dep), microbatch: mb, repeat: repeat);
     }
 
     /// <summary>
     /// A linear layer's forward GEMM. Under a quantizing recipe its weight is cast once per step, in the first
     /// microbatch's forward (Transformer Engine caches the cast weights over microbatches, is_first_microbatch).
     /// </summary>
-    public int LinearForward(OpKind kind, int g, MatmulShape shape, int layer, ReadOnlySpan<int> deps, int index, int mb, BlockPass pass)
+    public int LinearForward(OpKind kind, int g, MatmulShape shape, int layer, ReadOnlySpan<int> deps, int index, int mb, BlockPass pass, int repeat = 1)
     {
-        if (Quantization is null || pass != BlockPass.Forward || !FirstMicrobatchOfCopy(mb)) return B.AddMatmul(kind, g, shape, layer, deps, index, mb);
-        var cast = B.AddMemoryBound(OpKind.Quantize, g, Quantization.QuantizeBytes(shape.K * shape.N, Training), layer, [], index, mb);
-        return B.AddMatmul(kind, g, shape, layer, [.. deps, cast], index, mb);
+        if (Quantization is null || pass != BlockPass.Forward || !FirstMicrobatchOfCopy(mb)) return B.AddRepeatedMatmul(kind, g, shape, repeat, layer, deps, index, mb);
+        var cast = B.AddMemoryBound(OpKind.Quantize, g, Quantization.QuantizeBytes(shape.K * shape.N, Training), layer, [], index, mb, repeat);
+        return B.AddRepeatedMatmul(kind, g, shape, repeat, layer, [.. deps, cast], index, mb);
     }
 
     /// <summary>
@@ -215,12 +215,12 @@ internal sealed partial class LayerContext
         mb == 0 || (Training && St.Schedule == PipelineSchedule.DualPipe && mb == St.Microbatches / 2);
 
     /// <summary>A linear layer's dX and dW; under a quantizing recipe the output gradient is quantized first (row- and column-wise copies).</summary>
-    public int LinearBackward(OpKind kind, int g, MatmulShape fwd, int layer, ReadOnlySpan<int> deps, int index, int mb)
+    public int LinearBackward(OpKind kind, int g, MatmulShape fwd, int layer, ReadOnlySpan<int> deps, int index, int mb, int repeat = 1)
     {
-        if (Quantization is null) return Backward(kind, g, fwd, layer, deps, index, mb);
+        if (Quantization is null) return Backward(kind, g, fwd, layer, deps, index, mb, repeat);
         B.Phase = OpPhase.BackwardData;
-        var q = B.AddMemoryBound(OpKind.Quantize, g, Quantization.QuantizeBytes(fwd.Batch * fwd.M * fwd.N, true), layer, deps, microbatch: mb);
-        return Backward(kind, g, fwd, layer, [q], index, mb);
+        var q = B.AddMemoryBound(OpKind.Quantize, g, Quantization.QuantizeBytes(fwd.Batch * fwd.M * fwd.N, true), layer, deps, microbatch: mb, repeat: repeat);
+        return Backward(kind, g, fwd, layer, [q], index, mb, repeat);
     }
 
     /// <summary>
@@ -313,4 +313,4 @@ internal sealed partial class LayerContext
 }
 
 /// <summary>A weight-gradient GEMM held back from a zero-bubble B pass: everything <see cref="DagBuilder.AddMatmul"/> needs.</summary>
-internal sealed record DeferredWeightGradient(OpKind Kind, int Gpu, MatmulShape Shape, int Layer, int[] Deps, int Index, int Microbatch);
+internal sealed record DeferredWeightGradient(OpKind Kind, int Gpu, MatmulShape Shape, int Layer, int[] Deps, int Index, int Microbatch, int Repeat = 1);
