@@ -164,14 +164,20 @@ public sealed partial class DagBuilder
     }
 
     /// <summary>
-    /// <paramref name="repeat"/> identical products of <paramref name="shape"/> issued back to back on one GPU with the same
-    /// dependencies, as one operation (the heads of one fused attention kernel: FlashAttention runs a rank's heads in one
-    /// grid; a rank's experts that receive equal tokens, whose GEMMs and passes run one expert after another). The
-    /// memory-bound passes take a repeat too (<see cref="AddElementwise"/>, <see cref="AddMemoryBound"/>). Exact for the schedule: on one stream, n products that become ready together start when the stream frees
-    /// and end the sum of their durations later, whatever their order, and nothing else can run between them on that
-    /// stream; so the operation takes n times one product's seconds (<see cref="Costs.CostModel.Seconds"/>), its FLOPs and
-    /// bytes are n products', and <see cref="OperatorDag.Repeat"/> keeps n for the formula and tables. Its index is the
-    /// first product's (the first head's). <paramref name="repeat"/> = 1 is <see cref="AddMatmul"/>.
+    /// <paramref name="repeat"/> identical products of <paramref name="shape"/> issued back to back on one GPU, as one
+    /// operation: the heads of one fused attention kernel (FlashAttention runs a rank's heads in one grid), or one GEMM of
+    /// a run of a rank's experts that receive equal tokens (the memory-bound passes between them take a repeat too,
+    /// <see cref="AddElementwise"/>, <see cref="AddMemoryBound"/>). Exact for the schedule when every product's data
+    /// dependencies are ready once the first of the sequence may start, or are earlier operations of the same sequence
+    /// (the heads share theirs; an expert's down projection reads its own activation): on one FIFO stream such a
+    /// sequence runs back to back from when the stream frees and ends the sum of its durations later, in any order that
+    /// keeps each product after its own dependencies (all heads' dX then all dW; every expert's up projection, then every
+    /// activation, then every down projection), and nothing else runs between on that stream. So the operation takes n
+    /// times one product's seconds (<see cref="Costs.CostModel.Seconds"/>), its FLOPs and bytes are n products', and
+    /// <see cref="OperatorDag.Repeat"/> keeps n for the formula and tables. What reads the sequence's end on another stream
+    /// must wait for the whole sequence in both forms: the derivations keep the join that does so (several experts' or
+    /// heads' outputs summed on the stream). Its index is the first product's. <paramref name="repeat"/> = 1 is
+    /// <see cref="AddMatmul"/>.
     /// </summary>
     public int AddRepeatedMatmul(OpKind kind, int gpu, MatmulShape shape, int repeat, int layer, ReadOnlySpan<int> deps, int index = -1, int microbatch = 0)
     {
