@@ -152,7 +152,10 @@ public sealed partial class DagBuilder
     }
 
     /// <summary>A matmul-shaped compute operation (projection, attention product, gate, expert GEMM).</summary>
-    public int AddMatmul(OpKind kind, int gpu, MatmulShape shape, int layer, ReadOnlySpan<int> deps, int index = -1, int microbatch = 0)
+    public int AddMatmul(OpKind kind, int gpu, MatmulShape shape, int layer, ReadOnlySpan<int> deps, int index = -1, int microbatch = 0) =>
+        Matmul(kind, gpu, shape, 1, layer, deps, index, microbatch);
+
+    private int Matmul(OpKind kind, int gpu, MatmulShape shape, int repeat, int layer, ReadOnlySpan<int> deps, int index, int microbatch)
     {
         if (!kind.IsMatmulShaped()) throw new DagException($"{kind} is not a matmul-shaped operation");
         if (shape.M <= 0 || shape.K <= 0 || shape.N <= 0 || shape.Batch <= 0)
@@ -160,7 +163,7 @@ public sealed partial class DagBuilder
         CheckGpu(gpu);
         CheckBuilt(gpu);
         var dtype = _kindDtype.GetValueOrDefault(kind);
-        return Append(kind, gpu, -1, layer, microbatch, index, new PriceClass(PriceKind.Matmul, CollectivePattern.None, shape, 0, -1, dtype), deps);
+        return Append(kind, gpu, -1, layer, microbatch, index, new PriceClass(PriceKind.Matmul, CollectivePattern.None, shape, 0, -1, dtype, repeat - 1), deps);
     }
 
     /// <summary>
@@ -182,14 +185,7 @@ public sealed partial class DagBuilder
     public int AddRepeatedMatmul(OpKind kind, int gpu, MatmulShape shape, int repeat, int layer, ReadOnlySpan<int> deps, int index = -1, int microbatch = 0)
     {
         CheckRepeat(kind, gpu, repeat);
-        if (repeat == 1) return AddMatmul(kind, gpu, shape, layer, deps, index, microbatch);
-        if (!kind.IsMatmulShaped()) throw new DagException($"{kind} is not a matmul-shaped operation");
-        if (shape.M <= 0 || shape.K <= 0 || shape.N <= 0 || shape.Batch <= 0)
-            throw new DagException(string.Create(CultureInfo.InvariantCulture, $"{kind} on GPU {gpu}: shape must be positive, got b={shape.Batch}, m={shape.M}, k={shape.K}, n={shape.N}"));
-        CheckGpu(gpu);
-        CheckBuilt(gpu);
-        var dtype = _kindDtype.GetValueOrDefault(kind);
-        return Append(kind, gpu, -1, layer, microbatch, index, new PriceClass(PriceKind.Matmul, CollectivePattern.None, shape, 0, -1, dtype, repeat - 1), deps);
+        return Matmul(kind, gpu, shape, repeat, layer, deps, index, microbatch);
     }
 
     /// <summary>
