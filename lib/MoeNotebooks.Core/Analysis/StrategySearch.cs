@@ -414,21 +414,27 @@ public static class StrategySearch
         if (indivisible > 0) byReason["micro-batch size: does not divide the batch per rank that takes whole sequences (model.batch / attention data-parallel ranks)"] = indivisible;
         if (denseEp > 0) byReason[DenseEp] = byReason.GetValueOrDefault(DenseEp) + denseEp;
         // Fastest first; ties keep candidate order, so the result does not depend on threads.
-        var best = Enumerable.Range(0, candidates.Count)
+        var top = Enumerable.Range(0, candidates.Count)
             .Where(i => reasons[i] is null && !skipped[i])
             .OrderBy(i => totals[i]).ThenBy(i => i)
             .Take(options.Top)
-            .Select(i =>
-            {
-                if (breakdowns[i] is { } kept)
-                    return new SearchCandidate(candidates[i], totals[i], operations[i], kept.Breakdown, kept.Path);
-                // The quick path priced without breakdowns: this one is evaluated again, whole, for them.
-                var s = scenario with { Hardware = hardware, Strategy = candidates[i] };
-                var cost = s.CreateCostModel();
-                var result = s.BuildDagFor(cost).CriticalPath(cost);
-                return new SearchCandidate(candidates[i], result.TotalSeconds, operations[i], result.BreakdownSeconds, result.CriticalPathSecondsByCategory);
-            })
             .ToArray();
+        var best = new SearchCandidate[top.Length];
+        // The quick path priced without breakdowns: those of the best are evaluated again, whole, for them (in parallel,
+        // each into its own slot: the order stays the ranking's).
+        Parallel.For(0, top.Length, parallel, k =>
+        {
+            var i = top[k];
+            if (breakdowns[i] is { } kept)
+            {
+                best[k] = new SearchCandidate(candidates[i], totals[i], operations[i], kept.Breakdown, kept.Path);
+                return;
+            }
+            var s = scenario with { Hardware = hardware, Strategy = candidates[i] };
+            var cost = s.CreateCostModel();
+            var result = s.BuildDagFor(cost).CriticalPath(cost);
+            best[k] = new SearchCandidate(candidates[i], result.TotalSeconds, operations[i], result.BreakdownSeconds, result.CriticalPathSecondsByCategory);
+        });
         var evaluated = reasons.LongCount(r => r is null);
         return new SearchResult(scenario, gpus, candidates.Count + indivisible + denseEp, evaluated, best, byReason, clock.Elapsed, pruned)
         {
