@@ -50,26 +50,24 @@ public class RepeatedProductPropertyTests
     [Fact]
     public void Repeated_heads_and_experts_schedule_as_one_product_at_a_time()
     {
-        long heads = 0, experts = 0, corrected = 0, moe = 0;
-        _tiedPaths = 0;
+        long heads = 0, experts = 0, corrected = 0, moe = 0, tiedPaths = 0;
         Property.Check(Cases, s =>
         {
             if (s.Strategy.Derivation != Derivation.Corrected) return;
             corrected++;
             if (!s.Model.IsDense) moe++;
-            var (h, e) = AssertRepeatedEqualsApart(s);
+            var (h, e, samePath) = AssertRepeatedEqualsApart(s);
             if (h) heads++;
             if (e) experts++;
+            if (!samePath) tiedPaths++;
         }, Math.Min(Property.Iterations, 2_000));
         // Not vacuous: most corrected cases have several heads per rank (context-parallel rings keep theirs apart), and
         // many MoE cases several experts per rank with equal tokens (uniform routing; skewed routing splits the runs).
         Assert.True(heads > corrected / 2, $"{heads} of {corrected} corrected cases repeated their heads");
         Assert.True(experts > moe / 4, $"{experts} of {moe} MoE cases repeated their experts");
         // The categories were compared on most cases (tied paths are rare).
-        Assert.True(_tiedPaths < corrected / 20, $"{_tiedPaths} of {corrected} cases chose another of tied critical paths");
+        Assert.True(tiedPaths < corrected / 20, $"{tiedPaths} of {corrected} cases chose another of tied critical paths");
     }
-
-    private static long _tiedPaths;
 
     /// <summary>The critical path as the GPUs, layers and microbatches it passes through (consecutive repeats merged).</summary>
     private static List<(int, int, int)> Trajectory(OperatorDag dag, CriticalPathResult r)
@@ -83,8 +81,11 @@ public class RepeatedProductPropertyTests
         return steps;
     }
 
-    /// <summary>Compares the repeated-product DAG with the one-product-at-a-time DAG; returns whether heads and experts were repeated.</summary>
-    internal static (bool Heads, bool Experts) AssertRepeatedEqualsApart(Scenario s)
+    /// <summary>
+    /// Compares the repeated-product DAG with the one-product-at-a-time DAG; returns whether heads and experts were
+    /// repeated and whether both chose the same critical path (the categories and the formula were compared).
+    /// </summary>
+    private static (bool Heads, bool Experts, bool SamePath) AssertRepeatedEqualsApart(Scenario s)
     {
         var cost = s.CreateCostModel();
         var apart = s.Strategy.BuildDagProductsApart(s.Model);
@@ -92,9 +93,9 @@ public class RepeatedProductPropertyTests
         var a = apart.CriticalPath(cost);
         var r = dag.CriticalPath(cost);
         FoldingPropertyTests.Close(a.TotalSeconds, r.TotalSeconds, "total");
-        // Sums of finish - start: one product per head adds n rounded spans where the repeated product adds one, at times
-        // up to the total, so these agree to 1e-12 of the total (as the periodic extrapolation's property has them).
-        void Near(double x, double y, string what) => Assert.True(Math.Abs(x - y) <= 1e-12 * a.TotalSeconds, $"{what}: per head {x:R}, repeated {y:R} (total {a.TotalSeconds:R})");
+        // Sums of finish - start: n products one at a time add n rounded spans where the repeated product adds one, at
+        // times up to the total, so these agree to 1e-12 of the total (as the periodic extrapolation's property has them).
+        void Near(double x, double y, string what) => Assert.True(Math.Abs(x - y) <= 1e-12 * a.TotalSeconds, $"{what}: one at a time {x:R}, repeated {y:R} (total {a.TotalSeconds:R})");
         // Critical-path seconds by category are an attribution along one path: where two paths tie in exact arithmetic
         // (another microbatch's chain, another replica's GPU), a sum taken in another order can tip the choice to the
         // other. They must agree where both DAGs chose the same path (the same GPU, layer and microbatch, step by step).
@@ -102,7 +103,6 @@ public class RepeatedProductPropertyTests
         var samePath = Trajectory(apart, a).SequenceEqual(Trajectory(dag, r));
         if (samePath)
             foreach (var (k, v) in a.CriticalPathSecondsByCategory) Near(v, r.CriticalPathSecondsByCategory[k], $"critical {k}");
-        else Interlocked.Increment(ref _tiedPaths);
         foreach (var (k, v) in a.BreakdownSeconds) Near(v, r.BreakdownSeconds[k], $"breakdown {k}");
         for (var g = 0; g < a.PerGpu.Count; g++)
         {
@@ -114,15 +114,16 @@ public class RepeatedProductPropertyTests
             Near(x.IdleSeconds, y.IdleSeconds, $"GPU {g} idle");
         }
         FoldingPropertyTests.Close(Enumerable.Range(0, apart.Count).Sum(apart.Flops), Enumerable.Range(0, dag.Count).Sum(dag.Flops), "FLOPs");
-        // Products by kind: a repeated operation counts its heads.
+        // Products by kind: a repeated operation counts its products.
         foreach (var kind in new[] { OpKind.AttentionScore, OpKind.AttentionValue, OpKind.ExpertUp, OpKind.ExpertDown, OpKind.Quantize, OpKind.Elementwise })
             Assert.Equal(Enumerable.Range(0, apart.Count).Count(op => apart.Kind(op) == kind),
                 Enumerable.Range(0, dag.Count).Where(op => dag.Kind(op) == kind).Sum(dag.Repeat));
         // The runtime formula's Get_Time terms (along the critical path), flattened, are the same products.
-        if (!samePath) return (Repeats(OpKind.AttentionScore, OpKind.AttentionValue), Repeats(OpKind.ExpertUp, OpKind.ExpertDown));
+        var repeated = (Heads: Repeats(OpKind.AttentionScore, OpKind.AttentionValue), Experts: Repeats(OpKind.ExpertUp, OpKind.ExpertDown));
+        if (!samePath) return (repeated.Heads, repeated.Experts, false);
         var fa = RuntimeFormula.FromCriticalPath(a).MatmulTerms.ToDictionary(t => (t.M, t.K, t.N, t.Batch, t.Dtype), t => t.Count);
         var fr = RuntimeFormula.FromCriticalPath(r).MatmulTerms.ToDictionary(t => (t.M, t.K, t.N, t.Batch, t.Dtype), t => t.Count);
         Assert.Equal(fa.OrderBy(kv => kv.Key.ToString(), StringComparer.Ordinal), fr.OrderBy(kv => kv.Key.ToString(), StringComparer.Ordinal));
-        return (Repeats(OpKind.AttentionScore, OpKind.AttentionValue), Repeats(OpKind.ExpertUp, OpKind.ExpertDown));
+        return (repeated.Heads, repeated.Experts, true);
     }
 }

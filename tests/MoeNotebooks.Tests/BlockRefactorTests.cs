@@ -12,9 +12,9 @@ namespace MoeNotebooks.Tests;
 /// The block refactor (a layer composed of attention / dense-FFN / MoE blocks, a model a layer pattern) is behaviour
 /// preserving. Oracle: per-operation fingerprints (kind, phase, GPU, group members, layer, microbatch, index, shape,
 /// bytes, price class, dependencies) captured from the pre-refactor monolithic CorrectedDerivation (commit 2a3cd56)
-/// into Data/dag-fingerprints.json; every DAG built now with one attention product per head (the derivation's oracle
-/// form, <c>BuildDagProductsApart</c>; by default a rank's heads are one repeated product, whose schedule
-/// RepeatedProductTests checks against this form) must hash to the same text, operation by operation.
+/// into Data/dag-fingerprints.json; every DAG built now one head and one expert at a time (the derivation's oracle
+/// form, <c>BuildDagProductsApart</c>; by default a rank's heads, and its experts with equal tokens, are repeated
+/// products, whose schedule RepeatedProductTests checks against this form) must hash to the same text, operation by operation.
 /// Regenerate only on purpose: MOE_WRITE_DAG_FINGERPRINTS=1 dotnet test --filter BlockRefactor.
 /// </summary>
 public sealed class BlockRefactorTests

@@ -9,7 +9,7 @@ namespace MoeNotebooks.Tests;
 /// <summary>
 /// One repeated product (<see cref="DagBuilder.AddRepeatedMatmul"/>) standing for n identical products issued back to
 /// back on a GPU. Oracles: a hand derivation (n products' FLOPs, bytes and seconds; the schedule of n products one after
-/// another on one stream), and the founding scenarios built with one product per head (the per-head DAG).
+/// another on one stream), and the founding scenarios built one head and one expert at a time.
 /// The random-scenario property is RepeatedProductPropertyTests (robustness suite).
 /// </summary>
 public sealed class RepeatedProductTests
@@ -70,15 +70,15 @@ public sealed class RepeatedProductTests
     [InlineData("tp8-pp2")]
     [InlineData("ep16-training")]
     [InlineData("tp8-pp2-training")]
-    public void Founding_scenarios_schedule_as_with_one_product_per_head(string name)
+    public void Founding_scenarios_schedule_as_one_product_at_a_time(string name)
     {
-        // Oracle: the per-head DAG of the same scenario (BuildDagProductsApart), whole, priced and scheduled the same way.
+        // Oracle: the one-at-a-time DAG of the same scenario (BuildDagProductsApart), whole, priced and scheduled the same way.
         var s = Scenario.Load(TestPaths.Scenario(name));
         var cost = s.CreateCostModel();
         var apart = s.Strategy.BuildDagProductsApart(s.Model).CriticalPath(cost);
         var dag = s.BuildDag();
         var repeated = dag.CriticalPath(cost);
-        Assert.True(dag.Count < apart.Dag.Count, $"{name}: {dag.Count} operations, per head {apart.Dag.Count}");
+        Assert.True(dag.Count < apart.Dag.Count, $"{name}: {dag.Count} operations, one at a time {apart.Dag.Count}");
         Assert.Equal(apart.TotalSeconds, repeated.TotalSeconds, apart.TotalSeconds * 1e-12);
         foreach (var (k, v) in apart.CriticalPathSecondsByCategory) Assert.Equal(v, repeated.CriticalPathSecondsByCategory[k], apart.TotalSeconds * 1e-12);
     }

@@ -43,7 +43,7 @@ public static class OperationTable
             if (dag.Gpu(op) != gpu || dag.Layer(op) != layer || dag.Microbatch(op) != microbatch || !dag.Kind(op).IsMatmulShaped()) continue;
             if (phase is { } p && dag.Phase(op) != p) continue;
             var key = (dag.Kind(op), dag.Phase(op), dag.Shape(op));
-            // A repeated product (a fused attention kernel's heads) counts its products; the row's figures are each product's.
+            // A repeated product (a rank's heads, or experts with equal tokens) counts its products; the row's figures are each product's.
             var repeat = dag.Repeat(op);
             if (index.TryGetValue(key, out var i)) { rows[i] = rows[i] with { Count = rows[i].Count + repeat }; continue; }
             var s = dag.Shape(op);

@@ -66,7 +66,7 @@ public sealed class RuntimeFormula
             if (seconds == 0) continue;
             var kind = dag.Kind(op);
             FormulaTerm leaf = kind.IsMatmulShaped() ? new GetTimeTerm(dag.Shape(op), dag.MatmulDtype(op) == dag.Dtype ? null : dag.MatmulDtype(op)) : new NamedTerm(TermName(dag, op), seconds);
-            // A repeated product (a fused attention kernel's heads) is that many Get_Time terms in a row.
+            // A repeated product (a rank's heads, or experts with equal tokens) is that many Get_Time terms in a row.
             if (dag.Repeat(op) > 1) leaf = new RepeatTerm(dag.Repeat(op), [leaf], IsBlock: false);
             var layer = dag.Layer(op);
             if (layer < 0) { Flush(); current = (-1, -1, -1); items.Add(leaf); continue; }

@@ -70,7 +70,8 @@ public sealed record StrategyProfile(
             }
             else if (kind.IsMatmulShaped())
             {
-                matmuls += times;
+                // Per product: a repeated operation (a rank's heads, experts with equal tokens) lasts its products' time.
+                matmuls += times * dag.Repeat(op);
                 matmulSeconds += times * result.Durations[op];
                 // Tokens an expert processes: rows of its up projection (forward only, so training counts once).
                 if (kind == OpKind.ExpertUp && dag.Phase(op) == OpPhase.Forward) expertTokens[dag.Gpu(op)] += dag.Shape(op).M * (double)dag.Shape(op).Batch * dag.Repeat(op);

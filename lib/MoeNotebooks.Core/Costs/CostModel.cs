@@ -68,12 +68,7 @@ public sealed class CostModel(string name, IComputeCostModel compute, ICommunica
         Compute.MatmulSeconds(new MatmulShape(m, k, n), dtype, ModelSpec.DtypeBytes[dtype]);
 
     /// <summary>Seconds for one operation of a DAG (a repeated product, <see cref="OperatorDag.Repeat"/>: that many products back to back).</summary>
-    public double Seconds(OperatorDag dag, int op)
-    {
-        var one = SecondsOfOne(dag, op);
-        var repeat = dag.Repeat(op);
-        return repeat == 1 ? one : one * repeat;
-    }
+    public double Seconds(OperatorDag dag, int op) => SecondsOfOne(dag, op) * dag.Repeat(op);   // x 1 is exact
 
     private double SecondsOfOne(OperatorDag dag, int op)
     {

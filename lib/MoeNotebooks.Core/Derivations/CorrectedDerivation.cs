@@ -128,11 +128,17 @@ internal sealed partial class CorrectedDerivation
 
     /// <param name="expectedOperations">Room to reserve up front (an estimate; the builder still grows past it).</param>
     /// <param name="folding">Build every GPU, or one data-parallel replica standing for all (exact, see <see cref="_builtReplicas"/>).</param>
-    public static OperatorDag Build(ModelSpec model, StrategySpec st, double expectedOperations = 0, DagFolding folding = DagFolding.None)
+    public static OperatorDag Build(ModelSpec model, StrategySpec st, double expectedOperations = 0, DagFolding folding = DagFolding.None) =>
+        Build(model, st, expectedOperations, folding, productsApart: false);
+
+    /// <param name="productsApart">One head and one expert at a time (<see cref="LayerContext.ProductsApart"/>): the oracle of
+    /// the repeated products (same schedule, <see cref="DagBuilder.AddRepeatedMatmul"/>), and the DAG this derivation built
+    /// before them, operation by operation.</param>
+    internal static OperatorDag Build(ModelSpec model, StrategySpec st, double expectedOperations, DagFolding folding, bool productsApart)
     {
         try
         {
-            var derivation = new CorrectedDerivation(model, st, folding);
+            var derivation = new CorrectedDerivation(model, st, folding, productsApart: productsApart);
             derivation._b.Reserve(expectedOperations);
             return derivation.BuildDag();
         }
@@ -140,19 +146,8 @@ internal sealed partial class CorrectedDerivation
         {
             if (Environment.GetEnvironmentVariable("MOE_DEBUG_FOLD") is not null) Console.Error.WriteLine("rank fold: " + e.Message);
             // A folded rank issued other operations than its representative: fold replicas only.
-            return Build(model, st, expectedOperations, DagFolding.Replicas);
+            return Build(model, st, expectedOperations, DagFolding.Replicas, productsApart);
         }
-    }
-
-    /// <summary>
-    /// The DAG with one attention product per head (<see cref="LayerContext.ProductsApart"/>) instead of one repeated product
-    /// per rank and kind: the oracle of the repeated products (same schedule, see <see cref="DagBuilder.AddRepeatedMatmul"/>),
-    /// and the DAG this derivation built before them, operation by operation.
-    /// </summary>
-    internal static OperatorDag BuildProductsApart(ModelSpec model, StrategySpec st, DagFolding folding = DagFolding.None)
-    {
-        try { return new CorrectedDerivation(model, st, folding, productsApart: true).BuildDag(); }
-        catch (RankFoldException) when (folding == DagFolding.Symmetric) { return BuildProductsApart(model, st, DagFolding.Replicas); }
     }
 
     /// <summary>

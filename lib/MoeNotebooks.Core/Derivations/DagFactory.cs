@@ -28,7 +28,18 @@ public static class DagFactory
     /// the corrected derivation folds data-parallel replicas): the same total, critical path and breakdowns as the whole
     /// DAG, which <see cref="DagFolding.None"/> (the default, the oracle) builds.
     /// </summary>
-    public static OperatorDag BuildDag(this StrategySpec strategy, ModelSpec model, DagFolding folding = DagFolding.None)
+    public static OperatorDag BuildDag(this StrategySpec strategy, ModelSpec model, DagFolding folding = DagFolding.None) =>
+        Build(strategy, model, folding, productsApart: false);
+
+    /// <summary>
+    /// <see cref="BuildDag"/> one head and one expert at a time (<see cref="LayerContext.ProductsApart"/>): the corrected
+    /// derivation's oracle for its repeated products (<see cref="Dag.DagBuilder.AddRepeatedMatmul"/>); the seed derivation
+    /// builds one product at a time already.
+    /// </summary>
+    internal static OperatorDag BuildDagProductsApart(this StrategySpec strategy, ModelSpec model, DagFolding folding = DagFolding.None) =>
+        Build(strategy, model, folding, productsApart: true);
+
+    private static OperatorDag Build(StrategySpec strategy, ModelSpec model, DagFolding folding, bool productsApart)
     {
         strategy.CheckFits(model, strategy.GpuCount);
         if (strategy.Derivation == Derivation.Corrected)
@@ -39,22 +50,8 @@ public static class DagFactory
         return strategy.Derivation switch
         {
             Derivation.Seed => SeedDerivation.Build(model, strategy, estimate),
-            _ => CorrectedDerivation.Build(model, strategy, estimate, folding),
+            _ => CorrectedDerivation.Build(model, strategy, estimate, folding, productsApart),
         };
-    }
-
-    /// <summary>
-    /// <see cref="BuildDag"/> with one attention product per head (the corrected derivation's oracle for its repeated
-    /// products, <see cref="CorrectedDerivation.BuildProductsApart"/>); the seed derivation is per head already.
-    /// </summary>
-    internal static OperatorDag BuildDagProductsApart(this StrategySpec strategy, ModelSpec model, DagFolding folding = DagFolding.None)
-    {
-        if (strategy.Derivation != Derivation.Corrected) return strategy.BuildDag(model, folding);
-        strategy.CheckFits(model, strategy.GpuCount);
-        model.CheckTensorParallel(strategy.TP, strategy.Attention == AttentionPlacement.DataParallel ? strategy.TP : strategy.TP * strategy.EP);
-        if (folding == DagFolding.Periodic) folding = DagFolding.Symmetric;
-        CheckSize(model, strategy, folding);
-        return CorrectedDerivation.BuildProductsApart(model, strategy, folding);
     }
 
     /// <summary>

@@ -50,7 +50,7 @@ internal sealed partial class LayerContext
 
     /// <summary>
     /// One attention product per head and one expert's GEMMs and passes per expert (the oracle,
-    /// <see cref="CorrectedDerivation.BuildProductsApart"/>) instead of one repeated product for all of a rank's heads and
+    /// <see cref="DagFactory.BuildDagProductsApart"/>) instead of one repeated product for all of a rank's heads and
     /// for each run of its experts that receive equal tokens (<see cref="DagBuilder.AddRepeatedMatmul"/>, the default).
     /// </summary>
     public bool ProductsApart { get; init; }
