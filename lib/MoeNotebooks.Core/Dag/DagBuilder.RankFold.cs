@@ -66,6 +66,9 @@ public sealed partial class DagBuilder
         return ops[k];
     }
 
+    /// <summary>Whether ranks are folded (<see cref="FoldRanksOnto"/> was declared).</summary>
+    public bool FoldsRanks => _rankRep is not null;
+
     /// <summary>Whether <paramref name="gpu"/> is built but folded onto another rank (its operations are its representative's).</summary>
     public bool IsFoldedRank(int gpu) => _rankRep is not null && IsBuilt(gpu) && _rankRep[gpu] != gpu;
 
@@ -160,12 +163,12 @@ public sealed partial class DagBuilder
     private bool SameClasses(int[] a, int[] b)
     {
         if (a.Length != b.Length) return false;
-        var x = new int[a.Length];
-        var y = new int[b.Length];
+        Span<int> x = a.Length <= 128 ? stackalloc int[a.Length] : new int[a.Length];
+        Span<int> y = b.Length <= 128 ? stackalloc int[b.Length] : new int[b.Length];
         for (var i = 0; i < a.Length; i++) { x[i] = Full(a[i]); y[i] = Full(b[i]); }
-        Array.Sort(x);
-        Array.Sort(y);
-        return x.AsSpan().SequenceEqual(y);
+        x.Sort();
+        y.Sort();
+        return x.SequenceEqual(y);
     }
 
     private static ReadOnlySpan<int> Distinct(ReadOnlySpan<int> deps)

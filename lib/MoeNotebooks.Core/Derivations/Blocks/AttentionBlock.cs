@@ -35,23 +35,28 @@ internal sealed partial class AttentionBlock : ILayerBlock
         var (gpus, layer, mb) = site;
         c.PreNormGather(site, last);
         for (var li = 0; li < gpus.Length; li++)
-        {
-            if (c.SkipFoldedRank(gpus, li, last)) continue;
-            var g = gpus[li];
-            var norm = c.PreNorm(site, li, last);
-            var (q, k, v) = Projections(c, pass, g, layer, mb, norm);
-            var firstHead = (c.AttentionDp ? li % c.St.TP : li) * c.HeadsPerRank;
-            // The rank's heads' products, one repeated operation each (DagBuilder.AddRepeatedMatmul: back to back on the stream).
-            var scores = c.PerHead((hr, n) => b.AddRepeatedMatmul(OpKind.AttentionScore, g, Score(c, layer), n, layer, [q, k], firstHead + hr, mb));
-            // Materialized scores: the softmax (and dropout) pass over [sequences, heads, s, s] in HBM sits between
-            // the two products; a fused kernel keeps it on chip.
-            var softmax = c.ScoreBytes.Forward > 0 ? b.AddElementwise(g, c.ScoreBytes.Forward, layer, scores, index: OpKindExtensions.AttentionSoftmaxRole, microbatch: mb) : -1;
-            var heads = c.PerHead((hr, n) => b.AddRepeatedMatmul(OpKind.AttentionValue, g, Value(c, layer), n, layer, softmax >= 0 ? [softmax, v] : [scores[hr], v], firstHead + hr, mb));
-            last[li] = OutputForward(c, pass, g, layer, mb, heads);
-        }
+            if (!c.SkipFoldedRank(gpus, li, last))
+                last[li] = ForwardRank(c, pass, site, li, c.PreNorm(site, li, last));
         if (c.SequenceParallel) c.TensorGroupCollective(gpus, OpKind.SequenceReduceScatter, c.ActivationBytes, layer, mb, last);
         else c.AllReduceAttentionGroups(gpus, OpKind.AttentionAllReduce, c.ActivationBytes, layer, mb, last);
         c.Elementwise(site, c.SequenceShard(3 * c.ActivationBytes), 1, last);   // residual add + the FFN's pre-norm
+    }
+
+    /// <summary>One rank's attention forward from its normed input (a method of its own, so that folded ranks, which are skipped, allocate no closures).</summary>
+    private static int ForwardRank(LayerContext c, BlockPass pass, LayerSite site, int li, int norm)
+    {
+        var b = c.B;
+        var (gpus, layer, mb) = site;
+        var g = gpus[li];
+        var (q, k, v) = Projections(c, pass, g, layer, mb, norm);
+        var firstHead = (c.AttentionDp ? li % c.St.TP : li) * c.HeadsPerRank;
+        // The rank's heads' products, one repeated operation each (DagBuilder.AddRepeatedMatmul: back to back on the stream).
+        var scores = c.PerHead((hr, n) => b.AddRepeatedMatmul(OpKind.AttentionScore, g, Score(c, layer), n, layer, [q, k], firstHead + hr, mb));
+        // Materialized scores: the softmax (and dropout) pass over [sequences, heads, s, s] in HBM sits between
+        // the two products; a fused kernel keeps it on chip.
+        var softmax = c.ScoreBytes.Forward > 0 ? b.AddElementwise(g, c.ScoreBytes.Forward, layer, scores, index: OpKindExtensions.AttentionSoftmaxRole, microbatch: mb) : -1;
+        var heads = c.PerHead((hr, n) => b.AddRepeatedMatmul(OpKind.AttentionValue, g, Value(c, layer), n, layer, softmax >= 0 ? [softmax, v] : [scores[hr], v], firstHead + hr, mb));
+        return OutputForward(c, pass, g, layer, mb, heads);
     }
 
     /// <summary>The (quantized) normed input's Q, K and V projections on one rank; returns the ops standing for Q, K and V.</summary>
@@ -121,19 +126,26 @@ internal sealed partial class AttentionBlock : ILayerBlock
         // Sequence parallelism: the conjugate of the forward reduce-scatter gathers the output gradient's tokens.
         if (c.SequenceParallel) c.TensorGroupCollective(gpus, OpKind.SequenceAllGather, c.ActivationBytes, layer, mb, last);
         for (var li = 0; li < gpus.Length; li++)
-        {
-            if (c.SkipFoldedRank(gpus, li, last)) continue;
-            var g = gpus[li];
-            var firstHead = (c.AttentionDp ? li % c.St.TP : li) * c.HeadsPerRank;
-            last[li] = RecomputeCore(c, g, layer, mb, firstHead, RecomputeMlaUp(c, g, layer, mb, last[li]));
-            var o = c.LinearBackward(OpKind.OutputProjection, g, Output(c), layer, [last[li]], -1, mb);
-            var dProbs = c.PerHead((hr, n) => c.Backward(OpKind.AttentionValue, g, Value(c, layer), layer, [o], firstHead + hr, mb, n));
-            var softmax = c.ScoreBytes.Backward > 0 ? b.AddElementwise(g, c.ScoreBytes.Backward, layer, dProbs, index: OpKindExtensions.AttentionSoftmaxRole, microbatch: mb) : -1;
-            var heads = c.PerHead((hr, n) => c.Backward(OpKind.AttentionScore, g, Score(c, layer), layer, softmax >= 0 ? [softmax] : [dProbs[hr]], firstHead + hr, mb, n));
-            last[li] = ProjectionsBackward(c, g, layer, mb, heads);
-        }
+            if (!c.SkipFoldedRank(gpus, li, last))
+                last[li] = BackwardRank(c, site, li, last[li]);
         // The conjugate of the forward all-reduce: column-parallel input gradients are summed over the TP group.
         // Sequence parallelism: the conjugate of the forward all-gather, a reduce-scatter to 1/TP of the tokens.
         c.MixerBackwardTail(site, last);
     }
+
+    /// <summary>One rank's attention backward from its output gradient (a method of its own: see <see cref="ForwardRank"/>).</summary>
+    private static int BackwardRank(LayerContext c, LayerSite site, int li, int gradient)
+    {
+        var b = c.B;
+        var (gpus, layer, mb) = site;
+        var g = gpus[li];
+        var firstHead = (c.AttentionDp ? li % c.St.TP : li) * c.HeadsPerRank;
+        var input = RecomputeCore(c, g, layer, mb, firstHead, RecomputeMlaUp(c, g, layer, mb, gradient));
+        var o = c.LinearBackward(OpKind.OutputProjection, g, Output(c), layer, [input], -1, mb);
+        var dProbs = c.PerHead((hr, n) => c.Backward(OpKind.AttentionValue, g, Value(c, layer), layer, [o], firstHead + hr, mb, n));
+        var softmax = c.ScoreBytes.Backward > 0 ? b.AddElementwise(g, c.ScoreBytes.Backward, layer, dProbs, index: OpKindExtensions.AttentionSoftmaxRole, microbatch: mb) : -1;
+        var heads = c.PerHead((hr, n) => c.Backward(OpKind.AttentionScore, g, Score(c, layer), layer, softmax >= 0 ? [softmax] : [dProbs[hr]], firstHead + hr, mb, n));
+        return ProjectionsBackward(c, g, layer, mb, heads);
+    }
+
 }

@@ -36,22 +36,28 @@ internal sealed partial class LayerContext
     /// </summary>
     public int ExpertLocalRank(int replica, int ep, int etp) => etp + St.ETP * (ep + St.EP * replica);
 
+    // Scratch for AllToAll: an EP group's members and its distinct waits.
+    private int[] _members = [], _deps = [];
+
     /// <summary>An all-to-all over each EP group (the ranks of equal ETP rank in one expert replica) of the stage.</summary>
     public void AllToAll(int[] gpus, OpKind kind, long bytesPerGpu, int layer, int mb, int[] last, int index)
     {
         var replicas = gpus.Length / (St.EP * St.ETP);
+        if (_members.Length < St.EP) (_members, _deps) = (new int[St.EP], new int[St.EP]);
         for (var x = 0; x < replicas; x++)
         for (var tr = 0; tr < St.ETP; tr++)
         {
-            var members = new int[St.EP];
-            var deps = new List<int>();
+            // The group and its members' last operations, each once in first-seen order (a folded EP group's members
+            // mostly share their representative's), in reused buffers: the group is interned and the waits copied.
+            var distinct = 0;
             for (var er = 0; er < St.EP; er++)
             {
                 var li = ExpertLocalRank(x, er, tr);
-                members[er] = gpus[li];
-                if (last[li] >= 0) deps.Add(last[li]);
+                _members[er] = gpus[li];
+                var d = last[li];
+                if (d >= 0 && Array.IndexOf(_deps, d, 0, distinct) < 0) _deps[distinct++] = d;
             }
-            var op = B.AddCommunication(kind, B.Group(members), bytesPerGpu, layer, deps.Distinct().ToArray(), index, mb);
+            var op = B.AddCommunication(kind, B.Group(_members.AsSpan(0, St.EP)), bytesPerGpu, layer, _deps.AsSpan(0, distinct), index, mb);
             for (var er = 0; er < St.EP; er++) last[ExpertLocalRank(x, er, tr)] = op;
         }
     }

@@ -130,14 +130,30 @@ internal sealed partial class LayerContext
     /// </summary>
     public bool SkipFoldedRank(int[] gpus, int li, int[] last)
     {
-        var g = gpus[li];
         // A zero-bubble B pass defers weight gradients per GPU to its W pass: emit them all (checked) instead.
-        if (DeferredWeightGradients is not null || !B.IsFoldedRank(g)) return false;
-        var r = Array.IndexOf(gpus, B.RankRepresentative(g), 0, li);
+        if (DeferredWeightGradients is not null || !B.FoldsRanks) return false;
+        if (!ReferenceEquals(gpus, _foldSite)) IndexRepresentatives(gpus);
+        var r = _foldRepresentative[li];
         if (r < 0) return false;
         last[li] = last[r];
-        B.CatchUp(g);
+        B.CatchUp(gpus[li]);
         return true;
+    }
+
+    // The site GPU array _foldRepresentative describes (site arrays are built per pipeline item and not changed after),
+    // and per local rank the local index of its rank representative earlier in that array (-1: none, emit it).
+    private int[]? _foldSite;
+    private int[] _foldRepresentative = [];
+
+    private void IndexRepresentatives(int[] gpus)
+    {
+        if (_foldRepresentative.Length < gpus.Length) _foldRepresentative = new int[gpus.Length];
+        for (var li = 0; li < gpus.Length; li++)
+        {
+            var g = gpus[li];
+            _foldRepresentative[li] = B.IsFoldedRank(g) ? Array.IndexOf(gpus, B.RankRepresentative(g), 0, li) : -1;
+        }
+        _foldSite = gpus;
     }
 
     /// <summary>
@@ -281,7 +297,8 @@ internal sealed partial class LayerContext
     public void Elementwise(LayerSite site, long bytes, int role, int[] last)
     {
         for (var li = 0; li < site.Gpus.Length; li++)
-            last[li] = B.AddElementwise(site.Gpus[li], bytes, site.Layer, Deps(last[li]), index: role, microbatch: site.Microbatch);
+            if (!SkipFoldedRank(site.Gpus, li, last))
+                last[li] = B.AddElementwise(site.Gpus[li], bytes, site.Layer, Deps(last[li]), index: role, microbatch: site.Microbatch);
     }
 
     /// <summary>

@@ -120,6 +120,7 @@ internal sealed class MambaBlock : ILayerBlock
         c.PreNormGather(site, last);
         for (var li = 0; li < gpus.Length; li++)
         {
+            if (c.SkipFoldedRank(gpus, li, last)) continue;
             var g = gpus[li];
             var norm = c.PreNorm(site, li, last);
             var input = c.QuantizeInput(g, t * c.H, layer, norm, mb);
@@ -165,6 +166,7 @@ internal sealed class MambaBlock : ILayerBlock
         if (c.SequenceParallel) c.TensorGroupCollective(gpus, OpKind.SequenceAllGather, c.ActivationBytes, layer, mb, last);
         for (var li = 0; li < gpus.Length; li++)
         {
+            if (c.SkipFoldedRank(gpus, li, last)) continue;
             var g = gpus[li];
             var outProj = c.LinearBackward(OpKind.MambaOutProjection, g, s.OutProjection, layer, [last[li]], -1, mb);
             b.Phase = OpPhase.BackwardData;

@@ -63,15 +63,20 @@ internal sealed class MoeBlock : ILayerBlock
             c.Elementwise(site, c.SequenceShard(3 * c.ActivationBytes), 2, last);
             RecomputeAtBackward(c, site, last);
         }
-        var ffnInput = (int[])last.Clone();
+        var ffnInput = c.M.SharedExperts > 0 ? (int[])last.Clone() : null;
         if (!backward) Router.Forward(c, pass, site, last);
         Latent(c, pass, site, last, up: backward);
         if (memoryOps) Pass(c, backward ? OpKind.Unpermute : OpKind.Permute, backward ? UnpermuteBytes(c) : PermuteBytes(c), site, last);
         yield return MoeSegment.BeforeExchange;
         var blockInput = (int[])last.Clone();
-        var chunkOutputs = new List<int>[gpus.Length];
-        for (var li = 0; li < gpus.Length; li++) chunkOutputs[li] = new List<int>();
         var chunks = c.St.AllToAllChunks;
+        // Each rank's chunk outputs, to be summed (one chunk: its output is the block's, nothing to join).
+        List<int>[]? chunkOutputs = null;
+        if (chunks > 1)
+        {
+            chunkOutputs = new List<int>[gpus.Length];
+            for (var li = 0; li < gpus.Length; li++) chunkOutputs[li] = new List<int>();
+        }
         var cur = new int[chunks][];
         var a2aBytes = new long[chunks];
         // Every chunk's dispatch is issued first, so the communication stream sends chunk c + 1 while the experts
@@ -83,7 +88,7 @@ internal sealed class MoeBlock : ILayerBlock
             TokenExchange.Dispatch(c, pass, site, a2aBytes[ch], cur[ch], ch);
         }
         yield return MoeSegment.FirstExchange;
-        var shared = SharedExperts.Emit(c, pass, site, ffnInput);
+        var shared = ffnInput is null ? null : SharedExperts.Emit(c, pass, site, ffnInput);
         for (var ch = 0; ch < chunks; ch++)
         {
             RoutedExperts.Emit(c, pass, site, c.ExpertTokensByChunk[ch], cur[ch]);
@@ -91,18 +96,24 @@ internal sealed class MoeBlock : ILayerBlock
             // follows its experts (Megatron's EP overlap is refused with alltoallChunks > 1).
             if (chunks == 1) yield return MoeSegment.Experts;
             TokenExchange.Combine(c, pass, site, a2aBytes[ch], cur[ch], ch);
-            for (var li = 0; li < gpus.Length; li++) chunkOutputs[li].Add(cur[ch][li]);
+            if (chunkOutputs is not null)
+                for (var li = 0; li < gpus.Length; li++) chunkOutputs[li].Add(cur[ch][li]);
         }
         if (chunks > 1) yield return MoeSegment.Experts;
         yield return MoeSegment.SecondExchange;
         for (var li = 0; li < gpus.Length; li++)
+        {
+            if (chunkOutputs is null) { last[li] = cur[0][li]; continue; }
+            if (c.SkipFoldedRank(gpus, li, last)) continue;
             last[li] = chunkOutputs[li].Count == 1 ? chunkOutputs[li][0] : b.AddElementwise(gpus[li], 0, site.Layer, chunkOutputs[li].Distinct().ToArray(), index: 3, microbatch: site.Microbatch);
+        }
         if (memoryOps) Pass(c, backward ? OpKind.Permute : OpKind.Unpermute, backward ? PermuteBytes(c) : UnpermuteBytes(c), site, last);
         Latent(c, pass, site, last, up: !backward);
         if (backward) Router.Backward(c, site, last);
         if (shared is not null)
             for (var li = 0; li < gpus.Length; li++)
-                last[li] = b.AddElementwise(gpus[li], 0, site.Layer, [last[li], shared[li]], index: 3, microbatch: site.Microbatch);   // routed + shared
+                if (!c.SkipFoldedRank(gpus, li, last))
+                    last[li] = b.AddElementwise(gpus[li], 0, site.Layer, [last[li], shared[li]], index: 3, microbatch: site.Microbatch);   // routed + shared
         if (!backward && residual) c.Elementwise(site, c.SequenceShard(3 * c.ActivationBytes), 2, last);   // residual add
         yield return MoeSegment.After;
     }
@@ -120,6 +131,7 @@ internal sealed class MoeBlock : ILayerBlock
         var shape = up ? new MatmulShape(t, latent, c.H) : new MatmulShape(t, c.H, latent);
         for (var li = 0; li < site.Gpus.Length; li++)
         {
+            if (c.SkipFoldedRank(site.Gpus, li, last)) continue;
             var g = site.Gpus[li];
             if (pass == BlockPass.Backward) last[li] = c.LinearBackward(kind, g, shape, site.Layer, LayerContext.Deps(last[li]), -1, site.Microbatch);
             else
@@ -134,7 +146,8 @@ internal sealed class MoeBlock : ILayerBlock
     private static void Pass(LayerContext c, OpKind kind, long bytes, LayerSite site, int[] last)
     {
         for (var li = 0; li < site.Gpus.Length; li++)
-            last[li] = c.B.AddMemoryBound(kind, site.Gpus[li], bytes, site.Layer, LayerContext.Deps(last[li]), microbatch: site.Microbatch);
+            if (!c.SkipFoldedRank(site.Gpus, li, last))
+                last[li] = c.B.AddMemoryBound(kind, site.Gpus[li], bytes, site.Layer, LayerContext.Deps(last[li]), microbatch: site.Microbatch);
     }
 }
 

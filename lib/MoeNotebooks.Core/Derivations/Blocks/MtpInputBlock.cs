@@ -30,6 +30,7 @@ internal sealed class MtpInputBlock : ILayerBlock
             if (c.SequenceParallel) c.TensorGroupCollective(gpus, OpKind.SequenceAllGather, 2 * c.ActivationBytes, layer, mb, last);
             for (var li = 0; li < gpus.Length; li++)
             {
+                if (c.SkipFoldedRank(gpus, li, last)) continue;
                 var input = c.QuantizeInput(gpus[li], c.TokensPerRank * 2 * c.H, layer, last[li], mb);
                 last[li] = c.LinearForward(OpKind.MtpProjection, gpus[li], Projection(c), layer, LayerContext.Deps(input), -1, mb, pass);
             }
@@ -42,7 +43,8 @@ internal sealed class MtpInputBlock : ILayerBlock
         // Sequence parallelism: the scatter's backward all-gathers the [T/TP, H] output gradient (the gather's is a split).
         if (c.SequenceParallel) c.TensorGroupCollective(gpus, OpKind.SequenceAllGather, c.ActivationBytes, layer, mb, last);
         for (var li = 0; li < gpus.Length; li++)
-            last[li] = c.LinearBackward(OpKind.MtpProjection, gpus[li], Projection(c), layer, LayerContext.Deps(last[li]), -1, mb);
+            if (!c.SkipFoldedRank(gpus, li, last))
+                last[li] = c.LinearBackward(OpKind.MtpProjection, gpus[li], Projection(c), layer, LayerContext.Deps(last[li]), -1, mb);
         // The column-parallel input's gradient [T, 2H] is summed over the TP group (reduce-scattered to T/TP under SP).
         if (c.SequenceParallel) c.TensorGroupCollective(gpus, OpKind.SequenceReduceScatter, 2 * c.ActivationBytes, layer, mb, last);
         else if (c.St.TP > 1) c.TensorGroupCollective(gpus, OpKind.AttentionAllReduce, 2 * c.ActivationBytes, layer, mb, last);

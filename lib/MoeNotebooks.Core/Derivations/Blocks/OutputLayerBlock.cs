@@ -24,6 +24,7 @@ internal sealed class OutputLayerBlock : ILayerBlock
             if (c.SequenceParallel) c.TensorGroupCollective(gpus, OpKind.SequenceAllGather, c.ActivationBytes, layer, mb, last);
             for (var li = 0; li < gpus.Length; li++)
             {
+                if (c.SkipFoldedRank(gpus, li, last)) continue;
                 var logits = b.AddMatmul(OpKind.Logits, gpus[li], new(t, c.H, vocab), layer, LayerContext.Deps(last[li]), microbatch: mb);
                 // Softmax cross-entropy over the fp32 logits shard.
                 last[li] = b.AddElementwise(gpus[li], lossBytes, layer, [logits], index: 5, microbatch: mb);
@@ -33,6 +34,7 @@ internal sealed class OutputLayerBlock : ILayerBlock
         b.Phase = OpPhase.BackwardData;
         for (var li = 0; li < gpus.Length; li++)
         {
+            if (c.SkipFoldedRank(gpus, li, last)) continue;
             var loss = b.AddElementwise(gpus[li], lossBytes, layer, LayerContext.Deps(last[li]), index: 5, microbatch: mb);
             last[li] = c.Backward(OpKind.Logits, gpus[li], new(t, c.H, vocab), layer, [loss], -1, mb);
         }

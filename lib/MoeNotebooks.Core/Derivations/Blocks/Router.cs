@@ -21,6 +21,7 @@ internal static class Router
         c.B.Phase = pass.ForwardPhase();
         for (var li = 0; li < site.Gpus.Length; li++)
         {
+            if (c.SkipFoldedRank(site.Gpus, li, last)) continue;
             last[li] = c.B.AddMatmul(OpKind.Gate, site.Gpus[li], Gate(c), site.Layer, LayerContext.Deps(last[li]), microbatch: site.Microbatch);
             if (c.M.MoeMemoryBoundOps)
                 last[li] = c.B.AddMemoryBound(OpKind.RouterTopK, site.Gpus[li], TopKBytes(c, false), site.Layer, [last[li]], microbatch: site.Microbatch);
@@ -31,6 +32,7 @@ internal static class Router
     {
         for (var li = 0; li < site.Gpus.Length; li++)
         {
+            if (c.SkipFoldedRank(site.Gpus, li, last)) continue;
             if (c.M.MoeMemoryBoundOps)
             {
                 c.B.Phase = OpPhase.BackwardData;

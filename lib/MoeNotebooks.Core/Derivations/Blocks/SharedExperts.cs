@@ -23,6 +23,7 @@ internal static class SharedExperts
         if (c.SequenceParallel) c.TensorGroupCollective(gpus, OpKind.SequenceAllGather, c.ActivationBytes, layer, mb, outs);
         for (var li = 0; li < gpus.Length; li++)
         {
+            if (c.SkipFoldedRank(gpus, li, outs)) continue;
             if (pass != BlockPass.Backward)
             {
                 c.B.Phase = pass.ForwardPhase();
