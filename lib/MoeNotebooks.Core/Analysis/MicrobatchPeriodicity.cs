@@ -75,7 +75,8 @@ public static class MicrobatchPeriodicity
         var i = from.ItemOf[op];
         if (i < 0) return -1;
         var it = from.Items[i];
-        if (!to.ItemIndex.TryGetValue((it.Replica, it.Stage, it.Item.Chunk, it.Item.Backward, it.Item.Microbatch + shift), out var j)) return -1;
+        var j = to.ItemIndex.Find(it.Replica, it.Stage, it.Item.Chunk, it.Item.Backward, it.Item.Microbatch + shift);
+        if (j < 0) return -1;
         var target = to.Items[j];
         return target.End - target.First == it.End - it.First ? target.First + (op - it.First) : -1;
     }
@@ -206,6 +207,44 @@ public static class MicrobatchPeriodicity
         if (Environment.GetEnvironmentVariable("MOE_DEBUG_PERIODIC") is not null) Console.Error.WriteLine("periodic:   " + what);
     }
 
+    /// <summary>
+    /// The items of a built DAG by (replica, stage, chunk, pass, microbatch), a dense table over the built ranges (the
+    /// items fill them: every replica, stage and chunk runs every microbatch's forward and backward). Not a dictionary
+    /// keyed by a value tuple: that framework generic is compiled just in time in every process, and a short run spends
+    /// most of its life in its unoptimised first-tier code (see <see cref="Dag.PriceClassIndex"/>).
+    /// </summary>
+    internal sealed class ItemTable
+    {
+        private readonly int _replicas, _stages, _chunks, _microbatches;
+        private readonly int[] _slots;   // item index, -1: none
+
+        public ItemTable(IReadOnlyList<ItemSpan> items)
+        {
+            int replicas = 0, stages = 0, chunks = 0, microbatches = 0;
+            foreach (var it in items)
+            {
+                if (it.Replica < 0 || it.Stage < 0 || it.Item.Chunk < 0 || it.Item.Microbatch < 0) throw new ArgumentException("item coordinates must be >= 0");
+                replicas = Math.Max(replicas, it.Replica + 1);
+                stages = Math.Max(stages, it.Stage + 1);
+                chunks = Math.Max(chunks, it.Item.Chunk + 1);
+                microbatches = Math.Max(microbatches, it.Item.Microbatch + 1);
+            }
+            (_replicas, _stages, _chunks, _microbatches) = (replicas, stages, chunks, microbatches);
+            _slots = new int[checked(replicas * stages * chunks * 2 * microbatches)];
+            Array.Fill(_slots, -1);
+        }
+
+        private int Slot(int replica, int stage, int chunk, bool backward, int microbatch) =>
+            (((replica * _stages + stage) * _chunks + chunk) * 2 + (backward ? 1 : 0)) * _microbatches + microbatch;
+
+        public void Set(int replica, int stage, int chunk, bool backward, int microbatch, int item) => _slots[Slot(replica, stage, chunk, backward, microbatch)] = item;
+
+        /// <summary>The item's index, -1 when it is not built (coordinates outside the built ranges included).</summary>
+        public int Find(int replica, int stage, int chunk, bool backward, int microbatch) =>
+            (uint)microbatch >= (uint)_microbatches || (uint)replica >= (uint)_replicas || (uint)stage >= (uint)_stages || (uint)chunk >= (uint)_chunks
+                ? -1 : _slots[Slot(replica, stage, chunk, backward, microbatch)];
+    }
+
     private sealed class Built
     {
         public required OperatorDag Dag;
@@ -218,7 +257,7 @@ public static class MicrobatchPeriodicity
         public required bool[]? HotLinks;        // with TailLinks: the links where tail operations overlap (the others are inert)
         public required int[] ItemOf;      // per op: index into Items, or -1 (tail operations outside items)
         public required int[] Offset;      // per op: position within its item
-        public required Dictionary<(int Replica, int Stage, int Chunk, bool Backward, int Microbatch), int> ItemIndex;
+        public required ItemTable ItemIndex;
     }
 
     /// <summary>
@@ -255,12 +294,12 @@ public static class MicrobatchPeriodicity
         var itemOf = new int[dag.Count];
         var offset = new int[dag.Count];
         Array.Fill(itemOf, -1);
-        var index = new Dictionary<(int, int, int, bool, int), int>();
+        var index = new ItemTable(items);
         for (var i = 0; i < items.Count; i++)
         {
             var it = items[i];
             if (it.Item.Part != PipelinePart.Full || it.Item.Direction != 0 || it.Item.OverlapsNext) { Refuse("a pipeline item splits its backward or overlaps another"); return null; }
-            index[(it.Replica, it.Stage, it.Item.Chunk, it.Item.Backward, it.Item.Microbatch)] = i;
+            index.Set(it.Replica, it.Stage, it.Item.Chunk, it.Item.Backward, it.Item.Microbatch, i);
             for (var op = it.First; op < it.End; op++) { itemOf[op] = i; offset[op] = op - it.First; }
         }
         CriticalPathResult result;
@@ -322,6 +361,7 @@ public static class MicrobatchPeriodicity
 
         // σ: the same operation of the item c microbatches later (-1 when that item is not built).
         static int Sigma(Built x, int op, int shift) => Counterpart(x, x, op, shift);
+        Func<int, int> sigma = z => Sigma(b, z, c);   // one delegate for the whole check (not one per operation)
 
         var dag = b.Dag;
         var n = dag.Count;
@@ -372,7 +412,7 @@ public static class MicrobatchPeriodicity
                         reach = Math.Max(reach, Reach(x, px[e]));
                     }
                     if (!ok) break;
-                    if (!stream.Maps(x, y, z => Sigma(b, z, c))) { ok = false; Dbg($"stream at period {per} op {dag.Name(x)}: [{string.Join(", ", stream.List(x).Select(q => q < 0 ? "-" : dag.Name(q) + "/" + Sigma(b, q, c)))}] vs {dag.Name(y)} [{string.Join(", ", stream.List(y).Select(q => q < 0 ? "-" : dag.Name(q) + "#" + q))}]"); break; }
+                    if (!stream.Maps(x, y, sigma)) { ok = false; Dbg($"stream at period {per} op {dag.Name(x)}: [{string.Join(", ", stream.List(x).Select(q => q < 0 ? "-" : dag.Name(q) + "/" + Sigma(b, q, c)))}] vs {dag.Name(y)} [{string.Join(", ", stream.List(y).Select(q => q < 0 ? "-" : dag.Name(q) + "#" + q))}]"); break; }
                     stream.ForEach(x, q => reach = Math.Max(reach, Reach(x, q)));
                     var cx = b.CritPred[x];
                     var cy = b.CritPred[y];

@@ -44,6 +44,20 @@ public sealed partial class DagBuilder
         _movesRanks = movesRanks;
     }
 
+    /// <summary>
+    /// Room in each rank representative's operation sequence for its share of <paramref name="expectedOperations"/> (the
+    /// sequences otherwise grow by doubling, copying and reallocating large arrays as a deep pipeline's ranks fill).
+    /// </summary>
+    private void ReserveRankSequences(double expectedOperations)
+    {
+        if (_repOps is null) return;
+        var representatives = 0;
+        for (var g = 0; g < _repOps.Length; g++) if (_repOps[g] is not null && IsBuilt(g)) representatives++;
+        var each = (int)Math.Min(expectedOperations / Math.Max(1, representatives) * 1.25, 1 << 20);
+        for (var g = 0; g < _repOps.Length; g++)
+            if (_repOps[g] is { } ops && IsBuilt(g) && ops.Capacity < each) ops.Capacity = each;
+    }
+
     /// <summary>The representative of every GPU under both folds (null when nothing is folded).</summary>
     private int[]? FoldedRepresentative()
     {

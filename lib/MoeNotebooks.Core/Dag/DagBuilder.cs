@@ -15,8 +15,7 @@ public sealed partial class DagBuilder
     private int[] _predStart = new int[65];
     private int[] _preds = new int[128];
     private int _count, _edgeCount;
-    private readonly List<PriceClass> _classTable = new();
-    private readonly Dictionary<PriceClass, int> _classIndex = new();
+    private readonly PriceClassIndex _classTable = new();
     private readonly List<int[]> _groupMembers = new();
     private readonly Dictionary<int[], int> _groupIndex = new(MembersComparer.Instance);
     private int[] _scratch = new int[8];
@@ -96,6 +95,7 @@ public sealed partial class DagBuilder
     {
         if (expectedOperations <= 0) return;
         EnsureCapacity((int)Math.Min(expectedOperations, 1 << 22), (int)Math.Min(2 * expectedOperations, 1 << 23));
+        ReserveRankSequences(Math.Min(expectedOperations, 1 << 22));
     }
 
     /// <summary>A GPU group (deduplicated); members must be distinct valid GPUs.</summary>
@@ -298,12 +298,7 @@ public sealed partial class DagBuilder
         deps.CopyTo(_preds.AsSpan(_edgeCount));
         _edgeCount += deps.Length;
         _predStart[id + 1] = _edgeCount;
-        if (!_classIndex.TryGetValue(priceClass, out var cls))
-        {
-            cls = _classTable.Count;
-            _classTable.Add(priceClass);
-            _classIndex.Add(priceClass, cls);
-        }
+        var cls = _classTable.IdOf(priceClass);
         _kinds[id] = kind; _phases[id] = Phase; _gpus[id] = gpu; _groups[id] = group; _layers[id] = layer; _microbatches[id] = microbatch; _indices[id] = index; _classes[id] = cls;
         _count++;
         if (_rankRep is not null) RankFoldRecord(id, gpu, group);

@@ -11,7 +11,7 @@ internal sealed partial class LayerContext
         if (AttentionDp) TensorGroupCollective(gpus, kind, bytes, layer, mb, last, index);
         else if (gpus.Length > 1)
         {
-            var op = B.AddCommunication(kind, B.Group(gpus), bytes, layer, last.Where(x => x >= 0).Distinct().ToArray(), index, mb);
+            var op = B.AddCommunication(kind, B.Group(gpus), bytes, layer, DistinctWaits(last), index, mb);
             Array.Fill(last, op);
         }
     }
@@ -24,8 +24,7 @@ internal sealed partial class LayerContext
         for (var er = 0; er < gpus.Length / St.TP; er++)
         {
             var members = gpus.AsSpan(er * St.TP, St.TP);
-            var deps = last.AsSpan(er * St.TP, St.TP).ToArray().Where(x => x >= 0).Distinct().ToArray();
-            var op = B.AddCommunication(kind, B.Group(members), bytes, layer, deps, index, mb);
+            var op = B.AddCommunication(kind, B.Group(members), bytes, layer, DistinctWaits(last.AsSpan(er * St.TP, St.TP)), index, mb);
             for (var tr = 0; tr < St.TP; tr++) last[er * St.TP + tr] = op;
         }
     }
@@ -36,30 +35,16 @@ internal sealed partial class LayerContext
     /// </summary>
     public int ExpertLocalRank(int replica, int ep, int etp) => etp + St.ETP * (ep + St.EP * replica);
 
-    // Scratch for AllToAll: an EP group's members and its distinct waits.
-    private int[] _members = [], _deps = [];
+    // Scratch for the collectives: a group's members, its members' last operations and the distinct ones among them.
+    private int[] _members = [], _waits = [], _distinct = [];
 
     /// <summary>An all-to-all over each EP group (the ranks of equal ETP rank in one expert replica) of the stage.</summary>
     public void AllToAll(int[] gpus, OpKind kind, long bytesPerGpu, int layer, int mb, int[] last, int index)
     {
         var replicas = gpus.Length / (St.EP * St.ETP);
-        if (_members.Length < St.EP) (_members, _deps) = (new int[St.EP], new int[St.EP]);
         for (var x = 0; x < replicas; x++)
         for (var tr = 0; tr < St.ETP; tr++)
-        {
-            // The group and its members' last operations, each once in first-seen order (a folded EP group's members
-            // mostly share their representative's), in reused buffers: the group is interned and the waits copied.
-            var distinct = 0;
-            for (var er = 0; er < St.EP; er++)
-            {
-                var li = ExpertLocalRank(x, er, tr);
-                _members[er] = gpus[li];
-                var d = last[li];
-                if (d >= 0 && Array.IndexOf(_deps, d, 0, distinct) < 0) _deps[distinct++] = d;
-            }
-            var op = B.AddCommunication(kind, B.Group(_members.AsSpan(0, St.EP)), bytesPerGpu, layer, _deps.AsSpan(0, distinct), index, mb);
-            for (var er = 0; er < St.EP; er++) last[ExpertLocalRank(x, er, tr)] = op;
-        }
+            StridedCollective(gpus, kind, bytesPerGpu, layer, mb, last, index, St.EP, ExpertLocalRank(x, 0, tr), St.ETP);   // ranks (x, 0..EP-1, tr)
     }
 
     /// <summary>A collective of <paramref name="kind"/> over each expert-tensor-parallel group (ETP ranks holding one expert's shards); nothing with ETP = 1.</summary>
@@ -69,17 +54,37 @@ internal sealed partial class LayerContext
         var replicas = gpus.Length / (St.EP * St.ETP);
         for (var x = 0; x < replicas; x++)
         for (var er = 0; er < St.EP; er++)
+            StridedCollective(gpus, kind, bytes, layer, mb, last, index, St.ETP, ExpertLocalRank(x, er, 0), 1);   // ranks (x, er, 0..ETP-1)
+    }
+
+    /// <summary>
+    /// One collective over the <paramref name="count"/> local ranks first, first + step, ... of a site, waiting for their
+    /// last operations; each of them then ends with it.
+    /// </summary>
+    private void StridedCollective(int[] gpus, OpKind kind, long bytes, int layer, int mb, int[] last, int index, int count, int first, int step)
+    {
+        if (_members.Length < count) (_members, _waits) = (new int[count], new int[count]);
+        for (var i = 0; i < count; i++)
         {
-            var members = new int[St.ETP];
-            var deps = new List<int>();
-            for (var tr = 0; tr < St.ETP; tr++)
-            {
-                var li = ExpertLocalRank(x, er, tr);
-                members[tr] = gpus[li];
-                if (last[li] >= 0) deps.Add(last[li]);
-            }
-            var op = B.AddCommunication(kind, B.Group(members), bytes, layer, deps.Distinct().ToArray(), index, mb);
-            for (var tr = 0; tr < St.ETP; tr++) last[ExpertLocalRank(x, er, tr)] = op;
+            var li = first + i * step;
+            _members[i] = gpus[li];
+            _waits[i] = last[li];
         }
+        var op = B.AddCommunication(kind, B.Group(_members.AsSpan(0, count)), bytes, layer, DistinctWaits(_waits.AsSpan(0, count)), index, mb);
+        for (var i = 0; i < count; i++) last[first + i * step] = op;
+    }
+
+    /// <summary>
+    /// The operations in <paramref name="last"/> a collective waits for: each non-negative one once, in first-seen order
+    /// (what <c>Where(x => x &gt;= 0).Distinct()</c> gives), in a reused buffer the builder copies (the members of a folded
+    /// group mostly share one operation).
+    /// </summary>
+    private ReadOnlySpan<int> DistinctWaits(ReadOnlySpan<int> last)
+    {
+        if (_distinct.Length < last.Length) _distinct = new int[last.Length];
+        var n = 0;
+        foreach (var d in last)
+            if (d >= 0 && _distinct.AsSpan(0, n).IndexOf(d) < 0) _distinct[n++] = d;
+        return _distinct.AsSpan(0, n);
     }
 }
