@@ -537,7 +537,8 @@ public sealed class Sweep
     private sealed class Worker
     {
         public readonly ScheduleWorkspace Workspace = new();
-        private readonly Dictionary<DagFolding, (ModelSpec Model, StrategySpec Strategy, OperatorDag Dag)> _last = [];
+        // By folding (an array, not a dictionary keyed by our enum: see Dag.PriceClassIndex on framework generics in short runs).
+        private readonly (ModelSpec Model, StrategySpec Strategy, OperatorDag Dag)?[] _last = new (ModelSpec, StrategySpec, OperatorDag)?[(int)DagFolding.Periodic + 1];   // the last folding
         private StructureCache? _shared;
 
         /// <summary>The sweep's DAGs, remembering the last one of each folding (points of one structure come in a row).</summary>
@@ -566,9 +567,9 @@ public sealed class Sweep
 
         private OperatorDag Get(Scenario scenario, DagFolding folding)
         {
-            if (_last.TryGetValue(folding, out var last) && last.Model == scenario.Model && last.Strategy == scenario.Strategy) return last.Dag;
+            if (_last[(int)folding] is { } last && last.Model == scenario.Model && last.Strategy == scenario.Strategy) return last.Dag;
             var dag = _shared!.Get(scenario, folding);
-            _last[folding] = (scenario.Model, scenario.Strategy, dag);
+            _last[(int)folding] = (scenario.Model, scenario.Strategy, dag);
             return dag;
         }
     }
