@@ -258,6 +258,10 @@ public static class MicrobatchPeriodicity
         public required int[] ItemOf;      // per op: index into Items, or -1 (tail operations outside items)
         public required int[] Offset;      // per op: position within its item
         public required ItemTable ItemIndex;
+
+        /// <summary>Every operation's stream (and link) predecessors, computed once per built DAG (every period tried reads them).</summary>
+        public StreamLinks Streams => _streams ??= StreamPredecessors(Dag, Links, TailLinks, HotLinks);
+        private StreamLinks? _streams;
     }
 
     /// <summary>
@@ -365,7 +369,7 @@ public static class MicrobatchPeriodicity
 
         var dag = b.Dag;
         var n = dag.Count;
-        var stream = StreamPredecessors(dag, b.Links, b.TailLinks, b.HotLinks);
+        var stream = b.Streams;
         var start = b.Result;
         var categories = CategoryPaths(dag, b.Result.Durations, b.CritPred);
         var total = b.Result.TotalSeconds;
@@ -438,7 +442,7 @@ public static class MicrobatchPeriodicity
         // The tail (cool-down, gradient synchronisation, optimizer) reads only the tail and periods >= k0, in both DAGs.
         foreach (var (x, full, count) in new[] { (a, lastFullA, m1), (b, lastFull, mb) })
         {
-            var xs = StreamPredecessors(x.Dag, x.Links, x.TailLinks, x.HotLinks);
+            var xs = x.Streams;
             for (var op = 0; op < x.Dag.Count; op++)
             {
                 var per = Period(x, count, op);
@@ -465,7 +469,7 @@ public static class MicrobatchPeriodicity
             if (outsidePos.TryGetValue(opA, out var pos)) return outsideB[pos];
             return Counterpart(a, b, opA, c);
         }
-        var streamA = StreamPredecessors(a.Dag, a.Links, a.TailLinks, a.HotLinks);
+        var streamA = a.Streams;
         foreach (var x in tailA)
         {
             var y = ImageInB(x);
