@@ -285,14 +285,33 @@ public sealed class OperatorDag
 /// <param name="Repeats">Identical products or passes the operation stands for, issued back to back on its GPU (<see cref="DagBuilder.AddRepeatedMatmul"/>) less one: 0 for every other operation.</param>
 internal readonly record struct PriceClass(PriceKind Kind, CollectivePattern Pattern, MatmulShape Shape, long Bytes, int Group, byte Dtype = 0, int Repeats = 0)
 {
-    // Every field compared and hashed directly (the builder looks up a class per operation appended); the same
-    // equality as the generated one.
+    // Every field compared and hashed directly (the builder looks up a class per operation appended, PriceClassIndex);
+    // the same equality as the generated one. The hash mixes each field (multiply and rotate per 64-bit word, then a
+    // final avalanche) in code of this assembly, compiled ahead of time, rather than through HashCode.Combine's generic
+    // instantiation, which a short process runs as unoptimised first-tier code.
     public bool Equals(PriceClass other) =>
         Kind == other.Kind && Pattern == other.Pattern && Bytes == other.Bytes && Group == other.Group && Dtype == other.Dtype && Repeats == other.Repeats
         && Shape.M == other.Shape.M && Shape.K == other.Shape.K && Shape.N == other.Shape.N && Shape.Batch == other.Shape.Batch;
 
-    public override int GetHashCode() =>
-        HashCode.Combine((int)Kind | (int)Pattern << 8 | Dtype << 16, Bytes, Group ^ Repeats << 20, Shape.M, Shape.K, Shape.N, Shape.Batch);
+    public override int GetHashCode()
+    {
+        unchecked
+        {
+            var h = (ulong)((int)Kind | (int)Pattern << 8 | Dtype << 16) * 0x9E3779B97F4A7C15UL;
+            h = Mix(h, (ulong)Bytes);
+            h = Mix(h, (ulong)(uint)Group | (ulong)(uint)Repeats << 32);
+            h = Mix(h, (ulong)Shape.M);
+            h = Mix(h, (ulong)Shape.K);
+            h = Mix(h, (ulong)Shape.N);
+            h = Mix(h, (ulong)Shape.Batch);
+            h ^= h >> 33;
+            h *= 0xFF51AFD7ED558CCDUL;
+            h ^= h >> 33;
+            return (int)h;
+        }
+    }
+
+    private static ulong Mix(ulong h, ulong v) => unchecked(System.Numerics.BitOperations.RotateLeft(h ^ v * 0xC2B2AE3D27D4EB4FUL, 31) * 0x9E3779B97F4A7C15UL);
 }
 
 /// <summary>How an operation is priced: a matmul-shaped kernel, memory-bound bytes, or a collective.</summary>

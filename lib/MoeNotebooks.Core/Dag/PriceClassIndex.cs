@@ -51,24 +51,5 @@ internal sealed class PriceClassIndex
         }
     }
 
-    /// <summary>Every field mixed (multiply and rotate per 64-bit word, then a final avalanche).</summary>
-    private static int Hash(in PriceClass c)
-    {
-        unchecked
-        {
-            var h = (ulong)((int)c.Kind | (int)c.Pattern << 8 | c.Dtype << 16) * 0x9E3779B97F4A7C15UL;
-            h = Mix(h, (ulong)c.Bytes);
-            h = Mix(h, (ulong)(uint)c.Group | (ulong)(uint)c.Repeats << 32);
-            h = Mix(h, (ulong)c.Shape.M);
-            h = Mix(h, (ulong)c.Shape.K);
-            h = Mix(h, (ulong)c.Shape.N);
-            h = Mix(h, (ulong)c.Shape.Batch);
-            h ^= h >> 33;
-            h *= 0xFF51AFD7ED558CCDUL;
-            h ^= h >> 33;
-            return (int)h & int.MaxValue;
-        }
-    }
-
-    private static ulong Mix(ulong h, ulong v) => unchecked(System.Numerics.BitOperations.RotateLeft(h ^ v * 0xC2B2AE3D27D4EB4FUL, 31) * 0x9E3779B97F4A7C15UL);
+    private static int Hash(in PriceClass c) => c.GetHashCode() & int.MaxValue;
 }

@@ -83,8 +83,11 @@ internal sealed partial class LayerContext
     {
         if (_distinct.Length < last.Length) _distinct = new int[last.Length];
         var n = 0;
+        // A linear scan of what was kept (a folded group's members mostly share a few operations); a set past 64 members,
+        // where an unfolded group can wait for as many distinct operations (the scan would be quadratic).
+        var seen = last.Length > 64 ? new HashSet<int>() : null;
         foreach (var d in last)
-            if (d >= 0 && _distinct.AsSpan(0, n).IndexOf(d) < 0) _distinct[n++] = d;
+            if (d >= 0 && (seen?.Add(d) ?? _distinct.AsSpan(0, n).IndexOf(d) < 0)) _distinct[n++] = d;
         return _distinct.AsSpan(0, n);
     }
 }
