@@ -56,6 +56,25 @@ public class SweepTests
     }
 
     [Fact]
+    public void Csv_rows_written_in_place_equal_the_joined_fields()
+    {
+        // Oracle: CsvFields joined with commas, a field quoted (quotes doubled) when it holds a comma, quote or line break.
+        static string Quote(string f) => f.AsSpan().IndexOfAny(",\"\n\r") < 0 ? f : "\"" + f.Replace("\"", "\"\"") + "\"";
+        SweepRow[] rows =
+        [
+            new(0, ["2048", "a,b"], true, null, 16, 1234, 1.0 / 3, 0.1, 2e-300, 5e20, 0, double.Epsilon) { FitsInMemory = true, PeakBytesPerGpu = 8.1e10 },
+            new(long.MaxValue, ["say \"x\"", "line\nbreak"], false, "model.layers: must be >= 1, got \"0\"", 0, 0, double.NaN, double.NaN, double.NaN, double.NaN, double.NaN, double.NaN),
+            new(7, [], true, null, int.MaxValue, int.MaxValue, -0.0, double.MaxValue, double.MinValue, 1e-7, 123456789.123, 0.30000000000000004) { FitsInMemory = false, PeakBytesPerGpu = 1 },
+        ];
+        foreach (var row in rows)
+        {
+            var w = new StringWriter();
+            Sweep.WriteCsvRow(w, row);
+            Assert.Equal(string.Join(',', Sweep.CsvFields(row).Select(Quote)) + w.NewLine, w.ToString());
+        }
+    }
+
+    [Fact]
     public void Csv_is_the_same_for_any_thread_count_batch_size_and_run()
     {
         // Oracle: a single-threaded run with one batch per point.

@@ -513,7 +513,49 @@ public sealed class Sweep
     public SweepSummary WriteCsv(TextWriter writer, SweepOptions? options = null, IProgress<SweepProgress>? progress = null, CancellationToken cancellation = default)
     {
         writer.WriteLine(string.Join(',', CsvHeader().Select(Csv)));
-        return Run(row => writer.WriteLine(string.Join(',', CsvFields(row).Select(Csv))), options, progress, cancellation);
+        return Run(row => WriteCsvRow(writer, row), options, progress, cancellation);
+    }
+
+    /// <summary>
+    /// One row as <see cref="CsvFields"/> gives it, quoted as the header is, written field by field into
+    /// <paramref name="writer"/>: numbers are formatted into a stack buffer, so a row allocates nothing (a sweep writes
+    /// thousands per second; the strings, arrays and LINQ of joining the fields took a tenth of the founding sweep).
+    /// </summary>
+    public static void WriteCsvRow(TextWriter writer, SweepRow row)
+    {
+        Span<char> buffer = stackalloc char[32];
+        Integer(writer, buffer, row.Index);
+        foreach (var v in row.Values) { writer.Write(','); writer.Write(Csv(v)); }
+        writer.Write(row.Valid ? ",true," : ",false,");
+        writer.Write(Csv(row.Reason ?? ""));
+        writer.Write(',');
+        Integer(writer, buffer, row.Gpus);
+        writer.Write(',');
+        Integer(writer, buffer, row.Operations);
+        Real(writer, buffer, row.TotalSeconds);
+        Real(writer, buffer, row.MatmulSeconds);
+        Real(writer, buffer, row.AttentionSeconds);
+        Real(writer, buffer, row.ElementwiseSeconds);
+        Real(writer, buffer, row.CommunicationSeconds);
+        Real(writer, buffer, row.IdleSeconds);
+        writer.Write(row.FitsInMemory switch { true => ",fits", false => ",does not fit", null => "," });
+        Real(writer, buffer, row.PeakBytesPerGpu);
+        writer.WriteLine();
+
+        static void Integer(TextWriter w, Span<char> buffer, long v)
+        {
+            v.TryFormat(buffer, out var n, default, CultureInfo.InvariantCulture);
+            w.Write(buffer[..n]);
+        }
+
+        // A comma, then the number as CsvFields writes it ("R", nothing for NaN).
+        static void Real(TextWriter w, Span<char> buffer, double v)
+        {
+            w.Write(',');
+            if (double.IsNaN(v)) return;
+            v.TryFormat(buffer, out var n, "R", CultureInfo.InvariantCulture);
+            w.Write(buffer[..n]);
+        }
     }
 
     public IReadOnlyList<string> CsvHeader() =>
@@ -550,19 +592,53 @@ public sealed class Sweep
 
         private Func<Scenario, DagFolding, OperatorDag>? _get;
 
-        private OperatorDag? _footprintsDag;
-        private readonly Dictionary<(HardwareSpec, CostModelSpec), LinkFootprints?> _footprints = [];
+        // Per DAG, hardware and communication inputs: whether the cost model prices the DAG's folded ranks symmetrically
+        // and its link footprints. Both depend on the DAG's groups and on the communication model alone, which is made
+        // from the hardware and CostModelSpec.Communication: points of one structure that differ in the compute cost
+        // model or in numbers outside the hardware share them. Hardware by reference (a sweep's sections are shared
+        // records; a miss only recomputes). A handful of entries, scanned: points of one structure come in a row.
+        private readonly CommunicationEntry[] _communication = new CommunicationEntry[8];
+        private int _communicationCount, _communicationNext;
 
-        /// <summary>
-        /// <c>cost.Footprints(dag)</c>, kept while the DAG repeats: the links of a group depend on the DAG's groups and on
-        /// the communication model, which is made from the hardware and the cost-model description alone.
-        /// </summary>
+        private sealed class CommunicationEntry(OperatorDag dag, HardwareSpec hardware, CommunicationKey key)
+        {
+            public readonly OperatorDag Dag = dag;
+            public readonly HardwareSpec Hardware = hardware;
+            public readonly CommunicationKey Key = key;
+            public bool? Keeps;
+            public bool HasFootprints;
+            public LinkFootprints? Footprints;
+        }
+
+        private CommunicationEntry EntryFor(OperatorDag dag, Scenario scenario)
+        {
+            var key = scenario.CostModel.Communication;
+            for (var i = 0; i < _communicationCount; i++)
+            {
+                var e = _communication[i];
+                if (ReferenceEquals(e.Dag, dag) && ReferenceEquals(e.Hardware, scenario.Hardware) && e.Key.Same(key)) return e;
+            }
+            var entry = new CommunicationEntry(dag, scenario.Hardware, key);
+            _communication[_communicationNext] = entry;
+            _communicationNext = (_communicationNext + 1) % _communication.Length;
+            if (_communicationCount < _communication.Length) _communicationCount++;
+            return entry;
+        }
+
+        /// <summary><c>cost.PricesFoldSymmetrically(dag)</c>, kept per DAG, hardware and communication inputs.</summary>
+        public bool KeepsFold(OperatorDag dag, Scenario scenario, CostModel cost)
+        {
+            if (!dag.IsFolded) return true;
+            var e = EntryFor(dag, scenario);
+            return e.Keeps ??= cost.PricesFoldSymmetrically(dag);
+        }
+
+        /// <summary><c>cost.Footprints(dag)</c>, kept per DAG, hardware and communication inputs.</summary>
         public LinkFootprints? FootprintsOf(OperatorDag dag, Scenario scenario, CostModel cost)
         {
-            if (!ReferenceEquals(dag, _footprintsDag)) { _footprints.Clear(); _footprintsDag = dag; }
-            var key = (scenario.Hardware, scenario.CostModel);
-            if (!_footprints.TryGetValue(key, out var links)) _footprints[key] = links = cost.Footprints(dag);
-            return links;
+            var e = EntryFor(dag, scenario);
+            if (!e.HasFootprints) { e.Footprints = cost.Footprints(dag); e.HasFootprints = true; }
+            return e.Footprints;
         }
 
         private OperatorDag Get(Scenario scenario, DagFolding folding)
@@ -639,7 +715,7 @@ public sealed class Sweep
         {
             var e = structures is null
                 ? QuickEvaluation.Run(scenario, null, worker.Workspace, breakdown)
-                : QuickEvaluation.Run(scenario, null, worker.Workspace, breakdown, worker.Structures(structures), worker.FootprintsOf);
+                : QuickEvaluation.Run(scenario, null, worker.Workspace, breakdown, worker.Structures(structures), worker.FootprintsOf, worker.KeepsFold);
             var memory = structures is null ? MemoryModel.Estimate(scenario.Model, scenario.Strategy, scenario.Hardware) : structures.Memory(scenario);
             return new SweepRow(index, values, true, null, scenario.Hardware.GpuCount, (int)Math.Min(e.Dag.RepresentedCount, int.MaxValue), e.TotalSeconds,
                 e.Breakdown?["matmul"] ?? double.NaN, e.Breakdown?["attention"] ?? double.NaN, e.Breakdown?["elementwise"] ?? double.NaN,
@@ -664,13 +740,14 @@ internal static class QuickEvaluation
     /// the model and the strategy only (<see cref="Scenario.BuildDag"/>), so sweeps reuse it while those repeat.
     /// </summary>
     public static Outcome Run(Scenario scenario, OperatorDag? dag, ScheduleWorkspace workspace, bool breakdown, Func<Scenario, DagFolding, OperatorDag>? structures = null,
-        Func<OperatorDag, Scenario, CostModel, LinkFootprints?>? footprints = null)
+        Func<OperatorDag, Scenario, CostModel, LinkFootprints?>? footprints = null, Func<OperatorDag, Scenario, CostModel, bool>? keepsFold = null)
     {
         var cost = scenario.CreateCostModel();
-        if (dag is not null && dag.IsFolded && !cost.PricesFoldSymmetrically(dag)) dag = null;
+        Func<OperatorDag, bool> keeps = keepsFold is null ? cost.PricesFoldSymmetrically : d => keepsFold(d, scenario, cost);
+        if (dag is not null && dag.IsFolded && !keeps(dag)) dag = null;
         // Scenario.BuildDagFor's choice (folded, or less folded when this cost model prices the symmetric ranks
         // differently), with the sweep's DAG of this structure where it has one.
-        dag ??= structures is null ? scenario.BuildDagFor(cost) : scenario.BuildDagFor(cost, DagFolding.Symmetric, f => structures(scenario, f));
+        dag ??= structures is null ? scenario.BuildDagFor(cost) : scenario.BuildDagFor(cost, DagFolding.Symmetric, f => structures(scenario, f), keeps);
         if (!breakdown) return new(dag, dag.TotalSeconds(cost, workspace), null);
         // The total and the breakdown of dag.CriticalPath(cost), without the critical path or fresh buffers.
         var (total, mean) = dag.TotalAndBreakdown(cost, workspace, footprints is null ? cost.Footprints(dag) : footprints(dag, scenario, cost));

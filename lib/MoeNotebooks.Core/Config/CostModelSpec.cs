@@ -103,6 +103,13 @@ public sealed record CostModelSpec(CostModelKind Kind, EfficiencyTable? Efficien
         return Read(doc.RootElement, field, source);
     }
 
+    /// <summary>
+    /// What <see cref="Create"/>'s communication model is made of besides the hardware: specs with the same key (on
+    /// the same hardware) price every collective and send alike, whatever their compute side (roofline or tile-wave,
+    /// grouped GEMMs, fused attention). A calibrated spec keys on its measurements (compared by reference).
+    /// </summary>
+    internal CommunicationKey Communication => new(AllToAll, NcclProtocols, NvlinkContention, Kind == CostModelKind.Calibrated ? Calibration : null);
+
     public CostModel Create(HardwareSpec hardware)
     {
         var model = CreateModel(hardware);
@@ -291,4 +298,17 @@ public sealed record CostModelSpec(CostModelKind Kind, EfficiencyTable? Efficien
         CostModelKind.Calibrated when Calibration is not null => $"calibrated({Calibration.GemmPath ?? "-"}{(Calibration.Gpu is null ? "" : $" [{Calibration.Gpu}]")}; {Calibration.CommunicationPath ?? "-"}{(Calibration.System is null ? "" : $" [{Calibration.System}]")})",
         _ => JsonObjectReader.Kebab(Kind.ToString()),
     };
+}
+
+/// <summary>The inputs of a cost model's communication side other than the hardware (<see cref="CostModelSpec.Communication"/>).</summary>
+internal readonly struct CommunicationKey(AllToAllImplementation allToAll, NcclTuning? nccl, bool nvlinkContention, CalibrationSpec? calibration)
+{
+    private readonly AllToAllImplementation _allToAll = allToAll;
+    private readonly NcclTuning? _nccl = nccl;
+    private readonly bool _nvlinkContention = nvlinkContention;
+    private readonly CalibrationSpec? _calibration = calibration;
+
+    /// <summary>Same inputs: the tables and measurements by reference (a miss only costs a recomputation).</summary>
+    public bool Same(in CommunicationKey other) => _allToAll == other._allToAll && ReferenceEquals(_nccl, other._nccl)
+        && _nvlinkContention == other._nvlinkContention && ReferenceEquals(_calibration, other._calibration);
 }

@@ -92,13 +92,17 @@ public sealed record Scenario(string Name, ModelSpec Model, HardwareSpec Hardwar
     /// </summary>
     public OperatorDag BuildDagFor(CostModel cost, DagFolding folding = DagFolding.Symmetric) => BuildDagFor(cost, folding, BuildDag);
 
-    /// <summary>The same choice, with the DAGs taken from <paramref name="build"/> (a sweep's DAGs by structure).</summary>
-    internal OperatorDag BuildDagFor(CostModel cost, DagFolding folding, Func<DagFolding, OperatorDag> build)
+    /// <summary>
+    /// The same choice, with the DAGs taken from <paramref name="build"/> (a sweep's DAGs by structure) and the check
+    /// from <paramref name="keepsFold"/> (<c>cost.PricesFoldSymmetrically</c>, or a sweep's copy kept per structure).
+    /// </summary>
+    internal OperatorDag BuildDagFor(CostModel cost, DagFolding folding, Func<DagFolding, OperatorDag> build, Func<OperatorDag, bool>? keepsFold = null)
     {
+        keepsFold ??= cost.PricesFoldSymmetrically;
         var dag = build(folding);
-        if (!dag.IsFolded || cost.PricesFoldSymmetrically(dag)) return dag;
+        if (!dag.IsFolded || keepsFold(dag)) return dag;
         // Ranks folded but not priced symmetrically: fold the replicas only, else build whole.
-        if (dag.Symmetries is not null && (dag = build(DagFolding.Replicas)).IsFolded && cost.PricesFoldSymmetrically(dag)) return dag;
+        if (dag.Symmetries is not null && (dag = build(DagFolding.Replicas)).IsFolded && keepsFold(dag)) return dag;
         return build(DagFolding.None);
     }
 

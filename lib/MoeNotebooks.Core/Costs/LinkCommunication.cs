@@ -499,9 +499,15 @@ public sealed partial class LinkCommunication(HardwareSpec hardware, AllToAllImp
             return;
         }
         if (!SpansNodes(gpus)) return;
-        var seen = new HashSet<int>();
+        // Each NIC once, in first-member order: a scan of what is listed for small groups, a set past 64 members.
+        var seen = gpus.Length > 64 ? new HashSet<int>() : null;
         foreach (var g in gpus)
-            if (seen.Add(Hardware.NicOf(g))) { into.Add(2 * Hardware.NicOf(g)); into.Add(2 * Hardware.NicOf(g) + 1); }
+        {
+            var send = 2 * Hardware.NicOf(g);
+            if (seen is not null ? !seen.Add(send) : into.Contains(send)) continue;
+            into.Add(send);
+            into.Add(send + 1);
+        }
     }
 
     /// <summary>

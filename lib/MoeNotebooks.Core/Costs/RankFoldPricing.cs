@@ -109,16 +109,19 @@ internal static class RankFoldPricing
         var symmetries = dag.Symmetries!;
         var moves = dag.SymmetryMovesRanks!;
         var image = Array.Empty<int>();
-        // Links of the built communication (collectives by pattern, sends as SendRecv, as CostModel.Footprints takes them).
-        var used = new HashSet<int>();
+        // Links of the built communication (collectives by pattern, sends as SendRecv, as CostModel.Footprints takes them),
+        // by link id (ids are below LinkCount).
+        var used = new bool[links.LinkCount];
+        var any = false;
         var scratch = new List<int>();
         var groups = CommunicationGroups(dag);
         foreach (var (g, pattern) in groups)
         {
             links.Links(pattern, dag._groupMembers[g], scratch);
-            used.UnionWith(scratch);
+            foreach (var l in scratch) used[l] = true;
+            any |= scratch.Count > 0;
         }
-        if (used.Count == 0) return true;
+        if (!any) return true;
         foreach (var (g, pattern) in groups)
         {
             var members = dag._groupMembers[g];
@@ -127,7 +130,7 @@ internal static class RankFoldPricing
             {
                 if (!moves[s] || !Image(symmetries[s], members, image)) continue;
                 links.Links(pattern, image, scratch);
-                foreach (var l in scratch) if (used.Contains(l)) return Why($"link {l} of the image [{string.Join(",", image)}] of [{string.Join(",", members)}] is used by built communication");
+                foreach (var l in scratch) if (used[l]) return Why($"link {l} of the image [{string.Join(",", image)}] of [{string.Join(",", members)}] is used by built communication");
             }
         }
         return true;
