@@ -259,7 +259,7 @@ public sealed partial class LinkCommunication(HardwareSpec hardware, AllToAllImp
                     candidates.Add((CollectiveAlgorithm.Direct, intra.LatencySeconds + B / intra.PairBytesPerSecond));
                     break;
             }
-            (chosen, var best) = candidates.MinBy(c => c.Item2);
+            (chosen, var best) = Fastest(candidates);
             latency = intra.LatencySeconds;
             intraSeconds = best - latency;
             return new CollectivePrice(pattern, chosen, B, shape.Gpus, 1, shape.MaxPerDomain, best, latency, intraSeconds, interSeconds, A, candidates);
@@ -334,7 +334,7 @@ public sealed partial class LinkCommunication(HardwareSpec hardware, AllToAllImp
                 candidates.Add((CollectiveAlgorithm.Direct, inter.LatencySeconds + B / inter.BytesPerSecond));
                 break;
         }
-        (chosen, var seconds) = candidates.MinBy(c => c.Item2);
+        (chosen, var seconds) = Fastest(candidates);
         (latency, intraSeconds, interSeconds) = Levels(pattern, chosen, shape, B, nvlRing, ringBus, railShare);
         return new CollectivePrice(pattern, chosen, B, shape.Gpus, shape.Domains, shape.MaxPerDomain, seconds, latency, intraSeconds, interSeconds, A, candidates);
     }
@@ -454,6 +454,15 @@ public sealed partial class LinkCommunication(HardwareSpec hardware, AllToAllImp
     /// port's bandwidth): a stated simplification.
     /// </summary>
     public int LinkCount => 2 * NicTotal;
+
+    /// <summary>The first candidate with the fewest seconds (as <c>MinBy</c> picks it), without a delegate or a framework generic over the tuple.</summary>
+    private static (CollectiveAlgorithm, double) Fastest(List<(CollectiveAlgorithm, double)> candidates)
+    {
+        var best = candidates[0];
+        for (var i = 1; i < candidates.Count; i++)
+            if (candidates[i].Item2 < best.Item2) best = candidates[i];
+        return best;
+    }
 
     private int NicTotal => (Hardware.GpuCount + Hardware.GpusPerNode - 1) / Hardware.GpusPerNode * Hardware.NicsPerNode;
 
