@@ -30,6 +30,18 @@ public class Megatron1TBenchmarks
 
     [Benchmark]
     public double PriceSchedule() => _dag.CriticalPath(_cost).TotalSeconds;
+
+    /// <summary>
+    /// The same step as <c>moe evaluate</c> builds it without microbatch extrapolation: TP ranks folded onto one
+    /// representative per stage (<see cref="Scenario.BuildDagFor(CostModel, Derivations.DagFolding)"/>, exact by the
+    /// folding property tests), then priced, scheduled and the critical path taken.
+    /// </summary>
+    [Benchmark]
+    public double BuildPriceScheduleFolded()
+    {
+        var cost = _scenario.CreateCostModel();
+        return _scenario.BuildDagFor(cost).CriticalPath(cost).TotalSeconds;
+    }
 }
 
 /// <summary>Synthetic DAGs of 10^4..10^6 operations: price + schedule + critical path, and the builder, to show cost is linear in operations.</summary>
