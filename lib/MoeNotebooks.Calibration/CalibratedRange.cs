@@ -8,19 +8,25 @@ namespace MoeNotebooks.Calibration;
 public sealed record GenerationRange(string Generation, IReadOnlySet<string> Systems, IReadOnlySet<string> Precisions, int MinGpus, int MaxGpus, long MinSequence, long MaxSequence, bool HasMoe);
 
 /// <summary>
-/// The range the training-modern suite's rows span (the rows it can express, <see cref="ModernPredictor.ScenarioOf"/>),
-/// and the warnings a training scenario outside it earns: its measured error does not vouch for such a prediction.
-/// Read from the carried CSV (no prediction is run).
+/// The range the training-modern suite's predicted rows span, and the warnings a training scenario outside it earns:
+/// its measured error does not vouch for such a prediction. Carried with the fits (<see cref="FittedGeneration.Range"/>,
+/// data/calibration/training-fits.json, embedded), so no data folder is needed and no CSV is read.
 /// </summary>
 public static class CalibratedRange
 {
-    private static readonly Lazy<IReadOnlyDictionary<string, GenerationRange>?> Default = new(() =>
-        PublicData.Locate() is { } data && File.Exists(data.PathOf(ModernSuite.File)) ? Of(ModernRun.Read(data.PathOf(ModernSuite.File))) : null);
+    /// <summary>The carried ranges, per fitted generation.</summary>
+    public static IReadOnlyDictionary<string, GenerationRange> Carried => CarriedRanges.Value;
 
-    /// <summary>The range over the rows of <paramref name="runs"/> that the suite expresses, per generation.</summary>
-    public static IReadOnlyDictionary<string, GenerationRange> Of(IReadOnlyList<ModernRun> runs) =>
-        runs.Where(r => ModernPredictor.ScenarioOf(r).Scenario is not null).GroupBy(r => r.Generation).ToDictionary(g => g.Key, g => new GenerationRange(g.Key,
-            g.Select(r => r.System).ToHashSet(), g.Select(r => PrecisionOf(r.Precision)).ToHashSet(), g.Min(r => r.Gpus), g.Max(r => r.Gpus),
+    private static readonly Lazy<IReadOnlyDictionary<string, GenerationRange>> CarriedRanges = new(() =>
+        TrainingFits.Carried.Generations.ToDictionary(g => g.Key, g => g.Value.Range, StringComparer.Ordinal));
+
+    /// <summary>The range over the rows of <paramref name="runs"/> that the suite expresses (<see cref="ModernPredictor.ScenarioOf"/>), per generation.</summary>
+    public static IReadOnlyDictionary<string, GenerationRange> Of(IReadOnlyList<ModernRun> runs) => Over(runs.Where(r => ModernPredictor.ScenarioOf(r).Scenario is not null));
+
+    /// <summary>The range over <paramref name="runs"/> as they are (the suite's predicted rows), per generation.</summary>
+    public static IReadOnlyDictionary<string, GenerationRange> Over(IEnumerable<ModernRun> runs) =>
+        runs.GroupBy(r => r.Generation).ToDictionary(g => g.Key, g => new GenerationRange(g.Key,
+            g.Select(r => r.System).ToHashSet(StringComparer.Ordinal), g.Select(r => PrecisionOf(r.Precision)).ToHashSet(StringComparer.Ordinal), g.Min(r => r.Gpus), g.Max(r => r.Gpus),
             g.Min(r => r.SequenceLength), g.Max(r => r.SequenceLength), g.Any(r => r.IsMoe)));
 
     /// <summary>"bf16", "fp8", "nvfp4": the GEMM precision class a row trained with.</summary>
@@ -37,8 +43,8 @@ public static class CalibratedRange
     /// <summary>Warnings for a training scenario outside the calibrated range (none for inference, which the suite does not cover).</summary>
     public static IReadOnlyList<string> Warnings(ModelSpec model, StrategySpec strategy, HardwareSpec hardware, string dtype)
     {
-        if (strategy.Mode != WorkloadMode.Training || Default.Value is not { } ranges) return [];
-        return Warnings(ranges, model, strategy, hardware, dtype);
+        if (strategy.Mode != WorkloadMode.Training) return [];
+        return Warnings(Carried, model, strategy, hardware, dtype);
     }
 
     public static IReadOnlyList<string> Warnings(IReadOnlyDictionary<string, GenerationRange> ranges, ModelSpec model, StrategySpec strategy, HardwareSpec hardware, string dtype)

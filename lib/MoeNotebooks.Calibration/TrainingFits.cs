@@ -12,7 +12,9 @@ namespace MoeNotebooks.Calibration;
 /// <param name="RowIds">Case ids of the rows of <c>training_modern_public.csv</c> in the fit (<see cref="ModernSuite.InFit"/>).</param>
 /// <param name="Frameworks">Who published those rows (the framework-side terms of the fit are theirs).</param>
 /// <param name="Sources">The distinct <c>source</c> column values of those rows.</param>
-public sealed record FittedGeneration(GenerationFit Fit, IReadOnlyList<string> RowIds, IReadOnlyList<ModernFramework> Frameworks, IReadOnlyList<string> Sources);
+/// <param name="Range">What the generation's predicted rows span (systems, precisions, GPUs, sequence, MoE; <see cref="CalibratedRange"/>):
+/// carried with the fit, so the range warnings of <c>moe evaluate</c> and <c>moe predict</c> need no data folder and read no CSV.</param>
+public sealed record FittedGeneration(GenerationFit Fit, IReadOnlyList<string> RowIds, IReadOnlyList<ModernFramework> Frameworks, IReadOnlyList<string> Sources, GenerationRange Range);
 
 /// <summary>The fit a prediction uses, where its factors came from, and the warning it earns when they were transferred.</summary>
 /// <param name="KernelGeneration">The generation whose kernel-efficiency factors it carries.</param>
@@ -66,11 +68,12 @@ public sealed record TrainingFits(IReadOnlyDictionary<string, FittedGeneration> 
     public static TrainingFits Of(ModernSuiteResult suite, string tablePath)
     {
         var inFit = suite.Rows.Select(r => r.Row).Where(ModernSuite.InFit).ToArray();
+        var ranges = CalibratedRange.Over(suite.Rows.Select(r => r.Row.Run));
         var generations = suite.Fits.OrderBy(f => f.Key, StringComparer.Ordinal).ToDictionary(f => f.Key, f =>
         {
             var rows = inFit.Where(r => r.Run.Generation == f.Key).ToArray();
             return new FittedGeneration(f.Value, rows.Select(r => r.Run.Id).ToArray(), rows.Select(r => r.Run.Framework).Distinct().Order().ToArray(),
-                rows.Select(r => r.Run.Source).Distinct().Order(StringComparer.Ordinal).ToArray());
+                rows.Select(r => r.Run.Source).Distinct().Order(StringComparer.Ordinal).ToArray(), ranges[f.Key]);
         });
         return new TrainingFits(generations, Path.GetFileName(tablePath), Sha256(File.ReadAllBytes(tablePath)));
     }
@@ -146,6 +149,19 @@ public sealed record TrainingFits(IReadOnlyDictionary<string, FittedGeneration> 
                 w.WriteStartArray("sources");
                 foreach (var s in g.Sources) w.WriteStringValue(s);
                 w.WriteEndArray();
+                w.WriteStartObject("range");
+                w.WriteStartArray("systems");
+                foreach (var x in g.Range.Systems.Order(StringComparer.Ordinal)) w.WriteStringValue(x);
+                w.WriteEndArray();
+                w.WriteStartArray("precisions");
+                foreach (var x in g.Range.Precisions.Order(StringComparer.Ordinal)) w.WriteStringValue(x);
+                w.WriteEndArray();
+                w.WriteNumber("minGpus", g.Range.MinGpus);
+                w.WriteNumber("maxGpus", g.Range.MaxGpus);
+                w.WriteNumber("minSequence", g.Range.MinSequence);
+                w.WriteNumber("maxSequence", g.Range.MaxSequence);
+                w.WriteBoolean("hasMoe", g.Range.HasMoe);
+                w.WriteEndObject();
                 w.WriteStartArray("rows");
                 foreach (var id in g.RowIds) w.WriteStringValue(id);
                 w.WriteEndArray();
@@ -213,7 +229,17 @@ public sealed record TrainingFits(IReadOnlyDictionary<string, FittedGeneration> 
                 ? a.EnumerateArray().Select(x => x.GetString() ?? throw Bad($"{path}.{name}", null, "must hold strings")).ToArray()
                 : throw Bad($"{path}.{name}", null, "must be an array");
             var frameworks = List("frameworks").Select(x => Enum.TryParse<ModernFramework>(x, out var fw) ? fw : throw Bad($"{path}.frameworks", x, $"must be one of {string.Join(", ", Enum.GetNames<ModernFramework>())}")).ToArray();
-            generations[g.Name] = new FittedGeneration(f, List("rows"), frameworks, List("sources"));
+            if (!g.Value.TryGetProperty("range", out var range) || range.ValueKind != JsonValueKind.Object) throw Bad(path + ".range", null, "must be an object: the calibrated range was added after the file was written");
+            string[] Strings(string name) => range.TryGetProperty(name, out var a) && a.ValueKind == JsonValueKind.Array
+                ? a.EnumerateArray().Select(x => x.GetString() ?? throw Bad($"{path}.range.{name}", null, "must hold strings")).ToArray()
+                : throw Bad($"{path}.range.{name}", null, "must be an array");
+            long Whole(string name) => range.TryGetProperty(name, out var v) && v.ValueKind == JsonValueKind.Number && v.TryGetInt64(out var x) && x > 0
+                ? x : throw Bad($"{path}.range.{name}", range.TryGetProperty(name, out var raw) ? raw.ToString() : null, "must be a positive whole number");
+            var hasMoe = range.TryGetProperty("hasMoe", out var moe) && moe.ValueKind is JsonValueKind.True or JsonValueKind.False
+                ? moe.GetBoolean() : throw Bad($"{path}.range.hasMoe", null, "must be true or false");
+            var gr = new GenerationRange(g.Name, Strings("systems").ToHashSet(StringComparer.Ordinal), Strings("precisions").ToHashSet(StringComparer.Ordinal),
+                checked((int)Whole("minGpus")), checked((int)Whole("maxGpus")), Whole("minSequence"), Whole("maxSequence"), hasMoe);
+            generations[g.Name] = new FittedGeneration(f, List("rows"), frameworks, List("sources"), gr);
         }
         return new TrainingFits(generations, Path.GetFileName(Str(root, "table")), Str(root, "tableSha256"));
     }

@@ -154,13 +154,10 @@ public static class TrainingPredictor
             { RecomputeModules = s.LaunchRecomputeModules }, null);
     }
 
-    private static readonly Lazy<IReadOnlyDictionary<string, GenerationRange>?> Ranges = new(() =>
-        PublicData.Locate() is { } data && File.Exists(data.PathOf(ModernSuite.File)) ? CalibratedRange.Of(ModernRun.Read(data.PathOf(ModernSuite.File))) : null);
-
     /// <summary>Where a run on a fitted generation lies outside what that generation's carried rows span (system, precision, GPUs, sequence, MoE).</summary>
     public static IReadOnlyList<string> RangeWarnings(ModernRun run)
     {
-        if (Ranges.Value is not { } ranges || !ranges.TryGetValue(run.Generation, out var g)) return [];
+        if (!CalibratedRange.Carried.TryGetValue(run.Generation, out var g)) return [];
         string I(long v) => v.ToString(CultureInfo.InvariantCulture);
         var w = new List<string>();
         if (!g.Systems.Contains(run.System)) w.Add($"outside the calibrated range: system {run.System}; the {g.Generation} runs validated ran on {string.Join(", ", g.Systems.Order(StringComparer.Ordinal))}");

@@ -146,6 +146,7 @@ public class PredictTests
             var c = carried.Generations[name];
             Assert.True(g.RowIds.SequenceEqual(c.RowIds), $"{how} ({name}: rows in the fit changed)");
             Assert.True(g.Frameworks.SequenceEqual(c.Frameworks) && g.Sources.SequenceEqual(c.Sources), $"{how} ({name}: frameworks or sources changed)");
+            Assert.True(SameRange(g.Range, c.Range), $"{how} ({name}: the calibrated range changed)");
             foreach (var p in typeof(GenerationFit).GetProperties(BindingFlags.Public | BindingFlags.Instance))
             {
                 var (a, b) = (p.GetValue(g.Fit), p.GetValue(c.Fit));
@@ -153,6 +154,21 @@ public class PredictTests
                 Assert.True(same, $"{how} ({name}.{p.Name}: carried {b}, live {a})");
             }
         }
+    }
+
+    private static bool SameRange(GenerationRange a, GenerationRange b) =>
+        a.Generation == b.Generation && a.Systems.SetEquals(b.Systems) && a.Precisions.SetEquals(b.Precisions) && a.MinGpus == b.MinGpus && a.MaxGpus == b.MaxGpus
+        && a.MinSequence == b.MinSequence && a.MaxSequence == b.MaxSequence && a.HasMoe == b.HasMoe;
+
+    [CalibrationDataFact]
+    public void The_carried_ranges_are_those_of_the_expressible_rows_of_the_table()
+    {
+        // Oracle: the range computed straight from the CSV's rows that ModernPredictor.ScenarioOf expresses (what the range
+        // warnings read before it was carried), against the carried file (written from the suite's predicted rows).
+        var fromCsv = CalibratedRange.Of(ModernRun.Read(RealData.Data.PathOf(ModernSuite.File)));
+        Assert.Equal(fromCsv.Keys.Order(), CalibratedRange.Carried.Keys.Order());
+        foreach (var (name, r) in fromCsv) Assert.True(SameRange(r, CalibratedRange.Carried[name]), name);
+        Assert.Equal(256, CalibratedRange.Carried["blackwell"].MaxGpus);
     }
 
     [CalibrationDataFact]
@@ -165,7 +181,11 @@ public class PredictTests
         {
             Assert.Equal(g.Fit, back.Generations[name].Fit);
             Assert.Equal(g.RowIds, back.Generations[name].RowIds);
+            Assert.True(SameRange(g.Range, back.Generations[name].Range), name);
         }
+        // A file without the calibrated range is refused the same way.
+        var noRange = System.Text.RegularExpressions.Regex.Replace(fits.ToJson(), "\"range\": \\{[^}]*\\},", "");
+        Assert.Contains("range", Assert.Throws<ConfigException>(() => TrainingFits.Parse(noRange, "old.json")).Message);
         // A file written before the fit gained a term is refused, naming the term and how to regenerate.
         var stale = fits.ToJson().Replace("\"OverheadMicroseconds\"", "\"OverheadMicrosecondsOld\"");
         var e = Assert.Throws<ConfigException>(() => TrainingFits.Parse(stale, "stale.json"));
