@@ -432,6 +432,8 @@ public sealed class Sweep
         const int MaxRemembered = 1 << 20;
         for (long from = 0; from < Count; from += batch)
         {
+            // Checked here too: a batch whose points were all drawn before runs no parallel loop (which would check it).
+            cancellation.ThrowIfCancellationRequested();
             var to = Math.Min(Count, from + batch);
             var choices = new int[to - from][];
             for (var i = 0; i < choices.Length; i++)
@@ -517,44 +519,67 @@ public sealed class Sweep
     }
 
     /// <summary>
-    /// One row as <see cref="CsvFields"/> gives it, quoted as the header is, written field by field into
-    /// <paramref name="writer"/>: numbers are formatted into a stack buffer, so a row allocates nothing (a sweep writes
-    /// thousands per second; the strings, arrays and LINQ of joining the fields took a tenth of the founding sweep).
+    /// One row as <see cref="CsvFields"/> gives it, quoted as the header is, with the writer's line end, handed to
+    /// <paramref name="writer"/> in one call (a console writer flushes on every call: one row, one write). The fields are
+    /// formatted into a per-thread buffer, numbers straight into it, so a row allocates nothing (a sweep writes thousands
+    /// per second; the strings, arrays and LINQ of joining the fields took a tenth of the founding sweep).
     /// </summary>
     public static void WriteCsvRow(TextWriter writer, SweepRow row)
     {
-        Span<char> buffer = stackalloc char[32];
-        Integer(writer, buffer, row.Index);
-        foreach (var v in row.Values) { writer.Write(','); writer.Write(Csv(v)); }
-        writer.Write(row.Valid ? ",true," : ",false,");
-        writer.Write(Csv(row.Reason ?? ""));
-        writer.Write(',');
-        Integer(writer, buffer, row.Gpus);
-        writer.Write(',');
-        Integer(writer, buffer, row.Operations);
-        Real(writer, buffer, row.TotalSeconds);
-        Real(writer, buffer, row.MatmulSeconds);
-        Real(writer, buffer, row.AttentionSeconds);
-        Real(writer, buffer, row.ElementwiseSeconds);
-        Real(writer, buffer, row.CommunicationSeconds);
-        Real(writer, buffer, row.IdleSeconds);
-        writer.Write(row.FitsInMemory switch { true => ",fits", false => ",does not fit", null => "," });
-        Real(writer, buffer, row.PeakBytesPerGpu);
-        writer.WriteLine();
+        var b = new RowBuffer(t_row ??= new char[256]);
+        b.Integer(row.Index);
+        foreach (var v in row.Values) { b.Add(','); b.Add(Csv(v)); }
+        b.Add(row.Valid ? ",true," : ",false,");
+        b.Add(Csv(row.Reason ?? ""));
+        b.Add(',');
+        b.Integer(row.Gpus);
+        b.Add(',');
+        b.Integer(row.Operations);
+        b.Real(row.TotalSeconds);
+        b.Real(row.MatmulSeconds);
+        b.Real(row.AttentionSeconds);
+        b.Real(row.ElementwiseSeconds);
+        b.Real(row.CommunicationSeconds);
+        b.Real(row.IdleSeconds);
+        b.Add(row.FitsInMemory switch { true => ",fits", false => ",does not fit", null => "," });
+        b.Real(row.PeakBytesPerGpu);
+        b.Add(writer.NewLine);
+        t_row = b.Chars;
+        writer.Write(b.Chars, 0, b.Length);
+    }
 
-        static void Integer(TextWriter w, Span<char> buffer, long v)
+    [ThreadStatic] private static char[]? t_row;
+
+    /// <summary>A growing character buffer for one CSV row.</summary>
+    private struct RowBuffer(char[] chars)
+    {
+        public char[] Chars = chars;
+        public int Length;
+
+        private void Room(int more)
         {
-            v.TryFormat(buffer, out var n, default, CultureInfo.InvariantCulture);
-            w.Write(buffer[..n]);
+            if (Length + more > Chars.Length) Array.Resize(ref Chars, Math.Max(2 * Chars.Length, Length + more));
         }
 
-        // A comma, then the number as CsvFields writes it ("R", nothing for NaN).
-        static void Real(TextWriter w, Span<char> buffer, double v)
+        public void Add(char c) { Room(1); Chars[Length++] = c; }
+
+        public void Add(string s) { Room(s.Length); s.CopyTo(0, Chars, Length, s.Length); Length += s.Length; }
+
+        public void Integer(long v)
         {
-            w.Write(',');
+            Room(24);
+            v.TryFormat(Chars.AsSpan(Length), out var n, default, CultureInfo.InvariantCulture);
+            Length += n;
+        }
+
+        /// <summary>A comma, then the number as CsvFields writes it ("R", nothing for NaN).</summary>
+        public void Real(double v)
+        {
+            Add(',');
             if (double.IsNaN(v)) return;
-            v.TryFormat(buffer, out var n, "R", CultureInfo.InvariantCulture);
-            w.Write(buffer[..n]);
+            Room(32);
+            v.TryFormat(Chars.AsSpan(Length), out var n, "R", CultureInfo.InvariantCulture);
+            Length += n;
         }
     }
 
