@@ -133,7 +133,12 @@ public sealed class CountingWriter(TextWriter inner) : TextWriter
         foreach (var c in value) if (c == '\n') Lines++;
         inner.Write(value);
     }
-    public override void Write(char[] buffer, int index, int count) => Write(new string(buffer, index, count));
+    public override void Write(char[] buffer, int index, int count) => Write(buffer.AsSpan(index, count));
+    public override void Write(ReadOnlySpan<char> value)
+    {
+        Lines += value.Count('\n');
+        inner.Write(value);
+    }
     public override void WriteLine(string? value) { Write(value); Write('\n'); }
     public override void WriteLine() => Write('\n');
     public override void Flush() => inner.Flush();
