@@ -142,6 +142,31 @@ public class SweepTests
     }
 
     [Fact]
+    public void Fold_checks_kept_per_communication_model_give_the_csv_of_fresh_evaluation()
+    {
+        // Oracle: every point evaluated from scratch (Reuse = false), against the sweep that keeps the fold verdict and
+        // the link footprints per DAG, hardware and communication inputs (CostModelSpec.Communication). The cost models
+        // differ in the compute side only (roofline-ideal, tile-wave: one shared entry) or in the communication side
+        // (NVLink port contention, NCCL protocol tables, DeepEP's normal all-to-all: their own), on node sizes where the
+        // replicas and pipeline stages straddle nodes and where they do not.
+        var sweep = Sweep.Parse(Grid("""
+            { "strategy": [{ "ep": 4, "pp": 2, "dp": 2, "microbatches": 4 }, { "ep": 8, "pp": 2, "microbatches": 4 }, { "tp": 8, "pp": 2, "microbatches": 4 },
+                           { "ep": 4, "dp": 4, "rankOrder": "pp-dp-ep-tp" }],
+              "hardware.gpusPerNode": [4, 8, 16],
+              "costModel": ["roofline-ideal", "tile-wave", { "kind": "roofline-ideal", "nvlinkContention": true },
+                            { "kind": "roofline-ideal", "ncclProtocols": true }, { "kind": "tile-wave", "alltoall": "deep-ep-normal" }] }
+            """));
+        var fresh = Csv(sweep, new SweepOptions(1) { Reuse = false });
+        Assert.Equal(fresh, Csv(sweep, new SweepOptions(1)));
+        Assert.Equal(fresh, Csv(sweep, new SweepOptions(2, BatchSize: 9)));
+        // Not vacuous: on one structure and hardware, NVLink port contention changes the schedule (the links it is
+        // priced on are not roofline-ideal's), so an entry shared across communication inputs would change a row.
+        var rows = sweep.Rows(new SweepOptions(1) { Reuse = false }).Where(r => r.Valid).ToArray();
+        Assert.Contains(rows.GroupBy(r => string.Join('|', r.Values.Take(2))), g =>
+            g.Single(r => r.Values[2] == "roofline-ideal").TotalSeconds != g.Single(r => r.Values[2].Contains("nvlinkContention", StringComparison.Ordinal)).TotalSeconds);
+    }
+
+    [Fact]
     public void Points_read_by_section_give_the_rows_and_reasons_of_whole_documents()
     {
         // Oracle: Reuse = false reads every point's whole scenario document (Scenario.Parse); with reuse each model,
