@@ -20,9 +20,6 @@ public static class CalibratedRange
     private static readonly Lazy<IReadOnlyDictionary<string, GenerationRange>> CarriedRanges = new(() =>
         TrainingFits.Carried.Generations.ToDictionary(g => g.Key, g => g.Value.Range, StringComparer.Ordinal));
 
-    /// <summary>The range over the rows of <paramref name="runs"/> that the suite expresses (<see cref="ModernPredictor.ScenarioOf"/>), per generation.</summary>
-    public static IReadOnlyDictionary<string, GenerationRange> Of(IReadOnlyList<ModernRun> runs) => Over(runs.Where(r => ModernPredictor.ScenarioOf(r).Scenario is not null));
-
     /// <summary>The range over <paramref name="runs"/> as they are (the suite's predicted rows), per generation.</summary>
     public static IReadOnlyDictionary<string, GenerationRange> Over(IEnumerable<ModernRun> runs) =>
         runs.GroupBy(r => r.Generation).ToDictionary(g => g.Key, g => new GenerationRange(g.Key,

@@ -225,19 +225,17 @@ public sealed record TrainingFits(IReadOnlyDictionary<string, FittedGeneration> 
             var f = (GenerationFit)ctor.Invoke(parameters.Select(p => Value(properties.First(q => string.Equals(q.Name, p.Name, StringComparison.OrdinalIgnoreCase)).Name, p.ParameterType)).ToArray());
             foreach (var p in properties.Where(p => p.CanWrite && parameters.All(c => !string.Equals(c.Name, p.Name, StringComparison.OrdinalIgnoreCase))))
                 p.SetValue(f, Value(p.Name, p.PropertyType));
-            string[] List(string name) => g.Value.TryGetProperty(name, out var a) && a.ValueKind == JsonValueKind.Array
-                ? a.EnumerateArray().Select(x => x.GetString() ?? throw Bad($"{path}.{name}", null, "must hold strings")).ToArray()
-                : throw Bad($"{path}.{name}", null, "must be an array");
+            string[] Strings(JsonElement parent, string at, string name) => parent.TryGetProperty(name, out var a) && a.ValueKind == JsonValueKind.Array
+                ? a.EnumerateArray().Select(x => x.GetString() ?? throw Bad($"{at}.{name}", null, "must hold strings")).ToArray()
+                : throw Bad($"{at}.{name}", null, "must be an array");
+            string[] List(string name) => Strings(g.Value, path, name);
             var frameworks = List("frameworks").Select(x => Enum.TryParse<ModernFramework>(x, out var fw) ? fw : throw Bad($"{path}.frameworks", x, $"must be one of {string.Join(", ", Enum.GetNames<ModernFramework>())}")).ToArray();
             if (!g.Value.TryGetProperty("range", out var range) || range.ValueKind != JsonValueKind.Object) throw Bad(path + ".range", null, "must be an object: the calibrated range was added after the file was written");
-            string[] Strings(string name) => range.TryGetProperty(name, out var a) && a.ValueKind == JsonValueKind.Array
-                ? a.EnumerateArray().Select(x => x.GetString() ?? throw Bad($"{path}.range.{name}", null, "must hold strings")).ToArray()
-                : throw Bad($"{path}.range.{name}", null, "must be an array");
             long Whole(string name) => range.TryGetProperty(name, out var v) && v.ValueKind == JsonValueKind.Number && v.TryGetInt64(out var x) && x > 0
                 ? x : throw Bad($"{path}.range.{name}", range.TryGetProperty(name, out var raw) ? raw.ToString() : null, "must be a positive whole number");
             var hasMoe = range.TryGetProperty("hasMoe", out var moe) && moe.ValueKind is JsonValueKind.True or JsonValueKind.False
                 ? moe.GetBoolean() : throw Bad($"{path}.range.hasMoe", null, "must be true or false");
-            var gr = new GenerationRange(g.Name, Strings("systems").ToHashSet(StringComparer.Ordinal), Strings("precisions").ToHashSet(StringComparer.Ordinal),
+            var gr = new GenerationRange(g.Name, Strings(range, path + ".range", "systems").ToHashSet(StringComparer.Ordinal), Strings(range, path + ".range", "precisions").ToHashSet(StringComparer.Ordinal),
                 checked((int)Whole("minGpus")), checked((int)Whole("maxGpus")), Whole("minSequence"), Whole("maxSequence"), hasMoe);
             generations[g.Name] = new FittedGeneration(f, List("rows"), frameworks, List("sources"), gr);
         }

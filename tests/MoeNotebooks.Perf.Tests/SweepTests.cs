@@ -1,3 +1,4 @@
+using System.Globalization;
 using MoeNotebooks.Analysis;
 using MoeNotebooks.Config;
 using MoeNotebooks.Derivations;
@@ -58,8 +59,15 @@ public class SweepTests
     [Fact]
     public void Csv_rows_written_in_place_equal_the_joined_fields()
     {
-        // Oracle: CsvFields joined with commas, a field quoted (quotes doubled) when it holds a comma, quote or line break.
+        // Oracle: the header's columns written out field by field (numbers in "R" format, NaN empty), joined with commas,
+        // a field quoted (quotes doubled) when it holds a comma, quote or line break.
         static string Quote(string f) => f.AsSpan().IndexOfAny(",\"\n\r") < 0 ? f : "\"" + f.Replace("\"", "\"\"") + "\"";
+        static string D(double v) => double.IsNaN(v) ? "" : v.ToString("R", CultureInfo.InvariantCulture);
+        static string[] Fields(SweepRow row) =>
+            [row.Index.ToString(CultureInfo.InvariantCulture), .. row.Values, row.Valid ? "true" : "false", row.Reason ?? "",
+             row.Gpus.ToString(CultureInfo.InvariantCulture), row.Operations.ToString(CultureInfo.InvariantCulture), D(row.TotalSeconds),
+             D(row.MatmulSeconds), D(row.AttentionSeconds), D(row.ElementwiseSeconds), D(row.CommunicationSeconds), D(row.IdleSeconds),
+             row.FitsInMemory switch { true => "fits", false => "does not fit", null => "" }, D(row.PeakBytesPerGpu)];
         SweepRow[] rows =
         [
             new(0, ["2048", "a,b"], true, null, 16, 1234, 1.0 / 3, 0.1, 2e-300, 5e20, 0, double.Epsilon) { FitsInMemory = true, PeakBytesPerGpu = 8.1e10 },
@@ -70,7 +78,7 @@ public class SweepTests
         {
             var w = new StringWriter();
             Sweep.WriteCsvRow(w, row);
-            Assert.Equal(string.Join(',', Sweep.CsvFields(row).Select(Quote)) + w.NewLine, w.ToString());
+            Assert.Equal(string.Join(',', Fields(row).Select(Quote)) + w.NewLine, w.ToString());
         }
     }
 

@@ -519,7 +519,8 @@ public sealed class Sweep
     }
 
     /// <summary>
-    /// One row as <see cref="CsvFields"/> gives it, quoted as the header is, with the writer's line end, handed to
+    /// One row under <see cref="CsvHeader"/>: index, the axis labels, valid, reason, GPUs, operations, the six seconds
+    /// ("R" format, empty for NaN), the memory verdict and the peak bytes; quoted as the header is, with the writer's line end, handed to
     /// <paramref name="writer"/> in one call (a console writer flushes on every call: one row, one write). The fields are
     /// formatted into a per-thread buffer, numbers straight into it, so a row allocates nothing (a sweep writes thousands
     /// per second; the strings, arrays and LINQ of joining the fields took a tenth of the founding sweep).
@@ -572,7 +573,7 @@ public sealed class Sweep
             Length += n;
         }
 
-        /// <summary>A comma, then the number as CsvFields writes it ("R", nothing for NaN).</summary>
+        /// <summary>A comma, then the number in "R" format (nothing for NaN).</summary>
         public void Real(double v)
         {
             Add(',');
@@ -587,15 +588,6 @@ public sealed class Sweep
         ["index", .. Axes.Select(a => a.Field), "valid", "reason", "gpus", "operations", "total_seconds",
          "matmul_seconds", "attention_seconds", "elementwise_seconds", "communication_seconds", "idle_seconds",
          "memory_verdict", "peak_bytes_per_gpu"];
-
-    public static IReadOnlyList<string> CsvFields(SweepRow row)
-    {
-        static string D(double v) => double.IsNaN(v) ? "" : v.ToString("R", CultureInfo.InvariantCulture);
-        return [row.Index.ToString(CultureInfo.InvariantCulture), .. row.Values, row.Valid ? "true" : "false", row.Reason ?? "",
-            row.Gpus.ToString(CultureInfo.InvariantCulture), row.Operations.ToString(CultureInfo.InvariantCulture), D(row.TotalSeconds),
-            D(row.MatmulSeconds), D(row.AttentionSeconds), D(row.ElementwiseSeconds), D(row.CommunicationSeconds), D(row.IdleSeconds),
-            row.FitsInMemory switch { true => "fits", false => "does not fit", null => "" }, D(row.PeakBytesPerGpu)];
-    }
 
     private static string Csv(string field) =>
         field.AsSpan().IndexOfAny(",\"\n\r") < 0 ? field : "\"" + field.Replace("\"", "\"\"", StringComparison.Ordinal) + "\"";
@@ -622,8 +614,8 @@ public sealed class Sweep
         // from the hardware and CostModelSpec.Communication: points of one structure that differ in the compute cost
         // model or in numbers outside the hardware share them. Hardware by reference (a sweep's sections are shared
         // records; a miss only recomputes). A handful of entries, scanned: points of one structure come in a row.
-        private readonly CommunicationEntry[] _communication = new CommunicationEntry[8];
-        private int _communicationCount, _communicationNext;
+        private readonly CommunicationEntry?[] _communication = new CommunicationEntry?[8];
+        private int _communicationNext;
 
         private sealed class CommunicationEntry(OperatorDag dag, HardwareSpec hardware, CommunicationKey key)
         {
@@ -638,15 +630,11 @@ public sealed class Sweep
         private CommunicationEntry EntryFor(OperatorDag dag, Scenario scenario)
         {
             var key = scenario.CostModel.Communication;
-            for (var i = 0; i < _communicationCount; i++)
-            {
-                var e = _communication[i];
-                if (ReferenceEquals(e.Dag, dag) && ReferenceEquals(e.Hardware, scenario.Hardware) && e.Key.Same(key)) return e;
-            }
+            foreach (var e in _communication)
+                if (e is not null && ReferenceEquals(e.Dag, dag) && ReferenceEquals(e.Hardware, scenario.Hardware) && e.Key.Same(key)) return e;
             var entry = new CommunicationEntry(dag, scenario.Hardware, key);
             _communication[_communicationNext] = entry;
             _communicationNext = (_communicationNext + 1) % _communication.Length;
-            if (_communicationCount < _communication.Length) _communicationCount++;
             return entry;
         }
 
