@@ -36,6 +36,18 @@ public static class Probe
         Time(w, "synthetic 1e6 build", 3, () => Workloads.Synthetic(1_000_000).Count);
     }
 
+    /// <summary><c>-- --probe-evaluate NAME...</c>: <c>moe evaluate</c>'s library call on data/scenarios/NAME.json, cold then warm.</summary>
+    public static void Evaluate(TextWriter w, string[] names)
+    {
+        foreach (var name in names)
+        {
+            var sw = Stopwatch.StartNew();
+            var total = Workloads.Founding(name).Evaluate().TotalSeconds;
+            w.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{name} first evaluation {sw.Elapsed.TotalMilliseconds,10:N1} ms ({total:G6} s)"));
+            Time(w, $"{name} evaluate", 5, () => Workloads.Founding(name).Evaluate().TotalSeconds);
+        }
+    }
+
     private static void Time(TextWriter w, string label, int reps, Func<double> f)
     {
         var x = f();

@@ -18,5 +18,10 @@ if (args is ["--sweep-stages", ..])
     SweepStages.Run(Console.Out, args.Length > 1 ? int.Parse(args[1], System.Globalization.CultureInfo.InvariantCulture) : 4, args.Length > 2 ? args[2] : null);
     return 0;
 }
+if (args is ["--probe-evaluate", ..])
+{
+    Probe.Evaluate(Console.Out, args.Skip(1).ToArray());
+    return 0;
+}
 BenchmarkSwitcher.FromAssembly(typeof(Workloads).Assembly).Run(args);
 return 0;

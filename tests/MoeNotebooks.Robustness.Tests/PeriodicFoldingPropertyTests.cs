@@ -112,6 +112,12 @@ public class PeriodicFoldingPropertyTests
         // where two routes tie in exact arithmetic and rounding picks either: the category sums above still agree.)
         var formula = RuntimeFormula.FromCriticalPath(w);
         CloseTo(formula.Evaluate(cost, whole.Dtype, whole.ElementBytes), e.Formula.Evaluate(cost, whole.Dtype, whole.ElementBytes), 1e3 * t, "formula");
+        // The extrapolation counts the built DAGs' critical-path terms directly (RuntimeFormula.FlatCounts); oracle: the
+        // terms of the formula built and folded from the same path, in the same order with the same counts.
+        var (matmuls, named) = RuntimeFormula.FlatCounts(w);
+        Assert.Equal(formula.MatmulTerms.Select(m => (new MatmulShape(m.M, m.K, m.N, m.Batch), m.Dtype, m.Count)),
+            matmuls.Select(kv => (kv.Key.Shape, kv.Key.Dtype, kv.Value)));
+        Assert.Equal(formula.OtherTerms.Select(o => (o.Name, o.Seconds, o.Count)), named.Select(kv => (kv.Key.Name, kv.Key.Seconds, kv.Value)));
         return true;
     }
 

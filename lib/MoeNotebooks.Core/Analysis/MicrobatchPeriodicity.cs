@@ -269,11 +269,13 @@ public static class MicrobatchPeriodicity
     /// strategy's), folded as far as <paramref name="cost"/> prices the folded ranks alike (as Scenario.BuildDagFor does);
     /// the size guard applies to what is built.
     /// </summary>
-    internal static (OperatorDag Dag, IReadOnlyList<ItemSpan>? Items) BuildPart(Scenario s, CostModel cost, DagFolding folding, int microbatches)
+    /// <param name="reserve">Operations to reserve room for when known better than the size guard's upper estimate
+    /// (the smaller part of an extrapolation: the bigger part's count).</param>
+    internal static (OperatorDag Dag, IReadOnlyList<ItemSpan>? Items) BuildPart(Scenario s, CostModel cost, DagFolding folding, int microbatches, int? reserve = null)
     {
         if (folding != DagFolding.None && s.Strategy.DP == 1 && RankSymmetry.Of(s.Model, s.Strategy) is null) folding = DagFolding.None;
         var estimate = DagFactory.CheckSize(s.Model, s.Strategy with { Microbatches = microbatches }, folding);
-        var (dag, items) = CorrectedDerivation.BuildWithItems(s.Model, s.Strategy, microbatches, folding, estimate);
+        var (dag, items) = CorrectedDerivation.BuildWithItems(s.Model, s.Strategy, microbatches, folding, reserve ?? estimate);
         if (dag.Symmetries is not null && !cost.PricesFoldSymmetrically(dag))
             (dag, items) = CorrectedDerivation.BuildWithItems(s.Model, s.Strategy, microbatches, DagFolding.Replicas, DagFactory.CheckSize(s.Model, s.Strategy with { Microbatches = microbatches }, DagFolding.Replicas));
         if (dag.IsFolded && !cost.PricesFoldSymmetrically(dag))
@@ -285,9 +287,9 @@ public static class MicrobatchPeriodicity
         return (dag, items);
     }
 
-    private static Built? BuildAndSchedule(Scenario s, CostModel cost, DagFolding folding, int microbatches)
+    private static Built? BuildAndSchedule(Scenario s, CostModel cost, DagFolding folding, int microbatches, int? reserve = null)
     {
-        var (dag, items) = BuildPart(s, cost, folding, microbatches);
+        var (dag, items) = BuildPart(s, cost, folding, microbatches, reserve);
         if (items is null) { Refuse("an item was emitted outside the plain item order (zero-bubble W, overlapped pair)"); return null; }
         // Link contention: a link's state is carried from operation to operation in id order, so links are streams too
         // (their predecessors must map by σ like the GPU streams'); the contention rule is homogeneous in time.
@@ -417,7 +419,7 @@ public static class MicrobatchPeriodicity
                     }
                     if (!ok) break;
                     if (!stream.Maps(x, y, sigma)) { ok = false; Dbg($"stream at period {per} op {dag.Name(x)}: [{string.Join(", ", stream.List(x).Select(q => q < 0 ? "-" : dag.Name(q) + "/" + Sigma(b, q, c)))}] vs {dag.Name(y)} [{string.Join(", ", stream.List(y).Select(q => q < 0 ? "-" : dag.Name(q) + "#" + q))}]"); break; }
-                    stream.ForEach(x, q => reach = Math.Max(reach, Reach(x, q)));
+                    foreach (var q in stream.Of(x)) if (q >= 0) reach = Math.Max(reach, Reach(x, q));
                     var cx = b.CritPred[x];
                     var cy = b.CritPred[y];
                     if (cx < 0 ? cy >= 0 : Sigma(b, cx, c) != cy) { ok = false; Dbg($"critical predecessor at period {per} op {dag.Name(x)}: {(cx < 0 ? "-" : dag.Name(cx))} vs {(cy < 0 ? "-" : dag.Name(cy))}"); break; }
@@ -436,19 +438,23 @@ public static class MicrobatchPeriodicity
         if (k0 < 0) return Refuse($"no repetition with period {c} found in the built periods");
         if (!attempts.Spend(DagFactory.EstimateOperations(s.Model, st with { Microbatches = m1 }, folding)))
             return Refuse("the attempts would cost more than building the run whole");
-        var a = BuildAndSchedule(s, cost, folding, m1);
+        // Fewer microbatches than B: B's operation count is room enough (the size guard's estimate is an upper bound, ~2x loose for deep pipelines).
+        var a = BuildAndSchedule(s, cost, folding, m1, b.Dag.Count);
         if (a is null) return null;
 
+        // Every operation's period in both DAGs, once (the checks below read them several times per operation).
+        var periodsA = Periods(st, a, m1);
+        var periodsB = Periods(st, b, mb);
+
         // The tail (cool-down, gradient synchronisation, optimizer) reads only the tail and periods >= k0, in both DAGs.
-        foreach (var (x, full, count) in new[] { (a, lastFullA, m1), (b, lastFull, mb) })
+        foreach (var (x, periods, full) in new[] { (a, periodsA, lastFullA), (b, periodsB, lastFull) })
         {
             var xs = x.Streams;
             for (var op = 0; op < x.Dag.Count; op++)
             {
-                var per = Period(x, count, op);
-                if (per <= full) continue;
-                foreach (var q in x.Dag.Predecessors(op)) if (Period(x, count, q) < k0) return Refuse("the tail reads the transient");
-                if (!xs.All(op, q => Period(x, count, q) >= k0)) return Refuse("the tail's streams read the transient");
+                if (periods[op] <= full) continue;
+                foreach (var q in x.Dag.Predecessors(op)) if (periods[q] < k0) return Refuse("the tail reads the transient");
+                foreach (var q in xs.Of(op)) if (q >= 0 && periods[q] < k0) return Refuse("the tail's streams read the transient");
             }
         }
 
@@ -456,36 +462,40 @@ public static class MicrobatchPeriodicity
         // outside items, such as gradient synchronisation and the optimizer, in the same order): same operation, data,
         // stream and link predecessors mapped, finishing Δ later. (Id interleaving of stages may differ; it matters only
         // through the predecessors on streams and links, which are compared.)
-        var tailA = Enumerable.Range(0, a.Dag.Count).Where(op => Period(a, m1, op) > lastFullA).ToArray();
-        var tailB = Enumerable.Range(0, n).Where(op => Period(b, mb, op) > lastFull).ToArray();
+        var tailA = TailOf(periodsA, lastFullA);
+        var tailB = TailOf(periodsB, lastFull);
         if (tailA.Length != tailB.Length) return Refuse("the tails differ in size");
-        var outsideA = tailA.Where(op => a.ItemOf[op] < 0).ToArray();
-        var outsideB = tailB.Where(op => b.ItemOf[op] < 0).ToArray();
-        if (outsideA.Length != outsideB.Length) return Refuse("the tails differ in size");
-        var outsidePos = new Dictionary<int, int>();
-        for (var i = 0; i < outsideA.Length; i++) outsidePos[outsideA[i]] = i;
-        int ImageInB(int opA)
+        // A's operations as they stand in B: an item's the same operation of the item c microbatches later; the
+        // operations outside items, in order.
+        var image = new int[a.Dag.Count];
+        for (var op = 0; op < image.Length; op++) image[op] = Counterpart(a, b, op, c);
+        var nextB = 0;
+        foreach (var x in tailA)
         {
-            if (outsidePos.TryGetValue(opA, out var pos)) return outsideB[pos];
-            return Counterpart(a, b, opA, c);
+            if (a.ItemOf[x] >= 0) continue;
+            while (nextB < tailB.Length && b.ItemOf[tailB[nextB]] >= 0) nextB++;
+            if (nextB == tailB.Length) return Refuse("the tails differ in size");
+            image[x] = tailB[nextB++];
         }
+        while (nextB < tailB.Length && b.ItemOf[tailB[nextB]] >= 0) nextB++;
+        if (nextB != tailB.Length) return Refuse("the tails differ in size");
         var streamA = a.Streams;
         foreach (var x in tailA)
         {
-            var y = ImageInB(x);
-            if (y < 0 || Period(b, mb, y) <= lastFull) return Refuse($"the tail operation {a.Dag.Name(x)} has no image");
+            var y = image[x];
+            if (y < 0 || periodsB[y] <= lastFull) return Refuse($"the tail operation {a.Dag.Name(x)} has no image");
             if (!SameOperation(a.Dag, x, y, dag)) return Refuse($"the tails differ: {a.Dag.Name(x)} vs {dag.Name(y)}");
             var px = a.Dag.Predecessors(x);
             var py = dag.Predecessors(y);
             if (px.Length != py.Length) return Refuse("the tails' predecessors differ");
-            for (var e = 0; e < px.Length; e++) if (ImageInB(px[e]) != py[e]) return Refuse("the tails' predecessors differ");
-            if (!StreamLinks.MapsAcross(streamA, x, stream, y, ImageInB)) return Refuse($"the tails' stream predecessors differ at {a.Dag.Name(x)}");
+            for (var e = 0; e < px.Length; e++) if (image[px[e]] != py[e]) return Refuse("the tails' predecessors differ");
+            if (!StreamLinks.MapsAcross(streamA, x, stream, y, image)) return Refuse($"the tails' stream predecessors differ at {a.Dag.Name(x)}");
             if (Math.Abs(b.Result.FinishSeconds(y) - a.Result.FinishSeconds(x) - delta) > tol) return Refuse("the tail does not shift by one period");
         }
 
         // The last operation lies in the tail and strictly after every earlier operation; on every GPU the transient
         // (periods < k0) ends at least Δ before the tail starts (the timeline between them is Δ-periodic).
-        foreach (var (x, full, count) in new[] { (a, lastFullA, m1), (b, lastFull, mb) })
+        foreach (var (x, periods, full) in new[] { (a, periodsA, lastFullA), (b, periodsB, lastFull) })
         {
             double lastTail = 0, lastOther = 0;
             var transientEnd = new double[x.Dag.GpuCount];
@@ -493,7 +503,7 @@ public static class MicrobatchPeriodicity
             Array.Fill(tailStart, double.PositiveInfinity);
             for (var op = 0; op < x.Dag.Count; op++)
             {
-                var per = Period(x, count, op);
+                var per = periods[op];
                 double f = x.Result.FinishSeconds(op), st0 = x.Result.StartSeconds(op);
                 if (per > full) lastTail = Math.Max(lastTail, f); else lastOther = Math.Max(lastOther, f);
                 foreach (var g in x.Dag.Streams(op))
@@ -539,7 +549,7 @@ public static class MicrobatchPeriodicity
             long x = kindsA.GetValueOrDefault(k), y = kindsB.GetValueOrDefault(k);
             kinds[k] = x + steps * (y - x);
         }
-        var formula = RuntimeFormula.Extrapolated(RuntimeFormula.FromCriticalPath(a.Result), RuntimeFormula.FromCriticalPath(b.Result), steps);
+        var formula = RuntimeFormula.Extrapolated(a.Result, b.Result, steps);
         if (formula is null) return Refuse("the critical-path formula is not periodic");
         // Distinct collectives: the bigger DAG's rows with their counts extrapolated like the operations (rows that differ
         // only in their group, identical in every reported field, are merged: a group is not reported).
@@ -683,6 +693,25 @@ public static class MicrobatchPeriodicity
         return byKind;
     }
 
+    /// <summary>Every operation's steady-state period (<see cref="PeriodOf"/>; int.MaxValue outside items: the tail).</summary>
+    private static int[] Periods(StrategySpec st, Built x, int microbatches)
+    {
+        var periods = new int[x.Dag.Count];
+        for (var op = 0; op < periods.Length; op++) periods[op] = x.ItemOf[op] < 0 ? int.MaxValue : PeriodOf(st, microbatches, x.Items[x.ItemOf[op]]);
+        return periods;
+    }
+
+    /// <summary>The operations past the last full period, in id order.</summary>
+    private static int[] TailOf(int[] periods, int lastFull)
+    {
+        var count = 0;
+        foreach (var p in periods) if (p > lastFull) count++;
+        var tail = new int[count];
+        count = 0;
+        for (var op = 0; op < periods.Length; op++) if (periods[op] > lastFull) tail[count++] = op;
+        return tail;
+    }
+
     private static bool SameOperation(OperatorDag dag, int x, int y, OperatorDag? other = null)
     {
         var o = other ?? dag;
@@ -783,30 +812,21 @@ public static class MicrobatchPeriodicity
         }
 
         /// <summary>Whether y's stream predecessors (in <paramref name="ly"/>) are the images of x's (in <paramref name="lx"/>).</summary>
-        public static bool MapsAcross(StreamLinks lx, int x, StreamLinks ly, int y, Func<int, int> image)
+        public static bool MapsAcross(StreamLinks lx, int x, StreamLinks ly, int y, int[] image)
         {
             int sx = lx.Start[x], ex = lx.Start[x + 1], sy = ly.Start[y], ey = ly.Start[y + 1];
             if (ex - sx != ey - sy) return false;
             for (var i = 0; i < ex - sx; i++)
             {
                 int px = lx.Links[sx + i], py = ly.Links[sy + i];
-                if (px < 0 ? py >= 0 : image(px) != py) return false;
+                if (px < 0 ? py >= 0 : image[px] != py) return false;
             }
             return true;
         }
 
         public IEnumerable<int> List(int op) { for (var i = Start[op]; i < Start[op + 1]; i++) yield return Links[i]; }
 
-        public void ForEach(int op, Action<int> action)
-        {
-            for (var i = Start[op]; i < Start[op + 1]; i++) if (Links[i] >= 0) action(Links[i]);
-        }
-
-        /// <summary>Whether every stream predecessor of op satisfies the predicate (none: true).</summary>
-        public bool All(int op, Func<int, bool> predicate)
-        {
-            for (var i = Start[op]; i < Start[op + 1]; i++) if (Links[i] >= 0 && !predicate(Links[i])) return false;
-            return true;
-        }
+        /// <summary>The stream predecessors of op (-1: none on that stream).</summary>
+        public ReadOnlySpan<int> Of(int op) => Links.AsSpan(Start[op], Start[op + 1] - Start[op]);
     }
 }

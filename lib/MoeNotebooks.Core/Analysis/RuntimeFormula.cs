@@ -135,10 +135,11 @@ public sealed class RuntimeFormula
     /// <summary>
     /// The formula of a run extrapolated over identical microbatches (<see cref="MicrobatchPeriodicity"/>): each term's
     /// count is affine in the periods added, <c>count(a) + steps (count(b) - count(a))</c>, with <paramref name="a"/> and
-    /// <paramref name="b"/> the formulas of the two built DAGs (one period apart). Written flat (count x term). Null when
-    /// a count would be negative or overflow (the critical path is then not periodic term by term).
+    /// <paramref name="b"/> the schedules of the two built DAGs (one period apart), their critical paths counted term by
+    /// term (<see cref="FlatCounts"/>). Written flat (count x term): B's terms in order of first appearance, then those
+    /// only A has. Null when a count would be negative or overflow (the critical path is then not periodic term by term).
     /// </summary>
-    internal static RuntimeFormula? Extrapolated(RuntimeFormula a, RuntimeFormula b, long steps)
+    internal static RuntimeFormula? Extrapolated(CriticalPathResult a, CriticalPathResult b, long steps)
     {
         var terms = new List<FormulaTerm>();
         bool Add(long ca, long cb, FormulaTerm leaf)
@@ -148,15 +149,47 @@ public sealed class RuntimeFormula
             if (count > 0) terms.Add(count == 1 ? leaf : new RepeatTerm((int)count, [leaf], IsBlock: false));
             return true;
         }
-        var ma = a.MatmulTerms.ToDictionary(t => (t.M, t.K, t.N, t.Batch, t.Dtype), t => t.Count);
-        var mb = b.MatmulTerms.ToDictionary(t => (t.M, t.K, t.N, t.Batch, t.Dtype), t => t.Count);
-        foreach (var key in mb.Keys.Concat(ma.Keys.Except(mb.Keys)))
-            if (!Add(ma.GetValueOrDefault(key), mb.GetValueOrDefault(key), new GetTimeTerm(new MatmulShape(key.M, key.K, key.N, key.Batch), key.Dtype))) return null;
-        var na = a.OtherTerms.ToDictionary(t => (t.Name, t.Seconds), t => t.Count);
-        var nb = b.OtherTerms.ToDictionary(t => (t.Name, t.Seconds), t => t.Count);
-        foreach (var key in nb.Keys.Concat(na.Keys.Except(nb.Keys)))
-            if (!Add(na.GetValueOrDefault(key), nb.GetValueOrDefault(key), new NamedTerm(key.Name, key.Seconds))) return null;
+        var (ma, na) = FlatCounts(a);
+        var (mb, nb) = FlatCounts(b);
+        foreach (var (key, cb) in mb)
+            if (!Add(ma.GetValueOrDefault(key), cb, new GetTimeTerm(key.Shape, key.Dtype))) return null;
+        foreach (var (key, ca) in ma)
+            if (!mb.ContainsKey(key) && !Add(ca, 0, new GetTimeTerm(key.Shape, key.Dtype))) return null;
+        foreach (var (key, cb) in nb)
+            if (!Add(na.GetValueOrDefault(key), cb, new NamedTerm(key.Name, key.Seconds))) return null;
+        foreach (var (key, ca) in na)
+            if (!nb.ContainsKey(key) && !Add(ca, 0, new NamedTerm(key.Name, key.Seconds))) return null;
         return new RuntimeFormula(terms);
+    }
+
+    /// <summary>
+    /// The critical path's terms with their counts, in order of first appearance (a dictionary enumerates in insertion
+    /// order when nothing is removed): what <see cref="MatmulTerms"/> and <see cref="OtherTerms"/> of
+    /// <see cref="FromCriticalPath"/> give, without building and folding the formula (folding moves no first appearance
+    /// and keeps every count).
+    /// </summary>
+    internal static (Dictionary<(MatmulShape Shape, string? Dtype), long> Matmuls, Dictionary<(string Name, double Seconds), long> Named) FlatCounts(CriticalPathResult result)
+    {
+        var dag = result.Dag;
+        var matmuls = new Dictionary<(MatmulShape, string?), long>();
+        var named = new Dictionary<(string, double), long>();
+        foreach (var op in result.CriticalOps)
+        {
+            var seconds = result.Durations[op];
+            if (seconds == 0) continue;
+            long count = dag.Repeat(op);
+            if (dag.Kind(op).IsMatmulShaped())
+            {
+                var key = (dag.Shape(op), dag.MatmulDtype(op) == dag.Dtype ? null : dag.MatmulDtype(op));
+                matmuls[key] = matmuls.GetValueOrDefault(key) + count;
+            }
+            else
+            {
+                var key = (TermName(dag, op), seconds);
+                named[key] = named.GetValueOrDefault(key) + count;
+            }
+        }
+        return (matmuls, named);
     }
 
     private static bool SameRun(int[] ids, int a, int b, int length) =>

@@ -34,16 +34,31 @@ public static class CollectiveReport
             CalibratedCommunication c => c.Datasheet,
             _ => null,
         };
-        var byClass = new Dictionary<(OpKind, int), (int Op, int Count)>();
+        // Distinct (kind, price class) pairs in order of first appearance, counted: per price class its first
+        // operation's kind in an array (one pass over a deep pipeline's hundreds of thousands of operations), the rare
+        // class that two kinds share in a dictionary.
+        var first = new int[dag.PriceClassCount];
+        var counts = new int[dag.PriceClassCount];
+        Array.Fill(first, -1);
+        Dictionary<(OpKind, int), (int Op, int Count)>? shared = null;
+        var order = new List<(OpKind Kind, int Class)>();
         for (var op = 0; op < dag.Count; op++)
         {
             if (dag.Category(op) != OpCategory.Communication) continue;
-            var key = (dag.Kind(op), dag.PriceClassOf(op));
-            byClass[key] = byClass.TryGetValue(key, out var v) ? (v.Op, v.Count + 1) : (op, 1);
+            var (kind, cls) = (dag.Kind(op), dag.PriceClassOf(op));
+            if (first[cls] < 0) { first[cls] = op; counts[cls] = 1; order.Add((kind, cls)); }
+            else if (dag.Kind(first[cls]) == kind) counts[cls]++;
+            else
+            {
+                shared ??= new Dictionary<(OpKind, int), (int, int)>();
+                if (shared.TryGetValue((kind, cls), out var v)) shared[(kind, cls)] = (v.Op, v.Count + 1);
+                else { shared[(kind, cls)] = (op, 1); order.Add((kind, cls)); }
+            }
         }
         var rows = new List<CollectiveUse>();
-        foreach (var ((kind, _), (op, count)) in byClass)
+        foreach (var (kind, cls) in order)
         {
+            var (op, count) = dag.Kind(first[cls]) == kind ? (first[cls], counts[cls]) : shared![(kind, cls)];
             var pattern = kind.Pattern();
             var gpus = dag.Participants(op);
             var bytes = dag.Bytes(op);
