@@ -247,3 +247,56 @@ public class PeriodicFoldingTargetedTests
         Assert.Equal(s.BuildDag().Count, e.Dag.RepresentedCount);
     }
 }
+
+/// <summary>
+/// The extrapolated link check places only the copies of the repeated spans that can meet another span
+/// (<see cref="MicrobatchPeriodicity.RepeatedSpansDisjoint"/>). Oracle: every copy placed, 0 .. R, and the union sorted
+/// and scanned. Spans are drawn on a grid of a quarter period, lengths up to three periods, so that copies meet one, two
+/// or more periods apart, and the spans before and after sit near the first and last copies.
+/// </summary>
+public class RepeatedSpansPropertyTests
+{
+    /// <summary>Up to <paramref name="max"/> spans starting on a quarter-period grid over <paramref name="periods"/> periods from <paramref name="origin"/>, 1 .. <paramref name="quarters"/> quarters long.</summary>
+    private static Gen<List<(double Start, double Finish)>> Spans(int max, double origin, int periods, int quarters) =>
+        Gen.Select(Gen.Int[0, 4 * periods], Gen.Int[1, quarters]).Select(p => (origin + p.Item1 * 0.25, origin + p.Item1 * 0.25 + p.Item2 * 0.25)).List[0, max];
+
+    [Fact]
+    public void Placing_only_the_copies_within_reach_decides_as_placing_every_copy()
+    {
+        long disjoint = 0, overlapping = 0;
+        // The spans before may end periods after the repeated ones start, the spans after start periods before the
+        // last copy ends; the repeated spans are short or long (their copies meet 0 .. 3 periods apart).
+        var gen = from repeats in Gen.Int[0, 40]
+                  from longRepeated in Gen.Bool
+                  from before in Spans(3, -3.0, 10, 8)
+                  from repeated in Spans(3, 0.0, 4, longRepeated ? 12 : 2)
+                  from after in Spans(3, repeats - 6.0, 10, 8)
+                  select (repeats, before, repeated, after);
+        Property.Check(gen, c =>
+        {
+            const double delta = 1.0, tol = 1e-12;
+            var all = new List<(double Start, double Finish)>(c.before);
+            all.AddRange(c.after);
+            for (var j = 0; j <= c.repeats; j++) all.AddRange(c.repeated.Select(x => (x.Start + j * delta, x.Finish + j * delta)));
+            var expected = Brute(all, tol);
+            var actual = MicrobatchPeriodicity.RepeatedSpansDisjoint(c.before, c.repeated, c.after, delta, c.repeats, tol, out var last);
+            Assert.Equal(expected, actual);
+            Assert.Equal(all.Count == 0 ? double.NegativeInfinity : all.Max(x => x.Finish), last);
+            if (expected) disjoint++; else overlapping++;
+        }, count: Math.Min(Property.Iterations, 20_000));
+        // Not vacuous: both answers occur often.
+        Assert.True(disjoint > 1000 && overlapping > 1000, $"{disjoint} disjoint, {overlapping} overlapping");
+    }
+
+    /// <summary>Every pair compared (no sorting): the oracle's own independent scan.</summary>
+    private static bool Brute(List<(double Start, double Finish)> spans, double tol)
+    {
+        for (var i = 0; i < spans.Count; i++)
+            for (var j = i + 1; j < spans.Count; j++)
+            {
+                var (a, b) = (spans[i], spans[j]);
+                if (Math.Min(a.Finish, b.Finish) - Math.Max(a.Start, b.Start) > tol) return false;
+            }
+        return true;
+    }
+}

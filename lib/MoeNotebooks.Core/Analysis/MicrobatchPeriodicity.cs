@@ -257,6 +257,7 @@ public static class MicrobatchPeriodicity
         public required bool[]? HotLinks;        // with TailLinks: the links where tail operations overlap (the others are inert)
         public required int[] ItemOf;      // per op: index into Items, or -1 (tail operations outside items)
         public required int[] Offset;      // per op: position within its item
+        public required int[] Periods;     // per op: its steady-state period (int.MaxValue outside items: the tail)
         public required ItemTable ItemIndex;
 
         /// <summary>Every operation's stream (and link) predecessors, computed once per built DAG (every period tried reads them).</summary>
@@ -308,6 +309,7 @@ public static class MicrobatchPeriodicity
             index.Set(it.Replica, it.Stage, it.Item.Chunk, it.Item.Backward, it.Item.Microbatch, i);
             for (var op = it.First; op < it.End; op++) { itemOf[op] = i; offset[op] = op - it.First; }
         }
+        var periods = Periods(s.Strategy, items, itemOf, microbatches);
         CriticalPathResult result;
         int[] critPred;
         LinkFootprints? inert = null;
@@ -333,7 +335,7 @@ public static class MicrobatchPeriodicity
                 result = Scheduler.Schedule(dag, durations, cost.Name, links, null, out critPred);
                 var lastFull = s.Strategy.Mode == WorkloadMode.Training ? microbatches - s.Strategy.PP : microbatches - 2;
                 var tail = new bool[dag.Count];
-                for (var op = 0; op < dag.Count; op++) tail[op] = itemOf[op] < 0 || PeriodOf(s.Strategy, microbatches, items[itemOf[op]]) > lastFull;
+                for (var op = 0; op < dag.Count; op++) tail[op] = periods[op] > lastFull;
                 if (TailContention(dag, links, free, result, tail) is { } hot)
                 {
                     (inert, tailLinks, hotLinks) = (links, tail, hot);
@@ -342,7 +344,7 @@ public static class MicrobatchPeriodicity
             }
         }
         else result = Scheduler.Schedule(dag, durations, cost.Name, null, null, out critPred);
-        return new Built { Dag = dag, Items = items, Result = result, CritPred = critPred, ItemOf = itemOf, Offset = offset, ItemIndex = index, Links = links, Inert = inert, TailLinks = tailLinks, HotLinks = hotLinks };
+        return new Built { Dag = dag, Items = items, Result = result, CritPred = critPred, ItemOf = itemOf, Offset = offset, Periods = periods, ItemIndex = index, Links = links, Inert = inert, TailLinks = tailLinks, HotLinks = hotLinks };
     }
 
     /// <summary>The steady-state period of an item (see the type's summary); may be negative (warm-up) or past the last full period (cool-down).</summary>
@@ -362,9 +364,6 @@ public static class MicrobatchPeriodicity
         var lastFull = training ? mb - st.PP : mb - 2;    // last full period of B (forward only: the last microbatch is the tail)
         var lastFullA = lastFull - c;
 
-        int Period(Built x, int microbatches, int op) =>
-            x.ItemOf[op] < 0 ? int.MaxValue : PeriodOf(st, microbatches, x.Items[x.ItemOf[op]]);
-
         // σ: the same operation of the item c microbatches later (-1 when that item is not built).
         static int Sigma(Built x, int op, int shift) => Counterpart(x, x, op, shift);
         Func<int, int> sigma = z => Sigma(b, z, c);   // one delegate for the whole check (not one per operation)
@@ -383,7 +382,7 @@ public static class MicrobatchPeriodicity
         for (var k = 0; k < byPeriod.Length; k++) byPeriod[k] = new List<int>();
         for (var op = 0; op < n; op++)
         {
-            var per = Period(b, mb, op);
+            var per = b.Periods[op];
             if (per >= 0 && per <= lastFull) byPeriod[per].Add(op);
         }
         var delta = double.NaN;
@@ -399,8 +398,8 @@ public static class MicrobatchPeriodicity
             var reach = 0;
             int Reach(int x, int q)
             {
-                var pq = Period(b, mb, q);
-                return pq > lastFull ? int.MaxValue : Period(b, mb, x) - pq;
+                var pq = b.Periods[q];
+                return pq > lastFull ? int.MaxValue : b.Periods[x] - pq;
             }
             for (var per = candidate; per + c <= lastFull && ok; per++)
             {
@@ -443,8 +442,7 @@ public static class MicrobatchPeriodicity
         if (a is null) return null;
 
         // Every operation's period in both DAGs, once (the checks below read them several times per operation).
-        var periodsA = Periods(st, a, m1);
-        var periodsB = Periods(st, b, mb);
+        var (periodsA, periodsB) = (a.Periods, b.Periods);
 
         // The tail (cool-down, gradient synchronisation, optimizer) reads only the tail and periods >= k0, in both DAGs.
         foreach (var (x, periods, full) in new[] { (a, periodsA, lastFullA), (b, periodsB, lastFull) })
@@ -520,7 +518,7 @@ public static class MicrobatchPeriodicity
         var steps = (m - m1) / c;
         if ((a.Inert is null) != (b.Inert is null) || (a.HotLinks is null) != (b.HotLinks is null)
             || (a.HotLinks is { } hotA && !hotA.AsSpan().SequenceEqual(b.HotLinks))) return Refuse("link contention bites in one built DAG and not in the other, or on other links");
-        if (b.Inert is { } footprints && !ExtrapolatedLinksInert(st, b, footprints, mb, lastFull, c, steps - 1, delta, tol, b.HotLinks))
+        if (b.Inert is { } footprints && !ExtrapolatedLinksInert(b, footprints, lastFull, c, steps - 1, delta, tol, b.HotLinks))
             return Refuse("operations would overlap on a link in the extrapolated periods (contention not proven periodic)");
         var ta = a.Result.TotalSeconds;
         var tb = b.Result.TotalSeconds;
@@ -593,16 +591,20 @@ public static class MicrobatchPeriodicity
     /// The link spans of the whole run, as the extrapolation places them: B's operations up to its last full period
     /// where they are, its last c periods repeated <paramref name="repeats"/> times <paramref name="delta"/> apart, and
     /// its tail <paramref name="repeats"/> x Δ later; true when no two overlap on a link (so contention stays inert in
-    /// the whole run too, and the contention-free extrapolation is the contended run's).
+    /// the whole run too, and the contention-free extrapolation is the contended run's). Per link by
+    /// <see cref="RepeatedSpansDisjoint"/>.
     /// </summary>
-    private static bool ExtrapolatedLinksInert(StrategySpec strategy, Built b, LinkFootprints links, int mb, int lastFull, int c, int repeats, double delta, double tol, bool[]? hotLinks = null)
+    private static bool ExtrapolatedLinksInert(Built b, LinkFootprints links, int lastFull, int c, int repeats, double delta, double tol, bool[]? hotLinks = null)
     {
         var st = b.Result;
         var dag = b.Dag;
-        var spans = new List<(double Start, double Finish)>?[links.LinkCount];
+        var n = links.LinkCount;
+        var before = new List<(double Start, double Finish)>?[n];
+        var repeated = new List<(double Start, double Finish)>?[n];
+        var after = new List<(double Start, double Finish)>?[n];
         // Tail contention: on the links where the tail contends its spans are kept apart and must start after every
         // other span ends; on the others every span is disjoint, as without contention.
-        var tailStart = hotLinks is not null ? new double[links.LinkCount] : null;
+        var tailStart = hotLinks is not null ? new double[n] : null;
         if (tailStart is not null) Array.Fill(tailStart, double.PositiveInfinity);
         for (var op = 0; op < dag.Count; op++)
         {
@@ -610,24 +612,60 @@ public static class MicrobatchPeriodicity
             var ls = links.Of(op);
             double s0 = st.StartSeconds(op), f0 = st.FinishSeconds(op);
             if (ls.IsEmpty || !(f0 > s0)) continue;
-            var per = b.ItemOf[op] < 0 ? int.MaxValue : PeriodOf(strategy, mb, b.Items[b.ItemOf[op]]);
-            var (from, to) = per > lastFull ? (repeats, repeats) : per > lastFull - c ? (0, repeats) : (0, 0);
+            var per = b.Periods[op];
             foreach (var l in ls)
             {
-                if (hotLinks is not null && hotLinks[l] && per > lastFull)
-                {
-                    tailStart![l] = Math.Min(tailStart[l], s0 + repeats * delta);
-                    continue;
-                }
-                var list = spans[l] ??= [];
-                for (var j = from; j <= to; j++) list.Add((s0 + j * delta, f0 + j * delta));
+                if (per <= lastFull - c) (before[l] ??= []).Add((s0, f0));
+                else if (per <= lastFull) (repeated[l] ??= []).Add((s0, f0));
+                else if (hotLinks is not null && hotLinks[l]) tailStart![l] = Math.Min(tailStart[l], s0 + repeats * delta);
+                else (after[l] ??= []).Add((s0 + repeats * delta, f0 + repeats * delta));
             }
         }
-        if (!spans.All(list => Disjoint(list, tol))) return false;
-        if (tailStart is not null)
-            for (var l = 0; l < spans.Length; l++)
-                if (spans[l] is { Count: > 0 } list && list.Max(x => x.Finish) > tailStart[l] + tol) return false;
+        for (var l = 0; l < n; l++)
+        {
+            if (!RepeatedSpansDisjoint(before[l], repeated[l], after[l], delta, repeats, tol, out var lastFinish)) return false;
+            if (tailStart is not null && lastFinish > tailStart[l] + tol) return false;
+        }
         return true;
+    }
+
+    /// <summary>
+    /// Whether the spans <paramref name="before"/>, <paramref name="repeated"/> placed at 0, Δ, .., RΔ (R =
+    /// <paramref name="repeats"/>) and <paramref name="after"/> are pairwise disjoint (touching within
+    /// <paramref name="tol"/> allowed); <paramref name="lastFinish"/>: the latest finish among them.
+    /// <para>Only the copies that can meet another span are placed (exact, not a sample). With the repeated spans within
+    /// [lo, hi], copies j and j + t can overlap only when tΔ &lt; hi - lo; copy j can meet a span before only when
+    /// lo + jΔ is earlier than the last of them ends, and one after only when hi + jΔ is later than the first of them
+    /// starts. Copy j against copy j + t is copy 0 against copy t moved by jΔ, so the first copies stand for every pair
+    /// in the middle: copies 0 .. J1 and R - J2 .. R are placed, every copy when those ranges meet. A deep pipeline
+    /// repeats its last period hundreds of times (Megatron-1T: 444), and every copy was placed before.</para>
+    /// </summary>
+    internal static bool RepeatedSpansDisjoint(List<(double Start, double Finish)>? before, List<(double Start, double Finish)>? repeated,
+        List<(double Start, double Finish)>? after, double delta, int repeats, double tol, out double lastFinish)
+    {
+        lastFinish = double.NegativeInfinity;
+        var all = new List<(double Start, double Finish)>();
+        double beforeEnd = double.NegativeInfinity, afterBegin = double.PositiveInfinity;
+        foreach (var x in before ?? []) { all.Add(x); beforeEnd = Math.Max(beforeEnd, x.Finish); }
+        foreach (var x in after ?? []) { all.Add(x); afterBegin = Math.Min(afterBegin, x.Start); }
+        if (repeated is { Count: > 0 })
+        {
+            double lo = double.PositiveInfinity, hi = double.NegativeInfinity;
+            foreach (var x in repeated) { lo = Math.Min(lo, x.Start); hi = Math.Max(hi, x.Finish); }
+            // Copies to place so that every copy within reach of another, or of the spans before or after, is placed.
+            int Reach(double span) => !(delta > 0) || !(span / delta < repeats) ? repeats : Math.Max(0, (int)Math.Ceiling(span / delta)) + 1;
+            var apart = Reach(hi - lo);
+            var first = Math.Max(apart, beforeEnd > lo ? Reach(beforeEnd - lo) : 0);
+            var last = repeats - Math.Max(apart, afterBegin < hi + repeats * delta ? Reach(hi + repeats * delta - afterBegin) : 0);
+            if (last <= first + 1) (first, last) = (repeats, repeats + 1);
+            foreach (var (s0, f0) in repeated)
+            {
+                for (var j = 0; j <= first; j++) all.Add((s0 + j * delta, f0 + j * delta));
+                for (var j = last; j <= repeats; j++) all.Add((s0 + j * delta, f0 + j * delta));
+            }
+        }
+        foreach (var x in all) lastFinish = Math.Max(lastFinish, x.Finish);
+        return Disjoint(all, tol);
     }
 
     /// <summary>
@@ -694,10 +732,12 @@ public static class MicrobatchPeriodicity
     }
 
     /// <summary>Every operation's steady-state period (<see cref="PeriodOf"/>; int.MaxValue outside items: the tail).</summary>
-    private static int[] Periods(StrategySpec st, Built x, int microbatches)
+    private static int[] Periods(StrategySpec st, IReadOnlyList<ItemSpan> items, int[] itemOf, int microbatches)
     {
-        var periods = new int[x.Dag.Count];
-        for (var op = 0; op < periods.Length; op++) periods[op] = x.ItemOf[op] < 0 ? int.MaxValue : PeriodOf(st, microbatches, x.Items[x.ItemOf[op]]);
+        var byItem = new int[items.Count];
+        for (var i = 0; i < byItem.Length; i++) byItem[i] = PeriodOf(st, microbatches, items[i]);
+        var periods = new int[itemOf.Length];
+        for (var op = 0; op < periods.Length; op++) periods[op] = itemOf[op] is var i and >= 0 ? byItem[i] : int.MaxValue;
         return periods;
     }
 
