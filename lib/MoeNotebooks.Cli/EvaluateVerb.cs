@@ -32,7 +32,8 @@ public static class EvaluateVerb
         }
         // The what-if table re-prices and re-schedules every operation: build every microbatch for it.
         if (speedup is not null && folding == Derivations.DagFolding.Periodic) folding = Derivations.DagFolding.Symmetric;
-        var evaluation = Scenario.Load(path).Evaluate(folding);
+        // One evaluation: a run that may not repeat is built whole beside the extrapolation's attempts (Scenario.Evaluate).
+        var evaluation = Scenario.Load(path).Evaluate(folding, concurrently: Environment.ProcessorCount > 1);
         if (format == "json") EvaluationJson.Write(evaluation, stdout, speedup);
         else EvaluationTable.Write(evaluation, stdout, speedup);
         return 0;

@@ -300,3 +300,32 @@ public class RepeatedSpansPropertyTests
         return true;
     }
 }
+
+/// <summary>
+/// <c>Scenario.Evaluate(concurrently: true)</c> builds the whole DAG beside the extrapolation's attempts when it costs
+/// little more (<see cref="MicrobatchPeriodicity.BuildWholeAlongside"/>), and uses it only when they find no
+/// repetition. Oracle: the same evaluation on one thread, which the periodic property test compares with the whole DAG:
+/// the same answer to the bit (total, breakdowns, critical path, operations), extrapolated or not alike.
+/// </summary>
+public class ConcurrentEvaluationPropertyTests
+{
+    [Fact]
+    public void Building_whole_beside_the_attempts_gives_the_sequential_evaluation()
+    {
+        long extrapolated = 0, whole = 0;
+        Property.Check(PeriodicFoldingPropertyTests.Cases.Where(MicrobatchPeriodicity.BuildWholeAlongside), s =>
+        {
+            var one = s.Evaluate(DagFolding.Periodic);
+            var two = s.Evaluate(DagFolding.Periodic, concurrently: true);
+            Assert.Equal(one.Result.TotalSeconds, two.Result.TotalSeconds);
+            Assert.Equal(one.Result.Extrapolation is null, two.Result.Extrapolation is null);
+            Assert.Equal(one.Dag.Count, two.Dag.Count);
+            Assert.Equal(one.Result.BreakdownSeconds, two.Result.BreakdownSeconds);
+            Assert.Equal(one.Result.CriticalPathSecondsByCategory, two.Result.CriticalPathSecondsByCategory);
+            Assert.Equal(one.Formula.ToString(), two.Formula.ToString());
+            if (one.Result.Extrapolation is null) whole++; else extrapolated++;
+        }, count: Math.Min(Property.Iterations, 300));
+        // Not vacuous: both ends of the race occur (the attempts answer first, or the whole build is used).
+        Assert.True(extrapolated > 10 && whole > 10, $"{extrapolated} extrapolated, {whole} built whole");
+    }
+}

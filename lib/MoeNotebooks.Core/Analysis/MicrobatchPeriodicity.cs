@@ -192,6 +192,21 @@ public static class MicrobatchPeriodicity
             + DagFactory.EstimateOperations(scenario.Model, st with { Microbatches = m1 + 1 }, folding);
     }
 
+    /// <summary>
+    /// Whether an evaluation with a core to spare should build the run whole beside the extrapolation's attempts: when
+    /// the whole DAG passes the size guard and costs at most twice the first attempt's two parts (estimated), so that a
+    /// run whose repetition the parts do not show (DeepSeek-V3 at PP16: a transient that moves one stage down per period
+    /// outlasts them) is not built after its refused attempts but beside them. Not for deep pipelines whose whole run is
+    /// many times the parts (Megatron-1T: 512 microbatches against 68 + 67). Building the smaller part beside the bigger
+    /// was measured too (Megatron-1T 15-20 % faster) and left out: two builders at once peak at 195-206 MB.
+    /// </summary>
+    public static bool BuildWholeAlongside(Scenario scenario)
+    {
+        if (EstimateOperations(scenario, DagFolding.Symmetric) is not { } parts) return false;
+        var whole = DagFactory.EstimateOperations(scenario.Model, scenario.Strategy, DagFolding.Symmetric);
+        return whole <= DagFactory.MaxOperations && whole * DagFactory.SecondsPerEstimatedOperation <= DagFactory.MaxEstimatedSeconds && whole <= 2 * parts;
+    }
+
     /// <summary>Why the last attempt on this thread did not extrapolate (diagnostics for tests and docs).</summary>
     [ThreadStatic] public static string? LastRefusal;
 
@@ -256,7 +271,6 @@ public static class MicrobatchPeriodicity
         public required bool[]? TailLinks;       // contention only among tail operations: the operations whose links are streams (null: all)
         public required bool[]? HotLinks;        // with TailLinks: the links where tail operations overlap (the others are inert)
         public required int[] ItemOf;      // per op: index into Items, or -1 (tail operations outside items)
-        public required int[] Offset;      // per op: position within its item
         public required int[] Periods;     // per op: its steady-state period (int.MaxValue outside items: the tail)
         public required ItemTable ItemIndex;
 
@@ -299,7 +313,6 @@ public static class MicrobatchPeriodicity
         if (cost.ComputeShares(dag) is not null) { Refuse("communication takes SMs from compute (not proven periodic here)"); return null; }
         var durations = cost.Price(dag);
         var itemOf = new int[dag.Count];
-        var offset = new int[dag.Count];
         Array.Fill(itemOf, -1);
         var index = new ItemTable(items);
         for (var i = 0; i < items.Count; i++)
@@ -307,7 +320,7 @@ public static class MicrobatchPeriodicity
             var it = items[i];
             if (it.Item.Part != PipelinePart.Full || it.Item.Direction != 0 || it.Item.OverlapsNext) { Refuse("a pipeline item splits its backward or overlaps another"); return null; }
             index.Set(it.Replica, it.Stage, it.Item.Chunk, it.Item.Backward, it.Item.Microbatch, i);
-            for (var op = it.First; op < it.End; op++) { itemOf[op] = i; offset[op] = op - it.First; }
+            for (var op = it.First; op < it.End; op++) itemOf[op] = i;
         }
         var periods = Periods(s.Strategy, items, itemOf, microbatches);
         CriticalPathResult result;
@@ -344,7 +357,7 @@ public static class MicrobatchPeriodicity
             }
         }
         else result = Scheduler.Schedule(dag, durations, cost.Name, null, null, out critPred);
-        return new Built { Dag = dag, Items = items, Result = result, CritPred = critPred, ItemOf = itemOf, Offset = offset, Periods = periods, ItemIndex = index, Links = links, Inert = inert, TailLinks = tailLinks, HotLinks = hotLinks };
+        return new Built { Dag = dag, Items = items, Result = result, CritPred = critPred, ItemOf = itemOf, Periods = periods, ItemIndex = index, Links = links, Inert = inert, TailLinks = tailLinks, HotLinks = hotLinks };
     }
 
     /// <summary>The steady-state period of an item (see the type's summary); may be negative (warm-up) or past the last full period (cool-down).</summary>

@@ -111,16 +111,42 @@ public sealed record Scenario(string Name, ModelSpec Model, HardwareSpec Hardwar
     /// replicas built once, <see cref="DagFolding.Symmetric"/>) and a long run of identical microbatches is extrapolated
     /// from a few built ones (<see cref="DagFolding.Periodic"/>, <see cref="CriticalPathResult.Extrapolation"/>): the
     /// total, critical-path seconds by category and breakdowns are the whole run's; <see cref="DagFolding.None"/> builds every GPU.
+    /// <paramref name="concurrently"/>: one evaluation on a machine with a core to spare, where a run whose whole DAG costs
+    /// little more than the extrapolation's attempts is built whole on a second thread beside them
+    /// (<see cref="MicrobatchPeriodicity.BuildWholeAlongside"/>); not for code that already evaluates scenarios in
+    /// parallel. The answer is the same either way: the whole DAG is used only when the attempts find no repetition.
     /// </summary>
-    public Evaluation Evaluate(DagFolding folding = DagFolding.Periodic)
+    public Evaluation Evaluate(DagFolding folding = DagFolding.Periodic, bool concurrently = false)
     {
         Validated();
         var cost = CreateCostModel();
+        // Two cores: when building the run whole costs little more than the extrapolation's first attempt, it is built
+        // beside the attempts, and used only if they find no repetition (the answer does not depend on which is faster).
+        var stop = new CancellationTokenSource();
+        var whole = concurrently && folding == DagFolding.Periodic && MicrobatchPeriodicity.BuildWholeAlongside(this) ? Task.Run(() =>
+        {
+            CorrectedDerivation.Cancellation = stop.Token;
+            try
+            {
+                var d = BuildDagFor(cost, DagFolding.Symmetric);
+                return (Dag: d, Result: d.CriticalPath(cost));
+            }
+            finally { CorrectedDerivation.Cancellation = default; }
+        }) : null;
         // Many identical microbatches: build enough of them to see the schedule repeat and extrapolate the rest
         // exactly (null when the strategy, the cost model or the built DAG does not allow it: then build it all).
         var result = folding == DagFolding.Periodic ? MicrobatchPeriodicity.TryEvaluate(this, cost, DagFolding.Symmetric) : null;
+        if (result is not null && whole is not null)
+        {
+            stop.Cancel();
+            whole.ContinueWith(t => t.Exception, TaskContinuationOptions.OnlyOnFaulted);   // observed: a dropped build's end
+        }
         OperatorDag dag;
-        try { dag = result?.Dag ?? BuildDagFor(cost, folding == DagFolding.Periodic ? DagFolding.Symmetric : folding); }
+        try
+        {
+            if (result is null && whole is not null) (dag, result) = whole.GetAwaiter().GetResult();
+            else dag = result?.Dag ?? BuildDagFor(cost, folding == DagFolding.Periodic ? DagFolding.Symmetric : folding);
+        }
         catch (ConfigException e) when (folding == DagFolding.Periodic && MicrobatchPeriodicity.LastRefusal is { } why)
         {
             // Over the size guard whole: say why the extrapolation, which would have built less, did not apply.

@@ -193,6 +193,12 @@ internal sealed partial class CorrectedDerivation
         return gpus;
     }
 
+    /// <summary>
+    /// Stops the builds of this thread (checked once per round of pipeline items): set by a build started beside another
+    /// way to the same answer (<see cref="Config.Scenario.Evaluate"/>), dropped when that way answers first.
+    /// </summary>
+    [ThreadStatic] internal static CancellationToken Cancellation;
+
     private OperatorDag BuildDag()
     {
         var plan = PipelinePlan.Build(_st.PP, _st.VirtualStages, _planMicrobatches, _st.Schedule, _training);
@@ -262,8 +268,10 @@ internal sealed partial class CorrectedDerivation
             if (_st.OverlapGradReduce) EmitGradientSync(item.Chunk, gradientOps);
             else deferredSyncs.Add(item.Chunk);
         }
+        var cancellation = Cancellation;
         while (remaining > 0)
         {
+            cancellation.ThrowIfCancellationRequested();
             var progress = false;
             for (var stage = 0; stage < _st.PP; stage++)
             {
