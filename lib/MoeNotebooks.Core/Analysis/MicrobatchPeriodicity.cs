@@ -454,7 +454,6 @@ public static class MicrobatchPeriodicity
         var a = BuildAndSchedule(s, cost, folding, m1, b.Dag.Count);
         if (a is null) return null;
 
-        // Every operation's period in both DAGs, once (the checks below read them several times per operation).
         var (periodsA, periodsB) = (a.Periods, b.Periods);
 
         // The tail (cool-down, gradient synchronisation, optimizer) reads only the tail and periods >= k0, in both DAGs.
@@ -650,8 +649,8 @@ public static class MicrobatchPeriodicity
     /// [lo, hi], copies j and j + t can overlap only when tΔ &lt; hi - lo; copy j can meet a span before only when
     /// lo + jΔ is earlier than the last of them ends, and one after only when hi + jΔ is later than the first of them
     /// starts. Copy j against copy j + t is copy 0 against copy t moved by jΔ, so the first copies stand for every pair
-    /// in the middle: copies 0 .. J1 and R - J2 .. R are placed, every copy when those ranges meet. A deep pipeline
-    /// repeats its last period hundreds of times (Megatron-1T: 444), and every copy was placed before.</para>
+    /// in the middle: copies 0 .. J1 and R - J2 .. R are placed, every copy when those ranges meet (a deep pipeline repeats
+    /// its last period hundreds of times, Megatron-1T 444, of which a few copies are placed).</para>
     /// </summary>
     internal static bool RepeatedSpansDisjoint(List<(double Start, double Finish)>? before, List<(double Start, double Finish)>? repeated,
         List<(double Start, double Finish)>? after, double delta, int repeats, double tol, out double lastFinish)
