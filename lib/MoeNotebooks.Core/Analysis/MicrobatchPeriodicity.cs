@@ -490,11 +490,12 @@ public static class MicrobatchPeriodicity
         while (nextB < tailB.Length && b.ItemOf[tailB[nextB]] >= 0) nextB++;
         if (nextB != tailB.Length) return Refuse("the tails differ in size");
         var streamA = a.Streams;
+        var (classes, sameGroups) = Correspondence(a.Dag, dag);
         foreach (var x in tailA)
         {
             var y = image[x];
             if (y < 0 || periodsB[y] <= lastFull) return Refuse($"the tail operation {a.Dag.Name(x)} has no image");
-            if (!SameOperation(a.Dag, x, y, dag)) return Refuse($"the tails differ: {a.Dag.Name(x)} vs {dag.Name(y)}");
+            if (!SameOperation(a.Dag, x, dag, y, classes, sameGroups)) return Refuse($"the tails differ: {a.Dag.Name(x)} vs {dag.Name(y)}");
             var px = a.Dag.Predecessors(x);
             var py = dag.Predecessors(y);
             if (px.Length != py.Length) return Refuse("the tails' predecessors differ");
@@ -764,13 +765,36 @@ public static class MicrobatchPeriodicity
         return tail;
     }
 
-    private static bool SameOperation(OperatorDag dag, int x, int y, OperatorDag? other = null)
+    /// <summary>Whether operations x and y of one DAG are the same operation but for their time (a DAG's price classes are distinct, so equal ids are equal classes).</summary>
+    private static bool SameOperation(OperatorDag dag, int x, int y) =>
+        dag.Kind(x) == dag.Kind(y) && dag.Phase(x) == dag.Phase(y) && dag.Gpu(x) == dag.Gpu(y) && dag.Group(x) == dag.Group(y)
+        && dag.Layer(x) == dag.Layer(y) && dag.Index(x) == dag.Index(y) && dag.PriceClassOf(x) == dag.PriceClassOf(y);
+
+    /// <summary>
+    /// Operation x of <paramref name="a"/> and y of <paramref name="b"/> likewise, across two DAGs: the same group id with
+    /// the same members, and the same price class (<paramref name="classes"/>: a's class ids as b's, -1 where b has none).
+    /// </summary>
+    private static bool SameOperation(OperatorDag a, int x, OperatorDag b, int y, int[] classes, bool[] sameGroups) =>
+        a.Kind(x) == b.Kind(y) && a.Phase(x) == b.Phase(y) && a.Gpu(x) == b.Gpu(y) && a.Group(x) == b.Group(y)
+        && a.Layer(x) == b.Layer(y) && a.Index(x) == b.Index(y) && classes[a.PriceClassOf(x)] == b.PriceClassOf(y)
+        && (a.Group(x) < 0 || sameGroups[a.Group(x)]);
+
+    /// <summary>
+    /// <paramref name="a"/>'s price class ids as <paramref name="b"/>'s (-1 where b has no equal class), and per group id
+    /// of a whether b's group of that id has the same members.
+    /// </summary>
+    private static (int[] Classes, bool[] SameGroups) Correspondence(OperatorDag a, OperatorDag b)
     {
-        var o = other ?? dag;
-        return dag.Kind(x) == o.Kind(y) && dag.Phase(x) == o.Phase(y) && dag.Gpu(x) == o.Gpu(y) && dag.Group(x) == o.Group(y)
-            && dag.Layer(x) == o.Layer(y) && dag.Index(x) == o.Index(y)
-            && dag._classTable[dag.PriceClassOf(x)] == o._classTable[o.PriceClassOf(y)]
-            && (other is null || dag.Group(x) < 0 || dag.GroupMembers(dag.Group(x)).SequenceEqual(o.GroupMembers(o.Group(y))));
+        var classes = new int[a.PriceClassCount];
+        for (var i = 0; i < classes.Length; i++)
+        {
+            classes[i] = -1;
+            for (var j = 0; j < b.PriceClassCount; j++)
+                if (a._classTable[i] == b._classTable[j]) { classes[i] = j; break; }
+        }
+        var groups = new bool[a.GroupCount];
+        for (var g = 0; g < groups.Length; g++) groups[g] = g < b.GroupCount && a.GroupMembers(g).SequenceEqual(b.GroupMembers(g));
+        return (classes, groups);
     }
 
     /// <summary>
