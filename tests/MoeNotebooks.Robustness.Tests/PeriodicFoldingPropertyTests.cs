@@ -251,8 +251,9 @@ public class PeriodicFoldingTargetedTests
 /// <summary>
 /// The extrapolated link check places only the copies of the repeated spans that can meet another span
 /// (<see cref="MicrobatchPeriodicity.RepeatedSpansDisjoint"/>). Oracle: every copy placed, 0 .. R, and the union sorted
-/// and scanned. Spans are drawn on a grid of a quarter period, lengths up to three periods, so that copies meet one, two
-/// or more periods apart, and the spans before and after sit near the first and last copies.
+/// and compared pair by pair. Spans are drawn on a grid of a quarter period: the repeated ones short or up to three
+/// periods long (their copies meet 0 .. 3 periods apart), the ones before and after reaching several periods into the
+/// first and last copies.
 /// </summary>
 public class RepeatedSpansPropertyTests
 {
@@ -325,7 +326,7 @@ public class ConcurrentEvaluationPropertyTests
             Assert.Equal(one.Formula.ToString(), two.Formula.ToString());
             if (one.Result.Extrapolation is null) whole++; else extrapolated++;
         }, count: Math.Min(Property.Iterations, 300));
-        // Not vacuous: both ends of the race occur (the attempts answer first, or the whole build is used).
+        // Not vacuous: both outcomes occur (the attempts extrapolate and the whole build is dropped, or they do not and it is used).
         Assert.True(extrapolated > 10 && whole > 10, $"{extrapolated} extrapolated, {whole} built whole");
     }
 }
