@@ -80,6 +80,14 @@ public static class MicrobatchPeriodicity
         var target = to.Items[j];
         return target.End - target.First == it.End - it.First ? target.First + (op - it.First) : -1;
     }
+    /// <summary>Every operation of <paramref name="from"/> as it stands in <paramref name="to"/>, <paramref name="shift"/> microbatches later (<see cref="Counterpart"/>).</summary>
+    private static int[] Images(Built from, Built to, int shift)
+    {
+        var images = new int[from.Dag.Count];
+        for (var op = 0; op < images.Length; op++) images[op] = Counterpart(from, to, op, shift);
+        return images;
+    }
+
     private static readonly int[] SteadyPeriodsTried = [3, 6, 12, 24, 48];
 
     /// <summary>Periods c tried (microbatches per repetition).</summary>
@@ -197,8 +205,7 @@ public static class MicrobatchPeriodicity
     /// the whole DAG passes the size guard and costs at most twice the first attempt's two parts (estimated), so that a
     /// run whose repetition the parts do not show (DeepSeek-V3 at PP16: a transient that moves one stage down per period
     /// outlasts them) is not built after its refused attempts but beside them. Not for deep pipelines whose whole run is
-    /// many times the parts (Megatron-1T: 512 microbatches against 68 + 67). Building the smaller part beside the bigger
-    /// was measured too (Megatron-1T 15-20 % faster) and left out: two builders at once peak at 195-206 MB.
+    /// many times the parts (Megatron-1T: 512 microbatches against 68 + 67).
     /// </summary>
     public static bool BuildWholeAlongside(Scenario scenario)
     {
@@ -378,8 +385,7 @@ public static class MicrobatchPeriodicity
         var lastFullA = lastFull - c;
 
         // σ: the same operation of the item c microbatches later (-1 when that item is not built).
-        static int Sigma(Built x, int op, int shift) => Counterpart(x, x, op, shift);
-        Func<int, int> sigma = z => Sigma(b, z, c);   // one delegate for the whole check (not one per operation)
+        var sigma = Images(b, b, c);
 
         var dag = b.Dag;
         var n = dag.Count;
@@ -418,7 +424,7 @@ public static class MicrobatchPeriodicity
             {
                 foreach (var x in byPeriod[per])
                 {
-                    var y = Sigma(b, x, c);
+                    var y = sigma[x];
                     if (y < 0 || !SameOperation(dag, x, y)) { ok = false; Dbg($"structure at period {per} op {dag.Name(x)} -> {(y < 0 ? "none" : dag.Name(y))}"); break; }
                     // Data predecessors, stream predecessors and the critical predecessor map by σ.
                     var px = dag.Predecessors(x);
@@ -426,15 +432,15 @@ public static class MicrobatchPeriodicity
                     if (px.Length != py.Length) { ok = false; break; }
                     for (var e = 0; e < px.Length && ok; e++)
                     {
-                        ok = Sigma(b, px[e], c) == py[e];
+                        ok = sigma[px[e]] == py[e];
                         reach = Math.Max(reach, Reach(x, px[e]));
                     }
                     if (!ok) break;
-                    if (!stream.Maps(x, y, sigma)) { ok = false; Dbg($"stream at period {per} op {dag.Name(x)}: [{string.Join(", ", stream.List(x).Select(q => q < 0 ? "-" : dag.Name(q) + "/" + Sigma(b, q, c)))}] vs {dag.Name(y)} [{string.Join(", ", stream.List(y).Select(q => q < 0 ? "-" : dag.Name(q) + "#" + q))}]"); break; }
+                    if (!StreamLinks.Maps(stream, x, stream, y, sigma)) { ok = false; Dbg($"stream at period {per} op {dag.Name(x)}: [{string.Join(", ", stream.List(x).Select(q => q < 0 ? "-" : dag.Name(q) + "/" + sigma[q]))}] vs {dag.Name(y)} [{string.Join(", ", stream.List(y).Select(q => q < 0 ? "-" : dag.Name(q) + "#" + q))}]"); break; }
                     foreach (var q in stream.Of(x)) if (q >= 0) reach = Math.Max(reach, Reach(x, q));
                     var cx = b.CritPred[x];
                     var cy = b.CritPred[y];
-                    if (cx < 0 ? cy >= 0 : Sigma(b, cx, c) != cy) { ok = false; Dbg($"critical predecessor at period {per} op {dag.Name(x)}: {(cx < 0 ? "-" : dag.Name(cx))} vs {(cy < 0 ? "-" : dag.Name(cy))}"); break; }
+                    if (cx < 0 ? cy >= 0 : sigma[cx] != cy) { ok = false; Dbg($"critical predecessor at period {per} op {dag.Name(x)}: {(cx < 0 ? "-" : dag.Name(cx))} vs {(cy < 0 ? "-" : dag.Name(cy))}"); break; }
                     var d = start.FinishSeconds(y) - start.FinishSeconds(x);
                     var ds = start.StartSeconds(y) - start.StartSeconds(x);
                     if (double.IsNaN(dl)) { dl = d; for (var k = 0; k < 4; k++) dp[k] = categories[4 * y + k] - categories[4 * x + k]; }
@@ -477,8 +483,7 @@ public static class MicrobatchPeriodicity
         if (tailA.Length != tailB.Length) return Refuse("the tails differ in size");
         // A's operations as they stand in B: an item's the same operation of the item c microbatches later; the
         // operations outside items, in order.
-        var image = new int[a.Dag.Count];
-        for (var op = 0; op < image.Length; op++) image[op] = Counterpart(a, b, op, c);
+        var image = Images(a, b, c);
         var nextB = 0;
         foreach (var x in tailA)
         {
@@ -500,7 +505,7 @@ public static class MicrobatchPeriodicity
             var py = dag.Predecessors(y);
             if (px.Length != py.Length) return Refuse("the tails' predecessors differ");
             for (var e = 0; e < px.Length; e++) if (image[px[e]] != py[e]) return Refuse("the tails' predecessors differ");
-            if (!StreamLinks.MapsAcross(streamA, x, stream, y, image)) return Refuse($"the tails' stream predecessors differ at {a.Dag.Name(x)}");
+            if (!StreamLinks.Maps(streamA, x, stream, y, image)) return Refuse($"the tails' stream predecessors differ at {a.Dag.Name(x)}");
             if (Math.Abs(b.Result.FinishSeconds(y) - a.Result.FinishSeconds(x) - delta) > tol) return Refuse("the tail does not shift by one period");
         }
 
@@ -874,21 +879,8 @@ public static class MicrobatchPeriodicity
 
     private sealed record StreamLinks(int[] Start, int[] Links)
     {
-        /// <summary>Whether y's stream predecessors are σ of x's, position by position.</summary>
-        public bool Maps(int x, int y, Func<int, int> sigma)
-        {
-            int sx = Start[x], ex = Start[x + 1], sy = Start[y], ey = Start[y + 1];
-            if (ex - sx != ey - sy) return false;
-            for (var i = 0; i < ex - sx; i++)
-            {
-                int px = Links[sx + i], py = Links[sy + i];
-                if (px < 0 ? py >= 0 : sigma(px) != py) return false;
-            }
-            return true;
-        }
-
-        /// <summary>Whether y's stream predecessors (in <paramref name="ly"/>) are the images of x's (in <paramref name="lx"/>).</summary>
-        public static bool MapsAcross(StreamLinks lx, int x, StreamLinks ly, int y, int[] image)
+        /// <summary>Whether y's stream predecessors (in <paramref name="ly"/>) are the images of x's (in <paramref name="lx"/>), position by position.</summary>
+        public static bool Maps(StreamLinks lx, int x, StreamLinks ly, int y, int[] image)
         {
             int sx = lx.Start[x], ex = lx.Start[x + 1], sy = ly.Start[y], ey = ly.Start[y + 1];
             if (ex - sx != ey - sy) return false;

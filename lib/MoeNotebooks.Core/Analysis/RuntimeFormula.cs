@@ -65,7 +65,7 @@ public sealed class RuntimeFormula
             var seconds = result.Durations[op];
             if (seconds == 0) continue;
             var kind = dag.Kind(op);
-            FormulaTerm leaf = kind.IsMatmulShaped() ? new GetTimeTerm(dag.Shape(op), dag.MatmulDtype(op) == dag.Dtype ? null : dag.MatmulDtype(op)) : new NamedTerm(TermName(dag, op), seconds);
+            FormulaTerm leaf = kind.IsMatmulShaped() ? new GetTimeTerm(dag.Shape(op), TermDtype(dag, op)) : new NamedTerm(TermName(dag, op), seconds);
             // A repeated product (a rank's heads, or experts with equal tokens) is that many Get_Time terms in a row.
             if (dag.Repeat(op) > 1) leaf = new RepeatTerm(dag.Repeat(op), [leaf], IsBlock: false);
             var layer = dag.Layer(op);
@@ -79,6 +79,9 @@ public sealed class RuntimeFormula
         Flush();
         return new RuntimeFormula(Compress(items));
     }
+
+    /// <summary>A matmul term's dtype: null when it runs in the DAG's own dtype (written without one).</summary>
+    private static string? TermDtype(OperatorDag dag, int op) => dag.MatmulDtype(op) == dag.Dtype ? null : dag.MatmulDtype(op);
 
     private static string TermName(OperatorDag dag, int op) => dag.Kind(op) switch
     {
@@ -180,7 +183,7 @@ public sealed class RuntimeFormula
             long count = dag.Repeat(op);
             if (dag.Kind(op).IsMatmulShaped())
             {
-                var key = (dag.Shape(op), dag.MatmulDtype(op) == dag.Dtype ? null : dag.MatmulDtype(op));
+                var key = (dag.Shape(op), TermDtype(dag, op));
                 matmuls[key] = matmuls.GetValueOrDefault(key) + count;
             }
             else
