@@ -470,13 +470,16 @@ public class ModernTargetTests
         ModernSuiteResult.Mape(Suite.Rows.Where(r => r.Row.Run.TargetGroup == group).Select(r => r.LomoErrorPct));
 
     [CalibrationDataFact]
-    public void Moe_lomo_mape_TARGET_12pct_MISSED_regression_bound_23_6pct()
+    public void Moe_lomo_mape_TARGET_12pct_MISSED_regression_bound_21_7pct()
     {
         // After the other groups' landings (dense 405B pipeline split, hybrid ETP 1, GPT-OSS physics): 22.8 %; token-drop
         // rows launch their experts without a host sync (padded to capacity): 22.7 %. Bound = achieved + 0.9.
         // Then DeepEP's normal kernels priced as they send (each token once per distinct destination node over RDMA and
         // once per distinct rank over NVLink, LinkCommunication.PriceRouted): 24.1 -> 23.8 %, the DeepSeek-V3 DGX-B200
         // EP 32 DeepEP row -51 -> -17 %, DeepSeek-V3 LOMO 11.6 -> 9.4 %. Bound = achieved + 0.9.
+        // Session 14: 22.2 -> 20.8 %: the Qwen3 MXFP8 rows of each configuration's newest release (26.08 on GB200 /
+        // GB300, 26.06 on DGX-B300) launched as Megatron-Bridge's flat recipes launch them (full-iteration CUDA graphs,
+        // the MoE all-to-all overlapped); they had the older scoped-graph config. Bound = achieved + 0.9.
         // Stop 21: 26.4 -> 24.1 %: the experts' exposed host launches in the fit as a second stage fitted on the MoE rows
         // only (127 us per local expert on Blackwell; the shared factors as without it, so no dense row moves);
         // Qwen3-30B-A3B LOMO 26.2 -> 16.6 % (its micro-batch-1 MXFP8 B200 rows +71 / +64 -> +25 / +20 %). Bound = achieved + 0.9.
@@ -493,7 +496,7 @@ public class ModernTargetTests
         // (47.4 % with only them); the DGX-B300 and GB200 / GB300 NVL72 presets (issue 11 item 5) add 43 MoE rows.
         // Achieved on all 57 rows: 44.9 %; bound = achieved + 1.
         var mape = Lomo("moe");
-        Assert.True(mape <= 23.6, $"MoE leave-one-model-out MAPE {mape:F1} % (target 12 %, regression bound 23.6 %)");
+        Assert.True(mape <= 21.7, $"MoE leave-one-model-out MAPE {mape:F1} % (target 12 %, regression bound 21.7 %)");
     }
 
     [CalibrationDataFact]
