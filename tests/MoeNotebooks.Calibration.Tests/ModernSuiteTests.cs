@@ -276,30 +276,29 @@ public class ModernSuiteTests
     }
 
     [Fact]
-    public void Expert_launches_are_exposed_only_where_the_host_is_slower_than_the_experts_forward()
+    public void A_synchronised_moe_layer_forward_is_host_bound_where_the_host_is_slower_than_the_layer()
     {
         // Oracle (hand): a toy row, 8 experts over EP 2 = 4 local experts per MoE layer, every layer MoE, no recompute. A
-        // step of 1,000 layer-microbatch visits whose expert GEMMs take 3 s (1 s of it forward: 1 ms per visit). Host time
-        // 400 us per local expert: 4 x 0.4 = 1.6 ms of launches per visit, 0.6 ms more than the GPU's expert forward, so
-        // 1,000 x 0.6 ms = 0.6 s idle. At 200 us: 0.8 ms < 1 ms, nothing exposed. Full recompute launches the forward
-        // twice (8 launches) against a forward share of 2/4 of the expert time. A full-iteration CUDA graph replays the
-        // step without host launches: nothing exposed.
+        // step of 1,000 layer-microbatch visits whose expert GEMMs take 3 s and attention 1.5 s: 4.5 s of layer work, a
+        // third of it forward, 1.5 ms per visit. Host time 400 us per local expert: 4 x 0.4 = 1.6 ms of launches per
+        // visit, 0.1 ms more than the GPU's forward of the layer, so 1,000 x 0.1 ms = 0.1 s idle. At 300 us: 1.2 ms <
+        // 1.5 ms, nothing exposed. Full recompute launches the forward twice (8 launches, 3.2 ms) against a forward share
+        // of 2/4 (2.25 ms): 0.95 ms x 1,000. A full-iteration CUDA graph replays the step without host launches, a dense
+        // model launches no experts, a token-drop run never synchronises: nothing exposed.
         var s = Small(1, 2, 4, 4);
-        var step = new ModernStep(StepParts.Zero with { ExpertGemm = 3 }, 0, 1000, 0);
+        var step = new ModernStep(StepParts.Zero with { ExpertGemm = 3, Attention = 1.5 }, 0, 1000, 0);
         var k = PartFactors.One.WithExpertLaunches(s);
-        Assert.Equal((4.0, 1.0, 1.0 / 3), (k.ExpertLaunches, k.MoeLayerShare, k.ExpertForwardShare));
+        Assert.Equal((4.0, 1.0, 1.0 / 3), (k.ExpertLaunches, k.MoeLayerShare, k.ForwardShare));
         ModernRowModel Row(PartFactors f) => new(s, Enum.GetValues<ModernRung>().ToDictionary(r => r, _ => (step, f)), null);
         var fit = GenerationFit.Unfitted("blackwell") with { ExpertLaunchMicroseconds = 400 };
-        Assert.Equal(0.6, Row(k).ExposedLaunchSeconds(fit), 9);
-        Assert.Equal(3 + 0.6, Row(k).Seconds(fit), 9);
-        Assert.Equal(0, Row(k).ExposedLaunchSeconds(fit with { ExpertLaunchMicroseconds = 200 }));
+        Assert.Equal(0.1, Row(k).ExposedLaunchSeconds(fit), 9);
+        Assert.Equal(4.5 + 0.1, Row(k).Seconds(fit), 9);
+        Assert.Equal(0, Row(k).ExposedLaunchSeconds(fit with { ExpertLaunchMicroseconds = 300 }));
         var recompute = PartFactors.One.WithExpertLaunches(s with { Run = s.Run with { Recompute = true } });
-        Assert.Equal((8.0, 0.5), (recompute.ExpertLaunches, recompute.ExpertForwardShare));
-        // 8 x 0.4 = 3.2 ms against 3 s x 1/2 / 1,000 = 1.5 ms per visit: 1.7 ms x 1,000.
-        Assert.Equal(1.7, Row(recompute).ExposedLaunchSeconds(fit), 9);
+        Assert.Equal((8.0, 0.5), (recompute.ExpertLaunches, recompute.ForwardShare));
+        Assert.Equal(0.95, Row(recompute).ExposedLaunchSeconds(fit), 9);
         var launch = BridgeLaunchCatalog.Published.Launches.First(l => l.CudaGraphImpl == "full_iteration");
         Assert.Equal(0, PartFactors.One.WithExpertLaunches(s with { Launch = launch }).ExpertLaunches);
-        // A dense model launches no experts.
         Assert.Equal(0, PartFactors.One.WithExpertLaunches(s with { Architecture = s.Architecture with { Experts = 0 } }).ExpertLaunches);
         // A token-drop run pads every expert to its capacity (Megatron-Bridge's apply_moe_token_drop): the counts are host
         // constants, no sync, the host launches ahead of the GPU: nothing exposed.
@@ -309,26 +308,37 @@ public class ModernSuiteTests
     }
 
     [Fact]
-    public void A_full_iteration_cuda_graph_pays_no_per_layer_framework_overhead()
+    public void A_layer_visit_pays_the_framework_overhead_unless_a_full_graph_or_its_host_bound_forward_covers_it()
     {
         // Oracle (hand): 1,000 layer-microbatch visits at 2,000 us of fitted overhead each = 2 s on top of 3 s of expert
-        // GEMMs; a launch replaying the whole step as one CUDA graph (cuda_graph_impl "full_iteration" in the launch file)
-        // pays none of it, a scoped graph (attention, router, preprocessing captured) all of it, and so does a dense row.
+        // GEMMs. A token-drop MoE row (no host sync) and a dense row pay all of it; a launch replaying the whole step as
+        // one CUDA graph (cuda_graph_impl "full_iteration") none; a dropless MoE row none on its MoE layers, whose forward
+        // is priced host-bound instead (ExposedLaunchSeconds), so with every layer MoE none, and with 1 dense first layer
+        // of 4 a quarter (0.5 s). A scoped graph (attention, router, preprocessing captured) changes nothing of it.
         var s = Small(1, 2, 4, 4);
         var step = new ModernStep(StepParts.Zero with { ExpertGemm = 3 }, 0, 1000, 0);
-        ModernRowModel Row(PartFactors f) => new(s, Enum.GetValues<ModernRung>().ToDictionary(r => r, _ => (step, f)), null);
+        ModernRowModel Row(ModernScenario sc, PartFactors f) => new(sc, Enum.GetValues<ModernRung>().ToDictionary(r => r, _ => (step, f)), null);
         var fit = GenerationFit.Unfitted("blackwell") with { OverheadMicroseconds = 2000 };
-        var plain = PartFactors.One.WithExpertLaunches(s);
-        Assert.Equal(1, plain.HostOverheadShare);
-        Assert.Equal(5, Row(plain).Seconds(fit), 9);
-        Assert.Equal(2, Row(plain).Breakdown(fit)["framework overhead"], 9);
+        var tokenDrop = s with { Run = s.Run with { Model = s.Run.Model + " tokendrop" } };
+        var dropping = PartFactors.One.WithExpertLaunches(tokenDrop);
+        Assert.Equal(1, dropping.HostOverheadShare);
+        Assert.Equal(5, Row(tokenDrop, dropping).Seconds(fit), 9);
+        Assert.Equal(2, Row(tokenDrop, dropping).Breakdown(fit)["framework overhead"], 9);
+        Assert.Equal(1, PartFactors.One.WithExpertLaunches(s with { Architecture = s.Architecture with { Experts = 0 } }).HostOverheadShare);
         var full = PartFactors.One.WithExpertLaunches(s with { Launch = BridgeLaunchCatalog.Published.Launches.First(l => l.CudaGraphImpl == "full_iteration") });
         Assert.Equal(0, full.HostOverheadShare);
-        Assert.Equal(3, Row(full).Seconds(fit), 9);
-        Assert.Equal(0, Row(full).Breakdown(fit)["framework overhead"]);
+        Assert.Equal(3, Row(s, full).Seconds(fit), 9);
+        Assert.Equal(0, Row(s, full).Breakdown(fit)["framework overhead"]);
+        var dropless = PartFactors.One.WithExpertLaunches(s);
+        Assert.Equal(0, dropless.HostOverheadShare);
+        var denseFirst = s with { Architecture = s.Architecture with { DenseLayers = 1 } };
+        Assert.Equal(4, denseFirst.Architecture.Layers);
+        var oneDense = PartFactors.One.WithExpertLaunches(denseFirst);
+        Assert.Equal((0.75, 0.25), (oneDense.MoeLayerShare, oneDense.HostOverheadShare));
+        Assert.Equal(0.5, Row(denseFirst, oneDense).FrameworkOverheadSeconds(fit), 9);
         var scoped = BridgeLaunchCatalog.Published.Launches.First(l => l.CudaGraphImpl == "transformer_engine");
-        Assert.Equal(1, PartFactors.One.WithExpertLaunches(s with { Launch = scoped }).HostOverheadShare);
-        Assert.Equal(1, PartFactors.One.WithExpertLaunches(s with { Architecture = s.Architecture with { Experts = 0 } }).HostOverheadShare);
+        Assert.Equal(0, PartFactors.One.WithExpertLaunches(s with { Launch = scoped }).HostOverheadShare);
+        Assert.Equal(1, PartFactors.One.WithExpertLaunches(tokenDrop with { Launch = scoped }).HostOverheadShare);
     }
 
     [Fact]
@@ -470,13 +480,17 @@ public class ModernTargetTests
         ModernSuiteResult.Mape(Suite.Rows.Where(r => r.Row.Run.TargetGroup == group).Select(r => r.LomoErrorPct));
 
     [CalibrationDataFact]
-    public void Moe_lomo_mape_TARGET_12pct_MISSED_regression_bound_21_7pct()
+    public void Moe_lomo_mape_TARGET_12pct_MISSED_regression_bound_20_0pct()
     {
         // After the other groups' landings (dense 405B pipeline split, hybrid ETP 1, GPT-OSS physics): 22.8 %; token-drop
         // rows launch their experts without a host sync (padded to capacity): 22.7 %. Bound = achieved + 0.9.
         // Then DeepEP's normal kernels priced as they send (each token once per distinct destination node over RDMA and
         // once per distinct rank over NVLink, LinkCommunication.PriceRouted): 24.1 -> 23.8 %, the DeepSeek-V3 DGX-B200
         // EP 32 DeepEP row -51 -> -17 %, DeepSeek-V3 LOMO 11.6 -> 9.4 %. Bound = achieved + 0.9.
+        // Session 14, then: 20.8 -> 19.1 %: a dropless MoE layer's forward priced host-bound (the host's launches of the
+        // local experts against the layer's forward, in place of the per-layer overhead on those visits), the host time per
+        // expert fitted with the shared factors (361 us). Qwen3-235B-A22B 18.8 -> 11.0 % (its micro-batch-1 PP 8 rows had
+        // paid 3 ms of overhead per layer visit). Bound = achieved + 0.9.
         // Session 14: 22.2 -> 20.8 %: the Qwen3 MXFP8 rows of each configuration's newest release (26.08 on GB200 /
         // GB300, 26.06 on DGX-B300) launched as Megatron-Bridge's flat recipes launch them (full-iteration CUDA graphs,
         // the MoE all-to-all overlapped); they had the older scoped-graph config. Bound = achieved + 0.9.
@@ -496,7 +510,7 @@ public class ModernTargetTests
         // (47.4 % with only them); the DGX-B300 and GB200 / GB300 NVL72 presets (issue 11 item 5) add 43 MoE rows.
         // Achieved on all 57 rows: 44.9 %; bound = achieved + 1.
         var mape = Lomo("moe");
-        Assert.True(mape <= 21.7, $"MoE leave-one-model-out MAPE {mape:F1} % (target 12 %, regression bound 21.7 %)");
+        Assert.True(mape <= 20.0, $"MoE leave-one-model-out MAPE {mape:F1} % (target 12 %, regression bound 20.0 %)");
     }
 
     [CalibrationDataFact]
@@ -555,31 +569,31 @@ public class ModernTargetTests
     }
 
     [CalibrationDataFact]
-    public void Expert_launches_in_the_fit_leave_every_row_without_experts_as_it_was()
+    public void The_host_time_per_expert_moves_only_the_rows_that_synchronise_and_launch_experts()
     {
-        // Oracle: the staged fit's definition (ModernSuite.Fit): the shared factors are fitted with the experts' host
-        // launches held at 0, then the host time per local expert on the MoE rows that launch experts with the shared
-        // factors held. So the Blackwell fit with the term equals the fit without it in every other factor, and every
-        // row that launches no experts (dense, Megatron-FSDP, hybrid, full-iteration CUDA graphs) predicts the same
-        // seconds to the last bit; the term itself is positive (the Qwen3-30B-A3B micro-batch-1 rows ask for it).
+        // Oracle: the definition of the host-bound forward (ModernRowModel.ExposedLaunchSeconds): it acts on dropless MoE
+        // layers whose counts come to the host. Every Blackwell row that launches no experts (dense, Megatron-FSDP,
+        // hybrid, token-drop, full-iteration CUDA graphs) predicts the same seconds, to the last bit, with the fitted host
+        // time per expert or with none; the fitted time is positive and some MoE row does move (non-vacuity).
         var blackwell = Suite.Rows.Where(r => r.Row.Run.Generation == "blackwell").Select(r => r.Row).ToArray();
-        var fitted = blackwell.Where(ModernSuite.InFit).ToArray();
-        var with = ModernSuite.Fit("blackwell", fitted, priceExpertLaunches: true);
-        var without = ModernSuite.Fit("blackwell", fitted, priceExpertLaunches: false);
-        Assert.Equal(0, without.ExpertLaunchMicroseconds);
-        Assert.True(with.ExpertLaunchMicroseconds > 0, $"host time per expert {with.ExpertLaunchMicroseconds:F0} us");
-        Assert.Equal(without with { ExpertLaunchMicroseconds = with.ExpertLaunchMicroseconds }, with);
+        var fit = Suite.Fits["blackwell"];
+        Assert.True(fit.ExpertLaunchMicroseconds > 0, $"host time per expert {fit.ExpertLaunchMicroseconds:F0} us");
+        var none = fit with { ExpertLaunchMicroseconds = 0 };
         var still = blackwell.Where(r => !ModernSuite.LaunchesExperts(r)).ToArray();
         Assert.Contains(still, r => r.Run.TargetGroup == "dense");
         Assert.Contains(still, r => r.Run.TargetGroup == "hybrid");
-        Assert.All(still, r => Assert.Equal(r.Seconds(without), r.Seconds(with)));
-        // Non-vacuity: some MoE row does move.
-        Assert.Contains(blackwell.Where(ModernSuite.LaunchesExperts), r => r.Seconds(with) > r.Seconds(without));
+        Assert.Contains(still, r => r.Run.TargetGroup == "moe" && r.Scenario.Launch?.CudaGraphImpl == "full_iteration");
+        Assert.Contains(still, r => r.Run.TokenDrop);
+        Assert.All(still, r => Assert.Equal(r.Seconds(none), r.Seconds(fit)));
+        Assert.Contains(blackwell.Where(ModernSuite.LaunchesExperts), r => r.Seconds(fit) > r.Seconds(none));
     }
 
     [CalibrationDataFact]
-    public void Megatron_fsdp_lomo_mape_TARGET_8pct_MISSED_regression_bound_12_2pct()
+    public void Megatron_fsdp_lomo_mape_TARGET_8pct_MET_regression_bound_8pct()
     {
+        // Session 14: 9.8 -> 7.8 %: a dropless MoE layer's forward priced host-bound in place of the per-layer overhead,
+        // so the overhead (3.0 -> 1.85 ms) and the GEMM factor (x1.07 -> x1.15) are fitted on the rows that pay them; five
+        // of the six rows are still too fast. The target is met; the bound is the target.
         // Stop 21, then: their launches' CPU activation offloading (20, 40 and 92 layers) priced by bytes over the host link
         // (NVLink-C2C), overlapped with the next layer as Transformer Engine's double buffer does: 19.6 -> 11.3 %, still
         // out of the fit (all six too fast: ModernSuite.MegatronFsdpRowsInFit). Bound = achieved + 0.9.
@@ -589,7 +603,7 @@ public class ModernTargetTests
         // predicted with the Blackwell fit made without them: 29.1 %, all too fast (their launch configs offload 20 to 40
         // layers' activations to the CPU, not priced). Bound = achieved + 0.9.
         var mape = Lomo("megatron-fsdp");
-        Assert.True(mape <= 12.2, $"Megatron-FSDP leave-one-model-out MAPE {mape:F1} % (target 8 %, regression bound 12.2 %)");
+        Assert.True(mape <= 8, $"Megatron-FSDP leave-one-model-out MAPE {mape:F1} % (target 8 %, met)");
     }
 
     [CalibrationDataFact]
