@@ -553,7 +553,14 @@ public static class ModernSuite
     /// exposed past what one microbatch's compute hides, max(0, DP - a t_mb) + b DP, instead of a fitted share: 21.9 /
     /// 7.4 / 8.3 % with a = 0 and b = 0.63 (the rows ask for ~1.6x the datasheet DP time, as the NIC's measured
     /// efficiency suggested on 2026-12-02, without a law that holds across groups). GPT-OSS-120B stays 40-48 % under
-    /// every one: its missing time is in-GPU and about a third of its step (see the note on issue 14).
+    /// every one: its missing time is in-GPU and about a third of its step (see the note on issue 14). Then, against
+    /// 20.8 / 6.6 / 6.6 % (2026-12-03, after the Qwen3 flat recipes, before the host-bound forward): (4) the SMs a
+    /// HybridEP / DeepEP all-to-all takes from compute while it overlaps (the core's AllToAllSmShare, 16 or 32 of 148
+    /// SMs): in-sample MoE 16.5 -> 15.7-16.1 % but LOMO 20.8-21.0 %; (5) the routed experts priced as one grouped GEMM per
+    /// rank (CostModel.GroupedExpertGemms) instead of one cuBLAS GEMM each: 20.6 / 6.4 / 8.0 %; (6) a fitted share of the
+    /// per-layer overhead left under a full-iteration CUDA graph: 20.8 % (the graphed DeepSeek-V3 rows ask for less time,
+    /// the graphed Qwen3 and GPT-OSS rows for more); (7) the host-bound forward on every layer visit, dense included:
+    /// 21.1 / 9.2 / 11.1 %, and with a fixed host time per MoE layer beside the per-expert one: 20.2 / 6.3 / 6.7 %.
     /// </remarks>
     public static GenerationFit Fit(string generation, IReadOnlyList<ModernRowModel> rows)
     {
