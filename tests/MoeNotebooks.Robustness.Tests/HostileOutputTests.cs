@@ -30,6 +30,14 @@ public class HostileOutputTests
         foreach (var line in lines) Assert.Equal(fields, line.Split(',').Length);
     }
 
+    /// <summary>
+    /// Rows of the sweeps the signal tests interrupt: far more than the slowest signal delay (3 s) can see finished.
+    /// The tiny base sweeps at about 0.8 M rows/s on the 2-core VM (3 M rows in 3.8 s, 2026-12-03), so the 3 M rows these
+    /// tests used could end before a 3 s signal (exit 0) on a quiet machine; 100 M rows take about two minutes, and a
+    /// run the signal does not stop fails on the 120 s timeout.
+    /// </summary>
+    private const int LongSweepRows = 100_000_000;
+
     public static TheoryData<string, int, bool> SignalCases() => new()
     {
         { "INT", 1500, false }, { "TERM", 1500, false }, { "INT", 3000, true }, { "TERM", 3000, true }, { "INT", 600, false },
@@ -40,7 +48,7 @@ public class HostileOutputTests
     public void Signal_during_sweep_out_leaves_no_half_written_file(string signal, int afterMs, bool existing)
     {
         var dir = Hostile.TempDir($"signal-{signal}-{afterMs}-{existing}");
-        var grid = Grid(dir, 3_000_000);
+        var grid = Grid(dir, LongSweepRows);
         var target = Path.Combine(dir, "out.csv");
         const string old = "previous,contents\n1,2\n";
         if (existing) File.WriteAllText(target, old);
@@ -73,7 +81,7 @@ public class HostileOutputTests
     public void Signal_during_sweep_to_stdout_ends_on_a_whole_row_and_says_so()
     {
         var dir = Hostile.TempDir("signal-stdout");
-        var grid = Grid(dir, 3_000_000);
+        var grid = Grid(dir, LongSweepRows);
         var r = Hostile.Process(["sweep", grid, "--out", "-", "--threads", "2"], timeoutSeconds: 120, during: p =>
         {
             Thread.Sleep(2000);
@@ -89,7 +97,7 @@ public class HostileOutputTests
         // rows drawn before (no evaluation), and the sweep must still look at the signal between batches. Writing the
         // 3,000,000 rows (~100 MB) takes far longer than the 2 s before the signal.
         Assert.Equal(lines.Length - 2, long.Parse(System.Text.RegularExpressions.Regex.Match(lines[^1], @"after (\d+) rows").Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture));
-        Assert.True(lines.Length - 2 < 3_000_000, $"the sweep ran to the end ({lines.Length - 2} rows) although interrupted after 2 s");
+        Assert.True(lines.Length - 2 < LongSweepRows, $"the sweep ran to the end ({lines.Length - 2} rows) although interrupted after 2 s");
     }
 
     [Fact]
