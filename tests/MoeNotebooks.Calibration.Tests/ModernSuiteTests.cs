@@ -500,7 +500,7 @@ public class ModernTargetTests
         // Stop 12: 29.9 % on 57 rows -> 28.2 % on 58: the EP 64 > DP 32 row (Qwen3-235B-A22B, TP 2) predicted with its
         // experts folded over TP x DP (ETP 1) and the per-generation fit restarted until Nelder-Mead stops gaining;
         // after the dense rows' TP overlap and fused attention merged: 26.4 % (the exposed expert host launches, which
-        // took it to 24.5 %, are built but held at 0 in the fit: ModernSuite.PriceExpertLaunches). Bound = achieved + 1.
+        // took it to 24.5 %, were built but held at 0 in the fit then). Bound = achieved + 1.
         // Stop 11: 44.9 -> 29.9 % on the same 57 rows: jobs on NVL72 racks placed in the launcher's 64-GPU NVLink
         // segments (EP 64 no longer straddles two racks: 42.1 -> 31.8 %), then each row as launched (Megatron-Bridge's
         // published moe_a2a_overlap / DeepEP settings: 31.8 -> 29.4 %) and the layouts of issue 12. Bound = achieved + 1.
