@@ -153,9 +153,7 @@ public sealed record ModernRowModel(ModernScenario Scenario, IReadOnlyDictionary
     {
         var (step, k) = Steps[rung];
         if (k.OffloadLayerVisits <= 0 || step.LayerMicrobatches <= 0) return 0;
-        var p = step.Parts;
-        var layerSeconds = (f.Gemm * k.Dense * p.DenseGemm + f.GroupedGemm * k.Expert * p.ExpertGemm + f.Attention * k.Attention * p.Attention + f.MemoryBound * (p.Elementwise + k.ExtraMemorySeconds)) / step.LayerMicrobatches;
-        var forward = layerSeconds / 3;
+        var forward = LayerComputeSeconds(f, step.Parts, k) / step.LayerMicrobatches / 3;
         var x = k.OffloadSecondsPerLayer;
         return k.OffloadLayerVisits * (Math.Max(0, x - forward) + Math.Max(0, x - 2 * forward));
     }
@@ -172,12 +170,13 @@ public sealed record ModernRowModel(ModernScenario Scenario, IReadOnlyDictionary
         var (step, k) = Steps[rung];
         var visits = step.LayerMicrobatches * k.MoeLayerShare;
         if (k.ExpertLaunches <= 0 || visits <= 0 || f.ExpertLaunchMicroseconds <= 0) return 0;
-        var p = step.Parts;
-        var layers = f.Gemm * k.Dense * p.DenseGemm + f.GroupedGemm * k.Expert * p.ExpertGemm + f.Attention * k.Attention * p.Attention
-            + f.MemoryBound * (p.Elementwise + k.ExtraMemorySeconds) + f.AllToAll * p.AllToAll;
-        var layerForward = layers * k.ForwardShare / step.LayerMicrobatches;
+        var layerForward = (LayerComputeSeconds(f, step.Parts, k) + f.AllToAll * step.Parts.AllToAll) * k.ForwardShare / step.LayerMicrobatches;
         return visits * Math.Max(0, k.ExpertLaunches * f.ExpertLaunchMicroseconds * 1e-6 - layerForward);
     }
+
+    /// <summary>The layers' GPU compute of a step under a fit: GEMMs but the logits, attention, memory-bound work (what a layer's visits are made of).</summary>
+    private static double LayerComputeSeconds(GenerationFit f, StepParts p, PartFactors k) =>
+        f.Gemm * k.Dense * p.DenseGemm + f.GroupedGemm * k.Expert * p.ExpertGemm + f.Attention * k.Attention * p.Attention + f.MemoryBound * (p.Elementwise + k.ExtraMemorySeconds);
 
     /// <summary>The predicted breakdown under a fit (all rungs on): seconds per part.</summary>
     public IReadOnlyDictionary<string, double> Breakdown(GenerationFit f)
@@ -599,10 +598,12 @@ public static class ModernSuite
             var mape = rows.Average(r => Math.Abs(r.Seconds(f) / r.Run.MeasuredIterationSeconds - 1));
             return mape + PriorWeight * (x[0] * x[0] + x[1] * x[1] + x[2] * x[2] + x[3] * x[3] + x[4] * x[4] + x[5] * x[5] / 16 + (ssd ? x[ssdAt] * x[ssdAt] : 0));
         }
+        // Every factor starts at 1 (log 0); the overhead and the host time per expert at 100 x 0.3^2 = 9 us; the DP
+        // exposure's logit takes steps of 1, the others 0.3.
         var start = new double[n];
-        var steps = new double[n];
-        for (var i = 0; i < n; i++) (start[i], steps[i]) = (0, 0.3);
-        (start[6], steps[5]) = (0.3, 1);
+        var steps = Enumerable.Repeat(0.3, n).ToArray();
+        start[6] = 0.3;
+        steps[5] = 1;
         if (launches) start[launch] = 0.3;
         var (best, value, _) = NelderMead.Minimize(Objective, start, steps, maxIterations: 3000, tolerance: 1e-10);
         // Nelder-Mead stalls on the kinks of an absolute-error objective: restarted from its best point with a fresh simplex
