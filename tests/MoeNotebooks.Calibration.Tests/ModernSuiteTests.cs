@@ -480,13 +480,16 @@ public class ModernTargetTests
         ModernSuiteResult.Mape(Suite.Rows.Where(r => r.Row.Run.TargetGroup == group).Select(r => r.LomoErrorPct));
 
     [CalibrationDataFact]
-    public void Moe_lomo_mape_TARGET_12pct_MISSED_regression_bound_20_0pct()
+    public void Moe_lomo_mape_TARGET_12pct_MISSED_regression_bound_18_0pct()
     {
         // After the other groups' landings (dense 405B pipeline split, hybrid ETP 1, GPT-OSS physics): 22.8 %; token-drop
         // rows launch their experts without a host sync (padded to capacity): 22.7 %. Bound = achieved + 0.9.
         // Then DeepEP's normal kernels priced as they send (each token once per distinct destination node over RDMA and
         // once per distinct rank over NVLink, LinkCommunication.PriceRouted): 24.1 -> 23.8 %, the DeepSeek-V3 DGX-B200
         // EP 32 DeepEP row -51 -> -17 %, DeepSeek-V3 LOMO 11.6 -> 9.4 %. Bound = achieved + 0.9.
+        // Session 15: 19.1 -> 17.1 %: the fit minimises the error in the rows' own metric (model TFLOP/s, MFU), the MAPE
+        // the suite reports, instead of the error in step seconds (ModernRowModel.MetricError); GPT-OSS-120B 41.9 ->
+        // 37.9 %, Qwen3-30B-A3B 18.7 -> 12.5 %. Bound = achieved + 0.9.
         // Session 14, then: 20.8 -> 19.1 %: a dropless MoE layer's forward priced host-bound (the host's launches of the
         // local experts against the layer's forward, in place of the per-layer overhead on those visits), the host time per
         // expert fitted with the shared factors (361 us). Qwen3-235B-A22B 18.8 -> 11.0 % (its micro-batch-1 PP 8 rows had
@@ -510,7 +513,7 @@ public class ModernTargetTests
         // (47.4 % with only them); the DGX-B300 and GB200 / GB300 NVL72 presets (issue 11 item 5) add 43 MoE rows.
         // Achieved on all 57 rows: 44.9 %; bound = achieved + 1.
         var mape = Lomo("moe");
-        Assert.True(mape <= 20.0, $"MoE leave-one-model-out MAPE {mape:F1} % (target 12 %, regression bound 20.0 %)");
+        Assert.True(mape <= 18.0, $"MoE leave-one-model-out MAPE {mape:F1} % (target 12 %, regression bound 18.0 %)");
     }
 
     [CalibrationDataFact]
