@@ -92,4 +92,28 @@ public class CommunicationTests
         Assert.Empty(plain.LevelNotes);
         Assert.Equal(new LinkCommunication(hw).Seconds(CollectivePattern.AllReduce, 4e6, four), plain.Seconds(CollectivePattern.AllReduce, 4e6, four));
     }
+    [CalibrationDataFact]
+    public void The_presets_point_to_point_efficiency_is_the_measured_send_recv_between_two_DGX_H100_nodes()
+    {
+        // Oracle: the carried measurement itself. A latency-bandwidth line over the DGX H100 send/recv rows between two
+        // nodes (sizes >= 1 MiB, one ConnectX-7 NDR NIC each way) over the NIC's datasheet 50 GB/s is the fraction the
+        // presets carry (to the three digits they write). Every preset whose NIC is a ConnectX-7 or ConnectX-8 carries
+        // it on its inter-node link (the ConnectX-8 presets ASSUME the ConnectX-7's fraction, and say so); none on NVLink.
+        var rows = RealData.Data.Collectives()
+            .Where(r => r.System == "DGX H100 (vidur h100_dgx)" && r.Pattern == CollectivePattern.SendRecv && r.Nodes == 2 && r.Bytes >= LinkCalibration.MinBytes)
+            .Select(r => (r.Bytes, r.Seconds)).ToArray();
+        Assert.True(rows.Length >= 5, $"{rows.Length} send/recv rows");
+        var nic = CollectiveFit.Fit(CollectivePattern.SendRecv, 2, 2, rows);
+        var h100 = HardwareCatalog.Get("DGX-H100");
+        var measured = nic.BytesPerSecond / h100.InterNode.BytesPerSecond;
+        Assert.InRange(measured, 0.70, 0.80);
+        string[] connectX = ["DGX-H100", "H100-SXM", "H200", "H800", "GH200", "B200", "DGX-B200", "GB200-NVL72", "DGX-B300", "GB300-NVL72"];
+        foreach (var name in connectX)
+        {
+            var hw = HardwareCatalog.Get(name);
+            Assert.Equal(measured, hw.InterNode.PointToPointEfficiency, 0.0005);
+            Assert.Equal(1, hw.IntraNode.PointToPointEfficiency);
+        }
+        Assert.Equal(1, HardwareCatalog.Get("DGX-A100").InterNode.PointToPointEfficiency);   // its NIC is not stated in the measurement
+    }
 }

@@ -480,13 +480,18 @@ public class ModernTargetTests
         ModernSuiteResult.Mape(Suite.Rows.Where(r => r.Row.Run.TargetGroup == group).Select(r => r.LomoErrorPct));
 
     [CalibrationDataFact]
-    public void Moe_lomo_mape_TARGET_12pct_MISSED_regression_bound_18_0pct()
+    public void Moe_lomo_mape_TARGET_12pct_MISSED_regression_bound_17_1pct()
     {
         // After the other groups' landings (dense 405B pipeline split, hybrid ETP 1, GPT-OSS physics): 22.8 %; token-drop
         // rows launch their experts without a host sync (padded to capacity): 22.7 %. Bound = achieved + 0.9.
         // Then DeepEP's normal kernels priced as they send (each token once per distinct destination node over RDMA and
         // once per distinct rank over NVLink, LinkCommunication.PriceRouted): 24.1 -> 23.8 %, the DeepSeek-V3 DGX-B200
         // EP 32 DeepEP row -51 -> -17 %, DeepSeek-V3 LOMO 11.6 -> 9.4 %. Bound = achieved + 0.9.
+        // Session 15, then: 17.1 -> 16.2 %: NCCL's point-to-point transfers across nodes (its all-to-all, PXN's, pipeline
+        // sends) at the NIC's measured fraction of line rate, 0.746 (DGX H100 send/recv between two nodes over ConnectX-7,
+        // the NIC of DGX-B200 and GB200 too; assumed for ConnectX-8; LinkSpec.PointToPointEfficiency). The all-to-all
+        // factor falls from x1.17 to x1.05; GPT-OSS-120B 37.9 -> 34.6 % (its EP 64 rows over 8 DGX nodes). Bound =
+        // achieved + 0.9.
         // Session 15: 19.1 -> 17.1 %: the fit minimises the error in the rows' own metric (model TFLOP/s, MFU), the MAPE
         // the suite reports, instead of the error in step seconds (ModernRowModel.MetricError); GPT-OSS-120B 41.9 ->
         // 37.9 %, Qwen3-30B-A3B 18.7 -> 12.5 %. Bound = achieved + 0.9.
@@ -513,7 +518,7 @@ public class ModernTargetTests
         // (47.4 % with only them); the DGX-B300 and GB200 / GB300 NVL72 presets (issue 11 item 5) add 43 MoE rows.
         // Achieved on all 57 rows: 44.9 %; bound = achieved + 1.
         var mape = Lomo("moe");
-        Assert.True(mape <= 18.0, $"MoE leave-one-model-out MAPE {mape:F1} % (target 12 %, regression bound 18.0 %)");
+        Assert.True(mape <= 17.1, $"MoE leave-one-model-out MAPE {mape:F1} % (target 12 %, regression bound 17.1 %)");
     }
 
     [CalibrationDataFact]

@@ -184,10 +184,11 @@ public class TopologyCommunicationTests
                         var t = new LinkCommunication(Dgx(nodes, rails), alltoall).Seconds(CollectivePattern.AllToAll, bytes, All(8 * nodes));
                         Assert.True(t >= (p - 8) / p * bytes / (rails * Nic / 8), $"{alltoall} {nodes}x8 {rails} rails");
                     }
-        // 2x8, 8 rails, 1 GB: 17 us + max(7/16 GB / 450 GB/s, 8/16 GB / 50 GB/s) = 10.017 ms (NCCL); PXN also sends the
-        // 7/8 of the cross-domain half that leaves on another rail over NVLink: (7/16 + 8/16 x 7/8) GB / 450 GB/s = 1.94 ms, still under the NIC's 10 ms.
+        // 2x8, 8 rails, 1 GB: 17 us + max(7/16 GB / 450 GB/s, 8/16 GB / (0.746 x 50 GB/s)) = 13.42 ms (NCCL's sends at the
+        // preset's measured point-to-point fraction of the NIC); PXN also sends the 7/8 of the cross-domain half that
+        // leaves on another rail over NVLink: (7/16 + 8/16 x 7/8) GB / 450 GB/s = 1.94 ms, still under the NIC's 13.4 ms.
         var nccl = new LinkCommunication(Dgx(2)).Price(CollectivePattern.AllToAll, 1e9, All(16));
-        Assert.Equal(17e-6 + 0.5e9 / 50e9, nccl.Seconds, 1e-12);
+        Assert.Equal(17e-6 + 0.5e9 / (0.746 * 50e9), nccl.Seconds, 1e-12);
         Assert.Equal(nccl.Seconds, new LinkCommunication(Dgx(2), AllToAllImplementation.Pxn).Seconds(CollectivePattern.AllToAll, 1e9, All(16)), 1e-12);
     }
 
@@ -252,7 +253,7 @@ public class TopologyCommunicationTests
         var dag = b.Build();
         var cost = new CostModel("t", new RooflineCompute(hw.Gpu, EfficiencyTable.Ideal), new LinkCommunication(hw));
         var (ar, send) = (cost.Seconds(dag, 0), cost.Seconds(dag, 1));
-        Assert.Equal(17e-6 + 1e9 / 50e9, send, 1e-12);
+        Assert.Equal(17e-6 + 1e9 / (0.746 * 50e9), send, 1e-12);
         Assert.Equal(ar + send, dag.CriticalPath(cost).TotalSeconds, 1e-12);
     }
 
@@ -317,6 +318,52 @@ public class TopologyCommunicationTests
         var ex = Assert.Throws<ConfigException>(() => CostModelSpec.Read(bad.RootElement, "costModel", null));
         Assert.Contains("costModel.alltoall", ex.Message);
         Assert.Contains("nvshmem", ex.Message);
+    }
+
+    [Fact]
+    public void NcclPointToPointTransfersRunAtTheLinksMeasuredFractionAndNothingElseDoes()
+    {
+        // Oracle: hand derivation on two DGX H100 nodes (8 rails) whose NIC reaches e = 0.5 of 50 GB/s point to point
+        // (NVLink left at 1): a 1 GB send across nodes takes 17 us + 1 GB / (0.5 x 50 GB/s); NCCL's all-to-all over the
+        // 16 GPUs 17 us + max(7/16 GB / 450 GB/s, 8/16 GB / (0.5 x 50 GB/s)); PXN's the same (its sends are NCCL's).
+        // DeepEP's normal kernels, the ring all-reduce and any transfer inside one node are priced as at e = 1, and
+        // so is everything at line rate (the roofline-ideal model's links).
+        var full = Dgx(2);
+        var half = full with { InterNode = full.InterNode with { PointToPointEfficiency = 0.5 } };
+        var (g, b) = (All(16), 1e9);
+        var link = new LinkCommunication(half);
+        Assert.Equal(17e-6 + b / (0.5 * 50e9), link.Seconds(CollectivePattern.SendRecv, b, [3, 11]), 1e-12);
+        Assert.Equal(17e-6 + Math.Max(7.0 / 16 * b / 450e9, 8.0 / 16 * b / (0.5 * 50e9)), link.Seconds(CollectivePattern.AllToAll, b, g), 1e-12);
+        Assert.Equal(link.Seconds(CollectivePattern.AllToAll, b, g), new LinkCommunication(half, AllToAllImplementation.Pxn).Seconds(CollectivePattern.AllToAll, b, g), 1e-12);
+        Assert.Equal(8.0 / 16 * b / (0.5 * 50e9), link.Price(CollectivePattern.AllToAll, b, g).InterDomainSeconds, 1e-12);
+        Assert.Equal(new LinkCommunication(full, AllToAllImplementation.DeepEpNormal).Seconds(CollectivePattern.AllToAll, b, g),
+            new LinkCommunication(half, AllToAllImplementation.DeepEpNormal).Seconds(CollectivePattern.AllToAll, b, g));
+        Assert.Equal(new LinkCommunication(full).Seconds(CollectivePattern.AllReduce, b, g), link.Seconds(CollectivePattern.AllReduce, b, g));
+        Assert.Equal(new LinkCommunication(full).Seconds(CollectivePattern.AllToAll, b, All(8)), link.Seconds(CollectivePattern.AllToAll, b, All(8)));
+        var lineRate = new LinkCommunication(half) { LineRate = true };
+        Assert.Equal(17e-6 + b / 50e9, lineRate.Seconds(CollectivePattern.SendRecv, b, [3, 11]), 1e-12);
+        Assert.Equal(17e-6 + 8.0 / 16 * b / 50e9, lineRate.Seconds(CollectivePattern.AllToAll, b, g), 1e-12);
+        // Inside one domain NCCL's exchange is at NVLink's own fraction: 5 us + 7/8 GB / (0.5 x 450 GB/s).
+        var nvl = full with { IntraNode = full.IntraNode with { PointToPointEfficiency = 0.5 } };
+        Assert.Equal(5e-6 + 7.0 / 8 * b / (0.5 * 450e9), new LinkCommunication(nvl).Seconds(CollectivePattern.AllToAll, b, All(8)), 1e-12);
+        Assert.Equal(5e-6 + b / (0.5 * 450e9), new LinkCommunication(nvl).Seconds(CollectivePattern.SendRecv, b, [0, 1]), 1e-12);
+    }
+
+    [Theory]
+    [InlineData("0")]
+    [InlineData("1.5")]
+    [InlineData("-0.2")]
+    public void APointToPointEfficiencyOutsideZeroToOneIsRejectedNamingFieldAndValue(string value)
+    {
+        var ex = Assert.Throws<ConfigException>(() => Read($$"""
+            { "name": "x", "gpus": 16, "gpusPerNode": 8,
+              "gpu": { "name": "g", "peakFlopsPerSecond": { "bf16": 1e15 }, "hbmBytesPerSecond": 1e12, "hbmCapacityBytes": 1e11 },
+              "intraNode": { "bytesPerSecond": 400e9, "latencySeconds": 5e-6 },
+              "interNode": { "bytesPerSecond": 50e9, "latencySeconds": 1e-5, "pointToPointEfficiency": {{value}} } }
+            """));
+        Assert.Contains("hardware.interNode.pointToPointEfficiency", ex.Message);
+        Assert.Contains(value, ex.Message);
+        Assert.Contains("(0, 1]", ex.Message);
     }
 
     private static HardwareSpec Read(string json)

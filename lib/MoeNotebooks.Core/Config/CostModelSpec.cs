@@ -130,6 +130,8 @@ public sealed record CostModelSpec(CostModelKind Kind, EfficiencyTable? Efficien
         {
             NvlinkContention = NvlinkContention,
             DeepEp = AllToAll == AllToAllImplementation.DeepEpLowLatency ? DeepEpKernels.Default : null,
+            // Datasheet links at line rate in the ideal model, as its compute is at peak.
+            LineRate = Kind == CostModelKind.RooflineIdeal,
         };
         switch (Kind)
         {

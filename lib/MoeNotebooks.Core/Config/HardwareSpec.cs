@@ -122,6 +122,15 @@ public sealed record LinkSpec(double BytesPerSecond, double LatencySeconds)
     /// <summary>Bandwidth of one peer link of a switchless mesh (bytes/s per direction); null for a switched fabric.</summary>
     public double? PeerBytesPerSecond { get; init; }
 
+    /// <summary>
+    /// Fraction of the link's bandwidth that NCCL's point-to-point transfers reach on it, measured: a send/recv, and the
+    /// all-to-all NCCL builds from grouped sends and receives (PXN too). 1 unless the description gives it. NCCL's
+    /// collectives are priced by its tuner's algorithm and protocol factors instead (<c>costModel.ncclTuning</c>), and
+    /// DeepEP's kernels by their own figures, so neither reads it; the roofline-ideal model prices links at line rate
+    /// (<see cref="Costs.LinkCommunication.LineRate"/>).
+    /// </summary>
+    public double PointToPointEfficiency { get; init; } = 1;
+
     /// <summary>What a ring over <paramref name="gpus"/> GPUs of this fabric gets per GPU: the full bandwidth on a switch, (gpus - 1) peer links on a mesh.</summary>
     public double RingBytesPerSecond(int gpus) =>
         PeerBytesPerSecond is { } peer ? Math.Min(BytesPerSecond, Math.Max(1, gpus - 1) * peer) : BytesPerSecond;
@@ -137,6 +146,8 @@ public sealed record LinkSpec(double BytesPerSecond, double LatencySeconds)
         Validate.Within($"{path}.latencySeconds", LatencySeconds, Bounds.LatencySeconds, source);
         Validate.NonNegative($"{path}.stepLatencySeconds", StepLatencySeconds);
         Validate.Within($"{path}.stepLatencySeconds", StepLatencySeconds, Bounds.LatencySeconds, source);
+        if (!(PointToPointEfficiency > 0 && PointToPointEfficiency <= 1))
+            throw new ConfigException($"{path}.pointToPointEfficiency", Validate.Show(PointToPointEfficiency), "must be a fraction of the link's bandwidth in (0, 1], e.g. 0.75", source);
         if (PeerBytesPerSecond is { } peer)
         {
             Validate.Positive($"{path}.peerBytesPerSecond", peer);
@@ -153,6 +164,7 @@ public sealed record LinkSpec(double BytesPerSecond, double LatencySeconds)
         {
             StepLatencySeconds = r.OptionalDouble("stepLatencySeconds") ?? 0,
             PeerBytesPerSecond = r.OptionalDouble("peerBytesPerSecond"),
+            PointToPointEfficiency = r.OptionalDouble("pointToPointEfficiency") ?? 1,
         };
         r.Finish();
         return l.Validated(r.Path, r.Source);

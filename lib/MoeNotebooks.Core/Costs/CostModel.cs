@@ -55,9 +55,9 @@ public sealed class CostModel(string name, IComputeCostModel compute, ICommunica
     public IComputeCostModel Compute { get; } = compute;
     public ICommunicationCostModel Communication { get; } = communication;
 
-    /// <summary>Roofline-ideal compute with datasheet links (the founding document's implicit model).</summary>
+    /// <summary>Roofline-ideal compute with datasheet links at line rate (the founding document's implicit model).</summary>
     public static CostModel RooflineIdeal(HardwareSpec hardware) =>
-        new("roofline-ideal", new RooflineCompute(hardware.Gpu, EfficiencyTable.Ideal), new LinkCommunication(hardware));
+        new("roofline-ideal", new RooflineCompute(hardware.Gpu, EfficiencyTable.Ideal), new LinkCommunication(hardware) { LineRate = true });
 
     /// <summary>Roofline with size-dependent efficiencies read from data (an <see cref="EfficiencyTable"/>).</summary>
     public static CostModel RooflineEfficiency(HardwareSpec hardware, EfficiencyTable table) =>

@@ -164,6 +164,12 @@ public sealed partial class LinkCommunication(HardwareSpec hardware, AllToAllImp
     /// </summary>
     public bool NvlinkContention { get; init; }
 
+    /// <summary>
+    /// Datasheet links: point-to-point transfers at the links' full bandwidth, their measured
+    /// <see cref="LinkSpec.PointToPointEfficiency"/> ignored (the roofline-ideal model, the founding document's). Default false.
+    /// </summary>
+    public bool LineRate { get; init; }
+
     /// <summary>Whether the low-latency kernels' fixed cost is priced (<see cref="DeepEp"/> set and <see cref="AllToAll"/> low-latency).</summary>
     public bool PricesLowLatencyKernels => DeepEp is not null && AllToAll == AllToAllImplementation.DeepEpLowLatency;
 
@@ -244,9 +250,11 @@ public sealed partial class LinkCommunication(HardwareSpec hardware, AllToAllImp
                     break;
                 case CollectivePattern.AllToAll:
                 {
-                    // Every implementation stays on NVLink inside one domain (DeepEP's low-latency kernels too, with NVLink allowed).
-                    var t = (p - 1) / p * B / intra.BytesPerSecond;
-                    if (intra.PeerBytesPerSecond is { } peer) t = Math.Max(t, B / p / peer);
+                    // Every implementation stays on NVLink inside one domain (DeepEP's low-latency kernels too, with NVLink
+                    // allowed); NCCL's exchange is its point-to-point sends, at the link's point-to-point efficiency.
+                    var e = AllToAll == AllToAllImplementation.Nccl ? PointToPoint(intra) : 1;
+                    var t = (p - 1) / p * B / (e * intra.BytesPerSecond);
+                    if (intra.PeerBytesPerSecond is { } peer) t = Math.Max(t, B / p / (e * peer));
                     if (PricesLowLatencyKernels)
                     {
                         var ll = DeepEp!.LowLatencyKernelSeconds;
@@ -256,7 +264,7 @@ public sealed partial class LinkCommunication(HardwareSpec hardware, AllToAllImp
                     break;
                 }
                 default:
-                    candidates.Add((CollectiveAlgorithm.Direct, intra.LatencySeconds + B / intra.PairBytesPerSecond));
+                    candidates.Add((CollectiveAlgorithm.Direct, intra.LatencySeconds + B / (PointToPoint(intra) * intra.PairBytesPerSecond)));
                     break;
             }
             (chosen, var best) = Fastest(candidates);
@@ -304,9 +312,13 @@ public sealed partial class LinkCommunication(HardwareSpec hardware, AllToAllImp
                 var k = shape.MinPerDomain - 1.0;
                 var intraBytes = k / p * B;
                 var interBytes = (p - 1 - k) / p * B;
-                var nvlTime = intraBytes / intra.BytesPerSecond;
-                if (intra.PeerBytesPerSecond is { } peer && k > 0) nvlTime = Math.Max(nvlTime, B / p / peer);
-                var nicTime = interBytes / railShare;
+                // NCCL's exchange (PXN too) is made of point-to-point sends: both links at their point-to-point efficiency;
+                // DeepEP's kernels at the links' bandwidth.
+                var ncclSends = AllToAll is AllToAllImplementation.Nccl or AllToAllImplementation.Pxn;
+                double eIntra = ncclSends ? PointToPoint(intra) : 1, eInter = ncclSends ? PointToPoint(inter) : 1;
+                var nvlTime = intraBytes / (eIntra * intra.BytesPerSecond);
+                if (intra.PeerBytesPerSecond is { } peer && k > 0) nvlTime = Math.Max(nvlTime, B / p / (eIntra * peer));
+                var nicTime = interBytes / (eInter * railShare);
                 switch (AllToAll)
                 {
                     case AllToAllImplementation.Nccl:
@@ -315,7 +327,7 @@ public sealed partial class LinkCommunication(HardwareSpec hardware, AllToAllImp
                     case AllToAllImplementation.Pxn or AllToAllImplementation.DeepEpNormal:
                     {
                         // Cross-rail traffic ((G-1)/G of what leaves the domain) hops over NVLink first.
-                        var forwarded = (intraBytes + interBytes * (g - 1) / g) / intra.BytesPerSecond;
+                        var forwarded = (intraBytes + interBytes * (g - 1) / g) / (eIntra * intra.BytesPerSecond);
                         candidates.Add((AllToAll == AllToAllImplementation.Pxn ? CollectiveAlgorithm.Pxn : CollectiveAlgorithm.DeepEpNormal,
                             inter.LatencySeconds + Math.Max(Math.Max(nvlTime, forwarded), nicTime)));
                         break;
@@ -330,8 +342,8 @@ public sealed partial class LinkCommunication(HardwareSpec hardware, AllToAllImp
                 break;
             }
             default:
-                // A send between domains: the sender's NIC (one rail).
-                candidates.Add((CollectiveAlgorithm.Direct, inter.LatencySeconds + B / inter.BytesPerSecond));
+                // A send between domains: the sender's NIC (one rail), at its point-to-point efficiency.
+                candidates.Add((CollectiveAlgorithm.Direct, inter.LatencySeconds + B / (PointToPoint(inter) * inter.BytesPerSecond)));
                 break;
         }
         (chosen, var seconds) = Fastest(candidates);
@@ -419,12 +431,18 @@ public sealed partial class LinkCommunication(HardwareSpec hardware, AllToAllImp
             // All-to-all: the intra-domain share on NVLink and the rest on the rail share, at once (as priced above; PXN's
             // and DeepEP's forwarded bytes not counted here). A send: one NIC.
             _ when pattern == CollectivePattern.AllToAll => (lat,
-                (shape.MinPerDomain - 1.0) / p * B / Hardware.IntraNode.BytesPerSecond,
-                (p - shape.MinPerDomain) / p * B / railShare),
-            _ when pattern == CollectivePattern.SendRecv => (lat, 0, B / Hardware.InterNode.BytesPerSecond),
+                (shape.MinPerDomain - 1.0) / p * B / (AllToAllEfficiency(Hardware.IntraNode) * Hardware.IntraNode.BytesPerSecond),
+                (p - shape.MinPerDomain) / p * B / (AllToAllEfficiency(Hardware.InterNode) * railShare)),
+            _ when pattern == CollectivePattern.SendRecv => (lat, 0, B / (PointToPoint(Hardware.InterNode) * Hardware.InterNode.BytesPerSecond)),
             _ => (lat, 0, (shape.Gpus - 1.0) / p * B / railShare),
         };
     }
+
+    /// <summary>The fraction of a link's bandwidth NCCL's point-to-point sends get: its <see cref="LinkSpec.PointToPointEfficiency"/>, or 1 at <see cref="LineRate"/>.</summary>
+    private double PointToPoint(LinkSpec link) => LineRate ? 1 : link.PointToPointEfficiency;
+
+    /// <summary>The link's point-to-point fraction where the all-to-all is NCCL's (or PXN's) sends, else 1 (DeepEP's kernels).</summary>
+    private double AllToAllEfficiency(LinkSpec link) => AllToAll is AllToAllImplementation.Nccl or AllToAllImplementation.Pxn ? PointToPoint(link) : 1;
 
     /// <summary>Bytes each GPU moves per byte of message: 2(p-1)/p for ring all-reduce, (p-1)/p for all-to-all, reduce-scatter and all-gather, 1 for a send.</summary>
     public static double AlgorithmFactor(CollectivePattern pattern, int gpus)
