@@ -583,7 +583,11 @@ public static class ModernSuite
     /// carry), not shipped as a law whose parameters change with the objective (a = 0, b = 0.63 under step seconds);
     /// (11) the Megatron-FSDP rows in the fit: 17.2 / 6.4 / 6.8 %, Megatron-FSDP 5.3 %; (12) PriorWeight 0.02 or 0.01
     /// instead of 0.05: 16.2 / 6.4 / 6.4 % and 17.2 / 8.3 / 7.1 %, left at 0.05: a weight picked by the score it is
-    /// judged on would make that score in-sample.
+    /// judged on would make that score in-sample. Then against 16.2 / 6.3 / 6.7 / 5.7 % (NCCL's point-to-point sends at
+    /// the NIC's measured fraction, shipped): (13) the DP collectives priced by NCCL's tuner (nccl-2.28 algorithm and
+    /// protocol factors) in the predictor instead of the plain ring: 16.5 / 6.4 / 6.8 / 5.2 %; (14) the measured
+    /// fraction on every transfer across the NIC, collectives included: 15.9 / 6.4 / 7.3 / 5.6 % (NCCL's collectives
+    /// reach more of the NIC than one send/recv pair, nccl-tests' bus bandwidths, so not shipped).
     /// </remarks>
     public static GenerationFit Fit(string generation, IReadOnlyList<ModernRowModel> rows)
     {
