@@ -405,11 +405,23 @@ public static class ModernSuite
 
     /// <summary>
     /// The naive rung's hardware: the preset with NVLink domains of at most 8 GPUs, as a DGX-style node (an NVL72 rack
-    /// as if it were 8-GPU nodes); the same object when the preset's domain is already 8 GPUs or fewer. Written as a
-    /// preset override, <c>{"preset", "gpus", "gpusPerNode", "gpusPerNvlinkDomain"}</c>; a hardware description
-    /// without the NVLink-domain field (before issue 13) treats a node as the domain, so only gpusPerNode is set.
+    /// as if it were 8-GPU nodes), and its links at line rate (no measured point-to-point fraction,
+    /// <see cref="LinkSpec.PointToPointEfficiency"/>: the datasheet's links, as the founding document prices them); the
+    /// same object when the preset already is both. The topology rung adds both back.
     /// </summary>
     public static HardwareSpec NaiveHardware(HardwareSpec hw)
+    {
+        var naive = EightGpuDomains(hw);
+        return naive.IntraNode.PointToPointEfficiency == 1 && naive.InterNode.PointToPointEfficiency == 1 ? naive
+            : naive with { IntraNode = naive.IntraNode with { PointToPointEfficiency = 1 }, InterNode = naive.InterNode with { PointToPointEfficiency = 1 } };
+    }
+
+    /// <summary>
+    /// The preset with NVLink domains of at most 8 GPUs; the same object when its domain is already 8 GPUs or fewer.
+    /// Written as a preset override, <c>{"preset", "gpus", "gpusPerNode", "gpusPerNvlinkDomain"}</c>; a hardware
+    /// description without the NVLink-domain field (before issue 13) treats a node as the domain, so only gpusPerNode is set.
+    /// </summary>
+    private static HardwareSpec EightGpuDomains(HardwareSpec hw)
     {
         var domainProperty = typeof(HardwareSpec).GetProperty("GpusPerNvlinkDomain");
         var domain = domainProperty?.GetValue(hw) is int d ? d : hw.GpusPerNode;
@@ -664,7 +676,7 @@ public static class ModernSuite
             Rung("+ architecture", "the model preset's blocks in the DAG (issue 11): GQA/MLA projections, SwiGLU, shared experts, router and token permutation passes, causal and sliding-window attention; dense first layers and MTP by FLOP ratios (the slice is all MoE layers); MPT: causal attention", rows, r => r.Seconds(u, ModernRung.Architecture)),
             Rung("+ precision recipe", "the precision recipe in the DAG (issue 11): linear-layer GEMMs at the recipe's peak with their quantize passes; attention, norms, logits and communication stay bf16", rows, r => r.Seconds(u, ModernRung.Precision)),
             Rung("+ Megatron-Core layout", "interleaved virtual stages in the pipeline law, distributed-optimizer reduce-scatter/all-gather over DP (and DP/EP for experts), all exposed; fully sharded runs (MPT FSDP, Megatron-FSDP) as ZeRO-3 in the slice's DAG, per-layer gathers with one-layer prefetch (context parallelism is in the slice's DAG; expert-tensor folding, all-to-all overlap and DualPipe are not priced yet)", rows, r => r.Seconds(u, ModernRung.Layout)),
-            Rung("+ topology", "the preset's NVLink domain (72 GPUs on NVL72 racks) for the all-to-all, pipeline and DP groups; the collectives themselves are the same in every rung", rows, r => r.Seconds(u, ModernRung.Topology)),
+            Rung("+ topology", "the preset's NVLink domain (72 GPUs on NVL72 racks) for the all-to-all, pipeline and DP groups, and its NIC's measured point-to-point fraction for NCCL's sends and all-to-alls (0.746 of line rate on ConnectX-7; the rungs before price links at line rate); the collectives' algorithms are the same in every rung", rows, r => r.Seconds(u, ModernRung.Topology)),
             Rung("+ launch settings", "each Megatron-Bridge row as launched (data/validation/megatron-bridge-launches.json, NVIDIA's published performance configs): Megatron-Core's 1F1B all-to-all overlap where moe_a2a_overlap is set, DeepEP/HybridEP dispatchers as DeepEP normal all-to-alls (each token sent once per distinct destination node over RDMA and once per distinct rank over NVLink); rows without published settings stay plain; a full-iteration CUDA graph takes away the experts' host launches and the per-layer framework overhead (both priced by the fitted rungs only); the launch's selective recompute (recompute_modules) reruns those modules inside the backward; scoped CUDA graphs are not priced", rows, r => r.Seconds(u, ModernRung.Launch)),
             Rung("+ fitted efficiencies", "one fit per GPU generation (in-sample)", rows, r => r.Seconds(fits[r.Run.Generation])),
             new ModernAblationRung("+ fitted, leave-one-model-out", "the same fit without the predicted model's rows", lomo.Length == 0 ? null : Mape(lomo.Select(e => e.LomoErrorPct)),

@@ -352,16 +352,22 @@ public class ModernSuiteTests
     }
 
     [Fact]
-    public void The_naive_rung_sees_nvlink_domains_of_at_most_8_gpus()
+    public void The_naive_rung_sees_nvlink_domains_of_at_most_8_gpus_and_links_at_line_rate()
     {
-        // Oracle: by definition of the rung; an 8-GPU node is left as it is (same object), a 16-GPU domain becomes 8.
+        // Oracle: by definition of the rung; an 8-GPU node at line rate is left as it is (same object), a 16-GPU domain
+        // becomes 8, and a NIC's measured point-to-point fraction (DGX-B200's ConnectX-7: 0.746) goes back to 1 with
+        // nothing else changed.
+        var a100 = HardwareCatalog.Get("DGX-A100").WithGpus(64);
+        Assert.Same(a100, ModernSuite.NaiveHardware(a100));
         var dgx = HardwareCatalog.Get("DGX-B200").WithGpus(64);
-        Assert.Same(dgx, ModernSuite.NaiveHardware(dgx));
+        Assert.True(dgx.InterNode.PointToPointEfficiency < 1);
+        Assert.Equal(dgx with { InterNode = dgx.InterNode with { PointToPointEfficiency = 1 } }, ModernSuite.NaiveHardware(dgx));
         var big = (dgx with { GpusPerNode = 16 }).Validated();
         var naive = ModernSuite.NaiveHardware(big);
         Assert.Equal(8, naive.GpusPerNode);
         Assert.Equal(64, naive.GpuCount);
         Assert.Equal(big.Gpu, naive.Gpu);
+        Assert.Equal(1, naive.InterNode.PointToPointEfficiency);
     }
 
     [Theory]
