@@ -349,6 +349,20 @@ public class TopologyCommunicationTests
         Assert.Equal(5e-6 + b / (0.5 * 450e9), new LinkCommunication(nvl).Seconds(CollectivePattern.SendRecv, b, [0, 1]), 1e-12);
     }
 
+    [Fact]
+    public void APresetReferenceMayReplaceItsLinks()
+    {
+        // Oracle: the definition of a preset reference: the given link replaces the preset's whole link (its measured
+        // point-to-point fraction with it, back to the default 1), everything else stays the preset's.
+        var preset = HardwareCatalog.Get("DGX-B200").WithGpus(16);
+        var h = Read("""{ "preset": "DGX-B200", "gpus": 16, "interNode": { "bytesPerSecond": 50e9, "latencySeconds": 17e-6 } }""");
+        Assert.Equal(preset with { InterNode = new LinkSpec(50e9, 17e-6) }, h);
+        Assert.Equal(1, h.InterNode.PointToPointEfficiency);
+        var n = Read("""{ "preset": "DGX-B200", "gpus": 16, "intraNode": { "bytesPerSecond": 800e9, "latencySeconds": 5e-6, "pointToPointEfficiency": 0.8 } }""");
+        Assert.Equal(preset with { IntraNode = new LinkSpec(800e9, 5e-6) { PointToPointEfficiency = 0.8 } }, n);
+        Assert.Equal(Read("""{ "preset": "DGX-B200", "gpus": 16 }"""), preset);
+    }
+
     [Theory]
     [InlineData("0")]
     [InlineData("1.5")]

@@ -261,8 +261,9 @@ public sealed record HardwareSpec(
 
     /// <summary>
     /// Reads a hardware description: either <c>{"preset": "H100-SXM", "gpus": 16}</c> (a catalog entry,
-    /// optionally overriding <c>gpus</c>, <c>gpusPerNode</c>, <c>gpusPerNvlinkDomain</c>, <c>nicsPerNode</c> and
-    /// <c>nvls</c>) or a full inline description.
+    /// optionally overriding <c>gpus</c>, <c>gpusPerNode</c>, <c>gpusPerNvlinkDomain</c>, <c>nicsPerNode</c>,
+    /// <c>nvls</c>, <c>nvlsEfficiency</c>, and whole links: <c>intraNode</c>, <c>interNode</c>, <c>hostLink</c>) or a
+    /// full inline description.
     /// </summary>
     public static HardwareSpec Read(JsonObjectReader r)
     {
@@ -279,6 +280,8 @@ public sealed record HardwareSpec(
                 Nvls = r.OptionalBool("nvls") ?? entry.Nvls,
                 NvlsEfficiency = r.OptionalDouble("nvlsEfficiency") ?? entry.NvlsEfficiency,
                 HostLink = r.Has("hostLink") ? LinkSpec.Read(r.Object("hostLink")) : entry.HostLink,
+                IntraNode = r.Has("intraNode") ? LinkSpec.Read(r.Object("intraNode")) : entry.IntraNode,
+                InterNode = r.Has("interNode") ? LinkSpec.Read(r.Object("interNode")) : entry.InterNode,
             };
         }
         else
