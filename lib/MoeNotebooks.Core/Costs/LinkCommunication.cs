@@ -252,7 +252,7 @@ public sealed partial class LinkCommunication(HardwareSpec hardware, AllToAllImp
                 {
                     // Every implementation stays on NVLink inside one domain (DeepEP's low-latency kernels too, with NVLink
                     // allowed); NCCL's exchange is its point-to-point sends, at the link's point-to-point efficiency.
-                    var e = AllToAll == AllToAllImplementation.Nccl ? PointToPoint(intra) : 1;
+                    var e = AllToAllEfficiency(intra);
                     var t = (p - 1) / p * B / (e * intra.BytesPerSecond);
                     if (intra.PeerBytesPerSecond is { } peer) t = Math.Max(t, B / p / (e * peer));
                     if (PricesLowLatencyKernels)
@@ -314,8 +314,7 @@ public sealed partial class LinkCommunication(HardwareSpec hardware, AllToAllImp
                 var interBytes = (p - 1 - k) / p * B;
                 // NCCL's exchange (PXN too) is made of point-to-point sends: both links at their point-to-point efficiency;
                 // DeepEP's kernels at the links' bandwidth.
-                var ncclSends = AllToAll is AllToAllImplementation.Nccl or AllToAllImplementation.Pxn;
-                double eIntra = ncclSends ? PointToPoint(intra) : 1, eInter = ncclSends ? PointToPoint(inter) : 1;
+                double eIntra = AllToAllEfficiency(intra), eInter = AllToAllEfficiency(inter);
                 var nvlTime = intraBytes / (eIntra * intra.BytesPerSecond);
                 if (intra.PeerBytesPerSecond is { } peer && k > 0) nvlTime = Math.Max(nvlTime, B / p / (eIntra * peer));
                 var nicTime = interBytes / (eInter * railShare);
