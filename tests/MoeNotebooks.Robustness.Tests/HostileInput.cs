@@ -167,6 +167,25 @@ public static class Hostile
         return built;
     });
 
+    /// <summary>
+    /// The CLI starts with SIGINT and SIGTERM at their default disposition, as from a terminal, whatever this test host
+    /// inherited: a process started in the background by a shell without job control (<c>(cmd &amp;)</c>, <c>nohup ... &amp;</c>
+    /// in a script) has SIGINT and SIGQUIT ignored (POSIX), the ignore survives exec, and .NET keeps an inherited ignore,
+    /// so the signal tests' SIGINT would never arrive (the 100 M-row sweep then ran to the end: exit 0, seen in a solution
+    /// run started that way, 2026-12-03). GNU env's <c>--default-signal</c> (coreutils 8.31+) resets them before exec;
+    /// where env lacks it, nothing is prefixed.
+    /// </summary>
+    private static readonly Lazy<string> DefaultSignals = new(() =>
+    {
+        try
+        {
+            using var env = System.Diagnostics.Process.Start(new ProcessStartInfo("env", ["--default-signal=INT,TERM", "true"]) { RedirectStandardError = true, UseShellExecute = false })!;
+            env.WaitForExit();
+            return env.ExitCode == 0 ? "env --default-signal=INT,TERM " : "";
+        }
+        catch (System.ComponentModel.Win32Exception) { return ""; }
+    });
+
     /// <summary>GC heap limit of every CLI process (the memory bound of the suite): 768 MiB.</summary>
     public const long HeapLimitBytes = 768L << 20;
 
@@ -189,7 +208,7 @@ public static class Hostile
             UseShellExecute = false,
         };
         psi.ArgumentList.Add("-c");
-        psi.ArgumentList.Add($"exec dotnet '{MoeDll.Value}' {quoted} {redirect ?? ""}");
+        psi.ArgumentList.Add($"exec {DefaultSignals.Value}dotnet '{MoeDll.Value}' {quoted} {redirect ?? ""}");
         psi.Environment["DOTNET_GCHeapHardLimit"] = "0x" + HeapLimitBytes.ToString("x");
         psi.Environment["DOTNET_TieredPGO"] = "0";
         psi.Environment["DOTNET_CLI_TELEMETRY_OPTOUT"] = "1";
