@@ -557,49 +557,12 @@ public static class ModernSuite
     /// Engine's GroupedLinear then launches one cuBLAS GEMM per expert on Blackwell
     /// (transformer_engine/common/gemm/cublaslt_gemm.cu, nvte_multi_tensor_gemm: the CUTLASS grouped GEMM path is
     /// Hopper-only, <c>is_hopper &amp;&amp; NVTE_USE_CUTLASS_GROUPED_GEMM</c>; otherwise multi_stream_cublas_gemm loops
-    /// over the GEMMs), with Python-side per-expert work around it (quantization padding, split quantize). Measured
-    /// (2026-12-03, the same rows): against the earlier staged fit, where every visit paid the overhead (3.0 ms) and the
-    /// launches were compared with the experts' forward only (fitted after the shared factors, 159 us), MoE / dense /
-    /// hybrid / Megatron-FSDP LOMO 20.8 / 6.6 / 6.6 / 9.8 % -> 19.1 / 6.4 / 6.7 / 7.8 % (overhead 1.85 ms, 361 us per
-    /// local expert: more than a launch, it stands for all the per-expert host work of a layer's forward).</para>
+    /// over the GEMMs), with Python-side per-expert work around it (quantization padding, split quantize). What the joint
+    /// fit replaced, and what it measured: docs/training-modern-fit.md.</para>
     /// </summary>
     /// <remarks>
-    /// Terms tried on the carried rows and not shipped (each refitted in all three stages, leave-one-model-out as the
-    /// suite computes it; MoE / dense / hybrid LOMO against 22.2 / 7.2 / 6.3 %, 2026-12-03): (1) Transformer Engine's
-    /// scoped CUDA graphs (cuda_graph_impl "transformer_engine", scopes attn / moe_router / moe_preprocess) as a fitted
-    /// share of the per-layer overhead each scope removes: 22.0 / 7.0 / 19.4 % (the shares went to 0 and 1, and the SSD
-    /// factor to x4.8 to make up for the hybrid rows' scopes); (2) an overhead per 4,096 tokens of a layer-microbatch
-    /// beside the per-layer one: 22.6 / 10.8 / 7.6 %, per token only 22.3 / 16.8 / 27.7 %; (3) the DP synchronisation
-    /// exposed past what one microbatch's compute hides, max(0, DP - a t_mb) + b DP, instead of a fitted share: 21.9 /
-    /// 7.4 / 8.3 % with a = 0 and b = 0.63 (the rows ask for ~1.6x the datasheet DP time, as the NIC's measured
-    /// efficiency suggested on 2026-12-02, without a law that holds across groups). GPT-OSS-120B stays 40-48 % under
-    /// every one: its missing time is in-GPU and about a third of its step (see the note on issue 14). Then, against
-    /// 20.8 / 6.6 / 6.6 % (2026-12-03, after the Qwen3 flat recipes, before the host-bound forward): (4) the SMs a
-    /// HybridEP / DeepEP all-to-all takes from compute while it overlaps (the core's AllToAllSmShare, 16 or 32 of 148
-    /// SMs): in-sample MoE 16.5 -> 15.7-16.1 % but LOMO 20.8-21.0 %; (5) the routed experts priced as one grouped GEMM per
-    /// rank (CostModel.GroupedExpertGemms) instead of one cuBLAS GEMM each: 20.6 / 6.4 / 8.0 %; (6) a fitted share of the
-    /// per-layer overhead left under a full-iteration CUDA graph: 20.8 % (the graphed DeepSeek-V3 rows ask for less time,
-    /// the graphed Qwen3 and GPT-OSS rows for more); (7) the host-bound forward on every layer visit, dense included:
-    /// 21.1 / 9.2 / 11.1 %, and with a fixed host time per MoE layer beside the per-expert one: 20.2 / 6.3 / 6.7 %.
-    /// Then against 19.1 / 6.4 / 6.7 / 7.8 % (MoE / dense / hybrid / Megatron-FSDP; 2026-12-03, session 15): (8) the
-    /// routed experts' GEMMs priced by their FLOPs at the achievable rate instead of by shape (the tile-wave model
-    /// already gives GPT-OSS-120B's 2880-wide experts 0.9 of that rate and Qwen3-30B-A3B's 768-wide ones 0.3-0.6):
-    /// 21.5 % (Qwen3-30B-A3B LOMO 18.7 -> 27.6 %: its micro-batch-1 rows need the shape); a blend of the two fitted
-    /// no weight on FLOPs. Then, with the fit in the rows' own metric (17.1 %, shipped) as the reference: (9) a ceiling
-    /// on the expert GEMMs' rate (c x their FLOPs at the achievable rate, c fitted 3.1) or a FLOP-proportional expert
-    /// term beside the shape-priced one: MoE 16.3-16.5 % (GPT-OSS-120B 37.9 -> 25-28 %) but Megatron-FSDP 11-12 % and
-    /// Kimi-K2 2 -> 10 %, the memory-bound factor falling from x1.54 to x1.2 (the expert term takes what it covered);
-    /// (10) the DP synchronisation as DP + max(0, DP - a t_mb) (a fitted 3.3, from a share of 68 %): 15.1 / 6.4 / 6.9 / 6.6
-    /// %, and as max(0, k DP - a t_mb): k 1.5, a 0, in-sample 11.5 % but LOMO 17.7 %, GPT-OSS-120B 42 % (the rows that
-    /// ask for DP slower than the datasheet are GPT-OSS's expert-DP-across-nodes rows; without them the law does not
-    /// carry), not shipped as a law whose parameters change with the objective (a = 0, b = 0.63 under step seconds);
-    /// (11) the Megatron-FSDP rows in the fit: 17.2 / 6.4 / 6.8 %, Megatron-FSDP 5.3 %; (12) PriorWeight 0.02 or 0.01
-    /// instead of 0.05: 16.2 / 6.4 / 6.4 % and 17.2 / 8.3 / 7.1 %, left at 0.05: a weight picked by the score it is
-    /// judged on would make that score in-sample. Then against 16.2 / 6.3 / 6.7 / 5.7 % (NCCL's point-to-point sends at
-    /// the NIC's measured fraction, shipped): (13) the DP collectives priced by NCCL's tuner (nccl-2.28 algorithm and
-    /// protocol factors) in the predictor instead of the plain ring: 16.5 / 6.4 / 6.8 / 5.2 %; (14) the measured
-    /// fraction on every transfer across the NIC, collectives included: 15.9 / 6.4 / 7.3 / 5.6 % (NCCL's collectives
-    /// reach more of the NIC than one send/recv pair, nccl-tests' bus bandwidths, so not shipped).
+    /// The terms tried on the carried rows and not shipped, each with the MAPEs it measured, are listed in
+    /// docs/training-modern-fit.md (history, not code); a term that lands moves from there into this method.
     /// </remarks>
     public static GenerationFit Fit(string generation, IReadOnlyList<ModernRowModel> rows)
     {
@@ -627,16 +590,15 @@ public static class ModernSuite
     /// </summary>
     private static GenerationFit FitShared(string generation, IReadOnlyList<ModernRowModel> rows, bool withSsd)
     {
-        var ssd = withSsd;
         var launches = rows.Any(LaunchesExperts);
-        int n = 7, launch = launches ? n++ : -1, ssdAt = ssd ? n++ : -1;
+        int n = 7, launch = launches ? n++ : -1, ssdAt = withSsd ? n++ : -1;
         GenerationFit Of(double[] x) => new(generation, Math.Exp(x[0]), Math.Exp(x[1]), Math.Exp(x[2]), Math.Exp(x[3]), Math.Exp(x[4]), 1 / (1 + Math.Exp(-x[5])), 100 * x[6] * x[6], rows.Count,
-            ssd ? Math.Exp(x[ssdAt]) : 1, launches ? 100 * x[launch] * x[launch] : 0);
+            withSsd ? Math.Exp(x[ssdAt]) : 1, launches ? 100 * x[launch] * x[launch] : 0);
         double Objective(double[] x)
         {
             var f = Of(x);
             var mape = rows.Average(r => Math.Abs(r.MetricError(f)));
-            return mape + PriorWeight * (x[0] * x[0] + x[1] * x[1] + x[2] * x[2] + x[3] * x[3] + x[4] * x[4] + x[5] * x[5] / 16 + (ssd ? x[ssdAt] * x[ssdAt] : 0));
+            return mape + PriorWeight * (x[0] * x[0] + x[1] * x[1] + x[2] * x[2] + x[3] * x[3] + x[4] * x[4] + x[5] * x[5] / 16 + (withSsd ? x[ssdAt] * x[ssdAt] : 0));
         }
         // Every factor starts at 1 (log 0); the overhead and the host time per expert at 100 x 0.3^2 = 9 us; the DP
         // exposure's logit takes steps of 1, the others 0.3.
@@ -676,7 +638,7 @@ public static class ModernSuite
             Rung("+ architecture", "the model preset's blocks in the DAG (issue 11): GQA/MLA projections, SwiGLU, shared experts, router and token permutation passes, causal and sliding-window attention; dense first layers and MTP by FLOP ratios (the slice is all MoE layers); MPT: causal attention", rows, r => r.Seconds(u, ModernRung.Architecture)),
             Rung("+ precision recipe", "the precision recipe in the DAG (issue 11): linear-layer GEMMs at the recipe's peak with their quantize passes; attention, norms, logits and communication stay bf16", rows, r => r.Seconds(u, ModernRung.Precision)),
             Rung("+ Megatron-Core layout", "interleaved virtual stages in the pipeline law, distributed-optimizer reduce-scatter/all-gather over DP (and DP/EP for experts), all exposed; fully sharded runs (MPT FSDP, Megatron-FSDP) as ZeRO-3 in the slice's DAG, per-layer gathers with one-layer prefetch (context parallelism is in the slice's DAG; expert-tensor folding, all-to-all overlap and DualPipe are not priced yet)", rows, r => r.Seconds(u, ModernRung.Layout)),
-            Rung("+ topology", "the preset's NVLink domain (72 GPUs on NVL72 racks) for the all-to-all, pipeline and DP groups, and its NIC's measured point-to-point fraction for NCCL's sends and all-to-alls (0.746 of line rate on ConnectX-7; the rungs before price links at line rate); the collectives' algorithms are the same in every rung", rows, r => r.Seconds(u, ModernRung.Topology)),
+            Rung("+ topology", "the preset's NVLink domain (72 GPUs on NVL72 racks) for the all-to-all, pipeline and DP groups, and its NIC's measured point-to-point fraction for NCCL's sends and all-to-alls (the presets' interNode.pointToPointEfficiency; the rungs before price links at line rate); the collectives' algorithms are the same in every rung", rows, r => r.Seconds(u, ModernRung.Topology)),
             Rung("+ launch settings", "each Megatron-Bridge row as launched (data/validation/megatron-bridge-launches.json, NVIDIA's published performance configs): Megatron-Core's 1F1B all-to-all overlap where moe_a2a_overlap is set, DeepEP/HybridEP dispatchers as DeepEP normal all-to-alls (each token sent once per distinct destination node over RDMA and once per distinct rank over NVLink); rows without published settings stay plain; a full-iteration CUDA graph takes away the experts' host launches and the per-layer framework overhead (both priced by the fitted rungs only); the launch's selective recompute (recompute_modules) reruns those modules inside the backward; scoped CUDA graphs are not priced", rows, r => r.Seconds(u, ModernRung.Launch)),
             Rung("+ fitted efficiencies", "one fit per GPU generation (in-sample)", rows, r => r.Seconds(fits[r.Run.Generation])),
             new ModernAblationRung("+ fitted, leave-one-model-out", "the same fit without the predicted model's rows", lomo.Length == 0 ? null : Mape(lomo.Select(e => e.LomoErrorPct)),
