@@ -300,10 +300,47 @@ public sealed record ModernSuiteResult(
     public static double Mape(IEnumerable<double> errorsPct) => errorsPct.Select(Math.Abs).DefaultIfEmpty(double.NaN).Average();
 
     /// <summary>MAPE in-sample and LOMO per key (family, system, precision or target group).</summary>
-    public IReadOnlyList<(string Key, int Rows, double InSample, double Lomo)> By(Func<ModernRowResult, string> key) =>
-        Rows.GroupBy(key).OrderBy(g => g.Key, StringComparer.Ordinal)
+    public IReadOnlyList<(string Key, int Rows, double InSample, double Lomo)> By(Func<ModernRowResult, string> key) => By(Rows, key);
+
+    /// <summary>MAPE in-sample and LOMO per key over some of the rows (one target group's).</summary>
+    public static IReadOnlyList<(string Key, int Rows, double InSample, double Lomo)> By(IEnumerable<ModernRowResult> rows, Func<ModernRowResult, string> key) =>
+        rows.GroupBy(key).OrderBy(g => g.Key, StringComparer.Ordinal)
             .Select(g => (g.Key, g.Count(), Mape(g.Select(r => r.InSampleErrorPct)), Mape(g.Select(r => r.LomoErrorPct)))).ToArray();
+
+    /// <summary>Each target group's leave-one-model-out MAPE against its target (<see cref="ModernSuite.TargetsPct"/>).</summary>
+    public IReadOnlyList<ModernTargetVerdict> Verdicts() =>
+        By(r => r.Row.Run.TargetGroup).Where(g => ModernSuite.TargetsPct.ContainsKey(g.Key))
+            .Select(g => new ModernTargetVerdict(g.Key, g.Rows, g.Lomo, ModernSuite.TargetsPct[g.Key])).ToArray();
+
+    /// <summary>
+    /// Where a target group's leave-one-model-out error comes from, one entry per model family, largest share first:
+    /// the family's rows and MAPE, its share of the group's summed absolute error, and the group's MAPE over the other
+    /// families' rows (what the group would score were that family predicted exactly as well as the rest).
+    /// </summary>
+    public IReadOnlyList<ModernFamilyShare> ErrorShares(string group)
+    {
+        var rows = Rows.Where(r => r.Row.Run.TargetGroup == group).ToArray();
+        var total = rows.Sum(r => Math.Abs(r.LomoErrorPct));
+        return rows.GroupBy(r => r.Row.Run.Family)
+            .Select(f => new ModernFamilyShare(f.Key, f.Count(), Mape(f.Select(r => r.LomoErrorPct)),
+                total > 0 ? 100 * f.Sum(r => Math.Abs(r.LomoErrorPct)) / total : 0,
+                Mape(rows.Where(r => r.Row.Run.Family != f.Key).Select(r => r.LomoErrorPct))))
+            .OrderByDescending(f => f.SharePct).ThenBy(f => f.Family, StringComparer.Ordinal).ToArray();
+    }
 }
+
+/// <summary>A target group's leave-one-model-out MAPE against its target; <see cref="MarginPts"/> is positive when met.</summary>
+public sealed record ModernTargetVerdict(string Group, int Rows, double LomoPct, double TargetPct)
+{
+    public bool Met => LomoPct <= TargetPct;
+    public double MarginPts => TargetPct - LomoPct;
+    public string Text => Met ? $"met by {MarginPts:F1} pts" : $"missed by {-MarginPts:F1} pts";
+}
+
+/// <summary>One family's part of a target group's leave-one-model-out error (<see cref="ModernSuiteResult.ErrorShares"/>).</summary>
+/// <param name="SharePct">The family's share of the group's summed absolute error, %.</param>
+/// <param name="GroupLomoWithoutPct">The group's MAPE over the other families' rows (NaN when the family is the whole group).</param>
+public sealed record ModernFamilyShare(string Family, int Rows, double LomoPct, double SharePct, double GroupLomoWithoutPct);
 
 /// <summary>
 /// The training-modern validation suite over <c>training_modern_public.csv</c>: every row written as a scenario
@@ -661,13 +698,18 @@ public static class ModernSuite
             {
                 $"predicted = leave-one-model-out (the generation's factors fitted without this model's rows); in-sample MAPE {F(Mape(rows.Select(x => x.InSampleErrorPct)))} %",
             };
+            if (r.Verdicts().FirstOrDefault(v => v.Group == group) is { } verdict && r.ErrorShares(group) is [var top, ..])
+                notes.Add($"target {F(verdict.TargetPct)} %: {verdict.Text}; the largest share of the error: {top.Family} ({top.Rows} of {verdict.Rows} rows, {F(top.SharePct)} % of the summed absolute error" +
+                    (double.IsFinite(top.GroupLomoWithoutPct) ? $"; the group without it {F(top.GroupLomoWithoutPct)} %)" : ")"));
             if (!MegatronFsdpRowsInFit && rows.Any(x => x.Row.Run.IsMegatronFsdp))
                 notes.Add($"held out of the fit: the Megatron-FSDP rows are predicted with the fit of the other rows (their launch configs offload 20-92 layers' activations to the CPU, cpu_offloading_num_layers, priced over the host link; {rows.Count(x => x.Row.Run.IsMegatronFsdp && x.LomoErrorPct > 0)} of {rows.Count(x => x.Row.Run.IsMegatronFsdp)} still too fast, see ModernSuite.MegatronFsdpRowsInFit)");
             if (!HybridRowsInFit && rows.Any(x => x.Row.Scenario.Architecture.Hybrid is not null))
                 notes.Add($"held out of the fit: the hybrid Mamba rows ({string.Join(", ", rows.Where(x => !InFit(x.Row)).Select(x => x.Row.Run.Family).Distinct())}) are predicted with the fit of the other rows (added after the fit was settled; refit pending)");
             notes.AddRange(r.Fits.Values.Where(f => rows.Any(x => x.Row.Run.Generation == f.Generation)).Select(f => $"fit: {f}"));
+            // The group's own rows: a family, system or precision with rows in several groups (Llama-3-70B in dense and
+            // megatron-fsdp, DGX-B200 in most) is reported per group.
             foreach (var (label, key) in new (string, Func<ModernRowResult, string>)[] { ("family", x => x.Row.Run.Family), ("hardware", x => x.Row.Run.System), ("precision", x => x.Row.Run.PrecisionName) })
-                foreach (var g in r.By(key).Where(g => rows.Any(x => key(x) == g.Key)))
+                foreach (var g in ModernSuiteResult.By(rows, key))
                     notes.Add($"{label} {g.Key}: {g.Rows} rows, MAPE in-sample {F(g.InSample)} %, LOMO {F(g.Lomo)} %");
             if (group != "mpt")
             {

@@ -486,6 +486,41 @@ public class ModernTargetTests
         ModernSuiteResult.Mape(Suite.Rows.Where(r => r.Row.Run.TargetGroup == group).Select(r => r.LomoErrorPct));
 
     [CalibrationDataFact]
+    public void Verdicts_and_error_shares_add_up_to_the_groups_figures()
+    {
+        // Oracle: the per-family MAPEs recombined by hand, independent of the per-row sums ErrorShares takes. A group's MAPE
+        // is the row-weighted mean of its families' MAPEs; the group without family f is (n x MAPE - n_f x MAPE_f) / (n - n_f);
+        // f's share of the summed absolute error is n_f x MAPE_f / (n x MAPE). Each verdict's margin is the target less
+        // Lomo(group), the figure the target tests below assert.
+        var suite = Suite;
+        var verdicts = suite.Verdicts();
+        Assert.Equal(ModernSuite.TargetsPct.Keys.Order(), verdicts.Select(v => v.Group).Order());
+        foreach (var v in verdicts)
+        {
+            // A family's figures within the group (Llama-3-70B has rows in two groups: dense and megatron-fsdp).
+            var families = suite.Rows.Where(r => r.Row.Run.TargetGroup == v.Group).GroupBy(r => r.Row.Run.Family)
+                .ToDictionary(g => g.Key, g => (Rows: g.Count(), Lomo: ModernSuiteResult.Mape(g.Select(r => r.LomoErrorPct))));
+            Assert.Equal(Lomo(v.Group), v.LomoPct, 9);
+            Assert.Equal(ModernSuite.TargetsPct[v.Group] - v.LomoPct, v.MarginPts, 9);
+            Assert.Equal(v.LomoPct <= v.TargetPct, v.Met);
+            Assert.StartsWith(v.Met ? "met by " : "missed by ", v.Text);
+            var shares = suite.ErrorShares(v.Group);
+            Assert.Equal(v.Rows, shares.Sum(f => f.Rows));
+            Assert.Equal(100, shares.Sum(f => f.SharePct), 6);
+            Assert.True(shares.Zip(shares.Skip(1)).All(p => p.First.SharePct >= p.Second.SharePct), $"{v.Group}: shares not largest first");
+            foreach (var f in shares)
+            {
+                var (rows, lomo) = families[f.Family];
+                Assert.Equal(rows, f.Rows);
+                Assert.Equal(lomo, f.LomoPct, 9);
+                Assert.Equal(100 * rows * lomo / (v.Rows * v.LomoPct), f.SharePct, 6);
+                if (rows == v.Rows) Assert.True(double.IsNaN(f.GroupLomoWithoutPct));
+                else Assert.Equal((v.Rows * v.LomoPct - rows * lomo) / (v.Rows - rows), f.GroupLomoWithoutPct, 6);
+            }
+        }
+    }
+
+    [CalibrationDataFact]
     public void Moe_lomo_mape_TARGET_12pct_MISSED_regression_bound_17_1pct()
     {
         // After the other groups' landings (dense 405B pipeline split, hybrid ETP 1, GPT-OSS physics): 22.8 %; token-drop
