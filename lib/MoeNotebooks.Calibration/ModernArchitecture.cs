@@ -48,6 +48,26 @@ public sealed record ModernArchitecture(
 
     public static IReadOnlyDictionary<string, ModernArchitecture> Catalog => Embedded.Value;
 
+    /// <summary>
+    /// The architecture of a family: its catalog entry (with its publisher's FLOP conventions), else the model preset the
+    /// family names (case-insensitive, e.g. "mixtral-8x22b" or "Mixtral-8x22B"), counted as Megatron-LM counts it today;
+    /// null when it is neither. A preset outside the catalog is a model the training-modern fits were not measured on
+    /// (<see cref="IsMeasuredFamily"/>).
+    /// </summary>
+    public static ModernArchitecture? Of(string family)
+    {
+        if (Catalog.TryGetValue(family, out var a)) return a;
+        var preset = PresetNamed(family);
+        return preset is null ? null
+            : FromModel(family, ModelPresets.Preset(preset).Model, null, "no publisher's FLOP convention recorded: Megatron-LM's count of the preset");
+    }
+
+    /// <summary>The model preset a family name is (case-insensitive), or null.</summary>
+    public static string? PresetNamed(string family) => ModelPresets.Names.FirstOrDefault(n => string.Equals(n, family, StringComparison.OrdinalIgnoreCase));
+
+    /// <summary>Whether the family is one of the catalog's, the models whose published runs the fits were measured on.</summary>
+    public static bool IsMeasuredFamily(string family) => Catalog.ContainsKey(family);
+
     public static IReadOnlyDictionary<string, ModernArchitecture> Parse(string json, string source)
     {
         using var doc = JsonObjectReader.Parse(json, source);

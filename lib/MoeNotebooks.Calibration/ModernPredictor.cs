@@ -191,6 +191,10 @@ public sealed class ModernPredictor
         ["Llama-3-8B"] = "llama3-8b", ["Llama-3-70B"] = "llama3-70b", ["Llama-3.1-405B"] = "llama3-405b",
     };
 
+    /// <summary>The model preset a family is built from: its <see cref="FamilyPresets"/> entry, else the preset the family names (<see cref="ModernArchitecture.PresetNamed"/>), else null.</summary>
+    public static string? PresetOf(string family) =>
+        FamilyPresets.TryGetValue(family, out var p) && ModelPresets.Names.Contains(p) ? p : ModernArchitecture.PresetNamed(family);
+
     /// <summary>
     /// Families whose Megatron-Bridge recipe counts the embedding and the loss in the pipeline split
     /// (<see cref="ModernScenario.LossInPipelineSplit"/>): Llama-3.1-405B (recipes/llama/llama31_405b.py, commit 3594df9).
@@ -260,8 +264,8 @@ public sealed class ModernPredictor
     /// <summary>The row as a scenario, or the reason it cannot be one yet.</summary>
     public static (ModernScenario? Scenario, string? Reason) ScenarioOf(ModernRun run)
     {
-        if (run.Layers is null && !ModernArchitecture.Catalog.ContainsKey(run.Family))
-            return (null, $"no architecture: the row gives none (\"{run.Arch}\") and no public config is in data/{ModernArchitecture.ResourceName}");
+        if (run.Layers is null && ModernArchitecture.Of(run.Family) is null)
+            return (null, $"no architecture: the row gives none (\"{run.Arch}\"), no public config is in data/{ModernArchitecture.ResourceName} and no model preset in data/models has its name");
         if (run.CP > 1 && run.EP % run.CP != 0 && run.CP % run.EP != 0)
             return (null, $"context parallelism CP = {run.CP} with EP = {run.EP}: neither divides the other (the core's CP rings tile EP ranks or whole replicas)");
         if (ShardsParameters(run) && (run.CP > 1 || run.PP > 1 || run.EP > 1))
@@ -279,8 +283,8 @@ public sealed class ModernPredictor
                 return (null, "architecture columns missing");
             arch = new ModernArchitecture(run.Family, l, h, hd, hd, h / hd, f, 0, 0, 0, 0, 0, vocab, false, null, 0, 0, 0, null, "the row's columns (MPT: MHA, GELU FFN 4h)");
         }
-        else if (!ModernArchitecture.Catalog.TryGetValue(run.Family, out arch))
-            return (null, $"architecture of {run.Family} not in data/{ModernArchitecture.ResourceName}");
+        else if ((arch = ModernArchitecture.Of(run.Family)) is null)
+            return (null, $"architecture of {run.Family} not in data/{ModernArchitecture.ResourceName} nor a model preset");
         var hardware = LaunchedOn(HardwareCatalog.Get(system), run.Gpus);
         // The core's model from the row's columns: MHA, head dim hidden / heads, two-matrix FFN at the (expert) width.
         var experts = arch.Experts;
@@ -295,7 +299,7 @@ public sealed class ModernPredictor
         var mtp = run.MtpLayersOverride ?? arch.MtpLayers;
         ModelSpec? preset = null;
         if (run.Framework == ModernFramework.MosaicMpt) preset = (model with { Causal = true }).Validated();
-        else if (FamilyPresets.TryGetValue(run.Family, out var presetName) && ModelPresets.Names.Contains(presetName))
+        else if (PresetOf(run.Family) is { } presetName)
             preset = (ModelPresets.Get(presetName, run.GlobalBatch, run.SequenceLength) with { DenseLayers = 0, Precision = null, MtpLayers = 0 }).Validated();   // MTP: by the FLOP factors, as the dense first layers
         var (recipe, recipeNote) = RecipeFor(run.Precision, hardware.Gpu);
         var (launch, launchNote) = run.Framework == ModernFramework.MegatronBridge ? BridgeLaunchCatalog.Published.For(run) : (null, null);

@@ -48,10 +48,20 @@ public static class TrainingPredictor
     public const int MaxTensorParallel = 64, MaxContextParallel = 64, MaxExpertParallel = 256, MaxPipeline = 1024, MaxMicroBatch = 1024, MaxMicrobatches = 1_000_000, MaxGpus = 1 << 20;
     public const long MaxSequence = 1 << 22;
 
-    /// <summary>The families a run from settings can name: those with a public architecture and a model preset.</summary>
-    public static IReadOnlyList<(string Family, string Preset)> Models =>
-        ModernPredictor.FamilyPresets.Where(f => ModernArchitecture.Catalog.ContainsKey(f.Key) && ModelPresets.Names.Contains(f.Value))
-            .OrderBy(f => f.Key, StringComparer.Ordinal).Select(f => (f.Key, f.Value)).ToArray();
+    /// <summary>
+    /// The models a run from settings can name: the suite's families (a public architecture and a model preset, the fits
+    /// measured on their runs), then every other model preset, named by itself and priced the same way from its preset
+    /// (with a warning that no run of it was measured).
+    /// </summary>
+    public static IReadOnlyList<(string Family, string Preset)> Models
+    {
+        get
+        {
+            var families = ModernPredictor.FamilyPresets.Where(f => ModernArchitecture.Catalog.ContainsKey(f.Key) && ModelPresets.Names.Contains(f.Value))
+                .OrderBy(f => f.Key, StringComparer.Ordinal).Select(f => (f.Key, f.Value)).ToArray();
+            return families.Concat(ModelPresets.Names.Where(n => families.All(f => f.Value != n)).Select(n => (n, n))).ToArray();
+        }
+    }
 
     /// <summary>The request as a Megatron-Bridge run (measured columns NaN), or a <see cref="ConfigException"/> naming the flag, its value and what is valid.</summary>
     public static ModernRun RunOf(TrainingRunRequest q)
@@ -59,7 +69,7 @@ public static class TrainingPredictor
         string I(long v) => v.ToString(CultureInfo.InvariantCulture);
         var match = Models.FirstOrDefault(m => ModernSystems.Key(m.Family) == ModernSystems.Key(q.Model) || ModernSystems.Key(m.Preset) == ModernSystems.Key(q.Model));
         if (match.Family is null)
-            throw new ConfigException("--model", q.Model, $"must be one of {string.Join(", ", Models.Select(m => $"{m.Preset} ({m.Family})"))}");
+            throw new ConfigException("--model", q.Model, $"must be one of {string.Join(", ", Models.Select(m => m.Preset == m.Family ? m.Preset : $"{m.Preset} ({m.Family})"))}");
         if (ModernSystems.Resolve(q.System).Preset is null) throw new ConfigException("--system", q.System, $"names no hardware preset: valid labels are {ModernSystems.ValidLabels}");
         void Within(string flag, long value, long max)
         {
@@ -87,7 +97,7 @@ public static class TrainingPredictor
             throw new ConfigException("--recompute-modules", q.RecomputeModules.ToText(), "cannot be combined with --recompute true: Megatron's --recompute-granularity is full or selective, not both");
         if (q.Release.Length > 0 && !System.Text.RegularExpressions.Regex.IsMatch(q.Release, @"^\d{2}\.\d{2}(\.\d{2})?$"))
             throw new ConfigException("--release", q.Release, "must be a Megatron-Bridge release as YY.MM or YY.MM.PP, e.g. 25.11 or 26.04.01");
-        var a = ModernArchitecture.Catalog[match.Family];
+        var a = ModernArchitecture.Of(match.Family)!;
         var arch = a.Hybrid is not null ? "moe (hybrid Mamba)" : a.Experts > 0 ? "moe" : "dense";
         var id = q.Release.Length > 0 ? $"user_{q.Release}" : "user";
         return new ModernRun(id, "moe predict", match.Family, match.Family, ModernFramework.MegatronBridge, q.Release, arch, q.System, q.Gpus, q.Precision, precision,
@@ -143,6 +153,8 @@ public static class TrainingPredictor
         var choice = fits.For(run.Generation, run.Framework);
         if (choice.Warning is not null) warnings.Insert(0, choice.Warning);
         else warnings.AddRange(RangeWarnings(run));
+        if (!ModernArchitecture.IsMeasuredFamily(run.Family))
+            warnings.Add($"model: no published run of {run.Family} is in the fitted tables; priced from its preset (data/models) as the suite prices its families, with factors measured on {string.Join(", ", ModernArchitecture.Catalog.Keys.Order(StringComparer.Ordinal))}; model TFLOP/s by Megatron-LM's count of the preset");
         if (s.RecipeNote is not null) warnings.Add($"precision: {s.RecipeNote}");
         if (run.Framework == ModernFramework.MegatronBridge && s.Launch is null && run.Release.Length > 0) warnings.Add($"launch: plain settings ({s.LaunchNote})");
         var seconds = row.Seconds(choice.Fit);

@@ -245,6 +245,41 @@ public class PredictTests
     }
 
     [CalibrationDataFact]
+    public void A_preset_outside_the_suites_families_is_priced_as_the_family_it_equals()
+    {
+        // Oracle: the catalog path, validated against the published rows. "llama3-8b" (the preset's own name) is not a
+        // catalog family (the catalog calls the same preset Llama-3-8B and records no publisher's FLOP convention for it),
+        // so it is priced through ModernArchitecture.Of's preset path; both paths build the model from the same preset, so
+        // the step and the model FLOP/s must be identical, and only the preset path warns that no run of it was measured.
+        var request = new TrainingRunRequest("Llama-3-8B", "DGX-B200", 8, "fp8-cs", 128, 1, SequenceLength: 8192);
+        var family = TrainingPredictor.Predict(request);
+        Assert.False(ModernArchitecture.IsMeasuredFamily("llama3-8b"));
+        var preset = TrainingPredictor.Predict(TrainingPredictor.RunOf(request) with { Family = "llama3-8b" });
+        Assert.Equal(family.StepSeconds, preset.StepSeconds, 12);
+        Assert.Equal(family.ModelTflopsPerGpu, preset.ModelTflopsPerGpu, 9);
+        Assert.DoesNotContain(family.Warnings, w => w.StartsWith("model:"));
+        Assert.Contains(preset.Warnings, w => w.StartsWith("model: no published run of llama3-8b"));
+    }
+
+    public static TheoryData<string> Presets => new(ModelPresets.Names);
+
+    [Theory]
+    [MemberData(nameof(Presets))]
+    public void Every_model_preset_can_be_predicted_from_settings(string name)
+    {
+        // Oracle: the throughput identity tokens/s per GPU = batch x sequence / (GPUs x step), and the rule that a model
+        // outside the suite's families is priced with a warning naming it. One DGX-B200 node, EP the largest divisor of 8
+        // that divides the experts.
+        var m = ModelPresets.Get(name);
+        var ep = m.Experts > 0 ? Enumerable.Range(1, 8).Where(e => 8 % e == 0 && m.Experts % e == 0).Max() : 1;
+        var p = TrainingPredictor.Predict(new TrainingRunRequest(name, "DGX-B200", 8, "bf16", 16, 1, EP: ep, SequenceLength: 1024));
+        Assert.True(double.IsFinite(p.StepSeconds) && p.StepSeconds > 0, $"{name}: step {p.StepSeconds}");
+        Assert.Equal(16 * 1024.0 / (8 * p.StepSeconds), p.TokensPerSecondPerGpu, 6);
+        Assert.True(p.ModelTflopsPerGpu > 0 && p.ModelTflopsPerGpu < 2250, $"{name}: {p.ModelTflopsPerGpu} TFLOP/s per GPU against a 2250 TFLOP/s bf16 peak");
+        Assert.Equal(!ModernArchitecture.IsMeasuredFamily(p.Run.Family), p.Warnings.Any(w => w.StartsWith("model:")));
+    }
+
+    [CalibrationDataFact]
     public void A_described_run_prices_its_selective_recompute_between_none_and_full()
     {
         // Oracle: ordering. Selective recomputation reruns part of what full recomputation reruns, so the step lies
