@@ -30,8 +30,9 @@ public sealed class MtpTests
         Assert.True(Math.Abs(p.Total - 671e9) <= 0.01 * 671e9, $"main {p.Total / 1e9:F2}B vs 671B");
         Assert.True(Math.Abs(p.TotalWithMtp - 685e9) <= 0.01 * 685e9, $"main + MTP {p.TotalWithMtp / 1e9:F2}B vs 685B");
         Assert.Equal(Mla + 4 * H + 1536 + 512 + Router + Shared + 8 * Expert + Projection + 2 * H, p.MtpActiveNonEmbedding);
-        // Presets other than DeepSeek-V3 and the Nemotron-3 Super/Ultra hybrids (two depths each, their own presets' sources) have none.
-        Assert.All(ModelPresets.Names.Where(n => n is not ("deepseek-v3" or "nemotron3-super" or "nemotron3-ultra")), n => Assert.Equal(0, ModelPresets.Get(n, batch: 1).MtpLayers));
+        // Presets other than DeepSeek-V3, GLM-4.5 / GLM-4.5-Air (one MTP layer each, arXiv:2508.06471 Table 1) and the
+        // Nemotron-3 Super/Ultra hybrids (two depths each, their own presets' sources) have none.
+        Assert.All(ModelPresets.Names.Where(n => n is not ("deepseek-v3" or "glm4.5" or "glm4.5-air" or "nemotron3-super" or "nemotron3-ultra")), n => Assert.Equal(0, ModelPresets.Get(n, batch: 1).MtpLayers));
     }
 
     private static double Flops(OperatorDag dag) => Enumerable.Range(0, dag.Count).Sum(op => dag.Flops(op));
