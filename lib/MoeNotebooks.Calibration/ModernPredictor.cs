@@ -290,6 +290,8 @@ public sealed class ModernPredictor
         var experts = arch.Experts;
         var model = new ModelSpec(run.Family, arch.Layers, arch.HiddenSize, arch.AttentionHeads, experts > 0 ? arch.MoeFfnHiddenSize : arch.FfnHiddenSize,
             experts, experts > 0 ? arch.TopK : 1, run.GlobalBatch, run.SequenceLength) { Vocabulary = arch.Vocabulary };
+        // Heads that do not divide the hidden size (GLM-4.5: 96 of 128 over 5120) keep the architecture's head dimension.
+        if (arch.HiddenSize % arch.AttentionHeads != 0) model = model with { HeadDim = arch.KvChannels };
         try { model = model.Validated(); }
         catch (ConfigException e) { return (null, $"the core cannot describe it: {e.Message}"); }
         var v = run.VP ?? 1;
