@@ -99,4 +99,21 @@ public class HostilePredictTests
         foreach (var b in p.GetProperty("breakdownSeconds").EnumerateObject()) Assert.True(double.IsFinite(b.Value.GetDouble()), b.Name);
         Assert.Contains(p.GetProperty("warnings").EnumerateArray(), w => w.GetString()!.Contains("factors transferred from"));
     }
+
+    [Fact]
+    public void A_preset_with_no_measured_run_prices_with_a_warning_naming_it()
+    {
+        // Oracle: the rule that any preset in data/models may be named, and a model none of the fitted runs used is
+        // priced with a warning that says so (ModernArchitecture.IsMeasuredFamily); a name that is neither a family nor a
+        // preset is refused on --model (A_bad_flag_value_... above).
+        var (code, stdout, stderr) = Hostile.Cli("predict", "--model", "mixtral-8x7b", "--system", "H100-80GB", "--gpus", "16", "--precision", "bf16",
+            "--global-batch", "32", "--ep", "8", "--seq-length", "4096", "--format", "json");
+        Assert.True(code == 0, stderr);
+        using var doc = JsonDocument.Parse(stdout);
+        var p = Assert.Single(doc.RootElement.GetProperty("predictions").EnumerateArray());
+        var step = p.GetProperty("stepSeconds").GetDouble();
+        Assert.True(double.IsFinite(step) && step > 0);
+        Assert.Equal(32 * 4096.0 / (16 * step), p.GetProperty("tokensPerSecondPerGpu").GetDouble(), 6);
+        Assert.Contains(p.GetProperty("warnings").EnumerateArray(), w => w.GetString()!.StartsWith("model: no published run of mixtral-8x7b"));
+    }
 }
