@@ -153,7 +153,7 @@ public static class TrainingPredictor
         var choice = fits.For(run.Generation, run.Framework);
         if (choice.Warning is not null) warnings.Insert(0, choice.Warning);
         else warnings.AddRange(RangeWarnings(run));
-        if (!ModernArchitecture.IsMeasuredFamily(run.Family))
+        if (run.Framework == ModernFramework.MegatronBridge && !ModernArchitecture.IsMeasuredFamily(run.Family))
             warnings.Add($"model: no published run of {run.Family} is in the fitted tables; priced from its preset (data/models) as the suite prices its families, with factors measured on {string.Join(", ", ModernArchitecture.Catalog.Keys.Order(StringComparer.Ordinal))}; model TFLOP/s by Megatron-LM's count of the preset");
         if (s.RecipeNote is not null) warnings.Add($"precision: {s.RecipeNote}");
         if (run.Framework == ModernFramework.MegatronBridge && s.Launch is null && run.Release.Length > 0) warnings.Add($"launch: plain settings ({s.LaunchNote})");

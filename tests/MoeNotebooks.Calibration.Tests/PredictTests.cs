@@ -206,6 +206,7 @@ public class PredictTests
         {
             var p = TrainingPredictor.Predict(x.Row.Run, live);
             Assert.Null(p.Fit.Warning);
+            Assert.DoesNotContain(p.Warnings, w => w.StartsWith("model:"));   // a carried row's model is measured (MPT: by its columns)
             Assert.Equal(x.InSample, p.Predicted!.Value, 9);
             Assert.True(Math.Abs(p.ErrorPct!.Value - x.InSampleErrorPct) < 1e-9);
             Assert.Equal(p.StepSeconds, p.Breakdown.Sum(b => b.Seconds), 9);
