@@ -43,6 +43,9 @@ public sealed record BridgeLaunch(
     bool MoeA2aOverlap, BridgeDispatcher Dispatcher, string? PpLayout, IReadOnlyList<string>? RecomputeModules,
     string? CudaGraphImpl, IReadOnlyList<string>? CudaGraphScope, LaunchSource Source, string? Note = null, bool CutedslFusedGroupedMlp = false)
 {
+    /// <summary>Applied to a run of a release the entry does not name, because the run's layout equals the config's (<see cref="BridgeLaunchCatalog.For"/>).</summary>
+    public bool ByLayout { get; init; }
+
     /// <summary>The core's all-to-all implementation for the dispatcher: alltoall -> NCCL; deepep and hybridep -> DeepEP normal (see the data file's mapping).</summary>
     public AllToAllImplementation AllToAll => Dispatcher == BridgeDispatcher.Alltoall ? AllToAllImplementation.Nccl : AllToAllImplementation.DeepEpNormal;
 
@@ -69,7 +72,8 @@ public sealed record BridgeLaunch(
         $"{Config}: a2a overlap {(MoeA2aOverlap ? "1f1b" : "off")}, dispatcher {JsonObjectReader.Kebab(Dispatcher.ToString())} -> {JsonObjectReader.Kebab(AllToAll.ToString())}"
         + (CutedslFusedGroupedMlp ? ", CuTe DSL fused grouped MLP" : "")
         + (RecomputeModules is { Count: > 0 } rm ? $", selective recompute of {string.Join(", ", rm)}" : "")
-        + (Unexpressed() is { Count: > 0 } u ? "; not priced: " + string.Join("; ", u) : "") + $" ({Source})";
+        + (Unexpressed() is { Count: > 0 } u ? "; not priced: " + string.Join("; ", u) : "") + $" ({Source})"
+        + (ByLayout ? $"; matched by layout: the config as stored at that commit{(Releases.Count > 0 ? $", read for release {string.Join(", ", Releases)}" : "")}, not confirmed for this release" : "");
 }
 
 /// <summary>A row whose launch settings were looked for and not found, and why (from the data file).</summary>
@@ -94,7 +98,7 @@ public sealed record BridgeLaunchCatalog(string Source, IReadOnlyList<BridgeLaun
     /// <summary>The performance config's GPU key for a row's system ("b200", "b300", "gb200", "gb300").</summary>
     public static string GpuKey(ModernRun r) => r.System switch
     {
-        "DGX-B200" => "b200", "DGX-B300" => "b300", "GB200-NVL72" => "gb200", "GB300-NVL72" => "gb300", var s => s.ToLowerInvariant(),
+        "DGX-B200" => "b200", "DGX-B300" => "b300", "GB200-NVL72" => "gb200", "GB300-NVL72" => "gb300", "DGX-H100" or "H100-SXM" => "h100", var s => s.ToLowerInvariant(),
     };
 
     /// <summary>The performance config's precision key ("bf16", "fp8_cs", "fp8_mx", "nvfp4").</summary>
@@ -103,7 +107,13 @@ public sealed record BridgeLaunchCatalog(string Source, IReadOnlyList<BridgeLaun
         TrainingPrecision.Bf16 => "bf16", TrainingPrecision.Fp8CurrentScaling => "fp8_cs", TrainingPrecision.Mxfp8 => "fp8_mx", _ => "nvfp4",
     };
 
-    /// <summary>The launch of a row, or why there is none (the row then keeps plain settings).</summary>
+    /// <summary>
+    /// The launch of a row, or why there is none (the row then keeps plain settings). An entry applies to a row of a release
+    /// it names (its layout must then be the row's). A run of a release the file neither names nor lists as not found
+    /// (a user's run, or a GPU no carried row ran, such as H100) takes the entry of its family, GPU and precision whose
+    /// layout equals its own (TP, PP, VP, EP, micro and global batch): the config as stored at the entry's commit
+    /// (<see cref="BridgeLaunch.ByLayout"/>). A run with no release is never matched: it need not be NVIDIA's launch.
+    /// </summary>
     public (BridgeLaunch? Launch, string Why) For(ModernRun r)
     {
         if (r.Framework != ModernFramework.MegatronBridge) return (null, "not a Megatron-Bridge row");
@@ -119,7 +129,10 @@ public sealed record BridgeLaunchCatalog(string Source, IReadOnlyList<BridgeLaun
             return (hit, "");
         }
         var nf = NotFound.FirstOrDefault(n => n.Family == r.Family && n.Gpu == gpu && n.Precision == precision && n.Release == r.Release);
-        return (null, nf is not null ? $"launch settings not found: {nf.Why}" : $"launch settings not collected for {r.Family} {gpu} {precision} {r.Release}");
+        if (nf is not null) return (null, $"launch settings not found: {nf.Why}");
+        if (r.Release.Length > 0 && Launches.FirstOrDefault(l => l.Family == r.Family && l.Gpu == gpu && l.Precision == precision && l.Layout.Matches(r)) is { } same)
+            return (same with { ByLayout = true }, "");
+        return (null, $"launch settings not collected for {r.Family} {gpu} {precision} {r.Release}" + (r.Release.Length > 0 ? " (and no stored config of its family, GPU and precision has its layout)" : ""));
     }
 
     public static BridgeLaunchCatalog Parse(string json, string source)
@@ -149,7 +162,7 @@ public sealed record BridgeLaunchCatalog(string Source, IReadOnlyList<BridgeLaun
                 throw new ConfigException(s.Child("commit"), $"\"{ls.Commit}\"", "must be a 40-hex-digit commit", source);
             return ls;
         }
-        string[] gpus = ["b200", "b300", "gb200", "gb300"], precisions = ["bf16", "fp8_cs", "fp8_mx", "nvfp4"];
+        string[] gpus = ["b200", "b300", "gb200", "gb300", "h100"], precisions = ["bf16", "fp8_cs", "fp8_mx", "nvfp4"];
         void Key(JsonObjectReader o, string gpu, string precision)
         {
             if (!gpus.Contains(gpu)) throw new ConfigException(o.Child("gpu"), $"\"{gpu}\"", $"must be one of {string.Join(", ", gpus)}", source);
@@ -171,9 +184,12 @@ public sealed record BridgeLaunchCatalog(string Source, IReadOnlyList<BridgeLaun
                 r.OptionalBool("cutedslFusedGroupedMlp") ?? false);
             r.Finish();
             Key(r, e.Gpu, e.Precision);
-            if (e.Releases.Count == 0) throw new ConfigException(r.Child("releases"), "[]", "must name at least one release the entry was read for", source);
+            // An entry may name no release (a GPU no carried row ran): it then applies by layout only, so two entries of one
+            // family, GPU and precision must not share a layout.
             if (launches.FirstOrDefault(x => x.Family == e.Family && x.Gpu == e.Gpu && x.Precision == e.Precision && x.Releases.Intersect(e.Releases).Any()) is { } dup)
                 throw new ConfigException(r.Child("releases"), string.Join(", ", e.Releases), $"overlap the releases of {dup.Config} for {e.Family} {e.Gpu} {e.Precision}", source);
+            if (e.Releases.Count == 0 && launches.FirstOrDefault(x => x.Family == e.Family && x.Gpu == e.Gpu && x.Precision == e.Precision && x.Releases.Count == 0 && x.Layout == e.Layout) is { } same)
+                throw new ConfigException(r.Child("layout"), e.Layout.ToString(), $"is also {same.Config}'s for {e.Family} {e.Gpu} {e.Precision}, and neither names a release to tell them apart", source);
             launches.Add(e);
         }
         var notFound = new List<BridgeLaunchNotFound>();

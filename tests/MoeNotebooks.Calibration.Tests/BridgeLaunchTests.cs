@@ -38,7 +38,9 @@ public class BridgeLaunchTests
                 Assert.Contains("_pretrain_", l.Config);
             }
             Assert.Matches("^[0-9a-f]{40}$", l.Source.Commit);
-            Assert.NotEmpty(l.Releases);
+            // Blackwell entries were read for the carried rows' releases; a GPU no carried row ran (H100) names none and
+            // applies by layout only.
+            if (l.Gpu != "h100") Assert.NotEmpty(l.Releases);
         });
         Assert.NotEmpty(c.NotFound);
         Assert.All(c.NotFound, n => Assert.False(string.IsNullOrWhiteSpace(n.Why)));
@@ -69,6 +71,45 @@ public class BridgeLaunchTests
         Assert.Equal(AllToAllImplementation.DeepEpNormal, good.Launches[0].AllToAll);
         var unknown = Assert.Throws<ConfigException>(() => BridgeLaunchCatalog.Parse(File(Entry.Replace("DISPATCHER", "deepep").Replace("COMMIT", new string('a', 40)).Replace("\"config\"", "\"cuda_graph\": 1, \"config\"")), "test.json"));
         Assert.Contains("cuda_graph", unknown.Message);
+    }
+
+    [Fact]
+    public void A_run_of_a_release_the_file_does_not_name_takes_the_config_with_its_layout()
+    {
+        // Oracle: BridgeLaunchCatalog.For's rule, by cases. An entry read for 26.04.01 (GPT-OSS-120B on GB200, EP 64, MBS 4,
+        // GBS 1280) applies to a run of that release; to a run of another release only when the run's layout is the
+        // entry's (then marked ByLayout and said so); never to a run with no release (it need not be NVIDIA's launch);
+        // a release listed as not found keeps plain settings. An entry naming no release (H100) applies by layout only.
+        var entry = Entry.Replace("\"X\"", "\"GPT-OSS-120B\"").Replace("\"ep\": 8, \"microBatch\": 1, \"globalBatch\": 64", "\"ep\": 64, \"microBatch\": 4, \"globalBatch\": 1280")
+            .Replace("DISPATCHER", "alltoall").Replace("COMMIT", new string('a', 40));
+        var h100 = entry.Replace("\"gb200\"", "\"h100\"").Replace("[\"26.04.01\"]", "[]").Replace("\"C\"", "\"H\"");
+        var notFound = """{ "family": "GPT-OSS-120B", "gpu": "gb200", "precision": "bf16", "release": "25.11", "why": "stored MBS 4, the row MBS 1" }""";
+        var file = File(entry + ", " + h100).Replace("\"notFound\": []", $"\"notFound\": [ {notFound} ]");
+        var c = BridgeLaunchCatalog.Parse(file, "test.json");
+        ModernRun Run(string system, string release, int mbs = 4) =>
+            TrainingPredictor.RunOf(new TrainingRunRequest("gpt-oss-120b", system, 64, "bf16", 1280, mbs, EP: 64, Release: release));
+        var (named, _) = c.For(Run("GB200", "26.04.01"));
+        Assert.False(named!.ByLayout);
+        var (other, _) = c.For(Run("GB200", "26.08"));
+        Assert.True(other!.ByLayout);
+        Assert.Equal("C", other.Config);
+        Assert.Contains("matched by layout", other.Describe());
+        var (none, whyNone) = c.For(Run("GB200", ""));
+        Assert.Null(none);
+        Assert.Contains("not collected", whyNone);
+        var (listed, whyListed) = c.For(Run("GB200", "25.11"));
+        Assert.Null(listed);
+        Assert.Contains("stored MBS 4", whyListed);
+        var (mismatch, whyMismatch) = c.For(Run("GB200", "26.08", mbs: 2));
+        Assert.Null(mismatch);
+        Assert.Contains("has its layout", whyMismatch);
+        var (hopper, _) = c.For(Run("H100 (DGX-H100)", "25.11"));
+        Assert.Equal("H", hopper!.Config);
+        Assert.True(hopper.ByLayout);
+        // Two entries naming no release with one layout cannot be told apart: refused, naming the layout.
+        var twice = Assert.Throws<ConfigException>(() => BridgeLaunchCatalog.Parse(File(h100 + ", " + h100.Replace("\"H\"", "\"H2\"")), "test.json"));
+        Assert.Contains("layout", twice.Message);
+        Assert.Contains("EP64", twice.Message);
     }
 
     [CalibrationDataFact]
