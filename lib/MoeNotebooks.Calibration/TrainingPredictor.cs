@@ -157,6 +157,8 @@ public static class TrainingPredictor
             warnings.Add($"model: no published run of {run.Family} is in the fitted tables; priced from its preset (data/models) as the suite prices its families, with factors measured on {string.Join(", ", ModernArchitecture.Catalog.Keys.Order(StringComparer.Ordinal))}; model TFLOP/s by Megatron-LM's count of the preset");
         if (s.RecipeNote is not null) warnings.Add($"precision: {s.RecipeNote}");
         if (run.Framework == ModernFramework.MegatronBridge && s.Launch is null && run.Release.Length > 0) warnings.Add($"launch: plain settings ({s.LaunchNote})");
+        if (s.Launch is { ByLayout: true } byLayout)
+            warnings.Add($"launch: {byLayout.Config} applied because its layout is the run's; read at {byLayout.Source}, not confirmed for release {run.Release}");
         var seconds = row.Seconds(choice.Fit);
         if (!double.IsFinite(seconds) || seconds <= 0) return (null, $"the predicted step is {seconds} s (a bug: please report the run)");
         var tokens = run.GlobalBatch * (double)run.SequenceLength / (run.Gpus * seconds);

@@ -262,6 +262,20 @@ public class PredictTests
         Assert.Contains(preset.Warnings, w => w.StartsWith("model: no published run of llama3-8b"));
     }
 
+    [CalibrationDataFact]
+    public void A_release_the_launch_file_does_not_name_takes_the_config_with_the_runs_layout_and_says_so()
+    {
+        // Oracle: the launch file by hand: GPT_OSS_120B_PRETRAIN_CONFIG_GB200_BF16_V2 (EP 64, MBS 4, GBS 1280) was read for
+        // release 26.04.01; the table has no 26.06 GPT-OSS GB200 BF16 row, so a 26.06 run with that layout takes it by
+        // layout (with a warning), and prices exactly as the 26.04.01 run does.
+        TrainingRunRequest Run(string release) => new("gpt-oss-120b", "GB200", 64, "bf16", 1280, 4, EP: 64, Release: release);
+        var named = TrainingPredictor.Predict(Run("26.04.01"));
+        var other = TrainingPredictor.Predict(Run("26.06"));
+        Assert.Equal(named.StepSeconds, other.StepSeconds, 12);
+        Assert.DoesNotContain(named.Warnings, w => w.StartsWith("launch:"));
+        Assert.Contains(other.Warnings, w => w.StartsWith("launch: GPT_OSS_120B_PRETRAIN_CONFIG_GB200_BF16_V2 applied because its layout is the run's"));
+    }
+
     public static TheoryData<string> Presets => new(ModelPresets.Names);
 
     [Theory]
