@@ -112,6 +112,26 @@ public class BridgeLaunchTests
         Assert.Contains("EP64", twice.Message);
     }
 
+    [Fact]
+    public void An_h100_run_with_a_stored_h100_layout_takes_that_config_by_hand()
+    {
+        // Oracle (by hand from deepseek_workload_base_configs.py @ 0426418): DEEPSEEK_V3_PRETRAIN_CONFIG_H100_BF16_V1 runs
+        // 1024 GPUs at TP 2, PP 8, VP 4, EP 64, MBS 1, GBS 8192 with HybridEP, no all-to-all overlap, selective recompute of
+        // mla_up_proj and mlp, and the pipeline layout Et|(tt|)*30mL. The H100 entries name no release.
+        var run = TrainingPredictor.RunOf(new TrainingRunRequest("deepseek-v3", "H100 (DGX-H100)", 1024, "bf16", 8192, 1, TP: 2, PP: 8, VP: 4, EP: 64, Release: "25.11"));
+        var (launch, _) = BridgeLaunchCatalog.Published.For(run);
+        Assert.Equal("DEEPSEEK_V3_PRETRAIN_CONFIG_H100_BF16_V1", launch!.Config);
+        Assert.True(launch.ByLayout);
+        Assert.Empty(launch.Releases);
+        Assert.Equal(AllToAllImplementation.DeepEpNormal, launch.AllToAll);
+        Assert.Equal(MoeAllToAllOverlap.None, launch.Overlap);
+        Assert.Equal(RecomputeModules.MlaUpProj | RecomputeModules.Mlp, launch.Recomputes);
+        Assert.Equal("Et|(tt|)*30mL", launch.PpLayout);
+        // The same layout at GBS 16384 is V2's; another global batch is no stored config's.
+        Assert.Equal("DEEPSEEK_V3_PRETRAIN_CONFIG_H100_BF16_V2", BridgeLaunchCatalog.Published.For(run with { GlobalBatch = 16384 }).Launch!.Config);
+        Assert.Null(BridgeLaunchCatalog.Published.For(run with { GlobalBatch = 4096 }).Launch);
+    }
+
     [CalibrationDataFact]
     public void A_row_with_all_to_all_overlap_maps_to_the_1f1b_overlap_by_hand()
     {
