@@ -23,15 +23,16 @@ public sealed record LaunchSource(string Repo, string Path, string Commit)
 }
 
 /// <summary>The published layout of a perf config (what a row must equal for the entry to apply to it).</summary>
-public sealed record LaunchLayout(int TP, int PP, int? VP, int EP, int MicroBatch, long GlobalBatch)
+/// <param name="CP">Context-parallel size (the file's optional "cp", default 1).</param>
+public sealed record LaunchLayout(int TP, int PP, int? VP, int EP, int MicroBatch, long GlobalBatch, int CP = 1)
 {
     /// <summary>Whether the row ran this layout (VP 1 and no VP are the same: no interleaving).</summary>
-    public bool Matches(ModernRun r) => TP == r.TP && PP == r.PP && (VP ?? 1) == (r.VP ?? 1) && EP == r.EP && MicroBatch == r.MicroBatch && GlobalBatch == r.GlobalBatch;
+    public bool Matches(ModernRun r) => TP == r.TP && PP == r.PP && (VP ?? 1) == (r.VP ?? 1) && CP == r.CP && EP == r.EP && MicroBatch == r.MicroBatch && GlobalBatch == r.GlobalBatch;
 
-    public static string Describe(int tp, int pp, int? vp, int ep, int mbs, long gbs) =>
-        string.Create(CultureInfo.InvariantCulture, $"TP{tp} PP{pp} VP{(vp is { } v && v > 1 ? v.ToString(CultureInfo.InvariantCulture) : "-")} EP{ep} MBS{mbs} GBS{gbs}");
+    public static string Describe(int tp, int pp, int? vp, int ep, int mbs, long gbs, int cp = 1) =>
+        string.Create(CultureInfo.InvariantCulture, $"TP{tp} PP{pp} VP{(vp is { } v && v > 1 ? v.ToString(CultureInfo.InvariantCulture) : "-")}{(cp > 1 ? $" CP{cp}" : "")} EP{ep} MBS{mbs} GBS{gbs}");
 
-    public override string ToString() => Describe(TP, PP, VP, EP, MicroBatch, GlobalBatch);
+    public override string ToString() => Describe(TP, PP, VP, EP, MicroBatch, GlobalBatch, CP);
 }
 
 /// <summary>
@@ -117,6 +118,9 @@ public sealed record BridgeLaunchCatalog(string Source, IReadOnlyList<BridgeLaun
     public (BridgeLaunch? Launch, string Why) For(ModernRun r)
     {
         if (r.Framework != ModernFramework.MegatronBridge) return (null, "not a Megatron-Bridge row");
+        // Megatron-FSDP launches are other configs (use_megatron_fsdp, CPU offloading: ModernPredictor.CpuOffloadingNumLayers);
+        // a DDP config of the same layout must not stand in for them.
+        if (r.IsMegatronFsdp) return (null, "Megatron-FSDP run: its launch's CPU offloading is priced from ModernPredictor.CpuOffloadingNumLayers; no other launch setting collected");
         var gpu = GpuKey(r);
         var precision = PrecisionKey(r.Precision);
         var hit = Launches.FirstOrDefault(l => l.Family == r.Family && l.Gpu == gpu && l.Precision == precision && l.Releases.Contains(r.Release));
@@ -125,7 +129,7 @@ public sealed record BridgeLaunchCatalog(string Source, IReadOnlyList<BridgeLaun
             // The file names the releases; the layout check guards against an entry applied to a run it does not describe.
             if (!hit.Layout.Matches(r))
                 throw new ConfigException($"launches[{hit.Config}].layout", hit.Layout.ToString(),
-                    $"names release {r.Release} but row {r.Id} ran {LaunchLayout.Describe(r.TP, r.PP, r.VP, r.EP, r.MicroBatch, r.GlobalBatch)}", Source);
+                    $"names release {r.Release} but row {r.Id} ran {LaunchLayout.Describe(r.TP, r.PP, r.VP, r.EP, r.MicroBatch, r.GlobalBatch, r.CP)}", Source);
             return (hit, "");
         }
         var nf = NotFound.FirstOrDefault(n => n.Family == r.Family && n.Gpu == gpu && n.Precision == precision && n.Release == r.Release);
@@ -172,9 +176,9 @@ public sealed record BridgeLaunchCatalog(string Source, IReadOnlyList<BridgeLaun
         foreach (var r in Items(root, "launches"))
         {
             var l = r.Object("layout");
-            var layout = new LaunchLayout(l.Int("tp"), l.Int("pp"), l.OptionalInt("vp"), l.Int("ep"), l.Int("microBatch"), l.Long("globalBatch"));
+            var layout = new LaunchLayout(l.Int("tp"), l.Int("pp"), l.OptionalInt("vp"), l.Int("ep"), l.Int("microBatch"), l.Long("globalBatch"), l.OptionalInt("cp") ?? 1);
             l.Finish();
-            foreach (var (f, v) in new (string, long)[] { ("tp", layout.TP), ("pp", layout.PP), ("vp", layout.VP ?? 1), ("ep", layout.EP), ("microBatch", layout.MicroBatch), ("globalBatch", layout.GlobalBatch) })
+            foreach (var (f, v) in new (string, long)[] { ("tp", layout.TP), ("pp", layout.PP), ("vp", layout.VP ?? 1), ("cp", layout.CP), ("ep", layout.EP), ("microBatch", layout.MicroBatch), ("globalBatch", layout.GlobalBatch) })
                 if (v <= 0) throw new ConfigException(l.Child(f), v.ToString(CultureInfo.InvariantCulture), "must be > 0", source);
             var dispatcherText = r.String("dispatcher");
             var e = new BridgeLaunch(r.String("family"), r.String("gpu"), r.String("precision"), Strings(r, "releases") ?? [], r.String("config"), layout,
