@@ -264,7 +264,9 @@ public sealed class ModernPredictor
     /// <summary>The row as a scenario, or the reason it cannot be one yet.</summary>
     public static (ModernScenario? Scenario, string? Reason) ScenarioOf(ModernRun run)
     {
-        if (run.Layers is null && ModernArchitecture.Of(run.Family) is null)
+        // A Megatron-Bridge family's architecture (the catalog's, or a preset's); MPT rows give theirs in their columns.
+        var known = run.Framework == ModernFramework.MosaicMpt ? null : ModernArchitecture.Of(run.Family);
+        if (run.Layers is null && known is null)
             return (null, $"no architecture: the row gives none (\"{run.Arch}\"), no public config is in data/{ModernArchitecture.ResourceName} and no model preset in data/models has its name");
         if (run.CP > 1 && run.EP % run.CP != 0 && run.CP % run.EP != 0)
             return (null, $"context parallelism CP = {run.CP} with EP = {run.EP}: neither divides the other (the core's CP rings tile EP ranks or whole replicas)");
@@ -283,7 +285,7 @@ public sealed class ModernPredictor
                 return (null, "architecture columns missing");
             arch = new ModernArchitecture(run.Family, l, h, hd, hd, h / hd, f, 0, 0, 0, 0, 0, vocab, false, null, 0, 0, 0, null, "the row's columns (MPT: MHA, GELU FFN 4h)");
         }
-        else if ((arch = ModernArchitecture.Of(run.Family)) is null)
+        else if ((arch = known) is null)
             return (null, $"architecture of {run.Family} not in data/{ModernArchitecture.ResourceName} nor a model preset");
         var hardware = LaunchedOn(HardwareCatalog.Get(system), run.Gpus);
         // The core's model from the row's columns: MHA, head dim hidden / heads, two-matrix FFN at the (expert) width.
